@@ -1,0 +1,1 @@
+"""spikeforge benchmarks: reports, accuracy-vs-T tables, throughput, sweeps."""

@@ -1,0 +1,425 @@
+"""ANN -> SNN conversion: trace with torch.fx, fuse BatchNorm, set thresholds, build a Network.
+
+The traced graph is walked once. Every fx node gets a symbolic value:
+- `_Spikes`: the output of a population (a spiking layer, or the analog input);
+- `_Current`: a weighted sum of projections from populations plus a bias, i.e.
+  what a population integrates. BatchNorm scales a current; `add` merges two.
+An activation turns a current into an IF population; the model output becomes
+the non-spiking readout population.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from simulator.network import Network, Population, Projection
+
+from .activations import QCFS, ClipReLU
+from .mapping import one_population_per_core
+from .stats import collect
+
+
+class ConversionError(ValueError):
+    """The model cannot be converted; the message names the fx nodes at fault."""
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, (QCFS, ClipReLU)) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> torch.fx.GraphModule:
+    """Symbolically trace `model` (QCFS and ClipReLU stay leaf modules)."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # fx raises many types for data-dependent control flow
+        raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {exc}") from exc
+    return torch.fx.GraphModule(model, graph)
+
+
+# ----------------------------------------------------------------------------- symbolic values
+
+@dataclass
+class _Spikes:
+    pop: str
+    shape: tuple  # as seen by consumers (a flatten changes this, not the population)
+
+
+@dataclass
+class _Term:
+    source: str
+    kind: str  # dense | conv2d | avgpool | identity | sparse
+    weight: torch.Tensor | None = None
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    groups: int = 1
+    label: str = ""
+
+
+@dataclass
+class _Current:
+    terms: list
+    bias: torch.Tensor  # one value per channel (3D) or per neuron (1D)
+    shape: tuple
+    nonneg: bool = False  # pooling / identity of spikes only: can be re-encoded by an IF population
+    origin: str = ""  # fx node whose ANN output this current equals (for its threshold statistics)
+
+
+class _Size:
+    """Result of x.size(...) during tracing; only used to spell a flatten as view(B, -1)."""
+
+
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, ClipReLU, QCFS)
+_PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_SUPPORTED_MODULES = _ACTIVATION_MODULES + _PASS_MODULES + (
+    nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+_ADD = (operator.add, torch.add, operator.iadd)
+_RELU_FN = (F.relu, torch.relu)
+_FLATTEN_FN = (torch.flatten,)
+_SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d)
+_SUPPORTED_METHODS = ("add", "relu", "flatten", "view", "reshape", "size")
+
+
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+def check_supported(gm: torch.fx.GraphModule):
+    """Raise one ConversionError listing every unsupported node with its fx name."""
+    modules = dict(gm.named_modules())
+    bad = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            m = modules[n.target]
+            if not isinstance(m, _SUPPORTED_MODULES):
+                bad.append(f"{n.name} ({type(m).__name__})")
+            elif isinstance(m, nn.Conv2d) and (_pair(m.dilation) != (1, 1) or m.padding_mode != "zeros"):
+                bad.append(f"{n.name} (Conv2d with dilation {m.dilation} / padding_mode {m.padding_mode!r})")
+            elif isinstance(m, nn.AvgPool2d) and (m.ceil_mode or m.divisor_override
+                                                  or (not m.count_include_pad and _pair(m.padding) != (0, 0))):
+                bad.append(f"{n.name} (AvgPool2d with ceil_mode, divisor_override or count_include_pad=False)")
+            elif isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6) and m.min_val != 0.0:
+                bad.append(f"{n.name} (Hardtanh with min_val {m.min_val} != 0)")
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is None:
+                bad.append(f"{n.name} (BatchNorm without running statistics)")
+        elif n.op == "call_function" and n.target not in _SUPPORTED_FUNCTIONS:
+            bad.append(f"{n.name} (function {getattr(n.target, '__name__', n.target)})")
+        elif n.op == "call_method" and n.target not in _SUPPORTED_METHODS:
+            bad.append(f"{n.name} (method .{n.target}())")
+        elif n.op == "get_attr":
+            bad.append(f"{n.name} (tensor attribute {n.target} used directly)")
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        bad.append(f"inputs {placeholders} (exactly one input tensor is supported)")
+    if bad:
+        raise ConversionError("unsupported operations in the model:\n  " + "\n  ".join(bad))
+
+
+# ----------------------------------------------------------------------------- the walk
+
+class _Builder:
+    """Walks the fx graph and accumulates populations and projections."""
+
+    def __init__(self, gm, input_shape, v_init_fraction):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.input_shape = tuple(input_shape)
+        self.v_init_fraction = v_init_fraction
+        self.pops = []  # dicts: name, shape, kind, node, current, act (module or None)
+        self.shapes = {}
+
+    # -- helpers
+    def fail(self, node, why):
+        raise ConversionError(f"node {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)}): {why}")
+
+    def new_population(self, name, shape, current, node_name, act=None, model="if"):
+        self.pops.append(dict(name=name, shape=tuple(shape), current=current, node=node_name, act=act, model=model))
+        self.shapes[name] = tuple(shape)
+        return _Spikes(name, tuple(shape))
+
+    def as_spikes(self, node, v):
+        """A value that feeds synapses must be spikes; re-encode a non-negative pooled current."""
+        if isinstance(v, _Spikes):
+            return v
+        if isinstance(v, _Current) and v.nonneg and not torch.any(v.bias != 0):
+            return self.new_population(v.origin + "_spikes", v.shape, v, v.origin)
+        self.fail(node, "its input is a linear combination without an activation in between "
+                        "(add a ReLU, or fold the two linear layers into one)")
+
+    def as_current(self, node, v):
+        if isinstance(v, _Current):
+            return v
+        if v.pop == "input":
+            self.fail(node, "the analog input cannot be added or normalized without a synaptic layer")
+        c = v.shape[0]
+        return _Current([_Term(v.pop, "identity", label=f"{node.name}_from_{v.pop}")],
+                        torch.zeros(c, dtype=torch.float64), v.shape, nonneg=True, origin=node.name)
+
+    # -- per op
+    def linear(self, node, m, v):
+        v = self.as_spikes(node, v)
+        n_in = int(np.prod(v.shape))
+        if n_in != m.in_features:
+            self.fail(node, f"input has {n_in} features, layer expects {m.in_features}")
+        b = m.bias.detach().double() if m.bias is not None else torch.zeros(m.out_features, dtype=torch.float64)
+        return _Current([_Term(v.pop, "dense", m.weight.detach().double().clone(), label=node.name)], b.clone(),
+                        (m.out_features,))
+
+    def conv(self, node, m, v):
+        v = self.as_spikes(node, v)
+        if len(v.shape) != 3 or v.shape[0] != m.in_channels:
+            self.fail(node, f"input shape {v.shape} does not fit Conv2d({m.in_channels}, ...)")
+        k, s = _pair(m.kernel_size), _pair(m.stride)
+        if isinstance(m.padding, str):
+            if m.padding == "valid":
+                p = (0, 0)
+            elif all(kk % 2 == 1 for kk in k) and s == (1, 1):
+                p = (k[0] // 2, k[1] // 2)
+            else:
+                self.fail(node, "padding='same' is only supported for odd kernels with stride 1")
+        else:
+            p = _pair(m.padding)
+        h, w = v.shape[1:]
+        out = (m.out_channels, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
+        b = m.bias.detach().double() if m.bias is not None else torch.zeros(m.out_channels, dtype=torch.float64)
+        return _Current([_Term(v.pop, "conv2d", m.weight.detach().double().clone(), k, s, p, m.groups, node.name)],
+                        b.clone(), out)
+
+    def pool(self, node, v, kernel, stride, padding):
+        if isinstance(v, _Current):
+            self.fail(node, "average pooling must follow an activation (pooling a linear layer's output "
+                            "before its activation is not supported)")
+        if v.pop == "input" or len(v.shape) != 3:
+            self.fail(node, f"average pooling needs a spiking (C, H, W) input, got {v.shape} from {v.pop!r}")
+        c, h, w = v.shape
+        out = (c, (h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+        return _Current([_Term(v.pop, "avgpool", None, kernel, stride, padding, 1, node.name)],
+                        torch.zeros(c, dtype=torch.float64), out, nonneg=True, origin=node.name)
+
+    def adaptive_pool(self, node, v, size):
+        if isinstance(v, _Current) or len(v.shape) != 3:
+            self.fail(node, "adaptive average pooling must follow an activation on a (C, H, W) tensor")
+        oh, ow = _pair(size) if size is not None else v.shape[1:]
+        h, w = v.shape[1:]
+        if h % oh or w % ow:
+            self.fail(node, f"adaptive pooling {h}x{w} -> {oh}x{ow} is not a uniform window")
+        return self.pool(node, v, (h // oh, w // ow), (h // oh, w // ow), (0, 0))
+
+    def batchnorm(self, node, m, v):
+        if not isinstance(v, _Current) or any(t.kind == "identity" and len(v.shape) == 1 for t in v.terms):
+            self.fail(node, "BatchNorm is fused only into a preceding Linear/Conv2d/pooling/add")
+        scale = (m.weight.detach().double() if m.affine else torch.ones_like(m.running_var, dtype=torch.float64))
+        scale = scale / torch.sqrt(m.running_var.double() + m.eps)
+        shift = (m.bias.detach().double() if m.affine else 0.0) - m.running_mean.double() * scale
+        if scale.numel() != v.shape[0]:
+            self.fail(node, f"BatchNorm over {scale.numel()} channels after a layer with {v.shape[0]}")
+        terms = []
+        for t in v.terms:
+            if t.kind in ("dense", "conv2d"):
+                shape = (-1,) + (1,) * (t.weight.dim() - 1)
+                terms.append(_Term(t.source, t.kind, t.weight * scale.view(shape), t.kernel, t.stride, t.padding,
+                                   t.groups, t.label))
+            else:  # pooling or identity of spikes, scaled per channel: a depthwise convolution
+                c = v.shape[0]
+                kh, kw = t.kernel
+                weight = (scale / (kh * kw)).view(c, 1, 1, 1).expand(c, 1, kh, kw).clone()
+                terms.append(_Term(t.source, "conv2d", weight, t.kernel, t.stride, t.padding, c, t.label))
+        return _Current(terms, v.bias * scale + shift, v.shape)
+
+    def add(self, node, a, b):
+        a, b = self.as_current(node, a), self.as_current(node, b)
+        if a.shape != b.shape:
+            self.fail(node, f"adding shapes {a.shape} and {b.shape}")
+        return _Current(a.terms + b.terms, a.bias + b.bias, a.shape, a.nonneg and b.nonneg, node.name)
+
+    def activation(self, node, m, v):
+        if isinstance(v, _Spikes):
+            if v.pop == "input":
+                self.fail(node, "an activation directly on the analog input is not supported")
+            if m is None or isinstance(m, nn.ReLU):
+                return v  # ReLU of spikes is the identity
+            v = self.as_current(node, v)
+        return self.new_population(node.name, v.shape, v, node.name, act=m)
+
+    def flatten(self, node, v, start_dim=1):
+        if start_dim != 1:
+            self.fail(node, f"flatten must start at dim 1 (got {start_dim})")
+        v = self.as_spikes(node, v)
+        return _Spikes(v.pop, (int(np.prod(v.shape)),))
+
+    # -- the walk
+    def run(self):
+        env = {}
+        out_value = None
+        for n in self.gm.graph.nodes:
+            args = [env[a.name] if isinstance(a, torch.fx.Node) else a for a in n.args]
+            kwargs = {k: env[a.name] if isinstance(a, torch.fx.Node) else a for k, a in n.kwargs.items()}
+            if n.op == "placeholder":
+                self.new_population("input", self.input_shape, None, n.name, model="input")
+                env[n.name] = _Spikes("input", self.input_shape)
+            elif n.op == "call_module":
+                env[n.name] = self.module(n, self.modules[n.target], args[0])
+            elif n.op == "call_function":
+                env[n.name] = self.function(n, n.target, args, kwargs)
+            elif n.op == "call_method":
+                env[n.name] = self.method(n, n.target, args, kwargs)
+            elif n.op == "output":
+                out_value = args[0]
+        if isinstance(out_value, (tuple, list)) or out_value is None:
+            raise ConversionError("the model must return a single tensor")
+        if isinstance(out_value, _Spikes):
+            out_value = _Current([_Term(out_value.pop, "identity", label="readout_from_" + out_value.pop)],
+                                 torch.zeros(out_value.shape[0], dtype=torch.float64), out_value.shape)
+        self.new_population("readout", out_value.shape, out_value, "output", model="readout")
+        return self.pops
+
+    def module(self, n, m, v):
+        if isinstance(m, _PASS_MODULES):
+            return v
+        if isinstance(m, nn.Linear):
+            return self.linear(n, m, v)
+        if isinstance(m, nn.Conv2d):
+            return self.conv(n, m, v)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self.batchnorm(n, m, v)
+        if isinstance(m, _ACTIVATION_MODULES):
+            return self.activation(n, m, v)
+        if isinstance(m, nn.AvgPool2d):
+            k = _pair(m.kernel_size)
+            return self.pool(n, v, k, _pair(m.stride if m.stride is not None else k), _pair(m.padding))
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return self.adaptive_pool(n, v, m.output_size)
+        if isinstance(m, nn.Flatten):
+            return self.flatten(n, v, m.start_dim)
+        self.fail(n, "unsupported module")
+
+    def function(self, n, fn, args, kwargs):
+        if fn in _ADD:
+            if len(args) != 2 or kwargs.get("alpha", 1) != 1:
+                self.fail(n, "only a + b of two tensors is supported")
+            if not all(isinstance(a, (_Spikes, _Current)) for a in args):
+                self.fail(n, "adding a constant is not supported")
+            return self.add(n, *args)
+        if fn in _RELU_FN:
+            return self.activation(n, None, args[0])
+        if fn in _FLATTEN_FN:
+            return self.flatten(n, args[0], args[1] if len(args) > 1 else kwargs.get("start_dim", 0))
+        if fn is F.dropout:
+            return args[0]
+        if fn is F.avg_pool2d:
+            k = _pair(args[1] if len(args) > 1 else kwargs["kernel_size"])
+            s = args[2] if len(args) > 2 else kwargs.get("stride")
+            p = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+            return self.pool(n, args[0], k, _pair(s) if s else k, _pair(p))
+        if fn is F.adaptive_avg_pool2d:
+            return self.adaptive_pool(n, args[0], args[1] if len(args) > 1 else kwargs["output_size"])
+        self.fail(n, "unsupported function")
+
+    def method(self, n, name, args, kwargs):
+        if name == "size":
+            return _Size()
+        if name == "relu":
+            return self.activation(n, None, args[0])
+        if name == "add":
+            return self.add(n, args[0], args[1])
+        if name == "flatten":
+            return self.flatten(n, args[0], args[1] if len(args) > 1 else kwargs.get("start_dim", 0))
+        if name in ("view", "reshape"):
+            dims = args[1:] if len(args) > 2 or not isinstance(args[1], (tuple, list)) else args[1]
+            if len(dims) == 2 and (isinstance(dims[0], _Size) or dims[0] == -1 or isinstance(dims[0], int)) \
+                    and dims[1] == -1:
+                return self.flatten(n, args[0], 1)
+            self.fail(n, f"only view/reshape(batch, -1) is supported, got {dims}")
+        self.fail(n, "unsupported method")
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+def _threshold(pop, stats, norm, percentile):
+    """θ of a population: from its QCFS/clip bound, else from data (max or percentile)."""
+    act = pop["act"]
+    if isinstance(act, QCFS):
+        return float(act.threshold.detach())
+    if isinstance(act, ClipReLU):
+        return act.threshold
+    if isinstance(act, nn.Hardtanh):  # ReLU6 included
+        return float(act.max_val)
+    if norm == "max":
+        value = stats.max.get(pop["node"], 0.0)
+    else:
+        value = stats.percentile(pop["node"], percentile)
+    if not np.isfinite(value) or value <= 0:
+        raise ConversionError(f"population {pop['name']!r}: no positive activation on the calibration data "
+                              f"(node {pop['node']!r}); cannot set a threshold")
+    return float(value)
+
+
+def _expand_bias(bias, shape):
+    if len(shape) == 3 and bias.numel() == shape[0]:
+        return bias.view(-1, 1, 1).expand(shape).reshape(-1)
+    return bias.reshape(-1)
+
+
+def _unique(name, used):
+    base, k = name, 1
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
+
+
+def convert(model: nn.Module, calibration, norm: str = "max", percentile: float = 99.99,
+            v_init_fraction: float = 0.5, name: str | None = None, progress=None) -> Network:
+    """Convert a trained ANN into a `Network` of IF neurons with soft reset.
+
+    calibration: an iterable of input batches (tensors) used for data-based thresholds;
+    norm: "max" or "percentile"; v_init_fraction: v[0] = fraction x θ (0.5 by default).
+    """
+    if norm not in ("max", "percentile"):
+        raise ValueError(f"norm must be 'max' or 'percentile', got {norm!r}")
+    batches = [torch.as_tensor(b) for b in calibration]
+    if not batches:
+        raise ConversionError("no calibration batches given")
+    was_training = model.training
+    model.eval()
+    try:
+        gm = trace(model)
+        check_supported(gm)
+        pops = _Builder(gm, batches[0].shape[1:], v_init_fraction).run()
+        data_nodes = [p["node"] for p in pops if p["model"] == "if"]
+        stats = collect(gm, batches, data_nodes, progress)
+    finally:
+        model.train(was_training)
+
+    populations, projections, used = [], [], set()
+    for p in pops:
+        n = int(np.prod(p["shape"]))
+        if p["model"] == "input":
+            populations.append(Population.make("input", "input", p["shape"]))
+            continue
+        cur = p["current"]
+        bias = _expand_bias(cur.bias, p["shape"]).numpy()
+        if p["model"] == "if":
+            theta = _threshold(p, stats, norm, percentile)
+            populations.append(Population.make(p["name"], "if", p["shape"], theta, theta * v_init_fraction, bias))
+        else:
+            populations.append(Population.make(p["name"], "readout", p["shape"], 0.0, 0.0, bias))
+        for t in cur.terms:
+            w = None if t.weight is None else t.weight.numpy().astype(np.float32)
+            projections.append(Projection(_unique(t.label or f"{t.source}_to_{p['name']}", used), t.kind, t.source,
+                                          p["name"], w, kernel=t.kernel, stride=t.stride, padding=t.padding,
+                                          groups=t.groups))
+        assert n == populations[-1].size
+    cores, edges = one_population_per_core(populations, projections)
+    attrs = {"name": name or type(model).__name__, "numeric_mode": "float32", "normalization": norm,
+             "percentile": float(percentile), "v_init_fraction": float(v_init_fraction),
+             "time_semantics": "layer-synchronous", "mapping": "one-population-per-core"}
+    return Network(populations, projections, cores, edges, attrs)

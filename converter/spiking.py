@@ -1,0 +1,180 @@
+"""Torch spiking modules: the reference implementation of a converted network.
+
+`SpikingNetwork` runs a `Network` (the in-memory form of a network file) time
+step by time step with dense torch tensors. The numba simulator must produce
+the same spikes for the same file. Semantics (DESIGN.md): populations in
+topological order, layer-synchronous (spikes of step t reach the next layer at
+step t), analog input injected as constant current every step, non-spiking
+readout whose output is the mean input current over T.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulator.network import Network
+
+
+class IFNeurons(nn.Module):
+    """Integrate-and-fire neurons: m = v + I; s = [m >= θ]; v = m - s·θ (soft reset) or 0 (zero reset).
+
+    Output value x = θ·s (what the spike carries downstream).
+    """
+
+    def __init__(self, threshold, v_init, reset="subtract"):
+        super().__init__()
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("v_init", v_init)
+        self.reset = reset
+        self.v = None
+
+    def reset_state(self, batch):
+        self.v = self.v_init.expand(batch, *self.v_init.shape).clone()
+
+    def forward(self, current):
+        m = self.v + current
+        spikes = (m >= self.threshold).to(m.dtype)
+        if self.reset == "subtract":
+            self.v = m - spikes * self.threshold
+        elif self.reset == "zero":
+            self.v = m * (1 - spikes)
+        else:
+            self.v = m
+        return spikes
+
+
+class Readout(nn.Module):
+    """Non-spiking integrator: accumulates its input current; output = mean over steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = None
+
+    def reset_state(self, batch):
+        self.total = None
+
+    def forward(self, current):
+        self.total = current.clone() if self.total is None else self.total + current
+        return self.total
+
+
+@dataclass
+class StepRecord:
+    """What a run of the reference records, per population name."""
+
+    spike_counts: dict  # name -> (B, *shape) total spikes over T
+    spikes: dict | None = None  # name -> (T, B, *shape) if recorded
+
+
+def _t(a, dtype):
+    return torch.as_tensor(np.asarray(a)).to(dtype)
+
+
+class SpikingNetwork(nn.Module):
+    """Runs a `Network` with torch tensors; float64 by default so it is a precise reference."""
+
+    def __init__(self, net: Network, dtype=torch.float64):
+        super().__init__()
+        self.net = net
+        self.dtype = dtype
+        self.neurons = nn.ModuleDict()
+        self.shapes = {p.name: tuple(p.shape) for p in net.populations}
+        self.biases = {}
+        for p in net.populations:
+            shape = tuple(p.shape)
+            self.biases[p.name] = _t(p.bias, dtype).reshape(shape)
+            if p.model == "if":
+                self.neurons[p.name] = IFNeurons(_t(p.threshold, dtype).reshape(shape),
+                                                 _t(p.v_init, dtype).reshape(shape), p.reset)
+            elif p.model == "readout":
+                self.neurons[p.name] = Readout()
+        self.weights = {}
+        self.sparse_index = {}
+        for pr in net.projections:
+            if pr.weight is not None:
+                self.weights[pr.name] = _t(pr.weight, dtype)
+            if pr.kind == "sparse":
+                rows = np.repeat(np.arange(len(pr.indptr) - 1), np.diff(pr.indptr))
+                self.sparse_index[pr.name] = (torch.as_tensor(rows), torch.as_tensor(pr.indices.astype(np.int64)))
+        self.incoming = {p.name: net.incoming(p.name) for p in net.populations}
+
+    def _project(self, pr, x):
+        """Current that projection `pr` delivers for source values x (B, *source shape)."""
+        b = x.shape[0]
+        if pr.kind == "dense":
+            return F.linear(x.reshape(b, -1), self.weights[pr.name])
+        if pr.kind == "conv2d":
+            return F.conv2d(x, self.weights[pr.name], stride=tuple(pr.stride), padding=tuple(pr.padding),
+                            groups=pr.groups)
+        if pr.kind == "avgpool":
+            return F.avg_pool2d(x, tuple(pr.kernel), tuple(pr.stride), tuple(pr.padding), count_include_pad=True)
+        if pr.kind == "identity":
+            return x
+        if pr.kind == "sparse":
+            rows, cols = self.sparse_index[pr.name]
+            n_tgt = int(np.prod(self.shapes[pr.target]))
+            out = torch.zeros(b, n_tgt, dtype=x.dtype)
+            return out.index_add_(1, cols, x.reshape(b, -1)[:, rows] * self.weights[pr.name])
+        raise ValueError(f"unknown projection kind {pr.kind!r}")
+
+    @torch.no_grad()
+    def forward(self, x, T: int, record_spikes=False):
+        """Run T steps on input batch x; return (readout mean over T, StepRecord)."""
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        x = torch.as_tensor(x).to(self.dtype)
+        b = x.shape[0]
+        x = x.reshape(b, *self.shapes[self.net.input.name])
+        for m in self.neurons.values():
+            m.reset_state(b)
+        counts = {n: torch.zeros(b, *self.shapes[n], dtype=torch.int64) for n in self.neurons
+                  if isinstance(self.neurons[n], IFNeurons)}
+        spikes = {n: [] for n in counts} if record_spikes else None
+        out = None
+        for _ in range(T):
+            values = {self.net.input.name: x}
+            for p in self.net.populations[1:]:
+                current = self.biases[p.name].expand(b, *self.shapes[p.name])
+                for pr in self.incoming[p.name]:
+                    current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
+                neuron = self.neurons[p.name]
+                if isinstance(neuron, IFNeurons):
+                    s = neuron(current)
+                    counts[p.name] += s.to(torch.int64)
+                    if record_spikes:
+                        spikes[p.name].append(s.to(torch.uint8))
+                    values[p.name] = s * neuron.threshold
+                else:
+                    out = neuron(current)
+        record = StepRecord(counts, {n: torch.stack(v) for n, v in spikes.items()} if record_spikes else None)
+        return out / T, record
+
+    @torch.no_grad()
+    def analog_forward(self, x):
+        """Evaluate the network as the ANN it came from (every IF population = ReLU of its current).
+
+        Checks the conversion's wiring and BatchNorm fusion exactly, independent of spiking.
+        """
+        x = torch.as_tensor(x).to(self.dtype)
+        b = x.shape[0]
+        values = {self.net.input.name: x.reshape(b, *self.shapes[self.net.input.name])}
+        out = None
+        for p in self.net.populations[1:]:
+            current = self.biases[p.name].expand(b, *self.shapes[p.name])
+            for pr in self.incoming[p.name]:
+                current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
+            values[p.name] = torch.relu(current)
+            out = current
+        return out
+
+    def predict(self, x, T: int, batch_size: int = 256):
+        """Class predictions (argmax of the readout) for all of x, in batches."""
+        preds = []
+        for i in range(0, len(x), batch_size):
+            out, _ = self(x[i:i + batch_size], T)
+            preds.append(out.reshape(out.shape[0], -1).argmax(1))
+        return torch.cat(preds)

@@ -1,0 +1,1 @@
+"""spikeforge hardware models: target cost tables turning simulator counters into energy and latency."""

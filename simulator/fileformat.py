@@ -1,0 +1,342 @@
+"""Reader and validator of the spikeforge network file (HDF5), format v1.
+
+docs/FORMAT.md is the schema. Everything the engine will index is checked
+here, before any kernel sees it: a bad file raises `NetworkFileError` naming
+the file, the dataset and the problem.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .geometry import conv_output_hw
+from .network import (NEURON_MODELS, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS, CoreEdges,
+                      CoreTable, Network, Population, Projection)
+
+FORMAT_NAME = "spikeforge-network"
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+# Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
+MAX_NEURONS = 2**31 - 1
+MAX_SYNAPSES = 2**33
+MAX_DIMS = 3
+# No single dataset may need more memory than this (override with SPIKEFORGE_MAX_DATASET_BYTES).
+MAX_DATASET_BYTES = int(os.environ.get("SPIKEFORGE_MAX_DATASET_BYTES", 4 * 2**30))
+
+POP_DATASETS = ("threshold", "v_init", "bias")
+
+
+class NetworkFileError(ValueError):
+    """A network file (or in-memory network) violates the format."""
+
+    def __init__(self, where: str, problem: str, path=None):
+        self.where, self.problem, self.path = where, problem, path
+        prefix = f"{path}: " if path else ""
+        super().__init__(f"{prefix}{where}: {problem}")
+
+
+def parse_version(text: str, where="/", path=None) -> tuple:
+    try:
+        major, minor = (int(p) for p in str(text).split("."))
+    except ValueError:
+        raise NetworkFileError(where, f"format_version {text!r} is not MAJOR.MINOR", path) from None
+    return major, minor
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _fail(where, problem):
+    raise NetworkFileError(where, problem)
+
+
+def _check_array(arr, where, n, finite=True):
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.floating):
+        _fail(where, f"expected a float array, got {getattr(arr, 'dtype', type(arr).__name__)}")
+    if arr.shape != (n,):
+        _fail(where, f"shape {arr.shape} does not match the population size ({n},)")
+    if finite:
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            _fail(where, f"non-finite value {arr[bad[0]]} at index {bad[0]} ({bad.size} in all)")
+
+
+def _check_population(pop: Population, i: int):
+    where = f"/populations/{pop.name}"
+    if pop.model not in NEURON_MODELS:
+        _fail(where, f"unknown neuron model {pop.model!r} (known: {', '.join(NEURON_MODELS)})")
+    if pop.reset not in RESET_MODES:
+        _fail(where, f"unknown reset mode {pop.reset!r} (known: {', '.join(RESET_MODES)})")
+    if not 1 <= len(pop.shape) <= MAX_DIMS or any(int(s) < 1 for s in pop.shape):
+        _fail(where, f"shape {pop.shape} must have 1 to {MAX_DIMS} positive dimensions")
+    if pop.size > MAX_NEURONS:
+        _fail(where, f"shape {pop.shape} has {pop.size} neurons, more than {MAX_NEURONS}")
+    if (pop.model == "input") != (i == 0):
+        _fail(where, "the first population, and only it, must have model 'input'")
+    for name in POP_DATASETS:
+        _check_array(getattr(pop, name), f"{where}/{name}", pop.size)
+    if pop.model in SPIKING_MODELS:
+        bad = np.flatnonzero(pop.threshold <= 0)
+        if bad.size:
+            _fail(f"{where}/threshold", f"threshold must be > 0, got {pop.threshold[bad[0]]} at index {bad[0]}")
+
+
+def _check_projection(proj: Projection, src: Population, tgt: Population):
+    where = f"/projections/{proj.name}"
+    k = proj.kind
+    w = proj.weight
+    if k in ("dense", "sparse", "conv2d"):
+        if not isinstance(w, np.ndarray) or not np.issubdtype(w.dtype, np.floating):
+            _fail(f"{where}/weight", "missing or not a float array")
+        bad = np.flatnonzero(~np.isfinite(w.reshape(-1)))
+        if bad.size:
+            _fail(f"{where}/weight", f"non-finite weight at flat index {bad[0]}")
+    if k == "dense":
+        if w.shape != (tgt.size, src.size):
+            _fail(f"{where}/weight", f"shape {w.shape} != (target size, source size) = {(tgt.size, src.size)}")
+    elif k == "sparse":
+        ip, ix = proj.indptr, proj.indices
+        if not isinstance(ip, np.ndarray) or not np.issubdtype(ip.dtype, np.integer) or ip.shape != (src.size + 1,):
+            _fail(f"{where}/indptr", f"must be an integer array of shape ({src.size + 1},)")
+        if ip[0] != 0 or np.any(np.diff(ip) < 0):
+            _fail(f"{where}/indptr", "must start at 0 and never decrease")
+        nnz = int(ip[-1])
+        if not isinstance(ix, np.ndarray) or not np.issubdtype(ix.dtype, np.integer) or ix.shape != (nnz,):
+            _fail(f"{where}/indices", f"must be an integer array of shape ({nnz},) (indptr[-1])")
+        if w.shape != (nnz,):
+            _fail(f"{where}/weight", f"shape {w.shape} != ({nnz},) (indptr[-1])")
+        bad = np.flatnonzero((ix < 0) | (ix >= tgt.size))
+        if bad.size:
+            _fail(f"{where}/indices", f"index {ix[bad[0]]} at position {bad[0]} is outside the target "
+                                      f"population {tgt.name!r} of size {tgt.size}")
+    elif k in ("conv2d", "avgpool"):
+        if len(src.shape) != 3 or len(tgt.shape) != 3:
+            _fail(where, f"{k} needs (C, H, W) populations, got source {src.shape} and target {tgt.shape}")
+        for attr in ("stride", "padding") + (("kernel",) if k == "avgpool" else ()):
+            v = getattr(proj, attr)
+            if len(v) != 2 or any(int(x) < (1 if attr != "padding" else 0) for x in v):
+                _fail(where, f"{attr} {tuple(v)} is invalid")
+        if k == "conv2d":
+            if w.ndim != 4:
+                _fail(f"{where}/weight", f"expected 4 dimensions (C_out, C_in/groups, kh, kw), got {w.shape}")
+            cout, cin_g, kh, kw = w.shape
+            g = int(proj.groups)
+            if g < 1 or src.shape[0] % g or cout % g or cin_g * g != src.shape[0]:
+                _fail(where, f"groups={g} does not fit weight {w.shape} and source channels {src.shape[0]}")
+            kernel = (kh, kw)
+        else:
+            cout, kernel = src.shape[0], tuple(proj.kernel)
+        if any(2 * p > kk for p, kk in zip(proj.padding, kernel)) and k == "avgpool":
+            _fail(where, f"padding {tuple(proj.padding)} is more than half the kernel {kernel}")
+        out = (cout,) + conv_output_hw(src.shape[1:], kernel, proj.stride, proj.padding)
+        if out != tuple(tgt.shape):
+            _fail(where, f"output shape {out} does not match target {tgt.name!r} shape {tuple(tgt.shape)}")
+    elif k == "identity":
+        if src.size != tgt.size:
+            _fail(where, f"identity between sizes {src.size} and {tgt.size}")
+    else:
+        _fail(where, f"unknown projection kind {k!r} (known: {', '.join(PROJECTION_KINDS)})")
+
+
+def _check_mapping(net: Network):
+    c = net.cores
+    n = len(c.core_id)
+    for col in CoreTable.COLUMNS:
+        arr = getattr(c, col)
+        if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.integer) or arr.shape != (n,):
+            _fail(f"/mapping/cores/{col}", f"must be an integer column of length {n}")
+        if n and arr.min() < 0:
+            _fail(f"/mapping/cores/{col}", f"negative value at index {int(np.argmin(arr))}")
+    if not np.array_equal(c.core_id, np.arange(n)):
+        _fail("/mapping/cores/core_id", "core ids must be 0..n-1 in order")
+    bad = np.flatnonzero(c.population >= len(net.populations))
+    if bad.size:
+        _fail("/mapping/cores/population", f"population index {c.population[bad[0]]} at core {bad[0]} is out of range")
+    for pi, pop in enumerate(net.populations):
+        rows = np.flatnonzero(c.population == pi)
+        if rows.size == 0:
+            _fail("/mapping/cores", f"population {pop.name!r} is on no core")
+        ranges = sorted(zip(c.neuron_start[rows], c.neuron_stop[rows]))
+        pos = 0
+        for start, stop in ranges:
+            if start != pos or stop <= start or stop > pop.size:
+                _fail("/mapping/cores", f"neuron ranges of population {pop.name!r} do not tile 0..{pop.size} "
+                                        f"(range {start}..{stop})")
+            pos = stop
+        if pos != pop.size:
+            _fail("/mapping/cores", f"population {pop.name!r}: neurons {pos}..{pop.size} are on no core")
+    e = net.core_edges
+    m = len(e.src)
+    for col in CoreEdges.COLUMNS:
+        arr = getattr(e, col)
+        if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.integer) or arr.shape != (m,):
+            _fail(f"/mapping/core_edges/{col}", f"must be an integer column of length {m}")
+        if m and arr.min() < 0:
+            _fail(f"/mapping/core_edges/{col}", f"negative value at index {int(np.argmin(arr))}")
+    for col in ("src", "dst"):
+        bad = np.flatnonzero(getattr(e, col) >= n)
+        if bad.size:
+            _fail(f"/mapping/core_edges/{col}", f"core {getattr(e, col)[bad[0]]} at index {bad[0]} does not exist")
+
+
+def validate_network(net: Network) -> Network:
+    """Check every invariant the simulator relies on; raise NetworkFileError if one fails."""
+    if not net.populations:
+        _fail("/populations", "no populations")
+    names = [p.name for p in net.populations]
+    if len(set(names)) != len(names):
+        _fail("/populations", "duplicate population names")
+    for i, pop in enumerate(net.populations):
+        _check_population(pop, i)
+    readouts = [p.name for p in net.populations if p.model == "readout"]
+    if len(readouts) != 1:
+        _fail("/populations", f"expected exactly one readout population, found {len(readouts)}")
+    order = {n: i for i, n in enumerate(names)}
+    pnames = [p.name for p in net.projections]
+    if len(set(pnames)) != len(pnames):
+        _fail("/projections", "duplicate projection names")
+    for proj in net.projections:
+        where = f"/projections/{proj.name}"
+        for end in ("source", "target"):
+            if getattr(proj, end) not in order:
+                _fail(where, f"{end} {getattr(proj, end)!r} is not a population")
+        if order[proj.source] >= order[proj.target]:
+            _fail(where, f"source {proj.source!r} does not come before target {proj.target!r} in "
+                         "population_order (populations must be in topological order)")
+        if net.populations[order[proj.target]].model == "input":
+            _fail(where, "the input population cannot receive projections")
+        _check_projection(proj, net.populations[order[proj.source]], net.populations[order[proj.target]])
+    _check_mapping(net)
+    return net
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _dataset(h5, where, path, max_elems):
+    """Read one dataset after checking it exists and is not absurdly large."""
+    import h5py
+
+    obj = h5.get(where)
+    if not isinstance(obj, h5py.Dataset):
+        raise NetworkFileError(where, "missing dataset", path)
+    n = int(np.prod(obj.shape, dtype=np.int64)) if obj.shape else 1
+    if n > max_elems:
+        raise NetworkFileError(where, f"has {n} elements, more than the {max_elems} its header allows", path)
+    if obj.dtype.kind not in "fiu":
+        raise NetworkFileError(where, f"dtype {obj.dtype} is not numeric", path)
+    if n * obj.dtype.itemsize > MAX_DATASET_BYTES:
+        raise NetworkFileError(where, f"needs {n * obj.dtype.itemsize} bytes, more than the limit "
+                                      f"{MAX_DATASET_BYTES} (SPIKEFORGE_MAX_DATASET_BYTES)", path)
+    try:
+        return obj[()]
+    except OSError as exc:  # checksum or decompression failure
+        raise NetworkFileError(where, f"cannot be read ({exc})", path) from None
+
+
+def _attr(obj, name, where, path, kind=None):
+    if name not in obj.attrs:
+        raise NetworkFileError(where, f"missing attribute {name!r}", path)
+    value = obj.attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if kind == "str" and not isinstance(value, str):
+        raise NetworkFileError(where, f"attribute {name!r} must be a string", path)
+    if kind == "ints":
+        arr = np.asarray(value)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise NetworkFileError(where, f"attribute {name!r} must be a list of integers, got {value!r}", path)
+        value = tuple(int(v) for v in arr)
+    return value
+
+
+def load_network(path, validate=True) -> Network:
+    """Read a network file, check it, and return the in-memory `Network`."""
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise NetworkFileError("/", "file does not exist", path)
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise NetworkFileError("/", f"not a readable HDF5 file ({exc})", path) from None
+    try:
+        with h5:
+            net = _read(h5, path)
+    except NetworkFileError as exc:
+        exc.path = path
+        raise
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise NetworkFileError("/", f"malformed file ({type(exc).__name__}: {exc})", path) from None
+    if validate:
+        try:
+            validate_network(net)
+        except NetworkFileError as exc:
+            raise NetworkFileError(exc.where, exc.problem, path) from None
+    return net
+
+
+def _read(h5, path) -> Network:
+    fmt = _attr(h5, "format", "/", path, "str")
+    if fmt != FORMAT_NAME:
+        raise NetworkFileError("/", f"format is {fmt!r}, not {FORMAT_NAME!r}", path)
+    major, minor = parse_version(_attr(h5, "format_version", "/", path, "str"), "/", path)
+    if major != SUPPORTED_MAJOR:
+        raise NetworkFileError("/", f"format version {major}.{minor} is not supported "
+                                    f"(this reader reads {SUPPORTED_MAJOR}.x)", path)
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+    order = [str(n) for n in _attr(h5, "population_order", "/", path)]
+    pops = []
+    for name in order:
+        where = f"/populations/{name}"
+        g = h5.get(where)
+        if g is None:
+            raise NetworkFileError(where, "listed in population_order but missing", path)
+        shape = _attr(g, "shape", where, path, "ints")
+        if not shape or any(s < 1 for s in shape) or len(shape) > MAX_DIMS:
+            raise NetworkFileError(where, f"shape {shape} must have 1 to {MAX_DIMS} positive dimensions", path)
+        n = int(np.prod(shape, dtype=np.int64))
+        if n > MAX_NEURONS:
+            raise NetworkFileError(where, f"shape {shape} has {n} neurons, more than {MAX_NEURONS}", path)
+        data = {d: _dataset(h5, f"{where}/{d}", path, n) for d in POP_DATASETS}
+        pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
+                               data["v_init"], data["bias"], _attr(g, "reset", where, path, "str")))
+    sizes = {p.name: p.size for p in pops}
+    projs = []
+    group = h5.get("/projections")
+    for name in (_attr(h5, "projection_order", "/", path) if group is not None else []):
+        name = str(name)
+        where = f"/projections/{name}"
+        g = h5.get(where)
+        if g is None:
+            raise NetworkFileError(where, "listed in projection_order but missing", path)
+        kind = _attr(g, "kind", where, path, "str")
+        src, tgt = _attr(g, "source", where, path, "str"), _attr(g, "target", where, path, "str")
+        for end, pname in (("source", src), ("target", tgt)):
+            if pname not in sizes:
+                raise NetworkFileError(where, f"{end} {pname!r} is not a population", path)
+        p = Projection(name, kind, src, tgt)
+        if kind in ("conv2d", "avgpool"):
+            p.stride = _attr(g, "stride", where, path, "ints")
+            p.padding = _attr(g, "padding", where, path, "ints")
+        if kind == "conv2d":
+            p.groups = int(_attr(g, "groups", where, path))
+            p.weight = _dataset(h5, f"{where}/weight", path, MAX_SYNAPSES)
+        elif kind == "avgpool":
+            p.kernel = _attr(g, "kernel", where, path, "ints")
+        elif kind == "dense":
+            p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt])
+        elif kind == "sparse":
+            p.indptr = _dataset(h5, f"{where}/indptr", path, sizes[src] + 1)
+            nnz = int(p.indptr[-1]) if p.indptr.ndim == 1 and p.indptr.size else 0
+            nnz = min(max(nnz, 0), MAX_SYNAPSES)
+            p.indices = _dataset(h5, f"{where}/indices", path, nnz)
+            p.weight = _dataset(h5, f"{where}/weight", path, nnz)
+        projs.append(p)
+    n_cores = None
+    cols = {}
+    for col in CoreTable.COLUMNS:
+        cols[col] = _dataset(h5, f"/mapping/cores/{col}", path, MAX_NEURONS)
+        n_cores = len(cols[col]) if n_cores is None else n_cores
+    ecols = {col: _dataset(h5, f"/mapping/core_edges/{col}", path, MAX_NEURONS) for col in CoreEdges.COLUMNS}
+    return Network(pops, projs, CoreTable(**cols), CoreEdges(**ecols), attrs)

@@ -1,0 +1,58 @@
+"""Shapes and synapse counts implied by projection parameters (numpy only)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def conv_output_hw(in_hw, kernel, stride, padding):
+    """Output (H, W) of a 2D convolution / pooling window without dilation."""
+    return tuple((in_hw[d] + 2 * padding[d] - kernel[d]) // stride[d] + 1 for d in range(2))
+
+
+def conv_taps_per_input(in_len, out_len, k, stride, pad):
+    """For each input coordinate along one axis: how many (output, tap) pairs reach it."""
+    counts = np.zeros(in_len, np.int64)
+    for o in range(out_len):
+        for t in range(k):
+            i = o * stride - pad + t
+            if 0 <= i < in_len:
+                counts[i] += 1
+    return counts
+
+
+def conv_taps_per_output(in_len, out_len, k, stride, pad):
+    """For each output coordinate along one axis: how many kernel taps fall inside the input."""
+    o = np.arange(out_len)[:, None] * stride - pad + np.arange(k)[None, :]
+    return ((o >= 0) & (o < in_len)).sum(axis=1).astype(np.int64)
+
+
+def projection_kernel(proj, source_shape, target_shape):
+    """(kernel, stride, padding, channels-in-per-group, channels-out-per-group) of a windowed projection."""
+    if proj.kind == "conv2d":
+        cout, cin_g, kh, kw = proj.weight.shape
+        return (kh, kw), tuple(proj.stride), tuple(proj.padding), cin_g, cout // proj.groups
+    # avgpool is a depthwise window: one input channel feeds the same output channel
+    return tuple(proj.kernel), tuple(proj.stride), tuple(proj.padding), 1, 1
+
+
+def synapses_per_source(proj, source_shape, target_shape) -> np.ndarray:
+    """Number of synapses (fan-out) of every source neuron, in C-order source indexing."""
+    n_src = int(np.prod(source_shape))
+    n_tgt = int(np.prod(target_shape))
+    if proj.kind == "dense":
+        return np.full(n_src, n_tgt, np.int64)
+    if proj.kind == "sparse":
+        return np.diff(proj.indptr).astype(np.int64)
+    if proj.kind == "identity":
+        return np.ones(n_src, np.int64)
+    (kh, kw), (sh, sw), (ph, pw), _, cout_g = projection_kernel(proj, source_shape, target_shape)
+    c, h, w = source_shape
+    _, oh, ow = target_shape
+    ty = conv_taps_per_input(h, oh, kh, sh, ph)
+    tx = conv_taps_per_input(w, ow, kw, sw, pw)
+    per_pos = np.outer(ty, tx).reshape(-1) * cout_g
+    return np.tile(per_pos, c)
+
+
+def synapse_count(proj, source_shape, target_shape) -> int:
+    return int(synapses_per_source(proj, source_shape, target_shape).sum())

@@ -1,0 +1,150 @@
+"""In-memory form of a spikeforge network file (numpy only, no torch).
+
+The converter builds a `Network`, the writer stores it, the reader returns one.
+Neuron indices inside a population are the C-order flattening of its shape
+(torch's ``flatten`` order), which is what dense and sparse projections index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Neuron models of format v1. "input" injects the analog sample every step;
+# "if" is integrate-and-fire; "readout" integrates without firing.
+NEURON_MODELS = ("input", "if", "readout")
+SPIKING_MODELS = ("if",)
+RESET_MODES = ("subtract", "zero", "none")
+PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity")
+
+
+@dataclass
+class Population:
+    """A group of neurons of one model, with per-neuron parameters."""
+
+    name: str
+    model: str
+    shape: tuple
+    threshold: np.ndarray
+    v_init: np.ndarray
+    bias: np.ndarray
+    reset: str = "subtract"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @classmethod
+    def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract"):
+        """Build a population, broadcasting scalar parameters to every neuron."""
+        shape = tuple(int(s) for s in shape)
+        n = int(np.prod(shape, dtype=np.int64))
+
+        def full(value):
+            arr = np.asarray(value, dtype=np.float32).reshape(-1)
+            return np.full(n, arr[0], np.float32) if arr.size == 1 else np.ascontiguousarray(arr)
+
+        return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset)
+
+
+@dataclass
+class Projection:
+    """Synapses from one population to another.
+
+    kind       weight shape / extra data
+    dense      weight (target.size, source.size), like torch Linear
+    sparse     CSR by source neuron: indptr (source.size+1), indices, weight (nnz,)
+    conv2d     weight (C_out, C_in/groups, kh, kw); stride, padding, groups
+    avgpool    no weight; kernel, stride, padding (zero padding counts, as torch's default)
+    identity   no weight; source and target have the same size
+    """
+
+    name: str
+    kind: str
+    source: str
+    target: str
+    weight: np.ndarray | None = None
+    indptr: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    groups: int = 1
+
+
+@dataclass
+class CoreTable:
+    """Physical mapping: each core holds a contiguous neuron range of one population."""
+
+    core_id: np.ndarray
+    chip: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    population: np.ndarray  # index into Network.populations
+    neuron_start: np.ndarray
+    neuron_stop: np.ndarray
+
+    COLUMNS = ("core_id", "chip", "x", "y", "population", "neuron_start", "neuron_stop")
+
+    def __len__(self):
+        return len(self.core_id)
+
+
+@dataclass
+class CoreEdges:
+    """Edges of the core graph, with synapse and axon (distinct source neuron) counts."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    synapses: np.ndarray
+    axons: np.ndarray
+
+    COLUMNS = ("src", "dst", "synapses", "axons")
+
+
+@dataclass
+class Network:
+    """Populations in topological order, projections between them, and a mapping."""
+
+    populations: list
+    projections: list
+    cores: CoreTable
+    core_edges: CoreEdges
+    attrs: dict = field(default_factory=dict)
+
+    def population(self, name: str) -> Population:
+        for pop in self.populations:
+            if pop.name == name:
+                return pop
+        raise KeyError(f"no population named {name!r}")
+
+    def index_of(self, name: str) -> int:
+        for i, pop in enumerate(self.populations):
+            if pop.name == name:
+                return i
+        raise KeyError(f"no population named {name!r}")
+
+    @property
+    def input(self) -> Population:
+        return self.populations[0]
+
+    @property
+    def readout(self) -> Population:
+        return next(p for p in self.populations if p.model == "readout")
+
+    def incoming(self, name: str) -> list:
+        return [p for p in self.projections if p.target == name]
+
+    def core_graph(self):
+        """The core graph as a networkx DiGraph (nodes carry the cores table columns)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for i in range(len(self.cores)):
+            g.add_node(int(self.cores.core_id[i]),
+                       **{c: int(getattr(self.cores, c)[i]) for c in CoreTable.COLUMNS[1:]},
+                       population_name=self.populations[int(self.cores.population[i])].name)
+        e = self.core_edges
+        for s, d, syn, ax in zip(e.src, e.dst, e.synapses, e.axons):
+            g.add_edge(int(s), int(d), synapses=int(syn), axons=int(ax))
+        return g

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.models import DigitsResNet
+from converter import QCFS, ClipReLU, ConversionError, SpikingNetwork, convert, write_network
+from converter.training import accuracy
+from simulator import load_network
+
+
+def _randomize_bn(model, seed=0):
+    """Give every BatchNorm non-trivial statistics so fusion is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def test_cnn_with_bn_and_residual_converts_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = _randomize_bn(DigitsResNet(width=8))
+    x = torch.rand(16, 1, 8, 8)
+    net = convert(model, [x])
+    kinds = sorted({p.kind for p in net.projections})
+    assert kinds == ["avgpool", "conv2d", "dense", "identity"]
+    # residual: block1's output population integrates a conv and an identity projection
+    assert sorted(p.kind for p in net.incoming("block1_act2")) == ["conv2d", "identity"]
+    assert sorted(p.kind for p in net.incoming("block2_act2")) == ["conv2d", "conv2d"]
+    path = write_network(net, tmp_path / "net.h5")
+    back = load_network(path)
+    assert [p.name for p in back.populations] == [p.name for p in net.populations]
+    # The network evaluated as an ANN (IF -> ReLU) equals the original model: BN fused, wiring right.
+    ref = model.double()(x.double())
+    got = SpikingNetwork(back).analog_forward(x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_round_trip_preserves_every_array(tmp_path, trained_resnet, digits):
+    net = convert(trained_resnet, [digits[0][:64]])
+    back = load_network(write_network(net, tmp_path / "n.h5"))
+    for a, b in zip(net.populations, back.populations):
+        assert (a.name, a.model, tuple(a.shape), a.reset) == (b.name, b.model, tuple(b.shape), b.reset)
+        for f in ("threshold", "v_init", "bias"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    for a, b in zip(net.projections, back.projections):
+        assert (a.name, a.kind, a.source, a.target) == (b.name, b.kind, b.source, b.target)
+        if a.weight is not None:
+            np.testing.assert_array_equal(a.weight, b.weight)
+    np.testing.assert_array_equal(net.cores.neuron_stop, back.cores.neuron_stop)
+    g = back.core_graph()
+    assert g.number_of_nodes() == len(net.populations)
+    assert g.number_of_edges() == len({(p.source, p.target) for p in net.projections})
+
+
+def test_thresholds_max_percentile_and_v_init(digits):
+    torch.manual_seed(0)
+    model = DigitsResNet(width=8).eval()
+    x = digits[0][:128]
+    net_max = convert(model, [x], norm="max")
+    net_p = convert(model, [x], norm="percentile", percentile=99.0, v_init_fraction=0.25)
+    # max over the calibration data of the stem's ReLU output
+    stem_out = model.stem(x).detach()
+    assert net_max.population("stem_2").threshold[0] == pytest.approx(float(stem_out.max()), rel=1e-6)
+    pos = stem_out[stem_out > 0].double().numpy()
+    assert net_p.population("stem_2").threshold[0] == pytest.approx(np.percentile(pos, 99.0), rel=1e-5)
+    for p in net_p.populations:
+        if p.model == "if":
+            np.testing.assert_allclose(p.v_init, 0.25 * p.threshold, rtol=1e-6)
+            assert np.all(net_max.population(p.name).threshold >= p.threshold)
+
+
+def test_qcfs_and_clip_thresholds_come_from_the_activation():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), QCFS(levels=4, init_threshold=2.5),
+                          nn.Linear(32, 16), ClipReLU(1.5), nn.Linear(16, 8), nn.ReLU6(), nn.Linear(8, 3))
+    net = convert(model, [torch.rand(8, 1, 8, 8)])
+    thetas = [float(p.threshold[0]) for p in net.populations if p.model == "if"]
+    assert thetas == pytest.approx([2.5, 1.5, 6.0])
+    np.testing.assert_allclose(net.populations[1].v_init, 1.25)
+
+
+def test_unsupported_modules_are_all_listed_with_fx_names():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2),
+                          nn.Tanh())
+    with pytest.raises(ConversionError) as err:
+        convert(model, [torch.rand(2, 1, 8, 8)])
+    msg = str(err.value)
+    for expected in ("1 (Sigmoid)", "2 (MaxPool2d)", "5 (Tanh)"):
+        assert expected in msg
+
+
+def test_two_linear_layers_without_activation_are_refused():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 2))
+    with pytest.raises(ConversionError, match="without an activation"):
+        convert(model, [torch.rand(2, 1, 8, 8)])
+
+
+def test_if_neuron_semantics_by_hand():
+    """One input, one IF neuron (θ=1, v0=0.5), weight 0.3, readout weight 1: spikes at the steps
+    where the running sum 0.5 + 0.3 t crosses the next integer."""
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.ReLU(), nn.Linear(1, 1, bias=False))
+    model[0].weight.data.fill_(0.3)
+    model[2].weight.data.fill_(1.0)
+    net = convert(model, [torch.tensor([[1.0 / 0.3]])])  # max activation 1.0 -> θ = 1
+    assert net.populations[1].threshold[0] == pytest.approx(1.0)
+    snn = SpikingNetwork(net)
+    out, rec = snn(torch.tensor([[1.0]]), 10, record_spikes=True)
+    s = rec.spikes[net.populations[1].name][:, 0, 0].tolist()
+    # m_t = 0.5 + 0.3 t - (spikes so far): crossings at t = 2 (1.1), 5 (2.0), 9 (3.2) -- 1-based
+    expected = [0, 1, 0, 0, 1, 0, 0, 0, 1, 0]
+    assert s == expected
+    assert float(out) == pytest.approx(3 * 1.0 / 10)
+
+
+def test_snn_accuracy_approaches_ann_as_T_grows(trained_resnet, digits):
+    _, _, xte, yte = digits
+    ann = accuracy(trained_resnet, xte, yte)
+    net = convert(trained_resnet, [digits[0][:512]], norm="percentile", percentile=99.9)
+    snn = SpikingNetwork(net)
+    acc = {T: float((snn.predict(xte, T) == yte).float().mean()) for T in (4, 8, 16, 32)}
+    print("ANN", ann, "SNN", acc)
+    assert ann > 0.95
+    assert acc[32] >= ann - 0.01
+    assert acc[16] >= ann - 0.02
+    assert acc[4] <= acc[32] + 1e-9
+    assert acc[4] > 0.85
