@@ -1,0 +1,171 @@
+"""The run loop: inputs in, readout outputs, spikes and per-core counters out."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels as K
+from .arrays import FlatNetwork, _inverse, flatten
+from .fileformat import load_network, validate_network
+from .network import Network
+
+# Order of the counter columns in Result.counters / per_sample (dynamic ones first, as the kernels fill them).
+COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
+            "neuron_updates", "state_bytes_read", "state_bytes_written")
+
+
+@dataclass
+class Result:
+    """Outcome of a simulation run.
+
+    output:      (B, readout size) mean readout current over T
+    counters:    (T, cores, len(COUNTERS)) int64, summed over samples
+    per_sample:  (B, len(COUNTERS)) int64, summed over steps and cores
+    spike_counts: population name -> (B, *shape) int32 total spikes (if record_counts)
+    spikes:      population name -> (B, T, *shape) uint8 raster (for populations in record)
+    traces:      (B, T, len(trace)) float64 membrane after each step, for the traced neurons
+    """
+
+    output: np.ndarray
+    counters: np.ndarray
+    per_sample: np.ndarray
+    T: int
+    spike_counts: dict = field(default_factory=dict)
+    spikes: dict = field(default_factory=dict)
+    traces: np.ndarray | None = None
+    core_population: np.ndarray | None = None
+
+    def counter(self, name) -> np.ndarray:
+        """(T, cores) array of one counter, summed over samples."""
+        return self.counters[:, :, COUNTERS.index(name)]
+
+    def total(self, name) -> int:
+        return int(self.counters[:, :, COUNTERS.index(name)].sum())
+
+    def totals(self) -> dict:
+        return {name: int(self.counters[:, :, i].sum()) for i, name in enumerate(COUNTERS)}
+
+    def predictions(self) -> np.ndarray:
+        return self.output.reshape(len(self.output), -1).argmax(1)
+
+
+def prepare(network) -> FlatNetwork:
+    """Accept a path, a `Network` or a `FlatNetwork`; validate and flatten once."""
+    if isinstance(network, FlatNetwork):
+        return network
+    if isinstance(network, (str, os.PathLike)):
+        network = load_network(network)
+    elif isinstance(network, Network):
+        validate_network(network)
+    else:
+        raise TypeError(f"expected a path, Network or FlatNetwork, got {type(network).__name__}")
+    return flatten(network)
+
+
+def _check_inputs(flat, inputs):
+    x = np.asarray(inputs, dtype=np.float64)
+    inp = flat.net.input
+    if x.ndim < 1 or len(x) == 0 or x.reshape(len(x), -1).shape[1] != inp.size:
+        raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {tuple(inp.shape)}: "
+                         f"expected (batch, {', '.join(map(str, inp.shape))})")
+    x = x.reshape(len(x), -1)
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        raise ValueError(f"input sample {bad[0]} contains NaN or inf")
+    return x
+
+
+def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=64,
+        progress=None) -> Result:
+    """Simulate `inputs` (batch, *input shape) for T steps.
+
+    network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
+    record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
+    trace: (population name, canonical neuron index) pairs whose membrane to keep.
+    progress: callable(done_samples, total_samples), called after each chunk.
+    """
+    if int(T) < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    T = int(T)
+    flat = prepare(network)
+    net = flat.net
+    x = _check_inputs(flat, inputs)
+    x = x[:, flat.perms[0]]
+    a = flat.arrays
+    index = {p.name: i for i, p in enumerate(net.populations)}
+    rec_off = np.full(len(net.populations), -1, np.int64)
+    n_rec = 0
+    for name in record:
+        if name not in index or net.populations[index[name]].model != "if":
+            raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
+        rec_off[index[name]] = n_rec
+        n_rec += net.populations[index[name]].size
+    tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
+    readout = index[net.readout.name]
+    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], rec_off, a["in_ptr"], a["in_proj"],
+            tr_ptr, tr_idx, a["theta"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
+            a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
+            a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
+            a["indices"], a["rc_off"], a["rc_ptr"], a["rc_core"], a["rc_cnt"], readout)
+    B = len(x)
+    nd = K.N_DYNAMIC_COUNTERS
+    counters = np.zeros((T, flat.n_cores, len(COUNTERS)), np.int64)
+    per_sample = np.zeros((B, len(COUNTERS)), np.int64)
+    outputs, counts, rasters, traces = [], [], [], []
+    for start in range(0, B, batch_size):
+        chunk = np.ascontiguousarray(x[start:start + batch_size])
+        out, ctr, cnt, rec, tr = K.run_batch(chunk, T, flat.n_cores, n_rec, len(tr_idx), bool(record_counts), *args)
+        counters[:, :, :nd] += ctr.sum(axis=0)
+        per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
+        outputs.append(out)
+        if record_counts:
+            counts.append(cnt)
+        if n_rec:
+            rasters.append(rec)
+        if len(tr_idx):
+            traces.append(tr)
+        if progress:
+            progress(min(start + batch_size, B), B)
+    static = flat.static_per_core  # per step, identical for every sample
+    counters[:, :, nd:] = static[None, :, :] * B
+    per_sample[:, nd:] = static.sum(axis=0)[None, :] * T
+    output = np.concatenate(outputs)[:, _inverse(flat.perms[readout])].reshape(B, *net.readout.shape)
+    result = Result(output, counters, per_sample, T, core_population=net.cores.population.copy())
+    if record_counts:
+        allc = np.concatenate(counts)
+        for i, p in enumerate(net.populations):
+            if p.model == "if":
+                seg = allc[:, a["pop_off"][i]:a["pop_off"][i] + p.size]
+                result.spike_counts[p.name] = seg[:, _inverse(flat.perms[i])].reshape(B, *p.shape)
+    if n_rec:
+        allr = np.concatenate(rasters)
+        for name in record:
+            i = index[name]
+            p = net.populations[i]
+            seg = allr[:, :, rec_off[i]:rec_off[i] + p.size]
+            result.spikes[name] = seg[:, :, _inverse(flat.perms[i])].reshape(B, T, *p.shape)
+    if len(tr_idx):
+        result.traces = np.concatenate(traces)[:, :, _inverse(tr_order)]
+    return result
+
+
+def _trace_index(flat, trace, index):
+    """Trace requests grouped by population, as the kernel records them after each population's update."""
+    net = flat.net
+    per_pop = [[] for _ in net.populations]
+    for k, (name, neuron) in enumerate(trace):
+        if name not in index:
+            raise ValueError(f"cannot trace {name!r}: no such population")
+        i = index[name]
+        p = net.populations[i]
+        if p.model == "input" or not 0 <= int(neuron) < p.size:
+            raise ValueError(f"cannot trace neuron {neuron} of {name!r} (size {p.size}, model {p.model})")
+        per_pop[i].append((k, flat.arrays["pop_off"][i] + _inverse(flat.perms[i])[int(neuron)]))
+    tr_ptr = np.zeros(len(net.populations) + 1, np.int64)
+    for i, v in enumerate(per_pop):
+        tr_ptr[i + 1] = tr_ptr[i] + len(v)
+    tr_idx = np.array([g for v in per_pop for _, g in v], np.int64)
+    order = np.array([k for v in per_pop for k, _ in v], np.int64)  # kernel column -> request index
+    return tr_ptr, tr_idx, order
