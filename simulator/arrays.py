@@ -137,6 +137,7 @@ def flatten(net: Network) -> FlatNetwork:
             x_pos += int(indptr[-1][-1])
         ptr_arr = indptr[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int64)
         idx_arr = indices[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int32)
+        idx_arr = idx_arr.astype(np.uint32)
         rptr, rcore, rcnt = K.row_core_table(kind, src.size, offsets[t], tgt.size, geom, 0, 0, ptr_arr, idx_arr,
                                              core_of, n_cores)
         rc_ptrs.append(rptr + rc_entry)
@@ -172,7 +173,7 @@ def flatten(net: Network) -> FlatNetwork:
         proj_xoff=np.array(cols["xoff"], np.int64),
         proj_geom=np.array(cols["geom"], np.int64).reshape(-1, 13),
         proj_mac=np.array(cols["mac"], np.int64), proj_wbytes=np.array(cols["wbytes"], np.int64),
-        weights=cat(weights, np.float32), indptr=cat(indptr, np.int64), indices=cat(indices, np.int32),
+        weights=cat(weights, np.float32), indptr=cat(indptr, np.int64), indices=cat(indices, np.uint32),
         rc_off=np.array(cols["rc_off"], np.int64), rc_ptr=cat(rc_ptrs, np.int64), rc_core=cat(rc_cores, np.int32),
         rc_cnt=cat(rc_cnts, np.int64),
     )

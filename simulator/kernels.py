@@ -22,8 +22,13 @@ N_DYNAMIC_COUNTERS = 6
 G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUPS = range(13)
 
 
-@njit(cache=True, inline="always")
-def _conv_event(cur, tgt_off, weights, w_off, geom, e, val):
+@njit(cache=True)
+def _conv_events(cur, tgt_off, weights, w_off, geom, ev_idx, ev_val, k0, k1):
+    """Deliver events k0..k1 through a shared-kernel convolution (channel-last populations).
+
+    An event at input (y, x, c) reaches output (oy, ox) through tap ky when oy·stride = y + pad - ky;
+    the valid taps are found once per event, then each tap updates C_out/groups contiguous outputs.
+    """
     cin = geom[G_CIN]
     w = geom[G_W]
     cout = geom[G_COUT]
@@ -33,54 +38,72 @@ def _conv_event(cur, tgt_off, weights, w_off, geom, e, val):
     kw = geom[G_KW]
     sh = geom[G_SH]
     sw = geom[G_SW]
-    groups = geom[G_GROUPS]
-    cin_g = cin // groups
-    cout_g = cout // groups
-    pos = e // cin
-    c = e - pos * cin
-    y = pos // w
-    x = pos - y * w
-    g = c // cin_g
-    ci = c - g * cin_g
-    for ky in range(kh):
-        ty = y + geom[G_PH] - ky
-        if ty < 0 or ty % sh != 0:
-            continue
-        oy = ty // sh
-        if oy >= ho:
-            continue
-        for kx in range(kw):
-            tx = x + geom[G_PW] - kx
-            if tx < 0 or tx % sw != 0:
-                continue
-            ox = tx // sw
-            if ox >= wo:
-                continue
-            t0 = tgt_off + (oy * wo + ox) * cout + g * cout_g
-            w0 = w_off + (((g * cin_g + ci) * kh + ky) * kw + kx) * cout_g
-            for o in range(cout_g):
-                cur[t0 + o] += weights[w0 + o] * val
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    cin_g = cin // geom[G_GROUPS]
+    cout_g = cout // geom[G_GROUPS]
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        val = ev_val[k]
+        pos = e // cin
+        c = e - pos * cin
+        y = pos // w
+        x = pos - y * w
+        g = c // cin_g
+        wg = ((g * cin_g + (c - g * cin_g)) * kh) * kw * cout_g
+        ty0 = y + ph
+        tx0 = x + pw
+        # first tap with (y + pad - ky) divisible by the stride and the output row inside the map
+        ky = ty0 % sh
+        oy = ty0 // sh
+        while oy >= ho:
+            ky += sh
+            oy -= 1
+        kx_first = tx0 % sw
+        ox_first = tx0 // sw
+        while ox_first >= wo:
+            kx_first += sw
+            ox_first -= 1
+        while ky < kh and oy >= 0:
+            kx = kx_first
+            ox = ox_first
+            row_t = tgt_off + oy * wo * cout + g * cout_g
+            row_w = w_off + wg + ky * kw * cout_g
+            while kx < kw and ox >= 0:
+                # slice views indexed by the loop counter alone let LLVM vectorize this loop
+                out = cur[row_t + ox * cout:row_t + ox * cout + cout_g]
+                wrow = weights[row_w + kx * cout_g:row_w + (kx + 1) * cout_g]
+                for o in range(cout_g):
+                    out[o] += wrow[o] * val
+                kx += sw
+                ox -= 1
+            ky += sh
+            oy -= 1
 
 
 @njit(cache=True)
-def _deliver(q, e, val, cur, proj_kind, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
-             weights, indptr, indices):
-    """Walk the synapse row of source neuron e (local index) of projection q, adding w·val."""
-    kind = proj_kind[q]
-    t_off = proj_tgt_off[q]
-    if kind == KIND_DENSE:
-        n_t = proj_tgt_n[q]
-        w0 = proj_woff[q] + e * n_t
+def _dense_events(cur, tgt_off, n_t, weights, w_off, ev_idx, ev_val, k0, k1):
+    out = cur[tgt_off:tgt_off + n_t]
+    for k in range(k0, k1):
+        w0 = w_off + ev_idx[k] * n_t
+        wrow = weights[w0:w0 + n_t]
+        val = ev_val[k]
         for j in range(n_t):
-            cur[t_off + j] += weights[w0 + j] * val
-    elif kind == KIND_SPARSE:
-        i0 = proj_ioff[q]
-        x0 = proj_xoff[q]
-        w0 = proj_woff[q]
-        for k in range(indptr[i0 + e], indptr[i0 + e + 1]):
-            cur[t_off + indices[x0 + k]] += weights[w0 + k] * val
-    else:
-        _conv_event(cur, t_off, weights, proj_woff[q], proj_geom[q], e, val)
+            out[j] += wrow[j] * val
+
+
+@njit(cache=True)
+def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, ev_idx, ev_val, k0, k1):
+    out = cur[tgt_off:]
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        val = ev_val[k]
+        j0 = indptr[i_off + e]
+        j1 = indptr[i_off + e + 1]
+        idx = indices[x_off + j0:x_off + j1]  # unsigned: no negative-index wraparound code
+        wrow = weights[w_off + j0:w_off + j1]
+        for j in range(j1 - j0):
+            out[idx[j]] += wrow[j] * val
 
 
 @njit(cache=True)
@@ -125,10 +148,18 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 ctr_kind = C_MACS if proj_mac[q] else C_SYNOPS
                 wb = proj_wbytes[q]
                 r0 = rc_off[q]
-                for k in range(s_off, s_off + ev_n[s]):
+                k0 = s_off
+                k1 = s_off + ev_n[s]
+                kind = proj_kind[q]
+                if kind == KIND_DENSE:
+                    _dense_events(cur, proj_tgt_off[q], proj_tgt_n[q], weights, proj_woff[q], ev_idx, ev_val, k0, k1)
+                elif kind == KIND_SPARSE:
+                    _sparse_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
+                                   proj_xoff[q], ev_idx, ev_val, k0, k1)
+                else:
+                    _conv_events(cur, proj_tgt_off[q], weights, proj_woff[q], proj_geom[q], ev_idx, ev_val, k0, k1)
+                for k in range(k0, k1):
                     e = ev_idx[k]
-                    _deliver(q, e, ev_val[k], cur, proj_kind, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff,
-                             proj_xoff, proj_geom, weights, indptr, indices)
                     for r in range(rc_ptr[r0 + e], rc_ptr[r0 + e + 1]):
                         c = rc_core[r]
                         ctr[t, c, ctr_kind] += rc_cnt[r]
