@@ -13,6 +13,7 @@ EXAMPLES = {
     "convert": "spikeforge convert --model benchmarks.models:DigitsResNet --weights resnet.pt "
                "--calibration calib.npz --out net.h5 --norm percentile --percentile 99.99",
     "inspect": "spikeforge inspect net.h5",
+    "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
 }
 
 
@@ -40,6 +41,16 @@ def _parser():
     c.add_argument("--percentile", type=float, default=99.99)
     c.add_argument("--v-init", type=float, default=0.5, help="initial potential as a fraction of θ")
     c.add_argument("--batch-size", type=int, default=128)
+
+    s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
+    s.add_argument("file")
+    s.add_argument("--input", required=True, help=".npy or .npz with samples shaped (N, *input shape)")
+    s.add_argument("--x-key", help="array of samples inside the .npz (default: the first)")
+    s.add_argument("--y-key", help="array of integer labels inside the .npz (to report accuracy)")
+    s.add_argument("--T", type=int, required=True, help="time steps")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
+    s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
 
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
@@ -124,6 +135,36 @@ def cmd_inspect(args):
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")
 
 
+def cmd_simulate(args):
+    import numpy as np
+    from tqdm import tqdm
+
+    import simulator
+    from simulator.atomic import atomic_output, write_text
+
+    x = _load_array(args.input, args.x_key)
+    y = _load_array(args.input, args.y_key) if args.y_key else None
+    flat = simulator.prepare(args.file)
+    bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
+    t0 = time.time()
+    res = simulator.run(flat, x, args.T, record_counts=args.record_counts, batch_size=args.batch_size,
+                        progress=lambda done, total: bar.update(done - bar.n))
+    wall = time.time() - t0
+    bar.close()
+    arrays = {"output": res.output, "counters": res.counters, "per_sample": res.per_sample,
+              "counter_names": np.array(simulator.COUNTERS), "core_population": res.core_population}
+    arrays.update({f"spike_counts/{k}": v for k, v in res.spike_counts.items()})
+    with atomic_output(args.out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    summary = {"file": args.file, "samples": len(x), "T": args.T, "wall_s": wall, "totals": res.totals(),
+               "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
+    if y is not None:
+        summary["accuracy"] = float((res.predictions() == np.asarray(y)).mean())
+    write_text(os.path.splitext(args.out)[0] + ".json", json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
 def cmd_demo(args):
     from benchmarks.demo import run_demo
 
@@ -134,7 +175,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     t0 = time.time()
     try:
-        {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect}[args.command](args)
+        {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:  # NetworkFileError, ConversionError included
         print(f"spikeforge {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from simulator.atomic import atomic_output
 from simulator.fileformat import FORMAT_NAME, FORMAT_VERSION, POP_DATASETS, validate_network
 from simulator.network import CoreEdges, CoreTable, Network
 
@@ -30,54 +30,43 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
 
     validate_network(net)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".spikeforge-", suffix=".h5.tmp", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["format"] = FORMAT_NAME
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["created_by"] = f"spikeforge {__version__}"
-            for key, value in {**net.attrs, **(attrs or {})}.items():
-                if key not in ("format", "format_version", "created_by", "population_order", "projection_order"):
-                    h5.attrs[key] = value
-            h5.attrs["population_order"] = [p.name for p in net.populations]
-            h5.attrs["projection_order"] = [p.name for p in net.projections]
-            pops = h5.create_group("populations")
-            for pop in net.populations:
-                g = pops.create_group(pop.name)
-                g.attrs["model"] = pop.model
-                g.attrs["shape"] = np.asarray(pop.shape, np.int64)
-                g.attrs["reset"] = pop.reset
-                for name in POP_DATASETS:
-                    _put(g, name, getattr(pop, name).astype(np.float32))
-            projs = h5.create_group("projections")
-            for proj in net.projections:
-                g = projs.create_group(proj.name)
-                g.attrs["kind"], g.attrs["source"], g.attrs["target"] = proj.kind, proj.source, proj.target
-                if proj.kind in ("conv2d", "avgpool"):
-                    g.attrs["stride"] = np.asarray(proj.stride, np.int64)
-                    g.attrs["padding"] = np.asarray(proj.padding, np.int64)
-                if proj.kind == "conv2d":
-                    g.attrs["groups"] = int(proj.groups)
-                if proj.kind == "avgpool":
-                    g.attrs["kernel"] = np.asarray(proj.kernel, np.int64)
-                if proj.kind == "sparse":
-                    _put(g, "indptr", proj.indptr.astype(np.int64))
-                    _put(g, "indices", proj.indices.astype(np.int32))
-                if proj.weight is not None:
-                    _put(g, "weight", proj.weight.astype(np.float32))
-            mapping = h5.create_group("mapping")
-            for table, cls in (("cores", CoreTable), ("core_edges", CoreEdges)):
-                g = mapping.create_group(table)
-                for col in cls.COLUMNS:
-                    _put(g, col, getattr(getattr(net, table), col).astype(np.int64))
-            h5.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["created_by"] = f"spikeforge {__version__}"
+        for key, value in {**net.attrs, **(attrs or {})}.items():
+            if key not in ("format", "format_version", "created_by", "population_order", "projection_order"):
+                h5.attrs[key] = value
+        h5.attrs["population_order"] = [p.name for p in net.populations]
+        h5.attrs["projection_order"] = [p.name for p in net.projections]
+        pops = h5.create_group("populations")
+        for pop in net.populations:
+            g = pops.create_group(pop.name)
+            g.attrs["model"] = pop.model
+            g.attrs["shape"] = np.asarray(pop.shape, np.int64)
+            g.attrs["reset"] = pop.reset
+            for name in POP_DATASETS:
+                _put(g, name, getattr(pop, name).astype(np.float32))
+        projs = h5.create_group("projections")
+        for proj in net.projections:
+            g = projs.create_group(proj.name)
+            g.attrs["kind"], g.attrs["source"], g.attrs["target"] = proj.kind, proj.source, proj.target
+            if proj.kind in ("conv2d", "avgpool"):
+                g.attrs["stride"] = np.asarray(proj.stride, np.int64)
+                g.attrs["padding"] = np.asarray(proj.padding, np.int64)
+            if proj.kind == "conv2d":
+                g.attrs["groups"] = int(proj.groups)
+            if proj.kind == "avgpool":
+                g.attrs["kernel"] = np.asarray(proj.kernel, np.int64)
+            if proj.kind == "sparse":
+                _put(g, "indptr", proj.indptr.astype(np.int64))
+                _put(g, "indices", proj.indices.astype(np.int32))
+            if proj.weight is not None:
+                _put(g, "weight", proj.weight.astype(np.float32))
+        mapping = h5.create_group("mapping")
+        for table, cls in (("cores", CoreTable), ("core_edges", CoreEdges)):
+            g = mapping.create_group(table)
+            for col in cls.COLUMNS:
+                _put(g, col, getattr(getattr(net, table), col).astype(np.int64))
+        h5.flush()
     return path

@@ -1,0 +1,30 @@
+"""Atomic file output: write to a temporary file beside the target, fsync, then rename into place."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=".tmp"):
+    """Yield a temporary path; on success it replaces `path`, on failure it is removed and `path` is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".spikeforge-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text):
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)

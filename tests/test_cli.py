@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import torch
+
+from benchmarks.cli import main
+
+
+def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, digits, capsys):
+    xtr, _, xte, yte = digits
+    torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
+    np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
+    np.savez(tmp_path / "test.npz", x=xte[:50].numpy(), y=yte[:50].numpy())
+    net = tmp_path / "mlp.h5"
+    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
+    assert main(["inspect", str(net)]) == 0
+    assert "valid, format 1.0" in capsys.readouterr().out
+    out = tmp_path / "run.npz"
+    assert main(["simulate", str(net), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
+                 "--T", "16", "--out", str(out), "--batch-size", "16"]) == 0
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["samples"] == 50 and summary["accuracy"] > 0.85
+    data = np.load(out)
+    assert data["output"].shape == (50, 10)
+    assert data["counters"].shape[0] == 16
+    assert summary["totals"]["spikes"] == int(data["per_sample"][:, 2].sum())
+
+
+def test_cli_reports_bad_files_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"garbage")
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable HDF5 file" in err and "Traceback" not in err
