@@ -13,6 +13,8 @@ EXAMPLES = {
     "convert": "spikeforge convert --model benchmarks.models:DigitsResNet --weights resnet.pt "
                "--calibration calib.npz --out net.h5 --norm percentile --percentile 99.99",
     "inspect": "spikeforge inspect net.h5",
+    "report": "spikeforge report net.h5 --data test.npz --x-key x --y-key y --T 1 2 4 8 "
+              "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
 }
 
@@ -51,6 +53,18 @@ def _parser():
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
     s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
+
+    r = add("report", "Simulate a network file for several T and write an energy / SOP / latency report "
+                      "(Markdown, JSON, CSV, PNG) for one or more hardware targets.")
+    r.add_argument("file")
+    r.add_argument("--data", required=True, help=".npy or .npz with samples (and labels)")
+    r.add_argument("--x-key", help="samples inside the .npz (default: the first array)")
+    r.add_argument("--y-key", help="integer labels inside the .npz (for accuracy)")
+    r.add_argument("--T", type=int, nargs="+", required=True, help="time steps to evaluate")
+    r.add_argument("--target", action="append", help="loihi, truenorth, generic45nm or a target JSON file "
+                                                     "(repeatable; default: all built-in targets)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--limit", type=int, help="use only the first N samples")
 
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
@@ -165,6 +179,27 @@ def cmd_simulate(args):
     print(json.dumps(summary, indent=2))
 
 
+def cmd_report(args):
+    from tqdm import tqdm
+
+    import hwmodels
+    from benchmarks.report import evaluate, write_report
+    from simulator import load_network
+
+    x = _load_array(args.data, args.x_key)
+    y = _load_array(args.data, args.y_key) if args.y_key else None
+    if args.limit:
+        x, y = x[:args.limit], (y[:args.limit] if y is not None else None)
+    targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
+    net = load_network(args.file)
+    bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
+    rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update)
+    bar.close()
+    name = str(net.attrs.get("name", os.path.basename(args.file)))
+    print(write_report(args.out, name, rows, runs, ann, net, len(x)))
+    print(f"report written to {args.out}/report.md")
+
+
 def cmd_demo(args):
     from benchmarks.demo import run_demo
 
@@ -175,7 +210,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     t0 = time.time()
     try:
-        {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate}[args.command](args)
+        {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
+         "report": cmd_report}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:  # NetworkFileError, ConversionError included
         print(f"spikeforge {args.command}: error: {exc}", file=sys.stderr)
         return 2

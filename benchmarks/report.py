@@ -1,0 +1,185 @@
+"""Energy / SOP / latency report of a network file on hardware targets: Markdown, JSON, CSV and PNG plots."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+
+import simulator
+from hwmodels import ann_cost, core_memory, estimate, load_target, paper_energy_pj
+from simulator.atomic import write_text
+
+EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green", "spikes": "tab:red",
+                "packets": "tab:purple", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
+                "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive"}
+
+
+def evaluate(network, x, y, steps, targets, progress=None):
+    """Simulate every T once and price the counters on every target; returns (rows, runs, ann cost).
+
+    progress: optional callable(n) told how many more samples were simulated (e.g. a tqdm bar's update).
+    """
+    flat = simulator.prepare(network)
+    net = flat.net
+    ann = ann_cost(net)
+    mem = core_memory(net)
+    labels = [net.populations[int(p)].name for p in net.cores.population]
+    targets = [load_target(t) if isinstance(t, str) else t for t in targets]
+    si, mi = simulator.COUNTERS.index("synops"), simulator.COUNTERS.index("macs")
+    rows, runs = [], {}
+    for T in steps:
+        seen = [0]
+
+        def advance(done, total):
+            progress(done - seen[0])
+            seen[0] = done
+
+        res = simulator.run(flat, x, T, progress=advance if progress else None)
+        runs[T] = res
+        acc = float((res.predictions() == np.asarray(y)).mean()) if y is not None else float("nan")
+        sops = res.per_sample[:, si].astype(np.float64)
+        macs = res.per_sample[:, mi].astype(np.float64)
+        paper = paper_energy_pj(sops.mean(), macs.mean())
+        paper_each = sops * 0.9 + macs * 4.6
+        for tgt in targets:
+            cost = estimate(res.counters, simulator.COUNTERS, len(x), tgt, labels, mem)
+            rows.append({"target": tgt.name, "T": T, "accuracy": acc, "sops_mean": sops.mean(), "sops_std": sops.std(),
+                         "macs_mean": macs.mean(), "spikes_mean": float(res.per_sample[:, 2].mean()),
+                         "paper_energy_uj": paper / 1e6, "paper_energy_std_uj": float(paper_each.std()) / 1e6,
+                         "energy_ratio": paper / ann["energy_pj"], "target_energy_uj": cost.energy_pj / 1e6,
+                         "target_static_uj": cost.static_pj / 1e6, "latency_us": cost.latency_ns / 1e3,
+                         "ann_macs": ann["macs"], "ann_energy_uj": ann["energy_pj"] / 1e6, "cost": cost})
+    return rows, runs, ann
+
+
+def markdown_table(rows, ann_acc=None):
+    head = ("| target | T | accuracy (%) | SOPs (G) mean ± std | MACs (G) | E paper-style (μJ) | E_SNN / E_ANN "
+            "| E target (μJ) | latency / inference (μs) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['T']} | {100 * r['accuracy']:.2f} | {r['sops_mean'] / 1e9:.3g} ± "
+                     f"{r['sops_std'] / 1e9:.2g} | {r['macs_mean'] / 1e9:.3g} | {r['paper_energy_uj']:.3f} | "
+                     f"{r['energy_ratio']:.3f} | {r['target_energy_uj']:.3f} | {r['latency_us']:.2f} |")
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_energy_per_layer(path, cost, title):
+    plt = _plt()
+    layers = list(cost.layer_energy_pj)
+    events = [e for e in EVENT_COLORS if any(cost.layer_energy_pj[l][e] > 0 for l in layers)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers) + 2), 4))
+    bottom = np.zeros(len(layers))
+    for e in events:
+        vals = np.array([cost.layer_energy_pj[l][e] for l in layers]) / 1e3
+        ax.bar(layers, vals, bottom=bottom, label=e, color=EVENT_COLORS[e])
+        bottom += vals
+    ax.set_ylabel("dynamic energy per inference (nJ)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_spikes_per_step(path, res, net, n_samples, title):
+    plt = _plt()
+    spikes = res.counter("spikes") / n_samples  # (T, cores)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = np.arange(1, res.T + 1)
+    for pi, pop in enumerate(net.populations):
+        if pop.model != "if":
+            continue
+        cores = np.flatnonzero(net.cores.population == pi)
+        rate = spikes[:, cores].sum(axis=1) / pop.size
+        ax.plot(steps, rate, marker="o", ms=3, label=pop.name)
+    ax.set_xlabel("time step")
+    ax.set_ylabel("spikes per neuron per step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_energy(path, rows, ann_acc, title):
+    plt = _plt()
+    targets = sorted({r["target"] for r in rows})
+    first = [r for r in rows if r["target"] == targets[0]]
+    steps = [r["T"] for r in first]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(steps, [100 * r["accuracy"] for r in first], "o-k", label="SNN accuracy")
+    if ann_acc is not None:
+        ax.axhline(100 * ann_acc, color="k", ls="--", lw=1, label=f"ANN {100 * ann_acc:.1f}%")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps, [str(t) for t in steps])
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("accuracy (%)")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["energy_ratio"] for r in first], "s--", color="tab:blue", label="E_SNN / E_ANN (45 nm)")
+    ax2.set_ylabel("energy ratio SNN / ANN", color="tab:blue")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None):
+    """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    T_max = max(runs)
+    plots = []
+    if len(runs) > 1:
+        plot_accuracy_energy(os.path.join(out_dir, "accuracy_vs_T.png"), rows, ann_acc, f"{name}: accuracy and energy vs T")
+        plots.append("accuracy_vs_T.png")
+    plot_spikes_per_step(os.path.join(out_dir, f"spikes_per_step_T{T_max}.png"), runs[T_max], net, n_samples,
+                         f"{name}: firing rate per layer (T={T_max})")
+    plots.append(f"spikes_per_step_T{T_max}.png")
+    for r in rows:
+        if r["T"] == T_max:
+            fname = f"energy_per_layer_{r['target']}_T{T_max}.png"
+            plot_energy_per_layer(os.path.join(out_dir, fname), r["cost"], f"{name} on {r['target']} (T={T_max})")
+            plots.append(fname)
+    table = markdown_table(rows)
+    md = [f"# spikeforge report: {name}", "",
+          f"{n_samples} samples. ANN: {ann['macs'] / 1e6:.3f} M MACs per inference, {ann['energy_pj'] / 1e6:.3f} μJ "
+          f"(45 nm, E_MAC = 4.6 pJ)" + (f", accuracy {100 * ann_acc:.2f}%." if ann_acc is not None else "."), "",
+          "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
+          "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
+          "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
+          "target file (dynamic) + static power x cores x latency; latency per step = slowest core + network + "
+          "barrier (at least the target's tick).", "", table, ""]
+    md += [f"![{p}]({p})" for p in plots]
+    text = "\n".join(md) + "\n"
+    write_text(os.path.join(out_dir, "report.md"), text)
+    clean = [{k: v for k, v in r.items() if k != "cost"} | {"cost": r["cost"].to_dict()} for r in rows]
+    write_text(os.path.join(out_dir, "report.json"), json.dumps({"name": name, "samples": n_samples, "ann": ann,
+                                                                  "ann_accuracy": ann_acc, "rows": clean}, indent=2))
+    buf = io.StringIO()
+    fields = [k for k in rows[0] if k != "cost"]
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in fields})
+    write_text(os.path.join(out_dir, "report.csv"), buf.getvalue())
+    return table

@@ -1,0 +1,108 @@
+"""Hardware targets as data: JSON files in one schema (docs/TARGETS.md), every constant with its source."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
+# Event types a target prices; they are the simulator's counter names.
+EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
+          "neuron_updates", "state_bytes_read", "state_bytes_written")
+TIMED_EVENTS = ("synops", "macs", "neuron_updates", "spikes", "packets", "hops")
+LIMITS = ("neurons_per_core", "axons_per_core", "cores_per_chip", "synapse_memory_bytes_per_core", "weight_bits")
+
+
+class TargetError(ValueError):
+    """A target file is missing a field or has an invalid value."""
+
+
+@dataclass
+class Target:
+    """Per-event energy (pJ) and time (ns), static power, tick, and limits of one hardware target."""
+
+    name: str
+    description: str
+    energy_pj: dict  # event -> float, or list of (memory size bytes, pJ per byte) for SRAM-size-dependent costs
+    time_ns: dict  # event -> float, plus "barrier"
+    static_power_mw_per_core: float
+    tick_ns: float
+    limits: dict
+    sources: dict  # "section.key" -> citation
+    path: str = ""
+
+    def energy_per_event(self, event, memory_bytes=None):
+        """pJ per event; SRAM-size-dependent entries pick the smallest array holding `memory_bytes`."""
+        e = self.energy_pj[event]
+        if isinstance(e, float):
+            return e
+        for size, pj in e:
+            if memory_bytes is None or memory_bytes <= size:
+                return pj
+        return e[-1][1]
+
+
+def available() -> list:
+    return sorted(f[:-5] for f in os.listdir(TARGET_DIR) if f.endswith(".json"))
+
+
+def _number(section, key, entry, where):
+    if not isinstance(entry, dict) or "source" not in entry:
+        raise TargetError(f"{where}: {section}.{key} must be an object with a 'value' and a 'source'")
+    if "sram_pj_per_byte" in entry:
+        table = entry["sram_pj_per_byte"]
+        try:
+            table = [(float(s), float(v)) for s, v in table]
+        except (TypeError, ValueError):
+            raise TargetError(f"{where}: {section}.{key}.sram_pj_per_byte must be [[bytes, pJ], ...]") from None
+        if not table or any(s <= 0 or v < 0 for s, v in table) or [s for s, _ in table] != sorted(s for s, _ in table):
+            raise TargetError(f"{where}: {section}.{key}.sram_pj_per_byte must be non-empty, increasing, non-negative")
+        return table
+    value = entry.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise TargetError(f"{where}: {section}.{key}.value must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def load_target(name_or_path) -> Target:
+    """Load a built-in target by name (loihi, truenorth, generic45nm) or a user JSON file in the same schema."""
+    path = os.fspath(name_or_path)
+    if not os.path.exists(path):
+        builtin = os.path.join(TARGET_DIR, f"{path}.json")
+        if not os.path.exists(builtin):
+            raise TargetError(f"unknown target {path!r}: not a file and not one of {', '.join(available())}")
+        path = builtin
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"{path}: cannot read target file ({exc})") from None
+    sources = {}
+
+    def section(name, keys):
+        sec = raw.get(name)
+        if not isinstance(sec, dict):
+            raise TargetError(f"{path}: missing section {name!r}")
+        out = {}
+        for k in keys:
+            if k not in sec:
+                raise TargetError(f"{path}: {name}.{k} is missing")
+            out[k] = _number(name, k, sec[k], path)
+            sources[f"{name}.{k}"] = sec[k]["source"]
+        return out
+
+    energy = section("energy_pj", EVENTS)
+    times = section("time_ns", TIMED_EVENTS + ("barrier",))
+    limits = section("limits", LIMITS)
+    for k in ("static_power_mw_per_core", "tick_ns"):
+        if k not in raw:
+            raise TargetError(f"{path}: {k} is missing")
+        sources[k] = raw[k].get("source", "") if isinstance(raw[k], dict) else ""
+    static = _number("", "static_power_mw_per_core", raw["static_power_mw_per_core"], path)
+    tick = _number("", "tick_ns", raw["tick_ns"], path)
+    if any(not isinstance(v, float) for v in list(times.values()) + list(limits.values()) + [static, tick]):
+        raise TargetError(f"{path}: only energy entries may be SRAM tables")
+    return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
+                  static, tick, limits, sources, path)
