@@ -9,6 +9,7 @@ the non-spiking readout population.
 """
 from __future__ import annotations
 
+import json
 import operator
 from dataclasses import dataclass
 
@@ -377,14 +378,18 @@ def _unique(name, used):
 
 
 def convert(model: nn.Module, calibration, norm: str = "max", percentile: float = 99.99,
-            v_init_fraction: float = 0.5, name: str | None = None, progress=None) -> Network:
-    """Convert a trained ANN into a `Network` of IF neurons with soft reset.
+            v_init_fraction: float = 0.5, name: str | None = None, progress=None, neuron: str = "if",
+            tau: int = 4, payload: str = "graded") -> Network:
+    """Convert a trained ANN into a `Network` of spiking neurons with soft reset.
 
     calibration: an iterable of input batches (tensors) used for data-based thresholds;
-    norm: "max" or "percentile"; v_init_fraction: v[0] = fraction x θ (0.5 by default).
+    norm: "max" or "percentile"; neuron: "if" or "group" (τ members, Lv et al.);
+    v_init_fraction: v[0] = fraction x the firing unit (θ for IF, θ/τ for group neurons).
     """
     if norm not in ("max", "percentile"):
         raise ValueError(f"norm must be 'max' or 'percentile', got {norm!r}")
+    if neuron not in ("if", "group"):
+        raise ValueError(f"neuron must be 'if' or 'group', got {neuron!r}")
     batches = [torch.as_tensor(b) for b in calibration]
     if not batches:
         raise ConversionError("no calibration batches given")
@@ -409,7 +414,9 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
         bias = _expand_bias(cur.bias, p["shape"]).numpy()
         if p["model"] == "if":
             theta = _threshold(p, stats, norm, percentile)
-            populations.append(Population.make(p["name"], "if", p["shape"], theta, theta * v_init_fraction, bias))
+            k = tau if neuron == "group" else 1
+            populations.append(Population.make(p["name"], neuron, p["shape"], theta, theta / k * v_init_fraction, bias,
+                                               tau=k, payload=payload))
         else:
             populations.append(Population.make(p["name"], "readout", p["shape"], 0.0, 0.0, bias))
         for t in cur.terms:
@@ -421,5 +428,7 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
     cores, edges = one_population_per_core(populations, projections)
     attrs = {"name": name or type(model).__name__, "numeric_mode": "float32", "normalization": norm,
              "percentile": float(percentile), "v_init_fraction": float(v_init_fraction),
-             "time_semantics": "layer-synchronous", "mapping": "one-population-per-core"}
+             "time_semantics": "layer-synchronous", "mapping": "one-population-per-core", "neuron": neuron,
+             # which ANN (fx) node each spiking population stands for: calibration compares with it
+             "ann_nodes": json.dumps({p["name"]: p["node"] for p in pops if p["model"] == "if"})}
     return Network(populations, projections, cores, edges, attrs)

@@ -25,6 +25,9 @@ class IFNeurons(nn.Module):
     Output value x = θ·s (what the spike carries downstream).
     """
 
+    def value(self, spikes):
+        return spikes * self.threshold
+
     def __init__(self, threshold, v_init, reset="subtract"):
         super().__init__()
         self.register_buffer("threshold", threshold)
@@ -45,6 +48,34 @@ class IFNeurons(nn.Module):
         else:
             self.v = m
         return spikes
+
+
+class GroupNeurons(IFNeurons):
+    """Group neurons (Lv et al.): τ IF members with thresholds jθ/τ (j = 1..τ) sharing one membrane.
+
+    m = v + I; S = Σ_j [m >= jθ/τ]; v = m - (θ/τ)·S. Returns S (member spikes); value = (θ/τ)·S.
+    """
+
+    def __init__(self, threshold, v_init, tau, reset="subtract"):
+        super().__init__(threshold, v_init, reset)
+        self.tau = int(tau)
+
+    def forward(self, current):
+        m = self.v + current
+        count = torch.zeros_like(m)
+        for j in range(1, self.tau + 1):
+            count = count + (m >= self.threshold * j / self.tau).to(m.dtype)
+        unit = self.threshold / self.tau
+        if self.reset == "subtract":
+            self.v = m - unit * count
+        elif self.reset == "zero":
+            self.v = torch.where(count > 0, torch.zeros_like(m), m)
+        else:
+            self.v = m
+        return count
+
+    def value(self, count):
+        return count * (self.threshold / self.tau)
 
 
 class Readout(nn.Module):
@@ -90,6 +121,9 @@ class SpikingNetwork(nn.Module):
             if p.model == "if":
                 self.neurons[p.name] = IFNeurons(_t(p.threshold, dtype).reshape(shape),
                                                  _t(p.v_init, dtype).reshape(shape), p.reset)
+            elif p.model == "group":
+                self.neurons[p.name] = GroupNeurons(_t(p.threshold, dtype).reshape(shape),
+                                                    _t(p.v_init, dtype).reshape(shape), p.tau, p.reset)
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}
@@ -147,7 +181,7 @@ class SpikingNetwork(nn.Module):
                     counts[p.name] += s.to(torch.int64)
                     if record_spikes:
                         spikes[p.name].append(s.to(torch.uint8))
-                    values[p.name] = s * neuron.threshold
+                    values[p.name] = neuron.value(s)
                 else:
                     out = neuron(current)
         record = StepRecord(counts, {n: torch.stack(v) for n, v in spikes.items()} if record_spikes else None)

@@ -45,6 +45,8 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
             g.attrs["model"] = pop.model
             g.attrs["shape"] = np.asarray(pop.shape, np.int64)
             g.attrs["reset"] = pop.reset
+            g.attrs["tau"] = int(pop.tau)
+            g.attrs["payload"] = pop.payload
             for name in POP_DATASETS:
                 _put(g, name, getattr(pop, name).astype(np.float32))
         projs = h5.create_group("projections")

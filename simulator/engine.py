@@ -98,13 +98,13 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     rec_off = np.full(len(net.populations), -1, np.int64)
     n_rec = 0
     for name in record:
-        if name not in index or net.populations[index[name]].model != "if":
+        if name not in index or net.populations[index[name]].model not in ("if", "group"):
             raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
         rec_off[index[name]] = n_rec
         n_rec += net.populations[index[name]].size
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
-    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], rec_off, a["in_ptr"], a["in_proj"],
+    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], rec_off, a["in_ptr"], a["in_proj"],
             tr_ptr, tr_idx, a["theta"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
             a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
             a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
@@ -136,7 +136,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if record_counts:
         allc = np.concatenate(counts)
         for i, p in enumerate(net.populations):
-            if p.model == "if":
+            if p.model in ("if", "group"):
                 seg = allc[:, a["pop_off"][i]:a["pop_off"][i] + p.size]
                 result.spike_counts[p.name] = seg[:, _inverse(flat.perms[i])].reshape(B, *p.shape)
     if n_rec:

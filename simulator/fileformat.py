@@ -11,11 +11,11 @@ import os
 import numpy as np
 
 from .geometry import conv_output_hw
-from .network import (NEURON_MODELS, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS, CoreEdges,
+from .network import (NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS, CoreEdges,
                       CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: group neurons (population attributes tau, payload)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -71,6 +71,10 @@ def _check_population(pop: Population, i: int):
         _fail(where, f"shape {pop.shape} must have 1 to {MAX_DIMS} positive dimensions")
     if pop.size > MAX_NEURONS:
         _fail(where, f"shape {pop.shape} has {pop.size} neurons, more than {MAX_NEURONS}")
+    if not 1 <= int(pop.tau) <= 255 or (pop.model != "group" and pop.tau != 1):
+        _fail(where, f"tau {pop.tau} must be 1 to 255 for group neurons and 1 otherwise")
+    if pop.payload not in PAYLOAD_MODES:
+        _fail(where, f"unknown payload mode {pop.payload!r} (known: {', '.join(PAYLOAD_MODES)})")
     if (pop.model == "input") != (i == 0):
         _fail(where, "the first population, and only it, must have model 'input'")
     for name in POP_DATASETS:
@@ -299,8 +303,10 @@ def _read(h5, path) -> Network:
         if n > MAX_NEURONS:
             raise NetworkFileError(where, f"shape {shape} has {n} neurons, more than {MAX_NEURONS}", path)
         data = {d: _dataset(h5, f"{where}/{d}", path, n) for d in POP_DATASETS}
+        tau = int(g.attrs.get("tau", 1))
+        payload = _attr(g, "payload", where, path, "str") if "payload" in g.attrs else "graded"
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
-                               data["v_init"], data["bias"], _attr(g, "reset", where, path, "str")))
+                               data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

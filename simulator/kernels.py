@@ -4,8 +4,10 @@ Layout conventions (built by simulator.arrays):
 - neurons of all populations live in one global index space; population p owns
   [pop_off[p], pop_off[p] + pop_n[p]); (C, H, W) populations are stored channel-last
   (index (y*W + x)*C + c) so that a conv event updates contiguous output channels;
-- an event is (local neuron index, payload value); a spike of an IF neuron carries θ,
-  an analog input carries its value (and its synaptic work is counted as MACs);
+- an event is (local neuron index, payload value, multiplicity); a spike of an IF neuron
+  carries θ; a group neuron's event carries (θ/τ)·S and, when its target expands payloads,
+  multiplicity S (S member spikes, S times the synaptic work); an analog input carries its
+  value (and its synaptic work is counted as MACs);
 - per (sample, step, core) dynamic counters, indexed by the C_* constants.
 The engine accumulates membrane and currents in float64: results do not depend
 on summation order, hence not on the thread count either.
@@ -14,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV = 0, 1, 2
-MODEL_INPUT, MODEL_IF, MODEL_READOUT = 0, 1, 2
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
@@ -108,7 +110,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                theta, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
@@ -125,6 +127,7 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
     cur = np.zeros(n_total)
     ev_idx = np.empty(n_total, np.int64)
     ev_val = np.empty(n_total)
+    ev_mult = np.ones(n_total, np.int64)
     ev_n = np.zeros(n_pops, np.int64)
     acc = np.zeros(pop_n[readout_pop])
     # the analog input is the same every step: its events are built once
@@ -160,10 +163,11 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                     _conv_events(cur, proj_tgt_off[q], weights, proj_woff[q], proj_geom[q], ev_idx, ev_val, k0, k1)
                 for k in range(k0, k1):
                     e = ev_idx[k]
+                    mult = ev_mult[k]
                     for r in range(rc_ptr[r0 + e], rc_ptr[r0 + e + 1]):
                         c = rc_core[r]
-                        ctr[t, c, ctr_kind] += rc_cnt[r]
-                        ctr[t, c, C_SYN_BYTES] += rc_cnt[r] * wb
+                        ctr[t, c, ctr_kind] += rc_cnt[r] * mult
+                        ctr[t, c, C_SYN_BYTES] += rc_cnt[r] * wb * mult
             model = pop_model[p]
             if model == MODEL_IF:
                 reset = pop_reset[p]
@@ -192,6 +196,10 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                     else:
                         v[i] = m
                 ev_n[p] = m_ev
+            elif model == MODEL_GROUP:
+                _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_rec_off[p], v, cur, theta,
+                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts,
+                              rec)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -202,9 +210,52 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
         out[i] = acc[i] / T
 
 
+@njit(cache=True)
+def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
+                  n_packets, n_hops, record_counts, counts, rec):
+    """Group neurons (Lv et al.): τ IF members with thresholds jθ/τ share one membrane.
+
+    S = #{j : m >= jθ/τ}; v = m - (θ/τ)·S; one event with payload (θ/τ)·S. Member spikes
+    (S) are what `counts`/`rec` record; packets and spikes count S when payloads are expanded.
+    """
+    m_ev = 0
+    for i in range(off, off + n):
+        m = v[i] + cur[i]
+        s = 0
+        for j in range(1, tau + 1):
+            if m >= theta[i] * j / tau:
+                s += 1
+            else:
+                break
+        if s > 0:
+            unit = theta[i] / tau
+            if reset == RESET_SUBTRACT:
+                v[i] = m - unit * s
+            elif reset == RESET_ZERO:
+                v[i] = 0.0
+            else:
+                v[i] = m
+            ev_idx[off + m_ev] = i - off
+            ev_val[off + m_ev] = unit * s
+            mult = s if expand else 1
+            ev_mult[off + m_ev] = mult
+            m_ev += 1
+            c = core_of[i]
+            ctr[t, c, C_SPIKES] += mult
+            ctr[t, c, C_PACKETS] += n_packets[i] * mult
+            ctr[t, c, C_HOPS] += n_hops[i] * mult
+            if record_counts:
+                counts[i] += s
+            if rec0 >= 0:
+                rec[t, rec0 + i - off] = s
+        else:
+            v[i] = m
+    ev_n[p] = m_ev
+
+
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
               theta, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
@@ -218,7 +269,7 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     trace = np.zeros((B, T, n_trace))
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                    theta, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,

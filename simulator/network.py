@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Neuron models of format v1. "input" injects the analog sample every step;
-# "if" is integrate-and-fire; "readout" integrates without firing.
-NEURON_MODELS = ("input", "if", "readout")
-SPIKING_MODELS = ("if",)
+# Neuron models of format v1. "input" injects the analog sample every step; "if" is
+# integrate-and-fire; "group" is a group neuron of `tau` IF members sharing one membrane
+# (Lv et al.); "readout" integrates without firing.
+NEURON_MODELS = ("input", "if", "group", "readout")
+SPIKING_MODELS = ("if", "group")
+# How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work).
+PAYLOAD_MODES = ("graded", "expanded")
 RESET_MODES = ("subtract", "zero", "none")
 PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity")
 
@@ -29,13 +32,16 @@ class Population:
     v_init: np.ndarray
     bias: np.ndarray
     reset: str = "subtract"
+    tau: int = 1
+    payload: str = "graded"
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @classmethod
-    def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract"):
+    def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
+             payload="graded"):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -44,7 +50,7 @@ class Population:
             arr = np.asarray(value, dtype=np.float32).reshape(-1)
             return np.full(n, arr[0], np.float32) if arr.size == 1 else np.ascontiguousarray(arr)
 
-        return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset)
+        return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload)
 
 
 @dataclass

@@ -15,7 +15,7 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
                  "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
     assert main(["inspect", str(net)]) == 0
-    assert "valid, format 1.0" in capsys.readouterr().out
+    assert "valid, format 1.1" in capsys.readouterr().out
     out = tmp_path / "run.npz"
     assert main(["simulate", str(net), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
                  "--T", "16", "--out", str(out), "--batch-size", "16"]) == 0
