@@ -43,6 +43,15 @@ def _parser():
     c.add_argument("--percentile", type=float, default=99.99)
     c.add_argument("--v-init", type=float, default=0.5, help="initial potential as a fraction of θ")
     c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--neuron", choices=("if", "group"), default="if", help="IF, or group neurons of --tau members")
+    c.add_argument("--tau", type=int, default=4, help="members per group neuron (default: %(default)s)")
+    c.add_argument("--payload", choices=("graded", "expanded"), default="graded",
+                   help="group neuron events: one graded event, or S member spikes")
+    c.add_argument("--calibrate", choices=("none", "cc", "fc"), default="none",
+                   help="two-stage Stage II: coarse (cc) or coarse + fine (fc) layer-wise calibration for --T")
+    c.add_argument("--T", type=int, help="time steps the network is calibrated for (with --calibrate)")
+    c.add_argument("--calib-samples", type=int, default=256, help="samples used by --calibrate")
+    c.add_argument("--epochs", type=int, default=30, help="fine-calibration epochs per layer (early stopping)")
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
@@ -112,8 +121,18 @@ def cmd_convert(args):
     batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
     bar = tqdm(total=len(batches), desc="calibration batches", disable=None)
     net = convert(model, batches, norm=args.norm, percentile=args.percentile, v_init_fraction=args.v_init,
-                  progress=lambda i: bar.update(1))
+                  progress=lambda i: bar.update(1), neuron=args.neuron, tau=args.tau, payload=args.payload)
     bar.close()
+    if args.calibrate != "none":
+        from converter.calibration import calibrate
+
+        if not args.T:
+            raise SystemExit("--calibrate needs --T")
+        layers = sum(p.model in ("if", "group") for p in net.populations)
+        cbar = tqdm(total=layers, desc=f"calibrating ({args.calibrate}, T={args.T})", disable=None)
+        net = calibrate(net, model, x[:args.calib_samples], args.T, mode=args.calibrate, epochs=args.epochs,
+                        progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
+        cbar.close()
     write_network(net, args.out)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections")
 

@@ -49,3 +49,30 @@ class QCFS(nn.Module):
 
     def extra_repr(self):
         return f"levels={self.levels}"
+
+
+class QCActivation(nn.Module):
+    """Stage I of two-stage conversion (Wang et al.; METHODS.md): quantized clip with noise.
+
+    g(x) = θ · clip(Q(x)/θ, 0, 1), Q(x) = (θ/T)·floor(x·T/θ + 1/2) (the θ/2T shift), straight-through
+    floor, θ trainable. In training each element is quantized with probability p (Bernoulli mask M):
+    Q̂(x) = x + (Q(x) - x)·M; in evaluation every element is quantized. Converts with θ and v0 = θ/2.
+    """
+
+    def __init__(self, threshold: float, T: int, p: float = 0.15):
+        super().__init__()
+        if T < 1 or not 0.0 <= p <= 1.0:
+            raise ValueError(f"QCActivation needs T >= 1 and 0 <= p <= 1, got T={T}, p={p}")
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        self.T, self.p = int(T), float(p)
+
+    def forward(self, x):
+        th = self.threshold
+        q = _FloorSTE.apply(x * self.T / th + 0.5) * th / self.T
+        if self.training and self.p < 1.0:
+            mask = (torch.rand_like(x) < self.p).to(x.dtype)
+            q = x + (q - x) * mask
+        return torch.minimum(torch.relu(q), th)
+
+    def extra_repr(self):
+        return f"T={self.T}, p={self.p}"

@@ -21,7 +21,7 @@ from torch import nn
 
 from simulator.network import Network, Population, Projection
 
-from .activations import QCFS, ClipReLU
+from .activations import QCFS, ClipReLU, QCActivation
 from .mapping import one_population_per_core
 from .stats import collect
 
@@ -32,7 +32,7 @@ class ConversionError(ValueError):
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, (QCFS, ClipReLU)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (QCFS, ClipReLU, QCActivation)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:
@@ -77,7 +77,7 @@ class _Size:
     """Result of x.size(...) during tracing; only used to spell a flatten as view(B, -1)."""
 
 
-_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, ClipReLU, QCFS)
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, ClipReLU, QCFS, QCActivation)
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _SUPPORTED_MODULES = _ACTIVATION_MODULES + _PASS_MODULES + (
     nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
@@ -346,7 +346,7 @@ class _Builder:
 def _threshold(pop, stats, norm, percentile):
     """θ of a population: from its QCFS/clip bound, else from data (max or percentile)."""
     act = pop["act"]
-    if isinstance(act, QCFS):
+    if isinstance(act, (QCFS, QCActivation)):
         return float(act.threshold.detach())
     if isinstance(act, ClipReLU):
         return act.threshold

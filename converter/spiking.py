@@ -101,39 +101,40 @@ class StepRecord:
     spikes: dict | None = None  # name -> (T, B, *shape) if recorded
 
 
-def _t(a, dtype):
-    return torch.as_tensor(np.asarray(a)).to(dtype)
+def _t(a, dtype, device=None):
+    return torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)
 
 
 class SpikingNetwork(nn.Module):
     """Runs a `Network` with torch tensors; float64 by default so it is a precise reference."""
 
-    def __init__(self, net: Network, dtype=torch.float64):
+    def __init__(self, net: Network, dtype=torch.float64, device=None):
         super().__init__()
         self.net = net
         self.dtype = dtype
+        self.device = torch.device(device or "cpu")
         self.neurons = nn.ModuleDict()
         self.shapes = {p.name: tuple(p.shape) for p in net.populations}
         self.biases = {}
         for p in net.populations:
             shape = tuple(p.shape)
-            self.biases[p.name] = _t(p.bias, dtype).reshape(shape)
+            self.biases[p.name] = _t(p.bias, dtype, device).reshape(shape)
+            theta, v0 = _t(p.threshold, dtype, device).reshape(shape), _t(p.v_init, dtype, device).reshape(shape)
             if p.model == "if":
-                self.neurons[p.name] = IFNeurons(_t(p.threshold, dtype).reshape(shape),
-                                                 _t(p.v_init, dtype).reshape(shape), p.reset)
+                self.neurons[p.name] = IFNeurons(theta, v0, p.reset)
             elif p.model == "group":
-                self.neurons[p.name] = GroupNeurons(_t(p.threshold, dtype).reshape(shape),
-                                                    _t(p.v_init, dtype).reshape(shape), p.tau, p.reset)
+                self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}
         self.sparse_index = {}
         for pr in net.projections:
             if pr.weight is not None:
-                self.weights[pr.name] = _t(pr.weight, dtype)
+                self.weights[pr.name] = _t(pr.weight, dtype, device)
             if pr.kind == "sparse":
                 rows = np.repeat(np.arange(len(pr.indptr) - 1), np.diff(pr.indptr))
-                self.sparse_index[pr.name] = (torch.as_tensor(rows), torch.as_tensor(pr.indices.astype(np.int64)))
+                self.sparse_index[pr.name] = (torch.as_tensor(rows, device=device),
+                                              torch.as_tensor(pr.indices.astype(np.int64), device=device))
         self.incoming = {p.name: net.incoming(p.name) for p in net.populations}
 
     def _project(self, pr, x):
@@ -151,7 +152,7 @@ class SpikingNetwork(nn.Module):
         if pr.kind == "sparse":
             rows, cols = self.sparse_index[pr.name]
             n_tgt = int(np.prod(self.shapes[pr.target]))
-            out = torch.zeros(b, n_tgt, dtype=x.dtype)
+            out = torch.zeros(b, n_tgt, dtype=x.dtype, device=x.device)
             return out.index_add_(1, cols, x.reshape(b, -1)[:, rows] * self.weights[pr.name])
         raise ValueError(f"unknown projection kind {pr.kind!r}")
 
@@ -160,12 +161,12 @@ class SpikingNetwork(nn.Module):
         """Run T steps on input batch x; return (readout mean over T, StepRecord)."""
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
-        x = torch.as_tensor(x).to(self.dtype)
+        x = torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
         b = x.shape[0]
         x = x.reshape(b, *self.shapes[self.net.input.name])
         for m in self.neurons.values():
             m.reset_state(b)
-        counts = {n: torch.zeros(b, *self.shapes[n], dtype=torch.int64) for n in self.neurons
+        counts = {n: torch.zeros(b, *self.shapes[n], dtype=torch.int64, device=self.device) for n in self.neurons
                   if isinstance(self.neurons[n], IFNeurons)}
         spikes = {n: [] for n in counts} if record_spikes else None
         out = None
@@ -193,7 +194,7 @@ class SpikingNetwork(nn.Module):
 
         Checks the conversion's wiring and BatchNorm fusion exactly, independent of spiking.
         """
-        x = torch.as_tensor(x).to(self.dtype)
+        x = torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
         b = x.shape[0]
         values = {self.net.input.name: x.reshape(b, *self.shapes[self.net.input.name])}
         out = None
@@ -210,5 +211,5 @@ class SpikingNetwork(nn.Module):
         preds = []
         for i in range(0, len(x), batch_size):
             out, _ = self(x[i:i + batch_size], T)
-            preds.append(out.reshape(out.shape[0], -1).argmax(1))
+            preds.append(out.reshape(out.shape[0], -1).argmax(1).cpu())
         return torch.cat(preds)

@@ -15,6 +15,14 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
                  "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
     assert main(["inspect", str(net)]) == 0
+    gn = tmp_path / "mlp-gn.h5"
+    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(gn), "--neuron", "group", "--tau", "3",
+                 "--calibrate", "cc", "--T", "2", "--calib-samples", "64"]) == 0
+    from simulator import load_network
+    loaded = load_network(gn)
+    assert {p.model for p in loaded.populations} == {"input", "group", "readout"}
+    assert loaded.populations[1].tau == 3 and loaded.attrs["calibration"] == "cc T=2 N=64"
     assert "valid, format 1.1" in capsys.readouterr().out
     out = tmp_path / "run.npz"
     assert main(["simulate", str(net), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",

@@ -1,0 +1,184 @@
+"""Stage II of two-stage conversion: layer-wise calibration of a converted SNN (Wang et al.; METHODS.md).
+
+Layer by layer in topological order, with the SNN's own spikes from the already calibrated layers as
+input and the source ANN's activation â of that layer as target:
+- coarse calibration (CC): v0 <- v0 + T·mean_samples(â - r), r = the layer's mean output value over T
+  (closed form, no gradients; r and â in activation units, so the θ of the paper's rate form is folded in);
+- fine calibration (FC): after CC, minimise the loss between r and â over the layer's incoming
+  conv/dense weights and v0 by backpropagation through the T steps of that one layer only, with the
+  rectangular surrogate ∂s/∂m = (1/α)·1{|m - θ_k| < α/2} (α = the firing unit), Adam, early stopping.
+Memory is O(T x largest layer x samples): only one layer's inputs are kept.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .convert import trace
+from .spiking import SpikingNetwork
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside of (m - θ) with a rectangular surrogate gradient of width α."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x, alpha)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, alpha = ctx.saved_tensors
+        return grad * ((x.abs() < alpha / 2).to(grad.dtype) / alpha), None
+
+
+def _layer_run(pop, theta, v0, currents):
+    """Run one population's neurons over the per-step currents; return the mean output value (differentiable)."""
+    tau = pop.tau if pop.model == "group" else 1
+    unit = theta / tau
+    v = v0.expand_as(currents[0])
+    total = 0
+    for current in currents:
+        m = v + current
+        count = sum(_Spike.apply(m - unit * j, unit) for j in range(1, tau + 1))
+        v = m - unit * count
+        total = total + unit * count
+    return total / len(currents)
+
+
+def _ann_targets(model, x, nodes, batch_size, device):
+    """The source ANN's activations at the given fx nodes for all samples."""
+    from .stats import _Recorder
+
+    gm = trace(model).to(device).eval()
+    out = {n: [] for n in nodes}
+    rec = _Recorder(gm, set(nodes), lambda name, t: out[name].append(t.detach().float()))
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            rec.run(x[i:i + batch_size].to(device))
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def _source_values(snn, x, T, upto, names, batch_size):
+    """Per-step output values (T, N, *shape) of populations `names`, running populations before `upto`."""
+    net = snn.net
+    rec = {n: [] for n in names}
+    stop = net.index_of(upto)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device=snn.device, dtype=snn.dtype)
+            b = xb.shape[0]
+            xb = xb.reshape(b, *snn.shapes[net.input.name])
+            for n, m in snn.neurons.items():
+                m.reset_state(b)
+            steps = {n: [] for n in names}
+            for _ in range(T):
+                values = {net.input.name: xb}
+                for p in net.populations[1:stop]:
+                    current = snn.biases[p.name].expand(b, *snn.shapes[p.name])
+                    for pr in snn.incoming[p.name]:
+                        current = current + snn._project(pr, values[pr.source]).reshape(b, *snn.shapes[p.name])
+                    neuron = snn.neurons[p.name]
+                    values[p.name] = neuron.value(neuron(current))
+                for n in names:
+                    steps[n].append(values[n])
+            for n in names:
+                rec[n].append(torch.stack(steps[n]))
+    return {n: torch.cat(v, dim=1) for n, v in rec.items()}
+
+
+def _currents(snn, pop, src_vals, idx, weights):
+    """Per-step input currents of `pop` for samples idx, with (possibly trainable) weights."""
+    b = len(idx)
+    T = next(iter(src_vals.values())).shape[0]
+    out = []
+    for t in range(T):
+        current = snn.biases[pop.name].expand(b, *snn.shapes[pop.name])
+        for pr in snn.incoming[pop.name]:
+            xs = src_vals[pr.source][t, idx]
+            if pr.name in weights:
+                w = weights[pr.name]
+                y = F.conv2d(xs, w, stride=tuple(pr.stride), padding=tuple(pr.padding), groups=pr.groups) \
+                    if pr.kind == "conv2d" else F.linear(xs.reshape(b, -1), w)
+            else:
+                y = snn._project(pr, xs)
+            current = current + y.reshape(b, *snn.shapes[pop.name])
+        out.append(current)
+    return out
+
+
+def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: float = 5e-4, batch_size: int = 64,
+              patience: int = 4, device=None, progress=None):
+    """Return a calibrated copy of `net` (converted from `model`) for running with T steps.
+
+    x: N calibration samples (tensor); mode: "cc" (coarse only) or "fc" (coarse, then fine).
+    progress: optional callable(layer name, message).
+    """
+    if mode not in ("cc", "fc"):
+        raise ValueError(f"mode must be 'cc' or 'fc', got {mode!r}")
+    if "ann_nodes" not in net.attrs:
+        raise ValueError("this network does not record its ANN nodes (convert it with this version)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = copy.deepcopy(net)
+    nodes = json.loads(net.attrs["ann_nodes"])
+    x = torch.as_tensor(x, dtype=torch.float32)
+    targets = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
+    snn = SpikingNetwork(net, dtype=torch.float32, device=device)
+    for pop in net.populations:
+        if pop.model not in ("if", "group"):
+            continue
+        sources = sorted({pr.source for pr in snn.incoming[pop.name]})
+        src_vals = _source_values(snn, x, T, pop.name, sources, batch_size * 4)
+        target = targets[nodes[pop.name]].reshape(len(x), *pop.shape)
+        neuron = snn.neurons[pop.name]
+        theta = neuron.threshold
+        all_idx = torch.arange(len(x), device=device)
+        with torch.no_grad():  # coarse: closed form
+            r = torch.cat([_layer_run(pop, theta, neuron.v_init, _currents(snn, pop, src_vals, idx, {}))
+                           for idx in all_idx.split(batch_size * 4)])
+            before = float(F.mse_loss(r, target))
+            neuron.v_init = neuron.v_init + T * (target - r).mean(0)
+        msg = f"CC mse {before:.4g}"
+        if mode == "fc":
+            weights = {pr.name: snn.weights[pr.name].clone().requires_grad_(True)
+                       for pr in snn.incoming[pop.name] if pr.kind in ("conv2d", "dense")}
+            v0 = neuron.v_init.clone().requires_grad_(True)
+            opt = torch.optim.Adam(list(weights.values()) + [v0], lr=lr)
+            best, best_state, bad = np.inf, None, 0
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            for epoch in range(epochs):
+                perm = torch.randperm(len(x), generator=gen).to(device)
+                total = 0.0
+                for idx in perm.split(batch_size):
+                    out = _layer_run(pop, theta, v0, _currents(snn, pop, src_vals, idx, weights))
+                    loss = F.mse_loss(out, target[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                total /= len(x)
+                if total < best - 1e-9:
+                    best, bad = total, 0
+                    best_state = ({k: w.detach().clone() for k, w in weights.items()}, v0.detach().clone())
+                else:
+                    bad += 1
+                    if bad >= patience:
+                        break
+            if best_state is not None:
+                for k, w in best_state[0].items():
+                    snn.weights[k] = w
+                neuron.v_init = best_state[1]
+            msg += f", FC mse {best:.4g} after {epoch + 1} epochs"
+        neuron.v_init = neuron.v_init.detach()
+        pop.v_init = neuron.v_init.reshape(-1).float().cpu().numpy().astype(np.float32)
+        for pr in net.projections:
+            if pr.target == pop.name and pr.weight is not None:
+                pr.weight = snn.weights[pr.name].detach().float().cpu().numpy().astype(np.float32)
+        if progress:
+            progress(pop.name, msg)
+    net.attrs["calibration"] = f"{mode} T={T} N={len(x)}"
+    return net

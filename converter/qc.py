@@ -1,0 +1,67 @@
+"""Stage I of two-stage conversion: clip-activation ANN -> QC-ANN, then fine-tuning (Wang et al.)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .activations import ClipReLU, QCActivation
+from .convert import trace
+from .stats import collect
+
+
+def to_qc_ann(model: nn.Module, T: int, p: float = 0.15, calibration=None, percentile: float = 99.9) -> nn.Module:
+    """Copy of `model` with every ClipReLU / ReLU6 / ReLU replaced by a QCActivation(θ, T, p).
+
+    θ starts at the clip bound; for plain ReLUs it starts at the p-th percentile of the activation
+    on `calibration` batches (required when the model has ReLUs).
+    """
+    model = copy.deepcopy(model).eval()
+    gm = trace(model)
+    modules = dict(gm.named_modules())
+    relus = [n for n in gm.graph.nodes if n.op == "call_module" and type(modules[n.target]) is nn.ReLU]
+    stats = None
+    if relus:
+        if calibration is None:
+            raise ValueError("the model has ReLU activations: pass calibration batches to initialise θ")
+        stats = collect(gm, list(calibration), [n.name for n in relus])
+    init = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_module":
+            continue
+        m = modules[n.target]
+        if isinstance(m, ClipReLU):
+            init[n.target] = m.threshold
+        elif isinstance(m, nn.ReLU6):
+            init[n.target] = 6.0
+        elif type(m) is nn.ReLU:
+            init[n.target] = max(stats.percentile(n.name, percentile), 1e-3)
+    for target, theta in init.items():
+        parent_name, _, child = target.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, QCActivation(theta, T, p))
+    return model
+
+
+def qc_finetune(model, x, y, epochs=10, lr=1e-4, batch_size=128, seed=0, device="cpu", progress=None):
+    """Fine-tune weights and thresholds of a QC-ANN with Adam (lr 1e-4 by default) and cross-entropy."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        if progress:
+            progress(epoch, total / len(x))
+    return model.eval()
