@@ -1,0 +1,254 @@
+"""CIFAR-10 conversion table: train a source ANN (GPU), convert it with every method, evaluate SNN accuracy vs T.
+
+    python -m benchmarks.cifar10 --data-dir DATA --arch resnet20 --epochs 40 --out results/
+
+DATA holds the standard python batches (cifar-10-batches-py/, made by ../shared/datasets/cifar10_batches.py).
+Methods: IF with max normalization (ReLU ANN); QCFS (ANN trained with QCFS, IF neurons); QCFS + group
+neurons (τ=4); two-stage (ReLU ANN -> QC-ANN fine-tuned for each T -> coarse + fine calibration).
+Results go to OUT/cifar10_<arch>.json (rewritten after every step, so an interrupted run keeps what it had)
+and a Markdown table to OUT/cifar10_<arch>.md; source ANN checkpoints to OUT/<arch>_<kind>.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.models import BasicBlock
+from converter import QCFS, SpikingNetwork, convert
+from converter.calibration import calibrate
+from converter.qc import qc_finetune, to_qc_ann
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+
+def load_cifar10(data_dir):
+    """(x_train uint8 (50000,3,32,32), y_train, x_test, y_test) from the standard python batches."""
+    root = os.path.join(data_dir, "cifar-10-batches-py")
+    if not os.path.isdir(root):
+        raise SystemExit(f"{root} not found: run ../shared/datasets/cifar10_batches.py {data_dir} first")
+
+    def read(name):
+        with open(os.path.join(root, name), "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    xt, yt = read("test_batch")
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt)
+
+
+def normalize(x_uint8):
+    return (x_uint8.float() / 255.0 - MEAN.to(x_uint8.device)) / STD.to(x_uint8.device)
+
+
+def augment(x):
+    """Random 4-pixel translation (zero padded) and horizontal flip, per sample, on the GPU."""
+    b = x.shape[0]
+    shift = torch.randint(-4, 5, (b, 2), device=x.device).float() * (2.0 / 32)
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    flip = torch.rand(b, device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 for CIFAR (He et al. 2016): 3 stages of 3 basic blocks, 16/32/64 channels."""
+
+    def __init__(self, act=nn.ReLU, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), act())
+        blocks, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1, act))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+class VGG16(nn.Module):
+    """VGG-16 for CIFAR with average pooling (max pooling has no exact spiking equivalent)."""
+
+    CFG = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")
+
+    def __init__(self, act=nn.ReLU, classes=10):
+        super().__init__()
+        layers, cin = [], 3
+        for v in self.CFG:
+            if v == "P":
+                layers.append(nn.AvgPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, 1, 1, bias=False), nn.BatchNorm2d(v), act()]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(512, 512), act(), nn.Linear(512, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+ARCHS = {"resnet20": ResNet20, "vgg16": VGG16}
+
+
+def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
+    dev = xtr.device
+    model.to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    other = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": other, "weight_decay": 0}],
+                          lr=lr, momentum=0.9, nesterov=True)
+    steps = epochs * (len(xtr) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xtr), device=dev)
+        t0 = time.time()
+        for i in range(len(xtr) // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if epoch % 5 == 4 or epoch == epochs - 1:
+            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss):.3f} ({time.time() - t0:.1f} s/epoch)")
+    return model.eval()
+
+
+@torch.no_grad()
+def ann_accuracy(model, x, y, batch=1000):
+    model.eval()
+    return float(sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum() for i in range(0, len(x), batch))
+                 / len(x))
+
+
+def snn_accuracy(net, x, y, T, device):
+    snn = SpikingNetwork(net, dtype=torch.float32, device=device)
+    return float((snn.predict(x, T, batch_size=1000) == y.cpu()).float().mean())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--arch", choices=sorted(ARCHS), default="resnet20")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--levels", type=int, default=4, help="QCFS quantization levels L")
+    p.add_argument("--tau", type=int, default=4)
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--two-stage-steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--ft-epochs", type=int, default=3, help="Stage I fine-tuning epochs per T")
+    p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--methods", nargs="+", default=["if", "qcfs", "qcfs_gn", "two_stage"])
+    p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    xtr, ytr, xte, yte = load_cifar10(args.data_dir)
+    if args.limit:  # a random subset: the test batch of the JPEG copy is ordered by class
+        rng = np.random.default_rng(0)
+        tr, te = rng.permutation(len(xtr))[:args.limit], rng.permutation(len(xte))[:args.limit]
+        xtr, ytr, xte, yte = xtr[tr], ytr[tr], xte[te], yte[te]
+    xtr, xte = normalize(torch.as_tensor(xtr, device=dev)), normalize(torch.as_tensor(xte, device=dev))
+    ytr, yte = torch.as_tensor(ytr, device=dev), torch.as_tensor(yte, device=dev)
+    path = os.path.join(args.out, f"cifar10_{args.arch}.json")
+    results = {"arch": args.arch, "epochs": args.epochs, "levels": args.levels, "tau": args.tau,
+               "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "methods": {}}
+
+    def save():
+        with open(path, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
+    if {"if", "two_stage"} & set(args.methods):
+        t0 = time.time()
+        log(f"training {args.arch} (ReLU) for {args.epochs} epochs on {len(xtr)} images")
+        relu = train(ARCHS[args.arch](), xtr, ytr, args.epochs, log=log)
+        torch.save(relu.state_dict(), os.path.join(args.out, f"{args.arch}_relu.pt"))
+        results["relu_ann"] = ann_accuracy(relu, xte, yte)
+        results["relu_train_s"] = time.time() - t0
+        log(f"ReLU ANN {100 * results['relu_ann']:.2f}%")
+        save()
+        if "if" in args.methods:
+            net = convert(relu, calib, norm="max")
+            results["methods"]["if_max"] = {str(T): snn_accuracy(net, xte, yte, T, dev) for T in args.steps}
+            log(f"IF max: {results['methods']['if_max']}")
+            save()
+    if {"qcfs", "qcfs_gn"} & set(args.methods):
+        t0 = time.time()
+        log(f"training {args.arch} (QCFS L={args.levels}) for {args.epochs} epochs")
+        q = train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, log=log)
+        torch.save(q.state_dict(), os.path.join(args.out, f"{args.arch}_qcfs{args.levels}.pt"))
+        results["qcfs_ann"] = ann_accuracy(q, xte, yte)
+        results["qcfs_train_s"] = time.time() - t0
+        log(f"QCFS ANN {100 * results['qcfs_ann']:.2f}%")
+        save()
+        for name, neuron in (("qcfs", "if"), ("qcfs_gn", "group")):
+            if name in args.methods:
+                net = convert(q, calib, neuron=neuron, tau=args.tau)
+                results["methods"][name] = {str(T): snn_accuracy(net, xte, yte, T, dev) for T in args.steps}
+                log(f"{name}: {results['methods'][name]}")
+                save()
+    if "two_stage" in args.methods:
+        results["methods"]["two_stage"] = {}
+        results["two_stage_qc_ann"] = {}
+        for T in args.two_stage_steps:
+            t0 = time.time()
+            qc = to_qc_ann(relu, T, p=0.15, calibration=calib)
+            qc = qc_finetune(qc, xtr, ytr, epochs=args.ft_epochs, lr=1e-4, batch_size=256, device=dev)
+            results["two_stage_qc_ann"][str(T)] = ann_accuracy(qc, xte, yte)
+            net = convert(qc, calib)
+            plain = snn_accuracy(net, xte, yte, T, dev)
+            cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
+            fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=10, device=dev)
+            results["methods"]["two_stage"][str(T)] = {"qc_snn": plain, "cc": snn_accuracy(cc, xte, yte, T, dev),
+                                                       "fc": snn_accuracy(fc, xte, yte, T, dev),
+                                                       "seconds": time.time() - t0}
+            log(f"two-stage T={T}: QC-ANN {results['two_stage_qc_ann'][str(T)]:.4f} "
+                f"{results['methods']['two_stage'][str(T)]}")
+            save()
+    write_table(results, os.path.join(args.out, f"cifar10_{args.arch}.md"), args.steps)
+    log(open(os.path.join(args.out, f"cifar10_{args.arch}.md")).read())
+
+
+def write_table(results, path, steps):
+    head = "| method | ANN | " + " | ".join(f"T={T}" for T in steps) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(steps)]
+    m = results["methods"]
+    rows = [("IF, max norm", results.get("relu_ann"), m.get("if_max")),
+            (f"QCFS L={results['levels']}", results.get("qcfs_ann"), m.get("qcfs")),
+            (f"QCFS L={results['levels']} + GN τ={results['tau']}", results.get("qcfs_ann"), m.get("qcfs_gn"))]
+    ts = m.get("two_stage")
+    if ts:
+        rows.append(("two-stage (QC + CC + FC)", results.get("relu_ann"), {k: v["fc"] for k, v in ts.items()}))
+    for name, ann, accs in rows:
+        if accs is None:
+            continue
+        cells = [f"{100 * accs[str(T)]:.2f}" if str(T) in accs else "–" for T in steps]
+        lines.append(f"| {name} | {100 * ann:.2f} | " + " | ".join(cells) + " |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
