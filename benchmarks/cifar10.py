@@ -127,7 +127,7 @@ def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
             opt.step()
             sched.step()
         if epoch % 5 == 4 or epoch == epochs - 1:
-            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss):.3f} ({time.time() - t0:.1f} s/epoch)")
+            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} ({time.time() - t0:.1f} s/epoch)")
     return model.eval()
 
 

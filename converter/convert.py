@@ -169,8 +169,8 @@ class _Builder:
         n_in = int(np.prod(v.shape))
         if n_in != m.in_features:
             self.fail(node, f"input has {n_in} features, layer expects {m.in_features}")
-        b = m.bias.detach().double() if m.bias is not None else torch.zeros(m.out_features, dtype=torch.float64)
-        return _Current([_Term(v.pop, "dense", m.weight.detach().double().clone(), label=node.name)], b.clone(),
+        b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(m.out_features, dtype=torch.float64)
+        return _Current([_Term(v.pop, "dense", m.weight.detach().cpu().double().clone(), label=node.name)], b.clone(),
                         (m.out_features,))
 
     def conv(self, node, m, v):
@@ -189,8 +189,8 @@ class _Builder:
             p = _pair(m.padding)
         h, w = v.shape[1:]
         out = (m.out_channels, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
-        b = m.bias.detach().double() if m.bias is not None else torch.zeros(m.out_channels, dtype=torch.float64)
-        return _Current([_Term(v.pop, "conv2d", m.weight.detach().double().clone(), k, s, p, m.groups, node.name)],
+        b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(m.out_channels, dtype=torch.float64)
+        return _Current([_Term(v.pop, "conv2d", m.weight.detach().cpu().double().clone(), k, s, p, m.groups, node.name)],
                         b.clone(), out)
 
     def pool(self, node, v, kernel, stride, padding):
@@ -216,9 +216,9 @@ class _Builder:
     def batchnorm(self, node, m, v):
         if not isinstance(v, _Current) or any(t.kind == "identity" and len(v.shape) == 1 for t in v.terms):
             self.fail(node, "BatchNorm is fused only into a preceding Linear/Conv2d/pooling/add")
-        scale = (m.weight.detach().double() if m.affine else torch.ones_like(m.running_var, dtype=torch.float64))
-        scale = scale / torch.sqrt(m.running_var.double() + m.eps)
-        shift = (m.bias.detach().double() if m.affine else 0.0) - m.running_mean.double() * scale
+        scale = (m.weight.detach().cpu().double() if m.affine else torch.ones(m.num_features, dtype=torch.float64))
+        scale = scale / torch.sqrt(m.running_var.cpu().double() + m.eps)
+        shift = (m.bias.detach().cpu().double() if m.affine else 0.0) - m.running_mean.cpu().double() * scale
         if scale.numel() != v.shape[0]:
             self.fail(node, f"BatchNorm over {scale.numel()} channels after a layer with {v.shape[0]}")
         terms = []
