@@ -155,6 +155,8 @@ def main(argv=None):
     p.add_argument("--ft-epochs", type=int, default=3, help="Stage I fine-tuning epochs per T")
     p.add_argument("--calib-samples", type=int, default=512)
     p.add_argument("--methods", nargs="+", default=["if", "qcfs", "qcfs_gn", "two_stage"])
+    p.add_argument("--load", help="folder with <arch>_relu.pt / <arch>_qcfs<L>.pt to reuse instead of training")
+    p.add_argument("--ft-lr", type=float, default=1e-4, help="Stage I fine-tuning learning rate (Adam)")
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -182,8 +184,8 @@ def main(argv=None):
     calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
     if {"if", "two_stage"} & set(args.methods):
         t0 = time.time()
-        log(f"training {args.arch} (ReLU) for {args.epochs} epochs on {len(xtr)} images")
-        relu = train(ARCHS[args.arch](), xtr, ytr, args.epochs, log=log)
+        relu = _load(args, "relu", ARCHS[args.arch](), dev, log) or \
+            train(ARCHS[args.arch](), xtr, ytr, args.epochs, log=log)
         torch.save(relu.state_dict(), os.path.join(args.out, f"{args.arch}_relu.pt"))
         results["relu_ann"] = ann_accuracy(relu, xte, yte)
         results["relu_train_s"] = time.time() - t0
@@ -196,8 +198,8 @@ def main(argv=None):
             save()
     if {"qcfs", "qcfs_gn"} & set(args.methods):
         t0 = time.time()
-        log(f"training {args.arch} (QCFS L={args.levels}) for {args.epochs} epochs")
-        q = train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, log=log)
+        q = _load(args, f"qcfs{args.levels}", ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), dev, log) or \
+            train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, log=log)
         torch.save(q.state_dict(), os.path.join(args.out, f"{args.arch}_qcfs{args.levels}.pt"))
         results["qcfs_ann"] = ann_accuracy(q, xte, yte)
         results["qcfs_train_s"] = time.time() - t0
@@ -215,7 +217,8 @@ def main(argv=None):
         for T in args.two_stage_steps:
             t0 = time.time()
             qc = to_qc_ann(relu, T, p=0.15, calibration=calib)
-            qc = qc_finetune(qc, xtr, ytr, epochs=args.ft_epochs, lr=1e-4, batch_size=256, device=dev)
+            qc = qc_finetune(qc, augment_batches(xtr), ytr, epochs=args.ft_epochs, lr=args.ft_lr, batch_size=256,
+                             device=dev)
             results["two_stage_qc_ann"][str(T)] = ann_accuracy(qc, xte, yte)
             net = convert(qc, calib)
             plain = snn_accuracy(net, xte, yte, T, dev)
@@ -229,6 +232,22 @@ def main(argv=None):
             save()
     write_table(results, os.path.join(args.out, f"cifar10_{args.arch}.md"), args.steps)
     log(open(os.path.join(args.out, f"cifar10_{args.arch}.md")).read())
+
+
+def _load(args, kind, model, dev, log):
+    """The checkpoint OUT/<arch>_<kind>.pt from --load, or None (then the caller trains)."""
+    path = os.path.join(args.load, f"{args.arch}_{kind}.pt") if args.load else None
+    if not path or not os.path.exists(path):
+        log(f"training {args.arch} ({kind}) for {args.epochs} epochs")
+        return None
+    model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
+    log(f"loaded {path}")
+    return model.to(dev).eval()
+
+
+def augment_batches(x):
+    """One augmented copy of the training set (Stage I fine-tuning sees augmented images)."""
+    return torch.cat([augment(x[i:i + 5000]) for i in range(0, len(x), 5000)])
 
 
 def write_table(results, path, steps):
