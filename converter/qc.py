@@ -46,22 +46,8 @@ def to_qc_ann(model: nn.Module, T: int, p: float = 0.15, calibration=None, perce
 
 def qc_finetune(model, x, y, epochs=10, lr=1e-4, batch_size=128, seed=0, device="cpu", progress=None):
     """Fine-tune weights and thresholds of a QC-ANN with Adam (lr 1e-4 by default) and cross-entropy."""
-    import torch.nn.functional as F
+    from .training import fit
 
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for epoch in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        if progress:
-            progress(epoch, total / len(x))
-    return model.eval()
+    torch.manual_seed(seed)  # the quantization-noise masks
+    opt = torch.optim.Adam(model.to(device).parameters(), lr=lr)
+    return fit(model, x, y, opt, None, epochs, batch_size, seed, device, progress)

@@ -8,11 +8,17 @@ import torch.nn.functional as F
 def train_classifier(model, x, y, epochs=30, lr=1e-2, batch_size=64, weight_decay=5e-4, seed=0,
                      device="cpu", progress=None):
     """Train `model` on tensors (x, y) with SGD + momentum and a cosine schedule; returns the model."""
-    gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    return fit(model, x, y, opt, sched, epochs, batch_size, seed, device, progress)
+
+
+def fit(model, x, y, opt, sched, epochs, batch_size, seed, device, progress=None):
+    """Cross-entropy epochs over shuffled mini-batches with optimizer `opt` (and `sched` stepped per batch)."""
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device).train()
     for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
@@ -22,7 +28,8 @@ def train_classifier(model, x, y, epochs=30, lr=1e-2, batch_size=64, weight_deca
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach()) * len(idx)
         if progress:
             progress(epoch, total / len(x))

@@ -277,6 +277,16 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     return out, ctr, counts, rec, trace
 
 
+@njit(cache=True, inline="always")
+def _tally(c, hist, seen, n_seen):
+    """Count one synapse onto core c; remember c the first time this row reaches it."""
+    if hist[c] == 0:
+        seen[n_seen] = c
+        n_seen += 1
+    hist[c] += 1
+    return n_seen
+
+
 @njit(cache=True)
 def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indices, core_of, n_cores):
     """For every source row of one projection: the target cores it reaches and how many synapses on each.
@@ -293,17 +303,11 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
         if kind == KIND_DENSE:
             for j in range(tgt_n):
                 c = core_of[tgt_off + j]
-                if hist[c] == 0:
-                    seen[n_seen] = c
-                    n_seen += 1
-                hist[c] += 1
+                n_seen = _tally(c, hist, seen, n_seen)
         elif kind == KIND_SPARSE:
             for k in range(indptr[ioff + e], indptr[ioff + e + 1]):
                 c = core_of[tgt_off + indices[xoff + k]]
-                if hist[c] == 0:
-                    seen[n_seen] = c
-                    n_seen += 1
-                hist[c] += 1
+                n_seen = _tally(c, hist, seen, n_seen)
         else:
             cin = geom[G_CIN]
             cout = geom[G_COUT]
@@ -326,10 +330,7 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
                     t0 = tgt_off + ((ty // geom[G_SH]) * geom[G_WO] + tx // geom[G_SW]) * cout + g * cout_g
                     for o in range(cout_g):
                         c = core_of[t0 + o]
-                        if hist[c] == 0:
-                            seen[n_seen] = c
-                            n_seen += 1
-                        hist[c] += 1
+                        n_seen = _tally(c, hist, seen, n_seen)
         for k in range(n_seen):
             c = seen[k]
             cores_out.append(c)
