@@ -57,14 +57,17 @@ class QCActivation(nn.Module):
     g(x) = θ · clip(Q(x)/θ, 0, 1), Q(x) = (θ/T)·floor(x·T/θ + 1/2) (the θ/2T shift), straight-through
     floor, θ trainable. In training each element is quantized with probability p (Bernoulli mask M):
     Q̂(x) = x + (Q(x) - x)·M; in evaluation every element is quantized. Converts with θ and v0 = θ/2.
+    With negative_slope α > 0 (Leaky ReLU networks) the quantized input is clipped to [-θ, θ] and its
+    negative part scaled by α: the mean output of a signed IF neuron.
     """
 
-    def __init__(self, threshold: float, T: int, p: float = 0.15):
+    def __init__(self, threshold: float, T: int, p: float = 0.15, negative_slope: float = 0.0):
         super().__init__()
-        if T < 1 or not 0.0 <= p <= 1.0:
-            raise ValueError(f"QCActivation needs T >= 1 and 0 <= p <= 1, got T={T}, p={p}")
+        if T < 1 or not 0.0 <= p <= 1.0 or not 0.0 <= negative_slope <= 1.0:
+            raise ValueError(f"QCActivation needs T >= 1, 0 <= p <= 1 and 0 <= negative_slope <= 1, "
+                             f"got T={T}, p={p}, negative_slope={negative_slope}")
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
-        self.T, self.p = int(T), float(p)
+        self.T, self.p, self.negative_slope = int(T), float(p), float(negative_slope)
 
     def forward(self, x):
         th = self.threshold
@@ -72,7 +75,10 @@ class QCActivation(nn.Module):
         if self.training and self.p < 1.0:
             mask = (torch.rand_like(x) < self.p).to(x.dtype)
             q = x + (q - x) * mask
+        if self.negative_slope:
+            q = torch.maximum(torch.minimum(q, th), -th)
+            return torch.where(q < 0, self.negative_slope * q, q)
         return torch.minimum(torch.relu(q), th)
 
     def extra_repr(self):
-        return f"T={self.T}, p={self.p}"
+        return f"T={self.T}, p={self.p}" + (f", negative_slope={self.negative_slope}" if self.negative_slope else "")

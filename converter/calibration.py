@@ -42,6 +42,13 @@ def _layer_run(pop, theta, v0, currents):
     unit = theta / tau
     v = v0.expand_as(currents[0])
     total = 0
+    if pop.model == "signed":  # +θ at m >= θ, -α·θ at m < 0
+        for current in currents:
+            m = v + current
+            pos, neg = _Spike.apply(m - theta, theta), _Spike.apply(-m, theta)
+            v = m - theta * (pos - neg)
+            total = total + theta * (pos - pop.negative_slope * neg)
+        return total / len(currents)
     for current in currents:
         m = v + current
         count = sum(_Spike.apply(m - unit * j, unit) for j in range(1, tau + 1))
@@ -129,7 +136,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     targets = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
     snn = SpikingNetwork(net, dtype=torch.float32, device=device)
     for pop in net.populations:
-        if pop.model not in ("if", "group"):
+        if pop.model not in ("if", "group", "signed"):
             continue
         sources = sorted({pr.source for pr in snn.incoming[pop.name]})
         src_vals = _source_values(snn, x, T, pop.name, sources, batch_size * 4)

@@ -9,6 +9,7 @@ the non-spiking readout population.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 from dataclasses import dataclass
@@ -71,20 +72,37 @@ class _Current:
     shape: tuple
     nonneg: bool = False  # pooling / identity of spikes only: can be re-encoded by an IF population
     origin: str = ""  # fx node whose ANN output this current equals (for its threshold statistics)
+    pooled: bool = False  # exactly one average pooling of spikes: a following synaptic layer can absorb it
+
+
+def _pool_adjoint(w, src_shape, kernel, stride, padding):
+    """Weights over a pooled map (..., C, oh, ow) -> weights over the map before pooling (..., C, H, W).
+
+    Average pooling (count_include_pad) is a depthwise convolution with kernel 1/(kh*kw); a linear map W
+    applied after it is W∘P, whose weights are P's adjoint (a transposed convolution) applied to W's rows.
+    """
+    c, h, wd = src_shape
+    oh, ow = w.shape[-2:]
+    rows = w.reshape(-1, 1, oh, ow)
+    box = torch.full((1, 1) + tuple(kernel), 1.0 / (kernel[0] * kernel[1]), dtype=w.dtype)
+    extra = (h - ((oh - 1) * stride[0] - 2 * padding[0] + kernel[0]),
+             wd - ((ow - 1) * stride[1] - 2 * padding[1] + kernel[1]))
+    out = F.conv_transpose2d(rows, box, stride=stride, padding=padding, output_padding=extra)
+    return out.reshape(w.shape[:-3] + (c, h, wd))
 
 
 class _Size:
     """Result of x.size(...) during tracing; only used to spell a flatten as view(B, -1)."""
 
 
-_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, ClipReLU, QCFS, QCActivation)
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, ClipReLU, QCFS, QCActivation)
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _SUPPORTED_MODULES = _ACTIVATION_MODULES + _PASS_MODULES + (
     nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
 _ADD = (operator.add, torch.add, operator.iadd)
 _RELU_FN = (F.relu, torch.relu)
 _FLATTEN_FN = (torch.flatten,)
-_SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d)
+_SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d, F.leaky_relu)
 _SUPPORTED_METHODS = ("add", "relu", "flatten", "view", "reshape", "size")
 
 
@@ -108,6 +126,8 @@ def check_supported(gm: torch.fx.GraphModule):
                 bad.append(f"{n.name} (AvgPool2d with ceil_mode, divisor_override or count_include_pad=False)")
             elif isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6) and m.min_val != 0.0:
                 bad.append(f"{n.name} (Hardtanh with min_val {m.min_val} != 0)")
+            elif isinstance(m, nn.LeakyReLU) and not 0.0 <= m.negative_slope <= 1.0:
+                bad.append(f"{n.name} (LeakyReLU with negative_slope {m.negative_slope} outside [0, 1])")
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is None:
                 bad.append(f"{n.name} (BatchNorm without running statistics)")
         elif n.op == "call_function" and n.target not in _SUPPORTED_FUNCTIONS:
@@ -128,12 +148,14 @@ def check_supported(gm: torch.fx.GraphModule):
 class _Builder:
     """Walks the fx graph and accumulates populations and projections."""
 
-    def __init__(self, gm, input_shape, v_init_fraction):
+    def __init__(self, gm, input_shape, v_init_fraction, fold_pooling=True):
         self.gm = gm
+        self.fold_pooling = fold_pooling
         self.modules = dict(gm.named_modules())
         self.input_shape = tuple(input_shape)
         self.v_init_fraction = v_init_fraction
         self.pops = []  # dicts: name, shape, kind, node, current, act (module or None)
+        self.signed = {}  # population name -> Leaky ReLU slope of its signed neurons
         self.shapes = {}
 
     # -- helpers
@@ -165,16 +187,41 @@ class _Builder:
 
     # -- per op
     def linear(self, node, m, v):
-        v = self.as_spikes(node, v)
         n_in = int(np.prod(v.shape))
         if n_in != m.in_features:
             self.fail(node, f"input has {n_in} features, layer expects {m.in_features}")
         b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(m.out_features, dtype=torch.float64)
-        return _Current([_Term(v.pop, "dense", m.weight.detach().cpu().double().clone(), label=node.name)], b.clone(),
-                        (m.out_features,))
+        w = m.weight.detach().cpu().double().clone()
+        if self.foldable(v):  # pooling then Linear is one dense map from the spikes before pooling
+            t = v.terms[0]
+            src = self.shapes[t.source]
+            pooled = (src[0], (src[1] + 2 * t.padding[0] - t.kernel[0]) // t.stride[0] + 1,
+                      (src[2] + 2 * t.padding[1] - t.kernel[1]) // t.stride[1] + 1)
+            w = _pool_adjoint(w.reshape((-1,) + pooled), src, t.kernel, t.stride, t.padding).reshape(len(w), -1)
+            return _Current([_Term(t.source, "dense", w, label=node.name)], b.clone(), (m.out_features,))
+        v = self.as_spikes(node, v)
+        return _Current([_Term(v.pop, "dense", w, label=node.name)], b.clone(), (m.out_features,))
+
+    def foldable(self, v, conv=False):
+        """Can the synaptic layer consuming `v` absorb its average pooling (no re-encoding population)?
+
+        Always exact for a Linear; for a Conv2d only with non-overlapping windows that tile the map
+        (kernel == stride, no padding), so that the convolution's zero padding stays outside the map.
+        """
+        if not (self.fold_pooling and isinstance(v, _Current) and v.pooled):
+            return False
+        if not conv:
+            return True
+        t = v.terms[0]
+        src = self.shapes[t.source]
+        return (t.kernel == t.stride and t.padding == (0, 0) and src[1] % t.stride[0] == 0
+                and src[2] % t.stride[1] == 0)
 
     def conv(self, node, m, v):
-        v = self.as_spikes(node, v)
+        folded = self.foldable(v, conv=True)
+        pool = v.terms[0] if folded else None
+        if not folded:
+            v = self.as_spikes(node, v)
         if len(v.shape) != 3 or v.shape[0] != m.in_channels:
             self.fail(node, f"input shape {v.shape} does not fit Conv2d({m.in_channels}, ...)")
         k, s = _pair(m.kernel_size), _pair(m.stride)
@@ -190,8 +237,13 @@ class _Builder:
         h, w = v.shape[1:]
         out = (m.out_channels, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
         b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(m.out_channels, dtype=torch.float64)
-        return _Current([_Term(v.pop, "conv2d", m.weight.detach().cpu().double().clone(), k, s, p, m.groups, node.name)],
-                        b.clone(), out)
+        w = m.weight.detach().cpu().double().clone()
+        if folded:  # pool (k = stride = r) then conv = one conv on the unpooled map: kernel x r, stride x r
+            r = pool.stride
+            w = w.repeat_interleave(r[0], 2).repeat_interleave(r[1], 3) / (r[0] * r[1])
+            k, s, p = (k[0] * r[0], k[1] * r[1]), (s[0] * r[0], s[1] * r[1]), (p[0] * r[0], p[1] * r[1])
+            return _Current([_Term(pool.source, "conv2d", w, k, s, p, m.groups, node.name)], b.clone(), out)
+        return _Current([_Term(v.pop, "conv2d", w, k, s, p, m.groups, node.name)], b.clone(), out)
 
     def pool(self, node, v, kernel, stride, padding):
         if isinstance(v, _Current):
@@ -202,7 +254,7 @@ class _Builder:
         c, h, w = v.shape
         out = (c, (h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
         return _Current([_Term(v.pop, "avgpool", None, kernel, stride, padding, 1, node.name)],
-                        torch.zeros(c, dtype=torch.float64), out, nonneg=True, origin=node.name)
+                        torch.zeros(c, dtype=torch.float64), out, nonneg=True, origin=node.name, pooled=True)
 
     def adaptive_pool(self, node, v, size):
         if isinstance(v, _Current) or len(v.shape) != 3:
@@ -240,18 +292,29 @@ class _Builder:
             self.fail(node, f"adding shapes {a.shape} and {b.shape}")
         return _Current(a.terms + b.terms, a.bias + b.bias, a.shape, a.nonneg and b.nonneg, node.name)
 
-    def activation(self, node, m, v):
+    def activation(self, node, m, v, negative_slope=None):
+        """A spiking population for ReLU-like activations; a signed one for Leaky ReLU."""
+        if negative_slope is None and isinstance(m, (nn.LeakyReLU, QCActivation)):
+            negative_slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else m.negative_slope or None
         if isinstance(v, _Spikes):
             if v.pop == "input":
                 self.fail(node, "an activation directly on the analog input is not supported")
-            if m is None or isinstance(m, nn.ReLU):
-                return v  # ReLU of spikes is the identity
+            if (m is None or isinstance(m, nn.ReLU)) and negative_slope is None and v.pop not in self.signed:
+                return v  # ReLU of non-negative spikes is the identity
             v = self.as_current(node, v)
+        if negative_slope is not None:
+            if not 0.0 <= float(negative_slope) <= 1.0:
+                self.fail(node, f"Leaky ReLU slope {negative_slope} must be in [0, 1]")
+            self.signed[node.name] = float(negative_slope)
+            return self.new_population(node.name, v.shape, v, node.name, act=m, model="signed")
         return self.new_population(node.name, v.shape, v, node.name, act=m)
 
     def flatten(self, node, v, start_dim=1):
         if start_dim != 1:
             self.fail(node, f"flatten must start at dim 1 (got {start_dim})")
+        if self.foldable(v) and all(u.op == "call_module" and isinstance(self.modules[u.target], nn.Linear)
+                                    for u in node.users):
+            return dataclasses.replace(v, shape=(int(np.prod(v.shape)),))  # the Linear after it absorbs the pool
         v = self.as_spikes(node, v)
         return _Spikes(v.pop, (int(np.prod(v.shape)),))
 
@@ -310,6 +373,9 @@ class _Builder:
             return self.add(n, *args)
         if fn in _RELU_FN:
             return self.activation(n, None, args[0])
+        if fn is F.leaky_relu:
+            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+            return self.activation(n, None, args[0], negative_slope=float(slope))
         if fn in _FLATTEN_FN:
             return self.flatten(n, args[0], args[1] if len(args) > 1 else kwargs.get("start_dim", 0))
         if fn is F.dropout:
@@ -379,13 +445,19 @@ def _unique(name, used):
 
 def convert(model: nn.Module, calibration, norm: str = "max", percentile: float = 99.99,
             v_init_fraction: float = 0.5, name: str | None = None, progress=None, neuron: str = "if",
-            tau: int = 4, payload: str = "graded") -> Network:
+            tau: int = 4, payload: str = "graded", pooling: str = "fold") -> Network:
     """Convert a trained ANN into a `Network` of spiking neurons with soft reset.
 
     calibration: an iterable of input batches (tensors) used for data-based thresholds;
     norm: "max" or "percentile"; neuron: "if" or "group" (τ members, Lv et al.);
-    v_init_fraction: v[0] = fraction x the firing unit (θ for IF, θ/τ for group neurons).
+    v_init_fraction: v[0] = fraction x the firing unit (θ for IF, θ/τ for group neurons);
+    pooling: "fold" (default) merges an average pooling into the Linear/Conv2d after it, so pooled spikes
+    reach that layer exactly as the ANN's pooled activations do (a convolution after non-overlapping pooling
+    becomes a strided convolution with an r-times larger kernel); "spike" re-encodes every pooled map with an
+    IF population (fewer synaptic events, one more quantization).
     """
+    if pooling not in ("fold", "spike"):
+        raise ValueError(f"pooling must be 'fold' or 'spike', got {pooling!r}")
     if norm not in ("max", "percentile"):
         raise ValueError(f"norm must be 'max' or 'percentile', got {norm!r}")
     if neuron not in ("if", "group"):
@@ -398,8 +470,9 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
     try:
         gm = trace(model)
         check_supported(gm)
-        pops = _Builder(gm, batches[0].shape[1:], v_init_fraction).run()
-        data_nodes = [p["node"] for p in pops if p["model"] == "if"]
+        builder = _Builder(gm, batches[0].shape[1:], v_init_fraction, pooling == "fold")
+        pops, signed = builder.run(), builder.signed
+        data_nodes = [p["node"] for p in pops if p["model"] in ("if", "signed")]
         stats = collect(gm, batches, data_nodes, progress)
     finally:
         model.train(was_training)
@@ -417,6 +490,10 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
             k = tau if neuron == "group" else 1
             populations.append(Population.make(p["name"], neuron, p["shape"], theta, theta / k * v_init_fraction, bias,
                                                tau=k, payload=payload))
+        elif p["model"] == "signed":  # Leaky ReLU: signed IF neurons whatever `neuron` says
+            theta = _threshold(p, stats, norm, percentile)
+            populations.append(Population.make(p["name"], "signed", p["shape"], theta, theta * v_init_fraction, bias,
+                                               negative_slope=signed[p["name"]]))
         else:
             populations.append(Population.make(p["name"], "readout", p["shape"], 0.0, 0.0, bias))
         for t in cur.terms:
@@ -429,6 +506,7 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
     attrs = {"name": name or type(model).__name__, "numeric_mode": "float32", "normalization": norm,
              "percentile": float(percentile), "v_init_fraction": float(v_init_fraction),
              "time_semantics": "layer-synchronous", "mapping": "one-population-per-core", "neuron": neuron,
+             "pooling": pooling,
              # which ANN (fx) node each spiking population stands for: calibration compares with it
-             "ann_nodes": json.dumps({p["name"]: p["node"] for p in pops if p["model"] == "if"})}
+             "ann_nodes": json.dumps({p["name"]: p["node"] for p in pops if p["model"] in ("if", "signed")})}
     return Network(populations, projections, cores, edges, attrs)

@@ -6,21 +6,22 @@ import copy
 import torch
 from torch import nn
 
-from .activations import ClipReLU, QCActivation
+from .activations import QCFS, ClipReLU, QCActivation
 from .convert import trace
 from .stats import collect
 
 
 def to_qc_ann(model: nn.Module, T: int, p: float = 0.15, calibration=None, percentile: float = 99.9) -> nn.Module:
-    """Copy of `model` with every ClipReLU / ReLU6 / ReLU replaced by a QCActivation(θ, T, p).
+    """Copy of `model` with every ClipReLU / ReLU6 / ReLU / LeakyReLU / QCFS / QCActivation replaced by a
+    QCActivation(θ, T, p) (Leaky ReLU keeps its slope: signed neurons after conversion).
 
-    θ starts at the clip bound; for plain ReLUs it starts at the p-th percentile of the activation
-    on `calibration` batches (required when the model has ReLUs).
+    θ starts at the clip bound (or the trained λ / θ); for plain and leaky ReLUs at the `percentile`-th
+    percentile of the activation on `calibration` batches (required when the model has them).
     """
     model = copy.deepcopy(model).eval()
     gm = trace(model)
     modules = dict(gm.named_modules())
-    relus = [n for n in gm.graph.nodes if n.op == "call_module" and type(modules[n.target]) is nn.ReLU]
+    relus = [n for n in gm.graph.nodes if n.op == "call_module" and type(modules[n.target]) in (nn.ReLU, nn.LeakyReLU)]
     stats = None
     if relus:
         if calibration is None:
@@ -32,15 +33,17 @@ def to_qc_ann(model: nn.Module, T: int, p: float = 0.15, calibration=None, perce
             continue
         m = modules[n.target]
         if isinstance(m, ClipReLU):
-            init[n.target] = m.threshold
+            init[n.target] = (m.threshold, 0.0)
         elif isinstance(m, nn.ReLU6):
-            init[n.target] = 6.0
-        elif type(m) is nn.ReLU:
-            init[n.target] = max(stats.percentile(n.name, percentile), 1e-3)
-    for target, theta in init.items():
+            init[n.target] = (6.0, 0.0)
+        elif isinstance(m, (QCFS, QCActivation)):
+            init[n.target] = (float(m.threshold.detach()), getattr(m, "negative_slope", 0.0))
+        elif type(m) in (nn.ReLU, nn.LeakyReLU):
+            init[n.target] = (max(stats.percentile(n.name, percentile), 1e-3), getattr(m, "negative_slope", 0.0))
+    for target, (theta, slope) in init.items():
         parent_name, _, child = target.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, QCActivation(theta, T, p))
+        setattr(parent, child, QCActivation(theta, T, p, slope))
     return model
 
 

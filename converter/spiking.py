@@ -78,6 +78,25 @@ class GroupNeurons(IFNeurons):
         return count * (self.threshold / self.tau)
 
 
+class SignedNeurons(IFNeurons):
+    """Signed IF neurons for Leaky ReLU networks: m = v + I; s = +1 if m >= θ, -1 if m < 0, else 0;
+    v = m - s·θ. A positive spike carries θ, a negative one -α·θ (α = the Leaky ReLU slope).
+    """
+
+    def __init__(self, threshold, v_init, negative_slope):
+        super().__init__(threshold, v_init, "subtract")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, current):
+        m = self.v + current
+        s = (m >= self.threshold).to(m.dtype) - (m < 0).to(m.dtype)
+        self.v = m - s * self.threshold
+        return s
+
+    def value(self, s):
+        return torch.where(s < 0, self.negative_slope * s, s) * self.threshold
+
+
 class Readout(nn.Module):
     """Non-spiking integrator: accumulates its input current; output = mean over steps."""
 
@@ -124,6 +143,8 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = IFNeurons(theta, v0, p.reset)
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
+            elif p.model == "signed":
+                self.neurons[p.name] = SignedNeurons(theta, v0, p.negative_slope)
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}
@@ -181,7 +202,7 @@ class SpikingNetwork(nn.Module):
                     s = neuron(current)
                     counts[p.name] += s.to(torch.int64)
                     if record_spikes:
-                        spikes[p.name].append(s.to(torch.uint8))
+                        spikes[p.name].append(s.to(torch.int8))
                     values[p.name] = neuron.value(s)
                 else:
                     out = neuron(current)
@@ -190,7 +211,7 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def analog_forward(self, x):
-        """Evaluate the network as the ANN it came from (every IF population = ReLU of its current).
+        """Evaluate the network as the ANN it came from (IF populations = ReLU, signed = Leaky ReLU).
 
         Checks the conversion's wiring and BatchNorm fusion exactly, independent of spiking.
         """
@@ -202,7 +223,9 @@ class SpikingNetwork(nn.Module):
             current = self.biases[p.name].expand(b, *self.shapes[p.name])
             for pr in self.incoming[p.name]:
                 current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
-            values[p.name] = torch.relu(current)
+            neuron = self.neurons[p.name]
+            values[p.name] = F.leaky_relu(current, neuron.negative_slope) if isinstance(neuron, SignedNeurons) \
+                else torch.relu(current)
             out = current
         return out
 

@@ -47,6 +47,7 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
             g.attrs["reset"] = pop.reset
             g.attrs["tau"] = int(pop.tau)
             g.attrs["payload"] = pop.payload
+            g.attrs["negative_slope"] = float(pop.negative_slope)
             for name in POP_DATASETS:
                 _put(g, name, getattr(pop, name).astype(np.float32))
         projs = h5.create_group("projections")

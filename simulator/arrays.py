@@ -9,7 +9,8 @@ from . import kernels as K
 from .geometry import projection_kernel
 from .network import Network
 
-_MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "readout": K.MODEL_READOUT}
+_MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
+                "readout": K.MODEL_READOUT}
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
 STATE_BYTES = 4
@@ -166,6 +167,7 @@ def flatten(net: Network) -> FlatNetwork:
         pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
         pop_tau=np.array([p.tau for p in pops], np.int64),
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
+        pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
         theta=gather("threshold"), v_init=gather("v_init"), bias=gather("bias"),
         core_of=core_of, n_packets=n_packets, n_hops=n_hops,

@@ -9,7 +9,7 @@ import numpy as np
 from . import kernels as K
 from .arrays import FlatNetwork, _inverse, flatten
 from .fileformat import load_network, validate_network
-from .network import Network
+from .network import SPIKING_MODELS, Network
 
 # Order of the counter columns in Result.counters / per_sample (dynamic ones first, as the kernels fill them).
 COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
@@ -24,7 +24,7 @@ class Result:
     counters:    (T, cores, len(COUNTERS)) int64, summed over samples
     per_sample:  (B, len(COUNTERS)) int64, summed over steps and cores
     spike_counts: population name -> (B, *shape) int32 total spikes (if record_counts)
-    spikes:      population name -> (B, T, *shape) uint8 raster (for populations in record)
+    spikes:      population name -> (B, T, *shape) int8 raster (-1: a negative spike) (for populations in record)
     traces:      (B, T, len(trace)) float64 membrane after each step, for the traced neurons
     """
 
@@ -98,13 +98,13 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     rec_off = np.full(len(net.populations), -1, np.int64)
     n_rec = 0
     for name in record:
-        if name not in index or net.populations[index[name]].model not in ("if", "group"):
+        if name not in index or net.populations[index[name]].model not in SPIKING_MODELS:
             raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
         rec_off[index[name]] = n_rec
         n_rec += net.populations[index[name]].size
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
-    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], rec_off, a["in_ptr"], a["in_proj"],
+    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], a["pop_alpha"], rec_off, a["in_ptr"], a["in_proj"],
             tr_ptr, tr_idx, a["theta"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
             a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
             a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
@@ -136,7 +136,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if record_counts:
         allc = np.concatenate(counts)
         for i, p in enumerate(net.populations):
-            if p.model in ("if", "group"):
+            if p.model in SPIKING_MODELS:
                 seg = allc[:, a["pop_off"][i]:a["pop_off"][i] + p.size]
                 result.spike_counts[p.name] = seg[:, _inverse(flat.perms[i])].reshape(B, *p.shape)
     if n_rec:

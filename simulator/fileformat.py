@@ -15,7 +15,7 @@ from .network import (NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODE
                       CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.1"  # 1.1: group neurons (population attributes tau, payload)
+FORMAT_VERSION = "1.2"  # 1.1: group neurons (attributes tau, payload); 1.2: signed neurons (negative_slope)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -75,6 +75,11 @@ def _check_population(pop: Population, i: int):
         _fail(where, f"tau {pop.tau} must be 1 to 255 for group neurons and 1 otherwise")
     if pop.payload not in PAYLOAD_MODES:
         _fail(where, f"unknown payload mode {pop.payload!r} (known: {', '.join(PAYLOAD_MODES)})")
+    alpha = float(pop.negative_slope)
+    if not (np.isfinite(alpha) and 0.0 <= alpha <= 1.0) or (pop.model != "signed" and alpha != 0.0):
+        _fail(where, f"negative_slope {alpha} must be in [0, 1] for signed neurons and 0 otherwise")
+    if pop.model == "signed" and pop.reset != "subtract":
+        _fail(where, f"signed neurons need reset 'subtract', got {pop.reset!r}")
     if (pop.model == "input") != (i == 0):
         _fail(where, "the first population, and only it, must have model 'input'")
     for name in POP_DATASETS:
@@ -305,8 +310,10 @@ def _read(h5, path) -> Network:
         data = {d: _dataset(h5, f"{where}/{d}", path, n) for d in POP_DATASETS}
         tau = int(g.attrs.get("tau", 1))
         payload = _attr(g, "payload", where, path, "str") if "payload" in g.attrs else "graded"
+        alpha = float(g.attrs.get("negative_slope", 0.0))
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
-                               data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload))
+                               data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
+                               alpha))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

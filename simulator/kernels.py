@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV = 0, 1, 2
-MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP = 0, 1, 2, 3
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
@@ -110,7 +110,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                theta, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
@@ -119,7 +119,7 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
 
     x: input values (engine order); ctr: (T, cores, N_DYNAMIC_COUNTERS) int64, filled;
     out: readout mean over T (engine order); counts: spikes per neuron (if record_counts);
-    rec: (T, recorded neurons) uint8 spike raster; trace: (T, traced neurons) membrane after update.
+    rec: (T, recorded neurons) int8 spike raster (member spikes of a group neuron, -1 for a negative spike); trace: (T, traced neurons) membrane after update.
     """
     n_total = theta.shape[0]
     n_pops = pop_off.shape[0]
@@ -200,6 +200,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_rec_off[p], v, cur, theta,
                               ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts,
                               rec)
+            elif model == MODEL_SIGNED:
+                _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_n, ctr,
+                               core_of, n_packets, n_hops, record_counts, counts, rec)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -253,9 +256,44 @@ def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx,
     ev_n[p] = m_ev
 
 
+@njit(cache=True)
+def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_n, ctr, core_of, n_packets, n_hops,
+                   record_counts, counts, rec):
+    """Signed IF neurons (Leaky ReLU networks, Wang et al.): the membrane is kept in [0, θ).
+
+    m = v + I; a positive spike (value θ) if m >= θ, a negative spike (value -α·θ) if m < 0;
+    v = m - s·θ. With v0 = θ/2 the count over T steps rounds T·x/θ to the nearest integer on both
+    sides, so the mean value is LeakyReLU_α of the quantized, clipped input.
+    """
+    m_ev = 0
+    for i in range(off, off + n):
+        m = v[i] + cur[i]
+        s = 0
+        if m >= theta[i]:
+            s = 1
+        elif m < 0.0:
+            s = -1
+        if s != 0:
+            v[i] = m - s * theta[i]
+            ev_idx[off + m_ev] = i - off
+            ev_val[off + m_ev] = theta[i] if s > 0 else -alpha * theta[i]
+            m_ev += 1
+            c = core_of[i]
+            ctr[t, c, C_SPIKES] += 1
+            ctr[t, c, C_PACKETS] += n_packets[i]
+            ctr[t, c, C_HOPS] += n_hops[i]
+            if record_counts:
+                counts[i] += s
+            if rec0 >= 0:
+                rec[t, rec0 + i - off] = s
+        else:
+            v[i] = m
+    ev_n[p] = m_ev
+
+
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
               theta, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
@@ -265,11 +303,11 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     ctr = np.zeros((B, T, n_cores, N_DYNAMIC_COUNTERS), np.int64)
     out = np.zeros((B, pop_n[readout_pop]))
     counts = np.zeros((B, n_total if record_counts else 1), np.int32)
-    rec = np.zeros((B, T, n_rec), np.uint8)
+    rec = np.zeros((B, T, n_rec), np.int8)
     trace = np.zeros((B, T, n_trace))
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                    theta, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,

@@ -12,9 +12,10 @@ import numpy as np
 
 # Neuron models of format v1. "input" injects the analog sample every step; "if" is
 # integrate-and-fire; "group" is a group neuron of `tau` IF members sharing one membrane
-# (Lv et al.); "readout" integrates without firing.
-NEURON_MODELS = ("input", "if", "group", "readout")
-SPIKING_MODELS = ("if", "group")
+# (Lv et al.); "signed" is an IF neuron that also fires negative spikes (for Leaky ReLU networks,
+# Wang et al.); "readout" integrates without firing.
+NEURON_MODELS = ("input", "if", "group", "signed", "readout")
+SPIKING_MODELS = ("if", "group", "signed")
 # How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work).
 PAYLOAD_MODES = ("graded", "expanded")
 RESET_MODES = ("subtract", "zero", "none")
@@ -34,6 +35,7 @@ class Population:
     reset: str = "subtract"
     tau: int = 1
     payload: str = "graded"
+    negative_slope: float = 0.0  # signed neurons: a negative spike carries -negative_slope·θ
 
     @property
     def size(self) -> int:
@@ -41,7 +43,7 @@ class Population:
 
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
-             payload="graded"):
+             payload="graded", negative_slope=0.0):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -50,7 +52,8 @@ class Population:
             arr = np.asarray(value, dtype=np.float32).reshape(-1)
             return np.full(n, arr[0], np.float32) if arr.size == 1 else np.ascontiguousarray(arr)
 
-        return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload)
+        return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
+                   float(negative_slope))
 
 
 @dataclass

@@ -23,7 +23,7 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     loaded = load_network(gn)
     assert {p.model for p in loaded.populations} == {"input", "group", "readout"}
     assert loaded.populations[1].tau == 3 and loaded.attrs["calibration"] == "cc T=2 N=64"
-    assert "valid, format 1.1" in capsys.readouterr().out
+    assert "valid, format 1.2" in capsys.readouterr().out
     out = tmp_path / "run.npz"
     assert main(["simulate", str(net), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
                  "--T", "16", "--out", str(out), "--batch-size", "16"]) == 0

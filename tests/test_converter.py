@@ -6,6 +6,7 @@ from torch import nn
 from benchmarks.models import DigitsResNet
 from converter import QCFS, ClipReLU, ConversionError, SpikingNetwork, convert, write_network
 from converter.training import accuracy
+import simulator
 from simulator import load_network
 
 
@@ -26,7 +27,7 @@ def test_cnn_with_bn_and_residual_converts_exactly(tmp_path):
     torch.manual_seed(0)
     model = _randomize_bn(DigitsResNet(width=8))
     x = torch.rand(16, 1, 8, 8)
-    net = convert(model, [x])
+    net = convert(model, [x], pooling="spike")
     kinds = sorted({p.kind for p in net.projections})
     assert kinds == ["avgpool", "conv2d", "dense", "identity"]
     # residual: block1's output population integrates a conv and an identity projection
@@ -39,6 +40,49 @@ def test_cnn_with_bn_and_residual_converts_exactly(tmp_path):
     ref = model.double()(x.double())
     got = SpikingNetwork(back).analog_forward(x)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+class _PoolNet(nn.Module):
+    """conv -> pool(2) -> conv -> overlapping pool(3, 2, 1) -> conv -> global pool -> flatten -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(6, 5, 1)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.bn(self.c2(nn.functional.avg_pool2d(x, 2))))
+        x = torch.relu(self.c3(nn.functional.avg_pool2d(x, 3, 2, 1)))
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_pooling_is_folded_into_the_next_synaptic_layer_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = _randomize_bn(_PoolNet())
+    x = torch.rand(9, 2, 12, 12)
+    folded = convert(model, [x])
+    spiked = convert(model, [x], pooling="spike")
+    # non-overlapping pool -> conv and global pool -> linear are absorbed; the overlapping pool is re-encoded
+    assert [p.name for p in folded.populations] == ["input", "relu", "relu_1", "avg_pool2d_1_spikes", "relu_2",
+                                                    "readout"]
+    assert len(spiked.populations) == len(folded.populations) + 2
+    proj = {p.name: p for p in folded.projections}
+    conv = proj["c2"]
+    assert (tuple(conv.weight.shape), tuple(conv.kernel), tuple(conv.stride), tuple(conv.padding)) == \
+        ((6, 4, 6, 6), (6, 6), (2, 2), (2, 2))
+    assert proj["fc"].weight.shape == (3, 5 * 3 * 3)
+    ref = model.double()(x.double())
+    for net in (folded, spiked):  # evaluated as ANNs both equal the model
+        torch.testing.assert_close(SpikingNetwork(net).analog_forward(x), ref, rtol=1e-6, atol=1e-6)
+    # the simulator runs the folded kernels spike for spike like the reference
+    back = load_network(write_network(folded, tmp_path / "f.h5"))
+    res = simulator.run(back, x.numpy(), 6, record_counts=True)
+    out, rec = SpikingNetwork(back)(x, 6)
+    for name, c in rec.spike_counts.items():
+        np.testing.assert_array_equal(res.spike_counts[name], c.numpy())
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_round_trip_preserves_every_array(tmp_path, trained_resnet, digits):

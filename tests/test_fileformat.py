@@ -9,12 +9,13 @@ from benchmarks.models import DigitsMLP, DigitsResNet
 from converter import convert, write_network
 from simulator import NetworkFileError, load_network, validate_network
 from simulator.network import Projection
+from simulator.fileformat import FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
 def cnn_file(tmp_path_factory):
     torch.manual_seed(0)
-    net = convert(DigitsResNet(width=4).eval(), [torch.rand(8, 1, 8, 8)])
+    net = convert(DigitsResNet(width=4).eval(), [torch.rand(8, 1, 8, 8)], pooling="spike")
     return write_network(net, tmp_path_factory.mktemp("f") / "cnn.h5")
 
 
@@ -35,7 +36,7 @@ def _replace(h5, name, data):
 def test_file_is_chunked_compressed_checksummed(cnn_file):
     with h5py.File(cnn_file) as h5:
         assert h5.attrs["format"] == "spikeforge-network"
-        assert h5.attrs["format_version"] == "1.1"
+        assert h5.attrs["format_version"] == FORMAT_VERSION == "1.2"
         w = h5["projections/block1_conv1/weight"]
         assert w.chunks is not None and w.compression == "gzip" and w.fletcher32
 

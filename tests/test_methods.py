@@ -103,3 +103,68 @@ def test_group_neuron_simulator_matches_reference_with_both_payloads(trained_res
     assert re_.total("spikes") == member_spikes
     assert rg.total("spikes") < member_spikes
     assert re_.total("synops") > rg.total("synops")
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_first_layer_snn_equals_qc_ann_exactly(slope):
+    """A constant input current makes the SNN's mean output equal the QC-ANN activation (IF and signed)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 40), QCActivation(1.5, T=4, p=1.0, negative_slope=slope),
+                                torch.nn.Linear(40, 3)).eval()
+    x = torch.randn(64, 5)
+    net = convert(model, [x])
+    assert net.populations[1].model == ("signed" if slope else "if")
+    with torch.no_grad():  # float32 parameters are exact in float64, like the reference's
+        model = model.double()
+        hidden = model[1](model[0](x.double()))
+        want = model[2](hidden)
+    out, _ = SpikingNetwork(net)(x, 4)
+    torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-9)
+    assert bool((hidden < 0).any()) == bool(slope)
+
+
+def test_signed_neuron_rounds_both_signs_and_simulator_matches_reference(tmp_path):
+    """Signed IF: over T steps of a constant current x, count = round(T·x/θ) clipped to [-T, T]; a negative
+    spike carries -α·θ. A Leaky ReLU CNN converts to signed populations that the engine runs exactly."""
+    from simulator import load_network
+    from simulator.network import Network, Population, Projection
+    from converter import write_network
+
+    theta, T, alpha = 2.0, 8, 0.25
+    xs = np.array([-3.0, -1.26, -0.6, -0.1, 0.0, 0.2, 0.74, 1.3, 5.0], np.float32)
+    pops = [Population.make("in", "input", (len(xs),)),
+            Population.make("s", "signed", (len(xs),), theta, theta / 2, negative_slope=alpha),
+            Population.make("out", "readout", (len(xs),))]
+    projs = [Projection("in_s", "dense", "in", "s", np.eye(len(xs), dtype=np.float32)),
+             Projection("s_out", "dense", "s", "out", np.eye(len(xs), dtype=np.float32))]
+    from converter.mapping import one_population_per_core
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    res = simulator.run(net, xs[None], T, record_counts=True, record=["s"])
+    want = np.clip(np.floor(T * xs / theta + 0.5), -T, T)
+    np.testing.assert_array_equal(res.spike_counts["s"][0], want)
+    np.testing.assert_allclose(res.output[0], np.where(want < 0, alpha, 1.0) * want * theta / T, atol=1e-6)
+    assert res.total("spikes") == int(np.abs(res.spikes["s"]).sum()) == int(np.abs(want).sum())
+
+    class LeakyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.Conv2d(6, 8, 3, stride=2)
+            self.fc = torch.nn.Linear(8 * 3 * 3, 10)
+
+        def forward(self, x):
+            x = torch.nn.functional.leaky_relu(self.c1(x), 0.1)
+            x = torch.nn.functional.leaky_relu(self.c2(x), 0.2)
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = LeakyCNN().eval()
+    x = torch.randn(7, 1, 8, 8)
+    cnn = load_network(write_network(convert(model, [x]), tmp_path / "leaky.h5"))
+    assert [p.negative_slope for p in cnn.populations if p.model == "signed"] == pytest.approx([0.1, 0.2])
+    torch.testing.assert_close(SpikingNetwork(cnn).analog_forward(x), model.double()(x.double()))
+    got = simulator.run(cnn, x.numpy(), 6, record_counts=True)
+    out, rec = SpikingNetwork(cnn)(x, 6)
+    assert any(bool((c < 0).any()) for c in rec.spike_counts.values())  # negative spikes happen
+    for name, c in rec.spike_counts.items():
+        np.testing.assert_array_equal(got.spike_counts[name], c.numpy())
+    np.testing.assert_allclose(got.output, out.numpy(), rtol=1e-5, atol=1e-5)
