@@ -4,7 +4,8 @@
 
 DATA holds the standard python batches (cifar-10-batches-py/, made by ../shared/datasets/cifar10_batches.py).
 Methods: IF with max normalization (ReLU ANN); QCFS (ANN trained with QCFS, IF neurons); QCFS + group
-neurons (τ=4); two-stage (ReLU ANN -> QC-ANN fine-tuned for each T -> coarse + fine calibration).
+neurons (τ=4); two-stage (clip-activation ANN with trainable θ, or the ReLU ANN -> QC-ANN fine-tuned for
+each T (Stage I) -> coarse + fine layer-wise calibration (Stage II)).
 Results go to OUT/cifar10_<arch>.json (rewritten after every step, so an interrupted run keeps what it had)
 and a Markdown table to OUT/cifar10_<arch>.md; source ANN checkpoints to OUT/<arch>_<kind>.pt.
 """
@@ -22,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.models import BasicBlock
-from converter import QCFS, SpikingNetwork, convert
+from converter import QCFS, ClipReLU, SpikingNetwork, convert
 from converter.calibration import calibrate
-from converter.qc import qc_finetune, to_qc_ann
+from converter.qc import to_qc_ann
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -106,6 +107,27 @@ class VGG16(nn.Module):
 ARCHS = {"resnet20": ResNet20, "vgg16": VGG16}
 
 
+def finetune(model, xtr, ytr, epochs, lr=1e-4, batch=256, log=print):
+    """Stage I: Adam (cosine-decayed lr) on freshly augmented batches, bf16 autocast on the GPU."""
+    dev = xtr.device
+    model.to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * (len(xtr) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xtr), device=dev)
+        for i in range(len(xtr) // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    log(f"  Stage I: {epochs} epochs, last loss {float(loss.detach()):.3f}")
+    return model.eval()
+
+
 def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
     dev = xtr.device
     model.to(dev).train()
@@ -157,6 +179,10 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["if", "qcfs", "qcfs_gn", "two_stage"])
     p.add_argument("--load", help="folder with <arch>_relu.pt / <arch>_qcfs<L>.pt to reuse instead of training")
     p.add_argument("--ft-lr", type=float, default=1e-4, help="Stage I fine-tuning learning rate (Adam)")
+    p.add_argument("--p", type=float, nargs="+", default=[0.15], help="Stage I quantization-noise probabilities")
+    p.add_argument("--source", choices=("clip", "relu"), default="clip",
+                   help="two-stage source ANN: clip activation with trainable θ (trained here), or the ReLU ANN")
+    p.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -182,7 +208,7 @@ def main(argv=None):
         print(msg, flush=True)
 
     calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
-    if {"if", "two_stage"} & set(args.methods):
+    if "if" in args.methods or ("two_stage" in args.methods and args.source == "relu"):
         t0 = time.time()
         relu = _load(args, "relu", ARCHS[args.arch](), dev, log) or \
             train(ARCHS[args.arch](), xtr, ytr, args.epochs, log=log)
@@ -212,24 +238,34 @@ def main(argv=None):
                 log(f"{name}: {results['methods'][name]}")
                 save()
     if "two_stage" in args.methods:
-        results["methods"]["two_stage"] = {}
-        results["two_stage_qc_ann"] = {}
-        for T in args.two_stage_steps:
+        source = relu if args.source == "relu" else None
+        if source is None:
             t0 = time.time()
-            qc = to_qc_ann(relu, T, p=0.15, calibration=calib)
-            qc = qc_finetune(qc, augment_batches(xtr), ytr, epochs=args.ft_epochs, lr=args.ft_lr, batch_size=256,
-                             device=dev)
-            results["two_stage_qc_ann"][str(T)] = ann_accuracy(qc, xte, yte)
-            net = convert(qc, calib)
-            plain = snn_accuracy(net, xte, yte, T, dev)
-            cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
-            fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=10, device=dev)
-            results["methods"]["two_stage"][str(T)] = {"qc_snn": plain, "cc": snn_accuracy(cc, xte, yte, T, dev),
-                                                       "fc": snn_accuracy(fc, xte, yte, T, dev),
-                                                       "seconds": time.time() - t0}
-            log(f"two-stage T={T}: QC-ANN {results['two_stage_qc_ann'][str(T)]:.4f} "
-                f"{results['methods']['two_stage'][str(T)]}")
-            save()
+            clip = lambda: ClipReLU(4.0, trainable=True)  # noqa: E731
+            source = _load(args, "clip", ARCHS[args.arch](act=clip), dev, log) or \
+                train(ARCHS[args.arch](act=clip), xtr, ytr, args.epochs, log=log)
+            torch.save(source.state_dict(), os.path.join(args.out, f"{args.arch}_clip.pt"))
+            results["clip_ann"] = ann_accuracy(source, xte, yte)
+            results["clip_train_s"] = time.time() - t0
+            log(f"clip ANN {100 * results['clip_ann']:.2f}%")
+        results.update(two_stage_source=args.source, two_stage_loss=args.loss, ft_epochs=args.ft_epochs)
+        ts = results["methods"].setdefault("two_stage", {})
+        for T in args.two_stage_steps:
+            for p in args.p:
+                t0 = time.time()
+                qc = to_qc_ann(source, T, p=p, calibration=calib)
+                qc = finetune(qc, xtr, ytr, args.ft_epochs, args.ft_lr, log=log)
+                row = {"p": p, "qc_ann": ann_accuracy(qc, xte, yte)}
+                net = convert(qc, calib)
+                row["qc_snn"] = snn_accuracy(net, xte, yte, T, dev)
+                cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
+                row["cc"] = snn_accuracy(cc, xte, yte, T, dev)
+                fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=10, device=dev, loss=args.loss)
+                row["fc"] = snn_accuracy(fc, xte, yte, T, dev)
+                row["seconds"] = time.time() - t0
+                ts[f"{T}" if len(args.p) == 1 else f"{T}_p{p}"] = row
+                log(f"two-stage T={T} p={p}: {row}")
+                save()
     write_table(results, os.path.join(args.out, f"cifar10_{args.arch}.md"), args.steps)
     log(open(os.path.join(args.out, f"cifar10_{args.arch}.md")).read())
 
@@ -245,11 +281,6 @@ def _load(args, kind, model, dev, log):
     return model.to(dev).eval()
 
 
-def augment_batches(x):
-    """One augmented copy of the training set (Stage I fine-tuning sees augmented images)."""
-    return torch.cat([augment(x[i:i + 5000]) for i in range(0, len(x), 5000)])
-
-
 def write_table(results, path, steps):
     head = "| method | ANN | " + " | ".join(f"T={T}" for T in steps) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(steps)]
@@ -259,7 +290,9 @@ def write_table(results, path, steps):
             (f"QCFS L={results['levels']} + GN τ={results['tau']}", results.get("qcfs_ann"), m.get("qcfs_gn"))]
     ts = m.get("two_stage")
     if ts:
-        rows.append(("two-stage (QC + CC + FC)", results.get("relu_ann"), {k: v["fc"] for k, v in ts.items()}))
+        src = results.get("clip_ann") if results.get("two_stage_source") == "clip" else results.get("relu_ann")
+        for key, name in (("qc_ann", "QC-ANN"), ("qc_snn", "QC-SNN"), ("cc", "+ CC"), ("fc", "+ CC + FC")):
+            rows.append((f"two-stage: {name}", src, {k: v[key] for k, v in ts.items()}))
     for name, ann, accs in rows:
         if accs is None:
             continue

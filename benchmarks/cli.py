@@ -52,6 +52,14 @@ def _parser():
     c.add_argument("--T", type=int, help="time steps the network is calibrated for (with --calibrate)")
     c.add_argument("--calib-samples", type=int, default=256, help="samples used by --calibrate")
     c.add_argument("--epochs", type=int, default=30, help="fine-calibration epochs per layer (early stopping)")
+    c.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
+    c.add_argument("--pooling", choices=("fold", "spike"), default="fold",
+                   help="fold average pooling into the next layer (exact), or re-encode pooled maps as spikes")
+    c.add_argument("--qc-epochs", type=int, default=0,
+                   help="two-stage Stage I: QC-finetune the model for --T this many epochs first (needs --y-key)")
+    c.add_argument("--p", type=float, default=0.15, help="Stage I quantization-noise probability")
+    c.add_argument("--qc-lr", type=float, default=1e-4, help="Stage I learning rate (Adam)")
+    c.add_argument("--y-key", help="integer labels inside the --calibration .npz (for --qc-epochs)")
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
@@ -115,22 +123,37 @@ def cmd_convert(args):
     from tqdm import tqdm
 
     from converter import convert, write_network
+    from simulator.network import SPIKING_MODELS
 
     model = _load_model(args.model, args.weights)
     x = torch.as_tensor(_load_array(args.calibration, args.key), dtype=torch.float32)
     batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
+    if args.qc_epochs > 0:
+        from converter.qc import qc_finetune, to_qc_ann
+
+        if not (args.T and args.y_key):
+            raise SystemExit("--qc-epochs needs --T and --y-key (labels of the --calibration samples)")
+        y = torch.as_tensor(_load_array(args.calibration, args.y_key), dtype=torch.int64)
+        if len(y) != len(x):
+            raise SystemExit(f"{args.calibration}: {len(y)} labels in {args.y_key!r} for {len(x)} samples")
+        qbar = tqdm(total=args.qc_epochs, desc=f"Stage I QC-finetuning (T={args.T}, p={args.p})", disable=None)
+        model = qc_finetune(to_qc_ann(model, args.T, args.p, batches[:8]), x, y, epochs=args.qc_epochs,
+                            lr=args.qc_lr, progress=lambda e, loss: (qbar.update(1), qbar.set_postfix(loss=loss)))
+        qbar.close()
     bar = tqdm(total=len(batches), desc="calibration batches", disable=None)
     net = convert(model, batches, norm=args.norm, percentile=args.percentile, v_init_fraction=args.v_init,
-                  progress=lambda i: bar.update(1), neuron=args.neuron, tau=args.tau, payload=args.payload)
+                  progress=lambda i: bar.update(1), neuron=args.neuron, tau=args.tau, payload=args.payload,
+                  pooling=args.pooling)
     bar.close()
     if args.calibrate != "none":
         from converter.calibration import calibrate
 
         if not args.T:
             raise SystemExit("--calibrate needs --T")
-        layers = sum(p.model in ("if", "group") for p in net.populations)
+        layers = sum(p.model in SPIKING_MODELS for p in net.populations)
         cbar = tqdm(total=layers, desc=f"calibrating ({args.calibrate}, T={args.T})", disable=None)
         net = calibrate(net, model, x[:args.calib_samples], args.T, mode=args.calibrate, epochs=args.epochs,
+                        loss=args.loss,
                         progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
         cbar.close()
     write_network(net, args.out)

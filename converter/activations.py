@@ -6,17 +6,27 @@ from torch import nn
 
 
 class ClipReLU(nn.Module):
-    """clip(x, 0, threshold): a ReLU with a fixed upper bound; converts with θ = threshold."""
+    """clip(x, 0, θ): a ReLU with an upper bound; converts with θ as the threshold.
 
-    def __init__(self, threshold: float = 1.0):
+    trainable=True makes θ a parameter that learns (the clip-activation ANN that two-stage
+    conversion starts from): the gradient reaches θ through the clipped elements.
+    """
+
+    def __init__(self, threshold: float = 1.0, trainable: bool = False):
         super().__init__()
-        self.threshold = float(threshold)
+        if trainable:
+            self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        else:
+            self.threshold = float(threshold)
 
     def forward(self, x):
+        if isinstance(self.threshold, torch.Tensor):
+            return torch.minimum(torch.relu(x), self.threshold)
         return x.clamp(0.0, self.threshold)
 
     def extra_repr(self):
-        return f"threshold={self.threshold}"
+        return f"threshold={float(self.threshold):g}" + (", trainable" if isinstance(self.threshold, torch.Tensor)
+                                                         else "")
 
 
 class _FloorSTE(torch.autograd.Function):

@@ -7,6 +7,8 @@ input and the source ANN's activation â of that layer as target:
 - fine calibration (FC): after CC, minimise the loss between r and â over the layer's incoming
   conv/dense weights and v0 by backpropagation through the T steps of that one layer only, with the
   rectangular surrogate ∂s/∂m = (1/α)·1{|m - θ_k| < α/2} (α = the firing unit), Adam, early stopping.
+  Loss "kl" (classification): each neuron's value divided by θ is a firing probability in [0, 1] and the
+  loss is the mean Bernoulli KL(â/θ || r/θ); "mse": mean squared error of the values (regression).
 Memory is O(T x largest layer x samples): only one layer's inputs are kept.
 """
 from __future__ import annotations
@@ -55,6 +57,15 @@ def _layer_run(pop, theta, v0, currents):
         v = m - unit * count
         total = total + unit * count
     return total / len(currents)
+
+
+def _loss(kind, out, target, theta):
+    if kind == "mse":
+        return F.mse_loss(out, target)
+    eps = 1e-4
+    p = (target / theta).clamp(eps, 1 - eps)
+    q = (out / theta).clamp(eps, 1 - eps)
+    return (p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())).mean()
 
 
 def _ann_targets(model, x, nodes, batch_size, device):
@@ -119,14 +130,16 @@ def _currents(snn, pop, src_vals, idx, weights):
 
 
 def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: float = 5e-4, batch_size: int = 64,
-              patience: int = 4, device=None, progress=None):
+              patience: int = 4, device=None, progress=None, loss: str = "mse"):
     """Return a calibrated copy of `net` (converted from `model`) for running with T steps.
 
-    x: N calibration samples (tensor); mode: "cc" (coarse only) or "fc" (coarse, then fine).
-    progress: optional callable(layer name, message).
+    x: N calibration samples (tensor); mode: "cc" (coarse only) or "fc" (coarse, then fine);
+    loss: "kl" or "mse" for fine calibration; progress: optional callable(layer name, message).
     """
     if mode not in ("cc", "fc"):
         raise ValueError(f"mode must be 'cc' or 'fc', got {mode!r}")
+    if loss not in ("kl", "mse"):
+        raise ValueError(f"loss must be 'kl' or 'mse', got {loss!r}")
     if "ann_nodes" not in net.attrs:
         raise ValueError("this network does not record its ANN nodes (convert it with this version)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -154,6 +167,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
             weights = {pr.name: snn.weights[pr.name].clone().requires_grad_(True)
                        for pr in snn.incoming[pop.name] if pr.kind in ("conv2d", "dense")}
             v0 = neuron.v_init.clone().requires_grad_(True)
+            kind = "mse" if pop.model == "signed" else loss  # signed values in [-α·θ, θ] are no probabilities
             opt = torch.optim.Adam(list(weights.values()) + [v0], lr=lr)
             best, best_state, bad = np.inf, None, 0
             gen = torch.Generator(device="cpu").manual_seed(0)
@@ -162,11 +176,11 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
                 total = 0.0
                 for idx in perm.split(batch_size):
                     out = _layer_run(pop, theta, v0, _currents(snn, pop, src_vals, idx, weights))
-                    loss = F.mse_loss(out, target[idx])
+                    value = _loss(kind, out, target[idx], theta)
                     opt.zero_grad()
-                    loss.backward()
+                    value.backward()
                     opt.step()
-                    total += float(loss.detach()) * len(idx)
+                    total += float(value.detach()) * len(idx)
                 total /= len(x)
                 if total < best - 1e-9:
                     best, bad = total, 0
@@ -179,7 +193,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
                 for k, w in best_state[0].items():
                     snn.weights[k] = w
                 neuron.v_init = best_state[1]
-            msg += f", FC mse {best:.4g} after {epoch + 1} epochs"
+            msg += f", FC {loss} {best:.4g} after {epoch + 1} epochs"
         neuron.v_init = neuron.v_init.detach()
         pop.v_init = neuron.v_init.reshape(-1).float().cpu().numpy().astype(np.float32)
         for pr in net.projections:
@@ -187,5 +201,5 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
                 pr.weight = snn.weights[pr.name].detach().float().cpu().numpy().astype(np.float32)
         if progress:
             progress(pop.name, msg)
-    net.attrs["calibration"] = f"{mode} T={T} N={len(x)}"
+    net.attrs["calibration"] = f"{mode} T={T} N={len(x)}" + (f" loss={loss}" if mode == "fc" else "")
     return net

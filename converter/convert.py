@@ -415,7 +415,7 @@ def _threshold(pop, stats, norm, percentile):
     if isinstance(act, (QCFS, QCActivation)):
         return float(act.threshold.detach())
     if isinstance(act, ClipReLU):
-        return act.threshold
+        return float(torch.as_tensor(act.threshold).detach())
     if isinstance(act, nn.Hardtanh):  # ReLU6 included
         return float(act.max_val)
     if norm == "max":

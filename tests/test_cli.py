@@ -35,6 +35,27 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     assert summary["totals"]["spikes"] == int(data["per_sample"][:, 2].sum())
 
 
+def test_two_stage_from_the_command_line(tmp_path, trained_mlp, digits):
+    xtr, ytr, _, _ = digits
+    torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
+    np.savez(tmp_path / "train.npz", x=xtr[:256].numpy(), y=ytr[:256].numpy())
+    out = tmp_path / "two-stage.h5"
+    args = ["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+            "--calibration", str(tmp_path / "train.npz"), "--key", "x", "--out", str(out), "--T", "2"]
+    assert main(args + ["--qc-epochs", "2", "--p", "0.5", "--y-key", "y", "--calibrate", "fc", "--loss", "kl",
+                        "--calib-samples", "64", "--epochs", "2"]) == 0
+    from simulator import load_network
+    net = load_network(out)
+    assert net.attrs["calibration"] == "fc T=2 N=64 loss=kl"
+    assert len(np.unique(net.populations[2].v_init)) > 1  # calibrated per neuron
+    try:
+        main(args + ["--qc-epochs", "1"])
+    except SystemExit as exc:
+        assert "--y-key" in str(exc)
+    else:
+        raise AssertionError("--qc-epochs without labels must fail")
+
+
 def test_cli_reports_bad_files_without_a_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"garbage")
