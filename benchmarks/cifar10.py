@@ -83,6 +83,25 @@ class ResNet20(nn.Module):
         return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
+class ResNet18(nn.Module):
+    """ResNet-18 for CIFAR (3x3 stem, no max pooling): 4 stages of 2 basic blocks, 64/128/256/512 channels."""
+
+    def __init__(self, act=nn.ReLU, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), act())
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for i in range(2):
+                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1, act))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
 class VGG16(nn.Module):
     """VGG-16 for CIFAR with average pooling (max pooling has no exact spiking equivalent)."""
 
@@ -104,7 +123,7 @@ class VGG16(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHS = {"resnet20": ResNet20, "vgg16": VGG16}
+ARCHS = {"resnet18": ResNet18, "resnet20": ResNet20, "vgg16": VGG16}
 
 
 def finetune(model, xtr, ytr, epochs, lr=1e-4, batch=256, log=print):
