@@ -64,42 +64,38 @@ def augment(x):
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-class ResNet20(nn.Module):
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: 3x3 conv stem, stages of basic blocks, global average pooling, linear."""
+
+    def __init__(self, stages, act=nn.ReLU, classes=10):
+        super().__init__()
+        cin = stages[0][0]
+        self.stem = nn.Sequential(nn.Conv2d(3, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), act())
+        blocks = []
+        for cout, stride, n in stages:
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1, act))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+class ResNet20(CifarResNet):
     """ResNet-20 for CIFAR (He et al. 2016): 3 stages of 3 basic blocks, 16/32/64 channels."""
 
     def __init__(self, act=nn.ReLU, classes=10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), act())
-        blocks, cin = [], 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1, act))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+        super().__init__(((16, 1, 3), (32, 2, 3), (64, 2, 3)), act, classes)
 
 
-class ResNet18(nn.Module):
+class ResNet18(CifarResNet):
     """ResNet-18 for CIFAR (3x3 stem, no max pooling): 4 stages of 2 basic blocks, 64/128/256/512 channels."""
 
     def __init__(self, act=nn.ReLU, classes=10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), act())
-        blocks, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            for i in range(2):
-                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1, act))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+        super().__init__(((64, 1, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2)), act, classes)
 
 
 class VGG16(nn.Module):
@@ -126,50 +122,42 @@ class VGG16(nn.Module):
 ARCHS = {"resnet18": ResNet18, "resnet20": ResNet20, "vgg16": VGG16}
 
 
-def finetune(model, xtr, ytr, epochs, lr=1e-4, batch=256, log=print):
-    """Stage I: Adam (cosine-decayed lr) on freshly augmented batches, bf16 autocast on the GPU."""
-    dev = xtr.device
-    model.to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * (len(xtr) // batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+def _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every):
+    """Cross-entropy on freshly augmented shuffled batches (bf16 autocast on the GPU); lr schedule per step."""
+    model.to(xtr.device).train()
     for epoch in range(epochs):
-        perm = torch.randperm(len(xtr), device=dev)
+        perm = torch.randperm(len(xtr), device=xtr.device)
+        t0 = time.time()
         for i in range(len(xtr) // batch):
             idx = perm[i * batch:(i + 1) * batch]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=xtr.device.type == "cuda"):
                 loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    log(f"  Stage I: {epochs} epochs, last loss {float(loss.detach()):.3f}")
+        if epoch % every == every - 1 or epoch == epochs - 1:
+            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} ({time.time() - t0:.1f} s/epoch)")
     return model.eval()
 
 
+def finetune(model, xtr, ytr, epochs, lr=1e-4, batch=256, log=print):
+    """Stage I: Adam with cosine-decayed lr."""
+    opt = torch.optim.Adam(model.to(xtr.device).parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(xtr) // batch))
+    return _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every=epochs)
+
+
 def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
-    dev = xtr.device
-    model.to(dev).train()
+    """Source ANN from scratch: SGD nesterov, one-cycle lr, weight decay on weights only."""
+    model.to(xtr.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     other = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": other, "weight_decay": 0}],
                           lr=lr, momentum=0.9, nesterov=True)
-    steps = epochs * (len(xtr) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    for epoch in range(epochs):
-        perm = torch.randperm(len(xtr), device=dev)
-        t0 = time.time()
-        for i in range(len(xtr) // batch):
-            idx = perm[i * batch:(i + 1) * batch]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if epoch % 5 == 4 or epoch == epochs - 1:
-            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} ({time.time() - t0:.1f} s/epoch)")
-    return model.eval()
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * (len(xtr) // batch),
+                                                pct_start=0.15)
+    return _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every=5)
 
 
 @torch.no_grad()

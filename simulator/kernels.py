@@ -182,17 +182,8 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                             v[i] = 0.0
                         else:
                             v[i] = m
-                        ev_idx[off + m_ev] = i - off
-                        ev_val[off + m_ev] = theta[i]
-                        m_ev += 1
-                        c = core_of[i]
-                        ctr[t, c, C_SPIKES] += 1
-                        ctr[t, c, C_PACKETS] += n_packets[i]
-                        ctr[t, c, C_HOPS] += n_hops[i]
-                        if record_counts:
-                            counts[i] += 1
-                        if rec0 >= 0:
-                            rec[t, rec0 + i - off] = 1
+                        m_ev = _emit(t, i, off, m_ev, theta[i], 1, 1, rec0, ev_idx, ev_val, ev_mult, ctr, core_of,
+                                     n_packets, n_hops, record_counts, counts, rec)
                     else:
                         v[i] = m
                 ev_n[p] = m_ev
@@ -201,8 +192,8 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                               ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts,
                               rec)
             elif model == MODEL_SIGNED:
-                _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_n, ctr,
-                               core_of, n_packets, n_hops, record_counts, counts, rec)
+                _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_mult, ev_n,
+                               ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -211,6 +202,27 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 trace[t, k] = v[tr_idx[k]]
     for i in range(acc.shape[0]):
         out[i] = acc[i] / T
+
+
+@njit(cache=True, inline="always")
+def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops,
+          record_counts, counts, rec):
+    """Queue neuron i's event (payload val, delivered mult times) and count it; s is what counts/rasters record.
+
+    Returns the population's new event count.
+    """
+    ev_idx[off + m_ev] = i - off
+    ev_val[off + m_ev] = val
+    ev_mult[off + m_ev] = mult
+    c = core_of[i]
+    ctr[t, c, C_SPIKES] += mult
+    ctr[t, c, C_PACKETS] += n_packets[i] * mult
+    ctr[t, c, C_HOPS] += n_hops[i] * mult
+    if record_counts:
+        counts[i] += s
+    if rec0 >= 0:
+        rec[t, rec0 + i - off] = s
+    return m_ev + 1
 
 
 @njit(cache=True)
@@ -238,27 +250,16 @@ def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx,
                 v[i] = 0.0
             else:
                 v[i] = m
-            ev_idx[off + m_ev] = i - off
-            ev_val[off + m_ev] = unit * s
-            mult = s if expand else 1
-            ev_mult[off + m_ev] = mult
-            m_ev += 1
-            c = core_of[i]
-            ctr[t, c, C_SPIKES] += mult
-            ctr[t, c, C_PACKETS] += n_packets[i] * mult
-            ctr[t, c, C_HOPS] += n_hops[i] * mult
-            if record_counts:
-                counts[i] += s
-            if rec0 >= 0:
-                rec[t, rec0 + i - off] = s
+            m_ev = _emit(t, i, off, m_ev, unit * s, s if expand else 1, s, rec0, ev_idx, ev_val, ev_mult, ctr,
+                         core_of, n_packets, n_hops, record_counts, counts, rec)
         else:
             v[i] = m
     ev_n[p] = m_ev
 
 
 @njit(cache=True)
-def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_n, ctr, core_of, n_packets, n_hops,
-                   record_counts, counts, rec):
+def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets,
+                   n_hops, record_counts, counts, rec):
     """Signed IF neurons (Leaky ReLU networks, Wang et al.): the membrane is kept in [0, θ).
 
     m = v + I; a positive spike (value θ) if m >= θ, a negative spike (value -α·θ) if m < 0;
@@ -275,17 +276,8 @@ def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_
             s = -1
         if s != 0:
             v[i] = m - s * theta[i]
-            ev_idx[off + m_ev] = i - off
-            ev_val[off + m_ev] = theta[i] if s > 0 else -alpha * theta[i]
-            m_ev += 1
-            c = core_of[i]
-            ctr[t, c, C_SPIKES] += 1
-            ctr[t, c, C_PACKETS] += n_packets[i]
-            ctr[t, c, C_HOPS] += n_hops[i]
-            if record_counts:
-                counts[i] += s
-            if rec0 >= 0:
-                rec[t, rec0 + i - off] = s
+            m_ev = _emit(t, i, off, m_ev, theta[i] if s > 0 else -alpha * theta[i], 1, s, rec0, ev_idx, ev_val,
+                         ev_mult, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
         else:
             v[i] = m
     ev_n[p] = m_ev
