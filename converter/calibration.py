@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simulator.network import SPIKING_MODELS
+
 from .convert import trace
 from .spiking import SpikingNetwork
 
@@ -149,7 +151,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     targets = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
     snn = SpikingNetwork(net, dtype=torch.float32, device=device)
     for pop in net.populations:
-        if pop.model not in ("if", "group", "signed"):
+        if pop.model not in SPIKING_MODELS:
             continue
         sources = sorted({pr.source for pr in snn.incoming[pop.name]})
         src_vals = _source_values(snn, x, T, pop.name, sources, batch_size * 4)
