@@ -1,0 +1,59 @@
+"""ECMT building blocks (issue 6, first part): the expectation-compensation identity and MT neurons by hand."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from converter.ec import ECFunction, ECMatMul, MultiThresholdNeurons
+
+
+@pytest.mark.parametrize("fn", [lambda x: torch.softmax(x, -1), lambda x: F.layer_norm(x, x.shape[-1:]), F.gelu],
+                         ids=["softmax", "layernorm", "gelu"])
+def test_ec_running_sum_equals_T_times_F_of_the_mean_input(fn):
+    torch.manual_seed(0)
+    xs = torch.randn(8, 3, 5, 7, dtype=torch.float64)  # T, batch, tokens, features
+    ec = ECFunction(fn)
+    ec.reset_state()
+    total = torch.zeros_like(xs[0])
+    for T in range(1, len(xs) + 1):
+        total = total + ec(xs[T - 1])
+        torch.testing.assert_close(total, T * fn(xs[:T].mean(0)), rtol=1e-12, atol=1e-12)
+    # a second run starts from scratch
+    ec.reset_state()
+    torch.testing.assert_close(ec(xs[0]), fn(xs[0]))
+
+
+def test_ec_matmul_running_sum_equals_T_times_product_of_means():
+    torch.manual_seed(1)
+    a = (torch.rand(6, 2, 4, 5) < 0.3).double() * 0.7  # spiking operands: values on a few levels
+    b = (torch.rand(6, 2, 5, 3) < 0.4).double() * -1.2
+    mm = ECMatMul()
+    total = torch.zeros(2, 4, 3, dtype=torch.float64)
+    for T in range(1, 7):
+        total = total + mm(a[T - 1], b[T - 1])
+        torch.testing.assert_close(total, T * (a[:T].mean(0) @ b[:T].mean(0)), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mm.sum_k, a[:T].sum(0) @ b[:T].sum(0))
+
+
+def test_multi_threshold_neuron_picks_the_best_level_and_keeps_the_residual():
+    mt = MultiThresholdNeurons(theta_pos=1.0, theta_neg=0.5, n=3)  # levels 1, 2, 4 and -0.5, -1, -2
+    mt.reset_state()
+    m = torch.tensor([0.0, 0.49, 0.5, 1.49, 1.5, 3.49, 3.5, 100.0, -0.25, -0.26, -0.76, -1.76, -50.0],
+                     dtype=torch.float64)
+    x = mt(m)
+    torch.testing.assert_close(x, torch.tensor([0, 0, 1, 1, 2, 2, 4, 4, 0, -0.5, -1, -2, -2], dtype=torch.float64))
+    assert mt.channel.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 0, -1, -2, -3, -3]
+    torch.testing.assert_close(mt.v, m - x)
+    # charge is conserved (input sum = emitted sum + membrane) and a neuron falls silent only inside
+    # (-θ2/2, θ1/2), so a silent neuron's residual is below half a base threshold
+    torch.manual_seed(2)
+    mt = MultiThresholdNeurons(1.0, 0.5, n=4)
+    mt.reset_state()
+    currents = torch.rand(20, 1000, dtype=torch.float64) * 6 - 3
+    sent = 0
+    for c in currents:
+        sent = sent + mt(c)
+        silent = mt.channel == 0
+        assert bool(((mt.v[silent] >= -0.25) & (mt.v[silent] < 0.5)).all())
+    torch.testing.assert_close(currents.sum(0) - sent, mt.v)
+    with pytest.raises(ValueError, match="n >= 1"):
+        MultiThresholdNeurons(1.0, 1.0, n=0)
