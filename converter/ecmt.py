@@ -1,0 +1,122 @@
+"""ECMT for transformers written against an `ops` interface (torch reference; issue 6, first part).
+
+A model's forward calls `ops.mt(name, x)` before every linear layer / matrix product, `ops.ln`,
+`ops.softmax`, `ops.gelu` and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
+- `AnnOps`: the plain ANN;
+- `StatsOps`: the ANN, recording the values at each `mt` point (base thresholds: p-th / (1-p)-th percentile);
+- `ECMTOps`: one time step of the spiking version: multi-threshold neurons at the `mt` points, expectation
+  compensation for LayerNorm / softmax / GELU and the accumulating product for two spiking operands.
+Linear layers, residual additions and the class-token / position terms are linear, so running the same
+forward once per step with these ops makes the mean output over T approach the ANN's.
+Not yet: tracing arbitrary models with torch.fx, the file format and the numba engine (issue 6).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .ec import ECFunction, ECMatMul, MultiThresholdNeurons
+
+
+class AnnOps:
+    """The ANN itself."""
+
+    def mt(self, name, x):
+        return x
+
+    def ln(self, name, module, x):
+        return module(x)
+
+    def softmax(self, name, x):
+        return torch.softmax(x, -1)
+
+    def gelu(self, name, x):
+        return F.gelu(x)
+
+    def matmul(self, name, a, b):
+        return a @ b
+
+
+class StatsOps(AnnOps):
+    """The ANN, keeping a bounded sample of the values at every multi-threshold point."""
+
+    def __init__(self, sample=200_000, seed=0):
+        self.values, self.sample = {}, sample
+        self.rng = np.random.default_rng(seed)
+
+    def mt(self, name, x):
+        v = np.concatenate([self.values.get(name, np.empty(0)), x.detach().reshape(-1).double().cpu().numpy()])
+        self.values[name] = v if v.size <= self.sample else self.rng.choice(v, self.sample, replace=False)
+        return x
+
+    def thresholds(self, p=99.0):
+        """name -> (θ1, θ2): the p-th percentile and minus the (100-p)-th, each at least 1e-3 of the range."""
+        out = {}
+        for name, v in self.values.items():
+            scale = max(float(np.abs(v).max()), 1e-6)
+            out[name] = (max(float(np.percentile(v, p)), 1e-3 * scale),
+                         max(-float(np.percentile(v, 100 - p)), 1e-3 * scale))
+        return out
+
+
+class ECMTOps(AnnOps):
+    """One time step of the ECMT spiking network; state lives in per-name modules, `reset()` between inputs."""
+
+    def __init__(self, thresholds, n=4):
+        self.thresholds, self.n = thresholds, int(n)
+        self.state = {}
+        self.spikes = 0  # spikes emitted by multi-threshold neurons (one event each)
+
+    def reset(self):
+        self.state = {}
+        self.spikes = 0
+
+    def _get(self, name, make):
+        if name not in self.state:
+            self.state[name] = make()
+            self.state[name].reset_state()
+        return self.state[name]
+
+    def mt(self, name, x):
+        if name not in self.thresholds:
+            raise KeyError(f"no base thresholds for multi-threshold point {name!r}: collect them with StatsOps")
+        t1, t2 = self.thresholds[name]
+        out = self._get(name, lambda: MultiThresholdNeurons(t1, t2, self.n))(x)
+        self.spikes += int((out != 0).sum())
+        return out
+
+    def ln(self, name, module, x):
+        return self._get(name, lambda: ECFunction(module))(x)
+
+    def softmax(self, name, x):
+        return self._get(name, lambda: ECFunction(lambda z: torch.softmax(z, -1)))(x)
+
+    def gelu(self, name, x):
+        return self._get(name, lambda: ECFunction(F.gelu))(x)
+
+    def matmul(self, name, a, b):
+        return self._get(name, ECMatMul)(a, b)
+
+
+def collect_thresholds(model, batches, p=99.0):
+    """Base thresholds of every multi-threshold point from the ANN's values on `batches`."""
+    ops = StatsOps()
+    model.eval()
+    with torch.no_grad():
+        for x in batches:
+            model(x, ops)
+    return ops.thresholds(p)
+
+
+@torch.no_grad()
+def ecmt_forward(model, x, T, thresholds, n=4):
+    """Mean output over T steps of the ECMT network (analog input every step); also returns the MT spikes."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    model.eval()
+    ops = ECMTOps(thresholds, n)
+    total = 0
+    for _ in range(T):
+        total = total + model(x, ops)
+    return total / T, ops.spikes
