@@ -65,22 +65,22 @@ class _ViTBlock(nn.Module):
     def forward(self, x, ops, name):
         b, n, d = x.shape
         h = ops.ln(f"{name}.ln1", self.ln1, x)
-        qkv = self.qkv(ops.mt(f"{name}.qkv_in", h)).reshape(b, n, 3, self.heads, d // self.heads)
+        qkv = ops.linear(f"{name}.qkv_in", self.qkv, h).reshape(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (b, heads, n, d_head)
         scores = ops.matmul(f"{name}.qk", ops.mt(f"{name}.q", q), ops.mt(f"{name}.k", k).transpose(-1, -2))
         attn = ops.softmax(f"{name}.softmax", scores * (d // self.heads) ** -0.5)
         out = ops.matmul(f"{name}.av", ops.mt(f"{name}.attn", attn), ops.mt(f"{name}.v", v))
-        x = x + self.proj(ops.mt(f"{name}.proj_in", out.transpose(1, 2).reshape(b, n, d)))
-        h = ops.gelu(f"{name}.gelu", self.fc1(ops.mt(f"{name}.fc1_in", ops.ln(f"{name}.ln2", self.ln2, x))))
-        return x + self.fc2(ops.mt(f"{name}.fc2_in", h))
+        x = x + ops.linear(f"{name}.proj_in", self.proj, out.transpose(1, 2).reshape(b, n, d))
+        h = ops.gelu(f"{name}.gelu", ops.linear(f"{name}.fc1_in", self.fc1, ops.ln(f"{name}.ln2", self.ln2, x)))
+        return x + ops.linear(f"{name}.fc2_in", self.fc2, h)
 
 
 class DigitsViT(nn.Module):
     """A small Vision Transformer for 1x8x8 digits: 2x2 patches (16 tokens) + class token, pre-LN blocks.
 
     The forward takes an `ops` object (converter.ecmt.AnnOps by default) for every operation that a spiking
-    version replaces: LayerNorm, softmax, GELU, the two attention matrix products, and the points before
-    each linear layer / matrix product where multi-threshold neurons go (ECMT, METHODS.md).
+    version replaces: LayerNorm, softmax, GELU, the two attention matrix products, the linear layers, and
+    the points before each linear layer / matrix product where multi-threshold neurons go (ECMT, METHODS.md).
     """
 
     def __init__(self, dim=32, depth=2, heads=4, hidden=64, classes=10):
@@ -96,8 +96,8 @@ class DigitsViT(nn.Module):
         from converter.ecmt import AnnOps
 
         ops = ops or AnnOps()
-        x = self.embed(x).flatten(2).transpose(1, 2)  # analog input layer: (b, 16, dim)
+        x = ops.embed(self.embed, x).flatten(2).transpose(1, 2)  # analog input layer: (b, 16, dim)
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos
         for i, block in enumerate(self.blocks):
             x = block(x, ops, f"block{i}")
-        return self.head(ops.mt("head_in", ops.ln("ln", self.ln, x[:, 0])))
+        return ops.linear("head_in", self.head, ops.ln("ln", self.ln, x[:, 0]))

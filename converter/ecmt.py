@@ -1,7 +1,8 @@
 """ECMT for transformers written against an `ops` interface (torch reference; issue 6, first part).
 
-A model's forward calls `ops.mt(name, x)` before every linear layer / matrix product, `ops.ln`,
-`ops.softmax`, `ops.gelu` and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
+A model's forward calls `ops.embed` (the analog input layer), `ops.linear(name, layer, x)` for every
+linear layer, `ops.mt(name, x)` before every matrix product operand, `ops.ln`, `ops.softmax`, `ops.gelu`
+and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
 - `AnnOps`: the plain ANN;
 - `StatsOps`: the ANN, recording the values at each `mt` point (base thresholds: p-th / (1-p)-th percentile);
 - `ECMTOps`: one time step of the spiking version: multi-threshold neurons at the `mt` points, expectation
@@ -20,21 +21,42 @@ from .ec import ECFunction, ECMatMul, MultiThresholdNeurons
 
 
 class AnnOps:
-    """The ANN itself."""
+    """The ANN itself, counting its multiply-accumulates (`macs`) the way the ECMT paper does:
+    linear layers, matrix products and the input convolution by their MACs, LayerNorm / softmax / GELU
+    one MAC per element."""
+
+    def __init__(self):
+        self.macs = 0
+        self.acs = 0
+
+    def embed(self, conv, x):
+        out = conv(x)
+        self.macs += out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+        return out
+
+    def linear(self, name, layer, x):
+        x = self.mt(name, x)
+        self.macs += x.numel() * layer.out_features
+        return layer(x)
 
     def mt(self, name, x):
         return x
 
+    def _elementwise(self, out):
+        self.macs += out.numel()
+        return out
+
     def ln(self, name, module, x):
-        return module(x)
+        return self._elementwise(module(x))
 
     def softmax(self, name, x):
-        return torch.softmax(x, -1)
+        return self._elementwise(torch.softmax(x, -1))
 
     def gelu(self, name, x):
-        return F.gelu(x)
+        return self._elementwise(F.gelu(x))
 
     def matmul(self, name, a, b):
+        self.macs += a.numel() * b.shape[-1]
         return a @ b
 
 
@@ -42,6 +64,7 @@ class StatsOps(AnnOps):
     """The ANN, keeping a bounded sample of the values at every multi-threshold point."""
 
     def __init__(self, sample=200_000, seed=0):
+        super().__init__()
         self.values, self.sample = {}, sample
         self.rng = np.random.default_rng(seed)
 
@@ -64,13 +87,20 @@ class ECMTOps(AnnOps):
     """One time step of the ECMT spiking network; state lives in per-name modules, `reset()` between inputs."""
 
     def __init__(self, thresholds, n=4):
+        super().__init__()
         self.thresholds, self.n = thresholds, int(n)
         self.state = {}
         self.spikes = 0  # spikes emitted by multi-threshold neurons (one event each)
 
     def reset(self):
         self.state = {}
-        self.spikes = 0
+        self.spikes = self.macs = self.acs = 0
+
+    def linear(self, name, layer, x):
+        """A spike reaches out_features synapses (one weight copy per level: accumulation only)."""
+        s = self.mt(name, x)
+        self.acs += int((s != 0).sum()) * layer.out_features
+        return layer(s)
 
     def _get(self, name, make):
         if name not in self.state:
@@ -96,6 +126,9 @@ class ECMTOps(AnnOps):
         return self._get(name, lambda: ECFunction(F.gelu))(x)
 
     def matmul(self, name, a, b):
+        """A @ B + A @ S_B + S_A @ B: each spike of A meets a row of B and of S_B, each spike of B a
+        column of S_A (accumulations)."""
+        self.acs += int((a != 0).sum()) * b.shape[-1] * 2 + int((b != 0).sum()) * a.shape[-2]
         return self._get(name, ECMatMul)(a, b)
 
 
@@ -111,12 +144,28 @@ def collect_thresholds(model, batches, p=99.0):
 
 @torch.no_grad()
 def ecmt_forward(model, x, T, thresholds, n=4):
-    """Mean output over T steps of the ECMT network (analog input every step); also returns the MT spikes."""
+    """Mean output over T steps of the ECMT network (analog input every step) and its operation counts:
+    dict(spikes, acs, macs) summed over the batch and the T steps."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     model.eval()
     ops = ECMTOps(thresholds, n)
+    ops.reset()
     total = 0
     for _ in range(T):
         total = total + model(x, ops)
-    return total / T, ops.spikes
+    return total / T, {"spikes": ops.spikes, "acs": ops.acs, "macs": ops.macs}
+
+
+@torch.no_grad()
+def ann_macs(model, x):
+    """MACs of the ANN on batch x (same conventions as the ECMT counts)."""
+    model.eval()
+    ops = AnnOps()
+    model(x, ops)
+    return ops.macs
+
+
+def energy_ratio(counts, ann, e_ac=0.9, e_mac=4.6):
+    """(MACs·E_MAC + ACs·E_AC) of the SNN over MACs·E_MAC of the ANN (pJ figures of METHODS.md)."""
+    return (counts["macs"] * e_mac + counts["acs"] * e_ac) / (ann * e_mac)
