@@ -195,7 +195,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
                 for k, w in best_state[0].items():
                     snn.weights[k] = w
                 neuron.v_init = best_state[1]
-            msg += f", FC {loss} {best:.4g} after {epoch + 1} epochs"
+            msg += f", FC {kind} {best:.4g} after {epoch + 1} epochs"
         neuron.v_init = neuron.v_init.detach()
         pop.v_init = neuron.v_init.reshape(-1).float().cpu().numpy().astype(np.float32)
         for pr in net.projections:

@@ -104,6 +104,7 @@ _RELU_FN = (F.relu, torch.relu)
 _FLATTEN_FN = (torch.flatten,)
 _SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d, F.leaky_relu)
 _SUPPORTED_METHODS = ("add", "relu", "flatten", "view", "reshape", "size")
+_DATA_THRESHOLD_KINDS = ("if", "signed")  # builder populations whose θ comes from the ANN's activations
 
 
 def _pair(v):
@@ -294,8 +295,10 @@ class _Builder:
 
     def activation(self, node, m, v, negative_slope=None):
         """A spiking population for ReLU-like activations; a signed one for Leaky ReLU."""
-        if negative_slope is None and isinstance(m, (nn.LeakyReLU, QCActivation)):
-            negative_slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else m.negative_slope or None
+        if negative_slope is None and isinstance(m, nn.LeakyReLU):
+            negative_slope = m.negative_slope
+        elif negative_slope is None and isinstance(m, QCActivation) and m.negative_slope:
+            negative_slope = m.negative_slope
         if isinstance(v, _Spikes):
             if v.pop == "input":
                 self.fail(node, "an activation directly on the analog input is not supported")
@@ -472,7 +475,7 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
         check_supported(gm)
         builder = _Builder(gm, batches[0].shape[1:], v_init_fraction, pooling == "fold")
         pops, signed = builder.run(), builder.signed
-        data_nodes = [p["node"] for p in pops if p["model"] in ("if", "signed")]
+        data_nodes = [p["node"] for p in pops if p["model"] in _DATA_THRESHOLD_KINDS]
         stats = collect(gm, batches, data_nodes, progress)
     finally:
         model.train(was_training)
@@ -508,5 +511,5 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
              "time_semantics": "layer-synchronous", "mapping": "one-population-per-core", "neuron": neuron,
              "pooling": pooling,
              # which ANN (fx) node each spiking population stands for: calibration compares with it
-             "ann_nodes": json.dumps({p["name"]: p["node"] for p in pops if p["model"] in ("if", "signed")})}
+             "ann_nodes": json.dumps({p["name"]: p["node"] for p in pops if p["model"] in _DATA_THRESHOLD_KINDS})}
     return Network(populations, projections, cores, edges, attrs)
