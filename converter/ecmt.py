@@ -117,13 +117,13 @@ class ECMTOps(AnnOps):
         return out
 
     def ln(self, name, module, x):
-        return self._get(name, lambda: ECFunction(module))(x)
+        return self._elementwise(self._get(name, lambda: ECFunction(module))(x))
 
     def softmax(self, name, x):
-        return self._get(name, lambda: ECFunction(lambda z: torch.softmax(z, -1)))(x)
+        return self._elementwise(self._get(name, lambda: ECFunction(lambda z: torch.softmax(z, -1)))(x))
 
     def gelu(self, name, x):
-        return self._get(name, lambda: ECFunction(F.gelu))(x)
+        return self._elementwise(self._get(name, lambda: ECFunction(F.gelu))(x))
 
     def matmul(self, name, a, b):
         """A @ B + A @ S_B + S_A @ B: each spike of A meets a row of B and of S_B, each spike of B a
