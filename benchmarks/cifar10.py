@@ -51,8 +51,8 @@ def normalize(x_uint8):
     return (x_uint8.float() / 255.0 - MEAN.to(x_uint8.device)) / STD.to(x_uint8.device)
 
 
-def augment(x):
-    """Random 4-pixel translation (zero padded) and horizontal flip, per sample, on the GPU."""
+def augment(x, cutout=0):
+    """Random 4-pixel translation (zero padded), horizontal flip and optionally a cutout square, on the GPU."""
     b = x.shape[0]
     shift = torch.randint(-4, 5, (b, 2), device=x.device).float() * (2.0 / 32)
     theta = torch.zeros(b, 2, 3, device=x.device)
@@ -61,7 +61,15 @@ def augment(x):
     grid = F.affine_grid(theta, x.shape, align_corners=False)
     x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     flip = torch.rand(b, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if cutout:  # DeVries & Taylor 2017: zero a cutout x cutout square centred anywhere in the image
+        h, w = x.shape[2:]
+        cy, cx = torch.randint(0, h, (b, 1, 1), device=x.device), torch.randint(0, w, (b, 1, 1), device=x.device)
+        ys, xs = torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
+        y0, x0 = cy - cutout // 2, cx - cutout // 2
+        hole = (ys >= y0) & (ys < y0 + cutout) & (xs >= x0) & (xs < x0 + cutout)
+        x = x.masked_fill(hole.unsqueeze(1), 0.0)
+    return x
 
 
 class CifarResNet(nn.Module):
@@ -89,6 +97,13 @@ class ResNet20(CifarResNet):
 
     def __init__(self, act=nn.ReLU, classes=10):
         super().__init__(((16, 1, 3), (32, 2, 3), (64, 2, 3)), act, classes)
+
+
+class ResNet20Wide(CifarResNet):
+    """The ResNet-20 of the ANN-to-SNN conversion papers: ResNet-20's depth with 64/128/256 channels."""
+
+    def __init__(self, act=nn.ReLU, classes=10):
+        super().__init__(((64, 1, 3), (128, 2, 3), (256, 2, 3)), act, classes)
 
 
 class ResNet18(CifarResNet):
@@ -119,10 +134,10 @@ class VGG16(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHS = {"resnet18": ResNet18, "resnet20": ResNet20, "vgg16": VGG16}
+ARCHS = {"resnet18": ResNet18, "resnet20": ResNet20, "resnet20w": ResNet20Wide, "vgg16": VGG16}
 
 
-def _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every):
+def _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every, cutout=0):
     """Cross-entropy on freshly augmented shuffled batches (bf16 autocast on the GPU); lr schedule per step."""
     model.to(xtr.device).train()
     for epoch in range(epochs):
@@ -131,7 +146,7 @@ def _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every):
         for i in range(len(xtr) // batch):
             idx = perm[i * batch:(i + 1) * batch]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=xtr.device.type == "cuda"):
-                loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx])
+                loss = F.cross_entropy(model(augment(xtr[idx], cutout)), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -148,7 +163,7 @@ def finetune(model, xtr, ytr, epochs, lr=1e-4, batch=256, log=print):
     return _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every=epochs)
 
 
-def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
+def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, cutout=0, log=print):
     """Source ANN from scratch: SGD nesterov, one-cycle lr, weight decay on weights only."""
     model.to(xtr.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -157,7 +172,12 @@ def train(model, xtr, ytr, epochs, lr=0.1, batch=256, wd=5e-4, log=print):
                           lr=lr, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * (len(xtr) // batch),
                                                 pct_start=0.15)
-    return _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every=5)
+    model = _run_epochs(model, xtr, ytr, opt, sched, epochs, batch, log, every=5, cutout=cutout)
+    with torch.no_grad():  # checkpoints are stored in float16 (the wide nets stay under 16 MB): evaluate that
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model
 
 
 @torch.no_grad()
@@ -190,6 +210,7 @@ def main(argv=None):
     p.add_argument("--source", choices=("clip", "relu"), default="clip",
                    help="two-stage source ANN: clip activation with trainable θ (trained here), or the ReLU ANN")
     p.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
+    p.add_argument("--cutout", type=int, default=0, help="cutout square side for source-ANN training (0: off)")
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -218,8 +239,8 @@ def main(argv=None):
     if "if" in args.methods or ("two_stage" in args.methods and args.source == "relu"):
         t0 = time.time()
         relu = _load(args, "relu", ARCHS[args.arch](), dev, log) or \
-            train(ARCHS[args.arch](), xtr, ytr, args.epochs, log=log)
-        torch.save(relu.state_dict(), os.path.join(args.out, f"{args.arch}_relu.pt"))
+            train(ARCHS[args.arch](), xtr, ytr, args.epochs, cutout=args.cutout, log=log)
+        _save(relu, os.path.join(args.out, f"{args.arch}_relu.pt"))
         results["relu_ann"] = ann_accuracy(relu, xte, yte)
         results["relu_train_s"] = time.time() - t0
         log(f"ReLU ANN {100 * results['relu_ann']:.2f}%")
@@ -232,8 +253,8 @@ def main(argv=None):
     if {"qcfs", "qcfs_gn"} & set(args.methods):
         t0 = time.time()
         q = _load(args, f"qcfs{args.levels}", ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), dev, log) or \
-            train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, log=log)
-        torch.save(q.state_dict(), os.path.join(args.out, f"{args.arch}_qcfs{args.levels}.pt"))
+            train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, cutout=args.cutout, log=log)
+        _save(q, os.path.join(args.out, f"{args.arch}_qcfs{args.levels}.pt"))
         results["qcfs_ann"] = ann_accuracy(q, xte, yte)
         results["qcfs_train_s"] = time.time() - t0
         log(f"QCFS ANN {100 * results['qcfs_ann']:.2f}%")
@@ -250,8 +271,8 @@ def main(argv=None):
             t0 = time.time()
             clip = lambda: ClipReLU(4.0, trainable=True)  # noqa: E731
             source = _load(args, "clip", ARCHS[args.arch](act=clip), dev, log) or \
-                train(ARCHS[args.arch](act=clip), xtr, ytr, args.epochs, log=log)
-            torch.save(source.state_dict(), os.path.join(args.out, f"{args.arch}_clip.pt"))
+                train(ARCHS[args.arch](act=clip), xtr, ytr, args.epochs, cutout=args.cutout, log=log)
+            _save(source, os.path.join(args.out, f"{args.arch}_clip.pt"))
             results["clip_ann"] = ann_accuracy(source, xte, yte)
             results["clip_train_s"] = time.time() - t0
             log(f"clip ANN {100 * results['clip_ann']:.2f}%")
@@ -275,6 +296,11 @@ def main(argv=None):
                 save()
     write_table(results, os.path.join(args.out, f"cifar10_{args.arch}.md"), args.steps)
     log(open(os.path.join(args.out, f"cifar10_{args.arch}.md")).read())
+
+
+def _save(model, path):
+    """State dict with float tensors in float16 (what train() left the model at), so wide nets stay small."""
+    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}, path)
 
 
 def _load(args, kind, model, dev, log):

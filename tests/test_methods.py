@@ -177,3 +177,29 @@ def test_signed_neuron_rounds_both_signs_and_simulator_matches_reference(tmp_pat
     for name, c in rec.spike_counts.items():
         np.testing.assert_array_equal(got.spike_counts[name], c.numpy())
     np.testing.assert_allclose(got.output, out.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_kl_loss_has_gradient_at_silent_and_saturated_neurons():
+    """A neuron that never fires (or always fires) against a target in between must still be pushed."""
+    from converter.calibration import _loss
+    theta, T = torch.tensor(2.0), 4
+    out = torch.tensor([0.0, 2.0, 1.0], requires_grad=True)
+    target = torch.tensor([1.0, 1.0, 1.0])
+    loss = _loss("kl", out, target, theta, T)
+    loss.backward()
+    assert out.grad[0] < 0 < out.grad[1]  # raise the silent one, lower the saturated one
+    assert abs(float(out.grad[2])) < 1e-7 and float(loss.detach()) > 0
+    assert float(_loss("kl", target.clone(), target, theta, T)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["kl", "mse"])
+def test_fine_calibration_never_ends_above_its_starting_loss(trained_resnet, digits, loss):
+    xtr, ytr, _, _ = digits
+    qc = to_qc_ann(trained_resnet, 2, p=0.15, calibration=[xtr[:512]], init="percentile")
+    net = convert(qc, [xtr[:512]])
+    msgs = []
+    calibrate(net, qc, xtr[:128], 2, mode="fc", epochs=3, lr=5e-2, device="cpu", loss=loss,
+              progress=lambda name, msg: msgs.append(msg))
+    pairs = [msg.split(f"FC {loss} ")[1].split(" after")[0].split(" -> ") for msg in msgs if "FC" in msg]
+    assert len(pairs) == len(msgs) > 2
+    assert all(float(end) <= float(start) for start, end in pairs)
