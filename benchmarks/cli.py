@@ -43,10 +43,13 @@ def _parser():
     c.add_argument("--percentile", type=float, default=99.99)
     c.add_argument("--v-init", type=float, default=0.5, help="initial potential as a fraction of θ")
     c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--neuron", choices=("if", "group"), default="if", help="IF, or group neurons of --tau members")
+    c.add_argument("--neuron", choices=("if", "group", "multi_threshold"), default="if",
+                   help="IF, group neurons of --tau members, or multi-threshold neurons of --levels levels")
+    c.add_argument("--levels", type=int, default=4, help="levels per multi-threshold neuron (default: %(default)s)")
     c.add_argument("--tau", type=int, default=4, help="members per group neuron (default: %(default)s)")
-    c.add_argument("--payload", choices=("graded", "expanded"), default="graded",
-                   help="group neuron events: one graded event, or S member spikes")
+    c.add_argument("--payload", choices=("graded", "expanded", "parallel"), default="graded",
+                   help="group neuron events: one graded event or S member spikes (expanded); multi-threshold "
+                        "levels: graded events or 2n weight copies (parallel)")
     c.add_argument("--calibrate", choices=("none", "cc", "fc"), default="none",
                    help="two-stage Stage II: coarse (cc) or coarse + fine (fc) layer-wise calibration for --T")
     c.add_argument("--T", type=int, help="time steps the network is calibrated for (with --calibrate)")
@@ -143,6 +146,7 @@ def cmd_convert(args):
     bar = tqdm(total=len(batches), desc="calibration batches", disable=None)
     net = convert(model, batches, norm=args.norm, percentile=args.percentile, v_init_fraction=args.v_init,
                   progress=lambda i: bar.update(1), neuron=args.neuron, tau=args.tau, payload=args.payload,
+                  levels=args.levels,
                   pooling=args.pooling)
     bar.close()
     if args.calibrate != "none":
@@ -183,9 +187,9 @@ def cmd_inspect(args):
         print(json.dumps(s, indent=2, default=str))
         return
     print(f"{args.file}: valid, format {s['attrs'].get('format_version')}, {s['cores']} cores")
-    print(f"{'population':24} {'model':8} {'shape':>14} {'neurons':>9} {'θ mean':>9}")
+    print(f"{'population':24} {'model':15} {'shape':>14} {'neurons':>9} {'θ mean':>9}")
     for p in s["populations"]:
-        print(f"{p['name']:24} {p['model']:8} {str(tuple(p['shape'])):>14} {p['neurons']:>9} {p['threshold_mean']:>9.4f}")
+        print(f"{p['name']:24} {p['model']:15} {str(tuple(p['shape'])):>14} {p['neurons']:>9} {p['threshold_mean']:>9.4f}")
     print(f"\n{'projection':24} {'kind':9} {'source -> target':40} {'synapses':>10}")
     for q in s["projections"]:
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")

@@ -448,11 +448,13 @@ def _unique(name, used):
 
 def convert(model: nn.Module, calibration, norm: str = "max", percentile: float = 99.99,
             v_init_fraction: float = 0.5, name: str | None = None, progress=None, neuron: str = "if",
-            tau: int = 4, payload: str = "graded", pooling: str = "fold") -> Network:
+            tau: int = 4, payload: str = "graded", pooling: str = "fold", levels: int = 4) -> Network:
     """Convert a trained ANN into a `Network` of spiking neurons with soft reset.
 
     calibration: an iterable of input batches (tensors) used for data-based thresholds;
-    norm: "max" or "percentile"; neuron: "if" or "group" (τ members, Lv et al.);
+    norm: "max" or "percentile"; neuron: "if", "group" (τ members, Lv et al.) or "multi_threshold" (ECMT:
+    `levels` n, positive levels only since the layers are ReLU, base threshold θ = data threshold / 2^(n-1) so
+    the top level is the data threshold, v0 = 0 since the levels already round; payload "graded" or "parallel");
     v_init_fraction: v[0] = fraction x the firing unit (θ for IF, θ/τ for group neurons);
     pooling: "fold" (default) merges an average pooling into the Linear/Conv2d after it, so pooled spikes
     reach that layer exactly as the ANN's pooled activations do (a convolution after non-overlapping pooling
@@ -463,8 +465,8 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
         raise ValueError(f"pooling must be 'fold' or 'spike', got {pooling!r}")
     if norm not in ("max", "percentile"):
         raise ValueError(f"norm must be 'max' or 'percentile', got {norm!r}")
-    if neuron not in ("if", "group"):
-        raise ValueError(f"neuron must be 'if' or 'group', got {neuron!r}")
+    if neuron not in ("if", "group", "multi_threshold"):
+        raise ValueError(f"neuron must be 'if', 'group' or 'multi_threshold', got {neuron!r}")
     batches = [torch.as_tensor(b) for b in calibration]
     if not batches:
         raise ConversionError("no calibration batches given")
@@ -488,7 +490,11 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
             continue
         cur = p["current"]
         bias = _expand_bias(cur.bias, p["shape"]).numpy()
-        if p["model"] == "if":
+        if p["model"] == "if" and neuron == "multi_threshold":
+            base = _threshold(p, stats, norm, percentile) / 2 ** (levels - 1)
+            populations.append(Population.make(p["name"], neuron, p["shape"], base, 0.0, bias, payload=payload,
+                                               levels=levels))
+        elif p["model"] == "if":
             theta = _threshold(p, stats, norm, percentile)
             k = tau if neuron == "group" else 1
             populations.append(Population.make(p["name"], neuron, p["shape"], theta, theta / k * v_init_fraction, bias,

@@ -1,7 +1,8 @@
 """Expectation compensation and multi-threshold neurons for spiking transformers (ECMT; METHODS.md).
 
 Torch reference building blocks, stateful over time steps like the IF neurons in `spiking.py`
-(`reset_state(batch)` then one call per step). Not yet wired into the converter or the file format.
+(`reset_state(batch)` then one call per step). Multi-threshold neurons are also a neuron model of the network
+file and the numba engine (`multi_threshold_fire` is the shared rule); the EC compute nodes are not yet.
 
 - `ECFunction(F)`: for a nonlinear F (softmax, LayerNorm, GELU) keeps the running input sum S(t) and
   outputs O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)), so that Σ_{t<=T} O(t) = T·F(mean input).
@@ -63,6 +64,20 @@ class ECMatMul(nn.Module):
         return self.sum_k / self.t - previous / (self.t - 1)
 
 
+def multi_threshold_fire(m, t1, t2, n: int):
+    """Signed level multiple s (±2^k, 0 if silent) each neuron fires for membrane m, and its value.
+
+    Positive side: the largest k < n with m >= t1·2^k - t1/2 fires t1·2^k; negative side: the largest k with
+    m < -t2·2^k + t2/2 fires -t2·2^k; nothing if -t2/2 <= m < t1/2. Same arithmetic as the numba kernel.
+    """
+    s = torch.zeros_like(m)
+    for k in range(n):  # ascending levels: the last one that qualifies wins
+        s = torch.where(m >= t1 * 2 ** k - t1 / 2, torch.full_like(s, 2 ** k), s)
+        if t2 is not None:  # None: positive levels only
+            s = torch.where(m < -t2 * 2 ** k + t2 / 2, torch.full_like(s, -(2 ** k)), s)
+    return s, (t1 * s if t2 is None else torch.where(s > 0, t1 * s, t2 * s))
+
+
 class MultiThresholdNeurons(nn.Module):
     """Multi-threshold neurons with n positive levels θ1·2^k and n negative levels -θ2·2^k (k = 0..n-1).
 
@@ -91,13 +106,8 @@ class MultiThresholdNeurons(nn.Module):
         dtype = current.dtype
         m = current if self.v is None else self.v + current
         t1, t2 = self.theta_pos.to(dtype), self.theta_neg.to(dtype)
-        channel = torch.zeros_like(m, dtype=torch.int64)
-        for k in range(self.n):  # ascending levels: the last one that qualifies wins
-            channel = torch.where(m >= t1 * 2 ** k - t1 / 2, torch.full_like(channel, k + 1), channel)
-            channel = torch.where(m < -t2 * 2 ** k + t2 / 2, torch.full_like(channel, -(k + 1)), channel)
-        k = channel.abs().clamp(min=1) - 1
-        level = torch.pow(torch.tensor(2.0, dtype=dtype, device=m.device), k.to(dtype))
-        x = torch.where(channel > 0, t1 * level, torch.where(channel < 0, -t2 * level, torch.zeros_like(m)))
+        s, x = multi_threshold_fire(m, t1, t2, self.n)
+        k = torch.log2(s.abs().clamp(min=1)).round().to(torch.int64)
+        self.channel = torch.where(s > 0, k + 1, torch.where(s < 0, -(k + 1), torch.zeros_like(k)))
         self.v = m - x
-        self.channel = channel
         return x

@@ -18,6 +18,8 @@ from torch import nn
 
 from simulator.network import Network
 
+from .ec import multi_threshold_fire
+
 
 class IFNeurons(nn.Module):
     """Integrate-and-fire neurons: m = v + I; s = [m >= θ]; v = m - s·θ (soft reset) or 0 (zero reset).
@@ -48,6 +50,29 @@ class IFNeurons(nn.Module):
         else:
             self.v = m
         return spikes
+
+
+class MultiThresholdIF(IFNeurons):
+    """Multi-threshold neurons of a network file (ECMT): levels θ·2^k and -θ_neg·2^k, k < n, soft reset.
+
+    Returns the signed level multiple s (±2^k, 0 if silent); value = θ·s or θ_neg·s. See `ec.multi_threshold_fire`.
+    """
+
+    def __init__(self, threshold, threshold_neg, v_init, levels):
+        super().__init__(threshold, v_init)
+        self.threshold_neg = threshold_neg  # None: positive levels only
+        self.levels = int(levels)
+
+    def forward(self, current):
+        m = self.v + current
+        s, x = multi_threshold_fire(m, self.threshold, self.threshold_neg, self.levels)
+        self.v = m - x
+        return s
+
+    def value(self, s):
+        if self.threshold_neg is None:
+            return self.threshold * s
+        return torch.where(s > 0, self.threshold * s, self.threshold_neg * s)
 
 
 class GroupNeurons(IFNeurons):
@@ -145,6 +170,10 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":
                 self.neurons[p.name] = SignedNeurons(theta, v0, p.negative_slope)
+            elif p.model == "multi_threshold":
+                self.neurons[p.name] = MultiThresholdIF(
+                    theta, None if p.threshold_neg is None else _t(p.threshold_neg, dtype, device).reshape(shape), v0,
+                    p.levels)
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}

@@ -48,6 +48,9 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
             g.attrs["tau"] = int(pop.tau)
             g.attrs["payload"] = pop.payload
             g.attrs["negative_slope"] = float(pop.negative_slope)
+            g.attrs["levels"] = int(pop.levels)
+            if pop.threshold_neg is not None:
+                _put(g, "threshold_neg", pop.threshold_neg.astype(np.float32))
             for name in POP_DATASETS:
                 _put(g, name, getattr(pop, name).astype(np.float32))
         projs = h5.create_group("projections")

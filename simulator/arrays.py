@@ -10,7 +10,7 @@ from .geometry import projection_kernel
 from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
-                "readout": K.MODEL_READOUT}
+                "multi_threshold": K.MODEL_MULTI, "readout": K.MODEL_READOUT}
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
 STATE_BYTES = 4
@@ -69,6 +69,8 @@ def flatten(net: Network) -> FlatNetwork:
     def gather(field):
         return np.concatenate([getattr(p, field).astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
 
+    theta_neg = np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
+                                p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
     core_of = _core_of(net, offsets, perms)
     n_cores = len(net.cores)
 
@@ -165,11 +167,11 @@ def flatten(net: Network) -> FlatNetwork:
         pop_off=offsets[:-1].copy(), pop_n=sizes,
         pop_model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
         pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
-        pop_tau=np.array([p.tau for p in pops], np.int64),
+        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.tau for p in pops], np.int64),
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
         pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
-        theta=gather("threshold"), v_init=gather("v_init"), bias=gather("bias"),
+        theta=gather("threshold"), theta_neg=theta_neg, v_init=gather("v_init"), bias=gather("bias"),
         core_of=core_of, n_packets=n_packets, n_hops=n_hops,
         proj_kind=np.array(cols["kind"], np.int64), proj_src=np.array(cols["src"], np.int64),
         proj_tgt_off=np.array(cols["tgt_off"], np.int64), proj_tgt_n=np.array(cols["tgt_n"], np.int64),

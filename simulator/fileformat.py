@@ -15,7 +15,8 @@ from .network import (NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODE
                       CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.2"  # 1.1: group neurons (attributes tau, payload); 1.2: signed neurons (negative_slope)
+FORMAT_VERSION = "1.3"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+#                        1.3: multi-threshold neurons (levels, dataset threshold_neg, payload "parallel")
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -25,6 +26,7 @@ MAX_DIMS = 3
 MAX_DATASET_BYTES = int(os.environ.get("SPIKEFORGE_MAX_DATASET_BYTES", 4 * 2**30))
 
 POP_DATASETS = ("threshold", "v_init", "bias")
+MAX_LEVELS = 7  # multi-threshold levels per sign: ±2^(n-1) still fits the int8 rasters
 
 
 class NetworkFileError(ValueError):
@@ -75,6 +77,23 @@ def _check_population(pop: Population, i: int):
         _fail(where, f"tau {pop.tau} must be 1 to 255 for group neurons and 1 otherwise")
     if pop.payload not in PAYLOAD_MODES:
         _fail(where, f"unknown payload mode {pop.payload!r} (known: {', '.join(PAYLOAD_MODES)})")
+    if (pop.payload, pop.model) in (("expanded", m) for m in NEURON_MODELS if m != "group") or \
+            (pop.payload == "parallel" and pop.model != "multi_threshold"):
+        _fail(where, f"payload {pop.payload!r} does not apply to {pop.model!r} neurons")
+    mt = pop.model == "multi_threshold"
+    if not isinstance(pop.levels, (int, np.integer)) or not 1 <= int(pop.levels) <= MAX_LEVELS or \
+            (not mt and pop.levels != 1):
+        _fail(where, f"levels {pop.levels} must be 1 to {MAX_LEVELS} for multi-threshold neurons and 1 otherwise")
+    if mt:
+        if pop.reset != "subtract":
+            _fail(where, f"multi-threshold neurons need reset 'subtract', got {pop.reset!r}")
+        if pop.threshold_neg is not None:  # None: one-sided, positive levels only (a ReLU layer)
+            _check_array(pop.threshold_neg, f"{where}/threshold_neg", pop.size)
+            bad = np.flatnonzero(pop.threshold_neg <= 0)
+            if bad.size:
+                _fail(f"{where}/threshold_neg", f"must be > 0, got {pop.threshold_neg[bad[0]]} at index {bad[0]}")
+    elif pop.threshold_neg is not None:
+        _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
     alpha = float(pop.negative_slope)
     if not (np.isfinite(alpha) and 0.0 <= alpha <= 1.0) or (pop.model != "signed" and alpha != 0.0):
         _fail(where, f"negative_slope {alpha} must be in [0, 1] for signed neurons and 0 otherwise")
@@ -311,9 +330,11 @@ def _read(h5, path) -> Network:
         tau = int(g.attrs.get("tau", 1))
         payload = _attr(g, "payload", where, path, "str") if "payload" in g.attrs else "graded"
         alpha = float(g.attrs.get("negative_slope", 0.0))
+        levels = int(g.attrs.get("levels", 1))
+        theta_neg = _dataset(h5, f"{where}/threshold_neg", path, n) if "threshold_neg" in g else None
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
-                               alpha))
+                               alpha, levels, theta_neg))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV = 0, 1, 2
-MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI = 0, 1, 2, 3, 4, 5
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
@@ -111,7 +111,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
                pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-               theta, v_init, bias, core_of, n_packets, n_hops,
+               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                readout_pop, record_counts):
@@ -195,6 +195,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
             elif model == MODEL_SIGNED:
                 _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_mult, ev_n,
                                ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+            elif model == MODEL_MULTI:
+                _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
+                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -284,10 +287,40 @@ def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_
     ev_n[p] = m_ev
 
 
+@njit(cache=True)
+def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
+                  n_packets, n_hops, record_counts, counts, rec):
+    """Multi-threshold neurons (ECMT): levels θ·2^k and -θ_neg·2^k, k < n; at most one event per step.
+
+    m = v + I; the largest k with m >= θ·2^k - θ/2 fires θ·2^k, else (unless one-sided) the largest k with
+    m < -θ_neg·2^k + θ_neg/2 fires -θ_neg·2^k; v = m - level. Counts/rasters record ±2^k (the level
+    in units of its base threshold); the event carries the level itself.
+    """
+    m_ev = 0
+    for i in range(off, off + n):
+        m = v[i] + cur[i]
+        s = 0
+        for k in range(levels):
+            if m >= theta[i] * 2.0 ** k - theta[i] / 2:
+                s = 1 << k
+        if s == 0 and theta_neg[i] > 0.0:  # θ_neg = 0: a one-sided neuron (positive levels only)
+            for k in range(levels):
+                if m < -theta_neg[i] * 2.0 ** k + theta_neg[i] / 2:
+                    s = -(1 << k)
+        if s != 0:
+            level = theta[i] * s if s > 0 else theta_neg[i] * s
+            v[i] = m - level
+            m_ev = _emit(t, i, off, m_ev, level, 1, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets,
+                         n_hops, record_counts, counts, rec)
+        else:
+            v[i] = m
+    ev_n[p] = m_ev
+
+
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-              theta, v_init, bias, core_of, n_packets, n_hops,
+              theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
     """Run every row of X (B, input size, engine order) independently, samples in parallel."""
@@ -301,7 +334,7 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
                    pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-                   theta, v_init, bias, core_of, n_packets, n_hops,
+                   theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                    readout_pop, record_counts)

@@ -13,11 +13,14 @@ import numpy as np
 # Neuron models of format v1. "input" injects the analog sample every step; "if" is
 # integrate-and-fire; "group" is a group neuron of `tau` IF members sharing one membrane
 # (Lv et al.); "signed" is an IF neuron that also fires negative spikes (for Leaky ReLU networks,
-# Wang et al.); "readout" integrates without firing.
-NEURON_MODELS = ("input", "if", "group", "signed", "readout")
-SPIKING_MODELS = ("if", "group", "signed")
-# How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work).
-PAYLOAD_MODES = ("graded", "expanded")
+# Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "readout"
+# integrates without firing.
+NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "readout")
+SPIKING_MODELS = ("if", "group", "signed", "multi_threshold")
+# How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work);
+# a multi-threshold neuron's level: one graded event carrying the level, or one spike to one of 2n weight copies
+# pre-scaled by the levels ("parallel" parameter normalization: same events, 2n x the synapse storage).
+PAYLOAD_MODES = ("graded", "expanded", "parallel")
 RESET_MODES = ("subtract", "zero", "none")
 PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity")
 
@@ -36,6 +39,8 @@ class Population:
     tau: int = 1
     payload: str = "graded"
     negative_slope: float = 0.0  # signed neurons: a negative spike carries -negative_slope·θ
+    levels: int = 1  # multi-threshold neurons: n levels per sign, θ·2^k and -θ_neg·2^k (k < n)
+    threshold_neg: np.ndarray | None = None  # multi-threshold: negative base θ_neg > 0; None = positive levels only
 
     @property
     def size(self) -> int:
@@ -43,7 +48,7 @@ class Population:
 
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
-             payload="graded", negative_slope=0.0):
+             payload="graded", negative_slope=0.0, levels=1, threshold_neg=None):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -53,7 +58,7 @@ class Population:
             return np.full(n, arr[0], np.float32) if arr.size == 1 else np.ascontiguousarray(arr)
 
         return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
-                   float(negative_slope))
+                   float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg))
 
 
 @dataclass
