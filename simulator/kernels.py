@@ -119,7 +119,8 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
 
     x: input values (engine order); ctr: (T, cores, N_DYNAMIC_COUNTERS) int64, filled;
     out: readout mean over T (engine order); counts: spikes per neuron (if record_counts);
-    rec: (T, recorded neurons) int8 spike raster (member spikes of a group neuron, -1 for a negative spike);
+    rec: (T, recorded neurons) int8 spike raster (member spikes of a group neuron, -1 for a negative spike,
+         ±2^k for a multi-threshold level);
     trace: (T, traced neurons) membrane after update.
     """
     n_total = theta.shape[0]
