@@ -2,7 +2,7 @@
 
 Torch reference building blocks, stateful over time steps like the IF neurons in `spiking.py`
 (`reset_state(batch)` then one call per step). Multi-threshold neurons are also a neuron model of the network
-file and the numba engine (`multi_threshold_fire` is the shared rule); the EC compute nodes are not yet.
+file and the numba engine (`multi_threshold_fire` is the shared rule), and ECFunction runs the file's `ec` nodes.
 
 - `ECFunction(F)`: for a nonlinear F (softmax, LayerNorm, GELU) keeps the running input sum S(t) and
   outputs O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)), so that Σ_{t<=T} O(t) = T·F(mean input).

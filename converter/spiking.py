@@ -18,7 +18,12 @@ from torch import nn
 
 from simulator.network import Network
 
-from .ec import multi_threshold_fire
+from .ec import ECFunction, multi_threshold_fire
+
+# F of each EC node function (normalization over the last dimension, no affine part)
+_EC_FNS = {"gelu": lambda eps: F.gelu,
+           "layernorm": lambda eps: (lambda x: F.layer_norm(x, x.shape[-1:], eps=eps)),
+           "softmax": lambda eps: (lambda x: torch.softmax(x, -1))}
 
 
 class IFNeurons(nn.Module):
@@ -174,6 +179,8 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = MultiThresholdIF(
                     theta, None if p.threshold_neg is None else _t(p.threshold_neg, dtype, device).reshape(shape), v0,
                     p.levels)
+            elif p.model == "ec":
+                self.neurons[p.name] = ECFunction(_EC_FNS[p.function](p.eps))
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}
@@ -233,6 +240,8 @@ class SpikingNetwork(nn.Module):
                     if record_spikes:
                         spikes[p.name].append(s.to(torch.int8))
                     values[p.name] = neuron.value(s)
+                elif isinstance(neuron, ECFunction):
+                    values[p.name] = neuron(current)
                 else:
                     out = neuron(current)
         record = StepRecord(counts, {n: torch.stack(v) for n, v in spikes.items()} if record_spikes else None)
@@ -253,8 +262,12 @@ class SpikingNetwork(nn.Module):
             for pr in self.incoming[p.name]:
                 current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
             neuron = self.neurons[p.name]
-            values[p.name] = F.leaky_relu(current, neuron.negative_slope) if isinstance(neuron, SignedNeurons) \
-                else torch.relu(current)
+            if isinstance(neuron, ECFunction):
+                values[p.name] = neuron.fn(current)
+            elif isinstance(neuron, SignedNeurons):
+                values[p.name] = F.leaky_relu(current, neuron.negative_slope)
+            else:
+                values[p.name] = torch.relu(current)
             out = current
         return out
 

@@ -49,6 +49,8 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
             g.attrs["payload"] = pop.payload
             g.attrs["negative_slope"] = float(pop.negative_slope)
             g.attrs["levels"] = int(pop.levels)
+            if pop.model == "ec":
+                g.attrs["function"], g.attrs["eps"] = pop.function, float(pop.eps)
             if pop.threshold_neg is not None:
                 _put(g, "threshold_neg", pop.threshold_neg.astype(np.float32))
             for name in POP_DATASETS:

@@ -10,7 +10,8 @@ from .geometry import projection_kernel
 from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
-                "multi_threshold": K.MODEL_MULTI, "readout": K.MODEL_READOUT}
+                "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "readout": K.MODEL_READOUT}
+_EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX}
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
 STATE_BYTES = 4
@@ -131,7 +132,7 @@ def flatten(net: Network) -> FlatNetwork:
         cols["ioff"].append(i_pos)
         cols["xoff"].append(x_pos)
         cols["geom"].append(geom)
-        cols["mac"].append(1 if src.model == "input" else 0)
+        cols["mac"].append(1 if src.model in ("input", "ec") else 0)  # analog values: multiply-accumulates
         cols["wbytes"].append(WEIGHT_BYTES)
         cols["rc_off"].append(rc_pos)
         w_pos += n_w
@@ -167,7 +168,11 @@ def flatten(net: Network) -> FlatNetwork:
         pop_off=offsets[:-1].copy(), pop_n=sizes,
         pop_model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
         pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
-        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.tau for p in pops], np.int64),
+        # τ of group neurons, n levels of multi-threshold ones, the normalization group (last dim) of EC nodes
+        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.shape[-1] if p.model == "ec" else p.tau
+                          for p in pops], np.int64),
+        pop_func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
+        pop_eps=np.array([p.eps for p in pops], np.float64),
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
         pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),

@@ -11,12 +11,12 @@ import os
 import numpy as np
 
 from .geometry import conv_output_hw
-from .network import (NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS, CoreEdges,
-                      CoreTable, Network, Population, Projection)
+from .network import (EC_FUNCTIONS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS,
+                      CoreEdges, CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
 FORMAT_VERSION = "1.3"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
-#                        1.3: multi-threshold neurons (levels, dataset threshold_neg, payload "parallel")
+#                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -94,6 +94,17 @@ def _check_population(pop: Population, i: int):
                 _fail(f"{where}/threshold_neg", f"must be > 0, got {pop.threshold_neg[bad[0]]} at index {bad[0]}")
     elif pop.threshold_neg is not None:
         _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
+    if pop.model == "ec":
+        if pop.function not in EC_FUNCTIONS:
+            _fail(where, f"unknown EC function {pop.function!r} (known: {', '.join(EC_FUNCTIONS)})")
+        if len(pop.shape) > 2:
+            _fail(where, f"EC nodes take shape (N,) or (tokens, features), got {pop.shape}")
+        if not (np.isfinite(pop.eps) and 0.0 < pop.eps < 1.0):
+            _fail(where, f"eps {pop.eps} must be in (0, 1)")
+        if np.any(np.asarray(pop.v_init) != 0):
+            _fail(f"{where}/v_init", "EC nodes start from an empty input sum: v_init must be 0")
+    elif pop.function:
+        _fail(where, f"only EC nodes have a function, not {pop.model!r}")
     alpha = float(pop.negative_slope)
     if not (np.isfinite(alpha) and 0.0 <= alpha <= 1.0) or (pop.model != "signed" and alpha != 0.0):
         _fail(where, f"negative_slope {alpha} must be in [0, 1] for signed neurons and 0 otherwise")
@@ -332,9 +343,11 @@ def _read(h5, path) -> Network:
         alpha = float(g.attrs.get("negative_slope", 0.0))
         levels = int(g.attrs.get("levels", 1))
         theta_neg = _dataset(h5, f"{where}/threshold_neg", path, n) if "threshold_neg" in g else None
+        function = _attr(g, "function", where, path, "str") if "function" in g.attrs else ""
+        eps = float(g.attrs.get("eps", 1e-5))
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
-                               alpha, levels, theta_neg))
+                               alpha, levels, theta_neg, function, eps))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -12,11 +12,14 @@ Layout conventions (built by simulator.arrays):
 The engine accumulates membrane and currents in float64: results do not depend
 on summation order, hence not on the thread count either.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV = 0, 1, 2
-MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI = 0, 1, 2, 3, 4, 5
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI, MODEL_EC = 0, 1, 2, 3, 4, 5, 6
+EC_GELU, EC_LAYERNORM, EC_SOFTMAX = 0, 1, 2
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
@@ -110,7 +113,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
@@ -125,7 +128,8 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
     """
     n_total = theta.shape[0]
     n_pops = pop_off.shape[0]
-    v = v_init.copy()
+    v = v_init.copy()  # membranes; the running input sum S(t) of EC nodes
+    prev = np.zeros(n_total)  # EC nodes: (t-1)·F(S(t-1)/(t-1))
     cur = np.zeros(n_total)
     ev_idx = np.empty(n_total, np.int64)
     ev_val = np.empty(n_total)
@@ -199,6 +203,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
             elif model == MODEL_MULTI:
                 _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
                               ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+            elif model == MODEL_EC:
+                _ec_update(p, t, off, n, pop_func[p], pop_tau[p], pop_eps[p], v, prev, cur, ev_idx, ev_val, ev_n, ctr,
+                           core_of, n_packets, n_hops)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -318,9 +325,61 @@ def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, 
     ev_n[p] = m_ev
 
 
+@njit(cache=True)
+def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
+               n_hops):
+    """Expectation-compensated nonlinearity (ECMT): S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)).
+
+    F is applied per group of `group` consecutive elements (layernorm, softmax: the last dimension).
+    Every nonzero O(t) leaves as an event with that value (packets and hops counted, no spike); one MAC per
+    element per step, the ECMT paper's convention for EC nodes.
+    """
+    tt = t + 1.0
+    m_ev = 0
+    for g0 in range(off, off + n, group):
+        g1 = g0 + group
+        for i in range(g0, g1):
+            total[i] += cur[i]
+        if func == EC_LAYERNORM:
+            mean = 0.0
+            for i in range(g0, g1):
+                mean += total[i] / tt
+            mean /= group
+            var = 0.0
+            for i in range(g0, g1):
+                var += (total[i] / tt - mean) ** 2
+            scale = 1.0 / math.sqrt(var / group + eps)
+        elif func == EC_SOFTMAX:
+            top = -np.inf
+            for i in range(g0, g1):
+                top = max(top, total[i] / tt)
+            norm = 0.0
+            for i in range(g0, g1):
+                norm += math.exp(total[i] / tt - top)
+        for i in range(g0, g1):
+            x = total[i] / tt
+            if func == EC_GELU:
+                y = 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+            elif func == EC_LAYERNORM:
+                y = (x - mean) * scale
+            else:
+                y = math.exp(x - top) / norm
+            o = tt * y - prev[i]
+            prev[i] = tt * y
+            c = core_of[i]
+            ctr[t, c, C_MACS] += 1
+            if o != 0.0:
+                ev_idx[off + m_ev] = i - off
+                ev_val[off + m_ev] = o
+                m_ev += 1
+                ctr[t, c, C_PACKETS] += n_packets[i]
+                ctr[t, c, C_HOPS] += n_hops[i]
+    ev_n[p] = m_ev
+
+
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
@@ -334,7 +393,7 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     trace = np.zeros((B, T, n_trace))
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                    theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,

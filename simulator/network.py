@@ -13,9 +13,11 @@ import numpy as np
 # Neuron models of format v1. "input" injects the analog sample every step; "if" is
 # integrate-and-fire; "group" is a group neuron of `tau` IF members sharing one membrane
 # (Lv et al.); "signed" is an IF neuron that also fires negative spikes (for Leaky ReLU networks,
-# Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "readout"
-# integrates without firing.
-NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "readout")
+# Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "ec" is a compute
+# node that applies an expectation-compensated nonlinearity (ECMT); "readout" integrates without firing.
+NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "readout")
+# Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part).
+EC_FUNCTIONS = ("gelu", "layernorm", "softmax")
 SPIKING_MODELS = ("if", "group", "signed", "multi_threshold")
 # How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work);
 # a multi-threshold neuron's level: one graded event carrying the level, or one spike to one of 2n weight copies
@@ -41,6 +43,8 @@ class Population:
     negative_slope: float = 0.0  # signed neurons: a negative spike carries -negative_slope·θ
     levels: int = 1  # multi-threshold neurons: n levels per sign, θ·2^k and -θ_neg·2^k (k < n)
     threshold_neg: np.ndarray | None = None  # multi-threshold: negative base θ_neg > 0; None = positive levels only
+    function: str = ""  # ec nodes: one of EC_FUNCTIONS
+    eps: float = 1e-5  # ec layernorm: added to the variance
 
     @property
     def size(self) -> int:
@@ -48,7 +52,7 @@ class Population:
 
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
-             payload="graded", negative_slope=0.0, levels=1, threshold_neg=None):
+             payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -58,7 +62,8 @@ class Population:
             return np.full(n, arr[0], np.float32) if arr.size == 1 else np.ascontiguousarray(arr)
 
         return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
-                   float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg))
+                   float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
+                   str(function), float(eps))
 
 
 @dataclass

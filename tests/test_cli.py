@@ -29,7 +29,8 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
                  "--calibration", str(tmp_path / "calib.npz"), "--out", str(mt), "--neuron", "multi_threshold",
                  "--levels", "3", "--payload", "parallel"]) == 0
     hidden = load_network(mt).populations[1]
-    assert (hidden.model, hidden.levels, hidden.payload, hidden.threshold_neg) == ("multi_threshold", 3, "parallel", None)
+    assert (hidden.model, hidden.levels, hidden.payload) == ("multi_threshold", 3, "parallel")
+    assert hidden.threshold_neg is None  # ReLU layers: one-sided
     out = tmp_path / "run.npz"
     assert main(["simulate", str(net), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
                  "--T", "16", "--out", str(out), "--batch-size", "16"]) == 0
