@@ -112,15 +112,24 @@ def paper_energy_pj(synops, macs) -> float:
 
 
 def core_memory(net, weight_bytes=4, state_bytes=4) -> dict:
-    """Synapse memory and neuron-state bytes held by each core (shared conv kernels stored once per core)."""
+    """Synapse memory and neuron-state bytes held by each core (shared conv kernels stored once per core).
+
+    Projections out of multi-threshold neurons with payload "parallel" store one weight copy per level
+    (2n, or n when one-sided): parallel parameter normalization trades synapse memory for graded events.
+    """
     shapes = {p.name: p.shape for p in net.populations}
+    pops = {p.name: p for p in net.populations}
     per_pop_explicit = {p.name: 0 for p in net.populations}
     per_pop_shared = {p.name: 0 for p in net.populations}
     for q in net.projections:
+        src = pops[q.source]
+        copies = 1
+        if src.model == "multi_threshold" and src.payload == "parallel":
+            copies = src.levels * (1 if src.threshold_neg is None else 2)
         if q.kind == "conv2d":
-            per_pop_shared[q.target] += q.weight.size * weight_bytes
+            per_pop_shared[q.target] += q.weight.size * weight_bytes * copies
         elif q.kind in ("dense", "sparse"):
-            per_pop_explicit[q.target] += synapse_count(q, shapes[q.source], shapes[q.target]) * weight_bytes
+            per_pop_explicit[q.target] += synapse_count(q, shapes[q.source], shapes[q.target]) * weight_bytes * copies
     c = net.cores
     syn = np.zeros(len(c), np.int64)
     state = np.zeros(len(c), np.int64)

@@ -49,11 +49,16 @@ def test_one_sided_neurons_never_fire_negative():
     np.testing.assert_array_equal(res.spikes["mt"][0], [[2, 0, 0], [2, 0, 1], [4, 0, 0], [2, 0, 0]])
 
 
-def test_parallel_payload_gives_the_same_events_and_counters():
+def test_parallel_payload_gives_the_same_events_and_counters_but_2n_weight_copies():
+    from hwmodels import core_memory
     x = np.array([[2.6, -0.7, 0.3]], np.float32)
     a, b = (simulator.run(_hand_net(payload=p), x, 4, record_counts=True) for p in ("graded", "parallel"))
     np.testing.assert_array_equal(a.spike_counts["mt"], b.spike_counts["mt"])
     assert a.totals() == b.totals()
+    # the readout core holds the 3x3 dense weights out of the multi-threshold population: 36 bytes, x 2n = 6
+    graded, parallel = (core_memory(_hand_net(payload=p))["synapse_bytes"] for p in ("graded", "parallel"))
+    assert graded[2] == 36 and parallel[2] == 6 * 36 and parallel[1] == graded[1] == 36
+    assert core_memory(_hand_net(theta_neg=None, payload="parallel"))["synapse_bytes"][2] == 3 * 36
 
 
 @pytest.mark.parametrize("change, problem", [
