@@ -156,9 +156,9 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     x = torch.as_tensor(x, dtype=torch.float32)
     targets = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
     snn = SpikingNetwork(net, dtype=torch.float32, device=device)
-    unsupported = [p.name for p in net.populations if p.model == "multi_threshold"]
+    unsupported = [p.name for p in net.populations if p.model in ("multi_threshold", "ec", "ec_matmul")]
     if unsupported:
-        raise ValueError(f"calibration does not handle multi-threshold populations yet ({', '.join(unsupported)})")
+        raise ValueError(f"calibration does not handle multi-threshold or EC populations yet ({', '.join(unsupported)})")
     for pop in net.populations:
         if pop.model not in SPIKING_MODELS:
             continue

@@ -18,7 +18,7 @@ from torch import nn
 
 from simulator.network import Network
 
-from .ec import ECFunction, multi_threshold_fire
+from .ec import ECFunction, ECMatMul, multi_threshold_fire
 
 # F of each EC node function (normalization over the last dimension, no affine part)
 _EC_FNS = {"gelu": lambda eps: F.gelu,
@@ -181,6 +181,8 @@ class SpikingNetwork(nn.Module):
                     p.levels)
             elif p.model == "ec":
                 self.neurons[p.name] = ECFunction(_EC_FNS[p.function](p.eps))
+            elif p.model == "ec_matmul":
+                self.neurons[p.name] = ECMatMul()
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
         self.weights = {}
@@ -213,6 +215,13 @@ class SpikingNetwork(nn.Module):
             return out.index_add_(1, cols, x.reshape(b, -1)[:, rows] * self.weights[pr.name])
         raise ValueError(f"unknown projection kind {pr.kind!r}")
 
+    def _operands(self, p, values, b):
+        """(A (B, M, K), B (B, K, N)) of an ec_matmul node from its matmul_a / matmul_b sources' values."""
+        m, n = self.shapes[p.name]
+        src = {pr.kind: pr.source for pr in self.incoming[p.name]}
+        a = values[src["matmul_a"]].reshape(b, m, -1)
+        return a, values[src["matmul_b"]].reshape(b, a.shape[-1], n)
+
     @torch.no_grad()
     def forward(self, x, T: int, record_spikes=False):
         """Run T steps on input batch x; return (readout mean over T, StepRecord)."""
@@ -230,6 +239,9 @@ class SpikingNetwork(nn.Module):
         for _ in range(T):
             values = {self.net.input.name: x}
             for p in self.net.populations[1:]:
+                if p.model == "ec_matmul":
+                    values[p.name] = self.neurons[p.name](*self._operands(p, values, b))
+                    continue
                 current = self.biases[p.name].expand(b, *self.shapes[p.name])
                 for pr in self.incoming[p.name]:
                     current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
@@ -258,6 +270,10 @@ class SpikingNetwork(nn.Module):
         values = {self.net.input.name: x.reshape(b, *self.shapes[self.net.input.name])}
         out = None
         for p in self.net.populations[1:]:
+            if p.model == "ec_matmul":
+                a, bm = self._operands(p, values, b)
+                values[p.name] = a @ bm
+                continue
             current = self.biases[p.name].expand(b, *self.shapes[p.name])
             for pr in self.incoming[p.name]:
                 current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
@@ -266,6 +282,8 @@ class SpikingNetwork(nn.Module):
                 values[p.name] = neuron.fn(current)
             elif isinstance(neuron, SignedNeurons):
                 values[p.name] = F.leaky_relu(current, neuron.negative_slope)
+            elif isinstance(neuron, MultiThresholdIF) and neuron.threshold_neg is not None:
+                values[p.name] = current  # two-sided multi-threshold neurons carry signed values unchanged
             else:
                 values[p.name] = torch.relu(current)
             out = current

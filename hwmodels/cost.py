@@ -99,7 +99,7 @@ def ann_cost(net) -> dict:
     macs = adds = 0
     for q in net.projections:
         n = synapse_count(q, shapes[q.source], shapes[q.target])
-        if q.kind in ("dense", "sparse", "conv2d"):
+        if q.kind in ("dense", "sparse", "conv2d", "matmul_a"):
             macs += n
         else:
             adds += n

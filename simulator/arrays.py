@@ -6,11 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as K
+from .fileformat import matmul_inner
 from .geometry import projection_kernel
 from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
-                "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "readout": K.MODEL_READOUT}
+                "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
+                "readout": K.MODEL_READOUT}
 _EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX}
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
@@ -73,6 +75,7 @@ def flatten(net: Network) -> FlatNetwork:
     theta_neg = np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
                                 p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
     core_of = _core_of(net, offsets, perms)
+    mm_inner = {p.name: matmul_inner(net, p) for p in pops if p.model == "ec_matmul"}
     n_cores = len(net.cores)
 
     weights, indptr, indices = [], [], []
@@ -93,6 +96,12 @@ def flatten(net: Network) -> FlatNetwork:
             w = proj.weight[np.ix_(perms[t], perms[s])].T
             weights.append(np.ascontiguousarray(w, np.float32).reshape(-1))
             n_w = w.size
+        elif proj.kind in ("matmul_a", "matmul_b"):  # operands are gathered by the node, which counts the work
+            kind = K.KIND_MM_A if proj.kind == "matmul_a" else K.KIND_MM_B
+            m, n = tgt.shape
+            inner = mm_inner[tgt.name]
+            geom[:3] = (m, inner, n)
+            n_w = 0
         elif proj.kind in ("sparse", "identity"):
             kind = K.KIND_SPARSE
             if proj.kind == "identity":
@@ -142,8 +151,14 @@ def flatten(net: Network) -> FlatNetwork:
         ptr_arr = indptr[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int64)
         idx_arr = indices[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int32)
         idx_arr = idx_arr.astype(np.uint32)
-        rptr, rcore, rcnt = K.row_core_table(kind, src.size, offsets[t], tgt.size, geom, 0, 0, ptr_arr, idx_arr,
-                                             core_of, n_cores)
+        if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
+            rptr, rcore, rcnt = np.zeros(src.size + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+            node_cores = np.unique(core_of[offsets[t]:offsets[t + 1]])
+            pairs_src.append(offsets[s] + np.repeat(np.arange(src.size), len(node_cores)))
+            pairs_core.append(np.tile(node_cores, src.size).astype(np.int64))
+        else:
+            rptr, rcore, rcnt = K.row_core_table(kind, src.size, offsets[t], tgt.size, geom, 0, 0, ptr_arr, idx_arr,
+                                                 core_of, n_cores)
         rc_ptrs.append(rptr + rc_entry)
         rc_cores.append(rcore)
         rc_cnts.append(rcnt)
@@ -169,10 +184,14 @@ def flatten(net: Network) -> FlatNetwork:
         pop_model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
         pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
         # τ of group neurons, n levels of multi-threshold ones, the normalization group (last dim) of EC nodes
-        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.shape[-1] if p.model == "ec" else p.tau
+        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.shape[-1] if p.model in ("ec", "ec_matmul")
+                          else p.tau
                           for p in pops], np.int64),
         pop_func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
         pop_eps=np.array([p.eps for p in pops], np.float64),
+        # ec_matmul nodes: [A(t), B(t), S_A, S_B] in one auxiliary state vector, from pop_aux[p] to pop_aux[p + 1]
+        pop_aux=np.concatenate([[0], np.cumsum([2 * (p.shape[0] + p.shape[1]) * mm_inner[p.name]
+                                                if p.model == "ec_matmul" else 0 for p in pops])]).astype(np.int64),
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
         pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),

@@ -94,6 +94,12 @@ def _check_population(pop: Population, i: int):
                 _fail(f"{where}/threshold_neg", f"must be > 0, got {pop.threshold_neg[bad[0]]} at index {bad[0]}")
     elif pop.threshold_neg is not None:
         _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
+    if pop.model == "ec_matmul":
+        if len(pop.shape) != 2:
+            _fail(where, f"ec_matmul nodes have shape (M, N), got {pop.shape}")
+        for name in ("v_init", "bias"):
+            if np.any(np.asarray(getattr(pop, name)) != 0):
+                _fail(f"{where}/{name}", f"ec_matmul nodes start from empty sums and take no bias: {name} must be 0")
     if pop.model == "ec":
         if pop.function not in EC_FUNCTIONS:
             _fail(where, f"unknown EC function {pop.function!r} (known: {', '.join(EC_FUNCTIONS)})")
@@ -173,8 +179,14 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
     elif k == "identity":
         if src.size != tgt.size:
             _fail(where, f"identity between sizes {src.size} and {tgt.size}")
+    elif k in ("matmul_a", "matmul_b"):
+        if len(src.shape) > 2:
+            _fail(where, f"a matrix operand must have shape (N,) or (rows, columns), got {src.shape}")
     else:
         _fail(where, f"unknown projection kind {k!r} (known: {', '.join(PROJECTION_KINDS)})")
+    if (k in ("matmul_a", "matmul_b")) != (tgt.model == "ec_matmul"):
+        _fail(where, f"{k} projection into a {tgt.model!r} population (ec_matmul nodes take matmul_a and "
+                     "matmul_b, and only them)")
 
 
 def _check_mapping(net: Network):
@@ -218,6 +230,21 @@ def _check_mapping(net: Network):
             _fail(f"/mapping/core_edges/{col}", f"core {getattr(e, col)[bad[0]]} at index {bad[0]} does not exist")
 
 
+def matmul_inner(net: Network, pop: Population) -> int:
+    """K of an ec_matmul node (M, N): checks it has one matmul_a source of M·K and one matmul_b source of K·N."""
+    where = f"/populations/{pop.name}"
+    ops = {k: [q for q in net.projections if q.target == pop.name and q.kind == k] for k in ("matmul_a", "matmul_b")}
+    if len(ops["matmul_a"]) != 1 or len(ops["matmul_b"]) != 1:
+        _fail(where, f"an ec_matmul node needs exactly one matmul_a and one matmul_b projection, got "
+                     f"{len(ops['matmul_a'])} and {len(ops['matmul_b'])}")
+    m, n = pop.shape
+    size = {p.name: p.size for p in net.populations}
+    a, b = size[ops["matmul_a"][0].source], size[ops["matmul_b"][0].source]
+    if a % m or a // m * n != b:
+        _fail(where, f"operands of sizes {a} (A) and {b} (B) do not make an ({m}, K) @ (K, {n}) product")
+    return a // m
+
+
 def validate_network(net: Network) -> Network:
     """Check every invariant the simulator relies on; raise NetworkFileError if one fails."""
     if not net.populations:
@@ -245,6 +272,9 @@ def validate_network(net: Network) -> Network:
         if net.populations[order[proj.target]].model == "input":
             _fail(where, "the input population cannot receive projections")
         _check_projection(proj, net.populations[order[proj.source]], net.populations[order[proj.target]])
+    for pop in net.populations:
+        if pop.model == "ec_matmul":
+            matmul_inner(net, pop)
     _check_mapping(net)
     return net
 

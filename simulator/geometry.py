@@ -45,6 +45,10 @@ def synapses_per_source(proj, source_shape, target_shape) -> np.ndarray:
         return np.diff(proj.indptr).astype(np.int64)
     if proj.kind == "identity":
         return np.ones(n_src, np.int64)
+    if proj.kind == "matmul_a":  # each element of A multiplies one row of B (N products); B's side adds none
+        return np.full(n_src, target_shape[-1], np.int64)
+    if proj.kind == "matmul_b":
+        return np.zeros(n_src, np.int64)
     (kh, kw), (sh, sw), (ph, pw), _, cout_g = projection_kernel(proj, source_shape, target_shape)
     c, h, w = source_shape
     _, oh, ow = target_shape

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-KIND_DENSE, KIND_SPARSE, KIND_CONV = 0, 1, 2
-MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI, MODEL_EC = 0, 1, 2, 3, 4, 5, 6
+KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B = 0, 1, 2, 3, 4
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI, MODEL_EC, MODEL_ECMM = 0, 1, 2, 3, 4, 5, 6, 7
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX = 0, 1, 2
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
@@ -113,7 +113,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
@@ -129,7 +129,8 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
     n_total = theta.shape[0]
     n_pops = pop_off.shape[0]
     v = v_init.copy()  # membranes; the running input sum S(t) of EC nodes
-    prev = np.zeros(n_total)  # EC nodes: (t-1)·F(S(t-1)/(t-1))
+    prev = np.zeros(n_total)  # EC nodes: (t-1)·F(S(t-1)/(t-1)); ec_matmul nodes: S_K(t-1)/(t-1)
+    aux = np.zeros(max(pop_aux[n_pops], 1))  # ec_matmul operands, see simulator.arrays
     cur = np.zeros(n_total)
     ev_idx = np.empty(n_total, np.int64)
     ev_val = np.empty(n_total)
@@ -160,7 +161,10 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 k0 = s_off
                 k1 = s_off + ev_n[s]
                 kind = proj_kind[q]
-                if kind == KIND_DENSE:
+                if kind == KIND_MM_A or kind == KIND_MM_B:
+                    _matmul_operand(kind, aux, pop_aux[p], proj_geom[q], ev_idx, ev_val, k0, k1, ctr, t,
+                                    core_of[proj_tgt_off[q]], ctr_kind)
+                elif kind == KIND_DENSE:
                     _dense_events(cur, proj_tgt_off[q], proj_tgt_n[q], weights, proj_woff[q], ev_idx, ev_val, k0, k1)
                 elif kind == KIND_SPARSE:
                     _sparse_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
@@ -203,6 +207,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
             elif model == MODEL_MULTI:
                 _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
                               ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+            elif model == MODEL_ECMM:
+                _matmul_update(p, t, off, n // pop_tau[p], pop_tau[p], pop_aux[p], pop_aux[p + 1], aux, v, prev, ev_idx,
+                               ev_val, ev_n, ctr, core_of, n_packets, n_hops)
             elif model == MODEL_EC:
                 _ec_update(p, t, off, n, pop_func[p], pop_tau[p], pop_eps[p], v, prev, cur, ev_idx, ev_val, ev_n, ctr,
                            core_of, n_packets, n_hops)
@@ -326,6 +333,59 @@ def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, 
 
 
 @njit(cache=True)
+def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core, ctr_kind):
+    """Gather this step's events of one operand of an EC matrix product into A(t) or B(t) and count the work.
+
+    An element of A (i, k) meets row k of B(t) and of S_B(t-1): 2N operations; an element of B (k, j)
+    meets column j of S_A(t-1): M operations (so A(t)B(t) is counted once, on A's side).
+    """
+    m, inner, n = geom[0], geom[1], geom[2]
+    start = base if kind == KIND_MM_A else base + m * inner
+    work = 2 * n if kind == KIND_MM_A else m
+    for k in range(k0, k1):
+        aux[start + ev_idx[k]] += ev_val[k]
+    ctr[t, core, ctr_kind] += work * (k1 - k0)
+
+
+@njit(cache=True)
+def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
+                   n_hops):
+    """Accumulating EC matrix product (ECMT) of an (M, N) node from A(t) (M, K) and B(t) (K, N).
+
+    S_K(t) = S_K(t-1) + A(t)B(t) + A(t)S_B(t-1) + S_A(t-1)B(t) = S_A(t)S_B(t); O(t) = S_K(t)/t - S_K(t-1)/(t-1),
+    so Σ_{t<=T} O(t) = T·mean(A)·mean(B). S_K lives in `total`, S_K(t-1)/(t-1) in `prev`. Nonzero O(t)
+    leave as analog events (packets and hops counted); the operand work was counted as the events came in.
+    """
+    inner = (end - base) // (2 * (mm + n))  # the aux block holds 2·(M + N)·K values
+    a_t, b_t = base, base + mm * inner
+    s_a, s_b = base + mm * inner + inner * n, base + 2 * mm * inner + inner * n
+    tt = t + 1.0
+    m_ev = 0
+    for i in range(mm):
+        for j in range(n):
+            acc = 0.0
+            for k in range(inner):
+                a = aux[a_t + i * inner + k]
+                b = aux[b_t + k * n + j]
+                acc += a * (b + aux[s_b + k * n + j]) + aux[s_a + i * inner + k] * b
+            e = off + i * n + j
+            total[e] += acc
+            o = total[e] / tt - prev[e]
+            prev[e] = total[e] / tt
+            if o != 0.0:
+                ev_idx[off + m_ev] = i * n + j
+                ev_val[off + m_ev] = o
+                m_ev += 1
+                c = core_of[e]
+                ctr[t, c, C_PACKETS] += n_packets[e]
+                ctr[t, c, C_HOPS] += n_hops[e]
+    for k in range(mm * inner + inner * n):  # S_A += A(t), S_B += B(t); clear the step's operands
+        aux[s_a + k] += aux[a_t + k]
+        aux[a_t + k] = 0.0
+    ev_n[p] = m_ev
+
+
+@njit(cache=True)
 def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
                n_hops):
     """Expectation-compensated nonlinearity (ECMT): S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)).
@@ -379,7 +439,7 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
 
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
@@ -393,7 +453,7 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     trace = np.zeros((B, T, n_trace))
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                    theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,

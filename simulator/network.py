@@ -14,8 +14,9 @@ import numpy as np
 # integrate-and-fire; "group" is a group neuron of `tau` IF members sharing one membrane
 # (Lv et al.); "signed" is an IF neuron that also fires negative spikes (for Leaky ReLU networks,
 # Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "ec" is a compute
-# node that applies an expectation-compensated nonlinearity (ECMT); "readout" integrates without firing.
-NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "readout")
+# node that applies an expectation-compensated nonlinearity (ECMT); "ec_matmul" the accumulating EC product
+# of two operands (ECMT); "readout" integrates without firing.
+NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout")
 # Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part).
 EC_FUNCTIONS = ("gelu", "layernorm", "softmax")
 SPIKING_MODELS = ("if", "group", "signed", "multi_threshold")
@@ -24,7 +25,7 @@ SPIKING_MODELS = ("if", "group", "signed", "multi_threshold")
 # pre-scaled by the levels ("parallel" parameter normalization: same events, 2n x the synapse storage).
 PAYLOAD_MODES = ("graded", "expanded", "parallel")
 RESET_MODES = ("subtract", "zero", "none")
-PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity")
+PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity", "matmul_a", "matmul_b")
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Projection:
     conv2d     weight (C_out, C_in/groups, kh, kw); stride, padding, groups
     avgpool    no weight; kernel, stride, padding (zero padding counts, as torch's default)
     identity   no weight; source and target have the same size
+    matmul_a   no weight; the source, read as (M, K) row-major, is the left operand of an ec_matmul (M, N) target
+    matmul_b   no weight; the source, read as (K, N), is its right operand
     """
 
     name: str
