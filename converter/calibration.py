@@ -158,7 +158,8 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     snn = SpikingNetwork(net, dtype=torch.float32, device=device)
     unsupported = [p.name for p in net.populations if p.model in ("multi_threshold", "ec", "ec_matmul")]
     if unsupported:
-        raise ValueError(f"calibration does not handle multi-threshold or EC populations yet ({', '.join(unsupported)})")
+        raise ValueError("calibration does not handle multi-threshold or EC populations yet "
+                         f"({', '.join(unsupported)})")
     for pop in net.populations:
         if pop.model not in SPIKING_MODELS:
             continue
