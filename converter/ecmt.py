@@ -9,7 +9,9 @@ and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
   compensation for LayerNorm / softmax / GELU and the accumulating product for two spiking operands.
 Linear layers, residual additions and the class-token / position terms are linear, so running the same
 forward once per step with these ops makes the mean output over T approach the ANN's.
-Not yet: tracing arbitrary models with torch.fx, the file format and the numba engine (issue 6).
+The file format and the numba engine have the pieces (multi_threshold populations, `ec` and `ec_matmul`
+nodes); not yet: writing such a model into a file (an exporter from this ops interface, or torch.fx tracing of
+arbitrary ViTs), which needs batched (per-head) products and operand index maps (issue 6).
 """
 from __future__ import annotations
 
