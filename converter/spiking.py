@@ -218,9 +218,12 @@ class SpikingNetwork(nn.Module):
     def _operands(self, p, values, b):
         """(A (B, M, K), B (B, K, N)) of an ec_matmul node from its matmul_a / matmul_b sources' values."""
         m, n = self.shapes[p.name]
-        src = {pr.kind: pr.source for pr in self.incoming[p.name]}
-        a = values[src["matmul_a"]].reshape(b, m, -1)
-        return a, values[src["matmul_b"]].reshape(b, a.shape[-1], n)
+        ops = {}
+        for pr in self.incoming[p.name]:
+            v = values[pr.source]
+            ops[pr.kind] = v.reshape(b, *self.shapes[pr.source]).transpose(-1, -2) if pr.transpose else v
+        a = ops["matmul_a"].reshape(b, m, -1)
+        return a, ops["matmul_b"].reshape(b, a.shape[-1], n)
 
     @torch.no_grad()
     def forward(self, x, T: int, record_spikes=False):

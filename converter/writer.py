@@ -64,6 +64,8 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
                 g.attrs["padding"] = np.asarray(proj.padding, np.int64)
             if proj.kind == "conv2d":
                 g.attrs["groups"] = int(proj.groups)
+            if proj.kind in ("matmul_a", "matmul_b"):
+                g.attrs["transpose"] = bool(proj.transpose)
             if proj.kind == "avgpool":
                 g.attrs["kernel"] = np.asarray(proj.kernel, np.int64)
             if proj.kind == "sparse":

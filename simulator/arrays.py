@@ -100,7 +100,7 @@ def flatten(net: Network) -> FlatNetwork:
             kind = K.KIND_MM_A if proj.kind == "matmul_a" else K.KIND_MM_B
             m, n = tgt.shape
             inner = mm_inner[tgt.name]
-            geom[:3] = (m, inner, n)
+            geom[:6] = (m, inner, n, int(proj.transpose), src.shape[0], src.size // src.shape[0])
             n_w = 0
         elif proj.kind in ("sparse", "identity"):
             kind = K.KIND_SPARSE

@@ -180,8 +180,9 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         if src.size != tgt.size:
             _fail(where, f"identity between sizes {src.size} and {tgt.size}")
     elif k in ("matmul_a", "matmul_b"):
-        if len(src.shape) > 2:
-            _fail(where, f"a matrix operand must have shape (N,) or (rows, columns), got {src.shape}")
+        if len(src.shape) > 2 or (proj.transpose and len(src.shape) != 2):
+            _fail(where, f"a matrix operand must have shape (N,) or (rows, columns) (2-D to be transposed), "
+                         f"got {src.shape}")
     else:
         _fail(where, f"unknown projection kind {k!r} (known: {', '.join(PROJECTION_KINDS)})")
     if (k in ("matmul_a", "matmul_b")) != (tgt.model == "ec_matmul"):
@@ -401,6 +402,8 @@ def _read(h5, path) -> Network:
             p.weight = _dataset(h5, f"{where}/weight", path, MAX_SYNAPSES)
         elif kind == "avgpool":
             p.kernel = _attr(g, "kernel", where, path, "ints")
+        elif kind in ("matmul_a", "matmul_b"):
+            p.transpose = bool(g.attrs.get("transpose", False))
         elif kind == "dense":
             p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt])
         elif kind == "sparse":

@@ -339,11 +339,14 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core,
     An element of A (i, k) meets row k of B(t) and of S_B(t-1): 2N operations; an element of B (k, j)
     meets column j of S_A(t-1): M operations (so A(t)B(t) is counted once, on A's side).
     """
-    m, inner, n = geom[0], geom[1], geom[2]
+    m, inner, n, transpose, rows, cols = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     start = base if kind == KIND_MM_A else base + m * inner
     work = 2 * n if kind == KIND_MM_A else m
     for k in range(k0, k1):
-        aux[start + ev_idx[k]] += ev_val[k]
+        e = ev_idx[k]
+        if transpose:  # source (rows, cols) element (r, c) is operand element (c, r)
+            e = (e % cols) * rows + e // cols
+        aux[start + e] += ev_val[k]
     ctr[t, core, ctr_kind] += work * (k1 - k0)
 
 

@@ -78,7 +78,7 @@ class Projection:
     avgpool    no weight; kernel, stride, padding (zero padding counts, as torch's default)
     identity   no weight; source and target have the same size
     matmul_a   no weight; the source, read as (M, K) row-major, is the left operand of an ec_matmul (M, N) target
-    matmul_b   no weight; the source, read as (K, N), is its right operand
+    matmul_b   no weight; the source, read as (K, N), is its right operand (either one may be `transpose`d)
     """
 
     name: str
@@ -92,6 +92,7 @@ class Projection:
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     groups: int = 1
+    transpose: bool = False  # matmul_a / matmul_b: the operand is the transpose of the 2-D source
 
 
 @dataclass

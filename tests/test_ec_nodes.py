@@ -99,30 +99,32 @@ def test_only_ec_nodes_have_a_function(tmp_path):
 M, K_, NN = 2, 3, 4
 
 
-def _matmul_net(bias=0.0, b_size=K_ * NN, out_kind="identity"):
+def _matmul_net(bias=0.0, b_size=K_ * NN, out_kind="identity", transpose=False):
     """input -> dense -> A (2x3) and B (3x4) two-sided multi-threshold operands -> ec_matmul (2x4) -> readout."""
     rng = np.random.default_rng(4)
     pops = [Population.make("in", "input", (10,)),
             Population.make("a", "multi_threshold", (M, K_), 0.25, 0.0, levels=3, threshold_neg=0.25),
-            Population.make("b", "multi_threshold", (b_size,), 0.5, 0.0, levels=2, threshold_neg=0.5),
+            Population.make("b", "multi_threshold", (NN, K_) if transpose else (b_size,), 0.5, 0.0, levels=2,
+                            threshold_neg=0.5),
             Population.make("k", "ec_matmul", (M, NN), 0.0, 0.0, bias),
             Population.make("out", "readout", (M, NN))]
     projs = [Projection("in_a", "dense", "in", "a", rng.normal(0, 0.7, (M * K_, 10)).astype(np.float32)),
              Projection("in_b", "dense", "in", "b", rng.normal(0, 0.7, (b_size, 10)).astype(np.float32)),
-             Projection("a_k", "matmul_a", "a", "k"), Projection("b_k", "matmul_b", "b", "k"),
+             Projection("a_k", "matmul_a", "a", "k"), Projection("b_k", "matmul_b", "b", "k", transpose=transpose),
              Projection("k_out", out_kind, "k", "out")]
     return Network(pops, projs, *one_population_per_core(pops, projs), {})
 
 
-@pytest.mark.parametrize("T", [1, 2, 5])
-def test_engine_ec_matmul_identity_reference_and_counts(tmp_path, T):
+@pytest.mark.parametrize("T, transpose", [(1, False), (2, False), (5, False), (3, True)])
+def test_engine_ec_matmul_identity_reference_and_counts(tmp_path, T, transpose):
     """Σ_{t<=T} O(t) = T·mean(A)·mean(B); the operand work is 2N per event of A and M per event of B."""
-    write_network(_matmul_net(), tmp_path / "mm.h5")
+    write_network(_matmul_net(transpose=transpose), tmp_path / "mm.h5")
     net = load_network(tmp_path / "mm.h5")
     x = np.random.default_rng(5).normal(0, 1, (3, 10)).astype(np.float32)
     res = simulator.run(net, x, T, record=["a", "b"])
     mean_a = (res.spikes["a"] * 0.25).mean(axis=1).reshape(3, M, K_)
-    mean_b = (res.spikes["b"] * 0.5).mean(axis=1).reshape(3, K_, NN)
+    mean_b = (res.spikes["b"] * 0.5).mean(axis=1)
+    mean_b = mean_b.reshape(3, NN, K_).transpose(0, 2, 1) if transpose else mean_b.reshape(3, K_, NN)
     np.testing.assert_allclose(res.output.reshape(3, M, NN), mean_a @ mean_b, rtol=1e-9, atol=1e-12)
     out, _ = SpikingNetwork(net)(torch.as_tensor(x), T)
     np.testing.assert_allclose(res.output.reshape(3, -1), out.reshape(3, -1).numpy(), rtol=1e-9, atol=1e-12)
@@ -136,7 +138,8 @@ def _analog_product(net, x):
     w_a, w_b = net.projections[0].weight.astype(np.float64), net.projections[1].weight.astype(np.float64)
     a = x.astype(np.float64) @ w_a.T  # two-sided multi-threshold populations are linear in the ANN view
     b = x.astype(np.float64) @ w_b.T
-    return (a.reshape(-1, M, K_) @ b.reshape(-1, K_, NN)).reshape(len(x), -1)
+    b = b.reshape(-1, NN, K_).transpose(0, 2, 1) if net.projections[3].transpose else b.reshape(-1, K_, NN)
+    return (a.reshape(-1, M, K_) @ b).reshape(len(x), -1)
 
 
 @pytest.mark.parametrize("kwargs, problem", [
