@@ -1,8 +1,10 @@
 """ECMT building blocks (issue 6, first part): the expectation-compensation identity and MT neurons by hand."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import simulator
 from converter.ec import ECFunction, ECMatMul, MultiThresholdNeurons
 
 
@@ -74,10 +76,18 @@ def test_ecmt_vit_on_digits_approaches_the_ann_by_T8(digits):
     thresholds = collect_thresholds(vit, [xtr[:512]])
     assert len(thresholds) == 2 * 8 + 1  # 8 multi-threshold points per block, one before the head
     acc, counts = {}, {}
+    # the same network written to a file (multi-threshold populations, ec / ec_matmul nodes) and run by the
+    # numba engine: the same predictions and multi-threshold spikes as the reference (exactly so against the
+    # file's own torch reference: tests/test_ec_nodes.py)
+    from converter.ecmt_export import export_ecmt
+    flat = simulator.engine.prepare(export_ecmt(vit, thresholds, (1, 8, 8)))
     for T in (1, 8):
         out, counts[T] = ecmt_forward(vit, xte, T, thresholds, n=4)
         acc[T] = float((out.argmax(1) == yte).float().mean())
         assert counts[T]["spikes"] > 0 and counts[T]["acs"] > 0
+        res = simulator.run(flat, xte.numpy(), T)  # float64 engine vs this float32 reference: rare level flips
+        assert (res.predictions() == out.argmax(1).numpy()).mean() >= 0.99
+        assert abs(res.total("spikes") - counts[T]["spikes"]) <= 0.005 * counts[T]["spikes"]
     # MACs (analog input convolution, EC LayerNorm / softmax / GELU) are the same every step; by hand per
     # sample and step: conv 16·32·4, per block LN 2·17·32 + softmax 4·17·17 + GELU 17·64, final LN 32
     assert counts[1]["macs"] == len(xte) * (16 * 32 * 4 + 2 * (2 * 17 * 32 + 4 * 17 * 17 + 17 * 64) + 32)

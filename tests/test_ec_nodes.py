@@ -150,3 +150,27 @@ def _analog_product(net, x):
 def test_bad_ec_matmul_nodes_are_rejected(tmp_path, kwargs, problem):
     with pytest.raises(NetworkFileError, match=problem):
         write_network(_matmul_net(**kwargs), tmp_path / "bad.h5")
+
+
+def test_exported_vit_engine_equals_file_reference_spike_for_spike(tmp_path):
+    """An untrained DigitsViT written by export_ecmt: every population's spikes in the engine equal the torch
+    reference of the file, whose output equals the ops-interface reference (float32 weights: 1e-6)."""
+    from benchmarks.models import DigitsViT
+    from converter.ecmt import collect_thresholds, ecmt_forward
+    from converter.ecmt_export import export_ecmt
+
+    torch.manual_seed(0)
+    vit = DigitsViT().eval()
+    x = torch.rand(6, 1, 8, 8) * 16
+    thresholds = collect_thresholds(vit, [x])
+    net = export_ecmt(vit, thresholds, (1, 8, 8))
+    models = [p.model for p in net.populations]
+    assert models.count("ec_matmul") == 2 * 2 * 4 and models.count("ec") == 2 * 4 + 1  # per block: 2 products x 4 heads
+    write_network(net, tmp_path / "vit.h5")
+    res = simulator.run(tmp_path / "vit.h5", x.numpy(), 3, record_counts=True)
+    out, rec = SpikingNetwork(load_network(tmp_path / "vit.h5"))(x, 3)
+    for name, counts in rec.spike_counts.items():
+        np.testing.assert_array_equal(res.spike_counts[name], counts.numpy(), err_msg=name)
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-9, atol=1e-12)
+    ref, _ = ecmt_forward(vit.double(), x.double(), 3, thresholds, n=4)
+    np.testing.assert_allclose(res.output, ref.numpy(), rtol=1e-5, atol=1e-6)
