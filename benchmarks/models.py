@@ -75,19 +75,20 @@ class _ViTBlock(nn.Module):
         return x + ops.linear(f"{name}.fc2_in", self.fc2, h)
 
 
-class DigitsViT(nn.Module):
-    """A small Vision Transformer for 1x8x8 digits: 2x2 patches (16 tokens) + class token, pre-LN blocks.
+class ViT(nn.Module):
+    """A small Vision Transformer: patch embedding, class token, position terms, pre-LN blocks, LN, head.
 
     The forward takes an `ops` object (converter.ecmt.AnnOps by default) for every operation that a spiking
     version replaces: LayerNorm, softmax, GELU, the two attention matrix products, the linear layers, and
     the points before each linear layer / matrix product where multi-threshold neurons go (ECMT, METHODS.md).
     """
 
-    def __init__(self, dim=32, depth=2, heads=4, hidden=64, classes=10):
+    def __init__(self, channels, image, patch, dim, depth, heads, hidden, classes=10):
         super().__init__()
-        self.embed = nn.Conv2d(1, dim, 2, 2)
+        tokens = (image // patch) ** 2 + 1
+        self.embed = nn.Conv2d(channels, dim, patch, patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
         self.blocks = nn.ModuleList([_ViTBlock(dim, heads, hidden) for _ in range(depth)])
         self.ln = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
@@ -96,8 +97,15 @@ class DigitsViT(nn.Module):
         from converter.ecmt import AnnOps
 
         ops = ops or AnnOps()
-        x = ops.embed(self.embed, x).flatten(2).transpose(1, 2)  # analog input layer: (b, 16, dim)
+        x = ops.embed(self.embed, x).flatten(2).transpose(1, 2)  # analog input layer: (b, patches, dim)
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos
         for i, block in enumerate(self.blocks):
             x = block(x, ops, f"block{i}")
         return ops.linear("head_in", self.head, ops.ln("ln", self.ln, x[:, 0]))
+
+
+class DigitsViT(ViT):
+    """ViT for 1x8x8 digits: 2x2 patches (16 tokens) + class token, dim 32, 2 blocks, 4 heads, MLP 64."""
+
+    def __init__(self, dim=32, depth=2, heads=4, hidden=64, classes=10):
+        super().__init__(1, 8, 2, dim, depth, heads, hidden, classes)

@@ -1,0 +1,109 @@
+"""ECMT spiking ViT on CIFAR-10: train a small ViT, then ANN vs ECMT accuracy and energy ratio at each T.
+
+    python -m benchmarks.cifar10_vit --data-dir DATA --epochs 60 --out results/
+
+The table follows the ECMT paper's Table 1 (accuracy and energy ratio per T). Energy ratio: (MACs·4.6 +
+ACs·0.9 pJ) of the spiking network over MACs·4.6 pJ of the ANN, counted by `converter.ecmt`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.cifar10 import augment, load_cifar10, normalize
+from benchmarks.models import ViT
+from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+
+
+def train(model, xtr, ytr, epochs, lr, batch=256, wd=0.05, log=print):
+    """AdamW, linear warm-up then cosine decay, label smoothing 0.1, bf16 autocast, fresh augmentations."""
+    dev = xtr.device
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    steps, warm = epochs * (len(xtr) // batch), 5 * (len(xtr) // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    for epoch in range(epochs):
+        t0 = time.time()
+        perm = torch.randperm(len(xtr), device=dev)
+        for i in range(len(xtr) // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = F.cross_entropy(model(augment(xtr[idx])), ytr[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            log(f"  epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} ({time.time() - t0:.1f} s/epoch)")
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate(model, x, y, T, thresholds, n, batch=500):
+    """ECMT accuracy and operation counts summed over the test set."""
+    correct, totals = 0, {"spikes": 0, "acs": 0, "macs": 0}
+    for i in range(0, len(x), batch):
+        out, counts = ecmt_forward(model, x[i:i + batch], T, thresholds, n=n)
+        correct += int((out.argmax(1) == y[i:i + batch]).sum())
+        for k in totals:
+            totals[k] += counts[k]
+    return correct / len(x), totals
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dim", type=int, default=192)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--patch", type=int, default=4)
+    p.add_argument("--levels", type=int, nargs="+", default=[4], help="multi-threshold levels per sign n")
+    p.add_argument("--percentile", type=float, default=99.0, help="base thresholds at the p-th / (100-p)-th")
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12])
+    p.add_argument("--load", help="a state dict to evaluate instead of training")
+    p.add_argument("--limit", type=int, help="first N training / test images only (smoke test)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    xtr, ytr, xte, yte = load_cifar10(args.data_dir)
+    if args.limit:
+        xtr, ytr, xte, yte = xtr[:args.limit], ytr[:args.limit], xte[:args.limit], yte[:args.limit]
+    xtr, xte = normalize(torch.as_tensor(xtr, device=dev)), normalize(torch.as_tensor(xte, device=dev))
+    ytr, yte = torch.as_tensor(ytr, device=dev), torch.as_tensor(yte, device=dev)
+    model = ViT(3, 32, args.patch, args.dim, args.depth, args.heads, 2 * args.dim)
+    if args.load:
+        model.load_state_dict(torch.load(args.load, map_location=dev, weights_only=True))
+        model.to(dev).eval()
+    else:
+        model = train(model, xtr, ytr, args.epochs, args.lr, log=lambda m: print(m, flush=True))
+        torch.save({k: v.half().cpu() for k, v in model.state_dict().items()}, os.path.join(args.out, "vit.pt"))
+    model.float()
+    ann = sum(int((model(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum()) for i in range(0, len(xte), 500))
+    results = {"ann": ann / len(xte), "dim": args.dim, "depth": args.depth, "heads": args.heads, "patch": args.patch,
+               "epochs": args.epochs, "percentile": args.percentile, "ann_macs_per_image": 0, "ecmt": {}}
+    results["ann_macs_per_image"] = ann_macs(model, xte[:1])
+    print(f"ANN {100 * results['ann']:.2f}% ({results['ann_macs_per_image']} MACs per image)", flush=True)
+    thresholds = collect_thresholds(model, [xtr[i:i + 256] for i in range(0, 1024, 256)], p=args.percentile)
+    for n in args.levels:
+        for T in args.steps:
+            acc, counts = evaluate(model, xte, yte, T, thresholds, n)
+            ratio = energy_ratio(counts, results["ann_macs_per_image"] * len(xte))
+            results["ecmt"][f"n{n}_T{T}"] = {"n": n, "T": T, "accuracy": acc, "energy_ratio": ratio, **counts}
+            print(f"ECMT n={n} T={T}: {100 * acc:.2f}% energy ratio {ratio:.3f}", flush=True)
+            with open(os.path.join(args.out, "cifar10_vit.json"), "w") as fh:
+                json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
