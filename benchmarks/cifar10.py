@@ -203,6 +203,7 @@ def main(argv=None):
     p.add_argument("--two-stage-steps", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--ft-epochs", type=int, default=3, help="Stage I fine-tuning epochs per T")
     p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--fc-epochs", type=int, default=10, help="fine-calibration epochs per layer (early stopping)")
     p.add_argument("--methods", nargs="+", default=["if", "qcfs", "qcfs_gn", "two_stage"])
     p.add_argument("--load", help="folder with <arch>_relu.pt / <arch>_qcfs<L>.pt to reuse instead of training")
     p.add_argument("--ft-lr", type=float, default=1e-4, help="Stage I fine-tuning learning rate (Adam)")
@@ -288,7 +289,8 @@ def main(argv=None):
                 row["qc_snn"] = snn_accuracy(net, xte, yte, T, dev)
                 cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
                 row["cc"] = snn_accuracy(cc, xte, yte, T, dev)
-                fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=10, device=dev, loss=args.loss)
+                fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=args.fc_epochs, device=dev,
+                               loss=args.loss)
                 row["fc"] = snn_accuracy(fc, xte, yte, T, dev)
                 row["seconds"] = time.time() - t0
                 ts[f"{T}" if len(args.p) == 1 else f"{T}_p{p}"] = row
