@@ -47,6 +47,18 @@ def load_cifar10(data_dir):
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt)
 
 
+def load_tensors(data_dir, device, limit=None):
+    """Normalized float images and int64 labels on `device`; with `limit`, a random subset of that many
+    training and test images (not the first ones: the test batch of the JPEG copy is ordered by class)."""
+    xtr, ytr, xte, yte = load_cifar10(data_dir)
+    if limit:
+        rng = np.random.default_rng(0)
+        tr, te = rng.permutation(len(xtr))[:limit], rng.permutation(len(xte))[:limit]
+        xtr, ytr, xte, yte = xtr[tr], ytr[tr], xte[te], yte[te]
+    return (normalize(torch.as_tensor(xtr, device=device)), torch.as_tensor(ytr, device=device),
+            normalize(torch.as_tensor(xte, device=device)), torch.as_tensor(yte, device=device))
+
+
 def normalize(x_uint8):
     return (x_uint8.float() / 255.0 - MEAN.to(x_uint8.device)) / STD.to(x_uint8.device)
 
@@ -218,13 +230,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    xtr, ytr, xte, yte = load_cifar10(args.data_dir)
-    if args.limit:  # a random subset: the test batch of the JPEG copy is ordered by class
-        rng = np.random.default_rng(0)
-        tr, te = rng.permutation(len(xtr))[:args.limit], rng.permutation(len(xte))[:args.limit]
-        xtr, ytr, xte, yte = xtr[tr], ytr[tr], xte[te], yte[te]
-    xtr, xte = normalize(torch.as_tensor(xtr, device=dev)), normalize(torch.as_tensor(xte, device=dev))
-    ytr, yte = torch.as_tensor(ytr, device=dev), torch.as_tensor(yte, device=dev)
+    xtr, ytr, xte, yte = load_tensors(args.data_dir, dev, args.limit)
     path = os.path.join(args.out, f"cifar10_{args.arch}.json")
     results = {"arch": args.arch, "epochs": args.epochs, "levels": args.levels, "tau": args.tau,
                "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "methods": {}}

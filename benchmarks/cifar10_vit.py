@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cifar10 import augment, load_cifar10, normalize
+from benchmarks.cifar10 import augment, load_tensors
 from benchmarks.models import ViT
 from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
 
@@ -70,17 +70,13 @@ def main(argv=None):
     p.add_argument("--percentile", type=float, default=99.0, help="base thresholds at the p-th / (100-p)-th")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12])
     p.add_argument("--load", help="a state dict to evaluate instead of training")
-    p.add_argument("--limit", type=int, help="first N training / test images only (smoke test)")
+    p.add_argument("--limit", type=int, help="a random N training / test images only (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    xtr, ytr, xte, yte = load_cifar10(args.data_dir)
-    if args.limit:
-        xtr, ytr, xte, yte = xtr[:args.limit], ytr[:args.limit], xte[:args.limit], yte[:args.limit]
-    xtr, xte = normalize(torch.as_tensor(xtr, device=dev)), normalize(torch.as_tensor(xte, device=dev))
-    ytr, yte = torch.as_tensor(ytr, device=dev), torch.as_tensor(yte, device=dev)
+    xtr, ytr, xte, yte = load_tensors(args.data_dir, dev, args.limit)
     model = ViT(3, 32, args.patch, args.dim, args.depth, args.heads, 2 * args.dim)
     if args.load:
         model.load_state_dict(torch.load(args.load, map_location=dev, weights_only=True))

@@ -67,7 +67,14 @@ class _GraphOps(AnnOps):
     def add_input(self, shape):
         n = int(np.prod(shape))
         self.pops.append(Population.make("input", "input", shape))
-        self.ranges.append(("input", self.next_row, n))
+        return self._unit_rows("input", shape)
+
+    def _unit_rows(self, name, shape):
+        """Give population `name` the next rows of the batch: its values are the unit vectors there, 0 elsewhere."""
+        n = int(np.prod(shape))
+        if self.next_row + n > self.rows:
+            raise ExportError(f"{name}: more populations than the first pass counted")
+        self.ranges.append((name, self.next_row, n))
         basis = torch.zeros(self.rows, n, dtype=torch.float64)
         basis[self.next_row:self.next_row + n] = torch.eye(n, dtype=torch.float64)
         self.next_row += n
@@ -90,13 +97,7 @@ class _GraphOps(AnnOps):
             self.projs.append(_projection(f"{src}_to_{name}", src, name, jac.numpy()))
         params.setdefault("bias", const.numpy())
         self.pops.append(Population.make(name, model, shape, **params))
-        if self.next_row + n > self.rows:
-            raise ExportError(f"{name}: more populations than the first pass counted")
-        self.ranges.append((name, self.next_row, n))
-        basis = torch.zeros(self.rows, n, dtype=torch.float64)
-        basis[self.next_row:self.next_row + n] = torch.eye(n, dtype=torch.float64)
-        self.next_row += n
-        return basis.reshape(self.rows, *shape)
+        return self._unit_rows(name, shape)
 
     def _mt_pop(self, name, x, point=None):
         point = point or name  # the heads of one point share its thresholds
@@ -144,12 +145,7 @@ class _GraphOps(AnnOps):
             self.pops.append(Population.make(node, "ec_matmul", (ai.shape[1], bi.shape[2])))
             for kind, src, op in (("matmul_a", names_a[i], ai), ("matmul_b", names_b[i], bi)):
                 self.projs.append(Projection(f"{src}_to_{node}", kind, src, node, transpose=op.stride(-1) != 1))
-            n = ai.shape[1] * bi.shape[2]
-            self.ranges.append((node, self.next_row, n))
-            basis = torch.zeros(self.rows, n, dtype=torch.float64)
-            basis[self.next_row:self.next_row + n] = torch.eye(n, dtype=torch.float64)
-            self.next_row += n
-            outs.append(basis.reshape(self.rows, ai.shape[1], bi.shape[2]))
+            outs.append(self._unit_rows(node, (ai.shape[1], bi.shape[2])))
         return torch.stack(outs, 1) if a.dim() == 4 else outs[0]
 
 

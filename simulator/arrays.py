@@ -61,6 +61,16 @@ def _core_of(net, offsets, perms) -> np.ndarray:
     return core_of
 
 
+def _size_param(pop) -> int:
+    """The one integer a model's kernel needs: τ of group neurons, n levels of multi-threshold neurons, the last
+    dimension of EC nodes (normalization group) and of ec_matmul nodes (N)."""
+    if pop.model == "multi_threshold":
+        return pop.levels
+    if pop.model in ("ec", "ec_matmul"):
+        return pop.shape[-1]
+    return pop.tau
+
+
 def flatten(net: Network) -> FlatNetwork:
     """Build engine arrays from a validated network (call `validate_network` or `load_network` first)."""
     pops = net.populations
@@ -183,10 +193,7 @@ def flatten(net: Network) -> FlatNetwork:
         pop_off=offsets[:-1].copy(), pop_n=sizes,
         pop_model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
         pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
-        # τ of group neurons, n levels of multi-threshold ones, the normalization group (last dim) of EC nodes
-        pop_tau=np.array([p.levels if p.model == "multi_threshold" else p.shape[-1] if p.model in ("ec", "ec_matmul")
-                          else p.tau
-                          for p in pops], np.int64),
+        pop_tau=np.array([_size_param(p) for p in pops], np.int64),
         pop_func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
         pop_eps=np.array([p.eps for p in pops], np.float64),
         # ec_matmul nodes: [A(t), B(t), S_A, S_B] in one auxiliary state vector, from pop_aux[p] to pop_aux[p + 1]

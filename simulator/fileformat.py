@@ -77,7 +77,7 @@ def _check_population(pop: Population, i: int):
         _fail(where, f"tau {pop.tau} must be 1 to 255 for group neurons and 1 otherwise")
     if pop.payload not in PAYLOAD_MODES:
         _fail(where, f"unknown payload mode {pop.payload!r} (known: {', '.join(PAYLOAD_MODES)})")
-    if (pop.payload, pop.model) in (("expanded", m) for m in NEURON_MODELS if m != "group") or \
+    if (pop.payload == "expanded" and pop.model != "group") or \
             (pop.payload == "parallel" and pop.model != "multi_threshold"):
         _fail(where, f"payload {pop.payload!r} does not apply to {pop.model!r} neurons")
     mt = pop.model == "multi_threshold"

@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B = 0, 1, 2, 3, 4
-MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED, MODEL_MULTI, MODEL_EC, MODEL_ECMM = 0, 1, 2, 3, 4, 5, 6, 7
+MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
+MODEL_MULTI, MODEL_EC, MODEL_ECMM = 5, 6, 7
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX = 0, 1, 2
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
@@ -302,6 +303,20 @@ def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_
     ev_n[p] = m_ev
 
 
+@njit(cache=True, inline="always")
+def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n_hops):
+    """Queue a compute node's analog output val of neuron i as an event: packets and hops count, spikes do not.
+
+    Returns the population's new event count.
+    """
+    ev_idx[off + m_ev] = i - off
+    ev_val[off + m_ev] = val
+    c = core_of[i]
+    ctr[t, c, C_PACKETS] += n_packets[i]
+    ctr[t, c, C_HOPS] += n_hops[i]
+    return m_ev + 1
+
+
 @njit(cache=True)
 def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
                   n_packets, n_hops, record_counts, counts, rec):
@@ -376,12 +391,7 @@ def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val
             o = total[e] / tt - prev[e]
             prev[e] = total[e] / tt
             if o != 0.0:
-                ev_idx[off + m_ev] = i * n + j
-                ev_val[off + m_ev] = o
-                m_ev += 1
-                c = core_of[e]
-                ctr[t, c, C_PACKETS] += n_packets[e]
-                ctr[t, c, C_HOPS] += n_hops[e]
+                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops)
     for k in range(mm * inner + inner * n):  # S_A += A(t), S_B += B(t); clear the step's operands
         aux[s_a + k] += aux[a_t + k]
         aux[a_t + k] = 0.0
@@ -429,14 +439,9 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
                 y = math.exp(x - top) / norm
             o = tt * y - prev[i]
             prev[i] = tt * y
-            c = core_of[i]
-            ctr[t, c, C_MACS] += 1
+            ctr[t, core_of[i], C_MACS] += 1
             if o != 0.0:
-                ev_idx[off + m_ev] = i - off
-                ev_val[off + m_ev] = o
-                m_ev += 1
-                ctr[t, c, C_PACKETS] += n_packets[i]
-                ctr[t, c, C_HOPS] += n_hops[i]
+                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops)
     ev_n[p] = m_ev
 
 
