@@ -109,3 +109,51 @@ class DigitsViT(ViT):
 
     def __init__(self, dim=32, depth=2, heads=4, hidden=64, classes=10):
         super().__init__(1, 8, 2, dim, depth, heads, hidden, classes)
+
+
+class _PlainBlock(nn.Module):
+    """Pre-LN transformer block in plain torch; `mha=True` uses nn.MultiheadAttention instead of hand-written heads."""
+
+    def __init__(self, dim, heads, hidden, mha=False):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        if mha:
+            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        else:
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        h = self.ln1(x)
+        if hasattr(self, "attn"):
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+        else:
+            b, n, d = x.shape[0], x.shape[1], x.shape[2]
+            q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, dim=-1)
+            x = x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class PlainViT(nn.Module):
+    """The ViT above written in plain torch (no ops interface), as a user would: the input to the torch.fx front
+    end (converter.vit_trace). Same parameter names as ViT when mha=False, so either loads the other's weights."""
+
+    def __init__(self, channels=1, image=8, patch=2, dim=32, depth=2, heads=4, hidden=64, classes=10, mha=False):
+        super().__init__()
+        tokens = (image // patch) ** 2 + 1
+        self.embed = nn.Conv2d(channels, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.ModuleList([_PlainBlock(dim, heads, hidden, mha) for _ in range(depth)])
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x[:, 0]))

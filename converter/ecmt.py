@@ -1,4 +1,4 @@
-"""ECMT for transformers written against an `ops` interface (torch reference; issue 6, first part).
+"""ECMT for transformers written against an `ops` interface (the torch reference of ECMT).
 
 A model's forward calls `ops.embed` (the analog input layer), `ops.linear(name, layer, x)` for every
 linear layer, `ops.mt(name, x)` before every matrix product operand, `ops.ln`, `ops.softmax`, `ops.gelu`
@@ -9,9 +9,8 @@ and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
   compensation for LayerNorm / softmax / GELU and the accumulating product for two spiking operands.
 Linear layers, residual additions and the class-token / position terms are linear, so running the same
 forward once per step with these ops makes the mean output over T approach the ANN's.
-The file format and the numba engine have the pieces (multi_threshold populations, `ec` and `ec_matmul`
-nodes); not yet: writing such a model into a file (an exporter from this ops interface, or torch.fx tracing of
-arbitrary ViTs), which needs batched (per-head) products and operand index maps (issue 6).
+A ViT written in plain torch gets this interface from torch.fx: `converter.vit_trace.trace_vit`. The
+exporter `converter.ecmt_export.export_ecmt` writes either kind into a network file.
 """
 from __future__ import annotations
 
@@ -31,9 +30,13 @@ class AnnOps:
         self.macs = 0
         self.acs = 0
 
-    def embed(self, conv, x):
-        out = conv(x)
-        self.macs += out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+    def embed(self, layer, x):
+        """The analog input layer: a Conv2d (patch embedding) or a linear layer on the image's values."""
+        out = layer(x)
+        if isinstance(layer, torch.nn.Conv2d):
+            self.macs += out.numel() * layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+        else:
+            self.macs += out.numel() * layer.in_features
         return out
 
     def linear(self, name, layer, x):

@@ -181,7 +181,8 @@ def export_ecmt(model, thresholds, input_shape, levels: int = 4, payload: str = 
     ops._new("readout", "readout", tuple(out.shape[1:]), out)
     pops, projs = ops.pops, ops.projs
     cores, edges = one_population_per_core(pops, projs)
-    attrs = {"name": name or type(model).__name__, "numeric_mode": "float32", "neuron": "multi_threshold",
+    attrs = {"name": name or getattr(model, "source", type(model).__name__), "numeric_mode": "float32",
+             "neuron": "multi_threshold",
              "method": "ECMT", "levels": int(levels), "time_semantics": "layer-synchronous",
              "mapping": "one-population-per-core"}
     return Network(pops, projs, cores, edges, attrs)
