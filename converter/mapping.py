@@ -1,18 +1,33 @@
-"""Mapping of populations onto cores.
+"""Mapping of populations onto the cores of a hardware target.
 
-For now: the trivial mapping, one population per core, cores laid out row by
-row on a square mesh of one chip. The core graph records, for every pair of
-cores joined by a projection, the number of synapses and of axons (distinct
-source neurons with at least one synapse into the destination core).
+`one_population_per_core`: the trivial mapping every converter writes first (one core per population, on a
+square mesh of one chip). `map_network(net, target)`: the real one:
+
+1. Partition: every population is cut into contiguous neuron ranges, as few as the target's per-core limits
+   allow: neurons per core, input axons (distinct source neurons with a synapse into the core), and synapse
+   memory (bits per synapse = weight bits + target-index bits, or the target's fixed `bits_per_synapse`; a conv
+   kernel is stored once per core when the target shares weights; multi-threshold sources with the parallel
+   payload store 2n weight copies). A network that needs more cores than cores per chip x chips, or a neuron
+   that alone breaks a core limit, raises `MappingError` naming the limit, the layer and by how much.
+2. Placement on the 2D mesh (chips tile a square grid of meshes): `"snake"` walks the cores in layer order
+   along a boustrophedon path (consecutive cores are neighbours), `"anneal"` starts there and swaps cores
+   (and empty slots) by simulated annealing to shorten Σ traffic x Manhattan distance, traffic being the
+   axons of each core edge (one packet per source neuron that fires) or measured spike counts.
+3. The core edges: synapses and axons (= packets per step when every source neuron fires once) per pair.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
-from simulator.geometry import synapses_per_source
-from simulator.network import CoreEdges, CoreTable
+from simulator.geometry import projection_kernel, synapses_per_source
+from simulator.network import CoreEdges, CoreTable, Network
+
+
+class MappingError(ValueError):
+    """The network does not fit the target; the message names the limit, the layer and the excess."""
 
 
 def one_population_per_core(populations, projections):
@@ -23,17 +38,284 @@ def one_population_per_core(populations, projections):
     cores = CoreTable(core_id=ids, chip=np.zeros(n, np.int64), x=ids % width, y=ids // width,
                       population=ids.copy(), neuron_start=np.zeros(n, np.int64),
                       neuron_stop=np.array([p.size for p in populations], np.int64))
+    return cores, core_edges(populations, projections, cores)
+
+
+# ----------------------------------------------------------------------------------------------- fan-in
+def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
+    """Synapses from every source neuron (C order) into the target neurons start..stop-1."""
+    n_src, n_tgt = int(np.prod(source_shape)), int(np.prod(target_shape))
+    if start == 0 and stop == n_tgt:
+        return synapses_per_source(proj, source_shape, target_shape)
+    if proj.kind == "dense":
+        return np.full(n_src, stop - start, np.int64)
+    if proj.kind == "sparse":
+        rows = np.repeat(np.arange(n_src), np.diff(proj.indptr))
+        inside = (proj.indices >= start) & (proj.indices < stop)
+        return np.bincount(rows[inside], minlength=n_src).astype(np.int64)
+    if proj.kind == "identity":
+        out = np.zeros(n_src, np.int64)
+        out[start:stop] = 1
+        return out
+    if proj.kind in ("matmul_a", "matmul_b"):  # compute-node operands: split in proportion (nodes rarely split)
+        full = synapses_per_source(proj, source_shape, target_shape)
+        return np.round(full * (stop - start) / n_tgt).astype(np.int64)
+    return _window_fan(proj, source_shape, target_shape, start, stop)
+
+
+def _window_fan(proj, source_shape, target_shape, start, stop):
+    """conv2d / avgpool: a transposed convolution of the range's indicator with a kernel of ones."""
+    import torch
+    import torch.nn.functional as F
+
+    (kh, kw), stride, padding, cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
+    c, h, w = source_shape
+    cout = target_shape[0]
+    groups = proj.groups if proj.kind == "conv2d" else c
+    mask = torch.zeros(int(np.prod(target_shape)), dtype=torch.float64)
+    mask[start:stop] = 1
+    ones = torch.ones(cout, c // groups, kh, kw, dtype=torch.float64)
+    oh, ow = target_shape[1:]
+    extra = [h - ((oh - 1) * stride[0] - 2 * padding[0] + kh), w - ((ow - 1) * stride[1] - 2 * padding[1] + kw)]
+    # output_padding must be smaller than the stride; larger remainders are rows no output reaches (pad after)
+    op = [min(e, s - 1) if e > 0 else 0 for e, s in zip(extra, stride)]
+    out = F.conv_transpose2d(mask.reshape(1, *target_shape), ones, stride=stride, padding=padding,
+                             output_padding=op, groups=groups)[0]
+    out = F.pad(out, (0, w - out.shape[2], 0, h - out.shape[1]))
+    return np.rint(out.numpy()).astype(np.int64).reshape(-1)
+
+
+# ------------------------------------------------------------------------------------------- partition
+@dataclasses.dataclass
+class CoreLoad:
+    """What one candidate core (a neuron range of one population) needs."""
+
+    neurons: int
+    axons: int
+    synapse_bytes: float
+    fans: dict  # source population name -> synapses per source neuron into this range
+
+
+def _copies(src):
+    if src.model == "multi_threshold" and src.payload == "parallel":
+        return src.levels * (1 if src.threshold_neg is None else 2)
+    return 1
+
+
+def core_load(net, pop, start, stop, limits) -> CoreLoad:
+    """Neurons, distinct input axons and synapse memory of the neurons start..stop-1 of `pop`."""
+    shapes = {p.name: p.shape for p in net.populations}
+    pops = {p.name: p for p in net.populations}
+    bits = limits.get("bits_per_synapse", 0) or \
+        limits["weight_bits"] + max(1, math.ceil(math.log2(max(2, limits["neurons_per_core"]))))
+    fans, memory_bits = {}, 0.0
+    for q in net.incoming(pop.name):
+        fan = fan_into_range(q, shapes[q.source], pop.shape, start, stop)
+        fans[q.source] = fan if q.source not in fans else fans[q.source] + fan
+        copies = _copies(pops[q.source])
+        if q.kind in ("matmul_a", "matmul_b"):
+            continue
+        if q.kind in ("conv2d", "avgpool") and limits.get("weight_sharing", 0):
+            per_channel = int(np.prod(pop.shape[1:]))
+            channels = (stop - 1) // per_channel - start // per_channel + 1
+            taps = q.weight[0].size if q.kind == "conv2d" else 1
+            memory_bits += channels * taps * limits["weight_bits"] * copies
+        else:
+            memory_bits += int(fan.sum()) * bits * copies
+    axons = sum(int(np.count_nonzero(f)) for f in fans.values())
+    return CoreLoad(stop - start, axons, memory_bits / 8, fans)
+
+
+def _over(load, limits):
+    """(limit name, needed, allowed) for every per-core limit this load breaks."""
+    checks = (("neurons_per_core", load.neurons), ("axons_per_core", load.axons),
+              ("synapse_memory_bytes_per_core", load.synapse_bytes))
+    return [(k, v, limits[k]) for k, v in checks if v > limits[k]]
+
+
+def partition(net, limits, progress=None):
+    """[(population index, start, stop, CoreLoad)] with as few cores per population as the limits allow."""
+    cores = []
+    for pi, pop in enumerate(net.populations):
+        k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
+        while True:
+            bounds = np.linspace(0, pop.size, k + 1).round().astype(np.int64)
+            loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
+            worst = 1.0
+            for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
+                for name, need, allowed in _over(load, limits):
+                    if b - a == 1:
+                        raise MappingError(
+                            f"layer {pop.name!r}: neuron {a} alone needs {name.replace('_per_core', '')} "
+                            f"{need:g} but a core allows {allowed:g} ({need / allowed:.2f}x over); splitting one "
+                            "neuron's fan-in over several cores is not supported")
+                    worst = max(worst, need / allowed)
+            if worst <= 1.0:
+                break
+            k = min(pop.size, max(k + 1, math.ceil(k * worst)))
+        cores += [(pi, int(a), int(b), load) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
+        if progress:
+            progress(pop.name, k)
+    capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
+    if len(cores) > capacity:
+        per_layer = {}
+        for pi, *_ in cores:
+            per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
+        top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
+        raise MappingError(f"the network needs {len(cores)} cores but the target has {int(limits['cores_per_chip'])} "
+                           f"cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
+                           f"({len(cores) / capacity:.2f}x over; largest layers {top})")
+    return cores
+
+
+# ------------------------------------------------------------------------------------------- placement
+def mesh_slots(n_cores, limits):
+    """(chip, x, y) of every slot in walking order: a boustrophedon path per chip, chips on a square grid."""
+    per_chip = int(limits["cores_per_chip"])
+    width = int(limits.get("mesh_width", 0)) or math.ceil(math.sqrt(per_chip))
+    height = math.ceil(per_chip / width)
+    chips = max(1, math.ceil(n_cores / per_chip))
+    grid = math.ceil(math.sqrt(chips))
+    slots = []
+    for chip in range(chips):
+        cx, cy = (chip % grid) * width, (chip // grid) * height
+        for i in range(per_chip):
+            row, col = divmod(i, width)
+            col = col if row % 2 == 0 else width - 1 - col
+            slots.append((chip, cx + col, cy + row))
+    return np.array(slots, np.int64)
+
+
+def placement_cost(pos, src, dst, weight):
+    """Σ weight x Manhattan distance between the slots of the edge ends (pos: (cores, 2) x, y)."""
+    return float((weight * np.abs(pos[src] - pos[dst]).sum(axis=1)).sum())
+
+
+def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
+    """Assignment core -> slot index by simulated annealing of swaps, starting from the walking order."""
+    rng = np.random.default_rng(seed)
+    n_slots = len(slots)
+    xy = slots[:, 1:].astype(np.int64)
+    where = np.arange(n_cores)  # core -> slot
+    occupant = np.full(n_slots, -1)
+    occupant[:n_cores] = np.arange(n_cores)
+    # undirected adjacency (CSR) with summed weights
+    keep = src != dst
+    u = np.concatenate([src[keep], dst[keep]])
+    v = np.concatenate([dst[keep], src[keep]])
+    w = np.concatenate([weight[keep], weight[keep]]).astype(np.float64)
+    order = np.argsort(u, kind="stable")
+    u, v, w = u[order], v[order], w[order]
+    ptr = np.searchsorted(u, np.arange(n_cores + 1))
+    if len(u) == 0 or n_cores < 2:
+        return where
+
+    def moved(core, slot, skip):
+        a, b = ptr[core], ptr[core + 1]
+        nb, wt = v[a:b], w[a:b]
+        m = nb != skip
+        nb, wt = nb[m], wt[m]
+        old = np.abs(xy[where[nb]] - xy[where[core]]).sum(axis=1)
+        new = np.abs(xy[where[nb]] - xy[slot]).sum(axis=1)
+        return float((wt * (new - old)).sum())
+
+    iters = iters or min(200_000, 200 * n_cores)
+    temp0 = 0.5 * float(w.mean())  # accept early uphill moves of about half an average edge x one hop
+    cost = best = 0.0  # relative to the start
+    best_where = where.copy()
+    span = min(n_slots, max(2 * n_cores, n_cores + 16))  # empty slots near the used ones are candidates too
+    for it in range(iters):
+        temp = temp0 * (1 - it / iters) + 1e-9
+        i = int(rng.integers(n_cores))
+        s = int(rng.integers(span))
+        j = occupant[s]
+        if j == i:
+            continue
+        si = where[i]
+        delta = moved(i, s, j)
+        if j >= 0:
+            delta += moved(j, si, i)
+        if delta <= 0 or rng.random() < math.exp(-delta / temp):
+            where[i], occupant[s], occupant[si] = s, i, j
+            if j >= 0:
+                where[j] = si
+            cost += delta
+            if cost < best - 1e-9:
+                best, best_where = cost, where.copy()
+    return best_where
+
+
+def core_edges(populations, projections, cores, loads=None):
+    """CoreEdges: for every pair of cores joined by synapses, the synapse count and the axons (distinct source
+    neurons of the source core with a synapse into the destination core)."""
     index = {p.name: i for i, p in enumerate(populations)}
+    shapes = {p.name: p.shape for p in populations}
+    by_pop = {}
+    for c in range(len(cores.core_id)):
+        by_pop.setdefault(int(cores.population[c]), []).append(c)
     edges = {}
-    for proj in projections:
-        s, t = index[proj.source], index[proj.target]
-        fan = synapses_per_source(proj, populations[s].shape, populations[t].shape)
-        syn, ax = edges.get((s, t), (0, 0))
-        # axons: distinct source neurons that reach the core; several projections between the
-        # same pair share axons only if they come from the same neurons, so take the maximum.
-        edges[(s, t)] = (syn + int(fan.sum()), max(ax, int(np.count_nonzero(fan))))
+    for t in range(len(cores.core_id)):
+        pop = populations[int(cores.population[t])]
+        a, b = int(cores.neuron_start[t]), int(cores.neuron_stop[t])
+        if loads is not None:
+            fans = loads[t].fans
+        else:
+            fans = {}
+            for q in projections:
+                if q.target == pop.name:
+                    f = fan_into_range(q, shapes[q.source], pop.shape, a, b)
+                    fans[q.source] = f if q.source not in fans else fans[q.source] + f
+        for src_name, fan in fans.items():
+            for s in by_pop[index[src_name]]:
+                part = fan[cores.neuron_start[s]:cores.neuron_stop[s]]
+                syn, ax = int(part.sum()), int(np.count_nonzero(part))
+                if syn:
+                    edges[(s, t)] = (syn, ax)
     keys = sorted(edges)
-    core_edges = CoreEdges(src=np.array([k[0] for k in keys], np.int64), dst=np.array([k[1] for k in keys], np.int64),
-                           synapses=np.array([edges[k][0] for k in keys], np.int64),
-                           axons=np.array([edges[k][1] for k in keys], np.int64))
-    return cores, core_edges
+    return CoreEdges(src=np.array([k[0] for k in keys], np.int64), dst=np.array([k[1] for k in keys], np.int64),
+                     synapses=np.array([edges[k][0] for k in keys], np.int64),
+                     axons=np.array([edges[k][1] for k in keys], np.int64))
+
+
+def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
+                progress=None) -> Network:
+    """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict).
+
+    traffic: optional {population name: spikes per neuron} (e.g. a simulation's spike counts) to weigh the
+    placement by measured packets instead of one packet per axon.
+    """
+    limits = target.limits if hasattr(target, "limits") else dict(target)
+    if placement not in ("snake", "anneal"):
+        raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")
+    parts = partition(net, limits, progress)
+    n = len(parts)
+    ids = np.arange(n, dtype=np.int64)
+    cores = CoreTable(core_id=ids, chip=np.zeros(n, np.int64), x=np.zeros(n, np.int64), y=np.zeros(n, np.int64),
+                      population=np.array([p[0] for p in parts], np.int64),
+                      neuron_start=np.array([p[1] for p in parts], np.int64),
+                      neuron_stop=np.array([p[2] for p in parts], np.int64))
+    edges = core_edges(net.populations, net.projections, cores, [p[3] for p in parts])
+    slots = mesh_slots(n, limits)
+    where = np.arange(n)
+    if placement == "anneal":
+        weight = edges.axons.astype(np.float64)
+        if traffic is not None:
+            weight = _measured_traffic(net, cores, edges, parts, traffic)
+        where = anneal(slots, edges.src, edges.dst, weight, n, seed=seed)
+    cores.chip, cores.x, cores.y = slots[where, 0], slots[where, 1], slots[where, 2]
+    attrs = dict(net.attrs, mapping=f"{getattr(target, 'name', 'custom')}:{placement}")
+    return Network(net.populations, net.projections, cores, edges, attrs)
+
+
+def _measured_traffic(net, cores, edges, parts, traffic):
+    """Packets per edge from measured spikes: Σ spikes of the source core's neurons with a synapse into dst."""
+    out = np.zeros(len(edges.src))
+    for e, (s, t) in enumerate(zip(edges.src, edges.dst)):
+        src = net.populations[int(cores.population[s])].name
+        fan = parts[t][3].fans.get(src)
+        spikes = traffic.get(src)
+        if fan is None or spikes is None:
+            continue
+        a, b = cores.neuron_start[s], cores.neuron_stop[s]
+        out[e] = float(np.asarray(spikes).reshape(-1)[a:b][fan[a:b] > 0].sum())
+    return out

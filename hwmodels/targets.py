@@ -13,6 +13,11 @@ EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
           "neuron_updates", "state_bytes_read", "state_bytes_written")
 TIMED_EVENTS = ("synops", "macs", "neuron_updates", "spikes", "packets", "hops")
 LIMITS = ("neurons_per_core", "axons_per_core", "cores_per_chip", "synapse_memory_bytes_per_core", "weight_bits")
+# Optional limits and their defaults: chips on the board, mesh columns per chip (0: square), whether conv kernels
+# are stored once per core (weight sharing), bits per stored synapse (0: weight bits + target-index bits),
+# membrane (state) bits for the fixed-point mode.
+OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits_per_synapse": 0.0,
+                   "membrane_bits": 0.0}
 
 
 class TargetError(ValueError):
@@ -96,6 +101,13 @@ def load_target(name_or_path) -> Target:
     energy = section("energy_pj", EVENTS)
     times = section("time_ns", TIMED_EVENTS + ("barrier",))
     limits = section("limits", LIMITS)
+    for k, default in OPTIONAL_LIMITS.items():
+        entry = raw["limits"].get(k)
+        limits[k] = default if entry is None else _number("limits", k, entry, path)
+        if entry is not None:
+            sources[f"limits.{k}"] = entry["source"]
+    if limits["chips"] < 1 or limits["cores_per_chip"] < 1 or limits["neurons_per_core"] < 1:
+        raise TargetError(f"{path}: limits.chips, cores_per_chip and neurons_per_core must be >= 1")
     for k in ("static_power_mw_per_core", "tick_ns"):
         if k not in raw:
             raise TargetError(f"{path}: {k} is missing")

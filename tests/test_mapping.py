@@ -1,0 +1,156 @@
+"""Mapper (converter.mapping): partition limits, placement and hop counting on hand-made networks."""
+import numpy as np
+import pytest
+
+import simulator
+from converter.mapping import (MappingError, anneal, fan_into_range, map_network, mesh_slots, partition,
+                               placement_cost)
+from simulator.geometry import synapses_per_source
+from simulator.network import Network, Population, Projection
+
+
+def _limits(**kw):
+    base = {"neurons_per_core": 1000, "axons_per_core": 1000, "synapse_memory_bytes_per_core": 1e9,
+            "weight_bits": 8, "cores_per_chip": 64, "chips": 1, "mesh_width": 0, "weight_sharing": 0,
+            "bits_per_synapse": 0}
+    base.update(kw)
+    return base
+
+
+def _net(pops, projs):
+    return Network(pops, projs, None, None, {"name": "hand"})
+
+
+def _dense(n_in, n_out, name="h"):
+    pops = [Population.make("in", "input", (n_in,)), Population.make(name, "if", (n_out,), 1.0, 0.0)]
+    return _net(pops, [Projection("w", "dense", "in", name, np.ones((n_out, n_in), np.float32))])
+
+
+def test_neuron_limit_cuts_equal_contiguous_ranges():
+    parts = partition(_dense(10, 100), _limits(neurons_per_core=30))
+    assert [(p[0], p[1], p[2]) for p in parts] == [(0, 0, 10), (1, 0, 25), (1, 25, 50), (1, 50, 75), (1, 75, 100)]
+    assert all(p[3].axons == 10 for p in parts[1:])  # every dense target core sees all 10 inputs
+
+
+def test_synapse_memory_limit_by_hand():
+    """100 inputs, 8-bit weights + 4 index bits (16 neurons per core) = 12 bits: 150 bytes per target neuron.
+    1000 bytes hold 6 neurons; 20 neurons: 3 cores of 7 would need 1050 bytes, so 4 cores of 5 (750)."""
+    parts = partition(_dense(100, 20), _limits(neurons_per_core=16, synapse_memory_bytes_per_core=1000))
+    hidden = [p for p in parts if p[0] == 1]
+    assert [(p[1], p[2]) for p in hidden] == [(0, 5), (5, 10), (10, 15), (15, 20)]
+    assert [p[3].synapse_bytes for p in hidden] == [750.0] * 4
+
+
+def test_a_neuron_over_the_axon_limit_is_named_with_the_excess():
+    with pytest.raises(MappingError, match=r"layer 'h': neuron 0 alone needs axons 50 .* allows 40 \(1\.25x over\)"):
+        partition(_dense(50, 10), _limits(axons_per_core=40))
+
+
+def test_too_many_cores_names_the_capacity_and_the_largest_layer():
+    with pytest.raises(MappingError, match=r"needs 11 cores .* 4 cores per chip x 2 chips = 8 \(1\.38x over; "
+                                           r"largest layers h: 10"):
+        partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=2))
+
+
+def _conv_net(groups=1, stride=2):
+    rng = np.random.default_rng(0)
+    pops = [Population.make("in", "input", (4, 7, 7)), Population.make("c", "if", (6, 4, 4), 1.0, 0.0)]
+    w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
+    return _net(pops, [Projection("k", "conv2d", "in", "c", w, stride=(stride, stride), padding=(1, 1),
+                                  groups=groups)])
+
+
+@pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (2, 2)])
+def test_conv_fan_into_a_range_equals_brute_force(groups, stride):
+    """Synapses from each input pixel into a neuron range, against the connectivity read off unit inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    net = _conv_net(groups, stride)
+    q, src, tgt = net.projections[0], net.populations[0], net.populations[1]
+    tgt_shape = F.conv2d(torch.zeros(1, *src.shape), torch.zeros(6, 4 // groups, 3, 3), stride=stride,
+                         padding=1, groups=groups).shape[1:]
+    tgt = Population.make("c", "if", tuple(tgt_shape), 1.0, 0.0)
+    eye = torch.eye(src.size).reshape(src.size, *src.shape)
+    conn = F.conv2d(eye, torch.ones(6, 4 // groups, 3, 3), stride=stride, padding=1, groups=groups)
+    conn = conn.reshape(src.size, -1).numpy()  # (source, target): synapse present (tap count 1)
+    for a, b in ((0, tgt.size), (5, 17), (tgt.size // 2, tgt.size), (3, 4)):
+        np.testing.assert_array_equal(fan_into_range(q, src.shape, tgt.shape, a, b), conn[:, a:b].sum(1))
+    np.testing.assert_array_equal(synapses_per_source(q, src.shape, tgt.shape), conn.sum(1))
+
+
+def test_shared_conv_kernels_cost_one_copy_per_channel_on_the_core():
+    net = _conv_net(1, 2)  # (6, 4, 4) targets: 16 per channel
+    shared = partition(net, _limits(weight_sharing=1, neurons_per_core=40))
+    # 96 neurons -> 3 cores of 32: channels {0,1}, {2,3}, {4,5}: 2 channels x 36 taps x 8 bits = 72 bytes
+    assert [p[3].synapse_bytes for p in shared if p[0] == 1] == [72.0] * 3
+    explicit = partition(net, _limits(neurons_per_core=40))
+    q = net.projections[0]
+    bits = 8 + 6  # weight + index bits for 40 neurons per core
+    assert sum(p[3].synapse_bytes for p in explicit if p[0] == 1) == \
+        synapses_per_source(q, (4, 7, 7), (6, 4, 4)).sum() * bits / 8
+
+
+def test_snake_slots_are_mesh_neighbours_and_chips_tile_a_grid():
+    slots = mesh_slots(40, _limits(cores_per_chip=16, mesh_width=4))
+    assert len(slots) == 48  # 3 chips of 16
+    same_chip = slots[1:, 0] == slots[:-1, 0]
+    steps = np.abs(np.diff(slots[:, 1:], axis=0)).sum(1)
+    assert (steps[same_chip] == 1).all()
+    assert sorted({(c, x // 4, y // 4) for c, x, y in slots}) == [(0, 0, 0), (1, 1, 0), (2, 0, 1)]
+
+
+def test_annealing_puts_a_hub_in_the_middle_of_its_leaves():
+    """Star: hub 0 with 4 leaves on a 3x3 mesh. The snake walk leaves them 1+2+3+3 hops away (or so); the
+    optimum is 4 (hub in the centre)."""
+    slots = mesh_slots(5, _limits(cores_per_chip=9, mesh_width=3))
+    src, dst, w = np.zeros(4, np.int64), np.arange(1, 5), np.ones(4)
+    snake = placement_cost(slots[:5, 1:], src, dst, w)
+    where = anneal(slots, src, dst, w, 5, iters=4000, seed=1)
+    assert len(set(where.tolist())) == 5
+    assert snake > 4 and placement_cost(slots[where, 1:], src, dst, w) == 4
+
+
+def test_hops_and_packets_of_a_mapped_network_by_hand():
+    """in (2) -> h (4 IF, θ=1, v0=0.5) -> out (2), two neurons per core on a 2-wide mesh, snake placement:
+    in (0,0), h[0:2] (1,0), h[2:4] (1,1), out (0,1). Input [1, 0] gives h currents 1, .6, .2, 1: spikes over
+    4 steps 4, 2, 1, 4. Each spike is one packet to the out core: 2 hops from (1,0), 1 hop from (1,1)."""
+    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (4,), 1.0, 0.5),
+            Population.make("out", "readout", (2,))]
+    w1 = np.array([[1.0, 0], [0.6, 0], [0.2, 0], [1.0, 0]], np.float32)
+    projs = [Projection("w1", "dense", "in", "h", w1), Projection("w2", "dense", "h", "out", np.ones((2, 4), np.float32))]
+    net = map_network(_net(pops, projs), _limits(neurons_per_core=2, cores_per_chip=4, mesh_width=2), "snake")
+    assert list(zip(net.cores.x, net.cores.y)) == [(0, 0), (1, 0), (1, 1), (0, 1)]
+    assert net.core_edges.src.tolist() == [0, 0, 1, 2] and net.core_edges.dst.tolist() == [1, 2, 3, 3]
+    assert net.core_edges.axons.tolist() == [2, 2, 2, 2]  # dense rows keep their zero weights
+    res = simulator.run(net, np.array([[1.0, 0.0]]), 4)
+    assert res.total("spikes") == 11 and res.total("packets") == 11
+    assert res.total("hops") == 6 * 2 + 5 * 1
+    np.testing.assert_array_equal(res.counter("hops")[:, 1], [4, 2, 4, 2])  # core 1: spikes [2,1,2,1] x 2 hops
+
+
+@pytest.fixture(scope="module")
+def converted_resnet(trained_resnet, digits):
+    from converter import convert
+
+    return convert(trained_resnet, [digits[0][:256]], norm="percentile", percentile=99.9)
+
+
+def test_mapped_converted_network_gives_the_same_spikes_and_anneal_shortens_routes(converted_resnet, digits):
+    """A converted DigitsResNet on Loihi limits: same output as the one-core-per-layer file, more cores, and
+    annealing cuts Σ axons x hops below the snake walk."""
+    from hwmodels.targets import load_target
+
+    net = converted_resnet
+    x = digits[2][:8].numpy()
+    loihi = load_target("loihi")
+    snake, annealed = map_network(net, loihi, "snake"), map_network(net, loihi, "anneal")
+    assert len(snake.cores) > len(net.populations)
+    cost = {k: placement_cost(np.stack([m.cores.x, m.cores.y], 1), m.core_edges.src, m.core_edges.dst,
+                              m.core_edges.axons) for k, m in (("snake", snake), ("anneal", annealed))}
+    assert cost["anneal"] < 0.9 * cost["snake"]
+    base = simulator.run(net, x, 4)
+    for m in (snake, annealed):
+        res = simulator.run(m, x, 4)
+        np.testing.assert_array_equal(res.output, base.output)
+        assert res.total("synops") == base.total("synops") and res.total("spikes") == base.total("spikes")
