@@ -12,7 +12,7 @@ EXAMPLES = {
     "demo": "spikeforge demo --out spikeforge-demo",
     "convert": "spikeforge convert --model benchmarks.models:DigitsResNet --weights resnet.pt "
                "--calibration calib.npz --out net.h5 --norm percentile --percentile 99.99",
-    "inspect": "spikeforge inspect net.h5",
+    "inspect": "spikeforge inspect net.h5 --target loihi --png cores.png",
     "report": "spikeforge report net.h5 --data test.npz --x-key x --y-key y --T 1 2 4 8 "
               "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
@@ -63,6 +63,10 @@ def _parser():
     c.add_argument("--p", type=float, default=0.15, help="Stage I quantization-noise probability")
     c.add_argument("--qc-lr", type=float, default=1e-4, help="Stage I learning rate (Adam)")
     c.add_argument("--y-key", help="integer labels inside the --calibration .npz (for --qc-epochs)")
+    c.add_argument("--target", help="map onto the cores of this target (loihi, truenorth, generic45nm or a JSON "
+                                    "file) instead of one core per layer")
+    c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
+                   help="core placement on the mesh with --target (default: %(default)s)")
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
@@ -89,6 +93,8 @@ def _parser():
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.add_argument("--target", help="target whose limits the per-core utilization is measured against")
+    i.add_argument("--png", help="write the mesh load heatmap and the core graph to this PNG")
     return p
 
 
@@ -160,8 +166,14 @@ def cmd_convert(args):
                         loss=args.loss,
                         progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
         cbar.close()
+    if args.target:
+        from converter.mapping import map_network
+        from hwmodels.targets import load_target
+
+        net = map_network(net, load_target(args.target), args.placement)
     write_network(net, args.out)
-    print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections")
+    print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
+          f"{len(net.cores)} cores")
 
 
 def summarize(net):
@@ -182,7 +194,16 @@ def summarize(net):
 def cmd_inspect(args):
     from simulator import load_network
 
-    s = summarize(load_network(args.file))
+    from benchmarks.inspect_cores import core_loads, plot_cores
+    from hwmodels.targets import load_target
+
+    net = load_network(args.file)
+    s = summarize(net)
+    target = load_target(args.target) if args.target else None
+    s["core_loads"] = core_loads(net, target)
+    if args.png:
+        plot_cores(net, s["core_loads"], args.png, f"{args.file}: {len(net.cores)} cores, mapping "
+                                                    f"{net.attrs.get('mapping', '?')}")
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return
@@ -193,6 +214,33 @@ def cmd_inspect(args):
     print(f"\n{'projection':24} {'kind':9} {'source -> target':40} {'synapses':>10}")
     for q in s["projections"]:
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")
+    _print_cores(s["core_loads"], net, args)
+
+
+def _print_cores(rows, net, args):
+    """Per-layer core summary (cores, mesh extent, mean / max utilization) and the edges' hop statistics."""
+    print(f"\n{len(rows)} cores on {len(set(r['chip'] for r in rows))} chip(s), mapping "
+          f"{net.attrs.get('mapping', '?')}; {len(net.core_edges.src)} core edges")
+    util = "util_neurons" in rows[0]
+    head = f"{'layer':24} {'cores':>5} {'neurons':>8} {'axons max':>9} {'syn KB max':>10}"
+    print(head + (f" {'util max (n/a/mem)':>20}" if util else ""))
+    by = {}
+    for r in rows:
+        by.setdefault(r["population"], []).append(r)
+    for name, rs in by.items():
+        line = (f"{name:24} {len(rs):>5} {sum(r['neurons'] for r in rs):>8} {max(r['axons'] for r in rs):>9} "
+                f"{max(r['synapse_bytes'] for r in rs) / 1024:>10.1f}")
+        if util:
+            line += " " + "/".join(f"{max(r[k] for r in rs):.2f}" for k in ("util_neurons", "util_axons",
+                                                                              "util_memory")).rjust(20)
+        print(line)
+    e = net.core_edges
+    if len(e.src):
+        hops = abs(net.cores.x[e.src] - net.cores.x[e.dst]) + abs(net.cores.y[e.src] - net.cores.y[e.dst])
+        print(f"axon-weighted mean hops {float((hops * e.axons).sum() / max(1, e.axons.sum())):.2f}, "
+              f"longest edge {int(hops.max())} hops")
+    if args.png:
+        print(f"wrote {args.png}")
 
 
 def cmd_simulate(args):

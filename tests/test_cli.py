@@ -69,3 +69,27 @@ def test_cli_reports_bad_files_without_a_traceback(tmp_path, capsys):
     assert main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "not a readable HDF5 file" in err and "Traceback" not in err
+
+
+def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, digits, capsys):
+    """--target maps the network (Loihi limits: more cores than layers); inspect prints per-layer core loads
+    against the target and writes the PNG; the mapped file simulates like the unmapped one."""
+    xtr, _, xte, _ = digits
+    torch.save(trained_resnet.state_dict(), tmp_path / "r.pt")
+    np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
+    common = ["convert", "--model", "benchmarks.models:DigitsResNet", "--weights", str(tmp_path / "r.pt"),
+              "--calibration", str(tmp_path / "calib.npz"), "--norm", "max"]
+    assert main(common + ["--out", str(tmp_path / "plain.h5")]) == 0
+    assert main(common + ["--out", str(tmp_path / "loihi.h5"), "--target", "loihi"]) == 0
+    capsys.readouterr()
+    png = tmp_path / "cores.png"
+    assert main(["inspect", str(tmp_path / "loihi.h5"), "--target", "loihi", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "13 cores on 1 chip(s), mapping loihi:anneal" in out and "util max (n/a/mem)" in out
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    import simulator
+
+    a = simulator.run(tmp_path / "plain.h5", xte[:10].numpy(), 4)
+    b = simulator.run(tmp_path / "loihi.h5", xte[:10].numpy(), 4)
+    np.testing.assert_array_equal(a.output, b.output)
+    assert b.total("packets") > a.total("packets")  # split layers: a spike reaches several destination cores

@@ -1,0 +1,91 @@
+"""Map converted networks onto the built-in targets: cores, chips, Σ axons x hops for snake vs annealed
+placement, simulated hops/packets and NoC energy/latency, mapping time; a table (Markdown) and PNGs.
+
+    python -m benchmarks.mapping --out benchmarks/results/mapping
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import simulator
+from benchmarks.data import load_digits_split
+from benchmarks.inspect_cores import core_loads, plot_cores
+from benchmarks.models import DigitsResNet
+from converter import convert
+from converter.mapping import MappingError, map_network, placement_cost
+from converter.training import train_classifier
+from hwmodels import estimate
+from hwmodels.targets import load_target
+
+
+def _nets():
+    torch.manual_seed(0)
+    xtr, ytr, xte, yte = load_digits_split(seed=0)
+    ann = train_classifier(DigitsResNet(), xtr, ytr, epochs=20, lr=0.05, seed=0)
+    yield "digits-resnet", convert(ann, [xtr[:256]], norm="percentile", percentile=99.9), xte[:200].numpy()
+    from benchmarks.cifar10 import ARCHS
+
+    r20 = ARCHS["resnet20"]().eval()  # structure only (random weights): mapping does not depend on values
+    yield "cifar-resnet20", convert(r20, [torch.rand(16, 3, 32, 32)], norm="max"), None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--T", type=int, default=8)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for name, net, x in _nets():
+        for tname in ("loihi", "truenorth", "generic45nm"):
+            target = load_target(tname)
+            for placement in ("snake", "anneal"):
+                t0 = time.time()
+                try:
+                    m = map_network(net, target, placement)
+                except MappingError as exc:
+                    rows.append({"network": name, "target": tname, "placement": placement, "error": str(exc)})
+                    print(f"{name} on {tname}: {exc}")
+                    break
+                seconds = time.time() - t0
+                e = m.core_edges
+                pos = np.stack([m.cores.x, m.cores.y], 1)
+                row = {"network": name, "target": tname, "placement": placement, "cores": len(m.cores),
+                       "chips": int(m.cores.chip.max()) + 1, "axon_hops": placement_cost(pos, e.src, e.dst, e.axons),
+                       "map_s": round(seconds, 2)}
+                if x is not None:
+                    res = simulator.run(m, x, args.T)
+                    labels = [m.populations[int(i)].name for i in m.cores.population]
+                    rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels)
+                    row.update(packets=res.total("packets") / len(x), hops=res.total("hops") / len(x),
+                               noc_uj=(rep.dynamic_pj["packets"] + rep.dynamic_pj["hops"]) / 1e6,
+                               energy_uj=rep.energy_pj / 1e6, latency_us=rep.latency_ns / 1e3)
+                rows.append(row)
+                print(row, flush=True)
+                if placement == "anneal":
+                    plot_cores(m, core_loads(m, target), os.path.join(args.out, f"{name}_{tname}.png"),
+                               f"{name} on {tname} ({len(m.cores)} cores, annealed placement)")
+    with open(os.path.join(args.out, "mapping.json"), "w") as fh:
+        json.dump(rows, fh, indent=2)
+    cols = ["network", "target", "placement", "cores", "chips", "axon_hops", "packets", "hops", "noc_uj",
+            "energy_uj", "latency_us", "map_s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['network']} | {r['target']} | does not fit: {r['error']} |")
+            continue
+        lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, ""))
+                                       for c in cols) + " |")
+    with open(os.path.join(args.out, "mapping.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
