@@ -89,6 +89,9 @@ def _parser():
                                                      "(repeatable; default: all built-in targets)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--limit", type=int, help="use only the first N samples")
+    r.add_argument("--fixed-point", action="store_true",
+                   help="also run each target's fixed-point version (its weight and membrane bits) and report "
+                        "the accuracy loss against float")
 
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
@@ -289,8 +292,17 @@ def cmd_report(args):
     bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
     rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update)
     bar.close()
+    fixed = None
+    if args.fixed_point:
+        from benchmarks.report import fixed_point_rows, fixed_point_table
+
+        fbar = tqdm(total=len(x) * len(args.T) * len(targets), desc="fixed point (samples x T x targets)",
+                    disable=None)
+        fixed = fixed_point_rows(net, x, y, args.T, targets, fbar.update)
+        fbar.close()
+        print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
-    print(write_report(args.out, name, rows, runs, ann, net, len(x)))
+    print(write_report(args.out, name, rows, runs, ann, net, len(x), fixed_rows=fixed))
     print(f"report written to {args.out}/report.md")
 
 

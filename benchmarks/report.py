@@ -55,6 +55,51 @@ def evaluate(network, x, y, steps, targets, progress=None):
     return rows, runs, ann
 
 
+def fixed_point_rows(network, x, y, steps, targets, progress=None):
+    """Float vs fixed-point (each target's weight and membrane widths) accuracy and prediction agreement per T.
+    Targets without membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
+    import simulator
+    from converter.fixed_point import FixedPointError, to_fixed_point
+
+    rows = []
+    float_pred = {T: simulator.run(network, x, T).predictions() for T in steps}
+    for tgt in targets:
+        wb, mb = int(tgt.limits["weight_bits"]), int(tgt.limits.get("membrane_bits", 0))
+        if not mb or wb > 24:
+            continue
+        try:
+            fixed = to_fixed_point(network, wb, mb)
+        except FixedPointError as exc:
+            rows.append({"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "error": str(exc)})
+            continue
+        for T in steps:
+            pred = simulator.run(fixed, x, T).predictions()
+            row = {"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "T": T,
+                   "agreement": float((pred == float_pred[T]).mean())}
+            if y is not None:
+                row["float_accuracy"] = float((float_pred[T] == y).mean())
+                row["fixed_accuracy"] = float((pred == y).mean())
+            rows.append(row)
+            if progress:
+                progress(len(x))
+    return rows
+
+
+def fixed_point_table(rows):
+    lines = ["| target | weight / membrane bits | T | float accuracy (%) | fixed accuracy (%) | loss (points) | "
+             "same prediction (%) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['target']} | {r['weight_bits']} / {r['membrane_bits']} | | not convertible: "
+                         f"{r['error']} | | | |")
+            continue
+        fa, xa = r.get("float_accuracy"), r.get("fixed_accuracy")
+        acc = (f"{100 * fa:.2f} | {100 * xa:.2f} | {100 * (fa - xa):.2f}" if fa is not None else " | | ")
+        lines.append(f"| {r['target']} | {r['weight_bits']} / {r['membrane_bits']} | {r['T']} | {acc} | "
+                     f"{100 * r['agreement']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows, ann_acc=None):
     head = ("| target | T | accuracy (%) | SOPs (G) mean ± std | MACs (G) | E paper-style (μJ) | E_SNN / E_ANN "
             "| E target (μJ) | latency / inference (μs) |")
@@ -144,7 +189,7 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
     plt.close(fig)
 
 
-def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None):
+def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None):
     """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown."""
     os.makedirs(out_dir, exist_ok=True)
     T_max = max(runs)
@@ -169,12 +214,17 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None):
           "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
           "target file (dynamic) + static power x cores x latency; latency per step = slowest core + network + "
           "barrier (at least the target's tick).", "", table, ""]
+    if fixed_rows:
+        md += ["## Fixed point", "", "Weights quantized to the target's weight bits with one scale per population, "
+               "integer thresholds, per-step input rounded to integers, membrane saturating at the target's "
+               "membrane bits (converter.fixed_point).", "", fixed_point_table(fixed_rows), ""]
     md += [f"![{p}]({p})" for p in plots]
     text = "\n".join(md) + "\n"
     write_text(os.path.join(out_dir, "report.md"), text)
     clean = [{k: v for k, v in r.items() if k != "cost"} | {"cost": r["cost"].to_dict()} for r in rows]
     write_text(os.path.join(out_dir, "report.json"), json.dumps({"name": name, "samples": n_samples, "ann": ann,
-                                                                  "ann_accuracy": ann_acc, "rows": clean}, indent=2))
+                                                                  "ann_accuracy": ann_acc, "rows": clean,
+                                                                  "fixed_point": fixed_rows or []}, indent=2))
     buf = io.StringIO()
     fields = [k for k in rows[0] if k != "cost"]
     w = csv.DictWriter(buf, fieldnames=fields)

@@ -32,8 +32,10 @@ class IFNeurons(nn.Module):
     Output value x = θ·s (what the spike carries downstream).
     """
 
+    vmax = 0.0  # > 0: fixed point (integer input per step, saturating membrane, unit payload)
+
     def value(self, spikes):
-        return spikes * self.threshold
+        return spikes if self.vmax else spikes * self.threshold
 
     def __init__(self, threshold, v_init, reset="subtract"):
         super().__init__()
@@ -45,8 +47,14 @@ class IFNeurons(nn.Module):
     def reset_state(self, batch):
         self.v = self.v_init.expand(batch, *self.v_init.shape).clone()
 
+    def integrate(self, current):
+        """m = v + I; in fixed point I is rounded half up and m saturates at [-vmax - 1, vmax] (as the engine)."""
+        if not self.vmax:
+            return self.v + current
+        return (self.v + torch.floor(current + 0.5)).clamp(-self.vmax - 1, self.vmax)
+
     def forward(self, current):
-        m = self.v + current
+        m = self.integrate(current)
         spikes = (m >= self.threshold).to(m.dtype)
         if self.reset == "subtract":
             self.v = m - spikes * self.threshold
@@ -91,7 +99,7 @@ class GroupNeurons(IFNeurons):
         self.tau = int(tau)
 
     def forward(self, current):
-        m = self.v + current
+        m = self.integrate(current)
         count = torch.zeros_like(m)
         for j in range(1, self.tau + 1):
             count = count + (m >= self.threshold * j / self.tau).to(m.dtype)
@@ -105,7 +113,7 @@ class GroupNeurons(IFNeurons):
         return count
 
     def value(self, count):
-        return count * (self.threshold / self.tau)
+        return count if self.vmax else count * (self.threshold / self.tau)
 
 
 class SignedNeurons(IFNeurons):
@@ -185,6 +193,11 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = ECMatMul()
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
+        from simulator.arrays import fixed_vmax
+
+        for p in net.populations:
+            if p.model in ("if", "group"):
+                self.neurons[p.name].vmax = fixed_vmax(net)
         self.weights = {}
         self.sparse_index = {}
         for pr in net.projections:

@@ -50,6 +50,13 @@ class FlatNetwork:
         return int(self.arrays["theta"].shape[0])
 
 
+def fixed_vmax(net) -> float:
+    """Largest membrane value of a fixed-point file (2^(membrane_bits-1) - 1); 0.0 for float files."""
+    if net.attrs.get("numeric_mode") != "fixed":
+        return 0.0
+    return float(2 ** (int(net.attrs["membrane_bits"]) - 1) - 1)
+
+
 def _core_of(net, offsets, perms) -> np.ndarray:
     """Core of every neuron, in engine order."""
     core_of = np.empty(offsets[-1], np.int32)
@@ -201,6 +208,7 @@ def flatten(net: Network) -> FlatNetwork:
                                                 if p.model == "ec_matmul" else 0 for p in pops])]).astype(np.int64),
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
         pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
+        pop_vmax=np.array([fixed_vmax(net) if p.model in ("if", "group") else 0.0 for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
         theta=gather("threshold"), theta_neg=theta_neg, v_init=gather("v_init"), bias=gather("bias"),
         core_of=core_of, n_packets=n_packets, n_hops=n_hops,

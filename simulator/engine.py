@@ -104,7 +104,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
         n_rec += net.populations[index[name]].size
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
-    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], a["pop_alpha"], a["pop_func"],
+    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], a["pop_alpha"], a["pop_vmax"],
+            a["pop_func"],
             a["pop_eps"], a["pop_aux"], rec_off, a["in_ptr"], a["in_proj"],
             tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
             a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],

@@ -15,8 +15,9 @@ from .network import (EC_FUNCTIONS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KIN
                       CoreEdges, CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.3"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
-#                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes
+FORMAT_VERSION = "1.4"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+#                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
+#                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -276,8 +277,48 @@ def validate_network(net: Network) -> Network:
     for pop in net.populations:
         if pop.model == "ec_matmul":
             matmul_inner(net, pop)
+    _check_fixed_point(net)
     _check_mapping(net)
     return net
+
+
+def _integral(a):
+    a = np.asarray(a, np.float64)
+    return bool(np.all(a == np.rint(a)))
+
+
+def _check_fixed_point(net):
+    """numeric_mode "fixed": integer weights within weight_bits, integer θ / bias / v_init within membrane_bits,
+    only the models and projection kinds the fixed-point semantics define."""
+    mode = net.attrs.get("numeric_mode", "float32")
+    if mode in ("float32", "float64"):
+        return
+    if mode != "fixed":
+        _fail("/", f"numeric_mode {mode!r} is not 'float32' or 'fixed'")
+    bits = {}
+    for key, lo, hi in (("weight_bits", 2, 24), ("membrane_bits", 4, 48)):
+        value = net.attrs.get(key)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            _fail("/", f"numeric_mode 'fixed' needs an integer attribute {key} in {lo}..{hi}, got {value!r}")
+        bits[key] = int(value)
+    wmax, vmax = 2 ** (bits["weight_bits"] - 1) - 1, 2 ** (bits["membrane_bits"] - 1) - 1
+    for pop in net.populations:
+        where = f"/populations/{pop.name}"
+        if pop.model not in ("input", "if", "group", "readout"):
+            _fail(where, f"model {pop.model!r} has no fixed-point form (input, if, group, readout)")
+        if pop.model in ("if", "group"):
+            for field in ("threshold", "bias", "v_init"):
+                a = np.asarray(getattr(pop, field))
+                if not _integral(a) or np.abs(a).max(initial=0) > vmax:
+                    _fail(f"{where}/{field}", f"must be integers within the {bits['membrane_bits']}-bit membrane")
+            if pop.model == "group" and not _integral(np.asarray(pop.threshold) / pop.tau):
+                _fail(f"{where}/threshold", f"must be a multiple of tau ({pop.tau}) in fixed point")
+    for proj in net.projections:
+        where = f"/projections/{proj.name}"
+        if proj.kind not in ("dense", "sparse", "conv2d"):
+            _fail(where, f"kind {proj.kind!r} has no fixed-point form (dense, sparse, conv2d)")
+        if not _integral(proj.weight) or np.abs(proj.weight).max(initial=0) > wmax:
+            _fail(f"{where}/weight", f"must be integers within ±{wmax} ({bits['weight_bits']}-bit weights)")
 
 
 # ----------------------------------------------------------------------------- reading

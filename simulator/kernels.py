@@ -114,7 +114,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
@@ -184,8 +184,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 reset = pop_reset[p]
                 m_ev = 0
                 rec0 = pop_rec_off[p]
+                vmax = pop_vmax[p]
                 for i in range(off, off + n):
-                    m = v[i] + cur[i]
+                    m = _integrate(v[i], cur[i], vmax)
                     if m >= theta[i]:
                         if reset == RESET_SUBTRACT:
                             v[i] = m - theta[i]
@@ -193,13 +194,14 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                             v[i] = 0.0
                         else:
                             v[i] = m
-                        m_ev = _emit(t, i, off, m_ev, theta[i], 1, 1, rec0, ev_idx, ev_val, ev_mult, ctr, core_of,
-                                     n_packets, n_hops, record_counts, counts, rec)
+                        m_ev = _emit(t, i, off, m_ev, theta[i] if vmax == 0.0 else 1.0, 1, 1, rec0, ev_idx, ev_val,
+                                     ev_mult, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
                     else:
                         v[i] = m
                 ev_n[p] = m_ev
             elif model == MODEL_GROUP:
-                _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_rec_off[p], v, cur, theta,
+                _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_vmax[p], pop_rec_off[p], v, cur,
+                              theta,
                               ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts,
                               rec)
             elif model == MODEL_SIGNED:
@@ -225,6 +227,16 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
 
 
 @njit(cache=True, inline="always")
+def _integrate(v, current, vmax):
+    """m = v + I. Fixed point (vmax > 0): the step's input is rounded to an integer (half up) and the membrane
+    saturates at [-vmax - 1, vmax], a (membrane_bits)-bit two's-complement register."""
+    if vmax == 0.0:
+        return v + current
+    m = v + np.floor(current + 0.5)
+    return min(max(m, -vmax - 1.0), vmax)
+
+
+@njit(cache=True, inline="always")
 def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops,
           record_counts, counts, rec):
     """Queue neuron i's event (payload val, delivered mult times) and count it; s is what counts/rasters record.
@@ -246,7 +258,7 @@ def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, cor
 
 
 @njit(cache=True)
-def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
+def _group_update(p, t, off, n, tau, expand, reset, vmax, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
                   n_packets, n_hops, record_counts, counts, rec):
     """Group neurons (Lv et al.): τ IF members with thresholds jθ/τ share one membrane.
 
@@ -255,7 +267,7 @@ def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx,
     """
     m_ev = 0
     for i in range(off, off + n):
-        m = v[i] + cur[i]
+        m = _integrate(v[i], cur[i], vmax)
         s = 0
         for j in range(1, tau + 1):
             if m >= theta[i] * j / tau:
@@ -270,7 +282,8 @@ def _group_update(p, t, off, n, tau, expand, reset, rec0, v, cur, theta, ev_idx,
                 v[i] = 0.0
             else:
                 v[i] = m
-            m_ev = _emit(t, i, off, m_ev, unit * s, s if expand else 1, s, rec0, ev_idx, ev_val, ev_mult, ctr,
+            m_ev = _emit(t, i, off, m_ev, (unit if vmax == 0.0 else 1.0) * s, s if expand else 1, s, rec0, ev_idx,
+                         ev_val, ev_mult, ctr,
                          core_of, n_packets, n_hops, record_counts, counts, rec)
         else:
             v[i] = m
@@ -447,7 +460,7 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
 
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
@@ -461,7 +474,7 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     trace = np.zeros((B, T, n_trace))
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
                    theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,

@@ -93,3 +93,21 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     b = simulator.run(tmp_path / "loihi.h5", xte[:10].numpy(), 4)
     np.testing.assert_array_equal(a.output, b.output)
     assert b.total("packets") > a.total("packets")  # split layers: a spike reaches several destination cores
+
+
+def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
+    xtr, _, xte, yte = digits
+    torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
+    np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
+    np.savez(tmp_path / "test.npz", x=xte[:60].numpy(), y=yte[:60].numpy())
+    net = tmp_path / "mlp.h5"
+    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
+    assert main(["report", str(net), "--data", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
+                 "--T", "4", "8", "--target", "loihi", "--target", "generic45nm", "--fixed-point",
+                 "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Fixed point" in md and "| loihi | 8 / 24 | 8 |" in md
+    assert "generic45nm | 32" not in md  # 32-bit "weights" are float: no fixed-point row
+    rows = json.loads((tmp_path / "rep" / "report.json").read_text())["fixed_point"]
+    assert [r["T"] for r in rows] == [4, 8] and all(r["agreement"] > 0.9 for r in rows)
