@@ -72,6 +72,10 @@ _MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm}
 _MATMUL_METHODS = {"matmul", "bmm"}
 _SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax}
 _PASS_MODULES = (nn.Dropout, nn.Identity, nn.Flatten, nn.Unflatten)
+# (softmax, matrix product, product with a constant, linear) targets of call_function and call_method nodes
+_TABLES = {"call_function": (_SOFTMAX_FUNCTIONS, _MATMUL_FUNCTIONS, _SCALE_FUNCTIONS, _LINEAR_FUNCTIONS),
+           "call_method": ({"softmax"}, _MATMUL_METHODS, _SCALE_METHODS, _LINEAR_METHODS)}
+_NO_TABLES = (set(), set(), set(), set())
 
 
 def trace_vit(model: nn.Module) -> "TracedViT":
@@ -126,8 +130,9 @@ def _plan(gm, source):
         live.add(node.name)
         kind = _kind(gm, node, where, live)
         if kind == "embed" and not all(i in analog for i in inputs):
-            kind = "linear" if _is_linear_layer(gm, node) else _raise(
-                f"{where}: a convolution after the analog input layer has no ECMT equivalent here")
+            if not _is_linear_layer(gm, node):
+                raise TraceError(f"{where}: a convolution after the analog input layer has no ECMT equivalent here")
+            kind = "linear"
         plan[node.name] = kind
         if kind == "pass" and all(i in analog for i in inputs) or kind == "embed":
             analog.add(node.name)
@@ -138,10 +143,6 @@ def _is_shape_query(node):
     """x.shape, x.size(), x.dim(): sizes, not activations (the sizes are fixed for a traced model)."""
     return (node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "ndim")) or \
         (node.op == "call_method" and node.target in ("size", "dim"))
-
-
-def _raise(msg):
-    raise TraceError(msg)
 
 
 def _target_name(node):
@@ -192,27 +193,17 @@ def _kind(gm, node, where, live):
             if node.kwargs.get("approximate", "none") != "none":
                 raise TraceError(f"{where}: tanh-approximated GELU; the EC node computes exact GELU")
             return "gelu"
-        if target in _SOFTMAX_FUNCTIONS:
-            if not _last_dim(node):
-                raise TraceError(f"{where}: softmax must be over dim=-1 (the EC node's last dimension)")
-            return "softmax"
-        if target in _MATMUL_FUNCTIONS:
-            return "matmul" if len(live_args) == 2 else "pass"
-        if target in _SCALE_FUNCTIONS:
-            return _scale(node, live_args, where)
-        if target in _LINEAR_FUNCTIONS:
-            return "pass"
-    elif node.op == "call_method":
-        if target == "softmax":
-            if not _last_dim(node):
-                raise TraceError(f"{where}: softmax must be over dim=-1 (the EC node's last dimension)")
-            return "softmax"
-        if target in _MATMUL_METHODS:
-            return "matmul" if len(live_args) == 2 else "pass"
-        if target in _SCALE_METHODS:
-            return _scale(node, live_args, where)
-        if target in _LINEAR_METHODS:
-            return "pass"
+    softmax, matmul, scale, linear = _TABLES.get(node.op, _NO_TABLES)
+    if target in softmax:
+        if not _last_dim(node):
+            raise TraceError(f"{where}: softmax must be over dim=-1 (the EC node's last dimension)")
+        return "softmax"
+    if target in matmul:
+        return "matmul" if len(live_args) == 2 else "pass"
+    if target in scale:
+        return _scale(node, live_args, where)
+    if target in linear:
+        return "pass"
     raise TraceError(f"{where} is not linear in the activations and has no ECMT equivalent "
                      "(supported: Linear, LayerNorm, GELU, softmax(dim=-1), matrix products, MultiheadAttention "
                      "and linear tensor operations)")
