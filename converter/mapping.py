@@ -96,12 +96,6 @@ class CoreLoad:
     fans: dict  # source population name -> synapses per source neuron into this range
 
 
-def _copies(src):
-    if src.model == "multi_threshold" and src.payload == "parallel":
-        return src.levels * (1 if src.threshold_neg is None else 2)
-    return 1
-
-
 def core_load(net, pop, start, stop, limits) -> CoreLoad:
     """Neurons, distinct input axons and synapse memory of the neurons start..stop-1 of `pop`."""
     shapes = {p.name: p.shape for p in net.populations}
@@ -112,7 +106,7 @@ def core_load(net, pop, start, stop, limits) -> CoreLoad:
     for q in net.incoming(pop.name):
         fan = fan_into_range(q, shapes[q.source], pop.shape, start, stop)
         fans[q.source] = fan if q.source not in fans else fans[q.source] + fan
-        copies = _copies(pops[q.source])
+        copies = pops[q.source].weight_copies
         if q.kind in ("matmul_a", "matmul_b"):
             continue
         if q.kind in ("conv2d", "avgpool") and limits.get("weight_sharing", 0):

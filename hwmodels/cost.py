@@ -122,10 +122,7 @@ def core_memory(net, weight_bytes=4, state_bytes=4) -> dict:
     per_pop_explicit = {p.name: 0 for p in net.populations}
     per_pop_shared = {p.name: 0 for p in net.populations}
     for q in net.projections:
-        src = pops[q.source]
-        copies = 1
-        if src.model == "multi_threshold" and src.payload == "parallel":
-            copies = src.levels * (1 if src.threshold_neg is None else 2)
+        copies = pops[q.source].weight_copies
         if q.kind == "conv2d":
             per_pop_shared[q.target] += q.weight.size * weight_bytes * copies
         elif q.kind in ("dense", "sparse"):

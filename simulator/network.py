@@ -51,6 +51,14 @@ class Population:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @property
+    def weight_copies(self) -> int:
+        """Copies of each outgoing weight the synapse memory holds: one per level and sign (2n, or n when
+        one-sided) for multi-threshold neurons with the parallel payload, else 1."""
+        if self.model == "multi_threshold" and self.payload == "parallel":
+            return self.levels * (1 if self.threshold_neg is None else 2)
+        return 1
+
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5):
