@@ -47,6 +47,15 @@ def load_cifar10(data_dir):
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt)
 
 
+def prepare_run(args):
+    """Common start of the CIFAR-10 scripts: the output folder, the device, seed 0, and the data on the device
+    (args: out, data_dir, limit). Returns (device, (xtr, ytr, xte, yte))."""
+    os.makedirs(args.out, exist_ok=True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    return dev, load_tensors(args.data_dir, dev, args.limit)
+
+
 def load_tensors(data_dir, device, limit=None):
     """Normalized float images and int64 labels on `device`; with `limit`, a random subset of that many
     training and test images (not the first ones: the test batch of the JPEG copy is ordered by class)."""
@@ -227,10 +236,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    xtr, ytr, xte, yte = load_tensors(args.data_dir, dev, args.limit)
+    dev, (xtr, ytr, xte, yte) = prepare_run(args)
     path = os.path.join(args.out, f"cifar10_{args.arch}.json")
     results = {"arch": args.arch, "epochs": args.epochs, "levels": args.levels, "tau": args.tau,
                "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "methods": {}}

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cifar10 import augment, load_tensors
+from benchmarks.cifar10 import augment, prepare_run
 from benchmarks.models import ViT
 from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
 
@@ -73,10 +73,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="a random N training / test images only (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    xtr, ytr, xte, yte = load_tensors(args.data_dir, dev, args.limit)
+    dev, (xtr, ytr, xte, yte) = prepare_run(args)
     model = ViT(3, 32, args.patch, args.dim, args.depth, args.heads, 2 * args.dim)
     if args.load:
         model.load_state_dict(torch.load(args.load, map_location=dev, weights_only=True))
