@@ -6,28 +6,33 @@ import torch
 from benchmarks.cli import main
 
 
-def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, digits, capsys):
+def _mlp_inputs(tmp_path, trained_mlp, digits, n_test):
+    """Write the MLP's weights, 128 calibration samples and n_test labelled test samples; return the start of a
+    `spikeforge convert` command line for them (add --out and options)."""
     xtr, _, xte, yte = digits
     torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
     np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
-    np.savez(tmp_path / "test.npz", x=xte[:50].numpy(), y=yte[:50].numpy())
+    np.savez(tmp_path / "test.npz", x=xte[:n_test].numpy(), y=yte[:n_test].numpy())
+    return ["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+            "--calibration", str(tmp_path / "calib.npz")]
+
+
+def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, digits, capsys):
+    convert = _mlp_inputs(tmp_path, trained_mlp, digits, 50)
     net = tmp_path / "mlp.h5"
-    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
-                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
+    assert main(convert + ["--out", str(net), "--norm", "max"]) == 0
     assert main(["inspect", str(net)]) == 0
     gn = tmp_path / "mlp-gn.h5"
-    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
-                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(gn), "--neuron", "group", "--tau", "3",
-                 "--calibrate", "cc", "--T", "2", "--calib-samples", "64"]) == 0
+    assert main(convert + ["--out", str(gn), "--neuron", "group", "--tau", "3",
+                           "--calibrate", "cc", "--T", "2", "--calib-samples", "64"]) == 0
     from simulator import load_network
     loaded = load_network(gn)
     assert {p.model for p in loaded.populations} == {"input", "group", "readout"}
     assert loaded.populations[1].tau == 3 and loaded.attrs["calibration"] == "cc T=2 N=64"
     assert "valid, format 1.4" in capsys.readouterr().out
     mt = tmp_path / "mlp-mt.h5"
-    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
-                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(mt), "--neuron", "multi_threshold",
-                 "--levels", "3", "--payload", "parallel"]) == 0
+    assert main(convert + ["--out", str(mt), "--neuron", "multi_threshold", "--levels", "3",
+                           "--payload", "parallel"]) == 0
     hidden = load_network(mt).populations[1]
     assert (hidden.model, hidden.levels, hidden.payload) == ("multi_threshold", 3, "parallel")
     assert hidden.threshold_neg is None  # ReLU layers: one-sided
@@ -96,13 +101,9 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
 
 
 def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
-    xtr, _, xte, yte = digits
-    torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
-    np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
-    np.savez(tmp_path / "test.npz", x=xte[:60].numpy(), y=yte[:60].numpy())
+    convert = _mlp_inputs(tmp_path, trained_mlp, digits, 60)
     net = tmp_path / "mlp.h5"
-    assert main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
-                 "--calibration", str(tmp_path / "calib.npz"), "--out", str(net), "--norm", "max"]) == 0
+    assert main(convert + ["--out", str(net), "--norm", "max"]) == 0
     assert main(["report", str(net), "--data", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
                  "--T", "4", "8", "--target", "loihi", "--target", "generic45nm", "--fixed-point",
                  "--out", str(tmp_path / "rep")]) == 0
