@@ -60,3 +60,36 @@ def synapses_per_source(proj, source_shape, target_shape) -> np.ndarray:
 
 def synapse_count(proj, source_shape, target_shape) -> int:
     return int(synapses_per_source(proj, source_shape, target_shape).sum())
+
+
+def explicit_synapses(proj, source_shape, target_shape):
+    """Every synapse of a dense / sparse / identity / conv2d / avgpool projection as (source, target, weight)
+    arrays in C-order neuron indexing, for exporters to formats without shared kernels (SANA-FE, NIR)."""
+    n_src = int(np.prod(source_shape))
+    n_tgt = int(np.prod(target_shape))
+    if proj.kind == "dense":
+        t, s = np.meshgrid(np.arange(n_tgt), np.arange(n_src), indexing="ij")
+        return s.reshape(-1), t.reshape(-1), np.asarray(proj.weight, np.float64).reshape(-1)
+    if proj.kind == "sparse":
+        s = np.repeat(np.arange(n_src), np.diff(proj.indptr))
+        return s, np.asarray(proj.indices, np.int64), np.asarray(proj.weight, np.float64)
+    if proj.kind == "identity":
+        return np.arange(n_src), np.arange(n_src), np.ones(n_src)
+    if proj.kind not in ("conv2d", "avgpool"):
+        raise ValueError(f"projection {proj.name!r}: kind {proj.kind!r} has no synapse list")
+    (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
+    cin, h, w = source_shape
+    cout, ho, wo = target_shape
+    if proj.kind == "conv2d":
+        kernel = np.asarray(proj.weight, np.float64)
+    else:
+        kernel = np.full((cout, 1, kh, kw), 1.0 / (kh * kw))
+    o, ci, ky, kx, oy, ox = np.meshgrid(np.arange(cout), np.arange(cin_g), np.arange(kh), np.arange(kw),
+                                        np.arange(ho), np.arange(wo), indexing="ij")
+    y = oy * sh - ph + ky
+    x = ox * sw - pw + kx
+    ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    c = (o // cout_g) * cin_g + ci
+    src = (c * h + y) * w + x
+    tgt = (o * ho + oy) * wo + ox
+    return src[ok].astype(np.int64), tgt[ok].astype(np.int64), kernel[o, ci, ky, kx][ok]

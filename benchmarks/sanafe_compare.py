@@ -1,0 +1,206 @@
+"""Side-by-side check against SANA-FE: the same mapped fixed-point network, inputs and per-event costs in both
+simulators; spikes, synaptic operations, packets, hops, readout, energy and wall time compared.
+
+    python -m benchmarks.sanafe_compare --out benchmarks/results/sanafe [--samples 20 --T 8]
+
+Needs `pip install sanafe` (the `compare` extra). Costs are aligned on the events both simulators price the same
+way (synaptic op, spike, message, hop: the target's values); neuron updates and memory traffic are left out of
+the aligned energy, because SANA-FE here updates every neuron in every step of its longer, depth-shifted run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import simulator
+from benchmarks import sanafe_export as sx
+from hwmodels.targets import load_target
+
+EVENTS = ("spikes", "synops", "packets", "hops")
+
+
+@dataclass
+class SideBySide:
+    """Totals over the compared samples; energies in pJ, times in s."""
+
+    ours: dict = field(default_factory=lambda: {k: 0 for k in EVENTS})
+    sanafe: dict = field(default_factory=lambda: {k: 0 for k in EVENTS})
+    ours_energy_pj: float = 0.0
+    sanafe_energy_pj: float = 0.0
+    readout_max_diff: float = 0.0
+    same_predictions: int = 0
+    samples: int = 0
+    ours_wall_s: float = 0.0
+    sanafe_sim_wall_s: float = 0.0
+    sanafe_build_wall_s: float = 0.0
+    ours_latency_ns: float = 0.0
+    sanafe_sim_time_ns: float = 0.0
+
+    def rows(self):
+        return [(k, self.ours[k], self.sanafe[k]) for k in EVENTS]
+
+
+def aligned_energy_pj(totals, target) -> float:
+    return float(sum(totals[k] * target.energy_per_event(k) for k in EVENTS))
+
+
+def run_sanafe_sample(sanafe, arch, net, target, x, T):
+    """One sample through SANA-FE: counts of the network's own events (drive neurons excluded), aligned energy,
+    the readout (T x spikeforge's mean output), simulated time and wall times."""
+    t0 = time.perf_counter()
+    sn, steps, drive_events = sx.build_network(sanafe, arch, net, x, T)
+    chip = sanafe.SpikingChip(arch)
+    chip.load(sn)
+    t1 = time.perf_counter()
+    res = chip.sim(timesteps=steps, spike_trace=True, potential_trace=True, message_trace=True,
+                   processing_threads=1)
+    t2 = time.perf_counter()
+    spikes = sum(1 for step in res["spike_trace"] for a in step if not sx.is_drive(a.group_name))
+    packets = hops = 0
+    for step in res["message_trace"]:
+        for m in step:
+            if not m.get("placeholder") and not sx.is_drive(m["src_neuron_group_id"]):
+                packets += 1
+                hops += m["hops"]
+    # drive spikes are free except at the receiving synapse unit: their synaptic events are known exactly
+    e_syn = target.energy_per_event("synops")
+    energy_pj = res["energy"]["total"] * 1e12 - drive_events * e_syn
+    synops = res["energy"]["synapse"] * 1e12 / e_syn - drive_events
+    readout = np.asarray(res["potential_trace"][-1], np.float64)
+    counts = {"spikes": spikes, "synops": int(round(synops)), "packets": packets, "hops": hops}
+    return counts, energy_pj, readout, res["sim_time"] * 1e9, t1 - t0, t2 - t1
+
+
+def compare(net, x, T, target, progress=None) -> SideBySide:
+    """Run `net` (fixed point, mapped, layered) on samples x (B, *input shape) in both simulators."""
+    import sanafe
+
+    from hwmodels import estimate
+
+    sx.check_exportable(net)
+    out = SideBySide()
+    flat = simulator.prepare(net)
+    simulator.run(flat, x[:1], T)  # compile outside the timing
+    t0 = time.perf_counter()
+    res = simulator.run(flat, x, T, batch_size=len(x))
+    out.ours_wall_s = time.perf_counter() - t0
+    for k in EVENTS:
+        out.ours[k] = res.total(k)
+    out.ours_energy_pj = aligned_energy_pj(out.ours, target)
+    labels = [net.populations[int(p)].name for p in net.cores.population]
+    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels).latency_ns * len(x)
+    with _tempdir() as folder:
+        path = os.path.join(folder, "arch.yaml")
+        sx.write_architecture(net, target, path)
+        arch = sanafe.load_arch(path)
+        for b in range(len(x)):
+            counts, e, readout, sim_ns, build_s, sim_s = run_sanafe_sample(sanafe, arch, net, target, x[b], T)
+            for k in EVENTS:
+                out.sanafe[k] += counts[k]
+            out.sanafe_energy_pj += e
+            ours_readout = res.output[b].reshape(-1) * T
+            out.readout_max_diff = max(out.readout_max_diff, float(np.abs(readout - ours_readout).max()))
+            out.same_predictions += int(readout.argmax() == ours_readout.argmax())
+            out.sanafe_sim_time_ns += sim_ns
+            out.sanafe_build_wall_s += build_s
+            out.sanafe_sim_wall_s += sim_s
+            out.samples += 1
+            if progress:
+                progress(b + 1, len(x))
+    return out
+
+
+class _tempdir:
+    def __enter__(self):
+        import tempfile
+
+        self._d = tempfile.TemporaryDirectory(prefix="spikeforge-sanafe-")
+        return self._d.name
+
+    def __exit__(self, *exc):
+        self._d.cleanup()
+
+
+def _digits_nets(seed=0):
+    """Layered digits networks (an MLP and a small CNN) trained here, converted, fixed point (8 / 24 bits) and
+    mapped on Loihi, once with its 1,024-neuron cores and once with 32-neuron cores (layers spread over many
+    cores, packets travel several hops); and the test images."""
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    from benchmarks.data import load_digits_split
+    from converter import convert
+    from converter.fixed_point import to_fixed_point
+    from converter.mapping import map_network
+    from converter.training import train_classifier
+
+    torch.manual_seed(seed)
+    xtr, ytr, xte, yte = load_digits_split(seed=seed)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+    loihi = load_target("loihi")
+    small = dataclasses.replace(loihi, limits=dict(loihi.limits, neurons_per_core=32))
+    for name, model in (("MLP 64-128-64-10", mlp), ("CNN c8-c16s2-fc10", cnn)):
+        ann = train_classifier(model, xtr, ytr, epochs=20, lr=0.05, seed=seed)
+        snn = convert(ann, [xtr[:256]], norm="percentile", percentile=99.9)
+        fixed = to_fixed_point(snn, loihi.limits["weight_bits"], int(loihi.limits["membrane_bits"]))
+        for label, target in (("1024", loihi), ("32", small)):
+            yield f"{name}, {label}-neuron cores", map_network(fixed, target, placement="anneal"), xte.numpy()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--T", type=int, nargs="+", default=[4, 8])
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    target = load_target("loihi")
+    rows = []
+    for name, net, x in _digits_nets():
+        for T in args.T:
+            r = compare(net, x[:args.samples], T, target,
+                        progress=lambda d, n: print(f"\r  {name} T={T}: sample {d}/{n}", end="", flush=True))
+            print()
+            row = {"network": name, "T": T, "cores": len(net.cores), "samples": r.samples,
+                   **{f"ours_{k}": r.ours[k] for k in EVENTS}, **{f"sanafe_{k}": r.sanafe[k] for k in EVENTS},
+                   "ours_energy_pj": r.ours_energy_pj, "sanafe_energy_pj": r.sanafe_energy_pj,
+                   "energy_rel_diff": abs(r.sanafe_energy_pj - r.ours_energy_pj) / max(r.ours_energy_pj, 1e-30),
+                   "readout_max_abs_diff": r.readout_max_diff, "same_predictions": r.same_predictions,
+                   "ours_wall_s": r.ours_wall_s, "sanafe_sim_wall_s": r.sanafe_sim_wall_s,
+                   "sanafe_build_wall_s": r.sanafe_build_wall_s,
+                   "wall_ratio": r.sanafe_sim_wall_s / max(r.ours_wall_s, 1e-12),
+                   "ours_latency_us": r.ours_latency_ns / r.samples / 1e3,
+                   "sanafe_sim_time_us": r.sanafe_sim_time_ns / r.samples / 1e3}
+            rows.append(row)
+            print(json.dumps(row))
+    with open(os.path.join(args.out, "sanafe_compare.json"), "w") as fh:
+        json.dump(rows, fh, indent=1)
+    lines = ["| network | T | cores | spikes (ours = SANA-FE) | synops | packets | hops |"
+             " aligned energy µJ, all samples: ours / SANA-FE | readout | wall s ours (2 threads) / SANA-FE sim (1 thread) (ratio) | latency µs ours / SANA-FE |",
+             "|---|---:|---:|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def pair(k):
+            a, b = r[f"ours_{k}"], r[f"sanafe_{k}"]
+            return f"{a:,}" if a == b else f"{a:,} / {b:,}"
+        lines.append(
+            f"| {r['network']} | {r['T']} | {r['cores']} | {pair('spikes')} | {pair('synops')} | {pair('packets')} | "
+            f"{pair('hops')} | {r['ours_energy_pj'] / 1e6:.4f} / {r['sanafe_energy_pj'] / 1e6:.4f} "
+            f"({100 * r['energy_rel_diff']:.2g}%) | {r['same_predictions']}/{r['samples']} same, max diff "
+            f"{r['readout_max_abs_diff']:.2g} | {r['ours_wall_s']:.3f} / {r['sanafe_sim_wall_s']:.2f} "
+            f"({r['wall_ratio']:.0f}x) | {r['ours_latency_us']:.1f} / {r['sanafe_sim_time_us']:.1f} |")
+    with open(os.path.join(args.out, "sanafe_compare.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Export a converted, mapped, fixed-point network to SANA-FE (PyPI `sanafe`) for a side-by-side run.
+
+SANA-FE (Boyle et al., "SANA-FE: Simulating Advanced Neuromorphic Architectures for Fast Exploration") runs a
+mapped SNN on a tiled architecture description and reports spikes, messages, hops, energy and time. The export
+keeps the two simulations event for event identical:
+
+- architecture: one SANA-FE tile per spikeforge core at the core's mesh (x, y) (tile id = x·height + y, as
+  SANA-FE numbers them), each with one core; per-event energies and latencies are the target's (synaptic op,
+  spike, message = packet, hop in every direction); everything spikeforge prices elsewhere is 0;
+- timing: SANA-FE delivers a spike one step after it is sent, spikeforge runs all layers in the same step, so
+  a population at depth k (longest path from the input) runs spikeforge step t at SANA-FE step t + k + 1; only
+  strictly layered networks (every projection one depth down) keep all inputs aligned; SANA-FE 2.2.9's
+  synaptic delays did not take effect in our tests, so skip connections are refused;
+- drive neurons (SANA-FE "input" somas with spike trains) stand in for what SANA-FE has no field for: the
+  analog input (one per first-layer neuron, weight = the rounded per-step input current, firing T times), the
+  initial membrane (a "kick" per core, once), per-step biases (a "bias" per core, T times), and the end of the
+  run (a "clamp" per core sends -2^40 after the last step, so no spike leaks out of a layer's T-step window).
+  SANA-FE 2.2.9 keeps one spike-train position per core for its input somas (two input neurons on one core
+  disturb each other's trains), so every drive neuron gets a core of its own on its target's tile: zero
+  hops, and a drive core's soma and messages cost nothing. Its spikes are still charged at the target's
+  synapse unit (SANA-FE picks the synapse unit of the receiving neuron), so the export returns how many
+  synaptic events the drives cause, and the comparison subtracts them;
+- fixed point only (integer weights, thresholds, membranes): SANA-FE fires when V > threshold, spikeforge when
+  V >= θ; every membrane is shifted by +1/2, which makes the two tests the same on integers and leaves the
+  subtractive reset exact; neurons update every step (force_update), as spikeforge's do.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from simulator.geometry import explicit_synapses
+
+DRIVE_SOMA = "drive_soma"
+CLAMP = -float(2 ** 40)
+SUPPORTED_MODELS = ("input", "if", "readout")
+
+
+class SanaFeExportError(ValueError):
+    """The network has a part the SANA-FE export cannot represent exactly; the message names it."""
+
+
+def depths(net) -> dict:
+    """Population name -> depth (input 0); refuses projections that do not go exactly one depth down."""
+    depth = {net.input.name: 0}
+    for pop in net.populations[1:]:
+        srcs = [q.source for q in net.incoming(pop.name)]
+        depth[pop.name] = 1 + max(depth[s] for s in srcs)
+    for q in net.projections:
+        if depth[q.target] != depth[q.source] + 1:
+            raise SanaFeExportError(
+                f"projection {q.name!r} ({q.source!r} -> {q.target!r}) skips from depth {depth[q.source]} to "
+                f"{depth[q.target]}: SANA-FE delivers every spike one step later, and without working synaptic "
+                "delays only strictly layered networks keep their inputs aligned")
+    return depth
+
+
+def check_exportable(net):
+    """Raise SanaFeExportError naming the first part with no exact SANA-FE form."""
+    if net.attrs.get("numeric_mode") != "fixed":
+        raise SanaFeExportError("the SANA-FE export needs a fixed-point network (converter.fixed_point."
+                                "to_fixed_point): SANA-FE's threshold test is strict, spikeforge's is not")
+    for pop in net.populations:
+        if pop.model not in SUPPORTED_MODELS:
+            raise SanaFeExportError(f"population {pop.name!r}: neuron model {pop.model!r} has no SANA-FE form here "
+                                    f"(supported: {', '.join(SUPPORTED_MODELS)})")
+        if pop.model == "if" and pop.reset not in ("subtract", "zero"):
+            raise SanaFeExportError(f"population {pop.name!r}: reset {pop.reset!r} is not exported")
+    xy = set(zip(net.cores.x.tolist(), net.cores.y.tolist()))
+    if len(xy) != len(net.cores):
+        raise SanaFeExportError("two cores share a mesh position: map the network first "
+                                "(converter.mapping.map_network) so every core has its own tile")
+    depths(net)
+
+
+def drives_per_core(net) -> np.ndarray:
+    """Drive neurons each spikeforge core needs: kick, clamp and bias (spiking layers), kick and bias (readout),
+    plus one input neuron per neuron of a first-layer core."""
+    first = {q.target for q in net.projections if q.source == net.input.name}
+    out = np.zeros(len(net.cores), np.int64)
+    for i in range(len(net.cores)):
+        pop = net.populations[int(net.cores.population[i])]
+        if pop.model == "input":
+            continue
+        out[i] = 3 + (int(net.cores.neuron_stop[i] - net.cores.neuron_start[i]) if pop.name in first else 0)
+    return out
+
+
+def architecture(net, target) -> dict:
+    """SANA-FE architecture description (a dict; JSON is valid YAML) with the target's per-event costs: one tile
+    per core position, holding the core and its drive cores."""
+    e = {k: target.energy_per_event(k) * 1e-12 for k in ("synops", "spikes", "packets", "hops")}
+    t = {k: target.time_ns[k] * 1e-9 for k in ("synops", "spikes", "packets", "hops")}
+    width, height = int(net.cores.x.max()) + 1, int(net.cores.y.max()) + 1
+    per_core = int((net.cores.neuron_stop - net.cores.neuron_start).max())
+    hop = {f"{kind}_{d}_hop": (e if kind == "energy" else t)["hops"]
+           for d in ("north", "east", "south", "west") for kind in ("energy", "latency")}
+    free = {"energy_access_neuron": 0.0, "latency_access_neuron": 0.0, "energy_update_neuron": 0.0,
+            "latency_update_neuron": 0.0, "energy_spike_out": 0.0, "latency_spike_out": 0.0}
+
+    def core(name, drive):
+        return {
+            "name": name, "attributes": {"buffer_position": "soma", "max_neurons_supported": 1 if drive else per_core},
+            "axon_in": [{"name": "axon_in", "attributes": {"energy_message_in": 0.0, "latency_message_in": 0.0}}],
+            "synapse": [{"name": "synapse", "attributes": {"model": "current_based", "energy_process_spike":
+                                                           e["synops"], "latency_process_spike": t["synops"]}}],
+            "dendrite": [{"name": "dendrite", "attributes": {"model": "accumulator", "energy_update": 0.0,
+                                                             "latency_update": 0.0}}],
+            "soma": [{"name": DRIVE_SOMA, "attributes": dict(free, model="input")}] if drive else
+                    [{"name": "soma", "attributes": dict(free, model="leaky_integrate_fire",
+                                                         energy_spike_out=e["spikes"], latency_spike_out=t["spikes"])}],
+            "axon_out": [{"name": "axon_out", "attributes": {
+                "energy_message_out": 0.0 if drive else e["packets"], "latency_message_out": 0.0 if drive else
+                t["packets"]}}],
+        }
+
+    m = int(drives_per_core(net).max())
+    cores = [core("core", False)] + ([core(f"drive[0..{m - 1}]", True)] if m else [])
+    return {"architecture": {"name": f"spikeforge-{target.name}",
+                             "attributes": {"link_buffer_size": 16, "width": width, "height": height},
+                             "tile": [{"name": f"tile[0..{width * height - 1}]", "attributes": hop, "core": cores}]}}
+
+
+def write_architecture(net, target, path):
+    with open(path, "w") as fh:
+        json.dump(architecture(net, target), fh, indent=1)
+
+
+def first_layer_drive(net, x) -> dict:
+    """Per first-layer population: the integer input each neuron gets every step, round(Σ W·x + bias) half up,
+    as spikeforge's fixed-point engine rounds it."""
+    shapes = {p.name: p.shape for p in net.populations}
+    out = {}
+    x = np.asarray(x, np.float64).reshape(-1)
+    for q in net.projections:
+        if q.source != net.input.name:
+            continue
+        tgt = net.population(q.target)
+        s, t, w = explicit_synapses(q, shapes[q.source], shapes[q.target])
+        cur = out.get(q.target, np.asarray(tgt.bias, np.float64).copy())
+        np.add.at(cur, t, np.asarray(w, np.float32).astype(np.float64) * x[s])
+        out[q.target] = cur
+    return {k: np.floor(v + 0.5) for k, v in out.items()}
+
+
+def build_network(sanafe, arch, net, x, T):
+    """A sanafe.Network for one sample x (input shape), mapped like `net`.
+
+    Returns (network, steps to run, drive synaptic events): the run covers the deepest population's window.
+    """
+    depth = depths(net)
+    m = int(drives_per_core(net).max())
+    hw = arch.cores()
+    height = int(net.cores.y.max()) + 1
+    steps = T + max(depth.values())
+    drive = first_layer_drive(net, x)
+    shapes = {p.name: p.shape for p in net.populations}
+    sn = sanafe.Network()
+    groups = {}
+    drive_events = 0
+
+    def train(first, count):
+        return [first <= s < first + count for s in range(1, steps + 1)]
+
+    def add_drive(ci, slot, label, spikes, targets, weights):
+        """A drive neuron in drive core `slot` of core ci's tile, sending weights to neurons `targets`."""
+        nonlocal drive_events
+        keep = weights != 0
+        if not keep.any():
+            return
+        tile = int(net.cores.x[ci]) * height + int(net.cores.y[ci])
+        g = sn.create_neuron_group(f"{label}@{ci}", 1, soma_hw_name=DRIVE_SOMA)
+        g.neurons[0].set_attributes(model_attributes={"spikes": spikes})
+        g.neurons[0].map_to_core(hw[tile * (1 + m) + 1 + slot])
+        g.connect_neurons_sparse(groups[label.split("/")[0]], {"weight": [float(v) for v in weights[keep]]},
+                                 [(0, int(j)) for j in targets[keep]])
+        drive_events += int(keep.sum()) * sum(spikes)
+
+    for pop in net.populations[1:]:
+        if pop.model == "readout":
+            attrs = {"threshold": 1e300, "reset_mode": "none", "leak_decay": 1.0}
+        else:
+            attrs = {"threshold": 0.0, "reset_mode": "soft" if pop.reset == "subtract" else "hard",
+                     "reset": 0.5, "leak_decay": 1.0, "force_update": True}
+        g = sn.create_neuron_group(pop.name, pop.size, model_attributes=attrs, soma_hw_name="soma",
+                                   log_spikes=pop.model != "readout", log_potential=pop.model == "readout")
+        if pop.model == "if":
+            for j, theta in enumerate(np.asarray(pop.threshold, np.float64).tolist()):
+                g.neurons[j].set_attributes(model_attributes={"threshold": theta})
+        groups[pop.name] = g
+    for ci in range(len(net.cores)):
+        pop = net.populations[int(net.cores.population[ci])]
+        if pop.model == "input":
+            continue
+        k = depth[pop.name]
+        start, stop = int(net.cores.neuron_start[ci]), int(net.cores.neuron_stop[ci])
+        tile = int(net.cores.x[ci]) * height + int(net.cores.y[ci])
+        for j in range(start, stop):
+            groups[pop.name].neurons[j].map_to_core(hw[tile * (1 + m)])
+        ids = np.arange(start, stop)
+        shift = 0.0 if pop.model == "readout" else 0.5
+        add_drive(ci, 0, f"{pop.name}/kick", train(k, 1), ids, np.asarray(pop.v_init, np.float64)[ids] + shift)
+        if pop.model != "readout":
+            add_drive(ci, 1, f"{pop.name}/clamp", train(k + T, 1), ids, np.full(len(ids), CLAMP))
+        if pop.name in drive:  # the rounded analog input (bias included), one drive neuron per neuron
+            for n, j in enumerate(ids):
+                add_drive(ci, 3 + n, f"{pop.name}/input{j}", train(k, T), ids[n:n + 1], drive[pop.name][j:j + 1])
+        else:
+            add_drive(ci, 2, f"{pop.name}/bias", train(k, T), ids, np.asarray(pop.bias, np.float64)[ids])
+    for q in net.projections:
+        if q.source == net.input.name:
+            continue
+        # zero weights stay: they are stored synapses, and spikeforge counts their events too
+        s, t, w = explicit_synapses(q, shapes[q.source], shapes[q.target])
+        groups[q.source].connect_neurons_sparse(groups[q.target], {"weight": w.tolist()},
+                                                list(zip(s.tolist(), t.tolist())))
+    return sn, steps, drive_events
+
+
+def is_drive(group_name: str) -> bool:
+    return "@" in group_name
+
+
+def export(net, target, x, T, folder):
+    """Write SANA-FE's two input files for one sample: folder/arch.yaml and folder/snn.yaml."""
+    import sanafe
+
+    check_exportable(net)
+    os.makedirs(folder, exist_ok=True)
+    arch_path = os.path.join(folder, "arch.yaml")
+    write_architecture(net, target, arch_path)
+    arch = sanafe.load_arch(arch_path)
+    sn, _, _ = build_network(sanafe, arch, net, x, T)
+    sn.save(os.path.join(folder, "snn.yaml"))
+    return arch_path, os.path.join(folder, "snn.yaml")
