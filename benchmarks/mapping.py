@@ -1,5 +1,6 @@
 """Map converted networks onto the built-in targets: cores, chips, Σ axons x hops for snake vs annealed
-placement, simulated hops/packets and NoC energy/latency, mapping time; a table (Markdown) and PNGs.
+placement, simulated hops/packets, the busiest XY link (packets per image in its busiest step), NoC energy,
+latency with the per-core and the link-level network model, mapping time; a table (Markdown) and PNGs.
 
     python -m benchmarks.mapping --out benchmarks/results/mapping
 """
@@ -21,6 +22,7 @@ from converter import convert
 from converter.mapping import MappingError, map_network, placement_cost
 from converter.training import train_classifier
 from hwmodels import estimate
+from hwmodels.noc import link_loads
 from hwmodels.targets import load_target
 
 
@@ -60,12 +62,16 @@ def main(argv=None):
                        "chips": int(m.cores.chip.max()) + 1, "axon_hops": placement_cost(pos, e.src, e.dst, e.axons),
                        "map_s": round(seconds, 2)}
                 if x is not None:
-                    res = simulator.run(m, x, args.T)
+                    res = simulator.run(m, x, args.T, record_links=True)
                     labels = [m.populations[int(i)].name for i in m.cores.population]
+                    ll = link_loads(res.flows, res.flow_src, res.flow_dst, m.cores.x, m.cores.y)
                     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels)
+                    rep_links = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, links=ll)
                     row.update(packets=res.total("packets") / len(x), hops=res.total("hops") / len(x),
+                               busiest_link=float(ll.busiest().max()) / len(x),
                                noc_uj=(rep.dynamic_pj["packets"] + rep.dynamic_pj["hops"]) / 1e6,
-                               energy_uj=rep.energy_pj / 1e6, latency_us=rep.latency_ns / 1e3)
+                               energy_uj=rep.energy_pj / 1e6, latency_us=rep.latency_ns / 1e3,
+                               latency_links_us=rep_links.latency_ns / 1e3)
                 rows.append(row)
                 print(row, flush=True)
                 if placement == "anneal":
@@ -73,8 +79,8 @@ def main(argv=None):
                                f"{name} on {tname} ({len(m.cores)} cores, annealed placement)")
     with open(os.path.join(args.out, "mapping.json"), "w") as fh:
         json.dump(rows, fh, indent=2)
-    cols = ["network", "target", "placement", "cores", "chips", "axon_hops", "packets", "hops", "noc_uj",
-            "energy_uj", "latency_us", "map_s"]
+    cols = ["network", "target", "placement", "cores", "chips", "axon_hops", "packets", "hops", "busiest_link",
+            "noc_uj", "energy_uj", "latency_us", "latency_links_us", "map_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:

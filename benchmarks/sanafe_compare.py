@@ -19,6 +19,7 @@ import numpy as np
 
 import simulator
 from benchmarks import sanafe_export as sx
+from hwmodels.noc import link_loads
 from hwmodels.targets import load_target
 
 EVENTS = ("spikes", "synops", "packets", "hops")
@@ -93,7 +94,10 @@ def compare(net, x, T, target, progress=None) -> SideBySide:
         out.ours[k] = res.total(k)
     out.ours_energy_pj = aligned_energy_pj(out.ours, target)
     labels = [net.populations[int(p)].name for p in net.cores.population]
-    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels).latency_ns * len(x)
+    routed = simulator.run(flat, x, T, batch_size=len(x), record_links=True)
+    links = link_loads(routed.flows, routed.flow_src, routed.flow_dst, net.cores.x, net.cores.y)
+    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels,
+                                   links=links).latency_ns * len(x)
     with _tempdir() as folder:
         path = os.path.join(folder, "arch.yaml")
         sx.write_architecture(net, target, path)

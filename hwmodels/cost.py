@@ -5,7 +5,9 @@ counters (T, cores, K) summed over `n_samples` samples, K named by `counter_name
 Conventions:
 - energy per inference = Σ_core Σ_event count·E_event + static power x cores x latency;
 - latency per step = slowest core's compute (synops, MACs, neuron updates, spikes)
-  + slowest core's network work (packets, hops) + barrier; at least the target's tick;
+  + network time + barrier; at least the target's tick. Network time: with link loads (hwmodels.noc, XY routes)
+  the busiest core's packet injections + (busiest link load + longest active route - 1) x t_hop; without them,
+  the core whose packets and hops take longest (its hops charged as if serialized at its router);
 - paper-style energy of the conversion papers (METHODS.md): E = SOPs·E_AC + MACs·E_MAC with
   E_AC = 0.9 pJ, E_MAC = 4.6 pJ; the ANN costs MACs·E_MAC.
 """
@@ -45,12 +47,14 @@ class CostReport:
                 "latency_ns_per_step": self.latency_ns_per_step.tolist(), "layer_energy_pj": self.layer_energy_pj}
 
 
-def estimate(counters, counter_names, n_samples, target: Target, core_labels, core_memory=None) -> CostReport:
+def estimate(counters, counter_names, n_samples, target: Target, core_labels, core_memory=None,
+             links=None) -> CostReport:
     """Energy and latency per inference on `target`.
 
     core_labels: the layer (population) name of each core, for the per-layer breakdown;
     core_memory: optional dict of per-core 'synapse_bytes' and 'state_bytes', which select the
-    SRAM energy of size-dependent targets (the largest array is assumed when absent).
+    SRAM energy of size-dependent targets (the largest array is assumed when absent);
+    links: optional hwmodels.noc.LinkLoads of the same run, for the link-level network time.
     """
     counters = np.asarray(counters, dtype=np.float64)
     if counters.ndim != 3 or counters.shape[2] != len(counter_names):
@@ -78,8 +82,15 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
         unit = np.array([target.energy_per_event(event, None if sizes is None else sizes[c]) for c in range(n_cores)])
         core_energy[:, j] = counts * unit
     compute = sum(per_inf[:, :, col[e]] * target.time_ns[e] for e in _COMPUTE)  # (T, cores)
-    network = sum(per_inf[:, :, col[e]] * target.time_ns[e] for e in _NETWORK)
-    step = compute.max(axis=1) + network.max(axis=1) + target.time_ns["barrier"]
+    if links is None:
+        network = sum(per_inf[:, :, col[e]] * target.time_ns[e] for e in _NETWORK).max(axis=1)
+    else:
+        if len(links.loads) != T:
+            raise ValueError(f"link loads cover {len(links.loads)} steps, counters {T}")
+        busiest = links.busiest() / n_samples
+        wire = np.where(busiest > 0, busiest + links.longest_route - 1, 0.0)
+        network = (per_inf[:, :, col["packets"]] * target.time_ns["packets"]).max(axis=1) + wire * target.time_ns["hops"]
+    step = compute.max(axis=1) + network + target.time_ns["barrier"]
     step = np.maximum(step, target.tick_ns)
     latency = float(step.sum())
     static = target.static_power_mw_per_core * n_cores * latency  # mW x ns = pJ

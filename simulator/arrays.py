@@ -185,7 +185,8 @@ def flatten(net: Network) -> FlatNetwork:
         pairs_core.append(rcore.astype(np.int64))
 
     n_total = int(offsets[-1])
-    n_packets, n_hops = _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores)
+    n_packets, n_hops, fl_ptr, fl_id, flow_src, flow_dst = _packets_and_hops(net, core_of, pairs_src, pairs_core,
+                                                                             n_total, n_cores)
     in_ptr = np.zeros(len(pops) + 1, np.int64)
     in_proj = []
     for pi, pop in enumerate(pops):
@@ -211,7 +212,8 @@ def flatten(net: Network) -> FlatNetwork:
         pop_vmax=np.array([fixed_vmax(net) if p.model in ("if", "group") else 0.0 for p in pops], np.float64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
         theta=gather("threshold"), theta_neg=theta_neg, v_init=gather("v_init"), bias=gather("bias"),
-        core_of=core_of, n_packets=n_packets, n_hops=n_hops,
+        core_of=core_of, n_packets=n_packets, n_hops=n_hops, fl_ptr=fl_ptr, fl_id=fl_id, flow_src=flow_src,
+        flow_dst=flow_dst,
         proj_kind=np.array(cols["kind"], np.int64), proj_src=np.array(cols["src"], np.int64),
         proj_tgt_off=np.array(cols["tgt_off"], np.int64), proj_tgt_n=np.array(cols["tgt_n"], np.int64),
         proj_woff=np.array(cols["woff"], np.int64), proj_ioff=np.array(cols["ioff"], np.int64),
@@ -231,18 +233,22 @@ def flatten(net: Network) -> FlatNetwork:
 
 
 def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
-    """Per neuron: packets per spike (distinct destination cores over all its projections) and their mesh hops."""
+    """Per neuron: packets per spike (distinct destination cores over all its projections) and their mesh hops;
+    and the core-to-core flows its packets belong to (CSR fl_ptr / fl_id into flow_src / flow_dst)."""
     n_packets = np.zeros(n_total, np.int32)
     n_hops = np.zeros(n_total, np.int64)
     if not pairs_src:
-        return n_packets, n_hops
+        empty = np.zeros(0, np.int64)
+        return n_packets, n_hops, np.zeros(n_total + 1, np.int64), empty, empty, empty
     src = np.concatenate(pairs_src).astype(np.int64)
     core = np.concatenate(pairs_core)
-    key = np.unique(src * n_cores + core)
+    key = np.unique(src * n_cores + core)  # sorted by source neuron
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
     x, y = net.cores.x, net.cores.y
     sc = core_of[src]
     hops = np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core])
     n_hops += np.bincount(src, weights=hops, minlength=n_total).astype(np.int64)
-    return n_packets, n_hops
+    flow_key, fl_id = np.unique(sc.astype(np.int64) * n_cores + core, return_inverse=True)
+    fl_ptr = np.concatenate([[0], np.cumsum(n_packets)]).astype(np.int64)
+    return n_packets, n_hops, fl_ptr, fl_id.astype(np.int64), flow_key // n_cores, flow_key % n_cores

@@ -26,6 +26,8 @@ class Result:
     spike_counts: population name -> (B, *shape) int32 total spikes (if record_counts)
     spikes:      population name -> (B, T, *shape) int8 raster (-1: a negative spike) (for populations in record)
     traces:      (B, T, len(trace)) float64 membrane after each step, for the traced neurons
+    flows:       (T, flows) int64 packets of each core-to-core flow per step, summed over samples (record_links);
+                 flow k goes from core flow_src[k] to core flow_dst[k] (hwmodels.noc routes them over links)
     """
 
     output: np.ndarray
@@ -36,6 +38,9 @@ class Result:
     spikes: dict = field(default_factory=dict)
     traces: np.ndarray | None = None
     core_population: np.ndarray | None = None
+    flows: np.ndarray | None = None
+    flow_src: np.ndarray | None = None
+    flow_dst: np.ndarray | None = None
 
     def counter(self, name) -> np.ndarray:
         """(T, cores) array of one counter, summed over samples."""
@@ -78,13 +83,14 @@ def _check_inputs(flat, inputs):
 
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=64,
-        progress=None) -> Result:
+        progress=None, record_links=False) -> Result:
     """Simulate `inputs` (batch, *input shape) for T steps.
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
     record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
     trace: (population name, canonical neuron index) pairs whose membrane to keep.
     progress: callable(done_samples, total_samples), called after each chunk.
+    record_links: count packets per core-to-core flow and step (Result.flows), for the link-level NoC model.
     """
     if int(T) < 1:
         raise ValueError(f"T must be >= 1, got {T}")
@@ -108,17 +114,21 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
             a["pop_func"],
             a["pop_eps"], a["pop_aux"], rec_off, a["in_ptr"], a["in_proj"],
             tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
-            a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
+            a["fl_ptr"] if record_links else np.zeros_like(a["fl_ptr"]), a["fl_id"],
+            len(a["flow_src"]) if record_links else 0, a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
             a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
             a["indices"], a["rc_off"], a["rc_ptr"], a["rc_core"], a["rc_cnt"], readout)
     B = len(x)
     nd = K.N_DYNAMIC_COUNTERS
     counters = np.zeros((T, flat.n_cores, len(COUNTERS)), np.int64)
     per_sample = np.zeros((B, len(COUNTERS)), np.int64)
+    flows = np.zeros((T, len(a["flow_src"]) if record_links else 0), np.int64)
     outputs, counts, rasters, traces = [], [], [], []
     for start in range(0, B, batch_size):
         chunk = np.ascontiguousarray(x[start:start + batch_size])
-        out, ctr, cnt, rec, tr = K.run_batch(chunk, T, flat.n_cores, n_rec, len(tr_idx), bool(record_counts), *args)
+        out, ctr, cnt, rec, tr, fl = K.run_batch(chunk, T, flat.n_cores, n_rec, len(tr_idx), bool(record_counts),
+                                                 *args)
+        flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
         outputs.append(out)
@@ -135,6 +145,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     per_sample[:, nd:] = static.sum(axis=0)[None, :] * T
     output = np.concatenate(outputs)[:, _inverse(flat.perms[readout])].reshape(B, *net.readout.shape)
     result = Result(output, counters, per_sample, T, core_population=net.cores.population.copy())
+    if record_links:
+        result.flows, result.flow_src, result.flow_dst = flows, a["flow_src"].copy(), a["flow_dst"].copy()
     if record_counts:
         allc = np.concatenate(counts)
         for i, p in enumerate(net.populations):

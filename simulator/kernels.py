@@ -115,7 +115,7 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
                pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
+               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                readout_pop, record_counts):
@@ -195,27 +195,27 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                         else:
                             v[i] = m
                         m_ev = _emit(t, i, off, m_ev, theta[i] if vmax == 0.0 else 1.0, 1, 1, rec0, ev_idx, ev_val,
-                                     ev_mult, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+                                     ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
                     else:
                         v[i] = m
                 ev_n[p] = m_ev
             elif model == MODEL_GROUP:
                 _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_vmax[p], pop_rec_off[p], v, cur,
                               theta,
-                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts,
+                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts,
                               rec)
             elif model == MODEL_SIGNED:
                 _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_mult, ev_n,
-                               ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+                               ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
             elif model == MODEL_MULTI:
                 _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
-                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
             elif model == MODEL_ECMM:
                 _matmul_update(p, t, off, n // pop_tau[p], pop_tau[p], pop_aux[p], pop_aux[p + 1], aux, v, prev, ev_idx,
-                               ev_val, ev_n, ctr, core_of, n_packets, n_hops)
+                               ev_val, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
             elif model == MODEL_EC:
                 _ec_update(p, t, off, n, pop_func[p], pop_tau[p], pop_eps[p], v, prev, cur, ev_idx, ev_val, ev_n, ctr,
-                           core_of, n_packets, n_hops)
+                           core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
             elif model == MODEL_READOUT:
                 for i in range(n):
                     acc[i] += cur[off + i]
@@ -237,7 +237,7 @@ def _integrate(v, current, vmax):
 
 
 @njit(cache=True, inline="always")
-def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops,
+def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
           record_counts, counts, rec):
     """Queue neuron i's event (payload val, delivered mult times) and count it; s is what counts/rasters record.
 
@@ -250,6 +250,8 @@ def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, cor
     ctr[t, c, C_SPIKES] += mult
     ctr[t, c, C_PACKETS] += n_packets[i] * mult
     ctr[t, c, C_HOPS] += n_hops[i] * mult
+    for k in range(fl_ptr[i], fl_ptr[i + 1]):
+        flows[t, fl_id[k]] += mult
     if record_counts:
         counts[i] += s
     if rec0 >= 0:
@@ -259,7 +261,7 @@ def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, cor
 
 @njit(cache=True)
 def _group_update(p, t, off, n, tau, expand, reset, vmax, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
-                  n_packets, n_hops, record_counts, counts, rec):
+                  n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
     """Group neurons (Lv et al.): τ IF members with thresholds jθ/τ share one membrane.
 
     S = #{j : m >= jθ/τ}; v = m - (θ/τ)·S; one event with payload (θ/τ)·S. Member spikes
@@ -284,7 +286,7 @@ def _group_update(p, t, off, n, tau, expand, reset, vmax, rec0, v, cur, theta, e
                 v[i] = m
             m_ev = _emit(t, i, off, m_ev, (unit if vmax == 0.0 else 1.0) * s, s if expand else 1, s, rec0, ev_idx,
                          ev_val, ev_mult, ctr,
-                         core_of, n_packets, n_hops, record_counts, counts, rec)
+                         core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
         else:
             v[i] = m
     ev_n[p] = m_ev
@@ -292,7 +294,7 @@ def _group_update(p, t, off, n, tau, expand, reset, vmax, rec0, v, cur, theta, e
 
 @njit(cache=True)
 def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets,
-                   n_hops, record_counts, counts, rec):
+                   n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
     """Signed IF neurons (Leaky ReLU networks, Wang et al.): the membrane is kept in [0, θ).
 
     m = v + I; a positive spike (value θ) if m >= θ, a negative spike (value -α·θ) if m < 0;
@@ -310,14 +312,14 @@ def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_
         if s != 0:
             v[i] = m - s * theta[i]
             m_ev = _emit(t, i, off, m_ev, theta[i] if s > 0 else -alpha * theta[i], 1, s, rec0, ev_idx, ev_val,
-                         ev_mult, ctr, core_of, n_packets, n_hops, record_counts, counts, rec)
+                         ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
         else:
             v[i] = m
     ev_n[p] = m_ev
 
 
 @njit(cache=True, inline="always")
-def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n_hops):
+def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows):
     """Queue a compute node's analog output val of neuron i as an event: packets and hops count, spikes do not.
 
     Returns the population's new event count.
@@ -327,12 +329,14 @@ def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n
     c = core_of[i]
     ctr[t, c, C_PACKETS] += n_packets[i]
     ctr[t, c, C_HOPS] += n_hops[i]
+    for k in range(fl_ptr[i], fl_ptr[i + 1]):
+        flows[t, fl_id[k]] += 1
     return m_ev + 1
 
 
 @njit(cache=True)
 def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
-                  n_packets, n_hops, record_counts, counts, rec):
+                  n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
     """Multi-threshold neurons (ECMT): levels θ·2^k and -θ_neg·2^k, k < n; at most one event per step.
 
     m = v + I; the largest k with m >= θ·2^k - θ/2 fires θ·2^k, else (unless one-sided) the largest k with
@@ -354,7 +358,7 @@ def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, 
             level = theta[i] * s if s > 0 else theta_neg[i] * s
             v[i] = m - level
             m_ev = _emit(t, i, off, m_ev, level, 1, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets,
-                         n_hops, record_counts, counts, rec)
+                         n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
         else:
             v[i] = m
     ev_n[p] = m_ev
@@ -380,7 +384,7 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core,
 
 @njit(cache=True)
 def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
-                   n_hops):
+                   n_hops, fl_ptr, fl_id, flows):
     """Accumulating EC matrix product (ECMT) of an (M, N) node from A(t) (M, K) and B(t) (K, N).
 
     S_K(t) = S_K(t-1) + A(t)B(t) + A(t)S_B(t-1) + S_A(t-1)B(t) = S_A(t)S_B(t); O(t) = S_K(t)/t - S_K(t-1)/(t-1),
@@ -404,7 +408,7 @@ def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val
             o = total[e] / tt - prev[e]
             prev[e] = total[e] / tt
             if o != 0.0:
-                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops)
+                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
     for k in range(mm * inner + inner * n):  # S_A += A(t), S_B += B(t); clear the step's operands
         aux[s_a + k] += aux[a_t + k]
         aux[a_t + k] = 0.0
@@ -413,7 +417,7 @@ def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val
 
 @njit(cache=True)
 def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
-               n_hops):
+               n_hops, fl_ptr, fl_id, flows):
     """Expectation-compensated nonlinearity (ECMT): S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)).
 
     F is applied per group of `group` consecutive elements (layernorm, softmax: the last dimension).
@@ -454,17 +458,20 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
             prev[i] = tt * y
             ctr[t, core_of[i], C_MACS] += 1
             if o != 0.0:
-                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops)
+                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
     ev_n[p] = m_ev
 
 
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-              theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
+              theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, n_flows,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
-    """Run every row of X (B, input size, engine order) independently, samples in parallel."""
+    """Run every row of X (B, input size, engine order) independently, samples in parallel.
+
+    n_flows > 0: also count, per sample and step, the packets of every core-to-core flow (fl_ptr / fl_id list
+    the flows of each neuron's spike; with n_flows = 0, fl_ptr is all zeros and nothing is counted)."""
     B = X.shape[0]
     n_total = theta.shape[0]
     ctr = np.zeros((B, T, n_cores, N_DYNAMIC_COUNTERS), np.int64)
@@ -472,14 +479,15 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     counts = np.zeros((B, n_total if record_counts else 1), np.int32)
     rec = np.zeros((B, T, n_rec), np.int8)
     trace = np.zeros((B, T, n_trace))
+    flows = np.zeros((B, T, n_flows), np.int64)
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
                    pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-                   theta, theta_neg, v_init, bias, core_of, n_packets, n_hops,
+                   theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, flows[b],
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                    readout_pop, record_counts)
-    return out, ctr, counts, rec, trace
+    return out, ctr, counts, rec, trace, flows
 
 
 @njit(cache=True, inline="always")

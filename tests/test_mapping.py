@@ -5,6 +5,8 @@ import pytest
 import simulator
 from converter.mapping import (MappingError, anneal, fan_into_range, map_network, mesh_slots, partition,
                                placement_cost)
+from hwmodels import estimate, load_target
+from hwmodels.noc import link_loads, xy_route
 from simulator.geometry import synapses_per_source
 from simulator.network import Network, Population, Projection
 
@@ -129,6 +131,37 @@ def test_hops_and_packets_of_a_mapped_network_by_hand():
     np.testing.assert_array_equal(res.counter("hops")[:, 1], [4, 2, 4, 2])  # core 1: spikes [2,1,2,1] x 2 hops
 
 
+def test_xy_routes_by_hand():
+    assert xy_route(0, 0, 2, 1) == [(0, 0, 0), (1, 0, 0), (2, 0, 2)]  # east, east, north
+    assert xy_route(2, 2, 0, 0) == [(2, 2, 1), (1, 2, 1), (0, 2, 3), (0, 1, 3)]  # west, west, south, south
+    assert xy_route(3, 1, 3, 1) == []
+
+
+def test_link_loads_and_link_latency_of_a_mapped_network_by_hand():
+    """The network of the test above: core 1 at (1,0) reaches out at (0,1) over (1,0)->west, (0,0)->north;
+    core 2 at (1,1) over (1,1)->west. Spikes per step: core 1 [2,1,2,1], core 2 [1,1,2,1]. (The analog input's
+    routes carry nothing: its values are counted as MACs at the receiving cores.)"""
+    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (4,), 1.0, 0.5),
+            Population.make("out", "readout", (2,))]
+    w1 = np.array([[1.0, 0], [0.6, 0], [0.2, 0], [1.0, 0]], np.float32)
+    projs = [Projection("w1", "dense", "in", "h", w1), Projection("w2", "dense", "h", "out", np.ones((2, 4), np.float32))]
+    net = map_network(_net(pops, projs), _limits(neurons_per_core=2, cores_per_chip=4, mesh_width=2), "snake")
+    res = simulator.run(net, np.array([[1.0, 0.0]]), 4, record_links=True)
+    ll = link_loads(res.flows, res.flow_src, res.flow_dst, net.cores.x, net.cores.y)
+    loads = {tuple(k): ll.loads[:, i].tolist() for i, k in enumerate(ll.links.tolist()) if ll.loads[:, i].any()}
+    assert loads == {(1, 0, 1): [2, 1, 2, 1], (0, 0, 2): [2, 1, 2, 1], (1, 1, 1): [1, 1, 2, 1]}
+    np.testing.assert_array_equal(ll.loads.sum(axis=1), res.counter("hops").sum(axis=1))
+    assert ll.busiest().tolist() == [2, 1, 2, 1] and ll.longest_route.tolist() == [2, 2, 2, 2]
+    assert ll.busiest_link() == (1, 0, "west", 6)
+    # network time per step, Loihi (packet 2.1 ns, hop 5.3 ns). Per core: max(packets x 2.1 + hops x 5.3) =
+    # 25.4, 12.7, 25.4, 12.7; per link: max packets x 2.1 + (busiest + longest - 1) x 5.3 = 20.1, 12.7, 20.1, 12.7
+    loihi = load_target("loihi")
+    labels = ["in", "h", "h", "out"]
+    per_core = estimate(res.counters, simulator.COUNTERS, 1, loihi, labels).latency_ns_per_step
+    per_link = estimate(res.counters, simulator.COUNTERS, 1, loihi, labels, links=ll).latency_ns_per_step
+    np.testing.assert_allclose(per_core - per_link, [5.3, 0, 5.3, 0], atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def converted_resnet(trained_resnet, digits):
     from converter import convert
@@ -138,9 +171,7 @@ def converted_resnet(trained_resnet, digits):
 
 def test_mapped_converted_network_gives_the_same_spikes_and_anneal_shortens_routes(converted_resnet, digits):
     """A converted DigitsResNet on Loihi limits: same output as the one-core-per-layer file, more cores, and
-    annealing cuts Σ axons x hops below the snake walk."""
-    from hwmodels.targets import load_target
-
+    annealing cuts Σ axons x hops below the snake walk; the XY link loads add up to the hop counter."""
     net = converted_resnet
     x = digits[2][:8].numpy()
     loihi = load_target("loihi")
@@ -151,6 +182,9 @@ def test_mapped_converted_network_gives_the_same_spikes_and_anneal_shortens_rout
     assert cost["anneal"] < 0.9 * cost["snake"]
     base = simulator.run(net, x, 4)
     for m in (snake, annealed):
-        res = simulator.run(m, x, 4)
+        res = simulator.run(m, x, 4, record_links=True)
         np.testing.assert_array_equal(res.output, base.output)
         assert res.total("synops") == base.total("synops") and res.total("spikes") == base.total("spikes")
+        np.testing.assert_array_equal(res.flows.sum(axis=1), res.counter("packets").sum(axis=1))
+        ll = link_loads(res.flows, res.flow_src, res.flow_dst, m.cores.x, m.cores.y)
+        np.testing.assert_array_equal(ll.loads.sum(axis=1), res.counter("hops").sum(axis=1))
