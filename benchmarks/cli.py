@@ -16,6 +16,7 @@ EXAMPLES = {
     "report": "spikeforge report net.h5 --data test.npz --x-key x --y-key y --T 1 2 4 8 "
               "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
+    "sweep": "spikeforge sweep benchmarks/sweep_digits.toml --workers 2   # or --scheduler tcp://host:8786",
 }
 
 
@@ -98,6 +99,12 @@ def _parser():
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.add_argument("--target", help="target whose limits the per-core utilization is measured against")
     i.add_argument("--png", help="write the mesh load heatmap and the core graph to this PNG")
+
+    w = add("sweep", "Run a design-space sweep spec (TOML) on Dask; resumable, one stored row per point.")
+    w.add_argument("spec", help="sweep spec (see benchmarks/sweep_digits.toml)")
+    w.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    w.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
+    w.add_argument("--retry-errors", action="store_true", help="run the points that failed before again")
     return p
 
 
@@ -312,12 +319,21 @@ def cmd_demo(args):
     run_demo(args.out, epochs=args.epochs, steps=args.T)
 
 
+def cmd_sweep(args):
+    from benchmarks import sweep
+
+    spec = sweep.load_spec(args.spec)
+    rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
+    bad = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows)} points ({bad} failed): {spec['store']}/results.csv, summary.md and three Pareto PNGs")
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     t0 = time.time()
     try:
         {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
-         "report": cmd_report}[args.command](args)
+         "report": cmd_report, "sweep": cmd_sweep}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:  # NetworkFileError, ConversionError included
         print(f"spikeforge {args.command}: error: {exc}", file=sys.stderr)
         return 2

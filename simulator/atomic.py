@@ -13,6 +13,9 @@ def atomic_output(path, suffix=".tmp"):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".spikeforge-", suffix=suffix, dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the permissions of a plain open()
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -1,0 +1,362 @@
+"""Design-space sweeps on Dask: `spikeforge sweep SPEC.toml [--scheduler ADDRESS] [--workers N]`.
+
+A spec names a network (a model factory trained here on a dataset, or a network file), the conversion recipe,
+the data, and axes; every combination of axis values is a point. Points run on Dask (a local cluster by
+default, an existing scheduler with --scheduler); each finished point is written at once, atomically, as
+STORE/points/<id>.json (id = hash of its parameters), so an interrupted sweep resumes and skips finished points;
+a failing point records its error and the sweep goes on. At the end: STORE/results.csv (and results.parquet when
+pandas + pyarrow are installed), Pareto plots (accuracy vs energy, accuracy vs latency, energy vs cores) and
+STORE/summary.md.
+
+Axes (docs in benchmarks/sweep_digits.toml): target, T, neuron ("if" | "group"), tau, weight_bits (0 = float),
+calibration ("none" | "cc": closed-form coarse calibration of the initial membranes), placement
+("snake" | "anneal"), limits.<name> (any target limit: neurons_per_core, weight_bits, mesh_width, ...),
+energy_pj.<event> and time_ns.<event> (any target cost).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+
+import numpy as np
+
+from simulator.atomic import write_text
+
+AXES = ("target", "T", "neuron", "tau", "weight_bits", "calibration", "placement")
+AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
+DEFAULTS = {"target": "loihi", "T": 8, "neuron": "if", "tau": 4, "weight_bits": 0, "calibration": "none",
+            "placement": "snake"}
+METRICS = ("accuracy", "synops", "energy_uj", "latency_us", "cores")
+
+
+class SweepSpecError(ValueError):
+    """The sweep spec is malformed; the message names the key."""
+
+
+def load_spec(path) -> dict:
+    """Read and check a TOML spec; relative paths in it are taken relative to the spec's folder."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as fh:
+        spec = tomllib.load(fh)
+    where = os.path.dirname(os.path.abspath(path))
+    net = spec.get("network")
+    if not isinstance(net, dict) or ("model" not in net) == ("file" not in net):
+        raise SweepSpecError(f"{path}: [network] needs exactly one of model = 'module:factory' or file = 'net.h5'")
+    axes = spec.get("axes", {})
+    if not isinstance(axes, dict) or not axes:
+        raise SweepSpecError(f"{path}: [axes] must name at least one axis with a list of values")
+    for key, values in axes.items():
+        if key not in AXES and not key.startswith(AXIS_PREFIXES):
+            raise SweepSpecError(f"{path}: unknown axis {key!r} (axes: {', '.join(AXES)}, "
+                                 f"{', '.join(p + '<name>' for p in AXIS_PREFIXES)})")
+        if not isinstance(values, list) or not values:
+            raise SweepSpecError(f"{path}: axis {key!r} must be a non-empty list")
+    if "file" in net:
+        net["file"] = os.path.join(where, net["file"])
+    data = spec.setdefault("data", {"name": "digits"})
+    if "path" in data:
+        data["path"] = os.path.join(where, data["path"])
+    spec["store"] = os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0] + "-results"))
+    return spec
+
+
+def points(spec) -> list:
+    """Every combination of the axis values, as parameter dicts (axis order as in the spec)."""
+    keys = list(spec["axes"])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(spec["axes"][k] for k in keys))]
+
+
+def point_id(params) -> str:
+    return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- evaluation of one point (runs on a Dask worker) ------------------------------------------------------
+
+_CACHE = {}
+
+
+def _data(spec):
+    """(x_train, y_train, x_test, y_test) as float32 / int64 arrays: scikit-learn digits or an .npz."""
+    key = ("data", json.dumps(spec["data"], sort_keys=True))
+    if key not in _CACHE:
+        d = spec["data"]
+        if "path" in d:
+            with np.load(d["path"], allow_pickle=False) as z:
+                arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        elif d.get("name", "digits") == "digits":
+            from benchmarks.data import load_digits_split
+
+            arrays = tuple(a.numpy() for a in load_digits_split(seed=int(d.get("seed", 0))))
+        else:
+            raise SweepSpecError(f"[data]: unknown dataset {d.get('name')!r} (give name = 'digits' or path = "
+                                 "'file.npz' with x_train, y_train, x_test, y_test)")
+        n = int(d.get("test_samples", len(arrays[2])))
+        _CACHE[key] = (arrays[0], arrays[1], arrays[2][:n], arrays[3][:n])
+    return _CACHE[key]
+
+
+def _model(spec):
+    """The trained torch model (trained once per store; the weights are cached in STORE/ann.pt)."""
+    import importlib
+
+    import torch
+
+    from converter.training import train_classifier
+
+    net = spec["network"]
+    mod, attr = net["model"].split(":", 1)
+    torch.manual_seed(int(net.get("seed", 0)))  # the initial weights too: a store's ANN is reproducible
+    model = getattr(importlib.import_module(mod), attr)()
+    path = os.path.join(spec["store"], "ann.pt")
+    if os.path.exists(path):
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    xtr, ytr, _, _ = _data(spec)
+    model = train_classifier(model, torch.as_tensor(xtr), torch.as_tensor(ytr), epochs=int(net.get("epochs", 20)),
+                             lr=float(net.get("lr", 0.05)), seed=int(net.get("seed", 0)))
+    from simulator.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return model.eval()
+
+
+def _network(spec, p):
+    """The converted (or loaded) network for a point's neuron / calibration / precision, cached per worker."""
+    key = ("net", p["neuron"], p["tau"], p["calibration"], p["T"] if p["calibration"] != "none" else None)
+    if key in _CACHE:
+        return _CACHE[key]
+    import torch
+
+    from converter import convert
+
+    net_spec = spec["network"]
+    if "file" in net_spec:
+        from simulator import load_network
+
+        if p["neuron"] != "if" or p["calibration"] != "none":
+            raise SweepSpecError("a network file is fixed: the neuron and calibration axes need network.model")
+        net = load_network(net_spec["file"])
+    else:
+        model = _model(spec)
+        xtr = torch.as_tensor(_data(spec)[0])
+        n_cal = int(net_spec.get("calibration_samples", 256))
+        net = convert(model, [xtr[:n_cal]], norm=net_spec.get("norm", "percentile"),
+                      percentile=float(net_spec.get("percentile", 99.9)), neuron=p["neuron"], tau=int(p["tau"]))
+        if p["calibration"] == "cc":
+            from converter.calibration import calibrate
+
+            net = calibrate(net, model, xtr[:n_cal], int(p["T"]), mode="cc")
+        elif p["calibration"] != "none":
+            raise SweepSpecError(f"calibration {p['calibration']!r}: use 'none' or 'cc'")
+    _CACHE[key] = net
+    return net
+
+
+def _target(p):
+    """The point's target with its overridden limits and costs."""
+    import dataclasses
+
+    from hwmodels.targets import load_target
+
+    t = load_target(p["target"])
+    limits, energy, times = dict(t.limits), dict(t.energy_pj), dict(t.time_ns)
+    for key, value in p.items():
+        for prefix, table in (("limits.", limits), ("energy_pj.", energy), ("time_ns.", times)):
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                if name not in table:
+                    raise SweepSpecError(f"axis {key!r}: target {t.name!r} has no {prefix[:-1]} entry {name!r}")
+                table[name] = float(value)
+    return dataclasses.replace(t, limits=limits, energy_pj=energy, time_ns=times)
+
+
+def evaluate_point(spec, params) -> dict:
+    """Run one point: convert, quantize, map, simulate, cost. Returns a row (status ok, or error + message)."""
+    t0 = time.time()
+    p = dict(DEFAULTS, **params)
+    row = {"id": point_id(params), **params, "status": "ok", "error": ""}
+    try:
+        import simulator
+        from converter.mapping import map_network
+        from hwmodels import estimate
+        from hwmodels.noc import link_loads
+
+        target = _target(p)
+        net = _network(spec, p)
+        if int(p["weight_bits"]):
+            from converter.fixed_point import to_fixed_point
+
+            net = to_fixed_point(net, int(p["weight_bits"]), int(target.limits.get("membrane_bits") or 24))
+        net = map_network(net, target, p["placement"])
+        _, _, x, y = _data(spec)
+        res = simulator.run(net, x, int(p["T"]), record_links=True)
+        labels = [net.populations[int(i)].name for i in net.cores.population]
+        links = link_loads(res.flows, res.flow_src, res.flow_dst, net.cores.x, net.cores.y)
+        cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, links=links)
+        row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
+                   energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores))
+    except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    row.update(seconds=round(time.time() - t0, 3), worker_pid=os.getpid())
+    return row
+
+
+# ---- driver ------------------------------------------------------------------------------------------------
+
+def finished(store) -> dict:
+    """id -> row of every point already in the store."""
+    folder = os.path.join(store, "points")
+    out = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name)) as fh:
+                    row = json.load(fh)
+                out[row["id"]] = row
+    return out
+
+
+def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print) -> list:
+    """Run the sweep's missing points on Dask and write every result as it arrives; returns all rows."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    store = spec["store"]
+    os.makedirs(os.path.join(store, "points"), exist_ok=True)
+    done = finished(store)
+    if retry_errors:
+        done = {k: v for k, v in done.items() if v["status"] == "ok"}
+    todo = [p for p in points(spec) if point_id(p) not in done]
+    log(f"{len(points(spec))} points: {len(done)} finished (skipped), {len(todo)} to run; store {store}")
+    if "model" in spec["network"]:
+        _model(spec)  # train once here, so that workers only load the weights
+    run_id = uuid.uuid4().hex[:12]
+    if todo:
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            cluster = LocalCluster(n_workers=workers or min(4, os.cpu_count() or 1), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        try:
+            futures = [client.submit(evaluate_point, spec, p, key=f"point-{point_id(p)}-{run_id}", pure=False)
+                       for p in todo]
+            with tqdm(total=len(todo), desc="sweep", unit="point", file=sys.stderr) as bar:
+                for fut in as_completed(futures):
+                    row = dict(fut.result(), run_id=run_id)
+                    write_text(os.path.join(store, "points", f"{row['id']}.json"), json.dumps(row, indent=1))
+                    done[row["id"]] = row
+                    bar.update(1)
+                    if row["status"] != "ok":
+                        bar.write(f"point {row['id']} failed: {row['error']}")
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    rows = [done[point_id(p)] for p in points(spec)]
+    write_outputs(spec, rows)
+    return rows
+
+
+def pareto(xs, ys, minimize_x=True) -> np.ndarray:
+    """Indices of the points no other point beats on both x (lower or higher) and y (higher), sorted by x."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    sx = xs if minimize_x else -xs
+    keep = [i for i in range(len(xs)) if not np.any((sx <= sx[i]) & (ys >= ys[i]) & ((sx < sx[i]) | (ys > ys[i])))]
+    return np.array(sorted(keep, key=lambda i: xs[i]), np.int64)
+
+
+def write_outputs(spec, rows):
+    """results.csv (+ parquet), the three Pareto PNGs and summary.md."""
+    store = spec["store"]
+    keys = list(spec["axes"])
+    cols = ["id", *keys, "status", *METRICS, "seconds", "error"]
+    with open(os.path.join(store, ".results.csv.tmp"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(os.path.join(store, ".results.csv.tmp"), os.path.join(store, "results.csv"))
+    try:
+        import pandas as pd
+
+        pd.DataFrame(rows)[[c for c in cols if any(c in r for r in rows)]].to_parquet(
+            os.path.join(store, "results.parquet"))
+    except ImportError:
+        pass
+    ok = [r for r in rows if r["status"] == "ok"]
+    plots = [("accuracy_vs_energy.png", "energy_uj", "accuracy", "energy per inference (µJ)", "accuracy (%)", True),
+             ("accuracy_vs_latency.png", "latency_us", "accuracy", "latency per inference (µs)", "accuracy (%)", True),
+             ("energy_vs_cores.png", "cores", "energy_uj", "cores", "energy per inference (µJ)", None)]
+    fronts = {}
+    if ok:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        label_key = "target" if "target" in keys else keys[0]
+        for fname, xk, yk, xl, yl, min_x in plots:
+            x = np.array([r[xk] for r in ok], float)
+            y = np.array([r[yk] for r in ok], float)
+            # energy vs cores: fewer cores and lower energy are both better
+            front = pareto(x, -y if min_x is None else y)
+            fronts[fname] = [ok[i] for i in front]
+            fig, ax = plt.subplots(figsize=(6, 4.2))
+            for lab in sorted({str(r[label_key]) for r in ok}):
+                sel = [i for i, r in enumerate(ok) if str(r[label_key]) == lab]
+                ax.scatter(x[sel], y[sel], s=22, alpha=0.75, label=f"{label_key}={lab}")
+            ax.plot(x[front], y[front], "k--", lw=1, label="Pareto front")
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            if xk in ("energy_uj", "latency_us") and x.max() > 20 * max(x.min(), 1e-12):
+                ax.set_xscale("log")
+            ax.set_title(f"{spec.get('name', 'sweep')}: {yl} vs {xl}", fontsize=9)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(os.path.join(store, fname), dpi=120)
+            plt.close(fig)
+    lines = [f"# Sweep {spec.get('name', '')}", "",
+             f"{len(rows)} points, {len(ok)} ok, {len(rows) - len(ok)} failed. Axes: "
+             + "; ".join(f"{k} = {spec['axes'][k]}" for k in keys), ""]
+    for fname, xk, yk, *_ in plots:
+        lines += [f"## Pareto front: {yk} vs {xk} ({fname})", "",
+                  "| " + " | ".join(keys + list(METRICS)) + " |", "|" + "---|" * (len(keys) + len(METRICS))]
+        for r in fronts.get(fname, []):
+            lines.append("| " + " | ".join(str(r[k]) for k in keys) + " | "
+                         + " | ".join(f"{r[m]:.4g}" for m in METRICS) + " |")
+        lines.append("")
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        lines += ["## Failed points", ""] + [f"- {', '.join(f'{k}={r[k]}' for k in keys)}: {r['error']}"
+                                             for r in bad]
+    write_text(os.path.join(store, "summary.md"), "\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="spikeforge sweep", description=__doc__.splitlines()[0])
+    p.add_argument("spec")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
+    p.add_argument("--retry-errors", action="store_true", help="run failed points again")
+    args = p.parse_args(argv)
+    spec = load_spec(args.spec)
+    run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
+    print(f"results: {spec['store']}/results.csv, summary.md, accuracy_vs_energy.png, accuracy_vs_latency.png, "
+          "energy_vs_cores.png")
+
+
+if __name__ == "__main__":
+    main()

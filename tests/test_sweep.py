@@ -1,0 +1,101 @@
+"""Design-space sweeps (benchmarks.sweep): a small sweep on a local Dask cluster is killed midway and resumed
+without recomputing finished points; failing points are recorded and the sweep goes on."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks import sweep
+
+SPEC = """
+name = "test sweep"
+store = "store"
+[network]
+model = "benchmarks.models:DigitsMLP"
+epochs = 3
+[data]
+name = "digits"
+test_samples = 60
+[axes]
+T = [1, 2, 3, 4, 5, 6, 7, 8]
+target = ["loihi", "generic45nm"]
+"limits.axons_per_core" = [8, 4096]
+"""
+
+
+def _point_files(store):
+    folder = os.path.join(store, "points")
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def _sweep_cmd(spec):
+    return [sys.executable, "-m", "benchmarks.cli", "sweep", spec, "--workers", "1"]
+
+
+def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SPEC)
+    store = str(tmp_path / "store")
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(_sweep_cmd(str(spec_path)), cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(_point_files(store)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, the local cluster and its worker: no clean-up runs
+    proc.wait()
+    before = {f: (tmp_path / "store" / "points" / f).read_text() for f in _point_files(store)}
+    assert 3 <= len(before) < 32, "the kill should land midway"
+    first_run = {json.loads(t)["run_id"] for t in before.values()}
+    assert len(first_run) == 1
+
+    out = subprocess.run(_sweep_cmd(str(spec_path)), cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"32 points: {len(before)} finished (skipped), {32 - len(before)} to run" in out.stdout
+    after = _point_files(store)
+    assert len(after) == 32
+    for f, text in before.items():  # finished points were not recomputed (same run id, same bytes)
+        assert (tmp_path / "store" / "points" / f).read_text() == text
+    rows = [json.loads((tmp_path / "store" / "points" / f).read_text()) for f in after]
+    assert sum(r["run_id"] in first_run for r in rows) == len(before)
+
+    # the 8-axon points fail in the mapper (64 input axons per neuron) and say why; the others ran
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert len(bad) == 16 and all(r["limits.axons_per_core"] == 8 and "axons" in r["error"] for r in bad)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(0 < r["accuracy"] <= 100 and r["energy_uj"] > 0 and r["cores"] >= 3 for r in ok)
+    # more steps, more synaptic work, on every target
+    for target in ("loihi", "generic45nm"):
+        syn = [r["synops"] for r in sorted(ok, key=lambda r: r["T"]) if r["target"] == target]
+        assert np.all(np.diff(syn) > 0)
+    with open(tmp_path / "store" / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 32
+    for png in ("accuracy_vs_energy.png", "accuracy_vs_latency.png", "energy_vs_cores.png"):
+        assert (tmp_path / "store" / png).stat().st_size > 5000
+    assert "16 failed" in (tmp_path / "store" / "summary.md").read_text()
+
+
+def test_pareto_front_by_hand():
+    # energy (lower better) vs accuracy (higher better): (1, 50) (2, 80) (3, 70) (4, 90) (2, 60)
+    front = sweep.pareto([1, 2, 3, 4, 2], [50, 80, 70, 90, 60])
+    assert front.tolist() == [0, 1, 3]
+
+
+def test_spec_errors_name_the_key(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[network]\nmodel = "m:f"\n[axes]\nvoltage = [1]\n')
+    with pytest.raises(sweep.SweepSpecError, match="unknown axis 'voltage'"):
+        sweep.load_spec(p)
+    p.write_text('[network]\nmodel = "m:f"\nfile = "x.h5"\n[axes]\nT = [1]\n')
+    with pytest.raises(sweep.SweepSpecError, match="exactly one of model"):
+        sweep.load_spec(p)
+    p.write_text('[network]\nmodel = "benchmarks.models:DigitsMLP"\n[axes]\n"limits.qubits" = [1]\n')
+    row = sweep.evaluate_point(dict(sweep.load_spec(p), store=str(tmp_path)), {"limits.qubits": 1})
+    assert row["status"] == "error" and "no limits entry 'qubits'" in row["error"]
