@@ -1,4 +1,4 @@
-"""Design-space sweeps on Dask: `spikeforge sweep SPEC.toml [--scheduler ADDRESS] [--workers N]`.
+"""Design-space sweeps on Dask: `spikeforge sweep SPEC.toml [--scheduler ADDRESS] [--workers N]` (benchmarks.cli).
 
 A spec names a network (a model factory trained here on a dataset, or a network file), the conversion recipe,
 the data, and axes; every combination of axis values is a point. Points run on Dask (a local cluster by
@@ -26,7 +26,7 @@ import uuid
 
 import numpy as np
 
-from simulator.atomic import write_text
+from simulator.atomic import atomic_output, write_text
 
 AXES = ("target", "T", "neuron", "tau", "weight_bits", "calibration", "placement")
 AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
@@ -123,8 +123,6 @@ def _model(spec):
     xtr, ytr, _, _ = _data(spec)
     model = train_classifier(model, torch.as_tensor(xtr), torch.as_tensor(ytr), epochs=int(net.get("epochs", 20)),
                              lr=float(net.get("lr", 0.05)), seed=int(net.get("seed", 0)))
-    from simulator.atomic import atomic_output
-
     with atomic_output(path) as tmp:
         torch.save(model.state_dict(), tmp)
     return model.eval()
@@ -132,7 +130,9 @@ def _model(spec):
 
 def _network(spec, p):
     """The converted (or loaded) network for a point's neuron / calibration / precision, cached per worker."""
-    key = ("net", p["neuron"], p["tau"], p["calibration"], p["T"] if p["calibration"] != "none" else None)
+    # the store names the sweep: a worker of a shared cluster may serve several sweeps
+    key = ("net", spec["store"], p["neuron"], p["tau"], p["calibration"],
+           p["T"] if p["calibration"] != "none" else None)
     if key in _CACHE:
         return _CACHE[key]
     import torch
@@ -171,7 +171,7 @@ def _target(p):
     t = load_target(p["target"])
     limits, energy, times = dict(t.limits), dict(t.energy_pj), dict(t.time_ns)
     for key, value in p.items():
-        for prefix, table in (("limits.", limits), ("energy_pj.", energy), ("time_ns.", times)):
+        for prefix, table in zip(AXIS_PREFIXES, (limits, energy, times)):
             if key.startswith(prefix):
                 name = key[len(prefix):]
                 if name not in table:
@@ -232,12 +232,17 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
     from tqdm import tqdm
 
     store = spec["store"]
-    os.makedirs(os.path.join(store, "points"), exist_ok=True)
+    folder = os.path.join(store, "points")
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # a writer killed mid-write leaves its temporary file; the point reruns
+        if name.startswith(".spikeforge-"):
+            os.unlink(os.path.join(folder, name))
     done = finished(store)
     if retry_errors:
         done = {k: v for k, v in done.items() if v["status"] == "ok"}
-    todo = [p for p in points(spec) if point_id(p) not in done]
-    log(f"{len(points(spec))} points: {len(done)} finished (skipped), {len(todo)} to run; store {store}")
+    everything = points(spec)
+    todo = [p for p in everything if point_id(p) not in done]
+    log(f"{len(everything)} points: {len(done)} finished (skipped), {len(todo)} to run; store {store}")
     if "model" in spec["network"]:
         _model(spec)  # train once here, so that workers only load the weights
     run_id = uuid.uuid4().hex[:12]
@@ -264,7 +269,7 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
             client.close()
             if cluster is not None:
                 cluster.close()
-    rows = [done[point_id(p)] for p in points(spec)]
+    rows = [done[point_id(p)] for p in everything]
     write_outputs(spec, rows)
     return rows
 
@@ -282,16 +287,16 @@ def write_outputs(spec, rows):
     store = spec["store"]
     keys = list(spec["axes"])
     cols = ["id", *keys, "status", *METRICS, "seconds", "error"]
-    with open(os.path.join(store, ".results.csv.tmp"), "w", newline="") as fh:
+    with atomic_output(os.path.join(store, "results.csv")) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(os.path.join(store, ".results.csv.tmp"), os.path.join(store, "results.csv"))
     try:
         import pandas as pd
 
-        pd.DataFrame(rows)[[c for c in cols if any(c in r for r in rows)]].to_parquet(
-            os.path.join(store, "results.parquet"))
+        table = pd.DataFrame(rows)[[c for c in cols if any(c in r for r in rows)]]
+        with atomic_output(os.path.join(store, "results.parquet")) as tmp:
+            table.to_parquet(tmp)
     except ImportError:
         pass
     ok = [r for r in rows if r["status"] == "ok"]
@@ -341,22 +346,3 @@ def write_outputs(spec, rows):
         lines += ["## Failed points", ""] + [f"- {', '.join(f'{k}={r[k]}' for k in keys)}: {r['error']}"
                                              for r in bad]
     write_text(os.path.join(store, "summary.md"), "\n".join(lines) + "\n")
-
-
-def main(argv=None):
-    import argparse
-
-    p = argparse.ArgumentParser(prog="spikeforge sweep", description=__doc__.splitlines()[0])
-    p.add_argument("spec")
-    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
-    p.add_argument("--retry-errors", action="store_true", help="run failed points again")
-    args = p.parse_args(argv)
-    spec = load_spec(args.spec)
-    run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
-    print(f"results: {spec['store']}/results.csv, summary.md, accuracy_vs_energy.png, accuracy_vs_latency.png, "
-          "energy_vs_cores.png")
-
-
-if __name__ == "__main__":
-    main()

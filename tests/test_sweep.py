@@ -30,8 +30,9 @@ target = ["loihi", "generic45nm"]
 
 
 def _point_files(store):
+    """The stored points (a writer killed mid-write may also leave a temporary file beside them)."""
     folder = os.path.join(store, "points")
-    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return sorted(f for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
 
 
 def _sweep_cmd(spec):
@@ -60,7 +61,7 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"32 points: {len(before)} finished (skipped), {32 - len(before)} to run" in out.stdout
     after = _point_files(store)
-    assert len(after) == 32
+    assert len(after) == 32 and sorted(os.listdir(os.path.join(store, "points"))) == after  # no stale temp files
     for f, text in before.items():  # finished points were not recomputed (same run id, same bytes)
         assert (tmp_path / "store" / "points" / f).read_text() == text
     rows = [json.loads((tmp_path / "store" / "points" / f).read_text()) for f in after]
