@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from simulator.atomic import atomic_output, write_text
 from simulator.geometry import explicit_synapses
 
 DRIVE_SOMA = "drive_soma"
@@ -124,8 +125,20 @@ def architecture(net, target) -> dict:
 
 
 def write_architecture(net, target, path):
-    with open(path, "w") as fh:
-        json.dump(architecture(net, target), fh, indent=1)
+    write_text(path, json.dumps(architecture(net, target), indent=1))
+
+
+def synapse_lists(net) -> list:
+    """(source, target, weights, (source, target) pairs) of every projection out of a spiking population, as the
+    Python lists SANA-FE takes; the same for every sample, so callers building many samples compute them once.
+    Zero weights stay: they are stored synapses, and spikeforge counts their events too."""
+    shapes = {p.name: p.shape for p in net.populations}
+    out = []
+    for q in net.projections:
+        if q.source != net.input.name:
+            s, t, w = explicit_synapses(q, shapes[q.source], shapes[q.target])
+            out.append((q.source, q.target, w.tolist(), list(zip(s.tolist(), t.tolist()))))
+    return out
 
 
 def first_layer_drive(net, x) -> dict:
@@ -145,18 +158,18 @@ def first_layer_drive(net, x) -> dict:
     return {k: np.floor(v + 0.5) for k, v in out.items()}
 
 
-def build_network(sanafe, arch, net, x, T):
-    """A sanafe.Network for one sample x (input shape), mapped like `net`.
+def build_network(sanafe, arch, net, x, T, synapses=None):
+    """A sanafe.Network for one sample x (input shape), mapped like `net`; synapses: synapse_lists(net), if
+    already computed.
 
     Returns (network, steps to run, drive synaptic events): the run covers the deepest population's window.
     """
     depth = depths(net)
     m = int(drives_per_core(net).max())
     hw = arch.cores()
-    height = int(net.cores.y.max()) + 1
+    tiles = net.cores.x * (int(net.cores.y.max()) + 1) + net.cores.y  # SANA-FE numbers tiles column by column
     steps = T + max(depth.values())
     drive = first_layer_drive(net, x)
-    shapes = {p.name: p.shape for p in net.populations}
     sn = sanafe.Network()
     groups = {}
     drive_events = 0
@@ -164,17 +177,16 @@ def build_network(sanafe, arch, net, x, T):
     def train(first, count):
         return [first <= s < first + count for s in range(1, steps + 1)]
 
-    def add_drive(ci, slot, label, spikes, targets, weights):
-        """A drive neuron in drive core `slot` of core ci's tile, sending weights to neurons `targets`."""
+    def add_drive(pop, ci, slot, label, spikes, targets, weights):
+        """A drive neuron in drive core `slot` of core ci's tile, sending weights to neurons `targets` of pop."""
         nonlocal drive_events
         keep = weights != 0
         if not keep.any():
             return
-        tile = int(net.cores.x[ci]) * height + int(net.cores.y[ci])
-        g = sn.create_neuron_group(f"{label}@{ci}", 1, soma_hw_name=DRIVE_SOMA)
+        g = sn.create_neuron_group(f"{pop}/{label}@{ci}", 1, soma_hw_name=DRIVE_SOMA)
         g.neurons[0].set_attributes(model_attributes={"spikes": spikes})
-        g.neurons[0].map_to_core(hw[tile * (1 + m) + 1 + slot])
-        g.connect_neurons_sparse(groups[label.split("/")[0]], {"weight": [float(v) for v in weights[keep]]},
+        g.neurons[0].map_to_core(hw[int(tiles[ci]) * (1 + m) + 1 + slot])
+        g.connect_neurons_sparse(groups[pop], {"weight": [float(v) for v in weights[keep]]},
                                  [(0, int(j)) for j in targets[keep]])
         drive_events += int(keep.sum()) * sum(spikes)
 
@@ -195,27 +207,20 @@ def build_network(sanafe, arch, net, x, T):
         if pop.model == "input":
             continue
         k = depth[pop.name]
-        start, stop = int(net.cores.neuron_start[ci]), int(net.cores.neuron_stop[ci])
-        tile = int(net.cores.x[ci]) * height + int(net.cores.y[ci])
-        for j in range(start, stop):
-            groups[pop.name].neurons[j].map_to_core(hw[tile * (1 + m)])
-        ids = np.arange(start, stop)
+        ids = np.arange(int(net.cores.neuron_start[ci]), int(net.cores.neuron_stop[ci]))
+        for j in ids:
+            groups[pop.name].neurons[int(j)].map_to_core(hw[int(tiles[ci]) * (1 + m)])
         shift = 0.0 if pop.model == "readout" else 0.5
-        add_drive(ci, 0, f"{pop.name}/kick", train(k, 1), ids, np.asarray(pop.v_init, np.float64)[ids] + shift)
+        add_drive(pop.name, ci, 0, "kick", train(k, 1), ids, np.asarray(pop.v_init, np.float64)[ids] + shift)
         if pop.model != "readout":
-            add_drive(ci, 1, f"{pop.name}/clamp", train(k + T, 1), ids, np.full(len(ids), CLAMP))
+            add_drive(pop.name, ci, 1, "clamp", train(k + T, 1), ids, np.full(len(ids), CLAMP))
         if pop.name in drive:  # the rounded analog input (bias included), one drive neuron per neuron
             for n, j in enumerate(ids):
-                add_drive(ci, 3 + n, f"{pop.name}/input{j}", train(k, T), ids[n:n + 1], drive[pop.name][j:j + 1])
+                add_drive(pop.name, ci, 3 + n, f"input{j}", train(k, T), ids[n:n + 1], drive[pop.name][j:j + 1])
         else:
-            add_drive(ci, 2, f"{pop.name}/bias", train(k, T), ids, np.asarray(pop.bias, np.float64)[ids])
-    for q in net.projections:
-        if q.source == net.input.name:
-            continue
-        # zero weights stay: they are stored synapses, and spikeforge counts their events too
-        s, t, w = explicit_synapses(q, shapes[q.source], shapes[q.target])
-        groups[q.source].connect_neurons_sparse(groups[q.target], {"weight": w.tolist()},
-                                                list(zip(s.tolist(), t.tolist())))
+            add_drive(pop.name, ci, 2, "bias", train(k, T), ids, np.asarray(pop.bias, np.float64)[ids])
+    for source, target, weights, pairs in synapses if synapses is not None else synapse_lists(net):
+        groups[source].connect_neurons_sparse(groups[target], {"weight": weights}, pairs)
     return sn, steps, drive_events
 
 
@@ -233,5 +238,7 @@ def export(net, target, x, T, folder):
     write_architecture(net, target, arch_path)
     arch = sanafe.load_arch(arch_path)
     sn, _, _ = build_network(sanafe, arch, net, x, T)
-    sn.save(os.path.join(folder, "snn.yaml"))
-    return arch_path, os.path.join(folder, "snn.yaml")
+    snn_path = os.path.join(folder, "snn.yaml")
+    with atomic_output(snn_path) as tmp:
+        sn.save(tmp)
+    return arch_path, snn_path

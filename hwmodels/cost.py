@@ -89,7 +89,8 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
             raise ValueError(f"link loads cover {len(links.loads)} steps, counters {T}")
         busiest = links.busiest() / n_samples
         wire = np.where(busiest > 0, busiest + links.longest_route - 1, 0.0)
-        network = (per_inf[:, :, col["packets"]] * target.time_ns["packets"]).max(axis=1) + wire * target.time_ns["hops"]
+        injection = (per_inf[:, :, col["packets"]] * target.time_ns["packets"]).max(axis=1)
+        network = injection + wire * target.time_ns["hops"]
     step = compute.max(axis=1) + network + target.time_ns["barrier"]
     step = np.maximum(step, target.tick_ns)
     latency = float(step.sum())

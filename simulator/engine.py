@@ -114,8 +114,10 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
             a["pop_func"],
             a["pop_eps"], a["pop_aux"], rec_off, a["in_ptr"], a["in_proj"],
             tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
+            # without record_links an all-zero fl_ptr gives every neuron an empty flow list: nothing is counted
             a["fl_ptr"] if record_links else np.zeros_like(a["fl_ptr"]), a["fl_id"],
-            len(a["flow_src"]) if record_links else 0, a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
+            len(a["flow_src"]) if record_links else 0,
+            a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
             a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
             a["indices"], a["rc_off"], a["rc_ptr"], a["rc_core"], a["rc_cnt"], readout)
     B = len(x)

@@ -195,21 +195,24 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                         else:
                             v[i] = m
                         m_ev = _emit(t, i, off, m_ev, theta[i] if vmax == 0.0 else 1.0, 1, 1, rec0, ev_idx, ev_val,
-                                     ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
+                                     ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts,
+                                     counts, rec)
                     else:
                         v[i] = m
                 ev_n[p] = m_ev
             elif model == MODEL_GROUP:
                 _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_vmax[p], pop_rec_off[p], v, cur,
                               theta,
-                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts,
+                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
+                              record_counts, counts,
                               rec)
             elif model == MODEL_SIGNED:
                 _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_mult, ev_n,
                                ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
             elif model == MODEL_MULTI:
                 _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
-                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
+                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts,
+                              counts, rec)
             elif model == MODEL_ECMM:
                 _matmul_update(p, t, off, n // pop_tau[p], pop_tau[p], pop_aux[p], pop_aux[p + 1], aux, v, prev, ev_idx,
                                ev_val, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
@@ -237,7 +240,8 @@ def _integrate(v, current, vmax):
 
 
 @njit(cache=True, inline="always")
-def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
+def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
+          flows,
           record_counts, counts, rec):
     """Queue neuron i's event (payload val, delivered mult times) and count it; s is what counts/rasters record.
 
@@ -408,7 +412,8 @@ def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val
             o = total[e] / tt - prev[e]
             prev[e] = total[e] / tt
             if o != 0.0:
-                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
+                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
+                                   flows)
     for k in range(mm * inner + inner * n):  # S_A += A(t), S_B += B(t); clear the step's operands
         aux[s_a + k] += aux[a_t + k]
         aux[a_t + k] = 0.0
@@ -458,7 +463,8 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
             prev[i] = tt * y
             ctr[t, core_of[i], C_MACS] += 1
             if o != 0.0:
-                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
+                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
+                                   flows)
     ev_n[p] = m_ev
 
 

@@ -113,15 +113,21 @@ def test_annealing_puts_a_hub_in_the_middle_of_its_leaves():
     assert snake > 4 and placement_cost(slots[where, 1:], src, dst, w) == 4
 
 
+def _hand_mapped_net():
+    """in (2) -> h (4 IF, θ=1, v0=0.5) -> out (2), two neurons per core on a 2-wide mesh, snake placement."""
+    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (4,), 1.0, 0.5),
+            Population.make("out", "readout", (2,))]
+    w1 = np.array([[1.0, 0], [0.6, 0], [0.2, 0], [1.0, 0]], np.float32)
+    projs = [Projection("w1", "dense", "in", "h", w1),
+             Projection("w2", "dense", "h", "out", np.ones((2, 4), np.float32))]
+    return map_network(_net(pops, projs), _limits(neurons_per_core=2, cores_per_chip=4, mesh_width=2), "snake")
+
+
 def test_hops_and_packets_of_a_mapped_network_by_hand():
     """in (2) -> h (4 IF, θ=1, v0=0.5) -> out (2), two neurons per core on a 2-wide mesh, snake placement:
     in (0,0), h[0:2] (1,0), h[2:4] (1,1), out (0,1). Input [1, 0] gives h currents 1, .6, .2, 1: spikes over
     4 steps 4, 2, 1, 4. Each spike is one packet to the out core: 2 hops from (1,0), 1 hop from (1,1)."""
-    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (4,), 1.0, 0.5),
-            Population.make("out", "readout", (2,))]
-    w1 = np.array([[1.0, 0], [0.6, 0], [0.2, 0], [1.0, 0]], np.float32)
-    projs = [Projection("w1", "dense", "in", "h", w1), Projection("w2", "dense", "h", "out", np.ones((2, 4), np.float32))]
-    net = map_network(_net(pops, projs), _limits(neurons_per_core=2, cores_per_chip=4, mesh_width=2), "snake")
+    net = _hand_mapped_net()
     assert list(zip(net.cores.x, net.cores.y)) == [(0, 0), (1, 0), (1, 1), (0, 1)]
     assert net.core_edges.src.tolist() == [0, 0, 1, 2] and net.core_edges.dst.tolist() == [1, 2, 3, 3]
     assert net.core_edges.axons.tolist() == [2, 2, 2, 2]  # dense rows keep their zero weights
@@ -141,11 +147,7 @@ def test_link_loads_and_link_latency_of_a_mapped_network_by_hand():
     """The network of the test above: core 1 at (1,0) reaches out at (0,1) over (1,0)->west, (0,0)->north;
     core 2 at (1,1) over (1,1)->west. Spikes per step: core 1 [2,1,2,1], core 2 [1,1,2,1]. (The analog input's
     routes carry nothing: its values are counted as MACs at the receiving cores.)"""
-    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (4,), 1.0, 0.5),
-            Population.make("out", "readout", (2,))]
-    w1 = np.array([[1.0, 0], [0.6, 0], [0.2, 0], [1.0, 0]], np.float32)
-    projs = [Projection("w1", "dense", "in", "h", w1), Projection("w2", "dense", "h", "out", np.ones((2, 4), np.float32))]
-    net = map_network(_net(pops, projs), _limits(neurons_per_core=2, cores_per_chip=4, mesh_width=2), "snake")
+    net = _hand_mapped_net()
     res = simulator.run(net, np.array([[1.0, 0.0]]), 4, record_links=True)
     ll = link_loads(res.flows, res.flow_src, res.flow_dst, net.cores.x, net.cores.y)
     loads = {tuple(k): ll.loads[:, i].tolist() for i, k in enumerate(ll.links.tolist()) if ll.loads[:, i].any()}

@@ -82,3 +82,19 @@ def test_sanafe_export_refuses_what_it_cannot_keep_exact(tmp_path):
     skip = Network(pops, projs, net.cores, net.core_edges, dict(net.attrs))
     with pytest.raises(SanaFeExportError, match=r"'skip' \('in' -> 'b'\) skips from depth 0 to 2"):
         check_exportable(skip)
+
+
+def test_sanafe_export_writes_files_sanafe_loads(tmp_path):
+    """export() writes SANA-FE's architecture and network files; SANA-FE reads them back with every group."""
+    sanafe = pytest.importorskip("sanafe")
+    from benchmarks.sanafe_export import export
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(9, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.rand(4, 1, 3, 3)
+    net, target = _mapped_fixed(model, x, neurons_per_core=4)
+    arch_path, snn_path = export(net, target, x[0].numpy(), 4, tmp_path / "out")
+    arch = sanafe.load_arch(arch_path)
+    loaded = sanafe.load_net(snn_path, arch)
+    assert {p.name for p in net.populations[1:]} <= set(loaded.groups)
+    assert len(arch.cores()) == (int(net.cores.x.max()) + 1) * (int(net.cores.y.max()) + 1) * (1 + 3 + 4)
