@@ -69,6 +69,9 @@ def check_exportable(net):
                                     f"(supported: {', '.join(SUPPORTED_MODELS)})")
         if pop.model == "if" and pop.reset not in ("subtract", "zero"):
             raise SanaFeExportError(f"population {pop.name!r}: reset {pop.reset!r} is not exported")
+        if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
+            raise SanaFeExportError(f"population {pop.name!r}: spike_value {pop.spike_value!r} / threshold_test "
+                                    f"{pop.threshold_test!r} is not exported (the shifts assume spikeforge's own)")
     xy = set(zip(net.cores.x.tolist(), net.cores.y.tolist()))
     if len(xy) != len(net.cores):
         raise SanaFeExportError("two cores share a mesh position: map the network first "

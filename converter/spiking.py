@@ -29,19 +29,22 @@ _EC_FNS = {"gelu": lambda eps: F.gelu,
 class IFNeurons(nn.Module):
     """Integrate-and-fire neurons: m = v + I; s = [m >= θ]; v = m - s·θ (soft reset) or 0 (zero reset).
 
-    Output value x = θ·s (what the spike carries downstream).
+    Output value x = θ·s (what the spike carries downstream). Options of if / lif populations (format 1.5):
+    decay β (lif: m = β·v + I), unit spikes (x = s), strict test (s = [m > θ]).
     """
 
     vmax = 0.0  # > 0: fixed point (integer input per step, saturating membrane, unit payload)
 
     def value(self, spikes):
-        return spikes if self.vmax else spikes * self.threshold
+        return spikes if (self.vmax or self.unit) else spikes * self.threshold
 
-    def __init__(self, threshold, v_init, reset="subtract"):
+    def __init__(self, threshold, v_init, reset="subtract", decay=None, unit=False, strict=False):
         super().__init__()
         self.register_buffer("threshold", threshold)
         self.register_buffer("v_init", v_init)
+        self.decay = decay
         self.reset = reset
+        self.unit, self.strict = unit, strict
         self.v = None
 
     def reset_state(self, batch):
@@ -49,13 +52,14 @@ class IFNeurons(nn.Module):
 
     def integrate(self, current):
         """m = v + I; in fixed point I is rounded half up and m saturates at [-vmax - 1, vmax] (as the engine)."""
+        v = self.v if self.decay is None else self.v * self.decay
         if not self.vmax:
-            return self.v + current
-        return (self.v + torch.floor(current + 0.5)).clamp(-self.vmax - 1, self.vmax)
+            return v + current
+        return (v + torch.floor(current + 0.5)).clamp(-self.vmax - 1, self.vmax)
 
     def forward(self, current):
         m = self.integrate(current)
-        spikes = (m >= self.threshold).to(m.dtype)
+        spikes = ((m > self.threshold) if self.strict else (m >= self.threshold)).to(m.dtype)
         if self.reset == "subtract":
             self.v = m - spikes * self.threshold
         elif self.reset == "zero":
@@ -177,8 +181,10 @@ class SpikingNetwork(nn.Module):
             shape = tuple(p.shape)
             self.biases[p.name] = _t(p.bias, dtype, device).reshape(shape)
             theta, v0 = _t(p.threshold, dtype, device).reshape(shape), _t(p.v_init, dtype, device).reshape(shape)
-            if p.model == "if":
-                self.neurons[p.name] = IFNeurons(theta, v0, p.reset)
+            if p.model in ("if", "lif"):
+                self.neurons[p.name] = IFNeurons(
+                    theta, v0, p.reset, None if p.decay is None else _t(p.decay, dtype, device).reshape(shape),
+                    p.spike_value == "unit", p.threshold_test == "gt")
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":

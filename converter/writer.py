@@ -53,6 +53,10 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
                 g.attrs["function"], g.attrs["eps"] = pop.function, float(pop.eps)
             if pop.threshold_neg is not None:
                 _put(g, "threshold_neg", pop.threshold_neg.astype(np.float32))
+            if pop.decay is not None:
+                _put(g, "decay", pop.decay.astype(np.float32))
+            if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
+                g.attrs["spike_value"], g.attrs["threshold_test"] = pop.spike_value, pop.threshold_test
             for name in POP_DATASETS:
                 _put(g, name, getattr(pop, name).astype(np.float32))
         projs = h5.create_group("projections")

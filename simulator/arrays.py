@@ -12,7 +12,7 @@ from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
-                "readout": K.MODEL_READOUT}
+                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF}
 _EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX}
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
@@ -66,6 +66,12 @@ def _core_of(net, offsets, perms) -> np.ndarray:
             canon[net.cores.neuron_start[ci]:net.cores.neuron_stop[ci]] = ci
         core_of[offsets[pi]:offsets[pi + 1]] = canon[perms[pi]]
     return core_of
+
+
+def _flags(pop) -> int:
+    """pop_flags bits of an if / lif population (unit spikes, strict threshold test)."""
+    return (K.FLAG_UNIT_SPIKE if pop.spike_value == "unit" else 0) | \
+        (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0)
 
 
 def _size_param(pop) -> int:
@@ -210,8 +216,11 @@ def flatten(net: Network) -> FlatNetwork:
         pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
         pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
         pop_vmax=np.array([fixed_vmax(net) if p.model in ("if", "group") else 0.0 for p in pops], np.float64),
+        pop_flags=np.array([_flags(p) for p in pops], np.int64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
         theta=gather("threshold"), theta_neg=theta_neg, v_init=gather("v_init"), bias=gather("bias"),
+        decay=np.concatenate([np.ones(p.size) if p.decay is None else p.decay.astype(np.float64)[perms[i]]
+                              for i, p in enumerate(pops)]),
         core_of=core_of, n_packets=n_packets, n_hops=n_hops, fl_ptr=fl_ptr, fl_id=fl_id, flow_src=flow_src,
         flow_dst=flow_dst,
         proj_kind=np.array(cols["kind"], np.int64), proj_src=np.array(cols["src"], np.int64),

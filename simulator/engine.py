@@ -111,9 +111,9 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
     args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], a["pop_alpha"], a["pop_vmax"],
-            a["pop_func"],
+            a["pop_flags"], a["pop_func"],
             a["pop_eps"], a["pop_aux"], rec_off, a["in_ptr"], a["in_proj"],
-            tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["core_of"], a["n_packets"], a["n_hops"],
+            tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["decay"], a["core_of"], a["n_packets"], a["n_hops"],
             # without record_links an all-zero fl_ptr gives every neuron an empty flow list: nothing is counted
             a["fl_ptr"] if record_links else np.zeros_like(a["fl_ptr"]), a["fl_id"],
             len(a["flow_src"]) if record_links else 0,

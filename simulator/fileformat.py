@@ -11,13 +11,14 @@ import os
 import numpy as np
 
 from .geometry import conv_output_hw
-from .network import (EC_FUNCTIONS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKING_MODELS,
-                      CoreEdges, CoreTable, Network, Population, Projection)
+from .network import (EC_FUNCTIONS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKE_VALUES,
+                      SPIKING_MODELS, THRESHOLD_TESTS, CoreEdges, CoreTable, Network, Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.4"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.5"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
-#                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits)
+#                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
+#                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -95,6 +96,18 @@ def _check_population(pop: Population, i: int):
                 _fail(f"{where}/threshold_neg", f"must be > 0, got {pop.threshold_neg[bad[0]]} at index {bad[0]}")
     elif pop.threshold_neg is not None:
         _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
+    if pop.model == "lif":
+        _check_array(pop.decay, f"{where}/decay", pop.size)
+        bad = np.flatnonzero((pop.decay <= 0) | (pop.decay > 1))
+        if bad.size:
+            _fail(f"{where}/decay", f"must be in (0, 1], got {pop.decay[bad[0]]} at index {bad[0]}")
+    elif pop.decay is not None:
+        _fail(f"{where}/decay", f"only lif neurons have one, not {pop.model!r}")
+    if pop.spike_value not in SPIKE_VALUES or pop.threshold_test not in THRESHOLD_TESTS:
+        _fail(where, f"spike_value {pop.spike_value!r} / threshold_test {pop.threshold_test!r} must be one of "
+                     f"{', '.join(SPIKE_VALUES)} / {', '.join(THRESHOLD_TESTS)}")
+    if pop.model not in ("if", "lif") and (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
+        _fail(where, f"spike_value and threshold_test apply to if and lif neurons only, not {pop.model!r}")
     if pop.model == "ec_matmul":
         if len(pop.shape) != 2:
             _fail(where, f"ec_matmul nodes have shape (M, N), got {pop.shape}")
@@ -392,9 +405,11 @@ def _read(h5, path) -> Network:
     if fmt != FORMAT_NAME:
         raise NetworkFileError("/", f"format is {fmt!r}, not {FORMAT_NAME!r}", path)
     major, minor = parse_version(_attr(h5, "format_version", "/", path, "str"), "/", path)
-    if major != SUPPORTED_MAJOR:
-        raise NetworkFileError("/", f"format version {major}.{minor} is not supported "
-                                    f"(this reader reads {SUPPORTED_MAJOR}.x)", path)
+    known_minor = parse_version(FORMAT_VERSION)[1]
+    if major != SUPPORTED_MAJOR or minor > known_minor:
+        raise NetworkFileError("/", f"format version {major}.{minor} is not supported (this reader reads "
+                                    f"{SUPPORTED_MAJOR}.0 to {FORMAT_VERSION}; a newer minor version may change what "
+                                    "a file means)", path)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
     order = [str(n) for n in _attr(h5, "population_order", "/", path)]
     pops = []
@@ -417,9 +432,12 @@ def _read(h5, path) -> Network:
         theta_neg = _dataset(h5, f"{where}/threshold_neg", path, n) if "threshold_neg" in g else None
         function = _attr(g, "function", where, path, "str") if "function" in g.attrs else ""
         eps = float(g.attrs.get("eps", 1e-5))
+        decay = _dataset(h5, f"{where}/decay", path, n) if "decay" in g else None
+        spike_value = _attr(g, "spike_value", where, path, "str") if "spike_value" in g.attrs else "threshold"
+        test = _attr(g, "threshold_test", where, path, "str") if "threshold_test" in g.attrs else "ge"
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
-                               alpha, levels, theta_neg, function, eps))
+                               alpha, levels, theta_neg, function, eps, decay, spike_value, test))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

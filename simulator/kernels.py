@@ -19,7 +19,9 @@ from numba import njit, prange
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B = 0, 1, 2, 3, 4
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
-MODEL_MULTI, MODEL_EC, MODEL_ECMM = 5, 6, 7
+MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF = 5, 6, 7, 8
+# pop_flags bits of if / lif populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ
+FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX = 0, 1, 2
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
@@ -114,8 +116,8 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True)
 def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-               theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
+               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+               theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
                proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                readout_pop, record_counts):
@@ -180,21 +182,24 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                         ctr[t, c, ctr_kind] += rc_cnt[r] * mult
                         ctr[t, c, C_SYN_BYTES] += rc_cnt[r] * wb * mult
             model = pop_model[p]
-            if model == MODEL_IF:
+            if model == MODEL_IF or model == MODEL_LIF:
                 reset = pop_reset[p]
                 m_ev = 0
                 rec0 = pop_rec_off[p]
                 vmax = pop_vmax[p]
+                leaky = model == MODEL_LIF
+                unit = vmax != 0.0 or (pop_flags[p] & FLAG_UNIT_SPIKE) != 0
+                strict = (pop_flags[p] & FLAG_STRICT_TEST) != 0
                 for i in range(off, off + n):
-                    m = _integrate(v[i], cur[i], vmax)
-                    if m >= theta[i]:
+                    m = _integrate(v[i] * decay[i] if leaky else v[i], cur[i], vmax)
+                    if m > theta[i] or (m == theta[i] and not strict):
                         if reset == RESET_SUBTRACT:
                             v[i] = m - theta[i]
                         elif reset == RESET_ZERO:
                             v[i] = 0.0
                         else:
                             v[i] = m
-                        m_ev = _emit(t, i, off, m_ev, theta[i] if vmax == 0.0 else 1.0, 1, 1, rec0, ev_idx, ev_val,
+                        m_ev = _emit(t, i, off, m_ev, 1.0 if unit else theta[i], 1, 1, rec0, ev_idx, ev_val,
                                      ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts,
                                      counts, rec)
                     else:
@@ -470,8 +475,8 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
 
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-              theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, n_flows,
+              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+              theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, n_flows,
               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
     """Run every row of X (B, input size, engine order) independently, samples in parallel.
@@ -488,8 +493,8 @@ def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
     flows = np.zeros((B, T, n_flows), np.int64)
     for b in prange(B):
         run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-                   theta, theta_neg, v_init, bias, core_of, n_packets, n_hops, fl_ptr, fl_id, flows[b],
+                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
+                   theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, flows[b],
                    proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
                    proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
                    readout_pop, record_counts)

@@ -15,11 +15,16 @@ import numpy as np
 # (Lv et al.); "signed" is an IF neuron that also fires negative spikes (for Leaky ReLU networks,
 # Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "ec" is a compute
 # node that applies an expectation-compensated nonlinearity (ECMT); "ec_matmul" the accumulating EC product
-# of two operands (ECMT); "readout" integrates without firing.
-NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout")
+# of two operands (ECMT); "readout" integrates without firing; "lif" is a leaky IF neuron (membrane times a
+# per-neuron decay before each step's input: NIR's LIF after discretization).
+NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif")
 # Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part).
 EC_FUNCTIONS = ("gelu", "layernorm", "softmax")
-SPIKING_MODELS = ("if", "group", "signed", "multi_threshold")
+SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif")
+# if / lif neurons: what a spike carries downstream (θ, spikeforge's conversion convention, or 1, NIR's and most
+# SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
+SPIKE_VALUES = ("threshold", "unit")
+THRESHOLD_TESTS = ("ge", "gt")
 # How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work);
 # a multi-threshold neuron's level: one graded event carrying the level, or one spike to one of 2n weight copies
 # pre-scaled by the levels ("parallel" parameter normalization: same events, 2n x the synapse storage).
@@ -46,6 +51,9 @@ class Population:
     threshold_neg: np.ndarray | None = None  # multi-threshold: negative base θ_neg > 0; None = positive levels only
     function: str = ""  # ec nodes: one of EC_FUNCTIONS
     eps: float = 1e-5  # ec layernorm: added to the variance
+    decay: np.ndarray | None = None  # lif: membrane factor per step, in (0, 1]
+    spike_value: str = "threshold"  # if / lif: a spike carries θ ("threshold") or 1 ("unit")
+    threshold_test: str = "ge"  # if / lif: fire when m >= θ ("ge") or m > θ ("gt")
 
     @property
     def size(self) -> int:
@@ -61,7 +69,8 @@ class Population:
 
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
-             payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5):
+             payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
+             spike_value="threshold", threshold_test="ge"):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -72,7 +81,7 @@ class Population:
 
         return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
                    float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
-                   str(function), float(eps))
+                   str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test)
 
 
 @dataclass

@@ -74,6 +74,51 @@ def test_strided_grouped_padded_conv_pool_sparse_identity_match_reference():
     assert all(res.total(k) > 0 for k in ("synops", "macs", "spikes"))
 
 
+def test_lif_unit_spikes_and_strict_threshold_by_hand():
+    """Format 1.5 options (NIR semantics). Input 1 drives two leaky populations (decay 0.5, zero reset) with
+    current 0.75 and 1. 'ge' (θ 0.75, spikes carry θ): m = 0.75 >= θ every step -> fires 4 times, each 0.75.
+    'gt' (θ 1, unit spikes): m = 1 (no: not > 1), then 0.5 + 1 = 1.5 (fires, reset to 0), ... -> steps 2 and 4."""
+    pops = [Population.make("in", "input", (1,)),
+            Population.make("ge", "lif", (1,), 0.75, 0.0, reset="zero", decay=0.5),
+            Population.make("gt", "lif", (1,), 1.0, 0.0, reset="zero", decay=0.5, spike_value="unit",
+                            threshold_test="gt"),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("a", "dense", "in", "ge", np.array([[0.75]], np.float32)),
+             Projection("b", "dense", "in", "gt", np.array([[1.0]], np.float32)),
+             Projection("ra", "dense", "ge", "out", np.array([[1.0], [0.0]], np.float32)),
+             Projection("rb", "dense", "gt", "out", np.array([[0.0], [1.0]], np.float32))]
+    net = _hand_network(projs, pops)
+    res = simulator.run(net, np.ones((1, 1)), 4, record=["ge", "gt"], trace=[("gt", 0)])
+    np.testing.assert_array_equal(res.spikes["ge"][0, :, 0], [1, 1, 1, 1])
+    np.testing.assert_array_equal(res.spikes["gt"][0, :, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(res.output, [[0.75, 0.5]])
+    _assert_matches_reference(net, np.ones((1, 1)), 4)
+
+
+def test_leaky_neurons_with_nir_options_match_reference():
+    """lif populations (random decays, every reset, unit / θ spikes, >= / > tests) on conv and dense layers."""
+    rng = np.random.default_rng(3)
+    pops = [Population.make("in", "input", (2, 8, 8)),
+            Population.make("a", "lif", (4, 4, 4), 0.6, 0.0, rng.normal(0, 0.05, 64), reset="zero",
+                            decay=rng.uniform(0.5, 1.0, 64), spike_value="unit", threshold_test="gt"),
+            Population.make("b", "lif", (30,), rng.uniform(0.3, 1.0, 30), 0.1, reset="subtract",
+                            decay=rng.uniform(0.7, 1.0, 30)),
+            Population.make("c", "if", (20,), 0.5, 0.25, reset="none", spike_value="unit", threshold_test="gt"),
+            Population.make("out", "readout", (5,))]
+    projs = [Projection("conv", "conv2d", "in", "a", rng.normal(0, 0.5, (4, 2, 3, 3)).astype(np.float32),
+                        stride=(2, 2), padding=(1, 1)),
+             Projection("fa", "dense", "a", "b", rng.normal(0.05, 0.3, (30, 64)).astype(np.float32)),
+             Projection("fb", "dense", "b", "c", rng.normal(0.05, 0.3, (20, 30)).astype(np.float32)),
+             Projection("skip", "dense", "a", "c", rng.normal(0, 0.2, (20, 64)).astype(np.float32)),
+             Projection("fc", "dense", "c", "out", rng.normal(0, 0.3, (5, 20)).astype(np.float32))]
+    net = _hand_network(projs, pops)
+    x = rng.uniform(0, 1, (5, 2, 8, 8))
+    for T in (1, 4, 16):
+        res = _assert_matches_reference(net, x, T)
+    assert all(res.spike_counts[p].sum() > 0 for p in ("a", "b", "c"))
+
+
 def test_counters_equal_hand_computed_values():
     """input (2) -> 3 IF (θ=1, v0=0.5) -> readout (2). Input [1, 0]: one analog event per step.
     IF currents 1.0, 0.6, 0.2: spikes over 4 steps are 4, 2 (steps 1, 3), 1 (step 3)."""
