@@ -17,6 +17,8 @@ EXAMPLES = {
               "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
     "sweep": "spikeforge sweep benchmarks/sweep_digits.toml --workers 2   # or --scheduler tcp://host:8786",
+    "export-nir": "spikeforge export-nir net.h5 net.nir",
+    "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --dt 1 --target loihi",
 }
 
 
@@ -105,6 +107,20 @@ def _parser():
     w.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     w.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
     w.add_argument("--retry-errors", action="store_true", help="run the points that failed before again")
+
+    e = add("export-nir", "Write a network file as a NIR graph (Neuromorphic Intermediate Representation). "
+                          "What NIR cannot express rides in node metadata; group, signed and multi-threshold "
+                          "neurons and EC nodes have no NIR form and are refused.")
+    e.add_argument("file", help="spikeforge network file (HDF5)")
+    e.add_argument("out", help="NIR file to write")
+    m = add("import-nir", "Build a network file from a NIR graph (Input, Affine, Linear, Conv2d, AvgPool2d, "
+                          "SumPool2d, Flatten, Scale, IF, LIF, I, Output), discretized with forward Euler at --dt.")
+    m.add_argument("nir_file", help="NIR graph file (HDF5, as nir.write writes it)")
+    m.add_argument("out", help="network file to write")
+    m.add_argument("--dt", type=float, help="time step in the graph's time unit (default: the graph's dt "
+                                            "metadata, else 1)")
+    m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
+    m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     return p
 
 
@@ -328,12 +344,27 @@ def cmd_sweep(args):
     print(f"{len(rows)} points ({bad} failed): {spec['store']}/results.csv, summary.md and three Pareto PNGs")
 
 
+def cmd_export_nir(args):
+    from interop.nir_export import export_nir
+
+    export_nir(args.file, args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_import_nir(args):
+    from interop.nir_import import import_nir
+
+    import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement)
+    print(f"wrote {args.out}")
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     t0 = time.time()
     try:
         {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
-         "report": cmd_report, "sweep": cmd_sweep}[args.command](args)
+         "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir,
+         "import-nir": cmd_import_nir}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:  # NetworkFileError, ConversionError included
         print(f"spikeforge {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""Interchange with other neuromorphic tools: NIR export and import (PyPI `nir`)."""

@@ -1,0 +1,181 @@
+"""spikeforge network -> NIR graph (PyPI `nir`, the Neuromorphic Intermediate Representation).
+
+NIR describes continuous-time nodes; a spikeforge network is the discrete-time system dt = 1. What maps:
+
+population / projection            NIR node(s)
+input                              Input
+if (decay 1) / lif                 IF / LIF (tau = dt / (1 - decay), r = tau / dt: v <- decay·v + I under Euler)
+spikes that carry θ                a Scale(θ) node after the neuron (NIR spikes are 1)
+readout                            I (integrator) -> Output (NIR's output is v(T); spikeforge reports v(T) / T)
+dense / sparse                     Affine (bias = the target's bias) or Linear; Flatten first from a (C, H, W) source
+conv2d                             Conv2d (bias per output channel)
+avgpool                            AvgPool2d (zero padding counted, as torch's default)
+identity                           a direct edge (Flatten when the shapes differ)
+
+What NIR cannot say is kept in each node's metadata (``spikeforge_*`` keys: reset mode, threshold test,
+initial membrane, exact bias), so `interop.nir_import` rebuilds the network exactly; another NIR reader
+sees the nearest NIR network: reset to v_reset = 0 instead of subtraction, the strict test v > θ, v(0) = 0.
+No NIR equivalent (refused, naming the population): group neurons (τ members sharing one membrane), signed
+neurons (negative spikes), multi-threshold neurons (graded levels), EC compute nodes and EC matrix products.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.atomic import atomic_output
+from simulator.fileformat import FORMAT_VERSION, load_network, validate_network
+from simulator.geometry import explicit_synapses
+from simulator.network import Network
+
+NO_NIR_EQUIVALENT = {
+    "group": "group neurons (tau IF members sharing one membrane) have no NIR node",
+    "signed": "signed neurons fire negative spikes, which NIR's IF / LIF cannot",
+    "multi_threshold": "multi-threshold neurons send graded levels, which NIR's spikes cannot carry",
+    "ec": "expectation-compensation compute nodes have no NIR node",
+    "ec_matmul": "EC matrix products of two spiking operands have no NIR node",
+}
+MAX_DENSE_EXPORT = 2**26  # sparse projections are written as dense Affine weights up to this many entries
+
+
+class NirExportError(ValueError):
+    """A network has a part NIR cannot express."""
+
+
+def _f32(a):
+    return np.ascontiguousarray(np.asarray(a, np.float32))
+
+
+def _neuron_node(nir, pop):
+    shape = tuple(pop.shape)
+    theta = _f32(pop.threshold).reshape(shape)
+    meta = {"spikeforge_model": pop.model, "spikeforge_reset": pop.reset,
+            "spikeforge_threshold_test": pop.threshold_test, "spikeforge_spike_value": pop.spike_value,
+            "spikeforge_v_init": _f32(pop.v_init).reshape(shape), "spikeforge_bias": _f32(pop.bias).reshape(shape)}
+    zeros = np.zeros(shape, np.float32)
+    if pop.model == "if" or (pop.model == "lif" and np.all(pop.decay == 1)):
+        return nir.IF(r=np.ones(shape, np.float32), v_threshold=theta, v_reset=zeros, metadata=meta)
+    meta["spikeforge_decay"] = _f32(pop.decay).reshape(shape)
+    with np.errstate(divide="ignore"):
+        tau = (1.0 / (1.0 - pop.decay.astype(np.float64))).reshape(shape)  # dt = 1; decay 1 -> inf
+    return nir.LIF(tau=tau.astype(np.float32), r=tau.astype(np.float32), v_leak=zeros, v_threshold=theta,
+                   v_reset=zeros, metadata=meta)
+
+
+def _bias_carrier(net, pop):
+    """Name of the projection into `pop` whose NIR node carries pop's bias (first dense / sparse / conv2d one
+    that can); None when the bias is zero. Raises when a nonzero bias has no carrier."""
+    if not np.any(pop.bias):
+        return None
+    for q in net.incoming(pop.name):
+        if q.kind in ("dense", "sparse"):
+            return q.name
+        if q.kind == "conv2d":
+            per_channel = pop.bias.reshape(pop.shape[0], -1)
+            if np.all(per_channel == per_channel[:, :1]):
+                return q.name
+    raise NirExportError(f"population {pop.name!r}: its bias has no NIR form (NIR biases live in Affine or "
+                         "Conv2d nodes, one value per output channel)")
+
+
+def to_nir(net: Network):
+    """The NIR graph of a validated network (see the module docstring for the mapping)."""
+    import nir
+
+    validate_network(net)
+    if net.attrs.get("numeric_mode", "float32") == "fixed":
+        raise NirExportError("fixed-point networks (integer input rounding, saturating membranes) have no NIR form; "
+                             "export the float network")
+    nodes, edges = {}, []
+    names = {p.name for p in net.populations}
+
+    def unique(name):
+        while name in nodes or name in names:
+            name += "_"
+        return name
+
+    out_of = {}  # population -> the NIR node its downstream edges leave from
+    for pop in net.populations:
+        if pop.model in NO_NIR_EQUIVALENT:
+            raise NirExportError(f"population {pop.name!r}: {NO_NIR_EQUIVALENT[pop.model]}")
+        shape = np.array(pop.shape)
+        if pop.model == "input":
+            nodes[pop.name] = nir.Input(input_type={"input": shape})
+            out_of[pop.name] = pop.name
+        elif pop.model == "readout":
+            nodes[pop.name] = nir.I(r=np.ones(tuple(pop.shape), np.float32),
+                                    metadata={"spikeforge_model": "readout", "spikeforge_output": "v(T) / T",
+                                              "spikeforge_bias": _f32(pop.bias).reshape(tuple(pop.shape))})
+            nodes["output"] = nir.Output(output_type={"output": shape})
+            edges.append((pop.name, "output"))
+        else:
+            nodes[pop.name] = _neuron_node(nir, pop)
+            out_of[pop.name] = pop.name
+            if pop.spike_value == "threshold":
+                scale = unique(f"{pop.name}_theta")
+                nodes[scale] = nir.Scale(scale=_f32(pop.threshold).reshape(tuple(pop.shape)),
+                                         metadata={"spikeforge_role": "spike_value"})
+                edges.append((pop.name, scale))
+                out_of[pop.name] = scale
+    carriers = {p.name: _bias_carrier(net, p) for p in net.populations if p.model != "input"}
+    for q in net.projections:
+        src, tgt = net.population(q.source), net.population(q.target)
+        bias = tgt.bias.reshape(tgt.shape) if carriers[tgt.name] == q.name else None
+        start = out_of[q.source]
+        if q.kind in ("dense", "sparse"):
+            if len(tgt.shape) != 1:
+                raise NirExportError(f"projection {q.name!r}: a dense layer into the {len(tgt.shape)}-D population "
+                                     f"{tgt.name!r} has no NIR form (Affine outputs a vector)")
+            if q.kind == "sparse" and src.size * tgt.size > MAX_DENSE_EXPORT:
+                raise NirExportError(f"projection {q.name!r}: NIR has no sparse node and its dense form would "
+                                     f"hold {src.size * tgt.size} weights (limit {MAX_DENSE_EXPORT})")
+            if len(src.shape) > 1:
+                flat = unique(f"{q.name}_flatten")
+                nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
+                edges.append((start, flat))
+                start = flat
+            w = q.weight if q.kind == "dense" else _dense_of(q, src, tgt)
+            node = (nir.Affine(weight=_f32(w), bias=_f32(bias)) if bias is not None else nir.Linear(weight=_f32(w)))
+        elif q.kind == "conv2d":
+            b = bias.reshape(tgt.shape[0], -1)[:, 0] if bias is not None else np.zeros(tgt.shape[0])
+            node = nir.Conv2d(input_shape=tuple(src.shape[1:]), weight=_f32(q.weight), stride=tuple(q.stride),
+                              padding=tuple(q.padding), dilation=(1, 1), groups=int(q.groups), bias=_f32(b))
+        elif q.kind == "avgpool":
+            node = nir.AvgPool2d(kernel_size=np.array(q.kernel), stride=np.array(q.stride),
+                                 padding=np.array(q.padding), metadata={"spikeforge_count_include_pad": 1})
+        elif q.kind == "identity":
+            if tuple(src.shape) != tuple(tgt.shape):
+                if len(tgt.shape) != 1:
+                    raise NirExportError(f"projection {q.name!r}: identity from shape {src.shape} to {tgt.shape} "
+                                         "needs a reshape NIR does not have (only Flatten)")
+                node = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
+            else:  # an edge has no metadata: the projection's name rides on its target node
+                nodes[tgt.name].metadata[f"spikeforge_identity_from_{src.name}"] = q.name
+                edges.append((start, tgt.name))
+                continue
+        else:  # matmul operands only exist with ec_matmul nodes, refused above
+            raise NirExportError(f"projection {q.name!r}: kind {q.kind!r} has no NIR form")
+        name = unique(q.name)
+        node.metadata = {**node.metadata, "spikeforge_projection": q.name, "spikeforge_kind": q.kind}
+        nodes[name] = node
+        edges += [(start, name), (name, tgt.name)]
+    meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION, "dt": 1.0,
+            "name": str(net.attrs.get("name", ""))}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def _dense_of(q, src, tgt):
+    s, t, w = explicit_synapses(q, src.shape, tgt.shape)
+    dense = np.zeros((tgt.size, src.size), np.float64)
+    np.add.at(dense, (t, s), w)
+    return dense
+
+
+def export_nir(network, out_path) -> str:
+    """Write the NIR graph of a network (a `Network` or a network file path) to `out_path`, atomically."""
+    import nir
+
+    net = network if isinstance(network, Network) else load_network(network)
+    graph = to_nir(net)
+    with atomic_output(out_path, suffix=".nir.tmp") as tmp:
+        nir.write(tmp, graph)
+    return str(out_path)

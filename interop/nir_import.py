@@ -1,0 +1,475 @@
+"""NIR graph (PyPI `nir`) -> spikeforge network.
+
+NIR nodes are continuous-time; they are discretized with forward Euler at step `dt` (argument, else the graph's
+``dt`` metadata, else 1), the convention snnTorch and Norse use on import:
+
+NIR node                  spikeforge population (per step)
+Input                     input (the analog sample, every step)
+IF(r, θ, v_reset = 0)     if: m = v + dt·r·I; spike when m > θ; v = 0 after a spike; spikes carry 1
+LIF(τ, r, v_leak, θ)      lif: m = (1 - dt/τ)·v + (dt/τ)·(v_leak + r·I); same firing, reset and spikes
+I(r)                      readout: integrates dt·r·I; spikeforge reports v(T) / T (NIR reads v(T): same argmax)
+Output                    fed by an I node: that node is the readout; fed by anything else: a readout
+                          integrating what reaches the Output (the mean over T)
+
+Between two of those, chains of linear nodes (Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale)
+become one projection: a single Affine / Linear stays dense, a Conv2d a conv2d, an AvgPool2d an avgpool,
+a SumPool2d a depthwise conv2d of ones; longer chains are multiplied out into one sparse projection.
+Flatten is a C-order reshape, so both conventions in use (start_dim 0, and torch's start_dim 1 with the batch
+dimension counted) read the same. Nodes written by `interop.nir_export` carry ``spikeforge_*`` metadata that
+restores what NIR cannot say (subtractive reset, the >= test, initial membranes, θ-valued spikes), so a
+round trip gives the same network. Anything else is refused with a `NirImportError` naming the node.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from simulator.geometry import conv_output_hw, explicit_synapses
+from simulator.network import Network, Population, Projection
+
+POPULATION_TYPES = ("Input", "IF", "LIF", "I")
+LINEAR_TYPES = ("Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten", "Scale")
+NOT_SUPPORTED = {
+    "LI": "a leaky integrator (non-spiking leaky readout): spikeforge's readout does not leak",
+    "CubaLIF": "current-based LIF (a synaptic current state): spikeforge neurons have no synaptic filter",
+    "CubaLI": "current-based leaky integrator: no synaptic filter and no leaky readout in spikeforge",
+    "Delay": "synaptic delays: spikeforge delivers every spike in the step it is fired",
+    "Threshold": "a stateless threshold: spikeforge neurons integrate",
+    "Conv1d": "1-D convolutions: spikeforge convolutions are 2-D (C, H, W)",
+    "NIRGraph": "nested graphs: flatten the graph before importing it",
+}
+
+
+class NirImportError(ValueError):
+    """A NIR graph has a part spikeforge cannot represent exactly."""
+
+
+def _type(node) -> str:
+    return type(node).__name__
+
+
+def _meta(node, key, default=None):
+    value = (getattr(node, "metadata", None) or {}).get(key, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _arr(value, name, where) -> np.ndarray:
+    a = np.asarray(value, np.float64)
+    if not np.all(np.isfinite(a)) and name != "tau":
+        raise NirImportError(f"node {where!r}: {name} has non-finite values")
+    return a
+
+
+def _pair(v, name, where):
+    a = np.asarray(v).reshape(-1)
+    if a.size == 1:
+        a = np.repeat(a, 2)
+    if a.size != 2 or a.dtype.kind not in "iuf" or np.any(a != np.rint(a)):
+        raise NirImportError(f"node {where!r}: {name} {v!r} is not one or two integers")
+    return tuple(int(x) for x in a)
+
+
+class _Op:
+    """One linear node applied to a flat C-order vector of known input shape."""
+
+    def __init__(self, name, node, in_shape):
+        self.name, self.node, self.type, self.in_shape = name, node, _type(node), tuple(in_shape)
+        t, n_in = self.type, int(np.prod(in_shape))
+        where = name
+        if t in ("Affine", "Linear"):
+            w = _arr(node.weight, "weight", where)
+            if w.ndim != 2 or w.shape[1] != n_in:
+                raise NirImportError(f"node {where!r}: weight {w.shape} does not take an input of {n_in} values")
+            self.weight, self.out_shape = w, (w.shape[0],)
+            self.bias = _arr(node.bias, "bias", where).reshape(-1) if t == "Affine" else np.zeros(w.shape[0])
+            if self.bias.size != w.shape[0]:
+                raise NirImportError(f"node {where!r}: bias of {self.bias.size} values for {w.shape[0]} outputs")
+        elif t == "Conv2d":
+            w = _arr(node.weight, "weight", where)
+            if w.ndim != 4:
+                raise NirImportError(f"node {where!r}: Conv2d weight must be (C_out, C_in/groups, kh, kw), got {w.shape}")
+            g = int(node.groups)
+            if _pair(node.dilation, "dilation", where) != (1, 1):
+                raise NirImportError(f"node {where!r}: dilation {node.dilation} (spikeforge convolutions are not dilated)")
+            self.stride = _pair(node.stride, "stride", where)
+            shape3 = self._as_chw(w.shape[1] * g, node.input_shape)
+            pad = node.padding
+            if isinstance(pad, str):
+                if pad == "valid":
+                    pad = (0, 0)
+                elif self.stride == (1, 1) and w.shape[2] % 2 and w.shape[3] % 2:
+                    pad = ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
+                else:
+                    raise NirImportError(f"node {where!r}: padding 'same' needs stride 1 and odd kernels")
+            self.padding = _pair(pad, "padding", where)
+            if g < 1 or w.shape[0] % g:
+                raise NirImportError(f"node {where!r}: groups {g} does not divide {w.shape[0]} output channels")
+            self.in_shape, self.weight, self.groups = shape3, w, g
+            self.out_shape = (w.shape[0],) + conv_output_hw(shape3[1:], w.shape[2:], self.stride, self.padding)
+            b = _arr(node.bias, "bias", where).reshape(-1)
+            if b.size == 1:
+                b = np.repeat(b, w.shape[0])
+            if b.size != w.shape[0]:
+                raise NirImportError(f"node {where!r}: bias of {b.size} values for {w.shape[0]} channels")
+            self.bias = np.repeat(b, int(np.prod(self.out_shape[1:])))
+        elif t in ("AvgPool2d", "SumPool2d"):
+            if len(self.in_shape) != 3:
+                raise NirImportError(f"node {where!r}: pooling needs a (C, H, W) input, got {self.in_shape}")
+            self.kernel = _pair(node.kernel_size, "kernel_size", where)
+            self.stride = _pair(node.stride, "stride", where)
+            self.padding = _pair(node.padding, "padding", where)
+            if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+                raise NirImportError(f"node {where!r}: padding {self.padding} is more than half the kernel")
+            c = self.in_shape[0]
+            self.out_shape = (c,) + conv_output_hw(self.in_shape[1:], self.kernel, self.stride, self.padding)
+            self.bias = np.zeros(int(np.prod(self.out_shape)))
+        elif t == "Flatten":
+            self.out_shape, self.bias = (n_in,), np.zeros(n_in)
+        elif t == "Scale":
+            s = _arr(node.scale, "scale", where).reshape(-1)
+            if s.size not in (1, n_in):
+                raise NirImportError(f"node {where!r}: scale of {s.size} values for an input of {n_in}")
+            self.scale = np.broadcast_to(s, (n_in,)).copy()
+            self.out_shape, self.bias = self.in_shape, np.zeros(n_in)
+        else:
+            raise NirImportError(f"node {where!r}: {t} is not a linear node")
+
+    def _as_chw(self, channels, input_shape):
+        if len(self.in_shape) == 3 and self.in_shape[0] == channels:
+            return self.in_shape
+        n = int(np.prod(self.in_shape))
+        if input_shape is not None:
+            hw = tuple(int(v) for v in np.asarray(input_shape).reshape(-1))
+            if len(hw) == 2 and channels * hw[0] * hw[1] == n:
+                return (channels,) + hw
+        raise NirImportError(f"node {self.name!r}: Conv2d with {channels} input channels cannot read an input "
+                             f"of shape {self.in_shape}")
+
+    @property
+    def n_out(self):
+        return int(np.prod(self.out_shape))
+
+    def projection(self, name, source, target):
+        """This node alone as a spikeforge projection (native kind), or None when it must be multiplied out."""
+        t = self.type
+        if t in ("Affine", "Linear"):
+            return Projection(name, "dense", source, target, self.weight.astype(np.float32))
+        if t == "Conv2d":
+            return Projection(name, "conv2d", source, target, self.weight.astype(np.float32), stride=self.stride,
+                              padding=self.padding, groups=self.groups)
+        if t == "AvgPool2d":
+            return Projection(name, "avgpool", source, target, kernel=self.kernel, stride=self.stride,
+                              padding=self.padding)
+        if t == "SumPool2d":
+            c = self.in_shape[0]
+            return Projection(name, "conv2d", source, target, np.ones((c, 1) + self.kernel, np.float32),
+                              stride=self.stride, padding=self.padding, groups=c)
+        if t == "Flatten":
+            return Projection(name, "identity", source, target)
+        return None
+
+    def matrix(self):
+        """(n_out, n_in) scipy sparse matrix of the node."""
+        import scipy.sparse as sp
+
+        n_in = int(np.prod(self.in_shape))
+        if self.type in ("Affine", "Linear"):
+            return sp.csr_matrix(self.weight)
+        if self.type == "Flatten":
+            return sp.identity(n_in, format="csr")
+        if self.type == "Scale":
+            return sp.diags(self.scale, format="csr")
+        p = self.projection("m", "s", "t")
+        s, t, w = explicit_synapses(p, self.in_shape, self.out_shape)
+        return sp.csr_matrix((w, (t, s)), shape=(self.n_out, n_in))
+
+    def apply(self, x):
+        return self.matrix() @ x
+
+
+class _Graph:
+    """The NIR graph split into populations (Input, IF, LIF, I, Output-as-readout) and linear nodes."""
+
+    def __init__(self, graph):
+        import networkx as nx
+
+        self.nodes = dict(graph.nodes)
+        self.edges = [(str(a), str(b)) for a, b in graph.edges]
+        for a, b in self.edges:
+            for end in (a, b):
+                if end not in self.nodes:
+                    raise NirImportError(f"edge {a!r} -> {b!r}: node {end!r} does not exist")
+        for name, node in self.nodes.items():
+            t = _type(node)
+            if t in NOT_SUPPORTED:
+                raise NirImportError(f"node {name!r}: {t} is not supported: {NOT_SUPPORTED[t]}")
+            if t not in POPULATION_TYPES + LINEAR_TYPES + ("Output",):
+                raise NirImportError(f"node {name!r}: unknown NIR node type {t}")
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes)
+        g.add_edges_from(self.edges)
+        try:
+            cycle = nx.find_cycle(g)
+            raise NirImportError("recurrent connection " + " -> ".join(a for a, _ in cycle) + f" -> {cycle[0][0]}: "
+                                 "spikeforge networks are feed-forward")
+        except nx.NetworkXNoCycle:
+            pass
+        self.g = g
+        self.order = {n: i for i, n in enumerate(self.nodes)}
+        inputs = [n for n, v in self.nodes.items() if _type(v) == "Input"]
+        outputs = [n for n, v in self.nodes.items() if _type(v) == "Output"]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise NirImportError(f"a graph needs exactly one Input and one Output node, got {len(inputs)} and "
+                                 f"{len(outputs)}")
+        self.input, self.output = inputs[0], outputs[0]
+        preds = list(g.predecessors(self.output))
+        if len(preds) == 1 and _type(self.nodes[preds[0]]) == "I":
+            self.readout = preds[0]
+            if list(g.successors(self.readout)) != [self.output]:
+                raise NirImportError(f"node {self.readout!r}: the integrator read out must feed the Output only")
+        else:
+            self.readout = self.output
+        for name, node in self.nodes.items():
+            if _type(node) == "I" and name != self.readout:
+                raise NirImportError(f"node {name!r}: an integrator inside the graph (spikeforge's only non-spiking "
+                                     "integrator is the readout that feeds the Output)")
+            if name not in (self.input, self.output, self.readout) and _type(node) != "Output" and \
+                    not nx.has_path(g, name, self.output):
+                raise NirImportError(f"node {name!r} does not lead to the Output")
+        self.is_population = {n: _type(v) in ("Input", "IF", "LIF") or n == self.readout for n, v in self.nodes.items()}
+        # a neuron whose only successor is the Scale(θ) written by nir_export: spikes carry θ
+        self.theta_scale = {}
+        for name, node in self.nodes.items():
+            succ = list(g.successors(name))
+            if _type(node) in ("IF", "LIF") and len(succ) == 1 and _meta(self.nodes[succ[0]], "spikeforge_role") == \
+                    "spike_value" and np.array_equal(np.asarray(self.nodes[succ[0]].scale).reshape(-1),
+                                                     np.asarray(node.v_threshold).reshape(-1)):
+                self.theta_scale[name] = succ[0]
+        self.alias = {s: n for n, s in self.theta_scale.items()}  # the Scale node stands for its neuron
+
+    def population_order(self):
+        """Population nodes in a topological order that keeps the graph's own order where it is free."""
+        import networkx as nx
+
+        if any(True for _ in self.g.predecessors(self.input)):
+            raise NirImportError(f"node {self.input!r}: the Input node cannot receive edges")
+        topo = nx.lexicographical_topological_sort(self.g, key=lambda n: self.order[n])
+        return [self.input] + [n for n in topo if self.is_population[n] and n != self.input]
+
+    def paths_into(self, target):
+        """Every (source population, [linear nodes, source first]) path that ends at `target`."""
+        out = []
+
+        def walk(node, chain):
+            for p in sorted(self.g.predecessors(node), key=self.order.get):
+                src = self.alias.get(p, p)
+                if self.is_population.get(src) and src != target:
+                    out.append((src, chain))
+                elif _type(self.nodes[p]) in LINEAR_TYPES:
+                    if not any(True for _ in self.g.predecessors(p)):
+                        raise NirImportError(f"node {p!r} receives nothing")
+                    walk(p, [p] + chain)
+                else:
+                    raise NirImportError(f"edge {p!r} -> {node!r}: {_type(self.nodes[p])} cannot feed a neuron here")
+        walk(target, [])
+        return out
+
+
+def _neuron(name, node, shape, dt, readout):
+    """Population for a population node, and g: the per-neuron factor on its input current."""
+    t, n = _type(node), int(np.prod(shape))
+
+    def per_neuron(value, what):
+        a = _arr(value, what, name).reshape(-1)
+        if a.size == 1:
+            a = np.repeat(a, n)
+        if a.size != n:
+            raise NirImportError(f"node {name!r}: {what} has {a.size} values for {n} neurons")
+        return a
+
+    if readout:
+        g = dt * per_neuron(node.r, "r") if t == "I" else np.ones(n)
+        return Population.make(name, "readout", shape), g, np.zeros(n)
+    theta = per_neuron(node.v_threshold, "v_threshold")
+    if np.any(theta <= 0):
+        raise NirImportError(f"node {name!r}: v_threshold must be > 0 (spikeforge neurons fire upwards)")
+    reset = _meta(node, "spikeforge_reset")
+    if reset is None:
+        v_reset = per_neuron(node.v_reset if node.v_reset is not None else 0.0, "v_reset")
+        if np.any(v_reset != 0):
+            raise NirImportError(f"node {name!r}: v_reset {v_reset[v_reset != 0][0]} != 0 (spikeforge neurons "
+                                 "reset to 0 or by subtracting θ)")
+        reset = "zero"
+    test = _meta(node, "spikeforge_threshold_test", "gt")
+    v_init = np.asarray(_meta(node, "spikeforge_v_init", np.zeros(n)), np.float64).reshape(-1)
+    r = per_neuron(node.r, "r")
+    leak = np.zeros(n)
+    if t == "IF":
+        model, decay, g = "if", None, dt * r
+    else:
+        tau = per_neuron(node.tau, "tau")
+        if np.any(~(tau > dt)):  # NaN included
+            raise NirImportError(f"node {name!r}: tau {tau.min()} <= dt {dt}: forward Euler needs tau > dt "
+                                 "(pass a smaller dt)")
+        exact = _meta(node, "spikeforge_decay")
+        decay = np.asarray(exact, np.float64).reshape(-1) if exact is not None else 1.0 - dt / tau
+        g = dt * r / tau
+        leak = dt / tau * per_neuron(node.v_leak, "v_leak")
+        model = "lif"
+    pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
+                          spike_value="unit", threshold_test=test)
+    return pop, g, leak
+
+
+def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
+    """A spikeforge `Network` (one population per core) from a `nir.NIRGraph`; see the module docstring."""
+    from converter.mapping import one_population_per_core
+    from simulator.fileformat import NetworkFileError, validate_network
+
+    if dt is None:
+        dt = float(_meta(graph, "dt", 1.0)) if isinstance(getattr(graph, "metadata", None), dict) else 1.0
+    if not (np.isfinite(dt) and dt > 0):
+        raise NirImportError(f"dt must be a positive number, got {dt}")
+    G = _Graph(graph)
+    order = G.population_order()
+    shapes, pops, gains, biases, projs = {}, [], {}, {}, []
+    in_shape = tuple(int(s) for s in np.asarray(G.nodes[G.input].input_type["input"]).reshape(-1))
+    shapes[G.input] = in_shape
+    pops.append(Population.make(G.input, "input", in_shape))
+    used = {G.input}
+    node_bias = {}
+
+    def bias_of(node_name):
+        """Bias a linear node adds to everything downstream (its own plus its linear predecessors', mapped)."""
+        if node_name in node_bias:
+            return node_bias[node_name]
+        op = ops[node_name]
+        incoming = np.zeros(int(np.prod(op.in_shape)))
+        for p in G.g.predecessors(node_name):
+            if p in ops:
+                incoming = incoming + bias_of(p)
+        node_bias[node_name] = (op.apply(incoming) if np.any(incoming) else 0.0) + op.bias
+        return node_bias[node_name]
+
+    ops = {}
+    for tgt in order[1:]:
+        paths = G.paths_into(tgt)
+        if not paths:
+            raise NirImportError(f"node {tgt!r} receives nothing")
+        built = []
+        for src, chain in paths:
+            shape = shapes[src]
+            chain_ops = []
+            for lin in chain:
+                op = ops.get(lin)
+                if op is None:
+                    op = ops[lin] = _Op(lin, G.nodes[lin], shape)
+                elif int(np.prod(op.in_shape)) != int(np.prod(shape)):
+                    raise NirImportError(f"node {lin!r}: inputs of {np.prod(op.in_shape)} and {np.prod(shape)} "
+                                         "values meet here")
+                shape = op.out_shape
+                chain_ops.append(op)
+            built.append((src, chain_ops, shape))
+        node = G.nodes[tgt]
+        readout = tgt == G.readout
+        if _type(node) in ("IF", "LIF"):
+            shape = tuple(int(s) for s in np.asarray(node.v_threshold).shape) or (1,)
+        elif _type(node) == "I":
+            shape = tuple(int(s) for s in np.asarray(node.r).shape) or (1,)
+        else:  # the Output node as readout: the shape of what reaches it
+            shape = built[0][2]
+        if len(shape) > 3:
+            raise NirImportError(f"node {tgt!r}: shape {shape} has more than 3 dimensions")
+        for src, chain_ops, out in built:
+            if int(np.prod(out)) != int(np.prod(shape)):
+                raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
+                                     f"{np.prod(shape)} neurons")
+        shapes[tgt] = shape
+        pop, g, leak = _neuron(tgt, node, shape, dt, readout)
+        bias = leak.copy()
+        for p in G.g.predecessors(tgt):
+            if p in ops:
+                bias += g * np.asarray(bias_of(p)).reshape(-1)
+        exact = _meta(node, "spikeforge_bias")
+        if exact is not None:
+            bias = np.asarray(exact, np.float64).reshape(-1)
+        pop.bias = bias.astype(np.float32)
+        pops.append(pop)
+        for src, chain_ops, _ in built:
+            pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"))
+            projs.append(_projection(pname, src, tgt, chain_ops, g, shapes[src], shape))
+        if tgt in G.theta_scale:
+            pop.spike_value = "threshold"
+    net = Network(pops, projs, *one_population_per_core(pops, projs),
+                  {"name": name or str(_meta(graph, "name", "") or "nir"), "numeric_mode": "float32",
+                   "imported_from": "nir", "nir_dt": float(dt)})
+    try:
+        validate_network(net)
+    except NetworkFileError as exc:
+        raise NirImportError(f"the imported network is not valid: {exc}") from None
+    return net
+
+
+def _projection_name(src, tgt, chain_ops, used, identity_name=None):
+    one = [op for op in chain_ops if op.type != "Flatten"]
+    base = _meta(one[0].node, "spikeforge_projection") if len(one) == 1 else identity_name if not one else None
+    name = str(base or (one[0].name if len(one) == 1 else f"{src}_to_{tgt}")).replace("/", "_")
+    while name in used:
+        name += "_"
+    used.add(name)
+    return name
+
+
+def _projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
+    """One projection for a chain of linear nodes, scaled per target neuron by g (exact when g is 1)."""
+    import scipy.sparse as sp
+
+    weighted = [op for op in chain_ops if op.type != "Flatten"]
+    ones = bool(np.all(g == 1))
+    if not weighted:
+        return Projection(name, "identity", src, tgt)
+    if len(weighted) == 1 and weighted[0].type != "Scale":
+        op = weighted[0]
+        if op.type in ("Affine", "Linear"):
+            w = op.weight if ones else g[:, None] * op.weight
+            return Projection(name, "dense", src, tgt, w.astype(np.float32))
+        c = tgt_shape[0] if len(tgt_shape) == 3 else 0
+        per_channel = g.reshape(c, -1) if c else None
+        if ones or (op.type == "Conv2d" and np.all(per_channel == per_channel[:, :1])):
+            p = op.projection(name, src, tgt)
+            if not ones:
+                p.weight = (p.weight * per_channel[:, 0][:, None, None, None]).astype(np.float32)
+            return p
+    m = sp.identity(int(np.prod(src_shape)), format="csr")
+    for op in weighted:
+        m = op.matrix() @ m
+    m = (sp.diags(g) @ m).T.tocsr()  # rows per source neuron
+    m.sort_indices()
+    return Projection(name, "sparse", src, tgt, m.data.astype(np.float32), m.indptr.astype(np.int64),
+                      m.indices.astype(np.int32))
+
+
+def import_nir(nir_path, out_path, dt: float | None = None, target=None, placement: str = "anneal") -> str:
+    """Read a NIR file, build the network, optionally map it on a hardware target, write it atomically."""
+    import nir
+
+    from converter.writer import write_network
+
+    nir_path = os.fspath(nir_path)
+    if not os.path.exists(nir_path):
+        raise NirImportError(f"{nir_path}: file does not exist")
+    try:
+        graph = nir.read(nir_path)
+    except Exception as exc:  # the nir reader raises whatever h5py / its asserts raise
+        raise NirImportError(f"{nir_path}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
+    try:
+        net = from_nir(graph, dt, os.path.splitext(os.path.basename(nir_path))[0])
+    except NirImportError as exc:
+        raise NirImportError(f"{nir_path}: {exc}") from None
+    if target is not None:
+        from converter.mapping import map_network
+        from hwmodels.targets import load_target
+
+        net = map_network(net, load_target(target) if isinstance(target, str) else target, placement)
+    return write_network(net, out_path)
