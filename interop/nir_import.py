@@ -412,7 +412,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
 
 
 def _projection_name(src, tgt, chain_ops, used, identity_name=None):
-    one = [op for op in chain_ops if op.type != "Flatten"]
+    one = [op for op in chain_ops if op.type != "Flatten"] or chain_ops  # a reshape alone names itself
     base = _meta(one[0].node, "spikeforge_projection") if len(one) == 1 else identity_name if not one else None
     name = str(base or (one[0].name if len(one) == 1 else f"{src}_to_{tgt}")).replace("/", "_")
     while name in used:
@@ -460,7 +460,7 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
     if not os.path.exists(nir_path):
         raise NirImportError(f"{nir_path}: file does not exist")
     try:
-        graph = nir.read(nir_path)
+        graph = nir.read(nir_path, type_check=False)  # shapes are checked here, node by node
     except Exception as exc:  # the nir reader raises whatever h5py / its asserts raise
         raise NirImportError(f"{nir_path}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
     try:
