@@ -133,7 +133,13 @@ def _load_model(spec, weights):
     sys.path.insert(0, os.getcwd())
     model = getattr(importlib.import_module(mod), attr)()
     if weights:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:  # weights_only: a checkpoint is data, never code (a pickled object could run anything on load)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise ValueError(f"{weights}: not a weights-only checkpoint (a state_dict of tensors): "
+                             f"{str(exc).splitlines()[0]}") from None
         model.load_state_dict(state)
     return model
 

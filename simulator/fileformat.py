@@ -24,6 +24,7 @@ SUPPORTED_MAJOR = 1
 MAX_NEURONS = 2**31 - 1
 MAX_SYNAPSES = 2**33
 MAX_DIMS = 3
+MAX_COORDINATE = 2**24  # chip, x and y of a core: a mesh this large is a corrupt file, not a machine
 # No single dataset may need more memory than this (override with SPIKEFORGE_MAX_DATASET_BYTES).
 MAX_DATASET_BYTES = int(os.environ.get("SPIKEFORGE_MAX_DATASET_BYTES", 4 * 2**30))
 
@@ -213,6 +214,9 @@ def _check_mapping(net: Network):
             _fail(f"/mapping/cores/{col}", f"must be an integer column of length {n}")
         if n and arr.min() < 0:
             _fail(f"/mapping/cores/{col}", f"negative value at index {int(np.argmin(arr))}")
+        if n and col in ("chip", "x", "y") and arr.max() > MAX_COORDINATE:
+            _fail(f"/mapping/cores/{col}", f"value {arr.max()} at index {int(np.argmax(arr))} is beyond "
+                                           f"{MAX_COORDINATE}")
     if not np.array_equal(c.core_id, np.arange(n)):
         _fail("/mapping/cores/core_id", "core ids must be 0..n-1 in order")
     bad = np.flatnonzero(c.population >= len(net.populations))
@@ -336,13 +340,15 @@ def _check_fixed_point(net):
 
 # ----------------------------------------------------------------------------- reading
 
-def _dataset(h5, where, path, max_elems):
-    """Read one dataset after checking it exists and is not absurdly large."""
+def _dataset(h5, where, path, max_elems, ndim=1):
+    """Read one dataset after checking it exists, has `ndim` dimensions and is not absurdly large."""
     import h5py
 
     obj = h5.get(where)
     if not isinstance(obj, h5py.Dataset):
         raise NetworkFileError(where, "missing dataset", path)
+    if len(obj.shape or ()) != ndim:
+        raise NetworkFileError(where, f"has shape {obj.shape}, expected {ndim} dimension{'s' * (ndim > 1)}", path)
     n = int(np.prod(obj.shape, dtype=np.int64)) if obj.shape else 1
     if n > max_elems:
         raise NetworkFileError(where, f"has {n} elements, more than the {max_elems} its header allows", path)
@@ -390,7 +396,8 @@ def load_network(path, validate=True) -> Network:
     except NetworkFileError as exc:
         exc.path = path
         raise
-    except (KeyError, ValueError, TypeError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError, IndexError, AttributeError,
+            OverflowError) as exc:  # h5py reports corrupt metadata as OSError, RuntimeError or KeyError
         raise NetworkFileError("/", f"malformed file ({type(exc).__name__}: {exc})", path) from None
     if validate:
         try:
@@ -458,13 +465,13 @@ def _read(h5, path) -> Network:
             p.padding = _attr(g, "padding", where, path, "ints")
         if kind == "conv2d":
             p.groups = int(_attr(g, "groups", where, path))
-            p.weight = _dataset(h5, f"{where}/weight", path, MAX_SYNAPSES)
+            p.weight = _dataset(h5, f"{where}/weight", path, MAX_SYNAPSES, ndim=4)
         elif kind == "avgpool":
             p.kernel = _attr(g, "kernel", where, path, "ints")
         elif kind in ("matmul_a", "matmul_b"):
             p.transpose = bool(g.attrs.get("transpose", False))
         elif kind == "dense":
-            p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt])
+            p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt], ndim=2)
         elif kind == "sparse":
             p.indptr = _dataset(h5, f"{where}/indptr", path, sizes[src] + 1)
             nnz = int(p.indptr[-1]) if p.indptr.ndim == 1 and p.indptr.size else 0

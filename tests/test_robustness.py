@@ -1,0 +1,183 @@
+"""Robustness: generated malformed network files, writers killed mid-write, untrusted checkpoints, determinism."""
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+import simulator
+from benchmarks import fuzz_reader
+from benchmarks.cli import main
+from benchmarks.models import DigitsMLP
+from converter import convert, write_network
+from converter.mapping import map_network
+from converter.training import train_classifier
+from hwmodels.targets import load_target
+
+N_EXAMPLES = 400
+
+
+@pytest.fixture(scope="module")
+def base_file(tmp_path_factory):
+    path = write_network(fuzz_reader.base_network(), tmp_path_factory.mktemp("fuzz") / "base.h5")
+    return path, fuzz_reader.inventory(path), os.path.getsize(path)
+
+
+def test_malformed_files_are_rejected_cleanly_or_run(base_file, tmp_path):
+    """Every generated malformation: NetworkFileError naming the file, or a valid network that runs; no other
+    exception, no crash, bounded reader memory (fuzz_reader.check). `python -m benchmarks.fuzz_reader` runs
+    more examples and prints the tally."""
+    base, (datasets, groups, attrs), size = base_file
+    assert simulator.load_network(base)  # the base itself is valid
+    tally = collections.Counter()
+
+    @settings(max_examples=N_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(fuzz_reader.mutations(datasets, groups, attrs, size))
+    def one(m):
+        bad = tmp_path / "bad.h5"
+        fuzz_reader.apply(m, base, bad)
+        tally[(m["kind"], fuzz_reader.check(bad))] += 1
+
+    one()
+    assert sum(tally.values()) >= N_EXAMPLES
+    for kind in fuzz_reader.MUTATIONS:  # every kind was generated and produced rejections
+        assert tally[(kind, "rejected")] > 0, (kind, dict(tally))
+
+
+def _replace_lazily(h5, name, shape):
+    """A dataset of `shape` declared but never written (HDF5 allocates chunks lazily: the file stays small)."""
+    del h5[name]
+    h5.create_dataset(name, shape=shape, dtype="f4", chunks=tuple(min(64, s) for s in shape))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h5: h5.create_dataset("populations/fc_act/decay", data=np.ones(8, np.float32)),
+     "only lif neurons have one"),
+    (lambda h5: h5["populations/pool_act/decay"].__setitem__(0, 1.5), r"decay: must be in \(0, 1\], got 1.5"),
+    (lambda h5: h5["populations/pool_act"].attrs.__setitem__("threshold_test", ">="), "threshold_test '>='"),
+    (lambda h5: h5["populations/readout"].attrs.__setitem__("spike_value", "unit"),
+     "apply to if and lif neurons only"),
+    (lambda h5: h5["mapping/cores/x"].__setitem__(1, 2**40), "is beyond"),
+    (lambda h5: _replace_lazily(h5, "projections/fc/weight", (2**20, 2**20)),
+     "has 1099511627776 elements, more than the 24 its header allows"),
+    (lambda h5: _replace_lazily(h5, "projections/fc/weight", (24,)), "expected 2 dimensions"),
+])
+def test_specific_malformations_name_the_problem(base_file, tmp_path, edit, message):
+    import h5py
+
+    base = base_file[0]
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(open(base, "rb").read())
+    with h5py.File(bad, "r+") as h5:
+        edit(h5)
+    with pytest.raises(simulator.NetworkFileError, match=message) as err:
+        simulator.load_network(bad)
+    assert str(bad) in str(err.value)
+
+
+# --------------------------------------------------------------------------- atomic writes under SIGKILL
+
+_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from converter.mapping import one_population_per_core
+    from simulator.network import Network, Population, Projection
+    n = 2500
+    pops = [Population.make("in", "input", (n,)), Population.make("h", "if", (n,), 1.0, 0.5),
+            Population.make("out", "readout", (10,))]
+    rng = np.random.default_rng(0)
+    projs = [Projection("a", "dense", "in", "h", rng.normal(size=(n, n)).astype(np.float32)),
+             Projection("b", "dense", "h", "out", rng.normal(size=(10, n)).astype(np.float32))]
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    if sys.argv[1] == "h5":
+        from converter.writer import write_network as write
+    else:
+        from interop.nir_export import export_nir as write
+    print("ready", flush=True)
+    while True:
+        write(net, sys.argv[2])
+""")
+
+
+@pytest.mark.parametrize("kind", ["h5", "nir"])
+def test_writer_killed_midway_leaves_the_old_file_intact(kind, base_file, tmp_path):
+    """A process rewriting a 25 MB network file (or its NIR export) in a loop is SIGKILLed while a temporary file
+    is being written: the file at the destination is still the old one, byte for byte, and still loads."""
+    from interop.nir_export import export_nir
+
+    target = tmp_path / f"keep.{kind}"
+    if kind == "h5":
+        target.write_bytes(open(base_file[0], "rb").read())
+    else:
+        export_nir(base_file[0], target)
+    before = target.read_bytes()
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, kind, str(target)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout.readline().strip() == b"ready"
+    deadline = time.time() + 120
+    temps = []
+    while time.time() < deadline and not temps:
+        temps = [f for f in os.listdir(tmp_path) if f.startswith(".spikeforge-")]
+        time.sleep(0.005)
+    assert temps, "the writer never started a temporary file"
+    time.sleep(0.2)  # well inside the write (compressing 25 MB takes seconds)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert target.read_bytes() == before
+    if kind == "h5":
+        simulator.load_network(target)
+    else:
+        import nir
+        nir.read(target)
+
+
+# --------------------------------------------------------------------------- untrusted checkpoints
+
+class _Payload:
+    """Pickles into a call of os.system: what a malicious checkpoint would carry."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.flag}",)
+
+
+def test_checkpoints_are_loaded_weights_only(tmp_path, digits, capsys):
+    flag = tmp_path / "pwned"
+    torch.save({"weight": _Payload(str(flag))}, tmp_path / "evil.pt")
+    np.savez(tmp_path / "calib.npz", x=digits[0][:16].numpy())
+    rc = main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "evil.pt"),
+               "--calibration", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "net.h5")])
+    assert rc == 2 and not flag.exists() and not (tmp_path / "net.h5").exists()
+    assert "evil.pt: not a weights-only checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- determinism
+
+def _pipeline(digits, seed):
+    xtr, ytr, xte, _ = digits
+    torch.manual_seed(seed)  # parameter initialization
+    model = train_classifier(DigitsMLP(), xtr[:400], ytr[:400], epochs=2, lr=0.05, seed=seed)
+    net = map_network(convert(model, [xtr[:128]], norm="percentile"), load_target("loihi"), "anneal", seed=seed)
+    return net, simulator.run(net, xte[:30].numpy(), 4, record_counts=True)
+
+
+def test_results_are_deterministic_given_a_seed(digits):
+    (a, ra), (b, rb), (c, _) = _pipeline(digits, 7), _pipeline(digits, 7), _pipeline(digits, 8)
+    for p, q in zip(a.projections, b.projections):
+        np.testing.assert_array_equal(p.weight, q.weight)
+    for col in ("x", "y", "population", "neuron_start"):
+        np.testing.assert_array_equal(getattr(a.cores, col), getattr(b.cores, col))
+    np.testing.assert_array_equal(ra.output, rb.output)
+    np.testing.assert_array_equal(ra.counters, rb.counters)
+    assert not np.array_equal(a.projections[0].weight, c.projections[0].weight)  # the seed is what fixes them
