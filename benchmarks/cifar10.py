@@ -26,6 +26,7 @@ from benchmarks.models import BasicBlock
 from converter import QCFS, ClipReLU, SpikingNetwork, convert
 from converter.calibration import calibrate
 from converter.qc import to_qc_ann
+from simulator.atomic import atomic_output, write_text
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -242,8 +243,7 @@ def main(argv=None):
                "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "methods": {}}
 
     def save():
-        with open(path, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_text(path, json.dumps(results, indent=2))
 
     def log(msg):
         print(msg, flush=True)
@@ -314,7 +314,8 @@ def main(argv=None):
 
 def _save(model, path):
     """State dict with float tensors in float16 (what train() left the model at), so wide nets stay small."""
-    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}, path)
+    with atomic_output(path) as tmp:
+        torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}, tmp)
 
 
 def _load(args, kind, model, dev, log):
@@ -345,8 +346,7 @@ def write_table(results, path, steps):
             continue
         cells = [f"{100 * accs[str(T)]:.2f}" if str(T) in accs else "–" for T in steps]
         lines.append(f"| {name} | {100 * ann:.2f} | " + " | ".join(cells) + " |")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from benchmarks.cifar10 import augment, prepare_run
 from benchmarks.models import ViT
 from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+from simulator.atomic import atomic_output, write_text
 
 
 def train(model, xtr, ytr, epochs, lr, batch=256, wd=0.05, log=print):
@@ -80,7 +81,8 @@ def main(argv=None):
         model.to(dev).eval()
     else:
         model = train(model, xtr, ytr, args.epochs, args.lr, log=lambda m: print(m, flush=True))
-        torch.save({k: v.half().cpu() for k, v in model.state_dict().items()}, os.path.join(args.out, "vit.pt"))
+        with atomic_output(os.path.join(args.out, "vit.pt")) as tmp:
+            torch.save({k: v.half().cpu() for k, v in model.state_dict().items()}, tmp)
     model.float()
     ann = sum(int((model(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum()) for i in range(0, len(xte), 500))
     results = {"ann": ann / len(xte), "dim": args.dim, "depth": args.depth, "heads": args.heads, "patch": args.patch,
@@ -94,8 +96,7 @@ def main(argv=None):
             ratio = energy_ratio(counts, results["ann_macs_per_image"] * len(xte))
             results["ecmt"][f"n{n}_T{T}"] = {"n": n, "T": T, "accuracy": acc, "energy_ratio": ratio, **counts}
             print(f"ECMT n={n} T={T}: {100 * acc:.2f}% energy ratio {ratio:.3f}", flush=True)
-            with open(os.path.join(args.out, "cifar10_vit.json"), "w") as fh:
-                json.dump(results, fh, indent=2)
+            write_text(os.path.join(args.out, "cifar10_vit.json"), json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from converter.mapping import core_load
+from simulator.atomic import save_figure
 
 
 def core_loads(net, target=None):
@@ -57,5 +58,5 @@ def plot_cores(net, rows, path, title=""):
     b.set_aspect("equal")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -22,6 +22,7 @@ from converter import convert
 from converter.mapping import MappingError, map_network, placement_cost
 from converter.training import train_classifier
 from hwmodels import estimate
+from simulator.atomic import write_text
 from hwmodels.noc import link_loads
 from hwmodels.targets import load_target
 
@@ -77,8 +78,7 @@ def main(argv=None):
                 if placement == "anneal":
                     plot_cores(m, core_loads(m, target), os.path.join(args.out, f"{name}_{tname}.png"),
                                f"{name} on {tname} ({len(m.cores)} cores, annealed placement)")
-    with open(os.path.join(args.out, "mapping.json"), "w") as fh:
-        json.dump(rows, fh, indent=2)
+    write_text(os.path.join(args.out, "mapping.json"), json.dumps(rows, indent=2))
     cols = ["network", "target", "placement", "cores", "chips", "axon_hops", "packets", "hops", "busiest_link",
             "noc_uj", "energy_uj", "latency_us", "latency_links_us", "map_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -88,8 +88,7 @@ def main(argv=None):
             continue
         lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, ""))
                                        for c in cols) + " |")
-    with open(os.path.join(args.out, "mapping.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_text(os.path.join(args.out, "mapping.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 import simulator
 from hwmodels import ann_cost, core_memory, estimate, load_target, paper_energy_pj
-from simulator.atomic import write_text
+from simulator.atomic import save_figure, write_text
 
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green", "spikes": "tab:red",
                 "packets": "tab:purple", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
@@ -138,7 +138,7 @@ def plot_energy_per_layer(path, cost, title):
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -159,7 +159,7 @@ def plot_spikes_per_step(path, res, net, n_samples, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -185,7 +185,7 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

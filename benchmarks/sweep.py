@@ -26,7 +26,7 @@ import uuid
 
 import numpy as np
 
-from simulator.atomic import atomic_output, write_text
+from simulator.atomic import atomic_output, save_figure, write_text
 
 AXES = ("target", "T", "neuron", "tau", "weight_bits", "calibration", "placement")
 AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
@@ -329,7 +329,7 @@ def write_outputs(spec, rows):
             ax.set_title(f"{spec.get('name', 'sweep')}: {yl} vs {xl}", fontsize=9)
             ax.legend(fontsize=7)
             fig.tight_layout()
-            fig.savefig(os.path.join(store, fname), dpi=120)
+            save_figure(fig, os.path.join(store, fname), dpi=120)
             plt.close(fig)
     lines = [f"# Sweep {spec.get('name', '')}", "",
              f"{len(rows)} points, {len(ok)} ok, {len(rows) - len(ok)} failed. Axes: "

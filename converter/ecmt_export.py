@@ -65,7 +65,6 @@ class _GraphOps(AnnOps):
         self.operands = {}  # data_ptr of an mt output -> the population names of its heads
 
     def add_input(self, shape):
-        n = int(np.prod(shape))
         self.pops.append(Population.make("input", "input", shape))
         return self._unit_rows("input", shape)
 

@@ -333,7 +333,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
         raise NirImportError(f"dt must be a positive number, got {dt}")
     G = _Graph(graph)
     order = G.population_order()
-    shapes, pops, gains, biases, projs = {}, [], {}, {}, []
+    shapes, pops, projs = {}, [], []
     in_shape = tuple(int(s) for s in np.asarray(G.nodes[G.input].input_type["input"]).reshape(-1))
     shapes[G.input] = in_shape
     pops.append(Population.make(G.input, "input", in_shape))

@@ -111,7 +111,7 @@ def flatten(net: Network) -> FlatNetwork:
     for proj in net.projections:
         s, t = index[proj.source], index[proj.target]
         src, tgt = pops[s], pops[t]
-        inv_s, inv_t = _inverse(perms[s]), _inverse(perms[t])
+        inv_t = _inverse(perms[t])
         geom = np.zeros(13, np.int64)
         if proj.kind == "dense":
             kind = K.KIND_DENSE

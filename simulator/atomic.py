@@ -27,6 +27,13 @@ def atomic_output(path, suffix=".tmp"):
         raise
 
 
+def save_figure(fig, path, **kwargs):
+    """fig.savefig(path) through a temporary file (the format comes from path's extension)."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or None
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=fmt, **kwargs)
+
+
 def write_text(path, text):
     with atomic_output(path) as tmp:
         with open(tmp, "w") as fh:
