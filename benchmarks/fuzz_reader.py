@@ -94,6 +94,7 @@ def mutations(draw, datasets, groups, attrs, size):
     elif kind == "bad_index":
         m["value"] = draw(st.sampled_from([-1, -2**31, 2**31 - 1, 2**62, 7, 8, 9, 10**6]))
         m["position"] = draw(st.floats(0, 1, exclude_max=True))
+        m["unsigned"] = draw(st.booleans())  # stored as uint64: -1 wraps to 2^64 - 1
     elif kind == "absurd_size":
         m["length"] = draw(st.sampled_from([2**31, 2**36, 2**40, 2**50]))
     elif kind == "delete":
@@ -152,6 +153,7 @@ def apply(m, src, dst):
                     elif kind == "bad_index":
                         flat = flat.astype(np.int64)
                         flat[int(m["position"] * flat.size)] = m["value"]
+                        flat = flat.astype(np.uint64) if m["unsigned"] else flat
                 h5.create_dataset(name, data=flat.reshape(old.shape))
         elif kind == "delete":
             if m["what"] == "attribute":

@@ -254,7 +254,7 @@ def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
     key = np.unique(src * n_cores + core)  # sorted by source neuron
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
-    x, y = net.cores.x, net.cores.y
+    x, y = net.cores.x.astype(np.int64), net.cores.y.astype(np.int64)
     sc = core_of[src]
     hops = np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core])
     n_hops += np.bincount(src, weights=hops, minlength=n_total).astype(np.int64)

@@ -158,7 +158,7 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         ip, ix = proj.indptr, proj.indices
         if not isinstance(ip, np.ndarray) or not np.issubdtype(ip.dtype, np.integer) or ip.shape != (src.size + 1,):
             _fail(f"{where}/indptr", f"must be an integer array of shape ({src.size + 1},)")
-        if ip[0] != 0 or np.any(np.diff(ip) < 0):
+        if ip[0] != 0 or np.any(np.diff(ip.astype(np.int64)) < 0):
             _fail(f"{where}/indptr", "must start at 0 and never decrease")
         nnz = int(ip[-1])
         if not isinstance(ix, np.ndarray) or not np.issubdtype(ix.dtype, np.integer) or ix.shape != (nnz,):
@@ -358,9 +358,14 @@ def _dataset(h5, where, path, max_elems, ndim=1):
         raise NetworkFileError(where, f"needs {n * obj.dtype.itemsize} bytes, more than the limit "
                                       f"{MAX_DATASET_BYTES} (SPIKEFORGE_MAX_DATASET_BYTES)", path)
     try:
-        return obj[()]
+        data = obj[()]
     except OSError as exc:  # checksum or decompression failure
         raise NetworkFileError(where, f"cannot be read ({exc})", path) from None
+    if data.dtype.kind == "u":  # unsigned arithmetic wraps (a decreasing indptr would look increasing): go signed
+        if data.size and data.max() > np.iinfo(np.int64).max:
+            raise NetworkFileError(where, f"value {data.max()} does not fit a signed 64-bit integer", path)
+        data = data.astype(np.int64)
+    return data
 
 
 def _attr(obj, name, where, path, kind=None):

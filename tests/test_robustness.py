@@ -30,6 +30,7 @@ def base_file(tmp_path_factory):
     return path, fuzz_reader.inventory(path), os.path.getsize(path)
 
 
+@pytest.mark.filterwarnings("error:invalid value encountered in cast")  # a wrapped counter is a wrong answer
 def test_malformed_files_are_rejected_cleanly_or_run(base_file, tmp_path):
     """Every generated malformation: NetworkFileError naming the file, or a valid network that runs; no other
     exception, no crash, bounded reader memory (fuzz_reader.check). `python -m benchmarks.fuzz_reader` runs
@@ -52,6 +53,11 @@ def test_malformed_files_are_rejected_cleanly_or_run(base_file, tmp_path):
         assert tally[(kind, "rejected")] > 0, (kind, dict(tally))
 
 
+def _replace(h5, name, data):
+    del h5[name]
+    h5.create_dataset(name, data=data)
+
+
 def _replace_lazily(h5, name, shape):
     """A dataset of `shape` declared but never written (HDF5 allocates chunks lazily: the file stays small)."""
     del h5[name]
@@ -69,6 +75,10 @@ def _replace_lazily(h5, name, shape):
     (lambda h5: _replace_lazily(h5, "projections/fc/weight", (2**20, 2**20)),
      "has 1099511627776 elements, more than the 24 its header allows"),
     (lambda h5: _replace_lazily(h5, "projections/fc/weight", (24,)), "expected 2 dimensions"),
+    (lambda h5: _replace(h5, "projections/sp/indptr", np.r_[0, 2, 1, np.arange(6, 37, 2)].astype(np.uint64)),
+     "never decrease"),  # unsigned: the decrease would wrap to a huge step
+    (lambda h5: _replace(h5, "mapping/cores/x", np.array([0, 2**64 - 1, 0, 1, 2], np.uint64)),
+     "does not fit a signed 64-bit integer"),
 ])
 def test_specific_malformations_name_the_problem(base_file, tmp_path, edit, message):
     import h5py
