@@ -327,7 +327,7 @@ def cmd_report(args):
 
         fbar = tqdm(total=len(x) * len(args.T) * len(targets), desc="fixed point (samples x T x targets)",
                     disable=None)
-        fixed = fixed_point_rows(net, x, y, args.T, targets, fbar.update)
+        fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update)
         fbar.close()
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))

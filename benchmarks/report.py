@@ -55,14 +55,15 @@ def evaluate(network, x, y, steps, targets, progress=None):
     return rows, runs, ann
 
 
-def fixed_point_rows(network, x, y, steps, targets, progress=None):
+def fixed_point_rows(network, x, y, float_runs, targets, progress=None):
     """Float vs fixed-point (each target's weight and membrane widths) accuracy and prediction agreement per T.
-    Targets without membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
-    import simulator
+
+    float_runs: {T: Result} of the float network on x (what `evaluate` returns as runs), so it is not simulated
+    again. Targets without membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
     from converter.fixed_point import FixedPointError, to_fixed_point
 
     rows = []
-    float_pred = {T: simulator.run(network, x, T).predictions() for T in steps}
+    float_pred = {T: res.predictions() for T, res in float_runs.items()}
     for tgt in targets:
         wb, mb = int(tgt.limits["weight_bits"]), int(tgt.limits.get("membrane_bits", 0))
         if not mb or wb > 24:
@@ -72,7 +73,7 @@ def fixed_point_rows(network, x, y, steps, targets, progress=None):
         except FixedPointError as exc:
             rows.append({"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "error": str(exc)})
             continue
-        for T in steps:
+        for T in float_runs:
             pred = simulator.run(fixed, x, T).predictions()
             row = {"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "T": T,
                    "agreement": float((pred == float_pred[T]).mean())}

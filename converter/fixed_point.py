@@ -17,9 +17,7 @@ import copy
 
 import numpy as np
 
-from simulator.network import Network, Projection
-
-FIXED_MODELS = ("input", "if", "group", "readout")
+from simulator.network import FIXED_MODELS, Network, Projection
 
 
 class FixedPointError(ValueError):

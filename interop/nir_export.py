@@ -24,7 +24,7 @@ import numpy as np
 
 from simulator.atomic import atomic_output
 from simulator.fileformat import FORMAT_VERSION, load_network, validate_network
-from simulator.geometry import explicit_synapses
+from simulator.geometry import synapse_matrix
 from simulator.network import Network
 
 NO_NIR_EQUIVALENT = {
@@ -133,7 +133,7 @@ def to_nir(net: Network):
                 nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
                 edges.append((start, flat))
                 start = flat
-            w = q.weight if q.kind == "dense" else _dense_of(q, src, tgt)
+            w = q.weight if q.kind == "dense" else synapse_matrix(q, src.shape, tgt.shape).toarray()
             node = (nir.Affine(weight=_f32(w), bias=_f32(bias)) if bias is not None else nir.Linear(weight=_f32(w)))
         elif q.kind == "conv2d":
             b = bias.reshape(tgt.shape[0], -1)[:, 0] if bias is not None else np.zeros(tgt.shape[0])
@@ -161,13 +161,6 @@ def to_nir(net: Network):
     meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION, "dt": 1.0,
             "name": str(net.attrs.get("name", ""))}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
-
-
-def _dense_of(q, src, tgt):
-    s, t, w = explicit_synapses(q, src.shape, tgt.shape)
-    dense = np.zeros((tgt.size, src.size), np.float64)
-    np.add.at(dense, (t, s), w)
-    return dense
 
 
 def export_nir(network, out_path) -> str:

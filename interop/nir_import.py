@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from simulator.geometry import conv_output_hw, explicit_synapses
+from simulator.geometry import conv_output_hw, synapse_matrix
 from simulator.network import Network, Population, Projection
 
 POPULATION_TYPES = ("Input", "IF", "LIF", "I")
@@ -50,7 +50,8 @@ def _type(node) -> str:
 
 
 def _meta(node, key, default=None):
-    value = (getattr(node, "metadata", None) or {}).get(key, default)
+    meta = getattr(node, "metadata", None)
+    value = meta.get(key, default) if isinstance(meta, dict) else default
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -180,9 +181,7 @@ class _Op:
             return sp.identity(n_in, format="csr")
         if self.type == "Scale":
             return sp.diags(self.scale, format="csr")
-        p = self.projection("m", "s", "t")
-        s, t, w = explicit_synapses(p, self.in_shape, self.out_shape)
-        return sp.csr_matrix((w, (t, s)), shape=(self.n_out, n_in))
+        return synapse_matrix(self.projection("m", "s", "t"), self.in_shape, self.out_shape)
 
     def apply(self, x):
         return self.matrix() @ x
@@ -328,7 +327,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
     from simulator.fileformat import NetworkFileError, validate_network
 
     if dt is None:
-        dt = float(_meta(graph, "dt", 1.0)) if isinstance(getattr(graph, "metadata", None), dict) else 1.0
+        dt = float(_meta(graph, "dt", 1.0))
     if not (np.isfinite(dt) and dt > 0):
         raise NirImportError(f"dt must be a positive number, got {dt}")
     G = _Graph(graph)
@@ -387,14 +386,13 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
                                      f"{np.prod(shape)} neurons")
         shapes[tgt] = shape
         pop, g, leak = _neuron(tgt, node, shape, dt, readout)
-        bias = leak.copy()
-        for p in G.g.predecessors(tgt):
-            if p in ops:
-                bias += g * np.asarray(bias_of(p)).reshape(-1)
-        exact = _meta(node, "spikeforge_bias")
-        if exact is not None:
-            bias = np.asarray(exact, np.float64).reshape(-1)
-        pop.bias = bias.astype(np.float32)
+        bias = _meta(node, "spikeforge_bias")  # written by nir_export: exact
+        if bias is None:
+            bias = leak.copy()
+            for p in G.g.predecessors(tgt):
+                if p in ops:
+                    bias += g * np.asarray(bias_of(p)).reshape(-1)
+        pop.bias = np.asarray(bias, np.float32).reshape(-1)
         pops.append(pop)
         for src, chain_ops, _ in built:
             pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"))

@@ -11,8 +11,9 @@ import os
 import numpy as np
 
 from .geometry import conv_output_hw
-from .network import (EC_FUNCTIONS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS, RESET_MODES, SPIKE_VALUES,
-                      SPIKING_MODELS, THRESHOLD_TESTS, CoreEdges, CoreTable, Network, Population, Projection)
+from .network import (EC_FUNCTIONS, FIXED_KINDS, FIXED_MODELS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS,
+                      RESET_MODES, SPIKE_VALUES, SPIKING_MODELS, THRESHOLD_TESTS, CoreEdges, CoreTable, Network,
+                      Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
 FORMAT_VERSION = "1.5"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
@@ -321,8 +322,8 @@ def _check_fixed_point(net):
     wmax, vmax = 2 ** (bits["weight_bits"] - 1) - 1, 2 ** (bits["membrane_bits"] - 1) - 1
     for pop in net.populations:
         where = f"/populations/{pop.name}"
-        if pop.model not in ("input", "if", "group", "readout"):
-            _fail(where, f"model {pop.model!r} has no fixed-point form (input, if, group, readout)")
+        if pop.model not in FIXED_MODELS:
+            _fail(where, f"model {pop.model!r} has no fixed-point form ({', '.join(FIXED_MODELS)})")
         if pop.model in ("if", "group"):
             for field in ("threshold", "bias", "v_init"):
                 a = np.asarray(getattr(pop, field))
@@ -332,8 +333,8 @@ def _check_fixed_point(net):
                 _fail(f"{where}/threshold", f"must be a multiple of tau ({pop.tau}) in fixed point")
     for proj in net.projections:
         where = f"/projections/{proj.name}"
-        if proj.kind not in ("dense", "sparse", "conv2d"):
-            _fail(where, f"kind {proj.kind!r} has no fixed-point form (dense, sparse, conv2d)")
+        if proj.kind not in FIXED_KINDS:
+            _fail(where, f"kind {proj.kind!r} has no fixed-point form ({', '.join(FIXED_KINDS)})")
         if not _integral(proj.weight) or np.abs(proj.weight).max(initial=0) > wmax:
             _fail(f"{where}/weight", f"must be integers within ±{wmax} ({bits['weight_bits']}-bit weights)")
 

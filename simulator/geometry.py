@@ -93,3 +93,13 @@ def explicit_synapses(proj, source_shape, target_shape):
     src = (c * h + y) * w + x
     tgt = (o * ho + oy) * wo + ox
     return src[ok].astype(np.int64), tgt[ok].astype(np.int64), kernel[o, ci, ky, kx][ok]
+
+
+def synapse_matrix(proj, source_shape, target_shape):
+    """The projection as a scipy.sparse CSR matrix (target size, source size), repeated synapses summed: for
+    exporters that need one linear map (NIR) and for composing chains of linear layers."""
+    import scipy.sparse as sp
+
+    s, t, w = explicit_synapses(proj, source_shape, target_shape)
+    shape = (int(np.prod(target_shape)), int(np.prod(source_shape)))
+    return sp.csr_matrix((w, (t, s)), shape=shape)
