@@ -196,31 +196,37 @@ def check(path) -> str:
     return outcome
 
 
-def main(argv=None):
+def fuzz(base, workdir, examples, seed=None) -> collections.Counter:
+    """Check `examples` generated malformations of the valid file `base` (copies written into `workdir`);
+    return the tally {(mutation kind, 'rejected' | 'accepted'): count}. seed None: derandomized (tests)."""
+    import hypothesis
     from hypothesis import HealthCheck, given, settings
 
+    datasets, groups, attrs = inventory(base)
+    tally = collections.Counter()
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutations(datasets, groups, attrs, os.path.getsize(base)))
+    def one(m):
+        bad = os.path.join(workdir, "bad.h5")
+        apply(m, base, bad)
+        tally[(m["kind"], check(bad))] += 1
+
+    (one if seed is None else hypothesis.seed(seed)(one))()
+    return tally
+
+
+def main(argv=None):
     from converter.writer import write_network
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    tally = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
         base = write_network(base_network(), os.path.join(tmp, "base.h5"))
-        ds, gr, at = inventory(base)
-        size = os.path.getsize(base)
-
-        @settings(max_examples=args.examples, deadline=None, database=None, derandomize=False,
-                  suppress_health_check=list(HealthCheck))
-        @given(mutations(ds, gr, at, size))
-        def run(m):
-            bad = os.path.join(tmp, "bad.h5")
-            apply(m, base, bad)
-            tally[(m["kind"], check(bad))] += 1
-
-        from hypothesis import seed
-        seed(args.seed)(run)()
+        tally = fuzz(base, tmp, args.examples, args.seed)
     total = sum(tally.values())
     print(f"{total} malformed files generated, none crashed the reader or the simulator")
     print(f"{'mutation':<14}{'rejected':>10}{'accepted':>10}")
