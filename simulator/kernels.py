@@ -245,6 +245,16 @@ def _integrate(v, current, vmax):
 
 
 @njit(cache=True, inline="always")
+def _count_packets(t, i, mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows):
+    """Count the packets and hops of `mult` events of neuron i, and each packet on its core-to-core flow."""
+    c = core_of[i]
+    ctr[t, c, C_PACKETS] += n_packets[i] * mult
+    ctr[t, c, C_HOPS] += n_hops[i] * mult
+    for k in range(fl_ptr[i], fl_ptr[i + 1]):
+        flows[t, fl_id[k]] += mult
+
+
+@njit(cache=True, inline="always")
 def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
           flows,
           record_counts, counts, rec):
@@ -255,12 +265,8 @@ def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, cor
     ev_idx[off + m_ev] = i - off
     ev_val[off + m_ev] = val
     ev_mult[off + m_ev] = mult
-    c = core_of[i]
-    ctr[t, c, C_SPIKES] += mult
-    ctr[t, c, C_PACKETS] += n_packets[i] * mult
-    ctr[t, c, C_HOPS] += n_hops[i] * mult
-    for k in range(fl_ptr[i], fl_ptr[i + 1]):
-        flows[t, fl_id[k]] += mult
+    ctr[t, core_of[i], C_SPIKES] += mult
+    _count_packets(t, i, mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
     if record_counts:
         counts[i] += s
     if rec0 >= 0:
@@ -335,11 +341,7 @@ def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n
     """
     ev_idx[off + m_ev] = i - off
     ev_val[off + m_ev] = val
-    c = core_of[i]
-    ctr[t, c, C_PACKETS] += n_packets[i]
-    ctr[t, c, C_HOPS] += n_hops[i]
-    for k in range(fl_ptr[i], fl_ptr[i + 1]):
-        flows[t, fl_id[k]] += 1
+    _count_packets(t, i, 1, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
     return m_ev + 1
 
 
