@@ -4,9 +4,13 @@ Starting from a small valid network file that uses every dataset kind (conv2d, a
 lif, mapping tables), hypothesis generates malformed copies: wrong dtypes, wrong shapes, NaN / inf, negative
 and out-of-range indices, deleted groups / datasets / attributes, attributes of the wrong type or absurd
 value, datasets declaring absurd sizes (terabytes of elements, stored lazily so the file stays small),
-truncated files, flipped bits (corrupt HDF5 metadata or checksummed data) and reordered populations. Each copy must either be rejected with a `NetworkFileError` that
-names the file, or load into a network the simulator then runs; no other exception, no crash, and the
-reader's peak Python-heap allocation stays under `PEAK_LIMIT`.
+truncated files, flipped bits (corrupt HDF5 metadata or checksummed data) and reordered populations. Each
+copy must either be rejected with a `NetworkFileError` that names the file, or load into a network the
+simulator then runs; no other exception, no crash, and the reader's peak Python-heap allocation stays under
+`PEAK_LIMIT`. Each case runs in a worker process, because libhdf5 itself can loop forever or segfault on some
+corrupt attribute messages (a single flipped bit does it), which no Python code can prevent or interrupt: a
+worker that takes longer than `HANG_SECONDS` is killed and the case counted as a 'hang', a worker that dies as
+a 'crash' (with its exit code and mutation), and the run goes on.
 
     python -m benchmarks.fuzz_reader --examples 3000
 
@@ -28,6 +32,7 @@ from hypothesis import strategies as st
 MUTATIONS = ("dtype", "shape", "nonfinite", "bad_index", "delete", "attribute", "absurd_size", "truncate",
              "bitflip", "order")
 PEAK_LIMIT = 64 * 2**20  # bytes of Python-heap (numpy included) the reader may use on these small files
+HANG_SECONDS = 30  # a case taking longer than this is a hang (they take milliseconds)
 
 
 def base_network():
@@ -70,7 +75,8 @@ def inventory(path):
 
 _ATTR_VALUES = st.one_of(
     st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(st.characters(blacklist_characters="\x00"), max_size=12),  # HDF5 strings end at NUL
+    # HDF5 strings are UTF-8 and end at NUL: no NUL, no lone surrogates (h5py cannot even write those)
+    st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
     st.lists(st.integers(-2**40, 2**40), max_size=5).map(lambda v: np.asarray(v, np.int64)),
     st.just(np.array([2**40, 2**40, 2**40], np.int64)), st.just(np.zeros(0, np.int64)),
     st.just(np.array([1.5, 2.5])), st.just(np.array(["a", "b"], dtype=object)), st.booleans())
@@ -196,14 +202,71 @@ def check(path) -> str:
     return outcome
 
 
-def fuzz(base, workdir, examples, seed=None) -> collections.Counter:
+def _serve(conn):
+    """Worker loop: check each path received; send back ('ok', outcome) or ('error', traceback). A float that
+    cannot be cast to an integer counter is an error too: a wrapped counter is a silent wrong answer."""
+    import traceback
+    import warnings
+
+    warnings.filterwarnings("error", "invalid value encountered in cast", RuntimeWarning)
+    while True:
+        path = conn.recv()
+        try:
+            conn.send(("ok", check(path)))
+        except BaseException:  # noqa: B036 - everything goes back to the parent, which fails on it
+            conn.send(("error", traceback.format_exc()))
+
+
+class _Worker:
+    """`check` in a child process, so a hang inside libhdf5 can be timed out (and the child replaced)."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.proc, self.exitcode = None, None
+
+    def _start(self):
+        self.conn, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.proc.start()
+        self.warm = False
+
+    def check(self, path) -> str:
+        if self.proc is None:
+            self._start()
+        self.conn.send(os.fspath(path))
+        if not self.conn.poll(HANG_SECONDS if self.warm else 10 * HANG_SECONDS):  # the first case imports numba
+            self.close()
+            return "hang"
+        try:
+            status, value = self.conn.recv()
+        except EOFError:  # the worker died
+            self.proc.join()
+            self.exitcode, self.proc = self.proc.exitcode, None
+            return "crash"
+        if status == "error":
+            raise AssertionError(f"checking {path} raised in the worker:\n{value}")
+        self.warm = True
+        return value
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join()
+            self.proc = None
+
+
+def fuzz(base, workdir, examples, seed=None):
     """Check `examples` generated malformations of the valid file `base` (copies written into `workdir`);
-    return the tally {(mutation kind, 'rejected' | 'accepted'): count}. seed None: derandomized (tests)."""
+    return the tally {(mutation kind, 'rejected' | 'accepted' | 'hang' | 'crash'): count} and the incidents
+    [(outcome, worker exit code or None, mutation)] of the hangs and crashes. seed None: derandomized (tests)."""
     import hypothesis
     from hypothesis import HealthCheck, given, settings
 
     datasets, groups, attrs = inventory(base)
-    tally = collections.Counter()
+    tally, incidents = collections.Counter(), []
+    worker = _Worker()
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
               suppress_health_check=list(HealthCheck))
@@ -211,10 +274,16 @@ def fuzz(base, workdir, examples, seed=None) -> collections.Counter:
     def one(m):
         bad = os.path.join(workdir, "bad.h5")
         apply(m, base, bad)
-        tally[(m["kind"], check(bad))] += 1
+        outcome = worker.check(bad)
+        tally[(m["kind"], outcome)] += 1
+        if outcome in ("hang", "crash"):
+            incidents.append((outcome, worker.exitcode if outcome == "crash" else None, m))
 
-    (one if seed is None else hypothesis.seed(seed)(one))()
-    return tally
+    try:
+        (one if seed is None else hypothesis.seed(seed)(one))()
+    finally:
+        worker.close()
+    return tally, incidents
 
 
 def main(argv=None):
@@ -226,13 +295,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         base = write_network(base_network(), os.path.join(tmp, "base.h5"))
-        tally = fuzz(base, tmp, args.examples, args.seed)
-    total = sum(tally.values())
-    print(f"{total} malformed files generated, none crashed the reader or the simulator")
-    print(f"{'mutation':<14}{'rejected':>10}{'accepted':>10}")
+        tally, incidents = fuzz(base, tmp, args.examples, args.seed)
+    count = collections.Counter(outcome for (_, outcome) in tally.elements())
+    print(f"{sum(tally.values())} malformed files generated: {count['rejected']} rejected with a NetworkFileError "
+          f"naming the file, {count['accepted']} still valid and run; {count['crash']} crashed the worker and "
+          f"{count['hang']} hung (> {HANG_SECONDS} s), no other exception")
+    print(f"{'mutation':<14}" + "".join(f"{o:>10}" for o in ("rejected", "accepted", "hang", "crash")))
     for kind in MUTATIONS:
-        print(f"{kind:<14}{tally[(kind, 'rejected')]:>10}{tally[(kind, 'accepted')]:>10}")
+        print(f"{kind:<14}" + "".join(f"{tally[(kind, o)]:>10}" for o in ("rejected", "accepted", "hang", "crash")))
     print("accepted = the change left a valid file (e.g. a float64 copy of a float32 dataset), which then ran")
+    for outcome, code, m in incidents:
+        print(f"{outcome}{'' if code is None else f' (exit code {code})'}: {m}")
 
 
 if __name__ == "__main__":
