@@ -229,7 +229,7 @@ def cmd_inspect(args):
     from benchmarks.inspect_cores import core_loads, plot_cores
     from hwmodels.targets import load_target
 
-    net = load_network(args.file)
+    net = load_network(args.file, isolate=True)
     s = summarize(net)
     target = load_target(args.target) if args.target else None
     s["core_loads"] = core_loads(net, target)
@@ -284,7 +284,7 @@ def cmd_simulate(args):
 
     x = _load_array(args.input, args.x_key)
     y = _load_array(args.input, args.y_key) if args.y_key else None
-    flat = simulator.prepare(args.file)
+    flat = simulator.prepare(simulator.load_network(args.file, isolate=True))
     bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
     t0 = time.time()
     res = simulator.run(flat, x, args.T, record_counts=args.record_counts, batch_size=args.batch_size,
@@ -317,7 +317,7 @@ def cmd_report(args):
     if args.limit:
         x, y = x[:args.limit], (y[:args.limit] if y is not None else None)
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
-    net = load_network(args.file)
+    net = load_network(args.file, isolate=True)
     bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
     rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update)
     bar.close()
@@ -352,8 +352,9 @@ def cmd_sweep(args):
 
 def cmd_export_nir(args):
     from interop.nir_export import export_nir
+    from simulator import load_network
 
-    export_nir(args.file, args.out)
+    export_nir(load_network(args.file, isolate=True), args.out)
     print(f"wrote {args.out}")
 
 

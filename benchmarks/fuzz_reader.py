@@ -10,7 +10,9 @@ simulator then runs; no other exception, no crash, and the reader's peak Python-
 `PEAK_LIMIT`. Each case runs in a worker process, because libhdf5 itself can loop forever or segfault on some
 corrupt attribute messages (a single flipped bit does it), which no Python code can prevent or interrupt: a
 worker that takes longer than `HANG_SECONDS` is killed and the case counted as a 'hang', a worker that dies as
-a 'crash' (with its exit code and mutation), and the run goes on.
+a 'crash' (with its exit code and mutation), and the run goes on. Each such file is then read once more the way
+the command line reads files, `load_network(isolate=True)` (a child process with a time limit), which must
+turn it into a NetworkFileError.
 
     python -m benchmarks.fuzz_reader --examples 3000
 
@@ -260,7 +262,10 @@ class _Worker:
 def fuzz(base, workdir, examples, seed=None):
     """Check `examples` generated malformations of the valid file `base` (copies written into `workdir`);
     return the tally {(mutation kind, 'rejected' | 'accepted' | 'hang' | 'crash'): count} and the incidents
-    [(outcome, worker exit code or None, mutation)] of the hangs and crashes. seed None: derandomized (tests)."""
+    [(outcome, worker exit code or None, mutation, isolated reading's error or None)] of the hangs and crashes.
+    seed None: derandomized (tests)."""
+    from simulator.fileformat import NetworkFileError, load_network
+
     import hypothesis
     from hypothesis import HealthCheck, given, settings
 
@@ -276,8 +281,13 @@ def fuzz(base, workdir, examples, seed=None):
         apply(m, base, bad)
         outcome = worker.check(bad)
         tally[(m["kind"], outcome)] += 1
-        if outcome in ("hang", "crash"):
-            incidents.append((outcome, worker.exitcode if outcome == "crash" else None, m))
+        if outcome in ("hang", "crash") and all(i[2] != m for i in incidents):  # hypothesis may replay a case
+            try:
+                load_network(bad, isolate=True, timeout=HANG_SECONDS)
+                isolated = None
+            except NetworkFileError as exc:
+                isolated = exc.problem
+            incidents.append((outcome, worker.exitcode if outcome == "crash" else None, m, isolated))
 
     try:
         (one if seed is None else hypothesis.seed(seed)(one))()
@@ -297,15 +307,18 @@ def main(argv=None):
         base = write_network(base_network(), os.path.join(tmp, "base.h5"))
         tally, incidents = fuzz(base, tmp, args.examples, args.seed)
     count = collections.Counter(outcome for (_, outcome) in tally.elements())
+    clean = sum(i[3] is not None for i in incidents)
     print(f"{sum(tally.values())} malformed files generated: {count['rejected']} rejected with a NetworkFileError "
-          f"naming the file, {count['accepted']} still valid and run; {count['crash']} crashed the worker and "
-          f"{count['hang']} hung (> {HANG_SECONDS} s), no other exception")
+          f"naming the file, {count['accepted']} still valid and run, no other exception; {count['crash']} crashed "
+          f"libhdf5 in-process and {count['hang']} hung it (> {HANG_SECONDS} s), and the isolated reader "
+          f"(load_network(isolate=True), as the CLI reads) turned {clean} of those {len(incidents)} into a "
+          "NetworkFileError")
     print(f"{'mutation':<14}" + "".join(f"{o:>10}" for o in ("rejected", "accepted", "hang", "crash")))
     for kind in MUTATIONS:
         print(f"{kind:<14}" + "".join(f"{tally[(kind, o)]:>10}" for o in ("rejected", "accepted", "hang", "crash")))
     print("accepted = the change left a valid file (e.g. a float64 copy of a float32 dataset), which then ran")
-    for outcome, code, m in incidents:
-        print(f"{outcome}{'' if code is None else f' (exit code {code})'}: {m}")
+    for outcome, code, m, isolated in incidents:
+        print(f"{outcome}{'' if code is None else f' (exit code {code})'}: {m}; isolated: {isolated}")
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def _network(spec, p):
 
         if p["neuron"] != "if" or p["calibration"] != "none":
             raise SweepSpecError("a network file is fixed: the neuron and calibration axes need network.model")
-        net = load_network(net_spec["file"])
+        net = load_network(net_spec["file"], isolate=True)
     else:
         model = _model(spec)
         xtr = torch.as_tensor(_data(spec)[0])

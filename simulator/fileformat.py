@@ -385,13 +385,21 @@ def _attr(obj, name, where, path, kind=None):
     return value
 
 
-def load_network(path, validate=True) -> Network:
-    """Read a network file, check it, and return the in-memory `Network`."""
+def load_network(path, validate=True, isolate=False, timeout=None) -> Network:
+    """Read a network file, check it, and return the in-memory `Network`.
+
+    isolate: read in a child process (files from untrusted sources; the CLI does). libhdf5 can segfault or loop
+    forever on some corrupt metadata (a single flipped bit in an attribute message does it: benchmarks.fuzz_reader
+    found both), which nothing in-process can prevent; isolated, a crash or a read that takes longer than
+    `timeout` seconds (default 60 s + 1 s per 20 MB of file) becomes a NetworkFileError like any other.
+    """
     import h5py
 
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NetworkFileError("/", "file does not exist", path)
+    if isolate:
+        return _load_isolated(path, validate, timeout)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
@@ -411,6 +419,50 @@ def load_network(path, validate=True) -> Network:
         except NetworkFileError as exc:
             raise NetworkFileError(exc.where, exc.problem, path) from None
     return net
+
+
+def _isolated_main():
+    """Child side of an isolated read (argv: path, validate 0/1): one pickled answer on stdout."""
+    import pickle
+    import sys
+    import traceback
+
+    path, validate = sys.argv[1], sys.argv[2] == "1"
+    try:
+        answer = ("ok", load_network(path, validate))
+    except NetworkFileError as exc:
+        answer = ("file", (exc.where, exc.problem))
+    except BaseException:  # noqa: B036 - sent to the parent, which raises it
+        answer = ("error", traceback.format_exc())
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _load_isolated(path, validate, timeout):
+    """load_network in a fresh interpreter (not a fork of this possibly multi-threaded process, and not a
+    re-import of the caller's __main__ as multiprocessing's spawn would do)."""
+    import pickle
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    limit = 60.0 + os.path.getsize(path) / 20e6 if timeout is None else float(timeout)
+    cmd = [sys.executable, "-c", "from simulator.fileformat import _isolated_main; _isolated_main()", path,
+           "1" if validate else "0"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=limit, env=env)
+    except subprocess.TimeoutExpired:
+        raise NetworkFileError("/", f"reading did not finish within {limit:.0f} s: corrupt HDF5 metadata can make "
+                                    "libhdf5 loop forever", path) from None
+    if done.returncode != 0 or not done.stdout:
+        raise NetworkFileError("/", f"the HDF5 library crashed reading this file (exit code {done.returncode}): "
+                                    "corrupt HDF5 metadata", path)
+    status, value = pickle.loads(done.stdout)
+    if status == "file":
+        raise NetworkFileError(*value, path)
+    if status == "error":
+        raise RuntimeError(f"{path}: reading failed in the child process:\n{value}")
+    return value
 
 
 def _read(h5, path) -> Network:
