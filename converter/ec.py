@@ -39,6 +39,17 @@ class ECFunction(nn.Module):
         return out
 
 
+class Relay(ECFunction):
+    """EC of the identity, which is the identity: each step's output is that step's input, exactly (no running
+    sum, no rounding); a relay node forwards a value several later nodes read (format: ec function identity)."""
+
+    def __init__(self):
+        super().__init__(lambda x: x)
+
+    def forward(self, x):
+        return x
+
+
 class ECMatMul(nn.Module):
     """Accumulating matrix product of two spiking operands (A @ B per step, batched over leading dims)."""
 

@@ -57,10 +57,23 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
         out = np.zeros(n_src, np.int64)
         out[start:stop] = 1
         return out
+    if proj.kind == "pointwise":
+        return _pointwise_fan(proj.weight, n_src, start, stop)
     if proj.kind in ("matmul_a", "matmul_b"):  # compute-node operands: split in proportion (nodes rarely split)
         full = synapses_per_source(proj, source_shape, target_shape)
         return np.round(full * (stop - start) / n_tgt).astype(np.int64)
     return _window_fan(proj, source_shape, target_shape, start, stop)
+
+
+def _pointwise_fan(weight, n_src, start, stop):
+    """pointwise: row r's input channel c reaches the nonzero weights of column c whose output r·d_out + o
+    falls in start..stop-1 (prefix sums over o, no synapse list)."""
+    d_out, d_in = weight.shape
+    cum = np.vstack([np.zeros((1, d_in), np.int64), np.cumsum(weight != 0, axis=0)])
+    base = np.arange(n_src // d_in) * d_out
+    lo = np.clip(start - base, 0, d_out)
+    hi = np.clip(stop - base, 0, d_out)
+    return (cum[hi] - cum[lo]).reshape(-1).astype(np.int64)
 
 
 def _window_fan(proj, source_shape, target_shape, start, stop):
@@ -114,6 +127,10 @@ def core_load(net, pop, start, stop, limits) -> CoreLoad:
             channels = (stop - 1) // per_channel - start // per_channel + 1
             taps = q.weight[0].size if q.kind == "conv2d" else 1
             memory_bits += channels * taps * limits["weight_bits"] * copies
+        elif q.kind == "pointwise" and limits.get("weight_sharing", 0):  # the weight rows of the outputs held
+            d_out = q.weight.shape[0]
+            held = np.unique(np.arange(start, stop) % d_out)
+            memory_bits += np.count_nonzero(q.weight[held]) * limits["weight_bits"] * copies
         else:
             memory_bits += int(fan.sum()) * bits * copies
     axons = sum(int(np.count_nonzero(f)) for f in fans.values())

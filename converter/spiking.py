@@ -18,7 +18,7 @@ from torch import nn
 
 from simulator.network import Network
 
-from .ec import ECFunction, ECMatMul, multi_threshold_fire
+from .ec import ECFunction, ECMatMul, Relay, multi_threshold_fire
 
 # F of each EC node function (normalization over the last dimension, no affine part)
 _EC_FNS = {"gelu": lambda eps: F.gelu,
@@ -194,7 +194,7 @@ class SpikingNetwork(nn.Module):
                     theta, None if p.threshold_neg is None else _t(p.threshold_neg, dtype, device).reshape(shape), v0,
                     p.levels)
             elif p.model == "ec":
-                self.neurons[p.name] = ECFunction(_EC_FNS[p.function](p.eps))
+                self.neurons[p.name] = Relay() if p.function == "identity" else ECFunction(_EC_FNS[p.function](p.eps))
             elif p.model == "ec_matmul":
                 self.neurons[p.name] = ECMatMul()
             elif p.model == "readout":
@@ -227,6 +227,9 @@ class SpikingNetwork(nn.Module):
             return F.avg_pool2d(x, tuple(pr.kernel), tuple(pr.stride), tuple(pr.padding), count_include_pad=True)
         if pr.kind == "identity":
             return x
+        if pr.kind == "pointwise":
+            w = self.weights[pr.name]
+            return (x.reshape(b, -1, w.shape[1]) @ w.T).reshape(b, -1)
         if pr.kind == "sparse":
             rows, cols = self.sparse_index[pr.name]
             n_tgt = int(np.prod(self.shapes[pr.target]))

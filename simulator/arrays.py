@@ -7,13 +7,16 @@ import numpy as np
 
 from . import kernels as K
 from .fileformat import matmul_inner
-from .geometry import projection_kernel
-from .network import Network
+from .geometry import projection_kernel, synapse_matrix
+from .network import Network, Projection
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
                 "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF}
-_EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX}
+_EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX,
+             "identity": K.EC_IDENTITY}
+# populations whose events carry analog values (not spikes): their synaptic work through weights is MACs
+ANALOG_MODELS = ("input", "ec", "ec_matmul")
 _RESET_CODES = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 # bytes of modelled hardware state per neuron and per synaptic weight in float32 mode
 STATE_BYTES = 4
@@ -27,6 +30,18 @@ def engine_order(shape) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     c, h, w = shape
     return np.arange(n, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+def _is_identity(perm):
+    return bool(np.array_equal(perm, np.arange(len(perm))))
+
+
+def _as_sparse(proj, source_shape, target_shape):
+    """The same synapses as an explicit sparse projection (CSR by source neuron)."""
+    m = synapse_matrix(proj, source_shape, target_shape).T.tocsr()  # (source, target)
+    m.eliminate_zeros()
+    return Projection(proj.name, "sparse", proj.source, proj.target, m.data.astype(np.float32),
+                      indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32))
 
 
 def _inverse(perm):
@@ -113,7 +128,20 @@ def flatten(net: Network) -> FlatNetwork:
         src, tgt = pops[s], pops[t]
         inv_t = _inverse(perms[t])
         geom = np.zeros(13, np.int64)
-        if proj.kind == "dense":
+        if proj.kind == "pointwise" and not (_is_identity(perms[s]) and _is_identity(perms[t])):
+            proj = _as_sparse(proj, src.shape, tgt.shape)  # rows of a reordered (C, H, W) population: explicit
+        if proj.kind == "pointwise":  # per input channel: its nonzero (output channel, weight) pairs
+            kind = K.KIND_POINTWISE
+            d_out, d_in = proj.weight.shape
+            cols_c = np.asarray(proj.weight).T  # (d_in, d_out)
+            ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(cols_c, axis=1))]).astype(np.int64)
+            ch, out_ch = np.nonzero(cols_c)
+            indptr.append(ptr)
+            indices.append(out_ch.astype(np.int32))
+            weights.append(cols_c[ch, out_ch].astype(np.float32))
+            n_w = int(ptr[-1])
+            geom[:2] = (d_in, d_out)
+        elif proj.kind == "dense":
             kind = K.KIND_DENSE
             # rows per engine source neuron, columns in engine target order
             w = proj.weight[np.ix_(perms[t], perms[s])].T
@@ -164,15 +192,16 @@ def flatten(net: Network) -> FlatNetwork:
         cols["ioff"].append(i_pos)
         cols["xoff"].append(x_pos)
         cols["geom"].append(geom)
-        cols["mac"].append(1 if src.model in ("input", "ec") else 0)  # analog values: multiply-accumulates
+        # analog values through weights: multiply-accumulates; through an identity (no weight): accumulations
+        cols["mac"].append(1 if src.model in ANALOG_MODELS and proj.kind != "identity" else 0)
         cols["wbytes"].append(WEIGHT_BYTES)
         cols["rc_off"].append(rc_pos)
         w_pos += n_w
-        if kind == K.KIND_SPARSE:
-            i_pos += src.size + 1
+        if kind in (K.KIND_SPARSE, K.KIND_POINTWISE):
+            i_pos += len(indptr[-1])
             x_pos += int(indptr[-1][-1])
-        ptr_arr = indptr[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int64)
-        idx_arr = indices[-1] if kind == K.KIND_SPARSE else np.zeros(1, np.int32)
+        ptr_arr = indptr[-1] if kind in (K.KIND_SPARSE, K.KIND_POINTWISE) else np.zeros(1, np.int64)
+        idx_arr = indices[-1] if kind in (K.KIND_SPARSE, K.KIND_POINTWISE) else np.zeros(1, np.int32)
         idx_arr = idx_arr.astype(np.uint32)
         if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
             rptr, rcore, rcnt = np.zeros(src.size + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)

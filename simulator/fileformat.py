@@ -16,10 +16,11 @@ from .network import (EC_FUNCTIONS, FIXED_KINDS, FIXED_MODELS, NEURON_MODELS, PA
                       Population, Projection)
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.5"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.6"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
+#                        1.6: pointwise projections (token-wise linear maps), ec function "identity" (relay)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -146,7 +147,7 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
     where = f"/projections/{proj.name}"
     k = proj.kind
     w = proj.weight
-    if k in ("dense", "sparse", "conv2d"):
+    if k in ("dense", "sparse", "conv2d", "pointwise"):
         if not isinstance(w, np.ndarray) or not np.issubdtype(w.dtype, np.floating):
             _fail(f"{where}/weight", "missing or not a float array")
         bad = np.flatnonzero(~np.isfinite(w.reshape(-1)))
@@ -192,6 +193,13 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         out = (cout,) + conv_output_hw(src.shape[1:], kernel, proj.stride, proj.padding)
         if out != tuple(tgt.shape):
             _fail(where, f"output shape {out} does not match target {tgt.name!r} shape {tuple(tgt.shape)}")
+    elif k == "pointwise":
+        if w.ndim != 2:
+            _fail(f"{where}/weight", f"expected 2 dimensions (d_out, d_in), got {w.shape}")
+        d_out, d_in = w.shape
+        if src.shape[-1] != d_in or tgt.shape[-1] != d_out or src.size // d_in != tgt.size // d_out:
+            _fail(where, f"weight {w.shape} (d_out, d_in) does not map source {src.shape} onto target {tgt.shape} "
+                         "row by row (last dimensions d_in and d_out, same number of rows)")
     elif k == "identity":
         if src.size != tgt.size:
             _fail(where, f"identity between sizes {src.size} and {tgt.size}")
@@ -529,6 +537,8 @@ def _read(h5, path) -> Network:
         elif kind in ("matmul_a", "matmul_b"):
             p.transpose = bool(g.attrs.get("transpose", False))
         elif kind == "dense":
+            p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt], ndim=2)
+        elif kind == "pointwise":
             p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt], ndim=2)
         elif kind == "sparse":
             p.indptr = _dataset(h5, f"{where}/indptr", path, sizes[src] + 1)

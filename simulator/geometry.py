@@ -45,6 +45,8 @@ def synapses_per_source(proj, source_shape, target_shape) -> np.ndarray:
         return np.diff(proj.indptr).astype(np.int64)
     if proj.kind == "identity":
         return np.ones(n_src, np.int64)
+    if proj.kind == "pointwise":  # input channel c of every row reaches the nonzero weights of column c
+        return np.tile(np.count_nonzero(proj.weight, axis=0).astype(np.int64), n_src // proj.weight.shape[1])
     if proj.kind == "matmul_a":  # each element of A multiplies one row of B (N products); B's side adds none
         return np.full(n_src, target_shape[-1], np.int64)
     if proj.kind == "matmul_b":
@@ -63,7 +65,7 @@ def synapse_count(proj, source_shape, target_shape) -> int:
 
 
 def explicit_synapses(proj, source_shape, target_shape):
-    """Every synapse of a dense / sparse / identity / conv2d / avgpool projection as (source, target, weight)
+    """Every synapse of a dense / sparse / identity / pointwise / conv2d / avgpool projection as (source, target, weight)
     arrays in C-order neuron indexing, for exporters to formats without shared kernels (SANA-FE, NIR)."""
     n_src = int(np.prod(source_shape))
     n_tgt = int(np.prod(target_shape))
@@ -75,6 +77,13 @@ def explicit_synapses(proj, source_shape, target_shape):
         return s, np.asarray(proj.indices, np.int64), np.asarray(proj.weight, np.float64)
     if proj.kind == "identity":
         return np.arange(n_src), np.arange(n_src), np.ones(n_src)
+    if proj.kind == "pointwise":  # the nonzero weights, repeated for every row
+        w = np.asarray(proj.weight, np.float64)
+        d_out, d_in = w.shape
+        o, c = np.nonzero(w)
+        rows = np.arange(n_src // d_in)[:, None]
+        return ((rows * d_in + c).reshape(-1), (rows * d_out + o).reshape(-1),
+                np.tile(w[o, c], len(rows)))
     if proj.kind not in ("conv2d", "avgpool"):
         raise ValueError(f"projection {proj.name!r}: kind {proj.kind!r} has no synapse list")
     (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)

@@ -17,12 +17,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B = 0, 1, 2, 3, 4
+KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE = 0, 1, 2, 3, 4, 5
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
 MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF = 5, 6, 7, 8
 # pop_flags bits of if / lif populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ
 FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
-EC_GELU, EC_LAYERNORM, EC_SOFTMAX = 0, 1, 2
+EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
@@ -101,6 +101,25 @@ def _dense_events(cur, tgt_off, n_t, weights, w_off, ev_idx, ev_val, k0, k1):
 
 
 @njit(cache=True)
+def _pointwise_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, d_in, d_out, ev_idx, ev_val,
+                      k0, k1):
+    """Token-wise linear map: source neuron (row r, channel c) adds its column c's nonzero weights to target
+    row r (the per-channel lists are stored once, like a CSR over the d_in channels)."""
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        r = e // d_in
+        c = e - r * d_in
+        val = ev_val[k]
+        out = cur[tgt_off + r * d_out:]
+        j0 = indptr[i_off + c]
+        j1 = indptr[i_off + c + 1]
+        idx = indices[x_off + j0:x_off + j1]
+        wrow = weights[w_off + j0:w_off + j1]
+        for j in range(j1 - j0):
+            out[idx[j]] += wrow[j] * val
+
+
+@njit(cache=True)
 def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, ev_idx, ev_val, k0, k1):
     out = cur[tgt_off:]
     for k in range(k0, k1):
@@ -172,6 +191,9 @@ def run_sample(x, T, ctr, out, counts, rec, trace,
                 elif kind == KIND_SPARSE:
                     _sparse_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
                                    proj_xoff[q], ev_idx, ev_val, k0, k1)
+                elif kind == KIND_POINTWISE:
+                    _pointwise_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
+                                      proj_xoff[q], proj_geom[q][0], proj_geom[q][1], ev_idx, ev_val, k0, k1)
                 else:
                     _conv_events(cur, proj_tgt_off[q], weights, proj_woff[q], proj_geom[q], ev_idx, ev_val, k0, k1)
                 for k in range(k0, k1):
@@ -432,12 +454,20 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
                n_hops, fl_ptr, fl_id, flows):
     """Expectation-compensated nonlinearity (ECMT): S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)).
 
-    F is applied per group of `group` consecutive elements (layernorm, softmax: the last dimension).
+    F is applied per group of `group` consecutive elements (layernorm, softmax: the last dimension). The
+    identity (a relay) forwards the step's input unchanged and computes nothing.
     Every nonzero O(t) leaves as an event with that value (packets and hops counted, no spike); one MAC per
     element per step, the ECMT paper's convention for EC nodes.
     """
     tt = t + 1.0
     m_ev = 0
+    if func == EC_IDENTITY:  # a relay: the step's input leaves as it is, no computation (no MAC)
+        for i in range(off, off + n):
+            if cur[i] != 0.0:
+                m_ev = _emit_value(t, i, off, m_ev, cur[i], ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr,
+                                   fl_id, flows)
+        ev_n[p] = m_ev
+        return
     for g0 in range(off, off + n, group):
         g1 = g0 + group
         for i in range(g0, g1):
@@ -533,6 +563,12 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
         elif kind == KIND_SPARSE:
             for k in range(indptr[ioff + e], indptr[ioff + e + 1]):
                 c = core_of[tgt_off + indices[xoff + k]]
+                n_seen = _tally(c, hist, seen, n_seen)
+        elif kind == KIND_POINTWISE:
+            r = e // geom[0]
+            ch = e - r * geom[0]
+            for k in range(indptr[ioff + ch], indptr[ioff + ch + 1]):
+                c = core_of[tgt_off + r * geom[1] + indices[xoff + k]]
                 n_seen = _tally(c, hist, seen, n_seen)
         else:
             cin = geom[G_CIN]

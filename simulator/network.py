@@ -18,8 +18,10 @@ import numpy as np
 # of two operands (ECMT); "readout" integrates without firing; "lif" is a leaky IF neuron (membrane times a
 # per-neuron decay before each step's input: NIR's LIF after discretization).
 NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif")
-# Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part).
-EC_FUNCTIONS = ("gelu", "layernorm", "softmax")
+# Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part);
+# "identity" is a relay: it forwards the sum of its step's inputs (EC of the identity is the identity), so a
+# value several later nodes need (a transformer's residual stream) is delivered once instead of to each of them.
+EC_FUNCTIONS = ("gelu", "layernorm", "softmax", "identity")
 SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif")
 # if / lif neurons: what a spike carries downstream (θ, spikeforge's conversion convention, or 1, NIR's and most
 # SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
@@ -33,7 +35,7 @@ THRESHOLD_TESTS = ("ge", "gt")
 # pre-scaled by the levels ("parallel" parameter normalization: same events, 2n x the synapse storage).
 PAYLOAD_MODES = ("graded", "expanded", "parallel")
 RESET_MODES = ("subtract", "zero", "none")
-PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity", "matmul_a", "matmul_b")
+PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity", "pointwise", "matmul_a", "matmul_b")
 
 
 @dataclass
@@ -97,6 +99,9 @@ class Projection:
     conv2d     weight (C_out, C_in/groups, kh, kw); stride, padding, groups
     avgpool    no weight; kernel, stride, padding (zero padding counts, as torch's default)
     identity   no weight; source and target have the same size
+    pointwise  weight (d_out, d_in) applied to every row of the source read as (rows, d_in) into the same row of
+               the target read as (rows, d_out): a transformer's token-wise linear map (a 1x1 convolution on
+               channel-last data), stored once; the last dimensions of the two shapes are d_in and d_out
     matmul_a   no weight; the source, read as (M, K) row-major, is the left operand of an ec_matmul (M, N) target
     matmul_b   no weight; the source, read as (K, N), is its right operand (either one may be `transpose`d)
     """

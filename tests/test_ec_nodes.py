@@ -174,3 +174,77 @@ def test_exported_vit_engine_equals_file_reference_spike_for_spike(tmp_path):
     np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-9, atol=1e-12)
     ref, _ = ecmt_forward(vit.double(), x.double(), 3, thresholds, n=4)
     np.testing.assert_allclose(res.output, ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _pointwise_relay_net():
+    """in (3, 6) -pointwise W1-> mt (3, 6) -pointwise W2-> relay (3, 4) <-pointwise W3- in; relay -identity->
+    mt2 (3, 4) -dense-> readout (5,). W2 and W3 have zero entries (columns of unequal fan-out)."""
+    rng = np.random.default_rng(7)
+    w1 = rng.normal(0, 0.5, (6, 6)).astype(np.float32)
+    w2 = (rng.normal(0, 0.5, (4, 6)) * (rng.random((4, 6)) < 0.6)).astype(np.float32)
+    w3 = (rng.normal(0, 0.3, (4, 6)) * (rng.random((4, 6)) < 0.5)).astype(np.float32)
+    pops = [Population.make("in", "input", (3, 6)),
+            Population.make("mt", "multi_threshold", (3, 6), 0.2, 0.0, levels=3, threshold_neg=0.2),
+            Population.make("relay", "ec", (3, 4), 0.0, 0.0, bias=0.05, function="identity"),
+            Population.make("mt2", "multi_threshold", (3, 4), 0.1, 0.0, levels=2, threshold_neg=0.1),
+            Population.make("out", "readout", (5,))]
+    projs = [Projection("w1", "pointwise", "in", "mt", w1), Projection("w2", "pointwise", "mt", "relay", w2),
+             Projection("w3", "pointwise", "in", "relay", w3), Projection("r", "identity", "relay", "mt2"),
+             Projection("o", "dense", "mt2", "out", rng.normal(0, 0.5, (5, 12)).astype(np.float32))]
+    return Network(pops, projs, *one_population_per_core(pops, projs), {}), (w1, w2, w3)
+
+
+def test_pointwise_projection_and_relay_match_reference_and_hand_counts(tmp_path):
+    """The engine equals the torch reference spike for spike; the counters equal hand counts: analog input
+    through a pointwise map costs one MAC per nonzero weight of its column, a spike one AC per nonzero weight
+    of its column, a relay computes nothing and its values reach mt2 through an identity (ACs, no MACs)."""
+    net, (w1, w2, w3) = _pointwise_relay_net()
+    write_network(net, tmp_path / "pw.h5")
+    net = load_network(tmp_path / "pw.h5")
+    B, T = 8, 6
+    x = np.random.default_rng(8).normal(0, 1, (B, 18)).astype(np.float32)
+    x[x < -0.8] = 0.0  # some zero inputs send no event
+    res = simulator.run(net, x, T, record=["mt", "mt2"], record_counts=True)
+    out, rec = SpikingNetwork(net, dtype=torch.float64)(torch.as_tensor(x), T)
+    for name in ("mt", "mt2"):
+        np.testing.assert_array_equal(res.spike_counts[name], rec.spike_counts[name].numpy())
+    assert np.count_nonzero(res.spike_counts["mt2"]) > 0
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-9, atol=1e-12)
+    # the analog ANN the file describes: relay = W2·relu-free mt values + W3·x per row
+    xin = x.reshape(B, 3, 6).astype(np.float64)
+    ann = SpikingNetwork(net, dtype=torch.float64).analog_forward(torch.as_tensor(x)).numpy()
+    h = xin @ w1.T.astype(np.float64)
+    relay = h @ w2.T.astype(np.float64) + xin @ w3.T.astype(np.float64) + 0.05
+    want = relay.reshape(B, 12) @ net.projections[-1].weight.T.astype(np.float64)
+    np.testing.assert_allclose(ann, want, rtol=1e-5, atol=1e-5)
+    per_core = lambda k: res.counter(k).sum(0)  # noqa: E731  (summed over samples and steps)
+    fan1, fan2, fan3 = (np.count_nonzero(w, axis=0) for w in (w1, w2, w3))
+    nz_cols = (x.reshape(B, 3, 6) != 0).sum((0, 1))  # nonzero inputs per channel
+    assert per_core("macs")[1] == T * int(nz_cols @ fan1)
+    events = (res.spikes["mt"] != 0).sum((0, 1)).reshape(3, 6).sum(0)  # mt events per channel
+    assert per_core("synops")[2] == int(events @ fan2)
+    assert per_core("macs")[2] == T * int(nz_cols @ fan3)
+    assert per_core("macs")[3] == 0 and per_core("synops")[3] == B * T * 12  # bias 0.05: every relay value != 0
+    assert per_core("macs")[2] + per_core("synops")[2] > 0 and per_core("macs")[0] == 0
+
+
+def test_pointwise_geometry_and_mapping_fans_agree():
+    from converter.mapping import fan_into_range
+    from simulator.geometry import synapse_matrix, synapses_per_source
+
+    net, (w1, w2, _) = _pointwise_relay_net()
+    q = net.projections[1]
+    m = synapse_matrix(q, (3, 6), (3, 4)).toarray()
+    np.testing.assert_array_equal(m, np.kron(np.eye(3), w2))
+    np.testing.assert_array_equal(synapses_per_source(q, (3, 6), (3, 4)), (m != 0).sum(0))
+    for start, stop in ((0, 12), (1, 7), (5, 6), (4, 12)):
+        np.testing.assert_array_equal(fan_into_range(q, (3, 6), (3, 4), start, stop),
+                                      (m[start:stop] != 0).sum(0))
+
+
+@pytest.mark.parametrize("weight_shape, problem", [((4, 5), "does not map source"), ((4,), "expected 2 dimensions")])
+def test_bad_pointwise_projection_is_rejected(tmp_path, weight_shape, problem):
+    net, _ = _pointwise_relay_net()
+    net.projections[1].weight = np.ones(weight_shape, np.float32)
+    with pytest.raises(NetworkFileError, match=problem):
+        write_network(net, tmp_path / "bad.h5")
