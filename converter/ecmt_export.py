@@ -1,18 +1,31 @@
 """Write an ECMT spiking transformer (a model written against the `ops` interface of `converter.ecmt`) into a
-network file: multi-threshold populations at the `mt` points, `ec` nodes for LayerNorm / softmax / GELU,
-`ec_matmul` nodes (one per attention head) for the products of two spiking operands, and every linear
-piece in between (linear layers, residual sums, class token and position terms, LayerNorm's affine part,
-the attention scale, reshapes) folded into the projections that feed the next node.
+network file: multi-threshold populations at the `mt` points (one per attention head where the value has
+heads), `ec` nodes for LayerNorm / softmax / GELU, `ec_matmul` nodes (one per head) for the products of two
+spiking operands, and every linear piece in between (linear layers, residual sums, class token and position
+terms, LayerNorm's affine part, the attention scale, reshapes) folded into the projections that feed the
+next node.
 
-How: the model runs once on a batch whose rows are basis vectors. Row 0 is all zeros (it gives the constant
-term, i.e. the biases); the rows of each population are the unit vectors of that population's values. Every
-`ops` call that starts a population reads the affine map from the earlier populations to its input off these
-rows (J = rows - row 0), and hands on the unit vectors of the new population. Two passes: the first only
-learns the population sizes, so the second knows how many rows to make.
+How: the maps between nodes are affine, so they are read off probe passes, one per source population, in
+which the source outputs chosen probe rows, every other population outputs 0, and row 0 (all zeros) gives
+the constant terms. A transformer's maps act on every token alike, so a source viewed as (tokens n, channels
+d) is probed with d rows "channel c in every token", n rows "one random vector in token t only" and two
+random rows: n + d + 2 rows instead of n·d. A map that acts on each token alike is written once as a
+`pointwise` projection (d_out, d_in); any other (the image into the patch embedding, a class-token selection)
+gets a full probe of just the source tokens that reach it, in chunks, and becomes a dense or sparse
+projection. Every decoded map is checked against the random rows.
+
+Relays: the residual stream of a transformer is read by every later LayerNorm; folded, the input image and
+every branch's spikes would be delivered to each of them. A node whose input equals an earlier node's input
+plus a few terms reads that earlier input from a relay (an `ec` identity node: it forwards its step's input)
+plus the difference, when that needs fewer synapses; so the stream is carried once, as on hardware.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from simulator.network import Network, Population, Projection
@@ -20,114 +33,127 @@ from simulator.network import Network, Population, Projection
 from .ecmt import AnnOps
 from .mapping import one_population_per_core
 
+CHUNK_ROWS = 1024  # probe rows per pass in full probes (memory: rows x the model's largest activation)
+
 
 class ExportError(ValueError):
     """The model calls the ops interface in a way the exporter cannot write into a file."""
 
 
-class _SizeOps(AnnOps):
-    """Pass 1: the ANN on one sample, listing the sizes of the populations pass 2 will create."""
+@dataclass
+class _Node:
+    """A population the model creates through an ops call, in call order."""
 
-    def __init__(self):
+    name: str
+    model: str
+    shape: tuple
+    params: dict
+    transposed: bool = False  # an mt population stored as (rows, cols) whose model value is its transpose
+    terms: dict = field(default_factory=dict)  # source name -> ("pointwise", W) | ("matrix", csr)
+    const: np.ndarray | None = None
+
+
+def _safe(name):
+    """Population names become torch module names in the reference: no dots."""
+    return name.replace(".", "_")
+
+
+def _rows_view(shape, is_input=False):
+    """(tokens, channels) a population is probed as: the last dimension is the channel, 1-D and the input whole."""
+    size = int(np.prod(shape))
+    if is_input or len(shape) < 2:
+        return 1, size
+    return size // shape[-1], shape[-1]
+
+
+def _is_transposed(x):
+    """x (batch, ..., a, b) is a transposed view of a contiguous (..., b, a) tensor."""
+    return x.dim() >= 3 and x.shape[-1] > 1 and x.shape[-2] > 1 and x.stride(-2) == 1 and x.stride(-1) != 1
+
+
+class _ProbeOps(AnnOps):
+    """One pass: population `source` outputs `rows` (rows, size), all others 0; row 0 of the batch is zeros.
+
+    The first pass (source None, one row) lists the nodes; later passes hand each node's input to `on_input`.
+    """
+
+    def __init__(self, nodes, source, rows, thresholds, levels, payload, on_input, n_rows):
         super().__init__()
-        self.sizes = []
+        self.nodes, self.source, self.rows = nodes, source, rows
+        self.thresholds, self.levels, self.payload = thresholds, levels, payload
+        self.on_input, self.n_rows = on_input, n_rows
+        self.listing = source is None and not nodes
+        self.position = 0
+        self.operands = {}  # data_ptr of an mt output -> [(population name, stored transposed)] per head
 
-    def mt(self, name, x):
-        self.sizes += [x[0, 0].numel()] * x.shape[1] if x.dim() == 4 else [x[0].numel()]
-        return x
+    def _output(self, node, shape):
+        """The node's output in this pass: the probe rows if it is the source, else zeros."""
+        if node.name != self.source:
+            return torch.zeros(self.n_rows, *shape, dtype=torch.float64, device=self._device)
+        out = torch.zeros(self.n_rows, node_size(node), dtype=torch.float64, device=self._device)
+        out[1:] = self.rows
+        out = out.reshape(self.n_rows, *node.shape)
+        return out.transpose(-1, -2).contiguous() if node.transposed else out
 
-    def ln(self, name, module, x):
-        self.sizes.append(x[0].numel())
-        return module(x)
+    def add_input(self, shape, device):
+        self._device = device
+        node = self._node("input", "input", tuple(shape), None, {})
+        return self._output(node, tuple(shape))
 
-    def softmax(self, name, x):
-        self.sizes.append(x[0].numel())
-        return torch.softmax(x, -1)
-
-    def gelu(self, name, x):
-        self.sizes.append(x[0].numel())
-        return torch.nn.functional.gelu(x)
-
-    def matmul(self, name, a, b):
-        out = a @ b
-        self.sizes += [out[0, 0].numel()] * out.shape[1] if out.dim() == 4 else [out[0].numel()]
-        return out
-
-
-class _GraphOps(AnnOps):
-    """Pass 2: builds populations and projections from the basis rows (see the module docstring)."""
-
-    def __init__(self, rows, thresholds, levels, payload):
-        super().__init__()
-        self.rows, self.thresholds, self.levels, self.payload = rows, thresholds, levels, payload
-        self.pops, self.projs, self.ranges = [], [], []  # ranges: (population name, first row, size)
-        self.next_row = 1
-        self.operands = {}  # data_ptr of an mt output -> the population names of its heads
-
-    def add_input(self, shape):
-        self.pops.append(Population.make("input", "input", shape))
-        return self._unit_rows("input", shape)
-
-    def _unit_rows(self, name, shape):
-        """Give population `name` the next rows of the batch: its values are the unit vectors there, 0 elsewhere."""
-        n = int(np.prod(shape))
-        if self.next_row + n > self.rows:
-            raise ExportError(f"{name}: more populations than the first pass counted")
-        self.ranges.append((name, self.next_row, n))
-        basis = torch.zeros(self.rows, n, dtype=torch.float64)
-        basis[self.next_row:self.next_row + n] = torch.eye(n, dtype=torch.float64)
-        self.next_row += n
-        return basis.reshape(self.rows, *shape)
-
-    def _new(self, name, model, shape, value, **params):
-        """Population `name` fed by the affine map read off `value` (rows, *shape); returns its unit rows."""
+    def _node(self, name, model, shape, x, params, transposed=False):
         name = _safe(name)
-        value = value.reshape(self.rows, -1)
-        n = value.shape[1]
-        if int(np.prod(shape)) != n:
-            raise ExportError(f"{name}: shape {shape} does not hold {n} values")
-        const = value[0]
-        for src, r0, size in self.ranges:
-            jac = value[r0:r0 + size] - const
-            scale = float(jac.abs().max()) if jac.numel() else 0.0
-            if scale == 0.0:
-                continue
-            jac = torch.where(jac.abs() <= 1e-12 * scale, torch.zeros_like(jac), jac).T.contiguous()  # (n, size)
-            self.projs.append(_projection(f"{src}_to_{name}", src, name, jac.numpy()))
-        params.setdefault("bias", const.numpy())
-        self.pops.append(Population.make(name, model, shape, **params))
-        return self._unit_rows(name, shape)
+        if self.listing:
+            node = _Node(name, model, shape, params, transposed)
+            self.nodes.append(node)
+        else:
+            if self.position >= len(self.nodes) or self.nodes[self.position].name != name:
+                raise ExportError(f"{name}: the model called the ops interface differently in a later pass "
+                                  "(its forward must not depend on the data)")
+            node = self.nodes[self.position]
+        self.position += 1
+        if x is not None and self.on_input is not None:
+            value = x.transpose(-1, -2) if transposed else x
+            self.on_input(node, value.reshape(self.n_rows, -1))
+        return node
 
-    def _mt_pop(self, name, x, point=None):
-        point = point or name  # the heads of one point share its thresholds
+    def _mt_pop(self, name, x, point):
         if point not in self.thresholds:
             raise ExportError(f"no base thresholds for multi-threshold point {point!r}: collect them with StatsOps")
         t1, t2 = self.thresholds[point]
-        return self._new(name, "multi_threshold", tuple(x.shape[1:]), x, threshold=t1, levels=self.levels,
-                         threshold_neg=t2, payload=self.payload)
+        transposed = _is_transposed(x)  # stored untransposed, read by the product as its transpose
+        shape = tuple(x.shape[1:-2]) + (x.shape[-1], x.shape[-2]) if transposed else tuple(x.shape[1:])
+        node = self._node(name, "multi_threshold", shape, x, dict(threshold=t1, levels=self.levels,
+                                                                  threshold_neg=t2, payload=self.payload),
+                          transposed)
+        return node, self._output(node, tuple(x.shape[1:]))
 
     def mt(self, name, x):
         if x.dim() == 4:  # (batch, heads, rows, cols): one population per head, so each is a matrix operand
             heads = [self._mt_pop(f"{name}.h{i}", x[:, i], name) for i in range(x.shape[1])]
-            out = torch.stack(heads, 1)
-            self.operands[out.data_ptr()] = [_safe(f"{name}.h{i}") for i in range(x.shape[1])]
+            out = torch.stack([h[1] for h in heads], 1)
+            self.operands[out.data_ptr()] = [(h[0].name, h[0].transposed) for h in heads]
             return out
-        out = self._mt_pop(name, x)
-        self.operands[out.data_ptr()] = [_safe(name)]
+        node, out = self._mt_pop(name, x, name)
+        self.operands[out.data_ptr()] = [(node.name, node.transposed)]
         return out
 
+    def _ec(self, name, x, function, **params):
+        if x.dim() == 4:  # (batch, heads, rows, cols): one node per head
+            return torch.stack([self._ec(f"{name}.h{i}", x[:, i], function, **params) for i in range(x.shape[1])], 1)
+        node = self._node(name, "ec", tuple(x.shape[1:]), x, dict(function=function, **params))
+        return self._output(node, tuple(x.shape[1:]))
+
     def ln(self, name, module, x):
-        out = self._new(name, "ec", tuple(x.shape[1:]), x, function="layernorm", eps=module.eps)
+        out = self._ec(name, x, "layernorm", eps=module.eps)
         if module.elementwise_affine:
             out = out * module.weight.double() + (module.bias.double() if module.bias is not None else 0.0)
         return out
 
     def softmax(self, name, x):
-        shape = (int(np.prod(x.shape[1:-1])), x.shape[-1]) if x.dim() > 2 else tuple(x.shape[1:])
-        return self._new(name, "ec", shape, x, function="softmax").reshape(x.shape)
+        return self._ec(name, x, "softmax")
 
     def gelu(self, name, x):
-        return self._new(name, "ec", tuple(x.shape[1:]), x, function="gelu")
+        return self._ec(name, x, "gelu")
 
     def matmul(self, name, a, b):
         if a.dim() != b.dim() or a.dim() not in (3, 4):
@@ -140,48 +166,283 @@ class _GraphOps(AnnOps):
         outs = []
         for i in range(heads):
             ai, bi = (a[:, i], b[:, i]) if a.dim() == 4 else (a, b)
-            node = _safe(f"{name}.h{i}" if a.dim() == 4 else name)
-            self.pops.append(Population.make(node, "ec_matmul", (ai.shape[1], bi.shape[2])))
-            for kind, src, op in (("matmul_a", names_a[i], ai), ("matmul_b", names_b[i], bi)):
-                self.projs.append(Projection(f"{src}_to_{node}", kind, src, node, transpose=op.stride(-1) != 1))
-            outs.append(self._unit_rows(node, (ai.shape[1], bi.shape[2])))
+            operands = {"matmul_a": (names_a[i], ai), "matmul_b": (names_b[i], bi)}
+            node = self._node(f"{name}.h{i}" if a.dim() == 4 else name, "ec_matmul", (ai.shape[1], bi.shape[2]),
+                              None, {"operands": {k: (src, stored ^ (op.stride(-1) != 1))
+                                                  for k, ((src, stored), op) in operands.items()}})
+            outs.append(self._output(node, node.shape))
         return torch.stack(outs, 1) if a.dim() == 4 else outs[0]
 
 
-def _safe(name):
-    """Population names become torch module names in the reference: no dots."""
-    return name.replace(".", "_")
+def node_size(node):
+    return int(np.prod(node.shape))
 
 
-def _projection(name, src, tgt, weight):
-    """Dense when at least half the weights are nonzero, else sparse (CSR by source neuron)."""
-    if np.count_nonzero(weight) >= weight.size / 2:
-        return Projection(name, "dense", src, tgt, weight.astype(np.float32))
-    cols = weight.T  # (source, target)
-    indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(cols, axis=1))]).astype(np.int64)
-    rows, idx = np.nonzero(cols)
-    return Projection(name, "sparse", src, tgt, cols[rows, idx].astype(np.float32), indptr=indptr,
-                      indices=idx.astype(np.int32))
+class _Exporter:
+    """Runs the probe passes and decodes the affine maps between nodes (see the module docstring)."""
+
+    def __init__(self, model, thresholds, input_shape, levels, payload, device, progress):
+        self.model, self.thresholds, self.input_shape = model, thresholds, tuple(input_shape)
+        self.levels, self.payload, self.device, self.progress = levels, payload, device, progress
+        self.nodes = []
+        self._pass(None, torch.zeros(0, 1), None)  # lists the nodes
+        self.order = {n.name: i for i, n in enumerate(self.nodes)}
+        self.rng = np.random.default_rng(0)
+
+    def _pass(self, source, rows, on_input):
+        ops = _ProbeOps(self.nodes, source, rows, self.thresholds, self.levels, self.payload, on_input,
+                        rows.shape[0] + 1)
+        x = ops.add_input(self.input_shape, self.device)
+        out = self.model(x, ops)
+        if ops.listing or ops.position < len(self.nodes):
+            ops._node("readout", "readout", tuple(out.shape[1:]), out, {})
+        return ops
+
+    def run(self):
+        sources = [n for n in self.nodes if n.model != "readout"]
+        for k, src in enumerate(sources):
+            self._probe(src)
+            if self.progress:
+                self.progress(k + 1, len(sources), src.name)
+        return self.nodes
+
+    def _probe(self, src):
+        """Structured probe of one source, then full probes of the tokens that reach non-token-wise targets."""
+        n, d = _rows_view(src.shape, src.model == "input")
+        g = self.rng.normal(0, 1, d)
+        verify = self.rng.normal(0, 1, (2, n * d))
+        if n == 1:  # nothing to share between tokens: only the random rows now, then the full probe in chunks
+            probe = verify
+        else:
+            chan = np.tile(np.eye(d), (1, n))  # channel c in every token
+            tok = np.kron(np.eye(n), g[None, :])  # g in token t only
+            probe = np.vstack([chan, tok, verify])
+        later = {}  # target name -> its response (rows, size_X)
+
+        def record(node, value):
+            if self.order[node.name] <= self.order[src.name]:
+                return
+            if node.const is None:
+                node.const = value[0].cpu().numpy()
+            resp = value[1:] - value[:1]
+            if bool((resp != 0).any()):
+                later[node.name] = resp.cpu().numpy()
+
+        self._pass(src.name, torch.as_tensor(probe, dtype=torch.float64, device=self.device), record)
+        full = {}  # target name -> (source tokens its full probe needs, its response to the random rows)
+        for name, resp in later.items():
+            if n == 1:
+                full[name] = (np.zeros(1, np.int64), resp)
+                continue
+            node = self.nodes[self.order[name]]
+            term = _pointwise(resp, n, d, g, node.shape)
+            if term is not None and _matches(("pointwise", term), resp[d + n:], verify):
+                node.terms[src.name] = ("pointwise", term)
+                continue
+            scale = max(np.abs(resp).max(), 1e-300)
+            full[name] = (np.flatnonzero(np.abs(resp[d:d + n]).max(1) > 1e-12 * scale), resp[d + n:])
+        if full:
+            self._full_probe(src, n, d, full, verify)
+
+    def _full_probe(self, src, n, d, full, verify):
+        """Unit rows for the needed tokens' channels, CHUNK_ROWS at a time; columns of the other tokens are 0."""
+        tokens = np.unique(np.concatenate([t for t, _ in full.values()]))
+        columns = (tokens[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+        cols = {name: [] for name in full}
+        for c0 in range(0, len(columns), CHUNK_ROWS):
+            chunk = columns[c0:c0 + CHUNK_ROWS]
+            rows = torch.zeros(len(chunk), n * d, dtype=torch.float64, device=self.device)
+            rows[torch.arange(len(chunk)), torch.as_tensor(chunk, device=self.device)] = 1.0
+
+            def record(node, value):
+                if node.name in full:
+                    cols[node.name].append(_sparse((value[1:] - value[:1]).cpu().numpy().T))
+
+            self._pass(src.name, rows, record)
+        select = sp.csr_matrix((np.ones(len(columns)), (np.arange(len(columns)), columns)),
+                               shape=(len(columns), n * d))
+        for name, (_, resp_verify) in full.items():
+            term = ("matrix", (sp.hstack(cols[name]).tocsr() @ select).tocsr())
+            node = self.nodes[self.order[name]]
+            if not _matches(term, resp_verify, verify):
+                raise ExportError(f"{node.name}: its input is not an affine function of {src.name} (the map read "
+                                  "off the probe rows does not reproduce random inputs)")
+            node.terms[src.name] = term
+
+
+def _sparse(mat, rel=1e-12):
+    """CSR of a dense map with entries below rel x its largest magnitude set to 0 (float64 probe noise)."""
+    scale = np.abs(mat).max() if mat.size else 0.0
+    mat = np.where(np.abs(mat) <= rel * scale, 0.0, mat)
+    return sp.csr_matrix(mat)
+
+
+def _pointwise(resp, n, d, g, target_shape):
+    """W (d_out, d) when the channel rows show the same map in every target token, else None."""
+    n_x, d_x = _rows_view(target_shape)
+    if n_x != n:
+        return None
+    chan = resp[:d].reshape(d, n, d_x)
+    w = chan[:, 0, :]
+    scale = max(np.abs(chan).max(), 1e-300)
+    if np.abs(chan - w[:, None, :]).max() > 1e-9 * scale:
+        return None
+    tok = resp[d:d + n].reshape(n, n, d_x)  # g in token t: W g in target token t, nothing elsewhere
+    want = np.einsum("ts,o->tso", np.eye(n), w.T @ g)
+    if np.abs(tok - want).max() > 1e-9 * max(np.abs(want).max(), scale):
+        return None
+    w = w.T.copy()
+    w[np.abs(w) <= 1e-12 * scale] = 0.0
+    return w
+
+
+def _apply(term, x):
+    """The term's map applied to rows x (rows, size_S)."""
+    kind, w = term
+    if kind == "pointwise":
+        return (x.reshape(len(x), -1, w.shape[1]) @ w.T).reshape(len(x), -1)
+    return (w @ x.T).T
+
+
+def _matches(term, resp_verify, verify):
+    """The decoded map reproduces the responses to the random rows."""
+    got = _apply(term, verify)
+    return np.abs(got - resp_verify).max() <= 1e-8 * max(np.abs(resp_verify).max(), 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ relays
+def _synapses(term, n_rows):
+    kind, w = term
+    return n_rows * np.count_nonzero(w) if kind == "pointwise" else w.nnz
+
+
+def _difference(a, b):
+    """terms a - b (per source), dropping maps that cancel; None when a pointwise and a matrix term meet."""
+    out = {}
+    for src in set(a) | set(b):
+        ta, tb = a.get(src), b.get(src)
+        if ta is None or tb is None:
+            kind, w = ta or tb
+            out[src] = (kind, w if ta is not None else -w)
+            continue
+        if ta[0] != tb[0] or ta[1].shape != tb[1].shape:
+            return None
+        diff = ta[1] - tb[1]
+        scale = max(abs(ta[1]).max(), abs(tb[1]).max())
+        if ta[0] == "pointwise":
+            diff[np.abs(diff) <= 1e-9 * scale] = 0.0
+            if np.count_nonzero(diff):
+                out[src] = ("pointwise", diff)
+        else:
+            diff = diff.tocsr()
+            diff.data[np.abs(diff.data) <= 1e-9 * scale] = 0.0
+            diff.eliminate_zeros()
+            if diff.nnz:
+                out[src] = ("matrix", diff)
+    return out
+
+
+def _place_relays(nodes):
+    """Rewrite inputs as (relay of an earlier node's input) + difference where that saves synapses.
+
+    Returns {node name: relay name} for the nodes whose input a relay carries.
+    """
+    shapes = {n.name: n.shape for n in nodes}
+    original = {n.name: (dict(n.terms), n.const) for n in nodes}
+    relayed = {}
+    for i, x in enumerate(nodes):
+        terms_x, const_x = original[x.name]
+        if x.model in ("input", "ec_matmul") or len(terms_x) < 2:
+            continue
+        cost = sum(_synapses(t, _rows_view(shapes[s], s == "input")[0]) for s, t in terms_x.items())
+        best = None
+        for y in nodes[:i]:
+            terms_y, const_y = original[y.name]
+            if y.shape != x.shape or y.model in ("input", "ec_matmul") or not terms_y:
+                continue
+            delta = _difference(terms_x, terms_y)
+            if delta is None:
+                continue
+            c = node_size(x) + sum(_synapses(t, _rows_view(shapes[s], s == "input")[0]) for s, t in delta.items())
+            if c < cost and (best is None or c < best[0]):
+                best = (c, y, delta, const_y)
+        if best is not None:
+            _, y, delta, const_y = best
+            relay = f"{y.name}_relay"
+            relayed[y.name] = relay
+            x.terms = dict(delta)
+            x.terms[relay] = ("identity", None)
+            x.const = const_x - const_y
+    return relayed
+
+
+# --------------------------------------------------------------------------------------------- writing
+def _projection(name, src, tgt, term, src_shape, tgt_shape):
+    kind, w = term
+    if kind == "identity":
+        return Projection(name, "identity", src, tgt)
+    if kind == "pointwise":
+        n_rows = _rows_view(src_shape)[0]
+        if w.shape[0] == w.shape[1] and np.array_equal(w, np.eye(w.shape[0])) and n_rows > 0:
+            return Projection(name, "identity", src, tgt)
+        if n_rows > 1:
+            return Projection(name, "pointwise", src, tgt, w.astype(np.float32))
+        w = sp.csr_matrix(w)
+    w = w.tocsr()
+    if w.shape[0] == w.shape[1] and w.nnz == w.shape[0] and (w != sp.identity(w.shape[0], format="csr")).nnz == 0:
+        return Projection(name, "identity", src, tgt)
+    if w.nnz >= w.shape[0] * w.shape[1] / 2:
+        return Projection(name, "dense", src, tgt, w.toarray().astype(np.float32))
+    cols = w.T.tocsr()  # (source, target)
+    cols.sort_indices()
+    return Projection(name, "sparse", src, tgt, cols.data.astype(np.float32), indptr=cols.indptr.astype(np.int64),
+                      indices=cols.indices.astype(np.int32))
+
+
+def _populations(nodes, relayed):
+    pops, projs = [], []
+    shapes = {n.name: n.shape for n in nodes}
+    for node in nodes:
+        if node.name in relayed:
+            relay = relayed[node.name]
+            shapes[relay] = node.shape
+            pops.append(Population.make(relay, "ec", node.shape, bias=node.const.astype(np.float32),
+                                        function="identity"))
+            projs += [_projection(f"{s}_to_{relay}", s, relay, t, shapes[s], node.shape)
+                      for s, t in node.terms.items()]
+            terms, const = {relay: ("identity", None)}, np.zeros(node_size(node))
+        else:
+            terms, const = node.terms, node.const
+        params = dict(node.params)
+        operands = params.pop("operands", None)
+        if node.model not in ("input", "ec_matmul"):
+            params.setdefault("bias", np.zeros(node_size(node)) if const is None else const.astype(np.float32))
+        pops.append(Population.make(node.name, node.model, node.shape, **params))
+        if operands:
+            projs += [Projection(f"{src}_to_{node.name}", kind, src, node.name, transpose=bool(tr))
+                      for kind, (src, tr) in operands.items()]
+        projs += [_projection(f"{s}_to_{node.name}", s, node.name, t, shapes[s], node.shape)
+                  for s, t in terms.items()]
+    return pops, projs
 
 
 @torch.no_grad()
 def export_ecmt(model, thresholds, input_shape, levels: int = 4, payload: str = "graded",
-                name: str | None = None) -> Network:
-    """The ECMT network of `model` (ops interface) as a `Network`; thresholds from `ecmt.collect_thresholds`."""
-    import copy
+                name: str | None = None, relays: bool = True, device=None, progress=None) -> Network:
+    """The ECMT network of `model` (ops interface) as a `Network`; thresholds from `ecmt.collect_thresholds`.
 
+    relays: carry shared inputs (the residual stream) through relay nodes; device: where the probe passes run
+    (a GPU speeds up large models); progress(done, total, source name) after each source's probes.
+    """
     model = copy.deepcopy(model).double().eval()
-    sizes = _SizeOps()
-    out = model(torch.zeros(1, *input_shape, dtype=torch.float64), sizes)
-    rows = 1 + int(np.prod(input_shape)) + sum(sizes.sizes) + out[0].numel()
-    ops = _GraphOps(rows, thresholds, levels, payload)
-    x = ops.add_input(tuple(input_shape))
-    out = model(x, ops)
-    ops._new("readout", "readout", tuple(out.shape[1:]), out)
-    pops, projs = ops.pops, ops.projs
+    if device is not None:
+        model = model.to(device)
+    exporter = _Exporter(model, thresholds, input_shape, levels, payload, device, progress)
+    nodes = exporter.run()
+    relayed = _place_relays(nodes) if relays else {}
+    pops, projs = _populations(nodes, relayed)
     cores, edges = one_population_per_core(pops, projs)
     attrs = {"name": name or getattr(model, "source", type(model).__name__), "numeric_mode": "float32",
-             "neuron": "multi_threshold",
-             "method": "ECMT", "levels": int(levels), "time_semantics": "layer-synchronous",
-             "mapping": "one-population-per-core"}
+             "neuron": "multi_threshold", "method": "ECMT", "levels": int(levels),
+             "time_semantics": "layer-synchronous", "mapping": "one-population-per-core"}
     return Network(pops, projs, cores, edges, attrs)

@@ -44,6 +44,16 @@ def _as_sparse(proj, source_shape, target_shape):
                       indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32))
 
 
+def _routes_only(proj):
+    """True when every synapse of the projection has weight 1 (no multiplication)."""
+    if proj.kind in ("identity", "matmul_a", "matmul_b"):
+        return True
+    if proj.kind == "avgpool":
+        return False
+    w = np.asarray(proj.weight)
+    return bool(np.all((w == 0) | (w == 1))) and proj.kind != "dense" or bool(np.all(w == 1))
+
+
 def _inverse(perm):
     inv = np.empty_like(perm)
     inv[perm] = np.arange(len(perm))
@@ -192,8 +202,9 @@ def flatten(net: Network) -> FlatNetwork:
         cols["ioff"].append(i_pos)
         cols["xoff"].append(x_pos)
         cols["geom"].append(geom)
-        # analog values through weights: multiply-accumulates; through an identity (no weight): accumulations
-        cols["mac"].append(1 if src.model in ANALOG_MODELS and proj.kind != "identity" else 0)
+        # analog values through weights: multiply-accumulates; through an identity or weights that are all 1
+        # (routing, e.g. attention heads concatenated): accumulations
+        cols["mac"].append(1 if src.model in ANALOG_MODELS and not _routes_only(proj) else 0)
         cols["wbytes"].append(WEIGHT_BYTES)
         cols["rc_off"].append(rc_pos)
         w_pos += n_w

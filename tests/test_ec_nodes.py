@@ -165,7 +165,13 @@ def test_exported_vit_engine_equals_file_reference_spike_for_spike(tmp_path):
     thresholds = collect_thresholds(vit, [x])
     net = export_ecmt(vit, thresholds, (1, 8, 8))
     models = [p.model for p in net.populations]
-    assert models.count("ec_matmul") == 2 * 2 * 4 and models.count("ec") == 2 * 4 + 1  # per block: 2 products x 4 heads
+    assert models.count("ec_matmul") == 2 * 2 * 4  # per block: 2 products x 4 heads
+    functions = [p.function for p in net.populations if p.model == "ec"]
+    # per block LN, LN, GELU and a softmax per head; the final LN; relays carry the residual stream into
+    # block0.ln2, block1.ln1 and block1.ln2 (each reads the previous stream point plus its branch)
+    assert [functions.count(f) for f in ("layernorm", "softmax", "gelu", "identity")] == [5, 8, 2, 3]
+    kinds = [q.kind for q in net.projections]
+    assert kinds.count("pointwise") > 30 and kinds.count("dense") + kinds.count("sparse") < 10
     write_network(net, tmp_path / "vit.h5")
     res = simulator.run(tmp_path / "vit.h5", x.numpy(), 3, record_counts=True)
     out, rec = SpikingNetwork(load_network(tmp_path / "vit.h5"))(x, 3)
@@ -248,3 +254,26 @@ def test_bad_pointwise_projection_is_rejected(tmp_path, weight_shape, problem):
     net.projections[1].weight = np.ones(weight_shape, np.float32)
     with pytest.raises(NetworkFileError, match=problem):
         write_network(net, tmp_path / "bad.h5")
+
+
+def test_relays_carry_the_residual_stream_once_and_change_no_result():
+    """With relays the input image reaches only the first stream relay (its 64 pixels x 32 channels of the patch
+    embedding), and the network computes the same function with fewer synaptic events and MACs."""
+    from benchmarks.models import DigitsViT
+    from converter.ecmt import collect_thresholds
+    from converter.ecmt_export import export_ecmt
+
+    torch.manual_seed(1)
+    vit = DigitsViT().eval()
+    x = torch.rand(5, 1, 8, 8) * 16
+    thresholds = collect_thresholds(vit, [x])
+    folded, relayed = (export_ecmt(vit, thresholds, (1, 8, 8), relays=r) for r in (False, True))
+    from_input = lambda net: [q for q in net.projections if q.source == "input"]  # noqa: E731
+    # folded: the image reaches both LNs of both blocks (not the final LN: the class token never sees it directly)
+    assert sorted(q.target for q in from_input(folded)) == ["block0_ln1", "block0_ln2", "block1_ln1", "block1_ln2"]
+    (q,) = from_input(relayed)
+    assert q.target == "block0_ln1_relay" and q.kind == "sparse" and len(q.indices) == 64 * 32
+    res = {k: simulator.run(net, x.numpy(), 4) for k, net in (("folded", folded), ("relayed", relayed))}
+    np.testing.assert_allclose(res["relayed"].output, res["folded"].output, rtol=1e-6, atol=1e-6)
+    assert res["relayed"].total("synops") < res["folded"].total("synops")
+    assert res["relayed"].total("macs") < res["folded"].total("macs")

@@ -76,7 +76,9 @@ def test_traced_vit_exports_to_a_file_the_engine_runs_like_the_reference(tmp_pat
     net = export_ecmt(traced, th, (1, 8, 8))
     assert net.attrs["name"] == "PlainViT"
     models = [p.model for p in net.populations]
-    assert models.count("ec_matmul") == 2 * 2 * 4 and models.count("ec") == 2 * 4 + 1
+    functions = [p.function for p in net.populations if p.model == "ec"]
+    assert models.count("ec_matmul") == 2 * 2 * 4
+    assert [functions.count(f) for f in ("layernorm", "softmax", "gelu", "identity")] == [5, 8, 2, 3]
     write_network(net, tmp_path / "vit.h5")
     res = simulator.run(tmp_path / "vit.h5", x.numpy(), 3)
     ref, _ = ecmt_forward(traced.double(), x.double(), 3, th)
@@ -110,6 +112,13 @@ def test_linear_patch_embedding_is_the_analog_input_layer():
     assert ann_macs(traced, x) == 3 * (16 * 8 * 4 + 16 * 8 + 16 * 8 + 16 * 8 * 8 + 8 + 8 * 3)
     th = collect_thresholds(traced, [x])
     assert sorted(th) == ["fc_in", "head_in"]
+    # exported: the final LN reads the mean over tokens (not token-wise): full probes of the tokens, a dense map
+    net = export_ecmt(traced, th, (1, 8, 8))
+    assert sorted((q.source, q.kind) for q in net.incoming("layer_norm")) == [("fc_in", "dense"), ("input", "dense")]
+    assert [q.kind for q in net.incoming("head_in")] == ["identity"]
+    res = simulator.run(net, x.numpy(), 4)
+    ref, _ = ecmt_forward(traced.double(), x.double(), 4, th)
+    np.testing.assert_allclose(res.output, ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
 class _Net(nn.Module):
