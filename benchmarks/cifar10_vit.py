@@ -4,6 +4,10 @@
 
 The table follows the ECMT paper's Table 1 (accuracy and energy ratio per T). Energy ratio: (MACs·4.6 +
 ACs·0.9 pJ) of the spiking network over MACs·4.6 pJ of the ANN, counted by `converter.ecmt`.
+
+With --engine-images N the network is also exported to a file (`converter.ecmt_export`, probe passes on the
+GPU when there is one) and the numba engine runs the first N test images at each of --engine-steps, giving its
+own counts (synaptic events = ACs, MACs, spikes, packets) next to the reference's on the same images.
 """
 from __future__ import annotations
 
@@ -13,12 +17,16 @@ import math
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from benchmarks.cifar10 import augment, prepare_run
 from benchmarks.models import ViT
+import simulator
+from converter import write_network
 from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+from converter.ecmt_export import export_ecmt
 from simulator.atomic import atomic_output, write_text
 
 
@@ -71,6 +79,9 @@ def main(argv=None):
     p.add_argument("--percentile", type=float, default=99.0, help="base thresholds at the p-th / (100-p)-th")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12])
     p.add_argument("--load", help="a state dict to evaluate instead of training")
+    p.add_argument("--engine-images", type=int, default=0, help="run the exported file in the engine on N images")
+    p.add_argument("--engine-steps", type=int, nargs="+", default=[6, 8])
+    p.add_argument("--skip-reference", action="store_true", help="only the engine measurement")
     p.add_argument("--limit", type=int, help="a random N training / test images only (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -90,13 +101,59 @@ def main(argv=None):
     results["ann_macs_per_image"] = ann_macs(model, xte[:1])
     print(f"ANN {100 * results['ann']:.2f}% ({results['ann_macs_per_image']} MACs per image)", flush=True)
     thresholds = collect_thresholds(model, [xtr[i:i + 256] for i in range(0, 1024, 256)], p=args.percentile)
-    for n in args.levels:
+    if args.engine_images:
+        # a random subset: the JPEG copy's test batch is ordered by class
+        pick = torch.as_tensor(np.random.default_rng(0).permutation(len(xte))[:args.engine_images], device=xte.device)
+        engine_table(model, thresholds, xte[pick], yte[pick], args, results)
+    for n in args.levels if not args.skip_reference else []:
         for T in args.steps:
             acc, counts = evaluate(model, xte, yte, T, thresholds, n)
             ratio = energy_ratio(counts, results["ann_macs_per_image"] * len(xte))
             results["ecmt"][f"n{n}_T{T}"] = {"n": n, "T": T, "accuracy": acc, "energy_ratio": ratio, **counts}
             print(f"ECMT n={n} T={T}: {100 * acc:.2f}% energy ratio {ratio:.3f}", flush=True)
             write_text(os.path.join(args.out, "cifar10_vit.json"), json.dumps(results, indent=2))
+
+
+def engine_table(model, thresholds, x, y, args, results):
+    """Export (n = the first of --levels), write the file, run the engine; counts per image next to the
+    reference's on the same images, and the energy ratio from each."""
+    n = args.levels[0]
+    t0 = time.time()
+    net = export_ecmt(model, thresholds, (3, 32, 32), levels=n, device=x.device,
+                      progress=lambda k, total, name: print(f"  export {k}/{total} {name}", flush=True)
+                      if k % 10 == 0 or k == total else None)
+    path = write_network(net, os.path.join(args.out, f"cifar10_vit_n{n}.h5"))
+    kinds = {}
+    for q in net.projections:
+        kinds[q.kind] = kinds.get(q.kind, 0) + 1
+    info = {"export_s": time.time() - t0, "populations": len(net.populations), "projections": kinds,
+            "file_mb": os.path.getsize(path) / 2 ** 20, "images": len(x), "steps": {},
+            "ann_accuracy": float((model(x).argmax(1) == y).float().mean())}
+    print(f"exported in {info['export_s']:.0f} s: {info['populations']} populations, {kinds}, "
+          f"{info['file_mb']:.1f} MB; ANN on these {len(x)} images {100 * info['ann_accuracy']:.2f}%", flush=True)
+    flat = simulator.engine.prepare(path)
+    ann = results["ann_macs_per_image"]
+    xs = x.float().cpu().numpy()
+    for T in args.engine_steps:
+        t0 = time.time()
+        res = simulator.run(flat, xs, T, batch_size=16)
+        wall = time.time() - t0
+        ref_out, ref = ecmt_forward(model, x, T, thresholds, n=n)
+        eng = {"acs": res.total("synops"), "macs": res.total("macs")}
+        row = {"accuracy": float((res.predictions() == y.cpu().numpy()).mean()),
+               "reference_accuracy": float((ref_out.argmax(1) == y).float().mean()),
+               "same_predictions": float((res.predictions() == ref_out.argmax(1).cpu().numpy()).mean()),
+               "engine_energy_ratio": energy_ratio(eng, ann * len(x)),
+               "reference_energy_ratio": energy_ratio(ref, ann * len(x)), "engine_wall_s": wall,
+               **{f"engine_{k}_per_image": v / len(x) for k, v in res.totals().items()},
+               **{f"reference_{k}_per_image": v / len(x) for k, v in ref.items()}}
+        info["steps"][T] = row
+        print(f"engine T={T}: {100 * row['accuracy']:.2f}% (reference {100 * row['reference_accuracy']:.2f}%, "
+              f"same predictions {100 * row['same_predictions']:.1f}%), energy ratio engine "
+              f"{row['engine_energy_ratio']:.3f} / reference {row['reference_energy_ratio']:.3f}, "
+              f"{wall:.1f} s", flush=True)
+        results["engine"] = info
+        write_text(os.path.join(args.out, "cifar10_vit.json"), json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def _routes_only(proj):
     if proj.kind == "avgpool":
         return False
     w = np.asarray(proj.weight)
-    return bool(np.all((w == 0) | (w == 1))) and proj.kind != "dense" or bool(np.all(w == 1))
+    return bool(np.all((w == 0) | (w == 1)))
 
 
 def _inverse(perm):
@@ -202,9 +202,11 @@ def flatten(net: Network) -> FlatNetwork:
         cols["ioff"].append(i_pos)
         cols["xoff"].append(x_pos)
         cols["geom"].append(geom)
-        # analog values through weights: multiply-accumulates; through an identity or weights that are all 1
-        # (routing, e.g. attention heads concatenated): accumulations
-        cols["mac"].append(1 if src.model in ANALOG_MODELS and not _routes_only(proj) else 0)
+        # analog values: multiply-accumulates (the input layer always, the papers' convention); compute-node
+        # values through an identity or weights that are all 1 (routing, e.g. attention heads concatenated,
+        # a relay's stream): accumulations
+        cols["mac"].append(1 if src.model == "input" or (src.model in ANALOG_MODELS and not _routes_only(proj))
+                           else 0)
         cols["wbytes"].append(WEIGHT_BYTES)
         cols["rc_off"].append(rc_pos)
         w_pos += n_w
