@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -123,9 +124,7 @@ def engine_table(model, thresholds, x, y, args, results):
                       progress=lambda k, total, name: print(f"  export {k}/{total} {name}", flush=True)
                       if k % 10 == 0 or k == total else None)
     path = write_network(net, os.path.join(args.out, f"cifar10_vit_n{n}.h5"))
-    kinds = {}
-    for q in net.projections:
-        kinds[q.kind] = kinds.get(q.kind, 0) + 1
+    kinds = dict(Counter(q.kind for q in net.projections))
     info = {"export_s": time.time() - t0, "populations": len(net.populations), "projections": kinds,
             "file_mb": os.path.getsize(path) / 2 ** 20, "images": len(x), "steps": {},
             "ann_accuracy": float((model(x).argmax(1) == y).float().mean())}

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from simulator.geometry import sparse_projection
 from simulator.network import Network, Population, Projection
 
 from .ecmt import AnnOps
@@ -311,9 +312,10 @@ def _matches(term, resp_verify, verify):
 
 
 # ------------------------------------------------------------------------------------------------ relays
-def _synapses(term, n_rows):
-    kind, w = term
-    return n_rows * np.count_nonzero(w) if kind == "pointwise" else w.nnz
+def _synapses(terms, shapes):
+    """Synapses the terms need: a pointwise map once per source row, a matrix its nonzeros."""
+    return sum(_rows_view(shapes[s])[0] * np.count_nonzero(w) if kind == "pointwise" else w.nnz
+               for s, (kind, w) in terms.items())
 
 
 def _difference(a, b):
@@ -354,7 +356,7 @@ def _place_relays(nodes):
         terms_x, const_x = original[x.name]
         if x.model in ("input", "ec_matmul") or len(terms_x) < 2:
             continue
-        cost = sum(_synapses(t, _rows_view(shapes[s], s == "input")[0]) for s, t in terms_x.items())
+        cost = _synapses(terms_x, shapes)
         best = None
         for y in nodes[:i]:
             terms_y, const_y = original[y.name]
@@ -363,7 +365,7 @@ def _place_relays(nodes):
             delta = _difference(terms_x, terms_y)
             if delta is None:
                 continue
-            c = node_size(x) + sum(_synapses(t, _rows_view(shapes[s], s == "input")[0]) for s, t in delta.items())
+            c = node_size(x) + _synapses(delta, shapes)
             if c < cost and (best is None or c < best[0]):
                 best = (c, y, delta, const_y)
         if best is not None:
@@ -377,52 +379,45 @@ def _place_relays(nodes):
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _projection(name, src, tgt, term, src_shape, tgt_shape):
+def _is_identity(w):
+    """w (dense or scipy) is a square identity matrix."""
+    return w.shape[0] == w.shape[1] and (sp.csr_matrix(w) != sp.identity(w.shape[0], format="csr")).nnz == 0
+
+
+def _projection(name, src, tgt, term):
+    """identity, pointwise (token-wise terms come only from sources of several rows), else dense when at least
+    half the weights are nonzero, else sparse."""
     kind, w = term
-    if kind == "identity":
+    if kind == "identity" or _is_identity(w):
         return Projection(name, "identity", src, tgt)
     if kind == "pointwise":
-        n_rows = _rows_view(src_shape)[0]
-        if w.shape[0] == w.shape[1] and np.array_equal(w, np.eye(w.shape[0])) and n_rows > 0:
-            return Projection(name, "identity", src, tgt)
-        if n_rows > 1:
-            return Projection(name, "pointwise", src, tgt, w.astype(np.float32))
-        w = sp.csr_matrix(w)
-    w = w.tocsr()
-    if w.shape[0] == w.shape[1] and w.nnz == w.shape[0] and (w != sp.identity(w.shape[0], format="csr")).nnz == 0:
-        return Projection(name, "identity", src, tgt)
+        return Projection(name, "pointwise", src, tgt, w.astype(np.float32))
+    w = sp.csr_matrix(w)
     if w.nnz >= w.shape[0] * w.shape[1] / 2:
         return Projection(name, "dense", src, tgt, w.toarray().astype(np.float32))
-    cols = w.T.tocsr()  # (source, target)
-    cols.sort_indices()
-    return Projection(name, "sparse", src, tgt, cols.data.astype(np.float32), indptr=cols.indptr.astype(np.int64),
-                      indices=cols.indices.astype(np.int32))
+    return sparse_projection(name, src, tgt, w)
 
 
 def _populations(nodes, relayed):
     pops, projs = [], []
-    shapes = {n.name: n.shape for n in nodes}
     for node in nodes:
         if node.name in relayed:
             relay = relayed[node.name]
-            shapes[relay] = node.shape
             pops.append(Population.make(relay, "ec", node.shape, bias=node.const.astype(np.float32),
                                         function="identity"))
-            projs += [_projection(f"{s}_to_{relay}", s, relay, t, shapes[s], node.shape)
-                      for s, t in node.terms.items()]
+            projs += [_projection(f"{s}_to_{relay}", s, relay, t) for s, t in node.terms.items()]
             terms, const = {relay: ("identity", None)}, np.zeros(node_size(node))
         else:
             terms, const = node.terms, node.const
         params = dict(node.params)
         operands = params.pop("operands", None)
         if node.model not in ("input", "ec_matmul"):
-            params.setdefault("bias", np.zeros(node_size(node)) if const is None else const.astype(np.float32))
+            params["bias"] = np.zeros(node_size(node)) if const is None else const.astype(np.float32)
         pops.append(Population.make(node.name, node.model, node.shape, **params))
         if operands:
             projs += [Projection(f"{src}_to_{node.name}", kind, src, node.name, transpose=bool(tr))
                       for kind, (src, tr) in operands.items()]
-        projs += [_projection(f"{s}_to_{node.name}", s, node.name, t, shapes[s], node.shape)
-                  for s, t in terms.items()]
+        projs += [_projection(f"{s}_to_{node.name}", s, node.name, t) for s, t in terms.items()]
     return pops, projs
 
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from . import kernels as K
 from .fileformat import matmul_inner
-from .geometry import projection_kernel, synapse_matrix
-from .network import Network, Projection
+from .geometry import projection_kernel, sparse_projection, synapse_matrix
+from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
@@ -36,19 +36,11 @@ def _is_identity(perm):
     return bool(np.array_equal(perm, np.arange(len(perm))))
 
 
-def _as_sparse(proj, source_shape, target_shape):
-    """The same synapses as an explicit sparse projection (CSR by source neuron)."""
-    m = synapse_matrix(proj, source_shape, target_shape).T.tocsr()  # (source, target)
-    m.eliminate_zeros()
-    return Projection(proj.name, "sparse", proj.source, proj.target, m.data.astype(np.float32),
-                      indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32))
-
-
 def _routes_only(proj):
-    """True when every synapse of the projection has weight 1 (no multiplication)."""
-    if proj.kind in ("identity", "matmul_a", "matmul_b"):
+    """True when every synapse of the projection has weight 0 or 1 (no multiplication)."""
+    if proj.kind == "identity":
         return True
-    if proj.kind == "avgpool":
+    if proj.weight is None:  # avgpool (weights 1/(kh·kw)); matmul operands (the node multiplies them)
         return False
     w = np.asarray(proj.weight)
     return bool(np.all((w == 0) | (w == 1)))
@@ -139,7 +131,8 @@ def flatten(net: Network) -> FlatNetwork:
         inv_t = _inverse(perms[t])
         geom = np.zeros(13, np.int64)
         if proj.kind == "pointwise" and not (_is_identity(perms[s]) and _is_identity(perms[t])):
-            proj = _as_sparse(proj, src.shape, tgt.shape)  # rows of a reordered (C, H, W) population: explicit
+            # rows of a reordered (C, H, W) population: explicit synapses
+            proj = sparse_projection(proj.name, proj.source, proj.target, synapse_matrix(proj, src.shape, tgt.shape))
         if proj.kind == "pointwise":  # per input channel: its nonzero (output channel, weight) pairs
             kind = K.KIND_POINTWISE
             d_out, d_in = proj.weight.shape

@@ -112,3 +112,14 @@ def synapse_matrix(proj, source_shape, target_shape):
     s, t, w = explicit_synapses(proj, source_shape, target_shape)
     shape = (int(np.prod(target_shape)), int(np.prod(source_shape)))
     return sp.csr_matrix((w, (t, s)), shape=shape)
+
+
+def sparse_projection(name, source, target, matrix):
+    """A `sparse` projection (CSR by source neuron, zeros dropped) holding a scipy matrix (target, source)."""
+    from .network import Projection
+
+    cols = matrix.T.tocsr()
+    cols.eliminate_zeros()
+    cols.sort_indices()
+    return Projection(name, "sparse", source, target, cols.data.astype(np.float32),
+                      indptr=cols.indptr.astype(np.int64), indices=cols.indices.astype(np.int32))

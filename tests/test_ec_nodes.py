@@ -134,6 +134,19 @@ def test_engine_ec_matmul_identity_reference_and_counts(tmp_path, T, transpose):
                                _analog_product(net, x), rtol=1e-9)
 
 
+def test_analog_matmul_operand_counts_macs():
+    """An operand from a compute node carries analog values: its M operations per event are MACs, the spiking
+    operand's 2N per event stay accumulations (FORMAT.md, ec_matmul)."""
+    net = _matmul_net()
+    net.populations[2] = Population.make("b", "ec", (K_ * NN,), 0.0, 0.0, function="gelu")
+    x = np.random.default_rng(6).normal(0, 1, (3, 10)).astype(np.float32)
+    T = 3
+    res = simulator.run(net, x, T, record=["a"])
+    events_a = np.count_nonzero(res.spikes["a"])
+    assert res.counter("synops").sum(0)[3] == 2 * NN * events_a
+    assert res.counter("macs").sum(0)[3] == M * 3 * T * K_ * NN  # every GELU output is nonzero
+
+
 def _analog_product(net, x):
     w_a, w_b = net.projections[0].weight.astype(np.float64), net.projections[1].weight.astype(np.float64)
     a = x.astype(np.float64) @ w_a.T  # two-sided multi-threshold populations are linear in the ANN view
