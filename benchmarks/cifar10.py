@@ -214,6 +214,11 @@ def snn_accuracy(net, x, y, T, device):
     return float((snn.predict(x, T, batch_size=1000) == y.cpu()).float().mean())
 
 
+# fine-calibration variants (calibrate keyword arguments)
+FC_VARIANTS = {"plain": {}, "bias": {"bias": True}, "readout": {"readout": True},
+               "bias+readout": {"bias": True, "readout": True}}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
@@ -233,6 +238,9 @@ def main(argv=None):
     p.add_argument("--source", choices=("clip", "relu"), default="clip",
                    help="two-stage source ANN: clip activation with trainable θ (trained here), or the ReLU ANN")
     p.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
+    p.add_argument("--fc-variants", nargs="+", choices=sorted(FC_VARIANTS), default=["plain"],
+                   help="fine calibrations to run (the first is the table's + CC + FC row): plain (W, v0), "
+                        "bias (also the biases), readout (also the readout layer), bias+readout")
     p.add_argument("--cutout", type=int, default=0, help="cutout square side for source-ANN training (0: off)")
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
@@ -295,15 +303,21 @@ def main(argv=None):
             for p in args.p:
                 t0 = time.time()
                 qc = to_qc_ann(source, T, p=p, calibration=calib)
-                qc = finetune(qc, xtr, ytr, args.ft_epochs, args.ft_lr, log=log)
+                kind = f"qc_T{T}_p{p:g}_ft{args.ft_epochs}"  # Stage I result, reused from --load if there
+                loaded = _load(args, kind, qc, dev, log, train_msg="Stage I fine-tuning")
+                qc = loaded or finetune(qc, xtr, ytr, args.ft_epochs, args.ft_lr, log=log)
+                _save(qc, os.path.join(args.out, f"{args.arch}_{kind}.pt"))
                 row = {"p": p, "qc_ann": ann_accuracy(qc, xte, yte)}
                 net = convert(qc, calib)
                 row["qc_snn"] = snn_accuracy(net, xte, yte, T, dev)
                 cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
                 row["cc"] = snn_accuracy(cc, xte, yte, T, dev)
-                fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=args.fc_epochs, device=dev,
-                               loss=args.loss)
-                row["fc"] = snn_accuracy(fc, xte, yte, T, dev)
+                for i, variant in enumerate(args.fc_variants):
+                    fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=args.fc_epochs,
+                                   device=dev, loss=args.loss, **FC_VARIANTS[variant])
+                    row["fc" if i == 0 else f"fc_{variant}"] = snn_accuracy(fc, xte, yte, T, dev)
+                    log(f"T={T} p={p} FC {variant}: {row['fc' if i == 0 else f'fc_{variant}']:.4f}")
+                row["fc_variant"] = args.fc_variants[0]
                 row["seconds"] = time.time() - t0
                 ts[f"{T}" if len(args.p) == 1 else f"{T}_p{p}"] = row
                 log(f"two-stage T={T} p={p}: {row}")
@@ -318,11 +332,11 @@ def _save(model, path):
         torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}, tmp)
 
 
-def _load(args, kind, model, dev, log):
+def _load(args, kind, model, dev, log, train_msg=None):
     """The checkpoint OUT/<arch>_<kind>.pt from --load, or None (then the caller trains)."""
     path = os.path.join(args.load, f"{args.arch}_{kind}.pt") if args.load else None
     if not path or not os.path.exists(path):
-        log(f"training {args.arch} ({kind}) for {args.epochs} epochs")
+        log(train_msg or f"training {args.arch} ({kind}) for {args.epochs} epochs")
         return None
     model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
     log(f"loaded {path}")

@@ -117,13 +117,14 @@ def _source_values(snn, x, T, upto, names, batch_size):
     return {n: torch.cat(v, dim=1) for n, v in rec.items()}
 
 
-def _currents(snn, pop, src_vals, idx, weights):
-    """Per-step input currents of `pop` for samples idx, with (possibly trainable) weights."""
+def _currents(snn, pop, src_vals, idx, weights, bias=None):
+    """Per-step input currents of `pop` for samples idx, with (possibly trainable) weights and bias."""
     b = len(idx)
+    bias = snn.biases[pop.name] if bias is None else bias
     T = next(iter(src_vals.values())).shape[0]
     out = []
     for t in range(T):
-        current = snn.biases[pop.name].expand(b, *snn.shapes[pop.name])
+        current = bias.expand(b, *snn.shapes[pop.name])
         for pr in snn.incoming[pop.name]:
             xs = src_vals[pr.source][t, idx]
             if pr.name in weights:
@@ -137,12 +138,57 @@ def _currents(snn, pop, src_vals, idx, weights):
     return out
 
 
+def _fit(run, params, loss_fn, n, batch_size, epochs, lr, patience):
+    """Adam over `params` (tensors with requires_grad) on mini-batches of the n samples; early stopping.
+
+    run(idx) -> the layer's output for samples idx with the current params; loss_fn(out, idx) -> scalar.
+    The loss on all n samples is evaluated before the first epoch and after each; the best parameters are
+    kept, so fitting never ends above its start. Returns (start loss, best loss, epochs run).
+    """
+    device = params[0].device
+    all_idx = torch.arange(n, device=device)
+
+    def full_loss():
+        with torch.no_grad():
+            return sum(float(loss_fn(run(idx), idx)) * len(idx) for idx in all_idx.split(batch_size * 4)) / n
+
+    def snapshot():
+        return [p.detach().clone() for p in params]
+
+    opt = torch.optim.Adam(params, lr=lr)
+    best = start = full_loss()
+    best_state, bad, epoch = snapshot(), 0, -1
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for epoch in range(epochs):
+        for idx in torch.randperm(n, generator=gen).to(device).split(batch_size):
+            value = loss_fn(run(idx), idx)
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+        total = full_loss()
+        if total < best - 1e-9:
+            best, bad, best_state = total, 0, snapshot()
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    with torch.no_grad():
+        for p, b in zip(params, best_state):
+            p.copy_(b)
+    return start, best, epoch + 1
+
+
 def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: float = 5e-4, batch_size: int = 64,
-              patience: int = 4, device=None, progress=None, loss: str = "mse"):
+              patience: int = 4, device=None, progress=None, loss: str = "mse", bias: bool = False,
+              readout: bool = False):
     """Return a calibrated copy of `net` (converted from `model`) for running with T steps.
 
     x: N calibration samples (tensor); mode: "cc" (coarse only) or "fc" (coarse, then fine);
-    loss: "kl" or "mse" for fine calibration; progress: optional callable(layer name, message).
+    loss: "kl" or "mse" for fine calibration; bias: fine calibration also fits each population's bias
+    (a per-neuron current added every step; v0 is added once); readout: after the spiking layers, fit the
+    readout's incoming weights and bias to the ANN's outputs (MSE; the readout is linear in the spike rates
+    of its sources, so this is the same layer-wise step for the one layer without neurons);
+    progress: optional callable(layer name, message).
     """
     if mode not in ("cc", "fc"):
         raise ValueError(f"mode must be 'cc' or 'fc', got {mode!r}")
@@ -160,66 +206,81 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     if unsupported:
         raise ValueError("calibration does not handle multi-threshold or EC populations yet "
                          f"({', '.join(unsupported)})")
+    fit = dict(n=len(x), batch_size=batch_size, epochs=epochs, lr=lr, patience=patience)
     for pop in net.populations:
-        if pop.model not in SPIKING_MODELS:
+        if pop.model == "readout" and mode == "fc" and readout:
+            msg = _calibrate_readout(snn, pop, model, x, T, fit, device)
+        elif pop.model in SPIKING_MODELS:
+            msg = _calibrate_population(snn, pop, x, T, targets[nodes[pop.name]], mode, loss, bias, fit, device)
+        else:
             continue
-        sources = sorted({pr.source for pr in snn.incoming[pop.name]})
-        src_vals = _source_values(snn, x, T, pop.name, sources, batch_size * 4)
-        target = targets[nodes[pop.name]].reshape(len(x), *pop.shape)
-        neuron = snn.neurons[pop.name]
-        theta = neuron.threshold
-        all_idx = torch.arange(len(x), device=device)
-        with torch.no_grad():  # coarse: closed form
-            r = torch.cat([_layer_run(pop, theta, neuron.v_init, _currents(snn, pop, src_vals, idx, {}))
-                           for idx in all_idx.split(batch_size * 4)])
-            before = float(F.mse_loss(r, target))
-            neuron.v_init = neuron.v_init + T * (target - r).mean(0)
-        msg = f"CC mse {before:.4g}"
-        if mode == "fc":
-            weights = {pr.name: snn.weights[pr.name].clone().requires_grad_(True)
-                       for pr in snn.incoming[pop.name] if pr.kind in ("conv2d", "dense")}
-            v0 = neuron.v_init.clone().requires_grad_(True)
-            kind = "mse" if pop.model == "signed" else loss  # signed values in [-α·θ, θ] are no probabilities
-            opt = torch.optim.Adam(list(weights.values()) + [v0], lr=lr)
-
-            def full_loss():  # on all N samples with the current parameters: the early-stopping criterion
-                with torch.no_grad():
-                    runs = ((idx, _layer_run(pop, theta, v0, _currents(snn, pop, src_vals, idx, weights)))
-                            for idx in all_idx.split(batch_size * 4))
-                    return sum(float(_loss(kind, out, target[idx], theta, T)) * len(idx) for idx, out in runs) / len(x)
-
-            def snapshot():
-                return {k: w.detach().clone() for k, w in weights.items()}, v0.detach().clone()
-
-            # start from the coarse result: fine calibration keeps it unless an epoch lowers the loss
-            best = start = full_loss()
-            best_state, bad = snapshot(), 0
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            for epoch in range(epochs):
-                perm = torch.randperm(len(x), generator=gen).to(device)
-                for idx in perm.split(batch_size):
-                    out = _layer_run(pop, theta, v0, _currents(snn, pop, src_vals, idx, weights))
-                    value = _loss(kind, out, target[idx], theta, T)
-                    opt.zero_grad()
-                    value.backward()
-                    opt.step()
-                total = full_loss()
-                if total < best - 1e-9:
-                    best, bad, best_state = total, 0, snapshot()
-                else:
-                    bad += 1
-                    if bad >= patience:
-                        break
-            for k, w in best_state[0].items():
-                snn.weights[k] = w
-            neuron.v_init = best_state[1]
-            msg += f", FC {kind} {start:.4g} -> {best:.4g} after {epoch + 1} epochs"
-        neuron.v_init = neuron.v_init.detach()
-        pop.v_init = neuron.v_init.reshape(-1).float().cpu().numpy().astype(np.float32)
+        pop.v_init = snn.neurons[pop.name].v_init.reshape(-1).float().cpu().numpy().astype(np.float32) \
+            if pop.model in SPIKING_MODELS else pop.v_init
+        pop.bias = snn.biases[pop.name].detach().reshape(-1).float().cpu().numpy().astype(np.float32)
         for pr in net.projections:
             if pr.target == pop.name and pr.weight is not None:
                 pr.weight = snn.weights[pr.name].detach().float().cpu().numpy().astype(np.float32)
         if progress:
             progress(pop.name, msg)
-    net.attrs["calibration"] = f"{mode} T={T} N={len(x)}" + (f" loss={loss}" if mode == "fc" else "")
+    net.attrs["calibration"] = f"{mode} T={T} N={len(x)}" + (
+        f" loss={loss}" + (" bias" if bias else "") + (" readout" if readout else "") if mode == "fc" else "")
     return net
+
+
+def _trainable(snn, pop):
+    """Clones (requires_grad) of the weights of pop's incoming conv/dense projections."""
+    return {pr.name: snn.weights[pr.name].clone().requires_grad_(True)
+            for pr in snn.incoming[pop.name] if pr.kind in ("conv2d", "dense")}
+
+
+def _calibrate_population(snn, pop, x, T, target, mode, loss, bias, fit, device):
+    """CC, then (mode "fc") FC of one spiking population; updates snn in place; returns a progress message."""
+    sources = sorted({pr.source for pr in snn.incoming[pop.name]})
+    src_vals = _source_values(snn, x, T, pop.name, sources, fit["batch_size"] * 4)
+    target = target.reshape(len(x), *pop.shape)
+    neuron = snn.neurons[pop.name]
+    theta = neuron.threshold
+    with torch.no_grad():  # coarse: closed form
+        r = torch.cat([_layer_run(pop, theta, neuron.v_init, _currents(snn, pop, src_vals, idx, {}))
+                       for idx in torch.arange(len(x), device=device).split(fit["batch_size"] * 4)])
+        before = float(F.mse_loss(r, target))
+        neuron.v_init = neuron.v_init + T * (target - r).mean(0)
+    msg = f"CC mse {before:.4g}"
+    if mode == "fc":
+        weights = _trainable(snn, pop)
+        v0 = neuron.v_init.clone().requires_grad_(True)
+        b = snn.biases[pop.name].clone().requires_grad_(True) if bias else snn.biases[pop.name]
+        kind = "mse" if pop.model == "signed" else loss  # signed values in [-α·θ, θ] are no probabilities
+
+        def run(idx):
+            return _layer_run(pop, theta, v0, _currents(snn, pop, src_vals, idx, weights, b))
+
+        params = list(weights.values()) + [v0] + ([b] if bias else [])
+        start, best, n_epochs = _fit(run, params, lambda out, idx: _loss(kind, out, target[idx], theta, T), **fit)
+        snn.weights.update({k: w.detach() for k, w in weights.items()})
+        snn.biases[pop.name] = b.detach()
+        neuron.v_init = v0
+        msg += f", FC {kind} {start:.4g} -> {best:.4g} after {n_epochs} epochs"
+    neuron.v_init = neuron.v_init.detach()
+    return msg
+
+
+def _calibrate_readout(snn, pop, model, x, T, fit, device):
+    """Fit the readout's incoming weights and bias so its mean over T matches the ANN's outputs (MSE)."""
+    sources = sorted({pr.source for pr in snn.incoming[pop.name]})
+    src_vals = _source_values(snn, x, T, pop.name, sources, fit["batch_size"] * 4)
+    gm = trace(model).to(device).eval()
+    with torch.no_grad():
+        target = torch.cat([gm(xb.to(device)).float() for xb in x.split(fit["batch_size"] * 4)])
+    target = target.reshape(len(x), *pop.shape)
+    weights = _trainable(snn, pop)
+    b = snn.biases[pop.name].clone().requires_grad_(True)
+
+    def run(idx):
+        return sum(_currents(snn, pop, src_vals, idx, weights, b)) / T
+
+    start, best, n_epochs = _fit(run, list(weights.values()) + [b], lambda out, idx: F.mse_loss(out, target[idx]),
+                                 **fit)
+    snn.weights.update({k: w.detach() for k, w in weights.items()})
+    snn.biases[pop.name] = b.detach()
+    return f"readout mse {start:.4g} -> {best:.4g} after {n_epochs} epochs"
