@@ -214,9 +214,52 @@ def snn_accuracy(net, x, y, T, device):
     return float((snn.predict(x, T, batch_size=1000) == y.cpu()).float().mean())
 
 
-# fine-calibration variants (calibrate keyword arguments)
-FC_VARIANTS = {"plain": {}, "bias": {"bias": True}, "readout": {"readout": True},
-               "bias+readout": {"bias": True, "readout": True}}
+# Stage II settings: the paper's (Adam lr 5e-4) and ours; a setting string overrides some, see parse_setting
+FC_DEFAULTS = {"lr": 5e-4, "n": 1024, "epochs": 10, "bs": 64, "patience": 4, "loss": "mse", "seed": 0,
+               "flip": False, "bias": False, "readout": False}
+
+
+def parse_setting(text, defaults=FC_DEFAULTS):
+    """A Stage II setting: `base`, or key=value / flag words joined by commas ('lr=2e-4,n=2048,flip').
+
+    Keys: lr, n (calibration samples), epochs, bs (batch size), patience, loss (mse|kl), seed (which random
+    training subset; 0 = the first n images), flip (add the mirrored images: 2n samples), bias, readout (see
+    converter.calibration.calibrate). Returns the full settings dict; ValueError names a bad word.
+    """
+    out = dict(defaults)
+    if text == "base":
+        return out
+    for word in text.split(","):
+        key, _, value = word.partition("=")
+        if key not in defaults:
+            raise ValueError(f"setting {text!r}: unknown key {key!r} (known: {', '.join(defaults)})")
+        if isinstance(defaults[key], bool):
+            if value:
+                raise ValueError(f"setting {text!r}: {key} is a flag, give it without a value")
+            out[key] = True
+        else:
+            try:
+                out[key] = type(defaults[key])(value)
+            except ValueError:
+                raise ValueError(f"setting {text!r}: {key}={value!r} is not a {type(defaults[key]).__name__}")
+    return out
+
+
+def calibration_samples(xtr, n, seed=0, flip=False):
+    """n training images (seed 0: the first n; else a random subset), with their mirror images if flip."""
+    if seed == 0:
+        x = xtr[:n]
+    else:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        x = xtr[torch.randperm(len(xtr), generator=g)[:n].to(xtr.device)]
+    return torch.cat([x, x.flip(-1)]) if flip else x
+
+
+def fine_calibrate(net, qc, xtr, T, s, dev):
+    """Stage II (CC + FC) of `net` with setting dict s (see parse_setting)."""
+    return calibrate(net, qc, calibration_samples(xtr, s["n"], s["seed"], s["flip"]), T, mode="fc",
+                     epochs=s["epochs"], lr=s["lr"], batch_size=s["bs"], patience=s["patience"], device=dev,
+                     loss=s["loss"], bias=s["bias"], readout=s["readout"])
 
 
 def main(argv=None):
@@ -238,13 +281,19 @@ def main(argv=None):
     p.add_argument("--source", choices=("clip", "relu"), default="clip",
                    help="two-stage source ANN: clip activation with trainable θ (trained here), or the ReLU ANN")
     p.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
-    p.add_argument("--fc-variants", nargs="+", choices=sorted(FC_VARIANTS), default=["plain"],
-                   help="fine calibrations to run (the first is the table's + CC + FC row): plain (W, v0), "
-                        "bias (also the biases), readout (also the readout layer), bias+readout")
+    p.add_argument("--fc-variants", nargs="+", default=["base"],
+                   help="Stage II settings to run (the first is the table's + CC + FC row): 'base' (--fc-epochs, "
+                        "--calib-samples, --loss, Adam lr 5e-4) or overrides such as lr=2e-4,n=2048 "
+                        "(keys: " + ", ".join(FC_DEFAULTS) + ")")
     p.add_argument("--cutout", type=int, default=0, help="cutout square side for source-ANN training (0: off)")
     p.add_argument("--limit", type=int, help="use only the first N training / test images (smoke test)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    base = dict(FC_DEFAULTS, n=args.calib_samples, epochs=args.fc_epochs, loss=args.loss)
+    try:
+        variants = [(v, parse_setting(v, base)) for v in args.fc_variants]
+    except ValueError as e:
+        p.error(str(e))
     dev, (xtr, ytr, xte, yte) = prepare_run(args)
     path = os.path.join(args.out, f"cifar10_{args.arch}.json")
     results = {"arch": args.arch, "epochs": args.epochs, "levels": args.levels, "tau": args.tau,
@@ -312,12 +361,11 @@ def main(argv=None):
                 row["qc_snn"] = snn_accuracy(net, xte, yte, T, dev)
                 cc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="cc", device=dev)
                 row["cc"] = snn_accuracy(cc, xte, yte, T, dev)
-                for i, variant in enumerate(args.fc_variants):
-                    fc = calibrate(net, qc, xtr[:args.calib_samples], T, mode="fc", epochs=args.fc_epochs,
-                                   device=dev, loss=args.loss, **FC_VARIANTS[variant])
-                    row["fc" if i == 0 else f"fc_{variant}"] = snn_accuracy(fc, xte, yte, T, dev)
-                    log(f"T={T} p={p} FC {variant}: {row['fc' if i == 0 else f'fc_{variant}']:.4f}")
-                row["fc_variant"] = args.fc_variants[0]
+                for i, (name, setting) in enumerate(variants):
+                    key = "fc" if i == 0 else f"fc_{name}"
+                    row[key] = snn_accuracy(fine_calibrate(net, qc, xtr, T, setting, dev), xte, yte, T, dev)
+                    log(f"T={T} p={p} FC {name}: {row[key]:.4f}")
+                row["fc_variant"] = variants[0][0]
                 row["seconds"] = time.time() - t0
                 ts[f"{T}" if len(args.p) == 1 else f"{T}_p{p}"] = row
                 log(f"two-stage T={T} p={p}: {row}")
