@@ -59,6 +59,9 @@ def _parser():
     c.add_argument("--calib-samples", type=int, default=256, help="samples used by --calibrate")
     c.add_argument("--epochs", type=int, default=30, help="fine-calibration epochs per layer (early stopping)")
     c.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
+    c.add_argument("--calib-lr", type=float, default=5e-4,
+                   help="fine-calibration learning rate (Adam; default the paper's; 2e-4 was better on a CIFAR-10 "
+                        "ResNet-20 at T=2, see benchmarks/RESULTS.md)")
     c.add_argument("--pooling", choices=("fold", "spike"), default="fold",
                    help="fold average pooling into the next layer (exact), or re-encode pooled maps as spikes")
     c.add_argument("--qc-epochs", type=int, default=0,
@@ -195,7 +198,7 @@ def cmd_convert(args):
         layers = sum(p.model in SPIKING_MODELS for p in net.populations)
         cbar = tqdm(total=layers, desc=f"calibrating ({args.calibrate}, T={args.T})", disable=None)
         net = calibrate(net, model, x[:args.calib_samples], args.T, mode=args.calibrate, epochs=args.epochs,
-                        loss=args.loss,
+                        loss=args.loss, lr=args.calib_lr,
                         progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
         cbar.close()
     if args.target:

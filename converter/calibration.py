@@ -10,6 +10,9 @@ input and the source ANN's activation â of that layer as target:
   loss over all N samples (evaluated after CC and after each epoch; the best parameters are kept).
   Loss "kl" (classification): each neuron's value divided by θ is a firing probability in [0, 1] and the
   loss is the mean Bernoulli KL(â/θ || r/θ); "mse": mean squared error of the values (regression).
+  Options beyond the paper: `bias` also fits each population's per-step bias; `readout` fits the readout layer
+  (no neurons, linear in its sources' rates) to the ANN's outputs. Neither helped the CIFAR-10 ResNet-20
+  (benchmarks/RESULTS.md); both are off by default.
 Memory is O(T x largest layer x samples): only one layer's inputs are kept.
 """
 from __future__ import annotations

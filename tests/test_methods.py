@@ -14,6 +14,7 @@ from converter import QCFS, QCActivation, SpikingNetwork, convert
 from converter.calibration import calibrate
 from converter.qc import qc_finetune, to_qc_ann
 from converter.training import train_classifier
+from converter.writer import write_network
 
 
 def _acc(net, x, y, T):
@@ -203,3 +204,32 @@ def test_fine_calibration_never_ends_above_its_starting_loss(trained_resnet, dig
     pairs = [msg.split(f"FC {loss} ")[1].split(" after")[0].split(" -> ") for msg in msgs if "FC" in msg]
     assert len(pairs) == len(msgs) > 2
     assert all(float(end) <= float(start) for start, end in pairs)
+
+
+def test_fine_calibration_of_biases_and_readout(trained_resnet, digits, tmp_path):
+    xtr, _, xte, _ = digits
+    qc = to_qc_ann(trained_resnet, 2, p=0.15, calibration=[xtr[:512]], init="percentile")
+    net = convert(qc, [xtr[:512]])
+    msgs = {}
+    plain = calibrate(net, qc, xtr[:128], 2, mode="fc", epochs=3, device="cpu")
+    both = calibrate(net, qc, xtr[:128], 2, mode="fc", epochs=3, device="cpu", bias=True, readout=True,
+                     progress=lambda name, msg: msgs.setdefault(name, msg))
+    readout = net.populations[-1]
+    assert readout.model == "readout" and "readout" in both.attrs["calibration"]
+    start, end = map(float, msgs[readout.name].split("readout mse ")[1].split(" after")[0].split(" -> "))
+    assert end < start  # the readout is fitted to the ANN's outputs
+    hidden = [i for i, p in enumerate(net.populations) if p.model == "if"]
+    # biases move only when asked (plain fine calibration keeps them); the readout's weights move too
+    assert all(np.array_equal(plain.populations[i].bias, net.populations[i].bias) for i in hidden)
+    assert any(not np.array_equal(both.populations[i].bias, net.populations[i].bias) for i in hidden)
+    fc_in = [i for i, pr in enumerate(net.projections) if pr.target == readout.name]
+    assert fc_in and all(not np.array_equal(both.projections[i].weight, net.projections[i].weight) for i in fc_in)
+    # the calibrated biases survive the file and the engine runs the result like the reference
+    path = tmp_path / "cal.h5"
+    write_network(both, path)
+    loaded = simulator.load_network(path)
+    res = simulator.run(loaded, xte[:7].numpy(), 2, record_counts=True)
+    out, rec = SpikingNetwork(both)(xte[:7], 2)
+    for name, c in rec.spike_counts.items():
+        np.testing.assert_array_equal(res.spike_counts[name], c.numpy())
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-5, atol=1e-5)
