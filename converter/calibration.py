@@ -197,6 +197,8 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
         raise ValueError(f"mode must be 'cc' or 'fc', got {mode!r}")
     if loss not in ("kl", "mse"):
         raise ValueError(f"loss must be 'kl' or 'mse', got {loss!r}")
+    if (bias or readout) and mode != "fc":
+        raise ValueError("bias and readout are options of fine calibration (mode='fc')")
     if "ann_nodes" not in net.attrs:
         raise ValueError("this network does not record its ANN nodes (convert it with this version)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -217,8 +219,8 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
             msg = _calibrate_population(snn, pop, x, T, targets[nodes[pop.name]], mode, loss, bias, fit, device)
         else:
             continue
-        pop.v_init = snn.neurons[pop.name].v_init.reshape(-1).float().cpu().numpy().astype(np.float32) \
-            if pop.model in SPIKING_MODELS else pop.v_init
+        if pop.model in SPIKING_MODELS:
+            pop.v_init = snn.neurons[pop.name].v_init.reshape(-1).float().cpu().numpy().astype(np.float32)
         pop.bias = snn.biases[pop.name].detach().reshape(-1).float().cpu().numpy().astype(np.float32)
         for pr in net.projections:
             if pr.target == pop.name and pr.weight is not None:

@@ -233,3 +233,10 @@ def test_fine_calibration_of_biases_and_readout(trained_resnet, digits, tmp_path
     for name, c in rec.spike_counts.items():
         np.testing.assert_array_equal(res.spike_counts[name], c.numpy())
     np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fine_calibration_options_need_fine_mode(trained_resnet, digits):
+    xtr = digits[0]
+    net = convert(trained_resnet, [xtr[:64]])
+    with pytest.raises(ValueError, match="fine calibration"):
+        calibrate(net, trained_resnet, xtr[:8], 2, mode="cc", readout=True, device="cpu")
