@@ -240,3 +240,19 @@ def test_fine_calibration_options_need_fine_mode(trained_resnet, digits):
     net = convert(trained_resnet, [xtr[:64]])
     with pytest.raises(ValueError, match="fine calibration"):
         calibrate(net, trained_resnet, xtr[:8], 2, mode="cc", readout=True, device="cpu")
+
+
+def test_stage_two_settings_parse_and_name_bad_words():
+    from benchmarks.cifar10 import FC_DEFAULTS, calibration_samples, parse_setting
+
+    assert parse_setting("base") == FC_DEFAULTS
+    s = parse_setting("lr=2e-4,n=2048,flip,seed=3")
+    assert (s["lr"], s["n"], s["flip"], s["seed"], s["bias"]) == (2e-4, 2048, True, 3, False)
+    for bad, word in (("foo=1", "'foo'"), ("lr=x", "lr='x'"), ("flip=1", "flip is a flag")):
+        with pytest.raises(ValueError, match=word):
+            parse_setting(bad)
+    x = torch.arange(20.0).reshape(10, 1, 1, 2)
+    assert torch.equal(calibration_samples(x, 3), x[:3])
+    mirrored = calibration_samples(x, 3, seed=1, flip=True)
+    assert mirrored.shape[0] == 6 and torch.equal(mirrored[3:], mirrored[:3].flip(-1))
+    assert not torch.equal(mirrored[:3], x[:3])  # another subset
