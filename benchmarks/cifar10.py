@@ -255,6 +255,11 @@ def calibration_samples(xtr, n, seed=0, flip=False):
     return torch.cat([x, x.flip(-1)]) if flip else x
 
 
+def stage_one_kind(T, p, ft_epochs):
+    """Checkpoint kind of a Stage I result: saved as <arch>_<kind>.pt."""
+    return f"qc_T{T}_p{p:g}_ft{ft_epochs}"
+
+
 def fine_calibrate(net, qc, xtr, T, s, dev):
     """Stage II (CC + FC) of `net` with setting dict s (see parse_setting)."""
     return calibrate(net, qc, calibration_samples(xtr, s["n"], s["seed"], s["flip"]), T, mode="fc",
@@ -352,7 +357,7 @@ def main(argv=None):
             for p in args.p:
                 t0 = time.time()
                 qc = to_qc_ann(source, T, p=p, calibration=calib)
-                kind = f"qc_T{T}_p{p:g}_ft{args.ft_epochs}"  # Stage I result, reused from --load if there
+                kind = stage_one_kind(T, p, args.ft_epochs)  # Stage I result, reused from --load if there
                 loaded = _load(args, kind, qc, dev, log, train_msg="Stage I fine-tuning")
                 qc = loaded or finetune(qc, xtr, ytr, args.ft_epochs, args.ft_lr, log=log)
                 _save(qc, os.path.join(args.out, f"{args.arch}_{kind}.pt"))

@@ -5,7 +5,8 @@
 
 CKPT holds <arch>_clip.pt and <arch>_qc_T<T>_p<p>_ft<E>.pt (written by benchmarks.cifar10); settings as in
 benchmarks.cifar10.parse_setting. Accuracy is reported on all 10k test images and on two random halves, so a
-setting can be chosen on one half and reported on the other. Writes OUT/cifar10_<arch>_calibration_T<T>.json after every setting, and a Markdown table.
+setting can be chosen on one half and reported on the other. Writes OUT/cifar10_<arch>_calibration_T<T>.json
+after every setting, and a Markdown table.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import time
 
 import torch
 
-from benchmarks.cifar10 import ARCHS, ann_accuracy, fine_calibrate, parse_setting, prepare_run
+from benchmarks.cifar10 import ARCHS, ann_accuracy, fine_calibrate, parse_setting, prepare_run, stage_one_kind
 from converter import ClipReLU, SpikingNetwork, convert
 from converter.qc import to_qc_ann
 from simulator.atomic import write_text
+
 
 def split_accuracy(net, xte, yte, T, dev):
     """(accuracy on all test images, on the half chosen at random with seed 0 ("val"), on the other half):
@@ -51,7 +53,7 @@ def main(argv=None):
     source = ARCHS[args.arch](act=lambda: ClipReLU(4.0, trainable=True))
     calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
     qc = to_qc_ann(source.to(dev), args.T, p=args.p, calibration=calib)
-    path = os.path.join(args.load, f"{args.arch}_qc_T{args.T}_p{args.p:g}_ft{args.ft_epochs}.pt")
+    path = os.path.join(args.load, f"{args.arch}_{stage_one_kind(args.T, args.p, args.ft_epochs)}.pt")
     qc.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
     qc = qc.to(dev).eval()
     net = convert(qc, calib)

@@ -6,7 +6,7 @@ The table follows the ECMT paper's Table 1 (accuracy and energy ratio per T). En
 ACs·0.9 pJ) of the spiking network over MACs·4.6 pJ of the ANN, counted by `converter.ecmt`.
 
 With --engine-images N the network is also exported to a file (`converter.ecmt_export`, probe passes on the
-GPU when there is one) and the numba engine runs the first N test images at each of --engine-steps, giving its
+GPU when there is one) and the numba engine runs N random test images at each of --engine-steps, giving its
 own counts (synaptic events = ACs, MACs, spikes, packets) next to the reference's on the same images.
 """
 from __future__ import annotations

@@ -80,16 +80,23 @@ def _loss(kind, out, target, theta, T):
 
 
 def _ann_targets(model, x, nodes, batch_size, device):
-    """The source ANN's activations at the given fx nodes for all samples."""
+    """The source ANN's activations at the given fx nodes, and its outputs, for all samples."""
     from .stats import _Recorder
 
     gm = trace(model).to(device).eval()
     out = {n: [] for n in nodes}
+    outputs = []
     rec = _Recorder(gm, set(nodes), lambda name, t: out[name].append(t.detach().float()))
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            rec.run(x[i:i + batch_size].to(device))
-    return {n: torch.cat(v) for n, v in out.items()}
+            outputs.append(rec.run(x[i:i + batch_size].to(device)).float())
+    return {n: torch.cat(v) for n, v in out.items()}, torch.cat(outputs)
+
+
+def _inputs(snn, pop, x, T, batch_size):
+    """Per-step values of pop's source populations (the SNN's own, from the layers calibrated so far)."""
+    sources = sorted({pr.source for pr in snn.incoming[pop.name]})
+    return _source_values(snn, x, T, pop.name, sources, batch_size)
 
 
 def _source_values(snn, x, T, upto, names, batch_size):
@@ -205,7 +212,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     net = copy.deepcopy(net)
     nodes = json.loads(net.attrs["ann_nodes"])
     x = torch.as_tensor(x, dtype=torch.float32)
-    targets = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
+    targets, outputs = _ann_targets(model, x, list(nodes.values()), batch_size * 4, device)
     snn = SpikingNetwork(net, dtype=torch.float32, device=device)
     unsupported = [p.name for p in net.populations if p.model in ("multi_threshold", "ec", "ec_matmul")]
     if unsupported:
@@ -214,7 +221,7 @@ def calibrate(net, model, x, T: int, mode: str = "fc", epochs: int = 30, lr: flo
     fit = dict(n=len(x), batch_size=batch_size, epochs=epochs, lr=lr, patience=patience)
     for pop in net.populations:
         if pop.model == "readout" and mode == "fc" and readout:
-            msg = _calibrate_readout(snn, pop, model, x, T, fit, device)
+            msg = _calibrate_readout(snn, pop, x, T, outputs, fit)
         elif pop.model in SPIKING_MODELS:
             msg = _calibrate_population(snn, pop, x, T, targets[nodes[pop.name]], mode, loss, bias, fit, device)
         else:
@@ -240,8 +247,7 @@ def _trainable(snn, pop):
 
 def _calibrate_population(snn, pop, x, T, target, mode, loss, bias, fit, device):
     """CC, then (mode "fc") FC of one spiking population; updates snn in place; returns a progress message."""
-    sources = sorted({pr.source for pr in snn.incoming[pop.name]})
-    src_vals = _source_values(snn, x, T, pop.name, sources, fit["batch_size"] * 4)
+    src_vals = _inputs(snn, pop, x, T, fit["batch_size"] * 4)
     target = target.reshape(len(x), *pop.shape)
     neuron = snn.neurons[pop.name]
     theta = neuron.threshold
@@ -270,14 +276,10 @@ def _calibrate_population(snn, pop, x, T, target, mode, loss, bias, fit, device)
     return msg
 
 
-def _calibrate_readout(snn, pop, model, x, T, fit, device):
+def _calibrate_readout(snn, pop, x, T, outputs, fit):
     """Fit the readout's incoming weights and bias so its mean over T matches the ANN's outputs (MSE)."""
-    sources = sorted({pr.source for pr in snn.incoming[pop.name]})
-    src_vals = _source_values(snn, x, T, pop.name, sources, fit["batch_size"] * 4)
-    gm = trace(model).to(device).eval()
-    with torch.no_grad():
-        target = torch.cat([gm(xb.to(device)).float() for xb in x.split(fit["batch_size"] * 4)])
-    target = target.reshape(len(x), *pop.shape)
+    src_vals = _inputs(snn, pop, x, T, fit["batch_size"] * 4)
+    target = outputs.reshape(len(x), *pop.shape)
     weights = _trainable(snn, pop)
     b = snn.biases[pop.name].clone().requires_grad_(True)
 

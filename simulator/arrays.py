@@ -203,11 +203,12 @@ def flatten(net: Network) -> FlatNetwork:
         cols["wbytes"].append(WEIGHT_BYTES)
         cols["rc_off"].append(rc_pos)
         w_pos += n_w
-        if kind in (K.KIND_SPARSE, K.KIND_POINTWISE):
+        has_csr = kind in (K.KIND_SPARSE, K.KIND_POINTWISE)  # these appended an indptr / indices pair
+        if has_csr:
             i_pos += len(indptr[-1])
             x_pos += int(indptr[-1][-1])
-        ptr_arr = indptr[-1] if kind in (K.KIND_SPARSE, K.KIND_POINTWISE) else np.zeros(1, np.int64)
-        idx_arr = indices[-1] if kind in (K.KIND_SPARSE, K.KIND_POINTWISE) else np.zeros(1, np.int32)
+        ptr_arr = indptr[-1] if has_csr else np.zeros(1, np.int64)
+        idx_arr = indices[-1] if has_csr else np.zeros(1, np.int32)
         idx_arr = idx_arr.astype(np.uint32)
         if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
             rptr, rcore, rcnt = np.zeros(src.size + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)

@@ -536,9 +536,7 @@ def _read(h5, path) -> Network:
             p.kernel = _attr(g, "kernel", where, path, "ints")
         elif kind in ("matmul_a", "matmul_b"):
             p.transpose = bool(g.attrs.get("transpose", False))
-        elif kind == "dense":
-            p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt], ndim=2)
-        elif kind == "pointwise":
+        elif kind in ("dense", "pointwise"):
             p.weight = _dataset(h5, f"{where}/weight", path, sizes[src] * sizes[tgt], ndim=2)
         elif kind == "sparse":
             p.indptr = _dataset(h5, f"{where}/indptr", path, sizes[src] + 1)
