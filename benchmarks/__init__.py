@@ -1,1 +1,1 @@
-"""spikeforge benchmarks: reports, accuracy-vs-T tables, throughput, sweeps."""
+"""Experiment and measurement scripts (CIFAR-10 tables, throughput, SANA-FE comparison, plots); not installed."""

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.models import BasicBlock
-from converter import QCFS, ClipReLU, SpikingNetwork, convert
-from converter.calibration import calibrate
-from converter.qc import to_qc_ann
-from simulator.atomic import atomic_output, write_text
+from spikeforge.converter import QCFS, ClipReLU, SpikingNetwork, convert
+from spikeforge.converter.calibration import FC_DEFAULTS, calibrate, calibration_samples, parse_setting
+from spikeforge.converter.qc import to_qc_ann
+from spikeforge.models import BasicBlock
+from spikeforge.simulator.atomic import atomic_output, write_text
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -214,47 +214,6 @@ def snn_accuracy(net, x, y, T, device):
     return float((snn.predict(x, T, batch_size=1000) == y.cpu()).float().mean())
 
 
-# Stage II settings: the paper's (Adam lr 5e-4) and ours; a setting string overrides some, see parse_setting
-FC_DEFAULTS = {"lr": 5e-4, "n": 1024, "epochs": 10, "bs": 64, "patience": 4, "loss": "mse", "seed": 0,
-               "flip": False, "bias": False, "readout": False}
-
-
-def parse_setting(text, defaults=FC_DEFAULTS):
-    """A Stage II setting: `base`, or key=value / flag words joined by commas ('lr=2e-4,n=2048,flip').
-
-    Keys: lr, n (calibration samples), epochs, bs (batch size), patience, loss (mse|kl), seed (which random
-    training subset; 0 = the first n images), flip (add the mirrored images: 2n samples), bias, readout (see
-    converter.calibration.calibrate). Returns the full settings dict; ValueError names a bad word.
-    """
-    out = dict(defaults)
-    if text == "base":
-        return out
-    for word in text.split(","):
-        key, _, value = word.partition("=")
-        if key not in defaults:
-            raise ValueError(f"setting {text!r}: unknown key {key!r} (known: {', '.join(defaults)})")
-        if isinstance(defaults[key], bool):
-            if value:
-                raise ValueError(f"setting {text!r}: {key} is a flag, give it without a value")
-            out[key] = True
-        else:
-            try:
-                out[key] = type(defaults[key])(value)
-            except ValueError:
-                raise ValueError(f"setting {text!r}: {key}={value!r} is not a {type(defaults[key]).__name__}")
-    return out
-
-
-def calibration_samples(xtr, n, seed=0, flip=False):
-    """n training images (seed 0: the first n; else a random subset), with their mirror images if flip."""
-    if seed == 0:
-        x = xtr[:n]
-    else:
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        x = xtr[torch.randperm(len(xtr), generator=g)[:n].to(xtr.device)]
-    return torch.cat([x, x.flip(-1)]) if flip else x
-
-
 def stage_one_kind(T, p, ft_epochs):
     """Checkpoint kind of a Stage I result: saved as <arch>_<kind>.pt."""
     return f"qc_T{T}_p{p:g}_ft{ft_epochs}"
@@ -328,7 +287,8 @@ def main(argv=None):
     if {"qcfs", "qcfs_gn"} & set(args.methods):
         t0 = time.time()
         q = _load(args, f"qcfs{args.levels}", ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), dev, log) or \
-            train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, cutout=args.cutout, log=log)
+            train(ARCHS[args.arch](act=lambda: QCFS(args.levels, 8.0)), xtr, ytr, args.epochs, cutout=args.cutout,
+                  log=log)
         _save(q, os.path.join(args.out, f"{args.arch}_qcfs{args.levels}.pt"))
         results["qcfs_ann"] = ann_accuracy(q, xte, yte)
         results["qcfs_train_s"] = time.time() - t0

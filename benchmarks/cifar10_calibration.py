@@ -4,7 +4,8 @@
         --settings base lr=1e-3 n=2048 seed=1 flip bias readout --out OUT
 
 CKPT holds <arch>_clip.pt and <arch>_qc_T<T>_p<p>_ft<E>.pt (written by benchmarks.cifar10); settings as in
-benchmarks.cifar10.parse_setting. Accuracy is reported on all 10k test images and on two random halves, so a
+spikeforge.converter.calibration.parse_setting. Accuracy is reported on all 10k test images and on two random halves,
+so a
 setting can be chosen on one half and reported on the other. Writes OUT/cifar10_<arch>_calibration_T<T>.json
 after every setting, and a Markdown table.
 """
@@ -17,10 +18,12 @@ import time
 
 import torch
 
-from benchmarks.cifar10 import ARCHS, ann_accuracy, fine_calibrate, parse_setting, prepare_run, stage_one_kind
-from converter import ClipReLU, SpikingNetwork, convert
-from converter.qc import to_qc_ann
-from simulator.atomic import write_text
+from spikeforge.converter import ClipReLU, SpikingNetwork, convert
+from spikeforge.converter.calibration import parse_setting
+from spikeforge.converter.qc import to_qc_ann
+from spikeforge.simulator.atomic import write_text
+
+from benchmarks.cifar10 import ARCHS, ann_accuracy, fine_calibrate, prepare_run, stage_one_kind
 
 
 def split_accuracy(net, xte, yte, T, dev):

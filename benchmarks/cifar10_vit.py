@@ -22,13 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeforge import simulator
+from spikeforge.converter import write_network
+from spikeforge.converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+from spikeforge.converter.ecmt_export import export_ecmt
+from spikeforge.models import ViT
+from spikeforge.simulator.atomic import atomic_output, write_text
+
 from benchmarks.cifar10 import augment, prepare_run
-from benchmarks.models import ViT
-import simulator
-from converter import write_network
-from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
-from converter.ecmt_export import export_ecmt
-from simulator.atomic import atomic_output, write_text
 
 
 def train(model, xtr, ytr, epochs, lr, batch=256, wd=0.05, log=print):

@@ -14,12 +14,12 @@ import time
 
 import torch
 
-import simulator
-from benchmarks.data import load_digits_split
-from benchmarks.models import DigitsViT
-from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
-from converter.ecmt_export import export_ecmt
-from converter.training import accuracy, train_classifier
+from spikeforge import simulator
+from spikeforge.converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+from spikeforge.converter.ecmt_export import export_ecmt
+from spikeforge.converter.training import accuracy, train_classifier
+from spikeforge.data import load_digits_split
+from spikeforge.models import DigitsViT
 
 
 def main(argv=None):

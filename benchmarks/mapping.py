@@ -14,17 +14,17 @@ import time
 import numpy as np
 import torch
 
-import simulator
-from benchmarks.data import load_digits_split
-from benchmarks.inspect_cores import core_loads, plot_cores
-from benchmarks.models import DigitsResNet
-from converter import convert
-from converter.mapping import MappingError, map_network, placement_cost
-from converter.training import train_classifier
-from hwmodels import estimate
-from simulator.atomic import write_text
-from hwmodels.noc import link_loads
-from hwmodels.targets import load_target
+from spikeforge import simulator
+from spikeforge.converter import convert
+from spikeforge.converter.mapping import MappingError, map_network, placement_cost
+from spikeforge.converter.training import train_classifier
+from spikeforge.data import load_digits_split
+from spikeforge.hwmodels import estimate
+from spikeforge.hwmodels.noc import link_loads
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.inspect_cores import core_loads, plot_cores
+from spikeforge.models import DigitsResNet
+from spikeforge.simulator.atomic import write_text
 
 
 def _nets():

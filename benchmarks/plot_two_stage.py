@@ -42,7 +42,7 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulator.atomic import save_figure
+    from spikeforge.simulator.atomic import save_figure
 
     data = losses(args.results)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

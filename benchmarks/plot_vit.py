@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from simulator.atomic import save_figure
+from spikeforge.simulator.atomic import save_figure
 
 
 def plot(reference, engine, path):

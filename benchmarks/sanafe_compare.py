@@ -12,112 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-import time
-from dataclasses import dataclass, field
 
-import numpy as np
-
-import simulator
-from benchmarks import sanafe_export as sx
-from hwmodels import estimate
-from hwmodels.noc import link_loads
-from hwmodels.targets import load_target
-from simulator.atomic import write_text
-
-EVENTS = ("spikes", "synops", "packets", "hops")
-
-
-@dataclass
-class SideBySide:
-    """Totals over the compared samples; energies in pJ, times in s."""
-
-    ours: dict = field(default_factory=lambda: {k: 0 for k in EVENTS})
-    sanafe: dict = field(default_factory=lambda: {k: 0 for k in EVENTS})
-    ours_energy_pj: float = 0.0
-    sanafe_energy_pj: float = 0.0
-    readout_max_diff: float = 0.0
-    same_predictions: int = 0
-    samples: int = 0
-    ours_wall_s: float = 0.0
-    sanafe_sim_wall_s: float = 0.0
-    sanafe_build_wall_s: float = 0.0
-    ours_latency_ns: float = 0.0
-    sanafe_sim_time_ns: float = 0.0
-
-
-def aligned_energy_pj(totals, target) -> float:
-    return float(sum(totals[k] * target.energy_per_event(k) for k in EVENTS))
-
-
-def run_sanafe_sample(sanafe, arch, net, target, x, T, synapses=None):
-    """One sample through SANA-FE: counts of the network's own events (drive neurons excluded), aligned energy,
-    the readout (T x spikeforge's mean output), simulated time and wall times."""
-    t0 = time.perf_counter()
-    sn, steps, drive_events = sx.build_network(sanafe, arch, net, x, T, synapses)
-    chip = sanafe.SpikingChip(arch)
-    chip.load(sn)
-    t1 = time.perf_counter()
-    res = chip.sim(timesteps=steps, spike_trace=True, potential_trace=True, message_trace=True,
-                   processing_threads=1)
-    t2 = time.perf_counter()
-    spikes = sum(1 for step in res["spike_trace"] for a in step if not sx.is_drive(a.group_name))
-    packets = hops = 0
-    for step in res["message_trace"]:
-        for m in step:
-            if not m.get("placeholder") and not sx.is_drive(m["src_neuron_group_id"]):
-                packets += 1
-                hops += m["hops"]
-    # drive spikes are free except at the receiving synapse unit: their synaptic events are known exactly
-    e_syn = target.energy_per_event("synops")
-    energy_pj = res["energy"]["total"] * 1e12 - drive_events * e_syn
-    synops = res["energy"]["synapse"] * 1e12 / e_syn - drive_events
-    readout = np.asarray(res["potential_trace"][-1], np.float64)
-    counts = {"spikes": spikes, "synops": int(round(synops)), "packets": packets, "hops": hops}
-    return counts, energy_pj, readout, res["sim_time"] * 1e9, t1 - t0, t2 - t1
-
-
-def compare(net, x, T, target, progress=None) -> SideBySide:
-    """Run `net` (fixed point, mapped, layered) on samples x (B, *input shape) in both simulators."""
-    import sanafe
-
-    sx.check_exportable(net)
-    out = SideBySide()
-    flat = simulator.prepare(net)
-    simulator.run(flat, x[:1], T)  # compile outside the timing
-    t0 = time.perf_counter()
-    res = simulator.run(flat, x, T, batch_size=len(x))
-    out.ours_wall_s = time.perf_counter() - t0
-    for k in EVENTS:
-        out.ours[k] = res.total(k)
-    out.ours_energy_pj = aligned_energy_pj(out.ours, target)
-    labels = [net.populations[int(p)].name for p in net.cores.population]
-    # a second run records the flows for the link-level latency; the timed run above counts nothing extra
-    routed = simulator.run(flat, x, T, batch_size=len(x), record_links=True)
-    links = link_loads(routed.flows, routed.flow_src, routed.flow_dst, net.cores.x, net.cores.y)
-    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels,
-                                   links=links).latency_ns * len(x)
-    synapses = sx.synapse_lists(net)
-    with tempfile.TemporaryDirectory(prefix="spikeforge-sanafe-") as folder:
-        path = os.path.join(folder, "arch.yaml")
-        sx.write_architecture(net, target, path)
-        arch = sanafe.load_arch(path)
-        for b in range(len(x)):
-            counts, e, readout, sim_ns, build_s, sim_s = run_sanafe_sample(sanafe, arch, net, target, x[b], T,
-                                                                           synapses)
-            for k in EVENTS:
-                out.sanafe[k] += counts[k]
-            out.sanafe_energy_pj += e
-            ours_readout = res.output[b].reshape(-1) * T
-            out.readout_max_diff = max(out.readout_max_diff, float(np.abs(readout - ours_readout).max()))
-            out.same_predictions += int(readout.argmax() == ours_readout.argmax())
-            out.sanafe_sim_time_ns += sim_ns
-            out.sanafe_build_wall_s += build_s
-            out.sanafe_sim_wall_s += sim_s
-            out.samples += 1
-            if progress:
-                progress(b + 1, len(x))
-    return out
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.interop.sanafe import EVENTS, compare
+from spikeforge.simulator.atomic import write_text
 
 
 def _digits_nets(seed=0):
@@ -129,11 +27,11 @@ def _digits_nets(seed=0):
     import torch
     from torch import nn
 
-    from benchmarks.data import load_digits_split
-    from converter import convert
-    from converter.fixed_point import to_fixed_point
-    from converter.mapping import map_network
-    from converter.training import train_classifier
+    from spikeforge.converter import convert
+    from spikeforge.converter.fixed_point import to_fixed_point
+    from spikeforge.converter.mapping import map_network
+    from spikeforge.converter.training import train_classifier
+    from spikeforge.data import load_digits_split
 
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = load_digits_split(seed=seed)
@@ -178,7 +76,8 @@ def main(argv=None):
             print(json.dumps(row))
     write_text(os.path.join(args.out, "sanafe_compare.json"), json.dumps(rows, indent=1))
     lines = ["| network | T | cores | spikes (ours = SANA-FE) | synops | packets | hops |"
-             " aligned energy µJ, all samples: ours / SANA-FE | readout | wall s ours (2 threads) / SANA-FE sim (1 thread) (ratio) | latency µs ours / SANA-FE |",
+             " aligned energy µJ, all samples: ours / SANA-FE | readout"
+             " | wall s ours (2 threads) / SANA-FE sim (1 thread) (ratio) | latency µs ours / SANA-FE |",
              "|---|---:|---:|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def pair(k):

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import simulator
-from converter import SpikingNetwork, convert
-from converter.mapping import one_population_per_core
-from simulator import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter import SpikingNetwork, convert
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import Network, Population, Projection
 
 
 def vgg_like(width=64):

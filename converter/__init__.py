@@ -1,8 +1,9 @@
-"""spikeforge converter: trained torch ANN -> spiking network file."""
-__version__ = "0.1.0"
+"""spikeforge.converter: trained torch ANN -> spiking network (file)."""
+from .activations import QCFS, ClipReLU, QCActivation
+from .convert import ConversionError, convert, trace
+from .spiking import SpikingNetwork
+from .vit_trace import TraceError, trace_vit
+from .writer import write_network
 
-from .activations import QCFS, ClipReLU, QCActivation  # noqa: E402,F401
-from .convert import ConversionError, convert, trace  # noqa: E402,F401
-from .spiking import SpikingNetwork  # noqa: E402,F401
-from .writer import write_network  # noqa: E402,F401
-from .vit_trace import TraceError, trace_vit  # noqa: E402,F401
+__all__ = ["QCFS", "ClipReLU", "QCActivation", "ConversionError", "convert", "trace", "SpikingNetwork",
+           "TraceError", "trace_vit", "write_network"]

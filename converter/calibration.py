@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simulator.network import SPIKING_MODELS
+from spikeforge.simulator.network import SPIKING_MODELS
 
 from .convert import trace
 from .spiking import SpikingNetwork
@@ -291,3 +291,44 @@ def _calibrate_readout(snn, pop, x, T, outputs, fit):
     snn.weights.update({k: w.detach() for k, w in weights.items()})
     snn.biases[pop.name] = b.detach()
     return f"readout mse {start:.4g} -> {best:.4g} after {n_epochs} epochs"
+
+
+# Stage II settings: the paper's (Adam lr 5e-4) and ours; a setting string overrides some, see parse_setting
+FC_DEFAULTS = {"lr": 5e-4, "n": 1024, "epochs": 10, "bs": 64, "patience": 4, "loss": "mse", "seed": 0,
+               "flip": False, "bias": False, "readout": False}
+
+
+def parse_setting(text, defaults=FC_DEFAULTS):
+    """A Stage II setting: `base`, or key=value / flag words joined by commas ('lr=2e-4,n=2048,flip').
+
+    Keys: lr, n (calibration samples), epochs, bs (batch size), patience, loss (mse|kl), seed (which random
+    training subset; 0 = the first n images), flip (add the mirrored images: 2n samples), bias, readout (see
+    converter.calibration.calibrate). Returns the full settings dict; ValueError names a bad word.
+    """
+    out = dict(defaults)
+    if text == "base":
+        return out
+    for word in text.split(","):
+        key, _, value = word.partition("=")
+        if key not in defaults:
+            raise ValueError(f"setting {text!r}: unknown key {key!r} (known: {', '.join(defaults)})")
+        if isinstance(defaults[key], bool):
+            if value:
+                raise ValueError(f"setting {text!r}: {key} is a flag, give it without a value")
+            out[key] = True
+        else:
+            try:
+                out[key] = type(defaults[key])(value)
+            except ValueError:
+                raise ValueError(f"setting {text!r}: {key}={value!r} is not a {type(defaults[key]).__name__}")
+    return out
+
+
+def calibration_samples(xtr, n, seed=0, flip=False):
+    """n training images (seed 0: the first n; else a random subset), with their mirror images if flip."""
+    if seed == 0:
+        x = xtr[:n]
+    else:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        x = xtr[torch.randperm(len(xtr), generator=g)[:n].to(xtr.device)]
+    return torch.cat([x, x.flip(-1)]) if flip else x

@@ -20,14 +20,15 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from simulator.network import Network, Population, Projection
+from spikeforge.errors import UserError
+from spikeforge.simulator.network import Network, Population, Projection
 
 from .activations import QCFS, ClipReLU, QCActivation
 from .mapping import one_population_per_core
 from .stats import collect
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The model cannot be converted; the message names the fx nodes at fault."""
 
 

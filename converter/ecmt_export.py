@@ -28,8 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from simulator.geometry import sparse_projection
-from simulator.network import Network, Population, Projection
+from spikeforge.errors import UserError
+from spikeforge.simulator.geometry import sparse_projection
+from spikeforge.simulator.network import Network, Population, Projection
 
 from .ecmt import AnnOps
 from .mapping import one_population_per_core
@@ -37,7 +38,7 @@ from .mapping import one_population_per_core
 CHUNK_ROWS = 1024  # probe rows per pass in full probes (memory: rows x the model's largest activation)
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The model calls the ops interface in a way the exporter cannot write into a file."""
 
 

@@ -17,10 +17,11 @@ import copy
 
 import numpy as np
 
-from simulator.network import FIXED_MODELS, Network, Projection
+from spikeforge.errors import UserError
+from spikeforge.simulator.network import FIXED_MODELS, Network, Projection
 
 
-class FixedPointError(ValueError):
+class FixedPointError(UserError):
     """The network has a part with no fixed-point form here; the message names it."""
 
 

@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
-from simulator.geometry import projection_kernel, synapses_per_source
-from simulator.network import CoreEdges, CoreTable, Network
+from spikeforge.errors import UserError
+from spikeforge.simulator.geometry import projection_kernel, synapses_per_source
+from spikeforge.simulator.network import CoreEdges, CoreTable, Network
 
 
-class MappingError(ValueError):
+class MappingError(UserError):
     """The network does not fit the target; the message names the limit, the layer and the excess."""
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulator.network import Network
+from spikeforge.simulator.network import Network
 
 from .ec import ECFunction, ECMatMul, Relay, multi_threshold_fire
 
@@ -199,7 +199,7 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = ECMatMul()
             elif p.model == "readout":
                 self.neurons[p.name] = Readout()
-        from simulator.arrays import fixed_vmax
+        from spikeforge.simulator.arrays import fixed_vmax
 
         for p in net.populations:
             if p.model in ("if", "group"):

@@ -26,10 +26,12 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from spikeforge.errors import UserError
+
 from .ecmt import AnnOps
 
 
-class TraceError(ValueError):
+class TraceError(UserError):
     """The traced model has a node that the ECMT conversion cannot express."""
 
 

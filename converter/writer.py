@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from simulator.atomic import atomic_output
-from simulator.fileformat import FORMAT_NAME, FORMAT_VERSION, POP_DATASETS, validate_network
-from simulator.network import CoreEdges, CoreTable, Network
+from spikeforge.simulator.atomic import atomic_output
+from spikeforge.simulator.fileformat import FORMAT_NAME, FORMAT_VERSION, POP_DATASETS, validate_network
+from spikeforge.simulator.network import CoreEdges, CoreTable, Network
 
 
 def _put(group, name, data):
@@ -26,7 +26,7 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
     """
     import h5py
 
-    from . import __version__
+    from spikeforge import __version__
 
     validate_network(net)
     path = os.fspath(path)

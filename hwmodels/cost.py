@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.geometry import synapse_count
+from spikeforge.simulator.geometry import synapse_count
 
 from .targets import EVENTS, Target
 

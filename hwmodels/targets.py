@@ -4,10 +4,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 
-TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
+from spikeforge.errors import UserError
+
+# Built-in targets ship as package data (spikeforge/hwmodels/targets/*.json), read through importlib.resources so
+# they are found in a wheel, a zip or an editable install alike.
+BUILTIN_TARGETS = resources.files(__package__).joinpath("targets")
 # Event types a target prices; they are the simulator's counter names.
 EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
           "neuron_updates", "state_bytes_read", "state_bytes_written")
@@ -20,7 +25,7 @@ OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits
                    "membrane_bits": 0.0}
 
 
-class TargetError(ValueError):
+class TargetError(UserError):
     """A target file is missing a field or has an invalid value."""
 
 
@@ -50,7 +55,8 @@ class Target:
 
 
 def available() -> list:
-    return sorted(f[:-5] for f in os.listdir(TARGET_DIR) if f.endswith(".json"))
+    """Names of the built-in targets."""
+    return sorted(r.name[:-5] for r in BUILTIN_TARGETS.iterdir() if r.name.endswith(".json"))
 
 
 def _number(section, key, entry, where):
@@ -71,19 +77,26 @@ def _number(section, key, entry, where):
     return float(value)
 
 
+def _read(path):
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def load_target(name_or_path) -> Target:
     """Load a built-in target by name (loihi, truenorth, generic45nm) or a user JSON file in the same schema."""
     path = os.fspath(name_or_path)
+    builtin = None
     if not os.path.exists(path):
-        builtin = os.path.join(TARGET_DIR, f"{path}.json")
-        if not os.path.exists(builtin):
+        builtin = BUILTIN_TARGETS.joinpath(f"{path}.json")
+        if "/" in path or os.sep in path or not builtin.is_file():
             raise TargetError(f"unknown target {path!r}: not a file and not one of {', '.join(available())}")
-        path = builtin
+        path = str(builtin)
     try:
-        with open(path) as fh:
-            raw = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = json.loads(builtin.read_text(encoding="utf-8") if builtin is not None else _read(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TargetError(f"{path}: cannot read target file ({exc})") from None
+    if not isinstance(raw, dict):
+        raise TargetError(f"{path}: a target file holds one JSON object, got {type(raw).__name__}")
     sources = {}
 
     def section(name, keys):

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.atomic import atomic_output
-from simulator.fileformat import FORMAT_VERSION, load_network, validate_network
-from simulator.geometry import synapse_matrix
-from simulator.network import Network
+from spikeforge.errors import UserError
+from spikeforge.simulator.atomic import atomic_output
+from spikeforge.simulator.fileformat import FORMAT_VERSION, load_network, validate_network
+from spikeforge.simulator.geometry import synapse_matrix
+from spikeforge.simulator.network import Network
 
 NO_NIR_EQUIVALENT = {
     "group": "group neurons (tau IF members sharing one membrane) have no NIR node",
@@ -37,7 +38,7 @@ NO_NIR_EQUIVALENT = {
 MAX_DENSE_EXPORT = 2**26  # sparse projections are written as dense Affine weights up to this many entries
 
 
-class NirExportError(ValueError):
+class NirExportError(UserError):
     """A network has a part NIR cannot express."""
 
 

@@ -25,8 +25,9 @@ import os
 
 import numpy as np
 
-from simulator.geometry import conv_output_hw, synapse_matrix
-from simulator.network import Network, Population, Projection
+from spikeforge.errors import UserError
+from spikeforge.simulator.geometry import conv_output_hw, synapse_matrix
+from spikeforge.simulator.network import Network, Population, Projection
 
 POPULATION_TYPES = ("Input", "IF", "LIF", "I")
 LINEAR_TYPES = ("Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten", "Scale")
@@ -41,7 +42,7 @@ NOT_SUPPORTED = {
 }
 
 
-class NirImportError(ValueError):
+class NirImportError(UserError):
     """A NIR graph has a part spikeforge cannot represent exactly."""
 
 
@@ -89,10 +90,12 @@ class _Op:
         elif t == "Conv2d":
             w = _arr(node.weight, "weight", where)
             if w.ndim != 4:
-                raise NirImportError(f"node {where!r}: Conv2d weight must be (C_out, C_in/groups, kh, kw), got {w.shape}")
+                raise NirImportError(f"node {where!r}: Conv2d weight must be (C_out, C_in/groups, kh, kw), "
+                                     f"got {w.shape}")
             g = int(node.groups)
             if _pair(node.dilation, "dilation", where) != (1, 1):
-                raise NirImportError(f"node {where!r}: dilation {node.dilation} (spikeforge convolutions are not dilated)")
+                raise NirImportError(f"node {where!r}: dilation {node.dilation} "
+                                     "(spikeforge convolutions are not dilated)")
             self.stride = _pair(node.stride, "stride", where)
             shape3 = self._as_chw(w.shape[1] * g, node.input_shape)
             pad = node.padding
@@ -323,8 +326,8 @@ def _neuron(name, node, shape, dt, readout):
 
 def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
     """A spikeforge `Network` (one population per core) from a `nir.NIRGraph`; see the module docstring."""
-    from converter.mapping import one_population_per_core
-    from simulator.fileformat import NetworkFileError, validate_network
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator.fileformat import NetworkFileError, validate_network
 
     if dt is None:
         dt = float(_meta(graph, "dt", 1.0))
@@ -452,7 +455,7 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
     """Read a NIR file, build the network, optionally map it on a hardware target, write it atomically."""
     import nir
 
-    from converter.writer import write_network
+    from spikeforge.converter.writer import write_network
 
     nir_path = os.fspath(nir_path)
     if not os.path.exists(nir_path):
@@ -466,8 +469,8 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
     except NirImportError as exc:
         raise NirImportError(f"{nir_path}: {exc}") from None
     if target is not None:
-        from converter.mapping import map_network
-        from hwmodels.targets import load_target
+        from spikeforge.converter.mapping import map_network
+        from spikeforge.hwmodels.targets import load_target
 
         net = map_network(net, load_target(target) if isinstance(target, str) else target, placement)
     return write_network(net, out_path)

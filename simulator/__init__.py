@@ -1,4 +1,7 @@
-"""spikeforge simulator: loads a network file and runs it event-driven (numpy + numba)."""
-from .fileformat import NetworkFileError, load_network, validate_network  # noqa: F401
-from .network import CoreEdges, CoreTable, Network, Population, Projection  # noqa: F401
-from .engine import COUNTERS, Result, prepare, run  # noqa: F401,E402
+"""spikeforge.simulator: loads a network file and runs it event-driven (numpy + numba; no torch)."""
+from .engine import COUNTERS, Result, prepare, run
+from .fileformat import NetworkFileError, load_network, validate_network
+from .network import CoreEdges, CoreTable, Network, Population, Projection
+
+__all__ = ["COUNTERS", "Result", "prepare", "run", "NetworkFileError", "load_network", "validate_network",
+           "CoreEdges", "CoreTable", "Network", "Population", "Projection"]

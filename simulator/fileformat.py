@@ -10,10 +10,26 @@ import os
 
 import numpy as np
 
+from spikeforge.errors import UserError
+
 from .geometry import conv_output_hw
-from .network import (EC_FUNCTIONS, FIXED_KINDS, FIXED_MODELS, NEURON_MODELS, PAYLOAD_MODES, PROJECTION_KINDS,
-                      RESET_MODES, SPIKE_VALUES, SPIKING_MODELS, THRESHOLD_TESTS, CoreEdges, CoreTable, Network,
-                      Population, Projection)
+from .network import (
+    EC_FUNCTIONS,
+    FIXED_KINDS,
+    FIXED_MODELS,
+    NEURON_MODELS,
+    PAYLOAD_MODES,
+    PROJECTION_KINDS,
+    RESET_MODES,
+    SPIKE_VALUES,
+    SPIKING_MODELS,
+    THRESHOLD_TESTS,
+    CoreEdges,
+    CoreTable,
+    Network,
+    Population,
+    Projection,
+)
 
 FORMAT_NAME = "spikeforge-network"
 FORMAT_VERSION = "1.6"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
@@ -34,7 +50,7 @@ POP_DATASETS = ("threshold", "v_init", "bias")
 MAX_LEVELS = 7  # multi-threshold levels per sign: ±2^(n-1) still fits the int8 rasters
 
 
-class NetworkFileError(ValueError):
+class NetworkFileError(UserError):
     """A network file (or in-memory network) violates the format."""
 
     def __init__(self, where: str, problem: str, path=None):
@@ -455,7 +471,7 @@ def _load_isolated(path, validate, timeout):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     limit = 60.0 + os.path.getsize(path) / 20e6 if timeout is None else float(timeout)
-    cmd = [sys.executable, "-c", "from simulator.fileformat import _isolated_main; _isolated_main()", path,
+    cmd = [sys.executable, "-c", "from spikeforge.simulator.fileformat import _isolated_main; _isolated_main()", path,
            "1" if validate else "0"]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=limit, env=env)

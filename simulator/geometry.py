@@ -65,7 +65,8 @@ def synapse_count(proj, source_shape, target_shape) -> int:
 
 
 def explicit_synapses(proj, source_shape, target_shape):
-    """Every synapse of a dense / sparse / identity / pointwise / conv2d / avgpool projection as (source, target, weight)
+    """Every synapse of a dense / sparse / identity / pointwise / conv2d / avgpool projection as
+    (source, target, weight)
     arrays in C-order neuron indexing, for exporters to formats without shared kernels (SANA-FE, NIR)."""
     n_src = int(np.prod(source_shape))
     n_tgt = int(np.prod(target_shape))

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from benchmarks.data import load_digits_split
-from benchmarks.models import DigitsMLP, DigitsResNet
-from converter.training import train_classifier
+from spikeforge.converter.training import train_classifier
+from spikeforge.data import load_digits_split
+from spikeforge.models import DigitsMLP, DigitsResNet
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import torch
 
-from benchmarks.cli import main
+from spikeforge.cli import main
 
 
 def _mlp_inputs(tmp_path, trained_mlp, digits, n_test):
@@ -13,7 +13,7 @@ def _mlp_inputs(tmp_path, trained_mlp, digits, n_test):
     torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
     np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
     np.savez(tmp_path / "test.npz", x=xte[:n_test].numpy(), y=yte[:n_test].numpy())
-    return ["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+    return ["convert", "--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
             "--calibration", str(tmp_path / "calib.npz")]
 
 
@@ -25,7 +25,7 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     gn = tmp_path / "mlp-gn.h5"
     assert main(convert + ["--out", str(gn), "--neuron", "group", "--tau", "3",
                            "--calibrate", "cc", "--T", "2", "--calib-samples", "64"]) == 0
-    from simulator import load_network
+    from spikeforge.simulator import load_network
     loaded = load_network(gn)
     assert {p.model for p in loaded.populations} == {"input", "group", "readout"}
     assert loaded.populations[1].tau == 3 and loaded.attrs["calibration"] == "cc T=2 N=64"
@@ -52,11 +52,11 @@ def test_two_stage_from_the_command_line(tmp_path, trained_mlp, digits):
     torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
     np.savez(tmp_path / "train.npz", x=xtr[:256].numpy(), y=ytr[:256].numpy())
     out = tmp_path / "two-stage.h5"
-    args = ["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
+    args = ["convert", "--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "mlp.pt"),
             "--calibration", str(tmp_path / "train.npz"), "--key", "x", "--out", str(out), "--T", "2"]
     assert main(args + ["--qc-epochs", "2", "--p", "0.5", "--y-key", "y", "--calibrate", "fc", "--loss", "kl",
                         "--calib-samples", "64", "--epochs", "2"]) == 0
-    from simulator import load_network
+    from spikeforge.simulator import load_network
     net = load_network(out)
     assert net.attrs["calibration"] == "fc T=2 N=64 loss=kl"
     assert len(np.unique(net.populations[2].v_init)) > 1  # calibrated per neuron
@@ -82,7 +82,7 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     xtr, _, xte, _ = digits
     torch.save(trained_resnet.state_dict(), tmp_path / "r.pt")
     np.savez(tmp_path / "calib.npz", x=xtr[:128].numpy())
-    common = ["convert", "--model", "benchmarks.models:DigitsResNet", "--weights", str(tmp_path / "r.pt"),
+    common = ["convert", "--model", "spikeforge.models:DigitsResNet", "--weights", str(tmp_path / "r.pt"),
               "--calibration", str(tmp_path / "calib.npz"), "--norm", "max"]
     assert main(common + ["--out", str(tmp_path / "plain.h5")]) == 0
     assert main(common + ["--out", str(tmp_path / "loihi.h5"), "--target", "loihi"]) == 0
@@ -92,7 +92,7 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     out = capsys.readouterr().out
     assert "13 cores on 1 chip(s), mapping loihi:anneal" in out and "util max (n/a/mem)" in out
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
-    import simulator
+    from spikeforge import simulator
 
     a = simulator.run(tmp_path / "plain.h5", xte[:10].numpy(), 4)
     b = simulator.run(tmp_path / "loihi.h5", xte[:10].numpy(), 4)

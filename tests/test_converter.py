@@ -3,11 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.models import DigitsResNet
-from converter import QCFS, ClipReLU, ConversionError, SpikingNetwork, convert, write_network
-from converter.training import accuracy
-import simulator
-from simulator import load_network
+from spikeforge import simulator
+from spikeforge.converter import QCFS, ClipReLU, ConversionError, SpikingNetwork, convert, write_network
+from spikeforge.converter.training import accuracy
+from spikeforge.models import DigitsResNet
+from spikeforge.simulator import load_network
 
 
 def _randomize_bn(model, seed=0):

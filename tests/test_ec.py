@@ -1,11 +1,10 @@
 """ECMT building blocks (issue 6, first part): the expectation-compensation identity and MT neurons by hand."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import simulator
-from converter.ec import ECFunction, ECMatMul, MultiThresholdNeurons
+from spikeforge import simulator
+from spikeforge.converter.ec import ECFunction, ECMatMul, MultiThresholdNeurons
 
 
 @pytest.mark.parametrize("fn", [lambda x: torch.softmax(x, -1), lambda x: F.layer_norm(x, x.shape[-1:]), F.gelu],
@@ -64,9 +63,9 @@ def test_multi_threshold_neuron_picks_the_best_level_and_keeps_the_residual():
 def test_ecmt_vit_on_digits_approaches_the_ann_by_T8(digits):
     """Measured: ANN 95.1%; ECMT (n=4, p=99%) T=1/2/4/8/12 46.5/85.1/90.9/94.0/94.9%, energy ratio
     T=1/4/8 0.10/0.51/1.09 (below 1 up to T=6)."""
-    from benchmarks.models import DigitsViT
-    from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
-    from converter.training import accuracy, train_classifier
+    from spikeforge.converter.ecmt import ann_macs, collect_thresholds, ecmt_forward, energy_ratio
+    from spikeforge.converter.training import accuracy, train_classifier
+    from spikeforge.models import DigitsViT
 
     xtr, ytr, xte, yte = digits
     torch.manual_seed(0)
@@ -79,7 +78,7 @@ def test_ecmt_vit_on_digits_approaches_the_ann_by_T8(digits):
     # the same network written to a file (multi-threshold populations, ec / ec_matmul nodes) and run by the
     # numba engine: the same predictions and multi-threshold spikes as the reference (exactly so against the
     # file's own torch reference: tests/test_ec_nodes.py)
-    from converter.ecmt_export import export_ecmt
+    from spikeforge.converter.ecmt_export import export_ecmt
     flat = simulator.engine.prepare(export_ecmt(vit, thresholds, (1, 8, 8)))
     for T in (1, 8):
         out, counts[T] = ecmt_forward(vit, xte, T, thresholds, n=4)

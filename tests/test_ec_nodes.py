@@ -4,11 +4,11 @@ import pytest
 import torch
 from scipy.special import erf
 
-import simulator
-from converter import SpikingNetwork, write_network
-from converter.mapping import one_population_per_core
-from simulator import NetworkFileError, load_network
-from simulator.network import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter import SpikingNetwork, write_network
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import NetworkFileError, load_network
+from spikeforge.simulator.network import Network, Population, Projection
 
 SHAPE = (2, 6)  # (tokens, features): layernorm and softmax normalize each token's 6 features
 N = 12
@@ -168,9 +168,9 @@ def test_bad_ec_matmul_nodes_are_rejected(tmp_path, kwargs, problem):
 def test_exported_vit_engine_equals_file_reference_spike_for_spike(tmp_path):
     """An untrained DigitsViT written by export_ecmt: every population's spikes in the engine equal the torch
     reference of the file, whose output equals the ops-interface reference (float32 weights: 1e-6)."""
-    from benchmarks.models import DigitsViT
-    from converter.ecmt import collect_thresholds, ecmt_forward
-    from converter.ecmt_export import export_ecmt
+    from spikeforge.converter.ecmt import collect_thresholds, ecmt_forward
+    from spikeforge.converter.ecmt_export import export_ecmt
+    from spikeforge.models import DigitsViT
 
     torch.manual_seed(0)
     vit = DigitsViT().eval()
@@ -248,8 +248,8 @@ def test_pointwise_projection_and_relay_match_reference_and_hand_counts(tmp_path
 
 
 def test_pointwise_geometry_and_mapping_fans_agree():
-    from converter.mapping import fan_into_range
-    from simulator.geometry import synapse_matrix, synapses_per_source
+    from spikeforge.converter.mapping import fan_into_range
+    from spikeforge.simulator.geometry import synapse_matrix, synapses_per_source
 
     net, (w1, w2, _) = _pointwise_relay_net()
     q = net.projections[1]
@@ -272,9 +272,9 @@ def test_bad_pointwise_projection_is_rejected(tmp_path, weight_shape, problem):
 def test_relays_carry_the_residual_stream_once_and_change_no_result():
     """With relays the input image reaches only the first stream relay (its 64 pixels x 32 channels of the patch
     embedding), and the network computes the same function with fewer synaptic events and MACs."""
-    from benchmarks.models import DigitsViT
-    from converter.ecmt import collect_thresholds
-    from converter.ecmt_export import export_ecmt
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.converter.ecmt_export import export_ecmt
+    from spikeforge.models import DigitsViT
 
     torch.manual_seed(1)
     vit = DigitsViT().eval()

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.models import DigitsMLP, DigitsResNet
-from converter import convert, write_network
-from simulator import NetworkFileError, load_network, validate_network
-from simulator.network import Projection
-from simulator.fileformat import FORMAT_VERSION
+from spikeforge.converter import convert, write_network
+from spikeforge.models import DigitsMLP, DigitsResNet
+from spikeforge.simulator import NetworkFileError, load_network, validate_network
+from spikeforge.simulator.fileformat import FORMAT_VERSION
+from spikeforge.simulator.network import Projection
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-import simulator
-from converter import SpikingNetwork, convert, write_network
-from converter.fixed_point import FixedPointError, dequantize_error, to_fixed_point
-from converter.mapping import one_population_per_core
-from simulator import NetworkFileError, load_network
-from simulator.fileformat import validate_network
-from simulator.network import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter import SpikingNetwork, convert, write_network
+from spikeforge.converter.fixed_point import FixedPointError, dequantize_error, to_fixed_point
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import NetworkFileError, load_network
+from spikeforge.simulator.fileformat import validate_network
+from spikeforge.simulator.network import Network, Population, Projection
 
 
 def _net(pops, projs, **attrs):

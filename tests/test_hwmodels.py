@@ -3,10 +3,9 @@ import json
 import numpy as np
 import pytest
 
-import hwmodels
-import simulator
-from converter.mapping import one_population_per_core
-from simulator import Network, Population, Projection
+from spikeforge import hwmodels, simulator
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import Network, Population, Projection
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ def test_ann_cost_and_paper_energy(tiny):
 
 
 def test_every_constant_cites_a_source():
-    from hwmodels.targets import LIMITS, OPTIONAL_LIMITS, TIMED_EVENTS
+    from spikeforge.hwmodels.targets import LIMITS, OPTIONAL_LIMITS, TIMED_EVENTS
 
     for name in hwmodels.available():
         t = hwmodels.load_target(name)
@@ -101,7 +100,7 @@ def test_bad_target_files_are_named(tmp_path):
 
 
 def test_demo_writes_a_complete_report(tmp_path):
-    from benchmarks.demo import run_demo
+    from spikeforge.demo import run_demo
 
     rows = run_demo(str(tmp_path), epochs=3, steps=(2, 8))
     for f in ("report.md", "report.json", "report.csv", "accuracy_vs_T.png", "spikes_per_step_T8.png",

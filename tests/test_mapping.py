@@ -2,13 +2,20 @@
 import numpy as np
 import pytest
 
-import simulator
-from converter.mapping import (MappingError, anneal, fan_into_range, map_network, mesh_slots, partition,
-                               placement_cost)
-from hwmodels import estimate, load_target
-from hwmodels.noc import link_loads, xy_route
-from simulator.geometry import synapses_per_source
-from simulator.network import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter.mapping import (
+    MappingError,
+    anneal,
+    fan_into_range,
+    map_network,
+    mesh_slots,
+    partition,
+    placement_cost,
+)
+from spikeforge.hwmodels import estimate, load_target
+from spikeforge.hwmodels.noc import link_loads, xy_route
+from spikeforge.simulator.geometry import synapses_per_source
+from spikeforge.simulator.network import Network, Population, Projection
 
 
 def _limits(**kw):
@@ -166,7 +173,7 @@ def test_link_loads_and_link_latency_of_a_mapped_network_by_hand():
 
 @pytest.fixture(scope="module")
 def converted_resnet(trained_resnet, digits):
-    from converter import convert
+    from spikeforge.converter import convert
 
     return convert(trained_resnet, [digits[0][:256]], norm="percentile", percentile=99.9)
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import simulator
-from benchmarks.models import DigitsResNet
-from converter import QCFS, QCActivation, SpikingNetwork, convert
-from converter.calibration import calibrate
-from converter.qc import qc_finetune, to_qc_ann
-from converter.training import train_classifier
-from converter.writer import write_network
+from spikeforge import simulator
+from spikeforge.converter import QCFS, QCActivation, SpikingNetwork, convert
+from spikeforge.converter.calibration import calibrate
+from spikeforge.converter.qc import qc_finetune, to_qc_ann
+from spikeforge.converter.training import train_classifier
+from spikeforge.converter.writer import write_network
+from spikeforge.models import DigitsResNet
 
 
 def _acc(net, x, y, T):
@@ -136,9 +136,9 @@ def test_first_layer_snn_equals_qc_ann_exactly(slope):
 def test_signed_neuron_rounds_both_signs_and_simulator_matches_reference(tmp_path):
     """Signed IF: over T steps of a constant current x, count = round(T·x/θ) clipped to [-T, T]; a negative
     spike carries -α·θ. A Leaky ReLU CNN converts to signed populations that the engine runs exactly."""
-    from simulator import load_network
-    from simulator.network import Network, Population, Projection
-    from converter import write_network
+    from spikeforge.converter import write_network
+    from spikeforge.simulator import load_network
+    from spikeforge.simulator.network import Network, Population, Projection
 
     theta, T, alpha = 2.0, 8, 0.25
     xs = np.array([-3.0, -1.26, -0.6, -0.1, 0.0, 0.2, 0.74, 1.3, 5.0], np.float32)
@@ -147,7 +147,7 @@ def test_signed_neuron_rounds_both_signs_and_simulator_matches_reference(tmp_pat
             Population.make("out", "readout", (len(xs),))]
     projs = [Projection("in_s", "dense", "in", "s", np.eye(len(xs), dtype=np.float32)),
              Projection("s_out", "dense", "s", "out", np.eye(len(xs), dtype=np.float32))]
-    from converter.mapping import one_population_per_core
+    from spikeforge.converter.mapping import one_population_per_core
     net = Network(pops, projs, *one_population_per_core(pops, projs), {})
     res = simulator.run(net, xs[None], T, record_counts=True, record=["s"])
     want = np.clip(np.floor(T * xs / theta + 0.5), -T, T)
@@ -182,7 +182,7 @@ def test_signed_neuron_rounds_both_signs_and_simulator_matches_reference(tmp_pat
 
 def test_kl_loss_has_gradient_at_silent_and_saturated_neurons():
     """A neuron that never fires (or always fires) against a target in between must still be pushed."""
-    from converter.calibration import _loss
+    from spikeforge.converter.calibration import _loss
     theta, T = torch.tensor(2.0), 4
     out = torch.tensor([0.0, 2.0, 1.0], requires_grad=True)
     target = torch.tensor([1.0, 1.0, 1.0])
@@ -243,7 +243,7 @@ def test_fine_calibration_options_need_fine_mode(trained_resnet, digits):
 
 
 def test_stage_two_settings_parse_and_name_bad_words():
-    from benchmarks.cifar10 import FC_DEFAULTS, calibration_samples, parse_setting
+    from spikeforge.converter.calibration import FC_DEFAULTS, calibration_samples, parse_setting
 
     assert parse_setting("base") == FC_DEFAULTS
     s = parse_setting("lr=2e-4,n=2048,flip,seed=3")

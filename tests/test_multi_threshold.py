@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-import simulator
-from converter import SpikingNetwork, convert, write_network
-from converter.mapping import one_population_per_core
-from simulator import NetworkFileError, load_network
-from simulator.network import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter import SpikingNetwork, convert, write_network
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import NetworkFileError, load_network
+from spikeforge.simulator.network import Network, Population, Projection
 
 
 def _hand_net(theta_neg=0.5, payload="graded"):
@@ -50,7 +50,7 @@ def test_one_sided_neurons_never_fire_negative():
 
 
 def test_parallel_payload_gives_the_same_events_and_counters_but_2n_weight_copies():
-    from hwmodels import core_memory
+    from spikeforge.hwmodels import core_memory
     x = np.array([[2.6, -0.7, 0.3]], np.float32)
     a, b = (simulator.run(_hand_net(payload=p), x, 4, record_counts=True) for p in ("graded", "parallel"))
     np.testing.assert_array_equal(a.spike_counts["mt"], b.spike_counts["mt"])

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import simulator
-from benchmarks.cli import main
-from converter import convert, write_network
-from converter.mapping import one_population_per_core
-from interop.nir_export import NirExportError, to_nir
-from interop.nir_import import NirImportError, from_nir
-from simulator import Network, Population, Projection
+from spikeforge import simulator
+from spikeforge.cli import main
+from spikeforge.converter import convert, write_network
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.interop.nir_export import NirExportError, to_nir
+from spikeforge.interop.nir_import import NirImportError, from_nir
+from spikeforge.simulator import Network, Population, Projection
 
 
 def _assert_same_network(a, b):

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import simulator
-from benchmarks import fuzz_reader
-from benchmarks.cli import main
-from benchmarks.models import DigitsMLP
-from converter import convert, write_network
-from converter.mapping import map_network
-from converter.training import train_classifier
-from hwmodels.targets import load_target
+from spikeforge import simulator
+from spikeforge.cli import main
+from spikeforge.converter import convert, write_network
+from spikeforge.converter.mapping import map_network
+from spikeforge.converter.training import train_classifier
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.models import DigitsMLP
+
+import fuzz_reader
 
 N_EXAMPLES = 400
 
@@ -56,7 +57,7 @@ def test_isolated_reading_equals_in_process_and_survives_libhdf5_crashes(base_fi
     with pytest.raises(simulator.NetworkFileError, match="version 1.9 is not supported") as err:
         simulator.load_network(bad, isolate=True)
     assert str(bad) in str(err.value)
-    probe = [sys.executable, "-c", "import sys; from simulator import load_network; load_network(sys.argv[1])",
+    probe = [sys.executable, "-c", "import sys; from spikeforge.simulator import load_network; load_network(sys.argv[1])",
              str(bad)]  # the in-process reader, in a process of its own
     for flip, message in (((929, 2), "the HDF5 library crashed reading this file"),
                           ((2273, 3), "reading did not finish within 5 s")):
@@ -116,8 +117,8 @@ def test_specific_malformations_name_the_problem(base_file, tmp_path, edit, mess
 _WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from converter.mapping import one_population_per_core
-    from simulator.network import Network, Population, Projection
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator.network import Network, Population, Projection
     n = 2500
     pops = [Population.make("in", "input", (n,)), Population.make("h", "if", (n,), 1.0, 0.5),
             Population.make("out", "readout", (10,))]
@@ -126,9 +127,9 @@ _WRITER = textwrap.dedent("""
              Projection("b", "dense", "h", "out", rng.normal(size=(10, n)).astype(np.float32))]
     net = Network(pops, projs, *one_population_per_core(pops, projs), {})
     if sys.argv[1] == "h5":
-        from converter.writer import write_network as write
+        from spikeforge.converter.writer import write_network as write
     else:
-        from interop.nir_export import export_nir as write
+        from spikeforge.interop.nir_export import export_nir as write
     print("ready", flush=True)
     while True:
         write(net, sys.argv[2])
@@ -139,7 +140,7 @@ _WRITER = textwrap.dedent("""
 def test_writer_killed_midway_leaves_the_old_file_intact(kind, base_file, tmp_path):
     """A process rewriting a 25 MB network file (or its NIR export) in a loop is SIGKILLed while a temporary file
     is being written: the file at the destination is still the old one, byte for byte, and still loads."""
-    from interop.nir_export import export_nir
+    from spikeforge.interop.nir_export import export_nir
 
     target = tmp_path / f"keep.{kind}"
     if kind == "h5":
@@ -184,7 +185,7 @@ def test_checkpoints_are_loaded_weights_only(tmp_path, digits, capsys):
     flag = tmp_path / "pwned"
     torch.save({"weight": _Payload(str(flag))}, tmp_path / "evil.pt")
     np.savez(tmp_path / "calib.npz", x=digits[0][:16].numpy())
-    rc = main(["convert", "--model", "benchmarks.models:DigitsMLP", "--weights", str(tmp_path / "evil.pt"),
+    rc = main(["convert", "--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "evil.pt"),
                "--calibration", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "net.h5")])
     assert rc == 2 and not flag.exists() and not (tmp_path / "net.h5").exists()
     assert "evil.pt: not a weights-only checkpoint" in capsys.readouterr().err

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converter import convert
-from converter.fixed_point import to_fixed_point
-from converter.mapping import map_network
-from hwmodels.targets import load_target
-from simulator.geometry import explicit_synapses
-from simulator.network import Network, Population, Projection
+from spikeforge.converter import convert
+from spikeforge.converter.fixed_point import to_fixed_point
+from spikeforge.converter.mapping import map_network
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.simulator.geometry import explicit_synapses
+from spikeforge.simulator.network import Network, Population, Projection
 
 
 @pytest.mark.parametrize("kind, stride, padding, groups", [("conv2d", 1, 1, 1), ("conv2d", 2, 1, 2),
@@ -24,7 +24,8 @@ def test_explicit_synapses_reproduce_torch(kind, stride, padding, groups):
     x = rng.normal(size=(cin, 7, 7))
     if kind == "conv2d":
         w = rng.normal(size=(cout, cin // groups, 3, 3)).astype(np.float32)
-        proj = Projection("k", "conv2d", "a", "b", w, stride=(stride, stride), padding=(padding, padding), groups=groups)
+        proj = Projection("k", "conv2d", "a", "b", w, stride=(stride, stride), padding=(padding, padding),
+                          groups=groups)
         ref = F.conv2d(torch.tensor(x)[None], torch.tensor(w, dtype=torch.float64), stride=stride, padding=padding,
                        groups=groups)[0].numpy()
     else:
@@ -49,7 +50,7 @@ def test_sanafe_counts_energy_and_readout_equal_ours():
     """A layered conv net on 24-neuron cores (so layers span cores and packets travel several hops): spikes,
     synaptic events, packets, hops and the readout are identical, aligned energy equal to rounding."""
     pytest.importorskip("sanafe")
-    from benchmarks.sanafe_compare import compare
+    from spikeforge.interop.sanafe import compare
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1),
@@ -65,7 +66,7 @@ def test_sanafe_counts_energy_and_readout_equal_ours():
 
 
 def test_sanafe_export_refuses_what_it_cannot_keep_exact(tmp_path):
-    from benchmarks.sanafe_export import SanaFeExportError, check_exportable
+    from spikeforge.interop.sanafe import SanaFeExportError, check_exportable
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(9, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -87,7 +88,7 @@ def test_sanafe_export_refuses_what_it_cannot_keep_exact(tmp_path):
 def test_sanafe_export_writes_files_sanafe_loads(tmp_path):
     """export() writes SANA-FE's architecture and network files; SANA-FE reads them back with every group."""
     sanafe = pytest.importorskip("sanafe")
-    from benchmarks.sanafe_export import export
+    from spikeforge.interop.sanafe import export
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(9, 8), nn.ReLU(), nn.Linear(8, 3))

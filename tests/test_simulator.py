@@ -2,13 +2,11 @@ import numba
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-import simulator
-from benchmarks.models import DigitsMLP, DigitsResNet
-from converter import SpikingNetwork, convert, write_network
-from converter.mapping import one_population_per_core
-from simulator import Network, NetworkFileError, Population, Projection
+from spikeforge import simulator
+from spikeforge.converter import SpikingNetwork, convert, write_network
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import Network, NetworkFileError, Population, Projection
 
 
 def _assert_matches_reference(net, x, T):
@@ -126,7 +124,8 @@ def test_counters_equal_hand_computed_values():
             Population.make("h", "if", (3,), 1.0, 0.5),
             Population.make("out", "readout", (2,))]
     w1 = np.array([[1.0, 0.5], [0.6, 0.5], [0.2, 0.5]], np.float32)
-    projs = [Projection("w1", "dense", "in", "h", w1), Projection("w2", "dense", "h", "out", np.ones((2, 3), np.float32))]
+    projs = [Projection("w1", "dense", "in", "h", w1),
+             Projection("w2", "dense", "h", "out", np.ones((2, 3), np.float32))]
     net = _hand_network(projs, pops)
     res = simulator.run(net, np.array([[1.0, 0.0]]), 4, record=["h"], trace=[("h", 1)])
     np.testing.assert_array_equal(res.spikes["h"][0], [[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]])

@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import sweep
+from spikeforge import sweep
 
 SPEC = """
 name = "test sweep"
 store = "store"
 [network]
-model = "benchmarks.models:DigitsMLP"
+model = "spikeforge.models:DigitsMLP"
 epochs = 3
 [data]
 name = "digits"
@@ -36,7 +36,7 @@ def _point_files(store):
 
 
 def _sweep_cmd(spec):
-    return [sys.executable, "-m", "benchmarks.cli", "sweep", spec, "--workers", "1"]
+    return [sys.executable, "-m", "spikeforge.cli", "sweep", spec, "--workers", "1"]
 
 
 def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
@@ -97,6 +97,6 @@ def test_spec_errors_name_the_key(tmp_path):
     p.write_text('[network]\nmodel = "m:f"\nfile = "x.h5"\n[axes]\nT = [1]\n')
     with pytest.raises(sweep.SweepSpecError, match="exactly one of model"):
         sweep.load_spec(p)
-    p.write_text('[network]\nmodel = "benchmarks.models:DigitsMLP"\n[axes]\n"limits.qubits" = [1]\n')
+    p.write_text('[network]\nmodel = "spikeforge.models:DigitsMLP"\n[axes]\n"limits.qubits" = [1]\n')
     row = sweep.evaluate_point(dict(sweep.load_spec(p), store=str(tmp_path)), {"limits.qubits": 1})
     assert row["status"] == "error" and "no limits entry 'qubits'" in row["error"]

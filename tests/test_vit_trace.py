@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import simulator
-from benchmarks.models import DigitsViT, PlainViT
-from converter.ecmt import ann_macs, collect_thresholds, ecmt_forward
-from converter.ecmt_export import export_ecmt
-from converter.vit_trace import TraceError, trace_vit
-from converter import write_network
+from spikeforge import simulator
+from spikeforge.converter import write_network
+from spikeforge.converter.ecmt import ann_macs, collect_thresholds, ecmt_forward
+from spikeforge.converter.ecmt_export import export_ecmt
+from spikeforge.converter.vit_trace import TraceError, trace_vit
+from spikeforge.models import DigitsViT, PlainViT
 
 
 def _pair():

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-import simulator
-from hwmodels import ann_cost, core_memory, estimate, load_target, paper_energy_pj
-from simulator.atomic import save_figure, write_text
+from spikeforge import simulator
+from spikeforge.hwmodels import ann_cost, core_memory, estimate, load_target, paper_energy_pj
+from spikeforge.simulator.atomic import save_figure, write_text
 
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green", "spikes": "tab:red",
                 "packets": "tab:purple", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
@@ -60,7 +60,7 @@ def fixed_point_rows(network, x, y, float_runs, targets, progress=None):
 
     float_runs: {T: Result} of the float network on x (what `evaluate` returns as runs), so it is not simulated
     again. Targets without membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
-    from converter.fixed_point import FixedPointError, to_fixed_point
+    from spikeforge.converter.fixed_point import FixedPointError, to_fixed_point
 
     rows = []
     float_pred = {T: res.predictions() for T, res in float_runs.items()}
@@ -124,11 +124,11 @@ def _plt():
 def plot_energy_per_layer(path, cost, title):
     plt = _plt()
     layers = list(cost.layer_energy_pj)
-    events = [e for e in EVENT_COLORS if any(cost.layer_energy_pj[l][e] > 0 for l in layers)]
+    events = [e for e in EVENT_COLORS if any(cost.layer_energy_pj[layer][e] > 0 for layer in layers)]
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers) + 2), 4))
     bottom = np.zeros(len(layers))
     for e in events:
-        vals = np.array([cost.layer_energy_pj[l][e] for l in layers]) / 1e3
+        vals = np.array([cost.layer_energy_pj[layer][e] for layer in layers]) / 1e3
         ax.bar(layers, vals, bottom=bottom, label=e, color=EVENT_COLORS[e])
         bottom += vals
     ax.set_ylabel("dynamic energy per inference (nJ)")
@@ -196,7 +196,8 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     T_max = max(runs)
     plots = []
     if len(runs) > 1:
-        plot_accuracy_energy(os.path.join(out_dir, "accuracy_vs_T.png"), rows, ann_acc, f"{name}: accuracy and energy vs T")
+        plot_accuracy_energy(os.path.join(out_dir, "accuracy_vs_T.png"), rows, ann_acc,
+                             f"{name}: accuracy and energy vs T")
         plots.append("accuracy_vs_T.png")
     plot_spikes_per_step(os.path.join(out_dir, f"spikes_per_step_T{T_max}.png"), runs[T_max], net, n_samples,
                          f"{name}: firing rate per layer (T={T_max})")

@@ -94,7 +94,7 @@ class ViT(nn.Module):
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x, ops=None):
-        from converter.ecmt import AnnOps
+        from spikeforge.converter.ecmt import AnnOps
 
         ops = ops or AnnOps()
         x = ops.embed(self.embed, x).flatten(2).transpose(1, 2)  # analog input layer: (b, patches, dim)

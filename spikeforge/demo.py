@@ -11,13 +11,13 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     """Train, convert, simulate every T, and report on every built-in target; returns the report rows."""
     from tqdm import tqdm
 
-    import hwmodels
-    from benchmarks.data import load_digits_split
-    from benchmarks.models import DigitsResNet
-    from benchmarks.report import evaluate, write_report
-    from converter import convert, write_network
-    from converter.training import accuracy, train_classifier
-    from simulator import load_network
+    from spikeforge import hwmodels
+    from spikeforge.converter import convert, write_network
+    from spikeforge.converter.training import accuracy, train_classifier
+    from spikeforge.data import load_digits_split
+    from spikeforge.models import DigitsResNet
+    from spikeforge.report import evaluate, write_report
+    from spikeforge.simulator import load_network
 
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from converter.mapping import core_load
-from simulator.atomic import save_figure
+from spikeforge.converter.mapping import core_load
+from spikeforge.simulator.atomic import save_figure
 
 
 def core_loads(net, target=None):

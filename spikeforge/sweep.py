@@ -26,7 +26,8 @@ import uuid
 
 import numpy as np
 
-from simulator.atomic import atomic_output, save_figure, write_text
+from spikeforge.errors import UserError
+from spikeforge.simulator.atomic import atomic_output, save_figure, write_text
 
 AXES = ("target", "T", "neuron", "tau", "weight_bits", "calibration", "placement")
 AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
@@ -35,7 +36,7 @@ DEFAULTS = {"target": "loihi", "T": 8, "neuron": "if", "tau": 4, "weight_bits": 
 METRICS = ("accuracy", "synops", "energy_uj", "latency_us", "cores")
 
 
-class SweepSpecError(ValueError):
+class SweepSpecError(UserError):
     """The sweep spec is malformed; the message names the key."""
 
 
@@ -93,7 +94,7 @@ def _data(spec):
             with np.load(d["path"], allow_pickle=False) as z:
                 arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         elif d.get("name", "digits") == "digits":
-            from benchmarks.data import load_digits_split
+            from spikeforge.data import load_digits_split
 
             arrays = tuple(a.numpy() for a in load_digits_split(seed=int(d.get("seed", 0))))
         else:
@@ -110,7 +111,7 @@ def _model(spec):
 
     import torch
 
-    from converter.training import train_classifier
+    from spikeforge.converter.training import train_classifier
 
     net = spec["network"]
     mod, attr = net["model"].split(":", 1)
@@ -137,11 +138,11 @@ def _network(spec, p):
         return _CACHE[key]
     import torch
 
-    from converter import convert
+    from spikeforge.converter import convert
 
     net_spec = spec["network"]
     if "file" in net_spec:
-        from simulator import load_network
+        from spikeforge.simulator import load_network
 
         if p["neuron"] != "if" or p["calibration"] != "none":
             raise SweepSpecError("a network file is fixed: the neuron and calibration axes need network.model")
@@ -153,7 +154,7 @@ def _network(spec, p):
         net = convert(model, [xtr[:n_cal]], norm=net_spec.get("norm", "percentile"),
                       percentile=float(net_spec.get("percentile", 99.9)), neuron=p["neuron"], tau=int(p["tau"]))
         if p["calibration"] == "cc":
-            from converter.calibration import calibrate
+            from spikeforge.converter.calibration import calibrate
 
             net = calibrate(net, model, xtr[:n_cal], int(p["T"]), mode="cc")
         elif p["calibration"] != "none":
@@ -166,7 +167,7 @@ def _target(p):
     """The point's target with its overridden limits and costs."""
     import dataclasses
 
-    from hwmodels.targets import load_target
+    from spikeforge.hwmodels.targets import load_target
 
     t = load_target(p["target"])
     limits, energy, times = dict(t.limits), dict(t.energy_pj), dict(t.time_ns)
@@ -186,15 +187,15 @@ def evaluate_point(spec, params) -> dict:
     p = dict(DEFAULTS, **params)
     row = {"id": point_id(params), **params, "status": "ok", "error": ""}
     try:
-        import simulator
-        from converter.mapping import map_network
-        from hwmodels import estimate
-        from hwmodels.noc import link_loads
+        from spikeforge import simulator
+        from spikeforge.converter.mapping import map_network
+        from spikeforge.hwmodels import estimate
+        from spikeforge.hwmodels.noc import link_loads
 
         target = _target(p)
         net = _network(spec, p)
         if int(p["weight_bits"]):
-            from converter.fixed_point import to_fixed_point
+            from spikeforge.converter.fixed_point import to_fixed_point
 
             net = to_fixed_point(net, int(p["weight_bits"]), int(target.limits.get("membrane_bits") or 24))
         net = map_network(net, target, p["placement"])

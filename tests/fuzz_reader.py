@@ -39,8 +39,8 @@ HANG_SECONDS = 30  # a case taking longer than this is a hang (they take millise
 
 def base_network():
     """input (1, 6, 6) -> conv -> if (2, 6, 6) -> avgpool -> lif (2, 3, 3) -> sparse -> if (8,) -> dense -> readout."""
-    from converter.mapping import one_population_per_core
-    from simulator.network import Network, Population, Projection
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator.network import Network, Population, Projection
 
     rng = np.random.default_rng(0)
     pops = [Population.make("input", "input", (1, 6, 6)),
@@ -183,8 +183,8 @@ def check(path) -> str:
     """Load a (possibly malformed) file: 'rejected' with a NetworkFileError naming it, or 'accepted' and run.
 
     Any other exception propagates (a robustness bug); so does a peak allocation over PEAK_LIMIT."""
-    import simulator
-    from simulator.fileformat import NetworkFileError
+    from spikeforge import simulator
+    from spikeforge.simulator.fileformat import NetworkFileError
 
     tracemalloc.start()
     try:
@@ -264,10 +264,10 @@ def fuzz(base, workdir, examples, seed=None):
     return the tally {(mutation kind, 'rejected' | 'accepted' | 'hang' | 'crash'): count} and the incidents
     [(outcome, worker exit code or None, mutation, isolated reading's error or None)] of the hangs and crashes.
     seed None: derandomized (tests)."""
-    from simulator.fileformat import NetworkFileError, load_network
-
     import hypothesis
     from hypothesis import HealthCheck, given, settings
+
+    from spikeforge.simulator.fileformat import NetworkFileError, load_network
 
     datasets, groups, attrs = inventory(base)
     tally, incidents = collections.Counter(), []
@@ -297,7 +297,7 @@ def fuzz(base, workdir, examples, seed=None):
 
 
 def main(argv=None):
-    from converter.writer import write_network
+    from spikeforge.converter.writer import write_network
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=2000)

@@ -10,7 +10,7 @@ import time
 
 EXAMPLES = {
     "demo": "spikeforge demo --out spikeforge-demo",
-    "convert": "spikeforge convert --model benchmarks.models:DigitsResNet --weights resnet.pt "
+    "convert": "spikeforge convert --model spikeforge.models:DigitsResNet --weights resnet.pt "
                "--calibration calib.npz --out net.h5 --norm percentile --percentile 99.99",
     "inspect": "spikeforge inspect net.h5 --target loihi --png cores.png",
     "report": "spikeforge report net.h5 --data test.npz --x-key x --y-key y --T 1 2 4 8 "
@@ -29,7 +29,8 @@ def _parser():
 
     def add(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text,
-                              epilog=f"example:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     d = add("demo", "Train a small CNN on scikit-learn digits, convert it, and evaluate the SNN for several T.")
     d.add_argument("--out", default="spikeforge-demo", help="output folder (default: %(default)s)")
@@ -166,14 +167,14 @@ def cmd_convert(args):
     import torch
     from tqdm import tqdm
 
-    from converter import convert, write_network
-    from simulator.network import SPIKING_MODELS
+    from spikeforge.converter import convert, write_network
+    from spikeforge.simulator.network import SPIKING_MODELS
 
     model = _load_model(args.model, args.weights)
     x = torch.as_tensor(_load_array(args.calibration, args.key), dtype=torch.float32)
     batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
     if args.qc_epochs > 0:
-        from converter.qc import qc_finetune, to_qc_ann
+        from spikeforge.converter.qc import qc_finetune, to_qc_ann
 
         if not (args.T and args.y_key):
             raise SystemExit("--qc-epochs needs --T and --y-key (labels of the --calibration samples)")
@@ -191,7 +192,7 @@ def cmd_convert(args):
                   pooling=args.pooling)
     bar.close()
     if args.calibrate != "none":
-        from converter.calibration import calibrate
+        from spikeforge.converter.calibration import calibrate
 
         if not args.T:
             raise SystemExit("--calibrate needs --T")
@@ -202,8 +203,8 @@ def cmd_convert(args):
                         progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
         cbar.close()
     if args.target:
-        from converter.mapping import map_network
-        from hwmodels.targets import load_target
+        from spikeforge.converter.mapping import map_network
+        from spikeforge.hwmodels.targets import load_target
 
         net = map_network(net, load_target(args.target), args.placement)
     write_network(net, args.out)
@@ -212,7 +213,7 @@ def cmd_convert(args):
 
 
 def summarize(net):
-    from simulator.geometry import synapse_count
+    from spikeforge.simulator.geometry import synapse_count
 
     shapes = {p.name: p.shape for p in net.populations}
     return {
@@ -227,10 +228,9 @@ def summarize(net):
 
 
 def cmd_inspect(args):
-    from simulator import load_network
-
-    from benchmarks.inspect_cores import core_loads, plot_cores
-    from hwmodels.targets import load_target
+    from spikeforge.hwmodels.targets import load_target
+    from spikeforge.inspect_cores import core_loads, plot_cores
+    from spikeforge.simulator import load_network
 
     net = load_network(args.file, isolate=True)
     s = summarize(net)
@@ -245,7 +245,8 @@ def cmd_inspect(args):
     print(f"{args.file}: valid, format {s['attrs'].get('format_version')}, {s['cores']} cores")
     print(f"{'population':24} {'model':15} {'shape':>14} {'neurons':>9} {'θ mean':>9}")
     for p in s["populations"]:
-        print(f"{p['name']:24} {p['model']:15} {str(tuple(p['shape'])):>14} {p['neurons']:>9} {p['threshold_mean']:>9.4f}")
+        print(f"{p['name']:24} {p['model']:15} {str(tuple(p['shape'])):>14} {p['neurons']:>9} "
+              f"{p['threshold_mean']:>9.4f}")
     print(f"\n{'projection':24} {'kind':9} {'source -> target':40} {'synapses':>10}")
     for q in s["projections"]:
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")
@@ -282,8 +283,8 @@ def cmd_simulate(args):
     import numpy as np
     from tqdm import tqdm
 
-    import simulator
-    from simulator.atomic import atomic_output, write_text
+    from spikeforge import simulator
+    from spikeforge.simulator.atomic import atomic_output, write_text
 
     x = _load_array(args.input, args.x_key)
     y = _load_array(args.input, args.y_key) if args.y_key else None
@@ -311,9 +312,9 @@ def cmd_simulate(args):
 def cmd_report(args):
     from tqdm import tqdm
 
-    import hwmodels
-    from benchmarks.report import evaluate, write_report
-    from simulator import load_network
+    from spikeforge import hwmodels
+    from spikeforge.report import evaluate, write_report
+    from spikeforge.simulator import load_network
 
     x = _load_array(args.data, args.x_key)
     y = _load_array(args.data, args.y_key) if args.y_key else None
@@ -326,7 +327,7 @@ def cmd_report(args):
     bar.close()
     fixed = None
     if args.fixed_point:
-        from benchmarks.report import fixed_point_rows, fixed_point_table
+        from spikeforge.report import fixed_point_rows, fixed_point_table
 
         fbar = tqdm(total=len(x) * len(args.T) * len(targets), desc="fixed point (samples x T x targets)",
                     disable=None)
@@ -339,13 +340,13 @@ def cmd_report(args):
 
 
 def cmd_demo(args):
-    from benchmarks.demo import run_demo
+    from spikeforge.demo import run_demo
 
     run_demo(args.out, epochs=args.epochs, steps=args.T)
 
 
 def cmd_sweep(args):
-    from benchmarks import sweep
+    from spikeforge import sweep
 
     spec = sweep.load_spec(args.spec)
     rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
@@ -354,15 +355,15 @@ def cmd_sweep(args):
 
 
 def cmd_export_nir(args):
-    from interop.nir_export import export_nir
-    from simulator import load_network
+    from spikeforge.interop.nir_export import export_nir
+    from spikeforge.simulator import load_network
 
     export_nir(load_network(args.file, isolate=True), args.out)
     print(f"wrote {args.out}")
 
 
 def cmd_import_nir(args):
-    from interop.nir_import import import_nir
+    from spikeforge.interop.nir_import import import_nir
 
     import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement)
     print(f"wrote {args.out}")

@@ -1,0 +1,160 @@
+"""The whole conversion recipe as one library call: what `spikeforge convert` runs, for scripts and notebooks too.
+
+    net = convert_pipeline(model, x, ConvertSettings(neuron="group", tau=4, calibrate="fc", T=4, target="loihi"))
+    write_network(net, "net.h5")
+
+Steps, each optional except conversion: Stage I QC-finetuning for T steps (needs labels y), conversion (BN fusion,
+thresholds, spiking neurons), Stage II layer-wise calibration (cc | fc) for T steps, fixed point with the target's
+weight and membrane bits, and mapping onto the target's cores. Every setting is checked before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spikeforge.errors import UserError
+from spikeforge.simulator.network import SPIKING_MODELS, Network
+
+from .convert import convert
+
+__all__ = ["ConvertSettings", "convert_pipeline"]
+
+_CHOICES = {"norm": ("max", "percentile"), "neuron": ("if", "group", "multi_threshold"),
+            "payload": ("graded", "expanded", "parallel"), "pooling": ("fold", "spike"),
+            "calibrate": ("none", "cc", "fc"), "calib_loss": ("mse", "kl"), "placement": ("snake", "anneal")}
+
+
+@dataclass(frozen=True)
+class ConvertSettings:
+    """How a trained model becomes a network; the defaults are `spikeforge convert`'s (METHODS.md has the maths).
+
+    norm / percentile: thresholds from the max or a percentile of the calibration activations (a clip / QCFS
+    bound wins); v_init: initial membrane as a fraction of θ; neuron: "if", "group" (tau members) or
+    "multi_threshold" (levels); payload: graded events or expanded / parallel synapses; pooling: fold average
+    pooling into the next layer or re-encode it as spikes. T: the time steps Stage I / Stage II tune for.
+    qc_epochs > 0 runs Stage I (noise probability p, Adam qc_lr); calibrate "cc" / "fc" runs Stage II on
+    calib_samples samples. target (name or JSON path) maps onto its cores (placement); fixed_point quantizes to
+    the target's weight and membrane bits first.
+    """
+
+    norm: str = "percentile"
+    percentile: float = 99.99
+    v_init: float = 0.5
+    batch_size: int = 128
+    neuron: str = "if"
+    tau: int = 4
+    levels: int = 4
+    payload: str = "graded"
+    pooling: str = "fold"
+    T: int | None = None
+    qc_epochs: int = 0
+    p: float = 0.15
+    qc_lr: float = 1e-4
+    calibrate: str = "none"
+    calib_samples: int = 256
+    calib_epochs: int = 30
+    calib_loss: str = "mse"
+    calib_lr: float = 5e-4
+    target: str | None = None
+    placement: str = "anneal"
+    fixed_point: bool = False
+    name: str | None = None
+
+    def __post_init__(self):
+        for key, allowed in _CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if not 0 < self.percentile <= 100:
+            raise UserError(f"percentile must be in (0, 100], got {self.percentile}")
+        for key in ("batch_size", "tau", "levels", "calib_samples", "calib_epochs"):
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.T is not None and (isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1):
+            raise UserError(f"T must be an integer >= 1, got {self.T!r}")
+        if isinstance(self.qc_epochs, bool) or not isinstance(self.qc_epochs, int) or self.qc_epochs < 0:
+            raise UserError(f"qc_epochs must be an integer >= 0, got {self.qc_epochs!r}")
+        if (self.qc_epochs or self.calibrate != "none") and self.T is None:
+            raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
+        if self.fixed_point and self.target is None:
+            raise UserError("fixed_point takes its weight and membrane bits from a target: give target")
+        for key in ("p", "qc_lr", "calib_lr", "v_init"):
+            if not np.isfinite(getattr(self, key)) or getattr(self, key) < 0:
+                raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)!r}")
+
+    def replace(self, **changes) -> ConvertSettings:
+        """A copy with some settings changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _stage(progress, name, total):
+    """A per-step callback for one stage, reporting (stage, done, total, note) to `progress`."""
+    done = [0]
+
+    def step(note=""):
+        done[0] += 1
+        if progress is not None:
+            progress(name, done[0], total, note)
+    return step
+
+
+def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = ConvertSettings(), y=None,
+                     progress=None) -> Network:
+    """Stage I (optional) -> convert -> Stage II (optional) -> fixed point (optional) -> map (optional).
+
+    model: the trained ANN (left unchanged); x: calibration samples (N, *input shape), array or tensor;
+    y: integer labels of x (Stage I only); progress: callable(stage, done, total, note) after each step.
+    Returns the `Network`, ready for `write_network`.
+    """
+    s = settings
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    if x.ndim < 2 or len(x) == 0:
+        raise UserError(f"calibration samples must be shaped (N, *input shape) with N >= 1, got {tuple(x.shape)}")
+    target = None
+    if s.target is not None:
+        from spikeforge.hwmodels.targets import load_target
+
+        target = load_target(s.target)  # checked before hours of calibration, not after
+    batches = [x[i:i + s.batch_size] for i in range(0, len(x), s.batch_size)]
+    if s.qc_epochs > 0:
+        model = _stage_one(model, x, y, batches, s, progress)
+    step = _stage(progress, "calibration batches", len(batches))
+    net = convert(model, batches, norm=s.norm, percentile=s.percentile, v_init_fraction=s.v_init, name=s.name,
+                  progress=lambda i: step(), neuron=s.neuron, tau=s.tau, payload=s.payload, pooling=s.pooling,
+                  levels=s.levels)
+    if s.calibrate != "none":
+        from .calibration import calibrate
+
+        step = _stage(progress, f"calibrating ({s.calibrate}, T={s.T})",
+                      sum(p.model in SPIKING_MODELS for p in net.populations))
+        net = calibrate(net, model, x[:s.calib_samples], s.T, mode=s.calibrate, epochs=s.calib_epochs,
+                        loss=s.calib_loss, lr=s.calib_lr, progress=lambda name, msg: step(f"{name}: {msg}"))
+    if s.fixed_point:
+        from .fixed_point import to_fixed_point
+
+        if not target.limits.get("membrane_bits"):
+            raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
+        net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
+    if target is not None:
+        from .mapping import map_network
+
+        net = map_network(net, target, s.placement)
+    return net
+
+
+def _stage_one(model, x, y, batches, s, progress):
+    """Stage I: replace activations by quantization-clip-floor-shift ones for T steps and fine-tune."""
+    from .qc import qc_finetune, to_qc_ann
+
+    if y is None:
+        raise UserError("Stage I (qc_epochs > 0) fine-tunes on labelled data: give y, the labels of x")
+    y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1:
+        raise UserError(f"labels must be a 1-d integer array, got {y.dtype} of shape {tuple(y.shape)}")
+    if len(y) != len(x):
+        raise UserError(f"{len(y)} labels for {len(x)} calibration samples")
+    step = _stage(progress, f"Stage I QC-finetuning (T={s.T}, p={s.p})", s.qc_epochs)
+    return qc_finetune(to_qc_ann(model, s.T, s.p, batches[:8]), x, y.long(), epochs=s.qc_epochs, lr=s.qc_lr,
+                       progress=lambda epoch, loss: step(f"loss {loss:.4f}"))
