@@ -1,9 +1,16 @@
 # Two entry points, each creating its own virtual environment on a fresh machine:
 #   make demo   installs spikeforge and runs the main job (spikeforge demo)
-#   make test   installs spikeforge with its test extras and runs the test suite
+#   make test   installs spikeforge with its test extras, lints (ruff) and runs the test suite
+# and what the CI adds (.ci/run):
+#   make wheel-check   builds the wheel, installs it alone into a fresh virtual environment, runs
+#                      `spikeforge demo --quick` and the test suite against the installed package, from outside
+#                      the source tree (a spikeforge/ folder in the working directory would shadow the install)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spikeforge-installed
+WHEEL_DIR := build/wheelhouse
+WHEEL_VENV := build/wheel-venv
+ROOT := $(abspath .)
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,7 +24,25 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spikeforge demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
-.PHONY: install demo test
+wheel-check: $(STAMP)
+	rm -rf $(WHEEL_DIR) $(WHEEL_VENV) build/lib build/bdist.*
+	$(PY) -m pip wheel -q --no-deps -w $(WHEEL_DIR) .
+	$(PY) .ci/check_wheel.py $(WHEEL_DIR)/spikeforge-*.whl
+	python3 -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls $(WHEEL_DIR)/spikeforge-*.whl)[test]"
+	set -e; tmp=$$(mktemp -d); cd $$tmp; \
+	  $(ROOT)/$(WHEEL_VENV)/bin/python -c 'import spikeforge, sys; assert "$(WHEEL_VENV)" in spikeforge.__file__, spikeforge.__file__'; \
+	  $(ROOT)/$(WHEEL_VENV)/bin/spikeforge demo --quick --out demo; \
+	  test -s demo/report.md; \
+	  $(ROOT)/$(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ROOT)/tests; \
+	  cd /; rm -rf $$tmp
+
+.PHONY: install demo lint test wheel-check

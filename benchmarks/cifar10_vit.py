@@ -3,9 +3,9 @@
     python -m benchmarks.cifar10_vit --data-dir DATA --epochs 60 --out results/
 
 The table follows the ECMT paper's Table 1 (accuracy and energy ratio per T). Energy ratio: (MACs·4.6 +
-ACs·0.9 pJ) of the spiking network over MACs·4.6 pJ of the ANN, counted by `converter.ecmt`.
+ACs·0.9 pJ) of the spiking network over MACs·4.6 pJ of the ANN, counted by `spikeforge.converter.ecmt`.
 
-With --engine-images N the network is also exported to a file (`converter.ecmt_export`, probe passes on the
+With --engine-images N the network is also exported to a file (`spikeforge.converter.ecmt_export`, probe passes on the
 GPU when there is one) and the numba engine runs N random test images at each of --engine-steps, giving its
 own counts (synaptic events = ACs, MACs, spikes, packets) next to the reference's on the same images.
 """

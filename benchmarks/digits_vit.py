@@ -3,9 +3,9 @@
     python -m benchmarks.digits_vit [--steps 1 2 4 8 12]
 
 Trains DigitsViT (the tests' recipe, 40 epochs on CPU), exports it with and without relays
-(`converter.ecmt_export`), runs every test image in the numba engine at each T, and prints accuracy, the
-reference's ACs / MACs (`converter.ecmt`, the ECMT paper's bookkeeping) and the engine's synaptic events / MACs
-per image, with the energy ratio of each (E_AC 0.9 pJ, E_MAC 4.6 pJ over the ANN's MACs).
+(`spikeforge.converter.ecmt_export`), runs every test image in the numba engine at each T, and prints accuracy,
+the reference's ACs / MACs (`spikeforge.converter.ecmt`, the ECMT paper's bookkeeping) and the engine's synaptic
+events / MACs per image, with the energy ratio of each (E_AC 0.9 pJ, E_MAC 4.6 pJ over the ANN's MACs).
 """
 from __future__ import annotations
 

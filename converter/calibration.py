@@ -303,7 +303,7 @@ def parse_setting(text, defaults=FC_DEFAULTS):
 
     Keys: lr, n (calibration samples), epochs, bs (batch size), patience, loss (mse|kl), seed (which random
     training subset; 0 = the first n images), flip (add the mirrored images: 2n samples), bias, readout (see
-    converter.calibration.calibrate). Returns the full settings dict; ValueError names a bad word.
+    spikeforge.converter.calibration.calibrate). Returns the full settings dict; ValueError names a bad word.
     """
     out = dict(defaults)
     if text == "base":

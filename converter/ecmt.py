@@ -2,15 +2,15 @@
 
 A model's forward calls `ops.embed` (the analog input layer), `ops.linear(name, layer, x)` for every
 linear layer, `ops.mt(name, x)` before every matrix product operand, `ops.ln`, `ops.softmax`, `ops.gelu`
-and `ops.matmul` (see benchmarks.models.DigitsViT). Three implementations:
+and `ops.matmul` (see spikeforge.models.DigitsViT). Three implementations:
 - `AnnOps`: the plain ANN;
 - `StatsOps`: the ANN, recording the values at each `mt` point (base thresholds: p-th / (1-p)-th percentile);
 - `ECMTOps`: one time step of the spiking version: multi-threshold neurons at the `mt` points, expectation
   compensation for LayerNorm / softmax / GELU and the accumulating product for two spiking operands.
 Linear layers, residual additions and the class-token / position terms are linear, so running the same
 forward once per step with these ops makes the mean output over T approach the ANN's.
-A ViT written in plain torch gets this interface from torch.fx: `converter.vit_trace.trace_vit`. The
-exporter `converter.ecmt_export.export_ecmt` writes either kind into a network file.
+A ViT written in plain torch gets this interface from torch.fx: `spikeforge.converter.vit_trace.trace_vit`. The
+exporter `spikeforge.converter.ecmt_export.export_ecmt` writes either kind into a network file.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write an ECMT spiking transformer (a model written against the `ops` interface of `converter.ecmt`) into a
+"""Write an ECMT spiking transformer (a model written against the `ops` interface of `spikeforge.converter.ecmt`) into a
 network file: multi-threshold populations at the `mt` points (one per attention head where the value has
 heads), `ec` nodes for LayerNorm / softmax / GELU, `ec_matmul` nodes (one per head) for the products of two
 spiking operands, and every linear piece in between (linear layers, residual sums, class token and position

@@ -69,13 +69,11 @@ class ConvertSettings:
                 raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not 0 < self.percentile <= 100:
             raise UserError(f"percentile must be in (0, 100], got {self.percentile}")
-        for key in ("batch_size", "tau", "levels", "calib_samples", "calib_epochs"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
-        if self.T is not None and (isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1):
-            raise UserError(f"T must be an integer >= 1, got {self.T!r}")
-        if isinstance(self.qc_epochs, bool) or not isinstance(self.qc_epochs, int) or self.qc_epochs < 0:
-            raise UserError(f"qc_epochs must be an integer >= 0, got {self.qc_epochs!r}")
+        for key, least in (("batch_size", 1), ("tau", 1), ("levels", 1), ("calib_samples", 1), ("calib_epochs", 1),
+                           ("qc_epochs", 0)):
+            _check_int(key, getattr(self, key), least)
+        if self.T is not None:
+            _check_int("T", self.T, 1)
         if (self.qc_epochs or self.calibrate != "none") and self.T is None:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:
@@ -87,6 +85,11 @@ class ConvertSettings:
     def replace(self, **changes) -> ConvertSettings:
         """A copy with some settings changed (checked again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_int(key, value, least):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise UserError(f"{key} must be an integer >= {least}, got {value!r}")
 
 
 def _stage(progress, name, total):

@@ -1,8 +1,8 @@
 """torch.fx front end for ECMT: a Vision Transformer written in plain torch becomes a model of the `ops` interface.
 
 `trace_vit(model)` traces the module with torch.fx and checks every node once; the returned `TracedViT` has
-`forward(x, ops)`, so `collect_thresholds`, `ecmt_forward`, `ann_macs` (converter.ecmt) and `export_ecmt`
-(converter.ecmt_export) take it as they take a hand-written ops model. What each node becomes:
+`forward(x, ops)`, so `collect_thresholds`, `ecmt_forward`, `ann_macs` (spikeforge.converter.ecmt) and `export_ecmt`
+(spikeforge.converter.ecmt_export) take it as they take a hand-written ops model. What each node becomes:
 
 - a Conv2d or Linear whose input is still the analog image (only linear steps since the input): the analog
   input layer (`ops.embed`), as in the ECMT paper;

@@ -83,7 +83,7 @@ def check_exportable(net):
     xy = set(zip(net.cores.x.tolist(), net.cores.y.tolist()))
     if len(xy) != len(net.cores):
         raise SanaFeExportError("two cores share a mesh position: map the network first "
-                                "(converter.mapping.map_network) so every core has its own tile")
+                                "(spikeforge.converter.mapping.map_network) so every core has its own tile")
     depths(net)
 
 

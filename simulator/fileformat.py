@@ -413,7 +413,7 @@ def load_network(path, validate=True, isolate=False, timeout=None) -> Network:
     """Read a network file, check it, and return the in-memory `Network`.
 
     isolate: read in a child process (files from untrusted sources; the CLI does). libhdf5 can segfault or loop
-    forever on some corrupt metadata (a single flipped bit in an attribute message does it: benchmarks.fuzz_reader
+    forever on some corrupt metadata (a single flipped bit in an attribute message does it: tests/fuzz_reader.py
     found both), which nothing in-process can prevent; isolated, a crash or a read that takes longer than
     `timeout` seconds (default 60 s + 1 s per 20 MB of file) becomes a NetworkFileError like any other.
     """
@@ -468,11 +468,16 @@ def _load_isolated(path, validate, timeout):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    # the child must import the same spikeforge as this process: the folder holding it goes first on its path, and
+    # the child drops the current directory (-c puts it first), where a source checkout could shadow an install
+    import spikeforge
+
+    home = os.path.dirname(os.path.abspath(list(spikeforge.__path__)[0]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     limit = 60.0 + os.path.getsize(path) / 20e6 if timeout is None else float(timeout)
-    cmd = [sys.executable, "-c", "from spikeforge.simulator.fileformat import _isolated_main; _isolated_main()", path,
-           "1" if validate else "0"]
+    child = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+             "from spikeforge.simulator.fileformat import _isolated_main; _isolated_main()")
+    cmd = [sys.executable, "-c", child, path, "1" if validate else "0"]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=limit, env=env)
     except subprocess.TimeoutExpired:

@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+from spikeforge import __version__
+from spikeforge.errors import UserError
+
 EXAMPLES = {
     "demo": "spikeforge demo --out spikeforge-demo",
     "convert": "spikeforge convert --model spikeforge.models:DigitsResNet --weights resnet.pt "
@@ -25,17 +28,21 @@ EXAMPLES = {
 def _parser():
     p = argparse.ArgumentParser(prog="spikeforge", description="ANN-to-SNN conversion and event-driven "
                                 "neuromorphic hardware simulation.")
+    p.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text,
-                              epilog=f"example:\n  {EXAMPLES[name]}",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+        return cmd
 
     d = add("demo", "Train a small CNN on scikit-learn digits, convert it, and evaluate the SNN for several T.")
     d.add_argument("--out", default="spikeforge-demo", help="output folder (default: %(default)s)")
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="time steps to evaluate")
+    d.add_argument("--quick", action="store_true",
+                   help="a smoke run: 3 training epochs, T in 2 8, 120 test digits (seconds; for CI and a first look)")
 
     c = add("convert", "Convert a trained torch model into a network file.")
     c.add_argument("--model", required=True, help="MODULE:CALLABLE returning the torch.nn.Module")
@@ -74,6 +81,8 @@ def _parser():
                                     "file) instead of one core per layer")
     c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
                    help="core placement on the mesh with --target (default: %(default)s)")
+    c.add_argument("--fixed-point", action="store_true",
+                   help="quantize weights and membranes to the --target's bits before mapping")
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
@@ -132,18 +141,22 @@ def _load_model(spec, weights):
     import torch
 
     if ":" not in spec:
-        raise SystemExit(f"--model must be MODULE:CALLABLE, got {spec!r}")
+        raise UserError(f"--model must be MODULE:CALLABLE, got {spec!r}")
     mod, attr = spec.split(":", 1)
     sys.path.insert(0, os.getcwd())
-    model = getattr(importlib.import_module(mod), attr)()
+    try:
+        factory = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"--model {spec}: {exc}") from None
+    model = factory()
     if weights:
         import pickle
 
         try:  # weights_only: a checkpoint is data, never code (a pickled object could run anything on load)
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise ValueError(f"{weights}: not a weights-only checkpoint (a state_dict of tensors): "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise UserError(f"{weights}: not a weights-only checkpoint (a state_dict of tensors): "
+                            f"{str(exc).splitlines()[0]}") from None
         model.load_state_dict(state)
     return model
 
@@ -155,58 +168,57 @@ def _load_array(path, key):
     if isinstance(data, np.lib.npyio.NpzFile):
         names = list(data.keys())
         if key is None and not names:
-            raise SystemExit(f"{path}: empty .npz")
+            raise UserError(f"{path}: empty .npz")
         name = key or names[0]
         if name not in names:
-            raise SystemExit(f"{path}: no array {name!r} (has {names})")
+            raise UserError(f"{path}: no array {name!r} (has {names})")
         data = data[name]
     return data
 
 
+class _Bars:
+    """tqdm bars for a library call's progress(stage, done, total, note): one bar per stage."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, stage, done, total, note=""):
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            for old in self.bars.values():
+                old.close()
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=None)
+        bar.update(done - bar.n)
+        if note:
+            bar.set_postfix_str(note)
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
 def cmd_convert(args):
-    import torch
-    from tqdm import tqdm
+    from spikeforge.converter import write_network
+    from spikeforge.converter.pipeline import ConvertSettings, convert_pipeline
 
-    from spikeforge.converter import convert, write_network
-    from spikeforge.simulator.network import SPIKING_MODELS
-
+    settings = ConvertSettings(
+        norm=args.norm, percentile=args.percentile, v_init=args.v_init, batch_size=args.batch_size,
+        neuron=args.neuron, tau=args.tau, levels=args.levels, payload=args.payload, pooling=args.pooling, T=args.T,
+        qc_epochs=args.qc_epochs, p=args.p, qc_lr=args.qc_lr, calibrate=args.calibrate,
+        calib_samples=args.calib_samples, calib_epochs=args.epochs, calib_loss=args.loss, calib_lr=args.calib_lr,
+        target=args.target, placement=args.placement, fixed_point=args.fixed_point)
+    if args.qc_epochs and not args.y_key:
+        raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
     model = _load_model(args.model, args.weights)
-    x = torch.as_tensor(_load_array(args.calibration, args.key), dtype=torch.float32)
-    batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
-    if args.qc_epochs > 0:
-        from spikeforge.converter.qc import qc_finetune, to_qc_ann
-
-        if not (args.T and args.y_key):
-            raise SystemExit("--qc-epochs needs --T and --y-key (labels of the --calibration samples)")
-        y = torch.as_tensor(_load_array(args.calibration, args.y_key), dtype=torch.int64)
-        if len(y) != len(x):
-            raise SystemExit(f"{args.calibration}: {len(y)} labels in {args.y_key!r} for {len(x)} samples")
-        qbar = tqdm(total=args.qc_epochs, desc=f"Stage I QC-finetuning (T={args.T}, p={args.p})", disable=None)
-        model = qc_finetune(to_qc_ann(model, args.T, args.p, batches[:8]), x, y, epochs=args.qc_epochs,
-                            lr=args.qc_lr, progress=lambda e, loss: (qbar.update(1), qbar.set_postfix(loss=loss)))
-        qbar.close()
-    bar = tqdm(total=len(batches), desc="calibration batches", disable=None)
-    net = convert(model, batches, norm=args.norm, percentile=args.percentile, v_init_fraction=args.v_init,
-                  progress=lambda i: bar.update(1), neuron=args.neuron, tau=args.tau, payload=args.payload,
-                  levels=args.levels,
-                  pooling=args.pooling)
-    bar.close()
-    if args.calibrate != "none":
-        from spikeforge.converter.calibration import calibrate
-
-        if not args.T:
-            raise SystemExit("--calibrate needs --T")
-        layers = sum(p.model in SPIKING_MODELS for p in net.populations)
-        cbar = tqdm(total=layers, desc=f"calibrating ({args.calibrate}, T={args.T})", disable=None)
-        net = calibrate(net, model, x[:args.calib_samples], args.T, mode=args.calibrate, epochs=args.epochs,
-                        loss=args.loss, lr=args.calib_lr,
-                        progress=lambda name, msg: (cbar.update(1), cbar.set_postfix_str(f"{name}: {msg}")))
-        cbar.close()
-    if args.target:
-        from spikeforge.converter.mapping import map_network
-        from spikeforge.hwmodels.targets import load_target
-
-        net = map_network(net, load_target(args.target), args.placement)
+    x = _load_array(args.calibration, args.key)
+    y = _load_array(args.calibration, args.y_key) if args.y_key else None
+    bars = _Bars()
+    try:
+        net = convert_pipeline(model, x, settings, y=y, progress=bars)
+    finally:
+        bars.close()
     write_network(net, args.out)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
@@ -342,7 +354,10 @@ def cmd_report(args):
 def cmd_demo(args):
     from spikeforge.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, steps=args.T)
+    if args.quick:
+        run_demo(args.out, epochs=3, steps=(2, 8), test_samples=120)
+    else:
+        run_demo(args.out, epochs=args.epochs, steps=args.T)
 
 
 def cmd_sweep(args):
@@ -370,18 +385,38 @@ def cmd_import_nir(args):
 
 
 def main(argv=None):
+    """Run one subcommand; user mistakes exit 2 with `spikeforge <cmd>: error: ...`, anything else exits 1 with
+    one line (the traceback with --debug)."""
     args = _parser().parse_args(argv)
     t0 = time.time()
     try:
-        {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
-         "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir,
-         "import-nir": cmd_import_nir}[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:  # NetworkFileError, ConversionError included
-        print(f"spikeforge {args.command}: error: {exc}", file=sys.stderr)
+        COMMANDS[args.command](args)
+    except (ValueError, OSError) as exc:  # UserError (every error type of ours), missing / unreadable files
+        if args.debug:
+            raise
+        print(f"spikeforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"spikeforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: say so in one line, keep the traceback for --debug
+        if args.debug:
+            raise
+        print(f"spikeforge {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
     if args.command == "demo":
         print(f"done in {time.time() - t0:.1f} s")
     return 0
+
+
+def _one_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, UserError) else " ".join(text.split())
+
+
+COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
+            "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir, "import-nir": cmd_import_nir}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ a 'crash' (with its exit code and mutation), and the run goes on. Each such file
 the command line reads files, `load_network(isolate=True)` (a child process with a time limit), which must
 turn it into a NetworkFileError.
 
-    python -m benchmarks.fuzz_reader --examples 3000
+    python tests/fuzz_reader.py --examples 3000
 
 prints how many cases of each kind were generated and how each ended (tests/test_robustness.py runs the same
 check with fewer examples).

@@ -1,4 +1,4 @@
-"""Mapper (converter.mapping): partition limits, placement and hop counting on hand-made networks."""
+"""Mapper (spikeforge.converter.mapping): partition limits, placement and hop counting on hand-made networks."""
 import numpy as np
 import pytest
 

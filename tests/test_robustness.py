@@ -30,7 +30,7 @@ def base_file(tmp_path_factory):
 
 def test_malformed_files_are_rejected_cleanly_or_run(base_file, tmp_path):
     """Every generated malformation: NetworkFileError naming the file, or a valid network that runs; no other
-    exception, no crash, bounded reader memory (fuzz_reader.check). `python -m benchmarks.fuzz_reader` runs
+    exception, no crash, bounded reader memory (fuzz_reader.check). `python tests/fuzz_reader.py` runs
     more examples and prints the tally."""
     assert simulator.load_network(base_file)  # the base itself is valid
     tally, incidents = fuzz_reader.fuzz(base_file, tmp_path, N_EXAMPLES)
@@ -57,14 +57,15 @@ def test_isolated_reading_equals_in_process_and_survives_libhdf5_crashes(base_fi
     with pytest.raises(simulator.NetworkFileError, match="version 1.9 is not supported") as err:
         simulator.load_network(bad, isolate=True)
     assert str(bad) in str(err.value)
-    probe = [sys.executable, "-c", "import sys; from spikeforge.simulator import load_network; load_network(sys.argv[1])",
-             str(bad)]  # the in-process reader, in a process of its own
+    # the in-process reader, in a process of its own
+    probe = [sys.executable, "-c",
+             "import sys; from spikeforge.simulator import load_network; load_network(sys.argv[1])", str(bad)]
     for flip, message in (((929, 2), "the HDF5 library crashed reading this file"),
                           ((2273, 3), "reading did not finish within 5 s")):
         fuzz_reader.apply({"kind": "bitflip", "flips": [flip]}, base_file, bad)
         try:
             harmful = subprocess.run(probe, capture_output=True, timeout=5,
-                                     env=dict(os.environ, PYTHONPATH=os.getcwd())).returncode < 0
+                                     env=dict(os.environ)).returncode < 0
         except subprocess.TimeoutExpired:
             harmful = True
         if not harmful:  # a libhdf5 without this bug (or a different file layout): nothing to show here
@@ -148,7 +149,7 @@ def test_writer_killed_midway_leaves_the_old_file_intact(kind, base_file, tmp_pa
     else:
         export_nir(base_file, target)
     before = target.read_bytes()
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, kind, str(target)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     assert proc.stdout.readline().strip() == b"ready"

@@ -1,4 +1,4 @@
-"""Side-by-side with SANA-FE (benchmarks.sanafe_export / sanafe_compare) and the explicit synapse lists the export
+"""Side-by-side with SANA-FE (spikeforge.interop.sanafe) and the explicit synapse lists the export
 uses (simulator.geometry.explicit_synapses)."""
 import dataclasses
 

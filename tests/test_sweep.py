@@ -1,4 +1,4 @@
-"""Design-space sweeps (benchmarks.sweep): a small sweep on a local Dask cluster is killed midway and resumed
+"""Design-space sweeps (spikeforge.sweep): a small sweep on a local Dask cluster is killed midway and resumed
 without recomputing finished points; failing points are recorded and the sweep goes on."""
 import csv
 import json
@@ -43,7 +43,7 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(SPEC)
     store = str(tmp_path / "store")
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ)
     proc = subprocess.Popen(_sweep_cmd(str(spec_path)), cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240

@@ -1,5 +1,5 @@
-"""torch.fx front end for ECMT (converter.vit_trace): a ViT in plain torch, traced, behaves exactly like the same
-network written against the ops interface, exports to a file the engine runs, and bad nodes are named."""
+"""torch.fx front end for ECMT (spikeforge.converter.vit_trace): a ViT in plain torch, traced, behaves exactly like the
+same network written against the ops interface, exports to a file the engine runs, and bad nodes are named."""
 import numpy as np
 import pytest
 import torch

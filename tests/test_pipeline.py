@@ -1,0 +1,77 @@
+"""The convert pipeline as a library call (spikeforge.converter.pipeline): it runs exactly the steps its settings
+name, checks every setting before any work, and is what `spikeforge convert` runs."""
+import numpy as np
+import pytest
+
+import spikeforge as sf
+from spikeforge.converter import convert
+from spikeforge.converter.calibration import calibrate
+from spikeforge.converter.fixed_point import to_fixed_point
+from spikeforge.converter.mapping import map_network
+from spikeforge.converter.pipeline import ConvertSettings, convert_pipeline
+from spikeforge.errors import UserError
+from spikeforge.hwmodels import TargetError, load_target
+
+
+def _same_network(a, b):
+    assert [p.name for p in a.populations] == [p.name for p in b.populations]
+    for p, q in zip(a.populations, b.populations):
+        assert p.model == q.model
+        assert np.array_equal(p.threshold, q.threshold) and np.array_equal(p.v_init, q.v_init)
+    for p, q in zip(a.projections, b.projections):
+        assert (p.kind, p.source, p.target) == (q.kind, q.source, q.target)
+        assert (p.weight is None and q.weight is None) or np.array_equal(p.weight, q.weight)
+    for col in ("core_id", "chip", "x", "y", "population", "neuron_start", "neuron_stop"):
+        assert np.array_equal(getattr(a.cores, col), getattr(b.cores, col)), col
+
+
+def test_pipeline_equals_the_steps_it_names(trained_mlp, digits):
+    x = digits[0][:256]
+    settings = ConvertSettings(norm="max", calibrate="cc", T=4, calib_samples=64, target="loihi", fixed_point=True,
+                               placement="snake")
+    stages = []
+    net = convert_pipeline(trained_mlp, x.numpy(), settings, progress=lambda stage, done, total, note:
+                           stages.append((stage, done, total)))
+    loihi = load_target("loihi")
+    by_hand = convert(trained_mlp, [x[:128], x[128:]], norm="max")
+    by_hand = calibrate(by_hand, trained_mlp, x[:64], 4, mode="cc")
+    by_hand = map_network(to_fixed_point(by_hand, 8, 24), loihi, "snake")
+    _same_network(net, by_hand)
+    assert net.attrs["calibration"] == "cc T=4 N=64"
+    assert ("calibration batches", 2, 2) in stages
+    assert ("calibrating (cc, T=4)", 2, 2) in stages  # two spiking layers in the MLP
+    assert (net.attrs["numeric_mode"], net.attrs["weight_bits"], net.attrs["membrane_bits"]) == ("fixed", 8, 24)
+
+
+def test_pipeline_defaults_are_plain_conversion(trained_mlp, digits):
+    x = digits[0][:200]
+    _same_network(convert_pipeline(trained_mlp, x), convert(trained_mlp, [x[:128], x[128:]], norm="percentile",
+                                                            percentile=99.99))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"neuron": "lif"}, "neuron must be one of if, group, multi_threshold"),
+    ({"calibrate": "fc"}, "give T"),
+    ({"qc_epochs": 2}, "give T"),
+    ({"fixed_point": True}, "give target"),
+    ({"tau": 0}, "tau must be an integer >= 1"),
+    ({"T": 2.5}, "T must be an integer >= 1"),
+    ({"percentile": 101.0}, "percentile must be in (0, 100]"),
+    ({"calib_lr": float("nan")}, "calib_lr must be a finite number"),
+])
+def test_bad_settings_are_named_before_any_work(changes, words):
+    with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ConvertSettings(**changes)
+
+
+def test_unknown_target_and_missing_labels_fail_before_conversion(trained_mlp, digits):
+    x = digits[0][:64]
+    calls = []
+    with pytest.raises(TargetError, match="unknown target 'lohi'"):
+        convert_pipeline(trained_mlp, x, ConvertSettings(target="lohi"), progress=lambda *a: calls.append(a))
+    with pytest.raises(UserError, match="give y, the labels of x"):
+        convert_pipeline(trained_mlp, x, ConvertSettings(qc_epochs=1, T=2), progress=lambda *a: calls.append(a))
+    with pytest.raises(UserError, match="labels must be a 1-d integer array"):
+        convert_pipeline(trained_mlp, x, ConvertSettings(qc_epochs=1, T=2), y=np.zeros(64) + 0.5)
+    assert calls == []
+    assert sf.ConvertSettings is ConvertSettings and sf.convert_pipeline is convert_pipeline
