@@ -23,7 +23,7 @@ from spikeforge.converter.calibration import parse_setting
 from spikeforge.converter.qc import to_qc_ann
 from spikeforge.simulator.atomic import write_text
 
-from benchmarks.cifar10 import ARCHS, ann_accuracy, fine_calibrate, prepare_run, stage_one_kind
+from .cifar10 import ARCHS, ann_accuracy, fine_calibrate, prepare_run, stage_one_kind
 
 
 def split_accuracy(net, xte, yte, T, dev):

@@ -29,7 +29,7 @@ from spikeforge.converter.ecmt_export import export_ecmt
 from spikeforge.models import ViT
 from spikeforge.simulator.atomic import atomic_output, write_text
 
-from benchmarks.cifar10 import augment, prepare_run
+from .cifar10 import augment, prepare_run
 
 
 def train(model, xtr, ytr, epochs, lr, batch=256, wd=0.05, log=print):

@@ -32,7 +32,7 @@ def _nets():
     xtr, ytr, xte, yte = load_digits_split(seed=0)
     ann = train_classifier(DigitsResNet(), xtr, ytr, epochs=20, lr=0.05, seed=0)
     yield "digits-resnet", convert(ann, [xtr[:256]], norm="percentile", percentile=99.9), xte[:200].numpy()
-    from benchmarks.cifar10 import ARCHS
+    from .cifar10 import ARCHS
 
     r20 = ARCHS["resnet20"]().eval()  # structure only (random weights): mapping does not depend on values
     yield "cifar-resnet20", convert(r20, [torch.rand(16, 3, 32, 32)], norm="max"), None

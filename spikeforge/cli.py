@@ -19,7 +19,8 @@ EXAMPLES = {
     "report": "spikeforge report net.h5 --data test.npz --x-key x --y-key y --T 1 2 4 8 "
               "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
-    "sweep": "spikeforge sweep benchmarks/sweep_digits.toml --workers 2   # or --scheduler tcp://host:8786",
+    "sweep": "spikeforge sweep --example > sweep.toml && spikeforge sweep sweep.toml --workers 2   "
+             "# or --scheduler tcp://host:8786",
     "export-nir": "spikeforge export-nir net.h5 net.nir",
     "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --dt 1 --target loihi",
 }
@@ -116,7 +117,9 @@ def _parser():
     i.add_argument("--png", help="write the mesh load heatmap and the core graph to this PNG")
 
     w = add("sweep", "Run a design-space sweep spec (TOML) on Dask; resumable, one stored row per point.")
-    w.add_argument("spec", help="sweep spec (see benchmarks/sweep_digits.toml)")
+    w.add_argument("spec", nargs="?", help="sweep spec (TOML; --example prints a commented one)")
+    w.add_argument("--example", action="store_true", help="print an example spec (a digits MLP on three targets) "
+                                                          "and exit")
     w.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     w.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
     w.add_argument("--retry-errors", action="store_true", help="run the points that failed before again")
@@ -362,6 +365,14 @@ def cmd_demo(args):
 
 def cmd_sweep(args):
     from spikeforge import sweep
+
+    if args.example:
+        from importlib import resources
+
+        print(resources.files("spikeforge").joinpath("examples/sweep_digits.toml").read_text(encoding="utf-8"), end="")
+        return
+    if args.spec is None:
+        raise UserError("give a sweep spec file (spikeforge sweep --example prints one)")
 
     spec = sweep.load_spec(args.spec)
     rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)

@@ -1,4 +1,4 @@
-"""Design-space sweeps on Dask: `spikeforge sweep SPEC.toml [--scheduler ADDRESS] [--workers N]` (benchmarks.cli).
+"""Design-space sweeps on Dask: `spikeforge sweep SPEC.toml [--scheduler ADDRESS] [--workers N]` (spikeforge.cli).
 
 A spec names a network (a model factory trained here on a dataset, or a network file), the conversion recipe,
 the data, and axes; every combination of axis values is a point. Points run on Dask (a local cluster by
@@ -8,7 +8,7 @@ a failing point records its error and the sweep goes on. At the end: STORE/resul
 pandas + pyarrow are installed), Pareto plots (accuracy vs energy, accuracy vs latency, energy vs cores) and
 STORE/summary.md.
 
-Axes (docs in benchmarks/sweep_digits.toml): target, T, neuron ("if" | "group"), tau, weight_bits (0 = float),
+Axes (docs in `spikeforge sweep --example`): target, T, neuron ("if" | "group"), tau, weight_bits (0 = float),
 calibration ("none" | "cc": closed-form coarse calibration of the initial membranes), placement
 ("snake" | "anneal"), limits.<name> (any target limit: neurons_per_core, weight_bits, mesh_width, ...),
 energy_pj.<event> and time_ns.<event> (any target cost).

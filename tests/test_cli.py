@@ -109,3 +109,15 @@ def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
     assert "generic45nm | 32" not in md  # 32-bit "weights" are float: no fixed-point row
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["fixed_point"]
     assert [r["T"] for r in rows] == [4, 8] and all(r["agreement"] > 0.9 for r in rows)
+
+
+def test_sweep_example_is_shipped_and_loads(tmp_path, capsys):
+    from spikeforge import sweep
+
+    assert main(["sweep", "--example"]) == 0
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(capsys.readouterr().out)
+    spec = sweep.load_spec(str(spec_path))
+    assert spec["store"] == str(tmp_path / "sweep_digits")
+    assert main(["sweep"]) == 2
+    assert "spikeforge sweep: error: give a sweep spec file" in capsys.readouterr().err

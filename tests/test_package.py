@@ -109,7 +109,7 @@ def test_no_module_imports_a_bare_project_folder():
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
-                if top in FOLDERS and not (top == "benchmarks" and path.parent.name == "benchmarks"):
+                if top in FOLDERS:
                     bad.append(f"{path}:{node.lineno} imports {name}")
     assert not bad, "\n".join(bad)
 
