@@ -1,4 +1,4 @@
-"""Flatten a validated `Network` into the contiguous arrays the numba kernels take (done once per network)."""
+"""Flatten a validated `Network` into the bundles of contiguous arrays the numba kernels take (once per network)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,17 +54,19 @@ def _inverse(perm):
 
 @dataclass
 class FlatNetwork:
-    """Engine arrays of a network plus what is needed to translate results back."""
+    """Engine bundles of a network (see simulator.kernels) plus what is needed to translate results back."""
 
     net: Network
-    arrays: dict  # name -> array, passed to the kernels by keyword order
+    pops: K.Populations
+    projs: K.Projections
+    routing: K.Routing
     perms: list  # per population: engine -> canonical index
     n_cores: int
     static_per_core: np.ndarray  # (cores, 3): neuron updates, state bytes read, state bytes written per step
 
     @property
     def n_neurons(self):
-        return int(self.arrays["theta"].shape[0])
+        return int(self.pops.theta.shape[0])
 
 
 def fixed_vmax(net) -> float:
@@ -102,179 +104,227 @@ def _size_param(pop) -> int:
 
 
 def flatten(net: Network) -> FlatNetwork:
-    """Build engine arrays from a validated network (call `validate_network` or `load_network` first)."""
+    """Build the engine bundles from a validated network (call `validate_network` or `load_network` first)."""
     pops = net.populations
-    index = {p.name: i for i, p in enumerate(pops)}
     perms = [engine_order(p.shape) for p in pops]
     sizes = np.array([p.size for p in pops], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    mm_inner = {p.name: matmul_inner(net, p) for p in pops if p.model == "ec_matmul"}
+    core_of = _core_of(net, offsets, perms)
+    projs = _projection_arrays(net, perms, offsets, mm_inner)
+    return FlatNetwork(net=net, pops=_population_arrays(net, perms, sizes, offsets, mm_inner), projs=projs,
+                       routing=_routing_arrays(net, projs, offsets, core_of), perms=perms, n_cores=len(net.cores),
+                       static_per_core=_static_per_core(net))
+
+
+def _cat(chunks, dtype):
+    """Concatenate per-projection chunks into one array; a single zero when there are none."""
+    return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(1, dtype)
+
+
+def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
+    """Per-population codes and per-neuron parameters (engine order), what the neuron updates read."""
+    pops = net.populations
 
     def gather(field):
         return np.concatenate([getattr(p, field).astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
 
-    theta_neg = np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
-                                p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
-    core_of = _core_of(net, offsets, perms)
-    mm_inner = {p.name: matmul_inner(net, p) for p in pops if p.model == "ec_matmul"}
-    n_cores = len(net.cores)
-
-    weights, indptr, indices = [], [], []
-    w_pos = i_pos = x_pos = 0
-    rc_ptrs, rc_cores, rc_cnts = [], [], []
-    rc_pos = rc_entry = 0
-    cols = {k: [] for k in ("kind", "src", "tgt", "tgt_off", "tgt_n", "woff", "ioff", "xoff", "geom", "mac",
-                            "wbytes", "rc_off")}
-    pairs_src, pairs_core = [], []  # (global source neuron, destination core), for packets and hops
-    for proj in net.projections:
-        s, t = index[proj.source], index[proj.target]
-        src, tgt = pops[s], pops[t]
-        inv_t = _inverse(perms[t])
-        geom = np.zeros(13, np.int64)
-        if proj.kind == "pointwise" and not (_is_identity(perms[s]) and _is_identity(perms[t])):
-            # rows of a reordered (C, H, W) population: explicit synapses
-            proj = sparse_projection(proj.name, proj.source, proj.target, synapse_matrix(proj, src.shape, tgt.shape))
-        if proj.kind == "pointwise":  # per input channel: its nonzero (output channel, weight) pairs
-            kind = K.KIND_POINTWISE
-            d_out, d_in = proj.weight.shape
-            cols_c = np.asarray(proj.weight).T  # (d_in, d_out)
-            ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(cols_c, axis=1))]).astype(np.int64)
-            ch, out_ch = np.nonzero(cols_c)
-            indptr.append(ptr)
-            indices.append(out_ch.astype(np.int32))
-            weights.append(cols_c[ch, out_ch].astype(np.float32))
-            n_w = int(ptr[-1])
-            geom[:2] = (d_in, d_out)
-        elif proj.kind == "dense":
-            kind = K.KIND_DENSE
-            # rows per engine source neuron, columns in engine target order
-            w = proj.weight[np.ix_(perms[t], perms[s])].T
-            weights.append(np.ascontiguousarray(w, np.float32).reshape(-1))
-            n_w = w.size
-        elif proj.kind in ("matmul_a", "matmul_b"):  # operands are gathered by the node, which counts the work
-            kind = K.KIND_MM_A if proj.kind == "matmul_a" else K.KIND_MM_B
-            m, n = tgt.shape
-            inner = mm_inner[tgt.name]
-            geom[:6] = (m, inner, n, int(proj.transpose), src.shape[0], src.size // src.shape[0])
-            n_w = 0
-        elif proj.kind in ("sparse", "identity"):
-            kind = K.KIND_SPARSE
-            if proj.kind == "identity":
-                rows_c = np.arange(src.size + 1, dtype=np.int64)
-                cols_c = np.arange(src.size, dtype=np.int64)
-                data_c = np.ones(src.size, np.float32)
-            else:
-                rows_c, cols_c, data_c = proj.indptr.astype(np.int64), proj.indices.astype(np.int64), proj.weight
-            # reorder rows to engine source order and map columns to engine target indices
-            lengths = np.diff(rows_c)[perms[s]]
-            starts = rows_c[:-1][perms[s]]
-            ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            take = (np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1])).astype(np.int64)
-            indptr.append(ptr)
-            indices.append(inv_t[cols_c[take]].astype(np.int32))
-            weights.append(np.asarray(data_c, np.float32)[take])
-            n_w = int(ptr[-1])
-        else:
-            kind = K.KIND_CONV
-            (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, src.shape, tgt.shape)
-            cin, h, w_ = src.shape
-            cout, ho, wo = tgt.shape
-            groups = cin // cin_g
-            if proj.kind == "avgpool":
-                kern = np.full((groups, 1, kh, kw, 1), 1.0 / (kh * kw), np.float32)
-            else:  # (C_out, C_in/g, kh, kw) -> (g, C_in/g, kh, kw, C_out/g): output channels innermost
-                kern = proj.weight.reshape(groups, cout_g, cin_g, kh, kw).transpose(0, 2, 3, 4, 1)
-            weights.append(np.ascontiguousarray(kern, np.float32).reshape(-1))
-            n_w = kern.size
-            geom[:] = (cin, h, w_, cout, ho, wo, kh, kw, sh, sw, ph, pw, groups)
-        cols["kind"].append(kind)
-        cols["src"].append(s)
-        cols["tgt"].append(t)
-        cols["tgt_off"].append(offsets[t])
-        cols["tgt_n"].append(tgt.size)
-        cols["woff"].append(w_pos)
-        cols["ioff"].append(i_pos)
-        cols["xoff"].append(x_pos)
-        cols["geom"].append(geom)
-        # analog values: multiply-accumulates (the input layer always, the papers' convention); compute-node
-        # values through an identity or weights that are all 1 (routing, e.g. attention heads concatenated,
-        # a relay's stream): accumulations
-        cols["mac"].append(1 if src.model == "input" or (src.model in ANALOG_MODELS and not _routes_only(proj))
-                           else 0)
-        cols["wbytes"].append(WEIGHT_BYTES)
-        cols["rc_off"].append(rc_pos)
-        w_pos += n_w
-        has_csr = kind in (K.KIND_SPARSE, K.KIND_POINTWISE)  # these appended an indptr / indices pair
-        if has_csr:
-            i_pos += len(indptr[-1])
-            x_pos += int(indptr[-1][-1])
-        ptr_arr = indptr[-1] if has_csr else np.zeros(1, np.int64)
-        idx_arr = indices[-1] if has_csr else np.zeros(1, np.int32)
-        idx_arr = idx_arr.astype(np.uint32)
-        if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
-            rptr, rcore, rcnt = np.zeros(src.size + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-            node_cores = np.unique(core_of[offsets[t]:offsets[t + 1]])
-            pairs_src.append(offsets[s] + np.repeat(np.arange(src.size), len(node_cores)))
-            pairs_core.append(np.tile(node_cores, src.size).astype(np.int64))
-        else:
-            rptr, rcore, rcnt = K.row_core_table(kind, src.size, offsets[t], tgt.size, geom, 0, 0, ptr_arr, idx_arr,
-                                                 core_of, n_cores)
-        rc_ptrs.append(rptr + rc_entry)
-        rc_cores.append(rcore)
-        rc_cnts.append(rcnt)
-        rc_pos += src.size + 1
-        rc_entry += len(rcore)
-        pairs_src.append(offsets[s] + np.repeat(np.arange(src.size), np.diff(rptr)))
-        pairs_core.append(rcore.astype(np.int64))
-
-    n_total = int(offsets[-1])
-    n_packets, n_hops, fl_ptr, fl_id, flow_src, flow_dst = _packets_and_hops(net, core_of, pairs_src, pairs_core,
-                                                                             n_total, n_cores)
     in_ptr = np.zeros(len(pops) + 1, np.int64)
     in_proj = []
     for pi, pop in enumerate(pops):
         qs = [qi for qi, q in enumerate(net.projections) if q.target == pop.name]
         in_proj += qs
         in_ptr[pi + 1] = in_ptr[pi] + len(qs)
-
-    def cat(chunks, dtype):
-        return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(1, dtype)
-
-    arrays = dict(
-        pop_off=offsets[:-1].copy(), pop_n=sizes,
-        pop_model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
-        pop_reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
-        pop_tau=np.array([_size_param(p) for p in pops], np.int64),
-        pop_func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
-        pop_eps=np.array([p.eps for p in pops], np.float64),
-        # ec_matmul nodes: [A(t), B(t), S_A, S_B] in one auxiliary state vector, from pop_aux[p] to pop_aux[p + 1]
-        pop_aux=np.concatenate([[0], np.cumsum([2 * (p.shape[0] + p.shape[1]) * mm_inner[p.name]
-                                                if p.model == "ec_matmul" else 0 for p in pops])]).astype(np.int64),
-        pop_expand=np.array([p.payload == "expanded" for p in pops], np.int64),
-        pop_alpha=np.array([p.negative_slope for p in pops], np.float64),
-        pop_vmax=np.array([fixed_vmax(net) if p.model in ("if", "group") else 0.0 for p in pops], np.float64),
-        pop_flags=np.array([_flags(p) for p in pops], np.int64),
+    return K.Populations(
+        off=offsets[:-1].copy(), n=sizes,
+        model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
+        reset=np.array([_RESET_CODES[p.reset] for p in pops], np.int64),
+        tau=np.array([_size_param(p) for p in pops], np.int64),
+        expand=np.array([p.payload == "expanded" for p in pops], np.int64),
+        alpha=np.array([p.negative_slope for p in pops], np.float64),
+        vmax=np.array([fixed_vmax(net) if p.model in ("if", "group") else 0.0 for p in pops], np.float64),
+        flags=np.array([_flags(p) for p in pops], np.int64),
+        func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
+        eps=np.array([p.eps for p in pops], np.float64),
+        # ec_matmul nodes: [A(t), B(t), S_A, S_B] in one auxiliary state vector, from aux[p] to aux[p + 1]
+        aux=np.concatenate([[0], np.cumsum([2 * (p.shape[0] + p.shape[1]) * mm_inner[p.name]
+                                            if p.model == "ec_matmul" else 0 for p in pops])]).astype(np.int64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
-        theta=gather("threshold"), theta_neg=theta_neg, v_init=gather("v_init"), bias=gather("bias"),
+        theta=gather("threshold"),
+        theta_neg=np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
+                                  p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)]),
+        v_init=gather("v_init"), bias=gather("bias"),
         decay=np.concatenate([np.ones(p.size) if p.decay is None else p.decay.astype(np.float64)[perms[i]]
                               for i, p in enumerate(pops)]),
-        core_of=core_of, n_packets=n_packets, n_hops=n_hops, fl_ptr=fl_ptr, fl_id=fl_id, flow_src=flow_src,
-        flow_dst=flow_dst,
-        proj_kind=np.array(cols["kind"], np.int64), proj_src=np.array(cols["src"], np.int64),
-        proj_tgt_off=np.array(cols["tgt_off"], np.int64), proj_tgt_n=np.array(cols["tgt_n"], np.int64),
-        proj_woff=np.array(cols["woff"], np.int64), proj_ioff=np.array(cols["ioff"], np.int64),
-        proj_xoff=np.array(cols["xoff"], np.int64),
-        proj_geom=np.array(cols["geom"], np.int64).reshape(-1, 13),
-        proj_mac=np.array(cols["mac"], np.int64), proj_wbytes=np.array(cols["wbytes"], np.int64),
-        weights=cat(weights, np.float32), indptr=cat(indptr, np.int64), indices=cat(indices, np.uint32),
-        rc_off=np.array(cols["rc_off"], np.int64), rc_ptr=cat(rc_ptrs, np.int64), rc_core=cat(rc_cores, np.int32),
-        rc_cnt=cat(rc_cnts, np.int64),
     )
-    static = np.zeros((n_cores, 3), np.int64)
-    for ci in range(n_cores):
-        if pops[int(net.cores.population[ci])].model != "input":
+
+
+def _projection_arrays(net, perms, offsets, mm_inner) -> K.Projections:
+    """Every projection's kind, geometry and synapses, concatenated; the offsets say where each one's part starts."""
+    pops = net.populations
+    index = {p.name: i for i, p in enumerate(pops)}
+    names = ("kind", "src", "tgt_off", "tgt_n", "woff", "ioff", "xoff", "geom", "mac")
+    cols = {k: [] for k in names}
+    weights, indptr, indices = [], [], []
+    w_pos = i_pos = x_pos = 0
+    for proj in net.projections:
+        s, t = index[proj.source], index[proj.target]
+        src, tgt = pops[s], pops[t]
+        proj = _engine_projection(proj, src, tgt, perms[s], perms[t])
+        kind, geom, w, ptr, idx = _synapse_layout(proj, src, tgt, perms[s], perms[t], mm_inner)
+        for k, val in zip(names, (kind, s, offsets[t], tgt.size, w_pos, i_pos, x_pos, geom, _counts_macs(src, proj))):
+            cols[k].append(val)
+        if w is not None:
+            weights.append(w)
+            w_pos += len(w)
+        if ptr is not None:  # the CSR kinds
+            indptr.append(ptr)
+            indices.append(idx)
+            i_pos += len(ptr)
+            x_pos += int(ptr[-1])
+    return K.Projections(
+        kind=np.array(cols["kind"], np.int64), src=np.array(cols["src"], np.int64),
+        tgt_off=np.array(cols["tgt_off"], np.int64), tgt_n=np.array(cols["tgt_n"], np.int64),
+        woff=np.array(cols["woff"], np.int64), ioff=np.array(cols["ioff"], np.int64),
+        xoff=np.array(cols["xoff"], np.int64), geom=np.array(cols["geom"], np.int64).reshape(-1, 13),
+        mac=np.array(cols["mac"], np.int64), wbytes=np.full(len(net.projections), WEIGHT_BYTES, np.int64),
+        weights=_cat(weights, np.float32), indptr=_cat(indptr, np.int64), indices=_cat(indices, np.uint32),
+    )
+
+
+def _engine_projection(proj, src, tgt, perm_s, perm_t):
+    """The projection as the engine stores it: a pointwise one between reordered (C, H, W) populations becomes
+    explicit synapses (its rows are no longer token-wise)."""
+    if proj.kind == "pointwise" and not (_is_identity(perm_s) and _is_identity(perm_t)):
+        return sparse_projection(proj.name, proj.source, proj.target, synapse_matrix(proj, src.shape, tgt.shape))
+    return proj
+
+
+def _counts_macs(src, proj) -> int:
+    """1 when the projection's work counts as MACs, else 0 (synaptic operations).
+
+    Analog values: multiply-accumulates (the input layer always, the papers' convention); compute-node values
+    through an identity or weights that are all 1 (routing, e.g. attention heads concatenated, a relay's stream):
+    accumulations."""
+    return 1 if src.model == "input" or (src.model in ANALOG_MODELS and not _routes_only(proj)) else 0
+
+
+def _synapse_layout(proj, src, tgt, perm_s, perm_t, mm_inner):
+    """(kind, geom (13,), weights or None, indptr or None, indices or None) of one projection in engine order."""
+    if proj.kind == "pointwise":
+        return _pointwise_layout(proj)
+    if proj.kind == "dense":
+        return _dense_layout(proj, perm_s, perm_t)
+    if proj.kind in ("matmul_a", "matmul_b"):
+        return _matmul_layout(proj, src, tgt, mm_inner[tgt.name])
+    if proj.kind in ("sparse", "identity"):
+        return _sparse_layout(proj, src, perm_s, perm_t)
+    return _conv_layout(proj, src, tgt)
+
+
+def _pointwise_layout(proj):
+    """Per input channel its nonzero (output channel, weight) pairs, a CSR over d_in, shared by all tokens."""
+    geom = np.zeros(13, np.int64)
+    d_out, d_in = proj.weight.shape
+    cols_c = np.asarray(proj.weight).T  # (d_in, d_out)
+    ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(cols_c, axis=1))]).astype(np.int64)
+    ch, out_ch = np.nonzero(cols_c)
+    geom[:2] = (d_in, d_out)
+    return K.KIND_POINTWISE, geom, cols_c[ch, out_ch].astype(np.float32), ptr, out_ch.astype(np.int32)
+
+
+def _dense_layout(proj, perm_s, perm_t):
+    """One contiguous weight row per engine source neuron, columns in engine target order."""
+    w = proj.weight[np.ix_(perm_t, perm_s)].T
+    return K.KIND_DENSE, np.zeros(13, np.int64), np.ascontiguousarray(w, np.float32).reshape(-1), None, None
+
+
+def _matmul_layout(proj, src, tgt, inner):
+    """No weights: the node gathers its operands and counts their work; geom holds the operand's shape."""
+    geom = np.zeros(13, np.int64)
+    m, n = tgt.shape
+    geom[:6] = (m, inner, n, int(proj.transpose), src.shape[0], src.size // src.shape[0])
+    return K.KIND_MM_A if proj.kind == "matmul_a" else K.KIND_MM_B, geom, None, None, None
+
+
+def _sparse_layout(proj, src, perm_s, perm_t):
+    """CSR with rows in engine source order and columns mapped to engine target indices (identity: a diagonal)."""
+    if proj.kind == "identity":
+        rows_c = np.arange(src.size + 1, dtype=np.int64)
+        cols_c = np.arange(src.size, dtype=np.int64)
+        data_c = np.ones(src.size, np.float32)
+    else:
+        rows_c, cols_c, data_c = proj.indptr.astype(np.int64), proj.indices.astype(np.int64), proj.weight
+    lengths = np.diff(rows_c)[perm_s]
+    starts = rows_c[:-1][perm_s]
+    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = (np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1])).astype(np.int64)
+    idx = _inverse(perm_t)[cols_c[take]].astype(np.int32)
+    return K.KIND_SPARSE, np.zeros(13, np.int64), np.asarray(data_c, np.float32)[take], ptr, idx
+
+
+def _conv_layout(proj, src, tgt):
+    """Shared kernel (g, C_in/g, kh, kw, C_out/g), output channels innermost (conv, avgpool: 1/(kh·kw))."""
+    (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, src.shape, tgt.shape)
+    cin, h, w_ = src.shape
+    cout, ho, wo = tgt.shape
+    groups = cin // cin_g
+    if proj.kind == "avgpool":
+        kern = np.full((groups, 1, kh, kw, 1), 1.0 / (kh * kw), np.float32)
+    else:  # (C_out, C_in/g, kh, kw) -> (g, C_in/g, kh, kw, C_out/g)
+        kern = proj.weight.reshape(groups, cout_g, cin_g, kh, kw).transpose(0, 2, 3, 4, 1)
+    geom = np.array((cin, h, w_, cout, ho, wo, kh, kw, sh, sw, ph, pw, groups), np.int64)
+    return K.KIND_CONV, geom, np.ascontiguousarray(kern, np.float32).reshape(-1), None, None
+
+
+def _routing_arrays(net, projs, offsets, core_of) -> K.Routing:
+    """Where events go: row-core tables for the synapse counters, packets and hops per spike, core-to-core flows."""
+    n_cores = len(net.cores)
+    rc_off, rc_ptr, rc_core, rc_cnt, pairs_src, pairs_core = _row_core_tables(projs, offsets, core_of, n_cores)
+    n_packets, n_hops, fl_ptr, fl_id, flow_src, flow_dst = _packets_and_hops(net, core_of, pairs_src, pairs_core,
+                                                                             int(offsets[-1]), n_cores)
+    return K.Routing(core_of=core_of, n_packets=n_packets, n_hops=n_hops, rc_off=rc_off, rc_ptr=rc_ptr,
+                     rc_core=rc_core, rc_cnt=rc_cnt, fl_ptr=fl_ptr, fl_id=fl_id, flow_src=flow_src, flow_dst=flow_dst)
+
+
+def _row_core_tables(projs, offsets, core_of, n_cores):
+    """Per projection and source row: target cores and synapses on each (the engine counts synaptic work per core
+    from these), and the (source neuron, destination core) pairs that packets follow."""
+    rc_off, rc_ptrs, rc_cores, rc_cnts = [], [], [], []
+    rc_pos = rc_entry = 0
+    pairs_src, pairs_core = [], []
+    for q in range(len(projs.kind)):
+        kind, s = int(projs.kind[q]), int(projs.src[q])
+        n_src = int(offsets[s + 1] - offsets[s])
+        tgt_off, tgt_n = int(projs.tgt_off[q]), int(projs.tgt_n[q])
+        if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
+            rptr, rcore, rcnt = np.zeros(n_src + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+            node_cores = np.unique(core_of[tgt_off:tgt_off + tgt_n])
+            pairs_src.append(offsets[s] + np.repeat(np.arange(n_src), len(node_cores)))
+            pairs_core.append(np.tile(node_cores, n_src).astype(np.int64))
+        else:
+            rptr, rcore, rcnt = K.row_core_table(kind, n_src, tgt_off, tgt_n, projs.geom[q], int(projs.ioff[q]),
+                                                 int(projs.xoff[q]), projs.indptr, projs.indices, core_of, n_cores)
+        rc_off.append(rc_pos)
+        rc_ptrs.append(rptr + rc_entry)
+        rc_cores.append(rcore)
+        rc_cnts.append(rcnt)
+        rc_pos += n_src + 1
+        rc_entry += len(rcore)
+        pairs_src.append(offsets[s] + np.repeat(np.arange(n_src), np.diff(rptr)))
+        pairs_core.append(rcore.astype(np.int64))
+    return (np.array(rc_off, np.int64), _cat(rc_ptrs, np.int64), _cat(rc_cores, np.int32), _cat(rc_cnts, np.int64),
+            pairs_src, pairs_core)
+
+
+def _static_per_core(net) -> np.ndarray:
+    """(cores, 3) per step: neuron updates, state bytes read and written (input cores update nothing)."""
+    static = np.zeros((len(net.cores), 3), np.int64)
+    for ci in range(len(net.cores)):
+        if net.populations[int(net.cores.population[ci])].model != "input":
             n = int(net.cores.neuron_stop[ci] - net.cores.neuron_start[ci])
             static[ci] = (n, n * STATE_BYTES, n * STATE_BYTES)
-    return FlatNetwork(net, arrays, perms, n_cores, static)
+    return static
 
 
 def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):

@@ -99,37 +99,24 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     net = flat.net
     x = _check_inputs(flat, inputs)
     x = x[:, flat.perms[0]]
-    a = flat.arrays
     index = {p.name: i for i, p in enumerate(net.populations)}
-    rec_off = np.full(len(net.populations), -1, np.int64)
-    n_rec = 0
-    for name in record:
-        if name not in index or net.populations[index[name]].model not in SPIKING_MODELS:
-            raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
-        rec_off[index[name]] = n_rec
-        n_rec += net.populations[index[name]].size
+    rec_off, n_rec = _raster_index(net, record, index)
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
-    args = (a["pop_off"], a["pop_n"], a["pop_model"], a["pop_reset"], a["pop_tau"], a["pop_expand"], a["pop_alpha"], a["pop_vmax"],
-            a["pop_flags"], a["pop_func"],
-            a["pop_eps"], a["pop_aux"], rec_off, a["in_ptr"], a["in_proj"],
-            tr_ptr, tr_idx, a["theta"], a["theta_neg"], a["v_init"], a["bias"], a["decay"], a["core_of"], a["n_packets"], a["n_hops"],
-            # without record_links an all-zero fl_ptr gives every neuron an empty flow list: nothing is counted
-            a["fl_ptr"] if record_links else np.zeros_like(a["fl_ptr"]), a["fl_id"],
-            len(a["flow_src"]) if record_links else 0,
-            a["proj_kind"], a["proj_src"], a["proj_tgt_off"], a["proj_tgt_n"], a["proj_woff"], a["proj_ioff"],
-            a["proj_xoff"], a["proj_geom"], a["proj_mac"], a["proj_wbytes"], a["weights"], a["indptr"],
-            a["indices"], a["rc_off"], a["rc_ptr"], a["rc_core"], a["rc_cnt"], readout)
+    # without record_links an all-zero fl_ptr gives every neuron an empty flow list: nothing is counted
+    routing = flat.routing if record_links else flat.routing._replace(fl_ptr=np.zeros_like(flat.routing.fl_ptr))
+    n_flows = len(routing.flow_src) if record_links else 0
+    recording = K.Recording(rec_off, tr_ptr, tr_idx, n_rec, len(tr_idx), n_flows, bool(record_counts))
     B = len(x)
     nd = K.N_DYNAMIC_COUNTERS
     counters = np.zeros((T, flat.n_cores, len(COUNTERS)), np.int64)
     per_sample = np.zeros((B, len(COUNTERS)), np.int64)
-    flows = np.zeros((T, len(a["flow_src"]) if record_links else 0), np.int64)
+    flows = np.zeros((T, n_flows), np.int64)
     outputs, counts, rasters, traces = [], [], [], []
     for start in range(0, B, batch_size):
         chunk = np.ascontiguousarray(x[start:start + batch_size])
-        out, ctr, cnt, rec, tr, fl = K.run_batch(chunk, T, flat.n_cores, n_rec, len(tr_idx), bool(record_counts),
-                                                 *args)
+        out, ctr, cnt, rec, tr, fl = K.run_batch(chunk, T, flat.n_cores, readout, flat.pops, flat.projs, routing,
+                                                 recording)
         flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
@@ -148,12 +135,12 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     output = np.concatenate(outputs)[:, _inverse(flat.perms[readout])].reshape(B, *net.readout.shape)
     result = Result(output, counters, per_sample, T, core_population=net.cores.population.copy())
     if record_links:
-        result.flows, result.flow_src, result.flow_dst = flows, a["flow_src"].copy(), a["flow_dst"].copy()
+        result.flows, result.flow_src, result.flow_dst = flows, routing.flow_src.copy(), routing.flow_dst.copy()
     if record_counts:
         allc = np.concatenate(counts)
         for i, p in enumerate(net.populations):
             if p.model in SPIKING_MODELS:
-                seg = allc[:, a["pop_off"][i]:a["pop_off"][i] + p.size]
+                seg = allc[:, flat.pops.off[i]:flat.pops.off[i] + p.size]
                 result.spike_counts[p.name] = seg[:, _inverse(flat.perms[i])].reshape(B, *p.shape)
     if n_rec:
         allr = np.concatenate(rasters)
@@ -167,6 +154,18 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     return result
 
 
+def _raster_index(net, record, index):
+    """Raster column of each recorded population's first neuron (-1: not recorded) and the raster width."""
+    rec_off = np.full(len(net.populations), -1, np.int64)
+    n_rec = 0
+    for name in record:
+        if name not in index or net.populations[index[name]].model not in SPIKING_MODELS:
+            raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
+        rec_off[index[name]] = n_rec
+        n_rec += net.populations[index[name]].size
+    return rec_off, n_rec
+
+
 def _trace_index(flat, trace, index):
     """Trace requests grouped by population, as the kernel records them after each population's update."""
     net = flat.net
@@ -178,7 +177,7 @@ def _trace_index(flat, trace, index):
         p = net.populations[i]
         if p.model == "input" or not 0 <= int(neuron) < p.size:
             raise ValueError(f"cannot trace neuron {neuron} of {name!r} (size {p.size}, model {p.model})")
-        per_pop[i].append((k, flat.arrays["pop_off"][i] + _inverse(flat.perms[i])[int(neuron)]))
+        per_pop[i].append((k, flat.pops.off[i] + _inverse(flat.perms[i])[int(neuron)]))
     tr_ptr = np.zeros(len(net.populations) + 1, np.int64)
     for i, v in enumerate(per_pop):
         tr_ptr[i + 1] = tr_ptr[i] + len(v)

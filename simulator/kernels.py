@@ -1,8 +1,8 @@
-"""Numba kernels of the event-driven engine: plain arrays and scalars in and out.
+"""Numba kernels of the event-driven engine; they take bundles (namedtuples) of arrays built by simulator.arrays.
 
 Layout conventions (built by simulator.arrays):
 - neurons of all populations live in one global index space; population p owns
-  [pop_off[p], pop_off[p] + pop_n[p]); (C, H, W) populations are stored channel-last
+  [off[p], off[p] + n[p]); (C, H, W) populations are stored channel-last
   (index (y*W + x)*C + c) so that a conv event updates contiguous output channels;
 - an event is (local neuron index, payload value, multiplicity); a spike of an IF neuron
   carries θ; a group neuron's event carries (θ/τ)·S and, when its target expands payloads,
@@ -13,6 +13,7 @@ The engine accumulates membrane and currents in float64: results do not depend
 on summation order, hence not on the thread count either.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
@@ -28,6 +29,42 @@ C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
 N_DYNAMIC_COUNTERS = 6
 # geometry columns of a conv projection
 G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUPS = range(13)
+
+# Bundles the kernels take (numba passes a namedtuple of arrays as one argument). Kernels copy the fields they use
+# into locals before their loops: a field read inside a hot loop measurably slowed the neuron updates.
+# Per population p (0 is the input), int64 unless noted: neurons [off[p], off[p] + n[p]); model / reset / flags
+# (FLAG_*) / func (EC_*, -1) codes; tau: the model's size parameter (τ, levels, last dimension); expand: payloads
+# expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state; incoming
+# projections in_proj[in_ptr[p]:in_ptr[p + 1]]. Per neuron, float64: theta, theta_neg, v_init, bias, decay.
+Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "expand", "alpha", "vmax", "flags",
+                                         "func", "eps", "aux", "in_ptr", "in_proj", "theta", "theta_neg", "v_init",
+                                         "bias", "decay"))
+# Per projection q, int64: kind (KIND_*), source population, target neuron offset and size, offsets into
+# weights / indptr / indices, geom (q, 13) (G_* columns; (d_in, d_out) pointwise; matmul operand shape), mac
+# (analog work is counted as MACs), weight bytes per synapse. weights float32, indptr int64, indices uint32.
+Projections = namedtuple("Projections", ("kind", "src", "tgt_off", "tgt_n", "woff", "ioff", "xoff", "geom", "mac",
+                                         "wbytes", "weights", "indptr", "indices"))
+# Per neuron: core_of (int32), packets per event (int32) and their mesh hops (int64). Per projection q, the
+# target cores of source row e: rc_core[rc_ptr[rc_off[q] + e]:rc_ptr[rc_off[q] + e + 1]] with synapse counts
+# rc_cnt. Flows a neuron's packets take: fl_id[fl_ptr[i]:fl_ptr[i + 1]], flow k from core flow_src[k] to
+# flow_dst[k] (the kernels read fl_ptr / fl_id only; an all-zero fl_ptr counts no flow).
+Routing = namedtuple("Routing", ("core_of", "n_packets", "n_hops", "rc_off", "rc_ptr", "rc_core", "rc_cnt",
+                                 "fl_ptr", "fl_id", "flow_src", "flow_dst"))
+# What one run keeps (built by simulator.engine.run): raster column of population p's first neuron rec_off[p]
+# (-1: not recorded); traced neurons tr_idx[tr_ptr[p]:tr_ptr[p + 1]]; raster, trace and flow widths (int);
+# record_counts (bool): count spikes per neuron.
+Recording = namedtuple("Recording", ("rec_off", "tr_ptr", "tr_idx", "n_rec", "n_trace", "n_flows",
+                                     "record_counts"))
+# One sample's results: out: readout mean over T (engine order); ctr: (T, cores, N_DYNAMIC_COUNTERS) int64;
+# counts: spikes per neuron (if record_counts); rec: (T, recorded neurons) int8 spike raster (member spikes of a
+# group neuron, -1 for a negative spike, ±2^k for a multi-threshold level); trace: (T, traced neurons) membrane
+# after update; flows: (T, flows) int64 packets per core-to-core flow.
+Outputs = namedtuple("Outputs", ("out", "ctr", "counts", "rec", "trace", "flows"))
+# One sample's working state: v: membranes, the running input sum S(t) of EC nodes; prev: EC nodes'
+# (t-1)·F(S(t-1)/(t-1)), ec_matmul nodes' S_K(t-1)/(t-1); aux: ec_matmul operands; cur: this step's input
+# currents; the events population p queued: ev_idx / ev_val / ev_mult / ev_rec[off[p]:off[p] + ev_n[p]] (local
+# neuron, payload, multiplicity, what counts / rasters record); acc: readout sums.
+State = namedtuple("State", ("v", "prev", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n", "acc"))
 
 
 @njit(cache=True)
@@ -91,6 +128,7 @@ def _conv_events(cur, tgt_off, weights, w_off, geom, ev_idx, ev_val, k0, k1):
 
 @njit(cache=True)
 def _dense_events(cur, tgt_off, n_t, weights, w_off, ev_idx, ev_val, k0, k1):
+    """Deliver events k0..k1 through a dense matrix: one contiguous row of n_t weights per source neuron."""
     out = cur[tgt_off:tgt_off + n_t]
     for k in range(k0, k1):
         w0 = w_off + ev_idx[k] * n_t
@@ -121,6 +159,7 @@ def _pointwise_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_of
 
 @njit(cache=True)
 def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, ev_idx, ev_val, k0, k1):
+    """Deliver events k0..k1 through a CSR matrix: each source row lists its targets and weights."""
     out = cur[tgt_off:]
     for k in range(k0, k1):
         e = ev_idx[k]
@@ -133,127 +172,155 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
             out[idx[j]] += wrow[j] * val
 
 
-@njit(cache=True)
-def run_sample(x, T, ctr, out, counts, rec, trace,
-               pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-               theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
-               proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
-               proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
-               readout_pop, record_counts):
-    """Run one sample for T steps.
+@njit(cache=True, parallel=True)
+def run_batch(X, T, n_cores, readout, pops, projs, routing, recording):
+    """Run every row of X (B, input size, engine order) independently, samples in parallel.
 
-    x: input values (engine order); ctr: (T, cores, N_DYNAMIC_COUNTERS) int64, filled;
-    out: readout mean over T (engine order); counts: spikes per neuron (if record_counts);
-    rec: (T, recorded neurons) int8 spike raster (member spikes of a group neuron, -1 for a negative spike,
-         ±2^k for a multi-threshold level);
-    trace: (T, traced neurons) membrane after update.
+    Returns the Outputs fields (out, ctr, counts, rec, trace, flows), each with a leading batch axis.
     """
-    n_total = theta.shape[0]
-    n_pops = pop_off.shape[0]
-    v = v_init.copy()  # membranes; the running input sum S(t) of EC nodes
-    prev = np.zeros(n_total)  # EC nodes: (t-1)·F(S(t-1)/(t-1)); ec_matmul nodes: S_K(t-1)/(t-1)
-    aux = np.zeros(max(pop_aux[n_pops], 1))  # ec_matmul operands, see simulator.arrays
-    cur = np.zeros(n_total)
-    ev_idx = np.empty(n_total, np.int64)
-    ev_val = np.empty(n_total)
-    ev_mult = np.ones(n_total, np.int64)
-    ev_n = np.zeros(n_pops, np.int64)
-    acc = np.zeros(pop_n[readout_pop])
-    # the analog input is the same every step: its events are built once
-    n_in = 0
-    for i in range(pop_n[0]):
-        if x[i] != 0.0:
-            ev_idx[pop_off[0] + n_in] = i
-            ev_val[pop_off[0] + n_in] = x[i]
-            n_in += 1
-    ev_n[0] = n_in
+    B = X.shape[0]
+    n_total = pops.theta.shape[0]
+    ctr = np.zeros((B, T, n_cores, N_DYNAMIC_COUNTERS), np.int64)
+    out = np.zeros((B, pops.n[readout]))
+    counts = np.zeros((B, n_total if recording.record_counts else 1), np.int32)
+    rec = np.zeros((B, T, recording.n_rec), np.int8)
+    trace = np.zeros((B, T, recording.n_trace))
+    flows = np.zeros((B, T, recording.n_flows), np.int64)
+    for b in prange(B):
+        run_sample(X[b], T, readout, pops, projs, routing, recording,
+                   Outputs(out[b], ctr[b], counts[b], rec[b], trace[b], flows[b]))
+    return out, ctr, counts, rec, trace, flows
+
+
+@njit(cache=True)
+def run_sample(x, T, readout, pops, projs, routing, recording, o):
+    """Run one sample (x: input values, engine order) for T steps, filling its Outputs o."""
+    s = _new_state(pops, readout)
+    _input_events(x, pops, s)
     for t in range(T):
-        for p in range(1, n_pops):
-            off = pop_off[p]
-            n = pop_n[p]
-            for i in range(off, off + n):
-                cur[i] = bias[i]
-            for j in range(in_ptr[p], in_ptr[p + 1]):
-                q = in_proj[j]
-                s = proj_src[q]
-                s_off = pop_off[s]
-                ctr_kind = C_MACS if proj_mac[q] else C_SYNOPS
-                wb = proj_wbytes[q]
-                r0 = rc_off[q]
-                k0 = s_off
-                k1 = s_off + ev_n[s]
-                kind = proj_kind[q]
-                if kind == KIND_MM_A or kind == KIND_MM_B:
-                    _matmul_operand(kind, aux, pop_aux[p], proj_geom[q], ev_idx, ev_val, k0, k1, ctr, t,
-                                    core_of[proj_tgt_off[q]], ctr_kind)
-                elif kind == KIND_DENSE:
-                    _dense_events(cur, proj_tgt_off[q], proj_tgt_n[q], weights, proj_woff[q], ev_idx, ev_val, k0, k1)
-                elif kind == KIND_SPARSE:
-                    _sparse_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
-                                   proj_xoff[q], ev_idx, ev_val, k0, k1)
-                elif kind == KIND_POINTWISE:
-                    _pointwise_events(cur, proj_tgt_off[q], weights, proj_woff[q], indptr, proj_ioff[q], indices,
-                                      proj_xoff[q], proj_geom[q][0], proj_geom[q][1], ev_idx, ev_val, k0, k1)
-                else:
-                    _conv_events(cur, proj_tgt_off[q], weights, proj_woff[q], proj_geom[q], ev_idx, ev_val, k0, k1)
-                for k in range(k0, k1):
-                    e = ev_idx[k]
-                    mult = ev_mult[k]
-                    for r in range(rc_ptr[r0 + e], rc_ptr[r0 + e + 1]):
-                        c = rc_core[r]
-                        ctr[t, c, ctr_kind] += rc_cnt[r] * mult
-                        ctr[t, c, C_SYN_BYTES] += rc_cnt[r] * wb * mult
-            model = pop_model[p]
-            if model == MODEL_IF or model == MODEL_LIF:
-                reset = pop_reset[p]
-                m_ev = 0
-                rec0 = pop_rec_off[p]
-                vmax = pop_vmax[p]
-                leaky = model == MODEL_LIF
-                unit = vmax != 0.0 or (pop_flags[p] & FLAG_UNIT_SPIKE) != 0
-                strict = (pop_flags[p] & FLAG_STRICT_TEST) != 0
-                for i in range(off, off + n):
-                    m = _integrate(v[i] * decay[i] if leaky else v[i], cur[i], vmax)
-                    if m > theta[i] or (m == theta[i] and not strict):
-                        if reset == RESET_SUBTRACT:
-                            v[i] = m - theta[i]
-                        elif reset == RESET_ZERO:
-                            v[i] = 0.0
-                        else:
-                            v[i] = m
-                        m_ev = _emit(t, i, off, m_ev, 1.0 if unit else theta[i], 1, 1, rec0, ev_idx, ev_val,
-                                     ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts,
-                                     counts, rec)
-                    else:
-                        v[i] = m
-                ev_n[p] = m_ev
-            elif model == MODEL_GROUP:
-                _group_update(p, t, off, n, pop_tau[p], pop_expand[p], pop_reset[p], pop_vmax[p], pop_rec_off[p], v, cur,
-                              theta,
-                              ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows,
-                              record_counts, counts,
-                              rec)
-            elif model == MODEL_SIGNED:
-                _signed_update(p, t, off, n, pop_alpha[p], pop_rec_off[p], v, cur, theta, ev_idx, ev_val, ev_mult, ev_n,
-                               ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
-            elif model == MODEL_MULTI:
-                _multi_update(p, t, off, n, pop_tau[p], pop_rec_off[p], v, cur, theta, theta_neg, ev_idx, ev_val,
-                              ev_mult, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts,
-                              counts, rec)
-            elif model == MODEL_ECMM:
-                _matmul_update(p, t, off, n // pop_tau[p], pop_tau[p], pop_aux[p], pop_aux[p + 1], aux, v, prev, ev_idx,
-                               ev_val, ev_n, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
-            elif model == MODEL_EC:
-                _ec_update(p, t, off, n, pop_func[p], pop_tau[p], pop_eps[p], v, prev, cur, ev_idx, ev_val, ev_n, ctr,
-                           core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
-            elif model == MODEL_READOUT:
-                for i in range(n):
-                    acc[i] += cur[off + i]
-                    v[off + i] = acc[i]
-            for k in range(tr_ptr[p], tr_ptr[p + 1]):
-                trace[t, k] = v[tr_idx[k]]
+        for p in range(1, pops.off.shape[0]):
+            _input_currents(p, t, pops, projs, routing, s, o.ctr)
+            _update(p, t, pops, routing, recording, s, o)
+            _record_trace(p, t, recording, s.v, o.trace)
+    acc = s.acc
+    out = o.out
     for i in range(acc.shape[0]):
         out[i] = acc[i] / T
+
+
+@njit(cache=True)
+def _new_state(pops, readout):
+    """A sample's fresh State: membranes at v_init, sums and currents zero, no events queued (ev_mult one)."""
+    n_total = pops.theta.shape[0]
+    n_pops = pops.off.shape[0]
+    return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(max(pops.aux[n_pops], 1)), np.zeros(n_total),
+                 np.empty(n_total, np.int64), np.empty(n_total), np.ones(n_total, np.int64),
+                 np.empty(n_total, np.int64), np.zeros(n_pops, np.int64), np.zeros(pops.n[readout]))
+
+
+@njit(cache=True)
+def _input_events(x, pops, s):
+    """Queue the nonzero input values as the input population's events, once: the input is the same every step."""
+    off = pops.off[0]
+    ev_idx = s.ev_idx
+    ev_val = s.ev_val
+    n_in = 0
+    for i in range(pops.n[0]):
+        if x[i] != 0.0:
+            ev_idx[off + n_in] = i
+            ev_val[off + n_in] = x[i]
+            n_in += 1
+    s.ev_n[0] = n_in
+
+
+@njit(cache=True)
+def _input_currents(p, t, pops, projs, routing, s, ctr):
+    """Set population p's input currents of step t: its bias plus the queued events of every incoming projection."""
+    cur = s.cur
+    bias = pops.bias
+    off = pops.off[p]
+    for i in range(off, off + pops.n[p]):
+        cur[i] = bias[i]
+    for j in range(pops.in_ptr[p], pops.in_ptr[p + 1]):
+        _deliver(p, pops.in_proj[j], t, pops, projs, routing, s, ctr)
+
+
+@njit(cache=True)
+def _deliver(p, q, t, pops, projs, routing, s, ctr):
+    """Deliver the source's queued events through projection q into population p and count their synaptic work."""
+    src = projs.src[q]
+    k0 = pops.off[src]
+    k1 = k0 + s.ev_n[src]
+    ctr_kind = C_MACS if projs.mac[q] else C_SYNOPS
+    kind = projs.kind[q]
+    cur = s.cur
+    ev_idx = s.ev_idx
+    ev_val = s.ev_val
+    weights = projs.weights
+    tgt_off = projs.tgt_off[q]
+    w_off = projs.woff[q]
+    if kind == KIND_MM_A or kind == KIND_MM_B:
+        _matmul_operand(kind, s.aux, pops.aux[p], projs.geom[q], ev_idx, ev_val, k0, k1, ctr, t,
+                        routing.core_of[tgt_off], ctr_kind)
+    elif kind == KIND_DENSE:
+        _dense_events(cur, tgt_off, projs.tgt_n[q], weights, w_off, ev_idx, ev_val, k0, k1)
+    elif kind == KIND_SPARSE:
+        _sparse_events(cur, tgt_off, weights, w_off, projs.indptr, projs.ioff[q], projs.indices, projs.xoff[q],
+                       ev_idx, ev_val, k0, k1)
+    elif kind == KIND_POINTWISE:
+        geom = projs.geom[q]
+        _pointwise_events(cur, tgt_off, weights, w_off, projs.indptr, projs.ioff[q], projs.indices, projs.xoff[q],
+                          geom[0], geom[1], ev_idx, ev_val, k0, k1)
+    else:
+        _conv_events(cur, tgt_off, weights, w_off, projs.geom[q], ev_idx, ev_val, k0, k1)
+    _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, k0, k1, s, routing, ctr)
+
+
+@njit(cache=True)
+def _count_synapses(t, r0, wb, ctr_kind, k0, k1, s, routing, ctr):
+    """Count events k0..k1's synaptic operations (or MACs) and weight bytes on each target core (row-core table
+    from r0): per core, not per synapse, so counting costs far less than delivering."""
+    ev_idx = s.ev_idx
+    ev_mult = s.ev_mult
+    rc_ptr = routing.rc_ptr
+    rc_core = routing.rc_core
+    rc_cnt = routing.rc_cnt
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        mult = ev_mult[k]
+        for r in range(rc_ptr[r0 + e], rc_ptr[r0 + e + 1]):
+            c = rc_core[r]
+            ctr[t, c, ctr_kind] += rc_cnt[r] * mult
+            ctr[t, c, C_SYN_BYTES] += rc_cnt[r] * wb * mult
+
+
+@njit(cache=True)
+def _update(p, t, pops, routing, recording, s, o):
+    """Update population p's neurons from this step's currents by its model, then count the events they queued."""
+    model = pops.model[p]
+    if model == MODEL_IF or model == MODEL_LIF:
+        _if_update(p, pops, s)
+    elif model == MODEL_GROUP:
+        _group_update(p, pops, s)
+    elif model == MODEL_SIGNED:
+        _signed_update(p, pops, s)
+    elif model == MODEL_MULTI:
+        _multi_update(p, pops, s)
+    elif model == MODEL_ECMM:
+        _matmul_update(p, t, pops, s)
+    elif model == MODEL_EC:
+        _ec_update(p, t, pops, routing.core_of, s, o.ctr)
+    elif model == MODEL_READOUT:
+        _readout_update(p, pops, s)
+    _count_events(p, t, model == MODEL_EC or model == MODEL_ECMM, pops, routing, recording, s, o)
+
+
+@njit(cache=True)
+def _record_trace(p, t, recording, v, trace):
+    """Keep the membranes of population p's traced neurons after its update of step t."""
+    tr_idx = recording.tr_idx
+    for k in range(recording.tr_ptr[p], recording.tr_ptr[p + 1]):
+        trace[t, k] = v[tr_idx[k]]
 
 
 @njit(cache=True, inline="always")
@@ -266,8 +333,42 @@ def _integrate(v, current, vmax):
     return min(max(m, -vmax - 1.0), vmax)
 
 
+@njit(cache=True)
+def _count_events(p, t, analog, pops, routing, recording, s, o):
+    """Count population p's queued events of step t: packets, hops and flows; for spikes also the spikes (times
+    their multiplicity), per-neuron counts and raster entries. Apart from the neuron loops, so that these touch
+    only membranes and the queue."""
+    off = pops.off[p]
+    rec0 = recording.rec_off[p]
+    record_counts = recording.record_counts
+    ev_idx = s.ev_idx
+    ev_mult = s.ev_mult
+    ev_rec = s.ev_rec
+    ctr = o.ctr
+    counts = o.counts
+    rec = o.rec
+    flows = o.flows
+    core_of = routing.core_of
+    n_packets = routing.n_packets
+    n_hops = routing.n_hops
+    fl_ptr = routing.fl_ptr
+    fl_id = routing.fl_id
+    for k in range(off, off + s.ev_n[p]):
+        i = off + ev_idx[k]
+        if analog:  # a compute node's value: packets and hops count, spikes do not
+            _count_packets(t, i, 1, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id)
+            continue
+        mult = ev_mult[k]
+        ctr[t, core_of[i], C_SPIKES] += mult
+        _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id)
+        if record_counts:
+            counts[i] += ev_rec[k]
+        if rec0 >= 0:
+            rec[t, rec0 + i - off] = ev_rec[k]
+
+
 @njit(cache=True, inline="always")
-def _count_packets(t, i, mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows):
+def _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id):
     """Count the packets and hops of `mult` events of neuron i, and each packet on its core-to-core flow."""
     c = core_of[i]
     ctr[t, c, C_PACKETS] += n_packets[i] * mult
@@ -277,124 +378,164 @@ def _count_packets(t, i, mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, f
 
 
 @njit(cache=True, inline="always")
-def _emit(t, i, off, m_ev, val, mult, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
-          flows,
-          record_counts, counts, rec):
-    """Queue neuron i's event (payload val, delivered mult times) and count it; s is what counts/rasters record.
+def _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, val, mult, sv):
+    """Queue neuron i's event: payload val, delivered mult times; sv is what counts/rasters record.
 
     Returns the population's new event count.
     """
     ev_idx[off + m_ev] = i - off
     ev_val[off + m_ev] = val
     ev_mult[off + m_ev] = mult
-    ctr[t, core_of[i], C_SPIKES] += mult
-    _count_packets(t, i, mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
-    if record_counts:
-        counts[i] += s
-    if rec0 >= 0:
-        rec[t, rec0 + i - off] = s
+    ev_rec[off + m_ev] = sv
+    return m_ev + 1
+
+
+@njit(cache=True, inline="always")
+def _queue_value(ev_idx, ev_val, off, m_ev, i, val):
+    """Queue a compute node's analog output val of neuron i. Returns the population's new event count."""
+    ev_idx[off + m_ev] = i - off
+    ev_val[off + m_ev] = val
     return m_ev + 1
 
 
 @njit(cache=True)
-def _group_update(p, t, off, n, tau, expand, reset, vmax, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
-                  n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
+def _if_update(p, pops, s):
+    """IF / LIF neurons: m = v·decay (LIF) + I; a spike (θ, or 1 for unit spikes) when m reaches θ, then reset."""
+    off = pops.off[p]
+    n = pops.n[p]
+    reset = pops.reset[p]
+    vmax = pops.vmax[p]
+    leaky = pops.model[p] == MODEL_LIF
+    unit = vmax != 0.0 or (pops.flags[p] & FLAG_UNIT_SPIKE) != 0
+    strict = (pops.flags[p] & FLAG_STRICT_TEST) != 0
+    v = s.v
+    cur = s.cur
+    theta = pops.theta
+    decay = pops.decay
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
+    m_ev = 0
+    for i in range(off, off + n):
+        m = _integrate(v[i] * decay[i] if leaky else v[i], cur[i], vmax)
+        if m > theta[i] or (m == theta[i] and not strict):
+            if reset == RESET_SUBTRACT:
+                v[i] = m - theta[i]
+            elif reset == RESET_ZERO:
+                v[i] = 0.0
+            else:
+                v[i] = m
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
+        else:
+            v[i] = m
+    s.ev_n[p] = m_ev
+
+
+@njit(cache=True)
+def _group_update(p, pops, s):
     """Group neurons (Lv et al.): τ IF members with thresholds jθ/τ share one membrane.
 
     S = #{j : m >= jθ/τ}; v = m - (θ/τ)·S; one event with payload (θ/τ)·S. Member spikes
     (S) are what `counts`/`rec` record; packets and spikes count S when payloads are expanded.
     """
+    off = pops.off[p]
+    n = pops.n[p]
+    tau = pops.tau[p]
+    expand = pops.expand[p]
+    reset = pops.reset[p]
+    vmax = pops.vmax[p]
+    v = s.v
+    cur = s.cur
+    theta = pops.theta
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
     m_ev = 0
     for i in range(off, off + n):
         m = _integrate(v[i], cur[i], vmax)
-        s = 0
+        sv = 0
         for j in range(1, tau + 1):
             if m >= theta[i] * j / tau:
-                s += 1
+                sv += 1
             else:
                 break
-        if s > 0:
+        if sv > 0:
             unit = theta[i] / tau
             if reset == RESET_SUBTRACT:
-                v[i] = m - unit * s
+                v[i] = m - unit * sv
             elif reset == RESET_ZERO:
                 v[i] = 0.0
             else:
                 v[i] = m
-            m_ev = _emit(t, i, off, m_ev, (unit if vmax == 0.0 else 1.0) * s, s if expand else 1, s, rec0, ev_idx,
-                         ev_val, ev_mult, ctr,
-                         core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, (unit if vmax == 0.0 else 1.0) * sv,
+                          sv if expand else 1, sv)
         else:
             v[i] = m
-    ev_n[p] = m_ev
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)
-def _signed_update(p, t, off, n, alpha, rec0, v, cur, theta, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of, n_packets,
-                   n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
+def _signed_update(p, pops, s):
     """Signed IF neurons (Leaky ReLU networks, Wang et al.): the membrane is kept in [0, θ).
 
     m = v + I; a positive spike (value θ) if m >= θ, a negative spike (value -α·θ) if m < 0;
     v = m - s·θ. With v0 = θ/2 the count over T steps rounds T·x/θ to the nearest integer on both
     sides, so the mean value is LeakyReLU_α of the quantized, clipped input.
     """
+    off = pops.off[p]
+    n = pops.n[p]
+    alpha = pops.alpha[p]
+    v = s.v
+    cur = s.cur
+    theta = pops.theta
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
     m_ev = 0
     for i in range(off, off + n):
         m = v[i] + cur[i]
-        s = 0
+        sv = 0
         if m >= theta[i]:
-            s = 1
+            sv = 1
         elif m < 0.0:
-            s = -1
-        if s != 0:
-            v[i] = m - s * theta[i]
-            m_ev = _emit(t, i, off, m_ev, theta[i] if s > 0 else -alpha * theta[i], 1, s, rec0, ev_idx, ev_val,
-                         ev_mult, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
+            sv = -1
+        if sv != 0:
+            v[i] = m - sv * theta[i]
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i,
+                          theta[i] if sv > 0 else -alpha * theta[i], 1, sv)
         else:
             v[i] = m
-    ev_n[p] = m_ev
-
-
-@njit(cache=True, inline="always")
-def _emit_value(t, i, off, m_ev, val, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows):
-    """Queue a compute node's analog output val of neuron i as an event: packets and hops count, spikes do not.
-
-    Returns the population's new event count.
-    """
-    ev_idx[off + m_ev] = i - off
-    ev_val[off + m_ev] = val
-    _count_packets(t, i, 1, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id, flows)
-    return m_ev + 1
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)
-def _multi_update(p, t, off, n, levels, rec0, v, cur, theta, theta_neg, ev_idx, ev_val, ev_mult, ev_n, ctr, core_of,
-                  n_packets, n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec):
+def _multi_update(p, pops, s):
     """Multi-threshold neurons (ECMT): levels θ·2^k and -θ_neg·2^k, k < n; at most one event per step.
 
     m = v + I; the largest k with m >= θ·2^k - θ/2 fires θ·2^k, else (unless one-sided) the largest k with
     m < -θ_neg·2^k + θ_neg/2 fires -θ_neg·2^k; v = m - level. Counts/rasters record ±2^k (the level
     in units of its base threshold); the event carries the level itself.
     """
+    off = pops.off[p]
+    n = pops.n[p]
+    levels = pops.tau[p]
+    v = s.v
+    cur = s.cur
+    theta = pops.theta
+    theta_neg = pops.theta_neg
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
     m_ev = 0
     for i in range(off, off + n):
         m = v[i] + cur[i]
-        s = 0
+        sv = 0
         for k in range(levels):
             if m >= theta[i] * 2.0 ** k - theta[i] / 2:
-                s = 1 << k
-        if s == 0 and theta_neg[i] > 0.0:  # θ_neg = 0: a one-sided neuron (positive levels only)
+                sv = 1 << k
+        if sv == 0 and theta_neg[i] > 0.0:  # θ_neg = 0: a one-sided neuron (positive levels only)
             for k in range(levels):
                 if m < -theta_neg[i] * 2.0 ** k + theta_neg[i] / 2:
-                    s = -(1 << k)
-        if s != 0:
-            level = theta[i] * s if s > 0 else theta_neg[i] * s
+                    sv = -(1 << k)
+        if sv != 0:
+            level = theta[i] * sv if sv > 0 else theta_neg[i] * sv
             v[i] = m - level
-            m_ev = _emit(t, i, off, m_ev, level, 1, s, rec0, ev_idx, ev_val, ev_mult, ctr, core_of, n_packets,
-                         n_hops, fl_ptr, fl_id, flows, record_counts, counts, rec)
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, level, 1, sv)
         else:
             v[i] = m
-    ev_n[p] = m_ev
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)
@@ -416,14 +557,23 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core,
 
 
 @njit(cache=True)
-def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
-                   n_hops, fl_ptr, fl_id, flows):
+def _matmul_update(p, t, pops, s):
     """Accumulating EC matrix product (ECMT) of an (M, N) node from A(t) (M, K) and B(t) (K, N).
 
     S_K(t) = S_K(t-1) + A(t)B(t) + A(t)S_B(t-1) + S_A(t-1)B(t) = S_A(t)S_B(t); O(t) = S_K(t)/t - S_K(t-1)/(t-1),
-    so Σ_{t<=T} O(t) = T·mean(A)·mean(B). S_K lives in `total`, S_K(t-1)/(t-1) in `prev`. Nonzero O(t)
-    leave as analog events (packets and hops counted); the operand work was counted as the events came in.
+    so Σ_{t<=T} O(t) = T·mean(A)·mean(B). S_K lives in `total` (the membranes), S_K(t-1)/(t-1) in `prev`. Nonzero
+    O(t) leave as analog events (packets and hops counted); the operand work was counted as the events came in.
     """
+    off = pops.off[p]
+    n = pops.tau[p]
+    mm = pops.n[p] // n
+    base = pops.aux[p]
+    end = pops.aux[p + 1]
+    aux = s.aux
+    total = s.v
+    prev = s.prev
+    ev_idx = s.ev_idx
+    ev_val = s.ev_val
     inner = (end - base) // (2 * (mm + n))  # the aux block holds 2·(M + N)·K values
     a_t, b_t = base, base + mm * inner
     s_a, s_b = base + mm * inner + inner * n, base + 2 * mm * inner + inner * n
@@ -438,20 +588,18 @@ def _matmul_update(p, t, off, mm, n, base, end, aux, total, prev, ev_idx, ev_val
                 acc += a * (b + aux[s_b + k * n + j]) + aux[s_a + i * inner + k] * b
             e = off + i * n + j
             total[e] += acc
-            o = total[e] / tt - prev[e]
+            o_e = total[e] / tt - prev[e]
             prev[e] = total[e] / tt
-            if o != 0.0:
-                m_ev = _emit_value(t, e, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
-                                   flows)
+            if o_e != 0.0:
+                m_ev = _queue_value(ev_idx, ev_val, off, m_ev, e, o_e)
     for k in range(mm * inner + inner * n):  # S_A += A(t), S_B += B(t); clear the step's operands
         aux[s_a + k] += aux[a_t + k]
         aux[a_t + k] = 0.0
-    ev_n[p] = m_ev
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)
-def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val, ev_n, ctr, core_of, n_packets,
-               n_hops, fl_ptr, fl_id, flows):
+def _ec_update(p, t, pops, core_of, s, ctr):
     """Expectation-compensated nonlinearity (ECMT): S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)).
 
     F is applied per group of `group` consecutive elements (layernorm, softmax: the last dimension). The
@@ -459,14 +607,23 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
     Every nonzero O(t) leaves as an event with that value (packets and hops counted, no spike); one MAC per
     element per step, the ECMT paper's convention for EC nodes.
     """
+    off = pops.off[p]
+    n = pops.n[p]
+    func = pops.func[p]
+    group = pops.tau[p]
+    eps = pops.eps[p]
+    total = s.v
+    prev = s.prev
+    cur = s.cur
+    ev_idx = s.ev_idx
+    ev_val = s.ev_val
     tt = t + 1.0
     m_ev = 0
     if func == EC_IDENTITY:  # a relay: the step's input leaves as it is, no computation (no MAC)
         for i in range(off, off + n):
             if cur[i] != 0.0:
-                m_ev = _emit_value(t, i, off, m_ev, cur[i], ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr,
-                                   fl_id, flows)
-        ev_n[p] = m_ev
+                m_ev = _queue_value(ev_idx, ev_val, off, m_ev, i, cur[i])
+        s.ev_n[p] = m_ev
         return
     for g0 in range(off, off + n, group):
         g1 = g0 + group
@@ -496,41 +653,24 @@ def _ec_update(p, t, off, n, func, group, eps, total, prev, cur, ev_idx, ev_val,
                 y = (x - mean) * scale
             else:
                 y = math.exp(x - top) / norm
-            o = tt * y - prev[i]
+            o_i = tt * y - prev[i]
             prev[i] = tt * y
             ctr[t, core_of[i], C_MACS] += 1
-            if o != 0.0:
-                m_ev = _emit_value(t, i, off, m_ev, o, ev_idx, ev_val, ctr, core_of, n_packets, n_hops, fl_ptr, fl_id,
-                                   flows)
-    ev_n[p] = m_ev
+            if o_i != 0.0:
+                m_ev = _queue_value(ev_idx, ev_val, off, m_ev, i, o_i)
+    s.ev_n[p] = m_ev
 
 
-@njit(cache=True, parallel=True)
-def run_batch(X, T, n_cores, n_rec, n_trace, record_counts,
-              pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-              theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, n_flows,
-              proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
-              proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt, readout_pop):
-    """Run every row of X (B, input size, engine order) independently, samples in parallel.
-
-    n_flows > 0: also count, per sample and step, the packets of every core-to-core flow (fl_ptr / fl_id list
-    the flows of each neuron's spike; with n_flows = 0, fl_ptr is all zeros and nothing is counted)."""
-    B = X.shape[0]
-    n_total = theta.shape[0]
-    ctr = np.zeros((B, T, n_cores, N_DYNAMIC_COUNTERS), np.int64)
-    out = np.zeros((B, pop_n[readout_pop]))
-    counts = np.zeros((B, n_total if record_counts else 1), np.int32)
-    rec = np.zeros((B, T, n_rec), np.int8)
-    trace = np.zeros((B, T, n_trace))
-    flows = np.zeros((B, T, n_flows), np.int64)
-    for b in prange(B):
-        run_sample(X[b], T, ctr[b], out[b], counts[b], rec[b], trace[b],
-                   pop_off, pop_n, pop_model, pop_reset, pop_tau, pop_expand, pop_alpha, pop_vmax, pop_flags, pop_func, pop_eps, pop_aux, pop_rec_off, in_ptr, in_proj, tr_ptr, tr_idx,
-                   theta, theta_neg, v_init, bias, decay, core_of, n_packets, n_hops, fl_ptr, fl_id, flows[b],
-                   proj_kind, proj_src, proj_tgt_off, proj_tgt_n, proj_woff, proj_ioff, proj_xoff, proj_geom,
-                   proj_mac, proj_wbytes, weights, indptr, indices, rc_off, rc_ptr, rc_core, rc_cnt,
-                   readout_pop, record_counts)
-    return out, ctr, counts, rec, trace, flows
+@njit(cache=True)
+def _readout_update(p, pops, s):
+    """Readout neurons integrate without firing: acc += I, kept as their membrane; the output is acc / T."""
+    off = pops.off[p]
+    acc = s.acc
+    v = s.v
+    cur = s.cur
+    for i in range(pops.n[p]):
+        acc[i] += cur[off + i]
+        v[off + i] = acc[i]
 
 
 @njit(cache=True, inline="always")
