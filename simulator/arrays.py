@@ -1,7 +1,7 @@
 """Flatten a validated `Network` into the bundles of contiguous arrays the numba kernels take (once per network)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class FlatNetwork:
     perms: list  # per population: engine -> canonical index
     n_cores: int
     static_per_core: np.ndarray  # (cores, 3): neuron updates, state bytes read, state bytes written per step
+    plans: dict = field(default_factory=dict, repr=False, compare=False)  # torch backend: (device, links) -> plan
 
     @property
     def n_neurons(self):

@@ -16,6 +16,12 @@ COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
             "neuron_updates", "state_bytes_read", "state_bytes_written")
 
 
+def _column(name) -> int:
+    if name not in COUNTERS:
+        raise ValueError(f"no counter {name!r}; the counters are {', '.join(COUNTERS)}")
+    return COUNTERS.index(name)
+
+
 @dataclass
 class Result:
     """Outcome of a simulation run.
@@ -44,10 +50,10 @@ class Result:
 
     def counter(self, name) -> np.ndarray:
         """(T, cores) array of one counter, summed over samples."""
-        return self.counters[:, :, COUNTERS.index(name)]
+        return self.counters[:, :, _column(name)]
 
     def total(self, name) -> int:
-        return int(self.counters[:, :, COUNTERS.index(name)].sum())
+        return int(self.counters[:, :, _column(name)].sum())
 
     def totals(self) -> dict:
         return {name: int(self.counters[:, :, i].sum()) for i, name in enumerate(COUNTERS)}
@@ -82,8 +88,11 @@ def _check_inputs(flat, inputs):
     return x
 
 
+BACKENDS = ("numba", "torch", "auto")
+
+
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=64,
-        progress=None, record_links=False) -> Result:
+        progress=None, record_links=False, backend="numba", device=None) -> Result:
     """Simulate `inputs` (batch, *input shape) for T steps.
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
@@ -91,10 +100,16 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     trace: (population name, canonical neuron index) pairs whose membrane to keep.
     progress: callable(done_samples, total_samples), called after each chunk.
     record_links: count packets per core-to-core flow and step (Result.flows), for the link-level NoC model.
+    backend: "numba" (the event engine, the reference semantics), "torch" (simulator.torch_backend: the same
+    spikes, outputs and counters computed with tensors in float64, on `device`, default cuda when available), or
+    "auto" (torch on a GPU when one is present, else numba).
     """
-    if int(T) < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
-    T = int(T)
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"T must be an integer >= 1, got {T!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    T, batch_size = int(T), int(batch_size)
+    simulate = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
     x = _check_inputs(flat, inputs)
@@ -115,8 +130,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     outputs, counts, rasters, traces = [], [], [], []
     for start in range(0, B, batch_size):
         chunk = np.ascontiguousarray(x[start:start + batch_size])
-        out, ctr, cnt, rec, tr, fl = K.run_batch(chunk, T, flat.n_cores, readout, flat.pops, flat.projs, routing,
-                                                 recording)
+        out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording)
         flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
@@ -152,6 +166,48 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if len(tr_idx):
         result.traces = np.concatenate(traces)[:, :, _inverse(tr_order)]
     return result
+
+
+def _backend(backend, device, record_links):
+    """The chunk runner of a backend: callable(flat, X, T, readout, routing, recording) -> run_batch's arrays."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        backend = "torch" if _cuda_available() else "numba"
+    if backend == "numba":
+        if device not in (None, "cpu"):
+            raise ValueError(f"the numba backend runs on the CPU; device {device!r} needs backend='torch'")
+        return lambda flat, X, T, readout, routing, recording: K.run_batch(
+            X, T, flat.n_cores, readout, flat.pops, flat.projs, routing, recording)
+    try:
+        import torch
+
+        from . import torch_backend
+    except ImportError as exc:
+        raise ValueError(f"backend 'torch' needs torch installed ({exc})") from None
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(f"torch device {device!r} is not usable: {str(exc).splitlines()[0]}") from None
+
+    def simulate(flat, X, T, readout, routing, recording):
+        key = (str(dev), bool(record_links))
+        if key not in flat.plans:
+            flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
+        return torch_backend.run_batch(flat.plans[key], X, T, readout, recording)
+    return simulate
+
+
+def _cuda_available():
+    """True when torch is installed and sees a GPU (without importing torch when it is absent)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _raster_index(net, record, index):

@@ -625,40 +625,60 @@ def _ec_update(p, t, pops, core_of, s, ctr):
                 m_ev = _queue_value(ev_idx, ev_val, off, m_ev, i, cur[i])
         s.ev_n[p] = m_ev
         return
+    out = s.cur  # each element's output overwrites its own input, which the group no longer needs
     for g0 in range(off, off + n, group):
         g1 = g0 + group
         for i in range(g0, g1):
             total[i] += cur[i]
-        if func == EC_LAYERNORM:
-            mean = 0.0
-            for i in range(g0, g1):
-                mean += total[i] / tt
-            mean /= group
-            var = 0.0
-            for i in range(g0, g1):
-                var += (total[i] / tt - mean) ** 2
-            scale = 1.0 / math.sqrt(var / group + eps)
-        elif func == EC_SOFTMAX:
-            top = -np.inf
-            for i in range(g0, g1):
-                top = max(top, total[i] / tt)
-            norm = 0.0
-            for i in range(g0, g1):
-                norm += math.exp(total[i] / tt - top)
+        _ec_group(total, prev, out, g0, g1, tt, func, eps)
         for i in range(g0, g1):
-            x = total[i] / tt
-            if func == EC_GELU:
-                y = 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
-            elif func == EC_LAYERNORM:
-                y = (x - mean) * scale
-            else:
-                y = math.exp(x - top) / norm
-            o_i = tt * y - prev[i]
-            prev[i] = tt * y
             ctr[t, core_of[i], C_MACS] += 1
-            if o_i != 0.0:
-                m_ev = _queue_value(ev_idx, ev_val, off, m_ev, i, o_i)
+            if out[i] != 0.0:
+                m_ev = _queue_value(ev_idx, ev_val, off, m_ev, i, out[i])
     s.ev_n[p] = m_ev
+
+
+@njit(cache=True, inline="always")
+def _ec_group(total, prev, out, g0, g1, tt, func, eps):
+    """O = tt·F(S/tt) - prev over one normalization group [g0, g1) into out (prev <- tt·F(S/tt)); S = total. The
+    torch backend calls this too (ec_outputs), so both backends compute EC nodes bit for bit alike."""
+    group = g1 - g0
+    mean = scale = top = norm = 0.0
+    if func == EC_LAYERNORM:
+        for i in range(g0, g1):
+            mean += total[i] / tt
+        mean /= group
+        var = 0.0
+        for i in range(g0, g1):
+            var += (total[i] / tt - mean) ** 2
+        scale = 1.0 / math.sqrt(var / group + eps)
+    elif func == EC_SOFTMAX:
+        top = -np.inf
+        for i in range(g0, g1):
+            top = max(top, total[i] / tt)
+        for i in range(g0, g1):
+            norm += math.exp(total[i] / tt - top)
+    for i in range(g0, g1):
+        x = total[i] / tt
+        if func == EC_GELU:
+            y = 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+        elif func == EC_LAYERNORM:
+            y = (x - mean) * scale
+        else:
+            y = math.exp(x - top) / norm
+        out[i] = tt * y - prev[i]
+        prev[i] = tt * y
+
+
+@njit(cache=True, parallel=True)
+def ec_outputs(total, prev, t, func, group, eps):
+    """EC outputs O(t) of a batch (B, n) of running sums S(t), updating prev (B, n) in place: the engine's
+    arithmetic for the torch backend."""
+    out = np.empty_like(total)
+    for b in prange(total.shape[0]):
+        for g0 in range(0, total.shape[1], group):
+            _ec_group(total[b], prev[b], out[b], g0, g0 + group, t + 1.0, func, eps)
+    return out
 
 
 @njit(cache=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -94,6 +95,7 @@ def _parser():
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
     s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
+    _execution_options(s)
 
     r = add("report", "Simulate a network file for several T and write an energy / SOP / latency report "
                       "(Markdown, JSON, CSV, PNG) for one or more hardware targets.")
@@ -106,6 +108,7 @@ def _parser():
                                                      "(repeatable; default: all built-in targets)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--limit", type=int, help="use only the first N samples")
+    _execution_options(r)
     r.add_argument("--fixed-point", action="store_true",
                    help="also run each target's fixed-point version (its weight and membrane bits) and report "
                         "the accuracy loss against float")
@@ -138,6 +141,33 @@ def _parser():
     m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     return p
+
+
+def _execution_options(cmd):
+    """--backend / --device / --workers / --scheduler: where and how the samples are simulated."""
+    cmd.add_argument("--backend", choices=("numba", "torch", "auto"), default="numba",
+                     help="numba event engine (the reference), the exact torch backend (same spikes and counters, "
+                          "float64 on any torch device), or auto: torch on a GPU when there is one, else numba")
+    cmd.add_argument("--device", help="torch device of --backend torch (cpu, cuda, cuda:1; default: cuda if "
+                                      "available, else cpu)")
+    cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes")
+    cmd.add_argument("--scheduler", help="split the samples over the Dask cluster at this scheduler address")
+
+
+@contextlib.contextmanager
+def _runner(args, path, network):
+    """A callable(x, T, progress, **run options) -> Result for the chosen backend, in-process or on Dask."""
+    from spikeforge import simulator
+
+    options = {"backend": args.backend, "device": args.device}
+    if args.workers is None and args.scheduler is None:
+        flat = simulator.prepare(network)
+        yield lambda x, T, progress=None, **kw: simulator.run(flat, x, T, progress=progress, **options, **kw)
+        return
+    from spikeforge.cluster import dask_client, run_sharded
+
+    with dask_client(args.scheduler, args.workers) as client:
+        yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
 
 
 def _load_model(spec, weights):
@@ -303,20 +333,22 @@ def cmd_simulate(args):
 
     x = _load_array(args.input, args.x_key)
     y = _load_array(args.input, args.y_key) if args.y_key else None
-    flat = simulator.prepare(simulator.load_network(args.file, isolate=True))
-    bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
-    t0 = time.time()
-    res = simulator.run(flat, x, args.T, record_counts=args.record_counts, batch_size=args.batch_size,
-                        progress=lambda done, total: bar.update(done - bar.n))
-    wall = time.time() - t0
-    bar.close()
+    net = simulator.load_network(args.file, isolate=True)
+    with _runner(args, args.file, net) as run:
+        bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
+        t0 = time.time()
+        res = run(x, args.T, lambda done, total: bar.update(done - bar.n), record_counts=args.record_counts,
+                  batch_size=args.batch_size)
+        wall = time.time() - t0
+        bar.close()
     arrays = {"output": res.output, "counters": res.counters, "per_sample": res.per_sample,
               "counter_names": np.array(simulator.COUNTERS), "core_population": res.core_population}
     arrays.update({f"spike_counts/{k}": v for k, v in res.spike_counts.items()})
     with atomic_output(args.out, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    summary = {"file": args.file, "samples": len(x), "T": args.T, "wall_s": wall, "totals": res.totals(),
+    summary = {"file": args.file, "samples": len(x), "T": args.T, "backend": args.backend, "wall_s": wall,
+               "totals": res.totals(),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
     if y is not None:
         summary["accuracy"] = float((res.predictions() == np.asarray(y)).mean())
@@ -337,9 +369,10 @@ def cmd_report(args):
         x, y = x[:args.limit], (y[:args.limit] if y is not None else None)
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     net = load_network(args.file, isolate=True)
-    bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
-    rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update)
-    bar.close()
+    with _runner(args, args.file, net) as run:
+        bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
+        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=run)
+        bar.close()
     fixed = None
     if args.fixed_point:
         from spikeforge.report import fixed_point_rows, fixed_point_table

@@ -17,10 +17,12 @@ EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "t
                 "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive"}
 
 
-def evaluate(network, x, y, steps, targets, progress=None):
+def evaluate(network, x, y, steps, targets, progress=None, runner=None):
     """Simulate every T once and price the counters on every target; returns (rows, runs, ann cost).
 
-    progress: optional callable(n) told how many more samples were simulated (e.g. a tqdm bar's update).
+    progress: optional callable(n) told how many more samples were simulated (e.g. a tqdm bar's update);
+    runner: callable(x, T, progress) -> Result that simulates (default: simulator.run on this process's numba
+    engine; the command line passes one for another backend or a Dask cluster).
     """
     flat = simulator.prepare(network)
     net = flat.net
@@ -37,7 +39,8 @@ def evaluate(network, x, y, steps, targets, progress=None):
             progress(done - seen[0])
             seen[0] = done
 
-        res = simulator.run(flat, x, T, progress=advance if progress else None)
+        res = (runner or (lambda x, T, progress: simulator.run(flat, x, T, progress=progress)))(
+            x, T, advance if progress else None)
         runs[T] = res
         acc = float((res.predictions() == np.asarray(y)).mean()) if y is not None else float("nan")
         sops = res.per_sample[:, si].astype(np.float64)

@@ -229,8 +229,10 @@ def finished(store) -> dict:
 
 def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print) -> list:
     """Run the sweep's missing points on Dask and write every result as it arrives; returns all rows."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
     from tqdm import tqdm
+
+    from spikeforge.cluster import dask_client
 
     store = spec["store"]
     folder = os.path.join(store, "points")
@@ -248,14 +250,7 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
         _model(spec)  # train once here, so that workers only load the weights
     run_id = uuid.uuid4().hex[:12]
     if todo:
-        cluster = None
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            cluster = LocalCluster(n_workers=workers or min(4, os.cpu_count() or 1), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
-            client = Client(cluster)
-        try:
+        with dask_client(scheduler, workers) as client:
             futures = [client.submit(evaluate_point, spec, p, key=f"point-{point_id(p)}-{run_id}", pure=False)
                        for p in todo]
             with tqdm(total=len(todo), desc="sweep", unit="point", file=sys.stderr) as bar:
@@ -266,10 +261,6 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
                     bar.update(1)
                     if row["status"] != "ok":
                         bar.write(f"point {row['id']} failed: {row['error']}")
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     rows = [done[point_id(p)] for p in everything]
     write_outputs(spec, rows)
     return rows

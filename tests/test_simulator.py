@@ -207,5 +207,5 @@ def test_bad_inputs_are_refused_clearly(converted):
     x[2, 0, 1, 1] = np.nan
     with pytest.raises(ValueError, match="input sample 2 contains NaN"):
         simulator.run(net, x, 4)
-    with pytest.raises(ValueError, match="T must be >= 1"):
+    with pytest.raises(ValueError, match="T must be an integer >= 1"):
         simulator.run(net, x[:1], 0)

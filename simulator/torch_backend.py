@@ -1,0 +1,406 @@
+"""Exact torch backend: the engine's semantics (simulator.kernels) as tensor operations, float64, on any device.
+
+`run_batch` returns what `kernels.run_batch` returns (readout, per-sample per-step per-core counters, spike counts,
+rasters, traces, flows, in engine order), so `simulator.engine.run` assembles the same `Result` from either.
+Neuron updates are the kernels' expressions written elementwise over a (batch, neurons) tensor; a population works
+in canonical (C-order) layout, so convolutions are torch's. Counters are sums over events of per-neuron quantities:
+a step's event multiplicities (batch, neurons) times precomputed matrices (synapses of each source neuron on each
+core, packets and hops per event, the core-to-core flows each neuron's packets take) give them exactly.
+Floating point: currents are summed in another order than the engine's event loop, so a membrane can differ in
+its last bit; a spike decided by that last bit would differ (the tests compare spike for spike on every network
+kind). Fixed-point files are integer arithmetic and identical by construction.
+torch is imported here only; `simulator.engine` loads this module when backend="torch" is asked for.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import kernels as K
+from .arrays import _inverse
+
+# counter columns of the dynamic counters (kernels.C_*)
+_SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKETS, K.C_HOPS, K.C_SYN_BYTES
+
+
+def _sparse_rows(rows, cols, vals, shape, device):
+    """A (shape) float64 CSR matrix from COO entries (duplicates summed)."""
+    m = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols]).astype(np.int64)),
+                                torch.as_tensor(np.asarray(vals, np.float64)), shape,
+                                check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all this module uses
+        warnings.simplefilter("ignore", UserWarning)
+        return m.to_sparse_csr().to(device)
+
+
+def _per_core(matrix_t, mult):
+    """(B, cores) = for every sample, Σ_i mult[b, i] · matrix[i, core]; matrix_t is the (cores, n) transpose."""
+    return (matrix_t @ mult.T).T
+
+
+class _Pop:
+    """One population's parameters, canonical layout, as tensors."""
+
+    def __init__(self, flat, p, device):
+        net, pops, rt = flat.net, flat.pops, flat.routing
+        pop = net.populations[p]
+        off, n = int(pops.off[p]), int(pops.n[p])
+        inv = _inverse(flat.perms[p])  # canonical index -> engine position
+        self.p, self.name, self.shape, self.n = p, pop.name, tuple(pop.shape), n
+        self.perm = torch.as_tensor(flat.perms[p].astype(np.int64), device=device)  # engine position -> canonical
+        self.model, self.reset, self.size = int(pops.model[p]), int(pops.reset[p]), int(pops.tau[p])
+        self.expand, self.flags, self.func = bool(pops.expand[p]), int(pops.flags[p]), int(pops.func[p])
+        self.alpha, self.vmax, self.eps = float(pops.alpha[p]), float(pops.vmax[p]), float(pops.eps[p])
+
+        def canon(a, dtype=torch.float64):
+            return torch.as_tensor(np.ascontiguousarray(a[off:off + n][inv]), device=device).to(dtype)
+
+        self.theta, self.theta_neg, self.v_init = canon(pops.theta), canon(pops.theta_neg), canon(pops.v_init)
+        self.bias, self.decay = canon(pops.bias), canon(pops.decay)
+        self.core = canon(rt.core_of, torch.int64)
+        self.packets, self.hops = canon(rt.n_packets), canon(rt.n_hops)
+        self.flows = None  # (flows, n) transpose of the neuron -> flow incidence, when flows are recorded
+        self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
+
+    def flow_matrix(self, flat, device):
+        rt, off = flat.routing, int(flat.pops.off[self.p])
+        inv = _inverse(flat.perms[self.p])
+        starts, stops = rt.fl_ptr[off:off + self.n][inv], rt.fl_ptr[off + 1:off + self.n + 1][inv]
+        lengths = stops - starts
+        neuron = np.repeat(np.arange(self.n), lengths)
+        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        flow = rt.fl_id[take.astype(np.int64)] if len(take) else np.zeros(0, np.int64)
+        self.flows = _sparse_rows(flow, neuron, np.ones(len(neuron)), (len(rt.flow_src), self.n), device)
+
+
+class _Proj:
+    """One projection: how it turns source values into target currents, and its synaptic work per core."""
+
+    def __init__(self, flat, q, device):
+        net, projs, rt = flat.net, flat.projs, flat.routing
+        proj = net.projections[q]
+        index = {p.name: i for i, p in enumerate(net.populations)}
+        self.q, self.kind = q, proj.kind
+        self.src, self.tgt = index[proj.source], index[proj.target]
+        src, tgt = net.populations[self.src], net.populations[self.tgt]
+        self.src_shape, self.tgt_shape = tuple(src.shape), tuple(tgt.shape)
+        self.column = _MAC if projs.mac[q] else _SYN
+        self.wbytes = float(projs.wbytes[q])
+        self.transpose = bool(proj.transpose)
+        if proj.kind in ("matmul_a", "matmul_b"):  # operand work: per event, 2N (A) or M (B) on the node's core
+            m, n = tgt.shape
+            self.work = float(2 * n if proj.kind == "matmul_a" else m)
+            self.work_core = int(rt.core_of[int(projs.tgt_off[q])])
+            return
+        self._weights(proj, src, tgt, device)
+        # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order)
+        n_src = src.size
+        r0 = int(rt.rc_off[q])
+        ptr = rt.rc_ptr[r0:r0 + n_src + 1]
+        rows = flat.perms[self.src][np.repeat(np.arange(n_src), np.diff(ptr))]
+        cores, counts = rt.rc_core[ptr[0]:ptr[-1]], rt.rc_cnt[ptr[0]:ptr[-1]]
+        self.routing_t = _sparse_rows(cores, rows, counts, (flat.n_cores, n_src), device)
+
+    def _weights(self, proj, src, tgt, device):
+        """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw))."""
+        f64 = torch.float64
+        if proj.kind == "avgpool":
+            from .geometry import projection_kernel
+
+            (kh, kw), stride, padding, cin_g, _ = projection_kernel(proj, src.shape, tgt.shape)
+            c = src.shape[0]
+            w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device)
+            self.conv = (w, tuple(stride), tuple(padding), c)
+        elif proj.kind == "conv2d":
+            w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64)
+            self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
+        elif proj.kind in ("dense", "pointwise"):
+            self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64)
+        elif proj.kind in ("sparse", "identity"):
+            if proj.kind == "identity":
+                rows = cols = np.arange(src.size)
+                vals = np.ones(src.size, np.float32)
+            else:
+                rows = np.repeat(np.arange(src.size), np.diff(proj.indptr))
+                cols, vals = proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32)
+            self.sparse_t = _sparse_rows(cols, rows, vals.astype(np.float64), (tgt.size, src.size), device)
+
+    def current(self, x):
+        """Target current (B, target size) for source values x (B, source size)."""
+        b = x.shape[0]
+        if self.kind in ("conv2d", "avgpool"):
+            w, stride, padding, groups = self.conv
+            out = F.conv2d(x.reshape(b, *self.src_shape), w, stride=stride, padding=padding, groups=groups)
+            return out.reshape(b, -1)
+        if self.kind == "dense":
+            return x @ self.weight.T
+        if self.kind == "pointwise":
+            d_out, d_in = self.weight.shape
+            return (x.reshape(b, -1, d_in) @ self.weight.T).reshape(b, -1)
+        return (self.sparse_t @ x.T).T  # sparse, identity
+
+    def operand(self, x):
+        """An ec_matmul operand from source values: the source read (rows, cols), transposed if asked."""
+        b = x.shape[0]
+        v = x.reshape(b, *self.src_shape)
+        return v.transpose(-1, -2) if self.transpose else v
+
+
+class TorchPlan:
+    """The tensors of one flattened network on one device, built once and reused for every chunk."""
+
+    def __init__(self, flat, device, record_links):
+        self.flat, self.device = flat, torch.device(device)
+        self.pops = [_Pop(flat, p, self.device) for p in range(len(flat.net.populations))]
+        self.projs = [_Proj(flat, q, self.device) for q in range(len(flat.net.projections))]
+        self.n_flows = len(flat.routing.flow_src) if record_links else 0
+        if self.n_flows:
+            for pop in self.pops:
+                pop.flow_matrix(flat, self.device)
+
+
+class _Run:
+    """State of one chunk: membranes, EC sums, ec_matmul operands, readout sums, and what is recorded."""
+
+    def __init__(self, plan, b, T, recording):
+        dev, f64 = plan.device, torch.float64
+        self.plan, self.T, self.recording = plan, T, recording
+        self.v = [pop.v_init.expand(b, pop.n).clone() for pop in plan.pops]
+        self.prev = [torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops]
+        self.sums = {}  # ec_matmul node p -> [S_A, S_B]
+        self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
+        self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
+        self.counts = [torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops]
+        self.rasters = {}  # p -> list over t of (B, n) recorded values
+        self.acc = None
+
+    def count_events(self, t, pop, mult):
+        """Spikes-free part of an event's cost: packets and hops on the neuron's core, packets on its flows."""
+        ctr = self.ctr[:, t]
+        ctr[:, :, _PKT].index_add_(1, pop.core, mult * pop.packets)
+        ctr[:, :, _HOP].index_add_(1, pop.core, mult * pop.hops)
+        if pop.flows is not None:
+            self.flows[:, t] += _per_core(pop.flows, mult)
+
+    def emit(self, t, pop, mult, recorded):
+        """Count spike events of multiplicity mult and record what counts / rasters record (s)."""
+        self.ctr[:, t, :, _SPK].index_add_(1, pop.core, mult)
+        self.count_events(t, pop, mult)
+        if self.recording.record_counts:
+            self.counts[pop.p] += recorded
+        if self.recording.rec_off[pop.p] >= 0:
+            self.rasters.setdefault(pop.p, []).append(recorded)
+
+
+def _integrate(v, current, vmax):
+    """m = v + I; fixed point: I rounded half up, m saturated at [-vmax - 1, vmax] (kernels._integrate)."""
+    if vmax == 0.0:
+        return v + current
+    return torch.clamp(v + torch.floor(current + 0.5), -vmax - 1.0, vmax)
+
+
+def _reset(m, fired, after_fire, reset):
+    if reset == K.RESET_SUBTRACT:
+        return torch.where(fired, after_fire, m)
+    if reset == K.RESET_ZERO:
+        return torch.where(fired, torch.zeros_like(m), m)
+    return m
+
+
+def _if_update(run, t, pop, cur):
+    """IF / LIF neurons (kernels._if_update): fire on m >= θ (m > θ strict), payload θ or 1."""
+    v = run.v[pop.p]
+    m = _integrate(v * pop.decay if pop.model == K.MODEL_LIF else v, cur, pop.vmax)
+    fired = (m > pop.theta) if pop.flags & K.FLAG_STRICT_TEST else (m >= pop.theta)
+    run.v[pop.p] = _reset(m, fired, m - pop.theta, pop.reset)
+    s = fired.to(torch.float64)
+    unit = pop.vmax != 0.0 or bool(pop.flags & K.FLAG_UNIT_SPIKE)
+    run.emit(t, pop, s, s)
+    return s if unit else s * pop.theta, s
+
+
+def _group_update(run, t, pop, cur):
+    """Group neurons: S = #{j <= τ : m >= θ·j/τ} (counted up to the first that fails), payload (θ/τ)·S."""
+    m = _integrate(run.v[pop.p], cur, pop.vmax)
+    s = torch.zeros_like(m)
+    going = torch.ones_like(m, dtype=torch.bool)
+    for j in range(1, pop.size + 1):
+        going = going & (m >= pop.theta * j / pop.size)
+        s = s + going.to(torch.float64)
+    unit = pop.theta / pop.size
+    fired = s > 0
+    run.v[pop.p] = _reset(m, fired, m - unit * s, pop.reset)
+    run.emit(t, pop, s if pop.expand else fired.to(torch.float64), s)
+    return (unit if pop.vmax == 0.0 else 1.0) * s, (s if pop.expand else fired.to(torch.float64))
+
+
+def _signed_update(run, t, pop, cur):
+    """Signed IF neurons: +1 if m >= θ (payload θ), -1 if m < 0 (payload -α·θ); v = m - s·θ."""
+    m = run.v[pop.p] + cur
+    s = (m >= pop.theta).to(torch.float64) - ((m < pop.theta) & (m < 0.0)).to(torch.float64)
+    fired = s != 0
+    run.v[pop.p] = torch.where(fired, m - s * pop.theta, m)
+    mult = fired.to(torch.float64)
+    run.emit(t, pop, mult, s)
+    return torch.where(s > 0, pop.theta, torch.where(s < 0, -pop.alpha * pop.theta, torch.zeros_like(m))), mult
+
+
+def _multi_update(run, t, pop, cur):
+    """Multi-threshold neurons: the largest level θ·2^k (m >= θ·2^k - θ/2), else -θ_neg·2^k; v = m - level."""
+    m = run.v[pop.p] + cur
+    s = torch.zeros_like(m)
+    for k in range(pop.size):
+        s = torch.where(m >= pop.theta * 2.0 ** k - pop.theta / 2, torch.full_like(m, float(1 << k)), s)
+    neg = (s == 0) & (pop.theta_neg > 0.0)
+    for k in range(pop.size):
+        hit = neg & (m < -pop.theta_neg * 2.0 ** k + pop.theta_neg / 2)
+        s = torch.where(hit, torch.full_like(m, -float(1 << k)), s)
+    fired = s != 0
+    level = torch.where(s > 0, pop.theta * s, pop.theta_neg * s)
+    run.v[pop.p] = torch.where(fired, m - level, m)
+    mult = fired.to(torch.float64)
+    run.emit(t, pop, mult, s)
+    return torch.where(fired, level, torch.zeros_like(m)), mult
+
+
+def _ec_update(run, t, pop, cur):
+    """EC nodes: S(t) += I; O(t) = t·F(S(t)/t) - (t-1)·F(S(t-1)/(t-1)), F per group of the last dimension; a relay
+    forwards I. Nonzero outputs leave as analog events (packets, no spikes); one MAC per element per step."""
+    if pop.func == K.EC_IDENTITY:
+        mult = (cur != 0.0).to(torch.float64)
+        run.count_events(t, pop, mult)
+        return cur, mult
+    total = run.v[pop.p] + cur
+    run.v[pop.p] = total
+    # F in the engine's own arithmetic (kernels.ec_outputs: same summation order, same libm erf / exp): a torch
+    # erf or exp may differ in the last bit, and whether O(t) is exactly 0 decides whether an event is sent
+    prev = run.prev[pop.p]
+    if not isinstance(prev, np.ndarray):
+        prev = run.prev[pop.p] = prev.cpu().numpy().copy()
+    o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), prev, t, pop.func, pop.size, pop.eps)
+    o = torch.as_tensor(o, device=total.device)
+    run.ctr[:, t, :, _MAC].index_add_(1, pop.core, torch.ones_like(o))
+    mult = (o != 0.0).to(torch.float64)
+    run.count_events(t, pop, mult)
+    return o, mult
+
+
+def _matmul_update(run, t, pop, operands):
+    """Accumulating EC matrix product: S_K(t) = S_A(t)·S_B(t) built from this step's operands; O(t) = S_K(t)/t -
+    S_K(t-1)/(t-1) leaves as analog events."""
+    a, b = operands["matmul_a"], operands["matmul_b"]
+    sums = run.sums.setdefault(pop.p, [torch.zeros_like(a), torch.zeros_like(b)])
+    s_a, s_b = sums
+    # Σ_k A_ik (B_kj + S_B,kj) + S_A,ik B_kj, summed over k in order as the engine does (bit-identical outputs)
+    acc = torch.zeros(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
+    for k in range(a.shape[2]):
+        a_k, b_k = a[:, :, k, None], b[:, None, k, :]
+        acc = acc + (a_k * (b_k + s_b[:, None, k, :]) + s_a[:, :, k, None] * b_k)
+    acc = acc.reshape(a.shape[0], -1)
+    tt = t + 1.0
+    total = run.v[pop.p] + acc
+    run.v[pop.p] = total
+    o = total / tt - run.prev[pop.p]
+    run.prev[pop.p] = total / tt
+    sums[0], sums[1] = s_a + a, s_b + b
+    mult = (o != 0.0).to(torch.float64)
+    run.count_events(t, pop, mult)
+    return o, mult
+
+
+def _step(run, t, values, mults):
+    """One time step over every population in topological order (populations 1..P-1; 0 is the input)."""
+    plan = run.plan
+    for pop in plan.pops[1:]:
+        cur = pop.bias.expand_as(run.v[pop.p])
+        operands = {}
+        for q in pop.incoming:
+            proj = plan.projs[q]
+            x, mult = values[proj.src], mults[proj.src]
+            if proj.kind in ("matmul_a", "matmul_b"):
+                operands[proj.kind] = proj.operand(x)
+                run.ctr[:, t, proj.work_core, proj.column] += proj.work * (mult != 0).sum(1)  # per event
+                continue
+            cur = cur + proj.current(x)
+            work = _per_core(proj.routing_t, mult)
+            run.ctr[:, t, :, proj.column] += work
+            run.ctr[:, t, :, _BYT] += work * proj.wbytes
+        model = pop.model
+        if model in (K.MODEL_IF, K.MODEL_LIF):
+            values[pop.p], mults[pop.p] = _if_update(run, t, pop, cur)
+        elif model == K.MODEL_GROUP:
+            values[pop.p], mults[pop.p] = _group_update(run, t, pop, cur)
+        elif model == K.MODEL_SIGNED:
+            values[pop.p], mults[pop.p] = _signed_update(run, t, pop, cur)
+        elif model == K.MODEL_MULTI:
+            values[pop.p], mults[pop.p] = _multi_update(run, t, pop, cur)
+        elif model == K.MODEL_EC:
+            values[pop.p], mults[pop.p] = _ec_update(run, t, pop, cur)
+        elif model == K.MODEL_ECMM:
+            m, n = pop.shape
+            inner = operands["matmul_a"].reshape(cur.shape[0], m, -1).shape[-1]
+            operands = {"matmul_a": operands["matmul_a"].reshape(-1, m, inner),
+                        "matmul_b": operands["matmul_b"].reshape(-1, inner, n)}
+            values[pop.p], mults[pop.p] = _matmul_update(run, t, pop, operands)
+        elif model == K.MODEL_READOUT:
+            run.acc = cur.clone() if run.acc is None else run.acc + cur
+            run.v[pop.p] = run.acc
+
+
+@torch.no_grad()
+def run_batch(plan, X, T, readout, recording):
+    """`kernels.run_batch` on torch: X (B, input size, engine order) -> (out, ctr, counts, rec, trace, flows)."""
+    flat, dev = plan.flat, plan.device
+    inp = plan.pops[0]
+    x = torch.as_tensor(np.ascontiguousarray(X), device=dev, dtype=torch.float64)
+    x_c = torch.empty_like(x)
+    x_c[:, inp.perm] = x  # engine position e holds canonical element perm[e]
+    b = x.shape[0]
+    run = _Run(plan, b, T, recording)
+    in_mult = (x_c != 0.0).to(torch.float64)
+    traces = []
+    for t in range(T):
+        values, mults = {0: x_c}, {0: in_mult}
+        _step(run, t, values, mults)
+        if recording.n_trace:
+            traces.append(_trace_columns(run, recording))
+    return _engine_outputs(run, flat, readout, recording, traces, b, T)
+
+
+def _trace_columns(run, recording):
+    """Membranes of the traced neurons (engine-global indices tr_idx) after this step."""
+    flat, cols = run.plan.flat, []
+    off = flat.pops.off
+    for k in range(recording.n_trace):
+        g = int(recording.tr_idx[k])
+        p = int(np.searchsorted(off, g, side="right") - 1)
+        cols.append(run.v[p][:, int(flat.perms[p][g - off[p]])])
+    return torch.stack(cols, 1)
+
+
+def _engine_order(tensor, pop):
+    """(..., n) canonical -> engine order."""
+    return tensor[..., pop.perm]
+
+
+def _engine_outputs(run, flat, readout, recording, traces, b, T):
+    """The six arrays `kernels.run_batch` returns, from the chunk's tensors."""
+    plan = run.plan
+    out = (_engine_order(run.acc, plan.pops[readout]) / T).cpu().numpy()
+    ctr = run.ctr.round().to(torch.int64).cpu().numpy()
+    n_total = int(flat.pops.theta.shape[0])
+    counts = np.zeros((b, n_total if recording.record_counts else 1), np.int32)
+    if recording.record_counts:
+        for pop in plan.pops:
+            off = int(flat.pops.off[pop.p])
+            counts[:, off:off + pop.n] = _engine_order(run.counts[pop.p], pop).round().to(torch.int64).cpu().numpy()
+    rec = np.zeros((b, T, recording.n_rec), np.int8)
+    for p, steps in run.rasters.items():
+        r0 = int(recording.rec_off[p])
+        rec[:, :, r0:r0 + plan.pops[p].n] = _engine_order(torch.stack(steps, 1), plan.pops[p]).cpu().numpy()
+    trace = torch.stack(traces, 1).cpu().numpy() if traces else np.zeros((b, T, 0))
+    flows = run.flows.round().to(torch.int64).cpu().numpy()
+    return out, ctr, counts, rec, trace, flows

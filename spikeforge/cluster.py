@@ -1,0 +1,96 @@
+"""Samples sharded over a Dask cluster: the same `Result` as one process, exactly.
+
+A run's samples are independent, so a batch splits into contiguous shards; each Dask task reads the network file
+itself (nothing large travels), simulates its shard with the asked backend (a worker may hold a GPU), and the
+shards' results are merged in order: outputs, per-sample counters, spike counts, rasters and traces concatenate,
+per-step per-core counters and flows add up. Sweeps use the same cluster helper.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from spikeforge.errors import UserError
+
+__all__ = ["dask_client", "merge_results", "run_sharded", "shard_bounds"]
+
+
+@contextlib.contextmanager
+def dask_client(scheduler=None, workers=None):
+    """A Dask client: on the scheduler at `scheduler` (an address), else on a local cluster of `workers` processes
+    (default min(4, cores)), closed on exit."""
+    from dask.distributed import Client, LocalCluster
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    else:
+        cluster = LocalCluster(n_workers=workers or min(4, os.cpu_count() or 1), threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def shard_bounds(n, shards):
+    """[(start, stop)] of `shards` contiguous, near-equal shards of n samples (no empty shard)."""
+    shards = max(1, min(int(shards), n))
+    edges = np.linspace(0, n, shards + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _run_shard(path, x, T, kwargs):
+    """One Dask task: read the file (isolated, as the command line does) and simulate this shard."""
+    from spikeforge import simulator
+
+    return simulator.run(simulator.load_network(path, isolate=True), x, T, **kwargs)
+
+
+def merge_results(parts):
+    """One `Result` from the results of consecutive shards of one run (same network, T and options)."""
+    from spikeforge.simulator import Result
+
+    if not parts:
+        raise ValueError("no results to merge")
+    first = parts[0]
+    merged = Result(np.concatenate([r.output for r in parts]), sum(r.counters for r in parts),
+                    np.concatenate([r.per_sample for r in parts]), first.T, core_population=first.core_population)
+    merged.spike_counts = {k: np.concatenate([r.spike_counts[k] for r in parts]) for k in first.spike_counts}
+    merged.spikes = {k: np.concatenate([r.spikes[k] for r in parts]) for k in first.spikes}
+    if first.traces is not None:
+        merged.traces = np.concatenate([r.traces for r in parts])
+    if first.flows is not None:
+        merged.flows = sum(r.flows for r in parts)
+        merged.flow_src, merged.flow_dst = first.flow_src, first.flow_dst
+    return merged
+
+
+def run_sharded(path, x, T, client, shards=None, progress=None, **kwargs):
+    """`simulator.run(path, x, T, **kwargs)` with the samples split over the client's workers; returns the merged
+    Result. path: a network file every worker can read; shards: default one per worker; progress(done, total)."""
+    from dask.distributed import as_completed
+
+    path = os.path.abspath(os.fspath(path))
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    bounds = shard_bounds(len(x), shards or n_workers)
+    futures = {client.submit(_run_shard, path, np.ascontiguousarray(x[a:b]), T, kwargs, pure=False): i
+               for i, (a, b) in enumerate(bounds)}
+    parts, done = [None] * len(bounds), 0
+    for fut in as_completed(futures):
+        i = futures[fut]
+        parts[i] = fut.result()
+        done += bounds[i][1] - bounds[i][0]
+        if progress:
+            progress(done, len(x))
+    return merge_results(parts)
