@@ -42,7 +42,7 @@ def assert_same_result(a, b):
            if not np.array_equal(a.counters[..., i], b.counters[..., i])}
     spikes = {k: int((a.spike_counts[k] != b.spike_counts[k]).sum()) for k in a.spike_counts
               if k in b.spike_counts and not np.array_equal(a.spike_counts[k], b.spike_counts[k])}
-    assert not bad, f"counters differ (total absolute difference per counter {bad}; neurons whose counts differ {spikes})"
+    assert not bad, f"counters differ (absolute difference per counter {bad}; neurons whose counts differ {spikes})"
     assert np.array_equal(a.per_sample, b.per_sample), "per-sample counters differ"
     np.testing.assert_allclose(a.output, b.output, rtol=1e-9, atol=1e-12)
     assert a.spike_counts.keys() == b.spike_counts.keys()

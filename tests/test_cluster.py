@@ -1,0 +1,97 @@
+"""Samples sharded over a Dask cluster (spikeforge.cluster) and the torch backend from the command line: merged
+results equal one process's exactly."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spikeforge import simulator
+from spikeforge.cli import main
+from spikeforge.cluster import dask_client, merge_results, run_sharded, shard_bounds
+from spikeforge.converter import convert, write_network
+from spikeforge.converter.mapping import map_network
+from spikeforge.hwmodels import load_target
+
+
+@pytest.fixture(scope="module")
+def mapped_file(tmp_path_factory, trained_mlp, digits):
+    """The digits MLP as group neurons on Loihi cores of 32 neurons (several cores per layer, flows between)."""
+    import dataclasses
+
+    xtr = digits[0]
+    loihi = load_target("loihi")
+    small = dataclasses.replace(loihi, limits=dict(loihi.limits, neurons_per_core=32))
+    net = map_network(convert(trained_mlp, [xtr[:256]], neuron="group", tau=3), small, "snake")
+    return write_network(net, tmp_path_factory.mktemp("cluster") / "mlp.h5")
+
+
+def test_shard_bounds_cover_every_sample_once():
+    for n, k in ((10, 3), (3, 8), (1, 1), (100, 7)):
+        b = shard_bounds(n, k)
+        assert b[0][0] == 0 and b[-1][1] == n and all(a < z for a, z in b)
+        assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1)) and len(b) == min(n, k)
+
+
+def _same(a, b):
+    assert np.array_equal(a.output, b.output)
+    assert np.array_equal(a.counters, b.counters) and np.array_equal(a.per_sample, b.per_sample)
+    assert a.spike_counts.keys() == b.spike_counts.keys()
+    assert all(np.array_equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
+    assert all(np.array_equal(a.spikes[k], b.spikes[k]) for k in a.spikes)
+    assert np.array_equal(a.traces, b.traces) and np.array_equal(a.flows, b.flows)
+
+
+def test_merged_shards_equal_one_run(mapped_file, digits):
+    x = digits[2][:30].numpy()
+    options = dict(record=["net_3"], record_counts=True, trace=[("net_6", 3)], record_links=True)
+    whole = simulator.run(mapped_file, x, 5, **options)
+    parts = [simulator.run(mapped_file, x[a:b], 5, **options) for a, b in shard_bounds(len(x), 4)]
+    _same(merge_results(parts), whole)
+
+
+def test_run_sharded_on_a_local_dask_cluster_equals_one_process(mapped_file, digits):
+    x = digits[2][:40].numpy()
+    whole = simulator.run(mapped_file, x, 4, record_counts=True, record_links=True)
+    seen = []
+    with dask_client(workers=2) as client:
+        sharded = run_sharded(mapped_file, x, 4, client, shards=3, progress=lambda d, n: seen.append((d, n)),
+                              record_counts=True, record_links=True)
+    _same(sharded, whole)
+    assert seen[-1] == (40, 40) and len(seen) == 3
+
+
+def test_simulate_on_the_torch_backend_and_on_dask_writes_the_same_results(mapped_file, digits, tmp_path):
+    x, y = digits[2][:24].numpy(), digits[3][:24].numpy()
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    common = ["simulate", str(mapped_file), "--input", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
+              "--T", "4", "--record-counts"]
+    runs = {"numba": [], "torch": ["--backend", "torch", "--device", "cpu"], "dask": ["--workers", "2"]}
+    out = {}
+    for name, extra in runs.items():
+        assert main(common + ["--out", str(tmp_path / f"{name}.npz")] + extra) == 0
+        out[name] = (dict(np.load(tmp_path / f"{name}.npz")), json.loads((tmp_path / f"{name}.json").read_text()))
+    for name in ("torch", "dask"):
+        arrays, summary = out[name]
+        for key, value in out["numba"][0].items():
+            if key == "output":
+                np.testing.assert_allclose(arrays[key], value, rtol=1e-9)
+            else:
+                assert np.array_equal(arrays[key], value), (name, key)
+        assert summary["totals"] == out["numba"][1]["totals"]
+        assert summary["accuracy"] == out["numba"][1]["accuracy"]
+
+
+def test_bad_backend_and_device_are_named(mapped_file, digits, tmp_path, capsys):
+    x = digits[2][:2].numpy()
+    with pytest.raises(ValueError, match="backend must be one of numba, torch, auto, got 'jax'"):
+        simulator.run(mapped_file, x, 2, backend="jax")
+    with pytest.raises(ValueError, match="the numba backend runs on the CPU"):
+        simulator.run(mapped_file, x, 2, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch device 'cuda:7' is not usable"):
+            simulator.run(mapped_file, x, 2, backend="torch", device="cuda:7")
+    np.save(tmp_path / "x.npy", x)
+    assert main(["simulate", str(mapped_file), "--input", str(tmp_path / "x.npy"), "--T", "2", "--out",
+                 str(tmp_path / "r.npz"), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
