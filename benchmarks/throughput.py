@@ -1,4 +1,5 @@
-"""Simulator throughput: synaptic events per second, one thread and all threads, vs the torch reference.
+"""Simulator throughput: synaptic events per second of the numba engine (one thread, all threads) and of the exact
+torch backend (CPU, and GPU when present), with the float32 torch reference (no counters) for scale.
 
     python -m benchmarks.throughput [--T 8] [--batch 8] [--quick]
 
@@ -64,38 +65,56 @@ def sparse_network(n=50_000, fan_out=500, layers=3, seed=0):
     return net, x
 
 
+def _timed(flat, x, T, repeats, **options):
+    """Best wall time of `repeats` runs (after one warm-up run) and the last Result."""
+    simulator.run(flat, x[:2], T, **options)  # compile / build the torch plan
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = simulator.run(flat, x, T, batch_size=len(x), **options)  # one chunk: prange spreads its samples
+        best = min(best, time.perf_counter() - t0)
+    return best, res
+
+
 def measure(label, net, x, T, repeats=3):
+    """Rows: numba on 1 and all threads, the exact torch backend on the CPU (and the GPU when there is one), the
+    float32 torch reference (no counters) for scale; every exact row's counter totals compared with numba's."""
     flat = simulator.prepare(net)
-    simulator.run(flat, x[:2], T)  # compile / warm up
-    rows = []
     threads_all = numba.config.NUMBA_NUM_THREADS
+    rows = []
     for threads in sorted({1, threads_all}):
         numba.set_num_threads(threads)
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = simulator.run(flat, x, T, batch_size=max(1, len(x) // threads))
-            best = min(best, time.perf_counter() - t0)
-        events = res.total("synops") + res.total("macs")
-        rows.append((threads, best, events, events / best))
+        t, res = _timed(flat, x, T, repeats)
+        rows.append(("numba", "cpu", threads, t, res.totals()))
     numba.set_num_threads(threads_all)
     torch.set_num_threads(threads_all)
+    reference = rows[-1][4]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        t, res = _timed(flat, x, T, repeats, backend="torch", device=dev)
+        rows.append(("torch (exact)", dev, threads_all, t, res.totals()))
     ref = SpikingNetwork(net, dtype=torch.float32)
     t0 = time.perf_counter()
     ref(torch.as_tensor(x, dtype=torch.float32), T)
     t_ref = time.perf_counter() - t0
-    print(f"\n## {label}: {len(x)} samples x T={T}, {res.total('spikes')} spikes, {events:.3e} synaptic events")
-    print("| threads | wall (s) | synaptic events/s | per thread | torch reference (s) | speed-up vs torch |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for threads, t, ev, rate in rows:
-        print(f"| {threads} | {t:.3f} | {rate:.3e} | {rate / threads:.3e} | {t_ref:.3f} | {t_ref / t:.2f}x |")
+    events = reference["synops"] + reference["macs"]
+    print(f"\n## {label}: {len(x)} samples x T={T}, {reference['spikes']} spikes, {events:.3e} synaptic events")
+    print("| backend | device | threads | wall (s) | synaptic events/s | vs numba all threads | identical totals |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    t_numba = rows[len({1, threads_all}) - 1][3]
+    for backend, dev, threads, t, totals in rows:
+        print(f"| {backend} | {dev} | {threads} | {t:.3f} | {events / t:.3e} | {t_numba / t:.2f}x | "
+              f"{'yes' if totals == reference else 'NO'} |")
+    print(f"| torch reference float32 (no counters) | cpu | {threads_all} | {t_ref:.3f} | {events / t_ref:.3e} | "
+          f"{t_numba / t_ref:.2f}x | - |")
     return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, default=8)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=max(8, 2 * numba.config.NUMBA_NUM_THREADS),
+                   help="samples (default: 8, or two per thread when there are more than 4 threads)")
     p.add_argument("--quick", action="store_true", help="smaller sparse network")
     args = p.parse_args(argv)
     print(f"numba threads available: {numba.config.NUMBA_NUM_THREADS}")

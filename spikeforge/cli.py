@@ -126,6 +126,9 @@ def _parser():
     w.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     w.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
     w.add_argument("--retry-errors", action="store_true", help="run the points that failed before again")
+    w.add_argument("--backend", choices=("numba", "torch", "auto"), default="numba",
+                   help="how each point simulates (see simulate --backend); results are the same")
+    w.add_argument("--device", help="torch device of --backend torch on the workers")
 
     e = add("export-nir", "Write a network file as a NIR graph (Neuromorphic Intermediate Representation). "
                           "What NIR cannot express rides in node metadata; group, signed and multi-threshold "
@@ -408,6 +411,7 @@ def cmd_sweep(args):
         raise UserError("give a sweep spec file (spikeforge sweep --example prints one)")
 
     spec = sweep.load_spec(args.spec)
+    spec["execution"] = {"backend": args.backend, "device": args.device}  # how each point simulates
     rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
     bad = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} points ({bad} failed): {spec['store']}/results.csv, summary.md and three Pareto PNGs")

@@ -200,7 +200,7 @@ def evaluate_point(spec, params) -> dict:
             net = to_fixed_point(net, int(p["weight_bits"]), int(target.limits.get("membrane_bits") or 24))
         net = map_network(net, target, p["placement"])
         _, _, x, y = _data(spec)
-        res = simulator.run(net, x, int(p["T"]), record_links=True)
+        res = simulator.run(net, x, int(p["T"]), record_links=True, **spec.get("execution", {}))
         labels = [net.populations[int(i)].name for i in net.cores.population]
         links = link_loads(res.flows, res.flow_src, res.flow_dst, net.cores.x, net.cores.y)
         cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, links=links)
