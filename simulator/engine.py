@@ -91,13 +91,14 @@ def _check_inputs(flat, inputs):
 BACKENDS = ("numba", "torch", "auto")
 
 
-def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=64,
+def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
         progress=None, record_links=False, backend="numba", device=None) -> Result:
     """Simulate `inputs` (batch, *input shape) for T steps.
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
     record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
     trace: (population name, canonical neuron index) pairs whose membrane to keep.
+    batch_size: samples per chunk (default: 64 on numba; on torch as many as half the device's free memory holds).
     progress: callable(done_samples, total_samples), called after each chunk.
     record_links: count packets per core-to-core flow and step (Result.flows), for the link-level NoC model.
     backend: "numba" (the event engine, the reference semantics), "torch" (simulator.torch_backend: the same
@@ -106,10 +107,11 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     """
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ValueError(f"T must be an integer >= 1, got {T!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    T, batch_size = int(T), int(batch_size)
-    simulate = _backend(backend, device, record_links)
+    T = int(T)
+    simulate, chunk_size = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
     x = _check_inputs(flat, inputs)
@@ -122,6 +124,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     routing = flat.routing if record_links else flat.routing._replace(fl_ptr=np.zeros_like(flat.routing.fl_ptr))
     n_flows = len(routing.flow_src) if record_links else 0
     recording = K.Recording(rec_off, tr_ptr, tr_idx, n_rec, len(tr_idx), n_flows, bool(record_counts))
+    batch_size = int(batch_size) if batch_size is not None else chunk_size(flat, T, recording)
     B = len(x)
     nd = K.N_DYNAMIC_COUNTERS
     counters = np.zeros((T, flat.n_cores, len(COUNTERS)), np.int64)
@@ -169,7 +172,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
 
 
 def _backend(backend, device, record_links):
-    """The chunk runner of a backend: callable(flat, X, T, readout, routing, recording) -> run_batch's arrays."""
+    """(simulate, chunk_size) of a backend: simulate(flat, X, T, readout, routing, recording) -> run_batch's
+    arrays; chunk_size(flat, T, recording) -> the default samples per chunk."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
@@ -177,8 +181,9 @@ def _backend(backend, device, record_links):
     if backend == "numba":
         if device not in (None, "cpu"):
             raise ValueError(f"the numba backend runs on the CPU; device {device!r} needs backend='torch'")
-        return lambda flat, X, T, readout, routing, recording: K.run_batch(
-            X, T, flat.n_cores, readout, flat.pops, flat.projs, routing, recording)
+        return (lambda flat, X, T, readout, routing, recording: K.run_batch(
+            X, T, flat.n_cores, readout, flat.pops, flat.projs, routing, recording),
+            lambda flat, T, recording: 64)
     try:
         import torch
 
@@ -196,7 +201,7 @@ def _backend(backend, device, record_links):
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
         return torch_backend.run_batch(flat.plans[key], X, T, readout, recording)
-    return simulate
+    return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording)
 
 
 def _cuda_available():

@@ -350,6 +350,20 @@ def _step(run, t, values, mults):
             run.v[pop.p] = run.acc
 
 
+def chunk_size(flat, T, device, recording, budget=None):
+    """Samples per chunk: as many as `budget` bytes hold (default: half the GPU's free memory, 2 GiB on a CPU).
+
+    Per sample: about 16 float64 values per neuron (membrane, sums, values, event counts, currents and their
+    temporaries) plus the per-step counters, flows, raster and trace columns kept until the chunk ends."""
+    n = int(flat.pops.theta.shape[0])
+    per_step = flat.n_cores * K.N_DYNAMIC_COUNTERS + recording.n_flows + recording.n_rec + recording.n_trace
+    per_sample = 8 * (16 * n + T * per_step)
+    if budget is None:
+        device = torch.device(device)
+        budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else 2 << 30
+    return int(max(1, min(budget // per_sample, 8192)))
+
+
 @torch.no_grad()
 def run_batch(plan, X, T, readout, recording):
     """`kernels.run_batch` on torch: X (B, input size, engine order) -> (out, ctr, counts, rec, trace, flows)."""

@@ -92,7 +92,8 @@ def _parser():
     s.add_argument("--x-key", help="array of samples inside the .npz (default: the first)")
     s.add_argument("--y-key", help="array of integer labels inside the .npz (to report accuracy)")
     s.add_argument("--T", type=int, required=True, help="time steps")
-    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--batch-size", type=int, help="samples per chunk (default: 64 on numba, sized to the device's "
+                                                  "memory on torch)")
     s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
     s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
     _execution_options(s)

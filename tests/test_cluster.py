@@ -95,3 +95,24 @@ def test_bad_backend_and_device_are_named(mapped_file, digits, tmp_path, capsys)
     assert main(["simulate", str(mapped_file), "--input", str(tmp_path / "x.npy"), "--T", "2", "--out",
                  str(tmp_path / "r.npz"), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_torch_backend_in_chunks_equals_one_chunk_and_sizes_chunks_by_memory(mapped_file, digits):
+    from spikeforge.simulator import kernels as K
+    from spikeforge.simulator.torch_backend import chunk_size
+
+    x = digits[2][:20].numpy()
+    seen = []
+    chunked = simulator.run(mapped_file, x, 3, backend="torch", device="cpu", batch_size=7, record_counts=True,
+                            progress=lambda d, n: seen.append(d))
+    assert seen == [7, 14, 20]
+    whole = simulator.run(mapped_file, x, 3, record_counts=True)
+    assert np.array_equal(chunked.counters, whole.counters)
+    assert all(np.array_equal(chunked.spike_counts[k], v) for k, v in whole.spike_counts.items())
+    flat = simulator.prepare(mapped_file)
+    n = int(flat.pops.theta.shape[0])
+    rec = K.Recording(np.full(len(flat.net.populations), -1), np.zeros(len(flat.net.populations) + 1, np.int64),
+                      np.zeros(0, np.int64), 0, 0, 0, False)
+    per_sample = 8 * (16 * n + 10 * flat.n_cores * K.N_DYNAMIC_COUNTERS)
+    assert chunk_size(flat, 10, "cpu", rec, budget=5 * per_sample + 1) == 5
+    assert chunk_size(flat, 10, "cpu", rec, budget=1) == 1
