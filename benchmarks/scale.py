@@ -1,0 +1,84 @@
+"""Exact simulation at scale: the committed CIFAR-10 ResNet-20 (QCFS L=4) on all test images, numba engine on every
+core vs the exact torch backend on the GPU; wall time, speed-up and whether every counter total is identical.
+
+    python -m benchmarks.scale --data-dir DATA --T 4 8 [--images 10000] [--out benchmarks/results/scale.json]
+
+DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
+neuron, images, T, backend, device, threads, wall_s, speedup (the all-threads numba wall time over this row's),
+identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numba
+import numpy as np
+import torch
+
+from spikeforge import simulator
+from spikeforge.converter import QCFS, convert
+from spikeforge.simulator.atomic import write_text
+
+from .cifar10 import ResNet20, load_tensors
+
+CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "resnet20_qcfs4.pt")
+
+
+def _timed(flat, x, T, **options):
+    simulator.run(flat, x[:8], T, **options)  # compile, or build the torch plan and warm the GPU
+    if options.get("device", "").startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    res = simulator.run(flat, x, T, **options)
+    return time.perf_counter() - t0, res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--T", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--images", type=int, default=10_000)
+    p.add_argument("--neurons", nargs="+", default=["if", "group"])
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
+    args = p.parse_args(argv)
+    xtr, _, xte, yte = load_tensors(args.data_dir, "cpu")
+    x, y = xte[:args.images].numpy().astype(np.float64), yte[:args.images].numpy()
+    model = ResNet20(act=lambda: QCFS(4, 8.0))
+    model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
+    model = model.float().eval()
+    devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+    threads = numba.config.NUMBA_NUM_THREADS
+    rows = []
+    for neuron in args.neurons:
+        net = convert(model, [xtr[:512]], neuron=neuron, tau=4, name=f"resnet20-qcfs4-{neuron}")
+        flat = simulator.prepare(net)
+        for T in args.T:
+            t_numba, ref = _timed(flat, x, T)
+            runs = [("numba", "cpu", t_numba, ref)]
+            for dev in devices:
+                t, res = _timed(flat, x, T, backend="torch", device=dev)
+                runs.append(("torch", dev, t, res))
+            for backend, dev, t, res in runs:
+                row = {"network": "CIFAR-10 ResNet-20 16/32/64, QCFS L=4", "neuron": neuron if neuron == "if" else
+                       "group tau=4", "images": len(x), "T": T, "backend": backend, "device": dev,
+                       "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
+                       "identical_totals": bool(res.totals() == ref.totals()
+                                                and np.array_equal(res.per_sample, ref.per_sample)),
+                       "same_predictions": float((res.predictions() == ref.predictions()).mean()),
+                       "accuracy": float((res.predictions() == y).mean())}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    write_text(args.out, json.dumps(rows, indent=1))
+    print("| neuron | T | images | backend | device | wall s | speed-up | identical totals | accuracy |")
+    print("|---|---:|---:|---|---|---:|---:|---|---:|")
+    for r in rows:
+        print(f"| {r['neuron']} | {r['T']} | {r['images']} | {r['backend']} | {r['device']} | {r['wall_s']:.2f} | "
+              f"{r['speedup']:.1f}x | {'yes' if r['identical_totals'] else 'NO'} | {100 * r['accuracy']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
