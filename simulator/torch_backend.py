@@ -60,7 +60,14 @@ class _Pop:
 
         self.theta, self.theta_neg, self.v_init = canon(pops.theta), canon(pops.theta_neg), canon(pops.v_init)
         self.bias, self.decay = canon(pops.bias), canon(pops.decay)
-        self.core = canon(rt.core_of, torch.int64)
+        # a core holds a contiguous canonical neuron range of one population: per-core sums of a (B, n) tensor are
+        # differences of its running sum at the ranges' ends (exact: the summed values are integers < 2^53)
+        cores = np.flatnonzero(net.cores.population == p)
+        cores = cores[np.argsort(net.cores.neuron_start[cores])]
+        self.seg_cores = torch.as_tensor(cores.astype(np.int64), device=device)
+        self.seg_start = torch.as_tensor(net.cores.neuron_start[cores].astype(np.int64), device=device)
+        self.seg_stop = torch.as_tensor(net.cores.neuron_stop[cores].astype(np.int64), device=device)
+        self.seg_size = (self.seg_stop - self.seg_start).to(torch.float64)
         self.packets, self.hops = canon(rt.n_packets), canon(rt.n_hops)
         self.flows = None  # (flows, n) transpose of the neuron -> flow incidence, when flows are recorded
         self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
@@ -177,22 +184,30 @@ class _Run:
         self.rasters = {}  # p -> list over t of (B, n) recorded values
         self.acc = None
 
-    def count_events(self, t, pop, mult):
-        """Spikes-free part of an event's cost: packets and hops on the neuron's core, packets on its flows."""
-        ctr = self.ctr[:, t]
-        ctr[:, :, _PKT].index_add_(1, pop.core, mult * pop.packets)
-        ctr[:, :, _HOP].index_add_(1, pop.core, mult * pop.hops)
+    def count_events(self, t, pop, mult, spikes=False):
+        """An event's cost on its neuron's core: packets and hops (and spikes when they are spikes), and its
+        packets on their core-to-core flows."""
+        columns = [_SPK, _PKT, _HOP] if spikes else [_PKT, _HOP]
+        per_neuron = torch.stack(([mult] if spikes else []) + [mult * pop.packets, mult * pop.hops])
+        sums = _core_sums(pop, per_neuron)  # (columns, B, cores of pop)
+        for k, column in enumerate(columns):
+            self.ctr[:, t, pop.seg_cores, column] += sums[k]
         if pop.flows is not None:
             self.flows[:, t] += _per_core(pop.flows, mult)
 
     def emit(self, t, pop, mult, recorded):
         """Count spike events of multiplicity mult and record what counts / rasters record (s)."""
-        self.ctr[:, t, :, _SPK].index_add_(1, pop.core, mult)
-        self.count_events(t, pop, mult)
+        self.count_events(t, pop, mult, spikes=True)
         if self.recording.record_counts:
             self.counts[pop.p] += recorded
         if self.recording.rec_off[pop.p] >= 0:
             self.rasters.setdefault(pop.p, []).append(recorded)
+
+
+def _core_sums(pop, values):
+    """(..., B, n) per-neuron values -> (..., B, cores of pop) sums over each core's neuron range."""
+    running = F.pad(values.cumsum(-1), (1, 0))
+    return running[..., pop.seg_stop] - running[..., pop.seg_start]
 
 
 def _integrate(v, current, vmax):
@@ -282,7 +297,7 @@ def _ec_update(run, t, pop, cur):
         prev = run.prev[pop.p] = prev.cpu().numpy().copy()
     o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), prev, t, pop.func, pop.size, pop.eps)
     o = torch.as_tensor(o, device=total.device)
-    run.ctr[:, t, :, _MAC].index_add_(1, pop.core, torch.ones_like(o))
+    run.ctr[:, t, pop.seg_cores, _MAC] += pop.seg_size  # one MAC per element and step
     mult = (o != 0.0).to(torch.float64)
     run.count_events(t, pop, mult)
     return o, mult
