@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 from spikeforge import __version__
 from spikeforge.errors import UserError
@@ -174,6 +175,26 @@ def _runner(args, path, network):
         yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
 
 
+def _samples_and_labels(path, x_key, y_key, limit=None):
+    """Samples and (optional) integer labels of the same length from a .npy / .npz; --limit keeps the first N."""
+    import numpy as np
+
+    x = _load_array(path, x_key)
+    y = _load_array(path, y_key) if y_key else None
+    if x.ndim < 1 or len(x) == 0:
+        raise UserError(f"{path}: no samples in {x_key or 'the first array'} (shape {x.shape})")
+    if y is not None:
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"{path}: labels {y_key!r} must be a 1-d integer array, got {y.dtype} of shape {y.shape}")
+        if len(y) != len(x):
+            raise UserError(f"{path}: {len(y)} labels in {y_key!r} for {len(x)} samples")
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit must be >= 1, got {limit}")
+        x, y = x[:limit], (y[:limit] if y is not None else None)
+    return x, y
+
+
 def _load_model(spec, weights):
     import torch
 
@@ -199,9 +220,15 @@ def _load_model(spec, weights):
 
 
 def _load_array(path, key):
+    """An array from a .npy file, or the array `key` (default: the first) of a .npz file."""
+    import zipfile
+
     import numpy as np
 
-    data = np.load(path, allow_pickle=False)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy says "load it unsafely" for any garbage
+        raise UserError(f"{path}: not a .npy / .npz file of plain arrays ({str(exc).splitlines()[0]})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         names = list(data.keys())
         if key is None and not names:
@@ -335,8 +362,7 @@ def cmd_simulate(args):
     from spikeforge import simulator
     from spikeforge.simulator.atomic import atomic_output, write_text
 
-    x = _load_array(args.input, args.x_key)
-    y = _load_array(args.input, args.y_key) if args.y_key else None
+    x, y = _samples_and_labels(args.input, args.x_key, args.y_key)
     net = simulator.load_network(args.file, isolate=True)
     with _runner(args, args.file, net) as run:
         bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
@@ -345,17 +371,20 @@ def cmd_simulate(args):
                   batch_size=args.batch_size)
         wall = time.time() - t0
         bar.close()
+    # everything is computed before anything is written; both files carry the same run id (the .npz also holds the
+    # summary), so a reader can tell a pair that belongs together
+    summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
+               "backend": args.backend, "wall_s": wall, "totals": res.totals(),
+               "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
+    if y is not None:
+        summary["accuracy"] = float((res.predictions() == np.asarray(y)).mean())
     arrays = {"output": res.output, "counters": res.counters, "per_sample": res.per_sample,
-              "counter_names": np.array(simulator.COUNTERS), "core_population": res.core_population}
+              "counter_names": np.array(simulator.COUNTERS), "core_population": res.core_population,
+              "summary": np.array(json.dumps(summary))}
     arrays.update({f"spike_counts/{k}": v for k, v in res.spike_counts.items()})
     with atomic_output(args.out, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    summary = {"file": args.file, "samples": len(x), "T": args.T, "backend": args.backend, "wall_s": wall,
-               "totals": res.totals(),
-               "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
-    if y is not None:
-        summary["accuracy"] = float((res.predictions() == np.asarray(y)).mean())
     write_text(os.path.splitext(args.out)[0] + ".json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
@@ -367,10 +396,7 @@ def cmd_report(args):
     from spikeforge.report import evaluate, write_report
     from spikeforge.simulator import load_network
 
-    x = _load_array(args.data, args.x_key)
-    y = _load_array(args.data, args.y_key) if args.y_key else None
-    if args.limit:
-        x, y = x[:args.limit], (y[:args.limit] if y is not None else None)
+    x, y = _samples_and_labels(args.data, args.x_key, args.y_key, args.limit)
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     net = load_network(args.file, isolate=True)
     with _runner(args, args.file, net) as run:

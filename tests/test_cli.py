@@ -121,3 +121,35 @@ def test_sweep_example_is_shipped_and_loads(tmp_path, capsys):
     assert spec["store"] == str(tmp_path / "sweep_digits")
     assert main(["sweep"]) == 2
     assert "spikeforge sweep: error: give a sweep spec file" in capsys.readouterr().err
+
+
+def test_bad_samples_and_labels_exit_2_and_leave_earlier_results(tmp_path, trained_mlp, digits, capsys):
+    from spikeforge.converter import convert, write_network
+
+    xtr, _, xte, yte = digits
+    net = write_network(convert(trained_mlp, [xtr[:128]]), tmp_path / "mlp.h5")
+    np.savez(tmp_path / "ok.npz", x=xte[:8].numpy(), y=yte[:8].numpy())
+    out = tmp_path / "run.npz"
+    assert main(["simulate", str(net), "--input", str(tmp_path / "ok.npz"), "--x-key", "x", "--y-key", "y",
+                 "--T", "2", "--out", str(out)]) == 0
+    before = (out.read_bytes(), out.with_suffix(".json").read_bytes())
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert json.loads(str(np.load(out)["summary"]))["run_id"] == summary["run_id"]
+    (tmp_path / "garbage.npz").write_bytes(b"not an array file")
+    np.savez(tmp_path / "float_labels.npz", x=xte[:8].numpy(), y=yte[:8].numpy() + 0.5)
+    np.savez(tmp_path / "short_labels.npz", x=xte[:8].numpy(), y=yte[:5].numpy())
+    cases = [(["--input", str(tmp_path / "garbage.npz")], "garbage.npz: not a .npy / .npz file"),
+             (["--input", str(tmp_path / "float_labels.npz"), "--x-key", "x", "--y-key", "y"],
+              "labels 'y' must be a 1-d integer array"),
+             (["--input", str(tmp_path / "short_labels.npz"), "--x-key", "x", "--y-key", "y"],
+              "5 labels in 'y' for 8 samples"),
+             (["--input", str(tmp_path / "ok.npz"), "--x-key", "nope"], "no array 'nope'")]
+    capsys.readouterr()
+    for extra, words in cases:
+        assert main(["simulate", str(net), "--T", "2", "--out", str(out)] + extra) == 2, words
+        err = capsys.readouterr().err
+        assert err.startswith("spikeforge simulate: error: ") and words in err, err
+    assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
+    assert main(["report", str(net), "--data", str(tmp_path / "ok.npz"), "--x-key", "x", "--T", "2",
+                 "--out", str(tmp_path / "rep"), "--limit", "0"]) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
