@@ -92,7 +92,7 @@ BACKENDS = ("numba", "torch", "auto")
 
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
-        progress=None, record_links=False, backend="numba", device=None) -> Result:
+        progress=None, record_links=False, backend="numba", device=None, max_bytes=None) -> Result:
     """Simulate `inputs` (batch, *input shape) for T steps.
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
@@ -104,6 +104,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     backend: "numba" (the event engine, the reference semantics), "torch" (simulator.torch_backend: the same
     spikes, outputs and counters computed with tensors in float64, on `device`, default cuda when available), or
     "auto" (torch on a GPU when one is present, else numba).
+    max_bytes: refuse a run whose per-step results (counters, rasters, traces, flows) would need more host memory
+    than this (default: half of this machine's memory), before any work starts.
     """
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ValueError(f"T must be an integer >= 1, got {T!r}")
@@ -126,6 +128,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     recording = K.Recording(rec_off, tr_ptr, tr_idx, n_rec, len(tr_idx), n_flows, bool(record_counts))
     batch_size = int(batch_size) if batch_size is not None else chunk_size(flat, T, recording)
     B = len(x)
+    _check_memory(flat, T, B, min(batch_size, B), recording, max_bytes)
     nd = K.N_DYNAMIC_COUNTERS
     counters = np.zeros((T, flat.n_cores, len(COUNTERS)), np.int64)
     per_sample = np.zeros((B, len(COUNTERS)), np.int64)
@@ -169,6 +172,23 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if len(tr_idx):
         result.traces = np.concatenate(traces)[:, :, _inverse(tr_order)]
     return result
+
+
+def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
+    """Refuse, before any work, a run whose step-resolved results would not fit (a ValueError with the estimate)."""
+    per_step = 8 * (flat.n_cores * K.N_DYNAMIC_COUNTERS + recording.n_flows + recording.n_trace) + recording.n_rec
+    need = T * (chunk * per_step + n_samples * (recording.n_rec + 8 * recording.n_trace)
+                + 8 * flat.n_cores * len(COUNTERS) + 8 * recording.n_flows)
+    if max_bytes is None:
+        try:
+            max_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        except (ValueError, OSError, AttributeError):
+            return
+    if need > max_bytes:
+        raise ValueError(f"T={T} with {n_samples} samples ({chunk} per chunk) needs about {need / 2**30:.1f} GiB for "
+                         f"the per-step counters, rasters and traces, more than the {max_bytes / 2**30:.1f} GiB "
+                         "allowed (half of this machine's memory); lower T, the batch size or what is recorded, "
+                         "or raise max_bytes")
 
 
 def _backend(backend, device, record_links):

@@ -396,6 +396,8 @@ def cmd_report(args):
     from spikeforge.report import evaluate, write_report
     from spikeforge.simulator import load_network
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a file; the report is a folder")
     x, y = _samples_and_labels(args.data, args.x_key, args.y_key, args.limit)
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     net = load_network(args.file, isolate=True)

@@ -209,3 +209,13 @@ def test_bad_inputs_are_refused_clearly(converted):
         simulator.run(net, x, 4)
     with pytest.raises(ValueError, match="T must be an integer >= 1"):
         simulator.run(net, x[:1], 0)
+
+
+def test_runs_too_large_for_memory_are_refused_before_work(converted):
+    net = converted["mlp"]
+    x = np.zeros((2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"T=1000000000 with 2 samples .* needs about .* GiB"):
+        simulator.run(net, x, 10**9)
+    with pytest.raises(ValueError, match="more than the 0.0 GiB allowed"):
+        simulator.run(net, x, 4, max_bytes=1000)
+    assert simulator.run(net, x, 4, max_bytes=10**6).T == 4
