@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -42,7 +43,7 @@ def _parser():
 
     d = add("demo", "Train a small CNN on scikit-learn digits, convert it, and evaluate the SNN for several T.")
     d.add_argument("--out", default="spikeforge-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
     d.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="time steps to evaluate")
     d.add_argument("--quick", action="store_true",
                    help="a smoke run: 3 training epochs, T in 2 8, 120 test digits (seconds; for CI and a first look)")
@@ -165,6 +166,8 @@ def _runner(args, path, network):
     from spikeforge import simulator
 
     options = {"backend": args.backend, "device": args.device}
+    if args.workers is not None and args.scheduler is not None:
+        raise UserError("give --workers (a local cluster) or --scheduler (a running one), not both")
     if args.workers is None and args.scheduler is None:
         flat = simulator.prepare(network)
         yield lambda x, T, progress=None, **kw: simulator.run(flat, x, T, progress=progress, **options, **kw)
@@ -212,10 +215,19 @@ def _load_model(spec, weights):
 
         try:  # weights_only: a checkpoint is data, never code (a pickled object could run anything on load)
             state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise UserError(f"{weights}: not a weights-only checkpoint (a state_dict of tensors): "
-                            f"{str(exc).splitlines()[0]}") from None
-        model.load_state_dict(state)
+        except FileNotFoundError:
+            raise
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+            raise UserError(f"--weights {weights}: not a weights-only torch checkpoint (a state_dict of tensors)"
+                            + (f": {reason[:200]}" if reason else "")) from None
+        if not isinstance(state, dict):
+            raise UserError(f"--weights {weights}: holds a {type(state).__name__}, not a state_dict")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise UserError(f"--weights {weights} do not fit --model {spec}: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
     return model
 
 
@@ -227,8 +239,8 @@ def _load_array(path, key):
 
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy says "load it unsafely" for any garbage
-        raise UserError(f"{path}: not a .npy / .npz file of plain arrays ({str(exc).splitlines()[0]})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "load it unsafely" for any garbage: not that
+        raise UserError(f"{path}: not a .npy / .npz file of plain numeric arrays") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         names = list(data.keys())
         if key is None and not names:
@@ -416,12 +428,14 @@ def cmd_report(args):
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     print(write_report(args.out, name, rows, runs, ann, net, len(x), fixed_rows=fixed))
-    print(f"report written to {args.out}/report.md")
+    print(f"report written to {os.path.join(args.out, 'report.md')}")
 
 
 def cmd_demo(args):
     from spikeforge.demo import run_demo
 
+    if args.epochs < 1 or min(args.T) < 1:
+        raise UserError(f"--epochs and every --T must be >= 1, got --epochs {args.epochs} --T {args.T}")
     if args.quick:
         run_demo(args.out, epochs=3, steps=(2, 8), test_samples=120)
     else:
@@ -468,6 +482,9 @@ def main(argv=None):
     t0 = time.time()
     try:
         COMMANDS[args.command](args)
+    except BrokenPipeError:  # the output went to a pipe that closed early (`| head`): nothing more to say
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (ValueError, OSError) as exc:  # UserError (every error type of ours), missing / unreadable files
         if args.debug:
             raise

@@ -47,7 +47,10 @@ def load_spec(path) -> dict:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     with open(path, "rb") as fh:
-        spec = tomllib.load(fh)
+        try:
+            spec = tomllib.load(fh)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SweepSpecError(f"{path}: not a valid TOML spec ({exc})") from None
     where = os.path.dirname(os.path.abspath(path))
     net = spec.get("network")
     if not isinstance(net, dict) or ("model" not in net) == ("file" not in net):

@@ -153,3 +153,22 @@ def test_bad_samples_and_labels_exit_2_and_leave_earlier_results(tmp_path, train
     assert main(["report", str(net), "--data", str(tmp_path / "ok.npz"), "--x-key", "x", "--T", "2",
                  "--out", str(tmp_path / "rep"), "--limit", "0"]) == 2
     assert "--limit must be >= 1" in capsys.readouterr().err
+
+
+def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, digits, capsys):
+    xtr = digits[0]
+    np.savez(tmp_path / "calib.npz", x=xtr[:64].numpy())
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    torch.save(trained_mlp.state_dict(), tmp_path / "mlp.pt")
+    base = ["convert", "--calibration", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "n.h5")]
+    capsys.readouterr()
+    assert main(base + ["--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "notes.txt")]) == 2
+    assert "--weights " + str(tmp_path / "notes.txt") + ": not a weights-only torch checkpoint" in \
+        capsys.readouterr().err
+    assert main(base + ["--model", "spikeforge.models:DigitsResNet", "--weights", str(tmp_path / "mlp.pt")]) == 2
+    assert "do not fit --model spikeforge.models:DigitsResNet" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("name = \n")
+    assert main(["sweep", str(tmp_path / "bad.toml")]) == 2
+    assert "bad.toml: not a valid TOML spec" in capsys.readouterr().err
+    assert main(["demo", "--T", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "every --T must be >= 1" in capsys.readouterr().err and not (tmp_path / "d").exists()

@@ -189,7 +189,7 @@ def test_checkpoints_are_loaded_weights_only(tmp_path, digits, capsys):
     rc = main(["convert", "--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "evil.pt"),
                "--calibration", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "net.h5")])
     assert rc == 2 and not flag.exists() and not (tmp_path / "net.h5").exists()
-    assert "evil.pt: not a weights-only checkpoint" in capsys.readouterr().err
+    assert "evil.pt: not a weights-only torch checkpoint" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- determinism
