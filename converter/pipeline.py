@@ -112,7 +112,7 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
     Returns the `Network`, ready for `write_network`.
     """
     s = settings
-    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    x = torch.as_tensor(x, dtype=torch.float32)
     if x.ndim < 2 or len(x) == 0:
         raise UserError(f"calibration samples must be shaped (N, *input shape) with N >= 1, got {tuple(x.shape)}")
     target = None
@@ -153,7 +153,7 @@ def _stage_one(model, x, y, batches, s, progress):
 
     if y is None:
         raise UserError("Stage I (qc_epochs > 0) fine-tunes on labelled data: give y, the labels of x")
-    y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y)
+    y = torch.as_tensor(y)
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1:
         raise UserError(f"labels must be a 1-d integer array, got {y.dtype} of shape {tuple(y.shape)}")
     if len(y) != len(x):

@@ -36,6 +36,12 @@ def _sparse_rows(rows, cols, vals, shape, device):
         return m.to_sparse_csr().to(device)
 
 
+def _rows_canonical(ptr, perm):
+    """The canonical source neuron of every entry of a CSR table whose rows are one population's neurons in
+    engine order (ptr: its row pointers)."""
+    return perm[np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))]
+
+
 def _per_core(matrix_t, mult):
     """(B, cores) = for every sample, Σ_i mult[b, i] · matrix[i, core]; matrix_t is the (cores, n) transpose."""
     return (matrix_t @ mult.T).T
@@ -49,7 +55,7 @@ class _Pop:
         pop = net.populations[p]
         off, n = int(pops.off[p]), int(pops.n[p])
         inv = _inverse(flat.perms[p])  # canonical index -> engine position
-        self.p, self.name, self.shape, self.n = p, pop.name, tuple(pop.shape), n
+        self.p, self.shape, self.n = p, tuple(pop.shape), n
         self.perm = torch.as_tensor(flat.perms[p].astype(np.int64), device=device)  # engine position -> canonical
         self.model, self.reset, self.size = int(pops.model[p]), int(pops.reset[p]), int(pops.tau[p])
         self.expand, self.flags, self.func = bool(pops.expand[p]), int(pops.flags[p]), int(pops.func[p])
@@ -73,14 +79,12 @@ class _Pop:
         self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
 
     def flow_matrix(self, flat, device):
+        """The (flows, n) incidence of this population's neurons and the core-to-core flows their packets take."""
         rt, off = flat.routing, int(flat.pops.off[self.p])
-        inv = _inverse(flat.perms[self.p])
-        starts, stops = rt.fl_ptr[off:off + self.n][inv], rt.fl_ptr[off + 1:off + self.n + 1][inv]
-        lengths = stops - starts
-        neuron = np.repeat(np.arange(self.n), lengths)
-        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-        flow = rt.fl_id[take.astype(np.int64)] if len(take) else np.zeros(0, np.int64)
-        self.flows = _sparse_rows(flow, neuron, np.ones(len(neuron)), (len(rt.flow_src), self.n), device)
+        ptr = rt.fl_ptr[off:off + self.n + 1]
+        neuron = _rows_canonical(ptr, flat.perms[self.p])
+        self.flows = _sparse_rows(rt.fl_id[ptr[0]:ptr[-1]], neuron, np.ones(len(neuron)), (len(rt.flow_src), self.n),
+                                  device)
 
 
 class _Proj:
@@ -90,10 +94,10 @@ class _Proj:
         net, projs, rt = flat.net, flat.projs, flat.routing
         proj = net.projections[q]
         index = {p.name: i for i, p in enumerate(net.populations)}
-        self.q, self.kind = q, proj.kind
-        self.src, self.tgt = index[proj.source], index[proj.target]
-        src, tgt = net.populations[self.src], net.populations[self.tgt]
-        self.src_shape, self.tgt_shape = tuple(src.shape), tuple(tgt.shape)
+        self.kind = proj.kind
+        self.src = index[proj.source]
+        src, tgt = net.populations[self.src], net.populations[index[proj.target]]
+        self.src_shape = tuple(src.shape)
         self.column = _MAC if projs.mac[q] else _SYN
         self.wbytes = float(projs.wbytes[q])
         self.transpose = bool(proj.transpose)
@@ -104,12 +108,11 @@ class _Proj:
             return
         self._weights(proj, src, tgt, device)
         # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order)
-        n_src = src.size
         r0 = int(rt.rc_off[q])
-        ptr = rt.rc_ptr[r0:r0 + n_src + 1]
-        rows = flat.perms[self.src][np.repeat(np.arange(n_src), np.diff(ptr))]
+        ptr = rt.rc_ptr[r0:r0 + src.size + 1]
+        rows = _rows_canonical(ptr, flat.perms[self.src])
         cores, counts = rt.rc_core[ptr[0]:ptr[-1]], rt.rc_cnt[ptr[0]:ptr[-1]]
-        self.routing_t = _sparse_rows(cores, rows, counts, (flat.n_cores, n_src), device)
+        self.routing_t = _sparse_rows(cores, rows, counts, (flat.n_cores, src.size), device)
 
     def _weights(self, proj, src, tgt, device):
         """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw))."""
@@ -176,13 +179,24 @@ class _Run:
         dev, f64 = plan.device, torch.float64
         self.plan, self.T, self.recording = plan, T, recording
         self.v = [pop.v_init.expand(b, pop.n).clone() for pop in plan.pops]
-        self.prev = [torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops]
+        # EC nodes' (t-1)·F(S(t-1)/(t-1)) (a host array: kernels.ec_outputs updates it), ec_matmul nodes'
+        # S_K(t-1)/(t-1); only those populations have one
+        self.prev = {pop.p: (np.zeros((b, pop.n)) if pop.model == K.MODEL_EC else
+                             torch.zeros(b, pop.n, dtype=f64, device=dev))
+                     for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
         self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
         self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
-        self.counts = [torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops]
+        self.counts = {pop.p: torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops
+                       if recording.record_counts}
         self.rasters = {}  # p -> list over t of (B, n) recorded values
         self.acc = None
+        # traced neurons (engine-global indices) as (population, canonical index), looked up once
+        off = plan.flat.pops.off
+        self.traced = []
+        for g in recording.tr_idx[:recording.n_trace]:
+            p = int(np.searchsorted(off, g, side="right") - 1)
+            self.traced.append((p, int(plan.flat.perms[p][g - off[p]])))
 
     def count_events(self, t, pop, mult, spikes=False):
         """An event's cost on its neuron's core: packets and hops (and spikes when they are spikes), and its
@@ -292,10 +306,7 @@ def _ec_update(run, t, pop, cur):
     run.v[pop.p] = total
     # F in the engine's own arithmetic (kernels.ec_outputs: same summation order, same libm erf / exp): a torch
     # erf or exp may differ in the last bit, and whether O(t) is exactly 0 decides whether an event is sent
-    prev = run.prev[pop.p]
-    if not isinstance(prev, np.ndarray):
-        prev = run.prev[pop.p] = prev.cpu().numpy().copy()
-    o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), prev, t, pop.func, pop.size, pop.eps)
+    o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), run.prev[pop.p], t, pop.func, pop.size, pop.eps)
     o = torch.as_tensor(o, device=total.device)
     run.ctr[:, t, pop.seg_cores, _MAC] += pop.seg_size  # one MAC per element and step
     mult = (o != 0.0).to(torch.float64)
@@ -356,7 +367,7 @@ def _step(run, t, values, mults):
             values[pop.p], mults[pop.p] = _ec_update(run, t, pop, cur)
         elif model == K.MODEL_ECMM:
             m, n = pop.shape
-            inner = operands["matmul_a"].reshape(cur.shape[0], m, -1).shape[-1]
+            inner = operands["matmul_a"][0].numel() // m
             operands = {"matmul_a": operands["matmul_a"].reshape(-1, m, inner),
                         "matmul_b": operands["matmul_b"].reshape(-1, inner, n)}
             values[pop.p], mults[pop.p] = _matmul_update(run, t, pop, operands)
@@ -395,19 +406,13 @@ def run_batch(plan, X, T, readout, recording):
         values, mults = {0: x_c}, {0: in_mult}
         _step(run, t, values, mults)
         if recording.n_trace:
-            traces.append(_trace_columns(run, recording))
+            traces.append(_trace_columns(run))
     return _engine_outputs(run, flat, readout, recording, traces, b, T)
 
 
-def _trace_columns(run, recording):
-    """Membranes of the traced neurons (engine-global indices tr_idx) after this step."""
-    flat, cols = run.plan.flat, []
-    off = flat.pops.off
-    for k in range(recording.n_trace):
-        g = int(recording.tr_idx[k])
-        p = int(np.searchsorted(off, g, side="right") - 1)
-        cols.append(run.v[p][:, int(flat.perms[p][g - off[p]])])
-    return torch.stack(cols, 1)
+def _trace_columns(run):
+    """Membranes of the traced neurons after this step."""
+    return torch.stack([run.v[p][:, i] for p, i in run.traced], 1)
 
 
 def _engine_order(tensor, pop):

@@ -288,8 +288,7 @@ def cmd_convert(args):
     if args.qc_epochs and not args.y_key:
         raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
     model = _load_model(args.model, args.weights)
-    x = _load_array(args.calibration, args.key)
-    y = _load_array(args.calibration, args.y_key) if args.y_key else None
+    x, y = _samples_and_labels(args.calibration, args.key, args.y_key)
     bars = _Bars()
     try:
         net = convert_pipeline(model, x, settings, y=y, progress=bars)
