@@ -11,7 +11,18 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     """Train, convert, simulate every T, and report on every built-in target; returns the report rows.
 
     test_samples: evaluate only the first N test digits (default: all 360).
+    out_dir is written as one unit (spikeforge.outputs.replace_folder): built in a temporary sibling and swapped in
+    at the end, so an interrupted demo leaves the previous one whole; a folder holding other files is refused.
     """
+    from spikeforge.outputs import REPORT_FILES, replace_folder
+
+    with replace_folder(out_dir, REPORT_FILES + ("digits-resnet.h5",)) as tmp:
+        rows, table, ann = _demo(tmp, os.path.join(out_dir, "digits-resnet.h5"), epochs, steps, seed, test_samples)
+    print(f"\nANN accuracy {100 * ann:.2f}%\n{table}\n\nreport: {os.path.join(os.path.normpath(out_dir), 'report.md')}")
+    return rows
+
+
+def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     from tqdm import tqdm
 
     from spikeforge import hwmodels
@@ -22,7 +33,6 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     from spikeforge.report import evaluate, write_report
     from spikeforge.simulator import load_network
 
-    os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = load_digits_split(seed=seed)
     if test_samples is not None:
@@ -39,7 +49,7 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     net = convert(model, [xtr[:512]], norm="percentile", percentile=99.9, name="digits-resnet")
     path = write_network(net, os.path.join(out_dir, "digits-resnet.h5"))
     net = load_network(path)
-    print(f"      wrote {path}: {len(net.populations)} populations, {len(net.projections)} projections, "
+    print(f"      wrote {shown_path}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
     print(f"[3/4] simulating {len(xte)} test digits for T in {list(steps)} ...")
     targets = [hwmodels.load_target(t) for t in hwmodels.available()]
@@ -48,5 +58,4 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     bar.close()
     print(f"[4/4] writing the report for {', '.join(t.name for t in targets)} ...")
     table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann)
-    print(f"\nANN accuracy {100 * ann:.2f}%\n{table}\n\nreport: {out_dir}/report.md")
-    return rows
+    return rows, table, ann

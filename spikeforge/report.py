@@ -58,11 +58,12 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
     return rows, runs, ann
 
 
-def fixed_point_rows(network, x, y, float_runs, targets, progress=None):
+def fixed_point_rows(network, x, y, float_runs, targets, progress=None, max_bytes=None):
     """Float vs fixed-point (each target's weight and membrane widths) accuracy and prediction agreement per T.
 
     float_runs: {T: Result} of the float network on x (what `evaluate` returns as runs), so it is not simulated
-    again. Targets without membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
+    again; max_bytes: simulator.run's memory bound. Targets without membrane_bits, or whose weights are wider
+    than 24 bits (float-like), are skipped."""
     from spikeforge.converter.fixed_point import FixedPointError, to_fixed_point
 
     rows = []
@@ -77,7 +78,7 @@ def fixed_point_rows(network, x, y, float_runs, targets, progress=None):
             rows.append({"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "error": str(exc)})
             continue
         for T in float_runs:
-            pred = simulator.run(fixed, x, T).predictions()
+            pred = simulator.run(fixed, x, T, max_bytes=max_bytes).predictions()
             row = {"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "T": T,
                    "agreement": float((pred == float_pred[T]).mean())}
             if y is not None:
@@ -134,6 +135,8 @@ def plot_energy_per_layer(path, cost, title):
         vals = np.array([cost.layer_energy_pj[layer][e] for layer in layers]) / 1e3
         ax.bar(layers, vals, bottom=bottom, label=e, color=EVENT_COLORS[e])
         bottom += vals
+    if bottom.max() > 0:  # headroom: the stacked bars' bottoms are sticky edges, so the tallest bar would touch
+        ax.set_ylim(0, bottom.max() * 1.15)  # the frame (and the legend)
     ax.set_ylabel("dynamic energy per inference (nJ)")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)

@@ -89,3 +89,28 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"torch backend == numba engine on {c['runs']} runs ({c['fixed']} fixed point); models: "
             f"{', '.join(sorted(c['models']))}; projections: {', '.join(sorted(c['projections']))}")
+
+
+def write_tiny_network(path, hidden=2150):
+    """A 64 -> hidden IF -> 300 IF -> 10 readout network, one core per layer (with the default hidden=2150 its
+    hidden core holds 2.1x Loihi's 1024 neurons): command-line tests that need no training."""
+    from spikeforge.converter import write_network
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator.network import Network, Population, Projection
+
+    rng = np.random.default_rng(0)
+    pops = [Population.make("in", "input", (64,)), Population.make("h", "if", (hidden,), 1.0, 0.5),
+            Population.make("h2", "if", (300,), 1.0, 0.5), Population.make("out", "readout", (10,))]
+    projs = [Projection("a", "dense", "in", "h", (rng.normal(size=(hidden, 64)) * 0.3).astype(np.float32)),
+             Projection("b", "dense", "h", "h2", (rng.normal(size=(300, hidden)) * 0.05).astype(np.float32)),
+             Projection("c", "dense", "h2", "out", (rng.normal(size=(10, 300)) * 0.1).astype(np.float32))]
+    return write_network(Network(pops, projs, *one_population_per_core(pops, projs), {"name": "tiny"}), path)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(network file, .npz with 20 samples x and integer labels y) of write_tiny_network."""
+    folder = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(1)
+    np.savez(folder / "data.npz", x=rng.random((20, 64)).astype(np.float32), y=rng.integers(0, 10, 20))
+    return write_tiny_network(folder / "tiny.h5"), folder / "data.npz"

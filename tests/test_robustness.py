@@ -170,6 +170,78 @@ def test_writer_killed_midway_leaves_the_old_file_intact(kind, base_file, tmp_pa
         nir.read(target)
 
 
+_REPORT_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from spikeforge import hwmodels, simulator
+    from spikeforge.outputs import replace_folder
+    from spikeforge.report import evaluate, write_report
+    net = simulator.load_network(sys.argv[1])
+    z = np.load(sys.argv[2])
+    made = {T: evaluate(net, z["x"][:4], z["y"][:4], [T], [hwmodels.load_target("loihi")]) for T in (2, 3)}
+    print("ready", flush=True)
+    i = 0
+    while True:  # generation i has T = 2 + i % 2: its plots have other names than the previous generation's
+        rows, runs, ann = made[2 + i % 2]
+        with replace_folder(sys.argv[3]) as tmp:
+            write_report(tmp, f"{sys.argv[4]}-gen{i}", rows, runs, ann, net, 4)
+        i += 1
+""")
+
+
+def _report_state(folder):
+    """(report name, file names) of a report folder, after checking that it is complete: every file of its
+    generation is there, nothing else is, and every PNG reads."""
+    import json
+
+    import matplotlib.image
+
+    files = sorted(os.listdir(folder))
+    name = json.loads((folder / "report.json").read_text())["name"]
+    assert f"# spikeforge report: {name}\n" in (folder / "report.md").read_text()
+    T = json.loads((folder / "report.json").read_text())["rows"][0]["T"]
+    assert files == sorted(["report.md", "report.json", "report.csv", f"spikes_per_step_T{T}.png",
+                            f"energy_per_layer_loihi_T{T}.png"]), files
+    for f in files:
+        if f.endswith(".png"):
+            matplotlib.image.imread(folder / f)
+    return name, files
+
+
+def test_report_killed_while_writing_leaves_the_old_or_the_complete_new_report(tiny, tmp_path):
+    """A process rewriting a report folder in a loop is SIGKILLed at random moments, most of them while the new
+    report is being written: the folder is always one whole report (the previous one byte for byte, or a complete
+    newer one with none of the previous one's plots); the next `spikeforge report` removes what the kills left."""
+    import random
+
+    net, data = tiny
+    out = tmp_path / "rep"
+    assert main(["report", net, "--data", str(data), "--x-key", "x", "--y-key", "y", "--T", "4",
+                 "--target", "loihi", "--out", str(out)]) == 0
+    previous = ("tiny", {f: (out / f).read_bytes() for f in os.listdir(out)})
+    rng = random.Random(0)
+    during_write = 0
+    for kill in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", _REPORT_WRITER, net, str(data), str(out), f"kill{kill}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 1.5))
+        temps = [f for f in os.listdir(tmp_path) if f.startswith(".rep.spikeforge-")]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        during_write += bool(temps)
+        name, files = _report_state(out)
+        now = {f: (out / f).read_bytes() for f in files}
+        if name == previous[0]:  # no newer report was swapped in: the previous one, byte for byte
+            assert now == previous[1]
+        previous = (name, now)
+    assert during_write >= 4, "the kills should land while a report is being written"
+    assert main(["report", net, "--data", str(data), "--x-key", "x", "--y-key", "y", "--T", "2",
+                 "--target", "loihi", "--out", str(out)]) == 0
+    assert os.listdir(tmp_path) == ["rep"]  # no temporary sibling left
+    assert _report_state(out)[0] == "tiny"
+
+
 # --------------------------------------------------------------------------- untrusted checkpoints
 
 class _Payload:
