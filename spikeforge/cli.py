@@ -23,14 +23,31 @@ EXAMPLES = {
               "--target loihi --target generic45nm --out report/",
     "simulate": "spikeforge simulate net.h5 --input test.npz --x-key x --y-key y --T 8 --out run.npz",
     "sweep": "spikeforge sweep --example > sweep.toml && spikeforge sweep sweep.toml --workers 2   "
-             "# or --scheduler tcp://host:8786",
+             "# or --scheduler tcp://host:8786\n\nexit status: 0 every point ran, 1 some points failed (the count is "
+             "printed; their errors are in summary.md), 2 the spec was refused before anything ran",
     "export-nir": "spikeforge export-nir net.h5 net.nir",
     "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --dt 1 --target loihi",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command line's one error format: `spikeforge <cmd>: error: ...` on one line, exit 2
+    (argparse prints its usage block first; --help still shows it)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _size(text):
+    """A byte count such as 64G, 512M, 1.5T or 1000000 (binary units: 1K = 1024 bytes)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (give e.g. 64G, 512M or a number of bytes)")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="spikeforge", description="ANN-to-SNN conversion and event-driven "
+    p = _Parser(prog="spikeforge", description="ANN-to-SNN conversion and event-driven "
                                 "neuromorphic hardware simulation.")
     p.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,10 +60,12 @@ def _parser():
 
     d = add("demo", "Train a small CNN on scikit-learn digits, convert it, and evaluate the SNN for several T.")
     d.add_argument("--out", default="spikeforge-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
-    d.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="time steps to evaluate")
+    d.add_argument("--epochs", type=int, help="training epochs (default: 20; 3 with --quick)")
+    d.add_argument("--T", type=int, nargs="+", help="time steps to evaluate (default: 1 2 4 8 16 32; 2 8 with "
+                                                   "--quick)")
     d.add_argument("--quick", action="store_true",
-                   help="a smoke run: 3 training epochs, T in 2 8, 120 test digits (seconds; for CI and a first look)")
+                   help="a smoke run: 3 training epochs, T in 2 8, 120 test digits (seconds; for CI and a first look); "
+                        "an explicit --epochs or --T is honoured")
 
     c = add("convert", "Convert a trained torch model into a network file.")
     c.add_argument("--model", required=True, help="MODULE:CALLABLE returning the torch.nn.Module")
@@ -158,6 +177,9 @@ def _execution_options(cmd):
                                       "available, else cpu)")
     cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes")
     cmd.add_argument("--scheduler", help="split the samples over the Dask cluster at this scheduler address")
+    cmd.add_argument("--max-memory", type=_size, metavar="SIZE",
+                     help="refuse (before any work) a run whose per-step results need more host memory than this, "
+                          "e.g. 64G or 512M (default: half of this machine's memory)")
 
 
 @contextlib.contextmanager
@@ -165,7 +187,7 @@ def _runner(args, path, network):
     """A callable(x, T, progress, **run options) -> Result for the chosen backend, in-process or on Dask."""
     from spikeforge import simulator
 
-    options = {"backend": args.backend, "device": args.device}
+    options = {"backend": args.backend, "device": args.device, "max_bytes": args.max_memory}
     if args.workers is not None and args.scheduler is not None:
         raise UserError("give --workers (a local cluster) or --scheduler (a running one), not both")
     if args.workers is None and args.scheduler is None:
@@ -178,12 +200,14 @@ def _runner(args, path, network):
         yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
 
 
-def _samples_and_labels(path, x_key, y_key, limit=None):
+def _samples_and_labels(path, x_key, y_key, limit=None, x_flag="--x-key"):
     """Samples and (optional) integer labels of the same length from a .npy / .npz; --limit keeps the first N."""
     import numpy as np
 
-    x = _load_array(path, x_key)
-    y = _load_array(path, y_key) if y_key else None
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    x = _load_array(path, x_key, x_flag)
+    y = _load_array(path, y_key, "--y-key") if y_key else None
     if x.ndim < 1 or len(x) == 0:
         raise UserError(f"{path}: no samples in {x_key or 'the first array'} (shape {x.shape})")
     if y is not None:
@@ -192,8 +216,6 @@ def _samples_and_labels(path, x_key, y_key, limit=None):
         if len(y) != len(x):
             raise UserError(f"{path}: {len(y)} labels in {y_key!r} for {len(x)} samples")
     if limit is not None:
-        if limit < 1:
-            raise UserError(f"--limit must be >= 1, got {limit}")
         x, y = x[:limit], (y[:limit] if y is not None else None)
     return x, y
 
@@ -231,8 +253,9 @@ def _load_model(spec, weights):
     return model
 
 
-def _load_array(path, key):
-    """An array from a .npy file, or the array `key` (default: the first) of a .npz file."""
+def _load_array(path, key, flag="--x-key"):
+    """An array from a .npy file, or the array `key` (default: the first) of a .npz file; flag: the option that
+    named the key (a key given for a .npy file, which holds one array, is refused rather than ignored)."""
     import zipfile
 
     import numpy as np
@@ -241,6 +264,9 @@ def _load_array(path, key):
         data = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "load it unsafely" for any garbage: not that
         raise UserError(f"{path}: not a .npy / .npz file of plain numeric arrays") from None
+    if not isinstance(data, np.lib.npyio.NpzFile) and key is not None:
+        raise UserError(f"{path}: a .npy file holds one array, so {flag} {key} cannot pick one (give an .npz with "
+                        f"named arrays, or leave out {flag})")
     if isinstance(data, np.lib.npyio.NpzFile):
         names = list(data.keys())
         if key is None and not names:
@@ -250,6 +276,13 @@ def _load_array(path, key):
             raise UserError(f"{path}: no array {name!r} (has {names})")
         data = data[name]
     return data
+
+
+def _existing(path):
+    """path, or the command line's `<path>: no such file` (before the isolated reader says it its own way)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "No such file or directory", path)
+    return path
 
 
 class _Bars:
@@ -288,7 +321,7 @@ def cmd_convert(args):
     if args.qc_epochs and not args.y_key:
         raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
     model = _load_model(args.model, args.weights)
-    x, y = _samples_and_labels(args.calibration, args.key, args.y_key)
+    x, y = _samples_and_labels(args.calibration, args.key, args.y_key, x_flag="--key")
     bars = _Bars()
     try:
         net = convert_pipeline(model, x, settings, y=y, progress=bars)
@@ -319,7 +352,7 @@ def cmd_inspect(args):
     from spikeforge.inspect_cores import core_loads, plot_cores
     from spikeforge.simulator import load_network
 
-    net = load_network(args.file, isolate=True)
+    net = load_network(_existing(args.file), isolate=True)
     s = summarize(net)
     target = load_target(args.target) if args.target else None
     s["core_loads"] = core_loads(net, target)
@@ -354,9 +387,17 @@ def _print_cores(rows, net, args):
         line = (f"{name:24} {len(rs):>5} {sum(r['neurons'] for r in rs):>8} {max(r['axons'] for r in rs):>9} "
                 f"{max(r['synapse_bytes'] for r in rs) / 1024:>10.1f}")
         if util:
-            line += " " + "/".join(f"{max(r[k] for r in rs):.2f}" for k in ("util_neurons", "util_axons",
-                                                                              "util_memory")).rjust(20)
+            peaks = {k: max(r[k] for r in rs) for k in ("util_neurons", "util_axons", "util_memory")}
+            line += " " + "/".join(f"{v:.2f}" for v in peaks.values()).rjust(20)
+            over = [f"{k[5:]} {v:.2f}x" for k, v in peaks.items() if v > 1]
+            if over:
+                line += "  over capacity (" + ", ".join(over) + ")"
         print(line)
+    if util:
+        over = sum(max(r["util_neurons"], r["util_axons"], r["util_memory"]) > 1 for r in rows)
+        if over:
+            print(f"{over} of {len(rows)} cores over capacity for {args.target} (a utilization above 1.00: that "
+                  "core does not fit the target; map the file for it with convert --target)")
     e = net.core_edges
     if len(e.src):
         hops = abs(net.cores.x[e.src] - net.cores.x[e.dst]) + abs(net.cores.y[e.src] - net.cores.y[e.dst])
@@ -374,7 +415,7 @@ def cmd_simulate(args):
     from spikeforge.simulator.atomic import atomic_output, write_text
 
     x, y = _samples_and_labels(args.input, args.x_key, args.y_key)
-    net = simulator.load_network(args.file, isolate=True)
+    net = simulator.load_network(_existing(args.file), isolate=True)
     with _runner(args, args.file, net) as run:
         bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
         t0 = time.time()
@@ -404,14 +445,14 @@ def cmd_report(args):
     from tqdm import tqdm
 
     from spikeforge import hwmodels
+    from spikeforge.outputs import check_replaceable, replace_folder
     from spikeforge.report import evaluate, write_report
     from spikeforge.simulator import load_network
 
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out} is a file; the report is a folder")
+    check_replaceable(args.out)  # before any work: a file, or a folder of other things, is refused
     x, y = _samples_and_labels(args.data, args.x_key, args.y_key, args.limit)
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
-    net = load_network(args.file, isolate=True)
+    net = load_network(_existing(args.file), isolate=True)
     with _runner(args, args.file, net) as run:
         bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
         rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=run)
@@ -422,23 +463,25 @@ def cmd_report(args):
 
         fbar = tqdm(total=len(x) * len(args.T) * len(targets), desc="fixed point (samples x T x targets)",
                     disable=None)
-        fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update)
+        fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update, max_bytes=args.max_memory)
         fbar.close()
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
-    print(write_report(args.out, name, rows, runs, ann, net, len(x), fixed_rows=fixed))
-    print(f"report written to {os.path.join(args.out, 'report.md')}")
+    with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole
+        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed)
+    print(table)
+    print(f"report written to {os.path.join(os.path.normpath(args.out), 'report.md')}")
 
 
 def cmd_demo(args):
     from spikeforge.demo import run_demo
 
-    if args.epochs < 1 or min(args.T) < 1:
-        raise UserError(f"--epochs and every --T must be >= 1, got --epochs {args.epochs} --T {args.T}")
-    if args.quick:
-        run_demo(args.out, epochs=3, steps=(2, 8), test_samples=120)
-    else:
-        run_demo(args.out, epochs=args.epochs, steps=args.T)
+    # --quick sets smaller defaults; an --epochs or --T given with it is honoured, not silently replaced
+    epochs = args.epochs if args.epochs is not None else 3 if args.quick else 20
+    steps = args.T if args.T is not None else [2, 8] if args.quick else [1, 2, 4, 8, 16, 32]
+    if epochs < 1 or min(steps) < 1:
+        raise UserError(f"--epochs and every --T must be >= 1, got --epochs {epochs} --T {' '.join(map(str, steps))}")
+    run_demo(args.out, epochs=epochs, steps=steps, test_samples=120 if args.quick else None)
 
 
 def cmd_sweep(args):
@@ -456,14 +499,19 @@ def cmd_sweep(args):
     spec["execution"] = {"backend": args.backend, "device": args.device}  # how each point simulates
     rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
     bad = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows)} points ({bad} failed): {spec['store']}/results.csv, summary.md and three Pareto PNGs")
+    print(f"{len(rows)} points ({bad} failed): {os.path.join(spec['store'], 'results.csv')}, summary.md and three "
+          "Pareto PNGs")
+    if bad:  # the sweep ran, but not every point: exit 1 (2 is a spec refused before anything ran)
+        print(f"spikeforge sweep: {bad} of {len(rows)} points failed (their errors are in "
+              f"{os.path.join(spec['store'], 'summary.md')}; --retry-errors runs them again)", file=sys.stderr)
+        return 1
 
 
 def cmd_export_nir(args):
     from spikeforge.interop.nir_export import export_nir
     from spikeforge.simulator import load_network
 
-    export_nir(load_network(args.file, isolate=True), args.out)
+    export_nir(load_network(_existing(args.file), isolate=True), args.out)
     print(f"wrote {args.out}")
 
 
@@ -477,17 +525,20 @@ def cmd_import_nir(args):
 def main(argv=None):
     """Run one subcommand; user mistakes exit 2 with `spikeforge <cmd>: error: ...`, anything else exits 1 with
     one line (the traceback with --debug)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # a bad argument (one line, exit 2), --help or --version: the code, not an exit
+        return exc.code
     t0 = time.time()
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args) or 0
     except BrokenPipeError:  # the output went to a pipe that closed early (`| head`): nothing more to say
         sys.stdout = open(os.devnull, "w")
         return 0
     except (ValueError, OSError) as exc:  # UserError (every error type of ours), missing / unreadable files
         if args.debug:
             raise
-        print(f"spikeforge {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"spikeforge {args.command}: error: {_user_message(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spikeforge {args.command}: interrupted", file=sys.stderr)
@@ -500,7 +551,27 @@ def main(argv=None):
         return 1
     if args.command == "demo":
         print(f"done in {time.time() - t0:.1f} s")
-    return 0
+    return code
+
+
+def _user_message(exc, args):
+    """One line for a user error: a file error names the user's path (never a temporary file's), and the memory
+    bound of simulator.run is named by its command-line flag."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        path = os.fspath(exc.filename)
+        if os.path.basename(path).startswith(".") and "spikeforge-" in os.path.basename(path):
+            # a temporary file or folder beside the output: the user knows the output's name, not this one
+            out = getattr(args, "out", None)
+            return f"{out or os.path.dirname(path) or '.'}: cannot write it ({exc.strerror or type(exc).__name__})"
+        if isinstance(exc, FileNotFoundError):
+            return f"{path}: no such file"
+        return f"{path}: {exc.strerror or type(exc).__name__}"
+    text = _one_line(exc)
+    if text.endswith("or raise max_bytes") and hasattr(args, "max_memory"):
+        if args.max_memory is not None:
+            text = text.replace("(half of this machine's memory)", f"(--max-memory {args.max_memory} bytes)")
+        text = text[:-len("max_bytes")] + "--max-memory (e.g. --max-memory 64G)"
+    return text
 
 
 def _one_line(exc):

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import torch
@@ -172,3 +173,129 @@ def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, di
     assert "bad.toml: not a valid TOML spec" in capsys.readouterr().err
     assert main(["demo", "--T", "0", "--out", str(tmp_path / "d")]) == 2
     assert "every --T must be >= 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+# ---- issue 22: bad input and bounds on work, from the command line (a small untrained network, no training) ----
+
+def _err(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_max_memory_flag_bounds_simulate_and_report_and_is_named_in_the_refusal(tmp_path, tiny, capsys):
+    net, data = tiny
+    out = tmp_path / "run.npz"
+    base = ["simulate", str(net), "--input", str(data), "--x-key", "x", "--out", str(out)]
+    assert main(base + ["--T", "2", "--max-memory", "1K"]) == 2
+    err = _err(capsys)
+    assert err.startswith("spikeforge simulate: error: T=2 with 20 samples") and "(--max-memory 1024 bytes)" in err
+    assert err.strip().endswith("or raise --max-memory (e.g. --max-memory 64G)") and "max_bytes" not in err
+    assert not out.exists()
+    # --T 10^9 needs hundreds of GiB: refused by the default bound (half of the machine's memory) before any work
+    assert main(base + ["--T", "1000000000"]) == 2
+    assert "allowed (half of this machine's memory)" in (err := _err(capsys)) and "--max-memory" in err
+    assert main(base + ["--T", "2", "--max-memory", "64G"]) == 0 and out.exists()
+    capsys.readouterr()
+    rep = tmp_path / "rep"
+    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "2", "--out", str(rep),
+                 "--target", "loihi", "--max-memory", "2K"]) == 2
+    assert "spikeforge report: error: T=2" in _err(capsys) and not rep.exists()
+    assert main(base + ["--T", "2", "--max-memory", "lots"]) == 2
+    assert "argument --max-memory: 'lots' is not a size" in _err(capsys)
+
+
+def test_bad_choices_and_arguments_give_one_line_and_exit_2(tiny, tmp_path, capsys):
+    net, data = tiny
+    cases = [(["simulate", str(net), "--input", str(data), "--T", "2", "--out", "r.npz", "--backend", "nope"],
+              "spikeforge simulate: error: argument --backend: invalid choice: 'nope'"),
+             (["inspect", str(net), "--png"], "spikeforge inspect: error: argument --png: expected one argument"),
+             (["convert", "--model", "m:f", "--calibration", "c.npz", "--out", "o.h5", "--norm", "mean"],
+              "spikeforge convert: error: argument --norm: invalid choice: 'mean'"),
+             (["simulate", str(net), "--T", "2"], "spikeforge simulate: error: the following arguments are required"),
+             (["frobnicate"], "spikeforge: error: argument command: invalid choice: 'frobnicate'")]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = _err(capsys)
+        assert err.startswith(words) and "usage:" not in err, err
+
+
+def test_missing_files_keys_for_npy_and_unwritable_outputs_are_named(tiny, tmp_path, capsys):
+    net, data = tiny
+    np.save(tmp_path / "x.npy", np.load(data)["x"])
+    out = tmp_path / "run.npz"
+    sim = ["simulate", str(net), "--T", "2", "--out", str(out)]
+    cases = [(sim[:1] + [str(tmp_path / "nope.h5")] + sim[2:] + ["--input", str(data)],
+              f"spikeforge simulate: error: {tmp_path / 'nope.h5'}: no such file"),
+             (sim + ["--input", str(tmp_path / "nope.npz")], f"{tmp_path / 'nope.npz'}: no such file"),
+             (sim + ["--input", str(tmp_path / "x.npy"), "--x-key", "x"],
+              "x.npy: a .npy file holds one array, so --x-key x cannot pick one"),
+             (sim + ["--input", str(tmp_path / "x.npy"), "--y-key", "y"],
+              "x.npy: a .npy file holds one array, so --y-key y cannot pick one"),
+             (["inspect", str(tmp_path / "nope.h5")], "spikeforge inspect: error: "),
+             (["sweep", str(tmp_path / "nope.toml")],
+              f"spikeforge sweep: error: {tmp_path / 'nope.toml'}: no such file")]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = _err(capsys)
+        assert words in err, err
+    assert not out.exists()
+    # a folder that cannot take the output: the message names the user's --out, never the temporary file
+    bad_out = tmp_path / "missing" / "run.npz"
+    assert main(["simulate", str(net), "--T", "2", "--input", str(data), "--x-key", "x", "--out", str(bad_out)]) == 2
+    err = _err(capsys)
+    assert f"{bad_out}: cannot write it" in err and ".spikeforge-" not in err
+
+
+def test_demo_quick_honours_an_explicit_T_and_epochs(monkeypatch, tmp_path):
+    import spikeforge.demo
+
+    calls = []
+    monkeypatch.setattr(spikeforge.demo, "run_demo", lambda out, **kw: calls.append(kw))
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 0
+    assert main(["demo", "--quick", "--T", "4", "--epochs", "1", "--out", str(tmp_path / "d")]) == 0
+    assert main(["demo", "--T", "4", "--out", str(tmp_path / "d")]) == 0
+    assert calls == [{"epochs": 3, "steps": [2, 8], "test_samples": 120},
+                     {"epochs": 1, "steps": [4], "test_samples": 120},
+                     {"epochs": 20, "steps": [4], "test_samples": None}]
+
+
+def test_report_folder_is_replaced_as_a_whole(tiny, tmp_path, capsys):
+    """A new report leaves no file of an earlier one (the T=4 plots), a killed run's leftovers are removed, a folder
+    of other files is refused before simulating, and the printed path has no double slash."""
+    net, data = tiny
+    rep = tmp_path / "rep"
+    base = ["report", str(net), "--data", str(data), "--x-key", "x", "--y-key", "y", "--target", "loihi",
+            "--out", str(rep) + "/"]
+    assert main(base + ["--T", "2", "4"]) == 0
+    assert (rep / "spikes_per_step_T4.png").exists() and (rep / "accuracy_vs_T.png").exists()
+    assert f"report written to {rep}/report.md\n" in capsys.readouterr().out
+    # what a run killed with SIGKILL leaves: its temporary sibling folder and a writer's temporary file inside
+    (tmp_path / ".rep.spikeforge-tmp-999999999").mkdir()
+    (tmp_path / ".rep.spikeforge-tmp-999999999" / "report.md").write_text("half")
+    (rep / ".spikeforge-abc.tmp").write_text("half")
+    assert main(base + ["--T", "2"]) == 0
+    assert sorted(os.listdir(rep)) == ["energy_per_layer_loihi_T2.png", "report.csv", "report.json", "report.md",
+                                       "spikes_per_step_T2.png"]
+    assert os.listdir(tmp_path) == ["rep"]
+    before = {f: (rep / f).read_bytes() for f in os.listdir(rep)}
+    (rep / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(base + ["--T", "2"]) == 2
+    assert "holds 'notes.txt', not part of a spikeforge report" in _err(capsys)
+    (rep / "notes.txt").unlink()
+    assert {f: (rep / f).read_bytes() for f in os.listdir(rep)} == before
+    assert main(base[:-1] + [str(net), "--T", "2"]) == 2  # --out naming a file
+    assert "is a file; the report is a folder" in _err(capsys)
+
+
+def test_inspect_says_over_capacity(tiny, capsys):
+    net, _ = tiny
+    assert main(["inspect", str(net), "--target", "loihi"]) == 0
+    out = capsys.readouterr().out
+    line = next(t for t in out.splitlines() if t.startswith("h ") and "over capacity" in t)
+    assert "2.10/" in line and "over capacity (neurons 2.10x, memory 2.36x)" in line
+    assert "2 of 4 cores over capacity for loihi" in out
+    assert main(["inspect", str(net), "--target", "loihi", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["core_loads"]
+    assert [r["over_capacity"] for r in rows] == [False, True, True, False]
