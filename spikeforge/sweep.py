@@ -40,37 +40,127 @@ class SweepSpecError(UserError):
     """The sweep spec is malformed; the message names the key."""
 
 
+TOP_KEYS = ("name", "store", "network", "data", "axes")
+NETWORK_KEYS = ("model", "file", "epochs", "lr", "norm", "percentile", "calibration_samples", "seed")
+DATA_KEYS = ("name", "path", "test_samples", "seed")
+CHOICES = {"neuron": ("if", "group"), "calibration": ("none", "cc"), "placement": ("snake", "anneal")}
+INT_AXES = {"T": 1, "tau": 1, "weight_bits": 0}  # axis -> smallest value
+
+
 def load_spec(path) -> dict:
-    """Read and check a TOML spec; relative paths in it are taken relative to the spec's folder."""
+    """Read and check a TOML spec completely (keys, axes and their values, targets, model, data), so that a bad
+    spec is refused before a store folder is made or Dask starts; every error names the file and the key. Relative
+    paths in it (network file, data path, target files) are taken relative to the spec's folder."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    path = os.fspath(path)
     with open(path, "rb") as fh:
         try:
             spec = tomllib.load(fh)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SweepSpecError(f"{path}: not a valid TOML spec ({exc})") from None
     where = os.path.dirname(os.path.abspath(path))
+
+    def fail(message):
+        raise SweepSpecError(f"{path}: {message}")
+
+    def known(table, allowed, section):
+        for key in table:
+            if key not in allowed:
+                fail(f"unknown key {key!r} in {section} (allowed: {', '.join(allowed)})")
+
+    known(spec, TOP_KEYS, "the top level")
     net = spec.get("network")
     if not isinstance(net, dict) or ("model" not in net) == ("file" not in net):
-        raise SweepSpecError(f"{path}: [network] needs exactly one of model = 'module:factory' or file = 'net.h5'")
+        fail("[network] needs exactly one of model = 'module:factory' or file = 'net.h5'")
+    known(net, NETWORK_KEYS, "[network]")
+    for key in ("epochs", "calibration_samples", "seed"):
+        if key in net and (not isinstance(net[key], int) or isinstance(net[key], bool) or net[key] < 0):
+            fail(f"[network] {key} must be an integer >= 0, got {net[key]!r}")
+    if "file" in net:
+        net["file"] = os.path.join(where, str(net["file"]))
+        if not os.path.isfile(net["file"]):
+            fail(f"[network] file {net['file']}: no such file")
     axes = spec.get("axes", {})
     if not isinstance(axes, dict) or not axes:
-        raise SweepSpecError(f"{path}: [axes] must name at least one axis with a list of values")
+        fail("[axes] must name at least one axis with a list of values")
     for key, values in axes.items():
         if key not in AXES and not key.startswith(AXIS_PREFIXES):
-            raise SweepSpecError(f"{path}: unknown axis {key!r} (axes: {', '.join(AXES)}, "
-                                 f"{', '.join(p + '<name>' for p in AXIS_PREFIXES)})")
+            fail(f"unknown axis {key!r} (axes: {', '.join(AXES)}, {', '.join(p + '<name>' for p in AXIS_PREFIXES)})")
         if not isinstance(values, list) or not values:
-            raise SweepSpecError(f"{path}: axis {key!r} must be a non-empty list")
-    if "file" in net:
-        net["file"] = os.path.join(where, net["file"])
+            fail(f"axis {key!r} must be a non-empty list")
+        for v in values:
+            if key in INT_AXES and (not isinstance(v, int) or isinstance(v, bool) or v < INT_AXES[key]):
+                fail(f"axis {key!r}: {v!r} is not an integer >= {INT_AXES[key]}")
+            if key in CHOICES and v not in CHOICES[key]:
+                fail(f"axis {key!r}: {v!r} is not one of {', '.join(CHOICES[key])}")
+            if key.startswith(AXIS_PREFIXES) and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                fail(f"axis {key!r}: {v!r} is not a number")
+    fixed = "file" in net and (set(axes.get("neuron", ["if"])) != {"if"} or
+                               set(axes.get("calibration", ["none"])) != {"none"})
+    if fixed:
+        fail("a network file is fixed: the neuron and calibration axes need network.model")
+    if "target" in axes:  # a target file is found relative to the spec's folder
+        axes["target"] = [os.path.join(where, t) if isinstance(t, str) and os.path.isfile(os.path.join(where, t))
+                          else t for t in axes["target"]]
+    _check_targets(axes, fail)
+    if "model" in net:  # imported last: the cheap checks first
+        _check_model(net["model"], fail)
     data = spec.setdefault("data", {"name": "digits"})
+    if not isinstance(data, dict):
+        fail("[data] must be a table")
+    known(data, DATA_KEYS, "[data]")
     if "path" in data:
-        data["path"] = os.path.join(where, data["path"])
+        data["path"] = os.path.join(where, str(data["path"]))
+        if not os.path.isfile(data["path"]):
+            fail(f"[data] path {data['path']}: no such file")
+    elif data.get("name", "digits") != "digits":
+        fail(f"[data] unknown dataset {data.get('name')!r} (give name = 'digits' or path = 'file.npz' with "
+             "x_train, y_train, x_test, y_test)")
+    if "test_samples" in data and (not isinstance(data["test_samples"], int) or data["test_samples"] < 1):
+        fail(f"[data] test_samples must be an integer >= 1, got {data['test_samples']!r}")
     spec["store"] = os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0] + "-results"))
     return spec
+
+
+def _check_model(spec_text, fail):
+    """network.model names an importable MODULE:CALLABLE (imported here, before any folder or cluster)."""
+    import importlib
+
+    if not isinstance(spec_text, str) or spec_text.count(":") != 1:
+        fail(f"[network] model must be 'module:factory', got {spec_text!r}")
+    mod, attr = spec_text.split(":")
+    try:
+        module = importlib.import_module(mod)
+    except ImportError as exc:
+        fail(f"[network] model {spec_text!r}: cannot import {mod!r} ({exc})")
+    if not callable(getattr(module, attr, None)):
+        options = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))
+                         and isinstance(getattr(module, n), type))
+        fail(f"[network] model {spec_text!r}: {mod} has no {attr!r}" + (f" (it has {', '.join(options)})"
+                                                                          if options else ""))
+
+
+def _check_targets(axes, fail):
+    """Every target loads, and every limits. / energy_pj. / time_ns. axis names an entry each target has."""
+    from spikeforge.hwmodels.targets import load_target
+
+    targets = []
+    for t in axes.get("target", [DEFAULTS["target"]]):
+        try:
+            targets.append(load_target(str(t)))
+        except UserError as exc:
+            fail(f"axis 'target': {exc}")
+    for key in axes:
+        for prefix in AXIS_PREFIXES:
+            if key.startswith(prefix):
+                for t in targets:
+                    table = getattr(t, prefix[:-1])
+                    if key[len(prefix):] not in table:
+                        fail(f"axis {key!r}: target {t.name!r} has no {prefix[:-1]} entry {key[len(prefix):]!r} "
+                             f"(it has {', '.join(table)})")
 
 
 def points(spec) -> list:
@@ -316,11 +406,19 @@ def write_outputs(spec, rows):
             for lab in sorted({str(r[label_key]) for r in ok}):
                 sel = [i for i, r in enumerate(ok) if str(r[label_key]) == lab]
                 ax.scatter(x[sel], y[sel], s=22, alpha=0.75, label=f"{label_key}={lab}")
-            ax.plot(x[front], y[front], "k--", lw=1, label="Pareto front")
+            # the front's points are ringed (a front of one point has no line to show) and joined as a staircase
+            ax.plot(x[front], y[front], "k--", lw=1, marker="o", ms=10, mfc="none", mew=1.3,
+                    drawstyle="steps-post" if min_x is None else "default",
+                    label=f"Pareto front ({len(front)} point{'s' * (len(front) != 1)})")
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             if xk in ("energy_uj", "latency_us") and x.max() > 20 * max(x.min(), 1e-12):
                 ax.set_xscale("log")
+            if xk == "cores":  # whole cores only
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.margins(0.08)
             ax.set_title(f"{spec.get('name', 'sweep')}: {yl} vs {xl}", fontsize=9)
             ax.legend(fontsize=7)
             fig.tight_layout()

@@ -58,7 +58,9 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
 
     out = subprocess.run(_sweep_cmd(str(spec_path)), cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # the 8-axon points fail: the sweep finishes them all, then exits 1 with the count
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "spikeforge sweep: 16 of 32 points failed" in out.stderr and "Traceback" not in out.stderr
     assert f"32 points: {len(before)} finished (skipped), {32 - len(before)} to run" in out.stdout
     after = _point_files(store)
     assert len(after) == 32 and sorted(os.listdir(os.path.join(store, "points"))) == after  # no stale temp files
@@ -98,5 +100,39 @@ def test_spec_errors_name_the_key(tmp_path):
     with pytest.raises(sweep.SweepSpecError, match="exactly one of model"):
         sweep.load_spec(p)
     p.write_text('[network]\nmodel = "spikeforge.models:DigitsMLP"\n[axes]\n"limits.qubits" = [1]\n')
-    row = sweep.evaluate_point(dict(sweep.load_spec(p), store=str(tmp_path)), {"limits.qubits": 1})
-    assert row["status"] == "error" and "no limits entry 'qubits'" in row["error"]
+    with pytest.raises(sweep.SweepSpecError, match="target 'loihi' has no limits entry 'qubits'"):
+        sweep.load_spec(p)
+
+
+def _run_cli(argv, cwd):
+    return subprocess.run([sys.executable, "-m", "spikeforge.cli", *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("epochs = 20", "epocs = 2"), "unknown key 'epocs' in [network] (allowed: model, file, epochs, lr,"),
+    (("[data]", "[data]\nsamples = 3"), "unknown key 'samples' in [data] (allowed: name, path, test_samples, seed)"),
+    (('name = "digits MLP"', 'nmae = "x"'), "unknown key 'nmae' in the top level (allowed: name, store,"),
+    (('"loihi", "truenorth"', '"lohi", "truenorth"'), "axis 'target': unknown target 'lohi'"),
+    (("models:DigitsMLP", "models:DigitsMPL"), "model 'spikeforge.models:DigitsMPL': spikeforge.models has no "
+                                                "'DigitsMPL' (it has"),
+    (("spikeforge.models:", "spikeforge.modles:"), "cannot import 'spikeforge.modles'"),
+    (('name = "digits MLP"', 'name = "digits MLP'), "not a valid TOML spec (Illegal character"),
+    (("T = [2, 4, 8, 16]", "T = [2, 4.5]"), "axis 'T': 4.5 is not an integer >= 1"),
+    (('neuron = ["if", "group"]', 'neuron = ["if", "lif"]'), "axis 'neuron': 'lif' is not one of if, group"),
+    (('name = "digits"', 'name = "mnist"'), "[data] unknown dataset 'mnist'"),
+])
+def test_bad_specs_are_refused_when_read_naming_file_and_key(tmp_path, edit, message):
+    """Before a store folder exists or Dask starts: exit 2, one line naming the spec file and the key."""
+    from importlib import resources
+
+    text = resources.files("spikeforge").joinpath("examples/sweep_digits.toml").read_text()
+    assert edit[0] in text
+    (tmp_path / "bad.toml").write_text(text.replace(edit[0], edit[1], 1))
+    t0 = time.time()
+    out = _run_cli(["sweep", "bad.toml", "--workers", "1"], tmp_path)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.startswith("spikeforge sweep: error: bad.toml: ") and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == ["bad.toml"]  # no store folder
+    assert time.time() - t0 < 60  # nothing was trained or started
