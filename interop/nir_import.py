@@ -63,6 +63,34 @@ def _arr(value, name, where) -> np.ndarray:
     return a
 
 
+_BYTES_PER_VALUE = 64  # what the import holds per neuron / linear-node value (parameters, biases, index arrays)
+
+
+def _check_shape(shape, where, what="shape"):
+    """Refuse, before anything is allocated, a shape with a non-positive dimension or more values than a
+    population can hold (the file format's limit) or than half of this machine's memory can build."""
+    from spikeforge.simulator.fileformat import MAX_NEURONS
+
+    shape = tuple(shape)
+    if any(d < 1 for d in shape):
+        raise NirImportError(f"node {where!r}: {what} {shape} has a dimension < 1")
+    n = 1
+    for d in shape:
+        n *= int(d)  # Python integers: no wrap-around
+    if n > MAX_NEURONS:
+        raise NirImportError(f"node {where!r}: {what} {shape} has {n:.3g} values, more than the {MAX_NEURONS:,} a "
+                             "population can hold")
+    try:
+        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        budget = None
+    if budget and n * _BYTES_PER_VALUE > budget:
+        raise NirImportError(f"node {where!r}: {what} {shape} has {n:,} values, about "
+                             f"{n * _BYTES_PER_VALUE / 2**30:.1f} GiB to import, more than half of this machine's "
+                             "memory")
+    return shape
+
+
 def _pair(v, name, where):
     a = np.asarray(v).reshape(-1)
     if a.size == 1:
@@ -111,6 +139,7 @@ class _Op:
                 raise NirImportError(f"node {where!r}: groups {g} does not divide {w.shape[0]} output channels")
             self.in_shape, self.weight, self.groups = shape3, w, g
             self.out_shape = (w.shape[0],) + conv_output_hw(shape3[1:], w.shape[2:], self.stride, self.padding)
+            _check_shape(self.out_shape, where, "output shape")
             b = _arr(node.bias, "bias", where).reshape(-1)
             if b.size == 1:
                 b = np.repeat(b, w.shape[0])
@@ -127,6 +156,7 @@ class _Op:
                 raise NirImportError(f"node {where!r}: padding {self.padding} is more than half the kernel")
             c = self.in_shape[0]
             self.out_shape = (c,) + conv_output_hw(self.in_shape[1:], self.kernel, self.stride, self.padding)
+            _check_shape(self.out_shape, where, "output shape")
             self.bias = np.zeros(int(np.prod(self.out_shape)))
         elif t == "Flatten":
             self.out_shape, self.bias = (n_in,), np.zeros(n_in)
@@ -336,7 +366,13 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
     G = _Graph(graph)
     order = G.population_order()
     shapes, pops, projs = {}, [], []
-    in_shape = tuple(int(s) for s in np.asarray(G.nodes[G.input].input_type["input"]).reshape(-1))
+    in_type = getattr(G.nodes[G.input], "input_type", None)
+    if not isinstance(in_type, dict) or "input" not in in_type:
+        raise NirImportError(f"node {G.input!r}: an Input node needs input_type {{'input': shape}}")
+    raw = np.asarray(in_type["input"]).reshape(-1)
+    if raw.dtype.kind not in "iuf" or not raw.size or np.any(raw != np.rint(raw)):
+        raise NirImportError(f"node {G.input!r}: input shape {in_type['input']!r} is not a list of integers")
+    in_shape = _check_shape((int(s) for s in raw), G.input, "input shape")
     shapes[G.input] = in_shape
     pops.append(Population.make(G.input, "input", in_shape))
     used = {G.input}
@@ -383,6 +419,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
             shape = built[0][2]
         if len(shape) > 3:
             raise NirImportError(f"node {tgt!r}: shape {shape} has more than 3 dimensions")
+        _check_shape(shape, tgt)
         for src, chain_ops, out in built:
             if int(np.prod(out)) != int(np.prod(shape)):
                 raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
@@ -459,7 +496,7 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
 
     nir_path = os.fspath(nir_path)
     if not os.path.exists(nir_path):
-        raise NirImportError(f"{nir_path}: file does not exist")
+        raise NirImportError(f"{nir_path}: no such file")
     try:
         graph = nir.read(nir_path, type_check=False)  # shapes are checked here, node by node
     except Exception as exc:  # the nir reader raises whatever h5py / its asserts raise

@@ -261,3 +261,42 @@ def test_unreadable_nir_file_gives_a_clear_cli_error(tmp_path, capsys):
     assert main(["import-nir", str(tmp_path / "bad.nir"), str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err
     assert "bad.nir: not a readable NIR file" in err and not (tmp_path / "x.h5").exists()
+
+
+def _huge_graph(shape):
+    return nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array(shape)}),
+                               "flat": nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0),
+                               "output": nir.Output(output_type={"output": np.array([int(np.prod(shape))])})},
+                        edges=[("input", "flat"), ("flat", "output")], type_check=False)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([10**6] * 3, r"node 'input': input shape \(1000000, 1000000, 1000000\) has 1e\+18 values, more than the "
+                  r"2,147,483,647 a population can hold"),
+    ([2**16, 2**16], r"node 'input': input shape \(65536, 65536\) has 4.29e\+09 values"),
+    ([10, 0], r"node 'input': input shape \(10, 0\) has a dimension < 1"),
+])
+def test_huge_or_empty_nir_shapes_are_refused_before_allocation(shape, message, tmp_path, capsys):
+    import resource
+    import time
+
+    t0, rss = time.time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(NirImportError, match=message):
+        from_nir(_huge_graph(shape))
+    assert time.time() - t0 < 5 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KiB
+    nir.write(tmp_path / "huge.nir", _huge_graph(shape))
+    assert main(["import-nir", str(tmp_path / "huge.nir"), str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spikeforge import-nir: error: {tmp_path / 'huge.nir'}: node 'input'") and \
+        len(err.splitlines()) == 1 and not (tmp_path / "x.h5").exists()
+
+
+def test_a_padding_that_makes_a_huge_convolution_output_is_refused_naming_the_node():
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+        "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 1, 1)), stride=1, padding=10**6, dilation=1,
+                           groups=1, bias=np.zeros(1)),
+        "output": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("input", "conv"), ("conv", "output")], type_check=False)
+    with pytest.raises(NirImportError, match=r"node 'conv': output shape \(1, 2000004, 2000004\) has 4e\+12 values"):
+        from_nir(graph)
