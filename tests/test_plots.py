@@ -1,0 +1,94 @@
+"""Every plot kind renders to a valid PNG, and shows what issue 22 found missing: the inspect colour scale goes
+above 1.0 for over-capacity cores, the core graph has a legend, the tallest energy bar has headroom, and the
+sweep's energy-vs-cores plot draws the Pareto front it lists, on whole-core ticks."""
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+
+def _is_png(path):
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200 and img.std() > 0.01  # not blank
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions save, by file name (the real save still happens)."""
+    import spikeforge.inspect_cores
+    import spikeforge.report
+    import spikeforge.sweep
+
+    saved = {}
+    for module in (spikeforge.inspect_cores, spikeforge.report, spikeforge.sweep):
+        real = module.save_figure
+
+        def keep(fig, path, real=real, **kw):
+            saved[str(path).rsplit("/", 1)[-1]] = fig
+            real(fig, path, **kw)
+
+        monkeypatch.setattr(module, "save_figure", keep)
+    return saved
+
+
+def test_inspect_png_shows_over_capacity_cores_and_a_legend(tiny, tmp_path, figures):
+    from spikeforge.cli import main
+
+    net, _ = tiny
+    assert main(["inspect", net, "--target", "loihi", "--png", str(tmp_path / "cores.png")]) == 0
+    assert main(["inspect", net, "--png", str(tmp_path / "plain.png")]) == 0
+    _is_png(tmp_path / "cores.png")
+    _is_png(tmp_path / "plain.png")
+    heat, graph = figures["cores.png"].axes[:2]  # then the colour bar
+    assert heat.images[0].get_clim() == (0, pytest.approx(11.07, abs=0.01))  # the busiest core, not 1.0
+    assert "2 cores over capacity" in heat.get_title()
+    assert sorted(t.get_text() for t in heat.texts) == ["11.1x", "2.4x"]
+    assert [t.get_text() for t in graph.get_legend().get_texts()] == ["in (1)", "h (1)", "h2 (1)", "out (1)"]
+    assert figures["plain.png"].axes[0].images[0].get_clim()[1] == 2150  # no target: neurons per core
+
+
+def test_report_plots_render_and_the_tallest_bar_has_headroom(tiny, tmp_path, figures):
+    from spikeforge import hwmodels, simulator
+    from spikeforge.report import evaluate, write_report
+
+    net, data = tiny
+    z = np.load(data)
+    network = simulator.load_network(net)
+    targets = [hwmodels.load_target(t) for t in hwmodels.available()]
+    rows, runs, ann = evaluate(network, z["x"][:6], z["y"][:6], [1, 2], targets)
+    write_report(tmp_path, "tiny", rows, runs, ann, network, 6)
+    names = ["accuracy_vs_T.png", "spikes_per_step_T2.png"] + [f"energy_per_layer_{t.name}_T2.png" for t in targets]
+    for name in names:
+        _is_png(tmp_path / name)
+    for t in targets:
+        ax = figures[f"energy_per_layer_{t.name}_T2.png"].axes[0]
+        tallest = max(p.get_y() + p.get_height() for p in ax.patches)
+        assert ax.get_ylim()[1] >= 1.1 * tallest, t.name  # room above the tallest bar (and for the legend)
+
+
+def test_sweep_plots_draw_the_pareto_front_they_list(tmp_path, figures):
+    from spikeforge import sweep
+
+    rows = []
+    for i, (cores, energy, acc) in enumerate([(3, 5.0, 80), (4, 3.0, 85), (6, 1.0, 90), (6, 4.0, 70), (9, 2.0, 88)]):
+        rows.append({"id": str(i), "T": i + 1, "status": "ok", "error": "", "accuracy": acc, "synops": 1e5,
+                     "energy_uj": energy, "latency_us": 10.0 * (i + 1), "cores": cores, "seconds": 1})
+    rows.append({"id": "x", "T": 9, "status": "error", "error": "ValueError: no"})
+    spec = {"name": "by hand", "store": str(tmp_path), "axes": {"T": [1, 2, 3, 4, 5, 9]}}
+    sweep.write_outputs(spec, rows)
+    for name in ("accuracy_vs_energy.png", "accuracy_vs_latency.png", "energy_vs_cores.png"):
+        _is_png(tmp_path / name)
+    ax = figures["energy_vs_cores.png"].axes[0]
+    front = next(line for line in ax.get_lines() if line.get_label().startswith("Pareto front"))
+    # fewer cores and less energy are better: (3, 5) (4, 3) (6, 1) -- the three rows summary.md lists
+    assert front.get_xdata().tolist() == [3, 4, 6] and front.get_ydata().tolist() == [5.0, 3.0, 1.0]
+    assert front.get_marker() == "o" and front.get_label() == "Pareto front (3 points)"
+    summary = (tmp_path / "summary.md").read_text().split("(energy_vs_cores.png)")[1]
+    assert summary.count("\n| ") == 4  # header + three front rows
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
