@@ -569,7 +569,7 @@ def _user_message(exc, args):
     text = _one_line(exc)
     if text.endswith("or raise max_bytes") and hasattr(args, "max_memory"):
         if args.max_memory is not None:
-            text = text.replace("(half of this machine's memory)", f"(--max-memory {args.max_memory} bytes)")
+            text = text.replace("allowed (half of this machine's memory)", "allowed by --max-memory")
         text = text[:-len("max_bytes")] + "--max-memory (e.g. --max-memory 64G)"
     return text
 
