@@ -1,28 +1,47 @@
-"""Where the exact torch backend spends its time: torch.profiler over one run of the CIFAR-10 ResNet-20 (random test
-images are fine for timing, so no dataset is needed), the top operators by device and by CPU time.
+"""Where the exact torch backend spends its time: its convolution variants timed side by side on the CIFAR-10
+ResNet-20 (random test images are fine for timing, so no dataset is needed), each checked against the numba
+engine's counters, then torch.profiler's top operators for the default variant.
 
-    python -m benchmarks.profile_torch_backend [--images 2000] [--T 4] [--neuron if] [--device cuda]
+    python -m benchmarks.profile_torch_backend [--images 3000] [--T 4] [--neuron if] [--device cuda] [--no-check]
+
+Variants (simulator.torch_backend knobs): sliced (spike levels through exact float32 slices, TF32 tensor cores on or
+off) or float64 convolutions of the spike values (cuDNN, or unfold + float64 GEMM).
 """
 from __future__ import annotations
 
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from spikeforge import simulator
 from spikeforge.converter import QCFS, convert
+from spikeforge.simulator import torch_backend, torch_conv
 
 from .cifar10 import ResNet20
 from .scale import CHECKPOINT
 
+VARIANTS = {  # name -> (SLICED_CONV, FLOAT64_CONV, TF32)
+    "sliced, tf32": (True, "cudnn", True),
+    "sliced, fp32": (True, "cudnn", False),
+    "float64 cudnn": (False, "cudnn", False),
+    "float64 gemm": (False, "gemm", False),
+}
+
+
+def _set(variant):
+    torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV, torch_conv.TF32 = VARIANTS[variant]
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--images", type=int, default=3000)
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--neuron", default="if")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--no-check", action="store_true", help="skip the numba run that checks the counters")
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args(argv)
     model = ResNet20(act=lambda: QCFS(4, 8.0))
@@ -30,25 +49,41 @@ def main(argv=None):
     model = model.float().eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, 3, 32, 32, generator=g)
-    flat = simulator.prepare(convert(model, [x[:256]], neuron=args.neuron, tau=4))
+    net = convert(model, [x[:256]], neuron=args.neuron, tau=4)
     xs = x.double().numpy()
-    options = dict(backend="torch", device=args.device)
-    simulator.run(flat, xs[:16], args.T, **options)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    simulator.run(flat, xs, args.T, **options)
-    sync()
-    print(f"{args.images} images, T={args.T}, {args.neuron}: {time.perf_counter() - t0:.3f} s unprofiled")
+    ref = None
+    if not args.no_check:
+        flat = simulator.prepare(net)
+        simulator.run(flat, xs[:8], args.T)
+        t0 = time.perf_counter()
+        ref = simulator.run(flat, xs, args.T)
+        print(f"numba: {time.perf_counter() - t0:.3f} s", flush=True)
+    for variant in args.variants:
+        _set(variant)
+        flat = simulator.prepare(net)  # a fresh plan for this variant
+        simulator.run(flat, xs[:16], args.T, backend="torch", device=args.device)
+        sync()
+        t0 = time.perf_counter()
+        res = simulator.run(flat, xs, args.T, backend="torch", device=args.device)
+        sync()
+        wall = time.perf_counter() - t0
+        same = "" if ref is None else (
+            f", identical totals {res.totals() == ref.totals() and np.array_equal(res.per_sample, ref.per_sample)}"
+            f", same predictions {float((res.predictions() == ref.predictions()).mean()):.4f}")
+        print(f"{variant}: {args.images} images, T={args.T}, {args.neuron}: {wall:.3f} s{same}", flush=True)
+    _set(args.variants[0])
+    flat = simulator.prepare(net)
+    simulator.run(flat, xs[:16], args.T, backend="torch", device=args.device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if args.device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        simulator.run(flat, xs, args.T, **options)
+        simulator.run(flat, xs, args.T, backend="torch", device=args.device)
         sync()
     key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
+    print(f"profile of {args.variants[0]!r}")
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows))
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,15 @@ import torch.nn.functional as F
 
 from . import kernels as K
 from .arrays import _inverse
+from .torch_conv import SlicedConv, conv_gemm
 
 # counter columns of the dynamic counters (kernels.C_*)
 _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKETS, K.C_HOPS, K.C_SYN_BYTES
+
+# Tuning knobs (read when a plan is built; benchmarks.profile_torch_backend compares them):
+SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
+FLOAT64_CONV = "cudnn"  # analog sources: "cudnn" (F.conv2d) or "gemm" (unfold + float64 GEMM)
+DENSE_ROUTING_ENTRIES = 1 << 24  # a projection's synapses per (source neuron, core) as a dense matrix up to this
 
 
 def _sparse_rows(rows, cols, vals, shape, device):
@@ -45,6 +51,53 @@ def _rows_canonical(ptr, perm):
 def _per_core(matrix_t, mult):
     """(B, cores) = for every sample, Σ_i mult[b, i] · matrix[i, core]; matrix_t is the (cores, n) transpose."""
     return (matrix_t @ mult.T).T
+
+
+def _per_segment_constant(values, pop):
+    """(cores,) per-core values when `values` (n,) is constant over each core's neuron range, else None."""
+    if not pop.seg_equal:
+        return None
+    v = values.reshape(-1, pop.seg_equal)
+    return v[:, 0].clone() if bool((v == v[:, :1]).all()) else None
+
+
+def _payload(pop):
+    """(payload, largest level) of a spiking population whose value is an integer level times its payload: a float
+    when one payload serves every neuron, else the (n,) tensor; (None, 0) for analog outputs."""
+    theta = pop.theta
+    uniform = pop.n > 0 and bool((theta == theta[0]).all())
+    unit_spike = pop.vmax != 0.0 or bool(pop.flags & K.FLAG_UNIT_SPIKE)
+    if pop.model in (K.MODEL_IF, K.MODEL_LIF):
+        return (1.0 if unit_spike else float(theta[0]) if uniform else theta), 1
+    if pop.model == K.MODEL_GROUP:
+        if pop.vmax != 0.0:
+            return 1.0, pop.size
+        return (float(theta[0]) / pop.size if uniform else theta / pop.size), pop.size
+    return None, 0
+
+
+class _Out:
+    """A population's output in one step: event multiplicities (float64, for the counters) and values, the latter
+    given as float64 values or as integer levels times a payload (value = level · payload, formed when asked)."""
+
+    __slots__ = ("mult", "level", "payload", "_value", "_level32")
+
+    def __init__(self, mult, value=None, level=None, payload=None):
+        self.mult, self.level, self.payload, self._value, self._level32 = mult, level, payload, value, None
+
+    @property
+    def value(self):
+        if self._value is None:
+            same = isinstance(self.payload, float) and self.payload == 1.0
+            self._value = self.level if same else self.level * self.payload
+        return self._value
+
+    @property
+    def level32(self):
+        """Levels as float32 (small integers: exact) for SlicedConv."""
+        if self._level32 is None:
+            self._level32 = self.level.to(torch.float32)
+        return self._level32
 
 
 class _Pop:
@@ -74,9 +127,25 @@ class _Pop:
         self.seg_start = torch.as_tensor(net.cores.neuron_start[cores].astype(np.int64), device=device)
         self.seg_stop = torch.as_tensor(net.cores.neuron_stop[cores].astype(np.int64), device=device)
         self.seg_size = (self.seg_stop - self.seg_start).to(torch.float64)
+        sizes = net.cores.neuron_stop[cores] - net.cores.neuron_start[cores]
+        # equal ranges that tile the population in order: per-core sums are a reshape and a sum
+        self.seg_equal = int(sizes[0]) if len(cores) and (sizes == sizes[0]).all() and \
+            int(net.cores.neuron_start[cores[0]]) == 0 and int(sizes[0]) * len(cores) == n else 0
         self.packets, self.hops = canon(rt.n_packets), canon(rt.n_hops)
+        self.core_packets = _per_segment_constant(self.packets, self)
+        self.core_hops = _per_segment_constant(self.hops, self)
+        self.payload, self.max_level = _payload(self)
         self.flows = None  # (flows, n) transpose of the neuron -> flow incidence, when flows are recorded
         self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
+        self.has_bias = bool((self.bias != 0).any())
+        # group neurons with one θ >= 0: the thresholds θ·j/τ rise with j, so counting those reached (bucketize)
+        # is the engine's loop that stops at the first one missed
+        self.levels = None
+        if self.model == K.MODEL_GROUP and isinstance(self.payload, float) and self.vmax == 0.0 and \
+                float(self.theta[0]) >= 0.0:
+            th = float(self.theta[0])
+            self.levels = torch.tensor([th * j / self.size for j in range(1, self.size + 1)], dtype=torch.float64,
+                                       device=device)
 
     def flow_matrix(self, flat, device):
         """The (flows, n) incidence of this population's neurons and the core-to-core flows their packets take."""
@@ -90,7 +159,7 @@ class _Pop:
 class _Proj:
     """One projection: how it turns source values into target currents, and its synaptic work per core."""
 
-    def __init__(self, flat, q, device):
+    def __init__(self, flat, q, device, pops):
         net, projs, rt = flat.net, flat.projs, flat.routing
         proj = net.projections[q]
         index = {p.name: i for i, p in enumerate(net.populations)}
@@ -107,12 +176,37 @@ class _Proj:
             self.work_core = int(rt.core_of[int(projs.tgt_off[q])])
             return
         self._weights(proj, src, tgt, device)
-        # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order)
+        self.sliced = self._sliced(pops[self.src])
+        # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order):
+        # a dense (source neurons, cores reached) matrix when small, else a sparse (cores, source neurons) one
         r0 = int(rt.rc_off[q])
         ptr = rt.rc_ptr[r0:r0 + src.size + 1]
         rows = _rows_canonical(ptr, flat.perms[self.src])
         cores, counts = rt.rc_core[ptr[0]:ptr[-1]], rt.rc_cnt[ptr[0]:ptr[-1]]
-        self.routing_t = _sparse_rows(cores, rows, counts, (flat.n_cores, src.size), device)
+        reached, column = np.unique(cores, return_inverse=True)
+        self.route_dense = self.routing_t = None
+        if len(reached) * src.size <= DENSE_ROUTING_ENTRIES:
+            dense = np.zeros((src.size, len(reached)))
+            np.add.at(dense, (rows, column), counts)
+            self.route_dense = torch.as_tensor(dense, device=device)
+            self.route_cores = torch.as_tensor(reached.astype(np.int64), device=device)
+        else:
+            self.routing_t = _sparse_rows(cores, rows, counts, (flat.n_cores, src.size), device)
+            self.route_cores = slice(None)
+
+    def _sliced(self, src):
+        """SlicedConv for a convolution whose source sends integer levels with one payload, else None."""
+        if not (SLICED_CONV and self.kind in ("conv2d", "avgpool") and isinstance(src.payload, float)):
+            return None
+        w, stride, padding, groups = self.conv
+        bits = SlicedConv.bits_for(w[0].numel(), src.max_level)
+        return SlicedConv(w * src.payload, stride, padding, groups, src.max_level, bits) if bits else None
+
+    def work(self, mult):
+        """(B, cores reached) synaptic work of events of multiplicity mult (B, source neurons), and those cores."""
+        if self.route_dense is not None:
+            return mult @ self.route_dense, self.route_cores
+        return _per_core(self.routing_t, mult), self.route_cores
 
     def _weights(self, proj, src, tgt, device):
         """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw))."""
@@ -129,28 +223,30 @@ class _Proj:
             self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
         elif proj.kind in ("dense", "pointwise"):
             self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64)
-        elif proj.kind in ("sparse", "identity"):
-            if proj.kind == "identity":
-                rows = cols = np.arange(src.size)
-                vals = np.ones(src.size, np.float32)
-            else:
-                rows = np.repeat(np.arange(src.size), np.diff(proj.indptr))
-                cols, vals = proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32)
+        elif proj.kind == "sparse":
+            rows = np.repeat(np.arange(src.size), np.diff(proj.indptr))
+            cols, vals = proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32)
             self.sparse_t = _sparse_rows(cols, rows, vals.astype(np.float64), (tgt.size, src.size), device)
 
-    def current(self, x):
-        """Target current (B, target size) for source values x (B, source size)."""
+    def current(self, out):
+        """Target current (B, target size) for a source's output (values (B, source size))."""
+        if self.sliced is not None:
+            return self.sliced(out.level32, self.src_shape)
+        x = out.value
         b = x.shape[0]
+        if self.kind == "identity":
+            return x
         if self.kind in ("conv2d", "avgpool"):
             w, stride, padding, groups = self.conv
-            out = F.conv2d(x.reshape(b, *self.src_shape), w, stride=stride, padding=padding, groups=groups)
+            conv = conv_gemm if FLOAT64_CONV == "gemm" and x.is_cuda else F.conv2d
+            out = conv(x.reshape(b, *self.src_shape), w, stride=stride, padding=padding, groups=groups)
             return out.reshape(b, -1)
         if self.kind == "dense":
             return x @ self.weight.T
         if self.kind == "pointwise":
             d_out, d_in = self.weight.shape
             return (x.reshape(b, -1, d_in) @ self.weight.T).reshape(b, -1)
-        return (self.sparse_t @ x.T).T  # sparse, identity
+        return (self.sparse_t @ x.T).T  # sparse
 
     def operand(self, x):
         """An ec_matmul operand from source values: the source read (rows, cols), transposed if asked."""
@@ -165,7 +261,7 @@ class TorchPlan:
     def __init__(self, flat, device, record_links):
         self.flat, self.device = flat, torch.device(device)
         self.pops = [_Pop(flat, p, self.device) for p in range(len(flat.net.populations))]
-        self.projs = [_Proj(flat, q, self.device) for q in range(len(flat.net.projections))]
+        self.projs = [_Proj(flat, q, self.device, self.pops) for q in range(len(flat.net.projections))]
         self.n_flows = len(flat.routing.flow_src) if record_links else 0
         if self.n_flows:
             for pop in self.pops:
@@ -185,6 +281,7 @@ class _Run:
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
+        self.static = {}  # projection from the input (the same every step) -> (current, (work, cores))
         self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
         self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
         self.counts = {pop.p: torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops
@@ -201,11 +298,13 @@ class _Run:
     def count_events(self, t, pop, mult, spikes=False):
         """An event's cost on its neuron's core: packets and hops (and spikes when they are spikes), and its
         packets on their core-to-core flows."""
-        columns = [_SPK, _PKT, _HOP] if spikes else [_PKT, _HOP]
-        per_neuron = torch.stack(([mult] if spikes else []) + [mult * pop.packets, mult * pop.hops])
-        sums = _core_sums(pop, per_neuron)  # (columns, B, cores of pop)
-        for k, column in enumerate(columns):
-            self.ctr[:, t, pop.seg_cores, column] += sums[k]
+        ctr = self.ctr[:, t]
+        events = _core_sums(pop, mult)  # (B, cores of pop)
+        if spikes:
+            ctr[:, pop.seg_cores, _SPK] += events
+        for column, per_core, per_neuron in ((_PKT, pop.core_packets, pop.packets), (_HOP, pop.core_hops, pop.hops)):
+            ctr[:, pop.seg_cores, column] += events * per_core if per_core is not None else \
+                _core_sums(pop, mult * per_neuron)
         if pop.flows is not None:
             self.flows[:, t] += _per_core(pop.flows, mult)
 
@@ -219,7 +318,9 @@ class _Run:
 
 
 def _core_sums(pop, values):
-    """(..., B, n) per-neuron values -> (..., B, cores of pop) sums over each core's neuron range."""
+    """(B, n) per-neuron values -> (B, cores of pop) sums over each core's neuron range (exact: integers)."""
+    if pop.seg_equal:
+        return values.reshape(values.shape[0], -1, pop.seg_equal).sum(-1)
     running = F.pad(values.cumsum(-1), (1, 0))
     return running[..., pop.seg_stop] - running[..., pop.seg_start]
 
@@ -244,26 +345,33 @@ def _if_update(run, t, pop, cur):
     v = run.v[pop.p]
     m = _integrate(v * pop.decay if pop.model == K.MODEL_LIF else v, cur, pop.vmax)
     fired = (m > pop.theta) if pop.flags & K.FLAG_STRICT_TEST else (m >= pop.theta)
-    run.v[pop.p] = _reset(m, fired, m - pop.theta, pop.reset)
     s = fired.to(torch.float64)
-    unit = pop.vmax != 0.0 or bool(pop.flags & K.FLAG_UNIT_SPIKE)
+    if pop.reset == K.RESET_SUBTRACT:  # m - s·θ: s·θ is θ or 0 exactly, so this is the engine's m - θ
+        run.v[pop.p] = torch.addcmul(m, s, pop.theta, value=-1.0)
+    else:
+        run.v[pop.p] = _reset(m, fired, None, pop.reset)
     run.emit(t, pop, s, s)
-    return s if unit else s * pop.theta, s
+    return _Out(s, level=s, payload=pop.payload)
 
 
 def _group_update(run, t, pop, cur):
     """Group neurons: S = #{j <= τ : m >= θ·j/τ} (counted up to the first that fails), payload (θ/τ)·S."""
     m = _integrate(run.v[pop.p], cur, pop.vmax)
-    s = torch.zeros_like(m)
-    going = torch.ones_like(m, dtype=torch.bool)
-    for j in range(1, pop.size + 1):
-        going = going & (m >= pop.theta * j / pop.size)
-        s = s + going.to(torch.float64)
+    if pop.levels is not None:
+        s = torch.bucketize(m, pop.levels, right=True).to(torch.float64)  # #{j : θ·j/τ <= m}
+    else:
+        s = torch.zeros_like(m)
+        going = torch.ones_like(m, dtype=torch.bool)
+        for j in range(1, pop.size + 1):
+            going = going & (m >= pop.theta * j / pop.size)
+            s = s + going.to(torch.float64)
     unit = pop.theta / pop.size
     fired = s > 0
-    run.v[pop.p] = _reset(m, fired, m - unit * s, pop.reset)
-    run.emit(t, pop, s if pop.expand else fired.to(torch.float64), s)
-    return (unit if pop.vmax == 0.0 else 1.0) * s, (s if pop.expand else fired.to(torch.float64))
+    # m - unit·S with the product rounded first, as the engine does (addcmul could fuse it into one rounding)
+    run.v[pop.p] = m - unit * s if pop.reset == K.RESET_SUBTRACT else _reset(m, fired, None, pop.reset)
+    mult = s if pop.expand else fired.to(torch.float64)
+    run.emit(t, pop, mult, s)
+    return _Out(mult, level=s, payload=pop.payload)
 
 
 def _signed_update(run, t, pop, cur):
@@ -274,7 +382,8 @@ def _signed_update(run, t, pop, cur):
     run.v[pop.p] = torch.where(fired, m - s * pop.theta, m)
     mult = fired.to(torch.float64)
     run.emit(t, pop, mult, s)
-    return torch.where(s > 0, pop.theta, torch.where(s < 0, -pop.alpha * pop.theta, torch.zeros_like(m))), mult
+    value = torch.where(s > 0, pop.theta, torch.where(s < 0, -pop.alpha * pop.theta, torch.zeros_like(m)))
+    return _Out(mult, value=value)
 
 
 def _multi_update(run, t, pop, cur):
@@ -292,7 +401,7 @@ def _multi_update(run, t, pop, cur):
     run.v[pop.p] = torch.where(fired, m - level, m)
     mult = fired.to(torch.float64)
     run.emit(t, pop, mult, s)
-    return torch.where(fired, level, torch.zeros_like(m)), mult
+    return _Out(mult, value=torch.where(fired, level, torch.zeros_like(m)))
 
 
 def _ec_update(run, t, pop, cur):
@@ -301,7 +410,7 @@ def _ec_update(run, t, pop, cur):
     if pop.func == K.EC_IDENTITY:
         mult = (cur != 0.0).to(torch.float64)
         run.count_events(t, pop, mult)
-        return cur, mult
+        return _Out(mult, value=cur)
     total = run.v[pop.p] + cur
     run.v[pop.p] = total
     # F in the engine's own arithmetic (kernels.ec_outputs: same summation order, same libm erf / exp): a torch
@@ -311,7 +420,7 @@ def _ec_update(run, t, pop, cur):
     run.ctr[:, t, pop.seg_cores, _MAC] += pop.seg_size  # one MAC per element and step
     mult = (o != 0.0).to(torch.float64)
     run.count_events(t, pop, mult)
-    return o, mult
+    return _Out(mult, value=o)
 
 
 def _matmul_update(run, t, pop, operands):
@@ -334,43 +443,55 @@ def _matmul_update(run, t, pop, operands):
     sums[0], sums[1] = s_a + a, s_b + b
     mult = (o != 0.0).to(torch.float64)
     run.count_events(t, pop, mult)
-    return o, mult
+    return _Out(mult, value=o)
 
 
-def _step(run, t, values, mults):
+def _step(run, t, outs):
     """One time step over every population in topological order (populations 1..P-1; 0 is the input)."""
     plan = run.plan
+    ctr = run.ctr[:, t]
     for pop in plan.pops[1:]:
-        cur = pop.bias.expand_as(run.v[pop.p])
+        cur = None
         operands = {}
         for q in pop.incoming:
             proj = plan.projs[q]
-            x, mult = values[proj.src], mults[proj.src]
+            src = outs[proj.src]
             if proj.kind in ("matmul_a", "matmul_b"):
-                operands[proj.kind] = proj.operand(x)
-                run.ctr[:, t, proj.work_core, proj.column] += proj.work * (mult != 0).sum(1)  # per event
+                operands[proj.kind] = proj.operand(src.value)
+                ctr[:, proj.work_core, proj.column] += proj.work * (src.mult != 0).sum(1)  # per event
                 continue
-            cur = cur + proj.current(x)
-            work = _per_core(proj.routing_t, mult)
-            run.ctr[:, t, :, proj.column] += work
-            run.ctr[:, t, :, _BYT] += work * proj.wbytes
+            if proj.src == 0:  # the input is the same every step: its currents and work once per chunk
+                if q not in run.static:
+                    run.static[q] = proj.current(src), proj.work(src.mult)
+                current, (work, cores) = run.static[q]
+            else:
+                current, (work, cores) = proj.current(src), proj.work(src.mult)
+            # the bias first, then each projection's current, as the engine's current starts from the bias
+            if cur is None:
+                cur = current + pop.bias if pop.has_bias else current
+            else:
+                cur = cur + current
+            ctr[:, cores, proj.column] += work
+            ctr[:, cores, _BYT] += work * proj.wbytes
+        if cur is None:
+            cur = pop.bias.expand_as(run.v[pop.p])
         model = pop.model
         if model in (K.MODEL_IF, K.MODEL_LIF):
-            values[pop.p], mults[pop.p] = _if_update(run, t, pop, cur)
+            outs[pop.p] = _if_update(run, t, pop, cur)
         elif model == K.MODEL_GROUP:
-            values[pop.p], mults[pop.p] = _group_update(run, t, pop, cur)
+            outs[pop.p] = _group_update(run, t, pop, cur)
         elif model == K.MODEL_SIGNED:
-            values[pop.p], mults[pop.p] = _signed_update(run, t, pop, cur)
+            outs[pop.p] = _signed_update(run, t, pop, cur)
         elif model == K.MODEL_MULTI:
-            values[pop.p], mults[pop.p] = _multi_update(run, t, pop, cur)
+            outs[pop.p] = _multi_update(run, t, pop, cur)
         elif model == K.MODEL_EC:
-            values[pop.p], mults[pop.p] = _ec_update(run, t, pop, cur)
+            outs[pop.p] = _ec_update(run, t, pop, cur)
         elif model == K.MODEL_ECMM:
             m, n = pop.shape
             inner = operands["matmul_a"][0].numel() // m
             operands = {"matmul_a": operands["matmul_a"].reshape(-1, m, inner),
                         "matmul_b": operands["matmul_b"].reshape(-1, inner, n)}
-            values[pop.p], mults[pop.p] = _matmul_update(run, t, pop, operands)
+            outs[pop.p] = _matmul_update(run, t, pop, operands)
         elif model == K.MODEL_READOUT:
             run.acc = cur.clone() if run.acc is None else run.acc + cur
             run.v[pop.p] = run.acc
@@ -400,11 +521,10 @@ def run_batch(plan, X, T, readout, recording):
     x_c[:, inp.perm] = x  # engine position e holds canonical element perm[e]
     b = x.shape[0]
     run = _Run(plan, b, T, recording)
-    in_mult = (x_c != 0.0).to(torch.float64)
+    inputs = _Out((x_c != 0.0).to(torch.float64), value=x_c)
     traces = []
     for t in range(T):
-        values, mults = {0: x_c}, {0: in_mult}
-        _step(run, t, values, mults)
+        _step(run, t, {0: inputs})
         if recording.n_trace:
             traces.append(_trace_columns(run))
     return _engine_outputs(run, flat, readout, recording, traces, b, T)

@@ -1,0 +1,112 @@
+"""Convolutions for the exact torch backend: spike levels through float32 tensor hardware with integer-exact sums.
+
+A spiking population's output is an integer level per neuron (0/1 for IF, 0..τ for group neurons) times one
+payload u (θ, θ/τ or 1). Its target current Σ_j w_j·u·level_j is computed from the float64 weights W = w·u
+(the products the engine forms per event) split into S slices of b bits:
+
+    W = 2^E · Σ_s q_s · 2^(-b(s+1)),   q_s integers, |q_s| <= 2^b,   S·b >= 55
+
+Each slice's convolution Σ_j q_s,j · level_j is a sum of integers below 2^24, so float32 arithmetic (and TF32
+tensor cores, whose 11-bit inputs hold every q_s exactly) computes it exactly in any summation order; the slices
+are then combined in float64. The current equals the exact sum of the engine's products to within the last bits of
+float64, as the engine's own sequential float64 sum does, and it is the same bit for bit on every device
+(the float32 sums are exact, the float64 combination runs in one fixed order).
+
+Convolutions run as im2col (`F.unfold`) + batched GEMM (cuBLAS on a GPU, with its tensor cores), in sub-batches
+that bound the unfolded copy's memory. cuDNN is avoided for the exact path: its Winograd / FFT algorithms round.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+TOTAL_BITS = 55  # slices' precision below the largest weight: past float64's 53 bits
+MAX_SLICE_BITS = 11  # what a TF32 input holds exactly (10 stored mantissa bits + the implicit one)
+MIN_SLICE_BITS = 4  # below this the slices cost more than a float64 convolution
+UNFOLD_BYTES = 1 << 30  # unfolded columns + slice outputs per sub-batch
+TF32 = True  # let the sliced GEMMs use TF32 tensor cores (exact for their inputs; see above)
+
+
+def conv_gemm(x, weight, stride, padding, groups):
+    """F.conv2d(x, weight, stride=stride, padding=padding, groups=groups) as unfold + batched matmul, in x's dtype.
+
+    x (B, C, H, W) -> (B, O, Ho, Wo). Float64 goes to the GPU's FP64 tensor cores through cuBLAS."""
+    b, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    k, length = cg * kh * kw, ho * wo
+    per_sample = x.element_size() * (c * kh * kw * length + o * length)
+    sub = max(1, UNFOLD_BYTES // per_sample)
+    out = torch.empty(b, o, length, dtype=x.dtype, device=x.device)
+    wg = weight.reshape(groups, o // groups, k)
+    for i in range(0, b, sub):
+        cols = F.unfold(x[i:i + sub], (kh, kw), padding=padding, stride=stride)  # (b', C·kh·kw, L)
+        if groups == 1:
+            torch.matmul(wg[0], cols, out=out[i:i + sub])
+        else:
+            cols = cols.reshape(cols.shape[0], groups, k, length)
+            out[i:i + sub] = torch.matmul(wg, cols).reshape(cols.shape[0], o, length)
+    return out.reshape(b, o, ho, wo)
+
+
+class SlicedConv:
+    """A convolution of integer levels (at most `max_level` in magnitude) with float64 weights, exact per slice."""
+
+    def __init__(self, weight64, stride, padding, groups, max_level, bits):
+        self.stride, self.padding, self.groups = tuple(stride), tuple(padding), int(groups)
+        self.out_channels, _, self.kh, self.kw = weight64.shape
+        amax = float(weight64.abs().max())
+        self.zero = amax == 0.0
+        if self.zero:
+            return
+        e = math.frexp(amax)[1]  # amax < 2^e
+        r = torch.ldexp(weight64, torch.tensor(-e, dtype=weight64.dtype, device=weight64.device))
+        n_slices = -(-TOTAL_BITS // bits)
+        slices, self.scales = [], []
+        for s in range(1, n_slices + 1):
+            q = torch.round(torch.ldexp(r, torch.tensor(bits * s, dtype=r.dtype, device=r.device)))
+            r = r - torch.ldexp(q, torch.tensor(-bits * s, dtype=r.dtype, device=r.device))  # exact: r's low bits
+            slices.append(q)
+            self.scales.append(math.ldexp(1.0, e - bits * s))
+        o, cg, kh, kw = weight64.shape
+        g = self.groups
+        # output channels ordered (group, slice, channel of the group): one GEMM per group yields every slice
+        stacked = torch.stack([q.reshape(g, o // g, cg, kh, kw) for q in slices], 1)  # (g, S, O/g, cg, kh, kw)
+        self.weight = stacked.reshape(g * n_slices * (o // g), cg, kh, kw).to(torch.float32)
+
+    @staticmethod
+    def bits_for(fan_in, max_level):
+        """Bits per slice that keep every float32 partial sum an exact integer (|sum| < 2^24), or 0 when too few."""
+        bound = fan_in * max_level
+        bits = min(MAX_SLICE_BITS, 23 - math.ceil(math.log2(bound + 1)))
+        return bits if bits >= MIN_SLICE_BITS else 0
+
+    def __call__(self, levels32, in_shape):
+        """levels32 (B, n) float32 integer levels -> float64 currents (B, O·Ho·Wo), canonical layout."""
+        b = levels32.shape[0]
+        if self.zero:
+            _, h, w = in_shape
+            ho = (h + 2 * self.padding[0] - self.kh) // self.stride[0] + 1
+            wo = (w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
+            return torch.zeros(b, self.out_channels * ho * wo, dtype=torch.float64, device=levels32.device)
+        y = _gemm_tf32(levels32.reshape(b, *in_shape), self.weight, self.stride, self.padding, self.groups)
+        g, n_slices = self.groups, len(self.scales)
+        y = y.reshape(b, g, n_slices, self.out_channels // g, -1)
+        cur = y[:, :, 0].to(torch.float64).mul_(self.scales[0])
+        for s in range(1, n_slices):
+            cur.add_(y[:, :, s], alpha=self.scales[s])  # integer · 2^k: exact product, one rounding per add
+        return cur.reshape(b, -1)
+
+
+def _gemm_tf32(x, weight, stride, padding, groups):
+    """conv_gemm with TF32 tensor cores allowed (when TF32), the caller's setting restored."""
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = TF32 and x.is_cuda
+    try:
+        return conv_gemm(x, weight, stride, padding, groups)
+    finally:
+        matmul.allow_tf32 = before

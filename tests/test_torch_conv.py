@@ -1,0 +1,118 @@
+"""The exact torch backend's convolutions: im2col GEMM equals torch's conv; sliced spike-level convolutions are exact
+per slice and equal the float64 convolution to the last bits; converted CNNs take the sliced path."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikeforge import simulator
+from spikeforge.simulator import torch_backend
+from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
+
+CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
+    (3, 8, 1, 3, 1, 1, 9),
+    (4, 6, 2, 3, 2, 1, 8),
+    (6, 6, 6, 3, 1, 0, 7),
+    (5, 7, 1, (1, 3), (2, 1), (0, 2), 6),
+]
+
+
+def _case(rng, c, o, g, k, size, levels):
+    k = (k, k) if isinstance(k, int) else k
+    w = torch.as_tensor(rng.standard_normal((o, c // g, *k)).astype(np.float32))
+    x = torch.as_tensor(rng.integers(0, levels + 1, (5, c, size, size)).astype(np.float64))
+    return w, x
+
+
+@pytest.mark.parametrize("c,o,g,k,stride,padding,size", CASES)
+def test_conv_gemm_equals_torch_conv2d(c, o, g, k, stride, padding, size):
+    rng = np.random.default_rng(0)
+    w, x = _case(rng, c, o, g, k, size, 1)
+    x = x + torch.as_tensor(rng.standard_normal(x.shape))
+    stride = (stride, stride) if isinstance(stride, int) else stride
+    padding = (padding, padding) if isinstance(padding, int) else padding
+    ref = F.conv2d(x, w.double(), stride=stride, padding=padding, groups=g)
+    got = conv_gemm(x, w.double(), stride, padding, g)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("c,o,g,k,stride,padding,size", CASES)
+@pytest.mark.parametrize("max_level,payload", [(1, 0.37), (4, 1.9 / 4)])
+def test_sliced_conv_matches_float64_conv_to_the_last_bits(c, o, g, k, stride, padding, size, max_level, payload):
+    rng = np.random.default_rng(1)
+    w, x = _case(rng, c, o, g, k, size, max_level)
+    stride = (stride, stride) if isinstance(stride, int) else stride
+    padding = (padding, padding) if isinstance(padding, int) else padding
+    w64 = w.double() * payload
+    bits = SlicedConv.bits_for(w[0].numel(), max_level)
+    assert bits == 11
+    conv = SlicedConv(w64, stride, padding, g, max_level, bits)
+    got = conv(x.reshape(5, -1).float(), x.shape[1:])
+    ref = F.conv2d(x, w64, stride=stride, padding=padding, groups=g).reshape(5, -1)
+    scale = float(F.conv2d(x, w64.abs(), stride=stride, padding=padding, groups=g).max())
+    assert float((got - ref).abs().max()) <= 8 * np.finfo(np.float64).eps * scale
+    # the slices rebuild the weights to below float64's precision
+    rebuilt = sum(conv.weight.double().reshape(g, len(conv.scales), o // g, -1)[:, s] * conv.scales[s]
+                  for s in range(len(conv.scales)))
+    assert float((rebuilt.reshape(w64.shape) - w64).abs().max()) <= 2.0 ** -54 * float(w64.abs().max())
+
+
+def test_sliced_conv_slices_are_exact_integer_sums_at_the_bound():
+    """Worst case: every level at its maximum and every slice weight at +2^b: the float32 sums stay exact."""
+    fan_in_channels, max_level = 64, 4
+    bits = SlicedConv.bits_for(fan_in_channels * 9, max_level)
+    assert 4 <= bits <= 11
+    w = torch.full((2, fan_in_channels, 3, 3), 1.0 - 2.0 ** -40, dtype=torch.float64)
+    conv = SlicedConv(w, (1, 1), (1, 1), 1, max_level, bits)
+    x = torch.full((1, fan_in_channels, 5, 5), float(max_level))
+    y = conv_gemm(x, conv.weight, (1, 1), (1, 1), 1)
+    exact = F.conv2d(x.double(), conv.weight.double(), padding=1)
+    assert torch.equal(y.double(), exact)
+    assert float(exact.abs().max()) < 2 ** 24
+
+
+def test_fixed_point_weights_give_exact_integer_currents():
+    rng = np.random.default_rng(2)
+    w = torch.as_tensor(rng.integers(-127, 128, (8, 16, 3, 3)).astype(np.float64))
+    x = torch.as_tensor(rng.integers(0, 2, (3, 16, 6, 6)).astype(np.float64))
+    conv = SlicedConv(w, (1, 1), (1, 1), 1, 1, SlicedConv.bits_for(16 * 9, 1))
+    got = conv(x.reshape(3, -1).float(), x.shape[1:])
+    assert torch.equal(got, F.conv2d(x, w, padding=1).reshape(3, -1))
+
+
+def test_too_large_fan_in_leaves_the_float64_path():
+    assert SlicedConv.bits_for(2 ** 20, 4) == 0
+
+
+def test_converted_cnn_takes_the_sliced_path_and_equals_the_engine(trained_resnet, digits):
+    x = digits[0][:6].double().numpy()
+    for neuron in ("if", "group"):
+        from spikeforge.converter import convert
+
+        net = convert(trained_resnet, [digits[0][:64]], neuron=neuron, tau=4)
+        flat = simulator.prepare(net)
+        ref = simulator.run(flat, x, 4, record_counts=True)
+        got = simulator.run(flat, x, 4, record_counts=True, backend="torch", device="cpu")
+        plan = flat.plans[("cpu", False)]
+        kinds = [p.kind for p in plan.projs]
+        sliced = [p.sliced is not None for p in plan.projs]
+        assert any(sliced), (neuron, kinds)
+        # convs from spiking populations are sliced; the analog input's is not
+        assert all(s == (k in ("conv2d", "avgpool") and p.src != 0) for s, k, p in zip(sliced, kinds, plan.projs))
+        assert np.array_equal(got.per_sample, ref.per_sample) and got.totals() == ref.totals()
+        assert all(np.array_equal(got.spike_counts[k], ref.spike_counts[k]) for k in ref.spike_counts)
+        np.testing.assert_allclose(got.output, ref.output, rtol=1e-9)
+
+
+def test_float64_conv_choice_does_not_change_results(trained_resnet, digits, monkeypatch):
+    from spikeforge.converter import convert
+
+    x = digits[0][:4].double().numpy()
+    net = convert(trained_resnet, [digits[0][:64]], neuron="if")
+    monkeypatch.setattr(torch_backend, "SLICED_CONV", False)
+    a = simulator.run(simulator.prepare(net), x, 3, backend="torch", device="cpu")
+    monkeypatch.setattr(torch_backend, "SLICED_CONV", True)
+    b = simulator.run(simulator.prepare(net), x, 3, backend="torch", device="cpu")
+    assert np.array_equal(a.per_sample, b.per_sample)
+    np.testing.assert_allclose(a.output, b.output, rtol=1e-9)
