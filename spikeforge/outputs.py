@@ -29,7 +29,7 @@ _TMP, _OLD = ".spikeforge-tmp-", ".spikeforge-old-"
 
 
 def _paths(path):
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.realpath(os.fspath(path))  # --out naming a link to a folder: that folder is replaced
     return os.path.dirname(path), os.path.basename(path)
 
 

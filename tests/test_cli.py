@@ -189,7 +189,8 @@ def test_max_memory_flag_bounds_simulate_and_report_and_is_named_in_the_refusal(
     base = ["simulate", str(net), "--input", str(data), "--x-key", "x", "--out", str(out)]
     assert main(base + ["--T", "2", "--max-memory", "1K"]) == 2
     err = _err(capsys)
-    assert err.startswith("spikeforge simulate: error: T=2 with 20 samples") and "than the 0.0 GiB allowed by --max-memory;" in err
+    assert err.startswith("spikeforge simulate: error: T=2 with 20 samples")
+    assert "than the 0.0 GiB allowed by --max-memory;" in err
     assert err.strip().endswith("or raise --max-memory (e.g. --max-memory 64G)") and "max_bytes" not in err
     assert not out.exists()
     # --T 10^9 needs hundreds of GiB: refused by the default bound (half of the machine's memory) before any work
@@ -299,3 +300,23 @@ def test_inspect_says_over_capacity(tiny, capsys):
     assert main(["inspect", str(net), "--target", "loihi", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["core_loads"]
     assert [r["over_capacity"] for r in rows] == [False, True, True, False]
+
+
+def test_replace_folder_keeps_the_old_folder_on_failure_and_follows_a_link(tmp_path):
+    from spikeforge.outputs import replace_folder
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "report.md").write_text("old")
+    (tmp_path / "link").symlink_to(real)
+    try:
+        with replace_folder(tmp_path / "link") as tmp:
+            open(os.path.join(tmp, "report.md"), "w").write("half")
+            raise RuntimeError("the writer failed")
+    except RuntimeError:
+        pass
+    assert (real / "report.md").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["link", "real"]
+    with replace_folder(tmp_path / "link") as tmp:
+        open(os.path.join(tmp, "report.md"), "w").write("new")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "report.md").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["link", "real"]
