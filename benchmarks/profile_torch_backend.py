@@ -42,7 +42,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--no-check", action="store_true", help="skip the numba run that checks the counters")
-    p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--rows", type=int, default=25, help="profiler rows for the first variant (0: no profile)")
     args = p.parse_args(argv)
     model = ResNet20(act=lambda: QCFS(4, 8.0))
     model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
@@ -72,6 +72,8 @@ def main(argv=None):
             f", identical totals {res.totals() == ref.totals() and np.array_equal(res.per_sample, ref.per_sample)}"
             f", same predictions {float((res.predictions() == ref.predictions()).mean()):.4f}")
         print(f"{variant}: {args.images} images, T={args.T}, {args.neuron}: {wall:.3f} s{same}", flush=True)
+    if not args.rows:
+        return
     _set(args.variants[0])
     flat = simulator.prepare(net)
     simulator.run(flat, xs[:16], args.T, backend="torch", device=args.device)

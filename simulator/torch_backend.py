@@ -28,7 +28,7 @@ _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKE
 
 # Tuning knobs (read when a plan is built; benchmarks.profile_torch_backend compares them):
 SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
-FLOAT64_CONV = "cudnn"  # analog sources: "cudnn" (F.conv2d) or "gemm" (unfold + float64 GEMM)
+FLOAT64_CONV = "cudnn"  # float64 convolutions on a GPU: "cudnn" (F.conv2d) or "gemm" (im2col + float64 GEMM)
 DENSE_ROUTING_ENTRIES = 1 << 24  # a projection's synapses per (source neuron, core) as a dense matrix up to this
 
 
@@ -175,8 +175,12 @@ class _Proj:
             self.work = float(2 * n if proj.kind == "matmul_a" else m)
             self.work_core = int(rt.core_of[int(projs.tgt_off[q])])
             return
-        self._weights(proj, src, tgt, device)
-        self.sliced = self._sliced(pops[self.src])
+        source = pops[self.src]
+        # 0/1 spikes with one payload u (IF): weights w·u applied to the levels form the engine's products w·u
+        # exactly, and spare forming the values
+        self.levels_in = isinstance(source.payload, float) and source.max_level == 1
+        self._weights(proj, src, tgt, device, source.payload if self.levels_in else 1.0)
+        self.sliced = self._sliced(source)
         # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order):
         # a dense (source neurons, cores reached) matrix when small, else a sparse (cores, source neurons) one
         r0 = int(rt.rc_off[q])
@@ -198,9 +202,10 @@ class _Proj:
         """SlicedConv for a convolution whose source sends integer levels with one payload, else None."""
         if not (SLICED_CONV and self.kind in ("conv2d", "avgpool") and isinstance(src.payload, float)):
             return None
-        w, stride, padding, groups = self.conv
+        w, stride, padding, groups = self.conv  # already times the payload when levels_in
         bits = SlicedConv.bits_for(w[0].numel(), src.max_level)
-        return SlicedConv(w * src.payload, stride, padding, groups, src.max_level, bits) if bits else None
+        w = w if self.levels_in else w * src.payload
+        return SlicedConv(w, stride, padding, groups, src.max_level, bits) if bits else None
 
     def work(self, mult):
         """(B, cores reached) synaptic work of events of multiplicity mult (B, source neurons), and those cores."""
@@ -208,34 +213,35 @@ class _Proj:
             return mult @ self.route_dense, self.route_cores
         return _per_core(self.routing_t, mult), self.route_cores
 
-    def _weights(self, proj, src, tgt, device):
-        """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw))."""
+    def _weights(self, proj, src, tgt, device, fold):
+        """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw)),
+        times `fold`."""
         f64 = torch.float64
         if proj.kind == "avgpool":
             from .geometry import projection_kernel
 
             (kh, kw), stride, padding, cin_g, _ = projection_kernel(proj, src.shape, tgt.shape)
             c = src.shape[0]
-            w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device)
+            w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device) * fold
             self.conv = (w, tuple(stride), tuple(padding), c)
         elif proj.kind == "conv2d":
-            w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64)
+            w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
             self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
         elif proj.kind in ("dense", "pointwise"):
-            self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64)
+            self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
         elif proj.kind == "sparse":
             rows = np.repeat(np.arange(src.size), np.diff(proj.indptr))
             cols, vals = proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32)
-            self.sparse_t = _sparse_rows(cols, rows, vals.astype(np.float64), (tgt.size, src.size), device)
+            self.sparse_t = _sparse_rows(cols, rows, vals.astype(np.float64) * fold, (tgt.size, src.size), device)
 
     def current(self, out):
         """Target current (B, target size) for a source's output (values (B, source size))."""
         if self.sliced is not None:
             return self.sliced(out.level32, self.src_shape)
-        x = out.value
-        b = x.shape[0]
         if self.kind == "identity":
-            return x
+            return out.value
+        x = out.level if self.levels_in else out.value
+        b = x.shape[0]
         if self.kind in ("conv2d", "avgpool"):
             w, stride, padding, groups = self.conv
             conv = conv_gemm if FLOAT64_CONV == "gemm" and x.is_cuda else F.conv2d

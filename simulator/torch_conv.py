@@ -12,7 +12,7 @@ are then combined in float64. The current equals the exact sum of the engine's p
 float64, as the engine's own sequential float64 sum does, and it is the same bit for bit on every device
 (the float32 sums are exact, the float64 combination runs in one fixed order).
 
-Convolutions run as im2col (`F.unfold`) + batched GEMM (cuBLAS on a GPU, with its tensor cores), in sub-batches
+Convolutions run as im2col (one strided copy) + batched GEMM (cuBLAS on a GPU, with its tensor cores), in sub-batches
 that bound the unfolded copy's memory. cuDNN is avoided for the exact path: its Winograd / FFT algorithms round.
 """
 from __future__ import annotations
@@ -29,8 +29,20 @@ UNFOLD_BYTES = 1 << 30  # unfolded columns + slice outputs per sub-batch
 TF32 = True  # let the sliced GEMMs use TF32 tensor cores (exact for their inputs; see above)
 
 
+def im2col(x, kh, kw, stride, padding):
+    """(B, C, H, W) -> (B, C·kh·kw, Ho·Wo) patches in F.unfold's order, as one strided copy (F.unfold on a GPU
+    launches a kernel per sample)."""
+    if padding[0] or padding[1]:
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    b, c, h, w = x.shape
+    ho, wo = (h - kh) // stride[0] + 1, (w - kw) // stride[1] + 1
+    s0, s1, s2, s3 = x.stride()
+    patches = x.as_strided((b, c, kh, kw, ho, wo), (s0, s1, s2, s3, s2 * stride[0], s3 * stride[1]))
+    return patches.reshape(b, c * kh * kw, ho * wo)
+
+
 def conv_gemm(x, weight, stride, padding, groups):
-    """F.conv2d(x, weight, stride=stride, padding=padding, groups=groups) as unfold + batched matmul, in x's dtype.
+    """F.conv2d(x, weight, stride=stride, padding=padding, groups=groups) as im2col + batched matmul, in x's dtype.
 
     x (B, C, H, W) -> (B, O, Ho, Wo). Float64 goes to the GPU's FP64 tensor cores through cuBLAS."""
     b, c, h, w = x.shape
@@ -43,7 +55,7 @@ def conv_gemm(x, weight, stride, padding, groups):
     out = torch.empty(b, o, length, dtype=x.dtype, device=x.device)
     wg = weight.reshape(groups, o // groups, k)
     for i in range(0, b, sub):
-        cols = F.unfold(x[i:i + sub], (kh, kw), padding=padding, stride=stride)  # (b', C·kh·kw, L)
+        cols = im2col(x[i:i + sub], kh, kw, stride, padding)  # (b', C·kh·kw, L)
         if groups == 1:
             torch.matmul(wg[0], cols, out=out[i:i + sub])
         else:

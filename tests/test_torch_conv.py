@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeforge import simulator
-from spikeforge.simulator import torch_backend
+from spikeforge.simulator import torch_backend, torch_conv
 from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
 
 CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
@@ -25,7 +25,10 @@ def _case(rng, c, o, g, k, size, levels):
 
 
 @pytest.mark.parametrize("c,o,g,k,stride,padding,size", CASES)
-def test_conv_gemm_equals_torch_conv2d(c, o, g, k, stride, padding, size):
+@pytest.mark.parametrize("sub_batches", [False, True])
+def test_conv_gemm_equals_torch_conv2d(c, o, g, k, stride, padding, size, sub_batches, monkeypatch):
+    if sub_batches:  # one sample per sub-batch
+        monkeypatch.setattr(torch_conv, "UNFOLD_BYTES", 1)
     rng = np.random.default_rng(0)
     w, x = _case(rng, c, o, g, k, size, 1)
     x = x + torch.as_tensor(rng.standard_normal(x.shape))
