@@ -82,9 +82,10 @@ def _check_inputs(flat, inputs):
         raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {tuple(inp.shape)}: "
                          f"expected (batch, {', '.join(map(str, inp.shape))})")
     x = x.reshape(len(x), -1)
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise ValueError(f"input sample {bad[0]} contains NaN or inf")
+    if not np.isfinite(x.sum(axis=1)).all():  # one pass; a finite row sums to inf only when it overflows
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            raise ValueError(f"input sample {bad[0]} contains NaN or inf")
     return x
 
 
@@ -113,11 +114,12 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     T = int(T)
-    simulate, chunk_size = _backend(backend, device, record_links)
+    simulate, chunk_size, engine_order = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
     x = _check_inputs(flat, inputs)
-    x = x[:, flat.perms[0]]
+    if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))):
+        x = x[:, flat.perms[0]]
     index = {p.name: i for i, p in enumerate(net.populations)}
     rec_off, n_rec = _raster_index(net, record, index)
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
@@ -192,8 +194,9 @@ def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
 
 
 def _backend(backend, device, record_links):
-    """(simulate, chunk_size) of a backend: simulate(flat, X, T, readout, routing, recording) -> run_batch's
-    arrays; chunk_size(flat, T, recording) -> the default samples per chunk."""
+    """(simulate, chunk_size, engine_order) of a backend: simulate(flat, X, T, readout, routing, recording) ->
+    run_batch's arrays; chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X
+    comes in the engine's neuron order (numba) or the canonical one (torch)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
@@ -203,7 +206,7 @@ def _backend(backend, device, record_links):
             raise ValueError(f"the numba backend runs on the CPU; device {device!r} needs backend='torch'")
         return (lambda flat, X, T, readout, routing, recording: K.run_batch(
             X, T, flat.n_cores, readout, flat.pops, flat.projs, routing, recording),
-            lambda flat, T, recording: 64)
+            lambda flat, T, recording: 64, True)
     try:
         import torch
 
@@ -221,7 +224,7 @@ def _backend(backend, device, record_links):
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
         return torch_backend.run_batch(flat.plans[key], X, T, readout, recording)
-    return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording)
+    return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False
 
 
 def _cuda_available():

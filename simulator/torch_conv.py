@@ -26,12 +26,15 @@ TOTAL_BITS = 55  # slices' precision below the largest weight: past float64's 53
 MAX_SLICE_BITS = 11  # what a TF32 input holds exactly (10 stored mantissa bits + the implicit one)
 MIN_SLICE_BITS = 4  # below this the slices cost more than a float64 convolution
 UNFOLD_BYTES = 1 << 30  # unfolded columns + slice outputs per sub-batch
+IM2COL = "strided"  # "strided": pad + one strided copy; "slices": one copy per kernel offset, borders zeroed
 TF32 = True  # let the sliced GEMMs use TF32 tensor cores (exact for their inputs; see above)
 
 
 def im2col(x, kh, kw, stride, padding):
-    """(B, C, H, W) -> (B, C·kh·kw, Ho·Wo) patches in F.unfold's order, as one strided copy (F.unfold on a GPU
-    launches a kernel per sample)."""
+    """(B, C, H, W) -> (B, C·kh·kw, Ho·Wo) patches in F.unfold's order (F.unfold on a GPU launches a kernel per
+    sample): by IM2COL's method."""
+    if IM2COL == "slices":
+        return _im2col_slices(x, kh, kw, stride, padding)
     if padding[0] or padding[1]:
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     b, c, h, w = x.shape
@@ -39,6 +42,31 @@ def im2col(x, kh, kw, stride, padding):
     s0, s1, s2, s3 = x.stride()
     patches = x.as_strided((b, c, kh, kw, ho, wo), (s0, s1, s2, s3, s2 * stride[0], s3 * stride[1]))
     return patches.reshape(b, c * kh * kw, ho * wo)
+
+
+def _im2col_slices(x, kh, kw, stride, padding):
+    """im2col as one copy per kernel offset (i, j) of the input rectangle it sees, zeros where it sees padding."""
+    b, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols = torch.empty(b, c, kh, kw, ho, wo, dtype=x.dtype, device=x.device)
+    for i in range(kh):
+        di = i - ph
+        y0, y1 = max(0, (sh - 1 - di) // sh), min(ho, (h - 1 - di) // sh + 1)  # 0 <= y·sh + di < h
+        for j in range(kw):
+            dj = j - pw
+            x0, x1 = max(0, (sw - 1 - dj) // sw), min(wo, (w - 1 - dj) // sw + 1)
+            dst = cols[:, :, i, j]
+            if y1 <= y0 or x1 <= x0:
+                dst.zero_()
+                continue
+            dst[:, :, :y0].zero_()
+            dst[:, :, y1:].zero_()
+            dst[:, :, y0:y1, :x0].zero_()
+            dst[:, :, y0:y1, x1:].zero_()
+            dst[:, :, y0:y1, x0:x1] = x[:, :, y0 * sh + di:(y1 - 1) * sh + di + 1:sh,
+                                        x0 * sw + dj:(x1 - 1) * sw + dj + 1:sw]
+    return cols.reshape(b, c * kh * kw, ho * wo)
 
 
 def conv_gemm(x, weight, stride, padding, groups):

@@ -11,6 +11,8 @@ from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
 
 CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
     (3, 8, 1, 3, 1, 1, 9),
+    (3, 4, 1, 7, 2, 3, 11),
+    (2, 3, 1, 3, 3, 4, 5),  # padding wider than a kernel offset sees: whole rows of zeros
     (4, 6, 2, 3, 2, 1, 8),
     (6, 6, 6, 3, 1, 0, 7),
     (5, 7, 1, (1, 3), (2, 1), (0, 2), 6),
@@ -26,7 +28,9 @@ def _case(rng, c, o, g, k, size, levels):
 
 @pytest.mark.parametrize("c,o,g,k,stride,padding,size", CASES)
 @pytest.mark.parametrize("sub_batches", [False, True])
-def test_conv_gemm_equals_torch_conv2d(c, o, g, k, stride, padding, size, sub_batches, monkeypatch):
+@pytest.mark.parametrize("im2col", ["strided", "slices"])
+def test_conv_gemm_equals_torch_conv2d(c, o, g, k, stride, padding, size, sub_batches, im2col, monkeypatch):
+    monkeypatch.setattr(torch_conv, "IM2COL", im2col)
     if sub_batches:  # one sample per sub-batch
         monkeypatch.setattr(torch_conv, "UNFOLD_BYTES", 1)
     rng = np.random.default_rng(0)
