@@ -1,8 +1,11 @@
 """Exact simulation at scale: the committed CIFAR-10 ResNet-20 (QCFS L=4) on all test images, numba engine on every
 core vs the exact torch backend on the GPU; wall time, speed-up and whether every counter total is identical.
 
-    python -m benchmarks.scale --data-dir DATA --T 4 8 [--images 10000] [--out benchmarks/results/scale.json]
+    python -m benchmarks.scale --data-dir DATA --T 4 8 [--images 10000] [--networks resnet20 resnet20w]
+        [--out benchmarks/results/scale.json]
 
+Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w`, a wide ResNet-20 (64/128/256,
+random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given).
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
 neuron, images, T, backend, device, threads, wall_s, speedup (the all-threads numba wall time over this row's),
 identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
@@ -22,7 +25,7 @@ from spikeforge import simulator
 from spikeforge.converter import QCFS, convert
 from spikeforge.simulator.atomic import write_text
 
-from .cifar10 import ResNet20, load_tensors
+from .cifar10 import ResNet20, ResNet20Wide, load_tensors
 
 CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "resnet20_qcfs4.pt")
 
@@ -42,42 +45,56 @@ def main(argv=None):
     p.add_argument("--T", type=int, nargs="+", default=[4, 8])
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--neurons", nargs="+", default=["if", "group"])
+    p.add_argument("--networks", nargs="+", default=["resnet20"], choices=["resnet20", "resnet20w"])
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
     args = p.parse_args(argv)
     xtr, _, xte, yte = load_tensors(args.data_dir, "cpu")
     x, y = xte[:args.images].numpy().astype(np.float64), yte[:args.images].numpy()
-    model = ResNet20(act=lambda: QCFS(4, 8.0))
-    model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
-    model = model.float().eval()
     devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
     threads = numba.config.NUMBA_NUM_THREADS
     rows = []
-    for neuron in args.neurons:
-        net = convert(model, [xtr[:512]], neuron=neuron, tau=4, name=f"resnet20-qcfs4-{neuron}")
+    for network, neuron, net, steps in _networks(args, xtr):
         flat = simulator.prepare(net)
-        for T in args.T:
+        for T in steps:
             t_numba, ref = _timed(flat, x, T)
             runs = [("numba", "cpu", t_numba, ref)]
             for dev in devices:
                 t, res = _timed(flat, x, T, backend="torch", device=dev)
                 runs.append(("torch", dev, t, res))
             for backend, dev, t, res in runs:
-                row = {"network": "CIFAR-10 ResNet-20 16/32/64, QCFS L=4", "neuron": neuron if neuron == "if" else
-                       "group tau=4", "images": len(x), "T": T, "backend": backend, "device": dev,
-                       "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
+                row = {"network": network, "neuron": neuron, "images": len(x), "T": T, "backend": backend,
+                       "device": dev, "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
                        "identical_totals": bool(res.totals() == ref.totals()
                                                 and np.array_equal(res.per_sample, ref.per_sample)),
                        "same_predictions": float((res.predictions() == ref.predictions()).mean()),
                        "accuracy": float((res.predictions() == y).mean())}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_text(args.out, json.dumps(rows, indent=1))
-    print("| neuron | T | images | backend | device | wall s | speed-up | identical totals | accuracy |")
-    print("|---|---:|---:|---|---|---:|---:|---|---:|")
+                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+                write_text(args.out, json.dumps(rows, indent=1))
+    print("| network | neuron | T | images | backend | device | wall s | speed-up | identical totals | accuracy |")
+    print("|---|---|---:|---:|---|---|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['neuron']} | {r['T']} | {r['images']} | {r['backend']} | {r['device']} | {r['wall_s']:.2f} | "
+        print(f"| {r['network']} | {r['neuron']} | {r['T']} | {r['images']} | {r['backend']} | {r['device']} | "
+              f"{r['wall_s']:.2f} | "
               f"{r['speedup']:.1f}x | {'yes' if r['identical_totals'] else 'NO'} | {100 * r['accuracy']:.2f} |")
+
+
+def _networks(args, xtr):
+    """(network name, neuron, converted network, steps) per row group."""
+    if "resnet20" in args.networks:
+        model = ResNet20(act=lambda: QCFS(4, 8.0))
+        model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
+        model = model.float().eval()
+        for neuron in args.neurons:
+            yield ("CIFAR-10 ResNet-20 16/32/64, QCFS L=4", neuron if neuron == "if" else "group tau=4",
+                   convert(model, [xtr[:512]], neuron=neuron, tau=4, name=f"resnet20-qcfs4-{neuron}"), args.T)
+    if "resnet20w" in args.networks:
+        torch.manual_seed(0)
+        model = ResNet20Wide().float().eval()
+        calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
+        yield ("CIFAR-10 wide ResNet-20 64/128/256, random weights, max norm", "if",
+               convert(model, calib, norm="max", name="resnet20w-random"), args.T[:1])
 
 
 if __name__ == "__main__":
