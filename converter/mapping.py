@@ -86,10 +86,13 @@ def _window_fan(proj, source_shape, target_shape, start, stop):
     c, h, w = source_shape
     cout = target_shape[0]
     groups = proj.groups if proj.kind == "conv2d" else c
+    oh, ow = target_shape[1:]
+    if groups == 1 and stop - start < cout * oh * ow:  # only the output channels the range touches
+        c0, c1 = start // (oh * ow), (stop - 1) // (oh * ow) + 1
+        target_shape, start, stop, cout = (c1 - c0, oh, ow), start - c0 * oh * ow, stop - c0 * oh * ow, c1 - c0
     mask = torch.zeros(int(np.prod(target_shape)), dtype=torch.float64)
     mask[start:stop] = 1
     ones = torch.ones(cout, c // groups, kh, kw, dtype=torch.float64)
-    oh, ow = target_shape[1:]
     extra = [h - ((oh - 1) * stride[0] - 2 * padding[0] + kh), w - ((ow - 1) * stride[1] - 2 * padding[1] + kw)]
     # output_padding must be smaller than the stride; larger remainders are rows no output reaches (pad after)
     op = [min(e, s - 1) if e > 0 else 0 for e, s in zip(extra, stride)]
@@ -100,6 +103,32 @@ def _window_fan(proj, source_shape, target_shape, start, stop):
 
 
 # ------------------------------------------------------------------------------------------- partition
+@dataclasses.dataclass(frozen=True)
+class Fan:
+    """Synapses per source neuron into one core, kept sparse: a core of a large map sees a small part of its
+    sources (dense per-core arrays of every source neuron took tens of GB for an ImageNet-size ResNet)."""
+
+    index: np.ndarray  # source neurons with at least one synapse into the core, ascending
+    count: np.ndarray  # their synapse counts
+
+    @classmethod
+    def of(cls, dense):
+        nz = np.flatnonzero(dense)
+        return cls(nz, np.asarray(dense)[nz])
+
+    def within(self, start, stop):
+        """(synapses, axons) from the source neurons start..stop-1."""
+        i, j = np.searchsorted(self.index, (start, stop))
+        return int(self.count[i:j].sum()), int(j - i)
+
+    def mask(self, start, stop):
+        """Boolean (stop - start,): which of the source neurons start..stop-1 have a synapse into the core."""
+        out = np.zeros(stop - start, bool)
+        i, j = np.searchsorted(self.index, (start, stop))
+        out[self.index[i:j] - start] = True
+        return out
+
+
 @dataclasses.dataclass
 class CoreLoad:
     """What one candidate core (a neuron range of one population) needs."""
@@ -107,7 +136,7 @@ class CoreLoad:
     neurons: int
     axons: int
     synapse_bytes: float
-    fans: dict  # source population name -> synapses per source neuron into this range
+    fans: dict  # source population name -> Fan: synapses per source neuron into this range
 
 
 def core_load(net, pop, start, stop, limits) -> CoreLoad:
@@ -134,7 +163,8 @@ def core_load(net, pop, start, stop, limits) -> CoreLoad:
             memory_bits += np.count_nonzero(q.weight[held]) * limits["weight_bits"] * copies
         else:
             memory_bits += int(fan.sum()) * bits * copies
-    axons = sum(int(np.count_nonzero(f)) for f in fans.values())
+    fans = {name: Fan.of(f) for name, f in fans.items()}
+    axons = sum(len(f.index) for f in fans.values())
     return CoreLoad(stop - start, axons, memory_bits / 8, fans)
 
 
@@ -277,10 +307,10 @@ def core_edges(populations, projections, cores, loads=None):
                 if q.target == pop.name:
                     f = fan_into_range(q, shapes[q.source], pop.shape, a, b)
                     fans[q.source] = f if q.source not in fans else fans[q.source] + f
+            fans = {name: Fan.of(f) for name, f in fans.items()}
         for src_name, fan in fans.items():
             for s in by_pop[index[src_name]]:
-                part = fan[cores.neuron_start[s]:cores.neuron_stop[s]]
-                syn, ax = int(part.sum()), int(np.count_nonzero(part))
+                syn, ax = fan.within(int(cores.neuron_start[s]), int(cores.neuron_stop[s]))
                 if syn:
                     edges[(s, t)] = (syn, ax)
     keys = sorted(edges)
@@ -329,5 +359,5 @@ def _measured_traffic(net, cores, edges, parts, traffic):
         if fan is None or spikes is None:
             continue
         a, b = cores.neuron_start[s], cores.neuron_stop[s]
-        out[e] = float(np.asarray(spikes).reshape(-1)[a:b][fan[a:b] > 0].sum())
+        out[e] = float(np.asarray(spikes).reshape(-1)[a:b][fan.mask(int(a), int(b))].sum())
     return out

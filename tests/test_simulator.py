@@ -219,3 +219,29 @@ def test_runs_too_large_for_memory_are_refused_before_work(converted):
     with pytest.raises(ValueError, match="more than the 0.0 GiB allowed"):
         simulator.run(net, x, 4, max_bytes=1000)
     assert simulator.run(net, x, 4, max_bytes=10**6).T == 4
+
+
+def test_row_core_tables_from_fan_out_equal_the_synapse_walk(converted, monkeypatch):
+    """One core per population: the row-core tables from each row's fan-out equal the kernel's walk of every
+    synapse (every projection kind; stride, padding, groups)."""
+    from spikeforge.simulator import arrays
+
+    rng = np.random.default_rng(3)
+    pops = [Population.make("in", "input", (4, 9, 9)),
+            Population.make("a", "if", (6, 5, 5), 0.8, 0.4), Population.make("b", "if", (6, 3, 3), 0.5, 0.2),
+            Population.make("c", "if", (54,), 0.7, 0.3), Population.make("out", "readout", (5,))]
+    indptr = np.searchsorted(np.sort(rng.integers(0, 150, 90)), np.arange(151)).astype(np.int64)
+    projs = [Projection("conv", "conv2d", "in", "a", rng.normal(0, 0.4, (6, 2, 3, 3)).astype(np.float32),
+                        stride=(2, 2), padding=(1, 1), groups=2),
+             Projection("pool", "avgpool", "a", "b", kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+             Projection("ident", "identity", "b", "c"),
+             Projection("sp", "sparse", "a", "c", rng.normal(0, 0.3, 90).astype(np.float32), indptr,
+                        rng.integers(0, 54, 90).astype(np.int32)),
+             Projection("fc", "dense", "c", "out", rng.normal(0, 0.3, (5, 54)).astype(np.float32))]
+    for net in (_hand_network(projs, pops), converted["resnet"], converted["mlp"]):
+        fast = simulator.prepare(net).routing
+        monkeypatch.setattr(arrays, "SINGLE_CORE_ROWS", False)
+        walked = simulator.prepare(net).routing
+        monkeypatch.setattr(arrays, "SINGLE_CORE_ROWS", True)
+        for name in ("rc_off", "rc_ptr", "rc_core", "rc_cnt", "n_packets", "n_hops"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(walked, name), err_msg=name)

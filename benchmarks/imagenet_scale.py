@@ -1,0 +1,137 @@
+"""ImageNet-size structure: a ResNet-34 on 224x224 inputs (random weights): convert, map onto Loihi (cores and
+chips), write and load the network file, simulate on the numba engine and on the exact torch backend.
+
+    python -m benchmarks.imagenet_scale [--images 100] [--numba-images 1] [--T 4] [--device cuda] [--target T]
+        [--network FILE] [--out OUT.json]
+
+--targets: targets to map onto (cores and chips needed, or why it does not fit); the file simulated is the
+converter's own (one core per population), so the simulation figures do not depend on a mapping. --network FILE:
+skip converting and mapping, simulate a file an earlier run wrote (--keep FILE keeps it).
+
+The stem's 3x3 / 2 max pooling is an average pooling here: the converter has no spiking max pooling yet and
+refuses the max-pooling model naming its node (the first row says so). Timing and size do not depend on which
+pooling the stem has. Rows: one JSON object per measured step (stage, seconds, and what it measured).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from spikeforge import simulator
+from spikeforge.converter import ConversionError, convert
+from spikeforge.converter.mapping import MappingError, map_network
+from spikeforge.converter.writer import write_network
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.models import BasicBlock
+from spikeforge.simulator.atomic import write_text
+
+
+class ResNet34(nn.Module):
+    """ResNet-34 for 224x224 ImageNet inputs: 7x7/2 stem, 3x3/2 pooling, [3, 4, 6, 3] basic blocks of
+    64/128/256/512 channels, global average pooling, 1000 classes."""
+
+    def __init__(self, max_pool=False, classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        self.pool = nn.MaxPool2d(3, 2, 1) if max_pool else nn.AvgPool2d(3, 2, 1)
+        blocks, cin = [], 64
+        for cout, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.pool(self.stem(x))))
+
+
+def _peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def _build(args, row):
+    """Convert, map, write and load the ResNet-34; the flattened network."""
+    torch.manual_seed(0)
+    calib = torch.randn(8, 3, 224, 224)
+    try:
+        convert(ResNet34(max_pool=True).eval(), [calib[:2]], norm="max")
+        row("ResNet-34 with a max-pooling stem", 0.0, refused=False)
+    except ConversionError as exc:
+        row("ResNet-34 with a max-pooling stem", 0.0, refused=True, message=str(exc).replace("\n", " "))
+    model = ResNet34().eval()
+    t0 = time.perf_counter()
+    net = convert(model, [calib], norm="max", name="resnet34-224-random")
+    n = sum(pop.size for pop in net.populations)
+    row("convert (8 calibration images)", time.perf_counter() - t0, populations=len(net.populations),
+        projections=len(net.projections), neurons=int(n))
+    for target in args.targets:
+        t0 = time.perf_counter()
+        try:
+            mapped = map_network(net, load_target(target), placement="snake")
+            row(f"map onto {target} (snake placement)", time.perf_counter() - t0,
+                cores=int(len(mapped.cores.core_id)), chips=int(len(np.unique(mapped.cores.chip))))
+        except MappingError as exc:
+            row(f"map onto {target}", time.perf_counter() - t0, refused=True, message=str(exc))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or os.path.join(tmp, "resnet34.h5")
+        t0 = time.perf_counter()
+        write_network(net, path)
+        row("write network file", time.perf_counter() - t0, file_mib=round(os.path.getsize(path) / 2 ** 20, 1))
+        t0 = time.perf_counter()
+        flat = simulator.prepare(path)
+        row("load, validate and flatten", time.perf_counter() - t0)
+    return flat
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=100, help="images on the torch backend")
+    p.add_argument("--numba-images", type=int, default=1)
+    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--targets", nargs="*", default=["loihi", "generic45nm"])
+    p.add_argument("--network", help="a network file written by an earlier run (--keep): simulate it only")
+    p.add_argument("--keep", help="keep the mapped network file here")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "imagenet_scale.json"))
+    args = p.parse_args(argv)
+    rows = []
+
+    def row(stage, seconds, **info):
+        rows.append({"stage": stage, "seconds": round(seconds, 2), "peak_rss_gib": round(_peak_rss_gib(), 2),
+                     **info})
+        print(json.dumps(rows[-1]), flush=True)
+        write_text(args.out, json.dumps(rows, indent=1))
+
+    flat = simulator.prepare(args.network) if args.network else _build(args, row)
+    x = torch.randn(max(args.images, args.numba_images), 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x = x.double().numpy()
+    t0 = time.perf_counter()
+    ref = simulator.run(flat, x[:args.numba_images], args.T)
+    row(f"numba engine, {args.numba_images} image(s), T={args.T}", time.perf_counter() - t0,
+        synops_per_image=ref.total("synops") / args.numba_images,
+        spikes_per_image=ref.total("spikes") / args.numba_images)
+    options = dict(backend="torch", device=args.device)
+    simulator.run(flat, x[:1], args.T, **options)  # builds the plan
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    res = simulator.run(flat, x[:args.images], args.T, **options)
+    sync()
+    same = bool(np.array_equal(res.per_sample[:args.numba_images], ref.per_sample))
+    gpu_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else None
+    row(f"torch exact on {args.device}, {args.images} images, T={args.T}", time.perf_counter() - t0,
+        identical_counters_on_the_numba_images=same, device_peak_gib=gpu_mem,
+        synops_per_image=res.total("synops") / args.images)
+
+
+if __name__ == "__main__":
+    main()
