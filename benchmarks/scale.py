@@ -5,7 +5,9 @@ core vs the exact torch backend on the GPU; wall time, speed-up and whether ever
         [--out benchmarks/results/scale.json]
 
 Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w`, a wide ResNet-20 (64/128/256,
-random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given).
+random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given); `vit`, the
+committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does; --vit-images random test images,
+at the first T given).
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
 neuron, images, T, backend, device, threads, wall_s, speedup (the all-threads numba wall time over this row's),
 identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
@@ -45,7 +47,8 @@ def main(argv=None):
     p.add_argument("--T", type=int, nargs="+", default=[4, 8])
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--neurons", nargs="+", default=["if", "group"])
-    p.add_argument("--networks", nargs="+", default=["resnet20"], choices=["resnet20", "resnet20w"])
+    p.add_argument("--networks", nargs="+", default=["resnet20"], choices=["resnet20", "resnet20w", "vit"])
+    p.add_argument("--vit-images", type=int, default=1000, help="test images for the ViT rows")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
     args = p.parse_args(argv)
     xtr, _, xte, yte = load_tensors(args.data_dir, "cpu")
@@ -53,8 +56,13 @@ def main(argv=None):
     devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
     threads = numba.config.NUMBA_NUM_THREADS
     rows = []
+    everything = (x, y)
     for network, neuron, net, steps in _networks(args, xtr):
         flat = simulator.prepare(net)
+        x, y = everything
+        if network.startswith("CIFAR-10 ECMT ViT"):
+            pick = np.random.default_rng(0).permutation(len(x))[:args.vit_images]
+            x, y = x[pick], y[pick]
         for T in steps:
             t_numba, ref = _timed(flat, x, T)
             runs = [("numba", "cpu", t_numba, ref)]
@@ -95,6 +103,20 @@ def _networks(args, xtr):
         calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
         yield ("CIFAR-10 wide ResNet-20 64/128/256, random weights, max norm", "if",
                convert(model, calib, norm="max", name="resnet20w-random"), args.T[:1])
+    if "vit" in args.networks:
+        from spikeforge.converter.ecmt import collect_thresholds
+        from spikeforge.converter.ecmt_export import export_ecmt
+        from spikeforge.models import ViT
+
+        vit = ViT(3, 32, 4, 192, 4, 4, 384)
+        state = torch.load(os.path.join(os.path.dirname(CHECKPOINT), "cifar10_vit.pt"), map_location="cpu",
+                           weights_only=True)
+        vit.load_state_dict({k: v.float() for k, v in state.items()})
+        vit = vit.float().eval()
+        thresholds = collect_thresholds(vit, [xtr[i:i + 256] for i in range(0, 1024, 256)], p=99.0)
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        yield ("CIFAR-10 ECMT ViT (dim 192, 4 blocks), n=4", "multi-threshold + EC",
+               export_ecmt(vit.to(dev), thresholds, (3, 32, 32), levels=4, device=dev), args.T[:1])
 
 
 if __name__ == "__main__":
