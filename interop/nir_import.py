@@ -252,8 +252,12 @@ class _Graph:
         inputs = [n for n, v in self.nodes.items() if _type(v) == "Input"]
         outputs = [n for n, v in self.nodes.items() if _type(v) == "Output"]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise NirImportError(f"a graph needs exactly one Input and one Output node, got {len(inputs)} and "
-                                 f"{len(outputs)}")
+            feeds = [f"Input {n!r} -> {', '.join(map(repr, g.successors(n))) or 'nothing'}" for n in inputs]
+            fed = [f"Output {n!r} <- {', '.join(map(repr, g.predecessors(n))) or 'nothing'}" for n in outputs]
+            raise NirImportError(
+                f"a graph needs exactly one Input and one Output node, got {len(inputs)} and {len(outputs)} ("
+                + "; ".join(feeds + fed) + "). nir adds an Input for a node without incoming edges and an Output for "
+                "one without outgoing edges, so an extra one usually means a missing edge between the nodes named")
         self.input, self.output = inputs[0], outputs[0]
         preds = list(g.predecessors(self.output))
         if len(preds) == 1 and _type(self.nodes[preds[0]]) == "I":

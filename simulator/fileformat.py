@@ -6,6 +6,7 @@ the file, the dataset and the problem.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -374,7 +375,7 @@ def _dataset(h5, where, path, max_elems, ndim=1):
         raise NetworkFileError(where, "missing dataset", path)
     if len(obj.shape or ()) != ndim:
         raise NetworkFileError(where, f"has shape {obj.shape}, expected {ndim} dimension{'s' * (ndim > 1)}", path)
-    n = int(np.prod(obj.shape, dtype=np.int64)) if obj.shape else 1
+    n = math.prod(int(s) for s in obj.shape) if obj.shape else 1
     if n > max_elems:
         raise NetworkFileError(where, f"has {n} elements, more than the {max_elems} its header allows", path)
     if obj.dtype.kind not in "fiu":
@@ -515,7 +516,7 @@ def _read(h5, path) -> Network:
         shape = _attr(g, "shape", where, path, "ints")
         if not shape or any(s < 1 for s in shape) or len(shape) > MAX_DIMS:
             raise NetworkFileError(where, f"shape {shape} must have 1 to {MAX_DIMS} positive dimensions", path)
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(int(s) for s in shape)  # Python integers: an int64 product of [2^32, 2^32] wraps to 0
         if n > MAX_NEURONS:
             raise NetworkFileError(where, f"shape {shape} has {n} neurons, more than {MAX_NEURONS}", path)
         data = {d: _dataset(h5, f"{where}/{d}", path, n) for d in POP_DATASETS}

@@ -6,6 +6,7 @@ Neuron indices inside a population are the C-order flattening of its shape
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +63,7 @@ class Population:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(int(s) for s in self.shape)  # no int64 wrap-around for absurd shapes
 
     @property
     def weight_copies(self) -> int:

@@ -118,3 +118,13 @@ def test_failed_write_leaves_the_old_file_intact(cnn_file, tmp_path):
         write_network(net, target)
     assert target.read_bytes() == before
     assert [f for f in os.listdir(tmp_path) if f.startswith(".spikeforge-")] == []
+
+
+def test_a_shape_whose_int64_product_wraps_is_refused_by_its_size(cnn_file, tmp_path):
+    def edit(h5):
+        name = [k for k in h5["populations"]][1]
+        h5["populations"][name].attrs["shape"] = np.array([2 ** 32, 2 ** 32], np.int64)
+
+    bad = _corrupt(cnn_file, tmp_path / "wrap.h5", edit)
+    with pytest.raises(NetworkFileError, match=r"18446744073709551616 neurons, more than 2147483647"):
+        load_network(bad)

@@ -300,3 +300,14 @@ def test_a_padding_that_makes_a_huge_convolution_output_is_refused_naming_the_no
         edges=[("input", "conv"), ("conv", "output")], type_check=False)
     with pytest.raises(NirImportError, match=r"node 'conv': output shape \(1, 2000004, 2000004\) has 4e\+12 values"):
         from_nir(graph)
+
+
+def test_a_dropped_edge_names_the_nodes_left_dangling():
+    from spikeforge.interop.nir_import import NirImportError, from_nir
+
+    nodes = {"input": nir.Input(np.array([4])), "fc1": nir.Affine(np.ones((3, 4)), np.zeros(3)),
+             "lif": nir.LIF(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+             "fc2": nir.Affine(np.ones((2, 3)), np.zeros(2)), "output": nir.Output(np.array([2]))}
+    graph = nir.NIRGraph(nodes, [("input", "fc1"), ("lif", "fc2"), ("fc2", "output")])  # fc1 -> lif dropped
+    with pytest.raises(NirImportError, match=r"-> 'lif'.*<- 'fc1'.*missing edge"):
+        from_nir(graph, dt=1e-4)
