@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,6 +198,20 @@ def run_cases(b, args, t_start):
                "output": nir.Output(output_type={"output": np.array([10**18])})},
         edges=[("input", "flat"), ("flat", "output")], type_check=False))
     b.case("NIR Input 10^6 x 10^6 x 10^6", ["import-nir", "huge.nir", "huge.h5"], absent=("huge.h5",))
+    nodes = {"input": nir.Input(np.array([4])), "fc1": nir.Affine(np.ones((3, 4)), np.zeros(3)),
+             "lif": nir.LIF(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+             "fc2": nir.Affine(np.ones((2, 3)), np.zeros(2)), "output": nir.Output(np.array([2]))}
+    nir.write(os.path.join(root, "dropped.nir"), nir.NIRGraph(nodes, [("input", "fc1"), ("lif", "fc2"),
+                                                                        ("fc2", "output")]))
+    b.case("NIR graph with a dropped edge fc1 -> lif", ["import-nir", "dropped.nir", "dropped.h5", "--dt", "1e-4"],
+           absent=("dropped.h5",))
+    import h5py
+
+    shutil.copy(os.path.join(root, "tiny.h5"), os.path.join(root, "wrapped.h5"))
+    with h5py.File(os.path.join(root, "wrapped.h5"), "r+") as h5:
+        h5["populations"][list(h5["populations"])[1]].attrs["shape"] = np.array([2 ** 32, 2 ** 32], np.int64)
+    b.case("file whose shape product wraps int64", ["simulate", "wrapped.h5", "--input", "data.npz", "--x-key", "x",
+                                                    "--T", "2", "--out", "runs/run.npz"], runs)
     b.case("library: run(batch_size=0)", None, lib='simulator.run("tiny.h5", x, 2, batch_size=0)')
     b.case("library: run(T=2.7)", None, lib='simulator.run("tiny.h5", x, 2.7)')
     b.case("library: Result.counter('nope')", None, lib='simulator.run("tiny.h5", x, 2).counter("nope")')
