@@ -99,11 +99,12 @@ class _Size:
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, ClipReLU, QCFS, QCActivation)
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _SUPPORTED_MODULES = _ACTIVATION_MODULES + _PASS_MODULES + (
-    nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+    nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.MaxPool2d)
 _ADD = (operator.add, torch.add, operator.iadd)
 _RELU_FN = (F.relu, torch.relu)
 _FLATTEN_FN = (torch.flatten,)
-_SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d, F.leaky_relu)
+_SUPPORTED_FUNCTIONS = _ADD + _RELU_FN + _FLATTEN_FN + (F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d, F.leaky_relu,
+                                                        F.max_pool2d)
 _SUPPORTED_METHODS = ("add", "relu", "flatten", "view", "reshape", "size")
 _DATA_THRESHOLD_KINDS = ("if", "signed")  # builder populations whose θ comes from the ANN's activations
 
@@ -126,6 +127,8 @@ def check_supported(gm: torch.fx.GraphModule):
             elif isinstance(m, nn.AvgPool2d) and (m.ceil_mode or m.divisor_override
                                                   or (not m.count_include_pad and _pair(m.padding) != (0, 0))):
                 bad.append(f"{n.name} (AvgPool2d with ceil_mode, divisor_override or count_include_pad=False)")
+            elif isinstance(m, nn.MaxPool2d) and (m.ceil_mode or m.return_indices or _pair(m.dilation) != (1, 1)):
+                bad.append(f"{n.name} (MaxPool2d with ceil_mode, return_indices or dilation)")
             elif isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6) and m.min_val != 0.0:
                 bad.append(f"{n.name} (Hardtanh with min_val {m.min_val} != 0)")
             elif isinstance(m, nn.LeakyReLU) and not 0.0 <= m.negative_slope <= 1.0:
@@ -258,6 +261,25 @@ class _Builder:
         return _Current([_Term(v.pop, "avgpool", None, kernel, stride, padding, 1, node.name)],
                         torch.zeros(c, dtype=torch.float64), out, nonneg=True, origin=node.name, pooled=True)
 
+    def max_pool(self, node, v, kernel, stride, padding):
+        """Spiking max pooling (Rueckauer et al. 2017): a maxpool population whose neurons pass on the spikes of
+        the neuron of their window with the most spikes so far."""
+        if isinstance(v, _Current):
+            self.fail(node, "max pooling must follow an activation: move it after the ReLU (max pooling commutes "
+                            "with ReLU)")
+        if v.pop == "input" or len(v.shape) != 3:
+            self.fail(node, f"max pooling needs a spiking (C, H, W) input, got {v.shape} from {v.pop!r}")
+        if v.pop in self.signed or any(p["name"] == v.pop and p["model"] == "maxpool" for p in self.pops):
+            self.fail(node, f"max pooling of {v.pop!r}: only IF / group neurons' spikes are pooled (not signed "
+                            "neurons, not another max pooling)")
+        if any(2 * p > k for p, k in zip(padding, kernel)):
+            self.fail(node, f"padding {padding} is more than half the kernel {kernel}")
+        c, h, w = v.shape
+        out = (c, (h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+        current = _Current([_Term(v.pop, "maxpool", None, kernel, stride, padding, 1, node.name)],
+                           torch.zeros(c, dtype=torch.float64), out)
+        return self.new_population(node.name, out, current, node.name, model="maxpool")
+
     def adaptive_pool(self, node, v, size):
         if isinstance(v, _Current) or len(v.shape) != 3:
             self.fail(node, "adaptive average pooling must follow an activation on a (C, H, W) tensor")
@@ -364,6 +386,9 @@ class _Builder:
             return self.pool(n, v, k, _pair(m.stride if m.stride is not None else k), _pair(m.padding))
         if isinstance(m, nn.AdaptiveAvgPool2d):
             return self.adaptive_pool(n, v, m.output_size)
+        if isinstance(m, nn.MaxPool2d):
+            k = _pair(m.kernel_size)
+            return self.max_pool(n, v, k, _pair(m.stride if m.stride is not None else k), _pair(m.padding))
         if isinstance(m, nn.Flatten):
             return self.flatten(n, v, m.start_dim)
         self.fail(n, "unsupported module")
@@ -391,6 +416,14 @@ class _Builder:
             return self.pool(n, args[0], k, _pair(s) if s else k, _pair(p))
         if fn is F.adaptive_avg_pool2d:
             return self.adaptive_pool(n, args[0], args[1] if len(args) > 1 else kwargs["output_size"])
+        if fn is F.max_pool2d:
+            k = _pair(args[1] if len(args) > 1 else kwargs["kernel_size"])
+            s = args[2] if len(args) > 2 else kwargs.get("stride")
+            p = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+            if (args[4] if len(args) > 4 else kwargs.get("dilation", 1)) not in (1, (1, 1)) or \
+                    kwargs.get("ceil_mode") or kwargs.get("return_indices"):
+                self.fail(n, "max pooling with dilation, ceil_mode or return_indices is not supported")
+            return self.max_pool(n, args[0], k, _pair(s) if s else k, _pair(p))
         self.fail(n, "unsupported function")
 
     def method(self, n, name, args, kwargs):
@@ -500,6 +533,11 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
             k = tau if neuron == "group" else 1
             populations.append(Population.make(p["name"], neuron, p["shape"], theta, theta / k * v_init_fraction, bias,
                                                tau=k, payload=payload))
+        elif p["model"] == "maxpool":
+            if neuron == "multi_threshold":
+                raise ConversionError(f"node {p['node']!r}: max pooling of multi-threshold neurons is not supported "
+                                      "(pool IF or group neurons)")
+            populations.append(Population.make(p["name"], "maxpool", p["shape"], 1.0, 0.0, 0.0))
         elif p["model"] == "signed":  # Leaky ReLU: signed IF neurons whatever `neuron` says
             theta = _threshold(p, stats, norm, percentile)
             populations.append(Population.make(p["name"], "signed", p["shape"], theta, theta * v_init_fraction, bias,

@@ -150,7 +150,7 @@ def core_load(net, pop, start, stop, limits) -> CoreLoad:
         fan = fan_into_range(q, shapes[q.source], pop.shape, start, stop)
         fans[q.source] = fan if q.source not in fans else fans[q.source] + fan
         copies = pops[q.source].weight_copies
-        if q.kind in ("matmul_a", "matmul_b"):
+        if q.kind in ("matmul_a", "matmul_b", "maxpool"):  # operands; a max pooling gate stores no weights
             continue
         if q.kind in ("conv2d", "avgpool") and limits.get("weight_sharing", 0):
             per_channel = int(np.prod(pop.shape[1:]))

@@ -260,12 +260,18 @@ class SpikingNetwork(nn.Module):
         counts = {n: torch.zeros(b, *self.shapes[n], dtype=torch.int64, device=self.device) for n in self.neurons
                   if isinstance(self.neurons[n], IFNeurons)}
         spikes = {n: [] for n in counts} if record_spikes else None
+        pooled = {p.name: torch.zeros(b, *self.shapes[self.incoming[p.name][0].source], dtype=self.dtype,
+                                      device=self.device) for p in self.net.populations if p.model == "maxpool"}
         out = None
         for _ in range(T):
             values = {self.net.input.name: x}
+            levels = {}
             for p in self.net.populations[1:]:
                 if p.model == "ec_matmul":
                     values[p.name] = self.neurons[p.name](*self._operands(p, values, b))
+                    continue
+                if p.model == "maxpool":
+                    values[p.name] = self._max_pool(p, pooled[p.name], levels, values)
                     continue
                 current = self.biases[p.name].expand(b, *self.shapes[p.name])
                 for pr in self.incoming[p.name]:
@@ -273,6 +279,7 @@ class SpikingNetwork(nn.Module):
                 neuron = self.neurons[p.name]
                 if isinstance(neuron, IFNeurons):
                     s = neuron(current)
+                    levels[p.name] = s
                     counts[p.name] += s.to(torch.int64)
                     if record_spikes:
                         spikes[p.name].append(s.to(torch.int8))
@@ -283,6 +290,16 @@ class SpikingNetwork(nn.Module):
                     out = neuron(current)
         record = StepRecord(counts, {n: torch.stack(v) for n, v in spikes.items()} if record_spikes else None)
         return out / T, record
+
+    def _max_pool(self, p, pooled, levels, values):
+        """Spiking max pooling: add the source's spikes (member spikes of group neurons) to its counts; each output
+        passes on the value its window's most active source neuron sent this step (the first in the window on a
+        tie, as F.max_pool2d's indices)."""
+        pr = self.incoming[p.name][0]
+        pooled += levels[pr.source]
+        _, idx = F.max_pool2d(pooled, tuple(pr.kernel), tuple(pr.stride), tuple(pr.padding), return_indices=True)
+        b, c = idx.shape[:2]
+        return values[pr.source].reshape(b, c, -1).gather(2, idx.reshape(b, c, -1)).reshape(idx.shape)
 
     @torch.no_grad()
     def analog_forward(self, x):
@@ -298,6 +315,11 @@ class SpikingNetwork(nn.Module):
             if p.model == "ec_matmul":
                 a, bm = self._operands(p, values, b)
                 values[p.name] = a @ bm
+                continue
+            if p.model == "maxpool":
+                pr = self.incoming[p.name][0]
+                values[p.name] = F.max_pool2d(values[pr.source], tuple(pr.kernel), tuple(pr.stride),
+                                              tuple(pr.padding))
                 continue
             current = self.biases[p.name].expand(b, *self.shapes[p.name])
             for pr in self.incoming[p.name]:

@@ -63,14 +63,14 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
         for proj in net.projections:
             g = projs.create_group(proj.name)
             g.attrs["kind"], g.attrs["source"], g.attrs["target"] = proj.kind, proj.source, proj.target
-            if proj.kind in ("conv2d", "avgpool"):
+            if proj.kind in ("conv2d", "avgpool", "maxpool"):
                 g.attrs["stride"] = np.asarray(proj.stride, np.int64)
                 g.attrs["padding"] = np.asarray(proj.padding, np.int64)
             if proj.kind == "conv2d":
                 g.attrs["groups"] = int(proj.groups)
             if proj.kind in ("matmul_a", "matmul_b"):
                 g.attrs["transpose"] = bool(proj.transpose)
-            if proj.kind == "avgpool":
+            if proj.kind in ("avgpool", "maxpool"):
                 g.attrs["kernel"] = np.asarray(proj.kernel, np.int64)
             if proj.kind == "sparse":
                 _put(g, "indptr", proj.indptr.astype(np.int64))

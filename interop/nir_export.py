@@ -34,6 +34,7 @@ NO_NIR_EQUIVALENT = {
     "multi_threshold": "multi-threshold neurons send graded levels, which NIR's spikes cannot carry",
     "ec": "expectation-compensation compute nodes have no NIR node",
     "ec_matmul": "EC matrix products of two spiking operands have no NIR node",
+    "maxpool": "spiking max pooling (gating by spike counts) has no NIR node",
 }
 MAX_DENSE_EXPORT = 2**26  # sparse projections are written as dense Affine weights up to this many entries
 

@@ -1,6 +1,7 @@
 """Flatten a validated `Network` into the bundles of contiguous arrays the numba kernels take (once per network)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +13,7 @@ from .network import Network
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
-                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF}
+                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF, "maxpool": K.MODEL_MAXPOOL}
 _EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX,
              "identity": K.EC_IDENTITY}
 # populations whose events carry analog values (not spikes): their synaptic work through weights is MACs
@@ -94,6 +95,16 @@ def _flags(pop) -> int:
         (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0)
 
 
+def _aux_size(net, pop, mm_inner) -> int:
+    """Per-sample auxiliary state of a population: ec_matmul operands and sums, a maxpool gate's source counts."""
+    if pop.model == "ec_matmul":
+        return 2 * (pop.shape[0] + pop.shape[1]) * mm_inner[pop.name]
+    if pop.model == "maxpool":
+        src = next(q.source for q in net.projections if q.target == pop.name)
+        return next(p.size for p in net.populations if p.name == src)
+    return 0
+
+
 def _size_param(pop) -> int:
     """The one integer a model's kernel needs: τ of group neurons, n levels of multi-threshold neurons, the last
     dimension of EC nodes (normalization group) and of ec_matmul nodes (N)."""
@@ -148,9 +159,9 @@ def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
         flags=np.array([_flags(p) for p in pops], np.int64),
         func=np.array([_EC_CODES[p.function] for p in pops], np.int64),
         eps=np.array([p.eps for p in pops], np.float64),
-        # ec_matmul nodes: [A(t), B(t), S_A, S_B] in one auxiliary state vector, from aux[p] to aux[p + 1]
-        aux=np.concatenate([[0], np.cumsum([2 * (p.shape[0] + p.shape[1]) * mm_inner[p.name]
-                                            if p.model == "ec_matmul" else 0 for p in pops])]).astype(np.int64),
+        # ec_matmul nodes: [A(t), B(t), S_A, S_B]; maxpool populations: their source neurons' spike counts; in one
+        # auxiliary state vector, from aux[p] to aux[p + 1]
+        aux=np.concatenate([[0], np.cumsum([_aux_size(net, p, mm_inner) for p in pops])]).astype(np.int64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
         theta=gather("threshold"),
         theta_neg=np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
@@ -189,7 +200,8 @@ def _projection_arrays(net, perms, offsets, mm_inner) -> K.Projections:
         tgt_off=np.array(cols["tgt_off"], np.int64), tgt_n=np.array(cols["tgt_n"], np.int64),
         woff=np.array(cols["woff"], np.int64), ioff=np.array(cols["ioff"], np.int64),
         xoff=np.array(cols["xoff"], np.int64), geom=np.array(cols["geom"], np.int64).reshape(-1, 13),
-        mac=np.array(cols["mac"], np.int64), wbytes=np.full(len(net.projections), WEIGHT_BYTES, np.int64),
+        mac=np.array(cols["mac"], np.int64),
+        wbytes=np.array([0 if q.kind == "maxpool" else WEIGHT_BYTES for q in net.projections], np.int64),
         weights=_cat(weights, np.float32), indptr=_cat(indptr, np.int64), indices=_cat(indices, np.uint32),
     )
 
@@ -221,6 +233,9 @@ def _synapse_layout(proj, src, tgt, perm_s, perm_t, mm_inner):
         return _matmul_layout(proj, src, tgt, mm_inner[tgt.name])
     if proj.kind in ("sparse", "identity"):
         return _sparse_layout(proj, src, perm_s, perm_t)
+    if proj.kind == "maxpool":  # no weights: the window geometry of a depthwise convolution
+        kind, geom, _, _, _ = _conv_layout(dataclasses.replace(proj, kind="avgpool"), src, tgt)
+        return K.KIND_MAXPOOL, geom, None, None, None
     return _conv_layout(proj, src, tgt)
 
 

@@ -33,11 +33,12 @@ from .network import (
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.6"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.7"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
 #                        1.6: pointwise projections (token-wise linear maps), ec function "identity" (relay)
+#                        1.7: maxpool populations and projections (spiking max pooling)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -188,10 +189,10 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         if bad.size:
             _fail(f"{where}/indices", f"index {ix[bad[0]]} at position {bad[0]} is outside the target "
                                       f"population {tgt.name!r} of size {tgt.size}")
-    elif k in ("conv2d", "avgpool"):
+    elif k in ("conv2d", "avgpool", "maxpool"):
         if len(src.shape) != 3 or len(tgt.shape) != 3:
             _fail(where, f"{k} needs (C, H, W) populations, got source {src.shape} and target {tgt.shape}")
-        for attr in ("stride", "padding") + (("kernel",) if k == "avgpool" else ()):
+        for attr in ("stride", "padding") + (("kernel",) if k != "conv2d" else ()):
             v = getattr(proj, attr)
             if len(v) != 2 or any(int(x) < (1 if attr != "padding" else 0) for x in v):
                 _fail(where, f"{attr} {tuple(v)} is invalid")
@@ -205,7 +206,7 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
             kernel = (kh, kw)
         else:
             cout, kernel = src.shape[0], tuple(proj.kernel)
-        if any(2 * p > kk for p, kk in zip(proj.padding, kernel)) and k == "avgpool":
+        if any(2 * p > kk for p, kk in zip(proj.padding, kernel)) and k != "conv2d":
             _fail(where, f"padding {tuple(proj.padding)} is more than half the kernel {kernel}")
         out = (cout,) + conv_output_hw(src.shape[1:], kernel, proj.stride, proj.padding)
         if out != tuple(tgt.shape):
@@ -229,6 +230,11 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
     if (k in ("matmul_a", "matmul_b")) != (tgt.model == "ec_matmul"):
         _fail(where, f"{k} projection into a {tgt.model!r} population (ec_matmul nodes take matmul_a and "
                      "matmul_b, and only them)")
+    if (k == "maxpool") != (tgt.model == "maxpool"):
+        _fail(where, f"{k} projection into a {tgt.model!r} population (maxpool populations take one maxpool "
+                     "projection, and only it)")
+    if k == "maxpool" and src.model not in ("if", "lif", "group"):
+        _fail(where, f"max pooling of a {src.model!r} population: only if, lif and group neurons' spikes are pooled")
 
 
 def _check_mapping(net: Network):
@@ -320,6 +326,12 @@ def validate_network(net: Network) -> Network:
     for pop in net.populations:
         if pop.model == "ec_matmul":
             matmul_inner(net, pop)
+        if pop.model == "maxpool":
+            n_in = sum(q.target == pop.name for q in net.projections)
+            if n_in != 1:
+                _fail(f"/populations/{pop.name}", f"a maxpool population takes exactly one projection, got {n_in}")
+            if np.any(pop.bias != 0):
+                _fail(f"/populations/{pop.name}/bias", "a maxpool population has no bias (must be 0)")
     _check_fixed_point(net)
     _check_mapping(net)
     return net
@@ -548,13 +560,13 @@ def _read(h5, path) -> Network:
             if pname not in sizes:
                 raise NetworkFileError(where, f"{end} {pname!r} is not a population", path)
         p = Projection(name, kind, src, tgt)
-        if kind in ("conv2d", "avgpool"):
+        if kind in ("conv2d", "avgpool", "maxpool"):
             p.stride = _attr(g, "stride", where, path, "ints")
             p.padding = _attr(g, "padding", where, path, "ints")
         if kind == "conv2d":
             p.groups = int(_attr(g, "groups", where, path))
             p.weight = _dataset(h5, f"{where}/weight", path, MAX_SYNAPSES, ndim=4)
-        elif kind == "avgpool":
+        elif kind in ("avgpool", "maxpool"):
             p.kernel = _attr(g, "kernel", where, path, "ints")
         elif kind in ("matmul_a", "matmul_b"):
             p.transpose = bool(g.attrs.get("transpose", False))

@@ -31,7 +31,7 @@ def projection_kernel(proj, source_shape, target_shape):
     if proj.kind == "conv2d":
         cout, cin_g, kh, kw = proj.weight.shape
         return (kh, kw), tuple(proj.stride), tuple(proj.padding), cin_g, cout // proj.groups
-    # avgpool is a depthwise window: one input channel feeds the same output channel
+    # avgpool / maxpool are depthwise windows: one input channel feeds the same output channel
     return tuple(proj.kernel), tuple(proj.stride), tuple(proj.padding), 1, 1
 
 

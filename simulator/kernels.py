@@ -18,9 +18,9 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE = 0, 1, 2, 3, 4, 5
+KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE, KIND_MAXPOOL = 0, 1, 2, 3, 4, 5, 6
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
-MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF = 5, 6, 7, 8
+MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL = 5, 6, 7, 8, 9
 # pop_flags bits of if / lif populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ
 FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
@@ -34,7 +34,8 @@ G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUP
 # into locals before their loops: a field read inside a hot loop measurably slowed the neuron updates.
 # Per population p (0 is the input), int64 unless noted: neurons [off[p], off[p] + n[p]); model / reset / flags
 # (FLAG_*) / func (EC_*, -1) codes; tau: the model's size parameter (τ, levels, last dimension); expand: payloads
-# expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state; incoming
+# expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state, a maxpool
+# population's spike counts of its source neurons; incoming
 # projections in_proj[in_ptr[p]:in_ptr[p + 1]]. Per neuron, float64: theta, theta_neg, v_init, bias, decay.
 Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "expand", "alpha", "vmax", "flags",
                                          "func", "eps", "aux", "in_ptr", "in_proj", "theta", "theta_neg", "v_init",
@@ -124,6 +125,73 @@ def _conv_events(cur, tgt_off, weights, w_off, geom, ev_idx, ev_val, k0, k1):
                 ox -= 1
             ky += sh
             oy -= 1
+
+
+@njit(cache=True)
+def _maxpool_events(cur, tgt_off, geom, aux, base, ev_idx, ev_rec, k0, k1):
+    """Spiking max pooling, delivery: add the events' member spikes to their neurons' counts (aux[base + e]),
+    then for every window an event's neuron lies in, mark the event (k + 1 in cur) if that neuron is the window's
+    winner: the most spikes so far, the first in (ky, kx) order on a tie (channel-last populations)."""
+    c = geom[G_CIN]
+    h = geom[G_H]
+    w = geom[G_W]
+    ho = geom[G_HO]
+    wo = geom[G_WO]
+    kh = geom[G_KH]
+    kw = geom[G_KW]
+    sh = geom[G_SH]
+    sw = geom[G_SW]
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    for k in range(k0, k1):
+        aux[base + ev_idx[k]] += ev_rec[k]
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        pos = e // c
+        ch = e - pos * c
+        y = pos // w
+        x = pos - y * w
+        for ky in range(kh):
+            ty = y + ph - ky
+            if ty < 0 or ty % sh != 0 or ty // sh >= ho:
+                continue
+            oy = ty // sh
+            for kx in range(kw):
+                tx = x + pw - kx
+                if tx < 0 or tx % sw != 0 or tx // sw >= wo:
+                    continue
+                ox = tx // sw
+                best = -1.0
+                winner = -1
+                for wy in range(kh):
+                    sy = oy * sh - ph + wy
+                    if sy < 0 or sy >= h:
+                        continue
+                    for wx in range(kw):
+                        sx = ox * sw - pw + wx
+                        if sx < 0 or sx >= w:
+                            continue
+                        j = (sy * w + sx) * c + ch
+                        if aux[base + j] > best:
+                            best = aux[base + j]
+                            winner = j
+                if winner == e:
+                    cur[tgt_off + (oy * wo + ox) * c + ch] = k + 1.0
+
+
+@njit(cache=True)
+def _maxpool_update(p, pops, s):
+    """Spiking max pooling, firing: a neuron whose window's winner fired this step re-sends that event (payload,
+    multiplicity and member spikes unchanged)."""
+    off = pops.off[p]
+    cur = s.cur
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
+    m_ev = 0
+    for i in range(off, off + pops.n[p]):
+        if cur[i] > 0.0:
+            k = int(cur[i]) - 1
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, ev_val[k], ev_mult[k], ev_rec[k])
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)
@@ -262,6 +330,8 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
     if kind == KIND_MM_A or kind == KIND_MM_B:
         _matmul_operand(kind, s.aux, pops.aux[p], projs.geom[q], ev_idx, ev_val, k0, k1, ctr, t,
                         routing.core_of[tgt_off], ctr_kind)
+    elif kind == KIND_MAXPOOL:
+        _maxpool_events(cur, tgt_off, projs.geom[q], s.aux, pops.aux[p], ev_idx, s.ev_rec, k0, k1)
     elif kind == KIND_DENSE:
         _dense_events(cur, tgt_off, projs.tgt_n[q], weights, w_off, ev_idx, ev_val, k0, k1)
     elif kind == KIND_SPARSE:
@@ -312,6 +382,8 @@ def _update(p, t, pops, routing, recording, s, o):
         _ec_update(p, t, pops, routing.core_of, s, o.ctr)
     elif model == MODEL_READOUT:
         _readout_update(p, pops, s)
+    elif model == MODEL_MAXPOOL:
+        _maxpool_update(p, pops, s)
     _count_events(p, t, model == MODEL_EC or model == MODEL_ECMM, pops, routing, recording, s, o)
 
 

@@ -17,8 +17,11 @@ import numpy as np
 # Wang et al.); "multi_threshold" fires one of 2n power-of-two levels per step (ECMT); "ec" is a compute
 # node that applies an expectation-compensated nonlinearity (ECMT); "ec_matmul" the accumulating EC product
 # of two operands (ECMT); "readout" integrates without firing; "lif" is a leaky IF neuron (membrane times a
-# per-neuron decay before each step's input: NIR's LIF after discretization).
-NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif")
+# per-neuron decay before each step's input: NIR's LIF after discretization); "maxpool" is a spiking max pooling
+# gate (Rueckauer et al. 2017): each neuron passes on, unchanged, the events of the source neuron of its window
+# with the most spikes so far (one maxpool projection from an if / lif / group population; no parameters).
+NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif",
+                 "maxpool")
 # Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part);
 # "identity" is a relay: it forwards the sum of its step's inputs (EC of the identity is the identity), so a
 # value several later nodes need (a transformer's residual stream) is delivered once instead of to each of them.
@@ -36,7 +39,9 @@ THRESHOLD_TESTS = ("ge", "gt")
 # pre-scaled by the levels ("parallel" parameter normalization: same events, 2n x the synapse storage).
 PAYLOAD_MODES = ("graded", "expanded", "parallel")
 RESET_MODES = ("subtract", "zero", "none")
-PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity", "pointwise", "matmul_a", "matmul_b")
+PROJECTION_KINDS = ("dense", "sparse", "conv2d", "avgpool", "identity", "pointwise", "matmul_a", "matmul_b",
+                    "maxpool")
+WINDOW_KINDS = ("conv2d", "avgpool", "maxpool")  # windowed projections between (C, H, W) populations
 
 
 @dataclass

@@ -224,6 +224,8 @@ class _Proj:
             c = src.shape[0]
             w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device) * fold
             self.conv = (w, tuple(stride), tuple(padding), c)
+        elif proj.kind == "maxpool":
+            self.window = (tuple(proj.kernel), tuple(proj.stride), tuple(proj.padding))
         elif proj.kind == "conv2d":
             w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
             self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
@@ -267,6 +269,10 @@ class TorchPlan:
     def __init__(self, flat, device, record_links):
         self.flat, self.device = flat, torch.device(device)
         self.pops = [_Pop(flat, p, self.device) for p in range(len(flat.net.populations))]
+        for pop in self.pops:  # a max pooling gate passes its source's events on: same payload and levels
+            if pop.model == K.MODEL_MAXPOOL:
+                source = self.pops[int(flat.projs.src[pop.incoming[0]])]
+                pop.payload, pop.max_level = source.payload, source.max_level
         self.projs = [_Proj(flat, q, self.device, self.pops) for q in range(len(flat.net.projections))]
         self.n_flows = len(flat.routing.flow_src) if record_links else 0
         if self.n_flows:
@@ -288,6 +294,7 @@ class _Run:
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
         self.static = {}  # projection from the input (the same every step) -> (current, (work, cores))
+        self.pooled = {}  # maxpool population -> its source neurons' spike counts so far (B, source size)
         self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
         self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
         self.counts = {pop.p: torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops
@@ -452,11 +459,39 @@ def _matmul_update(run, t, pop, operands):
     return _Out(mult, value=o)
 
 
+def _maxpool_update(run, t, pop, proj, outs, ctr):
+    """Spiking max pooling (kernels._maxpool_events / _maxpool_update): the source's member spikes add to its
+    counts; each output re-sends the event its window's most active source neuron (the first on a tie: the order
+    F.max_pool2d's indices keep) sent this step."""
+    src = outs[proj.src]
+    work, cores = proj.work(src.mult)
+    ctr[:, cores, proj.column] += work  # no weights: no synapse bytes
+    b = src.mult.shape[0]
+    counts = run.pooled.setdefault(pop.p, torch.zeros_like(src.mult))
+    counts += src.level
+    kernel, stride, padding = proj.window
+    _, idx = F.max_pool2d(counts.reshape(b, *proj.src_shape), kernel, stride, padding, return_indices=True)
+    c = proj.src_shape[0]
+    idx = idx.reshape(b, c, -1)
+
+    def take(x):
+        return x.reshape(b, c, -1).gather(2, idx).reshape(b, -1)
+
+    mult, level = take(src.mult), take(src.level)
+    run.emit(t, pop, mult, level)
+    if isinstance(src.payload, float):  # one payload: the winners' values are their levels times it
+        return _Out(mult, level=level, payload=src.payload)
+    return _Out(mult, value=take(src.value), level=level)
+
+
 def _step(run, t, outs):
     """One time step over every population in topological order (populations 1..P-1; 0 is the input)."""
     plan = run.plan
     ctr = run.ctr[:, t]
     for pop in plan.pops[1:]:
+        if pop.model == K.MODEL_MAXPOOL:
+            outs[pop.p] = _maxpool_update(run, t, pop, plan.projs[pop.incoming[0]], outs, ctr)
+            continue
         cur = None
         operands = {}
         for q in pop.incoming:
