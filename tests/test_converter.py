@@ -129,12 +129,12 @@ def test_qcfs_and_clip_thresholds_come_from_the_activation():
 
 
 def test_unsupported_modules_are_all_listed_with_fx_names():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2),
-                          nn.Tanh())
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
+                          nn.Linear(36, 2), nn.Tanh())
     with pytest.raises(ConversionError) as err:
         convert(model, [torch.rand(2, 1, 8, 8)])
     msg = str(err.value)
-    for expected in ("1 (Sigmoid)", "2 (MaxPool2d)", "5 (Tanh)"):
+    for expected in ("1 (Sigmoid)", "2 (MaxPool2d with ceil_mode", "5 (Tanh)"):
         assert expected in msg
 
 
