@@ -107,8 +107,9 @@ def to_nir(net: Network):
             nodes[pop.name] = nir.I(r=np.ones(tuple(pop.shape), np.float32),
                                     metadata={"spikeforge_model": "readout", "spikeforge_output": "v(T) / T",
                                               "spikeforge_bias": _f32(pop.bias).reshape(tuple(pop.shape))})
-            nodes["output"] = nir.Output(output_type={"output": shape})
-            edges.append((pop.name, "output"))
+            out = unique("output")  # a readout population may itself be called "output" (snnTorch / Norse imports)
+            nodes[out] = nir.Output(output_type={"output": shape})
+            edges.append((pop.name, out))
         else:
             nodes[pop.name] = _neuron_node(nir, pop)
             out_of[pop.name] = pop.name

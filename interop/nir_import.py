@@ -58,7 +58,7 @@ def _meta(node, key, default=None):
 
 def _arr(value, name, where) -> np.ndarray:
     a = np.asarray(value, np.float64)
-    if not np.all(np.isfinite(a)) and name != "tau":
+    if not np.all(np.isfinite(a)) and name not in ("tau", "r (LIF)"):  # see _neuron: τ = r = inf is an IF
         raise NirImportError(f"node {where!r}: {name} has non-finite values")
     return a
 
@@ -339,12 +339,27 @@ def _neuron(name, node, shape, dt, readout):
         reset = "zero"
     test = _meta(node, "spikeforge_threshold_test", "gt")
     v_init = np.asarray(_meta(node, "spikeforge_v_init", np.zeros(n)), np.float64).reshape(-1)
-    r = per_neuron(node.r, "r")
+    r = per_neuron(node.r, "r" if t == "IF" else "r (LIF)")
+    if np.any(r == 0):
+        raise NirImportError(f"node {name!r}: r = 0 at neuron {int(np.flatnonzero(r == 0)[0])}: the neuron would "
+                             "ignore its input")
     leak = np.zeros(n)
+    tau = per_neuron(node.tau, "tau") if t == "LIF" else None
+    if t == "LIF" and np.isinf(tau).any():
+        # snnTorch writes a Leaky with β = 1 (an IF neuron) as τ = dt/(1-β) = inf and r = τ/dt = inf: dt·r/τ = 1
+        v_leak = per_neuron(node.v_leak, "v_leak")
+        if not (np.isinf(tau) == np.isinf(r)).all() or np.any(np.isinf(tau) & (v_leak != 0)):
+            raise NirImportError(f"node {name!r}: tau = inf (no leak) needs r = inf as well (snnTorch's r = tau/dt "
+                                 "for beta = 1) and v_leak = 0")
+    elif not np.all(np.isfinite(r)):
+        raise NirImportError(f"node {name!r}: r has non-finite values")
     if t == "IF":
         model, decay, g = "if", None, dt * r
+    elif np.isinf(tau).all():
+        model, decay, g = "if", None, np.ones(n)
     else:
-        tau = per_neuron(node.tau, "tau")
+        if np.isinf(tau).any():
+            raise NirImportError(f"node {name!r}: some neurons have tau = inf and some not: split the layer")
         if np.any(~(tau > dt)):  # NaN included
             raise NirImportError(f"node {name!r}: tau {tau.min()} <= dt {dt}: forward Euler needs tau > dt "
                                  "(pass a smaller dt)")

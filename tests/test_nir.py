@@ -311,3 +311,56 @@ def test_a_dropped_edge_names_the_nodes_left_dangling():
     graph = nir.NIRGraph(nodes, [("input", "fc1"), ("lif", "fc2"), ("fc2", "output")])  # fc1 -> lif dropped
     with pytest.raises(NirImportError, match=r"-> 'lif'.*<- 'fc1'.*missing edge"):
         from_nir(graph, dt=1e-4)
+
+
+def test_a_readout_named_output_exports_and_round_trips(trained_mlp, digits, tmp_path):
+    """Graphs imported from snnTorch / Norse name their readout 'output': the exporter's Output node must not
+    overwrite it (it did, making a self-loop and 'No output nodes found')."""
+    import dataclasses
+
+    net = convert(trained_mlp, [digits[0][:256]], norm="percentile")
+    renamed = {net.readout.name: "output"}
+    pops = [dataclasses.replace(p, name=renamed.get(p.name, p.name)) for p in net.populations]
+    projs = [dataclasses.replace(q, target=renamed.get(q.target, q.target)) for q in net.projections]
+    cores, edges = one_population_per_core(pops, projs)
+    net = simulator.Network(pops, projs, cores, edges, net.attrs)
+    path = write_network(net, tmp_path / "net.h5")
+    assert main(["export-nir", str(path), str(tmp_path / "net.nir")]) == 0
+    graph = nir.read(tmp_path / "net.nir")
+    assert type(graph.nodes["output"]).__name__ == "I" and "output_" in graph.nodes
+    assert main(["import-nir", str(tmp_path / "net.nir"), str(tmp_path / "back.h5")]) == 0
+    _assert_same_run(net, simulator.load_network(tmp_path / "back.h5"), digits[2][:20].numpy(), 4)
+
+
+def _lif_chain(neuron):
+    nodes = {"input": nir.Input(np.array([4])), "fc1": nir.Affine(np.eye(3, 4) * 0.3, np.zeros(3)), "lif": neuron,
+             "fc2": nir.Affine(np.ones((2, 3)), np.zeros(2)), "output": nir.Output(np.array([2]))}
+    return nir.NIRGraph(nodes, [("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "output")])
+
+
+def test_snntorch_if_export_with_infinite_tau_and_r_imports_as_if():
+    """snnTorch writes a Leaky with beta = 1 as LIF(tau = inf, r = inf): an IF neuron whose input gain is
+    dt·r/tau = 1, the same network as IF(r = 1/dt)."""
+    from spikeforge.interop.nir_import import from_nir
+
+    dt = 1e-4
+    lif = nir.LIF(tau=np.full(3, np.inf), r=np.full(3, np.inf), v_leak=np.zeros(3), v_threshold=np.ones(3))
+    a = from_nir(_lif_chain(lif), dt=dt)
+    b = from_nir(_lif_chain(nir.IF(r=np.full(3, 1 / dt), v_threshold=np.ones(3))), dt=dt)
+    assert a.populations[1].model == "if"
+    x = np.random.default_rng(0).uniform(0, 2, (5, 4))
+    ra, rb = simulator.run(a, x, 6), simulator.run(b, x, 6)
+    assert ra.totals() == rb.totals() and ra.total("spikes") > 0
+    np.testing.assert_array_equal(ra.output, rb.output)
+
+
+@pytest.mark.parametrize("neuron, message", [
+    (nir.IF(r=np.array([1.0, 0.0, 1.0]), v_threshold=np.ones(3)), r"node 'lif': r = 0 at neuron 1"),
+    (nir.LIF(tau=np.full(3, np.inf), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+     r"node 'lif': tau = inf .* needs r = inf"),
+])
+def test_deaf_or_ambiguous_neurons_are_refused_naming_the_node(neuron, message):
+    from spikeforge.interop.nir_import import NirImportError, from_nir
+
+    with pytest.raises(NirImportError, match=message):
+        from_nir(_lif_chain(neuron), dt=1e-4)
