@@ -312,7 +312,7 @@ class _Graph:
         return out
 
 
-def _neuron(name, node, shape, dt, readout):
+def _neuron(name, node, shape, dt, readout, dt_default=False):
     """Population for a population node, and g: the per-neuron factor on its input current."""
     t, n = _type(node), int(np.prod(shape))
 
@@ -361,8 +361,10 @@ def _neuron(name, node, shape, dt, readout):
         if np.isinf(tau).any():
             raise NirImportError(f"node {name!r}: some neurons have tau = inf and some not: split the layer")
         if np.any(~(tau > dt)):  # NaN included
-            raise NirImportError(f"node {name!r}: tau {tau.min()} <= dt {dt}: forward Euler needs tau > dt "
-                                 "(pass a smaller dt)")
+            hint = (" The graph has no dt metadata (snnTorch and Norse do not write it), so dt defaulted to 1: pass "
+                    "the step the model was trained with (--dt; snnTorch's export assumes dt = 1e-4)") if dt_default \
+                else " (pass a smaller dt)"
+            raise NirImportError(f"node {name!r}: tau {tau.min()} <= dt {dt}: forward Euler needs tau > dt.{hint}")
         exact = _meta(node, "spikeforge_decay")
         decay = np.asarray(exact, np.float64).reshape(-1) if exact is not None else 1.0 - dt / tau
         g = dt * r / tau
@@ -378,6 +380,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
     from spikeforge.converter.mapping import one_population_per_core
     from spikeforge.simulator.fileformat import NetworkFileError, validate_network
 
+    dt_default = dt is None and _meta(graph, "dt") is None  # neither given nor in the graph: 1
     if dt is None:
         dt = float(_meta(graph, "dt", 1.0))
     if not (np.isfinite(dt) and dt > 0):
@@ -444,7 +447,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
                 raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
                                      f"{np.prod(shape)} neurons")
         shapes[tgt] = shape
-        pop, g, leak = _neuron(tgt, node, shape, dt, readout)
+        pop, g, leak = _neuron(tgt, node, shape, dt, readout, dt_default)
         bias = _meta(node, "spikeforge_bias")  # written by nir_export: exact
         if bias is None:
             bias = leak.copy()

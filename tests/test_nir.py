@@ -364,3 +364,12 @@ def test_deaf_or_ambiguous_neurons_are_refused_naming_the_node(neuron, message):
 
     with pytest.raises(NirImportError, match=message):
         from_nir(_lif_chain(neuron), dt=1e-4)
+
+
+def test_a_graph_without_dt_says_to_pass_the_training_step():
+    from spikeforge.interop.nir_import import NirImportError, from_nir
+
+    lif = nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3))
+    with pytest.raises(NirImportError, match=r"no dt metadata .* snnTorch's export assumes dt = 1e-4"):
+        from_nir(_lif_chain(lif))
+    assert from_nir(_lif_chain(lif), dt=1e-4).populations[1].model == "lif"
