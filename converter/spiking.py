@@ -249,12 +249,15 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def forward(self, x, T: int, record_spikes=False):
-        """Run T steps on input batch x; return (readout mean over T, StepRecord)."""
+        """Run T steps on input batch x (batch, *input shape), the same input every step, or (batch, T, *input
+        shape), one frame per step; return (readout mean over T, StepRecord)."""
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
         x = torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
         b = x.shape[0]
-        x = x.reshape(b, *self.shapes[self.net.input.name])
+        in_shape = self.shapes[self.net.input.name]
+        frames = x.ndim == len(in_shape) + 2 and x.shape[1] == T
+        x = x.reshape(b, T, *in_shape) if frames else x.reshape(b, *in_shape)
         for m in self.neurons.values():
             m.reset_state(b)
         counts = {n: torch.zeros(b, *self.shapes[n], dtype=torch.int64, device=self.device) for n in self.neurons
@@ -263,8 +266,8 @@ class SpikingNetwork(nn.Module):
         pooled = {p.name: torch.zeros(b, *self.shapes[self.incoming[p.name][0].source], dtype=self.dtype,
                                       device=self.device) for p in self.net.populations if p.model == "maxpool"}
         out = None
-        for _ in range(T):
-            values = {self.net.input.name: x}
+        for t in range(T):
+            values = {self.net.input.name: x[:, t] if frames else x}
             levels = {}
             for p in self.net.populations[1:]:
                 if p.model == "ec_matmul":

@@ -75,15 +75,23 @@ def prepare(network) -> FlatNetwork:
     return flatten(network)
 
 
-def _check_inputs(flat, inputs):
+def _check_inputs(flat, inputs, T):
+    """(B, steps, input size) float64: steps 1 for one input repeated every step (batch, *input shape), T for one
+    frame per step (batch, T, *input shape)."""
     x = np.asarray(inputs, dtype=np.float64)
     inp = flat.net.input
-    if x.ndim < 1 or len(x) == 0 or x.reshape(len(x), -1).shape[1] != inp.size:
-        raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {tuple(inp.shape)}: "
-                         f"expected (batch, {', '.join(map(str, inp.shape))})")
-    x = x.reshape(len(x), -1)
-    if not np.isfinite(x.sum(axis=1)).all():  # one pass; a finite row sums to inf only when it overflows
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    shape = tuple(inp.shape)
+    if x.ndim == len(shape) + 2 and len(x) and x.shape[1] == T and x.shape[2:] == shape:
+        x = x.reshape(len(x), T, -1)
+    elif x.ndim >= 1 and len(x) and x.reshape(len(x), -1).shape[1] == inp.size:
+        x = x.reshape(len(x), 1, -1)
+    else:
+        dims = ", ".join(map(str, shape))
+        raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {shape} and T={T}: "
+                         f"expected (batch, {dims}) (the same input every step) or (batch, {T}, {dims}) (one frame "
+                         "per step)")
+    if not np.isfinite(x.sum(axis=(1, 2))).all():  # one pass; a finite sample sums to inf only when it overflows
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
         if bad.size:
             raise ValueError(f"input sample {bad[0]} contains NaN or inf")
     return x
@@ -94,7 +102,9 @@ BACKENDS = ("numba", "torch", "auto")
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
         progress=None, record_links=False, backend="numba", device=None, max_bytes=None) -> Result:
-    """Simulate `inputs` (batch, *input shape) for T steps.
+    """Simulate `inputs` for T steps: (batch, *input shape), the same input every step (direct encoding), or
+    (batch, T, *input shape), one frame per step (spike trains or currents; frames of 0 / 1 values are spikes, and
+    their synaptic work counts as synaptic operations instead of MACs).
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
     record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
@@ -117,9 +127,12 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     simulate, chunk_size, engine_order = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
-    x = _check_inputs(flat, inputs)
+    x = _check_inputs(flat, inputs, T)
     if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))):
-        x = x[:, flat.perms[0]]
+        x = x[:, :, flat.perms[0]]
+    # one frame per step of 0 / 1 values: spike trains, whose synaptic work counts as synaptic operations (analog
+    # inputs: MACs)
+    spikes_in = x.shape[1] > 1 and bool(((x == 0.0) | (x == 1.0)).all())
     index = {p.name: i for i, p in enumerate(net.populations)}
     rec_off, n_rec = _raster_index(net, record, index)
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
@@ -138,7 +151,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     outputs, counts, rasters, traces = [], [], [], []
     for start in range(0, B, batch_size):
         chunk = np.ascontiguousarray(x[start:start + batch_size])
-        out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording)
+        out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording, spikes_in)
         flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
@@ -194,8 +207,9 @@ def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
 
 
 def _backend(backend, device, record_links):
-    """(simulate, chunk_size, engine_order) of a backend: simulate(flat, X, T, readout, routing, recording) ->
-    run_batch's arrays; chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X
+    """(simulate, chunk_size, engine_order) of a backend: simulate(flat, X, T, readout, routing, recording,
+    spikes_in) -> run_batch's arrays (X: (B, 1 or T, input size); spikes_in: the input's work counts as synaptic
+    operations, not MACs); chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X
     comes in the engine's neuron order (numba) or the canonical one (torch)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -204,8 +218,9 @@ def _backend(backend, device, record_links):
     if backend == "numba":
         if device not in (None, "cpu"):
             raise ValueError(f"the numba backend runs on the CPU; device {device!r} needs backend='torch'")
-        return (lambda flat, X, T, readout, routing, recording: K.run_batch(
-            X, T, flat.n_cores, readout, flat.pops, flat.projs, routing, recording),
+        return (lambda flat, X, T, readout, routing, recording, spikes_in: K.run_batch(
+            X, T, flat.n_cores, readout, flat.pops, _input_as_spikes(flat.projs) if spikes_in else flat.projs,
+            routing, recording),
             lambda flat, T, recording: 64, True)
     try:
         import torch
@@ -219,12 +234,17 @@ def _backend(backend, device, record_links):
     except (RuntimeError, AssertionError) as exc:
         raise ValueError(f"torch device {device!r} is not usable: {str(exc).splitlines()[0]}") from None
 
-    def simulate(flat, X, T, readout, routing, recording):
+    def simulate(flat, X, T, readout, routing, recording, spikes_in):
         key = (str(dev), bool(record_links))
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
-        return torch_backend.run_batch(flat.plans[key], X, T, readout, recording)
+        return torch_backend.run_batch(flat.plans[key], X, T, readout, recording, spikes_in)
     return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False
+
+
+def _input_as_spikes(projs):
+    """Projections with the input's work counted as synaptic operations (spike-train input)."""
+    return projs._replace(mac=np.where(projs.src == 0, 0, projs.mac))
 
 
 def _cuda_available():

@@ -242,7 +242,8 @@ def _sparse_events(cur, tgt_off, weights, w_off, indptr, i_off, indices, x_off, 
 
 @njit(cache=True, parallel=True)
 def run_batch(X, T, n_cores, readout, pops, projs, routing, recording):
-    """Run every row of X (B, input size, engine order) independently, samples in parallel.
+    """Run every sample of X (B, steps, input size, engine order) independently, samples in parallel; steps is 1
+    (the same input every step) or T (one input frame per step).
 
     Returns the Outputs fields (out, ctr, counts, rec, trace, flows), each with a leading batch axis.
     """
@@ -262,10 +263,12 @@ def run_batch(X, T, n_cores, readout, pops, projs, routing, recording):
 
 @njit(cache=True)
 def run_sample(x, T, readout, pops, projs, routing, recording, o):
-    """Run one sample (x: input values, engine order) for T steps, filling its Outputs o."""
+    """Run one sample (x: (1 or T, input size) input values, engine order) for T steps, filling its Outputs o."""
     s = _new_state(pops, readout)
-    _input_events(x, pops, s)
+    _input_events(x[0], pops, s)
     for t in range(T):
+        if t > 0 and x.shape[0] > 1:  # one input frame per step
+            _input_events(x[t], pops, s)
         for p in range(1, pops.off.shape[0]):
             _input_currents(p, t, pops, projs, routing, s, o.ctr)
             _update(p, t, pops, routing, recording, s, o)
@@ -288,7 +291,8 @@ def _new_state(pops, readout):
 
 @njit(cache=True)
 def _input_events(x, pops, s):
-    """Queue the nonzero input values as the input population's events, once: the input is the same every step."""
+    """Queue the nonzero input values as the input population's events (once when the input is the same every
+    step, else each step)."""
     off = pops.off[0]
     ev_idx = s.ev_idx
     ev_val = s.ev_val

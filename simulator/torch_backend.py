@@ -501,7 +501,7 @@ def _step(run, t, outs):
                 operands[proj.kind] = proj.operand(src.value)
                 ctr[:, proj.work_core, proj.column] += proj.work * (src.mult != 0).sum(1)  # per event
                 continue
-            if proj.src == 0:  # the input is the same every step: its currents and work once per chunk
+            if proj.src == 0 and run.static_input:  # the same input every step: currents and work once per chunk
                 if q not in run.static:
                     run.static[q] = proj.current(src), proj.work(src.mult)
                 current, (work, cores) = run.static[q]
@@ -512,7 +512,7 @@ def _step(run, t, outs):
                 cur = current + pop.bias if pop.has_bias else current
             else:
                 cur = cur + current
-            ctr[:, cores, proj.column] += work
+            ctr[:, cores, _SYN if proj.src == 0 and run.spikes_in else proj.column] += work
             ctr[:, cores, _BYT] += work * proj.wbytes
         if cur is None:
             cur = pop.bias.expand_as(run.v[pop.p])
@@ -553,17 +553,18 @@ def chunk_size(flat, T, device, recording, budget=None):
 
 
 @torch.no_grad()
-def run_batch(plan, X, T, readout, recording):
-    """`kernels.run_batch` on torch: X (B, input size, canonical order) -> (out, ctr, counts, rec, trace, flows)
-    in the engine's order."""
+def run_batch(plan, X, T, readout, recording, spikes_in=False):
+    """`kernels.run_batch` on torch: X (B, 1 or T steps, input size, canonical order) -> (out, ctr, counts, rec,
+    trace, flows) in the engine's order; spikes_in: the input's work counts as synaptic operations."""
     flat, dev = plan.flat, plan.device
     x_c = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float64).to(dev)
     b = x_c.shape[0]
     run = _Run(plan, b, T, recording)
-    inputs = _Out((x_c != 0.0).to(torch.float64), value=x_c)
+    run.static_input, run.spikes_in = x_c.shape[1] == 1, spikes_in
     traces = []
     for t in range(T):
-        _step(run, t, {0: inputs})
+        frame = x_c[:, t if x_c.shape[1] > 1 else 0]
+        _step(run, t, {0: _Out((frame != 0.0).to(torch.float64), value=frame)})
         if recording.n_trace:
             traces.append(_trace_columns(run))
     return _engine_outputs(run, flat, readout, recording, traces, b, T)
