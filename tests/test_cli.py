@@ -320,3 +320,16 @@ def test_replace_folder_keeps_the_old_folder_on_failure_and_follows_a_link(tmp_p
         open(os.path.join(tmp, "report.md"), "w").write("new")
     assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "report.md").read_text() == "new"
     assert sorted(os.listdir(tmp_path)) == ["link", "real"]
+
+
+def test_simulate_reads_per_step_spike_trains_and_names_a_wrong_T(tiny, tmp_path, capsys):
+    net, _ = tiny
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "frames.npz", x=(rng.random((5, 3, 64)) < 0.3).astype(np.float32), y=np.arange(5))
+    base = ["simulate", str(net), "--input", str(tmp_path / "frames.npz"), "--x-key", "x", "--y-key", "y",
+            "--out", str(tmp_path / "run.npz")]
+    assert main(base + ["--T", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["T"] == 3 and summary["totals"]["macs"] == 0 and summary["totals"]["synops"] > 0
+    assert main(base + ["--T", "4"]) == 2
+    assert "or (batch, 4, 64) (one frame per step)" in _err(capsys)
