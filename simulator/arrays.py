@@ -1,7 +1,6 @@
 """Flatten a validated `Network` into the bundles of contiguous arrays the numba kernels take (once per network)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,9 +232,8 @@ def _synapse_layout(proj, src, tgt, perm_s, perm_t, mm_inner):
         return _matmul_layout(proj, src, tgt, mm_inner[tgt.name])
     if proj.kind in ("sparse", "identity"):
         return _sparse_layout(proj, src, perm_s, perm_t)
-    if proj.kind == "maxpool":  # no weights: the window geometry of a depthwise convolution
-        kind, geom, _, _, _ = _conv_layout(dataclasses.replace(proj, kind="avgpool"), src, tgt)
-        return K.KIND_MAXPOOL, geom, None, None, None
+    if proj.kind == "maxpool":  # no weights: the window geometry only
+        return K.KIND_MAXPOOL, _window_geom(proj, src, tgt), None, None, None
     return _conv_layout(proj, src, tgt)
 
 
@@ -280,17 +278,23 @@ def _sparse_layout(proj, src, perm_s, perm_t):
     return K.KIND_SPARSE, np.zeros(13, np.int64), np.asarray(data_c, np.float32)[take], ptr, idx
 
 
-def _conv_layout(proj, src, tgt):
-    """Shared kernel (g, C_in/g, kh, kw, C_out/g), output channels innermost (conv, avgpool: 1/(kh·kw))."""
-    (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, src.shape, tgt.shape)
+def _window_geom(proj, src, tgt):
+    """The G_* geometry columns of a windowed projection (conv2d, avgpool, maxpool)."""
+    (kh, kw), (sh, sw), (ph, pw), cin_g, _ = projection_kernel(proj, src.shape, tgt.shape)
     cin, h, w_ = src.shape
     cout, ho, wo = tgt.shape
-    groups = cin // cin_g
+    return np.array((cin, h, w_, cout, ho, wo, kh, kw, sh, sw, ph, pw, cin // cin_g), np.int64)
+
+
+def _conv_layout(proj, src, tgt):
+    """Shared kernel (g, C_in/g, kh, kw, C_out/g), output channels innermost (conv, avgpool: 1/(kh·kw))."""
+    geom = _window_geom(proj, src, tgt)
+    (kh, kw), _, _, cin_g, cout_g = projection_kernel(proj, src.shape, tgt.shape)
+    groups = int(geom[K.G_GROUPS])
     if proj.kind == "avgpool":
         kern = np.full((groups, 1, kh, kw, 1), 1.0 / (kh * kw), np.float32)
     else:  # (C_out, C_in/g, kh, kw) -> (g, C_in/g, kh, kw, C_out/g)
         kern = proj.weight.reshape(groups, cout_g, cin_g, kh, kw).transpose(0, 2, 3, 4, 1)
-    geom = np.array((cin, h, w_, cout, ho, wo, kh, kw, sh, sw, ph, pw, groups), np.int64)
     return K.KIND_CONV, geom, np.ascontiguousarray(kern, np.float32).reshape(-1), None, None
 
 

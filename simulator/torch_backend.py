@@ -345,9 +345,8 @@ def _integrate(v, current, vmax):
     return torch.clamp(v + torch.floor(current + 0.5), -vmax - 1.0, vmax)
 
 
-def _reset(m, fired, after_fire, reset):
-    if reset == K.RESET_SUBTRACT:
-        return torch.where(fired, after_fire, m)
+def _reset(m, fired, reset):
+    """The membrane after a zero reset, or none (the subtractive reset is each model's own expression)."""
     if reset == K.RESET_ZERO:
         return torch.where(fired, torch.zeros_like(m), m)
     return m
@@ -362,7 +361,7 @@ def _if_update(run, t, pop, cur):
     if pop.reset == K.RESET_SUBTRACT:  # m - s·θ: s·θ is θ or 0 exactly, so this is the engine's m - θ
         run.v[pop.p] = torch.addcmul(m, s, pop.theta, value=-1.0)
     else:
-        run.v[pop.p] = _reset(m, fired, None, pop.reset)
+        run.v[pop.p] = _reset(m, fired, pop.reset)
     run.emit(t, pop, s, s)
     return _Out(s, level=s, payload=pop.payload)
 
@@ -381,7 +380,7 @@ def _group_update(run, t, pop, cur):
     unit = pop.theta / pop.size
     fired = s > 0
     # m - unit·S with the product rounded first, as the engine does (addcmul could fuse it into one rounding)
-    run.v[pop.p] = m - unit * s if pop.reset == K.RESET_SUBTRACT else _reset(m, fired, None, pop.reset)
+    run.v[pop.p] = m - unit * s if pop.reset == K.RESET_SUBTRACT else _reset(m, fired, pop.reset)
     mult = s if pop.expand else fired.to(torch.float64)
     run.emit(t, pop, mult, s)
     return _Out(mult, level=s, payload=pop.payload)
