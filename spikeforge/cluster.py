@@ -8,6 +8,7 @@ per-step per-core counters and flows add up. Sweeps use the same cluster helper.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import numpy as np
@@ -38,9 +39,38 @@ def dask_client(scheduler=None, workers=None):
     try:
         yield client
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        levels = _quiet_shutdown(client) if cluster is not None else {}
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            for name, level in levels.items():  # the caller's logging as it was
+                logging.getLogger(name).setLevel(level)
+
+
+def _noisy_loggers():
+    """distributed's and tornado's loggers (children may carry their own levels from dask's config)."""
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
+    return sorted(set(names) | {"distributed", "tornado"})
+
+
+def _silence_distributed():
+    for name in _noisy_loggers():
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _quiet_shutdown(client):
+    """Our own local cluster is going down: its workers' heartbeats may race the scheduler's close and log a
+    CommClosedError traceback that says nothing about the user's run (task errors reach us through the futures).
+    Silence distributed's loggers in the workers and here for the shutdown only."""
+    try:
+        client.run(_silence_distributed)
+    except Exception:  # a worker already gone: nothing to silence there
+        pass
+    levels = {name: logging.getLogger(name).level for name in _noisy_loggers()}
+    _silence_distributed()
+    return levels
 
 
 def shard_bounds(n, shards):
