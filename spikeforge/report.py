@@ -196,8 +196,11 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
     plt.close(fig)
 
 
-def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None):
-    """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown."""
+def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None):
+    """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown.
+
+    encoding: optional description of how the input was delivered (e.g. "rate (seed 0)"), shown in the header of
+    report.md and stored in report.json; None leaves it out."""
     os.makedirs(out_dir, exist_ok=True)
     T_max = max(runs)
     plots = []
@@ -214,14 +217,16 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
             plot_energy_per_layer(os.path.join(out_dir, fname), r["cost"], f"{name} on {r['target']} (T={T_max})")
             plots.append(fname)
     table = markdown_table(rows)
-    md = [f"# spikeforge report: {name}", "",
-          f"{n_samples} samples. ANN: {ann['macs'] / 1e6:.3f} M MACs per inference, {ann['energy_pj'] / 1e6:.3f} μJ "
-          f"(45 nm, E_MAC = 4.6 pJ)" + (f", accuracy {100 * ann_acc:.2f}%." if ann_acc is not None else "."), "",
-          "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
-          "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
-          "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
-          "target file (dynamic) + static power x cores x latency; latency per step = slowest core + network + "
-          "barrier (at least the target's tick).", "", table, ""]
+    md = [f"# spikeforge report: {name}", ""]
+    if encoding is not None:
+        md += [f"input encoding: {encoding}", ""]
+    md += [f"{n_samples} samples. ANN: {ann['macs'] / 1e6:.3f} M MACs per inference, {ann['energy_pj'] / 1e6:.3f} μJ "
+           f"(45 nm, E_MAC = 4.6 pJ)" + (f", accuracy {100 * ann_acc:.2f}%." if ann_acc is not None else "."), "",
+           "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
+           "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
+           "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
+           "target file (dynamic) + static power x cores x latency; latency per step = slowest core + network + "
+           "barrier (at least the target's tick).", "", table, ""]
     if fixed_rows:
         md += ["## Fixed point", "", "Weights quantized to the target's weight bits with one scale per population, "
                "integer thresholds, per-step input rounded to integers, membrane saturating at the target's "
@@ -230,9 +235,9 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     text = "\n".join(md) + "\n"
     write_text(os.path.join(out_dir, "report.md"), text)
     clean = [{k: v for k, v in r.items() if k != "cost"} | {"cost": r["cost"].to_dict()} for r in rows]
-    write_text(os.path.join(out_dir, "report.json"), json.dumps({"name": name, "samples": n_samples, "ann": ann,
-                                                                  "ann_accuracy": ann_acc, "rows": clean,
-                                                                  "fixed_point": fixed_rows or []}, indent=2))
+    doc = {"name": name, "samples": n_samples, "encoding": encoding, "ann": ann, "ann_accuracy": ann_acc,
+           "rows": clean, "fixed_point": fixed_rows or []}
+    write_text(os.path.join(out_dir, "report.json"), json.dumps(doc, indent=2))
     buf = io.StringIO()
     fields = [k for k in rows[0] if k != "cost"]
     w = csv.DictWriter(buf, fieldnames=fields)

@@ -110,3 +110,17 @@ def test_demo_writes_a_complete_report(tmp_path):
     by_t = {r["T"]: r for r in rows if r["target"] == "loihi"}
     assert by_t[8]["sops_mean"] > by_t[2]["sops_mean"] > 0
     assert 0 < by_t[8]["energy_ratio"]
+
+
+def test_report_header_names_the_input_encoding(tiny, tmp_path):
+    from spikeforge.report import evaluate, write_report
+
+    net, _ = tiny
+    x = np.array([[1.0, 0.0], [0.5, 0.5]])
+    rows, runs, ann = evaluate(net, x, np.array([0, 1]), [2], ["loihi"])
+    write_report(tmp_path / "a", "tiny", rows, runs, ann, net, 2, encoding="rate (seed 0)")
+    head = (tmp_path / "a" / "report.md").read_text().splitlines()[:4]
+    assert "input encoding: rate (seed 0)" in head
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["encoding"] == "rate (seed 0)"
+    write_report(tmp_path / "b", "tiny", rows, runs, ann, net, 2)
+    assert "input encoding" not in (tmp_path / "b" / "report.md").read_text()
