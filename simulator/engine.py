@@ -8,6 +8,8 @@ import numpy as np
 
 from . import kernels as K
 from .arrays import FlatNetwork, _inverse, flatten
+from .encoding import as_encoding
+from .events import repeated_spike_work
 from .fileformat import load_network, validate_network
 from .network import SPIKING_MODELS, Network
 
@@ -101,10 +103,17 @@ BACKENDS = ("numba", "torch", "auto")
 
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
-        progress=None, record_links=False, backend="numba", device=None, max_bytes=None) -> Result:
+        progress=None, record_links=False, backend="numba", device=None, max_bytes=None, spikes=None,
+        encoding=None, sample_offset=0) -> Result:
     """Simulate `inputs` for T steps: (batch, *input shape), the same input every step (direct encoding), or
     (batch, T, *input shape), one frame per step (spike trains or currents; frames of 0 / 1 values are spikes, and
     their synaptic work counts as synaptic operations instead of MACs).
+
+    spikes: None: as above; True: the inputs are spike counts (non-negative integers, e.g. binned events): a value
+    n is n spikes in that step (n x weight delivered, n synaptic operations per synapse); False: analog (MACs).
+    encoding: "direct", "rate", "latency" or a simulator.encoding.Encoding (seed, clip): static inputs are encoded
+    into spike frames chunk by chunk (only one chunk's frames are held); sample_offset: the index of inputs[0] in
+    a larger run (the rate encoder seeds each sample by its index, so shards of a run encode as the whole run).
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
     record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
@@ -123,16 +132,19 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(sample_offset, bool) or not isinstance(sample_offset, (int, np.integer)) or sample_offset < 0:
+        raise ValueError(f"sample_offset must be an integer >= 0, got {sample_offset!r}")
     T = int(T)
     simulate, chunk_size, engine_order = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
     x = _check_inputs(flat, inputs, T)
-    if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))):
-        x = x[:, :, flat.perms[0]]
-    # one frame per step of 0 / 1 values: spike trains, whose synaptic work counts as synaptic operations (analog
-    # inputs: MACs)
-    spikes_in = x.shape[1] > 1 and bool(((x == 0.0) | (x == 1.0)).all())
+    enc = as_encoding(encoding)
+    if enc is not None and not enc.spikes:
+        enc = None  # direct: the input as it is
+    spikes_in, repeats = _input_kind(x, spikes, enc)
+    perm = flat.perms[0] if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))) \
+        else None
     index = {p.name: i for i, p in enumerate(net.populations)}
     rec_off, n_rec = _raster_index(net, record, index)
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
@@ -150,8 +162,14 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     flows = np.zeros((T, n_flows), np.int64)
     outputs, counts, rasters, traces = [], [], [], []
     for start in range(0, B, batch_size):
-        chunk = np.ascontiguousarray(x[start:start + batch_size])
+        chunk = x[start:start + batch_size]
+        if enc is not None:  # this chunk's spike frames, seeded by the samples' indices in the whole run
+            chunk = enc.frames(chunk[:, 0], T, sample_offset + start)
+        extra = repeated_spike_work(flat, chunk) if repeats else None
+        chunk = np.ascontiguousarray(chunk if perm is None else chunk[:, :, perm])
         out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording, spikes_in)
+        if extra is not None:  # counts n > 1: n spikes, n synaptic operations per synapse
+            ctr[..., [K.C_SYNOPS, K.C_SYN_BYTES]] += extra
         flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
@@ -187,6 +205,30 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if len(tr_idx):
         result.traces = np.concatenate(traces)[:, :, _inverse(tr_order)]
     return result
+
+
+def _input_kind(x, spikes, enc):
+    """(spikes_in, repeats): whether the input's work counts as synaptic operations, and whether some input
+    counts exceed 1 (repeated spikes, counted by `repeated_spike_work`)."""
+    if enc is not None:
+        if x.shape[1] != 1:
+            raise ValueError(f"the {enc.name} encoding encodes static inputs (batch, *input shape); these inputs "
+                             "already have one frame per step")
+        if spikes is False:
+            raise ValueError(f"spikes=False contradicts the {enc.name} encoding, whose frames are spikes")
+        return True, False
+    if spikes is None:  # one frame per step of 0 / 1 values: spike trains (analog inputs: MACs)
+        return x.shape[1] > 1 and bool(((x == 0.0) | (x == 1.0)).all()), False
+    if spikes is False:
+        return False, False
+    if spikes is not True:
+        raise ValueError(f"spikes must be None, True or False, got {spikes!r}")
+    bad = (x < 0) | (x != np.floor(x))
+    if bad.any():
+        b = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+        raise ValueError(f"spikes=True needs spike counts (non-negative integers), but input sample {b} has "
+                         f"{x[b][bad[b]][0]!r}")
+    return True, bool((x > 1).any())
 
 
 def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):

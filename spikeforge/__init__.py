@@ -38,6 +38,12 @@ _API = {
     "Population": "spikeforge.simulator",
     "Projection": "spikeforge.simulator",
     "NetworkFileError": "spikeforge.simulator",
+    "Encoding": "spikeforge.simulator",
+    "encode": "spikeforge.simulator",
+    "bin_events": "spikeforge.simulator",
+    "bin_samples": "spikeforge.simulator",
+    "load_events": "spikeforge.simulator",
+    "save_events": "spikeforge.simulator",
     # hardware models
     "load_target": "spikeforge.hwmodels",
     "available_targets": "spikeforge.hwmodels",
