@@ -23,6 +23,12 @@ LIMITS = ("neurons_per_core", "axons_per_core", "cores_per_chip", "synapse_memor
 # membrane (state) bits for the fixed-point mode.
 OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits_per_synapse": 0.0,
                    "membrane_bits": 0.0}
+# Projection kinds a synaptic-op cost may depend on ("by_kind" in energy_pj.synops / time_ns.synops): calibrated
+# chip models price a dense, sparse and convolutional synapse differently (SANA-FE's Loihi model).
+SYNAPSE_KINDS = ("dense", "sparse", "conv2d")
+# Validation bands of the built-in targets (written by benchmarks/validate_targets.py from its table); a file whose
+# name starts with "_" is not a target.
+BANDS_FILE = "_validation.json"
 
 
 class TargetError(UserError):
@@ -42,6 +48,25 @@ class Target:
     limits: dict
     sources: dict  # "section.key" -> citation
     path: str = ""
+    static_power_mw_per_chip: float = 0.0  # charged for every chip the mapping uses (leakage of a powered chip)
+    barrier_by_cores: tuple = ()  # ((cores, ns), ...) increasing: per-step sync grows with the cores in use
+    synops_by_kind: dict = None  # {"energy": {kind: pJ}, "time": {kind: ns}} for SYNAPSE_KINDS
+
+    def barrier_ns(self, cores: int) -> float:
+        """Per-step synchronization with `cores` cores in use: the entry of the largest key <= cores (a step
+        function, as SANA-FE's table), else the fixed time_ns.barrier."""
+        value = self.time_ns["barrier"]
+        for n, ns in self.barrier_by_cores:
+            if cores >= n:
+                value = ns
+        return value
+
+    def synop_cost(self, kind, which="energy") -> float:
+        """pJ (which='energy') or ns ('time') of one synaptic op into a projection of `kind`."""
+        table = (self.synops_by_kind or {}).get(which, {})
+        if kind in table:
+            return table[kind]
+        return self.energy_per_event("synops") if which == "energy" else self.time_ns["synops"]
 
     def energy_per_event(self, event, memory_bytes=None):
         """pJ per event; SRAM-size-dependent entries pick the smallest array holding `memory_bytes`."""
@@ -56,7 +81,16 @@ class Target:
 
 def available() -> list:
     """Names of the built-in targets."""
-    return sorted(r.name[:-5] for r in BUILTIN_TARGETS.iterdir() if r.name.endswith(".json"))
+    return sorted(r.name[:-5] for r in BUILTIN_TARGETS.iterdir() if r.name.endswith(".json")
+                  and not r.name.startswith("_"))
+
+
+def validation_band(name) -> dict:
+    """The validation band of a built-in target (from benchmarks/validate_targets.py's table), or {} if none."""
+    f = BUILTIN_TARGETS.joinpath(BANDS_FILE)
+    if not f.is_file():
+        return {}
+    return json.loads(f.read_text(encoding="utf-8")).get(name, {})
 
 
 def _number(section, key, entry, where):
@@ -75,6 +109,28 @@ def _number(section, key, entry, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
         raise TargetError(f"{where}: {section}.{key}.value must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def _table(entry, key, where, field, keys=None):
+    """A [[x, y], ...] table (increasing x, y >= 0) or a {kind: y} map (keys given) of an entry, checked."""
+    raw = entry[key]
+    try:
+        if keys is not None:
+            if not isinstance(raw, dict) or set(raw) - set(keys):
+                raise ValueError
+            out = {k: float(v) for k, v in raw.items()}
+            bad = any(not np.isfinite(v) or v < 0 for v in out.values())
+        else:
+            out = tuple((float(n), float(v)) for n, v in raw)
+            bad = not out or any(n < 1 or v < 0 or not np.isfinite(v) for n, v in out) or \
+                [n for n, _ in out] != sorted({n for n, _ in out})
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        want = f"{{kind: number >= 0}} with kinds in {', '.join(keys)}" if keys is not None else \
+            "[[cores >= 1, ns >= 0], ...] with increasing cores"
+        raise TargetError(f"{where}: {field}.{key} must be {want}, got {raw!r}")
+    return out
 
 
 def _read(path):
@@ -111,6 +167,15 @@ def load_target(name_or_path) -> Target:
             sources[f"{name}.{k}"] = sec[k]["source"]
         return out
 
+    by_kind = {}
+    for sec, which in (("energy_pj", "energy"), ("time_ns", "time")):
+        entry = raw.get(sec, {}).get("synops") if isinstance(raw.get(sec), dict) else None
+        if isinstance(entry, dict) and "by_kind" in entry:
+            by_kind[which] = _table(entry, "by_kind", path, f"{sec}.synops", SYNAPSE_KINDS)
+    barrier = raw.get("time_ns", {}).get("barrier") if isinstance(raw.get("time_ns"), dict) else None
+    by_cores = ()
+    if isinstance(barrier, dict) and "by_cores" in barrier:
+        by_cores = _table(barrier, "by_cores", path, "time_ns.barrier")
     energy = section("energy_pj", EVENTS)
     times = section("time_ns", TIMED_EVENTS + ("barrier",))
     limits = section("limits", LIMITS)
@@ -127,7 +192,11 @@ def load_target(name_or_path) -> Target:
         sources[k] = raw[k].get("source", "") if isinstance(raw[k], dict) else ""
     static = _number("", "static_power_mw_per_core", raw["static_power_mw_per_core"], path)
     tick = _number("", "tick_ns", raw["tick_ns"], path)
-    if any(not isinstance(v, float) for v in list(times.values()) + list(limits.values()) + [static, tick]):
+    per_chip = 0.0
+    if "static_power_mw_per_chip" in raw:  # optional (older files have none): leakage of every powered chip
+        per_chip = _number("", "static_power_mw_per_chip", raw["static_power_mw_per_chip"], path)
+        sources["static_power_mw_per_chip"] = raw["static_power_mw_per_chip"]["source"]
+    if any(not isinstance(v, float) for v in list(times.values()) + list(limits.values()) + [static, tick, per_chip]):
         raise TargetError(f"{path}: only energy entries may be SRAM tables")
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
-                  static, tick, limits, sources, path)
+                  static, tick, limits, sources, path, per_chip, by_cores, by_kind or None)

@@ -31,17 +31,26 @@ def _estimate(net, res, target):
 def test_loihi_energy_and_latency_by_hand(tiny):
     net, res = tiny
     cost = _estimate(net, res, "loihi")
-    dynamic = 14 * 23.6 + 12 * 23.6 + 20 * 52.0 + 7 * 29.0 + 7 * 1.7 + 14 * 3.5
-    assert cost.energy_pj == pytest.approx(dynamic)
-    assert cost.dynamic_pj["synops"] == pytest.approx(14 * 23.6)
-    # per step: slowest core compute + slowest core network + barrier 465 ns
+    # SANA-FE-calibrated per-event costs; 'out' is fed by a dense projection (35.5 pJ, 3.8 ns per synaptic op)
+    dynamic = 14 * 35.5 + 12 * 35.5 + 20 * 72.8 + 7 * 69.3 + 7 * 111.0 + 14 * 3.5
+    assert cost.dynamic_total_pj == pytest.approx(dynamic)
+    assert cost.dynamic_pj["synops"] == pytest.approx(14 * 35.5)
+    # per step: slowest core compute + slowest core network + barrier (3 cores in use: 600 ns)
     spikes = np.array([2, 1, 3, 1])
-    compute = np.maximum(3 * 3.5 + 3 * 5.3 + spikes * 3.1, 2 * spikes * 3.5 + 2 * 5.3)
-    network = spikes * 2.1 + 2 * spikes * 5.3
-    np.testing.assert_allclose(cost.latency_ns_per_step, compute + network + 465.0)
-    assert cost.latency_ns == pytest.approx(float((compute + network + 465.0).sum()))
-    assert cost.layer_energy_pj["out"]["synops"] == pytest.approx(14 * 23.6)
-    assert cost.layer_energy_pj["h"]["macs"] == pytest.approx(12 * 23.6)
+    compute = np.maximum(3 * 3.8 + 3 * 9.7 + spikes * 30.0, 2 * spikes * 3.8 + 2 * 9.7)
+    network = spikes * 21.1 + 2 * spikes * 5.3
+    np.testing.assert_allclose(cost.latency_ns_per_step, compute + network + 600.0)
+    latency = float((compute + network + 600.0).sum())
+    assert cost.latency_ns == pytest.approx(latency)
+    assert cost.barrier_ns == 600.0 and cost.chips == 1
+    # static: 104.4 mW per powered chip, apart from the dynamic energy
+    assert cost.static_chip_pj == pytest.approx(104.4 * latency) and cost.static_core_pj == 0
+    assert cost.energy_pj == pytest.approx(dynamic + 104.4 * latency)
+    assert cost.layer_energy_pj["out"]["synops"] == pytest.approx(14 * 35.5)
+    assert cost.layer_energy_pj["h"]["macs"] == pytest.approx(12 * 35.5)
+    # input path: analog input, 12 MACs on the first layer, no input synaptic ops
+    assert cost.input["mode"].startswith("analog") and cost.input["macs_pj"] == pytest.approx(12 * 35.5)
+    assert cost.input["synops"] == 0 and cost.input["energy_pj"] == pytest.approx(12 * 35.5)
 
 
 def test_generic45nm_uses_sram_energy_by_array_size(tiny):
@@ -59,8 +68,9 @@ def test_truenorth_tick_and_static_power(tiny):
     net, res = tiny
     cost = _estimate(net, res, "truenorth")
     assert cost.latency_ns == pytest.approx(4 * 1e6)  # 1 ms tick per step
-    assert cost.static_pj == pytest.approx(0.0159 * 3 * 4e6)
-    assert cost.energy_pj == pytest.approx(26 * 26.0 + 0.0159 * 3 * 4e6)
+    # one powered chip at 64.5 mW for 4 ms; 26 synaptic events at the incremental 2.3 pJ (MACs priced alike)
+    assert cost.static_pj == pytest.approx(64.5 * 4e6) == cost.static_chip_pj
+    assert cost.energy_pj == pytest.approx(26 * 2.3 + 64.5 * 4e6)
 
 
 def test_ann_cost_and_paper_energy(tiny):
@@ -79,7 +89,8 @@ def test_every_constant_cites_a_source():
         required = [f"energy_pj.{e}" for e in hwmodels.EVENTS] + [f"limits.{k}" for k in LIMITS] + \
             [f"time_ns.{k}" for k in TIMED_EVENTS + ("barrier",)] + ["static_power_mw_per_core", "tick_ns"]
         assert set(required) <= set(t.sources), name
-        assert set(t.sources) - set(required) <= {f"limits.{k}" for k in OPTIONAL_LIMITS}, name
+        optional = {f"limits.{k}" for k in OPTIONAL_LIMITS} | {"static_power_mw_per_chip"}
+        assert set(t.sources) - set(required) <= optional, name
         assert all(isinstance(s, str) and len(s) > 5 for s in t.sources.values()), name
 
 
@@ -124,3 +135,77 @@ def test_report_header_names_the_input_encoding(tiny, tmp_path):
     assert json.loads((tmp_path / "a" / "report.json").read_text())["encoding"] == "rate (seed 0)"
     write_report(tmp_path / "b", "tiny", rows, runs, ann, net, 2)
     assert "input encoding" not in (tmp_path / "b" / "report.md").read_text()
+
+
+def _write(tmp_path, raw, name="t.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps(raw))
+    return p
+
+
+def test_old_target_files_still_load_with_a_fixed_barrier_and_no_chip_power(tiny, tmp_path):
+    net, res = tiny
+    raw = json.loads(open(hwmodels.load_target("loihi").path).read())
+    del raw["static_power_mw_per_chip"]
+    for sec in ("energy_pj", "time_ns"):
+        del raw[sec]["synops"]["by_kind"]
+    raw["time_ns"]["barrier"] = {"value": 465.0, "source": "old file"}
+    old = hwmodels.load_target(_write(tmp_path, raw))
+    assert old.static_power_mw_per_chip == 0 and old.barrier_ns(1000) == 465.0
+    assert old.synop_cost("conv2d") == 35.5 and old.synop_cost("conv2d", "time") == 3.8
+    cost = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, old, ["in", "h", "out"], hwmodels.core_memory(net))
+    assert cost.static_pj == 0 and cost.barrier_ns == 465.0
+
+
+def test_barrier_grows_with_the_cores_in_use_and_synops_priced_by_kind():
+    t = hwmodels.load_target("loihi")
+    assert [t.barrier_ns(n) for n in (1, 4, 5, 12, 13, 112, 113, 4096)] == [600, 600, 1000, 1000, 1400, 1400, 1800,
+                                                                          1800]
+    assert (t.synop_cost("dense"), t.synop_cost("sparse"), t.synop_cost("conv2d"), t.synop_cost("mixed")) == \
+        (35.5, 33.6, 24.0, 35.5)
+    assert t.synop_cost("conv2d", "time") == 3.1
+
+
+def test_conv_cores_and_chips_in_use_are_priced_from_the_mapping(tiny):
+    net, res = tiny
+    target = hwmodels.load_target("loihi")
+    mem = hwmodels.core_memory(net)
+    assert mem["synapse_kind"][2] == "dense" and list(mem["input_core"]) == [False, True, False]
+    conv = dict(mem, synapse_kind=["mixed", "dense", "conv2d"], chip=np.array([0, 1, 1]))
+    cost = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, target, ["in", "h", "out"], conv)
+    assert cost.dynamic_pj["synops"] == pytest.approx(14 * 24.0)
+    assert cost.chips == 2 and cost.static_pj == pytest.approx(2 * 104.4 * cost.latency_ns)
+    # no mapping facts: chips = ceil(cores / cores_per_chip)
+    bare = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, target, ["in", "h", "out"])
+    assert bare.chips == 1 and bare.dynamic_pj["synops"] == pytest.approx(14 * 35.5)
+    assert bare.input["synops"] is None
+
+
+def test_spike_encoded_input_is_priced_as_synaptic_ops(tiny):
+    net, _ = tiny
+    frames = np.zeros((1, 3, 2))
+    frames[0, :, 0] = 1  # input neuron 0 spikes every step: 3 synapses x 3 steps on core 1
+    res = simulator.run(net, frames, 3)
+    cost = hwmodels.estimate(res.counters, simulator.COUNTERS, 1, hwmodels.load_target("loihi"), ["in", "h", "out"],
+                             hwmodels.core_memory(net))
+    assert cost.input["mode"].startswith("spike") and cost.input["macs"] == 0
+    assert cost.input["synops"] == 9 and cost.input["synops_pj"] == pytest.approx(9 * 35.5)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("time_ns", "barrier", {"value": 1, "by_cores": [[5, 1], [1, 2]], "source": "x"},
+     r"time_ns.barrier.by_cores must be \[\[cores >= 1, ns >= 0\], ...\] with increasing cores"),
+    ("time_ns", "barrier", {"value": 1, "by_cores": "fast", "source": "x"}, r"time_ns.barrier.by_cores must be"),
+    ("energy_pj", "synops", {"value": 1, "by_kind": {"dense": 1, "pool": 2}, "source": "x"},
+     r"energy_pj.synops.by_kind must be \{kind: number >= 0\} with kinds in dense, sparse, conv2d"),
+    ("energy_pj", "synops", {"value": 1, "by_kind": {"dense": -1}, "source": "x"}, r"energy_pj.synops.by_kind"),
+    ("", "static_power_mw_per_chip", {"value": "lots", "source": "x"},
+     r"static_power_mw_per_chip.value must be a finite number"),
+])
+def test_bad_new_fields_name_the_file_and_field(tmp_path, section, key, value, message):
+    raw = json.loads(open(hwmodels.load_target("loihi").path).read())
+    (raw[section] if section else raw)[key] = value
+    p = _write(tmp_path, raw, "mine.json")
+    with pytest.raises(hwmodels.TargetError, match=message) as err:
+        hwmodels.load_target(p)
+    assert str(p) in str(err.value)
