@@ -18,10 +18,20 @@ Flatten is a C-order reshape, so both conventions in use (start_dim 0, and torch
 dimension counted) read the same. Nodes written by `interop.nir_export` carry ``spikeforge_*`` metadata that
 restores what NIR cannot say (subtractive reset, the >= test, initial membranes, θ-valued spikes), so a
 round trip gives the same network. Anything else is refused with a `NirImportError` naming the node.
+
+Conventions (`convention=`, `--convention`): the tools that write NIR do not all mean the NIR equations, and none
+writes dt. `nir` reads the equations above. `snntorch` (snnTorch 1.0's export_to_nir): dt 1e-4 unless given, an
+LIF with r = τ/dt is a Leaky that adds its input unscaled (gain exactly 1, β = 1 - dt/τ). `norse` (Norse 1.1's
+to_nir): dt 1e-3 unless given; Norse writes an LIFBox's τ as dt/τ_mem_inv, so its step is
+v += dt·τ_mem_inv·(v_leak - v + I) with τ_mem_inv = dt/τ; an IAF adds its input unscaled (gain 1, whatever r and
+dt). Scalar neuron parameters (what both write for a layer-wide β / θ) take the shape of what arrives. Values that
+are legal but likely wrong (a negative r, an r that the convention's tool never writes) warn with
+`NirImportWarning`, naming the node.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -44,6 +54,22 @@ NOT_SUPPORTED = {
 
 class NirImportError(UserError):
     """A NIR graph has a part spikeforge cannot represent exactly."""
+
+
+class NirImportWarning(UserWarning):
+    """A NIR graph imports, but a value in it is probably not what its author meant (the message names the node)."""
+
+
+# what each convention's tool assumes: its dt when the graph says none, and what it was checked with
+CONVENTIONS = {
+    "nir": {"dt": None, "tool": "the NIR equations (nir 1.0.8)"},
+    "snntorch": {"dt": 1e-4, "tool": "snnTorch 1.0.0 (snntorch.export_nir.export_to_nir)"},
+    "norse": {"dt": 1e-3, "tool": "Norse 1.1.0 (norse.torch.to_nir)"},
+}
+
+
+def _warn(message):
+    warnings.warn(message, NirImportWarning, stacklevel=3)
 
 
 def _type(node) -> str:
@@ -312,7 +338,7 @@ class _Graph:
         return out
 
 
-def _neuron(name, node, shape, dt, readout, dt_default=False):
+def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir"):
     """Population for a population node, and g: the per-neuron factor on its input current."""
     t, n = _type(node), int(np.prod(shape))
 
@@ -328,8 +354,10 @@ def _neuron(name, node, shape, dt, readout, dt_default=False):
         g = dt * per_neuron(node.r, "r") if t == "I" else np.ones(n)
         return Population.make(name, "readout", shape), g, np.zeros(n)
     theta = per_neuron(node.v_threshold, "v_threshold")
-    if np.any(theta <= 0):
-        raise NirImportError(f"node {name!r}: v_threshold must be > 0 (spikeforge neurons fire upwards)")
+    if np.any(~(theta > 0)):
+        i = int(np.flatnonzero(~(theta > 0))[0])
+        raise NirImportError(f"node {name!r}: v_threshold {theta[i]} at neuron {i}: v_threshold must be > 0 "
+                             "(spikeforge neurons fire upwards; a threshold of 0 fires on any input)")
     reset = _meta(node, "spikeforge_reset")
     if reset is None:
         v_reset = per_neuron(node.v_reset if node.v_reset is not None else 0.0, "v_reset")
@@ -343,6 +371,9 @@ def _neuron(name, node, shape, dt, readout, dt_default=False):
     if np.any(r == 0):
         raise NirImportError(f"node {name!r}: r = 0 at neuron {int(np.flatnonzero(r == 0)[0])}: the neuron would "
                              "ignore its input")
+    if np.any(r < 0):
+        _warn(f"node {name!r}: r = {r[r < 0][0]} < 0 at neuron {int(np.flatnonzero(r < 0)[0])}: its input is "
+              "inverted")
     leak = np.zeros(n)
     tau = per_neuron(node.tau, "tau") if t == "LIF" else None
     if t == "LIF" and np.isinf(tau).any():
@@ -353,36 +384,85 @@ def _neuron(name, node, shape, dt, readout, dt_default=False):
                                  "for beta = 1) and v_leak = 0")
     elif not np.all(np.isfinite(r)):
         raise NirImportError(f"node {name!r}: r has non-finite values")
+    if convention == "norse" and np.any(r != 1):
+        _warn(f"node {name!r}: r = {r[r != 1][0]} (Norse writes r = 1 and its own import ignores r; it is applied "
+              "here): was this graph written by Norse?")
     if t == "IF":
-        model, decay, g = "if", None, dt * r
+        model, decay = "if", None
+        g = np.ones(n) * r if convention == "norse" else dt * r  # Norse's IAF: v += I, whatever dt
     elif np.isinf(tau).all():
         model, decay, g = "if", None, np.ones(n)
     else:
         if np.isinf(tau).any():
             raise NirImportError(f"node {name!r}: some neurons have tau = inf and some not: split the layer")
-        if np.any(~(tau > dt)):  # NaN included
-            hint = (" The graph has no dt metadata (snnTorch and Norse do not write it), so dt defaulted to 1: pass "
-                    "the step the model was trained with (--dt; snnTorch's export assumes dt = 1e-4)") if dt_default \
-                else " (pass a smaller dt)"
-            raise NirImportError(f"node {name!r}: tau {tau.min()} <= dt {dt}: forward Euler needs tau > dt.{hint}")
+        # the fraction of the way to v_leak + r·I a step goes: dt/τ (NIR, snnTorch); Norse wrote τ = dt/τ_mem_inv
+        step = dt * dt / tau if convention == "norse" else dt / tau
+        if np.any(~(step < 1)):  # NaN included
+            i = int(np.flatnonzero(~(step < 1))[0])
+            if dt_default:
+                hint = (" The graph has no dt metadata (snnTorch and Norse do not write it), so dt defaulted to 1: "
+                        "pass the step the model was trained with (--dt), or --convention snntorch / norse for "
+                        "their defaults (snnTorch's export assumes dt = 1e-4, Norse's 1e-3)")
+            elif convention == "norse":
+                hint = " (Norse's step is dt·tau_mem_inv with tau_mem_inv = dt/tau: pass a smaller dt)"
+            else:
+                hint = " (pass a smaller dt)"
+            what = f"dt·dt/tau = {step[i]:.6g} >= 1" if convention == "norse" else f"tau {tau[i]} <= dt {dt}"
+            raise NirImportError(f"node {name!r}: {what} at neuron {i}: forward Euler needs a step below 1.{hint}")
         exact = _meta(node, "spikeforge_decay")
-        decay = np.asarray(exact, np.float64).reshape(-1) if exact is not None else 1.0 - dt / tau
-        g = dt * r / tau
-        leak = dt / tau * per_neuron(node.v_leak, "v_leak")
+        decay = np.asarray(exact, np.float64).reshape(-1) if exact is not None else 1.0 - step
+        g = dt * dt * r / tau if convention == "norse" else dt * r / tau  # r/τ first: exactly 1 when r = τ
+        if convention == "snntorch":
+            # snnTorch writes r = τ/dt: its Leaky adds the input unscaled, gain 1 (float32 parameters make dt·r/τ
+            # 1 only to a few ulps; scaling every weight by that would move spikes)
+            near = np.abs(g - 1) <= 1e-5
+            if not near.all():
+                i = int(np.flatnonzero(~near)[0])
+                _warn(f"node {name!r}: r·dt/tau = {g[i]:.6g} at neuron {i}, not 1 as snnTorch writes (r = tau/dt "
+                      f"at dt {dt}): was the graph written with another dt, or by another tool?")
+            g = np.where(near, 1.0, g)
+        leak = step * per_neuron(node.v_leak, "v_leak")
         model = "lif"
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
     return pop, g, leak
 
 
-def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
-    """A spikeforge `Network` (one population per core) from a `nir.NIRGraph`; see the module docstring."""
+_NEURON_PARAMS = {"IF": ("r", "v_threshold", "v_reset"), "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+                  "I": ("r",)}
+
+
+def _node_shape(name, node, arriving):
+    """A neuron node's layer shape: that of its per-neuron parameters, or, when every one is a scalar (a layer-wide
+    β / θ, as snnTorch and Norse write them), the shape of what arrives."""
+    shapes = {}
+    for key in _NEURON_PARAMS[_type(node)]:
+        value = getattr(node, key, None)
+        if value is not None and np.size(value) > 1:
+            shapes[key] = tuple(int(s) for s in np.shape(value))
+    distinct = set(shapes.values())
+    if len(distinct) > 1:
+        raise NirImportError(f"node {name!r}: parameters of different shapes ("
+                             + ", ".join(f"{k} {v}" for k, v in shapes.items()) + ")")
+    if distinct:
+        return distinct.pop()
+    return tuple(arriving)
+
+
+def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "nir") -> Network:
+    """A spikeforge `Network` (one population per core) from a `nir.NIRGraph`, read in `convention` ("nir",
+    "snntorch" or "norse"); see the module docstring."""
     from spikeforge.converter.mapping import one_population_per_core
     from spikeforge.simulator.fileformat import NetworkFileError, validate_network
 
-    dt_default = dt is None and _meta(graph, "dt") is None  # neither given nor in the graph: 1
+    if convention not in CONVENTIONS:
+        raise NirImportError(f"convention {convention!r}: choose one of {', '.join(CONVENTIONS)}")
+    meta_dt = _meta(graph, "dt")
+    if dt is not None and meta_dt is not None and not np.isclose(float(meta_dt), dt):
+        _warn(f"dt {dt} given, the graph's metadata says {meta_dt}: using {dt}")
+    dt_default = dt is None and meta_dt is None and CONVENTIONS[convention]["dt"] is None  # fell back to 1
     if dt is None:
-        dt = float(_meta(graph, "dt", 1.0))
+        dt = float(meta_dt) if meta_dt is not None else CONVENTIONS[convention]["dt"] or 1.0
     if not (np.isfinite(dt) and dt > 0):
         raise NirImportError(f"dt must be a positive number, got {dt}")
     G = _Graph(graph)
@@ -394,7 +474,12 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
     raw = np.asarray(in_type["input"]).reshape(-1)
     if raw.dtype.kind not in "iuf" or not raw.size or np.any(raw != np.rint(raw)):
         raise NirImportError(f"node {G.input!r}: input shape {in_type['input']!r} is not a list of integers")
-    in_shape = _check_shape((int(s) for s in raw), G.input, "input shape")
+    in_shape = tuple(int(s) for s in raw)
+    if convention != "nir" and len(in_shape) in (2, 4) and in_shape[0] == 1:
+        # exported from a sample with its batch dimension (snnTorch without ignore_dims=[0]): (1, N), (1, C, H, W)
+        _warn(f"node {G.input!r}: input shape {in_shape} read as {in_shape[1:]} (a leading batch dimension of 1)")
+        in_shape = in_shape[1:]
+    in_shape = _check_shape(in_shape, G.input, "input shape")
     shapes[G.input] = in_shape
     pops.append(Population.make(G.input, "input", in_shape))
     used = {G.input}
@@ -433,10 +518,8 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
             built.append((src, chain_ops, shape))
         node = G.nodes[tgt]
         readout = tgt == G.readout
-        if _type(node) in ("IF", "LIF"):
-            shape = tuple(int(s) for s in np.asarray(node.v_threshold).shape) or (1,)
-        elif _type(node) == "I":
-            shape = tuple(int(s) for s in np.asarray(node.r).shape) or (1,)
+        if _type(node) in _NEURON_PARAMS:
+            shape = _node_shape(tgt, node, built[0][2])
         else:  # the Output node as readout: the shape of what reaches it
             shape = built[0][2]
         if len(shape) > 3:
@@ -447,7 +530,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
                 raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
                                      f"{np.prod(shape)} neurons")
         shapes[tgt] = shape
-        pop, g, leak = _neuron(tgt, node, shape, dt, readout, dt_default)
+        pop, g, leak = _neuron(tgt, node, shape, dt, readout, dt_default, convention)
         bias = _meta(node, "spikeforge_bias")  # written by nir_export: exact
         if bias is None:
             bias = leak.copy()
@@ -463,7 +546,7 @@ def from_nir(graph, dt: float | None = None, name: str = "") -> Network:
             pop.spike_value = "threshold"
     net = Network(pops, projs, *one_population_per_core(pops, projs),
                   {"name": name or str(_meta(graph, "name", "") or "nir"), "numeric_mode": "float32",
-                   "imported_from": "nir", "nir_dt": float(dt)})
+                   "imported_from": "nir", "nir_dt": float(dt), "nir_convention": convention})
     try:
         validate_network(net)
     except NetworkFileError as exc:
@@ -510,8 +593,10 @@ def _projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
                       m.indices.astype(np.int32))
 
 
-def import_nir(nir_path, out_path, dt: float | None = None, target=None, placement: str = "anneal") -> str:
-    """Read a NIR file, build the network, optionally map it on a hardware target, write it atomically."""
+def import_nir(nir_path, out_path, dt: float | None = None, target=None, placement: str = "anneal",
+               convention: str = "nir") -> str:
+    """Read a NIR file, build the network (read in `convention`: nir, snntorch or norse), optionally map it on a
+    hardware target, write it atomically."""
     import nir
 
     from spikeforge.converter.writer import write_network
@@ -524,7 +609,7 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
     except Exception as exc:  # the nir reader raises whatever h5py / its asserts raise
         raise NirImportError(f"{nir_path}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
     try:
-        net = from_nir(graph, dt, os.path.splitext(os.path.basename(nir_path))[0])
+        net = from_nir(graph, dt, os.path.splitext(os.path.basename(nir_path))[0], convention)
     except NirImportError as exc:
         raise NirImportError(f"{nir_path}: {exc}") from None
     if target is not None:

@@ -26,7 +26,7 @@ EXAMPLES = {
              "# or --scheduler tcp://host:8786\n\nexit status: 0 every point ran, 1 some points failed (the count is "
              "printed; their errors are in summary.md), 2 the spec was refused before anything ran",
     "export-nir": "spikeforge export-nir net.h5 net.nir",
-    "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --dt 1 --target loihi",
+    "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --convention snntorch --target loihi",
 }
 
 
@@ -162,7 +162,11 @@ def _parser():
     m.add_argument("nir_file", help="NIR graph file (HDF5, as nir.write writes it)")
     m.add_argument("out", help="network file to write")
     m.add_argument("--dt", type=float, help="time step in the graph's time unit (default: the graph's dt "
-                                            "metadata, else 1)")
+                                            "metadata, else the convention's: nir 1, snntorch 1e-4, norse 1e-3)")
+    m.add_argument("--convention", choices=("nir", "snntorch", "norse"), default="nir",
+                   help="how the tool that wrote the graph means its parameters (docs/NIR.md): nir = the NIR "
+                        "equations; snntorch = snnTorch's export_to_nir (dt 1e-4, Leaky input gain 1); norse = "
+                        "Norse's to_nir (dt 1e-3, tau written as dt/tau_mem_inv, IAF input gain 1)")
     m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     return p
@@ -516,9 +520,16 @@ def cmd_export_nir(args):
 
 
 def cmd_import_nir(args):
-    from spikeforge.interop.nir_import import import_nir
+    import warnings
 
-    import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement)
+    from spikeforge.interop.nir_import import NirImportWarning, import_nir
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NirImportWarning)
+        import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,
+                   convention=args.convention)
+    for w in caught:
+        print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
     print(f"wrote {args.out}")
 
 

@@ -370,6 +370,10 @@ def test_a_graph_without_dt_says_to_pass_the_training_step():
     from spikeforge.interop.nir_import import NirImportError, from_nir
 
     lif = nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3))
-    with pytest.raises(NirImportError, match=r"no dt metadata .* snnTorch's export assumes dt = 1e-4"):
+    with pytest.raises(NirImportError, match=r"no dt metadata .* --convention snntorch / norse .*snnTorch's "
+                                             r"export assumes dt = 1e-4"):
         from_nir(_lif_chain(lif))
     assert from_nir(_lif_chain(lif), dt=1e-4).populations[1].model == "lif"
+    net = from_nir(_lif_chain(lif), convention="snntorch")  # its default dt, 1e-4
+    assert net.attrs["nir_dt"] == 1e-4 and net.attrs["nir_convention"] == "snntorch"
+    np.testing.assert_allclose(net.populations[1].decay, 0.9)
