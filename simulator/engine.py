@@ -227,7 +227,7 @@ def _input_kind(x, spikes, enc):
     if bad.any():
         b = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
         raise ValueError(f"spikes=True needs spike counts (non-negative integers), but input sample {b} has "
-                         f"{x[b][bad[b]][0]!r}")
+                         f"{float(x[b][bad[b]][0]):g}")
     return True, bool((x > 1).any())
 
 

@@ -16,7 +16,8 @@ Binning rule (one sample, T steps):
 
 Event files (.npz, or HDF5 .h5 / .hdf5 with datasets at the root): arrays t, x, y, p (or t, address) holding the
 events of all samples, and `sample` (each event's sample index; absent: one sample); labels, if any, in another
-array (a different name than the fields, e.g. `label`). `save_events` writes one.
+array (a different name than the fields, e.g. `label`); an optional scalar `n_samples` keeps trailing samples
+without events (`save_events` writes it).
 """
 from __future__ import annotations
 
@@ -153,6 +154,8 @@ def load_events(path, label_key=None):
             raise UserError(f"{path}: field 'sample' must hold a non-negative integer sample index per event "
                             f"({n} events)")
         n_samples = int(sample.max()) + 1 if n else 0
+    if "n_samples" in arrays:  # save_events records it: trailing samples without events are kept
+        n_samples = max(n_samples, int(np.asarray(arrays["n_samples"]).reshape(-1)[0]))
     if labels is not None:
         if len(labels) < n_samples:
             raise UserError(f"{path}: {len(labels)} labels in {label_key!r} for {n_samples} samples")
@@ -190,6 +193,7 @@ def save_events(path, samples, labels=None, label_key="label"):
     """Write per-sample event streams (dicts of t, x, y, p or t, address) to an .npz or HDF5 event file."""
     keys = ("t", "address") if "address" in samples[0] else ("t", "x", "y", "p")
     arrays = {k: np.concatenate([np.asarray(s[k]).reshape(-1) for s in samples]) for k in keys}
+    arrays["n_samples"] = np.array(len(samples))
     arrays["sample"] = np.repeat(np.arange(len(samples)), [len(np.asarray(s["t"]).reshape(-1)) for s in samples])
     if labels is not None:
         arrays[label_key] = np.asarray(labels)
