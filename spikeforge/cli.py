@@ -109,7 +109,8 @@ def _parser():
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
-    s.add_argument("--input", required=True, help=".npy or .npz with samples shaped (N, *input shape)")
+    s.add_argument("--input", required=True, help=".npy or .npz with samples shaped (N, *input shape) or frames "
+                                                  "(N, T, *input shape); with --events an event file")
     s.add_argument("--x-key", help="array of samples inside the .npz (default: the first)")
     s.add_argument("--y-key", help="array of integer labels inside the .npz (to report accuracy)")
     s.add_argument("--T", type=int, required=True, help="time steps")
@@ -117,6 +118,7 @@ def _parser():
                                                   "memory on torch)")
     s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
     s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
+    _input_options(s, "--input")
     _execution_options(s)
 
     r = add("report", "Simulate a network file for several T and write an energy / SOP / latency report "
@@ -130,6 +132,7 @@ def _parser():
                                                      "(repeatable; default: all built-in targets)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--limit", type=int, help="use only the first N samples")
+    _input_options(r, "--data")
     _execution_options(r)
     r.add_argument("--fixed-point", action="store_true",
                    help="also run each target's fixed-point version (its weight and membrane bits) and report "
@@ -172,6 +175,42 @@ def _parser():
     return p
 
 
+def _number(kind, low, strict):
+    """An argparse type: a `kind` number > low (strict) or >= low."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > low if strict else value >= low):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'} "
+                                             f"{'>' if strict else '>='} {low}")
+        return value
+    return parse
+
+
+def _input_options(cmd, flag):
+    """--encoding / --seed / --clip (static samples) and --events / --dt / --t0 (event files): how the samples of
+    `flag` enter the network (README, "Encodings and event input")."""
+    cmd.add_argument("--encoding", choices=("direct", "rate", "latency"), default="direct",
+                     help="static samples: the analog value every step (direct, MACs), Bernoulli spikes with "
+                          "p = value each step (rate), or one spike at step round((1 - value)(T - 1)) (latency); "
+                          "rate and latency need values in [0, 1] (default: %(default)s)")
+    cmd.add_argument("--seed", type=_number(int, 0, False),
+                     help="seed of --encoding rate: sample i draws from numpy's default_rng([seed, i]) (default: 0)")
+    cmd.add_argument("--clip", action="store_true", help="clip values to [0, 1] for --encoding rate / latency "
+                                                        "instead of refusing values outside")
+    cmd.add_argument("--events", action="store_true",
+                     help=f"{flag} is an event file (.npz or .h5: arrays t, x, y, p or t, address, and sample, each "
+                          "event's sample index; --y-key names the labels), binned into T steps; counts are spikes")
+    cmd.add_argument("--dt", type=_number(float, 0, True),
+                     help="with --events: step length in the events' time unit (e.g. 1000 for 1 ms steps of "
+                          "microsecond timestamps); the window is [t0, t0 + T * dt) (default: each sample's events "
+                          "[first, last] cut into T steps)")
+    cmd.add_argument("--t0", type=_number(float, 0, False),
+                     help="with --events: start of the window (default: each sample's first event)")
+
+
 def _execution_options(cmd):
     """--backend / --device / --workers / --scheduler: where and how the samples are simulated."""
     cmd.add_argument("--backend", choices=("numba", "torch", "auto"), default="numba",
@@ -202,6 +241,110 @@ def _runner(args, path, network):
 
     with dask_client(args.scheduler, args.workers) as client:
         yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
+
+
+class _Inputs:
+    """The samples of --input / --data and how they enter the network: x (static samples, frames, or a list of
+    event streams), y (labels or None), text (the encoding, as the summary and the report say it), dropped
+    ({T: events outside the window}), and feed(runner, net) -> a runner that takes x (encodes or bins it for net's
+    input; a UserError naming the option when x does not fit it)."""
+
+    def __init__(self, x, y, text, feed):
+        self.x, self.y, self.text, self.dropped = x, y, text, {}
+        self._feed = feed
+
+    def feed(self, runner, net):
+        return self._feed(self, runner, tuple(net.input.shape)) if self._feed else runner
+
+
+def _inputs(args, path, flag, limit=None):
+    """_Inputs of `path` (the --input / --data file) by --encoding / --seed / --clip or --events / --dt / --t0;
+    misplaced or bad options are refused naming them."""
+    import numpy as np
+
+    from spikeforge.simulator import Encoding, bin_samples, load_events
+
+    sharded = args.workers is not None or args.scheduler is not None
+    if args.events:
+        for opt, given in (("--x-key", args.x_key), ("--encoding", args.encoding != "direct"), ("--seed", args.seed),
+                           ("--clip", args.clip)):
+            if given:
+                raise UserError(f"{opt} does not apply to --events (an event file's samples are its events, binned "
+                                "into spike counts)")
+        if limit is not None and limit < 1:
+            raise UserError(f"--limit must be >= 1, got {limit}")
+        samples, y = load_events(_existing(path), args.y_key)
+        if limit is not None:
+            samples, y = samples[:limit], (y[:limit] if y is not None else None)
+        text = ("events, " + (f"steps of {args.dt:g}" if args.dt else "each sample's span / T per step")
+                + (f" from t0 = {args.t0:g}" if args.t0 is not None else " from each sample's first event"))
+
+        def binned(inputs, runner, shape):
+            def run(x, T, progress=None, **kw):
+                frames, dropped = bin_samples(x, shape, T, args.dt, args.t0, source=path)
+                inputs.dropped[T] = int(dropped.sum())
+                if dropped.sum():
+                    print(f"note: T={T}: {int(dropped.sum())} events fall outside the window [t0, t0 + T * dt) and "
+                          "were left out", file=sys.stderr)
+                return runner(frames, T, progress, spikes=True, **kw)
+            return run
+        return _Inputs(samples, y, text, binned)
+    for opt, given in (("--dt", args.dt is not None), ("--t0", args.t0 is not None)):
+        if given:
+            raise UserError(f"{opt} applies to --events only")
+    fields = _event_fields(path) if args.x_key is None else ()
+    if fields:
+        raise UserError(f"{flag} {path} holds event fields ({', '.join(fields)}): add --events to bin them into "
+                        "steps (or --x-key to read one array as samples)")
+    x, y = _samples_and_labels(path, args.x_key, args.y_key, limit)
+    if args.encoding == "direct":
+        for opt, given, which in (("--seed", args.seed is not None, "rate"), ("--clip", args.clip, "rate / latency")):
+            if given:
+                raise UserError(f"{opt} applies to --encoding {which}, not direct")
+        def direct(inputs, runner, shape):
+            if x.ndim == len(shape) + 2:  # (N, T, *input shape): the file's own frames, one per step
+                inputs.text = "per-step frames from the file"
+            return runner
+        return _Inputs(x, y, "direct", direct)
+    if args.seed is not None and args.encoding != "rate":
+        raise UserError(f"--seed applies to --encoding rate, not {args.encoding} (which draws nothing)")
+    enc = Encoding(args.encoding, args.seed or 0, args.clip)
+    flat = x.reshape(len(x), -1)
+    if not args.clip:
+        bad = np.flatnonzero((flat < 0).any(1) | (flat > 1).any(1))
+        if bad.size:
+            raise UserError(f"--encoding {args.encoding} needs {flag} values in [0, 1], but sample {bad[0]} has "
+                            f"values in [{flat[bad[0]].min():.4g}, {flat[bad[0]].max():.4g}] (rescale them, or "
+                            "--clip to clip them to [0, 1])")
+
+    def encoded(inputs, runner, shape):
+        if flat.shape[1] != int(np.prod(shape)):
+            raise UserError(f"--encoding {args.encoding} encodes static samples (N, {', '.join(map(str, shape))}), "
+                            f"but {flag} {path} holds an array of shape {x.shape}")
+
+        def run(x, T, progress=None, **kw):
+            if sharded:  # shards on Dask: encoded here, whole (uint8), so each sample keeps its seed index
+                return runner(enc.frames(x, T).astype(np.uint8), T, progress, spikes=True, **kw)
+            return runner(x, T, progress, encoding=enc, **kw)  # encoded chunk by chunk
+        return run
+    return _Inputs(x, y, str(enc), encoded)
+
+
+def _event_fields(path):
+    """The event fields (t, x, y, p or t, address) of an .npz that holds them, else ()."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.keys()) if isinstance(data, np.lib.npyio.NpzFile) else set()
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return ()
+    for fields in (("t", "x", "y", "p"), ("t", "address")):
+        if names >= set(fields):
+            return fields
+    return ()
 
 
 def _samples_and_labels(path, x_key, y_key, limit=None, x_flag="--x-key"):
@@ -418,9 +561,11 @@ def cmd_simulate(args):
     from spikeforge import simulator
     from spikeforge.simulator.atomic import atomic_output, write_text
 
-    x, y = _samples_and_labels(args.input, args.x_key, args.y_key)
+    inputs = _inputs(args, args.input, "--input")
+    x, y = inputs.x, inputs.y
     net = simulator.load_network(_existing(args.file), isolate=True)
-    with _runner(args, args.file, net) as run:
+    with _runner(args, args.file, net) as runner:
+        run = inputs.feed(runner, net)
         bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
         t0 = time.time()
         res = run(x, args.T, lambda done, total: bar.update(done - bar.n), record_counts=args.record_counts,
@@ -430,8 +575,10 @@ def cmd_simulate(args):
     # everything is computed before anything is written; both files carry the same run id (the .npz also holds the
     # summary), so a reader can tell a pair that belongs together
     summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
-               "backend": args.backend, "wall_s": wall, "totals": res.totals(),
+               "backend": args.backend, "encoding": inputs.text, "wall_s": wall, "totals": res.totals(),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
+    if args.events:
+        summary["events_left_out"] = inputs.dropped.get(args.T, 0)
     if y is not None:
         summary["accuracy"] = float((res.predictions() == np.asarray(y)).mean())
     arrays = {"output": res.output, "counters": res.counters, "per_sample": res.per_sample,
@@ -454,12 +601,16 @@ def cmd_report(args):
     from spikeforge.simulator import load_network
 
     check_replaceable(args.out)  # before any work: a file, or a folder of other things, is refused
-    x, y = _samples_and_labels(args.data, args.x_key, args.y_key, args.limit)
+    inputs = _inputs(args, args.data, "--data", args.limit)
+    x, y = inputs.x, inputs.y
+    if args.fixed_point and inputs.text != "direct":
+        raise UserError(f"--fixed-point runs the samples as static inputs; it cannot take "
+                        f"{'--events' if args.events else '--encoding ' + args.encoding} yet")
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     net = load_network(_existing(args.file), isolate=True)
-    with _runner(args, args.file, net) as run:
+    with _runner(args, args.file, net) as runner:
         bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
-        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=run)
+        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=inputs.feed(runner, net))
         bar.close()
     fixed = None
     if args.fixed_point:
@@ -472,7 +623,7 @@ def cmd_report(args):
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole
-        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed)
+        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed, encoding=inputs.text)
     print(table)
     print(f"report written to {os.path.join(os.path.normpath(args.out), 'report.md')}")
 

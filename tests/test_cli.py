@@ -333,3 +333,82 @@ def test_simulate_reads_per_step_spike_trains_and_names_a_wrong_T(tiny, tmp_path
     assert summary["T"] == 3 and summary["totals"]["macs"] == 0 and summary["totals"]["synops"] > 0
     assert main(base + ["--T", "4"]) == 2
     assert "or (batch, 4, 64) (one frame per step)" in _err(capsys)
+
+
+def test_simulate_and_report_encode_static_samples_with_a_seed(tiny, tmp_path, capsys):
+    """--encoding rate: the same seed gives the same run as the library's, another seed another one; latency: one
+    spike per nonzero input, counted by hand; the summary and the report say which encoding."""
+    from spikeforge import simulator
+
+    net, data = tiny
+    x = np.load(data)["x"]
+
+    def simulate(*extra, out="run.npz"):
+        argv = ["simulate", str(net), "--input", str(data), "--x-key", "x", "--T", "5", "--out", str(tmp_path / out)]
+        assert main(argv + list(extra)) == 0
+        capsys.readouterr()
+        return json.loads((tmp_path / out).with_suffix(".json").read_text()), np.load(tmp_path / out)
+
+    summary, run = simulate("--encoding", "rate", "--seed", "3", "--batch-size", "7")
+    assert summary["encoding"] == "rate (seed 3)" and summary["totals"]["macs"] == 0
+    lib = simulator.run(net, x, 5, encoding=simulator.Encoding("rate", seed=3))
+    assert np.array_equal(run["per_sample"], lib.per_sample) and np.array_equal(run["counters"], lib.counters)
+    assert not np.array_equal(simulate("--encoding", "rate", "--seed", "4")[1]["per_sample"], run["per_sample"])
+    summary, run = simulate("--encoding", "latency")
+    hidden = int(np.flatnonzero(run["core_population"] == 1)[0])
+    assert summary["encoding"] == "latency"  # 2150 synapses per input spike on the hidden core, one spike per input
+    assert run["counters"][:, hidden, 0].sum() == np.count_nonzero(x) * 2150
+    rep = tmp_path / "rep"
+    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "2", "--target", "loihi",
+                 "--out", str(rep), "--encoding", "rate", "--seed", "1"]) == 0
+    assert "input encoding: rate (seed 1)" in (rep / "report.md").read_text()
+
+
+def test_simulate_and_report_bin_an_event_file(tiny, tmp_path, capsys):
+    """--events: an event file (t, address, sample, labels) binned by the documented rule; counts are spikes
+    (synaptic operations), as the library's bin_samples + run(spikes=True) gives."""
+    from spikeforge import simulator
+
+    net, _ = tiny
+    rng = np.random.default_rng(4)
+    samples = [{"t": rng.integers(0, 4000, n), "address": rng.integers(0, 64, n)} for n in (300, 0, 120, 900)]
+    simulator.save_events(tmp_path / "ev.npz", samples, labels=[1, 2, 3, 4])
+    out = tmp_path / "run.npz"
+    assert main(["simulate", str(net), "--input", str(tmp_path / "ev.npz"), "--events", "--dt", "500",
+                 "--t0", "0", "--y-key", "label", "--T", "6", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    frames, dropped = simulator.bin_samples(samples, (64,), 6, dt=500, t0=0)
+    assert summary["events_left_out"] == int(dropped.sum()) > 0  # events after 3000 fall outside [0, 3000)
+    assert summary["encoding"] == "events, steps of 500 from t0 = 0" and summary["totals"]["macs"] == 0
+    assert frames.max() > 1  # repeated spikes in one step
+    lib = simulator.run(net, frames, 6, spikes=True)
+    assert np.array_equal(np.load(out)["per_sample"], lib.per_sample)
+    rep = tmp_path / "rep"
+    assert main(["report", str(net), "--data", str(tmp_path / "ev.npz"), "--events", "--y-key", "label",
+                 "--T", "2", "4", "--target", "loihi", "--out", str(rep), "--limit", "3"]) == 0
+    assert "input encoding: events, each sample's span / T per step" in (rep / "report.md").read_text()
+    assert json.loads((rep / "report.json").read_text())["encoding"].startswith("events")
+
+
+def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):
+    net, data = tiny
+    np.savez(tmp_path / "big.npz", x=np.full((2, 64), 2.0))
+    np.savez(tmp_path / "ev.npz", t=np.array([3, -1]), x=np.array([0, 1]), y=np.array([0, 0]), p=np.array([1, 0]))
+    base = ["simulate", str(net), "--T", "3", "--out", str(tmp_path / "r.npz")]
+    cases = [(["--input", str(tmp_path / "big.npz"), "--encoding", "rate"],
+              "--encoding rate needs --input values in [0, 1], but sample 0 has values in [2, 2]"),
+             (["--input", str(data), "--encoding", "poisson"], "argument --encoding: invalid choice: 'poisson'"),
+             (["--input", str(data), "--seed", "2"], "--seed applies to --encoding rate, not direct"),
+             (["--input", str(data), "--encoding", "latency", "--seed", "2"], "--seed applies to --encoding rate"),
+             (["--input", str(data), "--dt", "5"], "--dt applies to --events only"),
+             (["--input", str(tmp_path / "ev.npz")], "holds event fields (t, x, y, p): add --events"),
+             (["--input", str(tmp_path / "ev.npz"), "--events"], "field 't' has a negative time (-1 at event 1)"),
+             (["--input", str(tmp_path / "ev.npz"), "--events", "--encoding", "rate"],
+              "--encoding does not apply to --events")]
+    for argv, words in cases:
+        assert main(base + argv) == 2, argv
+        err = _err(capsys)
+        assert err.startswith("spikeforge simulate: error: ") and words in err, err
+    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "2", "--out", str(tmp_path / "rep"),
+                 "--encoding", "rate", "--fixed-point"]) == 2
+    assert "--fixed-point runs the samples as static inputs; it cannot take --encoding rate yet" in _err(capsys)
