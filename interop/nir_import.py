@@ -23,10 +23,10 @@ Conventions (`convention=`, `--convention`): the tools that write NIR do not all
 writes dt. `nir` reads the equations above. `snntorch` (snnTorch 1.0's export_to_nir): dt 1e-4 unless given, an
 LIF with r = τ/dt is a Leaky that adds its input unscaled (gain exactly 1, β = 1 - dt/τ). `norse` (Norse 1.1's
 to_nir): dt 1e-3 unless given; Norse writes an LIFBox's τ as dt/τ_mem_inv, so its step is
-v += dt·τ_mem_inv·(v_leak - v + I) with τ_mem_inv = dt/τ; an IAF adds its input unscaled (gain 1, whatever r and
-dt). Scalar neuron parameters (what both write for a layer-wide β / θ) take the shape of what arrives. Values that
-are legal but likely wrong (a negative r, an r that the convention's tool never writes) warn with
-`NirImportWarning`, naming the node.
+v += dt·τ_mem_inv·(v_leak - v + I) with τ_mem_inv = dt/τ, from v(0) = v_leak; an IAF adds its input unscaled
+(gain 1, whatever r and dt). Scalar neuron parameters (what both write for a layer-wide β / θ) take the shape
+of what arrives. Values that are legal but likely wrong (a negative r, an r that the convention's tool never
+writes) warn with `NirImportWarning`, naming the node.
 """
 from __future__ import annotations
 
@@ -422,6 +422,8 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir"):
                       f"at dt {dt}): was the graph written with another dt, or by another tool?")
             g = np.where(near, 1.0, g)
         leak = step * per_neuron(node.v_leak, "v_leak")
+        if convention == "norse" and _meta(node, "spikeforge_v_init") is None:
+            v_init = per_neuron(node.v_leak, "v_leak")  # Norse's LIFBox starts its membrane at v_leak
         model = "lif"
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
@@ -438,8 +440,9 @@ def _node_shape(name, node, arriving):
     shapes = {}
     for key in _NEURON_PARAMS[_type(node)]:
         value = getattr(node, key, None)
-        if value is not None and np.size(value) > 1:
-            shapes[key] = tuple(int(s) for s in np.shape(value))
+        a = np.asarray(value) if value is not None else None  # torch tensors too (Norse's graphs hold them)
+        if a is not None and a.size > 1:
+            shapes[key] = tuple(int(s) for s in a.shape)
     distinct = set(shapes.values())
     if len(distinct) > 1:
         raise NirImportError(f"node {name!r}: parameters of different shapes ("

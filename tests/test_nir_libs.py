@@ -1,0 +1,240 @@
+"""snnTorch and Norse graphs exported by the libraries themselves, imported with --convention and run on their own
+per-step input spike trains: every spike (sample, step, neuron) equal to the library's own simulation. And the
+other way: a spikeforge network exported to NIR and run by Norse's from_nir. Skipped where a library is missing
+(tests/test_nir_conventions.py covers the same conventions against their equations without the libraries)."""
+import nir
+import numpy as np
+import pytest
+import torch
+
+from spikeforge import simulator
+from spikeforge.cli import main
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.interop.nir_export import to_nir
+from spikeforge.interop.nir_import import from_nir
+from spikeforge.simulator import Network, Population, Projection
+
+T = 20
+
+
+def _spike_trains(shape, seed, p=0.3):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand((16, T) + tuple(shape), generator=g) < p).float()
+
+
+def _record(modules, kinds):
+    """Forward hooks that keep the spikes of every module of `kinds`, per step."""
+    rec = {name: [] for name, m in modules if isinstance(m, kinds)}
+
+    def hook(name):
+        return lambda mod, inp, out: rec[name].append((out[0] if isinstance(out, tuple) else out).detach().clone())
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules if name in rec]
+    return rec, handles
+
+
+def _compare(net, x, lib_spikes):
+    """Run the imported network on the same frames (numba engine); mismatching (sample, step, neuron) per layer."""
+    res = simulator.run(net, x.numpy(), T, record=list(lib_spikes), record_counts=True)
+    mismatches, spikes = {}, {}
+    for name, steps in lib_spikes.items():
+        ours = res.spikes[name].reshape(len(x), T, -1)
+        theirs = torch.stack(steps, 1).numpy().reshape(len(x), T, -1)
+        mismatches[name] = int((ours != theirs).sum())
+        spikes[name] = int(theirs.sum())
+        assert 0 < spikes[name] < theirs.size, (name, spikes[name])  # the layer fires, and not every step
+    return mismatches, spikes, res
+
+
+# --------------------------------------------------------------------------- snnTorch
+
+def _snntorch_mlp(per_neuron):
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(1)
+    n1, n2 = 24, 6
+    beta1 = torch.rand(n1) * 0.5 + 0.5 if per_neuron else 0.85
+    th1 = torch.rand(n1) * 0.5 + 0.5 if per_neuron else 0.7
+    beta2 = torch.rand(n2) * 0.3 + 0.6 if per_neuron else 0.9
+    th2 = torch.rand(n2) * 0.5 + 0.75 if per_neuron else 1.0
+    net = torch.nn.Sequential(torch.nn.Linear(16, n1), snn.Leaky(beta=beta1, threshold=th1, init_hidden=True,
+                                                                 reset_mechanism="zero"),
+                              torch.nn.Linear(n1, n2), snn.Leaky(beta=beta2, threshold=th2, init_hidden=True,
+                                                                 output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        net[0].weight.mul_(1.5)
+        net[0].bias.add_(0.1)
+        net[2].weight.mul_(2.0)
+    return net
+
+
+def _snntorch_graph(net, sample):
+    """snnTorch's export; for layer-wide (scalar) β / θ, snnTorch 1.0's export_to_nir stops in nir's type
+    inference ('1.input: []'), so the graph is taken one step earlier: nirtorch with snnTorch's own node map."""
+    pytest.importorskip("snntorch")
+    import nirtorch
+    from snntorch.export_nir import _extract_snntorch_module, export_to_nir
+
+    try:
+        return export_to_nir(net, sample, ignore_dims=[0])
+    except ValueError as exc:
+        assert "Type inference" in str(exc)
+        return nirtorch.extract_nir_graph(net, _extract_snntorch_module, sample, model_name="snntorch",
+                                          ignore_dims=[0])
+
+
+def _snntorch_run(net, x):
+    import snntorch as snn
+    from snntorch import utils
+
+    rec, handles = _record(list(net.named_modules()), snn.Leaky)
+    utils.reset(net)
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            net(x[:, t])
+    for h in handles:
+        h.remove()
+    return rec
+
+
+@pytest.mark.parametrize("per_neuron", [True, False], ids=["per-neuron", "scalar"])
+def test_snntorch_export_runs_spike_exact_on_its_own_spike_trains(per_neuron, tmp_path):
+    net = _snntorch_mlp(per_neuron)
+    graph = _snntorch_graph(net, torch.zeros(1, 16))
+    # nir 1.0.8's writer refuses 0-d parameter arrays with its default gzip ("Scalar datasets don't support
+    # chunk/filter options"): layer-wide parameters are written uncompressed
+    nir.write(tmp_path / "snn.nir", graph, **({} if per_neuron else {"compression": None}))
+    assert main(["import-nir", str(tmp_path / "snn.nir"), str(tmp_path / "snn.h5"), "--convention", "snntorch"]) == 0
+    ours = simulator.load_network(tmp_path / "snn.h5")
+    assert [p.model for p in ours.populations] == ["input", "lif", "lif", "readout"]
+    assert [p.size for p in ours.populations] == [16, 24, 6, 6]  # scalar β / θ broadcast over the layer
+    x = _spike_trains((16,), seed=3)
+    mismatches, spikes, res = _compare(ours, x, _snntorch_run(net, x))
+    assert mismatches == {"1": 0, "3": 0}, (mismatches, spikes)
+    assert res.total("macs") == 0 and res.total("synops") > 0  # spike trains in: synaptic operations only
+    np.testing.assert_allclose(res.output * T, res.spike_counts["3"])  # the Output reads the spike count
+
+
+def test_snntorch_conv_export_runs_spike_exact(tmp_path):
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1),
+                              snn.Leaky(beta=torch.full((4, 8, 8), 0.8), threshold=torch.full((4, 8, 8), 0.5),
+                                        init_hidden=True, reset_mechanism="zero"),
+                              torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 5),
+                              snn.Leaky(beta=torch.full((5,), 0.9), threshold=torch.ones(5), init_hidden=True,
+                                        output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        net[4].weight.mul_(3.0)
+    graph = _snntorch_graph(net, torch.zeros(1, 2, 8, 8))
+    ours = from_nir(graph, convention="snntorch")
+    assert [q.kind for q in ours.projections][:2] == ["conv2d", "sparse"]  # AvgPool·Flatten·Linear in one
+    x = _spike_trains((2, 8, 8), seed=5, p=0.4)
+    mismatches, spikes, _ = _compare(ours, x, _snntorch_run(net, x))
+    assert mismatches == {"1": 0, "5": 0}, (mismatches, spikes)
+
+
+def test_snntorch_import_exports_and_round_trips_through_the_cli(tmp_path):
+    """export-nir of an imported snnTorch graph, imported again: the same arrays and the same spikes."""
+    net = _snntorch_mlp(per_neuron=True)
+    nir.write(tmp_path / "snn.nir", _snntorch_graph(net, torch.zeros(1, 16)))
+    assert main(["import-nir", str(tmp_path / "snn.nir"), str(tmp_path / "a.h5"), "--convention", "snntorch"]) == 0
+    assert main(["export-nir", str(tmp_path / "a.h5"), str(tmp_path / "a.nir")]) == 0
+    assert main(["import-nir", str(tmp_path / "a.nir"), str(tmp_path / "b.h5")]) == 0
+    a, b = simulator.load_network(tmp_path / "a.h5"), simulator.load_network(tmp_path / "b.h5")
+    for p, q in zip(a.populations, b.populations):
+        assert (p.name, p.model, p.shape, p.reset, p.threshold_test) == (q.name, q.model, q.shape, q.reset,
+                                                                          q.threshold_test)
+        for field in ("threshold", "bias", "decay", "v_init"):
+            x, y = getattr(p, field), getattr(q, field)
+            assert (x is None and y is None) or np.array_equal(x, y), (p.name, field)
+    for p, q in zip(a.projections, b.projections):
+        assert (p.kind, p.source, p.target) == (q.kind, q.source, q.target)
+        assert p.weight is None or np.array_equal(p.weight, q.weight)
+    x = _spike_trains((16,), seed=8).numpy()
+    ra, rb = simulator.run(a, x, T, record_counts=True), simulator.run(b, x, T, record_counts=True)
+    assert ra.totals() == rb.totals() and ra.total("spikes") > 0
+    np.testing.assert_array_equal(ra.output, rb.output)
+
+
+# --------------------------------------------------------------------------- Norse
+
+def _norse_run(net, x):
+    norse = pytest.importorskip("norse.torch")
+    rec, handles = _record(list(net.named_modules()), (norse.LIFBoxCell, norse.IAFCell))
+    state = None
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            _, state = net(x[:, t], state)
+    for h in handles:
+        h.remove()
+    return rec
+
+
+def _names(net, rec):
+    """SequentialState names its children '0', '1', ...; nirtorch names the NIR nodes the same way."""
+    return {k.split(".")[-1]: v for k, v in rec.items()}
+
+
+def test_norse_mlp_export_runs_spike_exact_on_its_own_spike_trains(tmp_path):
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(2)
+    net = norse.SequentialState(torch.nn.Linear(16, 20),
+                                norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.tensor(200.0),
+                                                                        v_leak=torch.tensor(0.1),
+                                                                        v_th=torch.tensor(0.3))),
+                                torch.nn.Linear(20, 6), norse.IAFCell(norse.IAFParameters(v_th=torch.tensor(1.5))))
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+        net[2].weight.mul_(2.0)
+        net[2].bias.add_(0.2)
+    graph = norse.to_nir(net, torch.zeros(1, 16))  # dt = 1e-3, its default
+    assert np.isclose(float(graph.nodes["1"].tau), 1e-3 / 200)  # Norse 1.1 writes tau = dt / tau_mem_inv
+    nir.write(tmp_path / "norse.nir", graph, compression=None)  # 0-d parameters: see the snnTorch test
+    assert main(["import-nir", str(tmp_path / "norse.nir"), str(tmp_path / "n.h5"), "--convention", "norse"]) == 0
+    ours = simulator.load_network(tmp_path / "n.h5")
+    np.testing.assert_allclose(ours.populations[1].decay, 0.8, rtol=1e-6)  # 1 - dt·tau_mem_inv
+    x = _spike_trains((16,), seed=6)
+    mismatches, spikes, _ = _compare(ours, x, _names(net, _norse_run(net, x)))
+    assert mismatches == {"1": 0, "3": 0}, (mismatches, spikes)
+
+
+def test_norse_conv_export_runs_spike_exact(tmp_path):
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(7)
+    net = norse.SequentialState(torch.nn.Conv2d(2, 4, 3, padding=1), norse.LIFBoxCell(),
+                                torch.nn.Conv2d(4, 3, 3, stride=2), norse.IAFCell())
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+        net[2].weight.mul_(3.0)
+    graph = norse.to_nir(net, torch.zeros(1, 2, 8, 8))  # its Input keeps the batch dimension: (1, 2, 8, 8)
+    with pytest.warns(UserWarning, match=r"input shape \(1, 2, 8, 8\) read as \(2, 8, 8\)"):
+        ours = from_nir(graph, convention="norse")
+    x = _spike_trains((2, 8, 8), seed=9, p=0.5)
+    mismatches, spikes, _ = _compare(ours, x, _names(net, _norse_run(net, x)))
+    assert mismatches == {"1": 0, "3": 0}, (mismatches, spikes)
+
+
+def test_spikeforge_if_network_exported_runs_in_norse():
+    """Ours -> NIR -> norse.from_nir: an IF network with NIR's own semantics (reset to 0, v > θ, v0 = 0, unit
+    spikes) gives the same spikes in Norse; Norse drops the I readout, so its per-step output summed over T is our
+    readout v(T). (Our LIF does not go through: Norse's import ignores r, the input gain.)"""
+    norse = pytest.importorskip("norse.torch")
+    rng = np.random.default_rng(11)
+    pops = [Population.make("in", "input", (16,)),
+            Population.make("h", "if", (20,), rng.uniform(0.5, 1.5, 20), 0.0, rng.normal(0, 0.1, 20), reset="zero",
+                            spike_value="unit", threshold_test="gt"),
+            Population.make("out", "readout", (5,), bias=rng.normal(0, 0.1, 5))]
+    projs = [Projection("fc1", "dense", "in", "h", rng.normal(0.1, 0.6, (20, 16)).astype(np.float32)),
+             Projection("fc2", "dense", "h", "out", rng.normal(0, 0.6, (5, 20)).astype(np.float32))]
+    ours = Network(pops, projs, *one_population_per_core(pops, projs), {"numeric_mode": "float32"})
+    module = norse.from_nir(to_nir(ours), dt=1.0)
+    x = _spike_trains((16,), seed=12)
+    spikes = {"h": []}
+    module.h.register_forward_hook(lambda mod, inp, out: spikes["h"].append(out[0].detach().clone()))
+    state, total = None, 0
+    with torch.no_grad():
+        for t in range(T):
+            out, state = module(x[:, t], state)
+            total = total + out.double()
+    mismatches, counts, res = _compare(ours, x, spikes)
+    assert mismatches == {"h": 0}, (mismatches, counts)
+    np.testing.assert_allclose(res.output * T, total.numpy(), rtol=1e-5, atol=1e-4)  # Norse sums in float32
