@@ -1,0 +1,469 @@
+"""Validate the hardware targets against published chip measurements (issue 23).
+
+    python -m benchmarks.validate_targets [--out benchmarks/results] [--quick]
+
+Each row reconstructs a published workload as a spikeforge network (architecture, time steps; random weights
+tuned to the reported spike rate where weights are not public), maps it onto the target, simulates it and
+prices the counters with hwmodels.estimate. Rows whose paper does not give enough to reconstruct, or whose
+measurement holds a term no target models, say so (status "blocked"). Sources and the arithmetic behind every
+published figure: docs/VALIDATION_SOURCES.md.
+
+Writes <out>/validation.json (rows: target, workload, quantity, source, published, ours, ratio, note, plus unit,
+metric and status), <out>/validation.md (the table) and the per-target bands that `spikeforge report` prints
+(hwmodels/targets/_validation.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from spikeforge import simulator
+from spikeforge.converter.mapping import map_network
+from spikeforge.hwmodels import core_memory, estimate, load_target
+from spikeforge.hwmodels.targets import BANDS_FILE, BUILTIN_TARGETS
+from spikeforge.simulator import Network, Population, Projection
+from spikeforge.simulator.atomic import write_text
+
+BAND = {"energy": 0.25, "latency": 0.50}  # the issue's tolerance per metric
+DAVIES = "Davies et al. 2018, IEEE Micro 38(1), Table 2 (pre-silicon, 0.75 V, p. 96)"
+SANAFE = "Boyle et al. 2025, IEEE TCAD 44(8) (SANA-FE), Sec. VII / Table IV; sanafe 2.2.9 loihi.yaml run here"
+PRESILICON = "pre-silicon per-op figure vs the silicon-calibrated cost the target uses"
+AKOPYAN = "Akopyan et al. 2015, IEEE TCAD 34(10), Fig. 17, p. 1551 (0.8 V, 128 synapses per neuron)"
+
+
+def row(target, workload, quantity, source, published, ours, note, unit, metric, blocked="", why="",
+        kind="workload"):
+    """One validation row; ratio = ours / published; status ok / outside (the band; `why` says why) / blocked
+    (`blocked` says what prevents the comparison). kind: workload (a reconstructed workload: these rows make the
+    band), unit (a per-operation constant read back through simulate + estimate) or calibration (the figure the
+    constant was fitted to)."""
+    ratio = None if published in (None, 0) or ours is None else float(ours) / float(published)
+    if blocked or ratio is None:
+        status = "blocked"
+        note = f"BLOCKED: {blocked}. {note}".strip()
+    else:
+        status = "ok" if abs(ratio - 1) <= BAND[metric] else "outside"
+        if status == "outside":
+            note = f"OUTSIDE the band: {why or 'unexplained'}. {note}"
+    return {"target": target, "workload": workload, "quantity": quantity, "source": source,
+            "published": published, "ours": None if ours is None else float(ours), "ratio": ratio, "note": note,
+            "unit": unit, "metric": metric, "status": status, "kind": kind}
+
+
+def layered(sizes, rng, w_mean=0.6, threshold=1.0, readout=True):
+    """input -> IF layers (dense, random positive-mean weights / sqrt(fan-in)); the last layer is the readout
+    (integrates, never spikes) that every network file has."""
+    pops = [Population.make("in", "input", (sizes[0],))]
+    projs = []
+    for i, n in enumerate(sizes[1:], 1):
+        last = readout and i == len(sizes) - 1
+        pops.append(Population.make(f"l{i}", "readout" if last else "if", (n,), threshold, 0.0, reset="subtract"))
+        w = rng.normal(w_mean, 1.0, (n, sizes[i - 1])) / np.sqrt(sizes[i - 1])
+        projs.append(Projection(f"w{i}", "dense", pops[i - 1].name, pops[i].name, w.astype(np.float32)))
+    return pops, projs
+
+
+def mapped(pops, projs, target, limits=None):
+    """The network mapped on `target` (optionally with changed limits, e.g. 1 neuron per core)."""
+    from spikeforge.converter.mapping import one_population_per_core
+
+    cores, edges = one_population_per_core(pops, projs)
+    net = Network(pops, projs, cores, edges, {})
+    lim = dict(target.limits, **(limits or {}))
+    return map_network(net, lim, placement="snake")
+
+
+def spike_frames(rng, n_samples, T, n, rate):
+    """0/1 per-step input frames (Bernoulli at `rate` spikes per step): spike-encoded input."""
+    return (rng.random((n_samples, T, n)) < rate).astype(np.float32)
+
+
+def cost_of(net, x, T, target):
+    """(Result, CostReport) of simulating `net` on x and pricing it on `target`."""
+    res = simulator.run(net, x, T)
+    labels = [net.populations[int(p)].name for p in net.cores.population]
+    return res, estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(net))
+
+
+def rates(net, res, n_samples):
+    """Spikes per neuron per step of every IF population."""
+    spikes = res.counter("spikes").sum(axis=0) / n_samples
+    out = {}
+    for pi, pop in enumerate(net.populations):
+        if pop.model == "if":
+            out[pop.name] = float(spikes[net.cores.population == pi].sum() / pop.size / res.T)
+    return out
+
+
+def tune_thresholds(pops, projs, target, x, T, rate, iters=14):
+    """Per IF layer in order, bisect its threshold (log scale) until its mean rate is `rate` spikes per step."""
+    for i, pop in enumerate(pops):
+        if pop.model != "if":
+            continue
+        lo, hi = -6.0, 6.0
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            pop.threshold[:] = np.float32(np.exp(mid))
+            net = mapped(pops, projs, target)  # feed-forward: later thresholds do not change this layer's rate
+            r = rates(net, simulator.run(net, x, T), len(x))[pop.name]
+            lo, hi = (mid, hi) if r > rate else (lo, mid)
+    return pops
+
+
+# ---------------- Loihi ----------------
+
+def loihi_micro(target):
+    """Davies 2018 Table 2 per-operation figures, reproduced through simulate + estimate on micro-networks."""
+    rows = []
+    rng = np.random.default_rng(0)
+    # one source neuron spiking every step -> 1,024 silent neurons on a second core: per-event energies
+    pops, projs = layered([1, 1024], rng, threshold=1e9)
+    net = mapped(pops, projs, target)
+    T = 50
+    res, cost = cost_of(net, np.ones((1, T, 1), np.float32), T, target)
+    syn = res.total("synops")
+    e_syn = cost.dynamic_pj["synops"] / syn
+    e_upd = cost.dynamic_pj["neuron_updates"] / res.total("neuron_updates")
+    t_syn = target.synop_cost("dense", "time")
+    note = ("pre-silicon minimum (SDF + SPICE); the target carries SANA-FE's fit to the measured chip (dense "
+            "35.5 / sparse 33.6 / conv 24.0 pJ), which Boyle et al. 2025 validate within 11.7 % on workloads")
+    rows.append(row("loihi", "Davies 2018 micro: 1 neuron -> 1,024 synapses, T=50", "energy per synaptic op",
+                    DAVIES, 23.6, e_syn, note, "pJ", "energy",
+                    why=PRESILICON, kind="unit"))
+    rows.append(row("loihi", "Davies 2018 micro: 1 neuron -> 1,024 synapses, T=50", "time per synaptic op",
+                    DAVIES, 3.5, t_syn, "Davies gives the maximum; SANA-FE's silicon fit 3.8 ns (dense)", "ns",
+                    "latency", kind="unit"))
+    rows.append(row("loihi", "Davies 2018 micro: 1,024 idle neurons, T=50", "energy per neuron update (inactive)",
+                    DAVIES, 52.0, e_upd, "spikeforge counts every mapped neuron every step; the target charges "
+                    "SANA-FE's 51.2 pJ access + 21.6 pJ update (silicon fit)", "pJ", "energy",
+                    why=PRESILICON, kind="unit"))
+    rows.append(row("loihi", "Davies 2018 micro", "energy per spike (active - inactive update)", DAVIES, 81.0 - 52.0,
+                    target.energy_per_event("spikes"), "SANA-FE's silicon fit: 69.3 pJ per spike out", "pJ",
+                    "energy", why=PRESILICON, kind="unit"))
+    # hops: the target's constant (the simulator's hop counter is checked against XY routes in test_mapping)
+    rows.append(row("loihi", "Davies 2018 micro", "energy per tile hop (mean of E-W 3.0 / N-S 4.0)", DAVIES, 3.5,
+                    target.energy_per_event("hops"), "the target keeps no direction; SANA-FE uses 3.0 / 4.2 pJ",
+                    "pJ", "energy", kind="unit"))
+    # barrier: 1 idle neuron per core on 4 cores (1 tile) and on 128 cores (32 tiles); step time - neuron update
+    for cores, published in ((4, 113.0), (128, 465.0)):
+        pops, projs = layered([1, cores - 1], rng, threshold=1e9)  # the input holds the last core
+        net = mapped(pops, projs, target, {"neurons_per_core": 1})
+        used = len(net.cores)
+        res, cost = cost_of(net, np.zeros((1, 4, 1), np.float32), 4, target)
+        step = float(cost.latency_ns_per_step.mean()) - target.time_ns["neuron_updates"]
+        rows.append(row("loihi", f"Davies 2018 micro: 1 idle neuron on each of {used} cores ({cores // 4} tiles)",
+                        "barrier synchronization per step", DAVIES, published, step,
+                        f"SANA-FE measured {0.6 if cores <= 4 else 1.8} us on silicon ({cores // 4} tiles); the "
+                        "target uses that table (4 cores per tile)", "ns", "latency",
+                        why="pre-silicon barrier time; silicon measures 4-5x longer (SANA-FE's calibrated table)",
+                        kind="unit"))
+    return rows
+
+
+def loihi_kws(target, quick):
+    """Blouw et al. 2019 keyword spotting: 390 -> 256 -> 256 -> 29 at T = 10, spike-encoded input, rates swept."""
+    rng = np.random.default_rng(1)
+    T, n = 10, 16 if quick else 64
+    out = {}
+    for hz in (10, 50, 100):
+        rate = hz / 1000.0  # 1 ms steps
+        x = spike_frames(rng, n, T, 390, rate)
+        pops, projs = layered([390, 256, 256, 29], rng)
+        tune_thresholds(pops, projs, target, x, T, rate, iters=8 if quick else 12)
+        net = mapped(pops, projs, target)
+        res, cost = cost_of(net, x, T, target)
+        out[hz] = (cost, rates(net, res, n), len(net.cores))
+    cost, r, cores = out[50]
+    lo, hi = out[10][0].dynamic_total_pj / 1e6, out[100][0].dynamic_total_pj / 1e6
+    measured = ", ".join(f"{v * 1e3:.0f}" for v in r.values())
+    note = (f"ours = dynamic mesh energy at 50 Hz in every layer (measured rates {measured} Hz; "
+            f"10-100 Hz: {lo:.2f}-{hi:.2f} uJ), {cores} cores, T = 10 steps (nengo-loihi example; the paper gives "
+            f"none), random weights; the input spike-encoded ({cost.input['synops_pj'] / 1e6:.3f} uJ of input synaptic "
+            f"ops). Static {cost.static_pj / 1e6:.2f} uJ over our {cost.latency_ns / 1e3:.1f} us per inference; the "
+            "chip took 3.38 ms per inference (host I/O bound)")
+    return [row("loihi", "Blouw 2019 keyword spotting, 390-256-256-29, T=10", "dynamic energy per inference",
+                "Blouw et al. 2019, NICE, Table 1 (0.081 W dynamic / 296 inf/s)", 274.0,
+                cost.dynamic_total_pj / 1e6, note, "uJ", "energy",
+                blocked="the measured dynamic power is ~70 mW of embedded x86 / host interaction per step (Blouw "
+                        "2019: 'idle after execution' - 'idle from boot' = 70 mW), which no target term models"),
+            row("loihi", "Blouw 2019 keyword spotting, 390-256-256-29, T=10", "dynamic energy per inference, "
+                "without the 70 mW x86 overhead", "Blouw et al. 2019, Table 1 and Sec. 'Data I/O' [derived: "
+                "(0.081 - 0.070) W / 296 inf/s]", 37.0, cost.dynamic_total_pj / 1e6,
+                "the 70 mW subtraction is the authors' rough figure; the remaining 11 mW still holds barrier and "
+                "host-interface power the mesh model lacks", "uJ", "energy",
+                blocked="the residual after removing the x86 overhead is a rough derived figure (one "
+                        "significant digit) that still includes host-interface power")]
+
+
+def dvs_network(T):
+    """SANA-FE's DVS-gesture validation network (weights of sanafe/examples/dvs_challenge.npz): 32x32 bias-driven
+    input layer -> conv 3x3 s2 (16) -> conv (32) -> conv (64) -> conv (11) -> dense 11; thresholds from the npz."""
+    from importlib.resources import files
+
+    with files("sanafe.examples").joinpath("dvs_challenge.npz").open("rb") as fh:
+        z = dict(np.load(fh))
+    th = z["thresholds"].astype(np.float64)
+    pops = [Population.make("in", "input", (1, 32, 32)),
+            Population.make("l0", "if", (1, 32, 32), th[0], reset="zero")]
+    projs = [Projection("bias", "identity", "in", "l0")]
+    shape, prev = (1, 32, 32), "l0"
+    for i, (key, stride) in enumerate((("conv1", 2), ("conv2", 1), ("conv3", 1), ("conv4", 1)), 1):
+        w = np.transpose(z[key], (3, 2, 1, 0)).astype(np.float32)  # (kw, kh, C_in, C_out) -> (C_out, C_in, kh, kw)
+        h = (shape[1] - 3) // stride + 1
+        shape = (w.shape[0], h, h)
+        pops.append(Population.make(f"conv{i}", "if", shape, th[i], reset="zero"))
+        projs.append(Projection(key, "conv2d", prev, f"conv{i}", w, kernel=(3, 3), stride=(stride, stride)))
+        prev = f"conv{i}"
+    pops.append(Population.make("dense", "readout", (11,)))  # 11 neurons: the file's readout (no spikes)
+    projs.append(Projection("dense1", "dense", prev, "dense", z["dense1"].T.astype(np.float32)))
+    x = z["inputs"].astype(np.float32).reshape(1, 1, 32, 32)
+    return pops, projs, x
+
+
+def sanafe_dvs(T):
+    """SANA-FE 2.2.9's own Loihi model (its shipped loihi.yaml) on the DVS network, built with its own API:
+    energy per step by component and latency per step."""
+    import tempfile
+    from importlib.resources import files
+
+    import sanafe
+
+    with files("sanafe.examples").joinpath("dvs_challenge.npz").open("rb") as fh:
+        z = dict(np.load(fh))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "loihi.yaml")
+        with open(path, "w") as fh:
+            fh.write(files("sanafe.examples").joinpath("loihi.yaml").read_text())
+        arch = sanafe.load_arch(path)
+    th = z["thresholds"]
+    net = sanafe.Network()
+    common = {"reset_mode": "hard", "reset": 0.0, "leak_decay": 4095 / 4096}
+    groups = [net.create_neuron_group("in", 1024, model_attributes=dict(common, threshold=float(th[0])),
+                                      soma_hw_name="loihi_lif", log_spikes=True)]
+    for j, b in enumerate(z["inputs"]):
+        groups[0].neurons[j].set_attributes(model_attributes={"bias": float(b)})
+    width, chans = 32, 1
+    for i, (key, stride) in enumerate((("conv1", 2), ("conv2", 1), ("conv3", 1), ("conv4", 1)), 1):
+        w = z[key]
+        out_w = (width - 3) // stride + 1
+        g = net.create_neuron_group(key, out_w * out_w * w.shape[3],
+                                    model_attributes=dict(common, threshold=float(th[i])), soma_hw_name="loihi_lif",
+                                    default_synapse_hw_name="loihi_conv_synapse", log_spikes=True)
+        groups[-1].connect_neurons_conv2d(g, {"w": w.flatten()}, width, width, chans, 3, 3, w.shape[3], stride,
+                                          stride)
+        groups.append(g)
+        width, chans = out_w, w.shape[3]
+    g = net.create_neuron_group("dense", 11, model_attributes=dict(common, threshold=float(th[5])),
+                                soma_hw_name="loihi_lif", default_synapse_hw_name="loihi_dense_synapse")
+    groups[-1].connect_neurons_dense(g, {"w": z["dense1"].flatten()})
+    groups.append(g)
+    cores, c = arch.cores(), 0
+    for g in groups:  # each layer on its own cores, 1,024 neurons per core, in order
+        for j in range(len(g.neurons)):
+            g.neurons[j].map_to_core(cores[c + j // 1024])
+        c += -(-len(g.neurons) // 1024)
+    chip = sanafe.SpikingChip(arch)
+    chip.load(net)
+    res = chip.sim(timesteps=T, spike_trace=True)
+    fired = {g: 0 for g in ("in", "conv1", "conv2", "conv3", "conv4")}
+    for step in res["spike_trace"]:
+        for a in step:
+            fired[a.group_name] += 1
+    return {"energy_uj_per_step": {k: v * 1e6 / T for k, v in res["energy"].items()},
+            "latency_us_per_step": res["sim_time"] * 1e6 / T, "cores": c,
+            "rates": {g: fired[g] / len(n.neurons) / T for g, n in zip(fired, groups)},
+            "neurons": sum(len(g.neurons) for g in groups), "fired_per_step": res["neurons_fired"] / T,
+            "packets_per_step": res["packets_sent"] / T, "updates_per_step": res["neurons_updated"] / T}
+
+
+def price_sanafe_counts(target, sf) -> dict:
+    """Our target's energy per step (uJ) by SANA-FE's components, on SANA-FE's own counts of the same run:
+    synapse = SANA-FE's synaptic events (its synapse energy / unit; the target's by-kind units are SANA-FE's),
+    soma = every mapped neuron every step at neuron_updates (spikeforge counts an update for each) + spikes,
+    network = messages at packets + hops (SANA-FE's hop energy / its mean 3.6 pJ, at our 3.5 pJ)."""
+    e = sf["energy_uj_per_step"]
+    packets = sf["packets_per_step"]
+    hops = max(e["network"] * 1e6 - 111.0 * packets, 0.0) / 3.6
+    return {"synapse": e["synapse"],
+            "soma": (sf["neurons"] * target.energy_per_event("neuron_updates")
+                     + sf["fired_per_step"] * target.energy_per_event("spikes")) / 1e6,
+            "network": (packets * target.energy_per_event("packets") + hops * target.energy_per_event("hops")) / 1e6}
+
+
+def loihi_dvs(target, T=128):
+    """DVS gesture (SANA-FE's validation network): our target priced on SANA-FE's own counts (identical counts)
+    vs SANA-FE's calibrated model, by component; and our own simulation of the same weights."""
+    pops, projs, x = dvs_network(T)
+    net = mapped(pops, projs, target)
+    res, cost = cost_of(net, x, T, target)
+    bias_pj = cost.dynamic_pj["macs"]  # the identity input is the on-chip bias: free on Loihi, as in SANA-FE
+    own = (cost.dynamic_total_pj - bias_pj) / T / 1e6
+    lat = cost.latency_ns / T / 1e3
+    sf = sanafe_dvs(T)
+    ours = price_sanafe_counts(target, sf)
+    theirs = sf["energy_uj_per_step"]
+    comp = "; ".join(f"{k} {theirs[k]:.3f} / {ours[k]:.3f}" for k in ours)
+    r = rates(net, res, 1)
+    note = (f"identical counts: SANA-FE's run (its own build, 1,024 neurons per core on {sf['cores']} cores, "
+            f"leak 4095/4096, {sf['updates_per_step']:.0f} of {sf['neurons']} neurons updated per step) priced by "
+            f"SANA-FE / by our target, uJ per step: {comp}. The soma difference is SANA-FE's 21.6 pJ update, "
+            "charged only for neurons with input or bias, which spikeforge charges for every neuron (its counter "
+            f"counts an update per neuron per step). Our own simulation of the same weights gives {own:.2f} uJ "
+            f"per step on {len(net.cores)} cores (the mapper splits the conv layers by synapse memory; layer rates "
+            + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + " vs SANA-FE's "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sf["rates"].items())
+            + ": conv1 fires 7x more in spikeforge with the same kernels, not resolved). Chip band read off "
+            "SANA-FE's plots: 1-4 uJ / step, 10-30 us / step [inferred]")
+    rows = [row("loihi", "DVS gesture (SANA-FE validation net), 1 frame, T=128", "dynamic energy per time step",
+                SANAFE + " (calibrated proxy: the chip CSVs are not public)", theirs["total"], sum(ours.values()),
+                note, "uJ", "energy")]
+    rows.append(row("loihi", "DVS gesture (SANA-FE validation net), 1 frame, T=128", "latency per time step",
+                    SANAFE + " (calibrated proxy; latency within 24.3 %, underestimated on DVS)",
+                    sf["latency_us_per_step"], lat, f"ours: our own simulation ({len(net.cores)} cores, barrier "
+                    f"{cost.barrier_ns:.0f} ns, hops serialized at the sender: an upper bound), not identical "
+                    "counts: spikeforge's network fires more (see the energy row) and the mapper uses ~10x the "
+                    "cores (no conv weight sharing on Loihi)", "us", "latency",
+                    blocked="the two simulations' activity and mappings differ (see the energy row); latency on "
+                            "identical per-core counts needs SANA-FE's per-core trace"))
+    static_mw = cost.static_pj / cost.latency_ns  # pJ / ns = mW
+    rows.append(row("loihi", "any one-chip network (the DVS run)", "static power per chip",
+                    "Frady et al. 2020, NICE (Pohoiki Springs), Table 1 / Sec. 5.2: 3.34 W / 32 chips", 104.4,
+                    static_mw / cost.chips, "the target's constant, shown apart from dynamic energy in reports; "
+                    "an input, not an independent check (Blouw 2019 measured 29 mW idle on Wolf Mountain)", "mW",
+                    "energy", kind="unit"))
+    return rows, {"ours_own_simulation": cost.to_dict(), "sanafe": sf, "ours_on_sanafe_counts": ours}
+
+
+# ---------------- TrueNorth ----------------
+
+def truenorth_bench(target, hz, cores=256, T=200, seed=0):
+    """Merolla 2014 Sec. S7 benchmark, scaled: `cores` cores x 256 neurons, each input axon spiking at `hz`
+    fans out to 128 neurons of one random core (crossbar density 50 %); power of a full 4,096-core chip =
+    per-chip static + dynamic per core x 4,096. Returns (power mW, dynamic mW of the full chip, synops/s)."""
+    rng = np.random.default_rng(seed)
+    n = cores * 256
+    core_of_axon = rng.permutation(np.repeat(np.arange(cores), 256))
+    cols = np.stack([c * 256 + rng.choice(256, 128, replace=False) for c in core_of_axon])
+    indptr = np.arange(0, n * 128 + 1, 128, dtype=np.int64)
+    pops = [Population.make("axons", "input", (n,)), Population.make("neurons", "readout", (n,))]
+    projs = [Projection("crossbar", "sparse", "axons", "neurons", np.ones(n * 128, np.float32), indptr,
+                        cols.reshape(-1).astype(np.int64))]
+    net = mapped(pops, projs, target)
+    x = spike_frames(rng, 1, T, n, hz / 1000.0)
+    res, cost = cost_of(net, x, T, target)
+    seconds = cost.latency_ns * 1e-9
+    dyn_mw = cost.dynamic_total_pj * 1e-9 / seconds * (4096 / cores)
+    static_mw = cost.static_pj * 1e-9 / seconds / cost.chips
+    return static_mw + dyn_mw, dyn_mw, res.total("synops") / seconds * 4096 / cores
+
+
+def truenorth_rows(target, quick):
+    rows = []
+    T = 50 if quick else 200
+    p20, dyn20, sops = truenorth_bench(target, 20.0, T=T)
+    note = (f"256 of 4,096 cores simulated ({T} ticks) and the dynamic part scaled x16 to the full chip "
+            f"({sops / 1e9:.2f} G synaptic events/s, {dyn20:.1f} mW dynamic + 64.5 mW per chip); neurons do not "
+            "re-inject their spikes (the input axons carry the 20 Hz), which leaves the synaptic event count the "
+            "same. Voltage 0.775 V there, 0.8 V for the target's Fig. 17 fit; the old target (26 pJ all-in + "
+            "per-core static) gave ~135 mW (ratio 1.9)")
+    rows.append(row("truenorth", "Merolla 2014 probabilistic benchmark, 20 Hz, 128 synapses, real time",
+                    "total chip power", "Merolla et al. 2014, Science 345, p. 7 / Fig. 4 / Table S1", 72.0, p20,
+                    note, "mW", "energy"))
+    for hz, mw in ((11.58, 68.0), (20.07, 71.0), (95.93, 94.0)):
+        p, dyn, _ = truenorth_bench(target, hz, T=T, seed=1)
+        rows.append(row("truenorth", f"Akopyan 2015 rate sweep, {hz} Hz, 128 synapses", "total chip power",
+                        AKOPYAN, mw, p, "calibration row, not an independent check: the target's 2.3 pJ and "
+                        "64.5 mW are the slope and intercept of these three bars", "mW", "energy",
+                        kind="calibration"))
+    rows.append(row("truenorth", "Akopyan 2015 low corner: 0 Hz, 0 synapses, 0.70 V", "total chip power",
+                    "Akopyan et al. 2015, Sec. VII, p. 1551 (power envelope 42-323 mW)", 42.0,
+                    target.static_power_mw_per_chip, "ours = the per-chip floor at 0 Hz (0.8 V, 128 synapses "
+                    "configured)", "mW", "energy",
+                    why="supply voltage and configured synapses are not modelled: the target's floor is the "
+                        "0.8 V / 128-synapse intercept"))
+    rows.append(row("truenorth", "Merolla 2014 multi-object detection, 400x240 @ 30 fps, 3,406 cores",
+                    "total chip power", "Merolla et al. 2014, Supplementary Sec. S11", 63.0,
+                    target.static_power_mw_per_chip, "ours = the per-chip floor only (a lower bound): the network "
+                    "(saliency + What/Where classifier) is not published layer by layer and its spike rates are not "
+                    "given", "mW", "energy",
+                    blocked="the network and its rates are not published; only the floor can be compared"))
+    rows.append(row("truenorth", "Esser 2016 Eedn CIFAR-10 (and 7 other datasets)", "energy per frame",
+                    "Esser et al. 2016, PNAS 113(41), abstract: 1,200-2,600 frames/s at 25-275 mW, > 6,000 "
+                    "frames/s/W", 167.0, None, "published = the abstract's upper bound 1/6,000 J; the per-dataset "
+                    "table, layer list, cores and ticks per frame were not available through the tools", "uJ",
+                    "energy", blocked="PNAS Table 1 / SI (architecture, cores, ticks per frame) not available"))
+    return rows
+
+
+def bands(rows) -> dict:
+    """Per target and metric, over the workload rows (unit and calibration rows would vouch for themselves): the
+    largest |ratio - 1| of those that compare (status ok or outside), the ratio range, and the rows blocked."""
+    out = {}
+    for r in rows:
+        if r["kind"] != "workload":
+            continue
+        t = out.setdefault(r["target"], {})
+        m = t.setdefault(r["metric"], {"rows": 0, "blocked": 0, "within": 0, "max_abs_dev": None,
+                                       "ratio_min": None, "ratio_max": None})
+        if r["status"] == "blocked":
+            m["blocked"] += 1
+            continue
+        m["rows"] += 1
+        m["within"] += r["status"] == "ok"
+        dev = abs(r["ratio"] - 1)
+        m["max_abs_dev"] = dev if m["max_abs_dev"] is None else max(m["max_abs_dev"], dev)
+        m["ratio_min"] = r["ratio"] if m["ratio_min"] is None else min(m["ratio_min"], r["ratio"])
+        m["ratio_max"] = r["ratio"] if m["ratio_max"] is None else max(m["ratio_max"], r["ratio"])
+    return out
+
+
+def table(rows) -> str:
+    def num(v):
+        return "—" if v is None else f"{v:.3g}"
+
+    lines = ["| target | workload | quantity | published | ours | ratio | status | kind | source | note |",
+             "|---|---|---|---:|---:|---:|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['workload']} | {r['quantity']} ({r['unit']}) | {num(r['published'])} | "
+                     f"{num(r['ours'])} | {num(r['ratio'])} | {r['status']} | {r['kind']} | {r['source']} | "
+                     f"{r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="fewer samples / ticks (a smoke run)")
+    p.add_argument("--bands", default=str(BUILTIN_TARGETS.joinpath(BANDS_FILE)),
+                   help="where to write the per-target bands the report prints")
+    args = p.parse_args(argv)
+    loihi, tn = load_target("loihi"), load_target("truenorth")
+    rows = loihi_micro(loihi)
+    print("loihi micro done", flush=True)
+    rows += loihi_kws(loihi, args.quick)
+    print("keyword spotting done", flush=True)
+    dvs_rows, dvs_detail = loihi_dvs(loihi)
+    rows += dvs_rows
+    print("dvs done", flush=True)
+    rows += truenorth_rows(tn, args.quick)
+    rows.append(row("generic45nm", "—", "energy per op", "Horowitz 2014, ISSCC, 45 nm table", None, None,
+                    "no chip measurement exists for a generic 45 nm target: its constants are Horowitz's per-op "
+                    "figures (paper-style E_AC / E_MAC convention), not a validated chip", "pJ", "energy",
+                    blocked="no published chip to validate against"))
+    os.makedirs(args.out, exist_ok=True)
+    write_text(os.path.join(args.out, "validation.json"), json.dumps(rows, indent=1))
+    write_text(os.path.join(args.out, "validation_detail.json"), json.dumps({"dvs": dvs_detail}, indent=1,
+                                                                            default=float))
+    md = table(rows)
+    write_text(os.path.join(args.out, "validation.md"), md + "\n")
+    b = bands(rows)
+    write_text(args.bands, json.dumps(b, indent=1) + "\n")
+    print(md)
+    print(json.dumps(b, indent=1))
+
+
+if __name__ == "__main__":
+    main()
