@@ -100,6 +100,7 @@ def _check_inputs(flat, inputs, T):
 
 
 BACKENDS = ("numba", "torch", "auto")
+ENCODED_CHUNK_BYTES = 1 << 30  # default chunks of an encoded run hold at most this many bytes of frames
 
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
@@ -112,7 +113,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     spikes: None: as above; True: the inputs are spike counts (non-negative integers, e.g. binned events): a value
     n is n spikes in that step (n x weight delivered, n synaptic operations per synapse); False: analog (MACs).
     encoding: "direct", "rate", "latency" or a simulator.encoding.Encoding (seed, clip): static inputs are encoded
-    into spike frames chunk by chunk (only one chunk's frames are held); sample_offset: the index of inputs[0] in
+    into spike frames chunk by chunk (only one chunk's frames are held: at most 1 GiB with the default batch_size);
+    sample_offset: the index of inputs[0] in
     a larger run (the rate encoder seeds each sample by its index, so shards of a run encode as the whole run).
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
@@ -153,7 +155,11 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     routing = flat.routing if record_links else flat.routing._replace(fl_ptr=np.zeros_like(flat.routing.fl_ptr))
     n_flows = len(routing.flow_src) if record_links else 0
     recording = K.Recording(rec_off, tr_ptr, tr_idx, n_rec, len(tr_idx), n_flows, bool(record_counts))
-    batch_size = int(batch_size) if batch_size is not None else chunk_size(flat, T, recording)
+    if batch_size is None:
+        batch_size = chunk_size(flat, T, recording)
+        if enc is not None:  # a chunk's encoded frames (float64) stay under ENCODED_CHUNK_BYTES
+            batch_size = max(1, min(batch_size, ENCODED_CHUNK_BYTES // (8 * T * x.shape[2])))
+    batch_size = int(batch_size)
     B = len(x)
     _check_memory(flat, T, B, min(batch_size, B), recording, max_bytes)
     nd = K.N_DYNAMIC_COUNTERS

@@ -337,10 +337,13 @@ def _event_fields(path):
     import numpy as np
 
     try:
-        with np.load(path, allow_pickle=False) as data:
-            names = set(data.keys()) if isinstance(data, np.lib.npyio.NpzFile) else set()
+        data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return ()
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy: one array
+        return ()
+    with data:
+        names = set(data.keys())
     for fields in (("t", "x", "y", "p"), ("t", "address")):
         if names >= set(fields):
             return fields

@@ -119,3 +119,17 @@ def test_out_of_domain_inputs_are_named_and_clip_is_an_option(mlp_net):
         Encoding("rate", seed=-1)
     with pytest.raises(ValueError, match="already have one frame per step"):
         simulator.run(mlp_net, np.zeros((2, 4, 1, 8, 8)), 4, encoding="rate")
+
+
+def test_default_chunks_of_an_encoded_run_bound_the_frames_memory(monkeypatch):
+    """Without batch_size, a chunk's encoded frames stay under ENCODED_CHUNK_BYTES (here 3 samples' worth); the
+    spikes do not depend on it."""
+    from spikeforge.simulator import engine
+
+    net, T = _tiny(), 5
+    x = np.random.default_rng(1).random((8, 6))
+    whole = simulator.run(net, x, T, encoding="rate")
+    monkeypatch.setattr(engine, "ENCODED_CHUNK_BYTES", 8 * T * 6 * 3)
+    done = []
+    small = engine.run(net, x, T, encoding="rate", progress=lambda d, n: done.append(d))
+    assert done == [3, 6, 8] and np.array_equal(small.per_sample, whole.per_sample)

@@ -112,6 +112,26 @@ def test_binned_counts_are_repeated_spikes_identical_in_engine_backend_and_refer
     np.testing.assert_array_equal(as_analog.output, res.output)
 
 
+def test_repeated_spikes_are_counted_on_every_core_of_a_split_layer(tmp_path):
+    """A 2150-neuron hidden layer mapped onto Loihi's 1024-neuron cores: each core counts, per input event, one
+    synaptic operation per hidden neuron it holds."""
+    from conftest import write_tiny_network
+
+    from spikeforge.converter.mapping import map_network
+    from spikeforge.hwmodels import load_target
+
+    net = map_network(simulator.load_network(write_tiny_network(tmp_path / "tiny.h5")), load_target("loihi"))
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 4, (3, 4, 64)).astype(np.float64) * (rng.random((3, 4, 64)) < 0.3)
+    assert frames.max() == 3
+    res = simulator.run(net, frames, 4, spikes=True)  # crosschecked with the torch backend
+    hidden = net.cores.population == 1
+    assert hidden.sum() >= 3
+    per_core = res.counters[:, hidden, SYNOPS].sum(0)
+    neurons = (net.cores.neuron_stop - net.cores.neuron_start)[hidden]
+    assert per_core.tolist() == (frames.sum() * neurons).astype(int).tolist()
+
+
 def test_spikes_true_refuses_values_that_are_not_counts():
     net = _event_net()
     with pytest.raises(ValueError, match=r"spikes=True needs spike counts \(non-negative integers\), but input "
