@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from . import kernels as K
 from .arrays import _inverse
 from .torch_conv import SlicedConv, conv_gemm
+from .torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source_rank
 
 # counter columns of the dynamic counters (kernels.C_*)
 _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKETS, K.C_HOPS, K.C_SYN_BYTES
@@ -30,6 +31,8 @@ _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKE
 SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
 FLOAT64_CONV = "cudnn"  # float64 convolutions on a GPU: "cudnn" (F.conv2d) or "gemm" (im2col + float64 GEMM)
 DENSE_ROUTING_ENTRIES = 1 << 24  # a projection's synapses per (source neuron, core) as a dense matrix up to this
+# targets whose currents are summed in the engine's order (torch_ordered): their events are decided at exact ties
+ORDERED_MODELS = (K.MODEL_MULTI, K.MODEL_EC)
 
 
 def _sparse_rows(rows, cols, vals, shape, device):
@@ -181,6 +184,7 @@ class _Proj:
         self.levels_in = isinstance(source.payload, float) and source.max_level == 1
         self._weights(proj, src, tgt, device, source.payload if self.levels_in else 1.0)
         self.sliced = self._sliced(source)
+        self.ordered = self._ordered(proj, src, tgt, pops[index[proj.target]].model, flat.perms[self.src], device)
         # synapses of each source neuron on each core, from the engine's row-core tables (rows in engine order):
         # a dense (source neurons, cores reached) matrix when small, else a sparse (cores, source neurons) one
         r0 = int(rt.rc_off[q])
@@ -207,6 +211,24 @@ class _Proj:
         w = w if self.levels_in else w * src.payload
         return SlicedConv(w, stride, padding, groups, src.max_level, bits) if bits else None
 
+    def _ordered(self, proj, src, tgt, target_model, perm, device):
+        """Currents summed in the engine's order (torch_ordered) into the models whose events hinge on exact ties,
+        else None (a GEMM / convolution)."""
+        if target_model not in ORDERED_MODELS or proj.kind not in ("dense", "pointwise", "sparse"):
+            return None
+        rank = source_rank(perm)
+        if proj.kind == "dense":
+            return OrderedDense(self.weight, rank)
+        if proj.kind == "pointwise":
+            return OrderedPointwise(self.weight, rank, src.size // self.weight.shape[1])
+        fold = self.fold
+        sources = np.repeat(np.arange(src.size), np.diff(proj.indptr))
+        targets = proj.indices.astype(np.int64)
+        if not OrderedSparse.fits(int(np.bincount(targets, minlength=tgt.size).max(initial=0)), tgt.size):
+            return None
+        weights = np.asarray(proj.weight, np.float32).astype(np.float64) * fold
+        return OrderedSparse(sources, targets, weights, rank, tgt.size, device)
+
     def work(self, mult):
         """(B, cores reached) synaptic work of events of multiplicity mult (B, source neurons), and those cores."""
         if self.route_dense is not None:
@@ -217,6 +239,7 @@ class _Proj:
         """Weights as the engine holds them: float32 values, used in float64 (average pooling too: 1/(kh·kw)),
         times `fold`."""
         f64 = torch.float64
+        self.fold = fold
         if proj.kind == "avgpool":
             from .geometry import projection_kernel
 
@@ -242,7 +265,7 @@ class _Proj:
             return self.sliced(out.level32, self.src_shape)
         if self.kind == "identity":
             return out.value
-        x = out.level if self.levels_in else out.value
+        x = self.value_in(out)
         b = x.shape[0]
         if self.kind in ("conv2d", "avgpool"):
             w, stride, padding, groups = self.conv
@@ -255,6 +278,10 @@ class _Proj:
             d_out, d_in = self.weight.shape
             return (x.reshape(b, -1, d_in) @ self.weight.T).reshape(b, -1)
         return (self.sparse_t @ x.T).T  # sparse
+
+    def value_in(self, out):
+        """What the weights multiply: the levels when the payload is folded into them, else the values."""
+        return out.level if self.levels_in else out.value
 
     def operand(self, x):
         """An ec_matmul operand from source values: the source read (rows, cols), transposed if asked."""
@@ -500,17 +527,30 @@ def _step(run, t, outs):
                 operands[proj.kind] = proj.operand(src.value)
                 ctr[:, proj.work_core, proj.column] += proj.work * (src.mult != 0).sum(1)  # per event
                 continue
-            if proj.src == 0 and run.static_input:  # the same input every step: currents and work once per chunk
-                if q not in run.static:
-                    run.static[q] = proj.current(src), proj.work(src.mult)
-                current, (work, cores) = run.static[q]
+            if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
+                first = cur is None
+                if first and proj.src == 0 and run.static_input:  # the same every step: once per chunk
+                    if q not in run.static:
+                        run.static[q] = _ordered_from_bias(pop, proj, src), proj.work(src.mult)
+                    cur, (work, cores) = run.static[q][0].clone(), run.static[q][1]
+                else:
+                    if first:
+                        cur = _ordered_from_bias(pop, proj, src)
+                    else:
+                        proj.ordered.accumulate(cur, proj.value_in(src))
+                    work, cores = proj.work(src.mult)
             else:
-                current, (work, cores) = proj.current(src), proj.work(src.mult)
-            # the bias first, then each projection's current, as the engine's current starts from the bias
-            if cur is None:
-                cur = current + pop.bias if pop.has_bias else current
-            else:
-                cur = cur + current
+                if proj.src == 0 and run.static_input:  # the same input every step: currents and work once per chunk
+                    if q not in run.static:
+                        run.static[q] = proj.current(src), proj.work(src.mult)
+                    current, (work, cores) = run.static[q]
+                else:
+                    current, (work, cores) = proj.current(src), proj.work(src.mult)
+                # the bias first, then each projection's current, as the engine's current starts from the bias
+                if cur is None:
+                    cur = current + pop.bias if pop.has_bias else current
+                else:
+                    cur = cur + current
             ctr[:, cores, _SYN if proj.src == 0 and run.spikes_in else proj.column] += work
             ctr[:, cores, _BYT] += work * proj.wbytes
         if cur is None:
@@ -535,6 +575,13 @@ def _step(run, t, outs):
         elif model == K.MODEL_READOUT:
             run.acc = cur.clone() if run.acc is None else run.acc + cur
             run.v[pop.p] = run.acc
+
+
+def _ordered_from_bias(pop, proj, src):
+    """A population's current started from its bias and summed through an ordered projection."""
+    cur = pop.bias.expand(src.mult.shape[0], pop.n).clone()
+    proj.ordered.accumulate(cur, proj.value_in(src))
+    return cur
 
 
 def chunk_size(flat, T, device, recording, budget=None):

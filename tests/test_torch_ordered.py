@@ -1,0 +1,80 @@
+"""The torch backend's ordered currents are the engine's sums bit for bit, where a matrix product is not."""
+import numpy as np
+import pytest
+import torch
+
+from spikeforge.simulator.torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source_rank
+
+
+def _wild(rng, shape, zeros=0.3):
+    """Values spanning 2^-30..2^30 with both signs and some zeros: sums of them round differently by order."""
+    v = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-30, 30, shape) * rng.random(shape)
+    v[rng.random(shape) < zeros] = 0.0
+    return v
+
+
+def _engine_sum(bias, terms):
+    """The engine's current: from the bias, + w·x per nonzero event, events in order (terms: [(x, w)] per target)."""
+    out = []
+    for b, row in zip(bias, terms):
+        acc = float(b)
+        for x, w in row:
+            if x != 0.0:
+                acc += w * x
+        out.append(acc)
+    return np.array(out)
+
+
+def test_dense_sum_follows_the_engine_order_bit_for_bit():
+    rng = np.random.default_rng(1)
+    n_src, n_tgt, batch = 40, 7, 5
+    perm = rng.permutation(n_src)  # engine position -> canonical source
+    w, x, bias = _wild(rng, (n_tgt, n_src), 0.0), _wild(rng, (batch, n_src)), _wild(rng, n_tgt, 0.0)
+    ordered = OrderedDense(torch.as_tensor(w), source_rank(perm))
+    cur = torch.as_tensor(bias).expand(batch, n_tgt).clone()
+    ordered.accumulate(cur, torch.as_tensor(x))
+    want = np.stack([_engine_sum(bias, [[(x[b, i], w[j, i]) for i in perm] for j in range(n_tgt)])
+                     for b in range(batch)])
+    assert np.array_equal(cur.numpy(), want)
+    assert not np.array_equal(x @ w.T + bias, want)  # the data does tell summation orders apart
+
+
+@pytest.mark.parametrize("shared_order", [True, False])
+def test_pointwise_sum_follows_the_engine_order_per_row(shared_order):
+    rng = np.random.default_rng(2)
+    rows, d_in, d_out, batch = 6, 24, 5, 3
+    if shared_order:  # a core per channel block: every row sees its channels in one order
+        chan = rng.permutation(d_in)
+        perm = np.array([r * d_in + c for c in chan for r in range(rows)])
+    else:
+        perm = rng.permutation(rows * d_in)
+    w, x = _wild(rng, (d_out, d_in), 0.0), _wild(rng, (batch, rows * d_in))
+    ordered = OrderedPointwise(torch.as_tensor(w), source_rank(perm), rows)
+    cur = torch.zeros(batch, rows * d_out, dtype=torch.float64)
+    ordered.accumulate(cur, torch.as_tensor(x))
+    for b in range(batch):
+        for r in range(rows):
+            seq = [e - r * d_in for e in perm if e // d_in == r]  # this row's channels in engine order
+            want = _engine_sum(np.zeros(d_out), [[(x[b, r * d_in + c], w[j, c]) for c in seq]
+                                                 for j in range(d_out)])
+            assert np.array_equal(cur.numpy()[b, r * d_out:(r + 1) * d_out], want)
+
+
+def test_sparse_sum_follows_the_engine_order_with_duplicates_in_file_order():
+    rng = np.random.default_rng(3)
+    n_src, n_tgt, batch, n_syn = 30, 9, 4, 120
+    sources, targets = rng.integers(0, n_src, n_syn), rng.integers(0, n_tgt, n_syn)
+    order = np.lexsort((targets, sources))  # a file lists synapses by source (CSR rows)
+    sources, targets = sources[order], targets[order]
+    weights = _wild(rng, n_syn, 0.0)
+    perm = rng.permutation(n_src)
+    x = _wild(rng, (batch, n_src))
+    ordered = OrderedSparse(sources, targets, weights, source_rank(perm), n_tgt, "cpu")
+    cur = torch.zeros(batch, n_tgt, dtype=torch.float64)
+    ordered.accumulate(cur, torch.as_tensor(x))
+    for b in range(batch):
+        terms = [[] for _ in range(n_tgt)]
+        for i in perm:  # events in engine order, each walking its synapses in file order
+            for k in np.flatnonzero(sources == i):
+                terms[targets[k]].append((x[b, i], weights[k]))
+        assert np.array_equal(cur.numpy()[b], _engine_sum(np.zeros(n_tgt), terms))
