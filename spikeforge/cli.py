@@ -109,8 +109,8 @@ def _parser():
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
-    s.add_argument("--input", required=True, help=".npy or .npz with samples shaped (N, *input shape) or frames "
-                                                  "(N, T, *input shape); with --events an event file")
+    s.add_argument("--input", required=True, help=".npy, .npz or .h5 with samples shaped (N, *input shape) or "
+                                                  "frames (N, T, *input shape); with --events an event file")
     s.add_argument("--x-key", help="array of samples inside the .npz (default: the first)")
     s.add_argument("--y-key", help="array of integer labels inside the .npz (to report accuracy)")
     s.add_argument("--T", type=int, required=True, help="time steps")
@@ -124,7 +124,8 @@ def _parser():
     r = add("report", "Simulate a network file for several T and write an energy / SOP / latency report "
                       "(Markdown, JSON, CSV, PNG) for one or more hardware targets.")
     r.add_argument("file")
-    r.add_argument("--data", required=True, help=".npy or .npz with samples (and labels)")
+    r.add_argument("--data", required=True, help=".npy, .npz or .h5 with samples (and labels); with --events an "
+                                                 "event file")
     r.add_argument("--x-key", help="samples inside the .npz (default: the first array)")
     r.add_argument("--y-key", help="integer labels inside the .npz (for accuracy)")
     r.add_argument("--T", type=int, nargs="+", required=True, help="time steps to evaluate")
@@ -331,11 +332,20 @@ def _inputs(args, path, flag, limit=None):
 
 
 def _event_fields(path):
-    """The event fields (t, x, y, p or t, address) of an .npz that holds them, else ()."""
+    """The event fields (t, x, y, p or t, address) of an .npz / HDF5 file that holds them, else ()."""
     import zipfile
 
     import numpy as np
 
+    if str(path).endswith((".h5", ".hdf5")):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                names = set(f)
+        except OSError:
+            return ()
+        return next((fs for fs in (("t", "x", "y", "p"), ("t", "address")) if names >= set(fs)), ())
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
@@ -404,12 +414,15 @@ def _load_model(spec, weights):
 
 
 def _load_array(path, key, flag="--x-key"):
-    """An array from a .npy file, or the array `key` (default: the first) of a .npz file; flag: the option that
-    named the key (a key given for a .npy file, which holds one array, is refused rather than ignored)."""
+    """An array from a .npy file, or the array `key` (default: the first) of a .npz file or of an HDF5 file's root
+    datasets (.h5 / .hdf5); flag: the option that named the key (a key given for a .npy file, which holds one
+    array, is refused rather than ignored)."""
     import zipfile
 
     import numpy as np
 
+    if str(path).endswith((".h5", ".hdf5")):
+        return _load_hdf5_array(path, key)
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "load it unsafely" for any garbage: not that
@@ -426,6 +439,24 @@ def _load_array(path, key, flag="--x-key"):
             raise UserError(f"{path}: no array {name!r} (has {names})")
         data = data[name]
     return data
+
+
+def _load_hdf5_array(path, key):
+    """The root dataset `key` (default: the first by name) of an HDF5 file."""
+    import h5py
+
+    try:
+        with h5py.File(_existing(path), "r") as f:
+            names = sorted(k for k in f if isinstance(f[k], h5py.Dataset))
+            if key is None and not names:
+                raise UserError(f"{path}: no datasets at the root of the HDF5 file")
+            if (key or names[0]) not in names:
+                raise UserError(f"{path}: no dataset {key!r} at the root (has {names})")
+            return f[key or names[0]][()]
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise UserError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
 
 
 def _existing(path):

@@ -390,6 +390,29 @@ def test_simulate_and_report_bin_an_event_file(tiny, tmp_path, capsys):
     assert json.loads((rep / "report.json").read_text())["encoding"].startswith("events")
 
 
+def test_simulate_reads_frames_and_samples_from_hdf5(tiny, tmp_path, capsys):
+    """--input .h5: a root dataset picked by --x-key (labels by --y-key), frames or static samples to encode."""
+    import h5py
+
+    from spikeforge import simulator
+
+    net, data = tiny
+    rng = np.random.default_rng(8)
+    frames = (rng.random((4, 3, 64)) < 0.4).astype(np.float32)
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["frames"], f["static"], f["labels"] = frames, rng.random((4, 64)), np.arange(4)
+    base = ["simulate", str(net), "--input", str(tmp_path / "in.h5"), "--y-key", "labels", "--T", "3",
+            "--out", str(tmp_path / "r.npz")]
+    assert main(base + ["--x-key", "frames"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["encoding"] == "per-step frames from the file" and summary["totals"]["macs"] == 0
+    assert np.array_equal(np.load(tmp_path / "r.npz")["per_sample"], simulator.run(net, frames, 3).per_sample)
+    assert main(base + ["--x-key", "static", "--encoding", "latency"]) == 0
+    assert json.loads(capsys.readouterr().out)["encoding"] == "latency"
+    assert main(base + ["--x-key", "nope"]) == 2
+    assert "in.h5: no dataset 'nope' at the root (has ['frames', 'labels', 'static'])" in _err(capsys)
+
+
 def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):
     net, data = tiny
     np.savez(tmp_path / "big.npz", x=np.full((2, 64), 2.0))

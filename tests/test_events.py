@@ -130,6 +130,10 @@ def test_repeated_spikes_are_counted_on_every_core_of_a_split_layer(tmp_path):
     per_core = res.counters[:, hidden, SYNOPS].sum(0)
     neurons = (net.cores.neuron_stop - net.cores.neuron_start)[hidden]
     assert per_core.tolist() == (frames.sum() * neurons).astype(int).tolist()
+    static = simulator.run(net, frames[:, 0], 4, spikes=True)  # the same counts every step
+    repeated = simulator.run(net, np.repeat(frames[:, :1], 4, axis=1), 4, spikes=True)
+    assert np.array_equal(static.counters, repeated.counters) and static.total("macs") == 0
+    assert static.counters[:, hidden, SYNOPS].sum(0).tolist() == (frames[:, 0].sum() * 4 * neurons).tolist()
 
 
 def test_spikes_true_refuses_values_that_are_not_counts():
