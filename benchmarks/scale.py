@@ -6,15 +6,17 @@ core vs the exact torch backend on the GPU; wall time, speed-up and whether ever
 
 Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w`, a wide ResNet-20 (64/128/256,
 random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given); `vit`, the
-committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does; --vit-images random test images,
-at the first T given).
+committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does; --vit-images random test images).
+--variants runs the torch backend's convolution variants side by side (`sliced`: exact float32/TF32 slices; `gemm`:
+float64 im2col + GEMM; `cudnn`: float64 cuDNN), each row saying which (field conv).
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
-neuron, images, T, backend, device, threads, wall_s, speedup (the all-threads numba wall time over this row's),
+neuron, images, T, backend, device, conv, threads, wall_s, speedup (the all-threads numba wall time over this row's),
 identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -25,11 +27,34 @@ import torch
 
 from spikeforge import simulator
 from spikeforge.converter import QCFS, convert
+from spikeforge.simulator import torch_backend
 from spikeforge.simulator.atomic import write_text
 
 from .cifar10 import ResNet20, ResNet20Wide, load_tensors
 
 CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "resnet20_qcfs4.pt")
+
+
+# torch backend convolutions (simulator.torch_backend / torch_conv knobs): SLICED_CONV, FLOAT64_CONV
+CONV_VARIANTS = {"default": None, "sliced": (True, "gemm"), "gemm": (False, "gemm"), "cudnn": (False, "cudnn")}
+
+
+@contextlib.contextmanager
+def _conv_variant(name):
+    """Run with one convolution variant of the torch backend, restoring the defaults after."""
+    saved = torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV
+    if CONV_VARIANTS[name] is not None:
+        torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV = CONV_VARIANTS[name]
+    try:
+        yield
+    finally:
+        torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV = saved
+
+
+def _conv_name(variant, device):
+    """What a variant ran: exact float32/TF32 slices or float64 (GEMM or cuDNN; torch's conv2d on a CPU)."""
+    sliced, f64 = CONV_VARIANTS[variant] or (torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV)
+    return "sliced tf32" if sliced else f"float64 {f64}" if device.startswith("cuda") else "float64 conv2d"
 
 
 def _timed(flat, x, T, **options):
@@ -49,6 +74,8 @@ def main(argv=None):
     p.add_argument("--neurons", nargs="+", default=["if", "group"])
     p.add_argument("--networks", nargs="+", default=["resnet20"], choices=["resnet20", "resnet20w", "vit"])
     p.add_argument("--vit-images", type=int, default=1000, help="test images for the ViT rows")
+    p.add_argument("--variants", nargs="+", default=["default"], choices=list(CONV_VARIANTS),
+                   help="torch backend convolution variants, run side by side (default: the backend's defaults)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
     args = p.parse_args(argv)
     xtr, _, xte, yte = load_tensors(args.data_dir, "cpu")
@@ -67,11 +94,14 @@ def main(argv=None):
             t_numba, ref = _timed(flat, x, T)
             runs = [("numba", "cpu", t_numba, ref)]
             for dev in devices:
-                t, res = _timed(flat, x, T, backend="torch", device=dev)
-                runs.append(("torch", dev, t, res))
-            for backend, dev, t, res in runs:
+                for variant in args.variants:
+                    with _conv_variant(variant):
+                        t, res = _timed(flat, x, T, backend="torch", device=dev)
+                    runs.append(("torch", dev, t, res, variant))
+            for backend, dev, t, res, *variant in runs:
                 row = {"network": network, "neuron": neuron, "images": len(x), "T": T, "backend": backend,
                        "device": dev, "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
+                       "conv": _conv_name(variant[0], dev) if variant else None,
                        "identical_totals": bool(res.totals() == ref.totals()
                                                 and np.array_equal(res.per_sample, ref.per_sample)),
                        "same_predictions": float((res.predictions() == ref.predictions()).mean()),
@@ -80,10 +110,12 @@ def main(argv=None):
                 print(json.dumps(row), flush=True)
                 os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
                 write_text(args.out, json.dumps(rows, indent=1))
-    print("| network | neuron | T | images | backend | device | wall s | speed-up | identical totals | accuracy |")
-    print("|---|---|---:|---:|---|---|---:|---:|---|---:|")
+    print("| network | neuron | T | images | backend | device | conv | wall s | speed-up | identical totals "
+          "| accuracy |")
+    print("|---|---|---:|---:|---|---|---|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['network']} | {r['neuron']} | {r['T']} | {r['images']} | {r['backend']} | {r['device']} | "
+              f"{r['conv'] or ''} | "
               f"{r['wall_s']:.2f} | "
               f"{r['speedup']:.1f}x | {'yes' if r['identical_totals'] else 'NO'} | {100 * r['accuracy']:.2f} |")
 
@@ -116,7 +148,7 @@ def _networks(args, xtr):
         thresholds = collect_thresholds(vit, [xtr[i:i + 256] for i in range(0, 1024, 256)], p=99.0)
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         yield ("CIFAR-10 ECMT ViT (dim 192, 4 blocks), n=4", "multi-threshold + EC",
-               export_ecmt(vit.to(dev), thresholds, (3, 32, 32), levels=4, device=dev), args.T[:1])
+               export_ecmt(vit.to(dev), thresholds, (3, 32, 32), levels=4, device=dev), args.T)
 
 
 if __name__ == "__main__":
