@@ -215,12 +215,14 @@ def repeated_spike_work(flat, x):
     m = flat.plans.get("repeated_spike_work")
     if m is None:
         m = flat.plans["repeated_spike_work"] = _input_row_cores(flat)
-    extra = np.maximum(x - 1.0, 0.0).reshape(-1, x.shape[2])
-    rows = np.flatnonzero(extra.any(1))
-    out = np.zeros((extra.shape[0], flat.n_cores, 2), np.int64)
+    from scipy import sparse
+
+    flat_x = x.reshape(-1, x.shape[2])
+    r, i = np.nonzero(flat_x > 1.0)  # only the counts above 1: memory follows them, not the frames
+    extra = sparse.csr_matrix((flat_x[r, i] - 1.0, (r, i)), shape=flat_x.shape)
+    out = np.zeros((flat_x.shape[0], flat.n_cores, 2), np.int64)
     for k in range(2):
-        if rows.size:
-            out[rows, :, k] = np.rint(np.asarray((m[k].T @ extra[rows].T).T)).astype(np.int64)
+        out[:, :, k] = np.rint((extra @ m[k]).toarray()).astype(np.int64)
     return out.reshape(x.shape[0], x.shape[1], flat.n_cores, 2)
 
 
