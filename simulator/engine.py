@@ -229,8 +229,8 @@ def _input_kind(x, spikes, enc):
         return False, False
     if spikes is not True:
         raise ValueError(f"spikes must be None, True or False, got {spikes!r}")
-    bad = (x < 0) | (x != np.floor(x))
-    if bad.any():
+    if (x < 0).any() or not np.array_equal(x, np.floor(x)):  # (one cheap pass when all is well)
+        bad = (x < 0) | (x != np.floor(x))
         b = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
         raise ValueError(f"spikes=True needs spike counts (non-negative integers), but input sample {b} has "
                          f"{float(x[b][bad[b]][0]):g}")
