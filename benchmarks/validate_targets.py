@@ -22,12 +22,12 @@ import numpy as np
 
 from spikeforge import simulator
 from spikeforge.converter.mapping import map_network
-from spikeforge.hwmodels import core_memory, estimate, load_target
+from spikeforge.hwmodels import bands, core_memory, estimate, load_target
 from spikeforge.hwmodels.targets import BANDS_FILE, BUILTIN_TARGETS
+from spikeforge.hwmodels.validation import TOLERANCE
 from spikeforge.simulator import Network, Population, Projection
 from spikeforge.simulator.atomic import write_text
 
-BAND = {"energy": 0.25, "latency": 0.50}  # the issue's tolerance per metric
 DAVIES = "Davies et al. 2018, IEEE Micro 38(1), Table 2 (pre-silicon, 0.75 V, p. 96)"
 SANAFE = "Boyle et al. 2025, IEEE TCAD 44(8) (SANA-FE), Sec. VII / Table IV; sanafe 2.2.9 loihi.yaml run here"
 PRESILICON = "pre-silicon per-op figure vs the silicon-calibrated cost the target uses"
@@ -45,7 +45,7 @@ def row(target, workload, quantity, source, published, ours, note, unit, metric,
         status = "blocked"
         note = f"BLOCKED: {blocked}. {note}".strip()
     else:
-        status = "ok" if abs(ratio - 1) <= BAND[metric] else "outside"
+        status = "ok" if abs(ratio - 1) <= TOLERANCE[metric] else "outside"
         if status == "outside":
             note = f"OUTSIDE the band: {why or 'unexplained'}. {note}"
     return {"target": target, "workload": workload, "quantity": quantity, "source": source,
@@ -396,28 +396,6 @@ def truenorth_rows(target, quick):
                     "table, layer list, cores and ticks per frame were not available through the tools", "uJ",
                     "energy", blocked="PNAS Table 1 / SI (architecture, cores, ticks per frame) not available"))
     return rows
-
-
-def bands(rows) -> dict:
-    """Per target and metric, over the workload rows (unit and calibration rows would vouch for themselves): the
-    largest |ratio - 1| of those that compare (status ok or outside), the ratio range, and the rows blocked."""
-    out = {}
-    for r in rows:
-        if r["kind"] != "workload":
-            continue
-        t = out.setdefault(r["target"], {})
-        m = t.setdefault(r["metric"], {"rows": 0, "blocked": 0, "within": 0, "max_abs_dev": None,
-                                       "ratio_min": None, "ratio_max": None})
-        if r["status"] == "blocked":
-            m["blocked"] += 1
-            continue
-        m["rows"] += 1
-        m["within"] += r["status"] == "ok"
-        dev = abs(r["ratio"] - 1)
-        m["max_abs_dev"] = dev if m["max_abs_dev"] is None else max(m["max_abs_dev"], dev)
-        m["ratio_min"] = r["ratio"] if m["ratio_min"] is None else min(m["ratio_min"], r["ratio"])
-        m["ratio_max"] = r["ratio"] if m["ratio_max"] is None else max(m["ratio_max"], r["ratio"])
-    return out
 
 
 def table(rows) -> str:

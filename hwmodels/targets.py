@@ -85,13 +85,6 @@ def available() -> list:
                   and not r.name.startswith("_"))
 
 
-def validation_band(name) -> dict:
-    """The validation band of a built-in target (from benchmarks/validate_targets.py's table), or {} if none."""
-    f = BUILTIN_TARGETS.joinpath(BANDS_FILE)
-    if not f.is_file():
-        return {}
-    return json.loads(f.read_text(encoding="utf-8")).get(name, {})
-
 
 def _number(section, key, entry, where):
     if not isinstance(entry, dict) or "source" not in entry:

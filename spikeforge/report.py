@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from spikeforge import simulator
-from spikeforge.hwmodels import ann_cost, core_memory, estimate, load_target, paper_energy_pj
+from spikeforge.hwmodels import ann_cost, band_text, core_memory, estimate, load_target, paper_energy_pj
 from spikeforge.simulator.atomic import save_figure, write_text
 
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green", "spikes": "tab:red",
@@ -53,7 +53,10 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
                          "macs_mean": macs.mean(), "spikes_mean": float(res.per_sample[:, 2].mean()),
                          "paper_energy_uj": paper / 1e6, "paper_energy_std_uj": float(paper_each.std()) / 1e6,
                          "energy_ratio": paper / ann["energy_pj"], "target_energy_uj": cost.energy_pj / 1e6,
-                         "target_static_uj": cost.static_pj / 1e6, "latency_us": cost.latency_ns / 1e3,
+                         "target_dynamic_uj": cost.dynamic_total_pj / 1e6, "target_static_uj": cost.static_pj / 1e6,
+                         "input_path": cost.input["mode"], "input_energy_uj": cost.input["energy_pj"] / 1e6,
+                         "energy_band": band_text(tgt, "energy"), "latency_band": band_text(tgt, "latency"),
+                         "latency_us": cost.latency_ns / 1e3,
                          "ann_macs": ann["macs"], "ann_energy_uj": ann["energy_pj"] / 1e6, "cost": cost})
     return rows, runs, ann
 
@@ -107,12 +110,24 @@ def fixed_point_table(rows):
 
 def markdown_table(rows, ann_acc=None):
     head = ("| target | T | accuracy (%) | SOPs (G) mean ± std | MACs (G) | E paper-style (μJ) | E_SNN / E_ANN "
-            "| E target (μJ) | latency / inference (μs) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| E target (μJ): dynamic + static | input path: its energy (μJ) | latency / inference (μs) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['T']} | {100 * r['accuracy']:.2f} | {r['sops_mean'] / 1e9:.3g} ± "
                      f"{r['sops_std'] / 1e9:.2g} | {r['macs_mean'] / 1e9:.3g} | {r['paper_energy_uj']:.3f} | "
-                     f"{r['energy_ratio']:.3f} | {r['target_energy_uj']:.3f} | {r['latency_us']:.2f} |")
+                     f"{r['energy_ratio']:.3f} | {r['target_energy_uj']:.4g} = {r['target_dynamic_uj']:.4g} + "
+                     f"{r['target_static_uj']:.4g} | {r['input_path']}: {r['input_energy_uj']:.4g} | "
+                     f"{r['latency_us']:.2f} |")
+    return "\n".join(lines)
+
+
+def band_table(rows):
+    """Each target's validation band (benchmarks/validate_targets.py's table): how far its figures can be trusted."""
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["target"], (r["energy_band"], r["latency_band"]))
+    lines = ["| target | energy: how far it can be trusted | latency |", "|---|---|---|"]
+    lines += [f"| {t} | {e} | {lat} |" for t, (e, lat) in seen.items()]
     return "\n".join(lines)
 
 
@@ -225,8 +240,13 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
            "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
            "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
-           "target file (dynamic) + static power x cores x latency; latency per step = slowest core + network + "
-           "barrier (at least the target's tick).", "", table, ""]
+           "target file (dynamic) + static power x latency; latency per step = slowest core + network + "
+           "barrier (at least the target's tick). Dynamic energy counts events; static energy is leakage (per used "
+           "core and per powered chip, where the target publishes it) over the latency. Input path: analog input "
+           "is counted as MACs on the first layer, spike-encoded input (0/1 frames, encoders) as synaptic ops on "
+           "the cores it feeds; its energy is part of the dynamic energy.", "", table, "",
+           "Validation band of each target (published chip measurements vs this model, "
+           "benchmarks/validate_targets.py; docs/TARGETS.md lists the rows):", "", band_table(rows), ""]
     if fixed_rows:
         md += ["## Fixed point", "", "Weights quantized to the target's weight bits with one scale per population, "
                "integer thresholds, per-step input rounded to integers, membrane saturating at the target's "

@@ -1,0 +1,95 @@
+"""The validation table (benchmarks/results/validation.json), the bands derived from it and the report's band."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from spikeforge import hwmodels
+from spikeforge.hwmodels.validation import band_text, bands
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE = os.path.join(ROOT, "benchmarks", "results", "validation.json")
+
+
+def _row(target, metric, status, ratio, kind="workload"):
+    return {"target": target, "metric": metric, "status": status, "ratio": ratio, "kind": kind}
+
+
+def test_bands_by_hand():
+    rows = [_row("a", "energy", "ok", 1.1), _row("a", "energy", "outside", 0.5), _row("a", "energy", "blocked", None),
+            _row("a", "energy", "ok", 3.0, kind="unit"), _row("a", "energy", "ok", 1.0, kind="calibration"),
+            _row("a", "latency", "blocked", 9.0)]
+    b = bands(rows)
+    assert b["a"]["energy"] == {"rows": 2, "within": 1, "blocked": 1, "max_abs_dev": pytest.approx(0.5),
+                                "ratio_min": 0.5, "ratio_max": 1.1}
+    assert b["a"]["latency"]["rows"] == 0 and b["a"]["latency"]["blocked"] == 1
+
+
+@pytest.fixture(scope="module")
+def table():
+    with open(TABLE) as fh:
+        return json.load(fh)
+
+
+def test_table_has_the_published_rows_the_issue_asks_for(table):
+    fields = {"target", "workload", "quantity", "source", "published", "ours", "ratio", "note"}
+    assert all(fields <= set(r) for r in table)
+    published = [r for r in table if r["published"] is not None and len(r["source"]) > 10]
+    assert sum(r["target"] == "loihi" for r in published) >= 3
+    assert sum(r["target"] == "truenorth" for r in published) >= 2
+    for r in table:
+        if r["ratio"] is not None:
+            assert r["ratio"] == pytest.approx(r["ours"] / r["published"])
+        # within the band, or the row says what blocks it / why it is outside
+        tol = hwmodels.validation.TOLERANCE[r["metric"]]
+        if r["status"] == "ok":
+            assert abs(r["ratio"] - 1) <= tol
+        else:
+            assert r["note"].startswith(("BLOCKED: ", "OUTSIDE the band: ")) and len(r["note"]) > 40
+
+
+def test_shipped_bands_are_the_tables(table):
+    shipped = {t: hwmodels.validation_band(t) for t in hwmodels.available()}
+    assert shipped == bands(table)
+    b = shipped["truenorth"]["energy"]
+    text = band_text("truenorth")
+    assert f"±{100 * b['max_abs_dev']:.0f} %" in text and f"{b['ratio_min']:.2f}-{b['ratio_max']:.2f}" in text
+    assert band_text("loihi", "latency").startswith("not validated")
+
+
+def test_report_prints_each_targets_band(tmp_path):
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.report import evaluate, write_report
+    from spikeforge.simulator import Network, Population, Projection
+
+    pops = [Population.make("in", "input", (2,)), Population.make("h", "if", (3,), 1.0),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("w1", "dense", "in", "h", np.ones((3, 2), np.float32)),
+             Projection("w2", "dense", "h", "out", np.ones((2, 3), np.float32))]
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    raw = json.loads(open(hwmodels.load_target("loihi").path).read())
+    raw["name"] = "my-chip"
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(raw))
+    targets = ["loihi", "truenorth", hwmodels.load_target(mine)]
+    rows, runs, ann = evaluate(net, np.array([[1.0, 0.5]]), None, [2], targets)
+    write_report(tmp_path / "r", "tiny", rows, runs, ann, net, 1)
+    md = (tmp_path / "r" / "report.md").read_text()
+    for name in ("loihi", "truenorth"):
+        assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in md
+    assert "| my-chip | not validated (user target file) | not validated (user target file) |" in md
+    r = next(r for r in rows if r["target"] == "loihi")
+    assert r["target_energy_uj"] == pytest.approx(r["target_dynamic_uj"] + r["target_static_uj"])
+    assert r["target_static_uj"] > 0 and r["input_path"].startswith("analog")
+    assert f"{r['target_dynamic_uj']:.4g} + {r['target_static_uj']:.4g}" in md
+
+
+def test_user_targets_are_never_given_a_builtin_band(tmp_path):
+    raw = json.loads(open(hwmodels.load_target("truenorth").path).read())
+    p = tmp_path / "truenorth.json"
+    p.write_text(json.dumps(raw))
+    t = hwmodels.load_target(p)
+    assert t.name == "truenorth" and hwmodels.validation_band(t) == {}
+    assert band_text(t) == "not validated (user target file)"
+    assert hwmodels.validation_band(hwmodels.load_target("truenorth")) != {}
