@@ -141,3 +141,31 @@ def test_spikes_true_refuses_values_that_are_not_counts():
     with pytest.raises(ValueError, match=r"spikes=True needs spike counts \(non-negative integers\), but input "
                                          r"sample 1 has 0.5"):
         simulator.run(net, np.stack([np.zeros((2, 2, 4, 4)), np.full((2, 2, 4, 4), 0.5)]), 2, spikes=True)
+
+
+def test_digits_events_follow_the_documented_saccade_rule_and_run_on_a_two_channel_input():
+    """One bright pixel: 4 events (|d| = 1, threshold 0.25) off where it leaves and on where it arrives, per move,
+    evenly spread in the move; binned per move (dt = move_us) each step holds those 4 + 4 as counts."""
+    from spikeforge.data import digits_events
+
+    img = np.zeros((1, 1, 3, 3))
+    img[0, 0, 0, 0] = 1.0
+    (ev,), shape = digits_events(img, threshold=0.25, move_us=1000)
+    assert shape == (4, 4) and len(ev["t"]) == 32
+    first = ev["t"] < 1000  # move right: (y 0, x 0) off, (y 0, x 1) on
+    assert sorted(ev["t"][first & (ev["x"] == 0)].tolist()) == [200, 400, 600, 800]
+    assert set(zip(ev["y"][first], ev["x"][first], ev["p"][first])) == {(0, 0, 0), (0, 1, 1)}
+    frames, dropped = bin_events(ev, (2, *shape), T=4, dt=1000, t0=0)
+    assert dropped == 0 and frames.sum(axis=(1, 2, 3)).tolist() == [8, 8, 8, 8]
+    assert frames[1, 1, 1, 1] == 4 and frames[1, 0, 0, 1] == 4  # move down: on at (1, 1), off at (0, 1)
+    res = simulator.run(_event_net_for(shape), frames[None], 4, spikes=True)
+    assert res.total("macs") == 0 and res.total("synops") > 0
+
+
+def _event_net_for(shape):
+    rng = np.random.default_rng(9)
+    pops = [Population.make("in", "input", (2, *shape)), Population.make("h", "if", (5,), 0.5, 0.25),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("a", "dense", "in", "h", rng.normal(0, 0.5, (5, 2 * shape[0] * shape[1])).astype(np.float32)),
+             Projection("b", "dense", "h", "out", rng.normal(0, 0.5, (2, 5)).astype(np.float32))]
+    return Network(pops, projs, *one_population_per_core(pops, projs), {})
