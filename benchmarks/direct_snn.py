@@ -5,7 +5,7 @@ data sets cannot be downloaded here, so the events are made from scikit-learn's 
 DVS-style rule, as N-MNIST was made from MNIST by moving a sensor over still images:
 - scene: the digit (intensity I = pixel / 16) on a dark 10x10 canvas (1-pixel border), seen by a 10x10 sensor with
   two polarity channels (channel 0 OFF, channel 1 ON: the layout of spikeforge's event binning);
-- motion: the image moves along a triangle of saccades, (0, -1) -> (1, 1) -> (-1, 1) -> (0, -1) pixels, in T
+- motion: the image moves along a triangle of saccades, (dx, dy) = (0, -1) -> (1, 1) -> (-1, 1) -> (0, -1) px, in T
   equal sub-pixel steps (bilinear interpolation, scipy.ndimage.shift, order 1);
 - events: each pixel holds a reference log intensity L_ref = log(0.1 + I) (set at the start); at step t it emits an
   ON event when log(0.1 + I_t) - L_ref >= C, an OFF event when <= -C (C = 0.25), and then sets L_ref to the
