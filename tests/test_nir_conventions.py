@@ -80,6 +80,39 @@ def test_snntorch_convention_equals_the_leaky_update_with_layer_wide_beta():
     assert _mismatches(net, graph, _trains(10), leaky) == {"n0": 0, "n1": 0}
 
 
+def test_cli_imports_an_snntorch_graph_and_simulates_its_spike_train_file(tmp_path, capsys):
+    """import-nir --convention snntorch, then simulate --input with (N, T, *shape) 0/1 frames: the readout counts
+    the output layer's spikes, equal to snnTorch's update written out; input spikes cost synaptic operations."""
+    import json
+
+    dt, beta = 1e-4, f32(0.9)
+    tau = f32(dt) / (f32(1) - beta)
+    lif = nir.LIF(tau=np.array(tau), r=np.array(tau / f32(dt)), v_leak=np.array(f32(0)),
+                  v_threshold=np.array(f32(0.8)), v_reset=np.array(f32(0)))
+    graph = _graph([lif, lif])
+    nir.write(tmp_path / "g.nir", graph, compression=None)  # 0-d parameters: nir's gzip refuses them
+    assert main(["import-nir", str(tmp_path / "g.nir"), str(tmp_path / "g.h5"), "--convention", "snntorch"]) == 0
+    x = _trains(10, seed=4)
+    ref = _reference(graph, x, lambda node, mem, i: _leaky_step(beta, node, mem, i))
+    y = ref["n1"].sum(1).argmax(1)
+    np.savez(tmp_path / "frames.npz", x=x, y=y)
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path / "g.h5"), "--input", str(tmp_path / "frames.npz"), "--x-key", "x",
+                 "--y-key", "y", "--T", str(T), "--out", str(tmp_path / "run.npz")]) == 0
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["accuracy"] == 1.0 and summary["totals"]["macs"] == 0
+    with np.load(tmp_path / "run.npz") as run:
+        np.testing.assert_allclose(run["output"] * T, ref["n1"].sum(1))
+    assert 0 < ref["n1"].sum() < ref["n1"].size
+
+
+def _leaky_step(beta, node, mem, current):
+    mem = torch.zeros_like(current) if mem is None else mem
+    mem = torch.tensor(beta) * mem + current
+    spk = (mem > torch.tensor(node.v_threshold)).float()
+    return mem * (1 - spk), spk
+
+
 def test_norse_convention_equals_lifbox_and_iaf_updates():
     """Norse: LIFBox v += dt·τ_mem_inv·(v_leak - v + I) from v = v_leak, written as τ = dt/τ_mem_inv; IAF v += I;
     spike when v > θ, reset to 0."""

@@ -193,8 +193,14 @@ def test_norse_mlp_export_runs_spike_exact_on_its_own_spike_trains(tmp_path):
     ours = simulator.load_network(tmp_path / "n.h5")
     np.testing.assert_allclose(ours.populations[1].decay, 0.8, rtol=1e-6)  # 1 - dt·tau_mem_inv
     x = _spike_trains((16,), seed=6)
-    mismatches, spikes, _ = _compare(ours, x, _names(net, _norse_run(net, x)))
+    mismatches, spikes, res = _compare(ours, x, _names(net, _norse_run(net, x)))
     assert mismatches == {"1": 0, "3": 0}, (mismatches, spikes)
+    # export-nir of the imported graph, imported again: v0 = v_leak and the unit IAF gain ride in the metadata
+    assert main(["export-nir", str(tmp_path / "n.h5"), str(tmp_path / "back.nir")]) == 0
+    assert main(["import-nir", str(tmp_path / "back.nir"), str(tmp_path / "back.h5")]) == 0
+    again = simulator.run(simulator.load_network(tmp_path / "back.h5"), x.numpy(), T, record_counts=True)
+    assert again.totals() == res.totals()
+    np.testing.assert_array_equal(again.output, res.output)
 
 
 def test_norse_conv_export_runs_spike_exact(tmp_path):
