@@ -2,6 +2,11 @@
 simulators; spikes, synaptic operations, packets, hops, readout, energy and wall time compared.
 
     python -m benchmarks.sanafe_compare --out benchmarks/results/sanafe [--samples 20 --T 8]
+    python -m benchmarks.sanafe_compare --loihi-model --out benchmarks/results/sanafe [--samples 5 --T 8]
+
+--loihi-model (issue 23): the same networks with SANA-FE's own calibrated Loihi costs (its shipped loihi.yaml)
+in SANA-FE and spikeforge's loihi target in spikeforge, on identical event counts; energy by SANA-FE's
+components (synapse, soma, network) and latency, and what each difference comes from.
 
 Needs `pip install sanafe` (the `compare` extra). Costs are aligned on the events both simulators price the same
 way (synaptic op, spike, message, hop: the target's values); neuron updates and memory traffic are left out of
@@ -48,13 +53,144 @@ def _digits_nets(seed=0):
             yield f"{name}, {label}-neuron cores", map_network(fixed, target, placement="anneal"), xte.numpy()
 
 
+def loihi_yaml() -> dict:
+    """SANA-FE's shipped Loihi costs (sanafe/examples/loihi.yaml of the installed wheel), in SI units."""
+    from importlib.resources import files
+
+    import yaml
+
+    a = yaml.safe_load(files("sanafe.examples").joinpath("loihi.yaml").read_text())["architecture"]
+    tile = a["tile"][0]
+    core = tile["core"][0]
+    return {"sync": {int(k): float(v) for k, v in a["attributes"]["latency_sync"].items()},
+            "hops": tile["attributes"],
+            "soma": next(u["attributes"] for u in core["soma"] if u["name"] == "loihi_lif"),
+            "synapse": next(u["attributes"] for u in core["synapse"] if u["name"] == "loihi_dense_synapse"),
+            "axon_out": core["axon_out"][0]["attributes"], "axon_in": core["axon_in"][0]["attributes"]}
+
+
+def loihi_architecture(net, target, costs):
+    """interop.sanafe's architecture for `net` (one tile per core, drive cores free) with SANA-FE's Loihi costs on
+    the network's own cores: soma access / update / spike, dense synapse, message out / in, hops, sync table."""
+    from spikeforge.interop.sanafe import architecture
+
+    arch = architecture(net, target)
+    a = arch["architecture"]
+    a["attributes"].update(sync_model="table", latency_sync=costs["sync"])
+    tile = a["tile"][0]
+    tile["attributes"] = {k: float(v) for k, v in costs["hops"].items()}
+    main = tile["core"][0]
+    main["soma"][0]["attributes"].update({k: float(v) for k, v in costs["soma"].items() if k != "model"})
+    main["synapse"][0]["attributes"].update(energy_process_spike=float(costs["synapse"]["energy_process_spike"]),
+                                            latency_process_spike=float(costs["synapse"]["latency_process_spike"]))
+    main["axon_out"][0]["attributes"].update({k: float(v) for k, v in costs["axon_out"].items()})
+    main["axon_in"][0]["attributes"].update({k: float(v) for k, v in costs["axon_in"].items()})
+    return arch
+
+
+def loihi_model_compare(net, x, T, target, costs):
+    """One network, samples x: SANA-FE with its Loihi costs vs our target on the same counts, per component (pJ
+    per inference) and latency (ns per inference). SANA-FE's numbers are corrected for what is not the network's:
+    the drive neurons' synaptic events (interop) and the depth-shifted extra steps every neuron is updated in."""
+    import tempfile
+
+    import sanafe
+
+    from spikeforge import simulator
+    from spikeforge.hwmodels import core_memory, estimate
+    from spikeforge.interop.sanafe import build_network, depths, is_drive, synapse_lists
+
+    flat = simulator.prepare(net)
+    res = simulator.run(flat, x, T, batch_size=len(x))
+    labels = [net.populations[int(p)].name for p in net.cores.population]
+    mem = {k: v for k, v in core_memory(net).items() if k != "synapse_kind"}  # one (dense) unit, as SANA-FE here
+    cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem)
+    d = cost.dynamic_pj
+    ours = {"synapse": d["synops"], "soma": d["neuron_updates"] + d["spikes"], "network": d["packets"] + d["hops"]}
+    e_syn = float(costs["synapse"]["energy_process_spike"]) * 1e12  # J -> pJ
+    per_neuron = (float(costs["soma"]["energy_access_neuron"]) + float(costs["soma"]["energy_update_neuron"])) * 1e12
+    neurons = sum(p.size for p in net.populations[1:])
+    extra = max(depths(net).values())  # SANA-FE runs T + depth steps, updating every neuron in each
+    theirs = {"synapse": 0.0, "soma": 0.0, "network": 0.0}
+    raw_soma = sim_ns = 0.0
+    counts = {"spikes": 0, "packets": 0, "hops": 0}
+    with tempfile.TemporaryDirectory(prefix="spikeforge-loihi-") as folder:
+        path = os.path.join(folder, "arch.yaml")
+        import yaml
+
+        write_text(path, yaml.safe_dump(loihi_architecture(net, target, costs)))  # YAML: the sync table's int keys
+        arch = sanafe.load_arch(path)
+        synapses = synapse_lists(net)
+        for b in range(len(x)):
+            sn, steps, drive_events = build_network(sanafe, arch, net, x[b], T, synapses)
+            chip = sanafe.SpikingChip(arch)
+            chip.load(sn)
+            r = chip.sim(timesteps=steps, spike_trace=True, message_trace=True, processing_threads=1)
+            e = r["energy"]
+            theirs["synapse"] += e["synapse"] * 1e12 - drive_events * e_syn
+            raw_soma += e["soma"] * 1e12
+            theirs["soma"] += e["soma"] * 1e12 - neurons * (steps - T) * per_neuron
+            theirs["network"] += e["network"] * 1e12
+            sim_ns += r["sim_time"] * 1e9
+            counts["spikes"] += sum(1 for st in r["spike_trace"] for a in st if not is_drive(a.group_name))
+            for st in r["message_trace"]:
+                for m in st:
+                    if not m.get("placeholder") and not is_drive(m["src_neuron_group_id"]):
+                        counts["packets"] += 1
+                        counts["hops"] += m["hops"]
+    n = len(x)
+    return {"T": T, "cores": len(net.cores), "samples": n, "extra_steps": extra,
+            "ours_counts": {k: res.total(k) / n for k in counts},
+            "sanafe_counts": {k: v / n for k, v in counts.items()},
+            "ours_pj": ours, "sanafe_pj": {k: v / n for k, v in theirs.items()}, "sanafe_raw_soma_pj": raw_soma / n,
+            "ours_input_macs_pj": d["macs"], "ours_latency_ns": cost.latency_ns, "sanafe_latency_ns": sim_ns / n,
+            "sanafe_latency_ns_per_step_of_T": sim_ns / n / (T + extra), "ours_barrier_ns": cost.barrier_ns}
+
+
+def loihi_model_table(rows) -> str:
+    lines = ["| network | T | cores | counts ours = SANA-FE (spikes, packets, hops) | synapse µJ ours / SANA-FE | "
+             "soma µJ | network µJ | total µJ (ratio) | latency µs per step ours / SANA-FE |",
+             "|---|---:|---:|---|---|---|---|---|---|"]
+    for r in rows:
+        o, s = r["ours_pj"], r["sanafe_pj"]
+        same = all(abs(r["ours_counts"][k] - r["sanafe_counts"][k]) < 1e-9 for k in r["ours_counts"])
+        to, ts = sum(o.values()), sum(s.values())
+        lines.append(f"| {r['network']} | {r['T']} | {r['cores']} | {'yes' if same else r['sanafe_counts']} | "
+                     + " | ".join(f"{o[k] / 1e6:.4f} / {s[k] / 1e6:.4f}" for k in ("synapse", "soma", "network"))
+                     + f" | {to / 1e6:.4f} / {ts / 1e6:.4f} ({to / ts:.3f}) | "
+                     f"{r['ours_latency_ns'] / r['T'] / 1e3:.2f} / {r['sanafe_latency_ns_per_step_of_T'] / 1e3:.2f} |")
+    return "\n".join(lines)
+
+
+def main_loihi_model(args):
+    target, costs = load_target(args.target), loihi_yaml()
+    rows = []
+    for name, net, x in _digits_nets():
+        for T in args.T:
+            r = loihi_model_compare(net, x[:args.samples], T, target, costs)
+            r["network"] = name
+            rows.append(r)
+            print(json.dumps(r, default=float), flush=True)
+    stem = "loihi_model_compare" + ("" if args.target == "loihi" else f"_{args.label}")
+    write_text(os.path.join(args.out, f"{stem}.json"), json.dumps(rows, indent=1, default=float))
+    md = loihi_model_table(rows)
+    write_text(os.path.join(args.out, f"{stem}.md"), md + "\n")
+    print(md)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--T", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--loihi-model", action="store_true",
+                   help="compare with SANA-FE's own calibrated Loihi costs (its loihi.yaml) on identical counts")
+    p.add_argument("--target", default="loihi", help="--loihi-model: our side's target (name or JSON file)")
+    p.add_argument("--label", default="other", help="--loihi-model: file suffix when --target is not loihi")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.loihi_model:
+        return main_loihi_model(args)
     target = load_target("loihi")
     rows = []
     for name, net, x in _digits_nets():
