@@ -320,12 +320,14 @@ def core_edges(populations, projections, cores, loads=None):
 
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
-                progress=None) -> Network:
+                progress=None, hop_delay: int = 0) -> Network:
     """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict).
 
     traffic: optional {population name: spikes per neuron} (e.g. a simulation's spike counts) to weigh the
-    placement by measured packets instead of one packet per axon.
+    placement by measured packets instead of one packet per axon. hop_delay: steps every projection's delay
+    gains (`pipelined`): 1 is the hardware pipeline of Loihi / SANA-FE, where a spike crosses one hop per step.
     """
+    net = pipelined(net, hop_delay)
     limits = target.limits if hasattr(target, "limits") else dict(target)
     if placement not in ("snake", "anneal"):
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")
@@ -347,6 +349,19 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     cores.chip, cores.x, cores.y = slots[where, 0], slots[where, 1], slots[where, 2]
     attrs = dict(net.attrs, mapping=f"{getattr(target, 'name', 'custom')}:{placement}")
     return Network(net.populations, net.projections, cores, edges, attrs)
+
+
+def pipelined(net: Network, steps: int = 1) -> Network:
+    """`net` with every projection delivering `steps` later (its delay + steps): a chip's pipeline, in which a
+    population sees its sources' events of the previous step instead of the same step's. The delays add up
+    along a path, so a residual block's skip connection arrives earlier than its main branch, as on the chip."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"hop delay must be a whole number of steps >= 0, got {steps!r}")
+    if steps == 0:
+        return net
+    projections = [dataclasses.replace(q, delay=int(q.delay) + int(steps)) for q in net.projections]
+    attrs = dict(net.attrs, hop_delay=int(net.attrs.get("hop_delay", 0)) + int(steps))
+    return Network(net.populations, projections, net.cores, net.core_edges, attrs)
 
 
 def _measured_traffic(net, cores, edges, parts, traffic):

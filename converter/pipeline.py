@@ -62,6 +62,7 @@ class ConvertSettings:
     placement: str = "anneal"
     fixed_point: bool = False
     name: str | None = None
+    hop_delay: int = 0  # steps every projection adds (1: the chip's pipeline, one step per hop)
 
     def __post_init__(self):
         for key, allowed in _CHOICES.items():
@@ -70,7 +71,7 @@ class ConvertSettings:
         if not 0 < self.percentile <= 100:
             raise UserError(f"percentile must be in (0, 100], got {self.percentile}")
         for key, least in (("batch_size", 1), ("tau", 1), ("levels", 1), ("calib_samples", 1), ("calib_epochs", 1),
-                           ("qc_epochs", 0)):
+                           ("qc_epochs", 0), ("hop_delay", 0)):
             _check_int(key, getattr(self, key), least)
         if self.T is not None:
             _check_int("T", self.T, 1)
@@ -143,7 +144,11 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
     if target is not None:
         from .mapping import map_network
 
-        net = map_network(net, target, s.placement)
+        net = map_network(net, target, s.placement, hop_delay=s.hop_delay)
+    elif s.hop_delay:
+        from .mapping import pipelined
+
+        net = pipelined(net, s.hop_delay)
     return net
 
 

@@ -237,12 +237,12 @@ class SpikingNetwork(nn.Module):
             return out.index_add_(1, cols, x.reshape(b, -1)[:, rows] * self.weights[pr.name])
         raise ValueError(f"unknown projection kind {pr.kind!r}")
 
-    def _operands(self, p, values, b):
+    def _operands(self, p, arriving, b):
         """(A (B, M, K), B (B, K, N)) of an ec_matmul node from its matmul_a / matmul_b sources' values."""
         m, n = self.shapes[p.name]
         ops = {}
         for pr in self.incoming[p.name]:
-            v = values[pr.source]
+            v = arriving(pr)[0]
             ops[pr.kind] = v.reshape(b, *self.shapes[pr.source]).transpose(-1, -2) if pr.transpose else v
         a = ops["matmul_a"].reshape(b, m, -1)
         return a, ops["matmul_b"].reshape(b, a.shape[-1], n)
@@ -266,19 +266,32 @@ class SpikingNetwork(nn.Module):
         pooled = {p.name: torch.zeros(b, *self.shapes[self.incoming[p.name][0].source], dtype=self.dtype,
                                       device=self.device) for p in self.net.populations if p.model == "maxpool"}
         out = None
+        longest = max((pr.delay for pr in self.net.projections), default=0)
+        past = {}  # step -> (values, levels) of every population, while a delayed projection needs them
+
+        def arriving(pr):
+            """(values, levels) projection pr delivers at step t: its source's of step t - delay (zeros before)."""
+            if pr.delay == 0:
+                return values[pr.source], levels.get(pr.source)
+            if t < pr.delay:
+                level = levels.get(pr.source)
+                return torch.zeros_like(values[pr.source]), None if level is None else torch.zeros_like(level)
+            then_values, then_levels = past[t - pr.delay]
+            return then_values[pr.source], then_levels.get(pr.source)
+
         for t in range(T):
             values = {self.net.input.name: x[:, t] if frames else x}
             levels = {}
             for p in self.net.populations[1:]:
                 if p.model == "ec_matmul":
-                    values[p.name] = self.neurons[p.name](*self._operands(p, values, b))
+                    values[p.name] = self.neurons[p.name](*self._operands(p, arriving, b))
                     continue
                 if p.model == "maxpool":
-                    values[p.name] = self._max_pool(p, pooled[p.name], levels, values)
+                    values[p.name] = self._max_pool(p, pooled[p.name], arriving)
                     continue
                 current = self.biases[p.name].expand(b, *self.shapes[p.name])
                 for pr in self.incoming[p.name]:
-                    current = current + self._project(pr, values[pr.source]).reshape(b, *self.shapes[p.name])
+                    current = current + self._project(pr, arriving(pr)[0]).reshape(b, *self.shapes[p.name])
                 neuron = self.neurons[p.name]
                 if isinstance(neuron, IFNeurons):
                     s = neuron(current)
@@ -291,18 +304,22 @@ class SpikingNetwork(nn.Module):
                     values[p.name] = neuron(current)
                 else:
                     out = neuron(current)
+            if longest:
+                past[t] = (values, levels)
+                past.pop(t - longest, None)
         record = StepRecord(counts, {n: torch.stack(v) for n, v in spikes.items()} if record_spikes else None)
         return out / T, record
 
-    def _max_pool(self, p, pooled, levels, values):
+    def _max_pool(self, p, pooled, arriving):
         """Spiking max pooling: add the source's spikes (member spikes of group neurons) to its counts; each output
         passes on the value its window's most active source neuron sent this step (the first in the window on a
         tie, as F.max_pool2d's indices)."""
         pr = self.incoming[p.name][0]
-        pooled += levels[pr.source]
+        source_values, source_levels = arriving(pr)
+        pooled += source_levels
         _, idx = F.max_pool2d(pooled, tuple(pr.kernel), tuple(pr.stride), tuple(pr.padding), return_indices=True)
         b, c = idx.shape[:2]
-        return values[pr.source].reshape(b, c, -1).gather(2, idx.reshape(b, c, -1)).reshape(idx.shape)
+        return source_values.reshape(b, c, -1).gather(2, idx.reshape(b, c, -1)).reshape(idx.shape)
 
     @torch.no_grad()
     def analog_forward(self, x):
@@ -316,7 +333,7 @@ class SpikingNetwork(nn.Module):
         out = None
         for p in self.net.populations[1:]:
             if p.model == "ec_matmul":
-                a, bm = self._operands(p, values, b)
+                a, bm = self._operands(p, lambda pr: (values[pr.source], None), b)
                 values[p.name] = a @ bm
                 continue
             if p.model == "maxpool":

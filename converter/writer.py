@@ -63,6 +63,8 @@ def write_network(net: Network, path, attrs: dict | None = None) -> str:
         for proj in net.projections:
             g = projs.create_group(proj.name)
             g.attrs["kind"], g.attrs["source"], g.attrs["target"] = proj.kind, proj.source, proj.target
+            if proj.delay:
+                g.attrs["delay"] = int(proj.delay)
             if proj.kind in ("conv2d", "avgpool", "maxpool"):
                 g.attrs["stride"] = np.asarray(proj.stride, np.int64)
                 g.attrs["padding"] = np.asarray(proj.padding, np.int64)

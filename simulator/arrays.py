@@ -168,7 +168,22 @@ def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
         v_init=gather("v_init"), bias=gather("bias"),
         decay=np.concatenate([np.ones(p.size) if p.decay is None else p.decay.astype(np.float64)[perms[i]]
                               for i, p in enumerate(pops)]),
+        **_history_layout(net, sizes, int(offsets[-1])),
     )
+
+
+def _history_layout(net, sizes, n_total):
+    """hlen / hoff / hslot (kernels.Populations): each source of delayed projections keeps its events of the last
+    (largest delay + 1) steps, after this step's events in the event arrays."""
+    index = {p.name: i for i, p in enumerate(net.populations)}
+    longest = np.zeros(len(sizes), np.int64)
+    for q in net.projections:
+        s = index[q.source]
+        longest[s] = max(longest[s], int(q.delay))
+    hlen = np.where(longest > 0, longest + 1, 0).astype(np.int64)
+    hoff = (n_total + np.concatenate([[0], np.cumsum(hlen * sizes)])).astype(np.int64)
+    hslot = np.concatenate([[0], np.cumsum(hlen)]).astype(np.int64)
+    return {"hlen": hlen, "hoff": hoff, "hslot": hslot}
 
 
 def _projection_arrays(net, perms, offsets, mm_inner) -> K.Projections:
@@ -201,6 +216,7 @@ def _projection_arrays(net, perms, offsets, mm_inner) -> K.Projections:
         xoff=np.array(cols["xoff"], np.int64), geom=np.array(cols["geom"], np.int64).reshape(-1, 13),
         mac=np.array(cols["mac"], np.int64),
         wbytes=np.array([0 if q.kind == "maxpool" else WEIGHT_BYTES for q in net.projections], np.int64),
+        delay=np.array([int(q.delay) for q in net.projections], np.int64),
         weights=_cat(weights, np.float32), indptr=_cat(indptr, np.int64), indices=_cat(indices, np.uint32),
     )
 

@@ -310,8 +310,8 @@ def _raster_index(net, record, index):
     """Raster column of each recorded population's first neuron (-1: not recorded) and the raster width."""
     rec_off = np.full(len(net.populations), -1, np.int64)
     n_rec = 0
-    for name in record:
-        if name not in index or net.populations[index[name]].model not in SPIKING_MODELS:
+    for name in record:  # a max pooling gate re-sends spikes: its raster holds them (member spikes, as its source)
+        if name not in index or net.populations[index[name]].model not in SPIKING_MODELS + ("maxpool",):
             raise ValueError(f"cannot record spikes of {name!r}: not a spiking population")
         rec_off[index[name]] = n_rec
         n_rec += net.populations[index[name]].size

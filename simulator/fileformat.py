@@ -33,16 +33,18 @@ from .network import (
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.7"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.8"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
 #                        1.6: pointwise projections (token-wise linear maps), ec function "identity" (relay)
 #                        1.7: maxpool populations and projections (spiking max pooling)
+#                        1.8: projection delays (attribute delay, steps; absent: 0)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
 MAX_SYNAPSES = 2**33
+MAX_DELAY = 4096  # steps; each delayed source keeps (delay + 1) steps of events per sample
 MAX_DIMS = 3
 MAX_COORDINATE = 2**24  # chip, x and y of a core: a mesh this large is a corrupt file, not a machine
 # No single dataset may need more memory than this (override with SPIKEFORGE_MAX_DATASET_BYTES).
@@ -165,6 +167,9 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
     where = f"/projections/{proj.name}"
     k = proj.kind
     w = proj.weight
+    if isinstance(proj.delay, (bool, np.bool_)) or not isinstance(proj.delay, (int, np.integer)) or \
+            not 0 <= proj.delay <= MAX_DELAY:
+        _fail(where, f"delay {proj.delay!r} must be an integer number of steps from 0 to {MAX_DELAY}")
     if k in ("dense", "sparse", "conv2d", "pointwise"):
         if not isinstance(w, np.ndarray) or not np.issubdtype(w.dtype, np.floating):
             _fail(f"{where}/weight", "missing or not a float array")
@@ -560,6 +565,11 @@ def _read(h5, path) -> Network:
             if pname not in sizes:
                 raise NetworkFileError(where, f"{end} {pname!r} is not a population", path)
         p = Projection(name, kind, src, tgt)
+        if "delay" in g.attrs:
+            delay = np.asarray(g.attrs["delay"])
+            if delay.ndim != 0 or delay.dtype.kind not in "iu":
+                raise NetworkFileError(where, f"attribute 'delay' must be an integer, got {g.attrs['delay']!r}", path)
+            p.delay = int(delay)
         if kind in ("conv2d", "avgpool", "maxpool"):
             p.stride = _attr(g, "stride", where, path, "ints")
             p.padding = _attr(g, "padding", where, path, "ints")

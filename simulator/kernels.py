@@ -37,14 +37,18 @@ G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUP
 # expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state, a maxpool
 # population's spike counts of its source neurons; incoming
 # projections in_proj[in_ptr[p]:in_ptr[p + 1]]. Per neuron, float64: theta, theta_neg, v_init, bias, decay.
+# Delayed projections: a source whose events are delivered up to D steps later keeps hlen[p] = D + 1 steps of
+# them (0: none), step t's in the event arrays from hoff[p] + (t mod hlen[p])·n[p], their number in
+# hist_n[hslot[p] + t mod hlen[p]]; hoff / hslot have one entry more (the end: the event arrays' length).
 Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "expand", "alpha", "vmax", "flags",
                                          "func", "eps", "aux", "in_ptr", "in_proj", "theta", "theta_neg", "v_init",
-                                         "bias", "decay"))
+                                         "bias", "decay", "hlen", "hoff", "hslot"))
 # Per projection q, int64: kind (KIND_*), source population, target neuron offset and size, offsets into
 # weights / indptr / indices, geom (q, 13) (G_* columns; (d_in, d_out) pointwise; matmul operand shape), mac
-# (analog work is counted as MACs), weight bytes per synapse. weights float32, indptr int64, indices uint32.
+# (analog work is counted as MACs), weight bytes per synapse, delay (steps). weights float32, indptr int64,
+# indices uint32.
 Projections = namedtuple("Projections", ("kind", "src", "tgt_off", "tgt_n", "woff", "ioff", "xoff", "geom", "mac",
-                                         "wbytes", "weights", "indptr", "indices"))
+                                         "wbytes", "delay", "weights", "indptr", "indices"))
 # Per neuron: core_of (int32), packets per event (int32) and their mesh hops (int64). Per projection q, the
 # target cores of source row e: rc_core[rc_ptr[rc_off[q] + e]:rc_ptr[rc_off[q] + e + 1]] with synapse counts
 # rc_cnt. Flows a neuron's packets take: fl_id[fl_ptr[i]:fl_ptr[i + 1]], flow k from core flow_src[k] to
@@ -64,8 +68,10 @@ Outputs = namedtuple("Outputs", ("out", "ctr", "counts", "rec", "trace", "flows"
 # One sample's working state: v: membranes, the running input sum S(t) of EC nodes; prev: EC nodes'
 # (t-1)·F(S(t-1)/(t-1)), ec_matmul nodes' S_K(t-1)/(t-1); aux: ec_matmul operands; cur: this step's input
 # currents; the events population p queued: ev_idx / ev_val / ev_mult / ev_rec[off[p]:off[p] + ev_n[p]] (local
-# neuron, payload, multiplicity, what counts / rasters record); acc: readout sums.
-State = namedtuple("State", ("v", "prev", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n", "acc"))
+# neuron, payload, multiplicity, what counts / rasters record), past steps' events after them (Populations: hoff),
+# hist_n their numbers; acc: readout sums.
+State = namedtuple("State", ("v", "prev", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n", "hist_n",
+                             "acc"))
 
 
 @njit(cache=True)
@@ -269,9 +275,11 @@ def run_sample(x, T, readout, pops, projs, routing, recording, o):
     for t in range(T):
         if t > 0 and x.shape[0] > 1:  # one input frame per step
             _input_events(x[t], pops, s)
+        _keep_events(0, t, pops, s)
         for p in range(1, pops.off.shape[0]):
             _input_currents(p, t, pops, projs, routing, s, o.ctr)
             _update(p, t, pops, routing, recording, s, o)
+            _keep_events(p, t, pops, s)
             _record_trace(p, t, recording, s.v, o.trace)
     acc = s.acc
     out = o.out
@@ -284,9 +292,28 @@ def _new_state(pops, readout):
     """A sample's fresh State: membranes at v_init, sums and currents zero, no events queued (ev_mult one)."""
     n_total = pops.theta.shape[0]
     n_pops = pops.off.shape[0]
+    n_ev = pops.hoff[n_pops]  # this step's events, then the kept past steps'
     return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(max(pops.aux[n_pops], 1)), np.zeros(n_total),
-                 np.empty(n_total, np.int64), np.empty(n_total), np.ones(n_total, np.int64),
-                 np.empty(n_total, np.int64), np.zeros(n_pops, np.int64), np.zeros(pops.n[readout]))
+                 np.empty(n_ev, np.int64), np.empty(n_ev), np.ones(n_ev, np.int64),
+                 np.empty(n_ev, np.int64), np.zeros(n_pops, np.int64), np.zeros(max(pops.hslot[n_pops], 1), np.int64),
+                 np.zeros(pops.n[readout]))
+
+
+@njit(cache=True)
+def _keep_events(p, t, pops, s):
+    """Copy population p's events of step t into its history slot, for projections that deliver them later."""
+    hlen = pops.hlen[p]
+    if hlen == 0:
+        return
+    slot = t % hlen
+    src = pops.off[p]
+    dst = pops.hoff[p] + slot * pops.n[p]
+    m = s.ev_n[p]
+    s.ev_idx[dst:dst + m] = s.ev_idx[src:src + m]
+    s.ev_val[dst:dst + m] = s.ev_val[src:src + m]
+    s.ev_mult[dst:dst + m] = s.ev_mult[src:src + m]
+    s.ev_rec[dst:dst + m] = s.ev_rec[src:src + m]
+    s.hist_n[pops.hslot[p] + slot] = m
 
 
 @njit(cache=True)
@@ -319,10 +346,19 @@ def _input_currents(p, t, pops, projs, routing, s, ctr):
 
 @njit(cache=True)
 def _deliver(p, q, t, pops, projs, routing, s, ctr):
-    """Deliver the source's queued events through projection q into population p and count their synaptic work."""
+    """Deliver the source's events through projection q into population p and count their synaptic work: this
+    step's, or those of step t - delay (none before the first delay steps)."""
     src = projs.src[q]
-    k0 = pops.off[src]
-    k1 = k0 + s.ev_n[src]
+    d = projs.delay[q]
+    if d == 0:
+        k0 = pops.off[src]
+        k1 = k0 + s.ev_n[src]
+    elif t < d:
+        return
+    else:
+        slot = (t - d) % pops.hlen[src]
+        k0 = pops.hoff[src] + slot * pops.n[src]
+        k1 = k0 + s.hist_n[pops.hslot[src] + slot]
     ctr_kind = C_MACS if projs.mac[q] else C_SYNOPS
     kind = projs.kind[q]
     cur = s.cur

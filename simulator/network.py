@@ -124,6 +124,7 @@ class Projection:
     padding: tuple = (0, 0)
     groups: int = 1
     transpose: bool = False  # matmul_a / matmul_b: the operand is the transpose of the 2-D source
+    delay: int = 0  # steps from a source event to its delivery: 0 the same step (layer-synchronous), d: step t + d
 
 
 @dataclass

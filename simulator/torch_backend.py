@@ -171,6 +171,7 @@ class _Proj:
         src, tgt = net.populations[self.src], net.populations[index[proj.target]]
         self.src_shape = tuple(src.shape)
         self.column = _MAC if projs.mac[q] else _SYN
+        self.delay = int(proj.delay)
         self.wbytes = float(projs.wbytes[q])
         self.transpose = bool(proj.transpose)
         if proj.kind in ("matmul_a", "matmul_b"):  # operand work: per event, 2N (A) or M (B) on the node's core
@@ -328,12 +329,24 @@ class _Run:
                        if recording.record_counts}
         self.rasters = {}  # p -> list over t of (B, n) recorded values
         self.acc = None
+        self.history = {}  # step -> every population's output of that step, kept while a delayed projection needs it
         # traced neurons (engine-global indices) as (population, canonical index), looked up once
         off = plan.flat.pops.off
         self.traced = []
         for g in recording.tr_idx[:recording.n_trace]:
             p = int(np.searchsorted(off, g, side="right") - 1)
             self.traced.append((p, int(plan.flat.perms[p][g - off[p]])))
+
+    def source(self, t, proj, outs):
+        """What projection proj delivers at step t: its source's output of step t - delay (outs: this step's);
+        before the first delivery, a silent output (no events, zero values)."""
+        if proj.delay == 0:
+            return outs[proj.src]
+        if t < proj.delay:
+            now = outs[proj.src]
+            zero = torch.zeros_like(now.mult)
+            return _Out(zero, value=zero, level=zero, payload=now.payload)
+        return self.history[t - proj.delay][proj.src]
 
     def count_events(self, t, pop, mult, spikes=False):
         """An event's cost on its neuron's core: packets and hops (and spikes when they are spikes), and its
@@ -489,7 +502,7 @@ def _maxpool_update(run, t, pop, proj, outs, ctr):
     """Spiking max pooling (kernels._maxpool_events / _maxpool_update): the source's member spikes add to its
     counts; each output re-sends the event its window's most active source neuron (the first on a tie: the order
     F.max_pool2d's indices keep) sent this step."""
-    src = outs[proj.src]
+    src = run.source(t, proj, outs)
     work, cores = proj.work(src.mult)
     ctr[:, cores, proj.column] += work  # no weights: no synapse bytes
     b = src.mult.shape[0]
@@ -522,14 +535,15 @@ def _step(run, t, outs):
         operands = {}
         for q in pop.incoming:
             proj = plan.projs[q]
-            src = outs[proj.src]
+            src = run.source(t, proj, outs)
+            static = proj.src == 0 and run.static_input and t >= proj.delay  # the same current every step
             if proj.kind in ("matmul_a", "matmul_b"):
                 operands[proj.kind] = proj.operand(src.value)
                 ctr[:, proj.work_core, proj.column] += proj.work * (src.mult != 0).sum(1)  # per event
                 continue
             if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
                 first = cur is None
-                if first and proj.src == 0 and run.static_input:  # the same every step: once per chunk
+                if first and static:  # the same every step: once per chunk
                     if q not in run.static:
                         run.static[q] = _ordered_from_bias(pop, proj, src), proj.work(src.mult)
                     cur, (work, cores) = run.static[q][0].clone(), run.static[q][1]
@@ -540,7 +554,7 @@ def _step(run, t, outs):
                         proj.ordered.accumulate(cur, proj.value_in(src))
                     work, cores = proj.work(src.mult)
             else:
-                if proj.src == 0 and run.static_input:  # the same input every step: currents and work once per chunk
+                if static:  # the same input every step: currents and work once per chunk
                     if q not in run.static:
                         run.static[q] = proj.current(src), proj.work(src.mult)
                     current, (work, cores) = run.static[q]
@@ -608,9 +622,14 @@ def run_batch(plan, X, T, readout, recording, spikes_in=False):
     run = _Run(plan, b, T, recording)
     run.static_input, run.spikes_in = x_c.shape[1] == 1, spikes_in
     traces = []
+    longest = max((proj.delay for proj in plan.projs), default=0)
     for t in range(T):
         frame = x_c[:, t if x_c.shape[1] > 1 else 0]
-        _step(run, t, {0: _Out((frame != 0.0).to(torch.float64), value=frame)})
+        outs = {0: _Out((frame != 0.0).to(torch.float64), value=frame)}
+        _step(run, t, outs)
+        if longest:
+            run.history[t] = outs
+            run.history.pop(t - longest, None)
         if recording.n_trace:
             traces.append(_trace_columns(run))
     return _engine_outputs(run, flat, readout, recording, traces, b, T)

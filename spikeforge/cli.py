@@ -106,6 +106,9 @@ def _parser():
                    help="core placement on the mesh with --target (default: %(default)s)")
     c.add_argument("--fixed-point", action="store_true",
                    help="quantize weights and membranes to the --target's bits before mapping")
+    c.add_argument("--hop-delay", type=int, default=0, metavar="STEPS",
+                   help="steps every projection takes (1: a chip's pipeline, as Loihi and SANA-FE: a population sees "
+                        "its sources' spikes of the previous step; default 0: layer-synchronous)")
 
     s = add("simulate", "Run a network file event-driven on input samples; write outputs and counters.")
     s.add_argument("file")
@@ -498,7 +501,7 @@ def cmd_convert(args):
         neuron=args.neuron, tau=args.tau, levels=args.levels, payload=args.payload, pooling=args.pooling, T=args.T,
         qc_epochs=args.qc_epochs, p=args.p, qc_lr=args.qc_lr, calibrate=args.calibrate,
         calib_samples=args.calib_samples, calib_epochs=args.epochs, calib_loss=args.loss, calib_lr=args.calib_lr,
-        target=args.target, placement=args.placement, fixed_point=args.fixed_point)
+        target=args.target, placement=args.placement, fixed_point=args.fixed_point, hop_delay=args.hop_delay)
     if args.qc_epochs and not args.y_key:
         raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
     model = _load_model(args.model, args.weights)
