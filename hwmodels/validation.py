@@ -61,5 +61,5 @@ def band_text(target, metric="energy") -> str:
     if not b["rows"]:
         return f"not validated ({b['blocked']} row(s), all blocked: see benchmarks/results/validation.json)"
     return (f"±{100 * b['max_abs_dev']:.0f} % (ours / published {b['ratio_min']:.2f}-{b['ratio_max']:.2f} over "
-            f"{b['rows']} published workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
+            f"{b['rows']} reference workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
             f"{b['blocked']} blocked)")

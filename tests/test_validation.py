@@ -55,7 +55,10 @@ def test_shipped_bands_are_the_tables(table):
     b = shipped["truenorth"]["energy"]
     text = band_text("truenorth")
     assert f"±{100 * b['max_abs_dev']:.0f} %" in text and f"{b['ratio_min']:.2f}-{b['ratio_max']:.2f}" in text
-    assert band_text("loihi", "latency").startswith("not validated")
+    lat = shipped["loihi"]["latency"]
+    want = f"{lat['ratio_min']:.2f}-{lat['ratio_max']:.2f} over {lat['rows']} reference"
+    assert want in band_text("loihi", "latency")
+    assert band_text("generic45nm").startswith("not validated (1 row(s), all blocked")
 
 
 def test_report_prints_each_targets_band(tmp_path):
