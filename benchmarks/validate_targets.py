@@ -93,7 +93,7 @@ def rates(net, res, n_samples):
     spikes = res.counter("spikes").sum(axis=0) / n_samples
     out = {}
     for pi, pop in enumerate(net.populations):
-        if pop.model == "if":
+        if pop.model in ("if", "lif"):
             out[pop.name] = float(spikes[net.cores.population == pi].sum() / pop.size / res.T)
     return out
 
@@ -101,7 +101,7 @@ def rates(net, res, n_samples):
 def tune_thresholds(pops, projs, target, x, T, rate, iters=14):
     """Per IF layer in order, bisect its threshold (log scale) until its mean rate is `rate` spikes per step."""
     for i, pop in enumerate(pops):
-        if pop.model != "if":
+        if pop.model not in ("if", "lif"):
             continue
         lo, hi = -6.0, 6.0
         for _ in range(iters):
@@ -200,21 +200,27 @@ def loihi_kws(target, quick):
 
 def dvs_network(T):
     """SANA-FE's DVS-gesture validation network (weights of sanafe/examples/dvs_challenge.npz): 32x32 bias-driven
-    input layer -> conv 3x3 s2 (16) -> conv (32) -> conv (64) -> conv (11) -> dense 11; thresholds from the npz."""
+    input layer -> conv 3x3 s2 (16) -> conv (32) -> conv (64) -> conv (11) -> dense 11; thresholds from the npz.
+    Neurons as SANA-FE's: leak 4095/4096 per step, fire when V > θ, reset to 0, a spike carries 1 (not θ). Kernels
+    are (kh, kw, C_in, C_out) and neurons channel-major, as probed in SANA-FE (one spiking pixel, read potentials)."""
     from importlib.resources import files
 
     with files("sanafe.examples").joinpath("dvs_challenge.npz").open("rb") as fh:
         z = dict(np.load(fh))
     th = z["thresholds"].astype(np.float64)
-    pops = [Population.make("in", "input", (1, 32, 32)),
-            Population.make("l0", "if", (1, 32, 32), th[0], reset="zero")]
+
+    def lif(name, shape, theta):
+        return Population.make(name, "lif", shape, theta, reset="zero", decay=4095 / 4096, spike_value="unit",
+                               threshold_test="gt")
+
+    pops = [Population.make("in", "input", (1, 32, 32)), lif("l0", (1, 32, 32), th[0])]
     projs = [Projection("bias", "identity", "in", "l0")]
     shape, prev = (1, 32, 32), "l0"
     for i, (key, stride) in enumerate((("conv1", 2), ("conv2", 1), ("conv3", 1), ("conv4", 1)), 1):
-        w = np.transpose(z[key], (3, 2, 1, 0)).astype(np.float32)  # (kw, kh, C_in, C_out) -> (C_out, C_in, kh, kw)
+        w = np.transpose(z[key], (3, 2, 0, 1)).astype(np.float32)  # (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)
         h = (shape[1] - 3) // stride + 1
         shape = (w.shape[0], h, h)
-        pops.append(Population.make(f"conv{i}", "if", shape, th[i], reset="zero"))
+        pops.append(lif(f"conv{i}", shape, th[i]))
         projs.append(Projection(key, "conv2d", prev, f"conv{i}", w, kernel=(3, 3), stride=(stride, stride)))
         prev = f"conv{i}"
     pops.append(Population.make("dense", "readout", (11,)))  # 11 neurons: the file's readout (no spikes)
@@ -293,48 +299,55 @@ def price_sanafe_counts(target, sf) -> dict:
             "network": (packets * target.energy_per_event("packets") + hops * target.energy_per_event("hops")) / 1e6}
 
 
+UNLIMITED = {"synapse_memory_bytes_per_core": 10**12, "axons_per_core": 10**9}  # SANA-FE models no memory limit
+
+
 def loihi_dvs(target, T=128):
-    """DVS gesture (SANA-FE's validation network): our target priced on SANA-FE's own counts (identical counts)
-    vs SANA-FE's calibrated model, by component; and our own simulation of the same weights."""
+    """DVS gesture (SANA-FE's validation network) simulated here vs SANA-FE's calibrated model on its own build;
+    our target also priced on SANA-FE's own counts (identical counts), by component."""
     pops, projs, x = dvs_network(T)
-    net = mapped(pops, projs, target)
-    res, cost = cost_of(net, x, T, target)
-    bias_pj = cost.dynamic_pj["macs"]  # the identity input is the on-chip bias: free on Loihi, as in SANA-FE
-    own = (cost.dynamic_total_pj - bias_pj) / T / 1e6
-    lat = cost.latency_ns / T / 1e3
+    own = {}
+    for label, limits in (("sanafe-like", UNLIMITED), ("loihi-limits", None)):
+        net = mapped(pops, projs, target, limits)
+        res, cost = cost_of(net, x, T, target)
+        own[label] = (net, res, cost, (cost.dynamic_total_pj - cost.dynamic_pj["macs"]) / T / 1e6)
+    net, res, cost, energy = own["sanafe-like"]
+    lnet, _, lcost, lenergy = own["loihi-limits"]
     sf = sanafe_dvs(T)
-    ours = price_sanafe_counts(target, sf)
+    priced = price_sanafe_counts(target, sf)
     theirs = sf["energy_uj_per_step"]
-    comp = "; ".join(f"{k} {theirs[k]:.3f} / {ours[k]:.3f}" for k in ours)
+    d = {k: v / T / 1e6 for k, v in cost.dynamic_pj.items()}
+    ours_comp = {"synapse": d["synops"], "soma": d["neuron_updates"] + d["spikes"], "network": d["packets"] + d["hops"]}
     r = rates(net, res, 1)
-    note = (f"identical counts: SANA-FE's run (its own build, 1,024 neurons per core on {sf['cores']} cores, "
-            f"leak 4095/4096, {sf['updates_per_step']:.0f} of {sf['neurons']} neurons updated per step) priced by "
-            f"SANA-FE / by our target, uJ per step: {comp}. The soma difference is SANA-FE's 21.6 pJ update, "
-            "charged only for neurons with input or bias, which spikeforge charges for every neuron (its counter "
-            f"counts an update per neuron per step). Our own simulation of the same weights gives {own:.2f} uJ "
-            f"per step on {len(net.cores)} cores (the mapper splits the conv layers by synapse memory; layer rates "
-            + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + " vs SANA-FE's "
-            + ", ".join(f"{k} {v:.3f}" for k, v in sf["rates"].items())
-            + ": conv1 fires 7x more in spikeforge with the same kernels, not resolved). Chip band read off "
-            "SANA-FE's plots: 1-4 uJ / step, 10-30 us / step [inferred]")
-    rows = [row("loihi", "DVS gesture (SANA-FE validation net), 1 frame, T=128", "dynamic energy per time step",
-                SANAFE + " (calibrated proxy: the chip CSVs are not public)", theirs["total"], sum(ours.values()),
-                note, "uJ", "energy")]
-    rows.append(row("loihi", "DVS gesture (SANA-FE validation net), 1 frame, T=128", "latency per time step",
-                    SANAFE + " (calibrated proxy; latency within 24.3 %, underestimated on DVS)",
-                    sf["latency_us_per_step"], lat, f"ours: our own simulation ({len(net.cores)} cores, barrier "
-                    f"{cost.barrier_ns:.0f} ns, hops serialized at the sender: an upper bound), not identical "
-                    "counts: spikeforge's network fires more (see the energy row) and the mapper uses ~10x the "
-                    "cores (no conv weight sharing on Loihi)", "us", "latency",
-                    blocked="the two simulations' activity and mappings differ (see the energy row); latency on "
-                            "identical per-core counts needs SANA-FE's per-core trace"))
+    note = (f"ours: this network simulated here (LIF leak 4095/4096, V > θ, unit spikes, the bias as an analog "
+            f"input priced 0 as SANA-FE's bias), memory limits lifted as in SANA-FE: {len(net.cores)} cores vs "
+            f"SANA-FE's {sf['cores']} (1,024 neurons per core). By component, uJ per step SANA-FE / ours: "
+            + "; ".join(f"{k} {theirs[k]:.3f} / {ours_comp[k]:.3f}" for k in ours_comp)
+            + ". Layer rates here " + ", ".join(f"{k} {v:.4f}" for k, v in r.items())
+            + " vs SANA-FE " + ", ".join(f"{k} {v:.4f}" for k, v in sf["rates"].items())
+            + f". On SANA-FE's own counts our target gives {sum(priced.values()):.3f} uJ ("
+            + "; ".join(f"{k} {v:.3f}" for k, v in priced.items())
+            + "): the soma gap is SANA-FE's 21.6 pJ update charged only to neurons with input or bias "
+            f"({sf['updates_per_step']:.0f} of {sf['neurons']} per step), which spikeforge charges to every neuron. "
+            f"With the loihi target's memory limits (explicit conv synapses, 128 KB) the mapper needs "
+            f"{len(lnet.cores)} cores: {lenergy:.2f} uJ and {lcost.latency_ns / T / 1e3:.1f} us per step, the extra "
+            "being messages (111 pJ each). Chip band read off SANA-FE's plots: 1-4 uJ / step, 10-30 us / step "
+            "[inferred]")
+    work = "DVS gesture (SANA-FE validation net), 1 frame, T=128"
+    rows = [row("loihi", work, "dynamic energy per time step", SANAFE + " (calibrated proxy: the chip CSVs are "
+                "not public)", theirs["total"], energy, note, "uJ", "energy")]
+    rows.append(row("loihi", work, "latency per time step", SANAFE + " (calibrated proxy; latency within 24.3 %, "
+                    "underestimated on DVS)", sf["latency_us_per_step"], cost.latency_ns / T / 1e3,
+                    f"same runs as the energy row ({len(net.cores)} cores here, barrier {cost.barrier_ns:.0f} ns, "
+                    "hops charged serially at the sender: an upper bound of the link model)", "us", "latency"))
     static_mw = cost.static_pj / cost.latency_ns  # pJ / ns = mW
     rows.append(row("loihi", "any one-chip network (the DVS run)", "static power per chip",
                     "Frady et al. 2020, NICE (Pohoiki Springs), Table 1 / Sec. 5.2: 3.34 W / 32 chips", 104.4,
                     static_mw / cost.chips, "the target's constant, shown apart from dynamic energy in reports; "
                     "an input, not an independent check (Blouw 2019 measured 29 mW idle on Wolf Mountain)", "mW",
                     "energy", kind="unit"))
-    return rows, {"ours_own_simulation": cost.to_dict(), "sanafe": sf, "ours_on_sanafe_counts": ours}
+    return rows, {"ours_sanafe_like_mapping": cost.to_dict(), "ours_loihi_limits": lcost.to_dict(), "sanafe": sf,
+                  "ours_on_sanafe_counts": priced}
 
 
 def loihi_side_by_side(path):
