@@ -456,6 +456,42 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def plot(rows, path):
+    """Ours / published per compared row (log scale), the ±25 % energy and ±50 % latency bands shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["ratio"] is not None]
+    colors = {"ok": "tab:green", "outside": "tab:red", "blocked": "tab:gray"}
+    markers = {"workload": "o", "unit": "s", "calibration": "^"}
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(shown) + 1.6))
+    ax.axvspan(0.75, 1.25, color="tab:green", alpha=0.12, label="±25 % (energy)")
+    ax.axvspan(0.5, 0.75, color="tab:olive", alpha=0.08, label="±50 % (latency)")
+    ax.axvspan(1.25, 1.5, color="tab:olive", alpha=0.08)
+    ax.axvline(1.0, color="k", lw=0.8)
+    for i, r in enumerate(shown):
+        ax.scatter(r["ratio"], i, color=colors[r["status"]], marker=markers[r["kind"]], s=36, zorder=3)
+    def cut(text, n):
+        return text if len(text) <= n else text[:n - 1] + "…"
+
+    labels = [f"{r['target']}: {cut(r['workload'], 42)} | {cut(r['quantity'], 34)}" for r in shown]
+    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ours / published (or SANA-FE's calibrated model)")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=s) for s, c in colors.items()]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=k) for k, m in markers.items()]
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.set_title("Targets vs published chip figures", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend sits outside the axes
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results")
@@ -485,6 +521,7 @@ def main(argv=None):
                                                                             default=float))
     md = table(rows)
     write_text(os.path.join(args.out, "validation.md"), md + "\n")
+    plot(rows, os.path.join(args.out, "validation.png"))
     b = bands(rows)
     write_text(args.bands, json.dumps(b, indent=1) + "\n")
     print(md)
