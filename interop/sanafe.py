@@ -7,10 +7,13 @@ keeps the two simulations event for event identical:
 - architecture: one SANA-FE tile per spikeforge core at the core's mesh (x, y) (tile id = x·height + y, as
   SANA-FE numbers them), each with one core; per-event energies and latencies are the target's (synaptic op,
   spike, message = packet, hop in every direction); everything spikeforge prices elsewhere is 0;
-- timing: SANA-FE delivers a spike one step after it is sent, spikeforge runs all layers in the same step, so
-  a population at depth k (longest path from the input) runs spikeforge step t at SANA-FE step t + k + 1; only
-  strictly layered networks (every projection one depth down) keep all inputs aligned; SANA-FE 2.2.9's
-  synaptic delays did not take effect in our tests, so skip connections are refused;
+- timing: SANA-FE delivers a spike one step after it is sent; a spikeforge projection delivers `delay` steps
+  after (0: the same step). Each population runs spikeforge step t at SANA-FE step t + o + 1 for an offset o
+  with o(target) = o(source) + 1 - delay along every projection between spiking populations: a layered
+  network (delays 0) has o = its depth, a pipelined one (every delay 1, `map_network(..., hop_delay=1)`, the
+  hardware's own timing) o = 1 everywhere, residual blocks included. Paths that disagree (a skip connection
+  with delays 0) are refused naming the projection; SANA-FE 2.2.9's synaptic delays did not take effect in our
+  tests, so they are not used. The analog input is a drive (below), so projections from it take any delay;
 - drive neurons (SANA-FE "input" somas with spike trains) stand in for what SANA-FE has no field for: the
   analog input (one per first-layer neuron, weight = the rounded per-step input current, firing T times), the
   initial membrane (a "kick" per core, once), per-step biases (a "bias" per core, T times), and the end of the
@@ -51,19 +54,36 @@ class SanaFeExportError(UserError):
     """The network has a part the SANA-FE export cannot represent exactly; the message names it."""
 
 
-def depths(net) -> dict:
-    """Population name -> depth (input 0); refuses projections that do not go exactly one depth down."""
-    depth = {net.input.name: 0}
+def step_offsets(net) -> dict:
+    """Population name -> o, such that spikeforge step t of the population runs at SANA-FE step t + o + 1 (the
+    input has none: its values come from drive neurons); the smallest offset is 1, so a layered network's offsets
+    are its depths. Refuses a projection whose delay does not line up with the other paths into its target."""
+    offset = {}
     for pop in net.populations[1:]:
-        srcs = [q.source for q in net.incoming(pop.name)]
-        depth[pop.name] = 1 + max(depth[s] for s in srcs)
-    for q in net.projections:
-        if depth[q.target] != depth[q.source] + 1:
-            raise SanaFeExportError(
-                f"projection {q.name!r} ({q.source!r} -> {q.target!r}) skips from depth {depth[q.source]} to "
-                f"{depth[q.target]}: SANA-FE delivers every spike one step later, and without working synaptic "
-                "delays only strictly layered networks keep their inputs aligned")
-    return depth
+        incoming = [q for q in net.incoming(pop.name) if q.source != net.input.name]
+        inputs = {int(q.delay) for q in net.incoming(pop.name) if q.source == net.input.name}
+        if len(inputs) > 1:
+            raise SanaFeExportError(f"population {pop.name!r} gets the input through projections of different "
+                                    f"delays {sorted(inputs)}: one input drive per neuron cannot give both")
+        if not incoming:
+            offset[pop.name] = 0
+            continue
+        want = {q.name: offset[q.source] + 1 - int(q.delay) for q in incoming}
+        first = incoming[0]
+        for q in incoming[1:]:
+            if want[q.name] != want[first.name]:
+                raise SanaFeExportError(
+                    f"projection {q.name!r} ({q.source!r} -> {q.target!r}, delay {q.delay}) does not line up with "
+                    f"{first.name!r} ({first.source!r} -> {first.target!r}, delay {first.delay}): SANA-FE delivers "
+                    "every spike one step after it is sent, so every path into a population must take the same "
+                    "number of steps; pipeline the network (every projection one step, map_network(..., "
+                    "hop_delay=1) or convert --hop-delay 1) or keep it strictly layered")
+        offset[pop.name] = want[first.name]
+    low = min(offset.values(), default=0)
+    return {k: v - low + 1 for k, v in offset.items()}
+
+
+depths = step_offsets  # the name before delays existed (a layered network's offsets are its depths)
 
 
 def check_exportable(net):
@@ -84,7 +104,7 @@ def check_exportable(net):
     if len(xy) != len(net.cores):
         raise SanaFeExportError("two cores share a mesh position: map the network first "
                                 "(spikeforge.converter.mapping.map_network) so every core has its own tile")
-    depths(net)
+    step_offsets(net)
 
 
 def drives_per_core(net) -> np.ndarray:
@@ -175,7 +195,8 @@ def build_network(sanafe, arch, net, x, T, synapses=None):
 
     Returns (network, steps to run, drive synaptic events): the run covers the deepest population's window.
     """
-    depth = depths(net)
+    depth = step_offsets(net)
+    input_delay = {q.target: int(q.delay) for q in net.projections if q.source == net.input.name}
     m = int(drives_per_core(net).max())
     hw = arch.cores()
     tiles = net.cores.x * (int(net.cores.y.max()) + 1) + net.cores.y  # SANA-FE numbers tiles column by column
@@ -226,8 +247,13 @@ def build_network(sanafe, arch, net, x, T, synapses=None):
         if pop.model != "readout":
             add_drive(pop.name, ci, 1, "clamp", train(k + T, 1), ids, np.full(len(ids), CLAMP))
         if pop.name in drive:  # the rounded analog input (bias included), one drive neuron per neuron
+            d = min(input_delay[pop.name], T)  # a delayed input arrives from step d on: the bias alone before
+            if d:
+                bias = np.floor(np.asarray(pop.bias, np.float64)[ids] + 0.5)
+                add_drive(pop.name, ci, 2, "bias", train(k, d), ids, bias)
             for n, j in enumerate(ids):
-                add_drive(pop.name, ci, 3 + n, f"input{j}", train(k, T), ids[n:n + 1], drive[pop.name][j:j + 1])
+                add_drive(pop.name, ci, 3 + n, f"input{j}", train(k + d, T - d), ids[n:n + 1],
+                          drive[pop.name][j:j + 1])
         else:
             add_drive(pop.name, ci, 2, "bias", train(k, T), ids, np.asarray(pop.bias, np.float64)[ids])
     for source, target, weights, pairs in synapses if synapses is not None else synapse_lists(net):

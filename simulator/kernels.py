@@ -346,15 +346,18 @@ def _input_currents(p, t, pops, projs, routing, s, ctr):
 
 @njit(cache=True)
 def _deliver(p, q, t, pops, projs, routing, s, ctr):
-    """Deliver the source's events through projection q into population p and count their synaptic work: this
-    step's, or those of step t - delay (none before the first delay steps)."""
+    """Deliver the source's events through projection q into population p: this step's, or those of step t - delay
+    (none before the first delay steps). Their synaptic work is counted in the step they are sent (this step's
+    events; a chip's synapse unit processes a spike as it arrives, into the accumulator of its delivery step), so
+    events still on their way after the last step are counted too."""
     src = projs.src[q]
     d = projs.delay[q]
+    s0 = pops.off[src]  # this step's events: the ones counted
+    s1 = s0 + s.ev_n[src]
     if d == 0:
-        k0 = pops.off[src]
-        k1 = k0 + s.ev_n[src]
+        k0, k1 = s0, s1
     elif t < d:
-        return
+        k0, k1 = s0, s0
     else:
         slot = (t - d) % pops.hlen[src]
         k0 = pops.hoff[src] + slot * pops.n[src]
@@ -369,7 +372,7 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
     w_off = projs.woff[q]
     if kind == KIND_MM_A or kind == KIND_MM_B:
         _matmul_operand(kind, s.aux, pops.aux[p], projs.geom[q], ev_idx, ev_val, k0, k1, ctr, t,
-                        routing.core_of[tgt_off], ctr_kind)
+                        routing.core_of[tgt_off], ctr_kind, s1 - s0)
     elif kind == KIND_MAXPOOL:
         _maxpool_events(cur, tgt_off, projs.geom[q], s.aux, pops.aux[p], ev_idx, s.ev_rec, k0, k1)
     elif kind == KIND_DENSE:
@@ -383,7 +386,7 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
                           geom[0], geom[1], ev_idx, ev_val, k0, k1)
     else:
         _conv_events(cur, tgt_off, weights, w_off, projs.geom[q], ev_idx, ev_val, k0, k1)
-    _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, k0, k1, s, routing, ctr)
+    _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, s0, s1, s, routing, ctr)
 
 
 @njit(cache=True)
@@ -651,8 +654,9 @@ def _multi_update(p, pops, s):
 
 
 @njit(cache=True)
-def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core, ctr_kind):
-    """Gather this step's events of one operand of an EC matrix product into A(t) or B(t) and count the work.
+def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core, ctr_kind, n_sent):
+    """Gather events k0..k1 of one operand of an EC matrix product into A(t) or B(t), and count the work of the
+    n_sent events its source sent this step.
 
     An element of A (i, k) meets row k of B(t) and of S_B(t-1): 2N operations; an element of B (k, j)
     meets column j of S_A(t-1): M operations (so A(t)B(t) is counted once, on A's side).
@@ -665,7 +669,7 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core,
         if transpose:  # source (rows, cols) element (r, c) is operand element (c, r)
             e = (e % cols) * rows + e // cols
         aux[start + e] += ev_val[k]
-    ctr[t, core, ctr_kind] += work * (k1 - k0)
+    ctr[t, core, ctr_kind] += work * n_sent
 
 
 @njit(cache=True)

@@ -321,7 +321,8 @@ class _Run:
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
-        self.static = {}  # projection from the input (the same every step) -> (current, (work, cores))
+        self.static = {}  # projection from the input (the same every step) -> its current
+        self.static_work = {}  # ... -> (work, cores)
         self.pooled = {}  # maxpool population -> its source neurons' spike counts so far (B, source size)
         self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
         self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
@@ -503,7 +504,7 @@ def _maxpool_update(run, t, pop, proj, outs, ctr):
     counts; each output re-sends the event its window's most active source neuron (the first on a tie: the order
     F.max_pool2d's indices keep) sent this step."""
     src = run.source(t, proj, outs)
-    work, cores = proj.work(src.mult)
+    work, cores = proj.work(outs[proj.src].mult)  # counted when sent
     ctr[:, cores, proj.column] += work  # no weights: no synapse bytes
     b = src.mult.shape[0]
     counts = run.pooled.setdefault(pop.p, torch.zeros_like(src.mult))
@@ -535,31 +536,36 @@ def _step(run, t, outs):
         operands = {}
         for q in pop.incoming:
             proj = plan.projs[q]
-            src = run.source(t, proj, outs)
-            static = proj.src == 0 and run.static_input and t >= proj.delay  # the same current every step
+            src = run.source(t, proj, outs)  # what arrives now (sent `delay` steps ago)
+            sent = outs[proj.src]  # what the source sends now: its synaptic work is counted now (kernels._deliver)
+            static = proj.src == 0 and run.static_input  # the same input every step
             if proj.kind in ("matmul_a", "matmul_b"):
                 operands[proj.kind] = proj.operand(src.value)
-                ctr[:, proj.work_core, proj.column] += proj.work * (src.mult != 0).sum(1)  # per event
+                ctr[:, proj.work_core, proj.column] += proj.work * (sent.mult != 0).sum(1)  # per event
                 continue
-            if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
-                first = cur is None
-                if first and static:  # the same every step: once per chunk
-                    if q not in run.static:
-                        run.static[q] = _ordered_from_bias(pop, proj, src), proj.work(src.mult)
-                    cur, (work, cores) = run.static[q][0].clone(), run.static[q][1]
-                else:
-                    if first:
-                        cur = _ordered_from_bias(pop, proj, src)
-                    else:
-                        proj.ordered.accumulate(cur, proj.value_in(src))
-                    work, cores = proj.work(src.mult)
+            if static:  # work once per chunk
+                if q not in run.static_work:
+                    run.static_work[q] = proj.work(sent.mult)
+                work, cores = run.static_work[q]
             else:
-                if static:  # the same input every step: currents and work once per chunk
+                work, cores = proj.work(sent.mult)
+            static = static and t >= proj.delay  # and its current, once it arrives
+            if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
+                if cur is None and static:  # the same every step: once per chunk
                     if q not in run.static:
-                        run.static[q] = proj.current(src), proj.work(src.mult)
-                    current, (work, cores) = run.static[q]
+                        run.static[q] = _ordered_from_bias(pop, proj, src)
+                    cur = run.static[q].clone()
+                elif cur is None:
+                    cur = _ordered_from_bias(pop, proj, src)
                 else:
-                    current, (work, cores) = proj.current(src), proj.work(src.mult)
+                    proj.ordered.accumulate(cur, proj.value_in(src))
+            else:
+                if static:
+                    if q not in run.static:
+                        run.static[q] = proj.current(src)
+                    current = run.static[q]
+                else:
+                    current = proj.current(src)
                 # the bias first, then each projection's current, as the engine's current starts from the bias
                 if cur is None:
                     cur = current + pop.bias if pop.has_bias else current

@@ -26,6 +26,7 @@ _API = {
     "write_network": "spikeforge.converter",
     "SpikingNetwork": "spikeforge.converter",
     "map_network": "spikeforge.converter.mapping",
+    "pipelined": "spikeforge.converter.mapping",
     "to_fixed_point": "spikeforge.converter.fixed_point",
     # simulator
     "load_network": "spikeforge.simulator",

@@ -10,7 +10,7 @@ from torch import nn
 
 from spikeforge.converter import convert
 from spikeforge.converter.fixed_point import to_fixed_point
-from spikeforge.converter.mapping import map_network
+from spikeforge.converter.mapping import map_network, pipelined
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.simulator.geometry import explicit_synapses
 from spikeforge.simulator.network import Network, Population, Projection
@@ -76,13 +76,16 @@ def test_sanafe_export_refuses_what_it_cannot_keep_exact(tmp_path):
     with pytest.raises(SanaFeExportError, match="fixed-point"):
         check_exportable(convert(model, [x]))
     pops = [Population.make("in", "input", (3,)), Population.make("a", "if", (3,), 1.0),
-            Population.make("b", "if", (3,), 1.0), Population.make("out", "readout", (3,))]
+            Population.make("b", "if", (3,), 1.0), Population.make("c", "if", (3,), 1.0),
+            Population.make("out", "readout", (3,))]
     eye = np.eye(3, dtype=np.float32)
     projs = [Projection("in_a", "dense", "in", "a", eye), Projection("a_b", "dense", "a", "b", eye),
-             Projection("skip", "dense", "in", "b", eye), Projection("b_out", "dense", "b", "out", eye)]
+             Projection("b_c", "dense", "b", "c", eye), Projection("skip", "dense", "a", "c", eye),
+             Projection("c_out", "dense", "c", "out", eye)]
     skip = Network(pops, projs, net.cores, net.core_edges, dict(net.attrs))
-    with pytest.raises(SanaFeExportError, match=r"'skip' \('in' -> 'b'\) skips from depth 0 to 2"):
+    with pytest.raises(SanaFeExportError, match=r"'skip' \('a' -> 'c', delay 0\) does not line up with 'b_c'"):
         check_exportable(skip)
+    check_exportable(pipelined(skip, 1))  # one step per hop: every path lines up
 
 
 def test_sanafe_export_writes_files_sanafe_loads(tmp_path):
@@ -99,3 +102,38 @@ def test_sanafe_export_writes_files_sanafe_loads(tmp_path):
     loaded = sanafe.load_net(snn_path, arch)
     assert {p.name for p in net.populations[1:]} <= set(loaded.groups)
     assert len(arch.cores()) == (int(net.cores.x.max()) + 1) * (int(net.cores.y.max()) + 1) * (1 + 3 + 4)
+
+
+class _Residual(nn.Module):
+    """conv -> ReLU -> conv, + the first ReLU's output (identity skip) -> ReLU -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        return self.fc(torch.relu(self.c2(h) + h).flatten(1))
+
+
+def test_pipelined_residual_network_counts_equal_sanafe():
+    """One step per hop (SANA-FE's and the chip's own timing) lines up a residual block's skip connection with its
+    main branch: spikes, synaptic events, packets, hops and the readout identical in both simulators."""
+    pytest.importorskip("sanafe")
+    from spikeforge.interop.sanafe import compare
+
+    torch.manual_seed(0)
+    model = _Residual()
+    x = torch.rand(4, 1, 6, 6)
+    loihi = load_target("loihi")
+    small = dataclasses.replace(loihi, limits=dict(loihi.limits, neurons_per_core=24))
+    fixed = to_fixed_point(convert(model, [x], norm="percentile", percentile=99.0), 8, 24)
+    assert sorted(q.source for q in fixed.incoming("relu_1")) == ["relu", "relu"]  # main branch and skip meet
+    assert [q.kind for q in fixed.incoming("relu_1")].count("conv2d") == 1
+    net = map_network(fixed, small, placement="anneal", hop_delay=1)
+    r = compare(net, x.numpy(), 8, loihi)
+    assert r.ours["spikes"] > 50 and r.ours["hops"] > r.ours["packets"]
+    assert r.sanafe == r.ours
+    assert r.sanafe_energy_pj == pytest.approx(r.ours_energy_pj, rel=1e-9)
+    assert r.readout_max_diff == 0.0 and r.same_predictions == 4
