@@ -15,6 +15,8 @@ from spikeforge.interop.nir_import import from_nir
 from spikeforge.simulator import Network, Population, Projection
 
 T = 20
+# nirtorch 2.6 says extract_nir_graph / load (what snnTorch 1.0 and Norse 1.1 call) will go: their concern, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:nirtorch.*deprecated:DeprecationWarning")
 
 
 def _spike_trains(shape, seed, p=0.3):
