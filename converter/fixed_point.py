@@ -40,10 +40,19 @@ def _explicit(proj, shapes):
     return proj
 
 
-def _payload(pop):
-    """Value one event of `pop` carries per unit of payload, per neuron (C order)."""
+def _payload(pop, net):
+    """Value one event of `pop` carries per unit of payload, per neuron (C order); a max pooling gate re-sends its
+    source's events, so each of its channels carries what that channel's source neurons carry (one value per
+    channel, else refused: which neuron wins is only known at run time)."""
     if pop.model == "input":
         return np.ones(pop.size)
+    if pop.model == "maxpool":
+        src = net.population(net.incoming(pop.name)[0].source)
+        per_channel = _payload(src, net).reshape(src.shape[0], -1)
+        if not np.allclose(per_channel, per_channel[:, :1]):
+            raise FixedPointError(f"population {pop.name!r}: its source {src.name!r} has thresholds that vary "
+                                  "within a channel; the pooled spikes would carry different values")
+        return np.repeat(per_channel[:, 0], pop.size // pop.shape[0])
     theta = np.broadcast_to(np.asarray(pop.threshold, np.float64).reshape(-1), (pop.size,))
     return theta / pop.tau if pop.model == "group" else theta
 
@@ -90,8 +99,11 @@ def to_fixed_point(net: Network, weight_bits: int, membrane_bits: int) -> Networ
     vmax = 2 ** (membrane_bits - 1) - 1
     scales = {}
     for tgt in net.populations[1:]:
+        if tgt.model == "maxpool":  # no weights, no membrane: it passes integer events on
+            continue
         incoming = [q for q in projs if q.target == tgt.name]
-        eff = {q.name: _effective(q, net.population(q.source), _payload(net.population(q.source))) for q in incoming}
+        eff = {q.name: _effective(q, net.population(q.source), _payload(net.population(q.source), net))
+               for q in incoming}
         peak = max((float(np.abs(e).max()) for e in eff.values() if e.size), default=0.0)
         if peak == 0.0:
             raise FixedPointError(f"population {tgt.name!r}: all incoming weights are zero")
@@ -121,8 +133,10 @@ def dequantize_error(fixed: Network, float_net: Network) -> dict:
     out = {}
     for q in float_net.projections:
         qf = next(p for p in fixed.projections if p.name == q.name)
+        if q.kind == "maxpool":
+            continue
         eff = _effective(_explicit(q, shapes), float_net.population(q.source),
-                         _payload(float_net.population(q.source)))
+                         _payload(float_net.population(q.source), float_net))
         s = fixed.fixed_scales[q.target]
         out[q.name] = float(np.abs(qf.weight.astype(np.float64) * s - eff).max() / (s / 2)) if eff.size else 0.0
     return out

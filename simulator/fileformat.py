@@ -377,6 +377,8 @@ def _check_fixed_point(net):
         where = f"/projections/{proj.name}"
         if proj.kind not in FIXED_KINDS:
             _fail(where, f"kind {proj.kind!r} has no fixed-point form ({', '.join(FIXED_KINDS)})")
+        if proj.kind == "maxpool":  # no weights: a gate passes its source's integer events on
+            continue
         if not _integral(proj.weight) or np.abs(proj.weight).max(initial=0) > wmax:
             _fail(f"{where}/weight", f"must be integers within ±{wmax} ({bits['weight_bits']}-bit weights)")
 

@@ -31,8 +31,8 @@ SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif")
 # SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
 SPIKE_VALUES = ("threshold", "unit")
 # numeric_mode "fixed" defines these models and projection kinds only (identity / avgpool become explicit weights)
-FIXED_MODELS = ("input", "if", "group", "readout")
-FIXED_KINDS = ("dense", "sparse", "conv2d")
+FIXED_MODELS = ("input", "if", "group", "readout", "maxpool")
+FIXED_KINDS = ("dense", "sparse", "conv2d", "maxpool")
 THRESHOLD_TESTS = ("ge", "gt")
 # How a target delivers a group neuron's count S: one graded event, or S member spikes (S x the synaptic work);
 # a multi-threshold neuron's level: one graded event carrying the level, or one spike to one of 2n weight copies

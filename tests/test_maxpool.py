@@ -95,6 +95,27 @@ def test_max_pooling_maps_onto_loihi_without_synapse_memory(pool_ann, digits):
     assert simulator.run(net, x, 4).total("spikes") > 0
 
 
+@pytest.mark.parametrize("neuron", ["if", "group"])
+def test_max_pooling_in_fixed_point_keeps_the_float_networks_accuracy(pool_ann, digits, neuron, tmp_path):
+    """8-bit weights, 24-bit membranes: the gates pass integer events on; engine == reference == file (and the
+    torch backend, conftest), and the accuracy within 2 points of the float network's."""
+    from spikeforge.converter.fixed_point import to_fixed_point
+
+    net = convert(pool_ann, [digits[0][:256]], neuron=neuron, tau=4, norm="percentile", percentile=99.9)
+    fixed = to_fixed_point(net, 8, 24)
+    assert fixed.attrs["numeric_mode"] == "fixed" and [p.model for p in fixed.populations].count("maxpool") == 2
+    path = write_network(fixed, tmp_path / "fixed.h5")
+    _, _, xte, yte = digits
+    x = xte[:200].double().numpy()
+    res = simulator.run(path, x, 16, record_counts=True)
+    out, rec = SpikingNetwork(load_network(path))(torch.as_tensor(x), 16)
+    for name, counts in rec.spike_counts.items():
+        np.testing.assert_array_equal(res.spike_counts[name], counts.numpy(), err_msg=name)
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-9, atol=1e-12)
+    float_acc = (simulator.run(net, x, 16).predictions() == yte[:200].numpy()).mean()
+    assert (res.predictions() == yte[:200].numpy()).mean() >= float_acc - 0.02
+
+
 def _invalid(edit):
     net = _gate_network()
     edit(net)
