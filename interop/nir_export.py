@@ -11,6 +11,7 @@ dense / sparse                     Affine (bias = the target's bias) or Linear; 
 conv2d                             Conv2d (bias per output channel)
 avgpool                            AvgPool2d (zero padding counted, as torch's default)
 identity                           a direct edge (Flatten when the shapes differ)
+delay d > 0 (format 1.8)           a Delay(d·dt) node between the source and the projection's node
 
 What NIR cannot say is kept in each node's metadata (``spikeforge_*`` keys: reset mode, threshold test,
 initial membrane, exact bias), so `interop.nir_import` rebuilds the network exactly; another NIR reader
@@ -124,6 +125,11 @@ def to_nir(net: Network):
         src, tgt = net.population(q.source), net.population(q.target)
         bias = tgt.bias.reshape(tgt.shape) if carriers[tgt.name] == q.name else None
         start = out_of[q.source]
+        if q.delay:  # y(t) = x(t - delay·dt) on the source's spikes, before the weights (no bias passes it)
+            delay = unique(f"{q.name}_delay")
+            nodes[delay] = nir.Delay(delay=np.full(tuple(src.shape), float(q.delay), np.float32))
+            edges.append((start, delay))
+            start = delay
         if q.kind in ("dense", "sparse"):
             if len(tgt.shape) != 1:
                 raise NirExportError(f"projection {q.name!r}: a dense layer into the {len(tgt.shape)}-D population "

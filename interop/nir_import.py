@@ -14,6 +14,9 @@ Output                    fed by an I node: that node is the readout; fed by any
 Between two of those, chains of linear nodes (Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale)
 become one projection: a single Affine / Linear stays dense, a Conv2d a conv2d, an AvgPool2d an avgpool,
 a SumPool2d a depthwise conv2d of ones; longer chains are multiplied out into one sparse projection.
+Delay nodes on the chain (y(t) = x(t - τ)) add round(τ/dt) steps to the projection's delay (format 1.8): one τ
+for every element, a whole number of steps, and no bias flowing through them (spikeforge adds biases from the
+first step), else refused naming the node.
 Flatten is a C-order reshape, so both conventions in use (start_dim 0, and torch's start_dim 1 with the batch
 dimension counted) read the same. Nodes written by `interop.nir_export` carry ``spikeforge_*`` metadata that
 restores what NIR cannot say (subtractive reset, the >= test, initial membranes, θ-valued spikes), so a
@@ -40,12 +43,11 @@ from spikeforge.simulator.geometry import conv_output_hw, synapse_matrix
 from spikeforge.simulator.network import Network, Population, Projection
 
 POPULATION_TYPES = ("Input", "IF", "LIF", "I")
-LINEAR_TYPES = ("Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten", "Scale")
+LINEAR_TYPES = ("Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten", "Scale", "Delay")
 NOT_SUPPORTED = {
     "LI": "a leaky integrator (non-spiking leaky readout): spikeforge's readout does not leak",
     "CubaLIF": "current-based LIF (a synaptic current state): spikeforge neurons have no synaptic filter",
     "CubaLI": "current-based leaky integrator: no synaptic filter and no leaky readout in spikeforge",
-    "Delay": "synaptic delays: spikeforge delivers every spike in the step it is fired",
     "Threshold": "a stateless threshold: spikeforge neurons integrate",
     "Conv1d": "1-D convolutions: spikeforge convolutions are 2-D (C, H, W)",
     "NIRGraph": "nested graphs: flatten the graph before importing it",
@@ -186,6 +188,15 @@ class _Op:
             self.bias = np.zeros(int(np.prod(self.out_shape)))
         elif t == "Flatten":
             self.out_shape, self.bias = (n_in,), np.zeros(n_in)
+        elif t == "Delay":
+            d = _arr(node.delay, "delay", where).reshape(-1)
+            if d.size not in (1, n_in):
+                raise NirImportError(f"node {where!r}: delay of {d.size} values for an input of {n_in}")
+            if np.any(d != d[0]):
+                raise NirImportError(f"node {where!r}: delays that differ between elements ({d.min():g} to "
+                                     f"{d.max():g}): a spikeforge projection has one delay")
+            self.tau, self.steps = float(d[0]), None  # steps: set with dt (`in_steps`)
+            self.out_shape, self.bias = self.in_shape, np.zeros(n_in)
         elif t == "Scale":
             s = _arr(node.scale, "scale", where).reshape(-1)
             if s.size not in (1, n_in):
@@ -236,7 +247,7 @@ class _Op:
         n_in = int(np.prod(self.in_shape))
         if self.type in ("Affine", "Linear"):
             return sp.csr_matrix(self.weight)
-        if self.type == "Flatten":
+        if self.type in ("Flatten", "Delay"):
             return sp.identity(n_in, format="csr")
         if self.type == "Scale":
             return sp.diags(self.scale, format="csr")
@@ -513,6 +524,8 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
                 op = ops.get(lin)
                 if op is None:
                     op = ops[lin] = _Op(lin, G.nodes[lin], shape)
+                    if op.type == "Delay":
+                        op.steps = _delay_steps(op, dt)
                 elif int(np.prod(op.in_shape)) != int(np.prod(shape)):
                     raise NirImportError(f"node {lin!r}: inputs of {np.prod(op.in_shape)} and {np.prod(shape)} "
                                          "values meet here")
@@ -543,6 +556,10 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
         pop.bias = np.asarray(bias, np.float32).reshape(-1)
         pops.append(pop)
         for src, chain_ops, _ in built:
+            for op in chain_ops:
+                if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
+                    raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
+                                         "population's bias from the first step, so it cannot arrive later")
             pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"))
             projs.append(_projection(pname, src, tgt, chain_ops, g, shapes[src], shape))
         if tgt in G.theta_scale:
@@ -557,8 +574,21 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
     return net
 
 
+def _delay_steps(op, dt):
+    """A Delay node's τ in whole steps of dt."""
+    steps = op.tau / dt
+    if not (np.isfinite(steps) and steps >= 0 and abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)):
+        raise NirImportError(f"node {op.name!r}: delay {op.tau:g} is not a whole number of steps of dt {dt:g}")
+    from spikeforge.simulator.fileformat import MAX_DELAY
+
+    if round(steps) > MAX_DELAY:
+        raise NirImportError(f"node {op.name!r}: delay of {round(steps)} steps, more than {MAX_DELAY}")
+    return int(round(steps))
+
+
 def _projection_name(src, tgt, chain_ops, used, identity_name=None):
-    one = [op for op in chain_ops if op.type != "Flatten"] or chain_ops  # a reshape alone names itself
+    one = [op for op in chain_ops if op.type not in ("Flatten", "Delay")] or \
+        [op for op in chain_ops if op.type != "Delay"]  # a reshape alone names itself
     base = _meta(one[0].node, "spikeforge_projection") if len(one) == 1 else identity_name if not one else None
     name = str(base or (one[0].name if len(one) == 1 else f"{src}_to_{tgt}")).replace("/", "_")
     while name in used:
@@ -568,7 +598,17 @@ def _projection_name(src, tgt, chain_ops, used, identity_name=None):
 
 
 def _projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
-    """One projection for a chain of linear nodes, scaled per target neuron by g (exact when g is 1)."""
+    """One projection for a chain of linear nodes, scaled per target neuron by g (exact when g is 1), delayed by
+    the chain's Delay nodes."""
+    delay = sum(op.steps for op in chain_ops if op.type == "Delay")
+    proj = _undelayed_projection(name, src, tgt, [op for op in chain_ops if op.type != "Delay"], g, src_shape,
+                                 tgt_shape)
+    proj.delay = delay
+    return proj
+
+
+def _undelayed_projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
+    """The projection of a chain without Delay nodes."""
     import scipy.sparse as sp
 
     weighted = [op for op in chain_ops if op.type != "Flatten"]

@@ -377,3 +377,44 @@ def test_a_graph_without_dt_says_to_pass_the_training_step():
     net = from_nir(_lif_chain(lif), convention="snntorch")  # its default dt, 1e-4
     assert net.attrs["nir_dt"] == 1e-4 and net.attrs["nir_convention"] == "snntorch"
     np.testing.assert_allclose(net.populations[1].decay, 0.9)
+
+
+# --------------------------------------------------------------------------- delays (format 1.8)
+
+def test_pipelined_network_round_trips_through_nir_delay_nodes(trained_resnet, digits, tmp_path):
+    """Every projection one step (and one more on the first): Delay(d·dt) nodes on export, the same delays,
+    network and spikes back on import."""
+    from spikeforge.converter.mapping import pipelined
+
+    net = pipelined(convert(trained_resnet, [digits[0][:256]], norm="percentile"), 1)
+    net.projections[0].delay = 2
+    graph = to_nir(net)
+    delays = [n for n in graph.nodes.values() if isinstance(n, nir.Delay)]
+    assert len(delays) == len(net.projections)
+    back = from_nir(graph)
+    _assert_same_network(net, back)
+    assert {q.name: q.delay for q in back.projections} == {q.name: q.delay for q in net.projections}
+    _assert_same_run(net, back, digits[2][:10].numpy(), 8)
+
+
+def _delayed_chain(delay, bias=0.0, dt=1.0):
+    return from_nir(_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.full(2, bias)), nir.Delay(delay=delay),
+                           nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2))), dt=dt)
+
+
+def test_a_nir_delay_node_delays_its_projection_in_steps_of_dt():
+    (q,) = [q for q in _delayed_chain(np.full(2, 0.003), dt=0.001).projections if q.target == "n2"]
+    assert q.delay == 3 and q.kind == "dense"
+    net = _delayed_chain(np.full(2, 3.0))
+    res = simulator.run(net, np.ones((1, 4)), 5, record=["n2"])
+    assert res.spikes["n2"][0, :3].sum() == 0 and res.spikes["n2"][0, 3:].all()  # input arrives from step 3
+
+
+@pytest.mark.parametrize("delay, bias, message", [
+    (np.array([1.0, 2.0]), 0.0, "delays that differ between elements"),
+    (np.full(2, 1.5), 0.0, "delay 1.5 is not a whole number of steps of dt 1"),
+    (np.full(2, 2.0), 0.5, "a bias flows through this Delay"),
+])
+def test_nir_delays_spikeforge_cannot_keep_are_refused_naming_the_node(delay, bias, message):
+    with pytest.raises(NirImportError, match=f"node 'n1': {message}"):
+        _delayed_chain(delay, bias)
