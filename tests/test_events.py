@@ -136,6 +136,23 @@ def test_repeated_spikes_are_counted_on_every_core_of_a_split_layer(tmp_path):
     assert static.counters[:, hidden, SYNOPS].sum(0).tolist() == (frames[:, 0].sum() * 4 * neurons).tolist()
 
 
+def test_repeated_spikes_through_a_delayed_input_projection_count_when_sent():
+    """Input counts through a projection of delay 2: the reference gets the same spikes, and the synaptic work is
+    counted at the step the events are sent (the engine's rule for delays), n per synapse for a count n."""
+    net = _event_net()
+    net.projections[0].delay = 2
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 3, (2, 5, 2, 4, 4)).astype(np.float64)
+    res = simulator.run(net, frames, 5, spikes=True, record_counts=True, record=("c",))  # crosschecked with torch
+    assert res.spikes["c"][:, :2].sum() == 0 and res.spikes["c"][:, 2:].any()  # nothing arrives before step 2
+    _, rec = SpikingNetwork(net)(torch.as_tensor(frames), 5)
+    np.testing.assert_array_equal(res.spike_counts["c"], rec.spike_counts["c"].numpy())
+    valid = np.array([2, 3, 3, 2])
+    fan = 3 * valid[:, None] * valid[None, :]
+    conv_core = int(np.flatnonzero(res.core_population == 1)[0])
+    assert res.counters[:, conv_core, SYNOPS].tolist() == (frames * fan).sum(axis=(0, 2, 3, 4)).tolist()
+
+
 def test_spikes_true_refuses_values_that_are_not_counts():
     net = _event_net()
     with pytest.raises(ValueError, match=r"spikes=True needs spike counts \(non-negative integers\), but input "
