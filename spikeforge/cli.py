@@ -268,7 +268,6 @@ def _inputs(args, path, flag, limit=None):
 
     from spikeforge.simulator import Encoding, bin_samples, load_events
 
-    sharded = args.workers is not None or args.scheduler is not None
     if args.events:
         for opt, given in (("--x-key", args.x_key), ("--encoding", args.encoding != "direct"), ("--seed", args.seed),
                            ("--clip", args.clip)):
@@ -326,10 +325,8 @@ def _inputs(args, path, flag, limit=None):
             raise UserError(f"--encoding {args.encoding} encodes static samples (N, {', '.join(map(str, shape))}), "
                             f"but {flag} {path} holds an array of shape {x.shape}")
 
-        def run(x, T, progress=None, **kw):
-            if sharded:  # shards on Dask: encoded here, whole (uint8), so each sample keeps its seed index
-                return runner(enc.frames(x, T).astype(np.uint8), T, progress, spikes=True, **kw)
-            return runner(x, T, progress, encoding=enc, **kw)  # encoded chunk by chunk
+        def run(x, T, progress=None, **kw):  # encoded chunk by chunk (on Dask, by each shard: it knows its offset)
+            return runner(x, T, progress, encoding=enc, **kw)
         return run
     return _Inputs(x, y, str(enc), encoded)
 

@@ -114,7 +114,9 @@ def run_sharded(path, x, T, client, shards=None, progress=None, **kwargs):
     path = os.path.abspath(os.fspath(path))
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     bounds = shard_bounds(len(x), shards or n_workers)
-    futures = {client.submit(_run_shard, path, np.ascontiguousarray(x[a:b]), T, kwargs, pure=False): i
+    offset = kwargs.pop("sample_offset", 0)  # the rate encoder seeds each sample by its index in the whole run
+    futures = {client.submit(_run_shard, path, np.ascontiguousarray(x[a:b]), T,
+                             dict(kwargs, sample_offset=offset + a), pure=False): i
                for i, (a, b) in enumerate(bounds)}
     parts, done = [None] * len(bounds), 0
     for fut in as_completed(futures):
