@@ -9,8 +9,8 @@ measurement holds a term no target models, say so (status "blocked"). Sources an
 published figure: docs/VALIDATION_SOURCES.md.
 
 Writes <out>/validation.json (rows: target, workload, quantity, source, published, ours, ratio, note, plus unit,
-metric and status), <out>/validation.md (the table) and the per-target bands that `spikeforge report` prints
-(hwmodels/targets/_validation.json).
+metric, status, kind), <out>/validation.md (the table), <out>/validation.png, and stores the per-target bands that
+`spikeforge report` prints in each built-in target file ("validation", with the digest of its constants).
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import numpy as np
 from spikeforge import simulator
 from spikeforge.converter.mapping import map_network
 from spikeforge.hwmodels import bands, core_memory, estimate, load_target
-from spikeforge.hwmodels.targets import BANDS_FILE, BUILTIN_TARGETS
-from spikeforge.hwmodels.validation import TOLERANCE
+from spikeforge.hwmodels.validation import TOLERANCE, write_bands
 from spikeforge.simulator import Network, Population, Projection
 from spikeforge.simulator.atomic import write_text
 
@@ -498,8 +497,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer samples / ticks (a smoke run)")
     p.add_argument("--side-by-side", default="benchmarks/results/sanafe/loihi_model_compare.json",
                    help="results of python -m benchmarks.sanafe_compare --loihi-model (Loihi rows)")
-    p.add_argument("--bands", default=str(BUILTIN_TARGETS.joinpath(BANDS_FILE)),
-                   help="where to write the per-target bands the report prints")
+    p.add_argument("--no-bands", action="store_true",
+                   help="do not store the bands in the built-in target files (a trial run)")
     args = p.parse_args(argv)
     loihi, tn = load_target("loihi"), load_target("truenorth")
     rows = loihi_micro(loihi)
@@ -523,7 +522,8 @@ def main(argv=None):
     write_text(os.path.join(args.out, "validation.md"), md + "\n")
     plot(rows, os.path.join(args.out, "validation.png"))
     b = bands(rows)
-    write_text(args.bands, json.dumps(b, indent=1) + "\n")
+    if not args.no_bands:
+        print("bands written to", ", ".join(write_bands(rows)))
     print(md)
     print(json.dumps(b, indent=1))
 

@@ -1,6 +1,7 @@
 """Hardware targets as data: JSON files in one schema (docs/TARGETS.md), every constant with its source."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits
 # Projection kinds a synaptic-op cost may depend on ("by_kind" in energy_pj.synops / time_ns.synops): calibrated
 # chip models price a dense, sparse and convolutional synapse differently (SANA-FE's Loihi model).
 SYNAPSE_KINDS = ("dense", "sparse", "conv2d")
-# Validation bands of the built-in targets (written by benchmarks/validate_targets.py from its table); a file whose
-# name starts with "_" is not a target.
-BANDS_FILE = "_validation.json"
+# Sections whose numbers a validation band vouches for (constants_digest): a band computed for other constants
+# is not shown.
+PRICED = ("energy_pj", "time_ns", "static_power_mw_per_core", "static_power_mw_per_chip", "tick_ns")
 
 
 class TargetError(UserError):
@@ -51,6 +52,8 @@ class Target:
     static_power_mw_per_chip: float = 0.0  # charged for every chip the mapping uses (leakage of a powered chip)
     barrier_by_cores: tuple = ()  # ((cores, ns), ...) increasing: per-step sync grows with the cores in use
     synops_by_kind: dict = None  # {"energy": {kind: pJ}, "time": {kind: ns}} for SYNAPSE_KINDS
+    validation: dict = None  # optional band (benchmarks/validate_targets.py): {"digest", "energy", "latency", ...}
+    digest: str = ""  # constants_digest of the file's priced sections
 
     def barrier_ns(self, cores: int) -> float:
         """Per-step synchronization with `cores` cores in use: the entry of the largest key <= cores (a step
@@ -81,8 +84,21 @@ class Target:
 
 def available() -> list:
     """Names of the built-in targets."""
-    return sorted(r.name[:-5] for r in BUILTIN_TARGETS.iterdir() if r.name.endswith(".json")
-                  and not r.name.startswith("_"))
+    return sorted(r.name[:-5] for r in BUILTIN_TARGETS.iterdir() if r.name.endswith(".json"))
+
+
+def constants_digest(raw: dict) -> str:
+    """sha256 of the numbers of a target file's priced sections (sources and descriptions left out): a validation
+    band holds only for the constants it was computed with."""
+    def numbers(x):
+        if isinstance(x, dict):
+            return {k: numbers(v) for k, v in sorted(x.items()) if k != "source"}
+        if isinstance(x, list):
+            return [numbers(v) for v in x]
+        return x
+
+    blob = json.dumps({k: numbers(raw.get(k)) for k in PRICED}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 
@@ -191,5 +207,10 @@ def load_target(name_or_path) -> Target:
         sources["static_power_mw_per_chip"] = raw["static_power_mw_per_chip"]["source"]
     if any(not isinstance(v, float) for v in list(times.values()) + list(limits.values()) + [static, tick, per_chip]):
         raise TargetError(f"{path}: only energy entries may be SRAM tables")
+    validation = raw.get("validation")
+    if validation is not None and not (isinstance(validation, dict) and isinstance(validation.get("digest"), str)):
+        raise TargetError(f"{path}: validation must be an object with a 'digest' (benchmarks/validate_targets.py "
+                          "writes it)")
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
-                  static, tick, limits, sources, path, per_chip, by_cores, by_kind or None)
+                  static, tick, limits, sources, path, per_chip, by_cores, by_kind or None, validation,
+                  constants_digest(raw))

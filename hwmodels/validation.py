@@ -1,16 +1,16 @@
 """Validation bands: how far a target's energy and latency figures agree with published chip measurements.
 
 The rows come from benchmarks/validate_targets.py (benchmarks/results/validation.json, one per published
-figure); the bands it derives here ship with the built-in targets (targets/_validation.json), so reports can say
-next to every energy figure how far it can be trusted. Only workload rows make a band: unit rows (a constant read
+figure); the bands it derives here are stored in each built-in target file ("validation", with a digest of the
+constants they hold for), so reports can say next to every energy figure how far it can be trusted, and say
+"not validated" once the constants change. Only workload rows make a band: unit rows (a constant read
 back) and calibration rows (the figure a constant was fitted to) would vouch for themselves.
 """
 from __future__ import annotations
 
 import json
-import os
 
-from .targets import BANDS_FILE, BUILTIN_TARGETS, Target
+from .targets import BUILTIN_TARGETS, Target, constants_digest, load_target
 
 TOLERANCE = {"energy": 0.25, "latency": 0.50}  # issue 23: within 25 % energy, 50 % latency
 
@@ -35,26 +35,25 @@ def bands(rows) -> dict:
     return out
 
 
-def _builtin(target: Target) -> bool:
-    return os.path.dirname(os.path.abspath(target.path)) == os.path.abspath(str(BUILTIN_TARGETS))
-
-
 def validation_band(target) -> dict:
-    """The band of a built-in target (a Target or its name); {} for user files and unvalidated targets."""
-    if isinstance(target, Target):
-        if not _builtin(target):
-            return {}
-        target = target.name
-    f = BUILTIN_TARGETS.joinpath(BANDS_FILE)
-    if not f.is_file():
+    """{metric: band} a target file carries (a Target or a built-in name), if computed for its current constants;
+    else {}."""
+    if not isinstance(target, Target):
+        target = load_target(target)
+    v = target.validation or {}
+    if v.get("digest") != target.digest:
         return {}
-    return json.loads(f.read_text(encoding="utf-8")).get(target, {})
+    return {m: v[m] for m in TOLERANCE if m in v}
 
 
 def band_text(target, metric="energy") -> str:
-    """One line for a report: the band of `metric` ('energy' or 'latency') of a target."""
-    if isinstance(target, Target) and not _builtin(target):
-        return "not validated (user target file)"
+    """One line for a report: how far `metric` ('energy' or 'latency') of a target agrees with published figures."""
+    if not isinstance(target, Target):
+        target = load_target(target)
+    if target.validation is None:
+        return "not validated (the target file has no validation band)"
+    if target.validation.get("digest") != target.digest:
+        return "not validated (constants changed since the band was computed: rerun benchmarks.validate_targets)"
     b = validation_band(target).get(metric)
     if not b:
         return "not validated"
@@ -63,3 +62,18 @@ def band_text(target, metric="energy") -> str:
     return (f"±{100 * b['max_abs_dev']:.0f} % (ours / published {b['ratio_min']:.2f}-{b['ratio_max']:.2f} over "
             f"{b['rows']} reference workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
             f"{b['blocked']} blocked)")
+
+
+def write_bands(rows, source="benchmarks/results/validation.json (benchmarks/validate_targets.py)") -> list:
+    """Store each built-in target's band in its own file ("validation" section, with the digest of the constants
+    it holds for); returns the files written."""
+    written = []
+    for name, band in bands(rows).items():
+        path = str(BUILTIN_TARGETS.joinpath(f"{name}.json"))
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+        raw["validation"] = {"digest": constants_digest(raw), **band, "source": source}
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written

@@ -73,6 +73,7 @@ def test_report_prints_each_targets_band(tmp_path):
     net = Network(pops, projs, *one_population_per_core(pops, projs), {})
     raw = json.loads(open(hwmodels.load_target("loihi").path).read())
     raw["name"] = "my-chip"
+    raw["energy_pj"]["spikes"]["value"] = 30.0  # a changed constant: loihi's band no longer holds
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps(raw))
     targets = ["loihi", "truenorth", hwmodels.load_target(mine)]
@@ -81,18 +82,28 @@ def test_report_prints_each_targets_band(tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     for name in ("loihi", "truenorth"):
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in md
-    assert "| my-chip | not validated (user target file) | not validated (user target file) |" in md
+    changed = "not validated (constants changed since the band was computed: rerun benchmarks.validate_targets)"
+    assert f"| my-chip | {changed} | {changed} |" in md
     r = next(r for r in rows if r["target"] == "loihi")
     assert r["target_energy_uj"] == pytest.approx(r["target_dynamic_uj"] + r["target_static_uj"])
     assert r["target_static_uj"] > 0 and r["input_path"].startswith("analog")
     assert f"{r['target_dynamic_uj']:.4g} + {r['target_static_uj']:.4g}" in md
 
 
-def test_user_targets_are_never_given_a_builtin_band(tmp_path):
+def test_a_band_holds_only_for_the_constants_it_was_computed_with(tmp_path):
     raw = json.loads(open(hwmodels.load_target("truenorth").path).read())
-    p = tmp_path / "truenorth.json"
+    p = tmp_path / "copy.json"
+    p.write_text(json.dumps(dict(raw, description="my copy, same numbers")))
+    same = hwmodels.load_target(p)  # sources and descriptions may change, numbers may not
+    assert hwmodels.validation_band(same) == hwmodels.validation_band("truenorth") != {}
+    raw["static_power_mw_per_chip"]["value"] = 60.0
     p.write_text(json.dumps(raw))
-    t = hwmodels.load_target(p)
-    assert t.name == "truenorth" and hwmodels.validation_band(t) == {}
-    assert band_text(t) == "not validated (user target file)"
-    assert hwmodels.validation_band(hwmodels.load_target("truenorth")) != {}
+    assert hwmodels.validation_band(hwmodels.load_target(p)) == {}
+    assert band_text(hwmodels.load_target(p)).startswith("not validated (constants changed")
+    del raw["validation"]
+    p.write_text(json.dumps(raw))
+    assert band_text(hwmodels.load_target(p)) == "not validated (the target file has no validation band)"
+    raw["validation"] = {"energy": {}}
+    p.write_text(json.dumps(raw))
+    with pytest.raises(hwmodels.TargetError, match=f"{p}: validation must be an object with a 'digest'"):
+        hwmodels.load_target(p)
