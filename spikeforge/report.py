@@ -212,7 +212,8 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
 
 
 def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None):
-    """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown.
+    """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown of the table
+    and of each target's validation band (what the command line prints).
 
     encoding: optional description of how the input was delivered (e.g. "rate (seed 0)"), shown in the header of
     report.md and stored in report.json; None leaves it out."""
@@ -232,6 +233,7 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
             plot_energy_per_layer(os.path.join(out_dir, fname), r["cost"], f"{name} on {r['target']} (T={T_max})")
             plots.append(fname)
     table = markdown_table(rows)
+    bands = band_table(rows)
     md = [f"# spikeforge report: {name}", ""]
     if encoding is not None:
         md += [f"input encoding: {encoding}", ""]
@@ -246,7 +248,7 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "is counted as MACs on the first layer, spike-encoded input (0/1 frames, encoders) as synaptic ops on "
            "the cores it feeds; its energy is part of the dynamic energy.", "", table, "",
            "Validation band of each target (published chip measurements vs this model, "
-           "benchmarks/validate_targets.py; docs/TARGETS.md lists the rows):", "", band_table(rows), ""]
+           "benchmarks/validate_targets.py; docs/TARGETS.md lists the rows):", "", bands, ""]
     if fixed_rows:
         md += ["## Fixed point", "", "Weights quantized to the target's weight bits with one scale per population, "
                "integer thresholds, per-step input rounded to integers, membrane saturating at the target's "
@@ -265,4 +267,4 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     for r in rows:
         w.writerow({k: r[k] for k in fields})
     write_text(os.path.join(out_dir, "report.csv"), buf.getvalue())
-    return table
+    return f"{table}\n\nvalidation band of each target (how far its figures can be trusted):\n{bands}"

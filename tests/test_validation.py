@@ -78,10 +78,11 @@ def test_report_prints_each_targets_band(tmp_path):
     mine.write_text(json.dumps(raw))
     targets = ["loihi", "truenorth", hwmodels.load_target(mine)]
     rows, runs, ann = evaluate(net, np.array([[1.0, 0.5]]), None, [2], targets)
-    write_report(tmp_path / "r", "tiny", rows, runs, ann, net, 1)
+    printed = write_report(tmp_path / "r", "tiny", rows, runs, ann, net, 1)  # what `spikeforge report` prints
     md = (tmp_path / "r" / "report.md").read_text()
     for name in ("loihi", "truenorth"):
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in md
+        assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in printed
     changed = "not validated (constants changed since the band was computed: rerun benchmarks.validate_targets)"
     assert f"| my-chip | {changed} | {changed} |" in md
     r = next(r for r in rows if r["target"] == "loihi")
