@@ -23,10 +23,30 @@ from spikeforge.interop.sanafe import EVENTS, compare
 from spikeforge.simulator.atomic import write_text
 
 
-def _digits_nets(seed=0):
+def _residual_cnn():
+    """A digits CNN with a residual block: c8 -> (c8 + identity skip) -> c16 stride 2 -> fc10."""
+    import torch
+    from torch import nn
+
+    class ResidualCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c3, self.fc = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.c1(x))
+            h = torch.relu(self.c2(h) + h)
+            return self.fc(torch.relu(self.c3(h)).flatten(1))
+
+    return ResidualCNN()
+
+
+def _digits_nets(seed=0, residual=False):
     """Layered digits networks (an MLP and a small CNN) trained here, converted, fixed point (8 / 24 bits) and
     mapped on Loihi, once with its 1,024-neuron cores and once with 32-neuron cores (layers spread over many
-    cores, packets travel several hops); and the test images."""
+    cores, packets travel several hops); and the test images. residual: also a CNN with a residual block, run
+    pipelined (one step per hop, `hop_delay=1`: SANA-FE's own timing, so the skip connection lines up)."""
     import dataclasses
 
     import torch
@@ -45,12 +65,16 @@ def _digits_nets(seed=0):
                         nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
     loihi = load_target("loihi")
     small = dataclasses.replace(loihi, limits=dict(loihi.limits, neurons_per_core=32))
-    for name, model in (("MLP 64-128-64-10", mlp), ("CNN c8-c16s2-fc10", cnn)):
+    models = [("MLP 64-128-64-10", mlp, 0), ("CNN c8-c16s2-fc10", cnn, 0)]
+    if residual:
+        models.append(("residual CNN c8-(c8+skip)-c16s2-fc10, pipelined", _residual_cnn(), 1))
+    for name, model, hop_delay in models:
         ann = train_classifier(model, xtr, ytr, epochs=20, lr=0.05, seed=seed)
         snn = convert(ann, [xtr[:256]], norm="percentile", percentile=99.9)
         fixed = to_fixed_point(snn, loihi.limits["weight_bits"], int(loihi.limits["membrane_bits"]))
         for label, target in (("1024", loihi), ("32", small)):
-            yield f"{name}, {label}-neuron cores", map_network(fixed, target, placement="anneal"), xte.numpy()
+            yield (f"{name}, {label}-neuron cores", map_network(fixed, target, placement="anneal", hop_delay=hop_delay),
+                   xte.numpy())
 
 
 def loihi_yaml() -> dict:
@@ -169,7 +193,7 @@ def loihi_model_table(rows) -> str:
 def main_loihi_model(args):
     target, costs = load_target(args.target), loihi_yaml()
     rows = []
-    for name, net, x in _digits_nets():
+    for name, net, x in _digits_nets(residual=True):
         for T in args.T:
             r = loihi_model_compare(net, x[:args.samples], T, target, costs)
             r["network"] = name

@@ -629,7 +629,7 @@ def cmd_simulate(args):
 def cmd_report(args):
     from tqdm import tqdm
 
-    from spikeforge import hwmodels
+    from spikeforge import hwmodels, simulator
     from spikeforge.outputs import check_replaceable, replace_folder
     from spikeforge.report import evaluate, write_report
     from spikeforge.simulator import load_network
@@ -637,9 +637,6 @@ def cmd_report(args):
     check_replaceable(args.out)  # before any work: a file, or a folder of other things, is refused
     inputs = _inputs(args, args.data, "--data", args.limit)
     x, y = inputs.x, inputs.y
-    if args.fixed_point and inputs.text != "direct":
-        raise UserError(f"--fixed-point runs the samples as static inputs; it cannot take "
-                        f"{'--events' if args.events else '--encoding ' + args.encoding} yet")
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     net = load_network(_existing(args.file), isolate=True)
     with _runner(args, args.file, net) as runner:
@@ -652,7 +649,14 @@ def cmd_report(args):
 
         fbar = tqdm(total=len(x) * len(args.T) * len(targets), desc="fixed point (samples x T x targets)",
                     disable=None)
-        fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update, max_bytes=args.max_memory)
+        def run_fixed(fixed_net, samples, T):  # in this process, the samples encoded / binned as for the float runs
+            flat = simulator.prepare(fixed_net)
+
+            def direct(xs, steps, progress=None, **kw):
+                return simulator.run(flat, xs, steps, progress=progress, max_bytes=args.max_memory, **kw)
+            return inputs.feed(direct, fixed_net)(samples, T)
+
+        fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update, max_bytes=args.max_memory, run=run_fixed)
         fbar.close()
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))

@@ -61,12 +61,13 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
     return rows, runs, ann
 
 
-def fixed_point_rows(network, x, y, float_runs, targets, progress=None, max_bytes=None):
+def fixed_point_rows(network, x, y, float_runs, targets, progress=None, max_bytes=None, run=None):
     """Float vs fixed-point (each target's weight and membrane widths) accuracy and prediction agreement per T.
 
     float_runs: {T: Result} of the float network on x (what `evaluate` returns as runs), so it is not simulated
-    again; max_bytes: simulator.run's memory bound. Targets without membrane_bits, or whose weights are wider
-    than 24 bits (float-like), are skipped."""
+    again; max_bytes: simulator.run's memory bound; run(network, x, T) -> Result: how the samples enter a network
+    (default: simulator.run, static inputs; the command line passes its encoder or event binning). Targets without
+    membrane_bits, or whose weights are wider than 24 bits (float-like), are skipped."""
     from spikeforge.converter.fixed_point import FixedPointError, to_fixed_point
 
     rows = []
@@ -81,7 +82,8 @@ def fixed_point_rows(network, x, y, float_runs, targets, progress=None, max_byte
             rows.append({"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "error": str(exc)})
             continue
         for T in float_runs:
-            pred = simulator.run(fixed, x, T, max_bytes=max_bytes).predictions()
+            res = run(fixed, x, T) if run is not None else simulator.run(fixed, x, T, max_bytes=max_bytes)
+            pred = res.predictions()
             row = {"target": tgt.name, "weight_bits": wb, "membrane_bits": mb, "T": T,
                    "agreement": float((pred == float_pred[T]).mean())}
             if y is not None:

@@ -110,6 +110,20 @@ def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
     assert "generic45nm | 32" not in md  # 32-bit "weights" are float: no fixed-point row
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["fixed_point"]
     assert [r["T"] for r in rows] == [4, 8] and all(r["agreement"] > 0.9 for r in rows)
+    # rate-encoded: the fixed-point runs get the same spike trains as the float ones (seeded per sample)
+    assert main(["report", str(net), "--data", str(tmp_path / "test.npz"), "--x-key", "x", "--y-key", "y",
+                 "--T", "8", "--target", "loihi", "--fixed-point", "--encoding", "rate", "--seed", "2",
+                 "--out", str(tmp_path / "rate")]) == 0
+    (row,) = json.loads((tmp_path / "rate" / "report.json").read_text())["fixed_point"]
+    from spikeforge import simulator
+    from spikeforge.converter.fixed_point import to_fixed_point
+    from spikeforge.simulator import Encoding
+
+    x = np.load(tmp_path / "test.npz")["x"]
+    enc = Encoding("rate", seed=2)
+    float_pred = simulator.run(net, x, 8, encoding=enc).predictions()
+    fixed_pred = simulator.run(to_fixed_point(simulator.load_network(net), 8, 24), x, 8, encoding=enc).predictions()
+    assert row["agreement"] == float((float_pred == fixed_pred).mean())
 
 
 def test_sweep_example_is_shipped_and_loads(tmp_path, capsys):
@@ -432,6 +446,4 @@ def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):
         assert main(base + argv) == 2, argv
         err = _err(capsys)
         assert err.startswith("spikeforge simulate: error: ") and words in err, err
-    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "2", "--out", str(tmp_path / "rep"),
-                 "--encoding", "rate", "--fixed-point"]) == 2
-    assert "--fixed-point runs the samples as static inputs; it cannot take --encoding rate yet" in _err(capsys)
+
