@@ -193,7 +193,7 @@ def loihi_model_table(rows) -> str:
 def main_loihi_model(args):
     target, costs = load_target(args.target), loihi_yaml()
     rows = []
-    for name, net, x in _digits_nets(residual=True):
+    for name, net, x in _digits_nets():
         for T in args.T:
             r = loihi_model_compare(net, x[:args.samples], T, target, costs)
             r["network"] = name
@@ -221,7 +221,7 @@ def main(argv=None):
         return main_loihi_model(args)
     target = load_target("loihi")
     rows = []
-    for name, net, x in _digits_nets():
+    for name, net, x in _digits_nets(residual=True):
         for T in args.T:
             r = compare(net, x[:args.samples], T, target,
                         progress=lambda d, n: print(f"\r  {name} T={T}: sample {d}/{n}", end="", flush=True))
