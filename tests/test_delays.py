@@ -110,7 +110,7 @@ def test_a_pipelined_max_pooling_gate_by_hand():
     a(0,1) (input 0.75) at t = 3, 4, 5, 7, 8. The gate counts them 2 steps later: at 4 (1/0: a(0,0) wins, it
     fired), 5 (1/1: a(0,0) wins, silent at t = 3), 6 (2/2: a(0,0), fired), 7 (2/3: a(0,1)), 8 (3/3: a(0,0)): m
     fires at t = 4, 6, 7, 8; of these the readout gets t = 4 and 6 before T = 9 ends: output 2/9."""
-    from tests.test_maxpool import _gate_network
+    from test_maxpool import _gate_network
 
     net = pipelined(_gate_network(), 2)
     net.populations[1].v_init[0] = 0.75
@@ -127,7 +127,7 @@ def test_a_pipelined_max_pooling_gate_by_hand():
 
 @pytest.mark.parametrize("T", [1, 3, 6])
 def test_pipelined_matmul_node_matches_the_reference(T):
-    from tests.test_ec_nodes import _matmul_net
+    from test_ec_nodes import _matmul_net
 
     net = pipelined(_matmul_net(), 1)
     net.projections[3].delay = 2  # the operands arrive a step apart
