@@ -98,6 +98,20 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     assert b.total("packets") > a.total("packets")  # split layers: a spike reaches several destination cores
 
 
+def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained_mlp, digits, capsys):
+    from spikeforge import simulator
+
+    convert = _mlp_inputs(tmp_path, trained_mlp, digits, 10)
+    assert main(convert + ["--out", str(tmp_path / "piped.h5"), "--target", "loihi", "--hop-delay", "1"]) == 0
+    net = simulator.load_network(tmp_path / "piped.h5")
+    assert [q.delay for q in net.projections] == [1] * len(net.projections) and net.attrs["hop_delay"] == 1
+    x = np.load(tmp_path / "test.npz")["x"]
+    res = simulator.run(net, x, 3, record_counts=True)  # three hops: nothing reaches the readout by T = 3
+    assert res.total("spikes") > 0 and np.all(res.output == res.output[:1])
+    assert main(convert + ["--out", str(tmp_path / "bad.h5"), "--hop-delay", "-1"]) == 2
+    assert "hop_delay must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
 def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
     convert = _mlp_inputs(tmp_path, trained_mlp, digits, 60)
     net = tmp_path / "mlp.h5"
