@@ -608,10 +608,12 @@ def chunk_size(flat, T, device, recording, budget=None):
     """Samples per chunk: as many as `budget` bytes hold (default: half the GPU's free memory, 2 GiB on a CPU).
 
     Per sample: about 16 float64 values per neuron (membrane, sums, values, event counts, currents and their
-    temporaries) plus the per-step counters, flows, raster and trace columns kept until the chunk ends."""
+    temporaries), 3 more per neuron and step of the longest delay (the outputs a delayed projection delivers
+    later), plus the per-step counters, flows, raster and trace columns kept until the chunk ends."""
     n = int(flat.pops.theta.shape[0])
+    longest = int(flat.projs.delay.max()) if len(flat.projs.delay) else 0
     per_step = flat.n_cores * K.N_DYNAMIC_COUNTERS + recording.n_flows + recording.n_rec + recording.n_trace
-    per_sample = 8 * (16 * n + T * per_step)
+    per_sample = 8 * ((16 + 3 * min(longest, T)) * n + T * per_step)
     if budget is None:
         device = torch.device(device)
         budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else 2 << 30

@@ -132,3 +132,9 @@ def test_torch_backend_in_chunks_equals_one_chunk_and_sizes_chunks_by_memory(map
     per_sample = 8 * (16 * n + 10 * flat.n_cores * K.N_DYNAMIC_COUNTERS)
     assert chunk_size(flat, 10, "cpu", rec, budget=5 * per_sample + 1) == 5
     assert chunk_size(flat, 10, "cpu", rec, budget=1) == 1
+    from spikeforge.converter.mapping import pipelined
+
+    piped = simulator.prepare(pipelined(flat.net, 2))  # keeps 2 steps of outputs: 6 more values per neuron
+    per_piped = 8 * (22 * n + 10 * flat.n_cores * K.N_DYNAMIC_COUNTERS)
+    assert chunk_size(piped, 10, "cpu", rec, budget=5 * per_piped + 1) == 5
+    assert chunk_size(piped, 10, "cpu", rec, budget=5 * per_sample + 1) < 5  # fewer samples than undelayed
