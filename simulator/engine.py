@@ -9,7 +9,6 @@ import numpy as np
 from . import kernels as K
 from .arrays import FlatNetwork, _inverse, flatten
 from .encoding import as_encoding
-from .events import repeated_spike_work
 from .fileformat import load_network, validate_network
 from .network import SPIKING_MODELS, Network
 
@@ -145,6 +144,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if enc is not None and not enc.spikes:
         enc = None  # direct: the input as it is
     spikes_in, repeats = _input_kind(x, spikes, enc)
+    if repeats:
+        _check_counts_feed_synapses(flat)
     perm = flat.perms[0] if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))) \
         else None
     index = {p.name: i for i, p in enumerate(net.populations)}
@@ -171,11 +172,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
         chunk = x[start:start + batch_size]
         if enc is not None:  # this chunk's spike frames, seeded by the samples' indices in the whole run
             chunk = enc.frames(chunk[:, 0], T, sample_offset + start)
-        extra = repeated_spike_work(flat, chunk) if repeats else None
         chunk = np.ascontiguousarray(chunk if perm is None else chunk[:, :, perm])
-        out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording, spikes_in)
-        if extra is not None:  # counts n > 1: n spikes, n synaptic operations per synapse
-            ctr[..., [K.C_SYNOPS, K.C_SYN_BYTES]] += extra
+        out, ctr, cnt, rec, tr, fl = simulate(flat, chunk, T, readout, routing, recording, spikes_in, repeats)
         flows += fl.sum(axis=0)
         counters[:, :, :nd] += ctr.sum(axis=0)
         per_sample[start:start + len(chunk), :nd] = ctr.sum(axis=(1, 2))
@@ -215,7 +213,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
 
 def _input_kind(x, spikes, enc):
     """(spikes_in, repeats): whether the input's work counts as synaptic operations, and whether some input
-    counts exceed 1 (repeated spikes, counted by `repeated_spike_work`)."""
+    counts exceed 1 (repeated spikes: input events of multiplicity n)."""
     if enc is not None:
         if x.shape[1] != 1:
             raise ValueError(f"the {enc.name} encoding encodes static inputs (batch, *input shape); these inputs "
@@ -256,9 +254,10 @@ def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
 
 def _backend(backend, device, record_links):
     """(simulate, chunk_size, engine_order) of a backend: simulate(flat, X, T, readout, routing, recording,
-    spikes_in) -> run_batch's arrays (X: (B, 1 or T, input size); spikes_in: the input's work counts as synaptic
-    operations, not MACs); chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X
-    comes in the engine's neuron order (numba) or the canonical one (torch)."""
+    spikes_in, counts_in) -> run_batch's arrays (X: (B, 1 or T, input size); spikes_in: the input's work counts as
+    synaptic operations, not MACs; counts_in: an input value n is n spikes, events of multiplicity n);
+    chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X comes in the engine's
+    neuron order (numba) or the canonical one (torch)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
@@ -266,9 +265,9 @@ def _backend(backend, device, record_links):
     if backend == "numba":
         if device not in (None, "cpu"):
             raise ValueError(f"the numba backend runs on the CPU; device {device!r} needs backend='torch'")
-        return (lambda flat, X, T, readout, routing, recording, spikes_in: K.run_batch(
-            X, T, flat.n_cores, readout, flat.pops, _input_as_spikes(flat.projs) if spikes_in else flat.projs,
-            routing, recording),
+        return (lambda flat, X, T, readout, routing, recording, spikes_in, counts_in: K.run_batch(
+            X, T, flat.n_cores, readout, _input_as_counts(flat.pops) if counts_in else flat.pops,
+            _input_as_spikes(flat.projs) if spikes_in else flat.projs, routing, recording),
             lambda flat, T, recording: 64, True)
     try:
         import torch
@@ -282,17 +281,33 @@ def _backend(backend, device, record_links):
     except (RuntimeError, AssertionError) as exc:
         raise ValueError(f"torch device {device!r} is not usable: {str(exc).splitlines()[0]}") from None
 
-    def simulate(flat, X, T, readout, routing, recording, spikes_in):
+    def simulate(flat, X, T, readout, routing, recording, spikes_in, counts_in):
         key = (str(dev), bool(record_links))
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
-        return torch_backend.run_batch(flat.plans[key], X, T, readout, recording, spikes_in)
+        return torch_backend.run_batch(flat.plans[key], X, T, readout, recording, spikes_in, counts_in)
     return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False
 
 
 def _input_as_spikes(projs):
     """Projections with the input's work counted as synaptic operations (spike-train input)."""
     return projs._replace(mac=np.where(projs.src == 0, 0, projs.mac))
+
+
+def _input_as_counts(pops):
+    """Populations whose input values are spike counts: input events of multiplicity n (kernels._input_events)."""
+    expand = pops.expand.copy()
+    expand[0] = 1
+    return pops._replace(expand=expand)
+
+
+def _check_counts_feed_synapses(flat):
+    """Input counts above 1 are multiplicities of synaptic work: refuse an input that feeds a node instead."""
+    for q in np.flatnonzero(flat.projs.src == 0):
+        kind = flat.projs.kind[q]
+        if kind in (K.KIND_MM_A, K.KIND_MM_B, K.KIND_MAXPOOL):
+            raise ValueError("input counts above 1 (repeated spikes) need the input to feed synapses, not a "
+                             f"{'maxpool' if kind == K.KIND_MAXPOOL else 'matmul'} node")
 
 
 def _cuda_available():

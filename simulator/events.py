@@ -27,7 +27,7 @@ import numpy as np
 
 from spikeforge.errors import UserError
 
-__all__ = ["bin_events", "bin_samples", "load_events", "save_events", "repeated_spike_work"]
+__all__ = ["bin_events", "bin_samples", "load_events", "save_events"]
 
 
 def _fields(events, source):
@@ -206,46 +206,3 @@ def save_events(path, samples, labels=None, label_key="label"):
                 f.create_dataset(k, data=v)
     else:
         np.savez_compressed(path, **arrays)
-
-
-def repeated_spike_work(flat, x):
-    """(B, steps, cores, 2) synaptic operations and synapse bytes that input counts above 1 add to what the
-    backends count (one event per nonzero input): a count n is n spikes, so n - 1 more per synapse. x: (B, steps,
-    input size) canonical order."""
-    m = flat.plans.get("repeated_spike_work")
-    if m is None:
-        m = flat.plans["repeated_spike_work"] = _input_row_cores(flat)
-    from scipy import sparse
-
-    flat_x = x.reshape(-1, x.shape[2])
-    r, i = np.nonzero(flat_x > 1.0)  # only the counts above 1: memory follows them, not the frames
-    extra = sparse.csr_matrix((flat_x[r, i] - 1.0, (r, i)), shape=flat_x.shape)
-    out = np.zeros((flat_x.shape[0], flat.n_cores, 2), np.int64)
-    for k in range(2):
-        out[:, :, k] = np.rint((extra @ m[k]).toarray()).astype(np.int64)
-    return out.reshape(x.shape[0], x.shape[1], flat.n_cores, 2)
-
-
-def _input_row_cores(flat):
-    """Two sparse (input size, cores) matrices: synapses and weight bytes of each input neuron on each core
-    (canonical order), from the routing tables the backends count with."""
-    from scipy import sparse
-
-    from . import kernels as K
-
-    projs, routing = flat.projs, flat.routing
-    n_in = int(flat.pops.n[0])
-    rows, cols, syn, byt = [], [], [], []
-    for q in np.flatnonzero(projs.src == 0):
-        if projs.kind[q] in (K.KIND_MM_A, K.KIND_MM_B, K.KIND_MAXPOOL):
-            raise ValueError("input counts above 1 (repeated spikes) need the input to feed synapses, not a "
-                             f"{'maxpool' if projs.kind[q] == K.KIND_MAXPOOL else 'matmul'} node")
-        ptr = routing.rc_ptr[routing.rc_off[q]:routing.rc_off[q] + n_in + 1]
-        rows.append(flat.perms[0][np.repeat(np.arange(n_in), np.diff(ptr))])  # engine row -> canonical neuron
-        cols.append(routing.rc_core[ptr[0]:ptr[-1]])
-        syn.append(routing.rc_cnt[ptr[0]:ptr[-1]])
-        byt.append(routing.rc_cnt[ptr[0]:ptr[-1]] * projs.wbytes[q])
-    shape = (n_in, flat.n_cores)
-    r, c = np.concatenate(rows or [[]]).astype(np.int64), np.concatenate(cols or [[]]).astype(np.int64)
-    return [sparse.csr_matrix((np.concatenate(v or [[]]).astype(np.float64), (r, c)), shape=shape)
-            for v in (syn, byt)]

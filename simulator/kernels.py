@@ -319,15 +319,19 @@ def _keep_events(p, t, pops, s):
 @njit(cache=True)
 def _input_events(x, pops, s):
     """Queue the nonzero input values as the input population's events (once when the input is the same every
-    step, else each step)."""
+    step, else each step). With expand[0] set the values are spike counts: a count n is one event of value n and
+    multiplicity n (n x weight delivered, n synaptic operations per synapse), as a group neuron's expanded event."""
     off = pops.off[0]
     ev_idx = s.ev_idx
     ev_val = s.ev_val
+    ev_mult = s.ev_mult
+    counts = pops.expand[0] != 0
     n_in = 0
     for i in range(pops.n[0]):
         if x[i] != 0.0:
             ev_idx[off + n_in] = i
             ev_val[off + n_in] = x[i]
+            ev_mult[off + n_in] = int(x[i]) if counts else 1
             n_in += 1
     s.ev_n[0] = n_in
 

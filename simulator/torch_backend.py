@@ -45,6 +45,12 @@ def _sparse_rows(rows, cols, vals, shape, device):
         return m.to_sparse_csr().to(device)
 
 
+def _synapses(proj, n_src, fold):
+    """A sparse projection's (source, target, weight · fold) triples, float32 weights used in float64."""
+    rows = np.repeat(np.arange(n_src), np.diff(proj.indptr))
+    return rows, proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32).astype(np.float64) * fold
+
+
 def _rows_canonical(ptr, perm):
     """The canonical source neuron of every entry of a CSR table whose rows are one population's neurons in
     engine order (ptr: its row pointers)."""
@@ -222,12 +228,9 @@ class _Proj:
             return OrderedDense(self.weight, rank)
         if proj.kind == "pointwise":
             return OrderedPointwise(self.weight, rank, src.size // self.weight.shape[1])
-        fold = self.fold
-        sources = np.repeat(np.arange(src.size), np.diff(proj.indptr))
-        targets = proj.indices.astype(np.int64)
+        sources, targets, weights = _synapses(proj, src.size, self.fold)
         if not OrderedSparse.fits(int(np.bincount(targets, minlength=tgt.size).max(initial=0)), tgt.size):
             return None
-        weights = np.asarray(proj.weight, np.float32).astype(np.float64) * fold
         return OrderedSparse(sources, targets, weights, rank, tgt.size, device)
 
     def work(self, mult):
@@ -256,9 +259,8 @@ class _Proj:
         elif proj.kind in ("dense", "pointwise"):
             self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
         elif proj.kind == "sparse":
-            rows = np.repeat(np.arange(src.size), np.diff(proj.indptr))
-            cols, vals = proj.indices.astype(np.int64), np.asarray(proj.weight, np.float32)
-            self.sparse_t = _sparse_rows(cols, rows, vals.astype(np.float64) * fold, (tgt.size, src.size), device)
+            rows, cols, vals = _synapses(proj, src.size, fold)
+            self.sparse_t = _sparse_rows(cols, rows, vals, (tgt.size, src.size), device)
 
     def current(self, out):
         """Target current (B, target size) for a source's output (values (B, source size))."""
@@ -538,18 +540,18 @@ def _step(run, t, outs):
             proj = plan.projs[q]
             src = run.source(t, proj, outs)  # what arrives now (sent `delay` steps ago)
             sent = outs[proj.src]  # what the source sends now: its synaptic work is counted now (kernels._deliver)
-            static = proj.src == 0 and run.static_input  # the same input every step
+            same_input = proj.src == 0 and run.static_input  # the same input every step
             if proj.kind in ("matmul_a", "matmul_b"):
                 operands[proj.kind] = proj.operand(src.value)
                 ctr[:, proj.work_core, proj.column] += proj.work * (sent.mult != 0).sum(1)  # per event
                 continue
-            if static:  # work once per chunk
+            if same_input:  # work once per chunk
                 if q not in run.static_work:
                     run.static_work[q] = proj.work(sent.mult)
                 work, cores = run.static_work[q]
             else:
                 work, cores = proj.work(sent.mult)
-            static = static and t >= proj.delay  # and its current, once it arrives
+            static = same_input and t >= proj.delay  # and its current, once it arrives
             if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
                 if cur is None and static:  # the same every step: once per chunk
                     if q not in run.static:
@@ -621,9 +623,10 @@ def chunk_size(flat, T, device, recording, budget=None):
 
 
 @torch.no_grad()
-def run_batch(plan, X, T, readout, recording, spikes_in=False):
+def run_batch(plan, X, T, readout, recording, spikes_in=False, counts_in=False):
     """`kernels.run_batch` on torch: X (B, 1 or T steps, input size, canonical order) -> (out, ctr, counts, rec,
-    trace, flows) in the engine's order; spikes_in: the input's work counts as synaptic operations."""
+    trace, flows) in the engine's order; spikes_in: the input's work counts as synaptic operations; counts_in: an
+    input value n is n spikes (events of multiplicity n)."""
     flat, dev = plan.flat, plan.device
     x_c = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float64).to(dev)
     b = x_c.shape[0]
@@ -633,7 +636,7 @@ def run_batch(plan, X, T, readout, recording, spikes_in=False):
     longest = max((proj.delay for proj in plan.projs), default=0)
     for t in range(T):
         frame = x_c[:, t if x_c.shape[1] > 1 else 0]
-        outs = {0: _Out((frame != 0.0).to(torch.float64), value=frame)}
+        outs = {0: _Out(frame if counts_in else (frame != 0.0).to(torch.float64), value=frame)}
         _step(run, t, outs)
         if longest:
             run.history[t] = outs
