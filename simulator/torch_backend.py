@@ -35,6 +35,13 @@ DENSE_ROUTING_ENTRIES = 1 << 24  # a projection's synapses per (source neuron, c
 ORDERED_MODELS = (K.MODEL_MULTI, K.MODEL_EC)
 
 
+def _div(x, d):
+    """x / d (d a Python number), correctly rounded on every device: CUDA divides a tensor by a CPU scalar as a
+    multiplication by its reciprocal, which can differ from the engine's quotient in the last bit (and a last bit
+    decides EC and multi-threshold events); by a device tensor it divides."""
+    return x / torch.full((), float(d), dtype=x.dtype, device=x.device)
+
+
 def _sparse_rows(rows, cols, vals, shape, device):
     """A (shape) float64 CSR matrix from COO entries (duplicates summed)."""
     m = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols]).astype(np.int64)),
@@ -81,7 +88,7 @@ def _payload(pop):
     if pop.model == K.MODEL_GROUP:
         if pop.vmax != 0.0:
             return 1.0, pop.size
-        return (float(theta[0]) / pop.size if uniform else theta / pop.size), pop.size
+        return (float(theta[0]) / pop.size if uniform else _div(theta, pop.size)), pop.size
     return None, 0
 
 
@@ -418,9 +425,9 @@ def _group_update(run, t, pop, cur):
         s = torch.zeros_like(m)
         going = torch.ones_like(m, dtype=torch.bool)
         for j in range(1, pop.size + 1):
-            going = going & (m >= pop.theta * j / pop.size)
+            going = going & (m >= _div(pop.theta * j, pop.size))
             s = s + going.to(torch.float64)
-    unit = pop.theta / pop.size
+    unit = _div(pop.theta, pop.size)
     fired = s > 0
     # m - unit·S with the product rounded first, as the engine does (addcmul could fuse it into one rounding)
     run.v[pop.p] = m - unit * s if pop.reset == K.RESET_SUBTRACT else _reset(m, fired, pop.reset)
@@ -493,8 +500,9 @@ def _matmul_update(run, t, pop, operands):
     tt = t + 1.0
     total = run.v[pop.p] + acc
     run.v[pop.p] = total
-    o = total / tt - run.prev[pop.p]
-    run.prev[pop.p] = total / tt
+    mean = _div(total, tt)
+    o = mean - run.prev[pop.p]
+    run.prev[pop.p] = mean
     sums[0], sums[1] = s_a + a, s_b + b
     mult = (o != 0.0).to(torch.float64)
     run.count_events(t, pop, mult)
@@ -535,6 +543,7 @@ def _step(run, t, outs):
             outs[pop.p] = _maxpool_update(run, t, pop, plan.projs[pop.incoming[0]], outs, ctr)
             continue
         cur = None
+        owned = False  # cur is this step's own tensor (else a source's values or a cached static current)
         operands = {}
         for q in pop.incoming:
             proj = plan.projs[q]
@@ -560,7 +569,10 @@ def _step(run, t, outs):
                 elif cur is None:
                     cur = _ordered_from_bias(pop, proj, src)
                 else:
+                    if not owned:  # accumulated in place: never into what another projection handed over
+                        cur = cur.clone()
                     proj.ordered.accumulate(cur, proj.value_in(src))
+                owned = True
             else:
                 if static:
                     if q not in run.static:
@@ -570,9 +582,9 @@ def _step(run, t, outs):
                     current = proj.current(src)
                 # the bias first, then each projection's current, as the engine's current starts from the bias
                 if cur is None:
-                    cur = current + pop.bias if pop.has_bias else current
+                    cur, owned = (current + pop.bias, True) if pop.has_bias else (current, False)
                 else:
-                    cur = cur + current
+                    cur, owned = cur + current, True
             ctr[:, cores, _SYN if proj.src == 0 and run.spikes_in else proj.column] += work
             ctr[:, cores, _BYT] += work * proj.wbytes
         if cur is None:
@@ -659,7 +671,7 @@ def _engine_order(tensor, pop):
 def _engine_outputs(run, flat, readout, recording, traces, b, T):
     """The six arrays `kernels.run_batch` returns, from the chunk's tensors."""
     plan = run.plan
-    out = (_engine_order(run.acc, plan.pops[readout]) / T).cpu().numpy()
+    out = _div(_engine_order(run.acc, plan.pops[readout]), T).cpu().numpy()
     ctr = run.ctr.round().to(torch.int64).cpu().numpy()
     n_total = int(flat.pops.theta.shape[0])
     counts = np.zeros((b, n_total if recording.record_counts else 1), np.int32)

@@ -29,7 +29,7 @@ def trained_mlp(digits):
 
 
 # ---- every simulation of the suite also runs on the exact torch backend (CPU) and must agree ----
-# SPIKEFORGE_CROSSCHECK=0 turns it off. The terminal summary lists how many runs were compared and which neuron
+# SPIKEFORGE_CROSSCHECK=0 turns it off; SPIKEFORGE_CROSSCHECK_DEVICE=cuda runs the torch side on a GPU. The terminal summary lists how many runs were compared and which neuron
 # models and projection kinds they covered.
 _CROSSCHECKED = {"runs": 0, "models": set(), "projections": set(), "fixed": 0}
 
@@ -70,7 +70,8 @@ def torch_backend_crosscheck(monkeypatch):
         res = real(network, inputs, T, *args, backend=backend, device=device, progress=progress, **kwargs)
         if backend == "numba":
             flat = engine.prepare(network)
-            other = real(flat, inputs, T, *args, backend="torch", device="cpu", **kwargs)
+            device = os.environ.get("SPIKEFORGE_CROSSCHECK_DEVICE", "cpu")
+            other = real(flat, inputs, T, *args, backend="torch", device=device, **kwargs)
             assert_same_result(res, other)
             _CROSSCHECKED["runs"] += 1
             _CROSSCHECKED["models"].update(p.model for p in flat.net.populations)
@@ -87,7 +88,7 @@ def pytest_terminal_summary(terminalreporter):
     c = _CROSSCHECKED
     if c["runs"]:
         terminalreporter.write_line(
-            f"torch backend == numba engine on {c['runs']} runs ({c['fixed']} fixed point); models: "
+            f"torch backend ({os.environ.get('SPIKEFORGE_CROSSCHECK_DEVICE', 'cpu')}) == numba engine on {c['runs']} runs ({c['fixed']} fixed point); models: "
             f"{', '.join(sorted(c['models']))}; projections: {', '.join(sorted(c['projections']))}")
 
 

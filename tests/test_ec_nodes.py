@@ -290,3 +290,27 @@ def test_relays_carry_the_residual_stream_once_and_change_no_result():
     np.testing.assert_allclose(res["relayed"].output, res["folded"].output, rtol=1e-6, atol=1e-6)
     assert res["relayed"].total("synops") < res["folded"].total("synops")
     assert res["relayed"].total("macs") < res["folded"].total("macs")
+
+
+def test_identity_before_an_engine_order_sum_leaves_the_source_values_alone():
+    """An EC node fed by an identity projection first and a dense one second: the torch backend sums the dense
+    currents in place in the engine's order, into its own tensor, never into the values the identity handed over
+    (the same multi-threshold output a later readout projection reads)."""
+    rng = np.random.default_rng(3)
+    pops = [Population.make("in", "input", SHAPE),
+            Population.make("mt", "multi_threshold", SHAPE, 0.25, 0.0, levels=3, threshold_neg=0.25),
+            Population.make("mt2", "multi_threshold", SHAPE, 0.125, 0.0, levels=3, threshold_neg=0.125),
+            Population.make("ec", "ec", SHAPE, 0.0, 0.0, function="gelu"),
+            Population.make("out", "readout", (5,))]
+    projs = [Projection("in_mt", "dense", "in", "mt", rng.normal(0, 0.6, (N, N)).astype(np.float32)),
+             Projection("in_mt2", "dense", "in", "mt2", rng.normal(0, 0.6, (N, N)).astype(np.float32)),
+             Projection("mt_ec", "identity", "mt", "ec"),
+             Projection("mt2_ec", "dense", "mt2", "ec", rng.normal(0, 0.5, (N, N)).astype(np.float32)),
+             Projection("mt_out", "dense", "mt", "out", rng.normal(0, 0.5, (5, N)).astype(np.float32)),
+             Projection("ec_out", "dense", "ec", "out", rng.normal(0, 0.5, (5, N)).astype(np.float32))]
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    x = rng.normal(0, 1, (6, N)).astype(np.float32)
+    ref = simulator.run(net, x, 4, record_counts=True)
+    res = simulator.run(net, x, 4, record_counts=True, backend="torch", device="cpu")
+    np.testing.assert_allclose(res.output, ref.output, rtol=1e-9, atol=1e-12)
+    assert np.array_equal(res.per_sample, ref.per_sample)

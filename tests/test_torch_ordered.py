@@ -78,3 +78,15 @@ def test_sparse_sum_follows_the_engine_order_with_duplicates_in_file_order():
             for k in np.flatnonzero(sources == i):
                 terms[targets[k]].append((x[b, i], weights[k]))
         assert np.array_equal(cur.numpy()[b], _engine_sum(np.zeros(n_tgt), terms))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_division_by_a_number_is_correctly_rounded_on_the_gpu():
+    """The backend's quotients (EC means S/t, group thresholds θ·j/τ) equal the engine's on a GPU, where a tensor
+    divided by a Python number is a multiplication by its reciprocal."""
+    from spikeforge.simulator.torch_backend import _div
+
+    x = np.random.default_rng(0).normal(size=100_000)
+    for d in (3.0, 5, 7.0, 10.0):
+        got = _div(torch.as_tensor(x, device="cuda"), d).cpu().numpy()
+        assert np.array_equal(got, x / d)
