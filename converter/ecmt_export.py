@@ -14,6 +14,11 @@ random rows: n + d + 2 rows instead of n·d. A map that acts on each token alike
 gets a full probe of just the source tokens that reach it, in chunks, and becomes a dense or sparse
 projection. Every decoded map is checked against the random rows.
 
+At ImageNet size (ViT-S/16: 197 tokens x 384 channels, a 150,528-value image): responses stay on the probe's
+device, where they are decoded (a pointwise W) or made sparse, and only those results reach the host; targets
+whose responses to the random rows are identical (every LayerNorm on the residual stream reads the same image
+map) share one full probe; a full probe's pass stops after the last node it needs.
+
 Relays: the residual stream of a transformer is read by every later LayerNorm; folded, the input image and
 every branch's spikes would be delivered to each of them. A node whose input equals an earlier node's input
 plus a few terms reads that earlier input from a relay (an `ec` identity node: it forwards its step's input)
@@ -73,17 +78,21 @@ def _is_transposed(x):
     return x.dim() >= 3 and x.shape[-1] > 1 and x.shape[-2] > 1 and x.stride(-2) == 1 and x.stride(-1) != 1
 
 
+class _PassDone(Exception):
+    """Ends a probe pass early: the nodes after the last one it needs do not matter to it."""
+
+
 class _ProbeOps(AnnOps):
     """One pass: population `source` outputs `rows` (rows, size), all others 0; row 0 of the batch is zeros.
 
     The first pass (source None, one row) lists the nodes; later passes hand each node's input to `on_input`.
     """
 
-    def __init__(self, nodes, source, rows, thresholds, levels, payload, on_input, n_rows):
+    def __init__(self, nodes, source, rows, thresholds, levels, payload, on_input, n_rows, last=None):
         super().__init__()
         self.nodes, self.source, self.rows = nodes, source, rows
         self.thresholds, self.levels, self.payload = thresholds, levels, payload
-        self.on_input, self.n_rows = on_input, n_rows
+        self.on_input, self.n_rows, self.last = on_input, n_rows, last
         self.listing = source is None and not nodes
         self.position = 0
         self.operands = {}  # data_ptr of an mt output -> [(population name, stored transposed)] per head
@@ -116,6 +125,8 @@ class _ProbeOps(AnnOps):
         if x is not None and self.on_input is not None:
             value = x.transpose(-1, -2) if transposed else x
             self.on_input(node, value.reshape(self.n_rows, -1))
+        if self.last is not None and self.position > self.last:
+            raise _PassDone  # every node this pass is for has been seen
         return node
 
     def _mt_pop(self, name, x, point):
@@ -191,13 +202,17 @@ class _Exporter:
         self.order = {n.name: i for i, n in enumerate(self.nodes)}
         self.rng = np.random.default_rng(0)
 
-    def _pass(self, source, rows, on_input):
+    def _pass(self, source, rows, on_input, last=None):
+        """One forward in which `source` outputs `rows`; last: stop after the node of this index."""
         ops = _ProbeOps(self.nodes, source, rows, self.thresholds, self.levels, self.payload, on_input,
-                        rows.shape[0] + 1)
+                        rows.shape[0] + 1, last)
         x = ops.add_input(self.input_shape, self.device)
-        out = self.model(x, ops)
-        if ops.listing or ops.position < len(self.nodes):
-            ops._node("readout", "readout", tuple(out.shape[1:]), out, {})
+        try:
+            out = self.model(x, ops)
+            if ops.listing or ops.position < len(self.nodes):
+                ops._node("readout", "readout", tuple(out.shape[1:]), out, {})
+        except _PassDone:
+            pass
         return ops
 
     def run(self):
@@ -219,38 +234,58 @@ class _Exporter:
             chan = np.tile(np.eye(d), (1, n))  # channel c in every token
             tok = np.kron(np.eye(n), g[None, :])  # g in token t only
             probe = np.vstack([chan, tok, verify])
-        later = {}  # target name -> its response (rows, size_X)
+        g_t = torch.as_tensor(g, dtype=torch.float64, device=self.device)
+        full = {}  # target name -> (source tokens its full probe needs, its response to the random rows)
 
         def record(node, value):
+            """Decode the target's response on the device, as it comes (a response can be GiBs)."""
             if self.order[node.name] <= self.order[src.name]:
                 return
             if node.const is None:
                 node.const = value[0].cpu().numpy()
             resp = value[1:] - value[:1]
-            if bool((resp != 0).any()):
-                later[node.name] = resp.cpu().numpy()
+            if not bool((resp != 0).any()):
+                return
+            resp_verify = resp[-2:].cpu().numpy()
+            if n == 1:
+                full[node.name] = (np.zeros(1, np.int64), resp_verify)
+                return
+            term = _pointwise(resp, n, d, g_t, node.shape)
+            if term is not None and _matches(("pointwise", term), resp_verify, verify):
+                node.terms[src.name] = ("pointwise", term)
+                return
+            reach = resp[d:d + n].abs().amax(1)
+            scale = max(float(resp.abs().max()), 1e-300)
+            full[node.name] = (np.flatnonzero((reach > 1e-12 * scale).cpu().numpy()), resp_verify)
 
         self._pass(src.name, torch.as_tensor(probe, dtype=torch.float64, device=self.device), record)
-        full = {}  # target name -> (source tokens its full probe needs, its response to the random rows)
-        for name, resp in later.items():
-            if n == 1:
-                full[name] = (np.zeros(1, np.int64), resp)
-                continue
-            node = self.nodes[self.order[name]]
-            term = _pointwise(resp, n, d, g, node.shape)
-            if term is not None and _matches(("pointwise", term), resp[d + n:], verify):
-                node.terms[src.name] = ("pointwise", term)
-                continue
-            scale = max(np.abs(resp).max(), 1e-300)
-            full[name] = (np.flatnonzero(np.abs(resp[d:d + n]).max(1) > 1e-12 * scale), resp[d + n:])
         if full:
-            self._full_probe(src, n, d, full, verify)
+            self._full_probes(src, n, d, full, verify)
+
+    def _full_probes(self, src, n, d, full, verify):
+        """Full probes of the targets in `full`; targets with identical responses to the random rows (and the same
+        tokens and size) share one probe and its map (the same map, tested on random rows as every map is)."""
+        groups = []  # [leader name, [names]]
+        for name, (tokens, resp) in full.items():
+            for leader, members in groups:
+                tokens_l, resp_l = full[leader]
+                if resp_l.shape == resp.shape and np.array_equal(tokens_l, tokens) and np.array_equal(resp_l, resp):
+                    members.append(name)
+                    break
+            else:
+                groups.append((name, [name]))
+        self._full_probe(src, n, d, {leader: full[leader] for leader, _ in groups}, verify)
+        for leader, members in groups:
+            for name in members[1:]:
+                self.nodes[self.order[name]].terms[src.name] = self.nodes[self.order[leader]].terms[src.name]
 
     def _full_probe(self, src, n, d, full, verify):
-        """Unit rows for the needed tokens' channels, CHUNK_ROWS at a time; columns of the other tokens are 0."""
+        """Unit rows for the needed tokens' channels, CHUNK_ROWS at a time; columns of the other tokens are 0.
+        Each chunk's responses are made sparse on the device; the pass stops after the last target."""
         tokens = np.unique(np.concatenate([t for t, _ in full.values()]))
         columns = (tokens[:, None] * d + np.arange(d)[None, :]).reshape(-1)
-        cols = {name: [] for name in full}
+        triples = {name: [] for name in full}  # target name -> [(target index, source column, value)] per chunk
+        last = max(self.order[name] for name in full)
         for c0 in range(0, len(columns), CHUNK_ROWS):
             chunk = columns[c0:c0 + CHUNK_ROWS]
             rows = torch.zeros(len(chunk), n * d, dtype=torch.float64, device=self.device)
@@ -258,42 +293,46 @@ class _Exporter:
 
             def record(node, value):
                 if node.name in full:
-                    cols[node.name].append(_sparse((value[1:] - value[:1]).cpu().numpy().T))
+                    r, t, v = _sparse_triples(value[1:] - value[:1])  # (probe row, target index, value)
+                    triples[node.name].append((t, chunk[r], v))
 
-            self._pass(src.name, rows, record)
-        select = sp.csr_matrix((np.ones(len(columns)), (np.arange(len(columns)), columns)),
-                               shape=(len(columns), n * d))
+            self._pass(src.name, rows, record, last)
         for name, (_, resp_verify) in full.items():
-            term = ("matrix", (sp.hstack(cols[name]).tocsr() @ select).tocsr())
             node = self.nodes[self.order[name]]
+            t, c, v = (np.concatenate(parts) for parts in zip(*triples[name]))
+            term = ("matrix", sp.csr_matrix((v, (t, c)), shape=(node_size(node), n * d)))
             if not _matches(term, resp_verify, verify):
                 raise ExportError(f"{node.name}: its input is not an affine function of {src.name} (the map read "
                                   "off the probe rows does not reproduce random inputs)")
             node.terms[src.name] = term
 
 
-def _sparse(mat, rel=1e-12):
-    """CSR of a dense map with entries below rel x its largest magnitude set to 0 (float64 probe noise)."""
-    scale = np.abs(mat).max() if mat.size else 0.0
-    mat = np.where(np.abs(mat) <= rel * scale, 0.0, mat)
-    return sp.csr_matrix(mat)
+def _sparse_triples(resp, rel=1e-12):
+    """(probe rows, target indices, values) of a (rows, targets) response tensor, entries at or below rel x its
+    largest magnitude dropped (float64 probe noise); found on the tensor's device, numpy arrays out."""
+    scale = resp.abs().max() if resp.numel() else 0.0
+    r, t = torch.nonzero(resp.abs() > rel * scale, as_tuple=True)
+    return r.cpu().numpy(), t.cpu().numpy(), resp[r, t].cpu().numpy()
 
 
 def _pointwise(resp, n, d, g, target_shape):
-    """W (d_out, d) when the channel rows show the same map in every target token, else None."""
+    """W (d_out, d) as numpy when the channel rows of the response tensor resp show the same map in every target
+    token (and the token rows confirm it), else None; checked on resp's device."""
     n_x, d_x = _rows_view(target_shape)
     if n_x != n:
         return None
     chan = resp[:d].reshape(d, n, d_x)
     w = chan[:, 0, :]
-    scale = max(np.abs(chan).max(), 1e-300)
-    if np.abs(chan - w[:, None, :]).max() > 1e-9 * scale:
+    scale = max(float(chan.abs().max()), 1e-300)
+    if float((chan - w[:, None, :]).abs().max()) > 1e-9 * scale:
         return None
     tok = resp[d:d + n].reshape(n, n, d_x)  # g in token t: W g in target token t, nothing elsewhere
-    want = np.einsum("ts,o->tso", np.eye(n), w.T @ g)
-    if np.abs(tok - want).max() > 1e-9 * max(np.abs(want).max(), scale):
+    wg = w.T @ g
+    off = tok.clone()
+    off[torch.arange(n), torch.arange(n)] -= wg  # what is left where W g belongs, and elsewhere
+    if float(off.abs().max()) > 1e-9 * max(float(wg.abs().max()), scale):
         return None
-    w = w.T.copy()
+    w = w.T.cpu().numpy().copy()
     w[np.abs(w) <= 1e-12 * scale] = 0.0
     return w
 
@@ -330,6 +369,8 @@ def _difference(a, b):
             continue
         if ta[0] != tb[0] or ta[1].shape != tb[1].shape:
             return None
+        if ta[1] is tb[1]:  # one map shared by both (a shared full probe): it cancels
+            continue
         diff = ta[1] - tb[1]
         scale = max(abs(ta[1]).max(), abs(tb[1]).max())
         if ta[0] == "pointwise":
