@@ -1,8 +1,12 @@
-"""ImageNet-size structure: a ResNet-34 on 224x224 inputs (random weights): convert, map onto Loihi (cores and
-chips), write and load the network file, simulate on the numba engine and on the exact torch backend.
+"""ImageNet-size structure: a ResNet-34 or a ViT-S/16 on 224x224 inputs (random weights): convert, map onto Loihi
+(cores and chips), write and load the network file, simulate on the numba engine and on the exact torch backend.
 
-    python -m benchmarks.imagenet_scale [--images 100] [--numba-images 1] [--T 4] [--device cuda] [--target T]
-        [--network FILE] [--out OUT.json]
+    python -m benchmarks.imagenet_scale [--model resnet34 | vit-s16] [--images 100] [--numba-images 1] [--T 4]
+        [--device cuda] [--targets T ...] [--network FILE] [--out OUT.json]
+
+--model vit-s16: ViT-S/16 (196 patches + class token, dim 384, 12 blocks, 6 heads, MLP 1536, 1000 classes) as an
+ECMT network (multi-threshold neurons with n=4 levels, EC nodes), thresholds from 8 random images, exported on
+--device.
 
 --targets: targets to map onto (cores and chips needed, or why it does not fit); the file simulated is the
 converter's own (one core per population), so the simulation figures do not depend on a mapping. --network FILE:
@@ -58,18 +62,57 @@ def _peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def _build(args, row):
-    """Convert, map, write and load the ResNet-34; the flattened network."""
+def _convert_resnet34(args):
     torch.manual_seed(0)
     calib = torch.randn(8, 3, 224, 224)
     model = ResNet34(max_pool=args.stem == "max").eval()
+    return convert(model, [calib], norm="max", name="resnet34-224-random"), \
+        f"convert (8 calibration images, {args.stem} pooling stem)"
+
+
+def _convert_vit_s16(args):
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.converter.ecmt_export import export_ecmt
+    from spikeforge.models import ViT
+
+    torch.manual_seed(0)
+    model = ViT(3, 224, 16, 384, 12, 6, 1536, classes=1000).eval()
+    calib = torch.randn(8, 3, 224, 224)
+    thresholds = collect_thresholds(model, [calib], p=99.0)
+
+    def progress(done, total, name):
+        if done % 50 == 0 or done == total:
+            print(f"  export: {done}/{total} sources probed ({name})", flush=True)
+
+    net = export_ecmt(model.to(args.device), thresholds, (3, 224, 224), levels=4, name="vit-s16-224-random",
+                      device=args.device, progress=progress)
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return net, f"ECMT export on {args.device} (thresholds from 8 random images)"
+
+
+def _build(args, row):
+    """Convert, write and load the network; (the network, the flattened network from its file)."""
     t0 = time.perf_counter()
-    net = convert(model, [calib], norm="max", name="resnet34-224-random")
+    net, stage = (_convert_vit_s16 if args.model == "vit-s16" else _convert_resnet34)(args)
     n = sum(pop.size for pop in net.populations)
-    row(f"convert (8 calibration images, {args.stem} pooling stem)", time.perf_counter() - t0,
-        populations=len(net.populations),
-        projections=len(net.projections), neurons=int(n))
-    for target in args.targets:
+    synapses = sum(int(np.asarray(q.indices).size) if q.kind == "sparse" else 0 for q in net.projections)
+    row(stage, time.perf_counter() - t0, populations=len(net.populations), projections=len(net.projections),
+        neurons=int(n), sparse_synapses=synapses)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or os.path.join(tmp, f"{args.model}.h5")
+        t0 = time.perf_counter()
+        write_network(net, path)
+        row("write network file", time.perf_counter() - t0, file_mib=round(os.path.getsize(path) / 2 ** 20, 1))
+        t0 = time.perf_counter()
+        flat = simulator.prepare(path)
+        row("load, validate and flatten", time.perf_counter() - t0)
+    return net, flat
+
+
+def _map(net, targets, row):
+    """Cores and chips each target needs for the network (after the simulations: mapping can take minutes)."""
+    for target in targets:
         t0 = time.perf_counter()
         try:
             mapped = map_network(net, load_target(target), placement="snake")
@@ -77,19 +120,11 @@ def _build(args, row):
                 cores=int(len(mapped.cores.core_id)), chips=int(len(np.unique(mapped.cores.chip))))
         except MappingError as exc:
             row(f"map onto {target}", time.perf_counter() - t0, refused=True, message=str(exc))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.keep or os.path.join(tmp, "resnet34.h5")
-        t0 = time.perf_counter()
-        write_network(net, path)
-        row("write network file", time.perf_counter() - t0, file_mib=round(os.path.getsize(path) / 2 ** 20, 1))
-        t0 = time.perf_counter()
-        flat = simulator.prepare(path)
-        row("load, validate and flatten", time.perf_counter() - t0)
-    return flat
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=("resnet34", "vit-s16"), default="resnet34")
     p.add_argument("--images", type=int, default=100, help="images on the torch backend")
     p.add_argument("--numba-images", type=int, default=1)
     p.add_argument("--T", type=int, default=4)
@@ -108,7 +143,7 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
         write_text(args.out, json.dumps(rows, indent=1))
 
-    flat = simulator.prepare(args.network) if args.network else _build(args, row)
+    net, flat = (None, simulator.prepare(args.network)) if args.network else _build(args, row)
     x = torch.randn(max(args.images, args.numba_images), 3, 224, 224, generator=torch.Generator().manual_seed(1))
     x = x.double().numpy()
     t0 = time.perf_counter()
@@ -128,6 +163,9 @@ def main(argv=None):
     row(f"torch exact on {args.device}, {args.images} images, T={args.T}", time.perf_counter() - t0,
         identical_counters_on_the_numba_images=same, device_peak_gib=gpu_mem,
         synops_per_image=res.total("synops") / args.images)
+    del res, ref, flat
+    if net is not None:
+        _map(net, args.targets, row)
 
 
 if __name__ == "__main__":

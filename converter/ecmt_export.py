@@ -41,6 +41,7 @@ from .ecmt import AnnOps
 from .mapping import one_population_per_core
 
 CHUNK_ROWS = 1024  # probe rows per pass in full probes (memory: rows x the model's largest activation)
+SAME_MAP = 1e-10  # responses to the random rows this close (relative) are one map read twice
 
 
 class ExportError(UserError):
@@ -263,21 +264,27 @@ class _Exporter:
             self._full_probes(src, n, d, full, verify)
 
     def _full_probes(self, src, n, d, full, verify):
-        """Full probes of the targets in `full`; targets with identical responses to the random rows (and the same
-        tokens and size) share one probe and its map (the same map, tested on random rows as every map is)."""
+        """Full probes of the targets in `full`; targets whose responses to the random rows agree (to float64
+        rounding: a constant term added on the way rounds differently) with an earlier one's, on the same tokens,
+        share its probe and its map, which must reproduce their own responses as every map must."""
         groups = []  # [leader name, [names]]
         for name, (tokens, resp) in full.items():
             for leader, members in groups:
                 tokens_l, resp_l = full[leader]
-                if resp_l.shape == resp.shape and np.array_equal(tokens_l, tokens) and np.array_equal(resp_l, resp):
+                if resp_l.shape == resp.shape and np.array_equal(tokens_l, tokens) and \
+                        np.abs(resp_l - resp).max() <= SAME_MAP * max(np.abs(resp_l).max(), np.abs(resp).max()):
                     members.append(name)
                     break
             else:
                 groups.append((name, [name]))
         self._full_probe(src, n, d, {leader: full[leader] for leader, _ in groups}, verify)
         for leader, members in groups:
+            term = self.nodes[self.order[leader]].terms[src.name]
             for name in members[1:]:
-                self.nodes[self.order[name]].terms[src.name] = self.nodes[self.order[leader]].terms[src.name]
+                if not _matches(term, full[name][1], verify):
+                    raise ExportError(f"{name}: the map read for {leader} does not reproduce its responses to "
+                                      f"random inputs from {src.name}")
+                self.nodes[self.order[name]].terms[src.name] = term
 
     def _full_probe(self, src, n, d, full, verify):
         """Unit rows for the needed tokens' channels, CHUNK_ROWS at a time; columns of the other tokens are 0.
