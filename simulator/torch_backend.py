@@ -44,11 +44,11 @@ def _div(x, d):
 
 def _sparse_rows(rows, cols, vals, shape, device):
     """A (shape) float64 CSR matrix from COO entries (duplicates summed)."""
-    m = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols]).astype(np.int64)),
-                                torch.as_tensor(np.asarray(vals, np.float64)), shape,
-                                check_invariants=False).coalesce()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all this module uses
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta", "invariant checks are disabled": the
+        warnings.simplefilter("ignore", UserWarning)  # entries are built here, CSR @ dense is all this module uses
+        m = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols]).astype(np.int64)),
+                                    torch.as_tensor(np.asarray(vals, np.float64)), shape,
+                                    check_invariants=False).coalesce()
         return m.to_sparse_csr().to(device)
 
 

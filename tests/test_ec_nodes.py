@@ -1,4 +1,6 @@
 """EC compute nodes (expectation-compensated GELU / LayerNorm / softmax) in the file format and the engine."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -193,6 +195,40 @@ def test_exported_vit_engine_equals_file_reference_spike_for_spike(tmp_path):
     np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-9, atol=1e-12)
     ref, _ = ecmt_forward(vit.double(), x.double(), 3, thresholds, n=4)
     np.testing.assert_allclose(res.output, ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+
+def test_export_reads_the_residual_streams_image_map_once_and_stops_passes_early(monkeypatch):
+    """The image reaches every LayerNorm on the residual stream through the same map: one full probe reads it and
+    those nodes share it (checked against each node's own random-row responses); a full probe's passes end at the
+    last node they are for (at ImageNet size a pass through the whole model per 1,024 pixels is what made the
+    export too slow). The network written is the one the per-node probes gave (the test above checks its spikes)."""
+    from spikeforge.converter import ecmt_export
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.models import DigitsViT
+
+    torch.manual_seed(0)
+    vit = DigitsViT().eval()
+    thresholds = collect_thresholds(vit, [torch.rand(6, 1, 8, 8) * 16])
+    passes = []
+    real = ecmt_export._Exporter._pass
+
+    def counted(self, source, rows, on_input, last=None):
+        ops = real(self, source, rows, on_input, last)
+        passes.append((source, last, ops.position))
+        return ops
+
+    monkeypatch.setattr(ecmt_export._Exporter, "_pass", counted)
+    model = copy.deepcopy(vit).double()
+    with torch.no_grad():
+        exporter = ecmt_export._Exporter(model, thresholds, (1, 8, 8), 4, "graded", None, None)
+        nodes = exporter.run()
+    readers = [n for n in nodes if "input" in n.terms]
+    assert [n.name for n in readers] == ["block0_ln1", "block0_ln2", "block1_ln1", "block1_ln2"]
+    assert all(n.terms["input"] is readers[0].terms["input"] for n in readers)
+    full = [(last, seen) for source, last, seen in passes if source == "input" and last is not None]
+    assert len(full) == 1  # 64 pixels: one chunk, for block0_ln1 only
+    assert full[0] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1) < (len(nodes), len(nodes))
 
 
 def _pointwise_relay_net():
