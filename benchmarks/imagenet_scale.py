@@ -146,19 +146,28 @@ def main(argv=None):
     net, flat = (None, simulator.prepare(args.network)) if args.network else _build(args, row)
     x = torch.randn(max(args.images, args.numba_images), 3, 224, 224, generator=torch.Generator().manual_seed(1))
     x = x.double().numpy()
-    t0 = time.perf_counter()
-    ref = simulator.run(flat, x[:args.numba_images], args.T)
-    row(f"numba engine, {args.numba_images} image(s), T={args.T}", time.perf_counter() - t0,
-        synops_per_image=ref.total("synops") / args.numba_images,
-        spikes_per_image=ref.total("spikes") / args.numba_images)
+    ref = None
+    if args.numba_images:
+        t0 = time.perf_counter()
+        ref = simulator.run(flat, x[:args.numba_images], args.T)
+        row(f"numba engine, {args.numba_images} image(s), T={args.T}", time.perf_counter() - t0,
+            synops_per_image=ref.total("synops") / args.numba_images,
+            spikes_per_image=ref.total("spikes") / args.numba_images)
     options = dict(backend="torch", device=args.device)
-    simulator.run(flat, x[:1], args.T, **options)  # builds the plan
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    sync()
     t0 = time.perf_counter()
-    res = simulator.run(flat, x[:args.images], args.T, **options)
+    first = simulator.run(flat, x[:1], args.T, **options)  # builds the plan
     sync()
-    same = bool(np.array_equal(res.per_sample[:args.numba_images], ref.per_sample))
+    row(f"torch exact on {args.device}: build the plan, then 1 image, T={args.T}", time.perf_counter() - t0,
+        synops_first_image=first.total("synops"), spikes_first_image=first.total("spikes"))
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        print(f"  torch: {done}/{total} images, {time.perf_counter() - t0:.1f} s", flush=True)
+
+    res = simulator.run(flat, x[:args.images], args.T, progress=progress, **options)
+    sync()
+    same = bool(np.array_equal(res.per_sample[:args.numba_images], ref.per_sample)) if ref is not None else None
     gpu_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else None
     row(f"torch exact on {args.device}, {args.images} images, T={args.T}", time.perf_counter() - t0,
         identical_counters_on_the_numba_images=same, device_peak_gib=gpu_mem,
