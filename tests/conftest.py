@@ -29,8 +29,8 @@ def trained_mlp(digits):
 
 
 # ---- every simulation of the suite also runs on the exact torch backend (CPU) and must agree ----
-# SPIKEFORGE_CROSSCHECK=0 turns it off; SPIKEFORGE_CROSSCHECK_DEVICE=cuda runs the torch side on a GPU. The terminal summary lists how many runs were compared and which neuron
-# models and projection kinds they covered.
+# SPIKEFORGE_CROSSCHECK=0 turns it off; SPIKEFORGE_CROSSCHECK_DEVICE=cuda runs the torch side on a GPU. The terminal
+# summary lists how many runs were compared and which neuron models and projection kinds they covered.
 _CROSSCHECKED = {"runs": 0, "models": set(), "projections": set(), "fixed": 0}
 
 
@@ -88,7 +88,8 @@ def pytest_terminal_summary(terminalreporter):
     c = _CROSSCHECKED
     if c["runs"]:
         terminalreporter.write_line(
-            f"torch backend ({os.environ.get('SPIKEFORGE_CROSSCHECK_DEVICE', 'cpu')}) == numba engine on {c['runs']} runs ({c['fixed']} fixed point); models: "
+            f"torch backend ({os.environ.get('SPIKEFORGE_CROSSCHECK_DEVICE', 'cpu')}) == numba engine on "
+            f"{c['runs']} runs ({c['fixed']} fixed point); models: "
             f"{', '.join(sorted(c['models']))}; projections: {', '.join(sorted(c['projections']))}")
 
 
