@@ -6,9 +6,13 @@ Neuron updates are the kernels' expressions written elementwise over a (batch, n
 in canonical (C-order) layout, so convolutions are torch's. Counters are sums over events of per-neuron quantities:
 a step's event multiplicities (batch, neurons) times precomputed matrices (synapses of each source neuron on each
 core, packets and hops per event, the core-to-core flows each neuron's packets take) give them exactly.
-Floating point: currents are summed in another order than the engine's event loop, so a membrane can differ in
-its last bit; a spike decided by that last bit would differ (the tests compare spike for spike on every network
-kind). Fixed-point files are integer arithmetic and identical by construction.
+Floating point: every elementwise operation is the engine's, correctly rounded (divisions by a number through
+`_div`: CUDA would multiply by a reciprocal). Currents into multi-threshold and EC populations, whose events are
+decided at exact ties, are summed in the engine's order (torch_ordered), and EC functions run in the engine's own
+code; other currents come from GEMMs or exact sliced convolutions (torch_conv) and can differ from the engine's
+sequential sum in the last bit, so a spike decided by that bit would differ (the tests compare spike for spike on
+every network kind; the CIFAR benchmarks, counter for counter on 10,000 images). Fixed-point files are integer
+arithmetic and identical by construction.
 torch is imported here only; `simulator.engine` loads this module when backend="torch" is asked for.
 """
 from __future__ import annotations
