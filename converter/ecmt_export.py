@@ -40,7 +40,7 @@ from spikeforge.simulator.network import Network, Population, Projection
 from .ecmt import AnnOps
 from .mapping import one_population_per_core
 
-CHUNK_ROWS = 1024  # probe rows per pass in full probes (memory: rows x the model's largest activation)
+CHUNK_ROWS = 1024  # probe rows per pass (memory: rows x the model's largest activation); export_ecmt(chunk_rows=)
 SAME_MAP = 1e-10  # responses to the random rows this close (relative) are one map read twice
 
 
@@ -195,7 +195,8 @@ def node_size(node):
 class _Exporter:
     """Runs the probe passes and decodes the affine maps between nodes (see the module docstring)."""
 
-    def __init__(self, model, thresholds, input_shape, levels, payload, device, progress):
+    def __init__(self, model, thresholds, input_shape, levels, payload, device, progress, chunk_rows=CHUNK_ROWS):
+        self.chunk_rows = int(chunk_rows)
         self.model, self.thresholds, self.input_shape = model, thresholds, tuple(input_shape)
         self.levels, self.payload, self.device, self.progress = levels, payload, device, progress
         self.nodes = []
@@ -225,41 +226,40 @@ class _Exporter:
         return self.nodes
 
     def _probe(self, src):
-        """Structured probe of one source, then full probes of the tokens that reach non-token-wise targets."""
+        """Structured probe of one source (in passes of at most chunk_rows rows), then full probes of the tokens
+        that reach non-token-wise targets."""
         n, d = _rows_view(src.shape, src.model == "input")
         g = self.rng.normal(0, 1, d)
         verify = self.rng.normal(0, 1, (2, n * d))
-        if n == 1:  # nothing to share between tokens: only the random rows now, then the full probe in chunks
-            probe = verify
-        else:
-            chan = np.tile(np.eye(d), (1, n))  # channel c in every token
-            tok = np.kron(np.eye(n), g[None, :])  # g in token t only
-            probe = np.vstack([chan, tok, verify])
+        rows = _ProbeRows(n, d, g, verify, self.device)
         g_t = torch.as_tensor(g, dtype=torch.float64, device=self.device)
+        seen = {}  # target name -> _Response (targets that responded)
+        for r0 in range(0, rows.count, self.chunk_rows):
+            r1 = min(r0 + self.chunk_rows, rows.count)
+
+            def record(node, value):
+                if self.order[node.name] <= self.order[src.name]:
+                    return
+                if node.const is None:
+                    node.const = value[0].cpu().numpy()
+                resp = value[1:] - value[:1]
+                if node.name in seen or bool((resp != 0).any()):
+                    if node.name not in seen:
+                        seen[node.name] = _Response(rows, node.shape, g_t)
+                    seen[node.name].add(r0, resp)
+
+            self._pass(src.name, rows.block(r0, r1), record)
         full = {}  # target name -> (source tokens its full probe needs, its response to the random rows)
-
-        def record(node, value):
-            """Decode the target's response on the device, as it comes (a response can be GiBs)."""
-            if self.order[node.name] <= self.order[src.name]:
-                return
-            if node.const is None:
-                node.const = value[0].cpu().numpy()
-            resp = value[1:] - value[:1]
-            if not bool((resp != 0).any()):
-                return
-            resp_verify = resp[-2:].cpu().numpy()
+        for name, response in seen.items():
+            node = self.nodes[self.order[name]]
             if n == 1:
-                full[node.name] = (np.zeros(1, np.int64), resp_verify)
-                return
-            term = _pointwise(resp, n, d, g_t, node.shape)
-            if term is not None and _matches(("pointwise", term), resp_verify, verify):
+                full[name] = (np.zeros(1, np.int64), response.verify)
+                continue
+            term = response.pointwise()
+            if term is not None and _matches(("pointwise", term), response.verify, verify):
                 node.terms[src.name] = ("pointwise", term)
-                return
-            reach = resp[d:d + n].abs().amax(1)
-            scale = max(float(resp.abs().max()), 1e-300)
-            full[node.name] = (np.flatnonzero((reach > 1e-12 * scale).cpu().numpy()), resp_verify)
-
-        self._pass(src.name, torch.as_tensor(probe, dtype=torch.float64, device=self.device), record)
+                continue
+            full[name] = (response.tokens(), response.verify)
         if full:
             self._full_probes(src, n, d, full, verify)
 
@@ -287,14 +287,14 @@ class _Exporter:
                 self.nodes[self.order[name]].terms[src.name] = term
 
     def _full_probe(self, src, n, d, full, verify):
-        """Unit rows for the needed tokens' channels, CHUNK_ROWS at a time; columns of the other tokens are 0.
+        """Unit rows for the needed tokens' channels, chunk_rows at a time; columns of the other tokens are 0.
         Each chunk's responses are made sparse on the device; the pass stops after the last target."""
         tokens = np.unique(np.concatenate([t for t, _ in full.values()]))
         columns = (tokens[:, None] * d + np.arange(d)[None, :]).reshape(-1)
         triples = {name: [] for name in full}  # target name -> [(target index, source column, value)] per chunk
         last = max(self.order[name] for name in full)
-        for c0 in range(0, len(columns), CHUNK_ROWS):
-            chunk = columns[c0:c0 + CHUNK_ROWS]
+        for c0 in range(0, len(columns), self.chunk_rows):
+            chunk = columns[c0:c0 + self.chunk_rows]
             rows = torch.zeros(len(chunk), n * d, dtype=torch.float64, device=self.device)
             rows[torch.arange(len(chunk)), torch.as_tensor(chunk, device=self.device)] = 1.0
 
@@ -314,34 +314,103 @@ class _Exporter:
             node.terms[src.name] = term
 
 
+class _ProbeRows:
+    """The structured probe's rows, made a block at a time on the device (all of them: up to (d + n) x n·d values,
+    GiBs for a 197 x 1536 source): d rows "channel c in every token", n rows "g in token t only" (n > 1), then the
+    two random rows."""
+
+    def __init__(self, n, d, g, verify, device):
+        self.n, self.d, self.device = n, d, device
+        self.g = torch.as_tensor(g, dtype=torch.float64, device=device)
+        self.verify = torch.as_tensor(verify, dtype=torch.float64, device=device)
+        self.structured = d + n if n > 1 else 0
+        self.count = self.structured + 2
+
+    def block(self, r0, r1):
+        n, d = self.n, self.d
+        out = torch.zeros(r1 - r0, n, d, dtype=torch.float64, device=self.device)
+        for r in range(r0, r1):
+            if r < self.structured and r < d:
+                out[r - r0, :, r] = 1.0
+            elif r < self.structured:
+                out[r - r0, r - d] = self.g
+            else:
+                out[r - r0] = self.verify[r - self.structured].reshape(n, d)
+        return out.reshape(r1 - r0, n * d)
+
+
+class _Response:
+    """One target's response to a source's structured probe, gathered block by block: the candidate pointwise W
+    (channel rows, token 0), how far the channel and token rows depart from W, each token's largest response, the
+    random rows' responses; the decisions (pointwise or which tokens to probe fully) are taken once all rows are in,
+    against the largest magnitudes over all of them."""
+
+    def __init__(self, rows, target_shape, g):
+        self.rows, self.g = rows, g
+        n_x, self.d_x = _rows_view(target_shape)
+        self.candidate = rows.n > 1 and n_x == rows.n
+        size = int(np.prod(target_shape))
+        device = g.device
+        self.w = torch.zeros(rows.d, self.d_x, dtype=torch.float64, device=device) if self.candidate else None
+        self.wg = None
+        self.reach = torch.zeros(rows.n, dtype=torch.float64, device=device)
+        self.scale = self.chan_scale = self.chan_off = self.tok_off = 0.0
+        self.verify = np.zeros((2, size))
+
+    def add(self, r0, resp):
+        """resp: the responses to probe rows r0 .. r0 + len(resp)."""
+        rows, n, d = self.rows, self.rows.n, self.rows.d
+        self.scale = max(self.scale, float(resp.abs().max()))
+        r1 = r0 + len(resp)
+        a, b = max(r0, 0), min(r1, d if rows.structured else 0)
+        if b > a:  # channel rows a .. b
+            chan = resp[a - r0:b - r0]
+            self.chan_scale = max(self.chan_scale, float(chan.abs().max()))
+            if self.candidate:
+                chan = chan.reshape(b - a, n, self.d_x)
+                self.w[a:b] = chan[:, 0, :]
+                self.chan_off = max(self.chan_off, float((chan - chan[:, :1, :]).abs().max()))
+        a, b = max(r0, d), min(r1, rows.structured)
+        if b > a:  # token rows: g in token a - d .. b - d
+            tok = resp[a - r0:b - r0]
+            self.reach[a - d:b - d] = tok.abs().amax(1)
+            if self.candidate:
+                if self.wg is None:  # every channel row came before the first token row
+                    self.wg = self.w.T @ self.g
+                off = tok.reshape(b - a, n, self.d_x).clone()
+                off[torch.arange(b - a), torch.arange(a - d, b - d)] -= self.wg  # W g belongs in token t only
+                self.tok_off = max(self.tok_off, float(off.abs().max()))
+        a = max(r0, rows.structured)
+        if r1 > a:
+            self.verify[a - rows.structured:r1 - rows.structured] = resp[a - r0:].cpu().numpy()
+
+    def pointwise(self):
+        """W (d_out, d) as numpy when the channel rows show the same map in every target token and the token rows
+        confirm it, else None."""
+        if not self.candidate:
+            return None
+        scale = max(self.chan_scale, 1e-300)
+        if self.chan_off > 1e-9 * scale:
+            return None
+        wg = self.wg if self.wg is not None else self.w.T @ self.g  # None: no token row responded
+        if self.tok_off > 1e-9 * max(float(wg.abs().max()), scale):
+            return None
+        w = self.w.T.cpu().numpy().copy()
+        w[np.abs(w) <= 1e-12 * scale] = 0.0
+        return w
+
+    def tokens(self):
+        """The source tokens whose rows reach this target (for its full probe)."""
+        scale = max(self.scale, 1e-300)
+        return np.flatnonzero((self.reach > 1e-12 * scale).cpu().numpy())
+
+
 def _sparse_triples(resp, rel=1e-12):
     """(probe rows, target indices, values) of a (rows, targets) response tensor, entries at or below rel x its
     largest magnitude dropped (float64 probe noise); found on the tensor's device, numpy arrays out."""
     scale = resp.abs().max() if resp.numel() else 0.0
     r, t = torch.nonzero(resp.abs() > rel * scale, as_tuple=True)
     return r.cpu().numpy(), t.cpu().numpy(), resp[r, t].cpu().numpy()
-
-
-def _pointwise(resp, n, d, g, target_shape):
-    """W (d_out, d) as numpy when the channel rows of the response tensor resp show the same map in every target
-    token (and the token rows confirm it), else None; checked on resp's device."""
-    n_x, d_x = _rows_view(target_shape)
-    if n_x != n:
-        return None
-    chan = resp[:d].reshape(d, n, d_x)
-    w = chan[:, 0, :]
-    scale = max(float(chan.abs().max()), 1e-300)
-    if float((chan - w[:, None, :]).abs().max()) > 1e-9 * scale:
-        return None
-    tok = resp[d:d + n].reshape(n, n, d_x)  # g in token t: W g in target token t, nothing elsewhere
-    wg = w.T @ g
-    off = tok.clone()
-    off[torch.arange(n), torch.arange(n)] -= wg  # what is left where W g belongs, and elsewhere
-    if float(off.abs().max()) > 1e-9 * max(float(wg.abs().max()), scale):
-        return None
-    w = w.T.cpu().numpy().copy()
-    w[np.abs(w) <= 1e-12 * scale] = 0.0
-    return w
 
 
 def _apply(term, x):
@@ -472,16 +541,18 @@ def _populations(nodes, relayed):
 
 @torch.no_grad()
 def export_ecmt(model, thresholds, input_shape, levels: int = 4, payload: str = "graded",
-                name: str | None = None, relays: bool = True, device=None, progress=None) -> Network:
+                name: str | None = None, relays: bool = True, device=None, progress=None,
+                chunk_rows: int = CHUNK_ROWS) -> Network:
     """The ECMT network of `model` (ops interface) as a `Network`; thresholds from `ecmt.collect_thresholds`.
 
     relays: carry shared inputs (the residual stream) through relay nodes; device: where the probe passes run
-    (a GPU speeds up large models); progress(done, total, source name) after each source's probes.
+    (a GPU speeds up large models); progress(done, total, source name) after each source's probes; chunk_rows:
+    probe rows per forward pass (memory: chunk_rows x the model's largest activation, float64).
     """
     model = copy.deepcopy(model).double().eval()
     if device is not None:
         model = model.to(device)
-    exporter = _Exporter(model, thresholds, input_shape, levels, payload, device, progress)
+    exporter = _Exporter(model, thresholds, input_shape, levels, payload, device, progress, chunk_rows)
     nodes = exporter.run()
     relayed = _place_relays(nodes) if relays else {}
     pops, projs = _populations(nodes, relayed)

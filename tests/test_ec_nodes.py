@@ -231,6 +231,28 @@ def test_export_reads_the_residual_streams_image_map_once_and_stops_passes_early
     assert full[0] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1) < (len(nodes), len(nodes))
 
 
+
+def test_export_in_small_row_blocks_writes_the_same_network():
+    """Probe rows go through the model chunk_rows at a time (memory: rows x the largest activation; a ViT-S/16's
+    structured probe of a 197 x 1536 source is 1,735 rows): decisions are taken over all blocks, so 5 rows per pass
+    give the network one pass gives, weight for weight."""
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.converter.ecmt_export import export_ecmt
+    from spikeforge.models import DigitsViT
+
+    torch.manual_seed(0)
+    vit = DigitsViT().eval()
+    thresholds = collect_thresholds(vit, [torch.rand(6, 1, 8, 8) * 16])
+    whole, blocks = (export_ecmt(vit, thresholds, (1, 8, 8), chunk_rows=rows) for rows in (4096, 5))
+    assert [(q.name, q.kind) for q in whole.projections] == [(q.name, q.kind) for q in blocks.projections]
+    for a, b in zip(whole.projections, blocks.projections):
+        for key in ("weight", "indices", "indptr"):
+            if getattr(a, key, None) is not None:
+                assert np.array_equal(getattr(a, key), getattr(b, key)), (a.name, key)
+    for a, b in zip(whole.populations, blocks.populations):
+        assert np.array_equal(np.asarray(a.bias), np.asarray(b.bias)), a.name
+
+
 def _pointwise_relay_net():
     """in (3, 6) -pointwise W1-> mt (3, 6) -pointwise W2-> relay (3, 4) <-pointwise W3- in; relay -identity->
     mt2 (3, 4) -dense-> readout (5,). W2 and W3 have zero entries (columns of unequal fan-out)."""
