@@ -2,11 +2,13 @@
 (cores and chips), write and load the network file, simulate on the numba engine and on the exact torch backend.
 
     python -m benchmarks.imagenet_scale [--model resnet34 | vit-s16] [--images 100] [--numba-images 1] [--T 4]
-        [--device cuda] [--targets T ...] [--network FILE] [--out OUT.json]
+        [--device cuda] [--targets T ...] [--network FILE] [--out OUT.json] [--depth 12] [--chunk-rows 1024]
 
 --model vit-s16: ViT-S/16 (196 patches + class token, dim 384, 12 blocks, 6 heads, MLP 1536, 1000 classes) as an
 ECMT network (multi-threshold neurons with n=4 levels, EC nodes), thresholds from 8 random images, exported on
---device.
+--device; --depth: blocks (12), --chunk-rows: probe rows per pass (256 fits a one-block export in 24 GiB on a CPU).
+--images 0 / --numba-images 0 skip a simulator. Session 12's one-block Loihi mapping: --model vit-s16 --depth 1
+--device cpu --chunk-rows 256 --images 0 --numba-images 0 --targets loihi.
 
 --targets: targets to map onto (cores and chips needed, or why it does not fit); the file simulated is the
 converter's own (one core per population), so the simulation figures do not depend on a mapping. --network FILE:
@@ -76,7 +78,7 @@ def _convert_vit_s16(args):
     from spikeforge.models import ViT
 
     torch.manual_seed(0)
-    model = ViT(3, 224, 16, 384, 12, 6, 1536, classes=1000).eval()
+    model = ViT(3, 224, 16, 384, args.depth, 6, 1536, classes=1000).eval()
     calib = torch.randn(8, 3, 224, 224)
     thresholds = collect_thresholds(model, [calib], p=99.0)
 
@@ -85,7 +87,7 @@ def _convert_vit_s16(args):
             print(f"  export: {done}/{total} sources probed ({name})", flush=True)
 
     net = export_ecmt(model.to(args.device), thresholds, (3, 224, 224), levels=4, name="vit-s16-224-random",
-                      device=args.device, progress=progress)
+                      device=args.device, progress=progress, chunk_rows=args.chunk_rows)
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     return net, f"ECMT export on {args.device} (thresholds from 8 random images)"
@@ -122,11 +124,37 @@ def _map(net, targets, row):
             row(f"map onto {target}", time.perf_counter() - t0, refused=True, message=str(exc))
 
 
+def _simulate_torch(args, flat, x, ref, row):
+    """The torch backend: the plan and one image, then --images images (progress per chunk); counters compared
+    with the engine's on its images."""
+    options = dict(backend="torch", device=args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    t0 = time.perf_counter()
+    first = simulator.run(flat, x[:1], args.T, **options)  # builds the plan
+    sync()
+    row(f"torch exact on {args.device}: build the plan, then 1 image, T={args.T}", time.perf_counter() - t0,
+        synops_first_image=first.total("synops"), spikes_first_image=first.total("spikes"))
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        print(f"  torch: {done}/{total} images, {time.perf_counter() - t0:.1f} s", flush=True)
+
+    res = simulator.run(flat, x[:args.images], args.T, progress=progress, **options)
+    sync()
+    same = bool(np.array_equal(res.per_sample[:args.numba_images], ref.per_sample)) if ref is not None else None
+    gpu_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else None
+    row(f"torch exact on {args.device}, {args.images} images, T={args.T}", time.perf_counter() - t0,
+        identical_counters_on_the_numba_images=same, device_peak_gib=gpu_mem,
+        synops_per_image=res.total("synops") / args.images)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=("resnet34", "vit-s16"), default="resnet34")
     p.add_argument("--images", type=int, default=100, help="images on the torch backend")
     p.add_argument("--numba-images", type=int, default=1)
+    p.add_argument("--depth", type=int, default=12, help="vit-s16: transformer blocks")
+    p.add_argument("--chunk-rows", type=int, default=1024, help="vit-s16: probe rows per forward pass")
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--targets", nargs="*", default=["loihi", "generic45nm"])
@@ -153,26 +181,9 @@ def main(argv=None):
         row(f"numba engine, {args.numba_images} image(s), T={args.T}", time.perf_counter() - t0,
             synops_per_image=ref.total("synops") / args.numba_images,
             spikes_per_image=ref.total("spikes") / args.numba_images)
-    options = dict(backend="torch", device=args.device)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    t0 = time.perf_counter()
-    first = simulator.run(flat, x[:1], args.T, **options)  # builds the plan
-    sync()
-    row(f"torch exact on {args.device}: build the plan, then 1 image, T={args.T}", time.perf_counter() - t0,
-        synops_first_image=first.total("synops"), spikes_first_image=first.total("spikes"))
-    t0 = time.perf_counter()
-
-    def progress(done, total):
-        print(f"  torch: {done}/{total} images, {time.perf_counter() - t0:.1f} s", flush=True)
-
-    res = simulator.run(flat, x[:args.images], args.T, progress=progress, **options)
-    sync()
-    same = bool(np.array_equal(res.per_sample[:args.numba_images], ref.per_sample)) if ref is not None else None
-    gpu_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else None
-    row(f"torch exact on {args.device}, {args.images} images, T={args.T}", time.perf_counter() - t0,
-        identical_counters_on_the_numba_images=same, device_peak_gib=gpu_mem,
-        synops_per_image=res.total("synops") / args.images)
-    del res, ref, flat
+    if args.images:
+        _simulate_torch(args, flat, x, ref, row)
+    del ref, flat
     if net is not None:
         _map(net, args.targets, row)
 
