@@ -14,10 +14,11 @@ random rows: n + d + 2 rows instead of n·d. A map that acts on each token alike
 gets a full probe of just the source tokens that reach it, in chunks, and becomes a dense or sparse
 projection. Every decoded map is checked against the random rows.
 
-At ImageNet size (ViT-S/16: 197 tokens x 384 channels, a 150,528-value image): responses stay on the probe's
-device, where they are decoded (a pointwise W) or made sparse, and only those results reach the host; targets
-whose responses to the random rows are identical (every LayerNorm on the residual stream reads the same image
-map) share one full probe; a full probe's pass stops after the last node it needs.
+At ImageNet size (ViT-S/16: 197 tokens x 384 channels, a 150,528-value image): probe rows go through the model
+chunk_rows at a time; responses stay on the probe's device, where they are decoded (a pointwise W) or made sparse,
+and only those results reach the host; targets whose responses to the random rows agree to rounding (every
+LayerNorm on the residual stream reads the same image map) share one full probe; a full probe's pass stops after
+the last node it needs.
 
 Relays: the residual stream of a transformer is read by every later LayerNorm; folded, the input image and
 every branch's spikes would be delivered to each of them. A node whose input equals an earlier node's input
@@ -327,15 +328,19 @@ class _ProbeRows:
         self.count = self.structured + 2
 
     def block(self, r0, r1):
-        n, d = self.n, self.d
+        """Probe rows r0 .. r1 as a (r1 - r0, n·d) tensor."""
+        n, d, structured = self.n, self.d, self.structured
         out = torch.zeros(r1 - r0, n, d, dtype=torch.float64, device=self.device)
-        for r in range(r0, r1):
-            if r < self.structured and r < d:
-                out[r - r0, :, r] = 1.0
-            elif r < self.structured:
-                out[r - r0, r - d] = self.g
-            else:
-                out[r - r0] = self.verify[r - self.structured].reshape(n, d)
+        def span(lo, hi):
+            return torch.arange(lo, max(lo, hi), device=self.device)
+
+        chan = span(r0, min(r1, d if structured else 0))
+        out[chan - r0, :, chan] = 1.0  # channel c in every token
+        tok = span(max(r0, d), min(r1, structured))
+        out[tok - r0, tok - d] = self.g  # g in token t only
+        a = max(r0, structured)
+        if r1 > a:  # the random rows
+            out[a - r0:] = self.verify[a - structured:r1 - structured].reshape(-1, n, d)
         return out.reshape(r1 - r0, n * d)
 
 
