@@ -8,7 +8,8 @@ Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w
 random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given); `vit`, the
 committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does; --vit-images random test images).
 --variants runs the torch backend's convolution variants side by side (`sliced`: exact float32/TF32 slices; `gemm`:
-float64 im2col + GEMM; `cudnn`: float64 cuDNN), each row saying which (field conv).
+float64 im2col + GEMM; `cudnn`: float64 cuDNN), each row saying which (field conv). Field ordered_sums: whether the
+engine-order sums (ViT) ran as Triton kernels or term by term (SPIKEFORGE_TRITON=0).
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
 neuron, images, T, backend, device, conv, threads, wall_s, speedup (the all-threads numba wall time over this row's),
 identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
@@ -27,7 +28,7 @@ import torch
 
 from spikeforge import simulator
 from spikeforge.converter import QCFS, convert
-from spikeforge.simulator import torch_backend
+from spikeforge.simulator import torch_backend, torch_triton
 from spikeforge.simulator.atomic import write_text
 
 from .cifar10 import ResNet20, ResNet20Wide, load_tensors
@@ -102,6 +103,8 @@ def main(argv=None):
                 row = {"network": network, "neuron": neuron, "images": len(x), "T": T, "backend": backend,
                        "device": dev, "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
                        "conv": _conv_name(variant[0], dev) if variant else None,
+                       "ordered_sums": ("triton" if torch_triton.available(dev) else "term by term")
+                       if backend == "torch" else None,
                        "identical_totals": bool(res.totals() == ref.totals()
                                                 and np.array_equal(res.per_sample, ref.per_sample)),
                        "same_predictions": float((res.predictions() == ref.predictions()).mean()),

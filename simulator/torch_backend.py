@@ -8,11 +8,12 @@ a step's event multiplicities (batch, neurons) times precomputed matrices (synap
 core, packets and hops per event, the core-to-core flows each neuron's packets take) give them exactly.
 Floating point: every elementwise operation is the engine's, correctly rounded (divisions by a number through
 `_div`: CUDA would multiply by a reciprocal). Currents into multi-threshold and EC populations, whose events are
-decided at exact ties, are summed in the engine's order (torch_ordered), and EC functions run in the engine's own
-code; other currents come from GEMMs or exact sliced convolutions (torch_conv) and can differ from the engine's
-sequential sum in the last bit, so a spike decided by that bit would differ (the tests compare spike for spike on
-every network kind; the CIFAR benchmarks, counter for counter on 10,000 images). Fixed-point files are integer
-arithmetic and identical by construction.
+decided at exact ties, are summed in the engine's order (torch_ordered; on a CUDA device as Triton kernels,
+torch_triton, as are the EC matrix products' inner sums), and EC functions run in the engine's own code; other
+currents come from GEMMs or exact sliced convolutions (torch_conv) and can differ from the engine's sequential sum
+in the last bit, so a spike decided by that bit would differ (the tests compare spike for spike on every network
+kind; the CIFAR benchmarks, counter for counter on 10,000 images). Fixed-point files are integer arithmetic and
+identical by construction.
 torch is imported here only; `simulator.engine` loads this module when backend="torch" is asked for.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels as K
+from . import torch_triton
 from .arrays import _inverse
 from .torch_conv import SlicedConv, conv_gemm
 from .torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source_rank
@@ -492,14 +494,17 @@ def _ec_update(run, t, pop, cur):
 def _matmul_update(run, t, pop, operands):
     """Accumulating EC matrix product: S_K(t) = S_A(t)·S_B(t) built from this step's operands; O(t) = S_K(t)/t -
     S_K(t-1)/(t-1) leaves as analog events."""
-    a, b = operands["matmul_a"], operands["matmul_b"]
+    a, b = operands["matmul_a"].contiguous(), operands["matmul_b"].contiguous()
     sums = run.sums.setdefault(pop.p, [torch.zeros_like(a), torch.zeros_like(b)])
     s_a, s_b = sums
     # Σ_k A_ik (B_kj + S_B,kj) + S_A,ik B_kj, summed over k in order as the engine does (bit-identical outputs)
-    acc = torch.zeros(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
-    for k in range(a.shape[2]):
-        a_k, b_k = a[:, :, k, None], b[:, None, k, :]
-        acc = acc + (a_k * (b_k + s_b[:, None, k, :]) + s_a[:, :, k, None] * b_k)
+    if torch_triton.available(a.device):
+        acc = torch_triton.ec_matmul_sum(a, b, s_a, s_b)
+    else:
+        acc = torch.zeros(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
+        for k in range(a.shape[2]):
+            a_k, b_k = a[:, :, k, None], b[:, None, k, :]
+            acc = acc + (a_k * (b_k + s_b[:, None, k, :]) + s_a[:, :, k, None] * b_k)
     acc = acc.reshape(a.shape[0], -1)
     tt = t + 1.0
     total = run.v[pop.p] + acc

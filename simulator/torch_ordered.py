@@ -8,11 +8,15 @@ enough (quantized levels cancelling) that a last-bit difference changes events. 
 the same order, so the currents are bit-identical: one vectorized step per position in a target's sum (its fan-in),
 each step `cur += x[:, source] * w` over the whole batch and every target (product rounded, then the sum rounded,
 as the engine does; no fused multiply-add). A term whose value or weight is 0 adds ±0, which changes nothing.
+On a CUDA device with Triton the same sums run as one kernel per projection (torch_triton), the same terms in the
+same order.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from . import torch_triton
 
 ELL_ENTRIES = 1 << 27  # largest (fan-in x targets) table of a sparse projection summed in order
 
@@ -30,11 +34,15 @@ class OrderedDense:
     def __init__(self, weight, rank):
         order = np.argsort(rank)
         self.order = torch.as_tensor(order, device=weight.device)
-        self.rows = list(weight.T[self.order].contiguous().unbind(0))  # per source in order: (targets,)
+        self.kernel = torch_triton.available(weight.device)
+        self.w = weight.T[self.order].contiguous()  # (sources in order, targets)
+        self.rows = list(self.w.unbind(0))
 
     def accumulate(self, cur, x):
-        xs = x[:, self.order].T.contiguous().unbind(0)
-        for xk, wk in zip(xs, self.rows):
+        xt = x[:, self.order].T.contiguous()  # (sources in order, batch)
+        if self.kernel:
+            return torch_triton.ordered_rows(_owned(cur), xt, self.w)
+        for xk, wk in zip(xt.unbind(0), self.rows):
             cur += xk[:, None] * wk
 
 
@@ -47,21 +55,27 @@ class OrderedPointwise:
         self.rows, self.d_in, self.d_out = rows, d_in, d_out
         per_row = np.argsort(rank.reshape(rows, d_in), axis=1, kind="stable")  # (rows, d_in) channels in order
         wt = weight.T.contiguous()  # (d_in, d_out)
+        self.kernel = torch_triton.available(weight.device)
         if (per_row == per_row[:1]).all():  # every row in one channel order (a core holds whole channels or rows)
             self.gather = None
             self.order = torch.as_tensor(per_row[0], device=weight.device)
-            self.w = list(wt[self.order].unbind(0))  # (d_out,) per channel in order
+            self.wt = wt[self.order].contiguous()  # (d_in, d_out): channels in order
         else:
             self.gather = torch.as_tensor(per_row, device=weight.device)
-            self.w = list(wt[self.gather.T].unbind(0))  # (rows, d_out) per position in order
+            self.wt = wt[self.gather.T].contiguous()  # (d_in, rows, d_out): per position in order
+        self.w = list(self.wt.unbind(0))
 
     def accumulate(self, cur, x):
         b = x.shape[0]
         xv = x.reshape(b, self.rows, self.d_in)
         xs = xv[:, :, self.order] if self.gather is None else \
             torch.gather(xv, 2, self.gather.expand(b, -1, -1))
+        xt = xs.permute(2, 0, 1).contiguous()  # (positions in order, batch, rows)
+        if self.kernel:
+            return torch_triton.ordered_rows(_owned(cur).view(b * self.rows, self.d_out),
+                                             xt.view(self.d_in, b * self.rows), self.wt, self.rows)
         cv = cur.view(b, self.rows, self.d_out)
-        for xk, wk in zip(xs.permute(2, 0, 1).contiguous().unbind(0), self.w):
+        for xk, wk in zip(xt.unbind(0), self.w):
             cv += xk[:, :, None] * wk
 
 
@@ -79,13 +93,23 @@ class OrderedSparse:
         src = np.zeros((width, n_targets), np.int64)
         w = np.zeros((width, n_targets))
         src[pos, targets], w[pos, targets] = sources, weights
-        self.src = list(torch.as_tensor(src, device=device).unbind(0))
-        self.w = list(torch.as_tensor(w, device=device).unbind(0))
+        self.table = torch.as_tensor(src, device=device), torch.as_tensor(w, device=device)
+        self.kernel = torch_triton.available(device)
+        self.src, self.w = (list(a.unbind(0)) for a in self.table)
 
     @staticmethod
     def fits(fan_in_max, n_targets):
         return fan_in_max * n_targets <= ELL_ENTRIES
 
     def accumulate(self, cur, x):
+        if self.kernel:
+            return torch_triton.ordered_ell(_owned(cur), x.contiguous(), *self.table)
         for sk, wk in zip(self.src, self.w):
             cur += x[:, sk] * wk
+
+
+def _owned(cur):
+    """cur itself, which a kernel writes in place: it must be one contiguous block."""
+    if not cur.is_contiguous():
+        raise ValueError("an ordered sum writes its current in place: it must be contiguous")
+    return cur

@@ -5,6 +5,9 @@ import torch
 
 from spikeforge.simulator.torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source_rank
 
+# on a GPU with Triton the sums run as kernels (torch_triton); TRITON_INTERPRET=1 runs those kernels on the CPU
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def _wild(rng, shape, zeros=0.3):
     """Values spanning 2^-30..2^30 with both signs and some zeros: sums of them round differently by order."""
@@ -25,22 +28,25 @@ def _engine_sum(bias, terms):
     return np.array(out)
 
 
-def test_dense_sum_follows_the_engine_order_bit_for_bit():
+@pytest.mark.parametrize("device", DEVICES)
+def test_dense_sum_follows_the_engine_order_bit_for_bit(device):
     rng = np.random.default_rng(1)
     n_src, n_tgt, batch = 40, 7, 5
     perm = rng.permutation(n_src)  # engine position -> canonical source
     w, x, bias = _wild(rng, (n_tgt, n_src), 0.0), _wild(rng, (batch, n_src)), _wild(rng, n_tgt, 0.0)
-    ordered = OrderedDense(torch.as_tensor(w), source_rank(perm))
-    cur = torch.as_tensor(bias).expand(batch, n_tgt).clone()
-    ordered.accumulate(cur, torch.as_tensor(x))
+    ordered = OrderedDense(torch.as_tensor(w, device=device), source_rank(perm))
+    cur = torch.as_tensor(bias, device=device).expand(batch, n_tgt).clone()
+    ordered.accumulate(cur, torch.as_tensor(x, device=device))
+    cur = cur.cpu()
     want = np.stack([_engine_sum(bias, [[(x[b, i], w[j, i]) for i in perm] for j in range(n_tgt)])
                      for b in range(batch)])
     assert np.array_equal(cur.numpy(), want)
     assert not np.array_equal(x @ w.T + bias, want)  # the data does tell summation orders apart
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shared_order", [True, False])
-def test_pointwise_sum_follows_the_engine_order_per_row(shared_order):
+def test_pointwise_sum_follows_the_engine_order_per_row(shared_order, device):
     rng = np.random.default_rng(2)
     rows, d_in, d_out, batch = 6, 24, 5, 3
     if shared_order:  # a core per channel block: every row sees its channels in one order
@@ -49,9 +55,10 @@ def test_pointwise_sum_follows_the_engine_order_per_row(shared_order):
     else:
         perm = rng.permutation(rows * d_in)
     w, x = _wild(rng, (d_out, d_in), 0.0), _wild(rng, (batch, rows * d_in))
-    ordered = OrderedPointwise(torch.as_tensor(w), source_rank(perm), rows)
-    cur = torch.zeros(batch, rows * d_out, dtype=torch.float64)
-    ordered.accumulate(cur, torch.as_tensor(x))
+    ordered = OrderedPointwise(torch.as_tensor(w, device=device), source_rank(perm), rows)
+    cur = torch.zeros(batch, rows * d_out, dtype=torch.float64, device=device)
+    ordered.accumulate(cur, torch.as_tensor(x, device=device))
+    cur = cur.cpu()
     for b in range(batch):
         for r in range(rows):
             seq = [e - r * d_in for e in perm if e // d_in == r]  # this row's channels in engine order
@@ -60,7 +67,8 @@ def test_pointwise_sum_follows_the_engine_order_per_row(shared_order):
             assert np.array_equal(cur.numpy()[b, r * d_out:(r + 1) * d_out], want)
 
 
-def test_sparse_sum_follows_the_engine_order_with_duplicates_in_file_order():
+@pytest.mark.parametrize("device", DEVICES)
+def test_sparse_sum_follows_the_engine_order_with_duplicates_in_file_order(device):
     rng = np.random.default_rng(3)
     n_src, n_tgt, batch, n_syn = 30, 9, 4, 120
     sources, targets = rng.integers(0, n_src, n_syn), rng.integers(0, n_tgt, n_syn)
@@ -69,9 +77,10 @@ def test_sparse_sum_follows_the_engine_order_with_duplicates_in_file_order():
     weights = _wild(rng, n_syn, 0.0)
     perm = rng.permutation(n_src)
     x = _wild(rng, (batch, n_src))
-    ordered = OrderedSparse(sources, targets, weights, source_rank(perm), n_tgt, "cpu")
-    cur = torch.zeros(batch, n_tgt, dtype=torch.float64)
-    ordered.accumulate(cur, torch.as_tensor(x))
+    ordered = OrderedSparse(sources, targets, weights, source_rank(perm), n_tgt, device)
+    cur = torch.zeros(batch, n_tgt, dtype=torch.float64, device=device)
+    ordered.accumulate(cur, torch.as_tensor(x, device=device))
+    cur = cur.cpu()
     for b in range(batch):
         terms = [[] for _ in range(n_tgt)]
         for i in perm:  # events in engine order, each walking its synapses in file order
@@ -90,3 +99,35 @@ def test_division_by_a_number_is_correctly_rounded_on_the_gpu():
     for d in (3.0, 5, 7.0, 10.0):
         got = _div(torch.as_tensor(x, device="cuda"), d).cpu().numpy()
         assert np.array_equal(got, x / d)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_ordered_kernels_equal_the_term_by_term_sums_on_a_gpu_at_size():
+    """The Triton kernels (no fused multiply-add) against the loop of separate multiply and add kernels, on blocks
+    larger than one program's tile, with ragged edges."""
+    from spikeforge.simulator import torch_triton
+
+    if not torch_triton.available("cuda"):
+        pytest.skip("Triton is not installed")
+    rng = np.random.default_rng(5)
+    n_src, n_tgt, rows, batch = 300, 97, 13, 131
+    perm = rng.permutation(rows * n_src)
+    cases = [(OrderedDense, (_wild(rng, (n_tgt, n_src), 0.0), source_rank(perm[perm < n_src])), n_src, n_tgt),
+             (OrderedPointwise, (_wild(rng, (n_tgt, n_src), 0.0), source_rank(perm), rows), rows * n_src,
+              rows * n_tgt)]
+    sources, targets = rng.integers(0, n_src, 5000), rng.integers(0, n_tgt, 5000)
+    sparse = OrderedSparse(sources, targets, _wild(rng, 5000, 0.0), source_rank(rng.permutation(n_src)), n_tgt,
+                           "cuda")
+    sums = [(sparse, n_src, n_tgt)]
+    for cls, (w, *rest), n_in, n_out in cases:
+        sums.append((cls(torch.as_tensor(w, device="cuda"), *rest), n_in, n_out))
+    for ordered, n_in, n_out in sums:
+        x = torch.as_tensor(_wild(rng, (batch, n_in)), device="cuda")
+        start = torch.as_tensor(_wild(rng, (batch, n_out), 0.0), device="cuda")
+        assert ordered.kernel
+        got = start.clone()
+        ordered.accumulate(got, x)
+        ordered.kernel = False
+        want = start.clone()
+        ordered.accumulate(want, x)
+        assert torch.equal(got, want), type(ordered).__name__
