@@ -18,6 +18,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from . import ecmath
+
 KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE, KIND_MAXPOOL = 0, 1, 2, 3, 4, 5, 6
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
 MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL = 5, 6, 7, 8, 9
@@ -760,8 +762,9 @@ def _ec_update(p, t, pops, core_of, s, ctr):
 
 @njit(cache=True, inline="always")
 def _ec_group(total, prev, out, g0, g1, tt, func, eps):
-    """O = tt·F(S/tt) - prev over one normalization group [g0, g1) into out (prev <- tt·F(S/tt)); S = total. The
-    torch backend calls this too (ec_outputs), so both backends compute EC nodes bit for bit alike."""
+    """O = tt·F(S/tt) - prev over one normalization group [g0, g1) into out (prev <- tt·F(S/tt)); S = total. Sums in
+    index order; exp and erf from ecmath (the same bits on every machine). The torch backend calls this on a CPU
+    (ec_outputs) and runs the same operations as a Triton kernel on a GPU (torch_triton.ec_outputs)."""
     group = g1 - g0
     mean = scale = top = norm = 0.0
     if func == EC_LAYERNORM:
@@ -770,22 +773,23 @@ def _ec_group(total, prev, out, g0, g1, tt, func, eps):
         mean /= group
         var = 0.0
         for i in range(g0, g1):
-            var += (total[i] / tt - mean) ** 2
+            d = total[i] / tt - mean
+            var += d * d
         scale = 1.0 / math.sqrt(var / group + eps)
     elif func == EC_SOFTMAX:
         top = -np.inf
         for i in range(g0, g1):
             top = max(top, total[i] / tt)
         for i in range(g0, g1):
-            norm += math.exp(total[i] / tt - top)
+            norm += ecmath.exp(total[i] / tt - top)
     for i in range(g0, g1):
         x = total[i] / tt
         if func == EC_GELU:
-            y = 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+            y = 0.5 * x * (1.0 + ecmath.erf(x / ecmath.SQRT2))
         elif func == EC_LAYERNORM:
             y = (x - mean) * scale
         else:
-            y = math.exp(x - top) / norm
+            y = ecmath.exp(x - top) / norm
         out[i] = tt * y - prev[i]
         prev[i] = tt * y
 

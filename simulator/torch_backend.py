@@ -9,7 +9,8 @@ core, packets and hops per event, the core-to-core flows each neuron's packets t
 Floating point: every elementwise operation is the engine's, correctly rounded (divisions by a number through
 `_div`: CUDA would multiply by a reciprocal). Currents into multi-threshold and EC populations, whose events are
 decided at exact ties, are summed in the engine's order (torch_ordered; on a CUDA device as Triton kernels,
-torch_triton, as are the EC matrix products' inner sums), and EC functions run in the engine's own code; other
+torch_triton, as are the EC matrix products' inner sums), and EC functions in the engine's own arithmetic (its
+code on a CPU, the same operations as a Triton kernel on a GPU, exp and erf from ecmath); other
 currents come from GEMMs or exact sliced convolutions (torch_conv) and can differ from the engine's sequential sum
 in the last bit, so a spike decided by that bit would differ (the tests compare spike for spike on every network
 kind; the CIFAR benchmarks, counter for counter on 10,000 images). Fixed-point files are integer arithmetic and
@@ -330,9 +331,10 @@ class _Run:
         dev, f64 = plan.device, torch.float64
         self.plan, self.T, self.recording = plan, T, recording
         self.v = [pop.v_init.expand(b, pop.n).clone() for pop in plan.pops]
-        # EC nodes' (t-1)·F(S(t-1)/(t-1)) (a host array: kernels.ec_outputs updates it), ec_matmul nodes'
-        # S_K(t-1)/(t-1); only those populations have one
-        self.prev = {pop.p: (np.zeros((b, pop.n)) if pop.model == K.MODEL_EC else
+        # EC nodes' (t-1)·F(S(t-1)/(t-1)) (a host array for kernels.ec_outputs, unless F runs on the device),
+        # ec_matmul nodes' S_K(t-1)/(t-1); only those populations have one
+        self.ec_on_device = torch_triton.available(dev)
+        self.prev = {pop.p: (np.zeros((b, pop.n)) if pop.model == K.MODEL_EC and not self.ec_on_device else
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
@@ -481,10 +483,14 @@ def _ec_update(run, t, pop, cur):
         return _Out(mult, value=cur)
     total = run.v[pop.p] + cur
     run.v[pop.p] = total
-    # F in the engine's own arithmetic (kernels.ec_outputs: same summation order, same libm erf / exp): a torch
-    # erf or exp may differ in the last bit, and whether O(t) is exactly 0 decides whether an event is sent
-    o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), run.prev[pop.p], t, pop.func, pop.size, pop.eps)
-    o = torch.as_tensor(o, device=total.device)
+    # F in the engine's own arithmetic (kernels.ec_outputs, or the same operations as a Triton kernel: the same
+    # summation order, ecmath's exp / erf): a torch erf or exp may differ in the last bit, and whether O(t) is
+    # exactly 0 decides whether an event is sent
+    if run.ec_on_device:
+        o = torch_triton.ec_outputs(total.contiguous(), run.prev[pop.p], t, pop.func, pop.size, pop.eps)
+    else:
+        o = K.ec_outputs(np.ascontiguousarray(total.cpu().numpy()), run.prev[pop.p], t, pop.func, pop.size, pop.eps)
+        o = torch.as_tensor(o, device=total.device)
     run.ctr[:, t, pop.seg_cores, _MAC] += pop.seg_size  # one MAC per element and step
     mult = (o != 0.0).to(torch.float64)
     run.count_events(t, pop, mult)

@@ -5,6 +5,8 @@ reading and writing the whole current, so a ViT's step moves gigabytes per proje
 traffic and launches. Here each program keeps a block of targets' currents in registers and adds the same terms in the
 same order: `acc = acc + x * w`, the product rounded, then the sum (compiled with `enable_fp_fusion=False`: no fused
 multiply-add, which would round once and give other last bits than the engine). One launch per projection and step.
+The EC nodes' F (softmax, LayerNorm, GELU; kernels._ec_group) runs here too, on the device, with ecmath's exp and erf:
+before, every EC node and step sent its sums to the host and back (80 % of a ViT's GPU time).
 
 Used when the device is CUDA and Triton imports (it ships with PyTorch's CUDA wheels); SPIKEFORGE_TRITON=0 turns it
 off. TRITON_INTERPRET=1 runs the same kernels on the CPU (numpy) for tests without a GPU.
@@ -14,6 +16,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from . import ecmath
 
 try:
     import triton
@@ -86,6 +90,85 @@ if triton is not None:
             acc = acc + (a_k[:, None] * (b_k + sb_k)[None, :] + sa_k[:, None] * b_k[None, :])
         tl.store(out + p * M * N + ri[:, None] * N + rj[None, :], acc, mask=in_i[:, None] & in_j[None, :])
 
+    # EC functions (kernels._ec_group, ecmath): every float64 constant is loaded from `consts` (CONSTS below), as a
+    # Python float in a kernel could be materialized in float32 (literals here are exact in float32); float64 `/`
+    # and tl.sqrt are IEEE round-to-nearest (div.rn.f64, sqrt.rn.f64; tl.div_rn / sqrt_rn take float32 only)
+    @triton.jit
+    def _exp(x, consts):
+        """ecmath.exp, lane by lane."""
+        k = tl.floor(x * tl.load(consts + 14) + 0.5)
+        r = (x - k * tl.load(consts + 15)) - k * tl.load(consts + 16)
+        p = tl.load(consts + 13) + tl.zeros_like(x)
+        for j in tl.range(0, 13):
+            p = p * r + tl.load(consts + 12 - j)
+        k = tl.minimum(tl.maximum(k, -1022.0), 1023.0)  # lanes outside the range are replaced below
+        y = p * ((k.to(tl.int64) + 1023) << 52).to(tl.float64, bitcast=True)
+        y = tl.where(x < tl.load(consts + 20), 0.0, y)
+        return tl.where(x > tl.load(consts + 21), float("inf"), y)
+
+    @triton.jit
+    def _erf(x, consts):
+        """ecmath.erf, lane by lane: both branches computed, one kept."""
+        a = tl.abs(x)
+        e = _exp(-(a * a), consts)
+        a2 = 2.0 * (a * a)
+        term = a
+        total = a
+        n = tl.zeros_like(a)  # counters as float64 lanes: exact integers
+        for _ in tl.range(1, 50):
+            n = n + 1.0
+            term = (term * a2) / (2.0 * n + 1.0)
+            total = total + term
+        series = tl.load(consts + 17) * e * total
+        f = a
+        n = n - 9.0  # 40, 39, ..., 1
+        for _ in tl.range(0, 40):
+            f = a + (0.5 * n) / f
+            n = n - 1.0
+        tail = 1.0 - e / (tl.load(consts + 18) * f)
+        y = tl.where(a < 2.5, series, tail)
+        y = tl.where(a >= 6.0, 1.0, y)
+        return tl.where(x < 0.0, -y, y)
+
+    @triton.jit
+    def _ec_kernel(out, total, prev, consts, R, G, FUNC: tl.constexpr, BLOCK: tl.constexpr):
+        """kernels._ec_group for R groups of G values (one lane per group, its values in index order)."""
+        rows = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+        live = rows < R
+        base = rows * G
+        tt = tl.load(consts + 22)
+        gf = tl.load(consts + 24)  # G as a float
+        mean = tl.zeros((BLOCK,), tl.float64)
+        scale = tl.zeros((BLOCK,), tl.float64)
+        top = tl.zeros((BLOCK,), tl.float64)
+        norm = tl.zeros((BLOCK,), tl.float64)
+        if FUNC == 1:  # layernorm
+            for i in tl.range(0, G):
+                mean = mean + tl.load(total + base + i, mask=live, other=0.0) / tt
+            mean = mean / gf
+            var = tl.zeros((BLOCK,), tl.float64)
+            for i in tl.range(0, G):
+                d = tl.load(total + base + i, mask=live, other=0.0) / tt - mean
+                var = var + d * d
+            scale = (1.0 + tl.zeros_like(var)) / tl.sqrt(var / gf + tl.load(consts + 23))
+        if FUNC == 2:  # softmax
+            top = top - float("inf")
+            for i in tl.range(0, G):
+                top = tl.maximum(top, tl.load(total + base + i, mask=live, other=0.0) / tt)
+            for i in tl.range(0, G):
+                norm = norm + _exp(tl.load(total + base + i, mask=live, other=0.0) / tt - top, consts)
+        for i in tl.range(0, G):
+            x = tl.load(total + base + i, mask=live, other=0.0) / tt
+            if FUNC == 0:  # gelu
+                y = (0.5 * x) * (1.0 + _erf(x / tl.load(consts + 19), consts))
+            elif FUNC == 1:
+                y = (x - mean) * scale
+            else:
+                y = _exp(x - top, consts) / norm
+            ty = tt * y
+            tl.store(out + base + i, ty - tl.load(prev + base + i, mask=live, other=0.0), mask=live)
+            tl.store(prev + base + i, ty, mask=live)
+
 
 def _blocks(n):
     """(block of rows, block of targets) for n targets per row: float64 accumulators stay in registers."""
@@ -128,4 +211,26 @@ def ec_matmul_sum(a, b, s_a, s_b):
     block_m = block_n = 32 if max(m, n) <= 32 else 64
     grid = (p, triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _matmul_kernel[grid](out, a, b, s_a, s_b, m, n, k, BLOCK_M=block_m, BLOCK_N=block_n, enable_fp_fusion=False)
+    return out
+
+
+# float64 constants of the EC kernels, by index: 0-13 exp's 1/n!, 14 1/ln2, 15 LN2_HI, 16 LN2_LO, 17 2/√π, 18 √π,
+# 19 √2, 20-21 exp's range, then per call 22 t + 1, 23 eps, 24 the group size
+CONSTS = ecmath.EXP_COEFFS + (ecmath.INV_LN2, ecmath.LN2_HI, ecmath.LN2_LO, ecmath.TWO_OVER_SQRT_PI, ecmath.SQRT_PI,
+                              ecmath.SQRT2, ecmath.EXP_MIN, ecmath.EXP_MAX)
+
+
+def ec_outputs(total, prev, t, func, group, eps):
+    """EC outputs O(t) (B, n) of running sums `total` (B, n), updating prev (B, n) in place, as kernels.ec_outputs
+    does on the host; func as kernels.EC_* (gelu 0, layernorm 1, softmax 2); both contiguous."""
+    if not (ecmath.ERF_SERIES_END == 2.5 and ecmath.ERF_SERIES_TERMS == 50 and ecmath.ERF_CF_DEPTH == 40
+            and ecmath.ERF_ONE == 6.0 and ecmath.EXP_DEGREE == 13):
+        raise AssertionError("torch_triton's EC kernel is written for ecmath's constants")
+    consts = torch.tensor(CONSTS + (t + 1.0, float(eps), float(group)), dtype=torch.float64, device=total.device)
+    out = torch.empty_like(total)
+    rows = total.numel() // group
+    if rows:
+        block = 64
+        _ec_kernel[(triton.cdiv(rows, block),)](out, total, prev, consts, rows, group, FUNC=int(func), BLOCK=block,
+                                                enable_fp_fusion=False)
     return out
