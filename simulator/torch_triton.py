@@ -111,17 +111,23 @@ if triton is not None:
         """ecmath.erf, lane by lane: both branches computed, one kept."""
         a = tl.abs(x)
         e = _exp(-(a * a), consts)
-        a2 = 2.0 * (a * a)
-        term = a
-        total = a
-        n = tl.zeros_like(a)  # counters as float64 lanes: exact integers
-        for _ in tl.range(1, 50):
-            n = n + 1.0
-            term = (term * a2) / (2.0 * n + 1.0)
-            total = total + term
-        series = tl.load(consts + 17) * e * total
+        u = a * a
+        w = (u * u) * (u * u)
+        quarter = tl.where(a < 1.0, 5, tl.where(a < 1.75, 8, 13))  # ecmath.erf_terms / 4
+        q0 = tl.zeros_like(a)
+        q1 = tl.zeros_like(a)
+        q2 = tl.zeros_like(a)
+        q3 = tl.zeros_like(a)
+        for j in tl.range(0, 13):  # k = 12 .. 0; a lane's chains start at k = quarter - 1, from 0
+            k = 12 - j
+            on = k < quarter
+            q0 = tl.where(on, q0 * w + tl.load(consts + 25 + 4 * k), q0)
+            q1 = tl.where(on, q1 * w + tl.load(consts + 26 + 4 * k), q1)
+            q2 = tl.where(on, q2 * w + tl.load(consts + 27 + 4 * k), q2)
+            q3 = tl.where(on, q3 * w + tl.load(consts + 28 + 4 * k), q3)
+        series = tl.load(consts + 17) * e * (a * (q0 + u * (q1 + u * (q2 + u * q3))))
         f = a
-        n = n - 9.0  # 40, 39, ..., 1
+        n = tl.zeros_like(a) + 40.0  # 40, 39, ..., 1
         for _ in tl.range(0, 40):
             f = a + (0.5 * n) / f
             n = n - 1.0
@@ -215,7 +221,7 @@ def ec_matmul_sum(a, b, s_a, s_b):
 
 
 # float64 constants of the EC kernels, by index: 0-13 exp's 1/n!, 14 1/ln2, 15 LN2_HI, 16 LN2_LO, 17 2/√π, 18 √π,
-# 19 √2, 20-21 exp's range, then per call 22 t + 1, 23 eps, 24 the group size
+# 19 √2, 20-21 exp's range, per call 22 t + 1, 23 eps, 24 the group size; 25-76 erf's c_n
 CONSTS = ecmath.EXP_COEFFS + (ecmath.INV_LN2, ecmath.LN2_HI, ecmath.LN2_LO, ecmath.TWO_OVER_SQRT_PI, ecmath.SQRT_PI,
                               ecmath.SQRT2, ecmath.EXP_MIN, ecmath.EXP_MAX)
 
@@ -223,10 +229,11 @@ CONSTS = ecmath.EXP_COEFFS + (ecmath.INV_LN2, ecmath.LN2_HI, ecmath.LN2_LO, ecma
 def ec_outputs(total, prev, t, func, group, eps):
     """EC outputs O(t) (B, n) of running sums `total` (B, n), updating prev (B, n) in place, as kernels.ec_outputs
     does on the host; func as kernels.EC_* (gelu 0, layernorm 1, softmax 2); both contiguous."""
-    if not (ecmath.ERF_SERIES_END == 2.5 and ecmath.ERF_SERIES_TERMS == 50 and ecmath.ERF_CF_DEPTH == 40
+    if not (ecmath.ERF_SERIES_END == 2.5 and ecmath.ERF_SERIES_TERMS == 52 and ecmath.ERF_CF_DEPTH == 40
             and ecmath.ERF_ONE == 6.0 and ecmath.EXP_DEGREE == 13):
         raise AssertionError("torch_triton's EC kernel is written for ecmath's constants")
-    consts = torch.tensor(CONSTS + (t + 1.0, float(eps), float(group)), dtype=torch.float64, device=total.device)
+    consts = torch.tensor(CONSTS + (t + 1.0, float(eps), float(group)) + ecmath.ERF_COEFFS, dtype=torch.float64,
+                          device=total.device)
     out = torch.empty_like(total)
     rows = total.numel() // group
     if rows:
