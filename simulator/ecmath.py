@@ -14,6 +14,8 @@ erf(x) = sign(x)·erf(|x|); for a = |x| < 2.5: (2/√π)·e^{−a²}·a·P(a²),
 as four Horner chains in w = u^4 (see erf); for 2.5 <= a < 6:
 1 − e^{−a²}/(√π·f), f the continued fraction a + (1/2)/(a + 1/(a + (3/2)/(a + ...))) evaluated from depth 40 up; 1 for
 a >= 6 (erfc(6) < 2^−55). Coefficients are exact rationals rounded once (fractions), the same on every machine.
+Editing this file: numba's on-disk cache of kernels.py does not notice, so touch kernels.py (or delete its cached
+*.nbi / *.nbc files) or the engine keeps the old functions.
 """
 from __future__ import annotations
 
