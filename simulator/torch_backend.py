@@ -333,7 +333,7 @@ class _Run:
         self.v = [pop.v_init.expand(b, pop.n).clone() for pop in plan.pops]
         # EC nodes' (t-1)·F(S(t-1)/(t-1)) (a host array for kernels.ec_outputs, unless F runs on the device),
         # ec_matmul nodes' S_K(t-1)/(t-1); only those populations have one
-        self.ec_on_device = torch_triton.available(dev)
+        self.ec_on_device = torch_triton.available(dev) and torch_triton.ec_kernel_ok(dev)
         self.prev = {pop.p: (np.zeros((b, pop.n)) if pop.model == K.MODEL_EC and not self.ec_on_device else
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}

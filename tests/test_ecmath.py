@@ -53,6 +53,7 @@ def test_the_gpu_kernel_computes_ec_outputs_bit_for_bit_as_the_engine(func):
 
     if not torch_triton.available("cuda"):
         pytest.skip("Triton is not installed")
+    assert torch_triton.ec_kernel_ok("cuda")  # else the backend falls back to the host, with a warning
     rng = np.random.default_rng(7 + func)
     b, group, n = 97, 65, 65 * 6
     prev = rng.normal(0, 1, (b, n))
