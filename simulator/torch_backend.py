@@ -333,7 +333,8 @@ class _Run:
         self.v = [pop.v_init.expand(b, pop.n).clone() for pop in plan.pops]
         # EC nodes' (t-1)·F(S(t-1)/(t-1)) (a host array for kernels.ec_outputs, unless F runs on the device),
         # ec_matmul nodes' S_K(t-1)/(t-1); only those populations have one
-        self.ec_on_device = torch_triton.available(dev) and torch_triton.ec_kernel_ok(dev)
+        self.kernels = torch_triton.available(dev)  # Triton kernels for the EC matrix products (and F, if it checks)
+        self.ec_on_device = self.kernels and torch_triton.ec_kernel_ok(dev)
         self.prev = {pop.p: (np.zeros((b, pop.n)) if pop.model == K.MODEL_EC and not self.ec_on_device else
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
@@ -504,7 +505,7 @@ def _matmul_update(run, t, pop, operands):
     sums = run.sums.setdefault(pop.p, [torch.zeros_like(a), torch.zeros_like(b)])
     s_a, s_b = sums
     # Σ_k A_ik (B_kj + S_B,kj) + S_A,ik B_kj, summed over k in order as the engine does (bit-identical outputs)
-    if torch_triton.available(a.device):
+    if run.kernels:
         acc = torch_triton.ec_matmul_sum(a, b, s_a, s_b)
     else:
         acc = torch.zeros(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)

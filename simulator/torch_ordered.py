@@ -36,13 +36,12 @@ class OrderedDense:
         self.order = torch.as_tensor(order, device=weight.device)
         self.kernel = torch_triton.available(weight.device)
         self.w = weight.T[self.order].contiguous()  # (sources in order, targets)
-        self.rows = list(self.w.unbind(0))
 
     def accumulate(self, cur, x):
         xt = x[:, self.order].T.contiguous()  # (sources in order, batch)
         if self.kernel:
             return torch_triton.ordered_rows(_owned(cur), xt, self.w)
-        for xk, wk in zip(xt.unbind(0), self.rows):
+        for xk, wk in zip(xt.unbind(0), self.w.unbind(0)):
             cur += xk[:, None] * wk
 
 
@@ -63,7 +62,6 @@ class OrderedPointwise:
         else:
             self.gather = torch.as_tensor(per_row, device=weight.device)
             self.wt = wt[self.gather.T].contiguous()  # (d_in, rows, d_out): per position in order
-        self.w = list(self.wt.unbind(0))
 
     def accumulate(self, cur, x):
         b = x.shape[0]
@@ -75,7 +73,7 @@ class OrderedPointwise:
             return torch_triton.ordered_rows(_owned(cur).view(b * self.rows, self.d_out),
                                              xt.view(self.d_in, b * self.rows), self.wt, self.rows)
         cv = cur.view(b, self.rows, self.d_out)
-        for xk, wk in zip(xt.unbind(0), self.w):
+        for xk, wk in zip(xt.unbind(0), self.wt.unbind(0)):
             cv += xk[:, :, None] * wk
 
 
@@ -93,9 +91,8 @@ class OrderedSparse:
         src = np.zeros((width, n_targets), np.int64)
         w = np.zeros((width, n_targets))
         src[pos, targets], w[pos, targets] = sources, weights
-        self.table = torch.as_tensor(src, device=device), torch.as_tensor(w, device=device)
+        self.src, self.w = torch.as_tensor(src, device=device), torch.as_tensor(w, device=device)  # (width, targets)
         self.kernel = torch_triton.available(device)
-        self.src, self.w = (list(a.unbind(0)) for a in self.table)
 
     @staticmethod
     def fits(fan_in_max, n_targets):
@@ -103,8 +100,8 @@ class OrderedSparse:
 
     def accumulate(self, cur, x):
         if self.kernel:
-            return torch_triton.ordered_ell(_owned(cur), x.contiguous(), *self.table)
-        for sk, wk in zip(self.src, self.w):
+            return torch_triton.ordered_ell(_owned(cur), x.contiguous(), self.src, self.w)
+        for sk, wk in zip(self.src.unbind(0), self.w.unbind(0)):
             cur += x[:, sk] * wk
 
 

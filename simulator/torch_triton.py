@@ -14,10 +14,13 @@ off. TRITON_INTERPRET=1 runs the same kernels on the CPU (numpy) for tests witho
 from __future__ import annotations
 
 import os
+import warnings
 
+import numpy as np
 import torch
 
 from . import ecmath
+from . import kernels as K
 
 try:
     import triton
@@ -224,16 +227,20 @@ def ec_matmul_sum(a, b, s_a, s_b):
 # 19 √2, 20-21 exp's range, per call 22 t + 1, 23 eps, 24 the group size; 25-76 erf's c_n
 CONSTS = ecmath.EXP_COEFFS + (ecmath.INV_LN2, ecmath.LN2_HI, ecmath.LN2_LO, ecmath.TWO_OVER_SQRT_PI, ecmath.SQRT_PI,
                               ecmath.SQRT2, ecmath.EXP_MIN, ecmath.EXP_MAX)
+if not (ecmath.ERF_SERIES_END == 2.5 and ecmath.ERF_SERIES_TERMS == 52 and ecmath.ERF_CF_DEPTH == 40
+        and ecmath.ERF_ONE == 6.0 and ecmath.EXP_DEGREE == 13):
+    raise AssertionError("torch_triton's EC kernel is written for ecmath's constants")
+_CONSTS_ON = {}  # (device, t, eps, group) -> the constants on that device, made once
 
 
 def ec_outputs(total, prev, t, func, group, eps):
     """EC outputs O(t) (B, n) of running sums `total` (B, n), updating prev (B, n) in place, as kernels.ec_outputs
     does on the host; func as kernels.EC_* (gelu 0, layernorm 1, softmax 2); both contiguous."""
-    if not (ecmath.ERF_SERIES_END == 2.5 and ecmath.ERF_SERIES_TERMS == 52 and ecmath.ERF_CF_DEPTH == 40
-            and ecmath.ERF_ONE == 6.0 and ecmath.EXP_DEGREE == 13):
-        raise AssertionError("torch_triton's EC kernel is written for ecmath's constants")
-    consts = torch.tensor(CONSTS + (t + 1.0, float(eps), float(group)) + ecmath.ERF_COEFFS, dtype=torch.float64,
-                          device=total.device)
+    key = (str(total.device), t, float(eps), int(group))
+    consts = _CONSTS_ON.get(key)
+    if consts is None:
+        consts = _CONSTS_ON[key] = torch.tensor(CONSTS + (t + 1.0, float(eps), float(group)) + ecmath.ERF_COEFFS,
+                                                dtype=torch.float64, device=total.device)
     out = torch.empty_like(total)
     rows = total.numel() // group
     if rows:
@@ -250,12 +257,6 @@ def ec_kernel_ok(device):
     """Whether the EC kernel gives the engine's bits on `device`: checked once per device and process on a probe
     (every function, two steps, zeros, ties, both erf branches, exp's range ends) against kernels.ec_outputs. A
     compile error or a mismatch warns once and the torch backend computes F on the host instead."""
-    import warnings
-
-    import numpy as np
-
-    from . import kernels as K
-
     key = str(torch.device(device))
     if key not in _EC_CHECKED:
         rng = np.random.default_rng(0)
@@ -267,7 +268,7 @@ def ec_kernel_ok(device):
             for t in range(2):
                 total = rng.normal(0, 2, prev.shape) * 2.0 ** rng.integers(-4, 5, prev.shape)
                 total[:, ::5] = 0.0
-                total[:, 1::7] = total[:, 2::7][:, :total[:, 1::7].shape[1]] if total.shape[1] > 2 else 0.0
+                total[:, 1::7] = total[:, 2::7]  # ties
                 total[0, :4] = [9.0, -9.0, 4.0, -1500.0]
                 want = K.ec_outputs(total.copy(), prev, t, func, group, 1e-5)
                 try:
