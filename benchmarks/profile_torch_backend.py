@@ -5,8 +5,8 @@ engine's counters, then torch.profiler's top operators for the default variant.
     python -m benchmarks.profile_torch_backend [--images 3000] [--T 4] [--neuron if] [--device cuda] [--no-check]
 
 Variants (simulator.torch_backend / torch_conv knobs): float64 convolutions (im2col + float64 GEMM, or cuDNN) or
-sliced ones (spike levels through exact float32 slices, TF32 tensor cores on or off); im2col as one strided copy
-or one copy per kernel offset.
+sliced ones (spike levels through exact slices: torch_triton's implicit-GEMM kernel, the default on a GPU, or
+im2col + float32 GEMM with TF32 tensor cores on or off); im2col as one strided copy or one copy per kernel offset.
 """
 from __future__ import annotations
 
@@ -23,18 +23,20 @@ from spikeforge.simulator import torch_backend, torch_conv
 from .cifar10 import ResNet20
 from .scale import CHECKPOINT
 
-VARIANTS = {  # name -> (SLICED_CONV, FLOAT64_CONV, TF32, IM2COL)
-    "float64 gemm": (False, "gemm", False, "strided"),
-    "float64 gemm, im2col slices": (False, "gemm", False, "slices"),
-    "sliced, tf32": (True, "gemm", True, "strided"),
-    "sliced, tf32, im2col slices": (True, "gemm", True, "slices"),
-    "sliced, fp32": (True, "gemm", False, "strided"),
-    "float64 cudnn": (False, "cudnn", False, "strided"),
+VARIANTS = {  # name -> (SLICED_CONV, FLOAT64_CONV, TF32, IM2COL, IMPLICIT)
+    "sliced, implicit gemm": (True, "gemm", True, "strided", True),
+    "float64 gemm": (False, "gemm", False, "strided", False),
+    "float64 gemm, im2col slices": (False, "gemm", False, "slices", False),
+    "sliced, tf32": (True, "gemm", True, "strided", False),
+    "sliced, tf32, im2col slices": (True, "gemm", True, "slices", False),
+    "sliced, fp32": (True, "gemm", False, "strided", False),
+    "float64 cudnn": (False, "cudnn", False, "strided", False),
 }
 
 
 def _set(variant):
-    torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV, torch_conv.TF32, torch_conv.IM2COL = VARIANTS[variant]
+    (torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV, torch_conv.TF32, torch_conv.IM2COL,
+     torch_conv.IMPLICIT) = VARIANTS[variant]
 
 
 def main(argv=None):

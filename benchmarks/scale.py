@@ -7,7 +7,8 @@ core vs the exact torch backend on the GPU; wall time, speed-up and whether ever
 Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w`, a wide ResNet-20 (64/128/256,
 random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given); `vit`, the
 committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does; --vit-images random test images).
---variants runs the torch backend's convolution variants side by side (`sliced`: exact float32/TF32 slices; `gemm`:
+--variants runs the torch backend's convolution variants side by side (`implicit`: exact slices in torch_triton's
+implicit-GEMM kernel, the default on a GPU; `sliced`: exact slices through im2col + float32/TF32 GEMM; `gemm`:
 float64 im2col + GEMM; `cudnn`: float64 cuDNN), each row saying which (field conv). Field ordered_sums: whether the
 engine-order sums (ViT) ran as Triton kernels or term by term (SPIKEFORGE_TRITON=0).
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
@@ -28,7 +29,7 @@ import torch
 
 from spikeforge import simulator
 from spikeforge.converter import QCFS, convert
-from spikeforge.simulator import torch_backend, torch_triton
+from spikeforge.simulator import torch_backend, torch_conv, torch_triton
 from spikeforge.simulator.atomic import write_text
 
 from .cifar10 import ResNet20, ResNet20Wide, load_tensors
@@ -36,26 +37,32 @@ from .cifar10 import ResNet20, ResNet20Wide, load_tensors
 CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "resnet20_qcfs4.pt")
 
 
-# torch backend convolutions (simulator.torch_backend / torch_conv knobs): SLICED_CONV, FLOAT64_CONV
-CONV_VARIANTS = {"default": None, "sliced": (True, "gemm"), "gemm": (False, "gemm"), "cudnn": (False, "cudnn")}
+# torch backend convolutions (simulator.torch_backend / torch_conv knobs): SLICED_CONV, FLOAT64_CONV, IMPLICIT
+CONV_VARIANTS = {"default": None, "implicit": (True, "gemm", True), "sliced": (True, "gemm", False),
+                 "gemm": (False, "gemm", False), "cudnn": (False, "cudnn", False)}
+KNOBS = ((torch_backend, "SLICED_CONV"), (torch_backend, "FLOAT64_CONV"), (torch_conv, "IMPLICIT"))
 
 
 @contextlib.contextmanager
 def _conv_variant(name):
     """Run with one convolution variant of the torch backend, restoring the defaults after."""
-    saved = torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV
-    if CONV_VARIANTS[name] is not None:
-        torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV = CONV_VARIANTS[name]
+    saved = [getattr(module, knob) for module, knob in KNOBS]
+    for (module, knob), value in zip(KNOBS, CONV_VARIANTS[name] or saved):
+        setattr(module, knob, value)
     try:
         yield
     finally:
-        torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV = saved
+        for (module, knob), value in zip(KNOBS, saved):
+            setattr(module, knob, value)
 
 
 def _conv_name(variant, device):
-    """What a variant ran: exact float32/TF32 slices or float64 (GEMM or cuDNN; torch's conv2d on a CPU)."""
-    sliced, f64 = CONV_VARIANTS[variant] or (torch_backend.SLICED_CONV, torch_backend.FLOAT64_CONV)
-    return "sliced tf32" if sliced else f"float64 {f64}" if device.startswith("cuda") else "float64 conv2d"
+    """What a variant ran: exact slices (Triton implicit GEMM, or im2col + float32/TF32 GEMM) or float64 (GEMM or
+    cuDNN; torch's conv2d on a CPU)."""
+    sliced, f64, implicit = CONV_VARIANTS[variant] or [getattr(module, knob) for module, knob in KNOBS]
+    if sliced:
+        return "sliced implicit gemm" if implicit and torch_triton.available(device) else "sliced tf32"
+    return f"float64 {f64}" if device.startswith("cuda") else "float64 conv2d"
 
 
 def _timed(flat, x, T, **options):

@@ -103,10 +103,10 @@ class _Out:
     """A population's output in one step: event multiplicities (float64, for the counters) and values, the latter
     given as float64 values or as integer levels times a payload (value = level · payload, formed when asked)."""
 
-    __slots__ = ("mult", "level", "payload", "_value", "_level32")
+    __slots__ = ("mult", "level", "payload", "_value", "_narrow")
 
     def __init__(self, mult, value=None, level=None, payload=None):
-        self.mult, self.level, self.payload, self._value, self._level32 = mult, level, payload, value, None
+        self.mult, self.level, self.payload, self._value, self._narrow = mult, level, payload, value, {}
 
     @property
     def value(self):
@@ -115,12 +115,11 @@ class _Out:
             self._value = self.level if same else self.level * self.payload
         return self._value
 
-    @property
-    def level32(self):
-        """Levels as float32 (small integers: exact) for SlicedConv."""
-        if self._level32 is None:
-            self._level32 = self.level.to(torch.float32)
-        return self._level32
+    def narrow_level(self, dtype):
+        """Levels as float32 or float16 (small integers: exact) for SlicedConv, made once per dtype."""
+        if dtype not in self._narrow:
+            self._narrow[dtype] = self.level.to(dtype)
+        return self._narrow[dtype]
 
 
 class _Pop:
@@ -279,7 +278,7 @@ class _Proj:
     def current(self, out):
         """Target current (B, target size) for a source's output (values (B, source size))."""
         if self.sliced is not None:
-            return self.sliced(out.level32, self.src_shape)
+            return self.sliced(out.narrow_level(self.sliced.level_dtype(out.level.device)), self.src_shape)
         if self.kind == "identity":
             return out.value
         x = self.value_in(out)

@@ -14,6 +14,10 @@ float64, as the engine's own sequential float64 sum does, and it is the same bit
 
 Convolutions run as im2col (one strided copy) + batched GEMM (cuBLAS on a GPU, with its tensor cores), in sub-batches
 that bound the unfolded copy's memory. cuDNN is avoided for the exact path: its Winograd / FFT algorithms round.
+On a GPU with Triton, a sliced convolution with one group runs instead as one kernel (torch_triton.sliced_conv):
+patches read in place (never written out), float16 slices (|q_s| <= 2^11: exact) on tensor cores with float32 sums,
+and the slices combined in float64 in the same order in registers, so one float64 current is written per target
+instead of S float32 slice outputs plus a combination pass. Same bits as the GEMM path.
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import torch_triton
+
 TOTAL_BITS = 55  # slices' precision below the largest weight: past float64's 53 bits
 MAX_SLICE_BITS = 11  # what a TF32 input holds exactly (10 stored mantissa bits + the implicit one)
 MIN_SLICE_BITS = 4  # below this the slices cost more than a float64 convolution
 UNFOLD_BYTES = 1 << 30  # unfolded columns + slice outputs per sub-batch
 IM2COL = "strided"  # "strided": pad + one strided copy; "slices": one copy per kernel offset, borders zeroed
+IMPLICIT = True  # on a GPU (Triton), sliced convolutions as torch_triton's implicit-GEMM kernel (same bits)
 TF32 = True  # let the sliced GEMMs use TF32 tensor cores (exact for their inputs; see above)
 
 
@@ -98,8 +105,10 @@ class SlicedConv:
     def __init__(self, weight64, stride, padding, groups, max_level, bits):
         self.stride, self.padding, self.groups = tuple(stride), tuple(padding), int(groups)
         self.out_channels, _, self.kh, self.kw = weight64.shape
+        self.max_level = max_level
         amax = float(weight64.abs().max())
         self.zero = amax == 0.0
+        self._packed = self._scales = None  # the kernel's weights, made on its first call
         if self.zero:
             return
         e = math.frexp(amax)[1]  # amax < 2^e
@@ -124,15 +133,34 @@ class SlicedConv:
         bits = min(MAX_SLICE_BITS, 23 - math.ceil(math.log2(bound + 1)))
         return bits if bits >= MIN_SLICE_BITS else 0
 
-    def __call__(self, levels32, in_shape):
-        """levels32 (B, n) float32 integer levels -> float64 currents (B, O·Ho·Wo), canonical layout."""
-        b = levels32.shape[0]
+    def uses_kernel(self, device):
+        """Whether calls on `device` run torch_triton's implicit-GEMM kernel (CUDA, one group, levels exact in
+        float16) rather than im2col + GEMM: the same bits, the patches never written."""
+        return (IMPLICIT and not self.zero and self.groups == 1 and self.max_level <= 2048
+                and torch_triton.available(device))
+
+    def level_dtype(self, device):
+        """The dtype calls on `device` take the levels in: float16 for the kernel, float32 for the GEMM path."""
+        return torch.float16 if self.uses_kernel(device) else torch.float32
+
+    def __call__(self, levels, in_shape):
+        """levels (B, n) integer levels (float32 for the GEMM path; any float dtype for the kernel, float16 read
+        fastest) -> float64 currents (B, O·Ho·Wo), canonical layout."""
+        b = levels.shape[0]
         if self.zero:
             _, h, w = in_shape
             ho = (h + 2 * self.padding[0] - self.kh) // self.stride[0] + 1
             wo = (w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
-            return torch.zeros(b, self.out_channels * ho * wo, dtype=torch.float64, device=levels32.device)
-        y = _gemm_tf32(levels32.reshape(b, *in_shape), self.weight, self.stride, self.padding, self.groups)
+            return torch.zeros(b, self.out_channels * ho * wo, dtype=torch.float64, device=levels.device)
+        if self.uses_kernel(levels.device):
+            if self._packed is None:  # the slices (S, O, C·kh·kw) as the kernel reads them
+                q = self.weight.reshape(len(self.scales), self.out_channels, -1)
+                self._packed = torch_triton.pack_slices(q)
+                self._scales = torch.tensor(self.scales, dtype=torch.float64, device=levels.device)
+            return torch_triton.sliced_conv(levels, self._packed, self._scales, in_shape, self.out_channels,
+                                            (self.kh, self.kw), self.stride, self.padding)
+        y = _gemm_tf32(levels.to(torch.float32).reshape(b, *in_shape), self.weight, self.stride, self.padding,
+                       self.groups)
         g, n_slices = self.groups, len(self.scales)
         y = y.reshape(b, g, n_slices, self.out_channels // g, -1)
         cur = y[:, :, 0].to(torch.float64).mul_(self.scales[0])

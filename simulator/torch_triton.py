@@ -39,15 +39,21 @@ def available(device):
 if triton is not None:
 
     @triton.jit
-    def _rows_kernel(cur, xt, w, M, N, K, ROWS, PER_ROW: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr):
-        """cur (M, N) += Σ_k xt[k, m] · w[k, n] (w[k, m % ROWS, n] when PER_ROW), k = 0, 1, ... in order."""
+    def _current_tile(cur, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """This program's tile of the current cur (M, N): rows, columns, their masks, the tile's mask, its
+        addresses and its values."""
         rm = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
         rn = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         in_m, in_n = rm < M, rn < N
         inside = in_m[:, None] & in_n[None, :]
         at = cur + rm[:, None] * N + rn[None, :]
-        acc = tl.load(at, mask=inside, other=0.0)
+        return rm, rn, in_m, in_n, inside, at, tl.load(at, mask=inside, other=0.0)
+
+    @triton.jit
+    def _rows_kernel(cur, xt, w, M, N, K, ROWS, PER_ROW: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
+        """cur (M, N) += Σ_k xt[k, m] · w[k, n] (w[k, m % ROWS, n] when PER_ROW), k = 0, 1, ... in order."""
+        rm, rn, in_m, in_n, inside, at, acc = _current_tile(cur, M, N, BLOCK_M, BLOCK_N)
         row = rm % ROWS
         for k in tl.range(0, K):
             xk = tl.load(xt + k * M + rm, mask=in_m, other=0.0)
@@ -62,12 +68,7 @@ if triton is not None:
     @triton.jit
     def _ell_kernel(cur, x, src, w, B, N, S, WIDTH, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
         """cur (B, N) += Σ_k x[b, src[k, n]] · w[k, n], k = 0, 1, ... in order (an ELL table)."""
-        rb = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-        rn = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-        in_b, in_n = rb < B, rn < N
-        inside = in_b[:, None] & in_n[None, :]
-        at = cur + rb[:, None] * N + rn[None, :]
-        acc = tl.load(at, mask=inside, other=0.0)
+        rb, rn, in_b, in_n, inside, at, acc = _current_tile(cur, B, N, BLOCK_B, BLOCK_N)
         for k in tl.range(0, WIDTH):
             s = tl.load(src + k * N + rn, mask=in_n, other=0)
             wk = tl.load(w + k * N + rn, mask=in_n, other=0.0)
@@ -92,6 +93,46 @@ if triton is not None:
             sb_k = tl.load(sb + at_b + k * N, mask=in_j, other=0.0)
             acc = acc + (a_k[:, None] * (b_k + sb_k)[None, :] + sa_k[:, None] * b_k[None, :])
         tl.store(out + p * M * N + ri[:, None] * N + rj[None, :], acc, mask=in_i[:, None] & in_j[None, :])
+
+    @triton.jit
+    def _sliced_conv_kernel(out, x, w, scales, M, C, H, W, N, HO, WO, K, SH, SW, PH, PW, KH: tl.constexpr,
+                            KW: tl.constexpr, S: tl.constexpr, S_PAD: tl.constexpr, WIDTH: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """out (B, N, HO, WO) = Σ_s scales[s] · conv(x, q_s), s = 0, 1, ... added in order in float64, for x (B, C,
+        H, W) integer levels and S integer weight slices q_s, packed by pack_slices as w (tiles, K = C·KH·KW,
+        S_PAD, BLOCK_N) float16 (both exact; WIDTH = S_PAD·BLOCK_N): one GEMM per tile of BLOCK_N channels gives
+        every slice's sum, in float32 (exact: integers below 2^24). M = B·HO·WO output positions; patches read in
+        place (implicit im2col), each once for all slices."""
+        rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        in_m = rm < M
+        length = HO * WO
+        b, pos = rm // length, rm % length
+        y0, x0 = (pos // WO) * SH - PH, (pos % WO) * SW - PW  # the patch's corner in the input
+        at_x = x + b.to(tl.int64) * (C * H * W)
+        at_w = w + tl.program_id(1).to(tl.int64) * K * WIDTH + tl.arange(0, WIDTH)[None, :]
+        acc = tl.zeros((BLOCK_M, WIDTH), tl.float32)
+        for k0 in tl.range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            in_k = rk < K
+            c, i, j = rk // (KH * KW), (rk // KW) % KH, rk % KW
+            yy, xx = y0[:, None] + i[None, :], x0[:, None] + j[None, :]
+            seen = in_m[:, None] & in_k[None, :] & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            a = tl.load(at_x[:, None] + (c[None, :] * H + yy) * W + xx, mask=seen, other=0.0)
+            ws = tl.load(at_w + rk[:, None] * WIDTH, mask=in_k[:, None], other=0.0)
+            acc = tl.dot(a.to(tl.float16), ws, acc)
+        acc3 = tl.reshape(acc, (BLOCK_M, S_PAD, BLOCK_N))
+        which = tl.arange(0, S_PAD)[None, :, None]
+        cur = tl.zeros((BLOCK_M, BLOCK_N), tl.float64)
+        for s in tl.static_range(S):
+            sums = tl.sum(tl.where(which == s, acc3, 0.0), axis=1)  # slice s's sums (one term each: exact)
+            part = sums.to(tl.float64) * tl.load(scales + s)  # an integer times a power of two: exact
+            if s == 0:
+                cur = part
+            else:
+                cur = cur + part
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        at = out + (b.to(tl.int64) * N * length + pos)[:, None] + rn[None, :] * length
+        tl.store(at, cur, mask=in_m[:, None] & (rn < N)[None, :])
 
     # EC functions (kernels._ec_group, ecmath): every float64 constant is loaded from `consts` (CONSTS below), as a
     # Python float in a kernel could be materialized in float32 (literals here are exact in float32); float64 `/`
@@ -220,6 +261,46 @@ def ec_matmul_sum(a, b, s_a, s_b):
     block_m = block_n = 32 if max(m, n) <= 32 else 64
     grid = (p, triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _matmul_kernel[grid](out, a, b, s_a, s_b, m, n, k, BLOCK_M=block_m, BLOCK_N=block_n, enable_fp_fusion=False)
+    return out
+
+
+CONV_BLOCK_M = 128  # output positions per program of the sliced convolution
+
+
+def pack_slices(q):
+    """Integer weight slices q (S, O, K) -> (w (tiles, K, S_PAD, BLOCK_N) float16, BLOCK_N) for sliced_conv: a
+    tile's channels of every slice side by side, slices padded with zeros to a power of two; |q| <= 2^11: exact."""
+    n_slices, o, k = q.shape
+    s_pad = triton.next_power_of_2(n_slices)
+    block_n = max(1, min(triton.next_power_of_2(o), 256 // s_pad))
+    tiles = triton.cdiv(o, block_n)
+    w = torch.zeros(s_pad, tiles * block_n, k, dtype=torch.float16, device=q.device)
+    w[:n_slices, :o] = q
+    return w.reshape(s_pad, tiles, block_n, k).permute(1, 3, 0, 2).contiguous(), block_n
+
+
+def sliced_conv(levels, packed, scales, in_shape, out_channels, kernel, stride, padding):
+    """torch_conv.SlicedConv's currents (B, O·HO·WO) float64 from levels (B, C·H·W) (any float dtype) with slices
+    packed by pack_slices and their scales (S,) float64 on the device; groups = 1."""
+    c, h, w = in_shape
+    kh, kw = kernel
+    packed, block_n = packed
+    tiles, k, s_pad, _ = packed.shape
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    levels, b = levels.contiguous(), levels.shape[0]
+    out = torch.empty(b, out_channels * ho * wo, dtype=torch.float64, device=levels.device)
+    m = b * ho * wo
+    if out.numel() == 0:
+        return out
+    block_m = CONV_BLOCK_M
+    grid = (triton.cdiv(m, block_m), tiles)
+    width = s_pad * block_n
+    warps = 8 if block_m * width >= 128 * 128 else 4
+    _sliced_conv_kernel[grid](out, levels, packed, scales, m, c, h, w, out_channels, ho, wo, k, stride[0], stride[1],
+                              padding[0], padding[1], KH=kh, KW=kw, S=len(scales), S_PAD=s_pad, WIDTH=width,
+                              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=32, num_warps=warps,
+                              enable_fp_fusion=False)
     return out
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeforge import simulator
-from spikeforge.simulator import torch_backend, torch_conv
+from spikeforge.simulator import torch_backend, torch_conv, torch_triton
 from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
 
 CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
@@ -77,6 +77,39 @@ def test_sliced_conv_slices_are_exact_integer_sums_at_the_bound():
     exact = F.conv2d(x.double(), conv.weight.double(), padding=1)
     assert torch.equal(y.double(), exact)
     assert float(exact.abs().max()) < 2 ** 24
+
+
+# where SlicedConv runs torch_triton's implicit-GEMM kernel: a GPU, or the CPU with TRITON_INTERPRET=1
+KERNEL_DEVICES = [d for d in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if torch_triton.available(d)]
+
+
+@pytest.mark.skipif(not KERNEL_DEVICES, reason="no CUDA device and TRITON_INTERPRET unset: the kernel cannot run")
+@pytest.mark.parametrize("c,o,k,stride,padding,size,batch,max_level", [
+    case[:2] + case[3:] + (5, 1) for case in CASES if case[2] == 1] + [
+    (16, 20, 3, 1, 1, 13, 7, 4),  # ragged tiles in positions and channels
+    (64, 70, 3, 2, 1, 9, 3, 4),  # several K blocks at the slices' bound, more than one channel tile
+])
+def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, size, batch, max_level,
+                                                      monkeypatch):
+    rng = np.random.default_rng(3)
+    k = (k, k) if isinstance(k, int) else k
+    stride = (stride, stride) if isinstance(stride, int) else stride
+    padding = (padding, padding) if isinstance(padding, int) else padding
+    w = torch.as_tensor(rng.standard_normal((o, c, *k))) * 0.37
+    w[0] = 0.0  # a channel of zeros: +0.0, as the GEMM path gives
+    x = torch.as_tensor(rng.integers(0, max_level + 1, (batch, c * size * size)).astype(np.float64))
+    for device in KERNEL_DEVICES:
+        conv = SlicedConv(w.to(device), stride, padding, 1, max_level, SlicedConv.bits_for(w[0].numel(), max_level))
+        assert conv.uses_kernel(device)
+        got = conv(x.to(device), (c, size, size)).cpu()
+        assert torch.equal(conv(x.to(device).half(), (c, size, size)).cpu(), got)  # the levels' dtype is free
+        monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
+        assert not conv.uses_kernel(device)
+        want = conv(x.to(device).float(), (c, size, size)).cpu()
+        monkeypatch.delenv("SPIKEFORGE_TRITON")
+        assert got.dtype == torch.float64 and got.shape == want.shape
+        assert torch.equal(got, want), (device, float((got - want).abs().max()))
+        assert not torch.signbit(got[:, :got.shape[1] // o]).any()
 
 
 def test_fixed_point_weights_give_exact_integer_currents():
