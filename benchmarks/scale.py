@@ -10,7 +10,8 @@ committed CIFAR-10 ECMT ViT (n=4 levels, exported as benchmarks.cifar10_vit does
 --variants runs the torch backend's convolution variants side by side (`implicit`: exact slices in torch_triton's
 implicit-GEMM kernel, the default on a GPU; `sliced`: exact slices through im2col + float32/TF32 GEMM; `gemm`:
 float64 im2col + GEMM; `cudnn`: float64 cuDNN), each row saying which (field conv). Field ordered_sums: whether the
-engine-order sums (ViT) ran as Triton kernels or term by term (SPIKEFORGE_TRITON=0).
+engine-order sums (ViT) ran as Triton kernels or term by term (SPIKEFORGE_TRITON=0); ec_functions: whether the EC
+nodes' F ran as the Triton kernel or on the host.
 DATA holds the standard python batches (../shared/datasets/cifar10_batches.py). Rows (a list of objects): network,
 neuron, images, T, backend, device, conv, threads, wall_s, speedup (the all-threads numba wall time over this row's),
 identical_totals (every counter's total and every sample's counters equal to numba's), accuracy.
@@ -95,7 +96,8 @@ def main(argv=None):
     for network, neuron, net, steps in _networks(args, xtr):
         flat = simulator.prepare(net)
         x, y = everything
-        if network.startswith("CIFAR-10 ECMT ViT"):
+        vit = network.startswith("CIFAR-10 ECMT ViT")
+        if vit:
             pick = np.random.default_rng(0).permutation(len(x))[:args.vit_images]
             x, y = x[pick], y[pick]
         for T in steps:
@@ -109,9 +111,11 @@ def main(argv=None):
             for backend, dev, t, res, *variant in runs:
                 row = {"network": network, "neuron": neuron, "images": len(x), "T": T, "backend": backend,
                        "device": dev, "threads": threads, "wall_s": round(t, 3), "speedup": round(t_numba / t, 2),
-                       "conv": _conv_name(variant[0], dev) if variant else None,
+                       "conv": _conv_name(variant[0], dev) if variant and not vit else None,
                        "ordered_sums": ("triton" if torch_triton.available(dev) else "term by term")
                        if backend == "torch" else None,
+                       "ec_functions": ("triton" if torch_triton.available(dev) and torch_triton.ec_kernel_ok(dev)
+                                        else "host") if backend == "torch" and vit else None,
                        "identical_totals": bool(res.totals() == ref.totals()
                                                 and np.array_equal(res.per_sample, ref.per_sample)),
                        "same_predictions": float((res.predictions() == ref.predictions()).mean()),
