@@ -3,6 +3,8 @@ core vs the exact torch backend on the GPU; wall time, speed-up and whether ever
 
     python -m benchmarks.scale --data-dir DATA --T 4 8 [--images 10000] [--networks resnet20 resnet20w]
         [--out benchmarks/results/scale.json]
+    python -m benchmarks.scale ... --part K N --out part_K.json   (K = 0 .. N-1, e.g. one device call each)
+    python -m benchmarks.scale --merge part_0.json part_1.json ... --out merged.json
 
 Networks: `resnet20`, the committed ResNet-20 (IF and group neurons); `resnet20w`, a wide ResNet-20 (64/128/256,
 random weights, max-norm IF thresholds from 2,000 training images; timing only, at the first T given); `vit`, the
@@ -77,7 +79,7 @@ def _timed(flat, x, T, **options):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--data-dir")
     p.add_argument("--T", type=int, nargs="+", default=[4, 8])
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--neurons", nargs="+", default=["if", "group"])
@@ -85,8 +87,24 @@ def main(argv=None):
     p.add_argument("--vit-images", type=int, default=1000, help="test images for the ViT rows")
     p.add_argument("--variants", nargs="+", default=["default"], choices=list(CONV_VARIANTS),
                    help="torch backend convolution variants, run side by side (default: the backend's defaults)")
+    p.add_argument("--part", type=int, nargs=2, metavar=("K", "N"),
+                   help="run part K (0, ..., N-1) of the images split in N (after the ViT's pick): runs longer "
+                        "than one call, put together with --merge")
+    p.add_argument("--merge", nargs="+", metavar="ROWS", help="merge the rows of parts run with --part (files)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
     args = p.parse_args(argv)
+    if args.merge:
+        try:
+            rows = merge_parts([row for path in args.merge for row in json.load(open(path))])
+        except (OSError, ValueError, KeyError) as err:
+            p.error(f"--merge: {err}")
+        write_text(args.out, json.dumps(rows, indent=1))
+        _print_table(rows)
+        return
+    if not args.data_dir:
+        p.error("--data-dir is required (unless --merge)")
+    if args.part and not 0 <= args.part[0] < args.part[1]:
+        p.error(f"--part K N needs 0 <= K < N, got {args.part}")
     xtr, _, xte, yte = load_tensors(args.data_dir, "cpu")
     x, y = xte[:args.images].numpy().astype(np.float64), yte[:args.images].numpy()
     devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
@@ -100,6 +118,9 @@ def main(argv=None):
         if vit:
             pick = np.random.default_rng(0).permutation(len(x))[:args.vit_images]
             x, y = x[pick], y[pick]
+        if args.part:
+            k, n = args.part
+            x, y = x[k * len(x) // n:(k + 1) * len(x) // n], y[k * len(y) // n:(k + 1) * len(y) // n]
         for T in steps:
             t_numba, ref = _timed(flat, x, T)
             runs = [("numba", "cpu", t_numba, ref)]
@@ -120,10 +141,48 @@ def main(argv=None):
                                                 and np.array_equal(res.per_sample, ref.per_sample)),
                        "same_predictions": float((res.predictions() == ref.predictions()).mean()),
                        "accuracy": float((res.predictions() == y).mean())}
+                if args.part:
+                    row["part"] = f"{args.part[0]}/{args.part[1]}"
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
                 write_text(args.out, json.dumps(rows, indent=1))
+    _print_table(rows)
+
+
+def merge_parts(rows):
+    """Rows of parts K/N (--part) -> one row per network, neuron, T, backend and variant over all N parts: images
+    and wall times added, identical_totals if in every part, accuracies weighted by images, speed-up against the
+    merged numba row. Every part must be there exactly once."""
+    groups = {}
+    for row in rows:
+        if "part" not in row:
+            raise ValueError(f"a row without a part: {row['network']}, {row['backend']}, T={row['T']}")
+        key = tuple(row.get(f) for f in ("network", "neuron", "T", "backend", "device", "conv", "ordered_sums",
+                                         "ec_functions"))
+        groups.setdefault(key, []).append(row)
+    merged = []
+    for key, parts in groups.items():
+        n = int(parts[0]["part"].split("/")[1])
+        have = sorted(int(r["part"].split("/")[0]) for r in parts)
+        if have != list(range(n)) or any(int(r["part"].split("/")[1]) != n for r in parts):
+            raise ValueError(f"{key[0]}, {key[3]}, T={key[2]}: parts {[r['part'] for r in parts]}, not 0..{n - 1} "
+                             f"of {n} once each")
+        images = sum(r["images"] for r in parts)
+        row = {k: v for k, v in parts[0].items() if k != "part"}
+        row.update(images=images, parts=n, wall_s=round(sum(r["wall_s"] for r in parts), 3),
+                   identical_totals=all(r["identical_totals"] for r in parts),
+                   same_predictions=sum(r["same_predictions"] * r["images"] for r in parts) / images,
+                   accuracy=sum(r["accuracy"] * r["images"] for r in parts) / images)
+        merged.append(row)
+    for row in merged:
+        ref = [r for r in merged if r["backend"] == "numba" and (r["network"], r["neuron"], r["T"]) ==
+               (row["network"], row["neuron"], row["T"])]
+        row["speedup"] = round(ref[0]["wall_s"] / row["wall_s"], 2) if ref else None
+    return merged
+
+
+def _print_table(rows):
     print("| network | neuron | T | images | backend | device | conv | wall s | speed-up | identical totals "
           "| accuracy |")
     print("|---|---|---:|---:|---|---|---|---:|---:|---|---:|")
@@ -131,7 +190,7 @@ def main(argv=None):
         print(f"| {r['network']} | {r['neuron']} | {r['T']} | {r['images']} | {r['backend']} | {r['device']} | "
               f"{r['conv'] or ''} | "
               f"{r['wall_s']:.2f} | "
-              f"{r['speedup']:.1f}x | {'yes' if r['identical_totals'] else 'NO'} | {100 * r['accuracy']:.2f} |")
+              f"{r['speedup'] or 0:.1f}x | {'yes' if r['identical_totals'] else 'NO'} | {100 * r['accuracy']:.2f} |")
 
 
 def _networks(args, xtr):
