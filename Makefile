@@ -5,6 +5,8 @@
 #   make wheel-check   builds the wheel, installs it alone into a fresh virtual environment, runs
 #                      `spikeforge demo --quick` and the test suite against the installed package, from outside
 #                      the source tree (a spikeforge/ folder in the working directory would shadow the install)
+#   make kernel-check  the Triton kernels of the torch backend's GPU path, run on the CPU by Triton's interpreter
+#                      (TRITON_INTERPRET=1) against the engine and the tensor paths; adds triton to the venv
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spikeforge-installed
@@ -45,4 +47,11 @@ wheel-check: $(STAMP)
 	  $(ROOT)/$(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ROOT)/tests; \
 	  cd /; rm -rf $$tmp
 
-.PHONY: install demo lint test wheel-check
+# triton 3.9: its interpreter works with numpy 2 (3.6's does not); the kernels themselves are checked on GPUs too
+KERNEL_TESTS := tests/test_torch_conv.py tests/test_torch_ordered.py tests/test_ecmath.py tests/test_ec_nodes.py \
+	tests/test_multi_threshold.py
+kernel-check: $(STAMP)
+	$(PY) -m pip install -q triton==3.9.0
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
+
+.PHONY: install demo lint test wheel-check kernel-check

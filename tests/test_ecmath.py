@@ -1,11 +1,12 @@
-"""EC nodes' exp and erf (simulator.ecmath): close to libm's, and the same bits in the engine and the GPU kernel."""
+"""EC nodes' exp and erf (simulator.ecmath): close to libm's, and the same bits in the engine and the Triton kernel."""
 import math
 
 import numpy as np
 import pytest
 import torch
+from test_torch_ordered import KERNEL_DEVICES
 
-from spikeforge.simulator import ecmath, kernels
+from spikeforge.simulator import ecmath, kernels, torch_triton
 
 
 def _ulps(a, b):
@@ -46,21 +47,18 @@ def _ec_inputs(rng, b, n):
     return total
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("device", KERNEL_DEVICES or [pytest.param("cuda", marks=pytest.mark.skip(
+    reason="no CUDA device with Triton and TRITON_INTERPRET unset: the kernel cannot run"))])
 @pytest.mark.parametrize("func", [kernels.EC_GELU, kernels.EC_LAYERNORM, kernels.EC_SOFTMAX])
-def test_the_gpu_kernel_computes_ec_outputs_bit_for_bit_as_the_engine(func):
-    from spikeforge.simulator import torch_triton
-
-    if not torch_triton.available("cuda"):
-        pytest.skip("Triton is not installed")
-    assert torch_triton.ec_kernel_ok("cuda")  # else the backend falls back to the host, with a warning
+def test_the_triton_kernel_computes_ec_outputs_bit_for_bit_as_the_engine(func, device):
+    assert torch_triton.ec_kernel_ok(device)  # else the backend falls back to the host, with a warning
     rng = np.random.default_rng(7 + func)
-    b, group, n = 97, 65, 65 * 6
+    b, group, n = (97 if device == "cuda" else 13), 65, 65 * 6  # rows over two or more 64-row tiles, ragged
     prev = rng.normal(0, 1, (b, n))
-    prev_gpu = torch.as_tensor(prev, device="cuda")
+    prev_dev = torch.tensor(prev, device=device)  # a copy: the engine updates prev in place
     for t in range(4):  # several steps: prev carries over
         total = _ec_inputs(rng, b, n) * (t + 1)
         want = kernels.ec_outputs(total, prev, t, func, group, 1e-5)
-        got = torch_triton.ec_outputs(torch.as_tensor(total, device="cuda"), prev_gpu, t, func, group, 1e-5)
+        got = torch_triton.ec_outputs(torch.tensor(total, device=device), prev_dev, t, func, group, 1e-5)
         assert np.array_equal(got.cpu().numpy(), want)
-        assert np.array_equal(prev_gpu.cpu().numpy(), prev)
+        assert np.array_equal(prev_dev.cpu().numpy(), prev)

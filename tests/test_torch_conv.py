@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_torch_ordered import KERNEL_DEVICES
 
 from spikeforge import simulator
-from spikeforge.simulator import torch_backend, torch_conv, torch_triton
+from spikeforge.simulator import torch_backend, torch_conv
 from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
 
 CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
@@ -77,10 +78,6 @@ def test_sliced_conv_slices_are_exact_integer_sums_at_the_bound():
     exact = F.conv2d(x.double(), conv.weight.double(), padding=1)
     assert torch.equal(y.double(), exact)
     assert float(exact.abs().max()) < 2 ** 24
-
-
-# where SlicedConv runs torch_triton's implicit-GEMM kernel: a GPU, or the CPU with TRITON_INTERPRET=1
-KERNEL_DEVICES = [d for d in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if torch_triton.available(d)]
 
 
 @pytest.mark.skipif(not KERNEL_DEVICES, reason="no CUDA device and TRITON_INTERPRET unset: the kernel cannot run")

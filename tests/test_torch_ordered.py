@@ -3,10 +3,13 @@ import numpy as np
 import pytest
 import torch
 
+from spikeforge.simulator import torch_triton
 from spikeforge.simulator.torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source_rank
 
 # on a GPU with Triton the sums run as kernels (torch_triton); TRITON_INTERPRET=1 runs those kernels on the CPU
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# where torch_triton's kernels run: a GPU, or the CPU with TRITON_INTERPRET=1 (`make kernel-check`)
+KERNEL_DEVICES = [d for d in DEVICES if torch_triton.available(d)]
 
 
 def _wild(rng, shape, zeros=0.3):
@@ -101,14 +104,11 @@ def test_division_by_a_number_is_correctly_rounded_on_the_gpu():
         assert np.array_equal(got, x / d)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_ordered_kernels_equal_the_term_by_term_sums_on_a_gpu_at_size():
+@pytest.mark.parametrize("device", KERNEL_DEVICES or [pytest.param("cuda", marks=pytest.mark.skip(
+    reason="no CUDA device with Triton and TRITON_INTERPRET unset: the kernels cannot run"))])
+def test_ordered_kernels_equal_the_term_by_term_sums_at_size(device):
     """The Triton kernels (no fused multiply-add) against the loop of separate multiply and add kernels, on blocks
     larger than one program's tile, with ragged edges."""
-    from spikeforge.simulator import torch_triton
-
-    if not torch_triton.available("cuda"):
-        pytest.skip("Triton is not installed")
     rng = np.random.default_rng(5)
     n_src, n_tgt, rows, batch = 300, 97, 13, 131
     perm = rng.permutation(rows * n_src)
@@ -117,13 +117,13 @@ def test_ordered_kernels_equal_the_term_by_term_sums_on_a_gpu_at_size():
               rows * n_tgt)]
     sources, targets = rng.integers(0, n_src, 5000), rng.integers(0, n_tgt, 5000)
     sparse = OrderedSparse(sources, targets, _wild(rng, 5000, 0.0), source_rank(rng.permutation(n_src)), n_tgt,
-                           "cuda")
+                           device)
     sums = [(sparse, n_src, n_tgt)]
     for cls, (w, *rest), n_in, n_out in cases:
-        sums.append((cls(torch.as_tensor(w, device="cuda"), *rest), n_in, n_out))
+        sums.append((cls(torch.as_tensor(w, device=device), *rest), n_in, n_out))
     for ordered, n_in, n_out in sums:
-        x = torch.as_tensor(_wild(rng, (batch, n_in)), device="cuda")
-        start = torch.as_tensor(_wild(rng, (batch, n_out), 0.0), device="cuda")
+        x = torch.as_tensor(_wild(rng, (batch, n_in)), device=device)
+        start = torch.as_tensor(_wild(rng, (batch, n_out), 0.0), device=device)
         assert ordered.kernel
         got = start.clone()
         ordered.accumulate(got, x)
