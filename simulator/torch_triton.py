@@ -265,6 +265,7 @@ def ec_matmul_sum(a, b, s_a, s_b):
 
 
 CONV_BLOCK_M = 128  # output positions per program of the sliced convolution
+INT32_POSITIONS = 2 ** 31 - 1  # output positions per launch (B·HO·WO), indexed in int32 in the kernel
 
 
 def pack_slices(q):
@@ -290,17 +291,19 @@ def sliced_conv(levels, packed, scales, in_shape, out_channels, kernel, stride, 
     wo = (w + 2 * padding[1] - kw) // stride[1] + 1
     levels, b = levels.contiguous(), levels.shape[0]
     out = torch.empty(b, out_channels * ho * wo, dtype=torch.float64, device=levels.device)
-    m = b * ho * wo
     if out.numel() == 0:
         return out
     block_m = CONV_BLOCK_M
-    grid = (triton.cdiv(m, block_m), tiles)
     width = s_pad * block_n
     warps = 8 if block_m * width >= 128 * 128 else 4
-    _sliced_conv_kernel[grid](out, levels, packed, scales, m, c, h, w, out_channels, ho, wo, k, stride[0], stride[1],
-                              padding[0], padding[1], KH=kh, KW=kw, S=len(scales), S_PAD=s_pad, WIDTH=width,
-                              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=32, num_warps=warps,
-                              enable_fp_fusion=False)
+    per_launch = max(1, (INT32_POSITIONS - block_m) // (ho * wo))  # the kernel counts positions in int32
+    for i in range(0, b, per_launch):
+        part, into = levels[i:i + per_launch], out[i:i + per_launch]
+        m = part.shape[0] * ho * wo
+        _sliced_conv_kernel[(triton.cdiv(m, block_m), tiles)](
+            into, part, packed, scales, m, c, h, w, out_channels, ho, wo, k, stride[0], stride[1], padding[0],
+            padding[1], KH=kh, KW=kw, S=len(scales), S_PAD=s_pad, WIDTH=width, BLOCK_M=block_m, BLOCK_N=block_n,
+            BLOCK_K=32, num_warps=warps, enable_fp_fusion=False)
     return out
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from test_torch_ordered import KERNEL_DEVICES
 
 from spikeforge import simulator
-from spikeforge.simulator import torch_backend, torch_conv
+from spikeforge.simulator import torch_backend, torch_conv, torch_triton
 from spikeforge.simulator.torch_conv import SlicedConv, conv_gemm
 
 CASES = [  # (channels in, channels out, groups, kernel, stride, padding, size)
@@ -100,6 +100,10 @@ def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, 
         assert conv.uses_kernel(device)
         got = conv(x.to(device), (c, size, size)).cpu()
         assert torch.equal(conv(x.to(device).half(), (c, size, size)).cpu(), got)  # the levels' dtype is free
+        # launches split by samples (past int32 positions): two samples' positions per launch here
+        monkeypatch.setattr(torch_triton, "INT32_POSITIONS", torch_triton.CONV_BLOCK_M + 2 * got.shape[1] // o)
+        assert torch.equal(conv(x.to(device), (c, size, size)).cpu(), got)
+        monkeypatch.undo()
         monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
         assert not conv.uses_kernel(device)
         want = conv(x.to(device).float(), (c, size, size)).cpu()
