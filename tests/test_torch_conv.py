@@ -113,6 +113,23 @@ def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, 
         assert not torch.signbit(got[:, :got.shape[1] // o]).any()
 
 
+@pytest.mark.skipif(not KERNEL_DEVICES, reason="no CUDA device and TRITON_INTERPRET unset: the kernel cannot run")
+def test_conv_kernel_is_exact_at_the_slices_bound(monkeypatch):
+    """Every level at its maximum and the first slice at +2^b everywhere: the float16 products' float32 sums reach
+    their largest value and must stay exact, as the GEMM path's do."""
+    fan_in_channels, max_level = 64, 4
+    w = torch.full((20, fan_in_channels, 3, 3), 1.0 - 2.0 ** -40, dtype=torch.float64)
+    w[1::2] *= -1.0
+    x = torch.full((3, fan_in_channels * 25), float(max_level), dtype=torch.float64)
+    for device in KERNEL_DEVICES:
+        conv = SlicedConv(w.to(device), (1, 1), (1, 1), 1, max_level, SlicedConv.bits_for(fan_in_channels * 9, 4))
+        assert conv.uses_kernel(device) and float(conv.weight.abs().max()) == 2.0 ** SlicedConv.bits_for(576, 4)
+        got = conv(x.to(device), (fan_in_channels, 5, 5)).cpu()
+        monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
+        assert torch.equal(got, conv(x.to(device).float(), (fan_in_channels, 5, 5)).cpu())
+        monkeypatch.delenv("SPIKEFORGE_TRITON")
+
+
 def test_fixed_point_weights_give_exact_integer_currents():
     rng = np.random.default_rng(2)
     w = torch.as_tensor(rng.integers(-127, 128, (8, 16, 3, 3)).astype(np.float64))
