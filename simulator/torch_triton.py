@@ -1,4 +1,4 @@
-"""The engine-order sums of torch_ordered as one Triton kernel per projection, for CUDA devices.
+"""The torch backend's Triton kernels for CUDA devices: the engine-order sums of torch_ordered, one per projection.
 
 torch_ordered adds a projection's terms one vectorized step per fan-in position: two kernels per position, each
 reading and writing the whole current, so a ViT's step moves gigabytes per projection and its time goes into memory
@@ -6,7 +6,9 @@ traffic and launches. Here each program keeps a block of targets' currents in re
 same order: `acc = acc + x * w`, the product rounded, then the sum (compiled with `enable_fp_fusion=False`: no fused
 multiply-add, which would round once and give other last bits than the engine). One launch per projection and step.
 The EC nodes' F (softmax, LayerNorm, GELU; kernels._ec_group) runs here too, on the device, with ecmath's exp and erf:
-before, every EC node and step sent its sums to the host and back (80 % of a ViT's GPU time).
+before, every EC node and step sent its sums to the host and back (80 % of a ViT's GPU time). So do torch_conv's
+sliced convolutions of spike levels, as one implicit GEMM (sliced_conv): no im2col matrix, every weight slice of a
+channel tile in one float16 GEMM with exact float32 sums, the slices combined in float64 in order in registers.
 
 Used when the device is CUDA and Triton imports (it ships with PyTorch's CUDA wheels); SPIKEFORGE_TRITON=0 turns it
 off. TRITON_INTERPRET=1 runs the same kernels on the CPU (numpy) for tests without a GPU.
