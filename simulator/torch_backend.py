@@ -229,7 +229,7 @@ class _Proj:
         w, stride, padding, groups = self.conv  # already times the payload when levels_in
         bits = SlicedConv.bits_for(w[0].numel(), src.max_level)
         w = w if self.levels_in else w * src.payload
-        return SlicedConv(w, stride, padding, groups, src.max_level, bits) if bits else None
+        return SlicedConv(w, stride, padding, groups, src.max_level, bits) if bits and SlicedConv.takes(w) else None
 
     def _ordered(self, proj, src, tgt, target_model, perm, device):
         """Currents summed in the engine's order (torch_ordered) into the models whose events hinge on exact ties,

@@ -22,6 +22,7 @@ instead of S float32 slice outputs plus a combination pass. Same bits as the GEM
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from . import torch_triton
 
 TOTAL_BITS = 55  # slices' precision below the largest weight: past float64's 53 bits
 MAX_SLICE_BITS = 11  # what a TF32 input holds exactly (10 stored mantissa bits + the implicit one)
+FLOAT16_EXACT = 2048  # levels up to this are exact in float16 and TF32 (11 significant bits)
 MIN_SLICE_BITS = 4  # below this the slices cost more than a float64 convolution
 UNFOLD_BYTES = 1 << 30  # unfolded columns + slice outputs per sub-batch
 IM2COL = "strided"  # "strided": pad + one strided copy; "slices": one copy per kernel offset, borders zeroed
@@ -127,6 +129,13 @@ class SlicedConv:
         self.weight = stacked.reshape(g * n_slices * (o // g), cg, kh, kw).to(torch.float32)
 
     @staticmethod
+    def takes(weight64):
+        """Whether the weights slice exactly: all zero, or the largest at least 2^-900, so that every slice's scale
+        2^(e - b·s) is a normal float64 (an integer times it exact)."""
+        amax = float(weight64.abs().max()) if weight64.numel() else 0.0
+        return amax == 0.0 or amax >= 2.0 ** -900
+
+    @staticmethod
     def bits_for(fan_in, max_level):
         """Bits per slice that keep every float32 partial sum an exact integer (|sum| < 2^24), or 0 when too few."""
         bound = fan_in * max_level
@@ -135,9 +144,10 @@ class SlicedConv:
 
     def uses_kernel(self, device):
         """Whether calls on `device` run torch_triton's implicit-GEMM kernel (CUDA, one group, levels exact in
-        float16) rather than im2col + GEMM: the same bits, the patches never written."""
-        return (IMPLICIT and not self.zero and self.groups == 1 and self.max_level <= 2048
-                and torch_triton.available(device))
+        float16, the kernel checked on this device) rather than im2col + GEMM: the same currents, the patches
+        never written."""
+        return (IMPLICIT and not self.zero and self.groups == 1 and self.max_level <= FLOAT16_EXACT
+                and torch_triton.available(device) and kernel_ok(device))
 
     def level_dtype(self, device):
         """The dtype calls on `device` take the levels in: float16 for the kernel, float32 for the GEMM path."""
@@ -153,14 +163,26 @@ class SlicedConv:
             wo = (w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
             return torch.zeros(b, self.out_channels * ho * wo, dtype=torch.float64, device=levels.device)
         if self.uses_kernel(levels.device):
-            if self._packed is None:  # the slices (S, O, C·kh·kw) as the kernel reads them
-                q = self.weight.reshape(len(self.scales), self.out_channels, -1)
-                self._packed = torch_triton.pack_slices(q)
-                self._scales = torch.tensor(self.scales, dtype=torch.float64, device=levels.device)
-            return torch_triton.sliced_conv(levels, self._packed, self._scales, in_shape, self.out_channels,
-                                            (self.kh, self.kw), self.stride, self.padding)
+            try:
+                return self._kernel(levels, in_shape)
+            except Exception as err:  # noqa: BLE001 -- a configuration that does not compile or launch here
+                _no_kernel(levels.device, f"{type(err).__name__}: {err}")
+        return self._gemm(levels, in_shape)
+
+    def _kernel(self, levels, in_shape):
+        """The currents by torch_triton.sliced_conv (zeros come out +0.0, as the engine's)."""
+        if self._packed is None:  # the slices (S, O, C·kh·kw) as the kernel reads them
+            q = self.weight.reshape(len(self.scales), self.out_channels, -1)
+            self._packed = torch_triton.pack_slices(q)
+            self._scales = torch.tensor(self.scales, dtype=torch.float64, device=levels.device)
+        return torch_triton.sliced_conv(levels, self._packed, self._scales, in_shape, self.out_channels,
+                                        (self.kh, self.kw), self.stride, self.padding)
+
+    def _gemm(self, levels, in_shape):
+        """The currents by im2col + float32 GEMM per slice (TF32 only where the levels fit its 11 bits)."""
+        b = levels.shape[0]
         y = _gemm_tf32(levels.to(torch.float32).reshape(b, *in_shape), self.weight, self.stride, self.padding,
-                       self.groups)
+                       self.groups, self.max_level <= FLOAT16_EXACT)
         g, n_slices = self.groups, len(self.scales)
         y = y.reshape(b, g, n_slices, self.out_channels // g, -1)
         cur = y[:, :, 0].to(torch.float64).mul_(self.scales[0])
@@ -169,11 +191,52 @@ class SlicedConv:
         return cur.reshape(b, -1)
 
 
-def _gemm_tf32(x, weight, stride, padding, groups):
-    """conv_gemm with TF32 tensor cores allowed (when TF32), the caller's setting restored."""
+_KERNEL_OK = {}  # device -> whether the sliced-conv kernel gave the GEMM path's currents on the probe
+
+
+def kernel_ok(device):
+    """Whether torch_triton's sliced-conv kernel gives the GEMM path's currents on `device`: checked once per device
+    and process on a probe (5 and 11 slices, 1 and 70 output channels, stride, padding, negative levels); a
+    compile error or any differing current warns once and sliced convolutions use im2col + GEMM there."""
+    key = str(torch.device(device))
+    if key not in _KERNEL_OK:
+        gen = torch.Generator().manual_seed(0)
+        problem = None
+        for c, o, stride, max_level in ((8, 70, (1, 1), 4), (8, 1, (2, 1), FLOAT16_EXACT)):
+            w = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64).to(device)
+            conv = SlicedConv(w, stride, (1, 2), 1, max_level, SlicedConv.bits_for(c * 9, max_level))
+            levels = torch.randint(-max_level, max_level + 1, (3, c * 81), generator=gen).to(device)
+            try:
+                got = conv._kernel(levels.to(torch.float16), (c, 9, 9))
+            except Exception as err:  # noqa: BLE001 -- any compile or launch failure means: use the GEMM path
+                problem = f"{type(err).__name__}: {err}"
+                break
+            want = conv._gemm(levels.to(torch.float32), (c, 9, 9)) + 0.0  # -0.0 -> +0.0, as the kernel gives
+            if not torch.equal(got.view(torch.int64), want.view(torch.int64)):
+                problem = f"its currents differ from im2col + GEMM ({len(conv.scales)} slices, {o} channels)"
+                break
+        if problem:
+            _no_kernel(device, problem)
+        else:
+            _KERNEL_OK[key] = True
+    return _KERNEL_OK[key]
+
+
+def _no_kernel(device, problem):
+    """Sliced convolutions on `device` use im2col + GEMM from now on, with a warning saying why."""
+    key = str(torch.device(device))
+    if _KERNEL_OK.get(key, True):
+        warnings.warn(f"the Triton convolution kernel is not used on {key}: {problem}; sliced convolutions run as "
+                      "im2col + GEMM", RuntimeWarning, stacklevel=3)
+    _KERNEL_OK[key] = False
+
+
+def _gemm_tf32(x, weight, stride, padding, groups, levels_fit=True):
+    """conv_gemm with TF32 tensor cores allowed (when TF32 and the levels fit TF32's 11 bits), the caller's setting
+    restored."""
     matmul = torch.backends.cuda.matmul
     before = matmul.allow_tf32
-    matmul.allow_tf32 = TF32 and x.is_cuda
+    matmul.allow_tf32 = TF32 and levels_fit and x.is_cuda
     try:
         return conv_gemm(x, weight, stride, padding, groups)
     finally:

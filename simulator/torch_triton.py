@@ -275,7 +275,7 @@ def pack_slices(q):
     tile's channels of every slice side by side, slices padded with zeros to a power of two; |q| <= 2^11: exact."""
     n_slices, o, k = q.shape
     s_pad = triton.next_power_of_2(n_slices)
-    block_n = max(1, min(triton.next_power_of_2(o), 256 // s_pad))
+    block_n = max(16 // s_pad, min(triton.next_power_of_2(o), 256 // s_pad))  # GEMM width >= 16 (tl.dot)
     tiles = triton.cdiv(o, block_n)
     w = torch.zeros(s_pad, tiles * block_n, k, dtype=torch.float16, device=q.device)
     w[:n_slices, :o] = q

@@ -80,11 +80,19 @@ def test_sliced_conv_slices_are_exact_integer_sums_at_the_bound():
     assert float(exact.abs().max()) < 2 ** 24
 
 
+def _bits(currents):
+    """Float64 currents as their bit patterns, zeros as +0.0 (the GEMM path may give -0.0, the kernel and the engine
+    +0.0; the sign of a zero current changes no membrane, spike or output)."""
+    return (currents + 0.0).view(torch.int64)
+
+
 @pytest.mark.skipif(not KERNEL_DEVICES, reason="no CUDA device and TRITON_INTERPRET unset: the kernel cannot run")
 @pytest.mark.parametrize("c,o,k,stride,padding,size,batch,max_level", [
     case[:2] + case[3:] + (5, 1) for case in CASES if case[2] == 1] + [
     (16, 20, 3, 1, 1, 13, 7, 4),  # ragged tiles in positions and channels
     (64, 70, 3, 2, 1, 9, 3, 4),  # several K blocks at the slices' bound, more than one channel tile
+    (8, 1, 3, 1, 1, 6, 3, 2048),  # largest levels: 5-bit slices (11, padded to 16), one output channel
+    (3, 2, 1, 1, 0, 5, 2, 1),  # 1x1 kernel, K below one block
 ])
 def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, size, batch, max_level,
                                                       monkeypatch):
@@ -93,8 +101,8 @@ def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, 
     stride = (stride, stride) if isinstance(stride, int) else stride
     padding = (padding, padding) if isinstance(padding, int) else padding
     w = torch.as_tensor(rng.standard_normal((o, c, *k))) * 0.37
-    w[0] = 0.0  # a channel of zeros: +0.0, as the GEMM path gives
-    x = torch.as_tensor(rng.integers(0, max_level + 1, (batch, c * size * size)).astype(np.float64))
+    w[0, :c // 2] = 0.0
+    x = torch.as_tensor(rng.integers(-max_level, max_level + 1, (batch, c * size * size)).astype(np.float64))
     for device in KERNEL_DEVICES:
         conv = SlicedConv(w.to(device), stride, padding, 1, max_level, SlicedConv.bits_for(w[0].numel(), max_level))
         assert conv.uses_kernel(device)
@@ -109,8 +117,7 @@ def test_conv_kernel_equals_the_gemm_path_bit_for_bit(c, o, k, stride, padding, 
         want = conv(x.to(device).float(), (c, size, size)).cpu()
         monkeypatch.delenv("SPIKEFORGE_TRITON")
         assert got.dtype == torch.float64 and got.shape == want.shape
-        assert torch.equal(got, want), (device, float((got - want).abs().max()))
-        assert not torch.signbit(got[:, :got.shape[1] // o]).any()
+        assert torch.equal(got.view(torch.int64), _bits(want)), (device, float((got - want).abs().max()))
 
 
 @pytest.mark.skipif(not KERNEL_DEVICES, reason="no CUDA device and TRITON_INTERPRET unset: the kernel cannot run")
@@ -126,8 +133,48 @@ def test_conv_kernel_is_exact_at_the_slices_bound(monkeypatch):
         assert conv.uses_kernel(device) and float(conv.weight.abs().max()) == 2.0 ** SlicedConv.bits_for(576, 4)
         got = conv(x.to(device), (fan_in_channels, 5, 5)).cpu()
         monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
-        assert torch.equal(got, conv(x.to(device).float(), (fan_in_channels, 5, 5)).cpu())
+        assert torch.equal(got.view(torch.int64), _bits(conv(x.to(device).float(), (fan_in_channels, 5, 5)).cpu()))
         monkeypatch.delenv("SPIKEFORGE_TRITON")
+
+
+def _pretend_kernel(monkeypatch, sliced_conv):
+    """torch_triton as if on a GPU whose convolution kernel is `sliced_conv`; the kernel not yet checked."""
+    monkeypatch.setattr(torch_triton, "available", lambda device: True)
+    monkeypatch.setattr(torch_triton, "pack_slices", lambda q: None)
+    monkeypatch.setattr(torch_triton, "sliced_conv", sliced_conv)
+    monkeypatch.setattr(torch_conv, "_KERNEL_OK", {})
+
+
+def test_a_kernel_giving_other_currents_is_not_used(monkeypatch):
+    def wrong(levels, packed, scales, in_shape, out_channels, kernel, stride, padding):
+        c, h, w = in_shape
+        return torch.zeros(levels.shape[0], out_channels * h * w, dtype=torch.float64)
+
+    _pretend_kernel(monkeypatch, wrong)
+    conv = SlicedConv(torch.ones(4, 2, 3, 3, dtype=torch.float64), (1, 1), (1, 1), 1, 1, 11)
+    with pytest.warns(RuntimeWarning, match="convolution kernel is not used on cpu: its currents differ"):
+        assert not conv.uses_kernel("cpu")
+    x = torch.ones(2, 2 * 16)
+    assert float(conv(x, (2, 4, 4)).min()) > 0.0  # im2col + GEMM
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_with_a_warning(monkeypatch):
+    def fails(*args):
+        raise RuntimeError("out of resources: shared memory")
+
+    _pretend_kernel(monkeypatch, fails)
+    torch_conv._KERNEL_OK["cpu"] = True  # the probe passed; one layer's configuration then fails
+    conv = SlicedConv(torch.ones(4, 2, 3, 3, dtype=torch.float64), (1, 1), (1, 1), 1, 1, 11)
+    assert conv.uses_kernel("cpu")
+    with pytest.warns(RuntimeWarning, match="RuntimeError: out of resources"):
+        got = conv(torch.ones(2, 2 * 16), (2, 4, 4))
+    assert not conv.uses_kernel("cpu")
+    assert torch.equal(got, conv(torch.ones(2, 2 * 16), (2, 4, 4)))
+
+
+def test_weights_too_small_to_slice_take_the_float64_path():
+    assert SlicedConv.takes(torch.zeros(3)) and SlicedConv.takes(torch.full((3,), 2.0 ** -900))
+    assert not SlicedConv.takes(torch.full((3,), 2.0 ** -1030, dtype=torch.float64))
 
 
 def test_fixed_point_weights_give_exact_integer_currents():
