@@ -64,7 +64,8 @@ def _conv_name(variant, device):
     cuDNN; torch's conv2d on a CPU)."""
     sliced, f64, implicit = CONV_VARIANTS[variant] or [getattr(module, knob) for module, knob in KNOBS]
     if sliced:
-        return "sliced implicit gemm" if implicit and torch_triton.available(device) else "sliced tf32"
+        kernel = implicit and torch_triton.available(device) and torch_conv.kernel_ok(device)
+        return "sliced implicit gemm" if kernel else "sliced tf32"
     return f"float64 {f64}" if device.startswith("cuda") else "float64 conv2d"
 
 

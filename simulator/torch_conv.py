@@ -111,6 +111,7 @@ class SlicedConv:
         amax = float(weight64.abs().max())
         self.zero = amax == 0.0
         self._packed = self._scales = None  # the kernel's weights, made on its first call
+        self._broken = False  # the kernel failed to compile or launch for this convolution
         if self.zero:
             return
         e = math.frexp(amax)[1]  # amax < 2^e
@@ -146,8 +147,8 @@ class SlicedConv:
         """Whether calls on `device` run torch_triton's implicit-GEMM kernel (CUDA, one group, levels exact in
         float16, the kernel checked on this device) rather than im2col + GEMM: the same currents, the patches
         never written."""
-        return (IMPLICIT and not self.zero and self.groups == 1 and self.max_level <= FLOAT16_EXACT
-                and torch_triton.available(device) and kernel_ok(device))
+        return (IMPLICIT and not self.zero and not self._broken and self.groups == 1
+                and self.max_level <= FLOAT16_EXACT and torch_triton.available(device) and kernel_ok(device))
 
     def level_dtype(self, device):
         """The dtype calls on `device` take the levels in: float16 for the kernel, float32 for the GEMM path."""
@@ -166,7 +167,10 @@ class SlicedConv:
             try:
                 return self._kernel(levels, in_shape)
             except Exception as err:  # noqa: BLE001 -- a configuration that does not compile or launch here
-                _no_kernel(levels.device, f"{type(err).__name__}: {err}")
+                self._broken = True
+                warnings.warn(f"the Triton convolution kernel failed on {levels.device} for a {self.out_channels}-"
+                              f"channel {self.kh}x{self.kw} convolution of {in_shape} ({type(err).__name__}: "
+                              f"{err}); this convolution runs as im2col + GEMM", RuntimeWarning, stacklevel=2)
         return self._gemm(levels, in_shape)
 
     def _kernel(self, levels, in_shape):
@@ -196,13 +200,13 @@ _KERNEL_OK = {}  # device -> whether the sliced-conv kernel gave the GEMM path's
 
 def kernel_ok(device):
     """Whether torch_triton's sliced-conv kernel gives the GEMM path's currents on `device`: checked once per device
-    and process on a probe (5 and 11 slices, 1 and 70 output channels, stride, padding, negative levels); a
+    and process on a probe (5 and 11 slices, 16 and 70 output channels, stride, padding, negative levels); a
     compile error or any differing current warns once and sliced convolutions use im2col + GEMM there."""
     key = str(torch.device(device))
     if key not in _KERNEL_OK:
         gen = torch.Generator().manual_seed(0)
         problem = None
-        for c, o, stride, max_level in ((8, 70, (1, 1), 4), (8, 1, (2, 1), FLOAT16_EXACT)):
+        for c, o, stride, max_level in ((8, 70, (1, 1), 4), (8, 16, (2, 1), FLOAT16_EXACT)):
             w = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64).to(device)
             conv = SlicedConv(w, stride, (1, 2), 1, max_level, SlicedConv.bits_for(c * 9, max_level))
             levels = torch.randint(-max_level, max_level + 1, (3, c * 81), generator=gen).to(device)

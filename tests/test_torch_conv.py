@@ -164,11 +164,11 @@ def test_a_kernel_that_fails_to_compile_falls_back_with_a_warning(monkeypatch):
 
     _pretend_kernel(monkeypatch, fails)
     torch_conv._KERNEL_OK["cpu"] = True  # the probe passed; one layer's configuration then fails
-    conv = SlicedConv(torch.ones(4, 2, 3, 3, dtype=torch.float64), (1, 1), (1, 1), 1, 1, 11)
+    conv, other = (SlicedConv(torch.ones(4, 2, 3, 3, dtype=torch.float64), (1, 1), (1, 1), 1, 1, 11) for _ in "ab")
     assert conv.uses_kernel("cpu")
-    with pytest.warns(RuntimeWarning, match="RuntimeError: out of resources"):
+    with pytest.warns(RuntimeWarning, match=r"4-channel 3x3 convolution of \(2, 4, 4\) \(RuntimeError: out of res"):
         got = conv(torch.ones(2, 2 * 16), (2, 4, 4))
-    assert not conv.uses_kernel("cpu")
+    assert not conv.uses_kernel("cpu") and other.uses_kernel("cpu")  # that convolution only
     assert torch.equal(got, conv(torch.ones(2, 2 * 16), (2, 4, 4)))
 
 
