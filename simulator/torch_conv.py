@@ -202,37 +202,22 @@ def kernel_ok(device):
     """Whether torch_triton's sliced-conv kernel gives the GEMM path's currents on `device`: checked once per device
     and process on a probe (5 and 11 slices, 16 and 70 output channels, stride, padding, negative levels); a
     compile error or any differing current warns once and sliced convolutions use im2col + GEMM there."""
-    key = str(torch.device(device))
-    if key not in _KERNEL_OK:
-        gen = torch.Generator().manual_seed(0)
-        problem = None
-        for c, o, stride, max_level in ((8, 70, (1, 1), 4), (8, 16, (2, 1), FLOAT16_EXACT)):
-            w = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64).to(device)
-            conv = SlicedConv(w, stride, (1, 2), 1, max_level, SlicedConv.bits_for(c * 9, max_level))
-            levels = torch.randint(-max_level, max_level + 1, (3, c * 81), generator=gen).to(device)
-            try:
-                got = conv._kernel(levels.to(torch.float16), (c, 9, 9))
-            except Exception as err:  # noqa: BLE001 -- any compile or launch failure means: use the GEMM path
-                problem = f"{type(err).__name__}: {err}"
-                break
-            want = conv._gemm(levels.to(torch.float32), (c, 9, 9)) + 0.0  # -0.0 -> +0.0, as the kernel gives
-            if not torch.equal(got.view(torch.int64), want.view(torch.int64)):
-                problem = f"its currents differ from im2col + GEMM ({len(conv.scales)} slices, {o} channels)"
-                break
-        if problem:
-            _no_kernel(device, problem)
-        else:
-            _KERNEL_OK[key] = True
-    return _KERNEL_OK[key]
+    return torch_triton.checked_once(_KERNEL_OK, device, _probe, "convolution kernel",
+                                     "sliced convolutions run as im2col + GEMM")
 
 
-def _no_kernel(device, problem):
-    """Sliced convolutions on `device` use im2col + GEMM from now on, with a warning saying why."""
-    key = str(torch.device(device))
-    if _KERNEL_OK.get(key, True):
-        warnings.warn(f"the Triton convolution kernel is not used on {key}: {problem}; sliced convolutions run as "
-                      "im2col + GEMM", RuntimeWarning, stacklevel=3)
-    _KERNEL_OK[key] = False
+def _probe(device):
+    """None if the kernel's currents equal the GEMM path's bit for bit on the probe, else which differ."""
+    gen = torch.Generator().manual_seed(0)
+    for c, o, stride, max_level in ((8, 70, (1, 1), 4), (8, 16, (2, 1), FLOAT16_EXACT)):
+        w = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64).to(device)
+        conv = SlicedConv(w, stride, (1, 2), 1, max_level, SlicedConv.bits_for(c * 9, max_level))
+        levels = torch.randint(-max_level, max_level + 1, (3, c * 81), generator=gen).to(device)
+        got = conv._kernel(levels.to(torch.float16), (c, 9, 9))
+        want = conv._gemm(levels.to(torch.float32), (c, 9, 9)) + 0.0  # -0.0 -> +0.0, as the kernel gives
+        if not torch.equal(got.view(torch.int64), want.view(torch.int64)):
+            return f"its currents differ from im2col + GEMM ({len(conv.scales)} slices, {o} channels)"
+    return None
 
 
 def _gemm_tf32(x, weight, stride, padding, groups, levels_fit=True):

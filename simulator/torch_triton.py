@@ -336,6 +336,24 @@ def ec_outputs(total, prev, t, func, group, eps):
     return out
 
 
+def checked_once(cache, device, probe, what, instead):
+    """Whether a kernel passes its probe on `device`, run once per device and process (results in `cache`):
+    probe(device) returns None or what differs, and an error it raises (a compile or launch failure) counts as a
+    difference. A difference warns once, naming the kernel, the device and the reason; the caller then takes its
+    other path (`instead` says which)."""
+    key = str(torch.device(device))
+    if key not in cache:
+        try:
+            problem = probe(device)
+        except Exception as err:  # noqa: BLE001 -- any compile or launch failure means: the other path
+            problem = f"{type(err).__name__}: {err}"
+        if problem:
+            warnings.warn(f"the Triton {what} is not used on {key}: {problem}; {instead}", RuntimeWarning,
+                          stacklevel=3)
+        cache[key] = problem is None
+    return cache[key]
+
+
 _EC_CHECKED = {}  # device -> whether the EC kernel reproduced the engine on the probe
 
 
@@ -343,33 +361,23 @@ def ec_kernel_ok(device):
     """Whether the EC kernel gives the engine's bits on `device`: checked once per device and process on a probe
     (every function, two steps, zeros, ties, both erf branches, exp's range ends) against kernels.ec_outputs. A
     compile error or a mismatch warns once and the torch backend computes F on the host instead."""
-    key = str(torch.device(device))
-    if key not in _EC_CHECKED:
-        rng = np.random.default_rng(0)
-        b, group = 3, 16
-        problem = None
-        for func in (K.EC_GELU, K.EC_LAYERNORM, K.EC_SOFTMAX):
-            prev = rng.normal(0, 1, (b, 4 * group))
-            prev_dev = torch.tensor(prev, device=device)  # a copy: the engine updates prev in place
-            for t in range(2):
-                total = rng.normal(0, 2, prev.shape) * 2.0 ** rng.integers(-4, 5, prev.shape)
-                total[:, ::5] = 0.0
-                total[:, 1::7] = total[:, 2::7]  # ties
-                total[0, :4] = [9.0, -9.0, 4.0, -1500.0]
-                want = K.ec_outputs(total.copy(), prev, t, func, group, 1e-5)
-                try:
-                    got = ec_outputs(torch.tensor(total, device=device), prev_dev, t, func, group, 1e-5)
-                    same = np.array_equal(got.cpu().numpy(), want) and np.array_equal(prev_dev.cpu().numpy(), prev)
-                except Exception as err:  # noqa: BLE001 -- any compile or launch failure means: use the host
-                    problem = f"{type(err).__name__}: {err}"
-                    break
-                if not same:
-                    problem = f"its outputs differ from the engine's (EC function {func}, step {t})"
-                    break
-            if problem:
-                break
-        if problem:
-            warnings.warn(f"the Triton EC kernel is not used on {key}: {problem}; EC functions run on the host",
-                          RuntimeWarning, stacklevel=2)
-        _EC_CHECKED[key] = problem is None
-    return _EC_CHECKED[key]
+    return checked_once(_EC_CHECKED, device, _ec_probe, "EC kernel", "EC functions run on the host")
+
+
+def _ec_probe(device):
+    """None if the EC kernel's outputs equal kernels.ec_outputs' on the probe, else which differ."""
+    rng = np.random.default_rng(0)
+    b, group = 3, 16
+    for func in (K.EC_GELU, K.EC_LAYERNORM, K.EC_SOFTMAX):
+        prev = rng.normal(0, 1, (b, 4 * group))
+        prev_dev = torch.tensor(prev, device=device)  # a copy: the engine updates prev in place
+        for t in range(2):
+            total = rng.normal(0, 2, prev.shape) * 2.0 ** rng.integers(-4, 5, prev.shape)
+            total[:, ::5] = 0.0
+            total[:, 1::7] = total[:, 2::7]  # ties
+            total[0, :4] = [9.0, -9.0, 4.0, -1500.0]
+            want = K.ec_outputs(total.copy(), prev, t, func, group, 1e-5)
+            got = ec_outputs(torch.tensor(total, device=device), prev_dev, t, func, group, 1e-5)
+            if not (np.array_equal(got.cpu().numpy(), want) and np.array_equal(prev_dev.cpu().numpy(), prev)):
+                return f"its outputs differ from the engine's (EC function {func}, step {t})"
+    return None
