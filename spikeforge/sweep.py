@@ -116,6 +116,7 @@ def load_spec(path) -> dict:
         data["path"] = os.path.join(where, str(data["path"]))
         if not os.path.isfile(data["path"]):
             fail(f"[data] path {data['path']}: no such file")
+        _check_data_file(data["path"], "model" in net, fail)
     elif data.get("name", "digits") != "digits":
         fail(f"[data] unknown dataset {data.get('name')!r} (give name = 'digits' or path = 'file.npz' with "
              "x_train, y_train, x_test, y_test)")
@@ -123,6 +124,32 @@ def load_spec(path) -> dict:
         fail(f"[data] test_samples must be an integer >= 1, got {data['test_samples']!r}")
     spec["store"] = os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0] + "-results"))
     return spec
+
+
+def _check_data_file(path, train, fail):
+    """The .npz of [data] path holds x_test and y_test (and x_train, y_train when a model is trained here): numeric
+    arrays, one integer label per sample. Checked when the spec is read, not on every point."""
+    needed = (("x_train", "y_train") if train else ()) + ("x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = list(getattr(z, "files", ()))
+            arrays = {k: z[k] for k in needed if k in files}
+    except (OSError, ValueError, EOFError) as exc:  # (a SweepSpecError is a ValueError: fail outside this block)
+        arrays = exc
+    if isinstance(arrays, Exception):
+        fail(f"[data] path {path}: not a readable .npz ({' '.join(str(arrays).split()) or type(arrays).__name__})")
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        fail(f"[data] path {path}: no array {', '.join(missing)} (it holds {', '.join(files) or 'no named arrays'}; "
+             f"a sweep needs {', '.join(needed)})")
+    for x, y in zip(needed[::2], needed[1::2]):
+        if arrays[x].dtype.kind not in "biuf" or arrays[x].ndim < 2:
+            fail(f"[data] path {path}: {x} must be numeric samples (N, *input shape), got {arrays[x].dtype} "
+                 f"{arrays[x].shape}")
+        if arrays[y].ndim != 1 or arrays[y].dtype.kind not in "biu":
+            fail(f"[data] path {path}: {y} must be integer class labels (N,), got {arrays[y].dtype} {arrays[y].shape}")
+        if len(arrays[x]) != len(arrays[y]) or not len(arrays[x]):
+            fail(f"[data] path {path}: {x} has {len(arrays[x])} samples but {y} {len(arrays[y])} labels")
 
 
 def _check_model(spec_text, fail):

@@ -104,6 +104,42 @@ def test_spec_errors_name_the_key(tmp_path):
         sweep.load_spec(p)
 
 
+def _data_spec(tmp_path, network, **arrays):
+    np.savez(tmp_path / "data.npz", **arrays)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[network]\n{network}\n[data]\npath = "data.npz"\n[axes]\nT = [2]\n')
+    return spec
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x_train=np.zeros((5, 64)), y_train=np.zeros(5, int), x_test=np.zeros((3, 64))),
+     "no array y_test (it holds x_train, y_train, x_test; a sweep needs x_train, y_train, x_test, y_test)"),
+    (dict(x=np.zeros((5, 64)), y=np.zeros(5, int)), "no array x_train, y_train, x_test, y_test (it holds x, y;"),
+    (dict(x_train=np.zeros((5, 64)), y_train=np.zeros(4, int), x_test=np.zeros((3, 64)), y_test=np.zeros(3, int)),
+     "x_train has 5 samples but y_train 4 labels"),
+    (dict(x_train=np.zeros((5, 64)), y_train=np.zeros(5), x_test=np.zeros((3, 64)), y_test=np.zeros(3, int)),
+     "y_train must be integer class labels (N,), got float64 (5,)"),
+    (dict(x_train=np.zeros(5), y_train=np.zeros(5, int), x_test=np.zeros((3, 64)), y_test=np.zeros(3, int)),
+     "x_train must be numeric samples (N, *input shape), got float64 (5,)"),
+])
+def test_sweep_data_file_is_checked_when_the_spec_is_read(tmp_path, arrays, message):
+    """A model trained here needs x_train, y_train, x_test, y_test: a missing or mismatched array is refused before
+    any point runs (it used to fail every point with a KeyError)."""
+    spec = _data_spec(tmp_path, 'model = "spikeforge.models:DigitsMLP"', **arrays)
+    with pytest.raises(sweep.SweepSpecError, match="data.npz: ") as err:
+        sweep.load_spec(spec)
+    assert message in str(err.value)
+
+
+def test_sweep_of_a_network_file_needs_only_test_arrays(tmp_path):
+    (tmp_path / "net.h5").write_bytes(b"")  # load_spec checks that it exists; the simulator reads it
+    spec = _data_spec(tmp_path, 'file = "net.h5"', x_test=np.zeros((3, 64)), y_test=np.zeros(3, int))
+    assert sweep.load_spec(spec)["data"]["path"].endswith("data.npz")
+    (tmp_path / "data.npz").write_text("not an npz")
+    with pytest.raises(sweep.SweepSpecError, match="data.npz: not a readable .npz"):
+        sweep.load_spec(spec)
+
+
 def _run_cli(argv, cwd):
     return subprocess.run([sys.executable, "-m", "spikeforge.cli", *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
