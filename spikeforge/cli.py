@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import uuid
 
 from spikeforge import __version__
@@ -736,8 +737,8 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
         return 0
     except (ValueError, OSError) as exc:  # UserError (every error type of ours), missing / unreadable files
-        if args.debug:
-            raise
+        if args.debug:  # the traceback too, and still the user error's exit code
+            traceback.print_exc()
         print(f"spikeforge {args.command}: error: {_user_message(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -745,9 +746,10 @@ def main(argv=None):
         return 130
     except Exception as exc:  # a bug of ours: say so in one line, keep the traceback for --debug
         if args.debug:
-            raise
-        print(f"spikeforge {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(run again with --debug for the traceback)", file=sys.stderr)
+            traceback.print_exc()
+        hint = "" if args.debug else " (run again with --debug for the traceback)"
+        print(f"spikeforge {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}",
+              file=sys.stderr)
         return 1
     if args.command == "demo":
         print(f"done in {time.time() - t0:.1f} s")

@@ -74,6 +74,25 @@ def test_cli_reports_bad_files_without_a_traceback(tmp_path, capsys):
     assert "not a readable HDF5 file" in err and "Traceback" not in err
 
 
+def test_debug_shows_the_traceback_and_keeps_the_exit_codes(tmp_path, capsys, monkeypatch):
+    """--debug adds the traceback; a user error still exits 2 (scripts test the code), a bug of ours 1."""
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"garbage")
+    assert main(["inspect", str(bad), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("spikeforge inspect: error: ")
+    import spikeforge.cli as cli
+
+    def broken(args):
+        raise KeyError("oops")
+    monkeypatch.setitem(cli.COMMANDS, "inspect", broken)
+    assert main(["inspect", str(bad), "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: KeyError: 'oops'" in err and "run again" not in err
+    assert main(["inspect", str(bad)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, digits, capsys):
     """--target maps the network (Loihi limits: more cores than layers); inspect prints per-layer core loads
     against the target and writes the PNG; the mapped file simulates like the unmapped one."""
