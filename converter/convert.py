@@ -480,12 +480,52 @@ def _unique(name, used):
     return name
 
 
+CALIBRATION_BATCH = 128  # samples per batch when the calibration data come as one array (as convert_pipeline's)
+
+
+def _calibration_batches(calibration) -> list:
+    """The calibration data as a list of float tensors (batch, *input shape): one tensor or array of samples (split
+    into CALIBRATION_BATCH-sample batches), or an iterable of batches, where a batch may be an (inputs, labels, ...)
+    tuple or list, as data loaders yield (the inputs are taken). Anything else is refused naming the batch."""
+    if isinstance(calibration, (torch.Tensor, np.ndarray)):
+        x = torch.as_tensor(calibration)
+        if x.ndim < 2 or not len(x):
+            raise ConversionError(f"calibration samples must be shaped (N, *input shape) with N >= 1, got "
+                                  f"{tuple(x.shape)}")
+        return list(torch.split(x, CALIBRATION_BATCH))
+    try:
+        items = iter(calibration)
+    except TypeError:
+        raise ConversionError(f"calibration must be a tensor or array of samples (N, *input shape) or an iterable "
+                              f"of batches, got {type(calibration).__name__}") from None
+    batches = []
+    for i, batch in enumerate(items):
+        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (torch.Tensor, np.ndarray)):
+            batch = batch[0]  # (inputs, labels) from a data loader
+        if not isinstance(batch, (torch.Tensor, np.ndarray)):
+            raise ConversionError(f"calibration batch {i} is a {type(batch).__name__}, not a tensor or array of "
+                                  "samples (batch, *input shape)")
+        batch = torch.as_tensor(batch)
+        if batch.ndim < 2 or batch.dtype == torch.bool or batch.is_complex():
+            raise ConversionError(f"calibration batch {i} must be real samples (batch, *input shape), got "
+                                  f"{batch.dtype} {tuple(batch.shape)} (pass one tensor of samples, or a list of "
+                                  "batches)")
+        if batches and batch.shape[1:] != batches[0].shape[1:]:
+            raise ConversionError(f"calibration batch {i} has samples of shape {tuple(batch.shape[1:])}, batch 0 "
+                                  f"{tuple(batches[0].shape[1:])}")
+        batches.append(batch)
+    if not batches:
+        raise ConversionError("no calibration batches given")
+    return batches
+
+
 def convert(model: nn.Module, calibration, norm: str = "max", percentile: float = 99.99,
             v_init_fraction: float = 0.5, name: str | None = None, progress=None, neuron: str = "if",
             tau: int = 4, payload: str = "graded", pooling: str = "fold", levels: int = 4) -> Network:
     """Convert a trained ANN into a `Network` of spiking neurons with soft reset.
 
-    calibration: an iterable of input batches (tensors) used for data-based thresholds;
+    calibration: the samples for data-based thresholds: a tensor or array (N, *input shape), or an iterable of
+    batches (tensors, or (inputs, labels) pairs as a DataLoader yields);
     norm: "max" or "percentile"; neuron: "if", "group" (τ members, Lv et al.) or "multi_threshold" (ECMT:
     `levels` n, positive levels only since the layers are ReLU, base threshold θ = data threshold / 2^(n-1) so
     the top level is the data threshold, v0 = 0 since the levels already round; payload "graded" or "parallel");
@@ -501,9 +541,9 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
         raise ValueError(f"norm must be 'max' or 'percentile', got {norm!r}")
     if neuron not in ("if", "group", "multi_threshold"):
         raise ValueError(f"neuron must be 'if', 'group' or 'multi_threshold', got {neuron!r}")
-    batches = [torch.as_tensor(b) for b in calibration]
-    if not batches:
-        raise ConversionError("no calibration batches given")
+    batches = _calibration_batches(calibration)
+    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), torch.get_default_dtype())
+    batches = [b.to(dtype) for b in batches]  # e.g. float64 or uint8 arrays for a float32 model
     was_training = model.training
     model.eval()
     try:

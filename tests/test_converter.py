@@ -128,6 +128,44 @@ def test_qcfs_and_clip_thresholds_come_from_the_activation():
     np.testing.assert_allclose(net.populations[1].v_init, 1.25)
 
 
+def _same_network(a, b):
+    assert [(p.name, p.model, p.shape) for p in a.populations] == [(p.name, p.model, p.shape) for p in b.populations]
+    for p, q in zip(a.populations, b.populations):
+        np.testing.assert_array_equal(p.threshold, q.threshold)
+        np.testing.assert_array_equal(p.v_init, q.v_init)
+    for p, q in zip(a.projections, b.projections, strict=True):
+        np.testing.assert_array_equal(p.weight, q.weight)
+
+
+def test_calibration_as_one_array_or_a_loader_of_pairs_equals_a_list_of_batches():
+    """convert takes the samples as one tensor / array (split in 128-sample batches, as convert_pipeline does) or
+    a DataLoader of (inputs, labels) pairs; the thresholds are the same as from the list of those batches."""
+    torch.manual_seed(0)
+    model = _randomize_bn(DigitsResNet(width=8))
+    x = torch.rand(300, 1, 8, 8)
+    ref = convert(model, list(torch.split(x, 128)), norm="percentile", percentile=99.0)
+    _same_network(ref, convert(model, x, norm="percentile", percentile=99.0))
+    _same_network(ref, convert(model, x.double().numpy(), norm="percentile", percentile=99.0))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(300, dtype=torch.long)),
+                                         batch_size=128)
+    _same_network(ref, convert(model, loader, norm="percentile", percentile=99.0))
+
+
+@pytest.mark.parametrize("calibration, message", [
+    (torch.rand(64), "calibration samples must be shaped (N, *input shape) with N >= 1, got (64,)"),
+    ([{"x": torch.rand(2, 1, 8, 8)}], "calibration batch 0 is a dict, not a tensor or array"),
+    ([torch.rand(2, 1, 8, 8), torch.rand(2, 64)], "calibration batch 1 has samples of shape (64,), batch 0 (1, 8, 8)"),
+    ([torch.rand(4)], "calibration batch 0 must be real samples (batch, *input shape), got torch.float32 (4,)"),
+    (5, "calibration must be a tensor or array of samples (N, *input shape) or an iterable of batches, got int"),
+    ([], "no calibration batches given"),
+])
+def test_bad_calibration_data_is_named(calibration, message):
+    model = DigitsResNet(width=8).eval()
+    with pytest.raises(ConversionError) as err:
+        convert(model, calibration)
+    assert message in str(err.value)
+
+
 def test_unsupported_modules_are_all_listed_with_fx_names():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
                           nn.Linear(36, 2), nn.Tanh())
