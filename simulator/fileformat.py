@@ -59,8 +59,8 @@ class NetworkFileError(UserError):
 
     def __init__(self, where: str, problem: str, path=None):
         self.where, self.problem, self.path = where, problem, path
-        prefix = f"{path}: " if path else ""
-        super().__init__(f"{prefix}{where}: {problem}")
+        names = [str(n) for n in (path, where if where not in ("", "/") else None) if n]  # (the root needs no name)
+        super().__init__(": ".join(names + [problem]))
 
 
 def parse_version(text: str, where="/", path=None) -> tuple:
