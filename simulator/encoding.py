@@ -78,8 +78,8 @@ class Encoding:
         if bad.size:
             b = bad[0]
             raise ValueError(f"inputs: the {self.name} encoding needs values in [0, 1], but sample {first + b} has "
-                             f"values in [{flat[b].min():.4g}, {flat[b].max():.4g}]; rescale the inputs or pass "
-                             "clip=True to clip them to [0, 1]")
+                             f"values in [{flat[b].min():.4g}, {flat[b].max():.4g}]; rescale the inputs or clip "
+                             f"them to [0, 1] (encoding=Encoding({self.name!r}, clip=True); encode(..., clip=True))")
         return flat
 
 

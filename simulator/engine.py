@@ -35,6 +35,7 @@ class Result:
     traces:      (B, T, len(trace)) float64 membrane after each step, for the traced neurons
     flows:       (T, flows) int64 packets of each core-to-core flow per step, summed over samples (record_links);
                  flow k goes from core flow_src[k] to core flow_dst[k] (hwmodels.noc routes them over links)
+    backend, device: what ran it ("numba", "cpu"; "torch", "cuda:0"; backend="auto" says which it chose)
     """
 
     output: np.ndarray
@@ -48,6 +49,8 @@ class Result:
     flows: np.ndarray | None = None
     flow_src: np.ndarray | None = None
     flow_dst: np.ndarray | None = None
+    backend: str | None = None
+    device: str | None = None
 
     def counter(self, name) -> np.ndarray:
         """(T, cores) array of one counter, summed over samples."""
@@ -82,20 +85,30 @@ def _check_inputs(flat, inputs, T):
     x = np.asarray(inputs, dtype=np.float64)
     inp = flat.net.input
     shape = tuple(inp.shape)
-    if x.ndim == len(shape) + 2 and len(x) and x.shape[1] == T and x.shape[2:] == shape:
+    if x.ndim >= 2 and len(x) and x.shape[1] == T and _same_layout(x.shape[2:], shape, inp.size):
         x = x.reshape(len(x), T, -1)
-    elif x.ndim >= 1 and len(x) and x.reshape(len(x), -1).shape[1] == inp.size:
+    elif x.ndim >= 1 and len(x) and _same_layout(x.shape[1:], shape, inp.size):
         x = x.reshape(len(x), 1, -1)
     else:
         dims = ", ".join(map(str, shape))
-        raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {shape} and T={T}: "
-                         f"expected (batch, {dims}) (the same input every step) or (batch, {T}, {dims}) (one frame "
-                         "per step)")
+        other = " (another layout, e.g. channels last, is not reordered)" if x.ndim >= 2 and \
+            x[:1].size == inp.size else ""
+        raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {shape} and T={T}"
+                         f"{other}: expected (batch, {dims}) (the same input every step) or (batch, {T}, {dims}) (one "
+                         f"frame per step), the input flattened to {inp.size} values, or with dimensions of size 1 "
+                         "left out or added")
     if not np.isfinite(x.sum(axis=(1, 2))).all():  # one pass; a finite sample sums to inf only when it overflows
         bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
         if bad.size:
             raise ValueError(f"input sample {bad[0]} contains NaN or inf")
     return x
+
+
+def _same_layout(dims, shape, size) -> bool:
+    """Whether samples of shape `dims` are the input of `shape` in its own (C) order: the same shape, flattened, or
+    differing only by dimensions of size 1 ((8, 8) for (1, 8, 8)); not a permutation such as channels last."""
+    dims = tuple(dims)
+    return dims == shape or dims == (size,) or [d for d in dims if d != 1] == [d for d in shape if d != 1]
 
 
 BACKENDS = ("numba", "torch", "auto")
@@ -136,7 +149,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     if isinstance(sample_offset, bool) or not isinstance(sample_offset, (int, np.integer)) or sample_offset < 0:
         raise ValueError(f"sample_offset must be an integer >= 0, got {sample_offset!r}")
     T = int(T)
-    simulate, chunk_size, engine_order = _backend(backend, device, record_links)
+    simulate, chunk_size, engine_order, ran_on = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
     x = _check_inputs(flat, inputs, T)
@@ -190,7 +203,8 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     counters[:, :, nd:] = static[None, :, :] * B
     per_sample[:, nd:] = static.sum(axis=0)[None, :] * T
     output = np.concatenate(outputs)[:, _inverse(flat.perms[readout])].reshape(B, *net.readout.shape)
-    result = Result(output, counters, per_sample, T, core_population=net.cores.population.copy())
+    result = Result(output, counters, per_sample, T, core_population=net.cores.population.copy(), backend=ran_on[0],
+                    device=ran_on[1])
     if record_links:
         result.flows, result.flow_src, result.flow_dst = flows, routing.flow_src.copy(), routing.flow_dst.copy()
     if record_counts:
@@ -235,29 +249,38 @@ def _input_kind(x, spikes, enc):
     return True, bool((x > 1).any())
 
 
+def _size(n_bytes) -> str:
+    """A byte count as people read it: 1.5 GiB, 12 MiB, 1 KiB, 100 bytes (binary units, as --max-memory takes)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
 def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
     """Refuse, before any work, a run whose step-resolved results would not fit (a ValueError with the estimate)."""
     per_step = 8 * (flat.n_cores * K.N_DYNAMIC_COUNTERS + recording.n_flows + recording.n_trace) + recording.n_rec
     need = T * (chunk * per_step + n_samples * (recording.n_rec + 8 * recording.n_trace)
                 + 8 * flat.n_cores * len(COUNTERS) + 8 * recording.n_flows)
+    bound = "by max_bytes"
     if max_bytes is None:
+        bound = "(half of this machine's memory)"
         try:
             max_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
         except (ValueError, OSError, AttributeError):
             return
     if need > max_bytes:
-        raise ValueError(f"T={T} with {n_samples} samples ({chunk} per chunk) needs about {need / 2**30:.1f} GiB for "
-                         f"the per-step counters, rasters and traces, more than the {max_bytes / 2**30:.1f} GiB "
-                         "allowed (half of this machine's memory); lower T, the batch size or what is recorded, "
-                         "or raise max_bytes")
+        raise ValueError(f"T={T} with {n_samples} samples ({chunk} per chunk) needs about {_size(need)} for "
+                         f"the per-step counters, rasters and traces, more than the {_size(max_bytes)} allowed "
+                         f"{bound}; lower T, the batch size or what is recorded, or raise max_bytes")
 
 
 def _backend(backend, device, record_links):
-    """(simulate, chunk_size, engine_order) of a backend: simulate(flat, X, T, readout, routing, recording,
-    spikes_in, counts_in) -> run_batch's arrays (X: (B, 1 or T, input size); spikes_in: the input's work counts as
-    synaptic operations, not MACs; counts_in: an input value n is n spikes, events of multiplicity n);
+    """(simulate, chunk_size, engine_order, ran_on) of a backend: simulate(flat, X, T, readout, routing,
+    recording, spikes_in, counts_in) -> run_batch's arrays (X: (B, 1 or T, input size); spikes_in: the input's work
+    counts as synaptic operations, not MACs; counts_in: an input value n is n spikes, events of multiplicity n);
     chunk_size(flat, T, recording) -> the default samples per chunk; engine_order: whether X comes in the engine's
-    neuron order (numba) or the canonical one (torch)."""
+    neuron order (numba) or the canonical one (torch); ran_on: (backend, device) that runs, "auto" resolved."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
@@ -268,7 +291,7 @@ def _backend(backend, device, record_links):
         return (lambda flat, X, T, readout, routing, recording, spikes_in, counts_in: K.run_batch(
             X, T, flat.n_cores, readout, _input_as_counts(flat.pops) if counts_in else flat.pops,
             _input_as_spikes(flat.projs) if spikes_in else flat.projs, routing, recording),
-            lambda flat, T, recording: 64, True)
+            lambda flat, T, recording: 64, True, ("numba", "cpu"))
     try:
         import torch
 
@@ -286,7 +309,10 @@ def _backend(backend, device, record_links):
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
         return torch_backend.run_batch(flat.plans[key], X, T, readout, recording, spikes_in, counts_in)
-    return simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # the device it runs on, by its index
+    return (simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False,
+            ("torch", str(dev)))
 
 
 def _input_as_spikes(projs):

@@ -610,7 +610,8 @@ def cmd_simulate(args):
     # everything is computed before anything is written; both files carry the same run id (the .npz also holds the
     # summary), so a reader can tell a pair that belongs together
     summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
-               "backend": args.backend, "encoding": inputs.text, "wall_s": wall, "totals": res.totals(),
+               "backend": res.backend, "device": res.device, "encoding": inputs.text, "wall_s": wall,
+               "totals": res.totals(),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
     if args.events:
         summary["events_left_out"] = inputs.dropped.get(args.T, 0)
@@ -771,7 +772,7 @@ def _user_message(exc, args):
     text = _one_line(exc)
     if text.endswith("or raise max_bytes") and hasattr(args, "max_memory"):
         if args.max_memory is not None:
-            text = text.replace("allowed (half of this machine's memory)", "allowed by --max-memory")
+            text = text.replace("allowed by max_bytes", "allowed by --max-memory")
         text = text[:-len("max_bytes")] + "--max-memory (e.g. --max-memory 64G)"
     return text
 

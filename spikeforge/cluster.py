@@ -95,7 +95,8 @@ def merge_results(parts):
         raise ValueError("no results to merge")
     first = parts[0]
     merged = Result(np.concatenate([r.output for r in parts]), sum(r.counters for r in parts),
-                    np.concatenate([r.per_sample for r in parts]), first.T, core_population=first.core_population)
+                    np.concatenate([r.per_sample for r in parts]), first.T, core_population=first.core_population,
+                    backend=_which(r.backend for r in parts), device=_which(r.device for r in parts))
     merged.spike_counts = {k: np.concatenate([r.spike_counts[k] for r in parts]) for k in first.spike_counts}
     merged.spikes = {k: np.concatenate([r.spikes[k] for r in parts]) for k in first.spikes}
     if first.traces is not None:
@@ -104,6 +105,12 @@ def merge_results(parts):
         merged.flows = sum(r.flows for r in parts)
         merged.flow_src, merged.flow_dst = first.flow_src, first.flow_dst
     return merged
+
+
+def _which(names):
+    """What the shards ran on: one name, or the distinct names joined ("cpu, cuda:0") when workers differ."""
+    names = sorted({n for n in names if n is not None})
+    return ", ".join(names) if names else None
 
 
 def run_sharded(path, x, T, client, shards=None, progress=None, **kwargs):

@@ -249,8 +249,9 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "core and per powered chip, where the target publishes it) over the latency. Input path: analog input "
            "is counted as MACs on the first layer, spike-encoded input (0/1 frames, encoders) as synaptic ops on "
            "the cores it feeds; its energy is part of the dynamic energy.", "", table, "",
-           "Validation band of each target (published chip measurements vs this model, "
-           "benchmarks/validate_targets.py; docs/TARGETS.md lists the rows):", "", bands, ""]
+           "Validation band of each target (published chip measurements vs this model; the rows are listed in "
+           "docs/TARGETS.md and computed by benchmarks/validate_targets.py, both in spikeforge's source tree, not "
+           "in the installed package):", "", bands, ""]
     if fixed_rows:
         md += ["## Fixed point", "", "Weights quantized to the target's weight bits with one scale per population, "
                "integer thresholds, per-step input rounded to integers, membrane saturating at the target's "

@@ -237,7 +237,7 @@ def test_max_memory_flag_bounds_simulate_and_report_and_is_named_in_the_refusal(
     assert main(base + ["--T", "2", "--max-memory", "1K"]) == 2
     err = _err(capsys)
     assert err.startswith("spikeforge simulate: error: T=2 with 20 samples")
-    assert "than the 0.0 GiB allowed by --max-memory;" in err
+    assert "than the 1 KiB allowed by --max-memory;" in err
     assert err.strip().endswith("or raise --max-memory (e.g. --max-memory 64G)") and "max_bytes" not in err
     assert not out.exists()
     # --T 10^9 needs hundreds of GiB: refused by the default bound (half of the machine's memory) before any work

@@ -96,6 +96,18 @@ def test_simulate_on_the_torch_backend_and_on_dask_writes_the_same_results(mappe
                 assert np.array_equal(arrays[key], value), (name, key)
         assert summary["totals"] == out["numba"][1]["totals"]
         assert summary["accuracy"] == out["numba"][1]["accuracy"]
+    ran = {name: (out[name][1]["backend"], out[name][1]["device"]) for name in runs}
+    assert ran == {"numba": ("numba", "cpu"), "torch": ("torch", "cpu"), "dask": ("numba", "cpu")}
+
+
+def test_backend_auto_records_the_backend_it_chose(mapped_file, digits, tmp_path):
+    """--backend auto takes torch on a GPU, numba otherwise; the summary says which ran, not 'auto'."""
+    np.savez(tmp_path / "test.npz", x=digits[2][:4].numpy())
+    assert main(["simulate", str(mapped_file), "--input", str(tmp_path / "test.npz"), "--T", "2", "--backend", "auto",
+                 "--out", str(tmp_path / "auto.npz")]) == 0
+    summary = json.loads((tmp_path / "auto.json").read_text())
+    assert (summary["backend"], summary["device"]) == (("torch", "cuda:0") if torch.cuda.is_available()
+                                                       else ("numba", "cpu"))
 
 
 def test_bad_backend_and_device_are_named(mapped_file, digits, tmp_path, capsys):

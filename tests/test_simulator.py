@@ -211,13 +211,33 @@ def test_bad_inputs_are_refused_clearly(converted):
         simulator.run(net, x[:1], 0)
 
 
+def test_inputs_in_the_input_shape_flattened_or_without_size_1_dimensions_give_the_same_run(converted):
+    """(N, 1, 8, 8), (N, 64), (N, 8, 8), (N, 8, 1, 8) and per-step frames (N, T, 64) hold the same values in the
+    same (C) order; (N, 4, 16), which has the right number of values in another layout (e.g. channels last), is
+    refused rather than read in the wrong order."""
+    net = converted["mlp"]
+    x = np.random.default_rng(0).random((3, 1, 8, 8))
+    ref = simulator.run(net, x, 4)
+    for shaped in (x.reshape(3, 64), x.reshape(3, 8, 8), x.reshape(3, 1, 1, 8, 8), x.reshape(3, 8, 1, 8)):
+        assert np.array_equal(simulator.run(net, shaped, 4).per_sample, ref.per_sample), shaped.shape
+    frames = np.repeat(x.reshape(3, 1, 64), 4, axis=1)
+    assert np.array_equal(simulator.run(net, frames, 4).output, ref.output)
+    with pytest.raises(ValueError, match=r"inputs of shape \(3, 4, 16\) do not fit the input population of shape "
+                                         r"\(1, 8, 8\) and T=4 \(another layout, e.g. channels last, is not "
+                                         r"reordered\)"):
+        simulator.run(net, x.reshape(3, 4, 16), 4)
+    with pytest.raises(ValueError, match=r"inputs of shape \(3, 4, 4, 16\) do not fit"):
+        simulator.run(net, np.repeat(x.reshape(3, 1, 4, 16), 4, axis=1), 4)
+
+
 def test_runs_too_large_for_memory_are_refused_before_work(converted):
     net = converted["mlp"]
     x = np.zeros((2, 1, 8, 8))
-    with pytest.raises(ValueError, match=r"T=1000000000 with 2 samples .* needs about .* GiB"):
+    with pytest.raises(ValueError, match=r"T=1000000000 with 2 samples .* needs about .* [GT]iB .* allowed \(half "
+                                         r"of this machine's memory\)"):
         simulator.run(net, x, 10**9)
-    with pytest.raises(ValueError, match="more than the 0.0 GiB allowed"):
-        simulator.run(net, x, 4, max_bytes=1000)
+    with pytest.raises(ValueError, match=r"needs about 2.62 KiB .* more than the 1000 bytes allowed by max_bytes"):
+        simulator.run(net, x, 4, max_bytes=1000)  # 4 steps x (2 samples x 4 cores x 6 + 4 cores x 9 counters) x 8 B
     assert simulator.run(net, x, 4, max_bytes=10**6).T == 4
 
 
