@@ -176,7 +176,13 @@ def _over(load, limits):
 
 
 def partition(net, limits, progress=None):
-    """[(population index, start, stop, CoreLoad)] with as few cores per population as the limits allow."""
+    """[(population index, start, stop, CoreLoad)] with as few cores per population as the limits allow. A network
+    whose neurons alone need more cores than the target has is refused before any fan-in is computed (minutes for
+    an ImageNet-size network)."""
+    capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
+    least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
+    if sum(least.values()) > capacity:
+        raise MappingError(_too_many_cores(least, limits, capacity, at_least=True))
     cores = []
     for pi, pop in enumerate(net.populations):
         k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
@@ -198,16 +204,22 @@ def partition(net, limits, progress=None):
         cores += [(pi, int(a), int(b), load) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
         if progress:
             progress(pop.name, k)
-    capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     if len(cores) > capacity:
         per_layer = {}
         for pi, *_ in cores:
             per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
-        top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
-        raise MappingError(f"the network needs {len(cores)} cores but the target has {int(limits['cores_per_chip'])} "
-                           f"cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
-                           f"({len(cores) / capacity:.2f}x over; largest layers {top})")
+        raise MappingError(_too_many_cores(per_layer, limits, capacity))
     return cores
+
+
+def _too_many_cores(per_layer, limits, capacity, at_least=False):
+    """The refusal of a network over the target's cores: what it needs, what there is, the largest layers."""
+    need = sum(per_layer.values())
+    top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
+    why = f" (its neurons alone, {int(limits['neurons_per_core'])} per core)" if at_least else ""
+    return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
+            f"{int(limits['cores_per_chip'])} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
+            f"({need / capacity:.2f}x over; largest layers {top})")
 
 
 # ------------------------------------------------------------------------------------------- placement

@@ -55,10 +55,26 @@ def test_a_neuron_over_the_axon_limit_is_named_with_the_excess():
         partition(_dense(50, 10), _limits(axons_per_core=40))
 
 
-def test_too_many_cores_names_the_capacity_and_the_largest_layer():
-    with pytest.raises(MappingError, match=r"needs 11 cores .* 4 cores per chip x 2 chips = 8 \(1\.38x over; "
+def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
+    """Neurons alone over the capacity: refused before any fan-in is computed (1 input core + 10 hidden cores)."""
+    import spikeforge.converter.mapping as mapping
+
+    def no_loads(*args):
+        raise AssertionError("core loads computed for a network that cannot fit")
+    monkeypatch.setattr(mapping, "core_load", no_loads)
+    with pytest.raises(MappingError, match=r"needs at least 11 cores \(its neurons alone, 10 per core\) but the "
+                                           r"target has 4 cores per chip x 2 chips = 8 \(1\.38x over; "
                                            r"largest layers h: 10"):
         partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=2))
+
+
+def test_cores_over_the_capacity_by_the_axon_limit_are_counted_exactly():
+    """The neurons alone fit (2 input cores + 2 hidden cores of 10 <= 4), but each hidden neuron stores 20 synapses
+    of 8 + 4 bits (30 bytes) and a core holds 150 bytes, so the hidden layer needs 4 cores of 5: 6 in all, over 4."""
+    with pytest.raises(MappingError, match=r"the network needs 6 cores but the target has 2 cores per chip x 2 "
+                                           r"chips = 4 \(1\.50x over; largest layers h: 4, in: 2\)"):
+        partition(_dense(20, 20), _limits(neurons_per_core=10, synapse_memory_bytes_per_core=20 * 12 * 5 / 8,
+                                          cores_per_chip=2, chips=2))
 
 
 def _conv_net(groups=1, stride=2):
