@@ -309,10 +309,9 @@ def _backend(backend, device, record_links):
         if key not in flat.plans:
             flat.plans[key] = torch_backend.TorchPlan(flat, dev, record_links)
         return torch_backend.run_batch(flat.plans[key], X, T, readout, recording, spikes_in, counts_in)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())  # the device it runs on, by its index
+    name = f"cuda:{torch.cuda.current_device()}" if dev.type == "cuda" and dev.index is None else str(dev)
     return (simulate, lambda flat, T, recording: torch_backend.chunk_size(flat, T, dev, recording), False,
-            ("torch", str(dev)))
+            ("torch", name))  # name: the device it runs on, with its index
 
 
 def _input_as_spikes(projs):
