@@ -112,14 +112,21 @@ def _source_values(snn, x, T, upto, names, batch_size):
             for n, m in snn.neurons.items():
                 m.reset_state(b)
             steps = {n: [] for n in names}
+            pooled = {p.name: torch.zeros(b, *snn.shapes[snn.incoming[p.name][0].source], dtype=snn.dtype,
+                                          device=snn.device) for p in net.populations[1:stop] if p.model == "maxpool"}
             for _ in range(T):
-                values = {net.input.name: xb}
+                values, levels = {net.input.name: xb}, {}
                 for p in net.populations[1:stop]:
+                    if p.model == "maxpool":  # spiking max pooling: gated by the source's spike counts so far
+                        values[p.name] = snn._max_pool(p, pooled[p.name],
+                                                       lambda pr: (values[pr.source], levels[pr.source]))
+                        continue
                     current = snn.biases[p.name].expand(b, *snn.shapes[p.name])
                     for pr in snn.incoming[p.name]:
                         current = current + snn._project(pr, values[pr.source]).reshape(b, *snn.shapes[p.name])
                     neuron = snn.neurons[p.name]
-                    values[p.name] = neuron.value(neuron(current))
+                    levels[p.name] = neuron(current)
+                    values[p.name] = neuron.value(levels[p.name])
                 for n in names:
                     steps[n].append(values[n])
             for n in names:

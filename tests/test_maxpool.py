@@ -89,6 +89,21 @@ def test_max_pooling_cnn_converts_with_a_small_accuracy_cost(pool_ann, digits):
     assert ann > 0.9 and snn >= ann - 0.05, (ann, snn)
 
 
+@pytest.mark.parametrize("mode", ["cc", "fc"])
+def test_two_stage_calibration_runs_through_max_pooling(pool_ann, digits, mode):
+    """Stage II simulates the layers before each one it calibrates, max pooling gates included (it raised 'unknown
+    projection kind' for a layer after a max pooling); at T = 4 the calibrated network is not worse."""
+    from spikeforge.converter.calibration import calibrate
+
+    xtr, _, xte, yte = digits
+    net = convert(pool_ann, [xtr[:256]], norm="percentile", percentile=99.9)
+    cal = calibrate(net, pool_ann, xtr[:256], 4, mode=mode, epochs=2, device="cpu")
+    before, after = (float((simulator.run(n, xte.double().numpy(), 4).predictions() == yte.numpy()).mean())
+                     for n in (net, cal))
+    assert after >= before - 0.01, (before, after)
+    assert [p.model for p in cal.populations].count("maxpool") == 2
+
+
 def test_max_pooling_maps_onto_loihi_without_synapse_memory(pool_ann, digits):
     net = map_network(convert(pool_ann, [digits[0][:64]]), load_target("loihi"), placement="snake")
     x = digits[2][:4].double().numpy()
