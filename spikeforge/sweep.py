@@ -3,7 +3,8 @@
 A spec names a network (a model factory trained here on a dataset, or a network file), the conversion recipe,
 the data, and axes; every combination of axis values is a point. Points run on Dask (a local cluster by
 default, an existing scheduler with --scheduler); each finished point is written at once, atomically, as
-STORE/points/<id>.json (id = hash of its parameters), so an interrupted sweep resumes and skips finished points;
+STORE/points/<id>.json (id = hash of its axis values), so an interrupted sweep resumes and skips finished points
+(a store holds one recipe, STORE/recipe.json: a spec with other [network] / [data] settings is refused on it);
 a failing point records its error and the sweep goes on. At the end: STORE/results.csv (and results.parquet when
 pandas + pyarrow are installed), Pareto plots (accuracy vs energy, accuracy vs latency, energy vs cores) and
 STORE/summary.md.
@@ -347,6 +348,39 @@ def finished(store) -> dict:
     return out
 
 
+def recipe(spec) -> dict:
+    """What every point of a store shares besides its axis values: [network] (a network file by its content's
+    hash) and [data]. A point's id hashes its axis values only, so a store holds one recipe."""
+    net = dict(spec["network"])
+    if "file" in net:
+        digest = hashlib.sha256()
+        with open(net["file"], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        net["file_sha256"] = digest.hexdigest()
+    return {"network": net, "data": dict(spec["data"])}
+
+
+def _check_recipe(spec):
+    """Refuse a store made with another recipe (its finished points and trained ANN would be reused as if they
+    were this spec's, silently); record the recipe of a new store (STORE/recipe.json)."""
+    path = os.path.join(spec["store"], "recipe.json")
+    mine = json.loads(json.dumps(recipe(spec)))  # (as it reads back: tuples as lists)
+    if os.path.exists(path):
+        with open(path) as fh:
+            theirs = json.load(fh)
+        if theirs != mine:
+            diff = [f"[{part}] {key} = {theirs.get(part, {}).get(key)!r} there, {mine[part].get(key)!r} here"
+                    for part in mine for key in sorted(set(mine[part]) | set(theirs.get(part, {})))
+                    if mine[part].get(key) != theirs.get(part, {}).get(key)]
+            raise SweepSpecError(f"store {spec['store']} holds a sweep of another recipe ({'; '.join(diff)}): its "
+                                 "finished points and trained ANN would be taken for this spec's; give this spec "
+                                 "another store = '...' (or delete that folder)")
+    else:
+        os.makedirs(spec["store"], exist_ok=True)
+        write_text(path, json.dumps(mine, indent=1, sort_keys=True))
+
+
 def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print) -> list:
     """Run the sweep's missing points on Dask and write every result as it arrives; returns all rows."""
     from dask.distributed import as_completed
@@ -360,6 +394,7 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
     for name in os.listdir(folder):  # a writer killed mid-write leaves its temporary file; the point reruns
         if name.startswith(".spikeforge-"):
             os.unlink(os.path.join(folder, name))
+    _check_recipe(spec)
     done = finished(store)
     if retry_errors:
         done = {k: v for k, v in done.items() if v["status"] == "ok"}

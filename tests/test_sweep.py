@@ -140,6 +140,26 @@ def test_sweep_of_a_network_file_needs_only_test_arrays(tmp_path):
         sweep.load_spec(spec)
 
 
+def test_a_store_of_another_recipe_is_refused_before_any_point_runs(tmp_path):
+    """A point's id hashes its axis values; a store made with other [network] / [data] settings (or another network
+    file's content) would hand its finished points and trained ANN to this spec: refused, naming what differs."""
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text('store = "st"\n[network]\nmodel = "spikeforge.models:DigitsMLP"\nepochs = 3\n'
+                         '[axes]\nT = [2]\n')
+    sweep._check_recipe(sweep.load_spec(spec_path))  # the first run records the recipe
+    sweep._check_recipe(sweep.load_spec(spec_path))  # the same spec again: fine
+    spec_path.write_text(spec_path.read_text().replace("epochs = 3", "epochs = 1"))
+    with pytest.raises(sweep.SweepSpecError, match=r"st holds a sweep of another recipe \(\[network\] epochs = 3 "
+                                                   r"there, 1 here\)"):
+        sweep.run_sweep(sweep.load_spec(spec_path))
+    (tmp_path / "net.h5").write_bytes(b"one")
+    spec_path.write_text('store = "fs"\n[network]\nfile = "net.h5"\n[axes]\nT = [2]\n')
+    sweep._check_recipe(sweep.load_spec(spec_path))
+    (tmp_path / "net.h5").write_bytes(b"two")  # the same path, another network
+    with pytest.raises(sweep.SweepSpecError, match=r"\[network\] file_sha256 = "):
+        sweep.run_sweep(sweep.load_spec(spec_path))
+
+
 def _run_cli(argv, cwd):
     return subprocess.run([sys.executable, "-m", "spikeforge.cli", *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
