@@ -388,11 +388,26 @@ def _load_model(spec, weights):
         raise UserError(f"--model must be MODULE:CALLABLE, got {spec!r}")
     mod, attr = spec.split(":", 1)
     sys.path.insert(0, os.getcwd())
+    if not mod or mod.endswith(".py") or "/" in mod or os.sep in mod:
+        raise UserError(f"--model {spec}: give a module name, not a file (e.g. mymodels:resnet20 for "
+                        "./mymodels.py, importable from the current folder)")
     try:
         factory = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, TypeError) as exc:
         raise UserError(f"--model {spec}: {exc}") from None
-    model = factory()
+    if not callable(factory):
+        raise UserError(f"--model {spec}: {attr} is a {type(factory).__name__}, not a function or class that "
+                        "returns the model")
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's code: say whose error it is
+        raise UserError(f"--model {spec}: calling {attr}() raised {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:300]}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UserError(f"--model {spec}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
+    if not weights:
+        print(f"spikeforge convert: note: no --weights: the model's weights are those {attr}() gave it",
+              file=sys.stderr)
     if weights:
         import pickle
 

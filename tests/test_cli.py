@@ -203,7 +203,7 @@ def test_bad_samples_and_labels_exit_2_and_leave_earlier_results(tmp_path, train
     assert "--limit must be >= 1" in capsys.readouterr().err
 
 
-def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, digits, capsys):
+def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, digits, capsys, monkeypatch):
     xtr = digits[0]
     np.savez(tmp_path / "calib.npz", x=xtr[:64].numpy())
     (tmp_path / "notes.txt").write_text("not a checkpoint")
@@ -215,6 +215,19 @@ def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, di
         capsys.readouterr().err
     assert main(base + ["--model", "spikeforge.models:DigitsResNet", "--weights", str(tmp_path / "mlp.pt")]) == 2
     assert "do not fit --model spikeforge.models:DigitsResNet" in capsys.readouterr().err
+    # the user's model module: a non-callable, a factory that raises, one that returns no module, a file path
+    (tmp_path / "usermodels.py").write_text("import torch\nnot_callable = 3\n"
+                                            "def broken():\n    raise RuntimeError('oops in the factory')\n"
+                                            "def not_a_module():\n    return 'model'\n")
+    monkeypatch.chdir(tmp_path)
+    for spec, message in (("usermodels:not_callable", "not_callable is a int, not a function or class"),
+                          ("usermodels:broken", "calling broken() raised RuntimeError: oops in the factory"),
+                          ("usermodels:not_a_module", "not_a_module() returned a str, not a torch.nn.Module"),
+                          ("./usermodels.py:broken", "give a module name, not a file (e.g. mymodels:resnet20")):
+        assert main(base + ["--model", spec]) == 2, spec
+        assert f"spikeforge convert: error: --model {spec}: {message}" in _err(capsys)
+    assert main(base + ["--model", "spikeforge.models:DigitsMLP"]) == 0
+    assert "note: no --weights: the model's weights are those DigitsMLP() gave it" in capsys.readouterr().err
     (tmp_path / "bad.toml").write_text("name = \n")
     assert main(["sweep", str(tmp_path / "bad.toml")]) == 2
     assert "bad.toml: not a valid TOML spec" in capsys.readouterr().err
