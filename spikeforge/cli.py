@@ -259,6 +259,14 @@ class _Inputs:
         self._feed = feed
 
     def feed(self, runner, net):
+        if self.y is not None and len(self.y):  # labels the readout cannot give would only lower the accuracy
+            import numpy as np
+
+            classes = int(np.prod(net.readout.shape))
+            low, high = int(np.min(self.y)), int(np.max(self.y))
+            if low < 0 or high >= classes:
+                raise UserError(f"the labels (--y-key) run from {low} to {high}, but the network's readout has "
+                                f"{classes} outputs: labels must be class indices 0 .. {classes - 1}")
         return self._feed(self, runner, tuple(net.input.shape)) if self._feed else runner
 
 

@@ -186,7 +186,11 @@ def test_bad_samples_and_labels_exit_2_and_leave_earlier_results(tmp_path, train
     (tmp_path / "garbage.npz").write_bytes(b"not an array file")
     np.savez(tmp_path / "float_labels.npz", x=xte[:8].numpy(), y=yte[:8].numpy() + 0.5)
     np.savez(tmp_path / "short_labels.npz", x=xte[:8].numpy(), y=yte[:5].numpy())
-    cases = [(["--input", str(tmp_path / "garbage.npz")], "garbage.npz: not a .npy / .npz file"),
+    np.savez(tmp_path / "shifted_labels.npz", x=xte[:8].numpy(), y=yte[:8].numpy() + 5)
+    cases = [(["--input", str(tmp_path / "shifted_labels.npz"), "--x-key", "x", "--y-key", "y"],
+              f"the labels (--y-key) run from {int(yte[:8].min()) + 5} to {int(yte[:8].max()) + 5}, but the "
+              "network's readout has 10 outputs: labels must be class indices 0 .. 9"),
+             (["--input", str(tmp_path / "garbage.npz")], "garbage.npz: not a .npy / .npz file"),
              (["--input", str(tmp_path / "float_labels.npz"), "--x-key", "x", "--y-key", "y"],
               "labels 'y' must be a 1-d integer array"),
              (["--input", str(tmp_path / "short_labels.npz"), "--x-key", "x", "--y-key", "y"],
