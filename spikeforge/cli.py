@@ -74,8 +74,10 @@ def _parser():
     c.add_argument("--calibration", required=True, help=".npy or .npz (first array, or --key) of input samples")
     c.add_argument("--key", help="array name inside the .npz")
     c.add_argument("--out", required=True, help="network file to write (HDF5)")
-    c.add_argument("--norm", choices=("max", "percentile"), default="percentile")
-    c.add_argument("--percentile", type=float, default=99.99)
+    c.add_argument("--norm", choices=("max", "percentile"), default="percentile",
+                   help="thresholds from the max or a percentile of each layer's calibration activations (default: "
+                        "%(default)s; a clip / QCFS activation's bound is used where the model has one)")
+    c.add_argument("--percentile", type=float, default=99.99, help="with --norm percentile (default: %(default)s)")
     c.add_argument("--v-init", type=float, default=0.5, help="initial potential as a fraction of θ")
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--neuron", choices=("if", "group", "multi_threshold"), default="if",
@@ -413,9 +415,6 @@ def _load_model(spec, weights):
                         f"{' '.join(str(exc).split())[:300]}") from None
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"--model {spec}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
-    if not weights:
-        print(f"spikeforge convert: note: no --weights: the model's weights are those {attr}() gave it",
-              file=sys.stderr)
     if weights:
         import pickle
 
@@ -514,19 +513,37 @@ class _Bars:
 
 
 def cmd_convert(args):
+    import numpy as np
+
     from spikeforge.converter import write_network
     from spikeforge.converter.pipeline import ConvertSettings, convert_pipeline
 
+    if args.qc_epochs and not args.y_key:
+        raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
+    tuned = args.qc_epochs or args.calibrate != "none"
+    if tuned and args.T is None:  # (ConvertSettings says the same in its own parameter names)
+        raise UserError("--qc-epochs and --calibrate tune the network for a number of steps: give --T")
+    if args.T is not None and not tuned:
+        raise UserError("--T is the number of steps --calibrate or --qc-epochs tune for; without them it does "
+                        "nothing (simulate and report take their own --T)")
+    if args.fixed_point and not args.target:
+        raise UserError("--fixed-point takes its weight and membrane bits from a target: give --target")
     settings = ConvertSettings(
         norm=args.norm, percentile=args.percentile, v_init=args.v_init, batch_size=args.batch_size,
         neuron=args.neuron, tau=args.tau, levels=args.levels, payload=args.payload, pooling=args.pooling, T=args.T,
         qc_epochs=args.qc_epochs, p=args.p, qc_lr=args.qc_lr, calibrate=args.calibrate,
         calib_samples=args.calib_samples, calib_epochs=args.epochs, calib_loss=args.loss, calib_lr=args.calib_lr,
         target=args.target, placement=args.placement, fixed_point=args.fixed_point, hop_delay=args.hop_delay)
-    if args.qc_epochs and not args.y_key:
-        raise UserError("--qc-epochs needs --y-key (integer labels of the --calibration samples)")
     model = _load_model(args.model, args.weights)
     x, y = _samples_and_labels(args.calibration, args.key, args.y_key, x_flag="--key")
+    which = f"array {args.key!r}" if args.key else "first array (--key names another)"
+    if x.ndim < 2 or not len(x) or x.dtype.kind not in "biuf":
+        raise UserError(f"--calibration {args.calibration}: its {which} holds {x.dtype} of shape {x.shape}, not "
+                        "samples (N, *input shape)")
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        raise UserError(f"--calibration {args.calibration}: sample {int(np.argmin(finite))} of its {which} "
+                        "contains NaN or inf")
     bars = _Bars()
     try:
         net = convert_pipeline(model, x, settings, y=y, progress=bars)
@@ -535,6 +552,9 @@ def cmd_convert(args):
     write_network(net, args.out)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
+    if not args.weights:
+        print(f"spikeforge convert: note: no --weights: the model's weights are those {args.model.split(':')[1]}() "
+              "gave it", file=sys.stderr)
 
 
 def summarize(net):

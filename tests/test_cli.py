@@ -64,6 +64,16 @@ def test_two_stage_from_the_command_line(tmp_path, trained_mlp, digits, capsys):
     capsys.readouterr()
     assert main(args + ["--qc-epochs", "1"]) == 2
     assert "spikeforge convert: error: --qc-epochs needs --y-key" in capsys.readouterr().err
+    # the options' own names, and an option that would do nothing is refused rather than ignored
+    untimed = [a for a in args if a not in ("--T", "2")]
+    for extra, words in ((untimed + ["--calibrate", "cc"], "--calibrate tune the network for a number of steps: "
+                                                            "give --T"),
+                         (args, "--T is the number of steps --calibrate or --qc-epochs tune for; without them it "
+                                "does nothing"),
+                         (untimed + ["--fixed-point"], "--fixed-point takes its weight and membrane bits from a "
+                                                       "target: give --target")):
+        assert main(extra) == 2, words
+        assert words in capsys.readouterr().err
 
 
 def test_cli_reports_bad_files_without_a_traceback(tmp_path, capsys):
@@ -230,6 +240,16 @@ def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, di
                           ("./usermodels.py:broken", "give a module name, not a file (e.g. mymodels:resnet20")):
         assert main(base + ["--model", spec]) == 2, spec
         assert f"spikeforge convert: error: --model {spec}: {message}" in _err(capsys)
+    np.savez(tmp_path / "labels_first.npz", y=np.zeros(64, np.int64), x=xtr[:64].numpy())
+    nan = xtr[:64].numpy().copy()
+    nan[3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan)
+    for calib, message in ((["--calibration", "labels_first.npz"], "--calibration labels_first.npz: its first array "
+                            "(--key names another) holds int64 of shape (64,), not samples (N, *input shape)"),
+                           (["--calibration", "nan.npz"], "--calibration nan.npz: sample 3 of its first array "
+                                                          "(--key names another) contains NaN or inf")):
+        assert main(base + ["--model", "spikeforge.models:DigitsMLP"] + calib) == 2, message
+        assert message in _err(capsys)
     assert main(base + ["--model", "spikeforge.models:DigitsMLP"]) == 0
     assert "note: no --weights: the model's weights are those DigitsMLP() gave it" in capsys.readouterr().err
     (tmp_path / "bad.toml").write_text("name = \n")
