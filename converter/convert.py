@@ -114,10 +114,16 @@ def _pair(v):
 
 
 def check_supported(gm: torch.fx.GraphModule):
-    """Raise one ConversionError listing every unsupported node with its fx name."""
+    """Raise one ConversionError listing every unsupported node with its fx name (one line; the getitem / getattr
+    nodes that only unpack an unsupported node's output, e.g. an LSTM's (output, state), are not listed)."""
     modules = dict(gm.named_modules())
-    bad = []
+    bad, flagged = [], set()
     for n in gm.graph.nodes:
+        listed = len(bad)
+        if n.op == "call_function" and n.target in (operator.getitem, getattr) and \
+                any(a.name in flagged for a in n.all_input_nodes):
+            flagged.add(n.name)  # unpacks an unsupported node's output: that node is already named
+            continue
         if n.op == "call_module":
             m = modules[n.target]
             if not isinstance(m, _SUPPORTED_MODULES):
@@ -141,11 +147,13 @@ def check_supported(gm: torch.fx.GraphModule):
             bad.append(f"{n.name} (method .{n.target}())")
         elif n.op == "get_attr":
             bad.append(f"{n.name} (tensor attribute {n.target} used directly)")
+        if len(bad) > listed:
+            flagged.add(n.name)
     placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         bad.append(f"inputs {placeholders} (exactly one input tensor is supported)")
     if bad:
-        raise ConversionError("unsupported operations in the model:\n  " + "\n  ".join(bad))
+        raise ConversionError("unsupported operations in the model: " + "; ".join(bad))
 
 
 # ----------------------------------------------------------------------------- the walk

@@ -174,6 +174,21 @@ def test_unsupported_modules_are_all_listed_with_fx_names():
     msg = str(err.value)
     for expected in ("1 (Sigmoid)", "2 (MaxPool2d with ceil_mode", "5 (Tanh)"):
         assert expected in msg
+    assert "\n" not in msg
+
+
+def test_an_lstm_is_named_without_the_nodes_that_unpack_its_output():
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.fc = nn.LSTM(8, 4, batch_first=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, (h, c) = self.lstm(x.reshape(-1, 8, 8))
+            return self.fc(out[:, -1])
+    with pytest.raises(ConversionError) as err:
+        convert(Recurrent(), [torch.rand(2, 1, 8, 8)])
+    assert str(err.value) == "unsupported operations in the model: lstm (LSTM)"  # not its getitem / getattr
 
 
 def test_two_linear_layers_without_activation_are_refused():
