@@ -91,8 +91,9 @@ def _check_inputs(flat, inputs, T):
         x = x.reshape(len(x), 1, -1)
     else:
         dims = ", ".join(map(str, shape))
-        other = " (another layout, e.g. channels last, is not reordered)" if x.ndim >= 2 and \
-            x[:1].size == inp.size else ""
+        same_values = (x.ndim >= 2 and x[:1].size == inp.size) or (x.ndim >= 3 and x.shape[1] == T
+                                                                    and x[:1, 0].size == inp.size)
+        other = " (another layout, e.g. channels last, is not reordered)" if same_values else ""
         raise ValueError(f"inputs of shape {x.shape} do not fit the input population of shape {shape} and T={T}"
                          f"{other}: expected (batch, {dims}) (the same input every step) or (batch, {T}, {dims}) (one "
                          f"frame per step), the input flattened to {inp.size} values, or with dimensions of size 1 "

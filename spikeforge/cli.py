@@ -297,6 +297,10 @@ def _inputs(args, path, flag, limit=None):
             def run(x, T, progress=None, **kw):
                 frames, dropped = bin_samples(x, shape, T, args.dt, args.t0, source=path)
                 inputs.dropped[T] = int(dropped.sum())
+                if dropped.sum() and not frames.any():
+                    raise UserError(f"{path}: T={T}: all {int(dropped.sum())} events fall outside the window [t0, t0 "
+                                    "+ T * dt): no sample has any input (check --t0 and --dt against the events' "
+                                    "times)")
                 if dropped.sum():
                     print(f"note: T={T}: {int(dropped.sum())} events fall outside the window [t0, t0 + T * dt) and "
                           "were left out", file=sys.stderr)
@@ -639,6 +643,8 @@ def cmd_simulate(args):
     from spikeforge import simulator
     from spikeforge.simulator.atomic import atomic_output, write_text
 
+    if not args.out.endswith(".npz"):  # (the summary goes beside it as .json)
+        raise UserError(f"--out {args.out}: the results are a .npz file; give a name ending in .npz")
     inputs = _inputs(args, args.input, "--input")
     x, y = inputs.x, inputs.y
     net = simulator.load_network(_existing(args.file), isolate=True)

@@ -511,7 +511,12 @@ def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):
              (["--input", str(tmp_path / "ev.npz")], "holds event fields (t, x, y, p): add --events"),
              (["--input", str(tmp_path / "ev.npz"), "--events"], "field 't' has a negative time (-1 at event 1)"),
              (["--input", str(tmp_path / "ev.npz"), "--events", "--encoding", "rate"],
-              "--encoding does not apply to --events")]
+              "--encoding does not apply to --events"),
+             (["--input", str(tmp_path / "late.npz"), "--events", "--t0", "1e12", "--dt", "10"],
+              "late.npz: T=3: all 2 events fall outside the window [t0, t0 + T * dt): no sample has any input"),
+             (["--input", str(data), "--out", str(tmp_path / "r.txt")],
+              "the results are a .npz file; give a name ending in .npz")]
+    np.savez(tmp_path / "late.npz", t=np.array([3, 5]), address=np.array([0, 1]))  # (t, address): the net is 1-d
     for argv, words in cases:
         assert main(base + argv) == 2, argv
         err = _err(capsys)
