@@ -534,7 +534,9 @@ def convert(model: nn.Module, calibration, norm: str = "max", percentile: float 
 
     calibration: the samples for data-based thresholds: a tensor or array (N, *input shape), or an iterable of
     batches (tensors, or (inputs, labels) pairs as a DataLoader yields);
-    norm: "max" or "percentile"; neuron: "if", "group" (τ members, Lv et al.) or "multi_threshold" (ECMT:
+    norm: "max" (the default here) or "percentile" (`percentile` of the positive activations; the command line
+    and ConvertSettings default to percentile 99.99, which is robust to outliers);
+    neuron: "if", "group" (τ members, Lv et al.) or "multi_threshold" (ECMT:
     `levels` n, positive levels only since the layers are ReLU, base threshold θ = data threshold / 2^(n-1) so
     the top level is the data threshold, v0 = 0 since the levels already round; payload "graded" or "parallel");
     v_init_fraction: v[0] = fraction x the firing unit (θ for IF, θ/τ for group neurons);

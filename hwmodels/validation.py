@@ -53,12 +53,14 @@ def band_text(target, metric="energy") -> str:
     if target.validation is None:
         return "not validated (the target file has no validation band)"
     if target.validation.get("digest") != target.digest:
-        return "not validated (constants changed since the band was computed: rerun benchmarks.validate_targets)"
+        return ("not validated (constants changed since the band was computed: rerun benchmarks.validate_targets "
+                "from spikeforge's source tree)")
     b = validation_band(target).get(metric)
     if not b:
         return "not validated"
     if not b["rows"]:
-        return f"not validated ({b['blocked']} row(s), all blocked: see benchmarks/results/validation.json)"
+        return (f"not validated ({b['blocked']} row(s), all blocked: see benchmarks/results/validation.json in "
+                "spikeforge's source tree)")
     return (f"±{100 * b['max_abs_dev']:.0f} % (ours / published {b['ratio_min']:.2f}-{b['ratio_max']:.2f} over "
             f"{b['rows']} reference workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
             f"{b['blocked']} blocked)")

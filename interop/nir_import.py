@@ -566,7 +566,8 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
             pop.spike_value = "threshold"
     net = Network(pops, projs, *one_population_per_core(pops, projs),
                   {"name": name or str(_meta(graph, "name", "") or "nir"), "numeric_mode": "float32",
-                   "imported_from": "nir", "nir_dt": float(dt), "nir_convention": convention})
+                   "imported_from": "nir", "nir_dt": float(dt), "nir_convention": convention,
+                   "mapping": "one-population-per-core"})
     try:
         validate_network(net)
     except NetworkFileError as exc:

@@ -269,7 +269,29 @@ class _Inputs:
             if low < 0 or high >= classes:
                 raise UserError(f"the labels (--y-key) run from {low} to {high}, but the network's readout has "
                                 f"{classes} outputs: labels must be class indices 0 .. {classes - 1}")
-        return self._feed(self, runner, tuple(net.input.shape)) if self._feed else runner
+        run = self._feed(self, runner, tuple(net.input.shape)) if self._feed else runner
+        depth = _input_delay(net)
+        if not depth:
+            return run
+
+        def noted(x, T, progress=None, **kw):
+            if 2 * depth >= T:
+                print(f"note: T={T}: the input reaches the readout only after {depth} steps (the projections' "
+                      "delays, e.g. --hop-delay), so most of the steps carry no output; give a larger T",
+                      file=sys.stderr)
+            return run(x, T, progress, **kw)
+        return noted
+
+
+def _input_delay(net) -> int:
+    """Steps before anything the input sends can reach the readout: the smallest sum of delays over the paths
+    (populations are in topological order)."""
+    first = {net.input.name: 0}
+    for p in net.populations[1:]:
+        arrivals = [first[q.source] + int(q.delay) for q in net.incoming(p.name) if q.source in first]
+        if arrivals:
+            first[p.name] = min(arrivals)
+    return first.get(net.readout.name, 0)
 
 
 def _inputs(args, path, flag, limit=None):
@@ -587,7 +609,7 @@ def cmd_inspect(args):
     s["core_loads"] = core_loads(net, target)
     if args.png:
         plot_cores(net, s["core_loads"], args.png, f"{args.file}: {len(net.cores)} cores, mapping "
-                                                    f"{net.attrs.get('mapping', '?')}")
+                                                    f"{net.attrs.get('mapping', 'not recorded in the file')}")
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return
@@ -605,7 +627,7 @@ def cmd_inspect(args):
 def _print_cores(rows, net, args):
     """Per-layer core summary (cores, mesh extent, mean / max utilization) and the edges' hop statistics."""
     print(f"\n{len(rows)} cores on {len(set(r['chip'] for r in rows))} chip(s), mapping "
-          f"{net.attrs.get('mapping', '?')}; {len(net.core_edges.src)} core edges")
+          f"{net.attrs.get('mapping', 'not recorded in the file')}; {len(net.core_edges.src)} core edges")
     util = "util_neurons" in rows[0]
     head = f"{'layer':24} {'cores':>5} {'neurons':>8} {'axons max':>9} {'syn KB max':>10}"
     print(head + (f" {'util max (n/a/mem)':>20}" if util else ""))

@@ -137,6 +137,12 @@ def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained
     x = np.load(tmp_path / "test.npz")["x"]
     res = simulator.run(net, x, 3, record_counts=True)  # three hops: nothing reaches the readout by T = 3
     assert res.total("spikes") > 0 and np.all(res.output == res.output[:1])
+    capsys.readouterr()
+    sim = ["simulate", str(tmp_path / "piped.h5"), "--input", str(tmp_path / "test.npz"), "--x-key", "x",
+           "--out", str(tmp_path / "r.npz")]
+    assert main(sim + ["--T", "4"]) == 0  # a note: 3 of the 4 steps carry nothing to the readout
+    assert "note: T=4: the input reaches the readout only after 3 steps" in capsys.readouterr().err
+    assert main(sim + ["--T", "8"]) == 0 and "note:" not in capsys.readouterr().err
     assert main(convert + ["--out", str(tmp_path / "bad.h5"), "--hop-delay", "-1"]) == 2
     assert "hop_delay must be an integer >= 0, got -1" in capsys.readouterr().err
 
