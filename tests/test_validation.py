@@ -83,7 +83,8 @@ def test_report_prints_each_targets_band(tmp_path):
     for name in ("loihi", "truenorth"):
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in md
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in printed
-    changed = "not validated (constants changed since the band was computed: rerun benchmarks.validate_targets)"
+    changed = ("not validated (constants changed since the band was computed: rerun benchmarks.validate_targets "
+               "from spikeforge's source tree)")
     assert f"| my-chip | {changed} | {changed} |" in md
     r = next(r for r in rows if r["target"] == "loihi")
     assert r["target_energy_uj"] == pytest.approx(r["target_dynamic_uj"] + r["target_static_uj"])
