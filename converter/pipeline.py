@@ -27,6 +27,9 @@ _CHOICES = {"norm": ("max", "percentile"), "neuron": ("if", "group", "multi_thre
             "calibrate": ("none", "cc", "fc"), "calib_loss": ("mse", "kl"), "placement": ("snake", "anneal")}
 
 
+MAX_TUNING_T = 4096  # steps Stage I / II may tune for (an unrolled torch graph per sample)
+
+
 @dataclass(frozen=True)
 class ConvertSettings:
     """How a trained model becomes a network; the defaults are `spikeforge convert`'s (METHODS.md has the maths).
@@ -75,6 +78,9 @@ class ConvertSettings:
             _check_int(key, getattr(self, key), least)
         if self.T is not None:
             _check_int("T", self.T, 1)
+            if self.T > MAX_TUNING_T:  # Stage I / II unroll T steps per sample in torch: time and memory grow with T
+                raise UserError(f"T={self.T}: Stage I / II tune for at most {MAX_TUNING_T} steps (the methods' "
+                                "papers use T <= 256); give a smaller T")
         if (self.qc_epochs or self.calibrate != "none") and self.T is None:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:

@@ -21,10 +21,12 @@ neurons (negative spikes), multi-threshold neurons (graded levels), EC compute n
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from spikeforge.errors import UserError
-from spikeforge.simulator.atomic import atomic_output
+from spikeforge.simulator.atomic import write_bytes
 from spikeforge.simulator.fileformat import FORMAT_VERSION, load_network, validate_network
 from spikeforge.simulator.geometry import synapse_matrix
 from spikeforge.simulator.network import Network
@@ -178,6 +180,7 @@ def export_nir(network, out_path) -> str:
 
     net = network if isinstance(network, Network) else load_network(network)
     graph = to_nir(net)
-    with atomic_output(out_path, suffix=".nir.tmp") as tmp:
-        nir.write(tmp, graph)
+    buf = io.BytesIO()  # built in memory: a full disk fails in plain Python I/O, never inside libhdf5
+    nir.write(buf, graph)
+    write_bytes(out_path, buf.getbuffer(), suffix=".nir.tmp")
     return str(out_path)

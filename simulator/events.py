@@ -7,7 +7,7 @@ Binning rule (one sample, T steps):
 - window: [t0, t0 + T * dt) with dt given; event k goes to step floor((t - t0) / dt); events outside the window
   are left out (counted in `dropped`). t0 default: the sample's first event; dt default: the window
   [t0, last event] cut into T equal steps, the last step closed (step min(floor(T (t - t0) / span), T - 1); every
-  event lands in a step).
+  event from t0 on lands in a step, events before a given t0 are left out).
 - layout by the input population's shape: (2, H, W): polarity is the channel (p > 0: channel 1 "on", p <= 0:
   channel 0 "off"); (1, H, W) or (H, W): both polarities summed. (t, address) streams fit any input shape.
 - a frame holds counts: n events of one address in one step give the value n. The simulator treats a count as n
@@ -106,9 +106,12 @@ def bin_events(events, shape, T, dt=None, t0=None, source="events"):
     if not len(t):
         return frames.reshape(T, *shape), 0
     start = float(t.min()) if t0 is None else float(t0)
-    if dt is None:
+    if not np.isfinite(start):
+        raise ValueError(f"t0 must be finite, got {t0!r}")
+    if dt is None:  # [t0, last event] in T steps; events before t0 fall outside
         span = float(t.max()) - start
         step = np.minimum(np.floor(T * (t - start) / span), T - 1) if span > 0 else np.zeros(len(t))
+        step[t < start] = -1
     else:
         step = np.floor((t - start) / dt)
     keep = (step >= 0) & (step < T)
@@ -126,13 +129,22 @@ def bin_samples(samples, shape, T, dt=None, t0=None, source="events"):
     return out, dropped
 
 
-def load_events(path, label_key=None):
+# Host memory a sample takes in the list load_events returns, beyond its events: a dict of four small arrays.
+SAMPLE_OVERHEAD_BYTES = 1024
+
+
+def load_events(path, label_key=None, max_bytes=None):
     """(samples, labels) of an event file: samples a list of per-sample dicts of the event fields; labels the
-    integer array `label_key` (None: no labels). Errors name the file and the field."""
+    integer array `label_key` (None: no labels). Errors name the file and the field. max_bytes bounds what the
+    file's arrays declare and what the samples will take (default: half the machine's memory), checked before the
+    arrays are read and before the samples are built."""
+    from .arrayfiles import default_memory_bound, read_arrays
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "No such file or directory", path)
-    arrays = _read(path)
+    bound = default_memory_bound() if max_bytes is None else int(max_bytes)
+    arrays = read_arrays(path, None, bound, what="array")
     names = ("t", "address") if "address" in arrays else ("t", "x", "y", "p")
     ev = _fields({k: arrays[k] for k in names if k in arrays}, path)
     n = len(ev["t"])
@@ -155,38 +167,23 @@ def load_events(path, label_key=None):
                             f"({n} events)")
         n_samples = int(sample.max()) + 1 if n else 0
     if "n_samples" in arrays:  # save_events records it: trailing samples without events are kept
-        n_samples = max(n_samples, int(np.asarray(arrays["n_samples"]).reshape(-1)[0]))
+        declared = np.asarray(arrays["n_samples"]).reshape(-1)
+        if declared.size != 1 or declared.dtype.kind not in "iu" or declared[0] < 0:
+            raise UserError(f"{path}: 'n_samples' must be one non-negative integer, got {arrays['n_samples']!r}")
+        n_samples = max(n_samples, int(declared[0]))
     if labels is not None:
         if len(labels) < n_samples:
             raise UserError(f"{path}: {len(labels)} labels in {label_key!r} for {n_samples} samples")
         n_samples = len(labels)
-    if n_samples == 0:
+    if n_samples == 0 or n == 0:
         raise UserError(f"{path}: no events")
+    if n_samples * SAMPLE_OVERHEAD_BYTES > bound:
+        raise UserError(f"{path}: declares {n_samples} samples, which need more than the memory bound "
+                        f"{bound / 2**20:.1f} MiB (--max-memory raises it)")
     order = np.argsort(sample, kind="stable")
     bounds = np.searchsorted(sample[order], np.arange(n_samples + 1))
     samples = [{k: v[order[a:b]] for k, v in ev.items()} for a, b in zip(bounds[:-1], bounds[1:])]
     return samples, labels
-
-
-def _read(path):
-    """{name: array} of a .npz or an HDF5 file's root datasets."""
-    if path.endswith((".h5", ".hdf5")):
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as f:
-                return {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
-        except OSError as exc:
-            raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise UserError(f"{path}: an event file is an .npz (or HDF5 .h5) with arrays t, x, y, p")
-            return {k: data[k] for k in data.keys()}
-    except (ValueError, EOFError, zipfile.BadZipFile):
-        raise UserError(f"{path}: not an .npz file of plain numeric arrays") from None
 
 
 def save_events(path, samples, labels=None, label_key="label"):

@@ -49,6 +49,9 @@ MAX_DIMS = 3
 MAX_COORDINATE = 2**24  # chip, x and y of a core: a mesh this large is a corrupt file, not a machine
 # No single dataset may need more memory than this (override with SPIKEFORGE_MAX_DATASET_BYTES).
 MAX_DATASET_BYTES = int(os.environ.get("SPIKEFORGE_MAX_DATASET_BYTES", 4 * 2**30))
+MAX_POPULATIONS = 10_000  # a ViT-S/16 has a few hundred; reading one costs about a millisecond
+MAX_PROJECTIONS = 50_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 POP_DATASETS = ("threshold", "v_init", "bias")
 MAX_LEVELS = 7  # multi-threshold levels per sign: ±2^(n-1) still fits the int8 rasters
@@ -176,6 +179,11 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         bad = np.flatnonzero(~np.isfinite(w.reshape(-1)))
         if bad.size:
             _fail(f"{where}/weight", f"non-finite weight at flat index {bad[0]}")
+        if w.size and w.dtype.itemsize > 4:  # the engines compute with float32 weights: ±1e300 would become ±inf
+            big = np.flatnonzero(np.abs(w.reshape(-1)) > FLOAT32_MAX)
+            if big.size:
+                _fail(f"{where}/weight", f"weight {w.reshape(-1)[big[0]]:g} at flat index {big[0]} does not fit the "
+                                         f"float32 the simulator computes in (|w| <= {FLOAT32_MAX:.4g})")
     if k == "dense":
         if w.shape != (tgt.size, src.size):
             _fail(f"{where}/weight", f"shape {w.shape} != (target size, source size) = {(tgt.size, src.size)}")
@@ -429,13 +437,16 @@ def _attr(obj, name, where, path, kind=None):
     return value
 
 
-def load_network(path, validate=True, isolate=False, timeout=None) -> Network:
+def load_network(path, validate=True, isolate=False, timeout=None, max_bytes=None) -> Network:
     """Read a network file, check it, and return the in-memory `Network`.
 
     isolate: read in a child process (files from untrusted sources; the CLI does). libhdf5 can segfault or loop
     forever on some corrupt metadata (a single flipped bit in an attribute message does it: tests/fuzz_reader.py
     found both), which nothing in-process can prevent; isolated, a crash or a read that takes longer than
     `timeout` seconds (default 60 s + 1 s per 20 MB of file) becomes a NetworkFileError like any other.
+    max_bytes: refuse a file whose datasets declare more bytes in all (decompressed) than this, before any is read
+    (default: half of this machine's memory). A file that refers to data outside itself (HDF5 external links,
+    external storage, virtual datasets) is refused before any dataset is read (simulator.h5safe).
     """
     import h5py
 
@@ -443,13 +454,14 @@ def load_network(path, validate=True, isolate=False, timeout=None) -> Network:
     if not os.path.exists(path):
         raise NetworkFileError("/", "file does not exist", path)
     if isolate:
-        return _load_isolated(path, validate, timeout)
+        return _load_isolated(path, validate, timeout, max_bytes)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise NetworkFileError("/", f"not a readable HDF5 file ({exc})", path) from None
     try:
         with h5:
+            _check_contained(h5, path, max_bytes)
             net = _read(h5, path)
     except NetworkFileError as exc:
         exc.path = path
@@ -465,6 +477,21 @@ def load_network(path, validate=True, isolate=False, timeout=None) -> Network:
     return net
 
 
+def _check_contained(h5, path, max_bytes):
+    """Refuse external links / storage and virtual datasets, and a file declaring more bytes than max_bytes."""
+    from .arrayfiles import default_memory_bound
+    from .h5safe import ForeignDataError, check_self_contained
+
+    try:
+        total = check_self_contained(h5, path)
+    except ForeignDataError as exc:
+        raise NetworkFileError("/", str(exc).split(": ", 1)[1], path) from None
+    bound = default_memory_bound() if max_bytes is None else int(max_bytes)
+    if total > bound:
+        raise NetworkFileError("/", f"its datasets declare {total / 2**20:.1f} MiB in all (decompressed), more than "
+                                    f"the memory bound {bound / 2**20:.1f} MiB (--max-memory raises it)", path)
+
+
 def _isolated_main():
     """Child side of an isolated read (argv: path, validate 0/1): one pickled answer on stdout."""
     import pickle
@@ -472,8 +499,9 @@ def _isolated_main():
     import traceback
 
     path, validate = sys.argv[1], sys.argv[2] == "1"
+    max_bytes = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "-" else None
     try:
-        answer = ("ok", load_network(path, validate))
+        answer = ("ok", load_network(path, validate, max_bytes=max_bytes))
     except NetworkFileError as exc:
         answer = ("file", (exc.where, exc.problem))
     except BaseException:  # noqa: B036 - sent to the parent, which raises it
@@ -481,7 +509,7 @@ def _isolated_main():
     sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _load_isolated(path, validate, timeout):
+def _load_isolated(path, validate, timeout, max_bytes=None):
     """load_network in a fresh interpreter (not a fork of this possibly multi-threaded process, and not a
     re-import of the caller's __main__ as multiprocessing's spawn would do)."""
     import pickle
@@ -497,7 +525,7 @@ def _load_isolated(path, validate, timeout):
     limit = 60.0 + os.path.getsize(path) / 20e6 if timeout is None else float(timeout)
     child = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
              "from spikeforge.simulator.fileformat import _isolated_main; _isolated_main()")
-    cmd = [sys.executable, "-c", child, path, "1" if validate else "0"]
+    cmd = [sys.executable, "-c", child, path, "1" if validate else "0", "-" if max_bytes is None else str(max_bytes)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=limit, env=env)
     except subprocess.TimeoutExpired:
@@ -525,7 +553,10 @@ def _read(h5, path) -> Network:
                                     f"{SUPPORTED_MAJOR}.0 to {FORMAT_VERSION}; a newer minor version may change what "
                                     "a file means)", path)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-    order = [str(n) for n in _attr(h5, "population_order", "/", path)]
+    order = [str(n) for n in np.asarray(_attr(h5, "population_order", "/", path)).reshape(-1)]
+    if len(order) > MAX_POPULATIONS:
+        raise NetworkFileError("/", f"population_order lists {len(order)} populations, more than {MAX_POPULATIONS}",
+                               path)
     pops = []
     for name in order:
         where = f"/populations/{name}"
@@ -555,7 +586,11 @@ def _read(h5, path) -> Network:
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")
-    for name in (_attr(h5, "projection_order", "/", path) if group is not None else []):
+    proj_order = np.asarray(_attr(h5, "projection_order", "/", path)).reshape(-1) if group is not None else []
+    if len(proj_order) > MAX_PROJECTIONS:
+        raise NetworkFileError("/", f"projection_order lists {len(proj_order)} projections, more than "
+                                    f"{MAX_PROJECTIONS}", path)
+    for name in proj_order:
         name = str(name)
         where = f"/projections/{name}"
         g = h5.get(where)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 _API = {
     # converter (torch)
@@ -50,6 +50,8 @@ _API = {
     "available_targets": "spikeforge.hwmodels",
     "estimate": "spikeforge.hwmodels",
     "Target": "spikeforge.hwmodels",
+    # results of `spikeforge simulate` (the .npz and its .json, checked to belong together)
+    "load_run": "spikeforge.outputs",
     # interop
     "export_nir": "spikeforge.interop.nir_export",
     "import_nir": "spikeforge.interop.nir_import",

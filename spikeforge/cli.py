@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -150,6 +151,7 @@ def _parser():
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.add_argument("--target", help="target whose limits the per-core utilization is measured against")
     i.add_argument("--png", help="write the mesh load heatmap and the core graph to this PNG")
+    _memory_option(i)
 
     w = add("sweep", "Run a design-space sweep spec (TOML) on Dask; resumable, one stored row per point.")
     w.add_argument("spec", nargs="?", help="sweep spec (TOML; --example prints a commented one)")
@@ -167,6 +169,7 @@ def _parser():
                           "neurons and EC nodes have no NIR form and are refused.")
     e.add_argument("file", help="spikeforge network file (HDF5)")
     e.add_argument("out", help="NIR file to write")
+    _memory_option(e)
     m = add("import-nir", "Build a network file from a NIR graph (Input, Affine, Linear, Conv2d, AvgPool2d, "
                           "SumPool2d, Flatten, Scale, IF, LIF, I, Output), discretized with forward Euler at --dt.")
     m.add_argument("nir_file", help="NIR graph file (HDF5, as nir.write writes it)")
@@ -189,7 +192,7 @@ def _number(kind, low, strict):
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not (value > low if strict else value >= low):
+        if value is None or not math.isfinite(value) or not (value > low if strict else value >= low):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'} "
                                              f"{'>' if strict else '>='} {low}")
         return value
@@ -227,9 +230,14 @@ def _execution_options(cmd):
                                       "available, else cpu)")
     cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes")
     cmd.add_argument("--scheduler", help="split the samples over the Dask cluster at this scheduler address")
+    _memory_option(cmd)
+
+
+def _memory_option(cmd):
     cmd.add_argument("--max-memory", type=_size, metavar="SIZE",
-                     help="refuse (before any work) a run whose per-step results need more host memory than this, "
-                          "e.g. 64G or 512M (default: half of this machine's memory)")
+                     help="refuse (before any work) input files and runs that need more host memory than this: "
+                          "what the files' arrays declare (decompressed) and the per-step results, e.g. 64G or 512M "
+                          "(default: half of this machine's memory)")
 
 
 @contextlib.contextmanager
@@ -309,7 +317,7 @@ def _inputs(args, path, flag, limit=None):
                                 "into spike counts)")
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
-        samples, y = load_events(_existing(path), args.y_key)
+        samples, y = load_events(_existing(path), args.y_key, max_bytes=args.max_memory)
         if limit is not None:
             samples, y = samples[:limit], (y[:limit] if y is not None else None)
         text = ("events, " + (f"steps of {args.dt:g}" if args.dt else "each sample's span / T per step")
@@ -317,6 +325,14 @@ def _inputs(args, path, flag, limit=None):
 
         def binned(inputs, runner, shape):
             def run(x, T, progress=None, **kw):
+                from spikeforge.simulator.arrayfiles import default_memory_bound
+
+                need = 8 * len(x) * T * int(np.prod(shape))
+                bound = args.max_memory or default_memory_bound()
+                if need > bound:
+                    raise UserError(f"T={T}: binning {len(x)} event samples into {T} steps of {int(np.prod(shape))} "
+                                    f"inputs needs {need / 2**20:.1f} MiB, more than the memory bound "
+                                    f"{bound / 2**20:.1f} MiB; lower --T (or --limit), or raise --max-memory")
                 frames, dropped = bin_samples(x, shape, T, args.dt, args.t0, source=path)
                 inputs.dropped[T] = int(dropped.sum())
                 if dropped.sum() and not frames.any():
@@ -336,7 +352,7 @@ def _inputs(args, path, flag, limit=None):
     if fields:
         raise UserError(f"{flag} {path} holds event fields ({', '.join(fields)}): add --events to bin them into "
                         "steps (or --x-key to read one array as samples)")
-    x, y = _samples_and_labels(path, args.x_key, args.y_key, limit)
+    x, y = _samples_and_labels(path, args.x_key, args.y_key, limit, max_bytes=args.max_memory)
     if args.encoding == "direct":
         for opt, given, which in (("--seed", args.seed is not None, "rate"), ("--clip", args.clip, "rate / latency")):
             if given:
@@ -370,41 +386,26 @@ def _inputs(args, path, flag, limit=None):
 
 def _event_fields(path):
     """The event fields (t, x, y, p or t, address) of an .npz / HDF5 file that holds them, else ()."""
-    import zipfile
+    from spikeforge.simulator.arrayfiles import list_arrays
 
-    import numpy as np
-
-    if str(path).endswith((".h5", ".hdf5")):
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as f:
-                names = set(f)
-        except OSError:
-            return ()
-        return next((fs for fs in (("t", "x", "y", "p"), ("t", "address")) if names >= set(fs)), ())
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return ()
-    if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy: one array
-        return ()
-    with data:
-        names = set(data.keys())
+        names = set(list_arrays(path))
+    except (UserError, OSError):
+        return ()  # the sample reader says what is wrong with the file
     for fields in (("t", "x", "y", "p"), ("t", "address")):
         if names >= set(fields):
             return fields
     return ()
 
 
-def _samples_and_labels(path, x_key, y_key, limit=None, x_flag="--x-key"):
+def _samples_and_labels(path, x_key, y_key, limit=None, x_flag="--x-key", max_bytes=None):
     """Samples and (optional) integer labels of the same length from a .npy / .npz; --limit keeps the first N."""
     import numpy as np
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
-    x = _load_array(path, x_key, x_flag)
-    y = _load_array(path, y_key, "--y-key") if y_key else None
+    x = _load_array(path, x_key, x_flag, max_bytes)
+    y = _load_array(path, y_key, "--y-key", max_bytes) if y_key else None
     if x.ndim < 1 or len(x) == 0:
         raise UserError(f"{path}: no samples in {x_key or 'the first array'} (shape {x.shape})")
     if y is not None:
@@ -423,7 +424,8 @@ def _load_model(spec, weights):
     if ":" not in spec:
         raise UserError(f"--model must be MODULE:CALLABLE, got {spec!r}")
     mod, attr = spec.split(":", 1)
-    sys.path.insert(0, os.getcwd())
+    if os.getcwd() not in sys.path:  # last: a file in the current folder (an h5py.py) never shadows a package
+        sys.path.append(os.getcwd())
     if not mod or mod.endswith(".py") or "/" in mod or os.sep in mod:
         raise UserError(f"--model {spec}: give a module name, not a file (e.g. mymodels:resnet20 for "
                         "./mymodels.py, importable from the current folder)")
@@ -442,13 +444,11 @@ def _load_model(spec, weights):
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"--model {spec}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
     if weights:
-        import pickle
-
         try:  # weights_only: a checkpoint is data, never code (a pickled object could run anything on load)
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever torch raises on a pickle it refuses is the file's fault
             reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
             raise UserError(f"--weights {weights}: not a weights-only torch checkpoint (a state_dict of tensors)"
                             + (f": {reason[:200]}" if reason else "")) from None
@@ -462,50 +462,23 @@ def _load_model(spec, weights):
     return model
 
 
-def _load_array(path, key, flag="--x-key"):
+def _load_array(path, key, flag="--x-key", max_bytes=None):
     """An array from a .npy file, or the array `key` (default: the first) of a .npz file or of an HDF5 file's root
     datasets (.h5 / .hdf5); flag: the option that named the key (a key given for a .npy file, which holds one
-    array, is refused rather than ignored)."""
-    import zipfile
+    array, is refused rather than ignored). Numbers only, within max_bytes (default: half the memory), checked from
+    the file's headers before anything is read."""
+    from spikeforge.simulator.arrayfiles import list_arrays, read_arrays
 
-    import numpy as np
-
-    if str(path).endswith((".h5", ".hdf5")):
-        return _load_hdf5_array(path, key)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "load it unsafely" for any garbage: not that
-        raise UserError(f"{path}: not a .npy / .npz file of plain numeric arrays") from None
-    if not isinstance(data, np.lib.npyio.NpzFile) and key is not None:
+    names = list_arrays(_existing(path))
+    if names == [None] and key is not None:
         raise UserError(f"{path}: a .npy file holds one array, so {flag} {key} cannot pick one (give an .npz with "
                         f"named arrays, or leave out {flag})")
-    if isinstance(data, np.lib.npyio.NpzFile):
-        names = list(data.keys())
-        if key is None and not names:
-            raise UserError(f"{path}: empty .npz")
-        name = key or names[0]
-        if name not in names:
-            raise UserError(f"{path}: no array {name!r} (has {names})")
-        data = data[name]
-    return data
-
-
-def _load_hdf5_array(path, key):
-    """The root dataset `key` (default: the first by name) of an HDF5 file."""
-    import h5py
-
-    try:
-        with h5py.File(_existing(path), "r") as f:
-            names = sorted(k for k in f if isinstance(f[k], h5py.Dataset))
-            if key is None and not names:
-                raise UserError(f"{path}: no datasets at the root of the HDF5 file")
-            if (key or names[0]) not in names:
-                raise UserError(f"{path}: no dataset {key!r} at the root (has {names})")
-            return f[key or names[0]][()]
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
+    if not names:
+        raise UserError(f"{path}: no arrays in it")
+    name = names[0] if key is None else key
+    if name not in names:
+        raise UserError(f"{path}: no array {name!r} (has {names})")
+    return read_arrays(path, [name], max_bytes)[name]
 
 
 def _existing(path):
@@ -554,6 +527,7 @@ def cmd_convert(args):
                         "nothing (simulate and report take their own --T)")
     if args.fixed_point and not args.target:
         raise UserError("--fixed-point takes its weight and membrane bits from a target: give --target")
+    _check_outputs([args.out], "--out", [args.calibration, args.weights])
     settings = ConvertSettings(
         norm=args.norm, percentile=args.percentile, v_init=args.v_init, batch_size=args.batch_size,
         neuron=args.neuron, tau=args.tau, levels=args.levels, payload=args.payload, pooling=args.pooling, T=args.T,
@@ -603,7 +577,9 @@ def cmd_inspect(args):
     from spikeforge.inspect_cores import core_loads, plot_cores
     from spikeforge.simulator import load_network
 
-    net = load_network(_existing(args.file), isolate=True)
+    if args.png:
+        _check_outputs([args.png], "--png", [args.file])
+    net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     s = summarize(net)
     target = load_target(args.target) if args.target else None
     s["core_loads"] = core_loads(net, target)
@@ -663,13 +639,15 @@ def cmd_simulate(args):
     from tqdm import tqdm
 
     from spikeforge import simulator
-    from spikeforge.simulator.atomic import atomic_output, write_text
+    from spikeforge.outputs import write_run
 
     if not args.out.endswith(".npz"):  # (the summary goes beside it as .json)
         raise UserError(f"--out {args.out}: the results are a .npz file; give a name ending in .npz")
+    json_out = os.path.splitext(args.out)[0] + ".json"
+    _check_outputs([args.out, json_out], "--out", [args.file, args.input])
     inputs = _inputs(args, args.input, "--input")
     x, y = inputs.x, inputs.y
-    net = simulator.load_network(_existing(args.file), isolate=True)
+    net = simulator.load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     with _runner(args, args.file, net) as runner:
         run = inputs.feed(runner, net)
         bar = tqdm(total=len(x), desc=f"simulating T={args.T}", unit="sample", disable=None)
@@ -679,7 +657,8 @@ def cmd_simulate(args):
         wall = time.time() - t0
         bar.close()
     # everything is computed before anything is written; both files carry the same run id (the .npz also holds the
-    # summary), so a reader can tell a pair that belongs together
+    # summary), and the .json, renamed into place last, records the .npz's SHA-256: a run killed between the two
+    # renames leaves a new .npz beside an old .json, which spikeforge.load_run refuses as a mismatched pair
     summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
                "backend": res.backend, "device": res.device, "encoding": inputs.text, "wall_s": wall,
                "totals": res.totals(),
@@ -692,11 +671,20 @@ def cmd_simulate(args):
               "counter_names": np.array(simulator.COUNTERS), "core_population": res.core_population,
               "summary": np.array(json.dumps(summary))}
     arrays.update({f"spike_counts/{k}": v for k, v in res.spike_counts.items()})
-    with atomic_output(args.out, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-    write_text(os.path.splitext(args.out)[0] + ".json", json.dumps(summary, indent=2))
+    write_run(args.out, arrays, summary)
     print(json.dumps(summary, indent=2))
+
+
+def _check_outputs(outs, flag, inputs):
+    """Refuse, before any work, outputs that are folders, FIFOs or devices, or that are one of the inputs."""
+    from spikeforge.simulator.atomic import check_output_path
+
+    for out in outs:
+        check_output_path(out, flag)
+        for given in inputs:
+            if given and os.path.exists(out) and os.path.exists(given) and os.path.samefile(out, given):
+                raise UserError(f"{flag} {out} is the input {given}; writing it would destroy the input: give "
+                                "another name")
 
 
 def cmd_report(args):
@@ -711,7 +699,7 @@ def cmd_report(args):
     inputs = _inputs(args, args.data, "--data", args.limit)
     x, y = inputs.x, inputs.y
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
-    net = load_network(_existing(args.file), isolate=True)
+    net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     with _runner(args, args.file, net) as runner:
         bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
         rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=inputs.feed(runner, net))
@@ -777,7 +765,8 @@ def cmd_export_nir(args):
     from spikeforge.interop.nir_export import export_nir
     from spikeforge.simulator import load_network
 
-    export_nir(load_network(_existing(args.file), isolate=True), args.out)
+    _check_outputs([args.out], "out", [args.file])
+    export_nir(load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory), args.out)
     print(f"wrote {args.out}")
 
 
@@ -786,6 +775,7 @@ def cmd_import_nir(args):
 
     from spikeforge.interop.nir_import import NirImportWarning, import_nir
 
+    _check_outputs([args.out], "out", [args.nir_file])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NirImportWarning)
         import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,

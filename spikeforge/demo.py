@@ -16,7 +16,7 @@ def run_demo(out_dir="spikeforge-demo", epochs=20, steps=(1, 2, 4, 8, 16, 32), s
     """
     from spikeforge.outputs import REPORT_FILES, replace_folder
 
-    with replace_folder(out_dir, REPORT_FILES + ("digits-resnet.h5",)) as tmp:
+    with replace_folder(out_dir, REPORT_FILES + ("digits-resnet.h5",), kind="demo") as tmp:
         rows, table, ann = _demo(tmp, os.path.join(out_dir, "digits-resnet.h5"), epochs, steps, seed, test_samples)
     print(f"\nANN accuracy {100 * ann:.2f}%\n{table}\n\nreport: {os.path.join(os.path.normpath(out_dir), 'report.md')}")
     return rows

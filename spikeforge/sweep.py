@@ -9,6 +9,10 @@ a failing point records its error and the sweep goes on. At the end: STORE/resul
 pandas + pyarrow are installed), Pareto plots (accuracy vs energy, accuracy vs latency, energy vs cores) and
 STORE/summary.md.
 
+A sweep writes only into a store folder that is new, empty or a sweep store (marked by STORE/.spikeforge-sweep,
+written before anything else; an unmarked store of an earlier version is adopted): a folder holding anything the
+sweep does not make (a user's summary.md, notes, the spec itself for store = ".") is refused before any work.
+
 Axes (docs in `spikeforge sweep --example`): target, T, neuron ("if" | "group"), tau, weight_bits (0 = float),
 calibration ("none" | "cc": closed-form coarse calibration of the initial membranes), placement
 ("snake" | "anneal"), limits.<name> (any target limit: neurons_per_core, weight_bits, mesh_width, ...),
@@ -28,7 +32,7 @@ import uuid
 import numpy as np
 
 from spikeforge.errors import UserError
-from spikeforge.simulator.atomic import atomic_output, save_figure, write_text
+from spikeforge.simulator.atomic import atomic_output, remove_stale, save_figure, write_text
 
 AXES = ("target", "T", "neuron", "tau", "weight_bits", "calibration", "placement")
 AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
@@ -46,6 +50,13 @@ NETWORK_KEYS = ("model", "file", "epochs", "lr", "norm", "percentile", "calibrat
 DATA_KEYS = ("name", "path", "test_samples", "seed")
 CHOICES = {"neuron": ("if", "group"), "calibration": ("none", "cc"), "placement": ("snake", "anneal")}
 INT_AXES = {"T": 1, "tau": 1, "weight_bits": 0}  # axis -> smallest value
+
+# what a sweep writes into its store (write_outputs, _model, _check_recipe, run_sweep); nothing else is its own
+MARKER = ".spikeforge-sweep"
+MARKER_CONTENT = {"kind": "spikeforge-sweep-store", "version": 1}
+PLOTS = ("accuracy_vs_energy.png", "accuracy_vs_latency.png", "energy_vs_cores.png")
+STORE_FILES = ("recipe.json", "ann.pt", "results.csv", "results.parquet", "summary.md", *PLOTS)
+STORE_FOLDERS = ("points",)
 
 
 def load_spec(path) -> dict:
@@ -73,6 +84,9 @@ def load_spec(path) -> dict:
                 fail(f"unknown key {key!r} in {section} (allowed: {', '.join(allowed)})")
 
     known(spec, TOP_KEYS, "the top level")
+    if "store" in spec and (not isinstance(spec["store"], str) or not spec["store"].strip()):
+        fail(f"store must be a folder path (a non-empty string), got {type(spec['store']).__name__} "
+             f"{spec['store']!r}")
     net = spec.get("network")
     if not isinstance(net, dict) or ("model" not in net) == ("file" not in net):
         fail("[network] needs exactly one of model = 'module:factory' or file = 'net.h5'")
@@ -123,7 +137,8 @@ def load_spec(path) -> dict:
              "x_train, y_train, x_test, y_test)")
     if "test_samples" in data and (not isinstance(data["test_samples"], int) or data["test_samples"] < 1):
         fail(f"[data] test_samples must be an integer >= 1, got {data['test_samples']!r}")
-    spec["store"] = os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0] + "-results"))
+    spec["store"] = os.path.normpath(os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0]
+                                                                  + "-results")))
     return spec
 
 
@@ -154,7 +169,8 @@ def _check_data_file(path, train, fail):
 
 
 def _check_model(spec_text, fail):
-    """network.model names an importable MODULE:CALLABLE (imported here, before any folder or cluster)."""
+    """network.model names an importable MODULE:CALLABLE that returns a torch.nn.Module (imported and called here,
+    before any folder or cluster: a factory returning something else used to fail only after the store was made)."""
     import importlib
 
     if not isinstance(spec_text, str) or spec_text.count(":") != 1:
@@ -169,6 +185,24 @@ def _check_model(spec_text, fail):
                          and isinstance(getattr(module, n), type))
         fail(f"[network] model {spec_text!r}: {mod} has no {attr!r}" + (f" (it has {', '.join(options)})"
                                                                           if options else ""))
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # (the global RNG is left as it was: _model seeds it before training)
+        try:
+            model = getattr(module, attr)()
+        except Exception as exc:  # noqa: BLE001 - the user's code: say whose error it is
+            model = exc
+    if isinstance(model, Exception):
+        fail(f"[network] model {spec_text!r}: calling {attr}() raised {type(model).__name__}: "
+             f"{' '.join(str(model).split())[:300]}")
+    if not isinstance(model, torch.nn.Module):
+        fail(f"[network] model {spec_text!r}: {attr}() returned {_what(model)}, not a torch.nn.Module")
+
+
+def _what(value) -> str:
+    """A short description of a value for an error message: its type, and its text when that is short."""
+    text = " ".join(repr(value).split())
+    return f"a {type(value).__name__}" + (f" ({text})" if len(text) <= 60 else "")
 
 
 def _check_targets(axes, fail):
@@ -238,9 +272,17 @@ def _model(spec):
     mod, attr = net["model"].split(":", 1)
     torch.manual_seed(int(net.get("seed", 0)))  # the initial weights too: a store's ANN is reproducible
     model = getattr(importlib.import_module(mod), attr)()
+    if not isinstance(model, torch.nn.Module):  # (load_spec checked it; the module may have changed since)
+        raise SweepSpecError(f"[network] model {net['model']!r}: {attr}() returned {_what(model)}, not a "
+                             "torch.nn.Module")
     path = os.path.join(spec["store"], "ann.pt")
     if os.path.exists(path):
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - a damaged file, or a model whose code changed since
+            raise SweepSpecError(f"store {spec['store']}: {path} does not load into [network] model "
+                                 f"{net['model']!r} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                                 "delete it to train the model again") from None
         return model.eval()
     xtr, ytr, _, _ = _data(spec)
     model = train_classifier(model, torch.as_tensor(xtr), torch.as_tensor(ytr), epochs=int(net.get("epochs", 20)),
@@ -335,15 +377,111 @@ def evaluate_point(spec, params) -> dict:
 
 # ---- driver ------------------------------------------------------------------------------------------------
 
+def _some(names, shown=3) -> str:
+    """'a', 'b' and 'c' / 'a', 'b', 'c' and 4 more."""
+    quoted = [repr(n) for n in names]
+    if len(quoted) <= shown:
+        return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return ", ".join(quoted[:shown]) + f" and {len(quoted) - shown} more"
+
+
+def _is_recipe(path) -> bool:
+    """STORE/recipe.json as _check_recipe writes it (an unmarked store of an earlier version is known by it)."""
+    try:
+        with open(path) as fh:
+            content = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and set(content) == {"network", "data"}
+
+
+def claim_store(store):
+    """Refuse, before anything is written, a store folder that holds what a sweep does not make; else make or adopt
+    it as a sweep store (STORE/.spikeforge-sweep, the first thing written into it).
+
+    A store may be new, empty, marked, or unmarked but made by an earlier version (its points/ folder holds only
+    point files, or its recipe.json is a sweep's): it is adopted. Whatever the marker says, every entry must be one
+    a sweep makes (or a `.spikeforge-` file): `store = "."` over a folder of the user's own summary.md and
+    results.csv would overwrite them, and a sweep never deletes or renames what is not its own."""
+    if os.path.lexists(store) and not os.path.isdir(store):
+        raise UserError(f"store {store} is a file, not a folder: give a new or empty folder (store = '...')")
+    entries = sorted(os.listdir(store)) if os.path.isdir(store) else []
+    own = [e for e in entries if e in STORE_FILES + STORE_FOLDERS]
+    foreign = [e for e in entries if e not in own and not e.startswith(".spikeforge-")]
+    points_dir = os.path.join(store, "points")
+    made_here = (os.path.isfile(os.path.join(store, MARKER))
+                 or (os.path.isdir(points_dir) and all(n.endswith(".json") or n.startswith(".spikeforge-")
+                                                       for n in os.listdir(points_dir)))
+                 or _is_recipe(os.path.join(store, "recipe.json")))
+    suspects = foreign if made_here else own + foreign  # (without a sweep's marks its own names are the user's too)
+    if suspects:
+        raise UserError(f"store {store} holds {_some(suspects)} that this sweep did not make; give a new or empty "
+                        "folder (store = '...' in the spec; a sweep writes only into a new or empty folder or a "
+                        "store it made)")
+    for e in own:
+        if os.path.isdir(os.path.join(store, e)) != (e in STORE_FOLDERS):
+            kind = ("a folder", "file") if e in STORE_FILES else ("not a folder", "folder")
+            raise UserError(f"store {store}: {e!r} is {kind[0]}, where a sweep writes its {kind[1]} {e!r}; move it "
+                            "away or give another store")
+    if not os.path.isfile(os.path.join(store, MARKER)):
+        os.makedirs(store, exist_ok=True)
+        write_text(os.path.join(store, MARKER), json.dumps(MARKER_CONTENT) + "\n")
+
+
+def open_store(store):
+    """Claim the store (claim_store), then remove the temporary files of killed runs in it and in points/ (only
+    spikeforge's, only of processes that are gone: a concurrent sweep's live temporary is kept)."""
+    claim_store(store)
+    os.makedirs(os.path.join(store, "points"), exist_ok=True)
+    remove_stale(store)
+    remove_stale(os.path.join(store, "points"))
+
+
+def _row_problem(row, name):
+    """What is wrong with a stored point row (None when nothing): a sweep writes {"id", axis values, "status": "ok"
+    with every metric, or "error" with its message, ...} into points/<id>.json."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    if "id" not in row or "status" not in row:
+        return f"no {' or '.join(repr(k) for k in ('id', 'status') if k not in row)} in it"
+    if row["id"] != name[:-len(".json")]:
+        return f"its id {row['id']!r} is not its file name"
+    if row["status"] == "ok":
+        bad = [m for m in METRICS if not isinstance(row.get(m), (int, float)) or isinstance(row.get(m), bool)]
+        return f"status 'ok' without a number for {', '.join(bad)}" if bad else None
+    if row["status"] == "error":
+        return None if isinstance(row.get("error"), str) else "status 'error' without an error message"
+    return f"status {row['status']!r} is neither 'ok' nor 'error'"
+
+
+def _bad_point(store, path, problem):
+    return SweepSpecError(f"store {store}: {path} is not a point this sweep wrote ({problem}); delete it to run "
+                          "that point again")
+
+
 def finished(store) -> dict:
-    """id -> row of every point already in the store."""
+    """id -> row of every point already in the store.
+
+    A point file that cannot be read, is not JSON, or is not a row a sweep writes is refused, naming it, rather than
+    skipped and rerun: point files are written atomically (a killed run leaves only a temporary, removed on the next
+    run), so a damaged one was edited or broken by something else, and rerunning would silently overwrite it (and
+    hide the damage); deleting it is one command and reruns just that point."""
     folder = os.path.join(store, "points")
     out = {}
     if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.endswith(".json"):
-                with open(os.path.join(folder, name)) as fh:
-                    row = json.load(fh)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json") and not name.startswith(".spikeforge-"):
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        row = json.load(fh)
+                except OSError as exc:
+                    raise _bad_point(store, path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+                except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    raise _bad_point(store, path, f"not JSON: {' '.join(str(exc).split())[:120]}") from None
+                problem = _row_problem(row, name)
+                if problem:
+                    raise _bad_point(store, path, problem)
                 out[row["id"]] = row
     return out
 
@@ -367,8 +505,16 @@ def _check_recipe(spec):
     path = os.path.join(spec["store"], "recipe.json")
     mine = json.loads(json.dumps(recipe(spec)))  # (as it reads back: tuples as lists)
     if os.path.exists(path):
-        with open(path) as fh:
-            theirs = json.load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                theirs = json.load(fh)
+        except ValueError as exc:  # (an OSError names the file itself)
+            raise SweepSpecError(f"store {spec['store']}: {path} is not JSON ({' '.join(str(exc).split())[:120]})"
+                                 "; give this spec another store = '...' (or delete that folder)") from None
+        if not isinstance(theirs, dict) or not all(isinstance(theirs.get(part, {}), dict) for part in mine):
+            raise SweepSpecError(f"store {spec['store']}: {path} is not a sweep's recipe (a JSON object of "
+                                 "[network] and [data]); give this spec another store = '...' (or delete that "
+                                 "folder)")
         if theirs != mine:
             diff = [f"[{part}] {key} = {theirs.get(part, {}).get(key)!r} there, {mine[part].get(key)!r} here"
                     for part in mine for key in sorted(set(mine[part]) | set(theirs.get(part, {})))
@@ -389,16 +535,18 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
     from spikeforge.cluster import dask_client
 
     store = spec["store"]
-    folder = os.path.join(store, "points")
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):  # a writer killed mid-write leaves its temporary file; the point reruns
-        if name.startswith(".spikeforge-"):
-            os.unlink(os.path.join(folder, name))
+    open_store(store)  # refuses a folder of someone else's files; removes the temporaries of killed runs
     _check_recipe(spec)
     done = finished(store)
+    everything = points(spec)
+    for p in everything:  # a point's id hashes its axis values: a stored row of other values was edited
+        row = done.get(point_id(p))
+        if row is not None and any(k not in row or row[k] != v for k, v in p.items()):
+            values = ", ".join(f"{k} = {v!r}" for k, v in p.items())
+            raise _bad_point(store, os.path.join(store, "points", f"{row['id']}.json"),
+                             f"its axis values are not those its id names: {values}")
     if retry_errors:
         done = {k: v for k, v in done.items() if v["status"] == "ok"}
-    everything = points(spec)
     todo = [p for p in everything if point_id(p) not in done]
     log(f"{len(everything)} points: {len(done)} finished (skipped), {len(todo)} to run; store {store}")
     if "model" in spec["network"]:

@@ -277,10 +277,12 @@ def test_max_memory_flag_bounds_simulate_and_report_and_is_named_in_the_refusal(
     net, data = tiny
     out = tmp_path / "run.npz"
     base = ["simulate", str(net), "--input", str(data), "--x-key", "x", "--out", str(out)]
-    assert main(base + ["--T", "2", "--max-memory", "1K"]) == 2
+    assert main(base + ["--T", "2", "--max-memory", "1K"]) == 2  # the samples alone need more: refused first
+    assert f"error: {data}: the arrays read from it declare" in (err := _err(capsys)) and "--max-memory" in err
+    assert main(base + ["--T", "100000", "--max-memory", "16M"]) == 2
     err = _err(capsys)
-    assert err.startswith("spikeforge simulate: error: T=2 with 20 samples")
-    assert "than the 1 KiB allowed by --max-memory;" in err
+    assert err.startswith("spikeforge simulate: error: T=100000 with 20 samples")
+    assert "than the 16 MiB allowed by --max-memory;" in err
     assert err.strip().endswith("or raise --max-memory (e.g. --max-memory 64G)") and "max_bytes" not in err
     assert not out.exists()
     # --T 10^9 needs hundreds of GiB: refused by the default bound (half of the machine's memory) before any work
@@ -289,9 +291,9 @@ def test_max_memory_flag_bounds_simulate_and_report_and_is_named_in_the_refusal(
     assert main(base + ["--T", "2", "--max-memory", "64G"]) == 0 and out.exists()
     capsys.readouterr()
     rep = tmp_path / "rep"
-    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "2", "--out", str(rep),
-                 "--target", "loihi", "--max-memory", "2K"]) == 2
-    assert "spikeforge report: error: T=2" in _err(capsys) and not rep.exists()
+    assert main(["report", str(net), "--data", str(data), "--x-key", "x", "--T", "100000", "--out", str(rep),
+                 "--target", "loihi", "--max-memory", "16M"]) == 2
+    assert "spikeforge report: error: T=100000" in _err(capsys) and not rep.exists()
     assert main(base + ["--T", "2", "--max-memory", "lots"]) == 2
     assert "argument --max-memory: 'lots' is not a size" in _err(capsys)
 
@@ -366,16 +368,21 @@ def test_report_folder_is_replaced_as_a_whole(tiny, tmp_path, capsys):
     (tmp_path / ".rep.spikeforge-tmp-999999999" / "report.md").write_text("half")
     (rep / ".spikeforge-abc.tmp").write_text("half")
     assert main(base + ["--T", "2"]) == 0
-    assert sorted(os.listdir(rep)) == ["energy_per_layer_loihi_T2.png", "report.csv", "report.json", "report.md",
-                                       "spikes_per_step_T2.png"]
+    assert sorted(os.listdir(rep)) == [".spikeforge-outputs.json", "energy_per_layer_loihi_T2.png", "report.csv",
+                                       "report.json", "report.md", "spikes_per_step_T2.png"]
     assert os.listdir(tmp_path) == ["rep"]
     before = {f: (rep / f).read_bytes() for f in os.listdir(rep)}
     (rep / "notes.txt").write_text("mine")
     capsys.readouterr()
     assert main(base + ["--T", "2"]) == 2
-    assert "holds 'notes.txt', not part of a spikeforge report" in _err(capsys)
+    assert "holds 'notes.txt' that spikeforge did not write there" in _err(capsys)
     (rep / "notes.txt").unlink()
     assert {f: (rep / f).read_bytes() for f in os.listdir(rep)} == before
+    (rep / "holiday.png").write_bytes(b"my picture")  # a user's PNG: a report writes PNGs, but not this one
+    assert main(base + ["--T", "2"]) == 2
+    assert "holds 'holiday.png' that spikeforge did not write there" in _err(capsys)
+    assert (rep / "holiday.png").read_bytes() == b"my picture"
+    (rep / "holiday.png").unlink()
     assert main(base[:-1] + [str(net), "--T", "2"]) == 2  # --out naming a file
     assert "is a file; the report is a folder" in _err(capsys)
 
@@ -398,6 +405,7 @@ def test_replace_folder_keeps_the_old_folder_on_failure_and_follows_a_link(tmp_p
     real = tmp_path / "real"
     real.mkdir()
     (real / "report.md").write_text("old")
+    (real / "report.json").write_text('{"rows": []}')  # a report of spikeforge 0.2.0 (no marker): adopted
     (tmp_path / "link").symlink_to(real)
     try:
         with replace_folder(tmp_path / "link") as tmp:
@@ -500,7 +508,7 @@ def test_simulate_reads_frames_and_samples_from_hdf5(tiny, tmp_path, capsys):
     assert main(base + ["--x-key", "static", "--encoding", "latency"]) == 0
     assert json.loads(capsys.readouterr().out)["encoding"] == "latency"
     assert main(base + ["--x-key", "nope"]) == 2
-    assert "in.h5: no dataset 'nope' at the root (has ['frames', 'labels', 'static'])" in _err(capsys)
+    assert "in.h5: no array 'nope' (has ['frames', 'labels', 'static'])" in _err(capsys)
 
 
 def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):

@@ -192,3 +192,125 @@ def test_bad_specs_are_refused_when_read_naming_file_and_key(tmp_path, edit, mes
     assert len(out.stderr.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == ["bad.toml"]  # no store folder
     assert time.time() - t0 < 60  # nothing was trained or started
+
+
+# ---- store ownership, stale temporaries, malformed stores and specs --------------------------------------------
+
+SMALL = 'store = "{store}"\n[network]\nmodel = "{model}"\nepochs = 1\n[axes]\nT = [2]\n'
+
+
+def _small_spec(tmp_path, store="st", model="spikeforge.models:DigitsMLP"):
+    path = tmp_path / "s.toml"
+    path.write_text(SMALL.format(store=store, model=model))
+    return path
+
+
+def test_a_store_over_a_folder_of_the_users_files_is_refused_and_leaves_them_untouched(tmp_path):
+    """store = "." over a folder holding the user's own summary.md and results.csv used to overwrite them: refused
+    (exit 2, one line naming the store and the files) before anything is written; the files are byte-identical."""
+    spec_path = _small_spec(tmp_path, store=".")
+    mine = {"summary.md": b"# my notes\n\nnot a sweep\n", "results.csv": b"a,b\n1,2\n"}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(sweep.UserError, match=rf"store {tmp_path} holds 'results.csv', 'summary.md' and 's.toml' "
+                                              r"that this sweep did not make; give a new or empty folder"):
+        sweep.run_sweep(sweep.load_spec(spec_path))
+    out = _run_cli(["sweep", "s.toml", "--workers", "1"], tmp_path)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.startswith(f"spikeforge sweep: error: store {tmp_path} holds 'results.csv', 'summary.md'")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == before  # no marker, no points/, no recipe, no temporaries
+    for name, data in mine.items():
+        assert (tmp_path / name).read_bytes() == data
+
+
+def test_a_store_the_sweep_made_is_reused_and_an_earlier_versions_store_adopted(tmp_path):
+    store = str(tmp_path / "st")
+    sweep.open_store(store)  # a new store: the marker first, then points/
+    assert sorted(os.listdir(store)) == [sweep.MARKER, "points"]
+    assert json.loads((tmp_path / "st" / sweep.MARKER).read_text()) == sweep.MARKER_CONTENT
+    for name in sweep.STORE_FILES:  # everything a finished sweep leaves
+        (tmp_path / "st" / name).write_text("x")
+    (tmp_path / "st" / "points" / "0123456789abcdef.json").write_text("{}")
+    sweep.open_store(store)  # reused as it is
+    assert sorted(os.listdir(store)) == sorted([sweep.MARKER, "points", *sweep.STORE_FILES])
+    (tmp_path / "st" / "notes.txt").write_text("mine")  # marked or not, a file a sweep does not make is refused
+    with pytest.raises(sweep.UserError, match=r"holds 'notes.txt' that this sweep did not make"):
+        sweep.open_store(store)
+    # an earlier version's store (no marker; points/ of point files only, its outputs) is adopted: marked
+    old = tmp_path / "old"
+    (old / "points").mkdir(parents=True)
+    (old / "points" / "0123456789abcdef.json").write_text("{}")
+    (old / "summary.md").write_text("# Sweep\n")
+    sweep.open_store(str(old))
+    assert sorted(os.listdir(old)) == sorted([sweep.MARKER, "points", "summary.md"])
+    # an empty folder is taken; a folder of only the sweep's file names but none of its marks is not
+    (tmp_path / "empty").mkdir()
+    sweep.open_store(str(tmp_path / "empty"))
+    assert os.path.isfile(tmp_path / "empty" / sweep.MARKER)
+    (tmp_path / "yours").mkdir()
+    (tmp_path / "yours" / "summary.md").write_text("mine")
+    with pytest.raises(sweep.UserError, match=r"holds 'summary.md' that this sweep did not make"):
+        sweep.open_store(str(tmp_path / "yours"))
+    assert os.listdir(tmp_path / "yours") == ["summary.md"]
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A killed sweep leaves `.spikeforge-tmp-<host>-<pid>-...` files: the next run removes those of processes that
+    are gone, never a live writer's (a concurrent sweep's) nor anything else."""
+    from spikeforge.simulator import atomic
+
+    store = tmp_path / "st"
+    sweep.open_store(str(store))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # (reaped: its pid is free)
+    for folder in (store, store / "points"):
+        live = atomic.temporary_name(str(folder))  # this process's: a live writer
+        stale = os.path.basename(live).replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+        (folder / stale).write_text("half a point")
+        assert atomic._NAME.match(stale)
+    sweep.open_store(str(store))
+    for folder in (store, store / "points"):
+        left = [n for n in os.listdir(folder) if n.startswith(".spikeforge-tmp-")]
+        assert len(left) == 1 and f"-{os.getpid()}-" in left[0]
+
+
+def test_store_that_is_not_a_string_is_refused_naming_key_and_type(tmp_path):
+    (tmp_path / "s.toml").write_text(SMALL.replace('"{store}"', "5").format(model="spikeforge.models:DigitsMLP"))
+    with pytest.raises(sweep.SweepSpecError, match=r"s.toml: store must be a folder path \(a non-empty string\), "
+                                                   r"got int 5"):
+        sweep.load_spec(tmp_path / "s.toml")
+    assert os.listdir(tmp_path) == ["s.toml"]
+
+
+def test_a_model_factory_that_returns_no_torch_module_is_refused_when_the_spec_is_read(tmp_path, monkeypatch):
+    (tmp_path / "sweep_factory_mod.py").write_text("def net():\n    return {'layers': 3}\n\n"
+                                                   "def broken():\n    raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(sweep.SweepSpecError, match=r"\[network\] model 'sweep_factory_mod:net': net\(\) returned a "
+                                                   r"dict \(\{'layers': 3\}\), not a torch.nn.Module"):
+        sweep.load_spec(_small_spec(tmp_path, model="sweep_factory_mod:net"))
+    with pytest.raises(sweep.SweepSpecError, match=r"calling broken\(\) raised RuntimeError: no GPU here"):
+        sweep.load_spec(_small_spec(tmp_path, model="sweep_factory_mod:broken"))
+    assert not (tmp_path / "st").exists()  # refused before any store folder
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"status": "ok"}', "no 'id' in it"),
+    ('{"id": "0123456789abcdef"}', "no 'status' in it"),
+    ('{"id": "0123456789abcd', "not JSON: "),
+    ("[1, 2]", "a JSON list, not an object"),
+    ('{"id": "fedcba9876543210", "status": "error", "error": "x"}', "its id 'fedcba9876543210' is not its file"),
+    ('{"id": "0123456789abcdef", "status": "ok", "accuracy": 90}', "status 'ok' without a number for synops,"),
+])
+def test_a_damaged_point_file_is_refused_naming_it(tmp_path, content, problem):
+    store = tmp_path / "st"
+    sweep.open_store(str(store))
+    path = store / "points" / "0123456789abcdef.json"
+    path.write_text(content)
+    with pytest.raises(sweep.SweepSpecError) as err:
+        sweep.finished(str(store))
+    assert str(err.value).startswith(f"store {store}: {path} is not a point this sweep wrote (")
+    assert problem in str(err.value) and str(err.value).endswith("delete it to run that point again")
+    assert path.read_text() == content
