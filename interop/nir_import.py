@@ -22,6 +22,15 @@ dimension counted) read the same. Nodes written by `interop.nir_export` carry ``
 restores what NIR cannot say (subtractive reset, the >= test, initial membranes, θ-valued spikes), so a
 round trip gives the same network. Anything else is refused with a `NirImportError` naming the node.
 
+Hostile or corrupt files are refused before the work they would cause: `import_nir` first opens the file with h5py
+and refuses more than `MAX_NIR_OBJECTS` HDF5 objects, external links / storage and virtual datasets (`h5safe`), more
+than `MAX_NIR_BYTES` of declared data in all (the file format's SPIKEFORGE_MAX_DATASET_BYTES), more than `MAX_NODES`
+nodes or `MAX_EDGES` edges, and any node whose declared shapes or weights exceed the file format's limits
+(`MAX_NEURONS` values per shape, `MAX_SYNAPSES` weights) or half of this machine's memory, all from the HDF5
+metadata before `nir.read` reads a byte of data. `from_nir` checks the same of graphs built in memory, bounds the
+paths of linear nodes into a population (`MAX_PATHS`), and bounds the synapses a chain of linear nodes multiplies
+out to before building it.
+
 Conventions (`convention=`, `--convention`): the tools that write NIR do not all mean the NIR equations, and none
 writes dt. `nir` reads the equations above. `snntorch` (snnTorch 1.0's export_to_nir): dt 1e-4 unless given, an
 LIF with r = τ/dt is a Leaky that adds its input unscaled (gain exactly 1, β = 1 - dt/τ). `norse` (Norse 1.1's
@@ -39,6 +48,7 @@ import warnings
 import numpy as np
 
 from spikeforge.errors import UserError
+from spikeforge.simulator.fileformat import MAX_DATASET_BYTES, MAX_NEURONS, MAX_SYNAPSES
 from spikeforge.simulator.geometry import conv_output_hw, synapse_matrix
 from spikeforge.simulator.network import Network, Population, Projection
 
@@ -92,13 +102,64 @@ def _arr(value, name, where) -> np.ndarray:
 
 
 _BYTES_PER_VALUE = 64  # what the import holds per neuron / linear-node value (parameters, biases, index arrays)
+_BYTES_PER_WEIGHT = 24  # per weight of an Affine / Linear / Conv2d: the float64 copy, a scaled copy, float32
+_BYTES_PER_SYNAPSE = 48  # per synapse of a multiplied-out chain: COO / CSR index and value arrays, and a product
+# Bounds on a NIR file and graph (a real network's graph has tens to hundreds of nodes):
+MAX_NIR_BYTES = MAX_DATASET_BYTES  # declared (decompressed) bytes of all of a file's datasets together
+MAX_NODES = 10_000  # nodes of a graph (nested graphs included)
+MAX_EDGES = 100_000  # edges of a graph
+MAX_PATHS = 10_000  # paths of linear nodes into one population (each becomes a projection)
+MAX_SHAPE_ENTRIES = 32  # entries of a declared shape (an Input's shape, a Conv2d's input_shape, ...)
+# HDF5 links (groups and datasets) of a file: counted in microseconds each before the external-data walk, which
+# takes ~0.2 ms per object (a node has ten or twenty: type, parameters, metadata)
+MAX_NIR_OBJECTS = 30_000
+
+
+def _memory_budget():
+    """Half of this machine's physical memory in bytes (None when the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_weight(shape, where, what="weight"):
+    """Refuse, before it is converted or multiplied out, a weight of more elements than the file format holds
+    (MAX_SYNAPSES), more outputs (its first dimension) than a population holds, or too big for half of this
+    machine's memory once converted."""
+    shape = tuple(int(s) for s in shape)
+    n = 1
+    for d in shape:
+        n *= d
+    if shape and shape[0] > MAX_NEURONS:
+        raise NirImportError(f"node {where!r}: {what} {shape} declares {shape[0]:,} outputs, more than the "
+                             f"{MAX_NEURONS:,} a population can hold")
+    if n > MAX_SYNAPSES:
+        raise NirImportError(f"node {where!r}: {what} {shape} has {n:.3g} elements, more than the {MAX_SYNAPSES:,} "
+                             "synapses a projection can hold")
+    budget = _memory_budget()
+    if budget and n * _BYTES_PER_WEIGHT > budget:
+        raise NirImportError(f"node {where!r}: {what} {shape} has {n:,} elements, about "
+                             f"{n * _BYTES_PER_WEIGHT / 2**30:.1f} GiB to import, more than half of this machine's "
+                             "memory")
+    return n
+
+
+def _check_synapses(n, where, what):
+    """Refuse a synapse matrix of `n` synapses (an upper bound) before it is built."""
+    if n > MAX_SYNAPSES:
+        raise NirImportError(f"node {where!r}: {what} makes up to {n:.3g} synapses, more than the "
+                             f"{MAX_SYNAPSES:,} a projection can hold")
+    budget = _memory_budget()
+    if budget and n * _BYTES_PER_SYNAPSE > budget:
+        raise NirImportError(f"node {where!r}: {what} makes up to {n:.3g} synapses, about "
+                             f"{n * _BYTES_PER_SYNAPSE / 2**30:.1f} GiB to build, more than half of this machine's "
+                             "memory")
 
 
 def _check_shape(shape, where, what="shape"):
     """Refuse, before anything is allocated, a shape with a non-positive dimension or more values than a
     population can hold (the file format's limit) or than half of this machine's memory can build."""
-    from spikeforge.simulator.fileformat import MAX_NEURONS
-
     shape = tuple(shape)
     if any(d < 1 for d in shape):
         raise NirImportError(f"node {where!r}: {what} {shape} has a dimension < 1")
@@ -108,10 +169,7 @@ def _check_shape(shape, where, what="shape"):
     if n > MAX_NEURONS:
         raise NirImportError(f"node {where!r}: {what} {shape} has {n:.3g} values, more than the {MAX_NEURONS:,} a "
                              "population can hold")
-    try:
-        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
-        budget = None
+    budget = _memory_budget()
     if budget and n * _BYTES_PER_VALUE > budget:
         raise NirImportError(f"node {where!r}: {what} {shape} has {n:,} values, about "
                              f"{n * _BYTES_PER_VALUE / 2**30:.1f} GiB to import, more than half of this machine's "
@@ -136,6 +194,7 @@ class _Op:
         t, n_in = self.type, int(np.prod(in_shape))
         where = name
         if t in ("Affine", "Linear"):
+            _check_weight(np.shape(node.weight), where)
             w = _arr(node.weight, "weight", where)
             if w.ndim != 2 or w.shape[1] != n_in:
                 raise NirImportError(f"node {where!r}: weight {w.shape} does not take an input of {n_in} values")
@@ -144,6 +203,7 @@ class _Op:
             if self.bias.size != w.shape[0]:
                 raise NirImportError(f"node {where!r}: bias of {self.bias.size} values for {w.shape[0]} outputs")
         elif t == "Conv2d":
+            _check_weight(np.shape(node.weight), where)
             w = _arr(node.weight, "weight", where)
             if w.ndim != 4:
                 raise NirImportError(f"node {where!r}: Conv2d weight must be (C_out, C_in/groups, kh, kw), "
@@ -240,10 +300,22 @@ class _Op:
             return Projection(name, "identity", source, target)
         return None
 
+    def synapses(self):
+        """An upper bound on the nonzeros of `matrix()`, without building it."""
+        n_in = int(np.prod(self.in_shape))
+        if self.type in ("Affine", "Linear"):
+            return int(self.weight.size)
+        if self.type in ("Flatten", "Delay", "Scale"):
+            return n_in
+        if self.type == "Conv2d":
+            return self.n_out * int(np.prod(self.weight.shape[1:]))
+        return self.n_out * self.kernel[0] * self.kernel[1]  # pooling: one input channel per output
+
     def matrix(self):
         """(n_out, n_in) scipy sparse matrix of the node."""
         import scipy.sparse as sp
 
+        _check_synapses(self.synapses(), self.name, f"its {self.type} as a synapse matrix")
         n_in = int(np.prod(self.in_shape))
         if self.type in ("Affine", "Linear"):
             return sp.csr_matrix(self.weight)
@@ -263,6 +335,10 @@ class _Graph:
     def __init__(self, graph):
         import networkx as nx
 
+        if len(graph.nodes) > MAX_NODES:
+            raise NirImportError(f"the graph has {len(graph.nodes):,} nodes, more than {MAX_NODES:,}")
+        if len(graph.edges) > MAX_EDGES:
+            raise NirImportError(f"the graph has {len(graph.edges):,} edges, more than {MAX_EDGES:,}")
         self.nodes = dict(graph.nodes)
         self.edges = [(str(a), str(b)) for a, b in graph.edges]
         for a, b in self.edges:
@@ -303,12 +379,13 @@ class _Graph:
                 raise NirImportError(f"node {self.readout!r}: the integrator read out must feed the Output only")
         else:
             self.readout = self.output
+        leads = nx.ancestors(g, self.output) | {self.output}  # one walk, not one per node
         for name, node in self.nodes.items():
             if _type(node) == "I" and name != self.readout:
                 raise NirImportError(f"node {name!r}: an integrator inside the graph (spikeforge's only non-spiking "
                                      "integrator is the readout that feeds the Output)")
             if name not in (self.input, self.output, self.readout) and _type(node) != "Output" and \
-                    not nx.has_path(g, name, self.output):
+                    name not in leads:
                 raise NirImportError(f"node {name!r} does not lead to the Output")
         self.is_population = {n: _type(v) in ("Input", "IF", "LIF") or n == self.readout for n, v in self.nodes.items()}
         # a neuron whose only successor is the Scale(θ) written by nir_export: spikes carry θ
@@ -331,21 +408,47 @@ class _Graph:
         return [self.input] + [n for n in topo if self.is_population[n] and n != self.input]
 
     def paths_into(self, target):
-        """Every (source population, [linear nodes, source first]) path that ends at `target`."""
-        out = []
+        """Every (source population, [linear nodes, source first]) path that ends at `target`, depth first in the
+        graph's order. Iterative (a chain of thousands of nodes is no recursion), and bounded: more than MAX_PATHS
+        paths (diamonds of linear nodes multiply them) or linear nodes visited is refused naming `target`."""
+        out, steps, total = [], 0, 0
 
-        def walk(node, chain):
-            for p in sorted(self.g.predecessors(node), key=self.order.get):
-                src = self.alias.get(p, p)
-                if self.is_population.get(src) and src != target:
-                    out.append((src, chain))
-                elif _type(self.nodes[p]) in LINEAR_TYPES:
-                    if not any(True for _ in self.g.predecessors(p)):
-                        raise NirImportError(f"node {p!r} receives nothing")
-                    walk(p, [p] + chain)
-                else:
-                    raise NirImportError(f"edge {p!r} -> {node!r}: {_type(self.nodes[p])} cannot feed a neuron here")
-        walk(target, [])
+        def preds(node):
+            return iter(sorted(self.g.predecessors(node), key=self.order.get))
+
+        def chain_of(link):  # link: (node, link towards the target) or None; the source-side node first
+            chain = []
+            while link is not None:
+                chain.append(link[0])
+                link = link[1]
+            return chain
+
+        stack = [(preds(target), target, None)]
+        while stack:
+            it, node, link = stack[-1]
+            p = next(it, None)
+            if p is None:
+                stack.pop()
+                continue
+            src = self.alias.get(p, p)
+            if self.is_population.get(src) and src != target:
+                chain = chain_of(link)
+                total += len(chain)
+                out.append((src, chain))
+                if len(out) > MAX_PATHS or total > 100 * MAX_PATHS:
+                    raise NirImportError(f"node {target!r}: more than {MAX_PATHS:,} paths of linear nodes (or "
+                                         f"{100 * MAX_PATHS:,} nodes along them) lead into it; spikeforge builds "
+                                         "one projection per path")
+            elif _type(self.nodes[p]) in LINEAR_TYPES:
+                if not any(True for _ in self.g.predecessors(p)):
+                    raise NirImportError(f"node {p!r} receives nothing")
+                steps += 1
+                if steps > 100 * MAX_PATHS:
+                    raise NirImportError(f"node {target!r}: the paths of linear nodes into it pass more than "
+                                         f"{100 * MAX_PATHS:,} nodes (diamonds of linear nodes multiply the paths)")
+                stack.append((preds(p), p, (p, link)))
+            else:
+                raise NirImportError(f"edge {p!r} -> {node!r}: {_type(self.nodes[p])} cannot feed a neuron here")
         return out
 
 
@@ -496,19 +599,31 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
     in_shape = _check_shape(in_shape, G.input, "input shape")
     shapes[G.input] = in_shape
     pops.append(Population.make(G.input, "input", in_shape))
-    used = {G.input}
+    used, suffixes = {G.input}, {}
+    neurons = int(np.prod(in_shape))  # of the whole network: bounded like one population's
+    budget = _memory_budget()
     node_bias = {}
 
     def bias_of(node_name):
-        """Bias a linear node adds to everything downstream (its own plus its linear predecessors', mapped)."""
-        if node_name in node_bias:
-            return node_bias[node_name]
-        op = ops[node_name]
-        incoming = np.zeros(int(np.prod(op.in_shape)))
-        for p in G.g.predecessors(node_name):
-            if p in ops:
-                incoming = incoming + bias_of(p)
-        node_bias[node_name] = (op.apply(incoming) if np.any(incoming) else 0.0) + op.bias
+        """Bias a linear node adds to everything downstream (its own plus its linear predecessors', mapped).
+        Predecessors first, on an explicit stack (no recursion through long chains), each node once."""
+        stack = [node_name]
+        while stack:
+            name = stack[-1]
+            if name in node_bias:
+                stack.pop()
+                continue
+            todo = [p for p in G.g.predecessors(name) if p in ops and p not in node_bias]
+            if todo:
+                stack.extend(todo)
+                continue
+            op = ops[name]
+            incoming = np.zeros(int(np.prod(op.in_shape)))
+            for p in G.g.predecessors(name):
+                if p in ops:
+                    incoming = incoming + node_bias[p]
+            node_bias[name] = (op.apply(incoming) if np.any(incoming) else 0.0) + op.bias
+            stack.pop()
         return node_bias[node_name]
 
     ops = {}
@@ -541,6 +656,11 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
         if len(shape) > 3:
             raise NirImportError(f"node {tgt!r}: shape {shape} has more than 3 dimensions")
         _check_shape(shape, tgt)
+        neurons += int(np.prod(shape))
+        if budget and neurons * _BYTES_PER_VALUE > budget:
+            raise NirImportError(f"node {tgt!r}: with its {int(np.prod(shape)):,} neurons the network holds "
+                                 f"{neurons:,}, about {neurons * _BYTES_PER_VALUE / 2**30:.1f} GiB to import, more "
+                                 "than half of this machine's memory")
         for src, chain_ops, out in built:
             if int(np.prod(out)) != int(np.prod(shape)):
                 raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
@@ -560,7 +680,8 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
                 if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
                     raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
                                          "population's bias from the first step, so it cannot arrive later")
-            pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"))
+            pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"),
+                                     suffixes)
             projs.append(_projection(pname, src, tgt, chain_ops, g, shapes[src], shape))
         if tgt in G.theta_scale:
             pop.spike_value = "threshold"
@@ -587,13 +708,20 @@ def _delay_steps(op, dt):
     return int(round(steps))
 
 
-def _projection_name(src, tgt, chain_ops, used, identity_name=None):
+def _projection_name(src, tgt, chain_ops, used, identity_name=None, suffixes=None):
     one = [op for op in chain_ops if op.type not in ("Flatten", "Delay")] or \
         [op for op in chain_ops if op.type != "Delay"]  # a reshape alone names itself
     base = _meta(one[0].node, "spikeforge_projection") if len(one) == 1 else identity_name if not one else None
-    name = str(base or (one[0].name if len(one) == 1 else f"{src}_to_{tgt}")).replace("/", "_")
-    while name in used:
-        name += "_"
+    base = str(base or (one[0].name if len(one) == 1 else f"{src}_to_{tgt}")).replace("/", "_")
+    # the first of base, base_, base__, ... not taken; `suffixes` remembers where the last search for this base
+    # ended (names are only ever added, so the shorter ones stay taken; without it thousands of projections of
+    # one name would try every shorter suffix again: quadratic)
+    suffixes = {} if suffixes is None else suffixes
+    k = suffixes.get(base, 0)
+    while base + "_" * k in used:
+        k += 1
+    suffixes[base] = k + 1
+    name = base + "_" * k
     used.add(name)
     return name
 
@@ -629,12 +757,134 @@ def _undelayed_projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
                 p.weight = (p.weight * per_channel[:, 0][:, None, None, None]).astype(np.float32)
             return p
     m = sp.identity(int(np.prod(src_shape)), format="csr")
+    path = " -> ".join([src] + [op.name for op in chain_ops] + [tgt])
     for op in weighted:
-        m = op.matrix() @ m
+        a = op.matrix()
+        # nonzeros of the product, at most: Σ_j (nonzeros of column j of a) x (nonzeros of row j of m), and at
+        # most every (target, source) pair; checked before scipy builds it (two small layers through a narrow
+        # one make a dense product of the outer sizes)
+        bound = min(float(np.dot(a.getnnz(axis=0).astype(np.float64), m.getnnz(axis=1).astype(np.float64))),
+                    float(a.shape[0]) * float(m.shape[1]))
+        _check_synapses(int(bound), op.name, f"the chain {path} multiplied out into one projection")
+        m = a @ m
     m = (sp.diags(g) @ m).T.tocsr()  # rows per source neuron
     m.sort_indices()
     return Projection(name, "sparse", src, tgt, m.data.astype(np.float32), m.indptr.astype(np.int64),
                       m.indices.astype(np.int32))
+
+
+_SHAPE_KEYS = ("shape", "input_type", "output_type", "input_shape")  # datasets that declare a shape
+
+
+def _size(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)  # Python integers: no wrap-around
+    return n
+
+
+def _gib(n):
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _check_node_datasets(name, group):
+    """The declared shapes of one node's datasets (its metadata's included), from the HDF5 metadata; shape
+    declarations are read (at most MAX_SHAPE_ENTRIES values each), nothing else is."""
+    import h5py
+
+    for key, ds in group.items():
+        if isinstance(ds, h5py.Group):
+            if key == "metadata":
+                _check_node_datasets(name, ds)
+            continue  # "nodes" of a nested graph: walked by check_nir_file
+        if not isinstance(ds, h5py.Dataset) or key in ("type", "edges"):
+            continue
+        shape = tuple(int(d) for d in (ds.shape or ()))
+        n = _size(shape)
+        if key == "weight":
+            _check_weight(shape, name)
+        elif key in _SHAPE_KEYS:
+            if n > MAX_SHAPE_ENTRIES:
+                raise NirImportError(f"node {name!r}: {key} declares {n:,} dimensions")
+            if ds.dtype.kind not in "iuf":
+                continue  # not a shape: nir.read or from_nir says so
+            values = np.asarray(ds[()]).reshape(-1)
+            if values.size and np.all(np.isfinite(values)) and np.all(values >= 1):
+                declared = tuple(int(v) for v in values)
+                _check_shape(declared, name, "input shape" if key == "shape" and
+                             _node_type(group) == "Input" else key)
+        elif ds.dtype.kind in "iufb" and min(shape, default=1) >= 1 and n > 1:
+            _check_shape(shape, name, key)  # a per-neuron parameter: no more values than a population's
+
+
+def _node_type(group):
+    t = group.get("type")
+    try:
+        value = t[()] if t is not None and t.size == 1 else None
+    except Exception:  # noqa: BLE001 - a type that does not read is nir.read's to report
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def check_nir_file(path):
+    """Refuse, from its HDF5 metadata alone, a NIR file that would make `nir.read` or the import do unbounded work:
+    more than MAX_NIR_OBJECTS HDF5 objects, external links / storage or virtual datasets (`ForeignDataError`,
+    naming the file), more than MAX_NIR_BYTES of declared dataset bytes in all (the file format's
+    SPIKEFORGE_MAX_DATASET_BYTES), more than MAX_NODES nodes or MAX_EDGES edges, or a node whose weights or
+    declared shapes exceed what a projection or population holds (NirImportError naming the node; the caller
+    adds the file). Returns the declared bytes."""
+    import h5py
+
+    from spikeforge.simulator.h5safe import check_self_contained
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise NirImportError(f"not a readable NIR file ({type(exc).__name__}: {' '.join(str(exc).split())})") \
+            from None
+    with h5:
+        try:
+            count = [0]
+
+            def tally(_name):
+                count[0] += 1
+                return True if count[0] > MAX_NIR_OBJECTS else None  # not None: stop
+
+            h5.id.links.visit(tally)  # names only, through hard links (no object is opened)
+            if count[0] > MAX_NIR_OBJECTS:
+                raise NirImportError(f"more than {MAX_NIR_OBJECTS:,} HDF5 objects (groups and datasets); a NIR graph "
+                                     "spikeforge can import has far fewer")
+            total = check_self_contained(h5, path)
+            if total > MAX_NIR_BYTES:
+                raise NirImportError(f"its datasets declare {_gib(total)} in all (decompressed), more than the "
+                                     f"{_gib(MAX_NIR_BYTES)} a NIR file may hold (SPIKEFORGE_MAX_DATASET_BYTES)")
+            root = h5.get("node")
+            stack, nodes = [("", root)] if isinstance(root, h5py.Group) else [], 0
+            while stack:
+                prefix, graph = stack.pop()
+                edges = graph.get("edges")
+                if isinstance(edges, h5py.Dataset) and edges.shape and edges.shape[0] > MAX_EDGES:
+                    raise NirImportError(f"{'graph ' + repr(prefix[:-1]) if prefix else 'the graph'} has "
+                                         f"{edges.shape[0]:,} edges, more than {MAX_EDGES:,}")
+                members = graph.get("nodes")
+                if not isinstance(members, h5py.Group):
+                    continue
+                nodes += len(members)
+                if nodes > MAX_NODES:
+                    raise NirImportError(f"the graph has more than {MAX_NODES:,} nodes")
+                # Input nodes first: a graph's declared input shape is what the rest follows from
+                for key, node in sorted(members.items(), key=lambda kv: isinstance(kv[1], h5py.Group) and
+                                        _node_type(kv[1]) != "Input"):
+                    if isinstance(node, h5py.Group):
+                        _check_node_datasets(prefix + key, node)
+                        if isinstance(node.get("nodes"), h5py.Group):
+                            stack.append((f"{prefix}{key}.", node))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever libhdf5 raises for a corrupt file
+            raise NirImportError(f"not a readable NIR file ({type(exc).__name__}: {' '.join(str(exc).split())})") \
+                from None
+    return total
 
 
 def import_nir(nir_path, out_path, dt: float | None = None, target=None, placement: str = "anneal",
@@ -648,6 +898,10 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
     nir_path = os.fspath(nir_path)
     if not os.path.exists(nir_path):
         raise NirImportError(f"{nir_path}: no such file")
+    try:
+        check_nir_file(nir_path)  # from the HDF5 metadata, before nir.read reads (and allocates) anything
+    except NirImportError as exc:
+        raise NirImportError(f"{nir_path}: {exc}") from None
     try:
         graph = nir.read(nir_path, type_check=False)  # shapes are checked here, node by node
     except Exception as exc:  # the nir reader raises whatever h5py / its asserts raise

@@ -109,11 +109,12 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO
 class OutputWriteError(OSError):
     """Writing an output failed (a full disk, a quota, a read-only file system); the old output is intact."""
 
-    def __init__(self, path, exc):
+    def __init__(self, paths, exc):
         reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc)).lower()
-        super().__init__(exc.errno, f"{reason} while writing {path}; the previous {os.path.basename(path)} (if any) "
-                                    "is unchanged")
-        self.output = path
+        names = " and ".join(os.path.basename(p) for p in paths)
+        super().__init__(exc.errno, f"{reason} while writing {' and '.join(paths)}; the previous {names} (if any) "
+                                    f"{'is' if len(paths) == 1 else 'are'} unchanged")
+        self.output = paths[0]
 
     def __str__(self):
         return self.strerror
@@ -154,7 +155,7 @@ def atomic_outputs(*paths, suffixes=None):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError) and exc.errno in _WRITE_ERRNOS:
-            raise OutputWriteError(paths[0] if len(paths) == 1 else ", ".join(paths), exc) from None
+            raise OutputWriteError(paths, exc) from None
         raise
 
 

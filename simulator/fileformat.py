@@ -267,8 +267,10 @@ def _check_mapping(net: Network):
     bad = np.flatnonzero(c.population >= len(net.populations))
     if bad.size:
         _fail("/mapping/cores/population", f"population index {c.population[bad[0]]} at core {bad[0]} is out of range")
+    by_pop = np.argsort(c.population, kind="stable")  # rows of each population, without a scan per population
+    bounds = np.searchsorted(c.population[by_pop], np.arange(len(net.populations) + 1))
     for pi, pop in enumerate(net.populations):
-        rows = np.flatnonzero(c.population == pi)
+        rows = by_pop[bounds[pi]:bounds[pi + 1]]
         if rows.size == 0:
             _fail("/mapping/cores", f"population {pop.name!r} is on no core")
         ranges = sorted(zip(c.neuron_start[rows], c.neuron_stop[rows]))

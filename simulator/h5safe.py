@@ -20,44 +20,52 @@ class ForeignDataError(UserError):
     """An HDF5 file that refers to data outside itself."""
 
 
-def check_self_contained(h5, path, max_objects=1_000_000):
+def check_self_contained(h5, path, max_objects=200_000):
     """Raise ForeignDataError naming `path` and the object when the open file `h5` (an h5py File or Group) has an
     external link, a user-defined link, a dataset stored in external files or a virtual dataset; metadata only is
-    read. Returns the total declared size of its datasets in bytes (uncompressed: what reading them all takes).
-    More than `max_objects` links is refused (a file of millions of empty groups is no spikeforge input)."""
+    read (through h5py's low-level API: about 30 µs an object). Returns the total declared size of its datasets in
+    bytes (uncompressed: what reading them all takes). More than `max_objects` links is refused after a quick count
+    (a file of millions of empty groups is no spikeforge input)."""
     import h5py
 
-    problems, count, total = [], [0], [0]
+    names = []
 
-    def visit(name):
-        count[0] += 1
-        if count[0] > max_objects:
-            raise ForeignDataError(f"{path}: more than {max_objects} HDF5 objects; not a spikeforge input")
-        link = h5.get(name, getlink=True)
-        if isinstance(link, h5py.ExternalLink):
-            problems.append(f"/{name} is an external link to {link.filename}:{link.path}")
-        elif not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
-            problems.append(f"/{name} is a user-defined link ({type(link).__name__})")
-        elif isinstance(link, h5py.HardLink):
-            obj = h5.get(name)
-            if isinstance(obj, h5py.Dataset):
-                if obj.external:
-                    problems.append(f"/{name} keeps its data in external file {obj.external[0][0]!r}")
-                elif obj.is_virtual:
-                    sources = obj.virtual_sources()
-                    where = f" over {sources[0].file_name!r}" if sources else ""
-                    problems.append(f"/{name} is a virtual dataset{where}")
-                else:
-                    shape = obj.shape or ()
-                    total[0] += math.prod(int(s) for s in shape) * obj.dtype.itemsize
-        return problems[0] if problems else None  # a non-None return stops the walk at the first problem
+    def count(name):
+        names.append(name)
+        return True if len(names) > max_objects else None  # (a non-None return stops the visit)
 
-    h5.visit_links(visit)
-    if problems:
-        raise ForeignDataError(f"{path}: {problems[0]}: spikeforge reads only self-contained HDF5 files (no "
-                               "external links, external storage or virtual datasets), so that a file cannot make "
-                               "it read another")
-    return total[0]
+    h5.id.links.visit(count)
+    if len(names) > max_objects:
+        raise ForeignDataError(f"{path}: more than {max_objects} HDF5 objects; not a spikeforge input")
+    total = 0
+    for raw in names:
+        name = raw.decode("utf-8", "replace")
+        kind = h5.id.links.get_info(raw).type
+        if kind == h5py.h5l.TYPE_SOFT:
+            continue
+        if kind != h5py.h5l.TYPE_HARD:
+            link = h5.get(name, getlink=True)
+            what = (f"is an external link to {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink)
+                    else f"is a user-defined link (type {kind})")
+            _refuse(path, name, what)
+        if h5py.h5o.get_info(h5.id, raw).type != h5py.h5o.TYPE_DATASET:
+            continue
+        dset = h5py.h5d.open(h5.id, raw)
+        plist = dset.get_create_plist()
+        if plist.get_external_count():
+            _refuse(path, name, f"keeps its data in external file {plist.get_external(0)[0].decode()!r}")
+        if plist.get_layout() == h5py.h5d.VIRTUAL:
+            sources = h5[name].virtual_sources()
+            _refuse(path, name, "is a virtual dataset" + (f" over {sources[0].file_name!r}" if sources else ""))
+        space = dset.get_space()
+        n = math.prod(int(d) for d in space.get_simple_extent_dims()) if space.get_simple_extent_ndims() else 1
+        total += n * dset.get_type().get_size()
+    return total
+
+
+def _refuse(path, name, what):
+    raise ForeignDataError(f"{path}: /{name} {what}: spikeforge reads only self-contained HDF5 files (no external "
+                           "links, external storage or virtual datasets), so that a file cannot make it read another")
 
 
 def open_self_contained(path, max_bytes=None, what="HDF5 file"):

@@ -645,6 +645,7 @@ def cmd_simulate(args):
         raise UserError(f"--out {args.out}: the results are a .npz file; give a name ending in .npz")
     json_out = os.path.splitext(args.out)[0] + ".json"
     _check_outputs([args.out, json_out], "--out", [args.file, args.input])
+    _check_workers(args)
     inputs = _inputs(args, args.input, "--input")
     x, y = inputs.x, inputs.y
     net = simulator.load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
@@ -675,6 +676,15 @@ def cmd_simulate(args):
     print(json.dumps(summary, indent=2))
 
 
+def _check_workers(args):
+    """--workers / --scheduler, before any work: not both; --workers within the cores of a local cluster."""
+    from spikeforge.cluster import check_workers
+
+    if args.workers is not None and args.scheduler is not None:
+        raise UserError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    check_workers(args.scheduler, args.workers)
+
+
 def _check_outputs(outs, flag, inputs):
     """Refuse, before any work, outputs that are folders, FIFOs or devices, or that are one of the inputs."""
     from spikeforge.simulator.atomic import check_output_path
@@ -696,6 +706,7 @@ def cmd_report(args):
     from spikeforge.simulator import load_network
 
     check_replaceable(args.out)  # before any work: a file, or a folder of other things, is refused
+    _check_workers(args)
     inputs = _inputs(args, args.data, "--data", args.limit)
     x, y = inputs.x, inputs.y
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
@@ -748,6 +759,7 @@ def cmd_sweep(args):
         return
     if args.spec is None:
         raise UserError("give a sweep spec file (spikeforge sweep --example prints one)")
+    _check_workers(args)
 
     spec = sweep.load_spec(args.spec)
     spec["execution"] = {"backend": args.backend, "device": args.device}  # how each point simulates

@@ -4,6 +4,20 @@ A run's samples are independent, so a batch splits into contiguous shards; each 
 itself (nothing large travels), simulates its shard with the asked backend (a worker may hold a GPU), and the
 shards' results are merged in order: outputs, per-sample counters, spike counts, rasters and traces concatenate,
 per-step per-core counters and flows add up. Sweeps use the same cluster helper.
+
+What each cluster trusts. Whoever can talk to a Dask scheduler or worker can run any code in the workers and read
+the samples and results. The local cluster (`--workers N`, and a sweep without `--scheduler`) therefore listens on
+127.0.0.1 only and speaks tls:// with mutual authentication under a per-run credential
+(`distributed.security.Security.temporary()`: a self-signed key and certificate made in memory for this run and
+handed to the worker processes when they start; distributed writes them for a moment into a private temporary
+folder to load them). The scheduler, its workers (and their nannies) and our client all hold it and accept only
+peers that present it, so another local user or process, which can reach 127.0.0.1 but lacks the key, is refused.
+Processes of the user's own account can read our memory anyway: the local cluster trusts that account, no more.
+distributed's HTTP status servers (scheduler and workers) also listen on 127.0.0.1, without the credential: they
+serve read-only pages (health, metrics, worker and task status, logs, task errors) and run no code.
+`--scheduler ADDRESS` is a cluster the user runs: spikeforge trusts it and everyone who can reach that scheduler
+(they can run code in its workers and see the samples), and passes no credential to it unless the user's Dask
+configuration does (e.g. distributed.comm.tls settings, or distributed.comm.require-encryption).
 """
 from __future__ import annotations
 
@@ -15,17 +29,38 @@ import numpy as np
 
 from spikeforge.errors import UserError
 
-__all__ = ["dask_client", "merge_results", "run_sharded", "shard_bounds"]
+__all__ = ["available_cores", "check_workers", "dask_client", "merge_results", "run_sharded", "shard_bounds"]
+
+
+def available_cores():
+    """The cores this process may run on: its CPU affinity where the OS has one (a container or `taskset` may give
+    fewer than the machine has), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_workers(scheduler=None, workers=None):
+    """Refuse a bad --workers before any work: below 1, or (for a local cluster: no `scheduler`) more processes
+    than the cores available. With a scheduler, `workers` is not used and not checked beyond >= 1."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if not scheduler and workers is not None:
+        cores = available_cores()
+        if workers > cores:
+            raise UserError(f"--workers {workers}: this machine has {cores} core{'s' if cores != 1 else ''} "
+                            f"available; give at most {cores}, or --scheduler ADDRESS for a cluster of your own")
 
 
 @contextlib.contextmanager
 def dask_client(scheduler=None, workers=None):
-    """A Dask client: on the scheduler at `scheduler` (an address), else on a local cluster of `workers` processes
-    (default min(4, cores)), closed on exit."""
+    """A Dask client: on the scheduler at `scheduler` (an address; security from the user's Dask configuration),
+    else on a local cluster of `workers` processes (default min(4, cores); at most the cores available) that listens
+    on 127.0.0.1 only and admits only holders of this run's TLS credential; closed on exit."""
     from dask.distributed import Client, LocalCluster
 
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
+    check_workers(scheduler, workers)
     cluster = None
     if scheduler:
         try:
@@ -33,9 +68,17 @@ def dask_client(scheduler=None, workers=None):
         except OSError as exc:
             raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
-        cluster = LocalCluster(n_workers=workers or min(4, os.cpu_count() or 1), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-        client = Client(cluster)
+        from distributed.security import Security
+
+        security = Security.temporary()  # this run's key and certificate, in memory only (needs `cryptography`)
+        cluster = LocalCluster(n_workers=workers or min(4, available_cores()), threads_per_worker=1,
+                               processes=True, dashboard_address=None, host="127.0.0.1", protocol="tls://",
+                               security=security)
+        try:
+            client = Client(cluster, security=security)
+        except BaseException:
+            cluster.close()
+            raise
     try:
         yield client
     finally:

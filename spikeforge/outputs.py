@@ -24,6 +24,7 @@ import os
 import shutil
 
 from spikeforge.errors import UserError
+from spikeforge.simulator.atomic import _WRITE_ERRNOS, OutputWriteError
 
 __all__ = ["MARKER", "REPORT_FILES", "check_replaceable", "load_run", "replace_folder", "write_marker", "write_run"]
 
@@ -156,8 +157,10 @@ def replace_folder(path, owned=REPORT_FILES, flag="--out", kind="report"):
     try:
         yield tmp
         write_marker(tmp, kind)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # a full disk: name --out, not the temporary
+            raise OutputWriteError([os.fspath(path)], exc) from None
         raise
     if not os.path.isdir(full):
         os.rename(tmp, full)

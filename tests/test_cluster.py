@@ -1,6 +1,8 @@
 """Samples sharded over a Dask cluster (spikeforge.cluster) and the torch backend from the command line: merged
 results equal one process's exactly."""
+import gc
 import json
+import time
 
 import numpy as np
 import pytest
@@ -8,9 +10,10 @@ import torch
 
 from spikeforge import simulator
 from spikeforge.cli import main
-from spikeforge.cluster import dask_client, merge_results, run_sharded, shard_bounds
+from spikeforge.cluster import available_cores, check_workers, dask_client, merge_results, run_sharded, shard_bounds
 from spikeforge.converter import convert, write_network
 from spikeforge.converter.mapping import map_network
+from spikeforge.errors import UserError
 from spikeforge.hwmodels import load_target
 
 
@@ -150,3 +153,71 @@ def test_torch_backend_in_chunks_equals_one_chunk_and_sizes_chunks_by_memory(map
     per_piped = 8 * (22 * n + 10 * flat.n_cores * K.N_DYNAMIC_COUNTERS)
     assert chunk_size(piped, 10, "cpu", rec, budget=5 * per_piped + 1) == 5
     assert chunk_size(piped, 10, "cpu", rec, budget=5 * per_sample + 1) < 5  # fewer samples than undelayed
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    """One local cluster (one worker) shared by the security tests below, the module's last (it lives until the
+    module ends): starting one takes about a second."""
+    with dask_client(workers=1) as client:
+        yield client
+
+
+def _refused(address, **kwargs):
+    """What connecting a Client that lacks our credential to `address` raised (it must fail, and fast)."""
+    from dask.distributed import Client
+
+    t0 = time.monotonic()
+    with pytest.raises((OSError, TypeError)) as err:  # no TLS context, reset by the TLS listener, or unknown CA
+        Client(address, timeout=3, **kwargs).close()
+    assert time.monotonic() - t0 < 10
+    # the failed Client sits in a reference cycle; its __del__ takes a class-wide lock of distributed's LoopRunner,
+    # and run by the garbage collector inside the next Client's start it would deadlock: collect it here
+    gc.collect()
+    return err.value
+
+
+def test_the_local_cluster_listens_on_loopback_only_over_tls(local_client):
+    """Scheduler, workers and their nannies: tls:// on 127.0.0.1, never a wildcard or outside interface."""
+    info = local_client.scheduler_info()
+    assert local_client.scheduler.address.startswith("tls://127.0.0.1:")
+    assert info["address"].startswith("tls://127.0.0.1:")
+    assert len(info["workers"]) == 1
+    for address, worker in info["workers"].items():
+        assert address.startswith("tls://127.0.0.1:") and worker["nanny"].startswith("tls://127.0.0.1:")
+    assert local_client.security.require_encryption and local_client.security.tls_client_cert
+
+
+def test_a_client_without_the_runs_credential_is_refused_while_ours_runs_a_task(local_client):
+    """Another local process can reach 127.0.0.1 but lacks this run's key: a plain client (no security, on the tls://
+    address or on the bare port as tcp://) and a client with a TLS credential of its own all fail to connect, to the
+    scheduler and to a worker; our client runs a task."""
+    from distributed.security import Security
+
+    address = local_client.scheduler.address
+    worker = next(iter(local_client.scheduler_info()["workers"]))
+    _refused(address)
+    _refused(address.replace("tls://", "tcp://"))
+    assert "certificate" in str(_refused(address, security=Security.temporary()))
+    _refused(worker)
+    _refused(worker.replace("tls://", "tcp://"))
+    assert local_client.submit(lambda v: v + 1, 41).result(timeout=30) == 42
+    clients = local_client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
+    assert [c for c in clients if c != "fire-and-forget"] == [local_client.id]  # no other client got in
+
+
+def test_workers_beyond_the_available_cores_are_refused_naming_workers_and_cores(monkeypatch):
+    cores = available_cores()
+    with pytest.raises(UserError, match=rf"^--workers 10000: this machine has {cores} cores? available; give at most "
+                                        rf"{cores}, or --scheduler ADDRESS"):
+        with dask_client(workers=10**4):
+            pass
+    check_workers(None, cores)  # as many as the cores: fine
+    check_workers("tcp://10.0.0.1:8786", 10**4)  # a scheduler of the user's: workers is not used, not checked
+    with pytest.raises(UserError, match="--workers must be >= 1, got 0"):
+        check_workers("tcp://10.0.0.1:8786", 0)
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)  # macOS, Windows: the CPU count
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert available_cores() == 3
+    with pytest.raises(UserError, match="^--workers 4: this machine has 3 cores available; give at most 3,"):
+        check_workers(None, 4)
