@@ -64,9 +64,10 @@ def snapshot(*paths):
     out = {}
     for p in paths:
         if os.path.isdir(p):
-            for f in sorted(os.listdir(p)):
-                with open(os.path.join(p, f), "rb") as fh:
-                    out[os.path.join(p, f)] = fh.read()
+            for dp, _, files in sorted(os.walk(p)):
+                for f in sorted(files):
+                    with open(os.path.join(dp, f), "rb") as fh:
+                        out[os.path.join(dp, f)] = fh.read()
         elif os.path.exists(p):
             with open(p, "rb") as fh:
                 out[p] = fh.read()
@@ -644,6 +645,8 @@ def _state_report(root):
 
 def _state_sweep(root):
     store = os.path.join(root, "kstore")
+    if not os.path.isdir(os.path.join(store, "points")):
+        return "no store yet (killed before it was made)"
     try:
         for f in os.listdir(os.path.join(store, "points")):
             if not f.startswith("."):
@@ -705,6 +708,7 @@ def kill_cases(b, kills):
                                f"{landed} while a temporary existed)", "exit": -9, "message": message,
                        "traceback": False, "intact": whole == kills and not left, "seconds": time.time() - t0,
                        "lines": 0, "rss_mb": None})
+        print(f"{b.rows[-1]['case']}: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -137,12 +137,16 @@ def _check_weight(shape, where, what="weight"):
     if n > MAX_SYNAPSES:
         raise NirImportError(f"node {where!r}: {what} {shape} has {n:.3g} elements, more than the {MAX_SYNAPSES:,} "
                              "synapses a projection can hold")
-    budget = _memory_budget()
-    if budget and n * _BYTES_PER_WEIGHT > budget:
-        raise NirImportError(f"node {where!r}: {what} {shape} has {n:,} elements, about "
-                             f"{n * _BYTES_PER_WEIGHT / 2**30:.1f} GiB to import, more than half of this machine's "
-                             "memory")
+    _check_budget(n * _BYTES_PER_WEIGHT, f"node {where!r}: {what} {shape} has {n:,} elements", "import")
     return n
+
+
+def _check_budget(need, said, verb):
+    """Refuse `need` bytes of work beyond half of this machine's memory; `said` names the node and the thing."""
+    budget = _memory_budget()
+    if budget and need > budget:
+        raise NirImportError(f"{said}, about {need / 2**30:.1f} GiB to {verb}, more than half of this machine's "
+                             "memory")
 
 
 def _check_synapses(n, where, what):
@@ -150,11 +154,7 @@ def _check_synapses(n, where, what):
     if n > MAX_SYNAPSES:
         raise NirImportError(f"node {where!r}: {what} makes up to {n:.3g} synapses, more than the "
                              f"{MAX_SYNAPSES:,} a projection can hold")
-    budget = _memory_budget()
-    if budget and n * _BYTES_PER_SYNAPSE > budget:
-        raise NirImportError(f"node {where!r}: {what} makes up to {n:.3g} synapses, about "
-                             f"{n * _BYTES_PER_SYNAPSE / 2**30:.1f} GiB to build, more than half of this machine's "
-                             "memory")
+    _check_budget(n * _BYTES_PER_SYNAPSE, f"node {where!r}: {what} makes up to {n:.3g} synapses", "build")
 
 
 def _check_shape(shape, where, what="shape"):
@@ -169,11 +169,7 @@ def _check_shape(shape, where, what="shape"):
     if n > MAX_NEURONS:
         raise NirImportError(f"node {where!r}: {what} {shape} has {n:.3g} values, more than the {MAX_NEURONS:,} a "
                              "population can hold")
-    budget = _memory_budget()
-    if budget and n * _BYTES_PER_VALUE > budget:
-        raise NirImportError(f"node {where!r}: {what} {shape} has {n:,} values, about "
-                             f"{n * _BYTES_PER_VALUE / 2**30:.1f} GiB to import, more than half of this machine's "
-                             "memory")
+    _check_budget(n * _BYTES_PER_VALUE, f"node {where!r}: {what} {shape} has {n:,} values", "import")
     return shape
 
 

@@ -27,9 +27,10 @@ _LEGACY_AGE_S = 3600
 _cleaned: set = set()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int, own=True) -> bool:
+    """Whether process `pid` of this host runs (own: what to answer for this process's own pid)."""
     if pid == os.getpid():
-        return True
+        return own
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def remove_stale(directory) -> list:
         if legacy:
             stale = age > _LEGACY_AGE_S
         elif m.group(1) == _HOST:
-            stale = not _alive(int(m.group(2)))
+            stale = not pid_alive(int(m.group(2)))
         else:
             stale = age > _FOREIGN_AGE_S
         if stale:
@@ -103,7 +104,7 @@ def check_output_path(path, flag="--out"):
 
 
 # write failures that are the disk's or the system's, not a bug: reported in one line naming the output
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 
 
 class OutputWriteError(OSError):
@@ -154,7 +155,7 @@ def atomic_outputs(*paths, suffixes=None):
         for tmp in temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError) and exc.errno in _WRITE_ERRNOS:
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError) and exc.errno in WRITE_ERRNOS:
             raise OutputWriteError(paths, exc) from None
         raise
 

@@ -187,19 +187,19 @@ def load_events(path, label_key=None, max_bytes=None):
 
 
 def save_events(path, samples, labels=None, label_key="label"):
-    """Write per-sample event streams (dicts of t, x, y, p or t, address) to an .npz or HDF5 event file."""
+    """Write per-sample event streams (dicts of t, x, y, p or t, address) to an .npz or HDF5 event file, atomically
+    (the .npz name is kept as given: numpy's savez would add .npz to another name)."""
     keys = ("t", "address") if "address" in samples[0] else ("t", "x", "y", "p")
     arrays = {k: np.concatenate([np.asarray(s[k]).reshape(-1) for s in samples]) for k in keys}
     arrays["n_samples"] = np.array(len(samples))
     arrays["sample"] = np.repeat(np.arange(len(samples)), [len(np.asarray(s["t"]).reshape(-1)) for s in samples])
     if labels is not None:
         arrays[label_key] = np.asarray(labels)
+    from .atomic import atomic_output, write_hdf5
+
     path = os.fspath(path)
     if path.endswith((".h5", ".hdf5")):
-        import h5py
-
-        with h5py.File(path, "w") as f:
-            for k, v in arrays.items():
-                f.create_dataset(k, data=v)
+        write_hdf5(path, lambda f: [f.create_dataset(k, data=v) for k, v in arrays.items()])
     else:
-        np.savez_compressed(path, **arrays)
+        with atomic_output(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)

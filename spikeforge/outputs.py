@@ -24,7 +24,7 @@ import os
 import shutil
 
 from spikeforge.errors import UserError
-from spikeforge.simulator.atomic import _WRITE_ERRNOS, OutputWriteError
+from spikeforge.simulator.atomic import WRITE_ERRNOS, OutputWriteError, pid_alive
 
 __all__ = ["MARKER", "REPORT_FILES", "check_replaceable", "load_run", "replace_folder", "write_marker", "write_run"]
 
@@ -89,18 +89,6 @@ def write_marker(folder, kind):
         json.dump({"made_by": "spikeforge", "kind": kind, "files": files}, fh, indent=1)
 
 
-def _alive(pid):
-    if pid == os.getpid():
-        return False  # ours from an earlier, finished call of this process: stale too
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(path):
     """Remove what killed runs left for this folder: temporary siblings of dead processes (restoring the old
     report first when a run died between its two renames) and `.spikeforge-*` temporary files inside it."""
@@ -114,7 +102,7 @@ def clean_stale(path):
             pid = int(entry.rsplit("-", 1)[1])
         except ValueError:
             pid = -1
-        if pid > 0 and _alive(pid):
+        if pid > 0 and pid_alive(pid, own=False):  # (ours: from an earlier, finished call)
             continue  # another run writing the same report right now
         stale = os.path.join(parent, entry)
         if _OLD in entry and not os.path.lexists(full):
@@ -159,7 +147,7 @@ def replace_folder(path, owned=REPORT_FILES, flag="--out", kind="report"):
         write_marker(tmp, kind)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # a full disk: name --out, not the temporary
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # a full disk: name --out, not the temporary
             raise OutputWriteError([os.fspath(path)], exc) from None
         raise
     if not os.path.isdir(full):

@@ -146,10 +146,12 @@ def _check_data_file(path, train, fail):
     """The .npz of [data] path holds x_test and y_test (and x_train, y_train when a model is trained here): numeric
     arrays, one integer label per sample. Checked when the spec is read, not on every point."""
     needed = (("x_train", "y_train") if train else ()) + ("x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = list(getattr(z, "files", ()))
-            arrays = {k: z[k] for k in needed if k in files}
+    from spikeforge.simulator.arrayfiles import list_arrays, read_arrays
+
+    files = []
+    try:  # numeric arrays only, their declared sizes within the memory bound, checked before reading
+        files = [n for n in list_arrays(path) if n is not None]
+        arrays = read_arrays(path, [k for k in needed if k in files])
     except (OSError, ValueError, EOFError) as exc:  # (a SweepSpecError is a ValueError: fail outside this block)
         arrays = exc
     if isinstance(arrays, Exception):
@@ -246,8 +248,11 @@ def _data(spec):
     if key not in _CACHE:
         d = spec["data"]
         if "path" in d:
-            with np.load(d["path"], allow_pickle=False) as z:
-                arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            from spikeforge.simulator.arrayfiles import list_arrays, read_arrays
+
+            keys = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in list_arrays(d["path"])]
+            got = read_arrays(d["path"], keys)  # (a network file's sweep needs only x_test, y_test)
+            arrays = tuple(got.get(k) for k in ("x_train", "y_train", "x_test", "y_test"))
         elif d.get("name", "digits") == "digits":
             from spikeforge.data import load_digits_split
 
