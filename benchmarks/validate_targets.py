@@ -33,12 +33,12 @@ PRESILICON = "pre-silicon per-op figure vs the silicon-calibrated cost the targe
 AKOPYAN = "Akopyan et al. 2015, IEEE TCAD 34(10), Fig. 17, p. 1551 (0.8 V, 128 synapses per neuron)"
 
 
-def row(target, workload, quantity, source, published, ours, note, unit, metric, blocked="", why="",
-        kind="workload"):
+def row(target, workload, quantity, source, published, ours, note, unit, metric, blocked="", why="", *, kind):
     """One validation row; ratio = ours / published; status ok / outside (the band; `why` says why) / blocked
-    (`blocked` says what prevents the comparison). kind: workload (a reconstructed workload: these rows make the
-    band), unit (a per-operation constant read back through simulate + estimate) or calibration (the figure the
-    constant was fitted to)."""
+    (`blocked` says what prevents the comparison). kind (hwmodels.validation.KINDS): independent (a measured
+    workload none of the target's constants came from: only these make the band), unit (one constant against a
+    datasheet figure), calibration (a figure a constant was fitted to) or consistency (the same constants in
+    another simulator: checks the counting only)."""
     ratio = None if published in (None, 0) or ours is None else float(ours) / float(published)
     if blocked or ratio is None:
         status = "blocked"
@@ -187,14 +187,15 @@ def loihi_kws(target, quick):
                 "Blouw et al. 2019, NICE, Table 1 (0.081 W dynamic / 296 inf/s)", 274.0,
                 cost.dynamic_total_pj / 1e6, note, "uJ", "energy",
                 blocked="the measured dynamic power is ~70 mW of embedded x86 / host interaction per step (Blouw "
-                        "2019: 'idle after execution' - 'idle from boot' = 70 mW), which no target term models"),
+                        "2019: 'idle after execution' - 'idle from boot' = 70 mW), which no target term models",
+                kind="independent"),
             row("loihi", "Blouw 2019 keyword spotting, 390-256-256-29, T=10", "dynamic energy per inference, "
                 "without the 70 mW x86 overhead", "Blouw et al. 2019, Table 1 and Sec. 'Data I/O' [derived: "
                 "(0.081 - 0.070) W / 296 inf/s]", 37.0, cost.dynamic_total_pj / 1e6,
                 "the 70 mW subtraction is the authors' rough figure; the remaining 11 mW still holds barrier and "
                 "host-interface power the mesh model lacks", "uJ", "energy",
                 blocked="the residual after removing the x86 overhead is a rough derived figure (one "
-                        "significant digit) that still includes host-interface power")]
+                        "significant digit) that still includes host-interface power", kind="independent")]
 
 
 def dvs_network(T):
@@ -334,11 +335,12 @@ def loihi_dvs(target, T=128):
             "[inferred]")
     work = "DVS gesture (SANA-FE validation net), 1 frame, T=128"
     rows = [row("loihi", work, "dynamic energy per time step", SANAFE + " (calibrated proxy: the chip CSVs are "
-                "not public)", theirs["total"], energy, note, "uJ", "energy")]
+                "not public)", theirs["total"], energy, note, "uJ", "energy", kind="consistency")]
     rows.append(row("loihi", work, "latency per time step", SANAFE + " (calibrated proxy; latency within 24.3 %, "
                     "underestimated on DVS)", sf["latency_us_per_step"], cost.latency_ns / T / 1e3,
                     f"same runs as the energy row ({len(net.cores)} cores here, barrier {cost.barrier_ns:.0f} ns, "
-                    "hops charged serially at the sender: an upper bound of the link model)", "us", "latency"))
+                    "hops charged serially at the sender: an upper bound of the link model)", "us", "latency",
+                    kind="consistency"))
     static_mw = cost.static_pj / cost.latency_ns  # pJ / ns = mW
     rows.append(row("loihi", "any one-chip network (the DVS run)", "static power per chip",
                     "Frady et al. 2020, NICE (Pohoiki Springs), Table 1 / Sec. 5.2: 3.34 W / 32 chips", 104.4,
@@ -355,7 +357,7 @@ def loihi_side_by_side(path):
     if not os.path.exists(path):
         return [row("loihi", "digits MLP / CNN side by side", "dynamic energy per inference", SANAFE, None, None,
                     f"{path} missing: run python -m benchmarks.sanafe_compare --loihi-model first", "uJ", "energy",
-                    blocked="side-by-side results not computed")]
+                    blocked="side-by-side results not computed", kind="consistency")]
     rows = []
     with open(path) as fh:
         runs = json.load(fh)
@@ -367,7 +369,7 @@ def loihi_side_by_side(path):
                         "by component (uJ, SANA-FE / ours): " + ", ".join(
                             f"{k} {r['sanafe_pj'][k] / 1e6:.4f} / {r['ours_pj'][k] / 1e6:.4f}" for k in r["ours_pj"])
                         + f"; SANA-FE corrected for its drive neurons and {r['extra_steps']} depth-shifted steps",
-                        "uJ", "energy"))
+                        "uJ", "energy", kind="consistency"))
         steps = r["T"] + r["extra_steps"]
         rows.append(row("loihi", work, "latency per time step (SANA-FE: run time / (T + depth) steps)", src,
                         r["sanafe_latency_ns"] / steps / 1e3,
@@ -377,7 +379,7 @@ def loihi_side_by_side(path):
                         "(5.1 + 16 ns) and hops charged serially at the sender, SANA-FE overlaps them",
                         "us", "latency",
                         why="spikeforge charges the analog input as MACs, serially on the first-layer core (3.8 ns "
-                            "each); SANA-FE's export delivers it as one drive spike per neuron"))
+                            "each); SANA-FE's export delivers it as one drive spike per neuron", kind="consistency"))
     return rows
 
 
@@ -415,7 +417,8 @@ def truenorth_rows(target, quick):
             "per-core static) gave ~135 mW (ratio 1.9)")
     rows.append(row("truenorth", "Merolla 2014 probabilistic benchmark, 20 Hz, 128 synapses, real time",
                     "total chip power", "Merolla et al. 2014, Science 345, p. 7 / Fig. 4 / Table S1", 72.0, p20,
-                    note, "mW", "energy"))
+                    note + "; calibration row: 20 Hz / 128 synapses is the operating point of the Akopyan Fig. 17 bars "
+                    "the target's two constants were fitted to", "mW", "energy", kind="calibration"))
     for hz, mw in ((11.58, 68.0), (20.07, 71.0), (95.93, 94.0)):
         p, dyn, _ = truenorth_bench(target, hz, T=T, seed=1)
         rows.append(row("truenorth", f"Akopyan 2015 rate sweep, {hz} Hz, 128 synapses", "total chip power",
@@ -427,18 +430,20 @@ def truenorth_rows(target, quick):
                     target.static_power_mw_per_chip, "ours = the per-chip floor at 0 Hz (0.8 V, 128 synapses "
                     "configured)", "mW", "energy",
                     why="supply voltage and configured synapses are not modelled: the target's floor is the "
-                        "0.8 V / 128-synapse intercept"))
+                        "0.8 V / 128-synapse intercept", kind="independent"))
     rows.append(row("truenorth", "Merolla 2014 multi-object detection, 400x240 @ 30 fps, 3,406 cores",
                     "total chip power", "Merolla et al. 2014, Supplementary Sec. S11", 63.0,
                     target.static_power_mw_per_chip, "ours = the per-chip floor only (a lower bound): the network "
                     "(saliency + What/Where classifier) is not published layer by layer and its spike rates are not "
                     "given", "mW", "energy",
-                    blocked="the network and its rates are not published; only the floor can be compared"))
+                    blocked="the network and its rates are not published; only the floor can be compared",
+                    kind="independent"))
     rows.append(row("truenorth", "Esser 2016 Eedn CIFAR-10 (and 7 other datasets)", "energy per frame",
                     "Esser et al. 2016, PNAS 113(41), abstract: 1,200-2,600 frames/s at 25-275 mW, > 6,000 "
                     "frames/s/W", 167.0, None, "published = the abstract's upper bound 1/6,000 J; the per-dataset "
                     "table, layer list, cores and ticks per frame were not available through the tools", "uJ",
-                    "energy", blocked="PNAS Table 1 / SI (architecture, cores, ticks per frame) not available"))
+                    "energy", blocked="PNAS Table 1 / SI (architecture, cores, ticks per frame) not available",
+                    kind="independent"))
     return rows
 
 
@@ -464,7 +469,7 @@ def plot(rows, path):
 
     shown = [r for r in rows if r["ratio"] is not None]
     colors = {"ok": "tab:green", "outside": "tab:red", "blocked": "tab:gray"}
-    markers = {"workload": "o", "unit": "s", "calibration": "^"}
+    markers = {"independent": "o", "unit": "s", "calibration": "^", "consistency": "D"}
     fig, ax = plt.subplots(figsize=(11, 0.32 * len(shown) + 1.6))
     ax.axvspan(0.75, 1.25, color="tab:green", alpha=0.12, label="±25 % (energy)")
     ax.axvspan(0.5, 0.75, color="tab:olive", alpha=0.08, label="±50 % (latency)")
@@ -513,7 +518,7 @@ def main(argv=None):
     rows.append(row("generic45nm", "—", "energy per op", "Horowitz 2014, ISSCC, 45 nm table", None, None,
                     "no chip measurement exists for a generic 45 nm target: its constants are Horowitz's per-op "
                     "figures (paper-style E_AC / E_MAC convention), not a validated chip", "pJ", "energy",
-                    blocked="no published chip to validate against"))
+                    blocked="no published chip to validate against", kind="independent"))
     os.makedirs(args.out, exist_ok=True)
     write_text(os.path.join(args.out, "validation.json"), json.dumps(rows, indent=1))
     write_text(os.path.join(args.out, "validation_detail.json"), json.dumps({"dvs": dvs_detail}, indent=1,

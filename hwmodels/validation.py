@@ -3,8 +3,12 @@
 The rows come from benchmarks/validate_targets.py (benchmarks/results/validation.json, one per published
 figure); the bands it derives here are stored in each built-in target file ("validation", with a digest of the
 constants they hold for), so reports can say next to every energy figure how far it can be trusted, and say
-"not validated" once the constants change. Only workload rows make a band: unit rows (a constant read
-back) and calibration rows (the figure a constant was fitted to) would vouch for themselves.
+"not validated" once the constants change.
+
+Every row is one of four kinds (KINDS): `unit` (one constant against a datasheet or paper figure), `calibration`
+(a figure a constant was fitted to), `consistency` (the same constants in another simulator: a check of counting
+only), `independent` (a measured workload none of the target's constants came from). Only independent rows make a
+band: the other three would vouch for themselves.
 """
 from __future__ import annotations
 
@@ -13,13 +17,19 @@ import json
 from .targets import BUILTIN_TARGETS, Target, constants_digest, load_target
 
 TOLERANCE = {"energy": 0.25, "latency": 0.50}  # issue 23: within 25 % energy, 50 % latency
+KINDS = ("unit", "calibration", "consistency", "independent")
+NOT_VALIDATED = "not validated against a measured workload"
 
 
 def bands(rows) -> dict:
-    """{target: {metric: {rows, within, blocked, max_abs_dev, ratio_min, ratio_max}}} over the workload rows."""
+    """{target: {metric: {rows, within, blocked, max_abs_dev, ratio_min, ratio_max}}} over the independent rows
+    (a row without a kind in KINDS is refused: every row must say what kind of check it is)."""
     out = {}
     for r in rows:
-        if r.get("kind", "workload") != "workload":
+        if r.get("kind") not in KINDS:
+            raise ValueError(f"validation row {r.get('workload', r)!r}: kind must be one of {', '.join(KINDS)}, "
+                             f"got {r.get('kind')!r}")
+        if r["kind"] != "independent":
             continue
         m = out.setdefault(r["target"], {}).setdefault(r["metric"], {
             "rows": 0, "within": 0, "blocked": 0, "max_abs_dev": None, "ratio_min": None, "ratio_max": None})
@@ -51,18 +61,18 @@ def band_text(target, metric="energy") -> str:
     if not isinstance(target, Target):
         target = load_target(target)
     if target.validation is None:
-        return "not validated (the target file has no validation band)"
+        return f"{NOT_VALIDATED} (the target file has no validation band)"
     if target.validation.get("digest") != target.digest:
-        return ("not validated (constants changed since the band was computed: rerun benchmarks.validate_targets "
-                "from spikeforge's source tree)")
+        return (f"{NOT_VALIDATED} (constants changed since the band was computed: rerun "
+                "benchmarks.validate_targets from spikeforge's source tree)")
     b = validation_band(target).get(metric)
     if not b:
-        return "not validated"
+        return NOT_VALIDATED
     if not b["rows"]:
-        return (f"not validated ({b['blocked']} row(s), all blocked: see benchmarks/results/validation.json in "
-                "spikeforge's source tree)")
-    return (f"±{100 * b['max_abs_dev']:.0f} % (ours / published {b['ratio_min']:.2f}-{b['ratio_max']:.2f} over "
-            f"{b['rows']} reference workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
+        return (f"{NOT_VALIDATED} ({b['blocked']} independent row(s), all blocked: see "
+                "benchmarks/results/validation.json in spikeforge's source tree)")
+    return (f"±{100 * b['max_abs_dev']:.0f} % (ours / measured {b['ratio_min']:.2f}-{b['ratio_max']:.2f} over "
+            f"{b['rows']} independent workload(s), {b['within']} within ±{100 * TOLERANCE[metric]:.0f} %; "
             f"{b['blocked']} blocked)")
 
 
@@ -70,7 +80,9 @@ def write_bands(rows, source="benchmarks/results/validation.json (benchmarks/val
     """Store each built-in target's band in its own file ("validation" section, with the digest of the constants
     it holds for); returns the files written."""
     written = []
-    for name, band in bands(rows).items():
+    computed = bands(rows)
+    for name in {r["target"] for r in rows}:
+        band = computed.get(name, {})
         path = str(BUILTIN_TARGETS.joinpath(f"{name}.json"))
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)

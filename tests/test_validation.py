@@ -12,18 +12,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, "benchmarks", "results", "validation.json")
 
 
-def _row(target, metric, status, ratio, kind="workload"):
+def _row(target, metric, status, ratio, kind="independent"):
     return {"target": target, "metric": metric, "status": status, "ratio": ratio, "kind": kind}
 
 
 def test_bands_by_hand():
     rows = [_row("a", "energy", "ok", 1.1), _row("a", "energy", "outside", 0.5), _row("a", "energy", "blocked", None),
             _row("a", "energy", "ok", 3.0, kind="unit"), _row("a", "energy", "ok", 1.0, kind="calibration"),
-            _row("a", "latency", "blocked", 9.0)]
+            _row("a", "energy", "ok", 1.0, kind="consistency"), _row("a", "latency", "blocked", 9.0),
+            _row("b", "energy", "ok", 1.0, kind="consistency")]
     b = bands(rows)
     assert b["a"]["energy"] == {"rows": 2, "within": 1, "blocked": 1, "max_abs_dev": pytest.approx(0.5),
                                 "ratio_min": 0.5, "ratio_max": 1.1}
     assert b["a"]["latency"]["rows"] == 0 and b["a"]["latency"]["blocked"] == 1
+    assert "b" not in b  # a target checked only against another simulator has no band
+
+
+def test_a_row_without_one_of_the_four_kinds_is_refused():
+    with pytest.raises(ValueError, match="kind must be one of unit, calibration, consistency, independent"):
+        bands([_row("a", "energy", "ok", 1.0, kind="workload")])
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,9 @@ def table():
 def test_table_has_the_published_rows_the_issue_asks_for(table):
     fields = {"target", "workload", "quantity", "source", "published", "ours", "ratio", "note"}
     assert all(fields <= set(r) for r in table)
+    assert {r["kind"] for r in table} <= set(hwmodels.validation.KINDS)
+    # another simulator with the same constants checks counting, not energy: never an independent row
+    assert all(r["kind"] == "consistency" for r in table if "SANA-FE" in r["source"] and "sanafe" in r["source"])
     published = [r for r in table if r["published"] is not None and len(r["source"]) > 10]
     assert sum(r["target"] == "loihi" for r in published) >= 3
     assert sum(r["target"] == "truenorth" for r in published) >= 2
@@ -51,14 +61,21 @@ def test_table_has_the_published_rows_the_issue_asks_for(table):
 
 def test_shipped_bands_are_the_tables(table):
     shipped = {t: hwmodels.validation_band(t) for t in hwmodels.available()}
-    assert shipped == bands(table)
-    b = shipped["truenorth"]["energy"]
-    text = band_text("truenorth")
-    assert f"±{100 * b['max_abs_dev']:.0f} %" in text and f"{b['ratio_min']:.2f}-{b['ratio_max']:.2f}" in text
-    lat = shipped["loihi"]["latency"]
-    want = f"{lat['ratio_min']:.2f}-{lat['ratio_max']:.2f} over {lat['rows']} reference"
-    assert want in band_text("loihi", "latency")
-    assert band_text("generic45nm").startswith("not validated (1 row(s), all blocked")
+    computed = bands(table)
+    assert shipped == {t: computed.get(t, {}) for t in shipped}
+    for name in hwmodels.available():
+        for metric in ("energy", "latency"):
+            indep = [r for r in table if r["target"] == name and r["metric"] == metric and r["kind"] == "independent"
+                     and r["status"] != "blocked"]
+            text = band_text(name, metric)
+            if not indep:
+                assert text.startswith("not validated against a measured workload")
+                continue
+            b = shipped[name][metric]
+            assert b["rows"] == len(indep)
+            assert f"±{100 * b['max_abs_dev']:.0f} %" in text and f"over {len(indep)} independent workload" in text
+    assert band_text("generic45nm").startswith("not validated against a measured workload (1 independent row(s), "
+                                               "all blocked")
 
 
 def test_report_prints_each_targets_band(tmp_path):
@@ -83,8 +100,8 @@ def test_report_prints_each_targets_band(tmp_path):
     for name in ("loihi", "truenorth"):
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in md
         assert f"| {name} | {band_text(name)} | {band_text(name, 'latency')} |" in printed
-    changed = ("not validated (constants changed since the band was computed: rerun benchmarks.validate_targets "
-               "from spikeforge's source tree)")
+    changed = ("not validated against a measured workload (constants changed since the band was computed: rerun "
+               "benchmarks.validate_targets from spikeforge's source tree)")
     assert f"| my-chip | {changed} | {changed} |" in md
     r = next(r for r in rows if r["target"] == "loihi")
     assert r["target_energy_uj"] == pytest.approx(r["target_dynamic_uj"] + r["target_static_uj"])
@@ -101,10 +118,12 @@ def test_a_band_holds_only_for_the_constants_it_was_computed_with(tmp_path):
     raw["static_power_mw_per_chip"]["value"] = 60.0
     p.write_text(json.dumps(raw))
     assert hwmodels.validation_band(hwmodels.load_target(p)) == {}
-    assert band_text(hwmodels.load_target(p)).startswith("not validated (constants changed")
+    assert band_text(hwmodels.load_target(p)).startswith("not validated against a measured workload (constants "
+                                                          "changed")
     del raw["validation"]
     p.write_text(json.dumps(raw))
-    assert band_text(hwmodels.load_target(p)) == "not validated (the target file has no validation band)"
+    assert band_text(hwmodels.load_target(p)) == ("not validated against a measured workload (the target file has no "
+                                                  "validation band)")
     raw["validation"] = {"energy": {}}
     p.write_text(json.dumps(raw))
     with pytest.raises(hwmodels.TargetError, match=f"{p}: validation must be an object with a 'digest'"):
