@@ -13,7 +13,9 @@ from .fileformat import load_network, validate_network
 from .network import SPIKING_MODELS, Network
 
 # Order of the counter columns in Result.counters / per_sample (dynamic ones first, as the kernels fill them).
-COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
+# packets_in: packets received (on the receiving core); active_neurons: neurons with input or a bias in the step
+# (a chip updates those), where neuron_updates counts every mapped neuron every step (each is accessed).
+COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read", "packets_in", "active_neurons",
             "neuron_updates", "state_bytes_read", "state_bytes_written")
 
 
@@ -166,8 +168,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     rec_off, n_rec = _raster_index(net, record, index)
     tr_ptr, tr_idx, tr_order = _trace_index(flat, trace, index)
     readout = index[net.readout.name]
-    # without record_links an all-zero fl_ptr gives every neuron an empty flow list: nothing is counted
-    routing = flat.routing if record_links else flat.routing._replace(fl_ptr=np.zeros_like(flat.routing.fl_ptr))
+    routing = flat.routing  # packets are counted on their receiving cores always, per flow only with record_links
     n_flows = len(routing.flow_src) if record_links else 0
     recording = K.Recording(rec_off, tr_ptr, tr_idx, n_rec, len(tr_idx), n_flows, bool(record_counts))
     if batch_size is None:

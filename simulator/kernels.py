@@ -8,7 +8,10 @@ Layout conventions (built by simulator.arrays):
   carries θ; a group neuron's event carries (θ/τ)·S and, when its target expands payloads,
   multiplicity S (S member spikes, S times the synaptic work); an analog input carries its
   value (and its synaptic work is counted as MACs);
-- per (sample, step, core) dynamic counters, indexed by the C_* constants.
+- per (sample, step, core) dynamic counters, indexed by the C_* constants: a packet counts on the core sending it
+  (C_PACKETS) and on the one receiving it (C_PACKETS_IN); C_ACTIVE counts the neurons with input this step (a
+  stored synapse delivered an event to them, whatever its weight) or a non-zero bias, which a chip updates, where
+  every mapped neuron is accessed (the static neuron_updates counter).
 The engine accumulates membrane and currents in float64: results do not depend
 on summation order, hence not on the thread count either.
 """
@@ -27,8 +30,8 @@ MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL = 5, 6, 7, 8, 9
 FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
-C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES = 0, 1, 2, 3, 4, 5
-N_DYNAMIC_COUNTERS = 6
+C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES, C_PACKETS_IN, C_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7
+N_DYNAMIC_COUNTERS = 8
 # geometry columns of a conv projection
 G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUPS = range(13)
 
@@ -54,7 +57,8 @@ Projections = namedtuple("Projections", ("kind", "src", "tgt_off", "tgt_n", "wof
 # Per neuron: core_of (int32), packets per event (int32) and their mesh hops (int64). Per projection q, the
 # target cores of source row e: rc_core[rc_ptr[rc_off[q] + e]:rc_ptr[rc_off[q] + e + 1]] with synapse counts
 # rc_cnt. Flows a neuron's packets take: fl_id[fl_ptr[i]:fl_ptr[i + 1]], flow k from core flow_src[k] to
-# flow_dst[k] (the kernels read fl_ptr / fl_id only; an all-zero fl_ptr counts no flow).
+# flow_dst[k] (one packet per flow and event: the receiving core's packets_in counter; recorded per flow only
+# when the Outputs' flows array has a column per flow).
 Routing = namedtuple("Routing", ("core_of", "n_packets", "n_hops", "rc_off", "rc_ptr", "rc_core", "rc_cnt",
                                  "fl_ptr", "fl_id", "flow_src", "flow_dst"))
 # What one run keeps (built by simulator.engine.run): raster column of population p's first neuron rec_off[p]
@@ -71,9 +75,10 @@ Outputs = namedtuple("Outputs", ("out", "ctr", "counts", "rec", "trace", "flows"
 # (t-1)·F(S(t-1)/(t-1)), ec_matmul nodes' S_K(t-1)/(t-1); aux: ec_matmul operands; cur: this step's input
 # currents; the events population p queued: ev_idx / ev_val / ev_mult / ev_rec[off[p]:off[p] + ev_n[p]] (local
 # neuron, payload, multiplicity, what counts / rasters record), past steps' events after them (Populations: hoff),
-# hist_n their numbers; acc: readout sums.
+# hist_n their numbers; acc: readout sums; reached: t + 1 where a stored synapse delivered an event to the neuron in
+# step t (the neurons with input, counted as active).
 State = namedtuple("State", ("v", "prev", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n", "hist_n",
-                             "acc"))
+                             "acc", "reached"))
 
 
 @njit(cache=True)
@@ -280,6 +285,7 @@ def run_sample(x, T, readout, pops, projs, routing, recording, o):
         _keep_events(0, t, pops, s)
         for p in range(1, pops.off.shape[0]):
             _input_currents(p, t, pops, projs, routing, s, o.ctr)
+            _count_active(p, t, pops, routing.core_of, s.reached, o.ctr)
             _update(p, t, pops, routing, recording, s, o)
             _keep_events(p, t, pops, s)
             _record_trace(p, t, recording, s.v, o.trace)
@@ -298,7 +304,7 @@ def _new_state(pops, readout):
     return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(max(pops.aux[n_pops], 1)), np.zeros(n_total),
                  np.empty(n_ev, np.int64), np.empty(n_ev), np.ones(n_ev, np.int64),
                  np.empty(n_ev, np.int64), np.zeros(n_pops, np.int64), np.zeros(max(pops.hslot[n_pops], 1), np.int64),
-                 np.zeros(pops.n[readout]))
+                 np.zeros(pops.n[readout]), np.zeros(n_total, np.int64))
 
 
 @njit(cache=True)
@@ -392,7 +398,87 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
                           geom[0], geom[1], ev_idx, ev_val, k0, k1)
     else:
         _conv_events(cur, tgt_off, weights, w_off, projs.geom[q], ev_idx, ev_val, k0, k1)
+    _mark_reached(q, t, projs, s.reached, ev_idx, k0, k1)
     _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, s0, s1, s, routing, ctr)
+
+
+@njit(cache=True)
+def _mark_reached(q, t, projs, reached, ev_idx, k0, k1):
+    """Stamp t + 1 on every target neuron a stored synapse of projection q delivers one of events k0..k1 to (any
+    weight, zero included): the neurons with input this step. Dense and ec_matmul targets are all reached by any
+    event; sparse and pointwise ones by their rows' stored entries; convolutions (and pooling) by the taps inside
+    the map, every output channel of the event's group (max pooling: its own channel)."""
+    if k1 <= k0:
+        return
+    kind = projs.kind[q]
+    tgt_off = projs.tgt_off[q]
+    stamp = t + 1
+    if kind == KIND_DENSE or kind == KIND_MM_A or kind == KIND_MM_B:
+        reached[tgt_off:tgt_off + projs.tgt_n[q]] = stamp
+        return
+    indptr = projs.indptr
+    indices = projs.indices
+    i_off = projs.ioff[q]
+    x_off = projs.xoff[q]
+    geom = projs.geom[q]
+    if kind == KIND_SPARSE:
+        for k in range(k0, k1):
+            e = ev_idx[k]
+            for j in range(indptr[i_off + e], indptr[i_off + e + 1]):
+                reached[tgt_off + indices[x_off + j]] = stamp
+        return
+    if kind == KIND_POINTWISE:
+        d_in = geom[0]
+        d_out = geom[1]
+        for k in range(k0, k1):
+            e = ev_idx[k]
+            r = e // d_in
+            c = e - r * d_in
+            for j in range(indptr[i_off + c], indptr[i_off + c + 1]):
+                reached[tgt_off + r * d_out + indices[x_off + j]] = stamp
+        return
+    pool = kind == KIND_MAXPOOL
+    cin = geom[G_CIN]
+    w = geom[G_W]
+    cout = cin if pool else geom[G_COUT]
+    ho = geom[G_HO]
+    wo = geom[G_WO]
+    kh = geom[G_KH]
+    kw = geom[G_KW]
+    sh = geom[G_SH]
+    sw = geom[G_SW]
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    groups = cin if pool else geom[G_GROUPS]
+    cin_g = cin // groups
+    cout_g = cout // groups
+    for k in range(k0, k1):
+        e = ev_idx[k]
+        pos = e // cin
+        c = e - pos * cin
+        y = pos // w
+        x = pos - y * w
+        c0 = (c // cin_g) * cout_g
+        for ky in range(kh):
+            ty = y + ph - ky
+            if ty < 0 or ty % sh != 0 or ty // sh >= ho:
+                continue
+            for kx in range(kw):
+                tx = x + pw - kx
+                if tx < 0 or tx % sw != 0 or tx // sw >= wo:
+                    continue
+                base = tgt_off + ((ty // sh) * wo + tx // sw) * cout + c0
+                reached[base:base + cout_g] = stamp
+
+
+@njit(cache=True)
+def _count_active(p, t, pops, core_of, reached, ctr):
+    """Count population p's active neurons of step t on their cores: reached by an event, or with a bias."""
+    bias = pops.bias
+    stamp = t + 1
+    for i in range(pops.off[p], pops.off[p] + pops.n[p]):
+        if reached[i] == stamp or bias[i] != 0.0:
+            ctr[t, core_of[i], C_ACTIVE] += 1
 
 
 @njit(cache=True)
@@ -474,14 +560,15 @@ def _count_events(p, t, analog, pops, routing, recording, s, o):
     n_hops = routing.n_hops
     fl_ptr = routing.fl_ptr
     fl_id = routing.fl_id
+    flow_dst = routing.flow_dst
     for k in range(off, off + s.ev_n[p]):
         i = off + ev_idx[k]
         if analog:  # a compute node's value: packets and hops count, spikes do not
-            _count_packets(t, i, 1, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id)
+            _count_packets(t, i, 1, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst)
             continue
         mult = ev_mult[k]
         ctr[t, core_of[i], C_SPIKES] += mult
-        _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id)
+        _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst)
         if record_counts:
             counts[i] += ev_rec[k]
         if rec0 >= 0:
@@ -489,13 +576,18 @@ def _count_events(p, t, analog, pops, routing, recording, s, o):
 
 
 @njit(cache=True, inline="always")
-def _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id):
-    """Count the packets and hops of `mult` events of neuron i, and each packet on its core-to-core flow."""
+def _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst):
+    """Count the packets and hops of `mult` events of neuron i on its core, each packet on the core receiving it,
+    and (when flows are recorded) on its core-to-core flow."""
     c = core_of[i]
     ctr[t, c, C_PACKETS] += n_packets[i] * mult
     ctr[t, c, C_HOPS] += n_hops[i] * mult
+    record = flows.shape[1] > 0
     for k in range(fl_ptr[i], fl_ptr[i + 1]):
-        flows[t, fl_id[k]] += mult
+        f = fl_id[k]
+        ctr[t, flow_dst[f], C_PACKETS_IN] += mult
+        if record:
+            flows[t, f] += mult
 
 
 @njit(cache=True, inline="always")

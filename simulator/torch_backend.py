@@ -33,6 +33,7 @@ from .torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source
 
 # counter columns of the dynamic counters (kernels.C_*)
 _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKETS, K.C_HOPS, K.C_SYN_BYTES
+_PIN, _ACT = K.C_PACKETS_IN, K.C_ACTIVE
 
 # Tuning knobs (read when a plan is built; benchmarks.profile_torch_backend compares them):
 SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
@@ -158,8 +159,14 @@ class _Pop:
         self.core_hops = _per_segment_constant(self.hops, self)
         self.payload, self.max_level = _payload(self)
         self.flows = None  # (flows, n) transpose of the neuron -> flow incidence, when flows are recorded
+        # (cores, n): the packets one event of each neuron delivers to each core (its destination cores)
+        ptr = rt.fl_ptr[off:off + n + 1]
+        dest = rt.flow_dst[rt.fl_id[ptr[0]:ptr[-1]]]
+        self.dest = _sparse_rows(dest, _rows_canonical(ptr, flat.perms[p]), np.ones(len(dest)),
+                                 (flat.n_cores, n), device) if len(dest) else None
         self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
         self.has_bias = bool((self.bias != 0).any())
+        self.bias_mask = (self.bias != 0)[None, :] if self.has_bias else None  # (1, n): neurons always active
         # group neurons with one θ >= 0: the thresholds θ·j/τ rise with j, so counting those reached (bucketize)
         # is the engine's loop that stops at the first one missed
         self.levels = None
@@ -195,6 +202,7 @@ class _Proj:
         self.transpose = bool(proj.transpose)
         if proj.kind in ("matmul_a", "matmul_b"):  # operand work: per event, 2N (A) or M (B) on the node's core
             m, n = tgt.shape
+            self.src_shape = tuple(src.shape)
             self.work = float(2 * n if proj.kind == "matmul_a" else m)
             self.work_core = int(rt.core_of[int(projs.tgt_off[q])])
             return
@@ -246,6 +254,27 @@ class _Proj:
             return None
         return OrderedSparse(sources, targets, weights, rank, tgt.size, device)
 
+    def reach(self, mult):
+        """(B, target neurons) or (B, 1) bool: the targets a stored synapse delivers one of the source's events
+        (multiplicities `mult`, canonical order) to, whatever its weight (kernels._mark_reached)."""
+        b = mult.shape[0]
+        nz = (mult != 0).to(torch.float64)
+        if self.kind in ("dense", "matmul_a", "matmul_b"):
+            return nz.any(1, keepdim=True)
+        if self.kind == "identity":
+            return nz != 0
+        if self.kind == "maxpool":
+            kernel, stride, padding = self.window
+            return F.max_pool2d(nz.reshape(b, *self.src_shape), kernel, stride, padding).reshape(b, -1) > 0
+        if self.kind in ("conv2d", "avgpool"):
+            _, stride, padding, groups = self.conv
+            return F.conv2d(nz.reshape(b, *self.src_shape), self.taps, stride=stride, padding=padding,
+                            groups=groups).reshape(b, -1) > 0
+        if self.kind == "pointwise":
+            d_in = self.weight.shape[1]
+            return (nz.reshape(b, -1, d_in) @ self.pattern.T).reshape(b, -1) > 0
+        return (self.pattern @ nz.T).T > 0  # sparse: its stored entries
+
     def work(self, mult):
         """(B, cores reached) synaptic work of events of multiplicity mult (B, source neurons), and those cores."""
         if self.route_dense is not None:
@@ -264,16 +293,21 @@ class _Proj:
             c = src.shape[0]
             w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device) * fold
             self.conv = (w, tuple(stride), tuple(padding), c)
+            self.taps = torch.ones_like(w)
         elif proj.kind == "maxpool":
             self.window = (tuple(proj.kernel), tuple(proj.stride), tuple(proj.padding))
         elif proj.kind == "conv2d":
             w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
             self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
+            self.taps = torch.ones_like(w)
         elif proj.kind in ("dense", "pointwise"):
             self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
+            if proj.kind == "pointwise":  # the engine stores its nonzero weights only
+                self.pattern = (torch.as_tensor(np.asarray(proj.weight, np.float32), device=device) != 0).to(f64)
         elif proj.kind == "sparse":
             rows, cols, vals = _synapses(proj, src.size, fold)
             self.sparse_t = _sparse_rows(cols, rows, vals, (tgt.size, src.size), device)
+            self.pattern = _sparse_rows(cols, rows, np.ones(len(rows)), (tgt.size, src.size), device)
 
     def current(self, out):
         """Target current (B, target size) for a source's output (values (B, source size))."""
@@ -340,6 +374,7 @@ class _Run:
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
         self.static = {}  # projection from the input (the same every step) -> its current
         self.static_work = {}  # ... -> (work, cores)
+        self.static_reach = {}  # ... -> the targets it reaches (kernels._mark_reached)
         self.pooled = {}  # maxpool population -> its source neurons' spike counts so far (B, source size)
         self.ctr = torch.zeros(b, T, plan.flat.n_cores, K.N_DYNAMIC_COUNTERS, dtype=f64, device=dev)
         self.flows = torch.zeros(b, T, plan.n_flows, dtype=f64, device=dev)
@@ -376,6 +411,8 @@ class _Run:
         for column, per_core, per_neuron in ((_PKT, pop.core_packets, pop.packets), (_HOP, pop.core_hops, pop.hops)):
             ctr[:, pop.seg_cores, column] += events * per_core if per_core is not None else \
                 _core_sums(pop, mult * per_neuron)
+        if pop.dest is not None:
+            ctr[:, :, _PIN] += _per_core(pop.dest, mult)
         if pop.flows is not None:
             self.flows[:, t] += _per_core(pop.flows, mult)
 
@@ -554,6 +591,7 @@ def _step(run, t, outs):
     plan = run.plan
     ctr = run.ctr[:, t]
     for pop in plan.pops[1:]:
+        _count_active(run, t, pop, outs, ctr)
         if pop.model == K.MODEL_MAXPOOL:
             outs[pop.p] = _maxpool_update(run, t, pop, plan.projs[pop.incoming[0]], outs, ctr)
             continue
@@ -624,6 +662,25 @@ def _step(run, t, outs):
         elif model == K.MODEL_READOUT:
             run.acc = cur.clone() if run.acc is None else run.acc + cur
             run.v[pop.p] = run.acc
+
+
+def _count_active(run, t, pop, outs, ctr):
+    """Count the population's active neurons of step t on its cores: those a stored synapse delivers an event to,
+    or with a non-zero bias (kernels._count_active). The same input every step reaches the same neurons: its
+    reach is found once per chunk."""
+    reached = pop.bias_mask
+    for q in pop.incoming:
+        proj = run.plan.projs[q]
+        if proj.src == 0 and run.static_input and t >= proj.delay:
+            if q not in run.static_reach:
+                run.static_reach[q] = proj.reach(run.source(t, proj, outs).mult)
+            r = run.static_reach[q]
+        else:
+            r = proj.reach(run.source(t, proj, outs).mult)
+        reached = r if reached is None else reached | r
+    if reached is not None:
+        active = reached.expand(ctr.shape[0], pop.n).to(torch.float64)
+        ctr[:, pop.seg_cores, _ACT] += _core_sums(pop, active)
 
 
 def _ordered_from_bias(pop, proj, src):

@@ -117,6 +117,26 @@ def test_leaky_neurons_with_nir_options_match_reference():
     assert all(res.spike_counts[p].sum() > 0 for p in ("a", "b", "c"))
 
 
+def test_active_neurons_are_those_an_event_reached_or_with_a_bias():
+    """in (2) -> h (3 IF, θ = 1) through a sparse table in0 -> h0 (weight 0: still a stored synapse) and
+    in1 -> h2 (0.5); h1 has a bias of 0.1 and no synapse; h -> readout (2), dense. Frames [1,0], [0,0], [0,1],
+    [1,1]: h0 is reached in steps 0 and 3, h1 is active every step (its bias), h2 in steps 2 and 3, where it
+    reaches θ and fires: the readout is reached in step 3 only. Every mapped neuron is still accessed."""
+    pops = [Population.make("in", "input", (2,)),
+            Population.make("h", "if", (3,), 1.0, 0.0, np.array([0.0, 0.1, 0.0])),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("w1", "sparse", "in", "h", np.array([0.0, 0.5], np.float32), np.array([0, 1, 2]),
+                        np.array([0, 2])),
+             Projection("w2", "dense", "h", "out", np.ones((2, 3), np.float32))]
+    net = _hand_network(projs, pops)
+    x = np.array([[[1, 0], [0, 0], [0, 1], [1, 1]]], np.float32)
+    res = simulator.run(net, x, 4, record=["h"])
+    np.testing.assert_array_equal(res.spikes["h"][0], [[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(res.counter("active_neurons"), [[0, 2, 0], [0, 1, 0], [0, 2, 0], [0, 3, 2]])
+    np.testing.assert_array_equal(res.counter("neuron_updates"), [[0, 3, 2]] * 4)
+    np.testing.assert_array_equal(res.counter("packets_in"), [[0, 0, 0]] * 3 + [[0, 0, 1]])
+
+
 def test_counters_equal_hand_computed_values():
     """input (2) -> 3 IF (θ=1, v0=0.5) -> readout (2). Input [1, 0]: one analog event per step.
     IF currents 1.0, 0.6, 0.2: spikes over 4 steps are 4, 2 (steps 1, 3), 1 (step 3)."""
@@ -133,8 +153,13 @@ def test_counters_equal_hand_computed_values():
     # cores: 0 = in (0,0), 1 = h (1,0), 2 = out (0,1) on a 2-wide mesh; h -> out is 2 hops
     expected = {"macs": 3 * 4, "spikes": 7, "synops": 7 * 2, "packets": 7, "hops": 7 * 2,
                 "synapse_bytes_read": (12 + 14) * 4, "neuron_updates": (3 + 2) * 4,
-                "state_bytes_read": 20 * 4, "state_bytes_written": 20 * 4}
+                "state_bytes_read": 20 * 4, "state_bytes_written": 20 * 4,
+                "packets_in": 7,  # each spike's packet, received by the readout's core
+                "active_neurons": (3 + 2) * 4}  # h gets the input every step; out a spike of h every step
     assert res.totals() == expected
+    np.testing.assert_array_equal(res.counter("packets_in")[:, 2], [2, 1, 3, 1])  # on the receiving core
+    np.testing.assert_array_equal(res.counter("packets_in")[:, :2], 0)
+    np.testing.assert_array_equal(res.counter("active_neurons"), [[0, 3, 2]] * 4)
     np.testing.assert_array_equal(res.counter("spikes")[:, 1], [2, 1, 3, 1])  # per step, on core 1
     np.testing.assert_array_equal(res.counter("synops")[:, 2], [4, 2, 6, 2])  # synapses live at the target
     np.testing.assert_array_equal(res.counter("macs")[:, 1], [3, 3, 3, 3])
@@ -236,8 +261,8 @@ def test_runs_too_large_for_memory_are_refused_before_work(converted):
     with pytest.raises(ValueError, match=r"T=1000000000 with 2 samples .* needs about .* [GT]iB .* allowed \(half "
                                          r"of this machine's memory\)"):
         simulator.run(net, x, 10**9)
-    with pytest.raises(ValueError, match=r"needs about 2.62 KiB .* more than the 1000 bytes allowed by max_bytes"):
-        simulator.run(net, x, 4, max_bytes=1000)  # 4 steps x (2 samples x 4 cores x 6 + 4 cores x 9 counters) x 8 B
+    with pytest.raises(ValueError, match=r"needs about 3.38 KiB .* more than the 1000 bytes allowed by max_bytes"):
+        simulator.run(net, x, 4, max_bytes=1000)  # 4 steps x (2 samples x 4 cores x 8 + 4 cores x 11 counters) x 8 B
     assert simulator.run(net, x, 4, max_bytes=10**6).T == 4
 
 
