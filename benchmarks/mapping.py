@@ -19,8 +19,8 @@ from spikeforge.converter import convert
 from spikeforge.converter.mapping import MappingError, map_network, placement_cost
 from spikeforge.converter.training import train_classifier
 from spikeforge.data import load_digits_split
-from spikeforge.hwmodels import estimate
-from spikeforge.hwmodels.noc import link_loads
+from spikeforge.hwmodels import core_memory, estimate
+from spikeforge.hwmodels.noc import chip_link_loads
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.inspect_cores import core_loads, plot_cores
 from spikeforge.models import DigitsResNet
@@ -65,9 +65,10 @@ def main(argv=None):
                 if x is not None:
                     res = simulator.run(m, x, args.T, record_links=True)
                     labels = [m.populations[int(i)].name for i in m.cores.population]
-                    ll = link_loads(res.flows, res.flow_src, res.flow_dst, m.cores.x, m.cores.y)
-                    rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels)
-                    rep_links = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, links=ll)
+                    mem = core_memory(m)
+                    ll = chip_link_loads(res, m, target, mem)
+                    rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem)
+                    rep_links = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem, links=ll)
                     row.update(packets=res.total("packets") / len(x), hops=res.total("hops") / len(x),
                                busiest_link=float(ll.busiest().max()) / len(x),
                                noc_uj=(rep.dynamic_pj["packets"] + rep.dynamic_pj["hops"]) / 1e6,

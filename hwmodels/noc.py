@@ -69,11 +69,36 @@ def route_matrix(flow_src, flow_dst, core_x, core_y):
     return r, links, hops
 
 
-def link_loads(flows, flow_src, flow_dst, core_x, core_y) -> LinkLoads:
-    """Per-step packet loads of every link used by the flows (flows: (T, F) packets per flow and step)."""
+def link_loads(flows, flow_src, flow_dst, core_x, core_y, stage=None) -> LinkLoads:
+    """Per-step packet loads of every link used by the flows (flows: (T, F) packets per flow and step).
+
+    stage: optional per-core pipeline stage (cost.core_memory's "stage", on a pipelined target): a flow's packets
+    of step t travel in the chip's step t + the stage of the core sending them, over T + the deepest stage steps."""
     flows = np.asarray(flows, np.int64)
+    if stage is not None:
+        stage = np.asarray(stage, np.int64)
+        shift = stage[np.asarray(flow_src, np.int64)] if len(flow_src) else np.zeros(0, np.int64)
+        T, S = len(flows), int(stage.max(initial=0))
+        shifted = np.zeros((T + S, flows.shape[1]), np.int64)
+        for k in np.unique(shift):
+            cols = np.flatnonzero(shift == k)
+            shifted[k:k + T, cols] = flows[:, cols]
+        flows = shifted
     r, links, hops = route_matrix(flow_src, flow_dst, core_x, core_y)
     loads = np.asarray((r.T @ flows.T).T, np.int64).reshape(len(flows), len(links))
     active = flows > 0
     longest = np.where(active, hops[None, :], 0).max(axis=1) if flows.shape[1] else np.zeros(len(flows), np.int64)
     return LinkLoads(links, loads, longest.astype(np.int64))
+
+
+def chip_link_loads(result, net, target, memory=None) -> LinkLoads:
+    """Link loads of a simulator Result recorded with record_links=True, on the steps `target` runs: shifted by
+    the cores' pipeline stages (cost.core_memory) when the target is pipelined."""
+    if result.flows is None:
+        raise ValueError("the run recorded no flows: simulate with record_links=True")
+    stage = None
+    if target.pipelined:
+        from .cost import core_memory
+
+        stage = (memory or core_memory(net))["stage"]
+    return link_loads(result.flows, result.flow_src, result.flow_dst, net.cores.x, net.cores.y, stage=stage)

@@ -15,21 +15,29 @@ from spikeforge.errors import UserError
 # they are found in a wheel, a zip or an editable install alike.
 BUILTIN_TARGETS = resources.files(__package__).joinpath("targets")
 # Event types a target prices; they are the simulator's counter names.
-EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read",
+# neuron_updates: every mapped neuron each step (its access); active_neurons: the neurons with input or a bias in the
+# step (their update); packets are priced on the sending core, packets_in on the receiving one.
+EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read", "packets_in", "active_neurons",
           "neuron_updates", "state_bytes_read", "state_bytes_written")
-TIMED_EVENTS = ("synops", "macs", "neuron_updates", "spikes", "packets", "hops")
+TIMED_EVENTS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes", "packets", "packets_in", "hops")
+# Events a target file may leave out (files written before they existed): priced 0, i.e. included in others.
+OPTIONAL_EVENTS = ("packets_in", "active_neurons")
+# how a chip takes analog input: MAC units; per-neuron biases the host writes; or one drive event per input-fed
+# neuron and step (a packet received and a synaptic op, as SANA-FE's export drives a first layer)
+ANALOG_INPUT = ("mac", "bias", "drive")
 LIMITS = ("neurons_per_core", "axons_per_core", "cores_per_chip", "synapse_memory_bytes_per_core", "weight_bits")
 # Optional limits and their defaults: chips on the board, mesh columns per chip (0: square), whether conv kernels
 # are stored once per core (weight sharing), bits per stored synapse (0: weight bits + target-index bits),
 # membrane (state) bits for the fixed-point mode.
 OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits_per_synapse": 0.0,
-                   "membrane_bits": 0.0}
+                   "membrane_bits": 0.0, "cores_per_tile": 1.0}
 # Projection kinds a synaptic-op cost may depend on ("by_kind" in energy_pj.synops / time_ns.synops): calibrated
 # chip models price a dense, sparse and convolutional synapse differently (SANA-FE's Loihi model).
 SYNAPSE_KINDS = ("dense", "sparse", "conv2d")
 # Sections whose numbers a validation band vouches for (constants_digest): a band computed for other constants
 # is not shown.
-PRICED = ("energy_pj", "time_ns", "static_power_mw_per_core", "static_power_mw_per_chip", "tick_ns")
+PRICED = ("energy_pj", "time_ns", "static_power_mw_per_core", "static_power_mw_per_chip", "tick_ns",
+          "pipelined_layers", "analog_input", "supply_voltage")
 
 
 class TargetError(UserError):
@@ -54,15 +62,40 @@ class Target:
     synops_by_kind: dict = None  # {"energy": {kind: pJ}, "time": {kind: ns}} for SYNAPSE_KINDS
     validation: dict = None  # optional band (benchmarks/validate_targets.py): {"digest", "energy", "latency", ...}
     digest: str = ""  # constants_digest of the file's priced sections
+    barrier_by_tiles: tuple = ()  # ((tiles, ns), ...): per-step sync keyed on the tiles in use (limits.cores_per_tile)
+    pipelined: bool = False  # one step per layer: a spike sent in step t is processed in step t + 1
+    analog_input: str = "mac"  # ANALOG_INPUT: how analog input enters the chip
+    voltage: dict = None  # {"nominal", "min", "max", "static_mw_per_chip": ((V, mW), ...)} (supply_voltage)
 
-    def barrier_ns(self, cores: int) -> float:
-        """Per-step synchronization with `cores` cores in use: the entry of the largest key <= cores (a step
-        function, as SANA-FE's table), else the fixed time_ns.barrier."""
+    def barrier_ns(self, cores: int, tiles: int = None) -> float:
+        """Per-step synchronization with `cores` cores (on `tiles` tiles) in use: the entry of the largest key <= the
+        tiles (barrier.by_tiles) or cores (barrier.by_cores) in use (a step function, as SANA-FE's table), else the
+        fixed time_ns.barrier."""
         value = self.time_ns["barrier"]
-        for n, ns in self.barrier_by_cores:
-            if cores >= n:
+        table, used = (self.barrier_by_tiles, tiles) if self.barrier_by_tiles else (self.barrier_by_cores, cores)
+        if used is None:
+            used = -(-cores // int(self.limits.get("cores_per_tile", 1)))
+        for n, ns in table:
+            if used >= n:
                 value = ns
         return value
+
+    def voltage_scale(self, volts=None) -> tuple:
+        """(dynamic energy factor, static power per chip in mW) at supply `volts` (None: the nominal): dynamic
+        energy goes with V² (CV²); the static power is the target's published curve, interpolated, where it gives
+        one, else scales as V^static_exponent (2 where the floor is per-tick switching, as TrueNorth's)."""
+        if volts is None:
+            return 1.0, self.static_power_mw_per_chip
+        v = self.voltage
+        if not v:
+            raise TargetError(f"target {self.name!r} has no supply_voltage section: its voltage cannot be set")
+        if not v["min"] <= volts <= v["max"]:
+            raise TargetError(f"target {self.name!r}: supply voltage {volts} V is outside its published range "
+                              f"{v['min']}-{v['max']} V")
+        curve = v.get("static_mw_per_chip") or ()
+        static = float(np.interp(volts, [a for a, _ in curve], [b for _, b in curve])) if curve else \
+            self.static_power_mw_per_chip * (volts / v["nominal"]) ** v["static_exponent"]
+        return (volts / v["nominal"]) ** 2, static
 
     def synop_cost(self, kind, which="energy") -> float:
         """pJ (which='energy') or ns ('time') of one synaptic op into a projection of `kind`."""
@@ -120,7 +153,7 @@ def _number(section, key, entry, where):
     return float(value)
 
 
-def _table(entry, key, where, field, keys=None):
+def _table(entry, key, where, field, keys=None, what="cores"):
     """A [[x, y], ...] table (increasing x, y >= 0) or a {kind: y} map (keys given) of an entry, checked."""
     raw = entry[key]
     try:
@@ -137,7 +170,7 @@ def _table(entry, key, where, field, keys=None):
         bad = True
     if bad:
         want = f"{{kind: number >= 0}} with kinds in {', '.join(keys)}" if keys is not None else \
-            "[[cores >= 1, ns >= 0], ...] with increasing cores"
+            f"[[{what} >= 1, ns >= 0], ...] with increasing {what}"
         raise TargetError(f"{where}: {field}.{key} must be {want}, got {raw!r}")
     return out
 
@@ -163,6 +196,7 @@ def load_target(name_or_path) -> Target:
     if not isinstance(raw, dict):
         raise TargetError(f"{path}: a target file holds one JSON object, got {type(raw).__name__}")
     sources = {}
+    digest = constants_digest(raw)  # of the file as written (before events it leaves out are filled in)
 
     def section(name, keys):
         sec = raw.get(name)
@@ -185,6 +219,14 @@ def load_target(name_or_path) -> Target:
     by_cores = ()
     if isinstance(barrier, dict) and "by_cores" in barrier:
         by_cores = _table(barrier, "by_cores", path, "time_ns.barrier")
+    by_tiles = ()
+    if isinstance(barrier, dict) and "by_tiles" in barrier:
+        by_tiles = _table(barrier, "by_tiles", path, "time_ns.barrier", what="tiles")
+    for sec in ("energy_pj", "time_ns"):  # events newer than the file: priced 0 (their cost sits in other events)
+        if isinstance(raw.get(sec), dict):
+            for event in OPTIONAL_EVENTS:
+                raw[sec].setdefault(event, {"value": 0.0, "source": "not in this target file: included in other "
+                                                                      "events"})
     energy = section("energy_pj", EVENTS)
     times = section("time_ns", TIMED_EVENTS + ("barrier",))
     limits = section("limits", LIMITS)
@@ -207,10 +249,48 @@ def load_target(name_or_path) -> Target:
         sources["static_power_mw_per_chip"] = raw["static_power_mw_per_chip"]["source"]
     if any(not isinstance(v, float) for v in list(times.values()) + list(limits.values()) + [static, tick, per_chip]):
         raise TargetError(f"{path}: only energy entries may be SRAM tables")
+    pipelined = False
+    if "pipelined_layers" in raw:
+        pipelined = _number("", "pipelined_layers", raw["pipelined_layers"], path) not in (0.0,)
+        sources["pipelined_layers"] = raw["pipelined_layers"]["source"]
+    analog = "mac"
+    if "analog_input" in raw:
+        entry = raw["analog_input"]
+        if not isinstance(entry, dict) or entry.get("mode") not in ANALOG_INPUT or "source" not in entry:
+            raise TargetError(f"{path}: analog_input must be an object with a 'mode' ({' or '.join(ANALOG_INPUT)}) "
+                              "and a 'source'")
+        analog = entry["mode"]
+        sources["analog_input"] = entry["source"]
+    voltage = None
+    if "supply_voltage" in raw:
+        voltage = _voltage(raw["supply_voltage"], path)
+        sources["supply_voltage"] = raw["supply_voltage"]["source"]
     validation = raw.get("validation")
     if validation is not None and not (isinstance(validation, dict) and isinstance(validation.get("digest"), str)):
         raise TargetError(f"{path}: validation must be an object with a 'digest' (benchmarks/validate_targets.py "
                           "writes it)")
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
                   static, tick, limits, sources, path, per_chip, by_cores, by_kind or None, validation,
-                  constants_digest(raw))
+                  digest, by_tiles, pipelined, analog, voltage)
+
+
+def _voltage(entry, path):
+    """The supply_voltage section: nominal (the voltage the energies hold at), min, max (V), optionally
+    static_mw_per_chip [[V, mW], ...] (a published leakage curve) or static_exponent (the per-chip floor goes as
+    V^static_exponent; default 0: unchanged), and a source."""
+    try:
+        if not isinstance(entry, dict) or "source" not in entry:
+            raise ValueError
+        out = {k: float(entry[k]) for k in ("nominal", "min", "max")}
+        out["static_exponent"] = float(entry.get("static_exponent", 0.0))
+        if not 0 < out["min"] <= out["nominal"] <= out["max"] or not all(np.isfinite(list(out.values()))):
+            raise ValueError
+        curve = tuple((float(a), float(b)) for a, b in entry.get("static_mw_per_chip", ()))
+        if any(b < 0 or not np.isfinite(b) for _, b in curve) or [a for a, _ in curve] != sorted({a for a, _ in curve}):
+            raise ValueError
+    except (TypeError, ValueError, KeyError):
+        raise TargetError(f"{path}: supply_voltage must be an object with nominal, min, max (0 < min <= nominal <= "
+                          "max, volts), optionally static_mw_per_chip [[volts, mW], ...] with increasing volts or "
+                          "static_exponent, and a source") from None
+    out["static_mw_per_chip"] = curve
+    return out

@@ -40,8 +40,8 @@ import numpy as np
 from spikeforge.errors import UserError
 
 from .. import simulator
-from ..hwmodels import estimate
-from ..hwmodels.noc import link_loads
+from ..hwmodels import core_memory, estimate
+from ..hwmodels.noc import chip_link_loads
 from ..simulator.atomic import atomic_output, write_text
 from ..simulator.geometry import explicit_synapses
 
@@ -352,8 +352,9 @@ def compare(net, x, T, target, progress=None) -> SideBySide:
     labels = [net.populations[int(p)].name for p in net.cores.population]
     # a second run records the flows for the link-level latency; the timed run above counts nothing extra
     routed = simulator.run(flat, x, T, batch_size=len(x), record_links=True)
-    links = link_loads(routed.flows, routed.flow_src, routed.flow_dst, net.cores.x, net.cores.y)
-    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels,
+    mem = core_memory(net)
+    links = chip_link_loads(routed, net, target, mem)
+    out.ours_latency_ns = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem,
                                    links=links).latency_ns * len(x)
     synapses = synapse_lists(net)
     with tempfile.TemporaryDirectory(prefix="spikeforge-sanafe-") as folder:

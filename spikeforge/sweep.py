@@ -357,8 +357,8 @@ def evaluate_point(spec, params) -> dict:
     try:
         from spikeforge import simulator
         from spikeforge.converter.mapping import map_network
-        from spikeforge.hwmodels import estimate
-        from spikeforge.hwmodels.noc import link_loads
+        from spikeforge.hwmodels import core_memory, estimate
+        from spikeforge.hwmodels.noc import chip_link_loads
 
         target = _target(p)
         net = _network(spec, p)
@@ -370,8 +370,9 @@ def evaluate_point(spec, params) -> dict:
         _, _, x, y = _data(spec)
         res = simulator.run(net, x, int(p["T"]), record_links=True, **spec.get("execution", {}))
         labels = [net.populations[int(i)].name for i in net.cores.population]
-        links = link_loads(res.flows, res.flow_src, res.flow_dst, net.cores.x, net.cores.y)
-        cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, links=links)
+        mem = core_memory(net)
+        links = chip_link_loads(res, net, target, mem)
+        cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem, links=links)
         row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
                    energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores))
     except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on

@@ -29,28 +29,48 @@ def _estimate(net, res, target):
 
 
 def test_loihi_energy_and_latency_by_hand(tiny):
+    """Loihi is pipelined: h (stage 1, fed by the input) does step t's work in chip step t + 1, out (stage 2) in
+    t + 2; the chip runs T + 2 = 6 steps and accesses its 5 neurons in each. The analog input is a bias (no MAC
+    unit): nothing charged. Per sample: h spikes [2, 1, 3, 1], one packet each to out (2 hops); out's synaptic
+    ops [4, 2, 6, 2] and packets in [2, 1, 3, 1]; every neuron active every step (input or spikes each step)."""
     net, res = tiny
     cost = _estimate(net, res, "loihi")
+    assert cost.steps == 6 and cost.T == 4
     # SANA-FE-calibrated per-event costs; 'out' is fed by a dense projection (35.5 pJ, 3.8 ns per synaptic op)
-    dynamic = 14 * 35.5 + 12 * 35.5 + 20 * 72.8 + 7 * 69.3 + 7 * 111.0 + 14 * 3.5
+    dynamic = 14 * 35.5 + 6 * 5 * 51.2 + 20 * 21.6 + 7 * 69.3 + 7 * 111.0 + 14 * 3.5
     assert cost.dynamic_total_pj == pytest.approx(dynamic)
-    assert cost.dynamic_pj["synops"] == pytest.approx(14 * 35.5)
-    # per step: slowest core compute + slowest core network + barrier (3 cores in use: 600 ns)
+    assert cost.dynamic_pj["synops"] == pytest.approx(14 * 35.5) and cost.dynamic_pj["macs"] == 0
+    assert cost.dynamic_pj["neuron_updates"] == pytest.approx(30 * 51.2)
+    assert cost.dynamic_pj["active_neurons"] == pytest.approx(20 * 21.6)
+    # per chip step: slowest core (compute + its messages out and in) + one packet's route + barrier (1 tile)
     spikes = np.array([2, 1, 3, 1])
-    compute = np.maximum(3 * 3.8 + 3 * 9.7 + spikes * 30.0, 2 * spikes * 3.8 + 2 * 9.7)
-    network = spikes * 21.1 + 2 * spikes * 5.3
-    np.testing.assert_allclose(cost.latency_ns_per_step, compute + network + 600.0)
-    latency = float((compute + network + 600.0).sum())
+    h = np.full(6, 3 * 6.0)
+    h[1:5] += 3 * 3.7 + spikes * (30.0 + 5.1)
+    out = np.full(6, 2 * 6.0)
+    out[2:6] += 2 * 3.7 + 2 * spikes * 3.8 + spikes * 16.0
+    network = np.array([0, 1, 1, 1, 1, 0]) * 2 * 5.3
+    step = np.maximum(h, out) + network + 600.0
+    np.testing.assert_allclose(cost.latency_ns_per_step, step)
+    latency = float(step.sum())
     assert cost.latency_ns == pytest.approx(latency)
-    assert cost.barrier_ns == 600.0 and cost.chips == 1
+    assert cost.barrier_ns == 600.0 and cost.chips == 1 and cost.tiles == 1
     # static: 104.4 mW per powered chip, apart from the dynamic energy
     assert cost.static_chip_pj == pytest.approx(104.4 * latency) and cost.static_core_pj == 0
     assert cost.energy_pj == pytest.approx(dynamic + 104.4 * latency)
     assert cost.layer_energy_pj["out"]["synops"] == pytest.approx(14 * 35.5)
-    assert cost.layer_energy_pj["h"]["macs"] == pytest.approx(12 * 35.5)
-    # input path: analog input, 12 MACs on the first layer, no input synaptic ops
-    assert cost.input["mode"].startswith("analog") and cost.input["macs_pj"] == pytest.approx(12 * 35.5)
-    assert cost.input["synops"] == 0 and cost.input["energy_pj"] == pytest.approx(12 * 35.5)
+    assert cost.layer_energy_pj["h"]["macs"] == 0
+    # input path: analog input as biases, 12 MACs counted but not priced
+    assert cost.input["mode"] == "analog (first-layer biases written by the host; no MAC unit on the chip)"
+    assert cost.input["macs"] == 12 and cost.input["energy_pj"] == 0
+    comp = cost.components()
+    assert comp["neuron access"] == pytest.approx(30 * 51.2) and comp["neuron update"] == pytest.approx(20 * 21.6)
+    assert comp["messages"] == pytest.approx(7 * 111.0) and comp["static"] == cost.static_pj
+    assert sum(comp.values()) == pytest.approx(cost.energy_pj)
+    # a host that paces the chip at 10 us per step: the steps last that long, and static power runs as long
+    paced = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, hwmodels.load_target("loihi"),
+                              [p.name for p in net.populations], hwmodels.core_memory(net), host_step_ns=10_000.0)
+    assert paced.latency_ns == 6 * 10_000.0 and paced.static_pj == pytest.approx(104.4 * 60_000.0)
+    assert paced.dynamic_total_pj == pytest.approx(dynamic)
 
 
 def test_generic45nm_uses_sram_energy_by_array_size(tiny):
@@ -64,13 +84,24 @@ def test_generic45nm_uses_sram_energy_by_array_size(tiny):
     assert target.energy_per_event("synapse_bytes_read", 10**9) == 12.5
 
 
-def test_truenorth_tick_and_static_power(tiny):
+def test_truenorth_tick_static_power_and_supply_voltage(tiny):
     net, res = tiny
     cost = _estimate(net, res, "truenorth")
-    assert cost.latency_ns == pytest.approx(4 * 1e6)  # 1 ms tick per step
-    # one powered chip at 64.5 mW for 4 ms; 26 synaptic events at the incremental 2.3 pJ (MACs priced alike)
-    assert cost.static_pj == pytest.approx(64.5 * 4e6) == cost.static_chip_pj
-    assert cost.energy_pj == pytest.approx(26 * 2.3 + 64.5 * 4e6)
+    assert cost.steps == 6 and cost.latency_ns == pytest.approx(6 * 1e6)  # 1 ms tick per step, T + 2 stages
+    # one powered chip at 64.5 mW for 6 ms; 14 synaptic events at the incremental 2.3 pJ (the input: a bias)
+    assert cost.static_pj == pytest.approx(64.5 * 6e6) == cost.static_chip_pj
+    assert cost.energy_pj == pytest.approx(14 * 2.3 + 64.5 * 6e6)
+    # at 0.70 V: dynamic energy and the per-tick floor both scale as (0.70 / 0.80)²
+    target = hwmodels.load_target("truenorth")
+    low = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, target, [p.name for p in net.populations],
+                            hwmodels.core_memory(net), voltage=0.70)
+    f = (0.70 / 0.80) ** 2
+    assert low.energy_pj == pytest.approx(f * (14 * 2.3 + 64.5 * 6e6)) and low.voltage == 0.70
+    with pytest.raises(hwmodels.TargetError, match=r"supply voltage 1.2 V is outside its published range 0.7-1.05"):
+        hwmodels.estimate(res.counters, simulator.COUNTERS, 2, target, [p.name for p in net.populations], voltage=1.2)
+    with pytest.raises(hwmodels.TargetError, match="target 'loihi' has no supply_voltage section"):
+        hwmodels.estimate(res.counters, simulator.COUNTERS, 2, hwmodels.load_target("loihi"),
+                          [p.name for p in net.populations], voltage=0.8)
 
 
 def test_ann_cost_and_paper_energy(tiny):
@@ -89,7 +120,8 @@ def test_every_constant_cites_a_source():
         required = [f"energy_pj.{e}" for e in hwmodels.EVENTS] + [f"limits.{k}" for k in LIMITS] + \
             [f"time_ns.{k}" for k in TIMED_EVENTS + ("barrier",)] + ["static_power_mw_per_core", "tick_ns"]
         assert set(required) <= set(t.sources), name
-        optional = {f"limits.{k}" for k in OPTIONAL_LIMITS} | {"static_power_mw_per_chip"}
+        optional = {f"limits.{k}" for k in OPTIONAL_LIMITS} | {"static_power_mw_per_chip", "pipelined_layers",
+                                                              "analog_input", "supply_voltage"}
         assert set(t.sources) - set(required) <= optional, name
         assert all(isinstance(s, str) and len(s) > 5 for s in t.sources.values()), name
 
@@ -150,7 +182,13 @@ def test_old_target_files_still_load_with_a_fixed_barrier_and_no_chip_power(tiny
     for sec in ("energy_pj", "time_ns"):
         del raw[sec]["synops"]["by_kind"]
     raw["time_ns"]["barrier"] = {"value": 465.0, "source": "old file"}
+    for sec in ("energy_pj", "time_ns"):  # files older than the receive and update events
+        del raw[sec]["packets_in"], raw[sec]["active_neurons"]
+    for key in ("pipelined_layers", "analog_input"):
+        del raw[key]
     old = hwmodels.load_target(_write(tmp_path, raw))
+    assert old.energy_per_event("active_neurons") == 0 and old.time_ns["packets_in"] == 0
+    assert not old.pipelined and old.analog_input == "mac"
     assert old.static_power_mw_per_chip == 0 and old.barrier_ns(1000) == 465.0
     assert old.synop_cost("conv2d") == 35.5 and old.synop_cost("conv2d", "time") == 3.8
     cost = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, old, ["in", "h", "out"], hwmodels.core_memory(net))
@@ -159,8 +197,11 @@ def test_old_target_files_still_load_with_a_fixed_barrier_and_no_chip_power(tiny
 
 def test_barrier_grows_with_the_cores_in_use_and_synops_priced_by_kind():
     t = hwmodels.load_target("loihi")
+    # keyed on the tiles in use (4 cores per tile, filled in order)
     assert [t.barrier_ns(n) for n in (1, 4, 5, 12, 13, 112, 113, 4096)] == [600, 600, 1000, 1000, 1400, 1400, 1800,
                                                                           1800]
+    assert [t.barrier_ns(8, tiles) for tiles in (1, 2, 3, 4, 28, 29)] == [600, 1000, 1000, 1400, 1400, 1800]
+    assert hwmodels.cost.tiles_in_use(9, np.array([0] * 5 + [1] * 4), 4) == 3
     assert (t.synop_cost("dense"), t.synop_cost("sparse"), t.synop_cost("conv2d"), t.synop_cost("mixed")) == \
         (35.5, 33.6, 24.0, 35.5)
     assert t.synop_cost("conv2d", "time") == 3.1
