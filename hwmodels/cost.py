@@ -11,8 +11,9 @@ The model follows the chips' structure (DESIGN.md, "Counters and costs"):
   into its core where the target says so; neuron access (neuron_updates, every mapped neuron) apart from neuron
   update (active_neurons, those with input or a bias); packets on the sender, packets_in on the receiver; MACs
   only where the target has MAC units (analog_input "bias": the host writes the first layer's currents as biases,
-  nothing is charged on the chip)) x the supply-voltage factor (V / V_nominal)², + static ((power per used core x
-  cores + power per chip at that voltage x chips in use) x latency), the two kept apart;
+  nothing is charged on the chip; "drive": one drive event per neuron the input reaches, a packet received and a
+  synaptic op, as SANA-FE's export delivers it)) x the supply-voltage factor (V / V_nominal)², + static ((power
+  per used core x cores + power per chip at that voltage x chips in use) x latency), the two kept apart;
 - latency = Σ over the chip's steps of max(step time, tick, host step); step time = the slowest core (its compute
   and its own messages out and in) + network time + barrier (keyed on the tiles or cores in use, per the target).
   Network time: with link loads (hwmodels.noc, XY routes, on the chip's steps) (busiest link load + longest
@@ -119,8 +120,8 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
     core_memory: optional dict of per-core facts (hwmodels.core_memory): 'synapse_bytes' and 'state_bytes' select
     the SRAM energy of size-dependent targets (the largest array is assumed when absent); 'synapse_kind' the
     synaptic-op cost of targets that price it by projection kind; 'chip' the chips in use (else cores /
-    cores_per_chip, rounded up); 'input_core' the cores fed by the input, for the input path's energy, and
-    'input_neurons' their neurons (analog_input "drive": one drive event each per step); 'stage'
+    cores_per_chip, rounded up); 'input_core' the cores fed by the input, for the input path's energy (and the
+    drive events of analog_input "drive"); 'stage'
     the pipeline stage of each core (pipelined targets; none: every core at stage 0);
     links: optional hwmodels.noc.LinkLoads of the same run on the chip's steps (noc.link_loads(..., stage=)), for
     the link-level network time; host_step_ns: a host that paces the chip (e.g. streams input each step): no step
@@ -146,9 +147,11 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
         stage = np.asarray(memory["stage"], np.int64)
     per_inf = counters / n_samples
     no_macs = target.analog_input != "mac"
-    if target.analog_input == "drive" and memory.get("input_neurons") is not None:
-        # one drive event per input-fed neuron in each step the analog input arrives: a packet in and a synaptic op
-        drive = np.where(per_inf[:, :, col["macs"]] > 0, np.asarray(memory["input_neurons"], np.float64)[None], 0.0)
+    if target.analog_input == "drive" and memory.get("input_core") is not None:
+        # one drive event per neuron the analog input reaches in a step (the active neurons of the cores it feeds,
+        # in the steps it arrives): a packet received and a synaptic op each
+        fed = np.asarray(memory["input_core"], bool)[None, :] & (per_inf[:, :, col["macs"]] > 0)
+        drive = np.where(fed, per_inf[:, :, col["active_neurons"]], 0.0)
         per_inf = per_inf.copy()
         per_inf[:, :, col["packets_in"]] += drive
         per_inf[:, :, col["synops"]] += drive
@@ -282,13 +285,11 @@ def core_memory(net, weight_bytes=4, state_bytes=4) -> dict:
     for q in net.projections:
         kinds.setdefault(q.target, set()).add(q.kind)
     fed = {q.target for q in net.projections if q.source == net.input.name}
-    sizes = (c.neuron_stop - c.neuron_start).astype(np.int64)
     names = [net.populations[int(p)].name for p in c.population]
     kind = [next(iter(kinds[n])) if len(kinds.get(n, ())) == 1 else "mixed" for n in names]
     stages = pipeline_stages(net)
     return {"synapse_bytes": syn, "state_bytes": state, "synapse_kind": kind, "chip": np.asarray(c.chip),
             "input_core": np.array([n in fed for n in names], bool),
-            "input_neurons": np.array([int(sizes[i]) if n in fed else 0 for i, n in enumerate(names)], np.int64),
             "stage": np.array([stages[n] for n in names], np.int64)}
 
 

@@ -12,8 +12,9 @@ from spikeforge import simulator
 from spikeforge.hwmodels import ann_cost, band_text, core_memory, estimate, load_target, paper_energy_pj
 from spikeforge.simulator.atomic import save_figure, write_text
 
-EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green", "spikes": "tab:red",
-                "packets": "tab:purple", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
+EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green",
+                "active_neurons": "yellowgreen", "spikes": "tab:red", "packets": "tab:purple",
+                "packets_in": "plum", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
                 "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive"}
 
 
@@ -56,7 +57,8 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
                          "target_dynamic_uj": cost.dynamic_total_pj / 1e6, "target_static_uj": cost.static_pj / 1e6,
                          "input_path": cost.input["mode"], "input_energy_uj": cost.input["energy_pj"] / 1e6,
                          "energy_band": band_text(tgt, "energy"), "latency_band": band_text(tgt, "latency"),
-                         "latency_us": cost.latency_ns / 1e3,
+                         "latency_us": cost.latency_ns / 1e3, "steps": cost.steps,
+                         "components_uj": {k: v / 1e6 for k, v in cost.components().items()},
                          "ann_macs": ann["macs"], "ann_energy_uj": ann["energy_pj"] / 1e6, "cost": cost})
     return rows, runs, ann
 
@@ -120,6 +122,18 @@ def markdown_table(rows, ann_acc=None):
                      f"{r['energy_ratio']:.3f} | {r['target_energy_uj']:.4g} = {r['target_dynamic_uj']:.4g} + "
                      f"{r['target_static_uj']:.4g} | {r['input_path']}: {r['input_energy_uj']:.4g} | "
                      f"{r['latency_us']:.2f} |")
+    return "\n".join(lines)
+
+
+def components_table(rows):
+    """Each target energy figure split into its components (hwmodels.cost.COMPONENTS and static), with the
+    validation band next to it."""
+    names = list(rows[0]["components_uj"]) if rows else []
+    lines = ["| target | T | chip steps | " + " | ".join(f"{n} (μJ)" for n in names) + " | energy band |",
+             "|---|---:|---:|" + "---:|" * len(names) + "---|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['T']} | {r['steps']} | "
+                     + " | ".join(f"{r['components_uj'][n]:.4g}" for n in names) + f" | {r['energy_band']} |")
     return "\n".join(lines)
 
 
@@ -244,11 +258,16 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
            "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
            "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
-           "target file (dynamic) + static power x latency; latency per step = slowest core + network + "
-           "barrier (at least the target's tick). Dynamic energy counts events; static energy is leakage (per used "
-           "core and per powered chip, where the target publishes it) over the latency. Input path: analog input "
-           "is counted as MACs on the first layer, spike-encoded input (0/1 frames, encoders) as synaptic ops on "
-           "the cores it feeds; its energy is part of the dynamic energy.", "", table, "",
+           "target file (dynamic) + static power x latency, over the steps the chip runs (T plus one per layer on "
+           "a pipelined target); a step lasts as long as its slowest core (compute, its messages out and in) + "
+           "one packet's route + the barrier (at least the target's tick). Dynamic energy counts events (every "
+           "mapped neuron is accessed each step; neurons with input or a bias are also updated); static energy is "
+           "the power per used core and per powered chip the target publishes, over the latency. Input path: "
+           "analog input is counted as MACs on the first layer and priced as the target takes it (MAC units, "
+           "biases the host writes, or drive events), spike-encoded input (0/1 frames, encoders) as synaptic ops "
+           "on the cores it feeds.", "", table, "",
+           "Energy by component (dynamic: synapse, neuron access, neuron update, spikes, messages, hops, input; and "
+           "static), with the band of the target's independent validation rows:", "", components_table(rows), "",
            "Validation band of each target (published chip measurements vs this model; the rows are listed in "
            "docs/TARGETS.md and computed by benchmarks/validate_targets.py, both in spikeforge's source tree, not "
            "in the installed package):", "", bands, ""]
@@ -264,10 +283,11 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "rows": clean, "fixed_point": fixed_rows or []}
     write_text(os.path.join(out_dir, "report.json"), json.dumps(doc, indent=2))
     buf = io.StringIO()
-    fields = [k for k in rows[0] if k != "cost"]
-    w = csv.DictWriter(buf, fieldnames=fields)
+    fields = [k for k in rows[0] if k not in ("cost", "components_uj")]
+    parts = list(rows[0]["components_uj"])
+    w = csv.DictWriter(buf, fieldnames=fields + [f"{p.replace(' ', '_')}_uj" for p in parts])
     w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in fields})
+    for r in rows:  # one column per energy component
+        w.writerow({k: r[k] for k in fields} | {f"{p.replace(' ', '_')}_uj": r["components_uj"][p] for p in parts})
     write_text(os.path.join(out_dir, "report.csv"), buf.getvalue())
     return f"{table}\n\nvalidation band of each target (how far its figures can be trusted):\n{bands}"

@@ -39,6 +39,9 @@ AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
 DEFAULTS = {"target": "loihi", "T": 8, "neuron": "if", "tau": 4, "weight_bits": 0, "calibration": "none",
             "placement": "snake"}
 METRICS = ("accuracy", "synops", "energy_uj", "latency_us", "cores")
+# energy_uj by component (hwmodels.cost.COMPONENTS and static), one column each, and the band behind it
+COMPONENTS = ("synapse", "neuron access", "neuron update", "spikes", "messages", "hops", "input", "static")
+COMPONENT_COLUMNS = tuple(f"{c.replace(' ', '_')}_uj" for c in COMPONENTS)
 
 
 class SweepSpecError(UserError):
@@ -357,7 +360,7 @@ def evaluate_point(spec, params) -> dict:
     try:
         from spikeforge import simulator
         from spikeforge.converter.mapping import map_network
-        from spikeforge.hwmodels import core_memory, estimate
+        from spikeforge.hwmodels import band_text, core_memory, estimate
         from spikeforge.hwmodels.noc import chip_link_loads
 
         target = _target(p)
@@ -374,7 +377,9 @@ def evaluate_point(spec, params) -> dict:
         links = chip_link_loads(res, net, target, mem)
         cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem, links=links)
         row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
-                   energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores))
+                   energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores),
+                   **{col: cost.components()[c] / 1e6 for c, col in zip(COMPONENTS, COMPONENT_COLUMNS)},
+                   energy_band=band_text(target))
     except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
         row.update(status="error", error=f"{type(exc).__name__}: {exc}")
     row.update(seconds=round(time.time() - t0, 3), worker_pid=os.getpid())
@@ -587,7 +592,7 @@ def write_outputs(spec, rows):
     """results.csv (+ parquet), the three Pareto PNGs and summary.md."""
     store = spec["store"]
     keys = list(spec["axes"])
-    cols = ["id", *keys, "status", *METRICS, "seconds", "error"]
+    cols = ["id", *keys, "status", *METRICS, *COMPONENT_COLUMNS, "energy_band", "seconds", "error"]
     with atomic_output(os.path.join(store, "results.csv")) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -650,6 +655,20 @@ def write_outputs(spec, rows):
             lines.append("| " + " | ".join(str(r[k]) for k in keys) + " | "
                          + " | ".join(f"{r[m]:.4g}" for m in METRICS) + " |")
         lines.append("")
+    priced = [r for r in ok if COMPONENT_COLUMNS[0] in r]  # points stored by an older version have no components
+    if priced:
+        lines += ["## Energy by component (µJ per inference; results.csv has every point)", "",
+                  "| " + " | ".join(keys + ["energy_uj", *COMPONENTS]) + " |",
+                  "|" + "---|" * (len(keys) + 1 + len(COMPONENTS))]
+        for r in priced:
+            lines.append("| " + " | ".join(str(r[k]) for k in keys) + f" | {r['energy_uj']:.4g} | "
+                         + " | ".join(f"{r[c]:.4g}" for c in COMPONENT_COLUMNS) + " |")
+        bands = {}
+        for r in priced:
+            bands.setdefault(r.get("target", DEFAULTS.get("target")), r["energy_band"])
+        lines += ["", "How far the energy figures can be trusted (each target's band over its independent "
+                  "validation rows):", "", "| target | energy band |", "|---|---|"]
+        lines += [f"| {t} | {b} |" for t, b in bands.items()] + [""]
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["## Failed points", ""] + [f"- {', '.join(f'{k}={r[k]}' for k in keys)}: {r['error']}"

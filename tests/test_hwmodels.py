@@ -73,6 +73,31 @@ def test_loihi_energy_and_latency_by_hand(tiny):
     assert paced.dynamic_total_pj == pytest.approx(dynamic)
 
 
+def test_analog_input_as_drive_events_costs_a_message_and_a_synaptic_op_per_reached_neuron(tiny):
+    """analog_input "drive" (SANA-FE's export): the input [1, 0] reaches h's 3 neurons every step, so core 1
+    receives 3 drive messages (16 ns each) and does 3 synaptic ops (35.5 pJ, 3.8 ns) per step; MACs cost nothing."""
+    import dataclasses
+
+    net, res = tiny
+    loihi = hwmodels.load_target("loihi")
+    labels = [p.name for p in net.populations]
+    bias = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, loihi, labels, hwmodels.core_memory(net))
+    drive = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, dataclasses.replace(loihi, analog_input="drive"),
+                              labels, hwmodels.core_memory(net))
+    assert drive.dynamic_total_pj - bias.dynamic_total_pj == pytest.approx(4 * 3 * 35.5)
+    assert drive.input["mode"] == "analog (one drive event per first-layer neuron and step)"
+    spikes = np.array([2, 1, 3, 1])
+    h = np.full(6, 3 * 6.0)
+    h[1:5] += 3 * 3.7 + spikes * 35.1
+    out = np.full(6, 2 * 6.0)
+    out[2:6] += 2 * 3.7 + 2 * spikes * 3.8 + spikes * 16.0
+    driven = h.copy()
+    driven[1:5] += 3 * (16.0 + 3.8)  # h does the drives in its own steps (stage 1)
+    network = np.array([0, 1, 1, 1, 1, 0]) * 2 * 5.3 + 600.0
+    np.testing.assert_allclose(bias.latency_ns_per_step, np.maximum(h, out) + network)
+    np.testing.assert_allclose(drive.latency_ns_per_step, np.maximum(driven, out) + network)
+
+
 def test_generic45nm_uses_sram_energy_by_array_size(tiny):
     net, res = tiny
     cost = _estimate(net, res, "generic45nm")

@@ -74,6 +74,10 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
     assert len(bad) == 16 and all(r["limits.axons_per_core"] == 8 and "axons" in r["error"] for r in bad)
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(0 < r["accuracy"] <= 100 and r["energy_uj"] > 0 and r["cores"] >= 3 for r in ok)
+    # each energy figure comes with its components (they add up to it) and its target's validation band
+    for r in ok:
+        assert sum(r[c] for c in sweep.COMPONENT_COLUMNS) == pytest.approx(r["energy_uj"])
+        assert r["energy_band"].startswith("not validated against a measured workload")  # loihi, generic45nm
     # more steps, more synaptic work, on every target
     for target in ("loihi", "generic45nm"):
         syn = [r["synops"] for r in sorted(ok, key=lambda r: r["T"]) if r["target"] == target]
@@ -82,7 +86,8 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
         assert len(list(csv.DictReader(fh))) == 32
     for png in ("accuracy_vs_energy.png", "accuracy_vs_latency.png", "energy_vs_cores.png"):
         assert (tmp_path / "store" / png).stat().st_size > 5000
-    assert "16 failed" in (tmp_path / "store" / "summary.md").read_text()
+    summary = (tmp_path / "store" / "summary.md").read_text()
+    assert "16 failed" in summary and "## Energy by component" in summary and "| loihi | not validated" in summary
 
 
 def test_pareto_front_by_hand():

@@ -105,8 +105,20 @@ def test_report_prints_each_targets_band(tmp_path):
     assert f"| my-chip | {changed} | {changed} |" in md
     r = next(r for r in rows if r["target"] == "loihi")
     assert r["target_energy_uj"] == pytest.approx(r["target_dynamic_uj"] + r["target_static_uj"])
-    assert r["target_static_uj"] > 0 and r["input_path"].startswith("analog")
+    assert r["target_static_uj"] > 0 and r["input_path"].startswith("analog (first-layer biases")
     assert f"{r['target_dynamic_uj']:.4g} + {r['target_static_uj']:.4g}" in md
+    # every energy figure with its components (they add up to it) and the band of independent rows beside it
+    assert sum(r["components_uj"].values()) == pytest.approx(r["target_energy_uj"])
+    assert set(r["components_uj"]) == {"synapse", "neuron access", "neuron update", "spikes", "messages", "hops",
+                                       "input", "static"}
+    comp = r["components_uj"]
+    line = (f"| loihi | 2 | {r['steps']} | " + " | ".join(f"{v:.4g}" for v in comp.values())
+            + f" | {band_text('loihi')} |")
+    assert line in md and r["steps"] == 2 + 2  # pipelined: T + two stages (h, out)
+    import csv
+    with open(tmp_path / "r" / "report.csv") as fh:
+        loihi = next(row for row in csv.DictReader(fh) if row["target"] == "loihi")
+    assert float(loihi["neuron_access_uj"]) == pytest.approx(comp["neuron access"])
 
 
 def test_a_band_holds_only_for_the_constants_it_was_computed_with(tmp_path):
