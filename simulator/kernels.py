@@ -452,10 +452,15 @@ def _mark_reached(q, t, projs, reached, ev_idx, k0, k1):
     groups = cin if pool else geom[G_GROUPS]
     cin_g = cin // groups
     cout_g = cout // groups
+    last = -1  # events are in engine order (channel-last): those of one input position and group mark alike
     for k in range(k0, k1):
         e = ev_idx[k]
         pos = e // cin
         c = e - pos * cin
+        key = pos * groups + c // cin_g
+        if key == last:
+            continue
+        last = key
         y = pos // w
         x = pos - y * w
         c0 = (c // cin_g) * cout_g

@@ -258,18 +258,22 @@ class _Proj:
         """(B, target neurons) or (B, 1) bool: the targets a stored synapse delivers one of the source's events
         (multiplicities `mult`, canonical order) to, whatever its weight (kernels._mark_reached)."""
         b = mult.shape[0]
-        nz = (mult != 0).to(torch.float64)
         if self.kind in ("dense", "matmul_a", "matmul_b"):
-            return nz.any(1, keepdim=True)
+            return (mult != 0).any(1, keepdim=True)
         if self.kind == "identity":
-            return nz != 0
+            return mult != 0
+        nz = (mult != 0).to(torch.float64)
         if self.kind == "maxpool":
             kernel, stride, padding = self.window
             return F.max_pool2d(nz.reshape(b, *self.src_shape), kernel, stride, padding).reshape(b, -1) > 0
         if self.kind in ("conv2d", "avgpool"):
-            _, stride, padding, groups = self.conv
-            return F.conv2d(nz.reshape(b, *self.src_shape), self.taps, stride=stride, padding=padding,
-                            groups=groups).reshape(b, -1) > 0
+            # every output channel of a group sees the same window: any event of the group's input channels
+            # there, one depthwise count per group (small integers: exact in float32), then per output channel
+            w, stride, padding, groups = self.conv
+            c, h, wd = self.src_shape
+            any_in = (mult != 0).reshape(b, groups, c // groups, h, wd).any(2).to(torch.float32)
+            hit = F.conv2d(any_in, self.taps, stride=stride, padding=padding, groups=groups) > 0
+            return hit.repeat_interleave(w.shape[0] // groups, dim=1).reshape(b, -1)
         if self.kind == "pointwise":
             d_in = self.weight.shape[1]
             return (nz.reshape(b, -1, d_in) @ self.pattern.T).reshape(b, -1) > 0
@@ -293,13 +297,13 @@ class _Proj:
             c = src.shape[0]
             w = torch.full((c, 1, kh, kw), float(np.float32(1.0 / (kh * kw))), dtype=f64, device=device) * fold
             self.conv = (w, tuple(stride), tuple(padding), c)
-            self.taps = torch.ones_like(w)
+            self.taps = torch.ones(c, 1, kh, kw, dtype=torch.float32, device=device)
         elif proj.kind == "maxpool":
             self.window = (tuple(proj.kernel), tuple(proj.stride), tuple(proj.padding))
         elif proj.kind == "conv2d":
             w = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
             self.conv = (w, tuple(proj.stride), tuple(proj.padding), int(proj.groups))
-            self.taps = torch.ones_like(w)
+            self.taps = torch.ones(int(proj.groups), 1, *w.shape[2:], dtype=torch.float32, device=device)
         elif proj.kind in ("dense", "pointwise"):
             self.weight = torch.as_tensor(np.asarray(proj.weight, np.float32), device=device).to(f64) * fold
             if proj.kind == "pointwise":  # the engine stores its nonzero weights only
