@@ -354,7 +354,7 @@ def loihi_dvs(target, T=128):
             + " vs SANA-FE " + ", ".join(f"{k} {v:.4f}" for k, v in sf["rates"].items())
             + f". On SANA-FE's own counts our target gives {sum(priced.values()):.3f} uJ ("
             + "; ".join(f"{k} {v:.3f}" for k, v in priced.items()) + ")")
-    work = "DVS gesture (SANA-FE validation net), 1 frame, T=128"
+    work = "DVS gesture on SANA-FE's build (its validation net), 1 frame, T=128"
     src = SANAFE + " (its calibrated model on its own build of the network)"
     rows = [row("loihi", work, "dynamic energy per time step", src, theirs["total"], energy, note, "uJ", "energy",
                 kind="consistency"),
@@ -368,7 +368,7 @@ def loihi_dvs(target, T=128):
     for metric, ours, lo, hi, unit in (("energy", lenergy, 1.0, 4.0, "uJ"),
                                        ("latency", lcost.latency_ns / lcost.steps / 1e3, 10.0, 30.0, "us")):
         inside = "inside" if lo <= ours <= hi else "outside"
-        rows.append(row("loihi", work + ", the target's own mapping",
+        rows.append(row("loihi", f"DVS gesture on the target's own mapping ({len(lnet.cores)} cores), 1 frame, T=128",
                         f"{'dynamic energy' if metric == 'energy' else 'latency'} per time step", CHIP_BAND,
                         (lo * hi) ** 0.5, ours,
                         f"{mapped_note}: {ours:.2f} {unit} per step, {inside} the plot's range {lo:g}-{hi:g} {unit}; "

@@ -76,6 +76,17 @@ def band_text(target, metric="energy") -> str:
             f"{b['blocked']} blocked)")
 
 
+def band_short(target, metric="energy") -> str:
+    """The band in a few words, for a table cell next to each figure: '±18 % (3 independent rows)', or 'not
+    validated (0 independent rows compared)'."""
+    if not isinstance(target, Target):
+        target = load_target(target)
+    b = validation_band(target).get(metric)
+    if not b or not b["rows"]:
+        return "not validated (0 independent rows compared)"
+    return f"±{100 * b['max_abs_dev']:.0f} % ({b['rows']} independent row{'s' if b['rows'] > 1 else ''})"
+
+
 def write_bands(rows, source="benchmarks/results/validation.json (benchmarks/validate_targets.py)") -> list:
     """Store each built-in target's band in its own file ("validation" section, with the digest of the constants
     it holds for); returns the files written."""

@@ -9,13 +9,19 @@ import os
 import numpy as np
 
 from spikeforge import simulator
-from spikeforge.hwmodels import ann_cost, band_text, core_memory, estimate, load_target, paper_energy_pj
+from spikeforge.hwmodels import ann_cost, band_short, band_text, core_memory, estimate, load_target, paper_energy_pj
 from spikeforge.simulator.atomic import save_figure, write_text
 
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green",
                 "active_neurons": "yellowgreen", "spikes": "tab:red", "packets": "tab:purple",
                 "packets_in": "plum", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
                 "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive"}
+
+
+# legend names of the events whose counter names do not say what is priced
+EVENT_LABELS = {"neuron_updates": "neuron access (every neuron, every step)",
+                "active_neurons": "neuron update (input or bias)", "packets": "packets out",
+                "packets_in": "packets in"}
 
 
 def evaluate(network, x, y, steps, targets, progress=None, runner=None):
@@ -57,6 +63,7 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
                          "target_dynamic_uj": cost.dynamic_total_pj / 1e6, "target_static_uj": cost.static_pj / 1e6,
                          "input_path": cost.input["mode"], "input_energy_uj": cost.input["energy_pj"] / 1e6,
                          "energy_band": band_text(tgt, "energy"), "latency_band": band_text(tgt, "latency"),
+                         "energy_band_short": band_short(tgt, "energy"),
                          "latency_us": cost.latency_ns / 1e3, "steps": cost.steps,
                          "components_uj": {k: v / 1e6 for k, v in cost.components().items()},
                          "ann_macs": ann["macs"], "ann_energy_uj": ann["energy_pj"] / 1e6, "cost": cost})
@@ -133,7 +140,7 @@ def components_table(rows):
              "|---|---:|---:|" + "---:|" * len(names) + "---|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['T']} | {r['steps']} | "
-                     + " | ".join(f"{r['components_uj'][n]:.4g}" for n in names) + f" | {r['energy_band']} |")
+                     + " | ".join(f"{r['components_uj'][n]:.4g}" for n in names) + f" | {r['energy_band_short']} |")
     return "\n".join(lines)
 
 
@@ -164,7 +171,7 @@ def plot_energy_per_layer(path, cost, title):
     bottom = np.zeros(len(layers))
     for e in events:
         vals = np.array([cost.layer_energy_pj[layer][e] for layer in layers]) / 1e3
-        ax.bar(layers, vals, bottom=bottom, label=e, color=EVENT_COLORS[e])
+        ax.bar(layers, vals, bottom=bottom, label=EVENT_LABELS.get(e, e), color=EVENT_COLORS[e])
         bottom += vals
     if bottom.max() > 0:  # headroom: the stacked bars' bottoms are sticky edges, so the tallest bar would touch
         ax.set_ylim(0, bottom.max() * 1.15)  # the frame (and the legend)

@@ -360,7 +360,7 @@ def evaluate_point(spec, params) -> dict:
     try:
         from spikeforge import simulator
         from spikeforge.converter.mapping import map_network
-        from spikeforge.hwmodels import band_text, core_memory, estimate
+        from spikeforge.hwmodels import band_short, core_memory, estimate
         from spikeforge.hwmodels.noc import chip_link_loads
 
         target = _target(p)
@@ -379,7 +379,7 @@ def evaluate_point(spec, params) -> dict:
         row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
                    energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores),
                    **{col: cost.components()[c] / 1e6 for c, col in zip(COMPONENTS, COMPONENT_COLUMNS)},
-                   energy_band=band_text(target))
+                   energy_band=band_short(target))
     except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
         row.update(status="error", error=f"{type(exc).__name__}: {exc}")
     row.update(seconds=round(time.time() - t0, 3), worker_pid=os.getpid())

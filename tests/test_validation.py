@@ -113,12 +113,20 @@ def test_report_prints_each_targets_band(tmp_path):
                                        "input", "static"}
     comp = r["components_uj"]
     line = (f"| loihi | 2 | {r['steps']} | " + " | ".join(f"{v:.4g}" for v in comp.values())
-            + f" | {band_text('loihi')} |")
+            + " | not validated (0 independent rows compared) |")
     assert line in md and r["steps"] == 2 + 2  # pipelined: T + two stages (h, out)
     import csv
     with open(tmp_path / "r" / "report.csv") as fh:
         loihi = next(row for row in csv.DictReader(fh) if row["target"] == "loihi")
     assert float(loihi["neuron_access_uj"]) == pytest.approx(comp["neuron access"])
+
+
+def test_the_short_band_names_the_independent_rows_behind_it(table):
+    from spikeforge.hwmodels import band_short
+
+    b = hwmodels.validation_band("truenorth")["energy"]
+    assert band_short("truenorth") == f"±{100 * b['max_abs_dev']:.0f} % ({b['rows']} independent rows)"
+    assert band_short("loihi") == "not validated (0 independent rows compared)"
 
 
 def test_a_band_holds_only_for_the_constants_it_was_computed_with(tmp_path):
