@@ -145,6 +145,12 @@ def _parser():
     r.add_argument("--fixed-point", action="store_true",
                    help="also run each target's fixed-point version (its weight and membrane bits) and report "
                         "the accuracy loss against float")
+    r.add_argument("--voltage", action="append", metavar="TARGET=VOLTS",
+                   help="price TARGET at this supply voltage, within the range its file publishes (e.g. "
+                        "truenorth=0.75; repeatable; default: the voltage its constants hold at)")
+    r.add_argument("--host-step-us", type=float, metavar="US",
+                   help="a host that paces the chip: no time step is shorter than US microseconds (static power "
+                        "runs that long too)")
 
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
@@ -697,6 +703,31 @@ def _check_outputs(outs, flag, inputs):
                                 "another name")
 
 
+def _pricing(args, targets) -> dict:
+    """{target name: estimate's keyword options} from --voltage TARGET=VOLTS and --host-step-us, checked before any
+    work (a target that is not reported, publishes no voltage range, or a voltage outside it: refused)."""
+    names = {t.name: t for t in targets}
+    out = {name: {} for name in names}
+    for item in args.voltage or ():
+        name, sep, volts = item.partition("=")
+        try:
+            value = float(volts)
+        except ValueError:
+            value = None
+        if not sep or value is None or not math.isfinite(value):
+            raise UserError(f"--voltage {item!r}: give TARGET=VOLTS, e.g. truenorth=0.75")
+        if name not in names:
+            raise UserError(f"--voltage {item!r}: {name!r} is not one of the targets reported ({', '.join(names)})")
+        names[name].voltage_scale(value)  # a target without a supply range, or a voltage outside it: TargetError
+        out[name]["voltage"] = value
+    if args.host_step_us is not None:
+        if not math.isfinite(args.host_step_us) or args.host_step_us < 0:
+            raise UserError(f"--host-step-us must be a finite number >= 0, got {args.host_step_us}")
+        for options in out.values():
+            options["host_step_ns"] = args.host_step_us * 1e3
+    return out
+
+
 def cmd_report(args):
     from tqdm import tqdm
 
@@ -710,10 +741,12 @@ def cmd_report(args):
     inputs = _inputs(args, args.data, "--data", args.limit)
     x, y = inputs.x, inputs.y
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
+    pricing = _pricing(args, targets)
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     with _runner(args, args.file, net) as runner:
         bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
-        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=inputs.feed(runner, net))
+        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=inputs.feed(runner, net),
+                                   pricing=pricing)
         bar.close()
     fixed = None
     if args.fixed_point:

@@ -24,8 +24,10 @@ EVENT_LABELS = {"neuron_updates": "neuron access (every neuron, every step)",
                 "packets_in": "packets in"}
 
 
-def evaluate(network, x, y, steps, targets, progress=None, runner=None):
+def evaluate(network, x, y, steps, targets, progress=None, runner=None, pricing=None):
     """Simulate every T once and price the counters on every target; returns (rows, runs, ann cost).
+
+    pricing: optional {target name: hwmodels.estimate keyword options} (voltage, host_step_ns).
 
     progress: optional callable(n) told how many more samples were simulated (e.g. a tqdm bar's update);
     runner: callable(x, T, progress) -> Result that simulates (default: simulator.run on this process's numba
@@ -55,7 +57,8 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
         paper = paper_energy_pj(sops.mean(), macs.mean())
         paper_each = sops * 0.9 + macs * 4.6
         for tgt in targets:
-            cost = estimate(res.counters, simulator.COUNTERS, len(x), tgt, labels, mem)
+            cost = estimate(res.counters, simulator.COUNTERS, len(x), tgt, labels, mem,
+                            **(pricing or {}).get(tgt.name, {}))
             rows.append({"target": tgt.name, "T": T, "accuracy": acc, "sops_mean": sops.mean(), "sops_std": sops.std(),
                          "macs_mean": macs.mean(), "spikes_mean": float(res.per_sample[:, 2].mean()),
                          "paper_energy_uj": paper / 1e6, "paper_energy_std_uj": float(paper_each.std()) / 1e6,
@@ -64,7 +67,8 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None):
                          "input_path": cost.input["mode"], "input_energy_uj": cost.input["energy_pj"] / 1e6,
                          "energy_band": band_text(tgt, "energy"), "latency_band": band_text(tgt, "latency"),
                          "energy_band_short": band_short(tgt, "energy"),
-                         "latency_us": cost.latency_ns / 1e3, "steps": cost.steps,
+                         "latency_us": cost.latency_ns / 1e3, "steps": cost.steps, "voltage": cost.voltage,
+                         "host_step_us": None if cost.host_step_ns is None else cost.host_step_ns / 1e3,
                          "components_uj": {k: v / 1e6 for k, v in cost.components().items()},
                          "ann_macs": ann["macs"], "ann_energy_uj": ann["energy_pj"] / 1e6, "cost": cost})
     return rows, runs, ann
@@ -260,6 +264,11 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     md = [f"# spikeforge report: {name}", ""]
     if encoding is not None:
         md += [f"input encoding: {encoding}", ""]
+    priced = sorted({(r["target"], r["voltage"]) for r in rows if r["voltage"] is not None})
+    paced = {r["host_step_us"] for r in rows if r["host_step_us"] is not None}
+    if priced or paced:
+        md += ["priced at: " + "; ".join([f"{t} {v:g} V" for t, v in priced]
+                                         + [f"host-paced steps of at least {p:g} µs" for p in paced]), ""]
     md += [f"{n_samples} samples. ANN: {ann['macs'] / 1e6:.3f} M MACs per inference, {ann['energy_pj'] / 1e6:.3f} μJ "
            f"(45 nm, E_MAC = 4.6 pJ)" + (f", accuracy {100 * ann_acc:.2f}%." if ann_acc is not None else "."), "",
            "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "

@@ -2,6 +2,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from spikeforge.cli import main
@@ -536,3 +537,32 @@ def test_bad_encoding_and_event_options_are_named(tiny, tmp_path, capsys):
         err = _err(capsys)
         assert err.startswith("spikeforge simulate: error: ") and words in err, err
 
+
+
+def test_report_prices_a_target_at_a_supply_voltage_and_a_host_paced_step(tiny, tmp_path, capsys):
+    """--voltage truenorth=0.75 scales TrueNorth's dynamic energy and floor by (0.75 / 0.8)²; --host-step-us makes
+    no step shorter (a 1 ms tick already is longer); bad values are refused before simulating, exit 2."""
+    net, data = tiny
+    base = ["report", str(net), "--data", str(data), "--x-key", "x", "--y-key", "y", "--target", "truenorth",
+            "--T", "2"]
+    assert main(base + ["--out", str(tmp_path / "nominal")]) == 0
+    assert main(base + ["--voltage", "truenorth=0.75", "--host-step-us", "2000", "--out", str(tmp_path / "low")]) == 0
+    nominal = json.loads((tmp_path / "nominal" / "report.json").read_text())["rows"][0]
+    low = json.loads((tmp_path / "low" / "report.json").read_text())["rows"][0]
+    assert low["voltage"] == 0.75 and low["host_step_us"] == 2000.0
+    # 2 ms per step instead of 1 ms: the static energy doubles before the voltage scales it
+    assert low["latency_us"] == pytest.approx(2 * nominal["latency_us"])
+    f = (0.75 / 0.8) ** 2
+    assert low["target_dynamic_uj"] == pytest.approx(f * nominal["target_dynamic_uj"])
+    assert low["target_static_uj"] == pytest.approx(2 * f * nominal["target_static_uj"])
+    assert "priced at: truenorth 0.75 V; host-paced steps of at least 2000 µs" in \
+        (tmp_path / "low" / "report.md").read_text()
+    capsys.readouterr()
+    for extra, message in ((["--voltage", "truenorth=1.2"], "supply voltage 1.2 V is outside its published range"),
+                           (["--voltage", "loihi=0.8"], "'loihi' is not one of the targets reported (truenorth)"),
+                           (["--voltage", "0.75"], "--voltage '0.75': give TARGET=VOLTS"),
+                           (["--host-step-us", "nan"], "--host-step-us must be a finite number >= 0")):
+        assert main(base + extra + ["--out", str(tmp_path / "bad")]) == 2, extra
+        err = _err(capsys)
+        assert message in err and "Traceback" not in err, (extra, err)
+        assert not (tmp_path / "bad").exists()
