@@ -90,17 +90,25 @@ class CostReport:
 def chip_steps(per_inf, stage, names):
     """(T + S, cores, K) counts on the chip's steps: core c's counts of step t land in step t + stage[c]; the
     per-step counters (_PER_STEP: every neuron accessed) hold in every step the chip runs."""
-    T, n_cores, _ = per_inf.shape
     S = int(stage.max(initial=0))
     if S == 0:
         return per_inf
-    out = np.zeros((T + S, n_cores, per_inf.shape[2]))
-    for k in np.unique(stage):
-        cols = np.flatnonzero(stage == k)
-        out[k:k + T, cols] = per_inf[:, cols]
+    out = staggered(per_inf, stage, S, np.float64)
     for name in _PER_STEP:
         j = names[name]
         out[:, :, j] = per_inf[0, :, j][None, :]
+    return out
+
+
+def staggered(a, offset, extra, dtype):
+    """(T + extra, ...) array: column j of a (T, columns, ...) moved down by offset[j] <= extra steps, zeros elsewhere
+    (what a pipelined chip does in its steps; noc.link_loads shifts the flows alike)."""
+    offset = np.asarray(offset, np.int64)
+    T = len(a)
+    out = np.zeros((T + extra,) + a.shape[1:], dtype)
+    for k in np.unique(offset):
+        cols = np.flatnonzero(offset == k)
+        out[k:k + T, cols] = a[:, cols]
     return out
 
 

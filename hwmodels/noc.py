@@ -76,14 +76,10 @@ def link_loads(flows, flow_src, flow_dst, core_x, core_y, stage=None) -> LinkLoa
     of step t travel in the chip's step t + the stage of the core sending them, over T + the deepest stage steps."""
     flows = np.asarray(flows, np.int64)
     if stage is not None:
+        from .cost import staggered
+
         stage = np.asarray(stage, np.int64)
-        shift = stage[np.asarray(flow_src, np.int64)] if len(flow_src) else np.zeros(0, np.int64)
-        T, S = len(flows), int(stage.max(initial=0))
-        shifted = np.zeros((T + S, flows.shape[1]), np.int64)
-        for k in np.unique(shift):
-            cols = np.flatnonzero(shift == k)
-            shifted[k:k + T, cols] = flows[:, cols]
-        flows = shifted
+        flows = staggered(flows, stage[np.asarray(flow_src, np.int64)], int(stage.max(initial=0)), np.int64)
     r, links, hops = route_matrix(flow_src, flow_dst, core_x, core_y)
     loads = np.asarray((r.T @ flows.T).T, np.int64).reshape(len(flows), len(links))
     active = flows > 0
