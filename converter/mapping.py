@@ -24,7 +24,9 @@ import numpy as np
 
 from spikeforge.errors import UserError
 from spikeforge.simulator.geometry import projection_kernel, synapses_per_source
-from spikeforge.simulator.network import CoreEdges, CoreTable, Network
+from spikeforge.simulator.network import CoreEdges, CoreTable, Network, box_indices, box_span
+
+from .synapse_memory import index_bits, list_words, shared_conv_lists, taps_reaching, uses_lists
 
 
 class MappingError(UserError):
@@ -43,6 +45,36 @@ def one_population_per_core(populations, projections):
 
 
 # ----------------------------------------------------------------------------------------------- fan-in
+def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
+    """Synapses from the source neurons into the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) target, kept sparse.
+    A window (conv2d / avgpool / maxpool) fan is a product: output channels of the box fed by the source channel x
+    kernel rows x kernel columns reaching the box from the source row and column (exact, no transposed conv)."""
+    n_src = int(np.prod(source_shape))
+    members = box_indices(box, target_shape)
+    if proj.kind in ("conv2d", "avgpool", "maxpool"):
+        (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
+        c_in, h_in, w_in = source_shape
+        c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
+        group = np.arange(c_in) // cin_g
+        fed = np.clip(np.minimum((group + 1) * cout_g, c1) - np.maximum(group * cout_g, c0), 0, None)
+        count = fed[:, None, None] * taps_reaching(h_in, kh, sh, ph, h0, h1)[None, :, None] * \
+            taps_reaching(w_in, kw, sw, pw, w0, w1)[None, None, :]
+        return Fan.of(count.reshape(-1))
+    if proj.kind == "dense":
+        return Fan(np.arange(n_src, dtype=np.int64), np.full(n_src, len(members), np.int64))
+    if proj.kind == "identity":
+        return Fan(members.copy(), np.ones(len(members), np.int64))
+    if proj.kind == "sparse":
+        inside = np.zeros(int(np.prod(target_shape)), bool)
+        inside[members] = True
+        rows = np.repeat(np.arange(n_src), np.diff(proj.indptr))
+        return Fan.of(np.bincount(rows[inside[proj.indices]], minlength=n_src).astype(np.int64))
+    raise ValueError(f"a {proj.kind} projection into a box of cores is not supported")
+
+
+BOX_KINDS = ("conv2d", "avgpool", "maxpool", "dense", "identity", "sparse")
+
+
 def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     """Synapses from every source neuron (C order) into the target neurons start..stop-1."""
     n_src, n_tgt = int(np.prod(source_shape)), int(np.prod(target_shape))
@@ -116,10 +148,21 @@ class Fan:
         nz = np.flatnonzero(dense)
         return cls(nz, np.asarray(dense)[nz])
 
+    def plus(self, other):
+        """Both fans' synapses (two projections from one source)."""
+        index, inverse = np.unique(np.concatenate([self.index, other.index]), return_inverse=True)
+        return Fan(index, np.bincount(inverse, weights=np.concatenate([self.count, other.count]),
+                                      minlength=len(index)).astype(np.int64))
+
     def within(self, start, stop):
         """(synapses, axons) from the source neurons start..stop-1."""
         i, j = np.searchsorted(self.index, (start, stop))
         return int(self.count[i:j].sum()), int(j - i)
+
+    def over(self, members):
+        """(synapses, axons) from the source neurons `members` (ascending canonical indices)."""
+        inside = np.isin(self.index, members, assume_unique=True)
+        return int(self.count[inside].sum()), int(inside.sum())
 
     def mask(self, start, stop):
         """Boolean (stop - start,): which of the source neurons start..stop-1 have a synapse into the core."""
@@ -131,30 +174,51 @@ class Fan:
 
 @dataclasses.dataclass
 class CoreLoad:
-    """What one candidate core (a neuron range of one population) needs."""
+    """What one candidate core (a neuron range or a box of one population) needs."""
 
     neurons: int
     axons: int
     synapse_bytes: float
     fans: dict  # source population name -> Fan: synapses per source neuron into this range
+    output_axons: int = 0  # axon entries its neurons' events need: one per (neuron, destination core)
+    compartments: int = 0  # neurons as laid out (shared conv lists interleave destination groups: padding)
+    groups: int = 0  # destination groups of shared conv lists (a compartment-offset window each)
 
 
-def core_load(net, pop, start, stop, limits) -> CoreLoad:
-    """Neurons, distinct input axons and synapse memory of the neurons start..stop-1 of `pop`."""
+def core_load(net, pop, start, stop, limits, box=None) -> CoreLoad:
+    """Neurons, distinct input axons and synapse memory of the neurons start..stop-1 of `pop` (or of its box)."""
     shapes = {p.name: p.shape for p in net.populations}
     pops = {p.name: p for p in net.populations}
+    neurons = stop - start if box is None else int(np.prod(np.subtract(box[1::2], box[0::2])))
+    lists = uses_lists(limits)
+    idx_bits = index_bits(limits, min(neurons, limits["neurons_per_core"])) if lists else 0
     bits = limits.get("bits_per_synapse", 0) or \
         limits["weight_bits"] + max(1, math.ceil(math.log2(max(2, limits["neurons_per_core"]))))
-    fans, memory_bits = {}, 0.0
+    fans, memory_bits, compartments, groups = {}, 0.0, neurons, 0
     for q in net.incoming(pop.name):
-        fan = fan_into_range(q, shapes[q.source], pop.shape, start, stop)
-        fans[q.source] = fan if q.source not in fans else fans[q.source] + fan
+        if box is None:
+            fan = Fan.of(fan_into_range(q, shapes[q.source], pop.shape, start, stop))
+        else:
+            fan = fan_into_box(q, shapes[q.source], pop.shape, box)
+        fans[q.source] = fan if q.source not in fans else fans[q.source].plus(fan)
         copies = pops[q.source].weight_copies
         if q.kind in ("matmul_a", "matmul_b", "maxpool"):  # operands; a max pooling gate stores no weights
             continue
-        if q.kind in ("conv2d", "avgpool") and limits.get("weight_sharing", 0):
-            per_channel = int(np.prod(pop.shape[1:]))
-            channels = (stop - 1) // per_channel - start // per_channel + 1
+        if lists:
+            if q.kind in ("conv2d", "avgpool") and box is not None and limits.get("conv_list_sharing", 0):
+                shared = shared_conv_lists(q, shapes[q.source], pop.shape, box, limits)
+                words = shared.words
+                compartments = max(compartments, shared.compartments)
+                groups = max(groups, shared.groups)
+            else:
+                words = int(list_words(fan.count, limits, idx_bits, contiguous=q.kind == "dense").sum())
+            memory_bits += words * limits["synapse_word_bits"] * copies
+        elif q.kind in ("conv2d", "avgpool") and limits.get("weight_sharing", 0):
+            if box is None:
+                per_channel = int(np.prod(pop.shape[1:]))
+                channels = (stop - 1) // per_channel - start // per_channel + 1
+            else:
+                channels = int(box[1] - box[0])
             taps = q.weight[0].size if q.kind == "conv2d" else 1
             memory_bits += channels * taps * limits["weight_bits"] * copies
         elif q.kind == "pointwise" and limits.get("weight_sharing", 0):  # the weight rows of the outputs held
@@ -162,54 +226,150 @@ def core_load(net, pop, start, stop, limits) -> CoreLoad:
             held = np.unique(np.arange(start, stop) % d_out)
             memory_bits += np.count_nonzero(q.weight[held]) * limits["weight_bits"] * copies
         else:
-            memory_bits += int(fan.sum()) * bits * copies
-    fans = {name: Fan.of(f) for name, f in fans.items()}
+            memory_bits += int(fan.count.sum()) * bits * copies
     axons = sum(len(f.index) for f in fans.values())
-    return CoreLoad(stop - start, axons, memory_bits / 8, fans)
+    return CoreLoad(neurons, axons, memory_bits / 8, fans, compartments=compartments, groups=groups)
 
 
 def _over(load, limits):
     """(limit name, needed, allowed) for every per-core limit this load breaks."""
-    checks = (("neurons_per_core", load.neurons), ("axons_per_core", load.axons),
-              ("synapse_memory_bytes_per_core", load.synapse_bytes))
+    checks = [("neurons_per_core", max(load.neurons, load.compartments)), ("axons_per_core", load.axons),
+              ("synapse_memory_bytes_per_core", load.synapse_bytes)]
+    if limits.get("output_axons_per_core", 0):
+        checks.append(("output_axons_per_core", load.output_axons))
+    if limits.get("cx_base_groups", 0):
+        checks.append(("cx_base_groups", load.groups))
     return [(k, v, limits[k]) for k, v in checks if v > limits[k]]
 
 
 def partition(net, limits, progress=None):
-    """[(population index, start, stop, CoreLoad)] with as few cores per population as the limits allow. A network
-    whose neurons alone need more cores than the target has is refused before any fan-in is computed (minutes for
-    an ImageNet-size network)."""
+    """[(population index, start, stop, CoreLoad, box)] with as few cores per population as the limits allow
+    (box None: the core holds the range start..stop-1). A network whose neurons alone need more cores than the
+    target has is refused before any fan-in is computed (minutes for an ImageNet-size network).
+
+    Populations are cut from the last to the first: a core's output axons (one per neuron and destination core,
+    `output_axons_per_core`) depend on how the populations it feeds were cut. Where the target cuts convolutions
+    into boxes (`box_partition`), a (C, H, W) population fed only by window, dense, identity or sparse projections
+    is cut into channels x rows x columns tiles, the fewest that fit, row cuts preferred over column cuts over
+    channel cuts (rows share the least input); others into contiguous ranges."""
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
     if sum(least.values()) > capacity:
         raise MappingError(_too_many_cores(least, limits, capacity, at_least=True))
-    cores = []
-    for pi, pop in enumerate(net.populations):
-        k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
-        while True:
-            bounds = np.linspace(0, pop.size, k + 1).round().astype(np.int64)
-            loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
-            worst = 1.0
-            for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
-                for name, need, allowed in _over(load, limits):
-                    if b - a == 1:
-                        raise MappingError(
-                            f"layer {pop.name!r}: neuron {a} alone needs {name.replace('_per_core', '')} "
-                            f"{need:g} but a core allows {allowed:g} ({need / allowed:.2f}x over); splitting one "
-                            "neuron's fan-in over several cores is not supported")
-                    worst = max(worst, need / allowed)
-            if worst <= 1.0:
-                break
-            k = min(pop.size, max(k + 1, math.ceil(k * worst)))
-        cores += [(pi, int(a), int(b), load) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
+    dest = {}  # population name -> (n,) destination cores of each neuron's events, from the populations cut so far
+    chosen = {}
+    for pi in reversed(range(len(net.populations))):
+        pop = net.populations[pi]
+        out = dest.get(pop.name)
+        parts = _box_partition(net, pi, limits, out) if _boxable(net, pop, limits) else \
+            _range_partition(net, pi, limits, out)
+        for part in parts:
+            for name, fan in part[3].fans.items():
+                size = next(p.size for p in net.populations if p.name == name) if name not in dest else 0
+                dest.setdefault(name, np.zeros(size, np.int64))[fan.index] += 1
+        chosen[pi] = parts
         if progress:
-            progress(pop.name, k)
+            progress(pop.name, len(parts))
+    cores = [part for pi in range(len(net.populations)) for part in chosen[pi]]
     if len(cores) > capacity:
         per_layer = {}
         for pi, *_ in cores:
             per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
         raise MappingError(_too_many_cores(per_layer, limits, capacity))
     return cores
+
+
+def _alone(pop, where, over):
+    """The refusal of one neuron that alone breaks a core limit."""
+    name, need, allowed = over[0]
+    return MappingError(f"layer {pop.name!r}: neuron {where} alone needs {name.replace('_per_core', '')} {need:g} but "
+                        f"a core allows {allowed:g} ({need / allowed:.2f}x over); splitting one neuron's fan-in over "
+                        "several cores is not supported")
+
+
+def _range_partition(net, pi, limits, out):
+    """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron, or None)."""
+    pop = net.populations[pi]
+    running = None if out is None else np.concatenate([[0], np.cumsum(out)])
+    k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
+    while True:
+        bounds = np.linspace(0, pop.size, k + 1).round().astype(np.int64)
+        loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
+        worst = 1.0
+        for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
+            if running is not None:
+                load.output_axons = int(running[b] - running[a])
+            over = _over(load, limits)
+            if over and b - a == 1:
+                raise _alone(pop, int(a), over)
+            for _, need, allowed in over:
+                worst = max(worst, need / allowed)
+        if worst <= 1.0:
+            return [(pi, int(a), int(b), load, None) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
+        k = min(pop.size, max(k + 1, math.ceil(k * worst)))
+
+
+def _boxable(net, pop, limits) -> bool:
+    return bool(limits.get("box_partition", 0)) and len(pop.shape) == 3 and \
+        all(q.kind in BOX_KINDS for q in net.incoming(pop.name))
+
+
+def _tile_sizes(n):
+    """The distinct tile lengths of cutting n into 1..n near-equal parts (ceil(n / parts))."""
+    return sorted({-(-n // k) for k in range(1, n + 1)}, reverse=True)
+
+
+def _boxes(shape, tile):
+    """The boxes (c0, c1, h0, h1, w0, w1) of a tiling, in canonical order of their corners."""
+    ranges = [[(a, min(a + t, n)) for a in range(0, n, t)] for n, t in zip(shape, tile)]
+    return [(c0, c1, h0, h1, w0, w1) for c0, c1 in ranges[0] for h0, h1 in ranges[1] for w0, w1 in ranges[2]]
+
+
+def _box_partition(net, pi, limits, out):
+    """Tiles of channels x rows x columns of the (C, H, W) population pi, the fewest that fit the limits."""
+    pop = net.populations[pi]
+    shape = tuple(int(v) for v in pop.shape)
+    capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
+    table = None
+    if out is not None:  # summed-area table of output axons per neuron: a box's sum in 8 lookups
+        table = np.zeros((shape[0] + 1, shape[1] + 1, shape[2] + 1), np.int64)
+        table[1:, 1:, 1:] = out.reshape(shape).cumsum(0).cumsum(1).cumsum(2)
+    candidates = []
+    for tc in _tile_sizes(shape[0]):
+        for th in _tile_sizes(shape[1]):
+            for tw in _tile_sizes(shape[2]):
+                if tc * th * tw <= limits["neurons_per_core"]:
+                    n = [-(-size // t) for size, t in zip(shape, (tc, th, tw))]
+                    candidates.append((n[0] * n[1] * n[2], n[0], n[2], n[1], (tc, th, tw)))
+    candidates.sort()
+    for count, *_, tile in candidates:
+        if count > capacity:
+            break
+        boxes = _boxes(shape, tile)
+        first = len(boxes) // 2  # an inner tile first: the most loaded, so a misfit is found early
+        loads = {}
+        for j in [first] + [j for j in range(len(boxes)) if j != first]:
+            box = boxes[j]
+            load = core_load(net, pop, *box_span(box, shape), limits, box=box)
+            if table is not None:
+                load.output_axons = _box_sum(table, box)
+            over = _over(load, limits)
+            if over:
+                if count == pop.size:
+                    raise _alone(pop, box_span(box, shape)[0], over)
+                break
+            loads[j] = load
+        else:
+            return [(pi, *box_span(box, shape), loads[j], box) for j, box in enumerate(boxes)]
+    raise MappingError(f"layer {pop.name!r}: no tiling of its {shape} neurons fits the target's "
+                       f"{capacity} cores")
+
+
+def _box_sum(table, box):
+    c0, c1, h0, h1, w0, w1 = box
+    t = table
+    return int(t[c1, h1, w1] - t[c0, h1, w1] - t[c1, h0, w1] - t[c1, h1, w0] + t[c0, h0, w1] + t[c0, h1, w0]
+               + t[c1, h0, w0] - t[c0, h0, w0])
 
 
 def _too_many_cores(per_layer, limits, capacity, at_least=False):
@@ -317,12 +477,13 @@ def core_edges(populations, projections, cores, loads=None):
             fans = {}
             for q in projections:
                 if q.target == pop.name:
-                    f = fan_into_range(q, shapes[q.source], pop.shape, a, b)
-                    fans[q.source] = f if q.source not in fans else fans[q.source] + f
-            fans = {name: Fan.of(f) for name, f in fans.items()}
+                    f = fan_into_box(q, shapes[q.source], pop.shape, cores.box[t]) if cores.is_box(t) else \
+                        Fan.of(fan_into_range(q, shapes[q.source], pop.shape, a, b))
+                    fans[q.source] = f if q.source not in fans else fans[q.source].plus(f)
         for src_name, fan in fans.items():
             for s in by_pop[index[src_name]]:
-                syn, ax = fan.within(int(cores.neuron_start[s]), int(cores.neuron_stop[s]))
+                syn, ax = fan.over(cores.neurons(s, shapes[src_name])) if cores.is_box(s) else \
+                    fan.within(int(cores.neuron_start[s]), int(cores.neuron_stop[s]))
                 if syn:
                     edges[(s, t)] = (syn, ax)
     keys = sorted(edges)
@@ -350,6 +511,8 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
                       population=np.array([p[0] for p in parts], np.int64),
                       neuron_start=np.array([p[1] for p in parts], np.int64),
                       neuron_stop=np.array([p[2] for p in parts], np.int64))
+    if any(p[4] is not None for p in parts):
+        cores.box = np.array([p[4] if p[4] is not None else (-1,) * 6 for p in parts], np.int64)
     edges = core_edges(net.populations, net.projections, cores, [p[3] for p in parts])
     slots = mesh_slots(n, limits)
     where = np.arange(n)
@@ -385,6 +548,11 @@ def _measured_traffic(net, cores, edges, parts, traffic):
         spikes = traffic.get(src)
         if fan is None or spikes is None:
             continue
+        spikes = np.asarray(spikes).reshape(-1)
+        if cores.is_box(s):
+            members = cores.neurons(s, net.populations[int(cores.population[s])].shape)
+            out[e] = float(spikes[members[np.isin(members, fan.index, assume_unique=True)]].sum())
+            continue
         a, b = cores.neuron_start[s], cores.neuron_stop[s]
-        out[e] = float(np.asarray(spikes).reshape(-1)[a:b][fan.mask(int(a), int(b))].sum())
+        out[e] = float(spikes[a:b][fan.mask(int(a), int(b))].sum())
     return out

@@ -87,3 +87,5 @@ def _fill(h5, net, attrs, version):
         g = mapping.create_group(table)
         for col in cls.COLUMNS:
             _put(g, col, getattr(getattr(net, table), col).astype(np.int64))
+        if table == "cores" and net.cores.has_boxes():
+            _put(g, "box", np.asarray(net.cores.box, np.int64))

@@ -286,7 +286,7 @@ def core_memory(net, weight_bytes=4, state_bytes=4) -> dict:
     state = np.zeros(len(c), np.int64)
     for i in range(len(c)):
         pop = net.populations[int(c.population[i])]
-        n = int(c.neuron_stop[i] - c.neuron_start[i])
+        n = c.size(i)
         syn[i] = per_pop_shared[pop.name] + per_pop_explicit[pop.name] * n // pop.size
         state[i] = n * state_bytes
     kinds = {}

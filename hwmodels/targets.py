@@ -30,7 +30,13 @@ LIMITS = ("neurons_per_core", "axons_per_core", "cores_per_chip", "synapse_memor
 # are stored once per core (weight sharing), bits per stored synapse (0: weight bits + target-index bits),
 # membrane (state) bits for the fixed-point mode.
 OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits_per_synapse": 0.0,
-                   "membrane_bits": 0.0, "cores_per_tile": 1.0}
+                   "membrane_bits": 0.0, "cores_per_tile": 1.0,
+                   # chips whose compilers cut conv outputs into (channels, rows, columns) boxes, one per core; a
+                   # per-core limit of output axon entries (one per neuron and destination core)
+                   "box_partition": 0.0, "output_axons_per_core": 0.0,
+                   # synapse lists in words (converter/synapse_memory.py); 0 word bits: bits per synapse instead
+                   "synapse_word_bits": 0.0, "list_entry_header_bits": 0.0, "synapses_per_list_entry": 1.0,
+                   "min_index_bits": 0.0, "conv_list_sharing": 0.0, "cx_base_groups": 0.0}
 # Projection kinds a synaptic-op cost may depend on ("by_kind" in energy_pj.synops / time_ns.synops): calibrated
 # chip models price a dense, sparse and convolutional synapse differently (SANA-FE's Loihi model).
 SYNAPSE_KINDS = ("dense", "sparse", "conv2d")

@@ -116,7 +116,7 @@ def drives_per_core(net) -> np.ndarray:
         pop = net.populations[int(net.cores.population[i])]
         if pop.model == "input":
             continue
-        out[i] = 3 + (int(net.cores.neuron_stop[i] - net.cores.neuron_start[i]) if pop.name in first else 0)
+        out[i] = 3 + (net.cores.size(i) if pop.name in first else 0)
     return out
 
 
@@ -126,7 +126,7 @@ def architecture(net, target) -> dict:
     e = {k: target.energy_per_event(k) * 1e-12 for k in ("synops", "spikes", "packets", "hops")}
     t = {k: target.time_ns[k] * 1e-9 for k in ("synops", "spikes", "packets", "hops")}
     width, height = int(net.cores.x.max()) + 1, int(net.cores.y.max()) + 1
-    per_core = int((net.cores.neuron_stop - net.cores.neuron_start).max())
+    per_core = int(net.cores.sizes().max())
     hop = {f"{kind}_{d}_hop": (e if kind == "energy" else t)["hops"]
            for d in ("north", "east", "south", "west") for kind in ("energy", "latency")}
     free = {"energy_access_neuron": 0.0, "latency_access_neuron": 0.0, "energy_update_neuron": 0.0,
@@ -239,7 +239,7 @@ def build_network(sanafe, arch, net, x, T, synapses=None):
         if pop.model == "input":
             continue
         k = depth[pop.name]
-        ids = np.arange(int(net.cores.neuron_start[ci]), int(net.cores.neuron_stop[ci]))
+        ids = net.cores.neurons(ci, pop.shape)
         for j in ids:
             groups[pop.name].neurons[int(j)].map_to_core(hw[int(tiles[ci]) * (1 + m)])
         shift = 0.0 if pop.model == "readout" else 0.5

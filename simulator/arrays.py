@@ -83,7 +83,10 @@ def _core_of(net, offsets, perms) -> np.ndarray:
     for pi, pop in enumerate(net.populations):
         canon = np.empty(pop.size, np.int32)
         for ci in np.flatnonzero(net.cores.population == pi):
-            canon[net.cores.neuron_start[ci]:net.cores.neuron_stop[ci]] = ci
+            if net.cores.is_box(ci):
+                canon[net.cores.neurons(ci, pop.shape)] = ci
+            else:
+                canon[net.cores.neuron_start[ci]:net.cores.neuron_stop[ci]] = ci
         core_of[offsets[pi]:offsets[pi + 1]] = canon[perms[pi]]
     return core_of
 
@@ -374,9 +377,10 @@ def _row_core_tables(net, projs, offsets, core_of, n_cores, perms):
 def _static_per_core(net) -> np.ndarray:
     """(cores, 3) per step: neuron updates, state bytes read and written (input cores update nothing)."""
     static = np.zeros((len(net.cores), 3), np.int64)
+    sizes = net.cores.sizes()
     for ci in range(len(net.cores)):
         if net.populations[int(net.cores.population[ci])].model != "input":
-            n = int(net.cores.neuron_stop[ci] - net.cores.neuron_start[ci])
+            n = int(sizes[ci])
             static[ci] = (n, n * STATE_BYTES, n * STATE_BYTES)
     return static
 

@@ -30,16 +30,18 @@ from .network import (
     Network,
     Population,
     Projection,
+    box_span,
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.8"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.9"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
 #                        1.6: pointwise projections (token-wise linear maps), ec function "identity" (relay)
 #                        1.7: maxpool populations and projections (spiking max pooling)
 #                        1.8: projection delays (attribute delay, steps; absent: 0)
+#                        1.9: cores holding a box of a (C, H, W) population (/mapping/cores/box)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -250,6 +252,51 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
         _fail(where, f"max pooling of a {src.model!r} population: only if, lif and group neurons' spikes are pooled")
 
 
+def _check_boxes(net: Network) -> np.ndarray:
+    """(cores,) bool: which cores hold a box; each box inside its (C, H, W) population, non-empty, with its span
+    as neuron_start / neuron_stop."""
+    c = net.cores
+    n = len(c.core_id)
+    if c.box is None:
+        return np.zeros(n, bool)
+    b = c.box
+    if not isinstance(b, np.ndarray) or not np.issubdtype(b.dtype, np.integer) or b.shape != (n, 6):
+        _fail("/mapping/cores/box", f"must be an integer dataset of shape ({n}, 6)")
+    boxed = b[:, 0] >= 0
+    bad = np.flatnonzero(~boxed & (b != -1).any(1))
+    if bad.size:
+        _fail("/mapping/cores/box", f"row {bad[0]} is neither a box (all >= 0) nor -1s (the core's range)")
+    for i in np.flatnonzero(boxed):
+        pop = net.populations[int(c.population[i])]
+        box = [int(v) for v in b[i]]
+        if len(pop.shape) != 3:
+            _fail("/mapping/cores/box", f"core {i} holds a box of population {pop.name!r} of shape {tuple(pop.shape)}; "
+                                        "boxes are of (C, H, W) populations")
+        if any(lo < 0 or hi <= lo or hi > size for lo, hi, size in zip(box[0::2], box[1::2], pop.shape)):
+            _fail("/mapping/cores/box", f"core {i}: box {box} is empty or outside population {pop.name!r} of shape "
+                                        f"{tuple(pop.shape)}")
+        if (int(c.neuron_start[i]), int(c.neuron_stop[i])) != box_span(box, pop.shape):
+            _fail("/mapping/cores", f"core {i}: neuron_start / neuron_stop {int(c.neuron_start[i])}.."
+                                    f"{int(c.neuron_stop[i])} are not its box's span {box_span(box, pop.shape)}")
+    return boxed
+
+
+def _check_cover(c, rows, pop):
+    """The cores `rows` (ranges and boxes) hold every neuron of `pop` exactly once."""
+    if int(c.sizes()[rows].sum()) != pop.size:
+        _fail("/mapping/cores", f"the cores of population {pop.name!r} hold {int(c.sizes()[rows].sum())} neurons, "
+                                f"not its {pop.size}")
+    seen = np.zeros(pop.size, np.int64)
+    for i in rows:
+        if not c.is_box(i) and not 0 <= int(c.neuron_start[i]) < int(c.neuron_stop[i]) <= pop.size:
+            _fail("/mapping/cores", f"core {i}: range {int(c.neuron_start[i])}..{int(c.neuron_stop[i])} is empty or "
+                                    f"outside population {pop.name!r}")
+        seen[c.neurons(i, pop.shape)] += 1
+    if (seen != 1).any():
+        j = int(np.flatnonzero(seen != 1)[0])
+        _fail("/mapping/cores", f"neuron {j} of population {pop.name!r} is on {int(seen[j])} cores, not one")
+
+
 def _check_mapping(net: Network):
     c = net.cores
     n = len(c.core_id)
@@ -267,12 +314,16 @@ def _check_mapping(net: Network):
     bad = np.flatnonzero(c.population >= len(net.populations))
     if bad.size:
         _fail("/mapping/cores/population", f"population index {c.population[bad[0]]} at core {bad[0]} is out of range")
+    boxed = _check_boxes(net)
     by_pop = np.argsort(c.population, kind="stable")  # rows of each population, without a scan per population
     bounds = np.searchsorted(c.population[by_pop], np.arange(len(net.populations) + 1))
     for pi, pop in enumerate(net.populations):
         rows = by_pop[bounds[pi]:bounds[pi + 1]]
         if rows.size == 0:
             _fail("/mapping/cores", f"population {pop.name!r} is on no core")
+        if boxed[rows].any():
+            _check_cover(c, rows, pop)
+            continue
         ranges = sorted(zip(c.neuron_start[rows], c.neuron_stop[rows]))
         pos = 0
         for start, stop in ranges:
@@ -633,5 +684,7 @@ def _read(h5, path) -> Network:
     for col in CoreTable.COLUMNS:
         cols[col] = _dataset(h5, f"/mapping/cores/{col}", path, MAX_NEURONS)
         n_cores = len(cols[col]) if n_cores is None else n_cores
+    if "/mapping/cores/box" in h5:
+        cols["box"] = _dataset(h5, "/mapping/cores/box", path, 6 * MAX_NEURONS, ndim=2)
     ecols = {col: _dataset(h5, f"/mapping/core_edges/{col}", path, MAX_NEURONS) for col in CoreEdges.COLUMNS}
     return Network(pops, projs, CoreTable(**cols), CoreEdges(**ecols), attrs)

@@ -129,7 +129,10 @@ class Projection:
 
 @dataclass
 class CoreTable:
-    """Physical mapping: each core holds a contiguous neuron range of one population."""
+    """Physical mapping: each core holds neurons of one population, either the contiguous range
+    neuron_start..neuron_stop-1 or (format 1.9) a box of a (C, H, W) population: channels c0..c1-1 x rows h0..h1-1 x
+    columns w0..w1-1 (`box` row (c0, c1, h0, h1, w0, w1); -1s: the range), as chips map convolutions. A box core's
+    neuron_start / neuron_stop are its span: its lowest canonical index and one past its highest."""
 
     core_id: np.ndarray
     chip: np.ndarray
@@ -138,11 +141,56 @@ class CoreTable:
     population: np.ndarray  # index into Network.populations
     neuron_start: np.ndarray
     neuron_stop: np.ndarray
+    box: np.ndarray | None = None  # (cores, 6) int64, or None: every core holds its range
 
     COLUMNS = ("core_id", "chip", "x", "y", "population", "neuron_start", "neuron_stop")
 
     def __len__(self):
         return len(self.core_id)
+
+    def has_boxes(self) -> bool:
+        return self.box is not None and bool((self.box[:, 0] >= 0).any())
+
+    def is_box(self, i) -> bool:
+        return self.box is not None and int(self.box[i, 0]) >= 0
+
+    def size(self, i) -> int:
+        """Neurons on core i."""
+        if self.is_box(i):
+            c0, c1, h0, h1, w0, w1 = (int(v) for v in self.box[i])
+            return (c1 - c0) * (h1 - h0) * (w1 - w0)
+        return int(self.neuron_stop[i] - self.neuron_start[i])
+
+    def sizes(self) -> np.ndarray:
+        """(cores,) neurons on each core."""
+        out = (self.neuron_stop - self.neuron_start).astype(np.int64)
+        if self.box is not None:
+            b = self.box.astype(np.int64)
+            boxed = b[:, 0] >= 0
+            out[boxed] = ((b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2]) * (b[:, 5] - b[:, 4]))[boxed]
+        return out
+
+    def neurons(self, i, shape) -> np.ndarray:
+        """Canonical (C-order) indices of core i's neurons in its population of `shape`, ascending."""
+        if not self.is_box(i):
+            return np.arange(int(self.neuron_start[i]), int(self.neuron_stop[i]), dtype=np.int64)
+        return box_indices(self.box[i], shape)
+
+
+def box_indices(box, shape) -> np.ndarray:
+    """Canonical indices of the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) population, ascending."""
+    c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
+    _, h, w = (int(s) for s in shape)
+    c = np.arange(c0, c1, dtype=np.int64)[:, None, None] * (h * w)
+    r = np.arange(h0, h1, dtype=np.int64)[None, :, None] * w
+    return (c + r + np.arange(w0, w1, dtype=np.int64)[None, None, :]).reshape(-1)
+
+
+def box_span(box, shape) -> tuple:
+    """(lowest canonical index, one past the highest) of a box: the neuron_start / neuron_stop of its core."""
+    c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
+    _, h, w = (int(s) for s in shape)
+    return c0 * h * w + h0 * w + w0, (c1 - 1) * h * w + (h1 - 1) * w + w1
 
 
 @dataclass

@@ -81,6 +81,8 @@ def _per_segment_constant(values, pop):
     """(cores,) per-core values when `values` (n,) is constant over each core's neuron range, else None."""
     if not pop.seg_equal:
         return None
+    if pop.seg_order is not None:
+        values = values[pop.seg_order]
     v = values.reshape(-1, pop.seg_equal)
     return v[:, 0].clone() if bool((v == v[:, :1]).all()) else None
 
@@ -143,17 +145,25 @@ class _Pop:
         self.theta, self.theta_neg, self.v_init = canon(pops.theta), canon(pops.theta_neg), canon(pops.v_init)
         self.bias, self.decay = canon(pops.bias), canon(pops.decay)
         # a core holds a contiguous canonical neuron range of one population: per-core sums of a (B, n) tensor are
-        # differences of its running sum at the ranges' ends (exact: the summed values are integers < 2^53)
+        # differences of its running sum at the ranges' ends (exact: the summed values are integers < 2^53); cores
+        # holding boxes are made ranges by reading the neurons in core order first (seg_order)
         cores = np.flatnonzero(net.cores.population == p)
-        cores = cores[np.argsort(net.cores.neuron_start[cores])]
+        cores = cores[np.argsort(net.cores.neuron_start[cores], kind="stable")]
+        sizes = net.cores.sizes()[cores]
+        self.seg_order = None
+        if any(net.cores.is_box(c) for c in cores):
+            order = np.concatenate([net.cores.neurons(c, pop.shape) for c in cores])
+            self.seg_order = torch.as_tensor(order, device=device)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        else:
+            starts = net.cores.neuron_start[cores].astype(np.int64)
         self.seg_cores = torch.as_tensor(cores.astype(np.int64), device=device)
-        self.seg_start = torch.as_tensor(net.cores.neuron_start[cores].astype(np.int64), device=device)
-        self.seg_stop = torch.as_tensor(net.cores.neuron_stop[cores].astype(np.int64), device=device)
+        self.seg_start = torch.as_tensor(starts, device=device)
+        self.seg_stop = torch.as_tensor(starts + sizes, device=device)
         self.seg_size = (self.seg_stop - self.seg_start).to(torch.float64)
-        sizes = net.cores.neuron_stop[cores] - net.cores.neuron_start[cores]
         # equal ranges that tile the population in order: per-core sums are a reshape and a sum
         self.seg_equal = int(sizes[0]) if len(cores) and (sizes == sizes[0]).all() and \
-            int(net.cores.neuron_start[cores[0]]) == 0 and int(sizes[0]) * len(cores) == n else 0
+            int(starts[0]) == 0 and int(sizes[0]) * len(cores) == n else 0
         self.packets, self.hops = canon(rt.n_packets), canon(rt.n_hops)
         self.core_packets = _per_segment_constant(self.packets, self)
         self.core_hops = _per_segment_constant(self.hops, self)
@@ -430,7 +440,9 @@ class _Run:
 
 
 def _core_sums(pop, values):
-    """(B, n) per-neuron values -> (B, cores of pop) sums over each core's neuron range (exact: integers)."""
+    """(B, n) per-neuron values -> (B, cores of pop) sums over each core's neurons (exact: integers)."""
+    if pop.seg_order is not None:
+        values = values[..., pop.seg_order]
     if pop.seg_equal:
         return values.reshape(values.shape[0], -1, pop.seg_equal).sum(-1)
     running = F.pad(values.cumsum(-1), (1, 0))
