@@ -318,7 +318,9 @@ def price_sanafe_counts(target, sf) -> dict:
             "network": (packets * target.energy_per_event("packets") + hops * target.energy_per_event("hops")) / 1e6}
 
 
-UNLIMITED = {"synapse_memory_bytes_per_core": 10**12, "axons_per_core": 10**9}  # SANA-FE models no memory limit
+# SANA-FE's own build of the DVS network: 1,024-neuron ranges, no memory, axon or box rules
+UNLIMITED = {"synapse_memory_bytes_per_core": 10**12, "axons_per_core": 10**9, "box_partition": 0,
+             "output_axons_per_core": 0, "cx_base_groups": 0, "synapse_word_bits": 0}
 
 
 CHIP_BAND = ("Boyle et al. 2025, IEEE TCAD 44(8) (SANA-FE), DVS gesture on a measured Loihi (Nahuku), 49-core "

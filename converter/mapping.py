@@ -3,12 +3,17 @@
 `one_population_per_core`: the trivial mapping every converter writes first (one core per population, on a
 square mesh of one chip). `map_network(net, target)`: the real one:
 
-1. Partition: every population is cut into contiguous neuron ranges, as few as the target's per-core limits
-   allow: neurons per core, input axons (distinct source neurons with a synapse into the core), and synapse
-   memory (bits per synapse = weight bits + target-index bits, or the target's fixed `bits_per_synapse`; a conv
-   kernel is stored once per core when the target shares weights; multi-threshold sources with the parallel
-   payload store 2n weight copies). A network that needs more cores than cores per chip x chips, or a neuron
-   that alone breaks a core limit, raises `MappingError` naming the limit, the layer and by how much.
+1. Partition, from the last population to the first (a core's output axons depend on how the populations it
+   feeds were cut): every population is cut into as few cores as the target's per-core limits allow: neurons
+   per core (compartments as laid out), input axons (distinct source neurons with a synapse into the core),
+   output axons (one per neuron and destination core, where the target limits them) and synapse memory. Memory
+   is bits per synapse (weight bits + target-index bits, or the target's fixed `bits_per_synapse`; a conv kernel
+   stored once per core when the target shares weights) or, where the target stores per-axon synapse lists in
+   words (Loihi), `synapse_memory`'s list encoding with shared conv lists. Multi-threshold sources with the
+   parallel payload store 2n weight copies. Where the target cuts convolutions into boxes (`box_partition`), a
+   (C, H, W) population is cut into channels x rows x columns tiles (a core's box, format 1.9); otherwise into
+   contiguous neuron ranges. A network that needs more cores than cores per chip x chips, or a neuron that
+   alone breaks a core limit, raises `MappingError` naming the limit, the layer and by how much.
 2. Placement on the 2D mesh (chips tile a square grid of meshes): `"snake"` walks the cores in layer order
    along a boustrophedon path (consecutive cores are neighbours), `"anneal"` starts there and swaps cores
    (and empty slots) by simulated annealing to shorten Σ traffic x Manhattan distance, traffic being the

@@ -17,6 +17,7 @@ import textwrap
 import numpy as np
 
 from spikeforge.converter.mapping import core_load
+from spikeforge.converter.synapse_memory import index_bits, list_words, uses_lists
 from spikeforge.simulator.atomic import save_figure
 
 MAX_GRID = 256  # heatmap cells per axis
@@ -52,7 +53,7 @@ def _tiles(starts, stops, size):
     return bool(s[0] == 0 and e[-1] == size and np.all(s[1:] == e[:-1]) and np.all(e > s))
 
 
-def _counted_loads(incoming, by_name, starts, stops, size, bits):
+def _counted_loads(incoming, by_name, starts, stops, size, limits):
     """(axons, synapse memory bits) of the cores holding starts[k]..stops[k]-1 of one population, counted for
     all its cores at once (O(cores + sources + synapses)); the same numbers as `core_load` core by core."""
     k = len(starts)
@@ -64,9 +65,26 @@ def _counted_loads(incoming, by_name, starts, stops, size, bits):
 
     width = stops - starts
     memory = np.zeros(k, np.float64)
+    bits = _bits_per_synapse(limits)
+    lists = uses_lists(limits)
+    if lists:
+        idx = np.array([index_bits(limits, min(int(w), limits["neurons_per_core"])) for w in width], np.int64)
+        word = limits["synapse_word_bits"]
     for q in incoming:  # in core_load's order: the float sums come out the same
         src = by_name[q.source]
         n_src = src.size
+        if lists:  # one list per (source neuron, core) with synapses: words of each
+            if q.kind == "dense":
+                words = n_src * list_words(width, limits, idx, contiguous=True)
+            elif q.kind == "identity":
+                words = np.clip(np.minimum(stops, n_src) - starts, 0, None) * list_words(1, limits, idx)
+            else:
+                rows = np.repeat(np.arange(n_src, dtype=np.int64), np.diff(np.asarray(q.indptr, np.int64)))
+                pair, count = np.unique(core_of(np.asarray(q.indices, np.int64)) * n_src + rows, return_counts=True)
+                core = pair // n_src
+                words = np.bincount(core, weights=list_words(count, limits, idx[core]), minlength=k)
+            memory += np.asarray(words, np.int64) * word * src.weight_copies
+            continue
         if q.kind == "dense":
             syn = n_src * width
         elif q.kind == "identity":
@@ -129,7 +147,6 @@ def core_loads(net, target=None):
     incoming = {}
     for q in net.projections:
         incoming.setdefault(q.target, []).append(q)
-    bits = _bits_per_synapse(limits)
     pop_of = np.asarray(c.population, np.int64)
     starts, stops = np.asarray(c.neuron_start, np.int64), np.asarray(c.neuron_stop, np.int64)
     order = np.argsort(pop_of, kind="stable")
@@ -142,21 +159,22 @@ def core_loads(net, target=None):
         qs = incoming.get(pop.name, [])
         s, e = starts[idx], stops[idx]
         if all(q.kind in _COUNTED and (q.kind != "identity" or by_name[q.source].size == pop.size) for q in qs) \
-                and _tiles(s, e, pop.size):
-            a, bits_used = _counted_loads(qs, by_name, s, e, pop.size, bits)
+                and not any(c.is_box(i) for i in idx) and _tiles(s, e, pop.size):
+            a, bits_used = _counted_loads(qs, by_name, s, e, pop.size, limits)
             axons[idx], memory_bytes[idx] = a, bits_used / 8
         else:
             view = _Slice(qs, by_name)
             for i in idx:
-                load = core_load(view, pop, int(starts[i]), int(stops[i]), limits)
+                load = core_load(view, pop, int(starts[i]), int(stops[i]), limits,
+                                 box=tuple(int(v) for v in c.box[i]) if c.is_box(i) else None)
                 axons[i], memory_bytes[i] = load.axons, load.synapse_bytes
     rows = []
     chip, x, y = c.chip.tolist(), c.x.tolist(), c.y.tolist()
     names = [p.name for p in pops]
-    for i, (pi, a, b, ax, mem) in enumerate(zip(pop_of.tolist(), starts.tolist(), stops.tolist(), axons.tolist(),
-                                                memory_bytes.tolist())):
+    sizes = c.sizes().tolist()
+    for i, (pi, ax, mem) in enumerate(zip(pop_of.tolist(), axons.tolist(), memory_bytes.tolist())):
         row = {"core": i, "chip": chip[i], "x": x[i], "y": y[i], "population": names[pi],
-               "neurons": b - a, "axons": ax, "synapse_bytes": float(mem)}
+               "neurons": sizes[i], "axons": ax, "synapse_bytes": float(mem)}
         if target is not None:
             row["util_neurons"] = row["neurons"] / limits["neurons_per_core"]
             row["util_axons"] = ax / limits["axons_per_core"]

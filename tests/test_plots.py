@@ -45,9 +45,11 @@ def test_inspect_png_shows_over_capacity_cores_and_a_legend(tiny, tmp_path, figu
     _is_png(tmp_path / "cores.png")
     _is_png(tmp_path / "plain.png")
     heat, graph = figures["cores.png"].axes[:2]  # then the colour bar
-    assert heat.images[0].get_clim() == (0, pytest.approx(11.07, abs=0.01))  # the busiest core, not 1.0
+    # the busiest core, not 1.0: h2's 2,150 lists of 300 contiguous targets, 5 entries of (10 + 9) bits + 300 x 8
+    # = 2,495 bits = 39 words each: 670,800 B of 131,072 (5.12x); h holds 2,150 neurons of 1,024 (2.1x)
+    assert heat.images[0].get_clim() == (0, pytest.approx(2150 * 39 * 8 / 131072, abs=1e-9))
     assert "2 cores over capacity" in heat.get_title()
-    assert sorted(t.get_text() for t in heat.texts) == ["11.1x", "2.4x"]
+    assert sorted(t.get_text() for t in heat.texts) == ["2.1x", "5.1x"]
     assert [t.get_text() for t in graph.get_legend().get_texts()] == ["in (1)", "h (1)", "h2 (1)", "out (1)"]
     assert figures["plain.png"].axes[0].images[0].get_clim()[1] == 2150  # no target: neurons per core
 
