@@ -466,13 +466,19 @@ def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
 
 def core_edges(populations, projections, cores, loads=None):
     """CoreEdges: for every pair of cores joined by synapses, the synapse count and the axons (distinct source
-    neurons of the source core with a synapse into the destination core)."""
-    index = {p.name: i for i, p in enumerate(populations)}
+    neurons of the source core with a synapse into the destination core). Each population's neuron -> core array
+    is made once; a destination core's fan is then split by source core in one pass (no scan of source cores)."""
     shapes = {p.name: p.shape for p in populations}
-    by_pop = {}
+    index = {p.name: i for i, p in enumerate(populations)}
+    core_of = {}
     for c in range(len(cores.core_id)):
-        by_pop.setdefault(int(cores.population[c]), []).append(c)
-    edges = {}
+        pop = populations[int(cores.population[c])]
+        owner = core_of.setdefault(pop.name, np.zeros(pop.size, np.int64))
+        if cores.is_box(c):
+            owner[cores.neurons(c, pop.shape)] = c
+        else:
+            owner[int(cores.neuron_start[c]):int(cores.neuron_stop[c])] = c
+    src_all, dst_all, syn_all, ax_all = [], [], [], []
     for t in range(len(cores.core_id)):
         pop = populations[int(cores.population[t])]
         a, b = int(cores.neuron_start[t]), int(cores.neuron_stop[t])
@@ -485,16 +491,28 @@ def core_edges(populations, projections, cores, loads=None):
                     f = fan_into_box(q, shapes[q.source], pop.shape, cores.box[t]) if cores.is_box(t) else \
                         Fan.of(fan_into_range(q, shapes[q.source], pop.shape, a, b))
                     fans[q.source] = f if q.source not in fans else fans[q.source].plus(f)
-        for src_name, fan in fans.items():
-            for s in by_pop[index[src_name]]:
-                syn, ax = fan.over(cores.neurons(s, shapes[src_name])) if cores.is_box(s) else \
-                    fan.within(int(cores.neuron_start[s]), int(cores.neuron_stop[s]))
-                if syn:
-                    edges[(s, t)] = (syn, ax)
-    keys = sorted(edges)
-    return CoreEdges(src=np.array([k[0] for k in keys], np.int64), dst=np.array([k[1] for k in keys], np.int64),
-                     synapses=np.array([edges[k][0] for k in keys], np.int64),
-                     axons=np.array([edges[k][1] for k in keys], np.int64))
+        for src_name, fan in sorted(fans.items(), key=lambda kv: index[kv[0]]):
+            if not len(fan.index):
+                continue
+            owner = core_of[src_name][fan.index]
+            reached, inverse = np.unique(owner, return_inverse=True)
+            syn = np.bincount(inverse, weights=fan.count, minlength=len(reached)).astype(np.int64)
+            ax = np.bincount(inverse, weights=(fan.count > 0).astype(np.float64), minlength=len(reached))
+            keep = syn > 0
+            src_all.append(reached[keep])
+            dst_all.append(np.full(int(keep.sum()), t, np.int64))
+            syn_all.append(syn[keep])
+            ax_all.append(ax[keep].astype(np.int64))
+    if not src_all:
+        empty = np.zeros(0, np.int64)
+        return CoreEdges(src=empty, dst=empty.copy(), synapses=empty.copy(), axons=empty.copy())
+    src, dst = np.concatenate(src_all), np.concatenate(dst_all)
+    syn, ax = np.concatenate(syn_all), np.concatenate(ax_all)
+    key = src * len(cores.core_id) + dst  # one row per ordered pair, sorted by (src, dst)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return CoreEdges(src=uniq // len(cores.core_id), dst=uniq % len(cores.core_id),
+                     synapses=np.bincount(inverse, weights=syn).astype(np.int64),
+                     axons=np.bincount(inverse, weights=ax).astype(np.int64))
 
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
