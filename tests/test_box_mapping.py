@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from spikeforge import simulator
+from spikeforge.converter import writer
 from spikeforge.converter.mapping import _over, core_load, map_network, one_population_per_core, partition
 from spikeforge.converter.synapse_memory import list_words, shared_conv_lists
-from spikeforge.converter import writer
 from spikeforge.converter.writer import write_network
 from spikeforge.hwmodels import core_memory, estimate, load_target
 from spikeforge.simulator.network import Network, Population, Projection, box_indices
