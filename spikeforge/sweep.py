@@ -580,6 +580,19 @@ def run_sweep(spec, scheduler=None, workers=None, retry_errors=False, log=print)
     return rows
 
 
+def unfit(rows) -> list:
+    """The failed points whose network does not fit their target (the mapper refused it, saying why)."""
+    return [r for r in rows if r["status"] != "ok" and str(r.get("error", "")).startswith("MappingError")]
+
+
+def unfit_note(unmapped) -> str:
+    """The note a plot carries for the points it leaves out because they do not fit their target."""
+    n = len(unmapped)
+    targets = sorted({str(r.get("target", DEFAULTS.get("target"))) for r in unmapped})
+    return (f"left out: {n} point{'s' * (n != 1)} whose network does not fit the target "
+            f"({', '.join(targets)}); summary.md says why")
+
+
 def pareto(xs, ys, minimize_x=True) -> np.ndarray:
     """Indices of the points no other point beats on both x (lower or higher) and y (higher), sorted by x."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
@@ -606,6 +619,7 @@ def write_outputs(spec, rows):
     except ImportError:
         pass
     ok = [r for r in rows if r["status"] == "ok"]
+    unmapped = unfit(rows)
     plots = [("accuracy_vs_energy.png", "energy_uj", "accuracy", "energy per inference (µJ)", "accuracy (%)", True),
              ("accuracy_vs_latency.png", "latency_us", "accuracy", "latency per inference (µs)", "accuracy (%)", True),
              ("energy_vs_cores.png", "cores", "energy_uj", "cores", "energy per inference (µJ)", None)]
@@ -634,7 +648,10 @@ def write_outputs(spec, rows):
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             if xk in ("energy_uj", "latency_us") and x.max() > 20 * max(x.min(), 1e-12):
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short decade
             if xk == "cores":  # whole cores only
                 from matplotlib.ticker import MaxNLocator
 
@@ -643,6 +660,9 @@ def write_outputs(spec, rows):
             ax.set_title(f"{spec.get('name', 'sweep')}: {yl} vs {xl}", fontsize=9)
             ax.legend(fontsize=7)
             fig.tight_layout()
+            if unmapped:  # said on the plot: a point missing because it does not fit is a finding, not a gap
+                fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.05)
+                fig.text(0.01, 0.01, unfit_note(unmapped), fontsize=6.5, color="dimgray")
             save_figure(fig, os.path.join(store, fname), dpi=120)
             plt.close(fig)
     lines = [f"# Sweep {spec.get('name', '')}", "",
@@ -669,7 +689,10 @@ def write_outputs(spec, rows):
         lines += ["", "How far the energy figures can be trusted (each target's band over its independent "
                   "validation rows):", "", "| target | energy band |", "|---|---|"]
         lines += [f"| {t} | {b} |" for t, b in bands.items()] + [""]
-    bad = [r for r in rows if r["status"] != "ok"]
+    if unmapped:
+        lines += ["## Points whose network does not fit the target (left out of the plots)", ""] + \
+            [f"- {', '.join(f'{k}={r[k]}' for k in keys)}: {r['error'].split(': ', 1)[-1]}" for r in unmapped] + [""]
+    bad = [r for r in rows if r["status"] != "ok" and r not in unmapped]
     if bad:
         lines += ["## Failed points", ""] + [f"- {', '.join(f'{k}={r[k]}' for k in keys)}: {r['error']}"
                                              for r in bad]

@@ -88,6 +88,11 @@ def test_sweep_killed_midway_resumes_without_recomputing(tmp_path):
         assert (tmp_path / "store" / png).stat().st_size > 5000
     summary = (tmp_path / "store" / "summary.md").read_text()
     assert "16 failed" in summary and "## Energy by component" in summary
+    # the points that do not fit are a finding: their own section with the mapper's reason, a note on the plots
+    assert "## Points whose network does not fit the target (left out of the plots)" in summary
+    assert "## Failed points" not in summary
+    assert sweep.unfit_note(bad) == "left out: 16 points whose network does not fit the target (generic45nm, " \
+        "loihi); summary.md says why"
     assert "| loihi | not validated (0 independent rows compared) |" in summary
 
 
