@@ -31,7 +31,7 @@ from spikeforge.errors import UserError
 from spikeforge.simulator.geometry import projection_kernel, synapses_per_source
 from spikeforge.simulator.network import CoreEdges, CoreTable, Network, box_indices, box_span
 
-from .synapse_memory import index_bits, list_words, shared_conv_lists, taps_reaching, uses_lists
+from .synapse_memory import channels_fed, index_bits, list_words, shared_conv_lists, taps_reaching, uses_lists
 
 
 class MappingError(UserError):
@@ -55,16 +55,15 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
     A window (conv2d / avgpool / maxpool) fan is a product: output channels of the box fed by the source channel x
     kernel rows x kernel columns reaching the box from the source row and column (exact, no transposed conv)."""
     n_src = int(np.prod(source_shape))
-    members = box_indices(box, target_shape)
     if proj.kind in ("conv2d", "avgpool", "maxpool"):
         (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
         c_in, h_in, w_in = source_shape
         c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
-        group = np.arange(c_in) // cin_g
-        fed = np.clip(np.minimum((group + 1) * cout_g, c1) - np.maximum(group * cout_g, c0), 0, None)
-        count = fed[:, None, None] * taps_reaching(h_in, kh, sh, ph, h0, h1)[None, :, None] * \
+        count = channels_fed(c_in, cin_g, cout_g, c0, c1)[:, None, None] * \
+            taps_reaching(h_in, kh, sh, ph, h0, h1)[None, :, None] * \
             taps_reaching(w_in, kw, sw, pw, w0, w1)[None, None, :]
         return Fan.of(count.reshape(-1))
+    members = box_indices(box, target_shape)
     if proj.kind == "dense":
         return Fan(np.arange(n_src, dtype=np.int64), np.full(n_src, len(members), np.int64))
     if proj.kind == "identity":
@@ -164,11 +163,6 @@ class Fan:
         i, j = np.searchsorted(self.index, (start, stop))
         return int(self.count[i:j].sum()), int(j - i)
 
-    def over(self, members):
-        """(synapses, axons) from the source neurons `members` (ascending canonical indices)."""
-        inside = np.isin(self.index, members, assume_unique=True)
-        return int(self.count[inside].sum()), int(inside.sum())
-
     def mask(self, start, stop):
         """Boolean (stop - start,): which of the source neurons start..stop-1 have a synapse into the core."""
         out = np.zeros(stop - start, bool)
@@ -261,17 +255,17 @@ def partition(net, limits, progress=None):
     least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
     if sum(least.values()) > capacity:
         raise MappingError(_too_many_cores(least, limits, capacity, at_least=True))
-    dest = {}  # population name -> (n,) destination cores of each neuron's events, from the populations cut so far
+    # destination cores of each neuron's events, from the populations cut so far
+    dest = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
     chosen = {}
     for pi in reversed(range(len(net.populations))):
         pop = net.populations[pi]
-        out = dest.get(pop.name)
+        out = dest[pop.name]
         parts = _box_partition(net, pi, limits, out) if _boxable(net, pop, limits) else \
             _range_partition(net, pi, limits, out)
         for part in parts:
             for name, fan in part[3].fans.items():
-                size = next(p.size for p in net.populations if p.name == name) if name not in dest else 0
-                dest.setdefault(name, np.zeros(size, np.int64))[fan.index] += 1
+                dest[name][fan.index] += 1
         chosen[pi] = parts
         if progress:
             progress(pop.name, len(parts))
@@ -293,17 +287,16 @@ def _alone(pop, where, over):
 
 
 def _range_partition(net, pi, limits, out):
-    """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron, or None)."""
+    """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron)."""
     pop = net.populations[pi]
-    running = None if out is None else np.concatenate([[0], np.cumsum(out)])
+    running = np.concatenate([[0], np.cumsum(out)])
     k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
     while True:
         bounds = np.linspace(0, pop.size, k + 1).round().astype(np.int64)
         loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
         worst = 1.0
         for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
-            if running is not None:
-                load.output_axons = int(running[b] - running[a])
+            load.output_axons = int(running[b] - running[a])
             over = _over(load, limits)
             if over and b - a == 1:
                 raise _alone(pop, int(a), over)
@@ -335,10 +328,8 @@ def _box_partition(net, pi, limits, out):
     pop = net.populations[pi]
     shape = tuple(int(v) for v in pop.shape)
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
-    table = None
-    if out is not None:  # summed-area table of output axons per neuron: a box's sum in 8 lookups
-        table = np.zeros((shape[0] + 1, shape[1] + 1, shape[2] + 1), np.int64)
-        table[1:, 1:, 1:] = out.reshape(shape).cumsum(0).cumsum(1).cumsum(2)
+    table = np.zeros((shape[0] + 1, shape[1] + 1, shape[2] + 1), np.int64)  # summed-area table of output axons
+    table[1:, 1:, 1:] = out.reshape(shape).cumsum(0).cumsum(1).cumsum(2)  # per neuron: a box's sum in 8 lookups
     candidates = []
     for tc in _tile_sizes(shape[0]):
         for th in _tile_sizes(shape[1]):
@@ -356,8 +347,7 @@ def _box_partition(net, pi, limits, out):
         for j in [first] + [j for j in range(len(boxes)) if j != first]:
             box = boxes[j]
             load = core_load(net, pop, *box_span(box, shape), limits, box=box)
-            if table is not None:
-                load.output_axons = _box_sum(table, box)
+            load.output_axons = _box_sum(table, box)
             over = _over(load, limits)
             if over:
                 if count == pop.size:
@@ -470,14 +460,7 @@ def core_edges(populations, projections, cores, loads=None):
     is made once; a destination core's fan is then split by source core in one pass (no scan of source cores)."""
     shapes = {p.name: p.shape for p in populations}
     index = {p.name: i for i, p in enumerate(populations)}
-    core_of = {}
-    for c in range(len(cores.core_id)):
-        pop = populations[int(cores.population[c])]
-        owner = core_of.setdefault(pop.name, np.zeros(pop.size, np.int64))
-        if cores.is_box(c):
-            owner[cores.neurons(c, pop.shape)] = c
-        else:
-            owner[int(cores.neuron_start[c]):int(cores.neuron_stop[c])] = c
+    core_of = {p.name: cores.core_of(i, p.shape) for i, p in enumerate(populations)}
     src_all, dst_all, syn_all, ax_all = [], [], [], []
     for t in range(len(cores.core_id)):
         pop = populations[int(cores.population[t])]

@@ -8,18 +8,18 @@ synapses, each entry with a `list_entry_header_bits` header, and is rounded up t
     dense   bits = entries * (header + index bits) + n * weight bits      (contiguous targets: a start index)
     words   = ceil(bits / word bits),   entries = ceil(n / synapses per entry)
 
-index bits = max(`min_index_bits`, ceil(log2(neurons on the core))). A dense or pointwise projection's lists
-target contiguous neurons (dense encoding); sparse lists and convolutions use the sparse one.
+index bits = max(`min_index_bits`, ceil(log2(neurons on the core))). A dense projection's lists target
+contiguous neurons (the cheaper of the two encodings); every other list uses the sparse one.
 
 Convolutions share lists (`conv_list_sharing`): Loihi has no "kernel stored once" primitive, but input axons of
 one channel and input row whose columns see the same pattern of kernel columns point at one list, each with its
 own compartment offset (cxBase). A core holding a box of output rows x columns x channels stores, per input
 channel, per input row touching the box and per distinct column pattern, one list of (kernel rows hitting the
 box from that input row) x (kernel columns of the pattern) x (output channels of the box fed by that input
-channel) synapses. Offsets are limited (`cx_base_groups`, a chip bug that Intel's compiler works around): a
-pattern is shared only by columns whose offsets fall in the same window of that many columns. What this leaves
-out (the compiler's compartment interleaving padding, shared-sign entry splits, per-format index widths) is
-listed in docs/LOIHI_SYNAPSE_MEMORY.md.
+channel) synapses, laid out in interleaved destination groups as Intel's compiler does (`shared_conv_lists`);
+the groups per core are limited (`cx_base_groups`, a chip bug the compiler works around). What this leaves out
+(the compiler's extra word, shared-sign entry splits, per-format index widths) is listed in
+docs/LOIHI_SYNAPSE_MEMORY.md.
 """
 from __future__ import annotations
 
@@ -116,14 +116,19 @@ def shared_conv_lists(proj, source_shape, target_shape, box, limits) -> SharedLi
     idx_bits = max(int(limits.get("min_index_bits", 0)), math.ceil(math.log2(top // max(1, g) + 1)))
     rows = taps_reaching(h_in, kh, sh, ph, h0, h1)
     rows = rows[rows > 0]
-    group = np.arange(c_in) // cin_g  # output channels of the box each input channel feeds
-    fed = np.clip(np.minimum((group + 1) * cout_g, c1) - np.maximum(group * cout_g, c0), 0, None)
+    fed = channels_fed(c_in, cin_g, cout_g, c0, c1)
     words = 0
     for cols in patterns.values():
         for f, n_channels in Counter(fed[fed > 0].tolist()).items():
             longest = int(list_words(rows.max(initial=0) * cols * f, limits, idx_bits)) if rows.size else 0
             words += n_channels * len(rows) * longest
     return SharedLists(words, interleaved * chans_box, g)
+
+
+def channels_fed(c_in, cin_g, cout_g, c0, c1) -> np.ndarray:
+    """(c_in,) output channels among c0..c1-1 each input channel feeds (grouped convolution: its group's)."""
+    group = np.arange(c_in) // cin_g
+    return np.clip(np.minimum((group + 1) * cout_g, c1) - np.maximum(group * cout_g, c0), 0, None)
 
 
 def taps_reaching(n_in, k, stride, pad, lo, hi) -> np.ndarray:

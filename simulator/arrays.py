@@ -81,13 +81,7 @@ def _core_of(net, offsets, perms) -> np.ndarray:
     """Core of every neuron, in engine order."""
     core_of = np.empty(offsets[-1], np.int32)
     for pi, pop in enumerate(net.populations):
-        canon = np.empty(pop.size, np.int32)
-        for ci in np.flatnonzero(net.cores.population == pi):
-            if net.cores.is_box(ci):
-                canon[net.cores.neurons(ci, pop.shape)] = ci
-            else:
-                canon[net.cores.neuron_start[ci]:net.cores.neuron_stop[ci]] = ci
-        core_of[offsets[pi]:offsets[pi + 1]] = canon[perms[pi]]
+        core_of[offsets[pi]:offsets[pi + 1]] = net.cores.core_of(pi, pop.shape)[perms[pi]]
     return core_of
 
 

@@ -170,6 +170,16 @@ class CoreTable:
             out[boxed] = ((b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2]) * (b[:, 5] - b[:, 4]))[boxed]
         return out
 
+    def core_of(self, population, shape) -> np.ndarray:
+        """(neurons,) the core holding each canonical neuron of population index `population` of `shape`."""
+        owner = np.zeros(math.prod(int(v) for v in shape), np.int64)
+        for i in np.flatnonzero(self.population == population):
+            if self.is_box(i):
+                owner[self.neurons(i, shape)] = i
+            else:
+                owner[int(self.neuron_start[i]):int(self.neuron_stop[i])] = i
+        return owner
+
     def neurons(self, i, shape) -> np.ndarray:
         """Canonical (C-order) indices of core i's neurons in its population of `shape`, ascending."""
         if not self.is_box(i):
