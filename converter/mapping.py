@@ -500,13 +500,21 @@ def core_edges(populations, projections, cores, loads=None):
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
                 progress=None, hop_delay: int = 0) -> Network:
-    """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict).
+    """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict); a
+    target whose mapping rule is "speck" or "xylo" places it by that chip's rule (converter/speck.py, xylo.py).
 
     traffic: optional {population name: spikes per neuron} (e.g. a simulation's spike counts) to weigh the
     placement by measured packets instead of one packet per axon. hop_delay: steps every projection's delay
     gains (`pipelined`): 1 is the hardware pipeline of Loihi / SANA-FE, where a spike crosses one hop per step.
     """
     net = pipelined(net, hop_delay)
+    rule = getattr(target, "mapping", "cores")
+    if rule == "speck":  # chips with their own placement rule (hwmodels.targets.MAPPING_RULES)
+        from .speck import map_speck
+        return map_speck(net, target.name)
+    if rule == "xylo":
+        from .xylo import map_xylo
+        return map_xylo(net, target.name)
     limits = target.limits if hasattr(target, "limits") else dict(target)
     if placement not in ("snake", "anneal"):
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")

@@ -13,7 +13,8 @@ Sources (read with the search tool; docs/TARGETS.md will carry them with the spe
 memory_summary (the formulas), `mapping.py` (matching), `docs/speck/overview.md` and
 `docs/speck/faqs/available_network_arch.md` (9 cores, 2 destinations, channels <= 1024, kernel <= 16x16,
 strides 1 / 2 / 4 / 8, padding <= 7, sum pooling 1x1 / 2x2 / 4x4). A population fed only by an average pooling is
-that sum pooling, done by its source's core. What each event costs is not here: that is the target's (not yet built).
+that sum pooling, done by its source's core. Neurons are integrate-and-fire with binary spikes (sinabs deploys
+IAF layers only). What each event costs is the `speck` target's (hwmodels/targets/speck.json).
 """
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mapping import MappingError
+from spikeforge.simulator.network import CoreTable, Network
+
+from .mapping import MappingError, core_edges
 
 SPECK = {  # sinabs get_constraints(): per core, entries
     "kernel_memory": (16384, 16384, 16384, 32768, 32768, 65536, 65536, 16384, 16384),
     "neuron_memory": (65536, 65536, 65536, 32768, 32768, 16384, 16384, 16384, 16384),
     "destinations": 2, "max_channels": 1024, "max_kernel": 16, "strides": (1, 2, 4, 8), "max_padding": 7,
-    "pooling": (1, 2, 4),
+    "pooling": (1, 2, 4), "max_input": 128, "max_output": 64,
 }
 LAYER_KINDS = ("conv2d", "dense", "avgpool", "identity")  # what a core's input can be
 
@@ -53,6 +56,12 @@ def layer_memory(net, pop) -> tuple:
     shapes = {p.name: tuple(p.shape) for p in net.populations}
     out = tuple(pop.shape) if len(pop.shape) == 3 else (int(np.prod(pop.shape)), 1, 1)
     f = out[0]
+    if pop.model not in ("if", "readout"):
+        raise MappingError(f"layer {pop.name!r}: {pop.model!r} neurons; a Speck core's neurons are integrate-and-fire "
+                           "with binary spikes (sinabs deploys IAF layers only)")
+    if len(pop.shape) == 3 and max(pop.shape[1:]) > SPECK["max_output"]:
+        raise MappingError(f"layer {pop.name!r}: output map {pop.shape[1]}x{pop.shape[2]}; a Speck core's output "
+                           f"map is at most {SPECK['max_output']}x{SPECK['max_output']}")
     if f > SPECK["max_channels"]:
         raise MappingError(f"layer {pop.name!r}: {f} channels, a Speck core has at most {SPECK['max_channels']}")
     kernel = 0
@@ -61,6 +70,9 @@ def layer_memory(net, pop) -> tuple:
             raise MappingError(f"layer {pop.name!r}: a {q.kind} projection has no Speck equivalent (a core takes "
                                "a convolution, a dense layer as a convolution, sum pooling or a residual sum)")
         src = shapes[q.source] if len(shapes[q.source]) == 3 else (int(np.prod(shapes[q.source])), 1, 1)
+        if max(src[1:]) > SPECK["max_input"]:
+            raise MappingError(f"layer {pop.name!r}: input map {src[1]}x{src[2]}; a Speck core takes at most "
+                               f"{SPECK['max_input']}x{SPECK['max_input']}")
         if q.kind == "conv2d":
             (kh, kw), stride, padding = q.weight.shape[2:], tuple(q.stride), tuple(q.padding)
             if max(kh, kw) > SPECK["max_kernel"]:
@@ -143,3 +155,27 @@ def assign_cores(layers, spec=SPECK) -> dict:
         raise MappingError(f"no Speck core is left for layer(s) {', '.join(map(repr, left))}: the layers that fit "
                            "only the large-memory cores outnumber them")
     return {lay.name: int(m) for lay, m in zip(layers, match)}
+
+
+def map_speck(net: Network, name: str = "speck") -> Network:
+    """`net` placed on a Speck chip: each layer on the core `assign_cores` gives it (x = core index, y = 0), a pooled
+    population on its source's core (the sum pooling of that core's output), the input on the chip's input
+    interface (x = 0, y = 1). One core-table row per population, each holding it whole; MappingError (naming the
+    layer and the rule) for a network that does not fit."""
+    layers = speck_layers(net)
+    core = assign_cores(layers)
+    pooled = _pooled(net)
+
+    def where(name_):
+        while name_ in pooled:
+            name_ = pooled[name_]
+        return core[name_]
+
+    n = len(net.populations)
+    x = np.array([0] + [where(p.name) for p in net.populations[1:]], np.int64)
+    y = np.array([1] + [0] * (n - 1), np.int64)
+    cores = CoreTable(core_id=np.arange(n, dtype=np.int64), chip=np.zeros(n, np.int64), x=x, y=y,
+                      population=np.arange(n, dtype=np.int64), neuron_start=np.zeros(n, np.int64),
+                      neuron_stop=np.array([p.size for p in net.populations], np.int64))
+    edges = core_edges(net.populations, net.projections, cores)
+    return Network(net.populations, net.projections, cores, edges, dict(net.attrs, mapping=f"{name}:speck"))

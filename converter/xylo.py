@@ -18,7 +18,9 @@ import numpy as np
 
 from spikeforge.simulator.geometry import synapses_per_source
 
-from .mapping import MappingError
+from spikeforge.simulator.network import CoreTable, Network
+
+from .mapping import MappingError, core_edges
 
 XYLO_AUDIO2 = {"inputs": 16, "hidden": 1000, "outputs": 8, "fan_out": 64, "synaptic_states": 2}
 
@@ -52,3 +54,16 @@ def check_xylo(net, spec=XYLO_AUDIO2) -> dict:
                                f"reaches at most {spec['fan_out']}")
         worst = max(worst, int(fan.max(initial=0)))
     return {"inputs": inputs.size, "hidden": n_hidden, "outputs": readout.size, "fan_out": worst}
+
+
+def map_xylo(net: Network, name: str = "xylo") -> Network:
+    """`net` on Xylo's one SNN core (every population at chip 0, x 0, y 0, one core-table row each, whole), after
+    `check_xylo` (MappingError naming the layer and the rule it breaks)."""
+    check_xylo(net)
+    n = len(net.populations)
+    zeros = np.zeros(n, np.int64)
+    cores = CoreTable(core_id=np.arange(n, dtype=np.int64), chip=zeros, x=zeros.copy(), y=zeros.copy(),
+                      population=np.arange(n, dtype=np.int64), neuron_start=zeros.copy(),
+                      neuron_stop=np.array([p.size for p in net.populations], np.int64))
+    edges = core_edges(net.populations, net.projections, cores)
+    return Network(net.populations, net.projections, cores, edges, dict(net.attrs, mapping=f"{name}:xylo"))

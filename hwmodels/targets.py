@@ -36,10 +36,16 @@ OPTIONAL_LIMITS = {"chips": 1.0, "mesh_width": 0.0, "weight_sharing": 0.0, "bits
                    "box_partition": 0.0, "output_axons_per_core": 0.0,
                    # synapse lists in words (converter/synapse_memory.py); 0 word bits: bits per synapse instead
                    "synapse_word_bits": 0.0, "list_entry_header_bits": 0.0, "synapses_per_list_entry": 1.0,
-                   "min_index_bits": 0.0, "conv_list_sharing": 0.0, "cx_base_groups": 0.0}
+                   "min_index_bits": 0.0, "conv_list_sharing": 0.0, "cx_base_groups": 0.0,
+                   # bits a graded (integer-valued) spike carries (Loihi 2); 0: not stated
+                   "spike_payload_bits": 0.0}
 # Projection kinds a synaptic-op cost may depend on ("by_kind" in energy_pj.synops / time_ns.synops): calibrated
 # chip models price a dense, sparse and convolutional synapse differently (SANA-FE's Loihi model).
 SYNAPSE_KINDS = ("dense", "sparse", "conv2d")
+# How a target's mapper places a network (the optional top-level "mapping": {"rule", "source"}): "cores" cuts
+# populations into cores within the limits (converter/mapping.py); "speck" one layer per core of a SynSense
+# Speck / DYNAP-CNN chip (converter/speck.py); "xylo" the whole network on Xylo's one SNN core (converter/xylo.py).
+MAPPING_RULES = ("cores", "speck", "xylo")
 # Sections whose numbers a validation band vouches for (constants_digest): a band computed for other constants
 # is not shown.
 PRICED = ("energy_pj", "time_ns", "static_power_mw_per_core", "static_power_mw_per_chip", "tick_ns",
@@ -72,6 +78,7 @@ class Target:
     pipelined: bool = False  # one step per layer: a spike sent in step t is processed in step t + 1
     analog_input: str = "mac"  # ANALOG_INPUT: how analog input enters the chip
     voltage: dict = None  # {"nominal", "min", "max", "static_mw_per_chip": ((V, mW), ...)} (supply_voltage)
+    mapping: str = "cores"  # MAPPING_RULES: the rule converter.mapping.map_network places the network by
 
     def barrier_ns(self, cores: int, tiles: int = None) -> float:
         """Per-step synchronization with `cores` cores (on `tiles` tiles) in use: the entry of the largest key <= the
@@ -271,13 +278,21 @@ def load_target(name_or_path) -> Target:
     if "supply_voltage" in raw:
         voltage = _voltage(raw["supply_voltage"], path)
         sources["supply_voltage"] = raw["supply_voltage"]["source"]
+    mapping = "cores"
+    if "mapping" in raw:
+        entry = raw["mapping"]
+        if not isinstance(entry, dict) or entry.get("rule") not in MAPPING_RULES or "source" not in entry:
+            raise TargetError(f"{path}: mapping must be an object with a 'rule' ({', '.join(MAPPING_RULES)}) and a "
+                              "'source'")
+        mapping = entry["rule"]
+        sources["mapping"] = entry["source"]
     validation = raw.get("validation")
     if validation is not None and not (isinstance(validation, dict) and isinstance(validation.get("digest"), str)):
         raise TargetError(f"{path}: validation must be an object with a 'digest' (benchmarks/validate_targets.py "
                           "writes it)")
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
                   static, tick, limits, sources, path, per_chip, by_cores, by_kind or None, validation,
-                  digest, by_tiles, pipelined, analog, voltage)
+                  digest, by_tiles, pipelined, analog, voltage, mapping)
 
 
 def _voltage(entry, path):
