@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from spikeforge.simulator.geometry import synapses_per_source
-
 from spikeforge.simulator.network import CoreTable, Network
 
 from .mapping import MappingError, core_edges
