@@ -555,7 +555,13 @@ def main(argv=None):
                    help="results of python -m benchmarks.sanafe_compare --loihi-model (Loihi rows)")
     p.add_argument("--no-bands", action="store_true",
                    help="do not store the bands in the built-in target files (a trial run)")
+    p.add_argument("--only", help="comma-separated targets to recompute; the other targets' rows are kept from the "
+                                  "existing validation.json")
     args = p.parse_args(argv)
+    if args.only:
+        rows = _recompute(args.only.split(","), os.path.join(args.out, "validation.json"))
+        dvs_detail = json.load(open(os.path.join(args.out, "validation_detail.json"), encoding="utf-8"))["dvs"]
+        return _write(args, rows, dvs_detail)
     loihi, tn = load_target("loihi"), load_target("truenorth")
     rows = loihi_micro(loihi)
     print("loihi micro done", flush=True)
@@ -570,6 +576,31 @@ def main(argv=None):
                     "no chip measurement exists for a generic 45 nm target: its constants are Horowitz's per-op "
                     "figures (paper-style E_AC / E_MAC convention), not a validated chip", "pJ", "energy",
                     blocked="no published chip to validate against", kind="independent"))
+    rows += new_target_rows(NEW_TARGETS)
+    return _write(args, rows, dvs_detail)
+
+
+NEW_TARGETS = ("loihi2", "speck", "xylo")
+
+
+def new_target_rows(names):
+    """The rows of the issue-33 targets (benchmarks/validate_new_targets.py)."""
+    from benchmarks import validate_new_targets as v
+
+    make = {"loihi2": v.loihi2_rows, "speck": v.speck_rows, "xylo": v.xylo_rows}
+    return [r for name in names for r in make[name](load_target(name), row)]
+
+
+def _recompute(names, path):
+    """The existing rows with those of `names` (new targets only) recomputed."""
+    unknown = set(names) - set(NEW_TARGETS)
+    if unknown:
+        raise SystemExit(f"--only recomputes {', '.join(NEW_TARGETS)}; run without it for {', '.join(sorted(unknown))}")
+    kept = [r for r in json.load(open(path, encoding="utf-8")) if r["target"] not in names]
+    return kept + new_target_rows(names)
+
+
+def _write(args, rows, dvs_detail):
     os.makedirs(args.out, exist_ok=True)
     write_text(os.path.join(args.out, "validation.json"), json.dumps(rows, indent=1))
     write_text(os.path.join(args.out, "validation_detail.json"), json.dumps({"dvs": dvs_detail}, indent=1,
