@@ -106,7 +106,8 @@ def loihi2_rows(target, row):
                 PILOTNET_LIF + ": 1.385611 mJ", 1385.611, lif.dynamic_total_pj / 1e6,
                 "calibration row: the neuron-step energy is this figure / 16 steps / the printed layers' 158,509 "
                 "neurons (its synaptic-op and spike counts are only plotted)", "uJ", "energy", kind="calibration")]
-    for what, mw in (("PilotNet SDNN, Oheo Gulch (1 chip)", 342.234), ("PilotNet LIF, Kapoho Point static / 8", 352.063)):
+    for what, mw in (("PilotNet SDNN, Oheo Gulch (1 chip)", 342.234),
+                     ("PilotNet LIF, Kapoho Point static / 8", 352.063)):
         rows.append(row("loihi2", what, "static power per chip", (PILOTNET_SDNN if "SDNN" in what else PILOTNET_LIF),
                         mw, target.static_power_mw_per_chip, "calibration row: the target's static power is the "
                         "mean of the two runs' figures", "mW", "energy", kind="calibration"))
