@@ -51,11 +51,28 @@ def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     net = load_network(path)
     print(f"      wrote {shown_path}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
+    print("      mapping it onto each built-in target by the target's own rule:")
+    targets = _fitting_targets(net, [hwmodels.load_target(t) for t in hwmodels.available()])
     print(f"[3/4] simulating {len(xte)} test digits for T in {list(steps)} ...")
-    targets = [hwmodels.load_target(t) for t in hwmodels.available()]
     bar = tqdm(total=len(xte) * len(steps), desc="samples x T", disable=None)
     rows, runs, ann_cost = evaluate(net, xte.numpy(), yte.numpy(), list(steps), targets, bar.update)
     bar.close()
     print(f"[4/4] writing the report for {', '.join(t.name for t in targets)} ...")
     table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann)
     return rows, table, ann
+
+
+def _fitting_targets(net, targets):
+    """The targets the network maps onto (each by its own rule), printing its cores there or why it does not fit."""
+    from spikeforge.converter.mapping import MappingError, map_network
+
+    fits = []
+    for t in targets:
+        try:
+            placed = map_network(net, t, placement="snake")
+        except MappingError as exc:
+            print(f"      {t.name}: does not fit, left out of the report: {exc}")
+            continue
+        print(f"      {t.name}: fits on {len(placed.cores)} cores (mapping rule: {t.mapping})")
+        fits.append(t)
+    return fits

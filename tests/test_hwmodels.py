@@ -167,14 +167,20 @@ def test_bad_target_files_are_named(tmp_path):
         hwmodels.load_target(p)
 
 
-def test_demo_writes_a_complete_report(tmp_path):
+def test_demo_writes_a_complete_report(tmp_path, capsys):
     from spikeforge.demo import run_demo
 
     rows = run_demo(str(tmp_path), epochs=3, steps=(2, 8))
+    shown = capsys.readouterr().out
+    # the digits ResNet (64 inputs, 10 classes) does not fit Xylo Audio 2: the demo says why and reports the others
+    assert "xylo: does not fit, left out of the report: input 'input': 64 channels; Xylo takes at most 16" in shown
+    assert "speck: fits on 7 cores (mapping rule: speck)" in shown
+    # nor TrueNorth's 256-axon cores (the readout's 512 inputs; fan-in splitting is issue 34)
+    assert "truenorth: does not fit, left out of the report: layer 'readout': neuron 0 alone needs axons 512" in shown
     for f in ("report.md", "report.json", "report.csv", "accuracy_vs_T.png", "spikes_per_step_T8.png",
               "energy_per_layer_loihi_T8.png", "digits-resnet.h5"):
         assert (tmp_path / f).stat().st_size > 0, f
-    assert {r["target"] for r in rows} == {"loihi", "truenorth", "generic45nm"}
+    assert {r["target"] for r in rows} == {"loihi", "loihi2", "speck", "generic45nm"}
     by_t = {r["T"]: r for r in rows if r["target"] == "loihi"}
     assert by_t[8]["sops_mean"] > by_t[2]["sops_mean"] > 0
     assert 0 < by_t[8]["energy_ratio"]

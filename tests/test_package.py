@@ -37,8 +37,8 @@ def test_every_package_declares_all():
 def test_builtin_targets_ship_as_package_data_and_user_files_still_load(tmp_path):
     files = resources.files("spikeforge.hwmodels").joinpath("targets")
     assert sorted(p.name for p in files.iterdir() if p.name.endswith(".json")) == \
-        ["generic45nm.json", "loihi.json", "truenorth.json"]
-    assert available() == ["generic45nm", "loihi", "truenorth"]
+        ["generic45nm.json", "loihi.json", "loihi2.json", "speck.json", "truenorth.json", "xylo.json"]
+    assert available() == ["generic45nm", "loihi", "loihi2", "speck", "truenorth", "xylo"]
     raw = json.loads(files.joinpath("loihi.json").read_text())
     raw["name"] = "my-loihi"
     raw["energy_pj"]["synops"]["value"] = 1.0

@@ -180,7 +180,7 @@ def _run_cli(argv, cwd):
     (("epochs = 20", "epocs = 2"), "unknown key 'epocs' in [network] (allowed: model, file, epochs, lr,"),
     (("[data]", "[data]\nsamples = 3"), "unknown key 'samples' in [data] (allowed: name, path, test_samples, seed)"),
     (('name = "digits MLP"', 'nmae = "x"'), "unknown key 'nmae' in the top level (allowed: name, store,"),
-    (('"loihi", "truenorth"', '"lohi", "truenorth"'), "axis 'target': unknown target 'lohi'"),
+    (('"loihi", "loihi2"', '"lohi", "loihi2"'), "axis 'target': unknown target 'lohi'"),
     (("models:DigitsMLP", "models:DigitsMPL"), "model 'spikeforge.models:DigitsMPL': spikeforge.models has no "
                                                 "'DigitsMPL' (it has"),
     (("spikeforge.models:", "spikeforge.modles:"), "cannot import 'spikeforge.modles'"),
