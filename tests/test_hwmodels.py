@@ -146,7 +146,7 @@ def test_every_constant_cites_a_source():
             [f"time_ns.{k}" for k in TIMED_EVENTS + ("barrier",)] + ["static_power_mw_per_core", "tick_ns"]
         assert set(required) <= set(t.sources), name
         optional = {f"limits.{k}" for k in OPTIONAL_LIMITS} | {"static_power_mw_per_chip", "pipelined_layers",
-                                                              "analog_input", "supply_voltage"}
+                                                              "analog_input", "supply_voltage", "mapping"}
         assert set(t.sources) - set(required) <= optional, name
         assert all(isinstance(s, str) and len(s) > 5 for s in t.sources.values()), name
 
