@@ -585,7 +585,7 @@ NEW_TARGETS = ("loihi2", "speck", "xylo")
 
 def new_target_rows(names):
     """The rows of the issue-33 targets (benchmarks/validate_new_targets.py)."""
-    from benchmarks import validate_new_targets as v
+    from . import validate_new_targets as v
 
     make = {"loihi2": v.loihi2_rows, "speck": v.speck_rows, "xylo": v.xylo_rows}
     return [r for name in names for r in make[name](load_target(name), row)]

@@ -148,6 +148,11 @@ class CoreTable:
     def __len__(self):
         return len(self.core_id)
 
+    def slots(self) -> int:
+        """Distinct (chip, x, y) positions in use: the physical cores (rows of chips whose rule puts several
+        populations on one core, as Speck's pooling or Xylo's one core, share a position)."""
+        return len({(int(c), int(a), int(b)) for c, a, b in zip(self.chip, self.x, self.y)})
+
     def has_boxes(self) -> bool:
         return self.box is not None and bool((self.box[:, 0] >= 0).any())
 

@@ -104,8 +104,8 @@ def _parser():
     c.add_argument("--p", type=float, default=0.15, help="Stage I quantization-noise probability")
     c.add_argument("--qc-lr", type=float, default=1e-4, help="Stage I learning rate (Adam)")
     c.add_argument("--y-key", help="integer labels inside the --calibration .npz (for --qc-epochs)")
-    c.add_argument("--target", help="map onto the cores of this target (loihi, loihi2, speck, truenorth, xylo, generic45nm or a JSON "
-                                    "file) instead of one core per layer")
+    c.add_argument("--target", help="map onto the cores of this target (loihi, loihi2, speck, truenorth, xylo, "
+                                    "generic45nm or a JSON file), by its rule, instead of one core per layer")
     c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
                    help="core placement on the mesh with --target (default: %(default)s)")
     c.add_argument("--fixed-point", action="store_true",
@@ -136,8 +136,8 @@ def _parser():
     r.add_argument("--x-key", help="samples inside the .npz (default: the first array)")
     r.add_argument("--y-key", help="integer labels inside the .npz (for accuracy)")
     r.add_argument("--T", type=int, nargs="+", required=True, help="time steps to evaluate")
-    r.add_argument("--target", action="append", help="loihi, loihi2, speck, truenorth, xylo, generic45nm or a target JSON file "
-                                                     "(repeatable; default: all built-in targets)")
+    r.add_argument("--target", action="append", help="loihi, loihi2, speck, truenorth, xylo, generic45nm or a "
+                                                     "target JSON file (repeatable; default: all built-in targets)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--limit", type=int, help="use only the first N samples")
     _input_options(r, "--data")

@@ -377,7 +377,7 @@ def evaluate_point(spec, params) -> dict:
         links = chip_link_loads(res, net, target, mem)
         cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem, links=links)
         row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
-                   energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=len(net.cores),
+                   energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=net.cores.slots(),
                    **{col: cost.components()[c] / 1e6 for c, col in zip(COMPONENTS, COMPONENT_COLUMNS)},
                    energy_band=band_short(target))
     except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
