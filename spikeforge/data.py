@@ -18,6 +18,17 @@ def load_digits_split(test_fraction=0.25, seed=0):
     return x[train], y[train], x[test], y[test]
 
 
+def load_digits_xylo_split(test_fraction=0.25, seed=0):
+    """The digits task cut to Xylo Audio 2's size (16 input channels, 8 output neurons): digits 0-7 only, each
+    8x8 image averaged over 2x2 blocks to 4x4 (N, 1, 4, 4), in [0, 1]; the same split rule as load_digits_split."""
+    xtr, ytr, xte, yte = load_digits_split(test_fraction, seed)
+    out = []
+    for x, y in ((xtr, ytr), (xte, yte)):
+        keep = y < 8
+        out += [torch.nn.functional.avg_pool2d(x[keep], 2), y[keep]]
+    return tuple(out)
+
+
 # DVS-style events from static images: a sensor one pixel taller and wider than the image watches it (top-left
 # corner at the sensor's origin) make four one-pixel moves (right, down, left, up: back where it started), each
 # lasting move_us microseconds. In move k a pixel whose intensity changes by d emits n = floor(|d| / threshold)

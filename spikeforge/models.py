@@ -54,6 +54,19 @@ class DigitsMLP(nn.Module):
         return self.net(x)
 
 
+class DigitsXyloMLP(nn.Module):
+    """A 16-64-32-8 MLP for the Xylo-sized digits (spikeforge.data.load_digits_xylo_split: 4x4 images, classes
+    0-7): 16 inputs, 96 hidden neurons reaching at most 32 each, 8 outputs, within Xylo Audio 2's core."""
+
+    def __init__(self, classes=8, act=nn.ReLU):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), act(), nn.Linear(64, 32), act(),
+                                 nn.Linear(32, classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class _ViTBlock(nn.Module):
     def __init__(self, dim, heads, hidden):
         super().__init__()

@@ -39,6 +39,8 @@ AXIS_PREFIXES = ("limits.", "energy_pj.", "time_ns.")
 DEFAULTS = {"target": "loihi", "T": 8, "neuron": "if", "tau": 4, "weight_bits": 0, "calibration": "none",
             "placement": "snake"}
 METRICS = ("accuracy", "synops", "energy_uj", "latency_us", "cores")
+# [data] name -> its loader in spikeforge.data (no download): the digits, and the digits cut to Xylo's size
+DATASETS = {"digits": "load_digits_split", "digits-xylo": "load_digits_xylo_split"}
 # energy_uj by component (hwmodels.cost.COMPONENTS and static), one column each, and the band behind it
 COMPONENTS = ("synapse", "neuron access", "neuron update", "spikes", "messages", "hops", "input", "static")
 COMPONENT_COLUMNS = tuple(f"{c.replace(' ', '_')}_uj" for c in COMPONENTS)
@@ -135,9 +137,9 @@ def load_spec(path) -> dict:
         if not os.path.isfile(data["path"]):
             fail(f"[data] path {data['path']}: no such file")
         _check_data_file(data["path"], "model" in net, fail)
-    elif data.get("name", "digits") != "digits":
-        fail(f"[data] unknown dataset {data.get('name')!r} (give name = 'digits' or path = 'file.npz' with "
-             "x_train, y_train, x_test, y_test)")
+    elif data.get("name", "digits") not in DATASETS:
+        fail(f"[data] unknown dataset {data.get('name')!r} (give name = {' or '.join(map(repr, DATASETS))} or "
+             "path = 'file.npz' with x_train, y_train, x_test, y_test)")
     if "test_samples" in data and (not isinstance(data["test_samples"], int) or data["test_samples"] < 1):
         fail(f"[data] test_samples must be an integer >= 1, got {data['test_samples']!r}")
     spec["store"] = os.path.normpath(os.path.join(where, spec.get("store", os.path.splitext(os.path.basename(path))[0]
@@ -256,13 +258,13 @@ def _data(spec):
             keys = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in list_arrays(d["path"])]
             got = read_arrays(d["path"], keys)  # (a network file's sweep needs only x_test, y_test)
             arrays = tuple(got.get(k) for k in ("x_train", "y_train", "x_test", "y_test"))
-        elif d.get("name", "digits") == "digits":
-            from spikeforge.data import load_digits_split
+        elif d.get("name", "digits") in DATASETS:
+            from spikeforge import data
 
-            arrays = tuple(a.numpy() for a in load_digits_split(seed=int(d.get("seed", 0))))
+            load = getattr(data, DATASETS[d.get("name", "digits")])
+            arrays = tuple(a.numpy() for a in load(seed=int(d.get("seed", 0))))
         else:
-            raise SweepSpecError(f"[data]: unknown dataset {d.get('name')!r} (give name = 'digits' or path = "
-                                 "'file.npz' with x_train, y_train, x_test, y_test)")
+            raise SweepSpecError(f"[data]: unknown dataset {d.get('name')!r}")
         n = int(d.get("test_samples", len(arrays[2])))
         _CACHE[key] = (arrays[0], arrays[1], arrays[2][:n], arrays[3][:n])
     return _CACHE[key]

@@ -189,3 +189,35 @@ def test_a_sweep_over_the_new_targets_prices_those_that_fit_and_says_why_xylo_do
     assert rows["xylo"]["status"] != "ok" and "64 channels; Xylo takes at most 16" in rows["xylo"]["error"]
     summary = (tmp_path / "store" / "summary.md").read_text()
     assert "does not fit the target" in summary and "Xylo takes at most 16" in summary
+
+
+XYLO_SPEC = """
+name = "xylo digits"
+store = "store"
+[network]
+model = "spikeforge.models:DigitsXyloMLP"
+epochs = 30
+[data]
+name = "digits-xylo"
+[axes]
+T = [8]
+target = ["xylo", "loihi2"]
+"""
+
+
+def test_the_xylo_sized_digits_fit_xylo_and_are_priced_by_its_cycles(tmp_path):
+    """4x4 digits 0-7 (16 inputs, 8 classes) through a 16-64-32-8 MLP: Xylo holds it on its one core."""
+    from spikeforge.data import load_digits_xylo_split
+
+    xtr, ytr, xte, yte = load_digits_xylo_split()
+    assert xtr.shape[1:] == (1, 4, 4) and int(ytr.max()) == 7 and len(xte) == int((yte < 8).sum())
+    (tmp_path / "s.toml").write_text(XYLO_SPEC)
+    out = subprocess.run([sys.executable, "-m", "spikeforge.cli", "sweep", str(tmp_path / "s.toml"), "--workers",
+                          "1"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["target"]: r for r in (json.loads((tmp_path / "store" / "points" / f).read_text())
+                                     for f in os.listdir(tmp_path / "store" / "points"))}
+    xylo = rows["xylo"]
+    assert xylo["status"] == "ok" and xylo["cores"] == 1 and xylo["accuracy"] > 60
+    # each of the 8 steps lasts at least Xylo's 1 ms dt: the idle power runs 8 ms
+    assert xylo["latency_us"] >= 8000 and xylo["static_uj"] == pytest.approx(0.217 * 8, rel=1e-6)
