@@ -129,3 +129,42 @@ def loihi2_rows(target, row):
                     why="the profiler warns its time scale is not calibrated, and the synaptic ops per core are "
                         "unknown", kind="independent"))
     return rows
+
+
+# the lava compiler's cores per PilotNet LIF layer (the notebook's per-core table), input first
+PILOTNET_COMPILER_CORES = (13, 25, 13, 3, 3, 2, 12, 1, 1, 1)
+
+
+def pilotnet_network(seed=0):
+    """PilotNet LIF as the lava-dl notebook prints it: (C, H, W) input 3x66x200, five 3x3 convolutions, four dense
+    layers (random weights: only the shapes matter to the mapper)."""
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator import Network, Population, Projection
+
+    rng = np.random.default_rng(seed)
+    pops, projs, prev = [Population.make("input", "input", (3, 66, 200))], [], "input"
+    convs = (((24, 32, 99), 3, (2, 2), (0, 0)), ((36, 15, 49), 24, (2, 2), (0, 0)), ((48, 7, 24), 36, (2, 2), (0, 0)),
+             ((64, 4, 22), 48, (2, 1), (1, 0)), ((64, 2, 20), 64, (1, 1), (0, 0)))
+    for i, (shape, cin, stride, pad) in enumerate(convs, 1):
+        pops.append(Population.make(f"conv{i}", "lif", shape, 1.0, 0.0, decay=0.9))
+        projs.append(Projection(f"w{i}", "conv2d", prev, f"conv{i}",
+                                rng.normal(0, 0.1, (shape[0], cin, 3, 3)).astype(np.float32), kernel=(3, 3),
+                                stride=stride, padding=pad))
+        prev = f"conv{i}"
+    for i, (n_in, n) in enumerate(((2560, 100), (100, 50), (50, 10), (10, 1)), 1):
+        name = "readout" if n == 1 else f"dense{i}"
+        pops.append(Population.make(name, "readout" if n == 1 else "lif", (n,), 1.0, 0.0,
+                                    **({} if n == 1 else {"decay": 0.9})))
+        projs.append(Projection(f"d{i}", "dense", prev, name, rng.normal(0, 0.1, (n, n_in)).astype(np.float32)))
+        prev = name
+    return Network(pops, projs, *one_population_per_core(pops, projs), {"name": "pilotnet-lif"})
+
+
+def pilotnet_cores(target):
+    """{layer: (our cores on `target`, the lava compiler's)}: the mapper against Intel's compiler on one network."""
+    from spikeforge.converter.mapping import map_network
+
+    net = pilotnet_network()
+    placed = map_network(net, target, placement="snake")
+    ours = np.bincount(placed.cores.population, minlength=len(net.populations))
+    return {p.name: (int(n), c) for p, n, c in zip(net.populations, ours, PILOTNET_COMPILER_CORES)}

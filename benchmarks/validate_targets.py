@@ -601,10 +601,14 @@ def _recompute(names, path):
 
 
 def _write(args, rows, dvs_detail):
+    from .validate_new_targets import pilotnet_cores
+
     os.makedirs(args.out, exist_ok=True)
     write_text(os.path.join(args.out, "validation.json"), json.dumps(rows, indent=1))
-    write_text(os.path.join(args.out, "validation_detail.json"), json.dumps({"dvs": dvs_detail}, indent=1,
-                                                                            default=float))
+    cores = pilotnet_cores(load_target("loihi2"))  # the mapper against lava's compiler (not a row: no tolerance)
+    print("PilotNet LIF on loihi2, cores per layer (ours, lava compiler):", cores)
+    write_text(os.path.join(args.out, "validation_detail.json"),
+               json.dumps({"dvs": dvs_detail, "pilotnet_loihi2_cores": cores}, indent=1, default=float))
     md = table(rows)
     write_text(os.path.join(args.out, "validation.md"), md + "\n")
     plot(rows, os.path.join(args.out, "validation.png"))
