@@ -44,6 +44,7 @@ class SpeckLayer:
     kernel_memory: int
     neuron_memory: int
     destinations: tuple
+    hint: str = ""  # added to a refusal: what may have made the layer too large
 
 
 def _pow2(n) -> int:
@@ -126,7 +127,12 @@ def speck_layers(net) -> list:
         if len(dest) > SPECK["destinations"]:
             raise MappingError(f"layer {pop.name!r} sends to {len(dest)} layers ({', '.join(dest)}); a Speck core "
                                f"has at most {SPECK['destinations']} destinations")
-        layers.append(SpeckLayer(pop.name, *layer_memory(net, pop), dest))
+        folded = [q for q in net.incoming(pop.name) if q.kind == "conv2d" and max(q.stride) > 1
+                  and all(k > s and k % s == 0 for k, s in zip(q.weight.shape[2:], q.stride))]
+        hint = (f" (its {folded[0].weight.shape[2]}x{folded[0].weight.shape[3]} stride-{folded[0].stride[0]} kernel "
+                "looks like an average pooling folded into a convolution: convert with pooling 'spike' (--pooling "
+                "spike) so that the source core sum-pools)") if folded else ""
+        layers.append(SpeckLayer(pop.name, *layer_memory(net, pop), dest, hint))
     return layers
 
 
@@ -148,7 +154,7 @@ def assign_cores(layers, spec=SPECK) -> dict:
             need = lay.kernel_memory if which == "kernel" else lay.neuron_memory
             best = (kmem if which == "kernel" else nmem)[k_ok if which == "neuron" else slice(None)].max()
             raise MappingError(f"layer {lay.name!r}: {which} memory {need} entries, the largest Speck core "
-                               f"{'that holds its kernel ' if which == 'neuron' else ''}has {int(best)}")
+                               f"{'that holds its kernel ' if which == 'neuron' else ''}has {int(best)}{lay.hint}")
     match = maximum_bipartite_matching(csr_matrix(fits.astype(np.int8)), perm_type="column")
     if (match < 0).any():
         left = [lay.name for lay, m in zip(layers, match) if m < 0]

@@ -221,3 +221,22 @@ def test_the_xylo_sized_digits_fit_xylo_and_are_priced_by_its_cycles(tmp_path):
     assert xylo["status"] == "ok" and xylo["cores"] == 1 and xylo["accuracy"] > 60
     # each of the 8 steps lasts at least Xylo's 1 ms dt: the idle power runs 8 ms
     assert xylo["latency_us"] >= 8000 and xylo["static_uj"] == pytest.approx(0.217 * 8, rel=1e-6)
+
+
+def test_a_pooling_folded_into_a_convolution_is_refused_on_speck_with_the_conversion_that_fits():
+    """2x2 average pooling then a 3x3 convolution: folded (the default) it is one 6x6 stride-2 kernel, 64 x 64 x 64
+    entries (36 taps rounded to 64) = 4x the largest core; converted with pooling 'spike' it fits (the source core
+    sum-pools)."""
+    import torch
+    from torch import nn
+
+    from spikeforge.converter import convert
+
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(64, 64, 3, 1, 1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(64 * 8 * 8, 4)).eval()
+    x = torch.rand(8, 3, 16, 16)
+    with pytest.raises(MappingError, match=r"kernel memory 262144 entries, the largest Speck core has 65536 \(its "
+                                           r"6x6 stride-2 kernel looks like an average pooling folded"):
+        map_network(convert(model, [x]), load_target("speck"))
+    placed = map_network(convert(model, [x], pooling="spike"), load_target("speck"))
+    assert placed.cores.slots() == 4  # input interface + 3 cores (the pooled map on its source's core)
