@@ -94,6 +94,20 @@ def test_feature_limits_are_refused_naming_the_layer(layer, problem):
         speck_layers(net)
 
 
+@pytest.mark.parametrize("in_shape,layer,problem", [
+    ((2, 130, 40), (4, 3, 4, 1), "layer 'l0': input map 130x40; a Speck core takes at most 128x128"),
+    ((2, 70, 40), (4, 3, 1, 1), "layer 'l0': output map 70x40; a Speck core's output map is at most 64x64"),
+])
+def test_map_sizes_beyond_a_cores_input_and_output_are_refused(in_shape, layer, problem):
+    with pytest.raises(MappingError, match=problem):
+        speck_layers(_chain(in_shape, [layer]))
+
+
+def test_maps_at_the_cores_limits_fit():
+    """128x128 in, 64x64 out (stride 2): both at the limit."""
+    assert speck_layers(_chain((2, 128, 128), [(4, 2, 2, 0)]))[0].neuron_memory == 4 * 64 * 64
+
+
 def test_a_projection_kind_without_a_speck_core_is_refused():
     pops = [Population.make("in", "input", (4, 3)), Population.make("t", "if", (4, 5), 1.0, 0.0)]
     net = Network(pops, [Projection("p", "pointwise", "in", "t", np.ones((5, 3), np.float32))], None, None, {})
