@@ -516,6 +516,7 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
         from .xylo import map_xylo
         return map_xylo(net, target.name)
     limits = target.limits if hasattr(target, "limits") else dict(target)
+    _check_payloads(net, limits)
     if placement not in ("snake", "anneal"):
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")
     parts = partition(net, limits, progress)
@@ -538,6 +539,33 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     cores.chip, cores.x, cores.y = slots[where, 0], slots[where, 1], slots[where, 2]
     attrs = dict(net.attrs, mapping=f"{getattr(target, 'name', 'custom')}:{placement}")
     return Network(net.populations, net.projections, cores, edges, attrs)
+
+
+def payload_bits(pop) -> tuple:
+    """(bits, what) an event of `pop` carries when sent as one graded spike: a group neuron's count up to tau, a
+    multi-threshold neuron's level value 2^k (k < levels, plus a sign bit when it has negative levels), a signed
+    neuron's sign; 1 for binary spikes (and for payloads expanded into parallel synapses)."""
+    if pop.model == "group" and pop.payload != "expanded":
+        return max(1, math.ceil(math.log2(int(pop.tau) + 1))), f"a count up to tau = {int(pop.tau)}"
+    if pop.model == "multi_threshold" and pop.payload != "parallel":
+        signed = pop.threshold_neg is not None
+        return int(pop.levels) + signed, f"a level value up to 2^{int(pop.levels) - 1}{' and its sign' * signed}"
+    if pop.model == "signed":
+        return 2, "a sign"
+    return 1, "a binary spike"
+
+
+def _check_payloads(net, limits):
+    """On a target that states its graded spikes' width (limits.spike_payload_bits), every population's events
+    fit it; MappingError naming the layer otherwise."""
+    width = int(limits.get("spike_payload_bits", 0) or 0)
+    if width <= 0:
+        return
+    for pop in net.populations:
+        bits, what = payload_bits(pop)
+        if bits > width:
+            raise MappingError(f"layer {pop.name!r}: its spikes carry {bits} bits ({what}); the target's graded "
+                               f"spikes carry {width}")
 
 
 def pipelined(net: Network, steps: int = 1) -> Network:

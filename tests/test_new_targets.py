@@ -240,3 +240,17 @@ def test_a_pooling_folded_into_a_convolution_is_refused_on_speck_with_the_conver
         map_network(convert(model, [x]), load_target("speck"))
     placed = map_network(convert(model, [x], pooling="spike"), load_target("speck"))
     assert placed.cores.slots() == 4  # input interface + 3 cores (the pooled map on its source's core)
+
+
+def test_graded_spikes_wider_than_a_targets_payload_are_refused_naming_the_layer():
+    """A multi-threshold neuron of n levels sends the level value 2^k (k < n) as one graded spike: n bits (one more
+    with negative levels). Loihi 2's 24 bits hold the file format's largest (7 levels, signed: 8 bits); a target
+    whose graded spikes carry 4 bits refuses 7 levels."""
+    net = _conv_net()
+    c1 = net.populations[1]
+    net.populations[1] = Population.make("c1", "multi_threshold", c1.shape, 1.0, 0.0, levels=7, threshold_neg=1.0)
+    assert len(map_network(net, load_target("loihi2"), placement="snake").cores) >= 5
+    narrow = dict(load_target("loihi2").limits, spike_payload_bits=4)
+    with pytest.raises(MappingError, match=r"layer 'c1': its spikes carry 8 bits \(a level value up to 2\^6 and "
+                                           r"its sign\); the target's graded spikes carry 4"):
+        map_network(net, narrow)
