@@ -266,26 +266,12 @@ def load_target(name_or_path) -> Target:
     if "pipelined_layers" in raw:
         pipelined = _number("", "pipelined_layers", raw["pipelined_layers"], path) not in (0.0,)
         sources["pipelined_layers"] = raw["pipelined_layers"]["source"]
-    analog = "mac"
-    if "analog_input" in raw:
-        entry = raw["analog_input"]
-        if not isinstance(entry, dict) or entry.get("mode") not in ANALOG_INPUT or "source" not in entry:
-            raise TargetError(f"{path}: analog_input must be an object with a 'mode' ({' or '.join(ANALOG_INPUT)}) "
-                              "and a 'source'")
-        analog = entry["mode"]
-        sources["analog_input"] = entry["source"]
+    analog = _choice(raw, "analog_input", "mode", ANALOG_INPUT, "mac", sources, path)
     voltage = None
     if "supply_voltage" in raw:
         voltage = _voltage(raw["supply_voltage"], path)
         sources["supply_voltage"] = raw["supply_voltage"]["source"]
-    mapping = "cores"
-    if "mapping" in raw:
-        entry = raw["mapping"]
-        if not isinstance(entry, dict) or entry.get("rule") not in MAPPING_RULES or "source" not in entry:
-            raise TargetError(f"{path}: mapping must be an object with a 'rule' ({', '.join(MAPPING_RULES)}) and a "
-                              "'source'")
-        mapping = entry["rule"]
-        sources["mapping"] = entry["source"]
+    mapping = _choice(raw, "mapping", "rule", MAPPING_RULES, "cores", sources, path)
     validation = raw.get("validation")
     if validation is not None and not (isinstance(validation, dict) and isinstance(validation.get("digest"), str)):
         raise TargetError(f"{path}: validation must be an object with a 'digest' (benchmarks/validate_targets.py "
@@ -293,6 +279,19 @@ def load_target(name_or_path) -> Target:
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
                   static, tick, limits, sources, path, per_chip, by_cores, by_kind or None, validation,
                   digest, by_tiles, pipelined, analog, voltage, mapping)
+
+
+def _choice(raw, section, key, allowed, default, sources, path):
+    """An optional {key: one of `allowed`, "source": ...} section (e.g. analog_input.mode, mapping.rule): its value,
+    or `default` where the file has none; its source is recorded."""
+    if section not in raw:
+        return default
+    entry = raw[section]
+    if not isinstance(entry, dict) or entry.get(key) not in allowed or "source" not in entry:
+        raise TargetError(f"{path}: {section} must be an object with a {key!r} ({', '.join(allowed)}) and a "
+                          "'source'")
+    sources[section] = entry["source"]
+    return entry[key]
 
 
 def _voltage(entry, path):
