@@ -87,6 +87,11 @@ def xylo_rows(target, row):
                 "28 uJ per second of audio = 28 uW average dynamic power", "uJ", "energy",
                 blocked="the network (Ke et al. 2024, arXiv 2410.23776) is in the paper body, not reached: its "
                         "widths and spike rates set the cycles", kind="independent"),
+            row("xylo", "Bos & Muir 2024 keyword spotting (Aloha), Xylo Audio 2", "energy per inference",
+                "Bos & Muir 2024, arXiv 2406.15112, abstract: 6.6 uJ/Inf", 6.6, None,
+                "6.6 uJ / 291 uW = 22.7 ms, which is no Aloha clip's length: what one 'inference' is, is in the paper "
+                "body", "uJ", "energy", blocked="the paper's definition of an inference and its network's widths are "
+                                                 "in the body, not reached", kind="independent"),
             row("xylo", "Bos & Muir 2022 ambient audio classification, Xylo Audio 2", "dynamic inference power",
                 "Bos & Muir 2022, arXiv 2208.12991, via open-neuromorphic.org (secondary): 93 uW dynamic", 93.0, None,
                 "", "uW", "energy", blocked="the network's widths and rates are in the paper body, not reached",
@@ -111,6 +116,16 @@ def loihi2_rows(target, row):
         rows.append(row("loihi2", what, "static power per chip", (PILOTNET_SDNN if "SDNN" in what else PILOTNET_LIF),
                         mw, target.static_power_mw_per_chip, "calibration row: the target's static power is the "
                         "mean of the two runs' figures", "mW", "energy", kind="calibration"))
+    for work, quantity, source, why in (
+            ("Shrestha et al. 2024: video (PilotNet SDNN) and audio denoising on Loihi 2", "energy per inference",
+             "Shrestha et al. 2024, ICASSP (arXiv 2310.03251)", "its tables are in the paper body; only the abstract "
+                                                                "could be read"),
+            ("Intel N-DNS challenge baseline (sigma-delta 257-512-512-257, 8 ms steps) on Loihi 2",
+             "energy per inference", "Timcheck et al. 2023, Neuromorph. Comput. Eng. 3 034005; IntelNeuromorphicDNS"
+             "Challenge README", "the README's Loihi 2 (track 2) table is empty; the paper body was not reached")):
+        rows.append(row("loihi2", work, quantity, source, None, None, "the network is public (the N-DNS baseline's "
+                        "train_sdnn.py) or partly described; the measured figure is what is missing", "uJ", "energy",
+                        blocked=why, kind="independent"))
     sdnn_neurons = float(sum(PILOTNET_LAYERS[1:]))  # no on-chip input layer in the SDNN run
     sdnn = price(target, 1, {"neuron_updates": np.full(1, sdnn_neurons)})
     rows.append(row("loihi2", "PilotNet SDNN (sigma-delta, graded spikes), 1 chip, 61 cores, 1 step per frame",
