@@ -72,11 +72,14 @@ def price_runs(net, x, T, dev, log):
         labels = [placed.populations[int(p)].name for p in placed.cores.population]
         cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(placed))
         per = res.per_sample.mean(axis=0)
+        by_core = res.counters[:, :, simulator.COUNTERS.index("spikes")].sum(axis=0) / len(x)
+        by_pop = np.bincount(placed.cores.population, weights=by_core, minlength=len(placed.populations))
         out[name] = {"cores": int(len(placed.cores)), "chips": int(cost.chips),
                      "energy_uj": cost.energy_pj / 1e6, "dynamic_uj": cost.dynamic_total_pj / 1e6,
                      "static_uj": cost.static_pj / 1e6, "latency_us": cost.latency_ns / 1e3,
                      "spikes": float(per[simulator.COUNTERS.index("spikes")]),
                      "synops": float(per[simulator.COUNTERS.index("synops")]),
+                     "spikes_by_layer": {p.name: float(v) for p, v in zip(placed.populations, by_pop)},
                      "accuracy_subset": None, "sim_s": time.time() - t0}
         out[name]["predictions"] = res.predictions()
         log(f"  T={T} {name}: {out[name]['cores']} cores, {out[name]['energy_uj']:.2f} uJ, "
