@@ -541,6 +541,30 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     return Network(net.populations, net.projections, cores, edges, attrs)
 
 
+def chip_rule_check(net, target) -> dict:
+    """{"rule", "fits", "reason", "layers"}: `net` checked by `target`'s own placement rule (speck: each layer's
+    kernel / neuron memory against the core it is matched to; xylo: what the network uses of the core against
+    what the core has). No placement is made."""
+    from .speck import SPECK, assign_cores, speck_layers
+    from .xylo import XYLO_AUDIO2, check_xylo
+
+    out = {"rule": target.mapping, "fits": True, "reason": "", "layers": []}
+    try:
+        if target.mapping == "speck":
+            layers = speck_layers(net)
+            cores = assign_cores(layers)
+            out["layers"] = [{"layer": lay.name, "core": cores[lay.name],
+                              "kernel memory": f"{lay.kernel_memory} of {SPECK['kernel_memory'][cores[lay.name]]}",
+                              "neuron memory": f"{lay.neuron_memory} of {SPECK['neuron_memory'][cores[lay.name]]}"}
+                             for lay in layers]
+        elif target.mapping == "xylo":
+            used = check_xylo(net)
+            out["layers"] = [{k: f"{v} of {XYLO_AUDIO2[k]}" for k, v in used.items()}]
+    except MappingError as exc:
+        out.update(fits=False, reason=str(exc))
+    return out
+
+
 def payload_bits(pop) -> tuple:
     """(bits, what) an event of `pop` carries when sent as one graded spike: a group neuron's count up to tau, a
     multi-threshold neuron's level value 2^k (k < levels, plus a sign bit when it has negative levels), a signed

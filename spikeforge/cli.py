@@ -588,7 +588,13 @@ def cmd_inspect(args):
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     s = summarize(net)
     target = load_target(args.target) if args.target else None
-    s["core_loads"] = core_loads(net, target)
+    own_rule = target is not None and target.mapping != "cores"
+    # a chip with its own placement rule (Speck, Xylo) is checked by that rule, not by per-core limits
+    s["core_loads"] = core_loads(net, None if own_rule else target)
+    if own_rule:
+        from spikeforge.converter.mapping import chip_rule_check
+
+        s["chip_rule"] = chip_rule_check(net, target)
     if args.png:
         plot_cores(net, s["core_loads"], args.png, f"{args.file}: {len(net.cores)} cores, mapping "
                                                     f"{net.attrs.get('mapping', 'not recorded in the file')}")
@@ -604,6 +610,18 @@ def cmd_inspect(args):
     for q in s["projections"]:
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")
     _print_cores(s["core_loads"], net, args)
+    if "chip_rule" in s:
+        _print_chip_rule(s["chip_rule"], args.target)
+
+
+def _print_chip_rule(check, target):
+    """What the target's own rule says of the network: the layers' memories against their cores, or why not."""
+    if not check["fits"]:
+        print(f"\ndoes not fit {target} ({check['rule']} rule): {check['reason']}")
+        return
+    print(f"\nfits {target} ({check['rule']} rule):")
+    for row in check["layers"]:
+        print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
 
 
 def _print_cores(rows, net, args):

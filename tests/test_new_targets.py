@@ -254,3 +254,20 @@ def test_graded_spikes_wider_than_a_targets_payload_are_refused_naming_the_layer
     with pytest.raises(MappingError, match=r"layer 'c1': its spikes carry 8 bits \(a level value up to 2\^6 and "
                                            r"its sign\); the target's graded spikes carry 4"):
         map_network(net, narrow)
+
+
+def test_inspect_checks_a_chip_with_its_own_rule_by_that_rule(tmp_path, capsys):
+    """inspect --target speck lists each layer's memories against its core; --target xylo says why a network does
+    not fit; neither prints per-core limit utilizations (those are for the cut-into-cores targets)."""
+    from spikeforge.cli import main
+
+    path = write_network(map_network(_conv_net(), load_target("speck")), str(tmp_path / "conv.h5"))
+    assert main(["inspect", path, "--target", "speck"]) == 0
+    out = capsys.readouterr().out
+    assert "fits speck (speck rule):" in out and "over capacity" not in out
+    # c2: 8 -> 8 channels, 3x3 (16 taps): kernel 8 x 16 x 8 = 1,024; neurons 8 x 8 x 8 (6x6 rounded up) = 512
+    assert "layer c2, core" in out and "kernel memory 1024 of" in out and "neuron memory 512 of" in out
+    assert main(["inspect", path, "--target", "xylo", "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["chip_rule"]
+    assert check == {"rule": "xylo", "fits": False, "layers": [],
+                     "reason": "input 'in': 512 channels; Xylo takes at most 16"}
