@@ -4,7 +4,8 @@
 
 SpeckCNN is sized to sinabs' per-core memories (converter/speck.py): 32/64-channel 3x3 convolutions whose kernel
 memory c_in x 16 x c_out fits the cores that hold it (64 x 64 needs cores 5 or 6, which two layers take), average
-pooling that each core does as sum pooling of its own output, and a dense readout (a 4x4 convolution on the chip).
+pooling that each core does as sum pooling of its own output (the converter folds it into the next convolution;
+the Speck rule reads it back), and a dense readout (a 4x4 convolution on the chip).
 The converted network is placed on each target by its own rule (speck: one layer per core; loihi2 / loihi: boxes),
 its accuracy measured on the test images (--test-images: the first N of a fixed shuffle) with the torch
 reference, and its events counted on the first
@@ -91,24 +92,27 @@ def price_runs(net, x, T, dev, log):
 
 def plot(results, path):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = sorted(int(t) for t in results["snn_accuracy"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(steps, [100 * results["snn_accuracy"][str(t)] for t in steps], "o-", label="SNN (IF, torch reference)")
-    a.axhline(100 * results["ann_accuracy"], color="k", ls="--", label="ANN")
+    a.plot(steps, [100 * results["snn_accuracy"][str(t)] for t in steps], "o-",
+           label=f"SNN (IF, torch reference; {results.get('test_images', 10000):,} test images)")
+    a.axhline(100 * results["ann_accuracy"], color="k", ls="--", label="ANN (10,000 test images)")
     a.set(xscale="log", xlabel="time steps T", ylabel="CIFAR-10 test accuracy (%)", title="SpeckCNN on CIFAR-10")
     a.set_xticks(steps, [str(t) for t in steps])
-    a.minorticks_off()
+    a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     a.legend(fontsize=8)
     energy_steps = sorted(int(t) for t in results["energy"])
     for name in TARGETS:
         b.plot(energy_steps, [results["energy"][str(t)][name]["energy_uj"] for t in energy_steps], "o-", label=name)
-    b.set(xscale="log", yscale="log", xlabel="time steps T", ylabel="energy per image (uJ)",
-          title=f"priced on each target (first {results['energy_images']} test images)")
+    values = [r["energy_uj"] for e in results["energy"].values() for r in e.values()]
+    b.set(xscale="log", yscale="log" if max(values) > 10 * min(values) else "linear", xlabel="time steps T",
+          ylabel="energy per image (µJ)", title=f"priced on each target ({results['energy_images']} test images)")
     b.set_xticks(energy_steps, [str(t) for t in energy_steps])
-    b.minorticks_off()
+    b.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -168,10 +172,9 @@ def main(argv=None):
     results["train_s"] = time.time() - t0
     log(f"ANN {100 * results['ann_accuracy']:.2f}% ({results['train_s']:.0f} s)")
     calib = [xtr[i:i + 500] for i in range(0, 2000, 500)]
-    # pooled maps re-encoded as spikes ("spike"): Speck sum-pools on the core; folding a pooling into the next
-    # convolution (the default) makes 6x6 kernels whose memory no Speck core holds
-    net = convert(model.float(), calib, norm="percentile", percentile=args.percentile, pooling="spike",
-                  name="cifar10-speckcnn")
+    # the default folds each pooling into the next convolution (a 6x6 stride-2 kernel): Speck runs it as the source
+    # core's sum pooling and the 3x3 kernel (converter.speck.folded_pooling), with no re-encoding population
+    net = convert(model.float(), calib, norm="percentile", percentile=args.percentile, name="cifar10-speckcnn")
     results["speck_placement"] = placement_table(net)
     write_network(map_network(net, load_target("speck")), os.path.join(args.out, "cifar10_speck.h5"))
     results["snn_accuracy"], results["test_images"] = {}, min(args.test_images or len(xte), len(xte))

@@ -13,8 +13,10 @@ Sources (read with the search tool; docs/TARGETS.md will carry them with the spe
 memory_summary (the formulas), `mapping.py` (matching), `docs/speck/overview.md` and
 `docs/speck/faqs/available_network_arch.md` (9 cores, 2 destinations, channels <= 1024, kernel <= 16x16,
 strides 1 / 2 / 4 / 8, padding <= 7, sum pooling 1x1 / 2x2 / 4x4). A population fed only by an average pooling is
-that sum pooling, done by its source's core. Neurons are integrate-and-fire with binary spikes (sinabs deploys
-IAF layers only). What each event costs is the `speck` target's (hwmodels/targets/speck.json).
+that sum pooling, done by its source's core; so is a pooling the converter folded into the next convolution
+(`folded_pooling`: kernel, stride and padding r times larger, weights constant over r x r blocks). Neurons are
+integrate-and-fire with binary spikes (sinabs deploys IAF layers only). What each event costs is the `speck`
+target's (hwmodels/targets/speck.json).
 """
 from __future__ import annotations
 
@@ -44,7 +46,6 @@ class SpeckLayer:
     kernel_memory: int
     neuron_memory: int
     destinations: tuple
-    hint: str = ""  # added to a refusal: what may have made the layer too large
 
 
 def _pow2(n) -> int:
@@ -76,6 +77,10 @@ def layer_memory(net, pop) -> tuple:
                                f"{SPECK['max_input']}x{SPECK['max_input']}")
         if q.kind == "conv2d":
             (kh, kw), stride, padding = q.weight.shape[2:], tuple(q.stride), tuple(q.padding)
+            r = folded_pooling(q)  # the source core sum-pools by r; this core convolves the pooled map
+            if r > 1:
+                kh, kw = kh // r, kw // r
+                stride, padding = tuple(v // r for v in stride), tuple(v // r for v in padding)
             if max(kh, kw) > SPECK["max_kernel"]:
                 raise MappingError(f"layer {pop.name!r}: kernel {kh}x{kw}, a Speck core takes at most "
                                    f"{SPECK['max_kernel']}x{SPECK['max_kernel']}")
@@ -90,6 +95,21 @@ def layer_memory(net, pop) -> tuple:
             kernel += src[0] * _pow2(src[1] * src[2]) * _pow2(f)
     neurons = f * _pow2(out[1]) * _pow2(out[2])
     return kernel, neurons
+
+
+def folded_pooling(q) -> int:
+    """r > 1 where a convolution is an r x r average pooling folded into a convolution (the converter's default,
+    pooling "fold": kernel, stride and padding multiples of r, the weights constant over r x r blocks), which a Speck
+    chip runs as its source core's sum pooling followed by the r-times smaller kernel; else 1."""
+    w = np.asarray(q.weight)
+    kh, kw = w.shape[2:]
+    for r in sorted((p for p in SPECK["pooling"] if p > 1), reverse=True):
+        if kh % r or kw % r or any(int(v) % r for v in tuple(q.stride) + tuple(q.padding)):
+            continue
+        blocks = w.reshape(w.shape[0], w.shape[1], kh // r, r, kw // r, r)
+        if np.array_equal(blocks, np.broadcast_to(blocks[:, :, :, :1, :, :1], blocks.shape)):
+            return r
+    return 1
 
 
 def _pooled(net) -> dict:
@@ -127,12 +147,7 @@ def speck_layers(net) -> list:
         if len(dest) > SPECK["destinations"]:
             raise MappingError(f"layer {pop.name!r} sends to {len(dest)} layers ({', '.join(dest)}); a Speck core "
                                f"has at most {SPECK['destinations']} destinations")
-        folded = [q for q in net.incoming(pop.name) if q.kind == "conv2d" and max(q.stride) > 1
-                  and all(k > s and k % s == 0 for k, s in zip(q.weight.shape[2:], q.stride))]
-        hint = (f" (its {folded[0].weight.shape[2]}x{folded[0].weight.shape[3]} stride-{folded[0].stride[0]} kernel "
-                "looks like an average pooling folded into a convolution: convert with pooling 'spike' (--pooling "
-                "spike) so that the source core sum-pools)") if folded else ""
-        layers.append(SpeckLayer(pop.name, *layer_memory(net, pop), dest, hint))
+        layers.append(SpeckLayer(pop.name, *layer_memory(net, pop), dest))
     return layers
 
 
@@ -154,7 +169,7 @@ def assign_cores(layers, spec=SPECK) -> dict:
             need = lay.kernel_memory if which == "kernel" else lay.neuron_memory
             best = (kmem if which == "kernel" else nmem)[k_ok if which == "neuron" else slice(None)].max()
             raise MappingError(f"layer {lay.name!r}: {which} memory {need} entries, the largest Speck core "
-                               f"{'that holds its kernel ' if which == 'neuron' else ''}has {int(best)}{lay.hint}")
+                               f"{'that holds its kernel ' if which == 'neuron' else ''}has {int(best)}")
     match = maximum_bipartite_matching(csr_matrix(fits.astype(np.int8)), perm_type="column")
     if (match < 0).any():
         left = [lay.name for lay, m in zip(layers, match) if m < 0]

@@ -12,6 +12,7 @@ import pytest
 from spikeforge import hwmodels, simulator
 from spikeforge.converter import write_network
 from spikeforge.converter.mapping import MappingError, map_network, one_population_per_core
+from spikeforge.converter.speck import speck_layers
 from spikeforge.hwmodels.targets import TargetError, load_target
 from spikeforge.simulator import load_network
 from spikeforge.simulator.network import Network, Population, Projection
@@ -223,23 +224,33 @@ def test_the_xylo_sized_digits_fit_xylo_and_are_priced_by_its_cycles(tmp_path):
     assert xylo["latency_us"] >= 8000 and xylo["static_uj"] == pytest.approx(0.217 * 8, rel=1e-6)
 
 
-def test_a_pooling_folded_into_a_convolution_is_refused_on_speck_with_the_conversion_that_fits():
-    """2x2 average pooling then a 3x3 convolution: folded (the default) it is one 6x6 stride-2 kernel, 64 x 64 x 64
-    entries (36 taps rounded to 64) = 4x the largest core; converted with pooling 'spike' it fits (the source core
-    sum-pools)."""
+def test_a_pooling_folded_into_a_convolution_runs_on_speck_as_its_source_cores_sum_pooling():
+    """2x2 average pooling then a 3x3 convolution, folded (the converter's default) into one 6x6 stride-2 kernel: on
+    Speck the source core sum-pools and the next core holds the 3x3 kernel, 64 x 16 x 64 = 65,536 entries (the
+    6x6 kernel would need 64 x 64 x 64); re-encoding the pooling instead (pooling 'spike') adds a population. A
+    6x6 stride-2 kernel that is no folded pooling (other weights) needs the full memory and is refused."""
     import torch
     from torch import nn
 
     from spikeforge.converter import convert
+    from spikeforge.converter.speck import folded_pooling
 
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(64, 64, 3, 1, 1),
                           nn.ReLU(), nn.Flatten(), nn.Linear(64 * 8 * 8, 4)).eval()
     x = torch.rand(8, 3, 16, 16)
-    with pytest.raises(MappingError, match=r"kernel memory 262144 entries, the largest Speck core has 65536 \(its "
-                                           r"6x6 stride-2 kernel looks like an average pooling folded"):
-        map_network(convert(model, [x]), load_target("speck"))
-    placed = map_network(convert(model, [x], pooling="spike"), load_target("speck"))
-    assert placed.cores.slots() == 4  # input interface + 3 cores (the pooled map on its source's core)
+    folded = convert(model, [x])
+    conv = next(q for q in folded.projections if q.kind == "conv2d" and q.weight.shape[2] == 6)
+    assert tuple(conv.stride) == (2, 2) and folded_pooling(conv) == 2
+    layer = next(lay for lay in speck_layers(folded) if lay.name == conv.target)
+    assert layer.kernel_memory == 64 * 16 * 64
+    placed = map_network(folded, load_target("speck"))
+    assert placed.cores.slots() == 4 and len(placed.populations) == 4  # input interface + 3 cores, no pooled map
+    assert len(convert(model, [x], pooling="spike").populations) == 5
+    conv.weight = conv.weight + np.random.default_rng(0).normal(0, 1e-3, conv.weight.shape).astype(np.float32)
+    assert folded_pooling(conv) == 1
+    with pytest.raises(MappingError, match=r"kernel memory 262144 entries, the largest Speck core has 65536$"):
+        map_network(folded, load_target("speck"))
 
 
 def test_graded_spikes_wider_than_a_targets_payload_are_refused_naming_the_layer():
