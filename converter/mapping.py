@@ -255,6 +255,7 @@ def partition(net, limits, progress=None):
     least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
     if sum(least.values()) > capacity:
         raise MappingError(_too_many_cores(least, limits, capacity, at_least=True))
+    _check_fan_in(net, limits)
     # destination cores of each neuron's events, from the populations cut so far
     dest = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
     chosen = {}
@@ -276,6 +277,35 @@ def partition(net, limits, progress=None):
             per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
         raise MappingError(_too_many_cores(per_layer, limits, capacity))
     return cores
+
+
+def _widest_neuron(net, pop) -> int:
+    """A neuron of `pop` with the most inputs: the centre of a (C, H, W) map (a window's full kernel), else the
+    target of the first dense or sparse projection with the most non-zero weights (0 where there is none)."""
+    if len(pop.shape) == 3:
+        return (pop.shape[1] // 2) * pop.shape[2] + pop.shape[2] // 2
+    for q in net.incoming(pop.name):
+        if q.kind == "dense":
+            return int(np.count_nonzero(q.weight, axis=1).argmax())
+        if q.kind == "sparse":  # CSR by source: a target's fan-in is how often it is an index
+            return int(np.bincount(q.indices, minlength=1).argmax())
+    return 0
+
+
+def _check_fan_in(net, limits):
+    """Before any partitioning (minutes for a large network): every layer whose widest neuron alone needs more input
+    axons than a core has, all named in one refusal with its need and the limit."""
+    bad = []
+    for pop in net.populations:
+        if not net.incoming(pop.name):
+            continue
+        j = _widest_neuron(net, pop)
+        over = [o for o in _over(core_load(net, pop, j, j + 1, limits), limits) if o[0] == "axons_per_core"]
+        if over:
+            bad.append((pop, j, over))
+    if bad:
+        lines = [str(_alone(pop, j, over)).split("; splitting")[0] for pop, j, over in bad]
+        raise MappingError("; ".join(lines) + "; splitting one neuron's fan-in over several cores is not supported")
 
 
 def _alone(pop, where, over):

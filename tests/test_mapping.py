@@ -55,6 +55,26 @@ def test_a_neuron_over_the_axon_limit_is_named_with_the_excess():
         partition(_dense(50, 10), _limits(axons_per_core=40))
 
 
+def test_every_layer_over_the_axon_limit_is_named_in_one_refusal_before_any_partitioning(monkeypatch):
+    """in (60) -> h1 (50, dense: 60 axons each) -> h2 (20, sparse: sources 0-44 and 47 into neuron 7, 46 axons; one
+    each elsewhere) -> h3 (10, dense, 20 axons): with 40 axons per core h1 and h2 break the limit, h3 does not; the
+    refusal names both (h2 by its widest neuron, 7) and comes before a single range is cut."""
+    import spikeforge.converter.mapping as mapping
+
+    pops = [Population.make("in", "input", (60,))] + [Population.make(n, "if", (k,), 1.0, 0.0)
+                                                      for n, k in (("h1", 50), ("h2", 20), ("h3", 10))]
+    indices = np.array([7 if i < 45 else i % 20 for i in range(50)], np.int64)
+    projs = [Projection("a", "dense", "in", "h1", np.ones((50, 60), np.float32)),
+             Projection("b", "sparse", "h1", "h2", np.ones(50, np.float32), indptr=np.arange(51), indices=indices),
+             Projection("c", "dense", "h2", "h3", np.ones((10, 20), np.float32))]
+    monkeypatch.setattr(mapping, "_range_partition", lambda *a: pytest.fail("partitioned before the check"))
+    with pytest.raises(MappingError, match=r"^layer 'h1': neuron 0 alone needs axons 60 but a core allows 40 "
+                                           r"\(1\.50x over\); layer 'h2': neuron 7 alone needs axons 46 but a core "
+                                           r"allows 40 \(1\.15x over\); splitting one neuron's fan-in over several "
+                                           r"cores is not supported$"):
+        partition(_net(pops, projs), _limits(axons_per_core=40))
+
+
 def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
     """Neurons alone over the capacity: refused before any fan-in is computed (1 input core + 10 hidden cores)."""
     import spikeforge.converter.mapping as mapping
