@@ -76,7 +76,7 @@ def price_runs(net, x, T, dev, log):
         per = res.per_sample.mean(axis=0)
         by_core = res.counters[:, :, simulator.COUNTERS.index("spikes")].sum(axis=0) / len(x)
         by_pop = np.bincount(placed.cores.population, weights=by_core, minlength=len(placed.populations))
-        out[name] = {"cores": int(len(placed.cores)), "chips": int(cost.chips),
+        out[name] = {"cores": placed.cores.slots(), "chips": int(cost.chips),
                      "energy_uj": cost.energy_pj / 1e6, "dynamic_uj": cost.dynamic_total_pj / 1e6,
                      "static_uj": cost.static_pj / 1e6, "latency_us": cost.latency_ns / 1e3,
                      "spikes": float(per[simulator.COUNTERS.index("spikes")]),

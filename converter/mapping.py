@@ -38,12 +38,15 @@ class MappingError(UserError):
     """The network does not fit the target; the message names the limit, the layer and the excess."""
 
 
-def one_population_per_core(populations, projections):
-    """Return (CoreTable, CoreEdges) with core i holding population i whole."""
+def one_population_per_core(populations, projections, x=None, y=None):
+    """Return (CoreTable, CoreEdges) with core i holding population i whole, at (x[i], y[i]) on chip 0 (default: a
+    square grid in order; chips with their own placement rule give theirs, several rows may share a position)."""
     n = len(populations)
     width = max(1, math.ceil(math.sqrt(n)))
     ids = np.arange(n, dtype=np.int64)
-    cores = CoreTable(core_id=ids, chip=np.zeros(n, np.int64), x=ids % width, y=ids // width,
+    x = ids % width if x is None else np.asarray(x, np.int64)
+    y = ids // width if y is None else np.asarray(y, np.int64)
+    cores = CoreTable(core_id=ids, chip=np.zeros(n, np.int64), x=x, y=y,
                       population=ids.copy(), neuron_start=np.zeros(n, np.int64),
                       neuron_stop=np.array([p.size for p in populations], np.int64))
     return cores, core_edges(populations, projections, cores)
@@ -304,16 +307,22 @@ def _check_fan_in(net, limits):
         if over:
             bad.append((pop, j, over))
     if bad:
-        lines = [str(_alone(pop, j, over)).split("; splitting")[0] for pop, j, over in bad]
-        raise MappingError("; ".join(lines) + "; splitting one neuron's fan-in over several cores is not supported")
+        raise MappingError("; ".join(_needs(pop, j, over) for pop, j, over in bad) + NO_SPLIT)
+
+
+NO_SPLIT = "; splitting one neuron's fan-in over several cores is not supported"
+
+
+def _needs(pop, where, over):
+    """What one neuron that alone breaks a core limit needs, against the limit."""
+    name, need, allowed = over[0]
+    return (f"layer {pop.name!r}: neuron {where} alone needs {name.replace('_per_core', '')} {need:g} but a core "
+            f"allows {allowed:g} ({need / allowed:.2f}x over)")
 
 
 def _alone(pop, where, over):
     """The refusal of one neuron that alone breaks a core limit."""
-    name, need, allowed = over[0]
-    return MappingError(f"layer {pop.name!r}: neuron {where} alone needs {name.replace('_per_core', '')} {need:g} but "
-                        f"a core allows {allowed:g} ({need / allowed:.2f}x over); splitting one neuron's fan-in over "
-                        "several cores is not supported")
+    return MappingError(_needs(pop, where, over) + NO_SPLIT)
 
 
 def _range_partition(net, pi, limits, out):

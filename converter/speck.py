@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikeforge.simulator.network import CoreTable, Network
+from spikeforge.simulator.network import Network
 
-from .mapping import MappingError, core_edges
+from .mapping import MappingError, one_population_per_core
 
 SPECK = {  # sinabs get_constraints(): per core, entries
     "kernel_memory": (16384, 16384, 16384, 32768, 32768, 65536, 65536, 16384, 16384),
@@ -192,11 +192,7 @@ def map_speck(net: Network, name: str = "speck") -> Network:
             name_ = pooled[name_]
         return core[name_]
 
-    n = len(net.populations)
-    x = np.array([0] + [where(p.name) for p in net.populations[1:]], np.int64)
-    y = np.array([1] + [0] * (n - 1), np.int64)
-    cores = CoreTable(core_id=np.arange(n, dtype=np.int64), chip=np.zeros(n, np.int64), x=x, y=y,
-                      population=np.arange(n, dtype=np.int64), neuron_start=np.zeros(n, np.int64),
-                      neuron_stop=np.array([p.size for p in net.populations], np.int64))
-    edges = core_edges(net.populations, net.projections, cores)
+    x = [0] + [where(p.name) for p in net.populations[1:]]
+    y = [1] + [0] * (len(net.populations) - 1)
+    cores, edges = one_population_per_core(net.populations, net.projections, x, y)
     return Network(net.populations, net.projections, cores, edges, dict(net.attrs, mapping=f"{name}:speck"))

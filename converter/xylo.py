@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from spikeforge.simulator.geometry import synapses_per_source
-from spikeforge.simulator.network import CoreTable, Network
+from spikeforge.simulator.network import Network
 
-from .mapping import MappingError, core_edges
+from .mapping import MappingError, one_population_per_core
 
 XYLO_AUDIO2 = {"inputs": 16, "hidden": 1000, "outputs": 8, "fan_out": 64, "synaptic_states": 2}
 
@@ -59,10 +59,6 @@ def map_xylo(net: Network, name: str = "xylo") -> Network:
     """`net` on Xylo's one SNN core (every population at chip 0, x 0, y 0, one core-table row each, whole), after
     `check_xylo` (MappingError naming the layer and the rule it breaks)."""
     check_xylo(net)
-    n = len(net.populations)
-    zeros = np.zeros(n, np.int64)
-    cores = CoreTable(core_id=np.arange(n, dtype=np.int64), chip=zeros, x=zeros.copy(), y=zeros.copy(),
-                      population=np.arange(n, dtype=np.int64), neuron_start=zeros.copy(),
-                      neuron_stop=np.array([p.size for p in net.populations], np.int64))
-    edges = core_edges(net.populations, net.projections, cores)
+    zeros = [0] * len(net.populations)
+    cores, edges = one_population_per_core(net.populations, net.projections, zeros, zeros)
     return Network(net.populations, net.projections, cores, edges, dict(net.attrs, mapping=f"{name}:xylo"))

@@ -73,6 +73,6 @@ def _fitting_targets(net, targets):
         except MappingError as exc:
             print(f"      {t.name}: does not fit, left out of the report: {exc}")
             continue
-        print(f"      {t.name}: fits on {len(placed.cores)} cores (mapping rule: {t.mapping})")
+        print(f"      {t.name}: fits on {placed.cores.slots()} cores (mapping rule: {t.mapping})")
         fits.append(t)
     return fits
