@@ -310,7 +310,7 @@ def _check_fan_in(net, limits):
         raise MappingError("; ".join(_needs(pop, j, over) for pop, j, over in bad) + NO_SPLIT)
 
 
-NO_SPLIT = "; splitting one neuron's fan-in over several cores is not supported"
+NO_SPLIT = " (map_network splits such layers unless split=False)"
 
 
 def _needs(pop, where, over):
@@ -538,13 +538,16 @@ def core_edges(populations, projections, cores, loads=None):
 
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
-                progress=None, hop_delay: int = 0) -> Network:
+                progress=None, hop_delay: int = 0, split: bool = True, calibration=None, steps: int = 32) -> Network:
     """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict); a
     target whose mapping rule is "speck" or "xylo" places it by that chip's rule (converter/speck.py, xylo.py).
 
     traffic: optional {population name: spikes per neuron} (e.g. a simulation's spike counts) to weigh the
     placement by measured packets instead of one packet per axon. hop_delay: steps every projection's delay
     gains (`pipelined`): 1 is the hardware pipeline of Loihi / SANA-FE, where a spike crosses one hop per step.
+    split: a layer whose neurons need more input axons than a core has is split into partial-sum relays and the
+    layer (converter/fanin.py; the file's attribute fan_in_split lists them); False refuses it instead.
+    calibration: samples (and `steps`) that set spiking relays' thresholds from their partial sums (fanin.py).
     """
     net = pipelined(net, hop_delay)
     rule = getattr(target, "mapping", "cores")
@@ -558,6 +561,9 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     _check_payloads(net, limits)
     if placement not in ("snake", "anneal"):
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")
+    if split:
+        from .fanin import split_fan_in
+        net, _ = split_fan_in(net, limits, calibration=calibration, steps=steps)
     parts = partition(net, limits, progress)
     n = len(parts)
     ids = np.arange(n, dtype=np.int64)

@@ -150,7 +150,9 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
     if target is not None:
         from .mapping import map_network
 
-        net = map_network(net, target, s.placement, hop_delay=s.hop_delay)
+        # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
+        net = map_network(net, target, s.placement, hop_delay=s.hop_delay,
+                          calibration=x[:min(len(x), s.calib_samples, 64)].numpy(), steps=s.T or 32)
     elif s.hop_delay:
         from .mapping import pipelined
 

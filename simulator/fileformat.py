@@ -34,7 +34,7 @@ from .network import (
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.9"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.10"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
@@ -42,6 +42,7 @@ FORMAT_VERSION = "1.9"  # 1.1: group neurons (tau, payload); 1.2: signed neurons
 #                        1.7: maxpool populations and projections (spiking max pooling)
 #                        1.8: projection delays (attribute delay, steps; absent: 0)
 #                        1.9: cores holding a box of a (C, H, W) population (/mapping/cores/box)
+#                        1.10: identity relays of shape (C, H, W) (fan-in split partial sums), attr fan_in_split
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -145,8 +146,9 @@ def _check_population(pop: Population, i: int):
     if pop.model == "ec":
         if pop.function not in EC_FUNCTIONS:
             _fail(where, f"unknown EC function {pop.function!r} (known: {', '.join(EC_FUNCTIONS)})")
-        if len(pop.shape) > 2:
-            _fail(where, f"EC nodes take shape (N,) or (tokens, features), got {pop.shape}")
+        if len(pop.shape) > 2 and pop.function != "identity":
+            _fail(where, f"EC nodes take shape (N,) or (tokens, features), got {pop.shape} (only an identity relay "
+                         "may take (C, H, W))")
         if not (np.isfinite(pop.eps) and 0.0 < pop.eps < 1.0):
             _fail(where, f"eps {pop.eps} must be in (0, 1)")
         if np.any(np.asarray(pop.v_init) != 0):

@@ -371,8 +371,9 @@ def evaluate_point(spec, params) -> dict:
             from spikeforge.converter.fixed_point import to_fixed_point
 
             net = to_fixed_point(net, int(p["weight_bits"]), int(target.limits.get("membrane_bits") or 24))
-        net = map_network(net, target, p["placement"])
-        _, _, x, y = _data(spec)
+        x_train, _, x, y = _data(spec)  # training samples (if any) set spiking fan-in relays' thresholds
+        net = map_network(net, target, p["placement"], steps=int(p["T"]),
+                          calibration=None if x_train is None else x_train[:64])
         res = simulator.run(net, x, int(p["T"]), record_links=True, **spec.get("execution", {}))
         labels = [net.populations[int(i)].name for i in net.cores.population]
         mem = core_memory(net)

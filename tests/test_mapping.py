@@ -70,8 +70,8 @@ def test_every_layer_over_the_axon_limit_is_named_in_one_refusal_before_any_part
     monkeypatch.setattr(mapping, "_range_partition", lambda *a: pytest.fail("partitioned before the check"))
     with pytest.raises(MappingError, match=r"^layer 'h1': neuron 0 alone needs axons 60 but a core allows 40 "
                                            r"\(1\.50x over\); layer 'h2': neuron 7 alone needs axons 46 but a core "
-                                           r"allows 40 \(1\.15x over\); splitting one neuron's fan-in over several "
-                                           r"cores is not supported$"):
+                                           r"allows 40 \(1\.15x over\) \(map_network splits such layers unless "
+                                           r"split=False\)$"):
         partition(_net(pops, projs), _limits(axons_per_core=40))
 
 

@@ -1,0 +1,353 @@
+"""Fan-in splitting: a layer whose neurons need more input axons than one core has becomes partial sums on
+several cores plus the layer itself, which adds them up (`split_fan_in`).
+
+A neuron's inputs from one projection are cut into `parts` groups (a convolution's input channels, a dense or
+sparse layer's source neurons, a token-wise map's input features). Each group feeds its own relay neuron, and
+the layer's neuron (the soma) receives its relays through synapses of weight 1 instead of the original synapses:
+
+    relay_{n,p}(t) = Σ_{i in group p} w_{n,i} s_i(t)        soma_n(t) = Σ_p out(relay_{n,p})(t) + other inputs
+
+What a relay sends is what the chip can send:
+- "graded": the partial sum itself, exactly, as one graded event (an `ec` identity node: Loihi 2's graded
+  spikes; the target states `spike_payload_bits` > 1). The soma then integrates exactly the unsplit input
+  (up to float summation order), one step later per hop where the target pipelines hops.
+- "spiking": binary spikes only (Loihi, TrueNorth): the relay is a signed IF neuron (soft reset, v0 = θ/2) that
+  re-encodes its partial sum as ±θ spikes: the rate-coded, clipped partial sums of IBM's TrueNorth splitting
+  (US 11,049,000) and nengo-loihi's on/off relay neurons. Its output so far is its input so far rounded to a
+  multiple of θ (the residual stays in the membrane), as long as at most one θ per step has to cross: the
+  split network computes what the chip would, not the unsplit network.
+Relays, their packets, hops, synaptic operations and neuron updates are ordinary populations and events, so the
+simulator counts what the split costs; no correction is added afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from spikeforge.simulator.geometry import projection_kernel
+from spikeforge.simulator.network import SPIKING_MODELS, Network, Population, Projection
+
+SPLITTABLE = ("conv2d", "dense", "sparse", "pointwise")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split layer: which projection was cut into how many parts, the widest neuron's axons before and after
+    (relay, soma), and the relay kind."""
+
+    layer: str
+    projection: str
+    parts: int
+    axons_before: int
+    relay_axons: int
+    soma_axons: int
+    relay: str
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def relay_kind(limits) -> str:
+    """"graded" where the target's events carry a payload wide enough for a partial sum, else "spiking"."""
+    return "graded" if int(limits.get("spike_payload_bits", 0) or 0) > 1 else "spiking"
+
+
+def neuron_axons(net, pop, j) -> dict:
+    """{projection name: distinct source neurons with a synapse into neuron j of `pop`}."""
+    from .mapping import fan_into_range
+
+    shapes = {p.name: p.shape for p in net.populations}
+    return {q.name: int(np.count_nonzero(fan_into_range(q, shapes[q.source], pop.shape, j, j + 1)))
+            for q in net.incoming(pop.name)}
+
+
+def split_fan_in(net: Network, limits, relay: str | None = None, calibration=None, steps: int = 32,
+                 percentile: float = 99.99) -> tuple:
+    """(network, [Split]): every layer whose widest neuron needs more input axons than `limits.axons_per_core`
+    gets its widest projection split into the fewest parts that fit (relay neurons <= the limit, soma <= the
+    limit). Layers that need no split are returned unchanged; a layer no split can fit raises MappingError.
+
+    Spiking relays fire at most once per step, so their threshold sets how fast a partial sum can cross: with
+    `calibration` samples the network is run (for `steps`, relays exact) and each relay layer's threshold is the
+    `percentile` of its partial sums' mean per step over samples and neurons, as data-based normalization sets a
+    layer's threshold from its activations; without, a relay takes the threshold of the neuron it feeds (a
+    readout's relays: the largest event a source sends through the largest weight)."""
+    from .mapping import MappingError, _widest_neuron
+
+    relay = relay or relay_kind(limits)
+    if relay not in ("graded", "spiking"):
+        raise ValueError(f"relay must be 'graded' or 'spiking', got {relay!r}")
+    limit = int(limits["axons_per_core"])
+    hop = int(net.attrs.get("hop_delay", 0))
+    populations, projections, splits = list(net.populations), list(net.projections), []
+    for pop in net.populations:
+        if not net.incoming(pop.name):
+            continue
+        j = _widest_neuron(net, pop)
+        axons = neuron_axons(net, pop, j)
+        total = sum(axons.values())
+        if total <= limit:
+            continue
+        if net.attrs.get("numeric_mode") == "fixed":
+            raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons, a core allows {limit}; "
+                               "splitting the fan-in of a fixed-point network is not supported: map the float "
+                               "network (convert without fixed point) to split it")
+        q = max((p for p in net.incoming(pop.name) if p.kind in SPLITTABLE), key=lambda p: axons[p.name],
+                default=None)
+        if q is None or pop.model not in SPIKING_MODELS + ("readout",):
+            raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
+                               f"allows {limit}, and no projection into it can be split "
+                               f"(splittable: {', '.join(SPLITTABLE)})")
+        others = total - axons[q.name]
+        parts = _parts(q, net.population(q.source), axons[q.name], limit, others)
+        if parts is None:
+            raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons ({axons[q.name]} from "
+                               f"{q.name!r}) but a core allows {limit}, and no split of {q.name!r} fits: "
+                               + _why_not(q, net.population(q.source), limit, others))
+        src = net.population(q.source)
+        relay_pop, into, join = _rewrite(q, src, pop, parts, relay, hop, _free_name(populations, f"{pop.name}.part"))
+        at = populations.index(pop)
+        populations.insert(at, relay_pop)
+        qi = projections.index(q)
+        projections[qi:qi + 1] = [into, join]
+        split_net = Network(populations, projections, net.cores, net.core_edges, net.attrs)
+        per = neuron_axons(split_net, relay_pop, _widest_neuron(split_net, relay_pop))
+        splits.append(Split(pop.name, q.name, parts, total, sum(per.values()), others + parts, relay))
+    if not splits:
+        return net, []
+    from .mapping import one_population_per_core
+
+    cores, edges = one_population_per_core(populations, projections)
+    out = Network(populations, projections, cores, edges, net.attrs)
+    if relay == "spiking" and calibration is not None:
+        out = calibrate_relays(out, [s.layer for s in splits], calibration, steps, percentile)
+    out.attrs = dict(net.attrs, fan_in_split=json.dumps([s.as_dict() for s in splits]))
+    return out, splits
+
+
+def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
+    """`net` with the spiking relays feeding `layers` given thresholds from data: the network is run with every
+    relay exact (an identity node), and each relay layer's threshold is the `percentile` of |mean partial sum per
+    step| over samples and relay neurons (the relays then fire below one spike per step on almost all inputs)."""
+    from spikeforge import simulator
+
+    relays = {_relay_of(net, layer): layer for layer in layers}
+    exact = [Population.make(p.name, "ec", p.shape, function="identity") if p.name in relays else p
+             for p in net.populations]
+    probe = Network(exact, net.projections, net.cores, net.core_edges, net.attrs)
+    into = {q.target: q for q in net.projections if q.target in relays}
+    sources = sorted({into[r].source for r in relays if _valued(net.population(into[r].source))} - {net.input.name})
+    sums = {r: [] for r in relays}
+    x = np.asarray(x)
+    for b0 in range(0, len(x), batch):
+        res = simulator.run(probe, x[b0:b0 + batch], steps, record=sources)
+        for r, q in into.items():
+            src = net.population(q.source)
+            if q.source in sources:
+                values = _event_values(src, res.spikes[q.source]).sum(axis=1) / steps  # (B, *shape) mean per step
+            elif q.source == net.input.name:  # the analog input: a constant current, or frames (B, T, ...)
+                chunk = x[b0:b0 + batch]
+                values = chunk if chunk.ndim == len(src.shape) + 1 else chunk.mean(axis=1)
+            else:
+                continue
+            sums[r].append(np.abs(_apply(q, values, src, net.population(r))))
+    pops = []
+    for p in net.populations:
+        if p.name in relays and sums[p.name]:
+            theta = float(np.percentile(np.concatenate([a.reshape(-1) for a in sums[p.name]]), percentile))
+            if theta > 0:
+                p = dataclasses.replace(p, threshold=np.full(p.size, theta, np.float32),
+                                        v_init=np.full(p.size, theta / 2, np.float32))
+        pops.append(p)
+    return Network(pops, net.projections, net.cores, net.core_edges, net.attrs)
+
+
+def _relay_of(net, layer):
+    """The relay population inserted before `layer` (its source through the .join projection)."""
+    return next(q.source for q in net.incoming(layer) if q.name.endswith(".join"))
+
+
+def _valued(pop) -> bool:
+    """Whether a source's event values follow from its spike raster or the input (not compute nodes)."""
+    return pop.model in SPIKING_MODELS + ("input",)
+
+
+def _event_values(pop, raster):
+    """(B, T, *shape) the values a spiking population's events carry, from its int8 raster."""
+    r = raster.astype(np.float64)
+    theta = pop.threshold.reshape(pop.shape).astype(np.float64)
+    if pop.model in ("if", "lif") and pop.spike_value == "unit":
+        return r
+    if pop.model == "signed":
+        return np.where(r > 0, r * theta, r * pop.negative_slope * theta)
+    if pop.model == "multi_threshold" and pop.threshold_neg is not None:
+        return np.where(r > 0, r * theta, r * pop.threshold_neg.reshape(pop.shape))
+    return r * theta
+
+
+def _apply(q, values, src, tgt):
+    """The projection `q` applied to per-sample source values (B, *src.shape) -> (B, tgt.size)."""
+    import torch
+    import torch.nn.functional as F
+
+    b = values.shape[0]
+    v = values.reshape(b, -1)
+    if q.kind == "conv2d":
+        (kh, kw), stride, padding, _, _ = projection_kernel(q, src.shape, tgt.shape)
+        out = F.conv2d(torch.as_tensor(v.reshape(b, *src.shape)), torch.as_tensor(q.weight, dtype=torch.float64),
+                       stride=stride, padding=padding, groups=int(q.groups))
+        return out[:, :, :tgt.shape[1], :tgt.shape[2]].reshape(b, -1).numpy()
+    if q.kind == "pointwise":
+        d_out, d_in = q.weight.shape
+        return (v.reshape(b, -1, d_in) @ np.asarray(q.weight, np.float64).T).reshape(b, -1)
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix((np.asarray(q.weight, np.float64), q.indices, q.indptr), shape=(src.size, tgt.size))
+    return np.asarray((m.T @ v.T).T)
+
+
+def _free_name(populations, base):
+    names = {p.name for p in populations}
+    name, i = base, 1
+    while name in names:
+        i += 1
+        name = f"{base}{i}"
+    return name
+
+
+def _group_width(q, src) -> int:
+    """The unit a split cuts in: a convolution's input channels per group, a dense / sparse layer's source
+    neurons, a token-wise map's input features."""
+    if q.kind == "conv2d":
+        return int(q.weight.shape[1])
+    if q.kind == "pointwise":
+        return int(q.weight.shape[1])
+    return int(src.size)
+
+
+def _parts(q, src, axons, limit, others):
+    """The fewest parts that make the relay's and the soma's fan-in fit, or None. A convolution's parts divide
+    its input channels per group (a grouped convolution per part)."""
+    width = _group_width(q, src)
+    least = max(2, math.ceil(axons / limit))
+    for parts in range(least, width + 1):
+        if q.kind == "conv2d" and width % parts:
+            continue
+        if others + parts > limit:
+            return None
+        if math.ceil(axons / parts) <= limit and _relay_fits(q, width, parts, axons, limit):
+            return parts
+    return None
+
+
+def _relay_fits(q, width, parts, axons, limit):
+    """The widest relay's axons: a conv part has width / parts channels of the window; other parts are ranges of
+    the sources (bounded by the range size)."""
+    if q.kind == "conv2d":
+        return axons // parts <= limit  # the window taps are the same for every channel
+    return min(axons, math.ceil(width / parts)) <= limit
+
+
+def _why_not(q, src, limit, others):
+    width = _group_width(q, src)
+    if others + 2 > limit:
+        return f"its other inputs already take {others} of the {limit} axons"
+    if q.kind == "conv2d":
+        taps = int(np.prod(q.weight.shape[2:]))
+        return (f"even one input channel per part needs {taps} axons (a {q.weight.shape[2]}x{q.weight.shape[3]} "
+                f"kernel) or the {width} parts would need {others + width} soma axons")
+    return f"{width} parts would need {others + width} soma axons"
+
+
+def _rewrite(q, src, pop, parts, relay, hop, name):
+    """(relay population, projection source -> relay, join relay -> soma) of `q` cut into `parts`."""
+    if q.kind == "conv2d":
+        relay_shape, into, dst = _conv_parts(q, pop, parts, name)
+    elif q.kind == "pointwise":
+        relay_shape, into, dst = _pointwise_parts(q, pop, parts, name)
+    else:
+        relay_shape, into, dst = _source_parts(q, src, pop, parts, name)
+    n = int(np.prod(relay_shape))
+    if relay == "graded":
+        relay_pop = Population.make(name, "ec", relay_shape, function="identity")
+    else:
+        theta = pop.threshold[dst] if pop.model in SPIKING_MODELS else _readout_theta(q, src, pop)[dst]
+        relay_pop = Population.make(name, "signed", relay_shape, threshold=theta, v_init=theta / 2,
+                                    negative_slope=1.0)
+    if q.kind == "pointwise":
+        d_out = pop.shape[-1]
+        join = Projection(f"{q.name}.join", "pointwise", name, pop.name,
+                          weight=np.tile(np.eye(d_out, dtype=np.float32), (1, parts)), delay=hop)
+    else:
+        join = Projection(f"{q.name}.join", "sparse", name, pop.name, weight=np.ones(n, np.float32),
+                          indptr=np.arange(n + 1, dtype=np.int64), indices=dst.astype(np.int64), delay=hop)
+    return relay_pop, into, join
+
+
+def _conv_parts(q, pop, parts, name):
+    """A grouped convolution: part p of group g computes output channels of g from input channels p of g."""
+    w = np.asarray(q.weight)
+    cout, cin_g, kh, kw = w.shape
+    groups = int(q.groups)
+    cout_g, s = cout // groups, cin_g // parts
+    new = w.reshape(groups, cout_g, parts, s, kh, kw).transpose(0, 2, 1, 3, 4, 5).reshape(groups * parts * cout_g,
+                                                                                          s, kh, kw)
+    _, h, w_ = pop.shape
+    relay_shape = (groups * parts * cout_g, h, w_)
+    into = dataclasses.replace(q, target=name, weight=np.ascontiguousarray(new), groups=groups * parts)
+    g, p, o = np.meshgrid(np.arange(groups), np.arange(parts), np.arange(cout_g), indexing="ij")
+    soma_channel = (g * cout_g + o).reshape(-1)  # relay channel (g, p, o) in C order
+    dst = (soma_channel[:, None] * (h * w_) + np.arange(h * w_)[None, :]).reshape(-1)
+    return relay_shape, into, dst
+
+
+def _ranges(n, parts):
+    return np.linspace(0, n, parts + 1).round().astype(np.int64)
+
+
+def _source_parts(q, src, pop, parts, name):
+    """A dense or sparse projection's sources cut into contiguous ranges; part p's relays are targets of range p
+    (a sparse projection keeps every stored weight, zeros included, as the dense one did)."""
+    n_src, n_tgt = src.size, pop.size
+    bounds = _ranges(n_src, parts)
+    part_of = np.searchsorted(bounds, np.arange(n_src), side="right") - 1
+    if q.kind == "dense":
+        w = np.asarray(q.weight, np.float32)  # (n_tgt, n_src)
+        indptr = np.arange(0, n_src * n_tgt + 1, n_tgt, dtype=np.int64)
+        indices = (part_of[:, None] * n_tgt + np.arange(n_tgt)[None, :]).reshape(-1)
+        weight = np.ascontiguousarray(w.T).reshape(-1)
+    else:
+        indptr = np.asarray(q.indptr, np.int64)
+        rows = np.repeat(np.arange(n_src), np.diff(indptr))
+        indices = part_of[rows] * n_tgt + np.asarray(q.indices, np.int64)
+        weight = np.asarray(q.weight, np.float32)
+    into = Projection(q.name, "sparse", q.source, name, weight=weight, indptr=indptr,
+                      indices=indices.astype(np.int64), delay=q.delay)
+    dst = np.tile(np.arange(n_tgt), parts)
+    return (parts * n_tgt,), into, dst
+
+
+def _pointwise_parts(q, pop, parts, name):
+    """A token-wise map's input features cut into ranges: relay features (p, o) hold part p of output o."""
+    w = np.asarray(q.weight, np.float32)
+    d_out, d_in = w.shape
+    bounds = _ranges(d_in, parts)
+    new = np.zeros((parts * d_out, d_in), np.float32)
+    for p in range(parts):
+        new[p * d_out:(p + 1) * d_out, bounds[p]:bounds[p + 1]] = w[:, bounds[p]:bounds[p + 1]]
+    rows = pop.size // d_out
+    into = dataclasses.replace(q, target=name, weight=new)
+    dst = (np.arange(rows)[:, None] * d_out + np.tile(np.arange(d_out), parts)[None, :]).reshape(-1)
+    return tuple(pop.shape[:-1]) + (parts * d_out,), into, dst
+
+
+def _readout_theta(q, src, pop):
+    """Relay threshold for a soma without one (a readout): the largest value one source event carries into it
+    (the source's threshold x the largest weight magnitude), so a relay passes one source event per spike."""
+    theta = float(np.max(src.threshold)) if src.model in SPIKING_MODELS else 1.0
+    w = q.weight if q.weight is not None else np.ones(1)
+    scale = float(np.max(np.abs(w))) if np.size(w) else 1.0
+    return np.full(pop.size, max(theta * scale, 1e-12), np.float32)

@@ -1,0 +1,171 @@
+"""Fan-in splitting (converter/fanin.py): a layer whose neurons need more input axons than a core has becomes
+partial-sum relays plus the layer. Graded relays (Loihi 2) reproduce the unsplit network exactly; spiking relays
+(Loihi, TrueNorth) re-quantize as the chip would. Engine and torch backend agree on every run (conftest)."""
+import json
+
+import numpy as np
+import pytest
+
+from spikeforge import simulator
+from spikeforge.converter.fanin import split_fan_in
+from spikeforge.converter.mapping import MappingError, map_network, one_population_per_core
+from spikeforge.simulator import Network, Population, Projection
+
+C = simulator.COUNTERS
+
+
+def _net(pops, projs, attrs=None):
+    cores, edges = one_population_per_core(pops, projs)
+    return Network(pops, projs, cores, edges, attrs or {})
+
+
+def _limits(axons, graded, **kw):
+    return dict(dict(neurons_per_core=64, cores_per_chip=4096, axons_per_core=axons, weight_bits=8, chips=1,
+                     synapse_memory_bytes_per_core=1e9, spike_payload_bits=24 if graded else 0), **kw)
+
+
+def _four_inputs():
+    """in (4, analog 1) -> h (one IF neuron, θ 1, v0 0; weights 0.75 split as 0.5 + 0.25 and 0.25 - 0.5) -> out."""
+    pops = [Population.make("in", "input", (4,)), Population.make("h", "if", (1,), 1.0, 0.0),
+            Population.make("out", "readout", (1,))]
+    projs = [Projection("a", "dense", "in", "h", np.array([[0.5, 0.25, 0.25, -0.5]], np.float32)),
+             Projection("b", "dense", "h", "out", np.ones((1, 1), np.float32))]
+    return _net(pops, projs)
+
+
+def _on_core_of(res, net, name, counter):
+    core = int(np.flatnonzero(res.core_population == net.index_of(name))[0])
+    return res.counters[:, core, C.index(counter)]
+
+
+def test_a_graded_split_gives_the_unsplit_spikes_and_counts_its_relays_events_by_hand():
+    """4 input axons, 2 per core: 2 relays (sources 0-1 and 2-3) send 0.75 and -0.25 every step; h integrates
+    0.5 per step as before and fires at steps 1, 3, 5. What the split adds: the relays' 2 neuron updates, 2 events
+    (packets) and, at h, 2 accumulations per step; the 4 input MACs move from h's core to the relays' core."""
+    net, T = _four_inputs(), 6
+    split, splits = split_fan_in(net, _limits(2, graded=True))
+    assert [(s.layer, s.parts, s.axons_before, s.relay_axons, s.soma_axons, s.relay) for s in splits] == \
+        [("h", 2, 4, 2, 2, "graded")]
+    assert [p.name for p in split.populations] == ["in", "h.part", "h", "out"]
+    assert json.loads(split.attrs["fan_in_split"])[0]["parts"] == 2
+    x = np.ones((1, 4))
+    a = simulator.run(net, x, T, record=["h"])
+    b = simulator.run(split, x, T, record=["h"])
+    np.testing.assert_array_equal(a.spikes["h"][0, :, 0], [0, 1, 0, 1, 0, 1])
+    np.testing.assert_array_equal(b.spikes["h"], a.spikes["h"])
+    np.testing.assert_array_equal(b.output, a.output)
+    np.testing.assert_array_equal(_on_core_of(a, net, "h", "macs"), [4] * T)
+    np.testing.assert_array_equal(_on_core_of(b, split, "h.part", "macs"), [4] * T)
+    np.testing.assert_array_equal(_on_core_of(b, split, "h", "macs"), [0] * T)
+    np.testing.assert_array_equal(_on_core_of(b, split, "h", "synops"), [2] * T)
+    np.testing.assert_array_equal(_on_core_of(b, split, "h.part", "packets"), [2] * T)
+    np.testing.assert_array_equal(_on_core_of(b, split, "h.part", "neuron_updates"), [2] * T)
+
+
+def test_spiking_relays_round_their_partial_sums_to_spikes_as_worked_by_hand():
+    """Relays are signed IF neurons with θ = h's θ = 1 and v0 = 1/2. Relay 0 gets 0.75 per step: membranes 1.25,
+    1.0, 0.75, 1.5, 1.25, 1.0 fire +1 at steps 0, 1, 3, 4, 5; relay 1 gets -0.25: it fires -1 at step 2 (m < 0).
+    h (v0 0) receives 2, 1, -1... per step: +1, +1, -1, +1, +1, +1 and fires at 0, 1, 4, 5: 4 spikes where the
+    unsplit layer fires 3 (the relays' rounding moves spikes; the chip computes this, not the ANN's 0.5)."""
+    net, T = _four_inputs(), 6
+    split, splits = split_fan_in(net, _limits(2, graded=False))
+    assert splits[0].relay == "spiking"
+    relay = split.population("h.part")
+    assert relay.model == "signed" and relay.negative_slope == 1.0
+    np.testing.assert_array_equal(relay.threshold, [1.0, 1.0])
+    res = simulator.run(split, np.ones((1, 4)), T, record=["h.part", "h"])
+    np.testing.assert_array_equal(res.spikes["h.part"][0], [[1, 0], [1, 0], [0, -1], [1, 0], [1, 0], [1, 0]])
+    np.testing.assert_array_equal(res.spikes["h"][0, :, 0], [1, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(_on_core_of(res, split, "h", "synops"), [1, 1, 1, 1, 1, 1])
+
+
+def test_calibration_sets_a_spiking_relay_layers_threshold_from_its_mean_partial_sums():
+    """Constant input 1: the relays' mean partial sums per step are 0.75 and -0.25, so the layer's threshold is
+    the 99.99th percentile of (0.75, 0.25) over 3 samples and v0 half of it."""
+    split, _ = split_fan_in(_four_inputs(), _limits(2, graded=False), calibration=np.ones((3, 4)), steps=4)
+    theta = np.percentile([0.75, 0.25] * 3, 99.99)  # 3 samples x 2 relays
+    np.testing.assert_allclose(split.population("h.part").threshold, [theta, theta], rtol=1e-6)
+    np.testing.assert_allclose(split.population("h.part").v_init, [theta / 2] * 2, rtol=1e-6)
+
+
+def _conv_net(seed=0):
+    """in (4, 6, 6) -> c1 (8 ch, 3x3, 36 axons) -> c2 (6 ch, 3x3 over 8 ch: 72 axons) -> fc (20, 216 axons) ->
+    out; dyadic weights, so partial sums add up exactly in any order."""
+    rng = np.random.default_rng(seed)
+
+    def w(shape):
+        return (rng.integers(-8, 9, shape) / 8).astype(np.float32)
+    pops = [Population.make("in", "input", (4, 6, 6)), Population.make("c1", "if", (8, 6, 6), 1.0, 0.0),
+            Population.make("c2", "if", (6, 6, 6), 1.0, 0.0), Population.make("fc", "if", (20,), 1.0, 0.0),
+            Population.make("out", "readout", (5,))]
+    projs = [Projection("a", "conv2d", "in", "c1", w((8, 4, 3, 3)), kernel=(3, 3), padding=(1, 1)),
+             Projection("b", "conv2d", "c1", "c2", w((6, 8, 3, 3)), kernel=(3, 3), padding=(1, 1)),
+             Projection("c", "dense", "c2", "fc", w((20, 216))),
+             Projection("d", "dense", "fc", "out", w((5, 20)))]
+    return _net(pops, projs)
+
+
+def test_a_mapped_graded_split_of_a_conv_net_equals_the_unsplit_net_and_split_false_refuses():
+    """40 axons per core: c2's 72 axons become 2 grouped-conv parts of 4 channels (36 axons) and a soma with 2;
+    fc's 216 become 6 ranges of 36 sources and a soma with 6. Mapped with these parts, outputs and every layer's
+    spike counts equal the unsplit network's."""
+    net, limits = _conv_net(), _limits(40, graded=True)
+    with pytest.raises(MappingError, match=r"layer 'c2': neuron 21 alone needs axons 72 but a core allows 40"):
+        map_network(net, limits, placement="snake", split=False)
+    mapped = map_network(net, limits, placement="snake")
+    rows = json.loads(mapped.attrs["fan_in_split"])
+    assert [(r["layer"], r["parts"], r["relay_axons"], r["soma_axons"]) for r in rows] == \
+        [("c2", 2, 36, 2), ("fc", 6, 36, 6)]
+    part = mapped.population("c2.part")
+    assert part.shape == (12, 6, 6) and next(q for q in mapped.projections if q.target == "c2.part").groups == 2
+    x = np.random.default_rng(1).random((3, 4, 6, 6))
+    a = simulator.run(net, x, 8, record_counts=True)
+    b = simulator.run(mapped, x, 8, record_counts=True)
+    np.testing.assert_array_equal(b.output, a.output)
+    for name in ("c1", "c2", "fc"):
+        np.testing.assert_array_equal(b.spike_counts[name], a.spike_counts[name])
+    assert b.total("packets") > a.total("packets")
+
+
+def test_a_token_wise_map_splits_over_its_input_features():
+    """pointwise (3 tokens, 8 -> 6 features), 6 axons per core: 2 parts of 4 features; the relays hold
+    (3, 12) = part x output feature, the join sums the parts (the readout's 18 sources: 3 ranges of 6); graded:
+    the unsplit outputs."""
+    rng = np.random.default_rng(2)
+    pops = [Population.make("in", "input", (3, 8)), Population.make("h", "if", (3, 6), 1.0, 0.0),
+            Population.make("out", "readout", (4,))]
+    projs = [Projection("a", "pointwise", "in", "h", (rng.integers(-4, 5, (6, 8)) / 4).astype(np.float32)),
+             Projection("b", "dense", "h", "out", np.ones((4, 18), np.float32) / 4)]
+    net = _net(pops, projs)
+    split, splits = split_fan_in(net, _limits(6, graded=True, neurons_per_core=18))
+    assert [(s.layer, s.parts, s.relay_axons) for s in splits] == [("h", 2, 4), ("out", 3, 6)]
+    assert split.population("h.part").shape == (3, 12)
+    x = rng.random((2, 3, 8))
+    np.testing.assert_array_equal(simulator.run(split, x, 5).output, simulator.run(net, x, 5).output)
+
+
+def test_splits_that_cannot_fit_are_refused_naming_the_layer_and_why():
+    net = _conv_net()
+    with pytest.raises(MappingError, match=r"layer 'c1'.* no split of 'a' fits: even one input channel per part "
+                                           r"needs 9 axons"):
+        split_fan_in(net, _limits(8, graded=True))
+    fixed = _net(net.populations, net.projections, {"numeric_mode": "fixed"})
+    with pytest.raises(MappingError, match="splitting the fan-in of a fixed-point network is not supported"):
+        split_fan_in(fixed, _limits(40, graded=True))
+
+
+def test_the_digits_resnet_on_truenorth_is_split_and_keeps_its_accuracy(trained_resnet, digits):
+    """TrueNorth's 256 axons: block2's second convolution (304) and the readout (512) are split into spiking
+    relays with thresholds from the calibration samples; the mapped network classifies the test digits within
+    one point of the unsplit network's accuracy (T = 32)."""
+    from spikeforge.converter.pipeline import ConvertSettings, convert_pipeline
+
+    xtr, _, xte, yte = digits
+    plain = convert_pipeline(trained_resnet, xtr[:256], ConvertSettings(percentile=99.9))
+    split = convert_pipeline(trained_resnet, xtr[:256], ConvertSettings(percentile=99.9, target="truenorth",
+                                                                        placement="snake", T=32))
+    layers = [r["layer"] for r in json.loads(split.attrs["fan_in_split"])]
+    assert layers == ["block2_act2", "readout"]
+    x, y = xte[:300].numpy(), yte[:300].numpy()
+    acc = [(simulator.run(n, x, 32).predictions() == y).mean() for n in (plain, split)]
+    assert acc[1] >= acc[0] - 0.01, acc
