@@ -234,7 +234,8 @@ def run_model(model, args, data, work):
         energy[tgt] = {"accuracy": r["accuracy"], "energy_uj": r["target_energy_uj"],
                        "paper_energy_uj": r["paper_energy_uj"],  # E_AC 0.9 pJ per synop, E_MAC 4.6 pJ per MAC
                        "static_uj": r["target_static_uj"], "latency_us": r["latency_us"],
-                       "cores": int(len(mapped_net.cores.population))}
+                       "cores": int(len(mapped_net.cores.population)),
+                       "split": [r["layer"] for r in json.loads(mapped_net.attrs.get("fan_in_split", "[]"))]}
     totals = runs["frames"]["summary"]["totals"]
     return {
         "network": " -> ".join(type(m).__name__ for m in net), "parameters": sum(p.numel() for p in net.parameters()),

@@ -29,7 +29,10 @@ def test_direct_snn_pipeline_matches_snntorch_on_a_tiny_config(tmp_path):
         costs = run["energy_per_inference"]
         assert set(costs) == {"loihi", "truenorth", "generic45nm"}
         for target, cost in costs.items():
-            if "refused" in cost:  # the conv net's 800-input readout does not fit TrueNorth's 256 axons per core
-                assert (model, target) == ("conv", "truenorth") and "axons 800" in cost["refused"]
-            else:
-                assert cost["energy_uj"] > 0 and cost["accuracy"] == run["snntorch_accuracy"], (model, target)
+            assert "refused" not in cost, (model, target, cost)
+            assert cost["energy_uj"] > 0, (model, target)
+            # the conv net's 800-input readout is split into spiking relays on TrueNorth (256 axons per core),
+            # which re-quantize (NIR node "5"): the same accuracy is expected only where nothing was split
+            assert cost["split"] == (["5"] if (model, target) == ("conv", "truenorth") else []), cost
+            if not cost["split"]:
+                assert cost["accuracy"] == run["snntorch_accuracy"], (model, target)

@@ -1,0 +1,187 @@
+"""Fan-in splitting (issue 34): map networks onto Loihi, Loihi 2 and TrueNorth with and without splitting; cores,
+chips, the layers split and into how many parts, mapping time; for trained networks, what the split costs against
+an unsplit hypothetical (the same target with just enough input axons per core that nothing needs a split):
+accuracy, packets, synaptic operations, energy and latency per image.
+
+    python -m benchmarks.fanin_split --out benchmarks/results/fanin_split [--data-dir DATA] [--images 100]
+        [--nets cifar-resnet20,cifar-vgg16,resnet34,resnet50] [--targets loihi,loihi2,truenorth]
+
+Structure-only networks (random weights: the mapping does not depend on values) are mapped only; cifar-resnet20
+uses the trained checkpoint benchmarks/checkpoints/resnet20_relu.pt and, with --data-dir (the CIFAR-10 python
+batches), is simulated on --images test images. Rows go to OUT/fanin_split.json (rewritten after each row).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from spikeforge import simulator
+from spikeforge.converter import convert
+from spikeforge.converter.fanin import neuron_axons
+from spikeforge.converter.mapping import MappingError, _widest_neuron, map_network
+from spikeforge.hwmodels import core_memory, estimate
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.simulator.atomic import write_text
+
+CKPT = os.path.join(os.path.dirname(__file__), "checkpoints")
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 reduce, 3x3 (stride), 1x1 expand (x4), projection shortcut when the shape changes."""
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = 4 * width
+        self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.short = nn.Sequential() if stride == 1 and cin == cout else \
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.short(x))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 for 224x224 inputs: 7x7/2 stem, 3x3/2 average pooling, [3, 4, 6, 3] bottlenecks, 1000 classes."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.AvgPool2d(3, 2, 1)], 64
+        for width, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(n):
+                layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                cin = 4 * width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _network(name):
+    """(converted network, trained) for a network name."""
+    torch.manual_seed(0)
+    if name == "cifar-resnet20":
+        from .cifar10 import ResNet20
+
+        model = ResNet20().eval()
+        path = os.path.join(CKPT, "resnet20_relu.pt")
+        trained = os.path.exists(path)
+        if trained:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model, (3, 32, 32), trained
+    if name == "cifar-vgg16":
+        from .cifar10 import VGG16
+
+        return VGG16().eval(), (3, 32, 32), False
+    if name == "resnet34":
+        from .imagenet_scale import ResNet34
+
+        return ResNet34().eval(), (3, 224, 224), False
+    if name == "resnet50":
+        return ResNet50().eval(), (3, 224, 224), False
+    raise SystemExit(f"unknown network {name!r}")
+
+
+def _widest(net):
+    """The most input axons any neuron of the network needs (each layer's widest neuron)."""
+    return max(sum(neuron_axons(net, p, _widest_neuron(net, p)).values()) for p in net.populations
+               if net.incoming(p.name))
+
+
+def _mapped_row(name, tname, net, row_out, calibration=None, steps=32):
+    target = load_target(tname)
+    row = {"network": name, "target": tname}
+    try:
+        map_network(net, target, placement="snake", split=False)
+        row["unsplit"] = "fits"
+    except MappingError as exc:
+        row["unsplit"] = str(exc)[:300]
+    t0 = time.perf_counter()
+    try:
+        m = map_network(net, target, placement="snake", calibration=calibration, steps=steps)
+    except MappingError as exc:
+        row.update(map_s=round(time.perf_counter() - t0, 2), refused=str(exc)[:400])
+        row_out(row)
+        return row, None
+    splits = json.loads(m.attrs.get("fan_in_split", "[]"))
+    relays = sum(p.size for p in m.populations if p.name.endswith(".part"))
+    row.update(map_s=round(time.perf_counter() - t0, 2), cores=m.cores.slots(), chips=int(len(np.unique(m.cores.chip))),
+               split_layers=len(splits), splits=[f"{s['layer']}: {s['projection']} in {s['parts']} "
+                                                 f"({s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']})"
+                                                 for s in splits],
+               relay_neurons=int(relays), neurons=int(sum(p.size for p in m.populations)))
+    row_out(row)
+    return row, m
+
+
+def _cost(m, target, x, y, steps):
+    res = simulator.run(m, x, steps)
+    labels = [m.populations[int(i)].name for i in m.cores.population]
+    rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
+    n = len(x)
+    return {"accuracy": float((res.predictions() == y).mean() * 100), "packets": res.total("packets") / n,
+            "synops": res.total("synops") / n, "neuron_updates": res.total("neuron_updates") / n,
+            "energy_uj": rep.energy_pj / 1e6 / n, "latency_us": rep.latency_ns / 1e3 / n, "cores": m.cores.slots()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--nets", default="cifar-resnet20,cifar-vgg16,resnet34,resnet50")
+    p.add_argument("--targets", default="loihi,loihi2,truenorth")
+    p.add_argument("--data-dir")
+    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--T", type=int, default=32)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+
+    def row_out(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write_text(os.path.join(args.out, "fanin_split.json"), json.dumps(rows, indent=1))
+
+    for name in args.nets.split(","):
+        model, shape, trained = _network(name)
+        x = y = calib = None
+        if trained and args.data_dir:
+            from .cifar10 import load_tensors
+
+            # a random subset (seed 0) of the test set: the JPEG copy's test batch is ordered by class
+            xtr, _, xte, yte = load_tensors(args.data_dir, "cpu", max(args.images, 256))
+            calib = xtr[:256]
+            x, y = xte[:args.images].numpy(), yte[:args.images].numpy()
+        if calib is None:
+            calib = torch.rand(8, *shape)
+        t0 = time.perf_counter()
+        net = convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
+        print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {_widest(net)} axons", flush=True)
+        for tname in args.targets.split(","):
+            if shape[1] > 32 and tname == "truenorth":
+                continue  # ImageNet-size networks: Loihi only (issue 34)
+            row, m = _mapped_row(name, tname, net, row_out, None if x is None else calib[:64].numpy(), args.T)
+            if m is None or x is None:
+                continue
+            target = load_target(tname)
+            wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
+                _widest(net), int(target.limits["axons_per_core"]))))
+            hypo = map_network(net, wide, placement="snake", split=False)
+            t0 = time.perf_counter()
+            split_cost, hypo_cost = _cost(m, target, x, y, args.T), _cost(hypo, target, x, y, args.T)
+            row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "split": split_cost,
+                     "unsplit_hypothetical": hypo_cost, "axons_hypothetical": wide.limits["axons_per_core"],
+                     "simulate_s": round(time.perf_counter() - t0, 1)})
+
+
+if __name__ == "__main__":
+    main()
