@@ -165,7 +165,8 @@ def main(argv=None):
             calib = torch.rand(8, *shape)
         t0 = time.perf_counter()
         net = convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
-        print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {_widest(net)} axons", flush=True)
+        widest = _widest(net)
+        print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {widest} axons", flush=True)
         for tname in args.targets.split(","):
             if shape[1] > 32 and tname == "truenorth":
                 continue  # ImageNet-size networks: Loihi only (issue 34)
@@ -174,7 +175,7 @@ def main(argv=None):
                 continue
             target = load_target(tname)
             wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
-                _widest(net), int(target.limits["axons_per_core"]))))
+                widest, int(target.limits["axons_per_core"]))))
             hypo = map_network(net, wide, placement="snake", split=False)
             t0 = time.perf_counter()
             split_cost, hypo_cost = _cost(m, target, x, y, args.T), _cost(hypo, target, x, y, args.T)

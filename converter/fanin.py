@@ -98,20 +98,19 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
         q = max((p for p in net.incoming(pop.name) if p.kind in SPLITTABLE), key=lambda p: axons[p.name],
                 default=None)
         if q is None or pop.model not in SPIKING_MODELS + ("readout",):
+            why = f"no projection into it can be split (splittable: {', '.join(SPLITTABLE)})" if q is None else \
+                f"only {', '.join(SPIKING_MODELS)} and readout layers are split, not {pop.model}"
             raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
-                               f"allows {limit}, and no projection into it can be split "
-                               f"(splittable: {', '.join(SPLITTABLE)})")
-        others = total - axons[q.name]
-        parts = _parts(q, net.population(q.source), axons[q.name], limit, others)
+                               f"allows {limit}, and {why}")
+        src, others = net.population(q.source), total - axons[q.name]
+        parts = _parts(q, src, axons[q.name], limit, others)
         if parts is None:
             raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons ({axons[q.name]} from "
                                f"{q.name!r}) but a core allows {limit}, and no split of {q.name!r} fits: "
-                               + _why_not(q, net.population(q.source), limit, others))
-        src = net.population(q.source)
+                               + _why_not(q, src, limit, others))
         relay_pop, into, join = _rewrite(q, src, pop, parts, relay, hop, _free_name(populations, f"{pop.name}.part"))
-        at = populations.index(pop)
-        populations.insert(at, relay_pop)
-        qi = projections.index(q)
+        populations.insert(_position(populations, pop), relay_pop)
+        qi = _position(projections, q)
         projections[qi:qi + 1] = [into, join]
         split_net = Network(populations, projections, net.cores, net.core_edges, net.attrs)
         per = neuron_axons(split_net, relay_pop, _widest_neuron(split_net, relay_pop))
@@ -134,12 +133,12 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
     step| over samples and relay neurons (the relays then fire below one spike per step on almost all inputs)."""
     from spikeforge import simulator
 
-    relays = {_relay_of(net, layer): layer for layer in layers}
+    relays = {_relay_of(net, layer) for layer in layers}
     exact = [Population.make(p.name, "ec", p.shape, function="identity") if p.name in relays else p
              for p in net.populations]
     probe = Network(exact, net.projections, net.cores, net.core_edges, net.attrs)
     into = {q.target: q for q in net.projections if q.target in relays}
-    sources = sorted({into[r].source for r in relays if _valued(net.population(into[r].source))} - {net.input.name})
+    sources = sorted({q.source for q in into.values() if net.population(q.source).model in SPIKING_MODELS})
     sums = {r: [] for r in relays}
     x = np.asarray(x)
     for b0 in range(0, len(x), batch):
@@ -169,10 +168,6 @@ def _relay_of(net, layer):
     """The relay population inserted before `layer` (its source through the .join projection)."""
     return next(q.source for q in net.incoming(layer) if q.name.endswith(".join"))
 
-
-def _valued(pop) -> bool:
-    """Whether a source's event values follow from its spike raster or the input (not compute nodes)."""
-    return pop.model in SPIKING_MODELS + ("input",)
 
 
 def _event_values(pop, raster):
@@ -209,6 +204,11 @@ def _apply(q, values, src, tgt):
     return np.asarray((m.T @ v.T).T)
 
 
+def _position(items, item) -> int:
+    """The index of `item` itself in `items` (list.index would compare dataclasses holding arrays by value)."""
+    return next(i for i, other in enumerate(items) if other is item)
+
+
 def _free_name(populations, base):
     names = {p.name for p in populations}
     name, i = base, 1
@@ -238,17 +238,18 @@ def _parts(q, src, axons, limit, others):
             continue
         if others + parts > limit:
             return None
-        if math.ceil(axons / parts) <= limit and _relay_fits(q, width, parts, axons, limit):
+        if _relay_axons(q, width, parts, axons) <= limit:
             return parts
     return None
 
 
-def _relay_fits(q, width, parts, axons, limit):
-    """The widest relay's axons: a conv part has width / parts channels of the window; other parts are ranges of
-    the sources (bounded by the range size)."""
+def _relay_axons(q, width, parts, axons):
+    """At most how many axons the widest relay needs: a conv part has 1 / parts of the window's channels (the taps
+    are the same for every channel); another part's sources are a range of ceil(width / parts) and the layer's
+    widest neuron's sources at most."""
     if q.kind == "conv2d":
-        return axons // parts <= limit  # the window taps are the same for every channel
-    return min(axons, math.ceil(width / parts)) <= limit
+        return axons // parts
+    return min(axons, math.ceil(width / parts))
 
 
 def _why_not(q, src, limit, others):
@@ -348,6 +349,4 @@ def _readout_theta(q, src, pop):
     """Relay threshold for a soma without one (a readout): the largest value one source event carries into it
     (the source's threshold x the largest weight magnitude), so a relay passes one source event per spike."""
     theta = float(np.max(src.threshold)) if src.model in SPIKING_MODELS else 1.0
-    w = q.weight if q.weight is not None else np.ones(1)
-    scale = float(np.max(np.abs(w))) if np.size(w) else 1.0
-    return np.full(pop.size, max(theta * scale, 1e-12), np.float32)
+    return np.full(pop.size, max(theta * float(np.max(np.abs(q.weight))), 1e-12), np.float32)

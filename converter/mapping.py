@@ -321,8 +321,8 @@ def _needs(pop, where, over):
 
 
 def _alone(pop, where, over):
-    """The refusal of one neuron that alone breaks a core limit."""
-    return MappingError(_needs(pop, where, over) + NO_SPLIT)
+    """The refusal of one neuron that alone breaks a core limit (splitting helps only the input-axon limit)."""
+    return MappingError(_needs(pop, where, over) + (NO_SPLIT if over[0][0] == "axons_per_core" else ""))
 
 
 def _range_partition(net, pi, limits, out):

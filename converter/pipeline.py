@@ -152,7 +152,7 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         net = map_network(net, target, s.placement, hop_delay=s.hop_delay,
-                          calibration=x[:min(len(x), s.calib_samples, 64)].numpy(), steps=s.T or 32)
+                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32)
     elif s.hop_delay:
         from .mapping import pipelined
 

@@ -66,16 +66,13 @@ def _fitting_targets(net, targets):
     """The targets the network maps onto (each by its own rule), printing its cores there or why it does not fit."""
     from spikeforge.converter.mapping import NO_SPLIT, MappingError, map_network
 
-    def exc_is_fan_in(exc):
-        return NO_SPLIT in str(exc)
-
     fits = []
     for t in targets:
         try:  # the report prices the network as converted: a target it fits only once split is left out
             placed = map_network(net, t, placement="snake", split=False)
         except MappingError as exc:
             why = str(exc).replace(NO_SPLIT, "")
-            if exc_is_fan_in(exc):
+            if NO_SPLIT in str(exc):
                 why += (f"; it fits once these layers are split into partial sums (spikeforge convert --target "
                         f"{t.name}), but this report prices the network as converted")
             print(f"      {t.name}: does not fit, left out of the report: {why}")
