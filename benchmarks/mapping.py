@@ -16,7 +16,8 @@ import torch
 
 from spikeforge import simulator
 from spikeforge.converter import convert
-from spikeforge.converter.mapping import MappingError, map_network, placement_cost
+from spikeforge.converter.mapping import MappingError, map_network
+from spikeforge.converter.placement import placement_cost
 from spikeforge.converter.training import train_classifier
 from spikeforge.data import load_digits_split
 from spikeforge.hwmodels import core_memory, estimate

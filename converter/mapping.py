@@ -23,6 +23,7 @@ square mesh of one chip). `map_network(net, target)`: the real one:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -31,6 +32,7 @@ from spikeforge.errors import UserError
 from spikeforge.simulator.geometry import projection_kernel, synapses_per_source
 from spikeforge.simulator.network import CoreEdges, CoreTable, Network, box_indices, box_span
 
+from .placement import chip_mesh, place
 from .synapse_memory import channels_fed, index_bits, list_words, shared_conv_lists, taps_reaching, uses_lists
 
 
@@ -62,20 +64,24 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
         (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
         c_in, h_in, w_in = source_shape
         c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
-        count = channels_fed(c_in, cin_g, cout_g, c0, c1)[:, None, None] * \
-            taps_reaching(h_in, kh, sh, ph, h0, h1)[None, :, None] * \
-            taps_reaching(w_in, kw, sw, pw, w0, w1)[None, None, :]
-        return Fan.of(count.reshape(-1))
+        per_axis = (channels_fed(c_in, cin_g, cout_g, c0, c1), taps_reaching(h_in, kh, sh, ph, h0, h1),
+                    taps_reaching(w_in, kw, sw, pw, w0, w1))
+        c, r, q = (np.flatnonzero(a) for a in per_axis)  # the fan is a product: its nonzeros, ascending
+        nc, nr, nq = (a[i] for a, i in zip(per_axis, (c, r, q)))
+        index = (c[:, None, None] * (h_in * w_in) + r[None, :, None] * w_in + q[None, None, :]).reshape(-1)
+        count = (nc[:, None, None] * nr[None, :, None] * nq[None, None, :]).reshape(-1)
+        return Fan(index.astype(np.int64), count.astype(np.int64))
     members = box_indices(box, target_shape)
     if proj.kind == "dense":
         return Fan(np.arange(n_src, dtype=np.int64), np.full(n_src, len(members), np.int64))
     if proj.kind == "identity":
         return Fan(members.copy(), np.ones(len(members), np.int64))
     if proj.kind == "sparse":
-        inside = np.zeros(int(np.prod(target_shape)), bool)
-        inside[members] = True
-        rows = np.repeat(np.arange(n_src), np.diff(proj.indptr))
-        return Fan.of(np.bincount(rows[inside[proj.indices]], minlength=n_src).astype(np.int64))
+        targets, sources = _by_target(proj, n_src)
+        lo, hi = np.searchsorted(targets, members), np.searchsorted(targets, members, side="right")
+        lens = hi - lo
+        at = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        return Fan.of(np.bincount(sources[at], minlength=n_src).astype(np.int64))
     raise ValueError(f"a {proj.kind} projection into a box of cores is not supported")
 
 
@@ -90,9 +96,9 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     if proj.kind == "dense":
         return np.full(n_src, stop - start, np.int64)
     if proj.kind == "sparse":
-        rows = np.repeat(np.arange(n_src), np.diff(proj.indptr))
-        inside = (proj.indices >= start) & (proj.indices < stop)
-        return np.bincount(rows[inside], minlength=n_src).astype(np.int64)
+        targets, sources = _by_target(proj, n_src)
+        lo, hi = np.searchsorted(targets, (start, stop))
+        return np.bincount(sources[lo:hi], minlength=n_src).astype(np.int64)
     if proj.kind == "identity":
         out = np.zeros(n_src, np.int64)
         out[start:stop] = 1
@@ -105,6 +111,25 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     return _window_fan(proj, source_shape, target_shape, start, stop)
 
 
+_BY_TARGET = {}  # id(indices) -> (indices, targets sorted, their sources): the last few sparse projections
+
+
+def _by_target(proj, n_src):
+    """A sparse projection's synapses sorted by target (CSC order): (targets, sources), made once per projection,
+    so a target range's fan costs its own synapses, not a scan of them all (a split 100,352-input readout has
+    100 M synapses and thousands of candidate cores)."""
+    hit = _BY_TARGET.get(id(proj.indices))
+    if hit is None or hit[0] is not proj.indices:
+        counts = np.diff(proj.indptr)
+        rows = np.repeat(np.arange(n_src, dtype=np.int32 if n_src < 2 ** 31 else np.int64), counts)
+        order = np.argsort(proj.indices, kind="stable")
+        hit = (proj.indices, np.asarray(proj.indices)[order], rows[order])
+        while len(_BY_TARGET) >= 4:
+            _BY_TARGET.pop(next(iter(_BY_TARGET)))
+        _BY_TARGET[id(proj.indices)] = hit
+    return hit[1], hit[2]
+
+
 def _pointwise_fan(weight, n_src, start, stop):
     """pointwise: row r's input channel c reaches the nonzero weights of column c whose output r·d_out + o
     falls in start..stop-1 (prefix sums over o, no synapse list)."""
@@ -114,6 +139,52 @@ def _pointwise_fan(weight, n_src, start, stop):
     lo = np.clip(start - base, 0, d_out)
     hi = np.clip(stop - base, 0, d_out)
     return (cum[hi] - cum[lo]).reshape(-1).astype(np.int64)
+
+
+def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
+    """fan_into_range kept sparse; a window projection's range is cut into the boxes it covers (range_boxes), whose
+    fans are exact products (fan_into_box), instead of a transposed convolution over the whole map."""
+    if proj.kind in ("conv2d", "avgpool", "maxpool") and len(target_shape) == 3:
+        fans = [fan_into_box(proj, source_shape, target_shape, b) for b in range_boxes(start, stop, target_shape)]
+        out = fans[0]
+        for f in fans[1:]:
+            out = out.plus(f)
+        return out
+    return Fan.of(fan_into_range(proj, source_shape, target_shape, start, stop))
+
+
+def range_boxes(start, stop, shape) -> list:
+    """The boxes (c0, c1, h0, h1, w0, w1) that tile the C-order range start..stop-1 of a (C, H, W) map (at most
+    five: a partial row, whole rows, whole channels, whole rows, a partial row)."""
+    _, h, w = (int(v) for v in shape)
+    out = []
+
+    def rows(c, a, b):  # positions a..b-1 of channel c (within one channel)
+        r0, r1 = a // w, b // w
+        if r0 == r1:
+            out.append((c, c + 1, r0, r0 + 1, a % w, b % w))
+            return
+        if a % w:
+            out.append((c, c + 1, r0, r0 + 1, a % w, w))
+            r0 += 1
+        if r1 > r0:
+            out.append((c, c + 1, r0, r1, 0, w))
+        if b % w:
+            out.append((c, c + 1, r1, r1 + 1, 0, b % w))
+
+    hw = h * w
+    c0, c1 = start // hw, stop // hw
+    if c0 == c1:
+        rows(c0, start % hw, stop % hw)
+        return out
+    if start % hw:
+        rows(c0, start % hw, hw)
+        c0 += 1
+    if c1 > c0:
+        out.append((c0, c1, 0, h, 0, w))
+    if stop % hw:
+        rows(c1, 0, stop % hw)
+    return out
 
 
 def _window_fan(proj, source_shape, target_shape, start, stop):
@@ -199,7 +270,7 @@ def core_load(net, pop, start, stop, limits, box=None) -> CoreLoad:
     fans, memory_bits, compartments, groups = {}, 0.0, neurons, 0
     for q in net.incoming(pop.name):
         if box is None:
-            fan = Fan.of(fan_into_range(q, shapes[q.source], pop.shape, start, stop))
+            fan = range_fan(q, shapes[q.source], pop.shape, start, stop)
         else:
             fan = fan_into_box(q, shapes[q.source], pop.shape, box)
         fans[q.source] = fan if q.source not in fans else fans[q.source].plus(fan)
@@ -329,9 +400,14 @@ def _range_partition(net, pi, limits, out):
     """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron)."""
     pop = net.populations[pi]
     running = np.concatenate([[0], np.cumsum(out)])
+    block = _block(net, pop)
+    blocks = pop.size // block
     k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
     while True:
-        bounds = np.linspace(0, pop.size, k + 1).round().astype(np.int64)
+        per = math.ceil(k / blocks)  # cores per block: no core straddles two blocks
+        bounds = np.concatenate([b * block + np.linspace(0, block, per + 1)[:-1].round().astype(np.int64)
+                                 for b in range(blocks)] + [[pop.size]]).astype(np.int64)
+        k = len(bounds) - 1
         loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
         worst = 1.0
         for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
@@ -344,6 +420,17 @@ def _range_partition(net, pi, limits, out):
         if worst <= 1.0:
             return [(pi, int(a), int(b), load, None) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
         k = min(pop.size, max(k + 1, math.ceil(k * worst)))
+
+
+def _block(net, pop) -> int:
+    """The run of neurons a core of `pop` should not straddle: a dense / sparse split's relays are one block per
+    part (part p's relays share part p's sources; a core across two parts needs both ranges of axons); else the
+    whole population."""
+    for s in json.loads(net.attrs.get("fan_in_split", "[]")):
+        q = next((q for q in net.projections if q.name == s["projection"]), None)
+        if q is not None and q.target == pop.name and q.kind == "sparse" and pop.size % s["parts"] == 0:
+            return pop.size // int(s["parts"])
+    return pop.size
 
 
 def _boxable(net, pop, limits) -> bool:
@@ -414,83 +501,6 @@ def _too_many_cores(per_layer, limits, capacity, at_least=False):
     return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
             f"{int(limits['cores_per_chip'])} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
             f"({need / capacity:.2f}x over; largest layers {top})")
-
-
-# ------------------------------------------------------------------------------------------- placement
-def mesh_slots(n_cores, limits):
-    """(chip, x, y) of every slot in walking order: a boustrophedon path per chip, chips on a square grid."""
-    per_chip = int(limits["cores_per_chip"])
-    width = int(limits.get("mesh_width", 0)) or math.ceil(math.sqrt(per_chip))
-    height = math.ceil(per_chip / width)
-    chips = max(1, math.ceil(n_cores / per_chip))
-    grid = math.ceil(math.sqrt(chips))
-    slots = []
-    for chip in range(chips):
-        cx, cy = (chip % grid) * width, (chip // grid) * height
-        for i in range(per_chip):
-            row, col = divmod(i, width)
-            col = col if row % 2 == 0 else width - 1 - col
-            slots.append((chip, cx + col, cy + row))
-    return np.array(slots, np.int64)
-
-
-def placement_cost(pos, src, dst, weight):
-    """Σ weight x Manhattan distance between the slots of the edge ends (pos: (cores, 2) x, y)."""
-    return float((weight * np.abs(pos[src] - pos[dst]).sum(axis=1)).sum())
-
-
-def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
-    """Assignment core -> slot index by simulated annealing of swaps, starting from the walking order."""
-    rng = np.random.default_rng(seed)
-    n_slots = len(slots)
-    xy = slots[:, 1:].astype(np.int64)
-    where = np.arange(n_cores)  # core -> slot
-    occupant = np.full(n_slots, -1)
-    occupant[:n_cores] = np.arange(n_cores)
-    # undirected adjacency (CSR) with summed weights
-    keep = src != dst
-    u = np.concatenate([src[keep], dst[keep]])
-    v = np.concatenate([dst[keep], src[keep]])
-    w = np.concatenate([weight[keep], weight[keep]]).astype(np.float64)
-    order = np.argsort(u, kind="stable")
-    u, v, w = u[order], v[order], w[order]
-    ptr = np.searchsorted(u, np.arange(n_cores + 1))
-    if len(u) == 0 or n_cores < 2:
-        return where
-
-    def moved(core, slot, skip):
-        a, b = ptr[core], ptr[core + 1]
-        nb, wt = v[a:b], w[a:b]
-        m = nb != skip
-        nb, wt = nb[m], wt[m]
-        old = np.abs(xy[where[nb]] - xy[where[core]]).sum(axis=1)
-        new = np.abs(xy[where[nb]] - xy[slot]).sum(axis=1)
-        return float((wt * (new - old)).sum())
-
-    iters = iters or min(200_000, 200 * n_cores)
-    temp0 = 0.5 * float(w.mean())  # accept early uphill moves of about half an average edge x one hop
-    cost = best = 0.0  # relative to the start
-    best_where = where.copy()
-    span = min(n_slots, max(2 * n_cores, n_cores + 16))  # empty slots near the used ones are candidates too
-    for it in range(iters):
-        temp = temp0 * (1 - it / iters) + 1e-9
-        i = int(rng.integers(n_cores))
-        s = int(rng.integers(span))
-        j = occupant[s]
-        if j == i:
-            continue
-        si = where[i]
-        delta = moved(i, s, j)
-        if j >= 0:
-            delta += moved(j, si, i)
-        if delta <= 0 or rng.random() < math.exp(-delta / temp):
-            where[i], occupant[s], occupant[si] = s, i, j
-            if j >= 0:
-                where[j] = si
-            cost += delta
-            if cost < best - 1e-9:
-                best, best_where = cost, where.copy()
-    return best_where
 
 
 def core_edges(populations, projections, cores, loads=None):
@@ -574,15 +584,12 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     if any(p[4] is not None for p in parts):
         cores.box = np.array([p[4] if p[4] is not None else (-1,) * 6 for p in parts], np.int64)
     edges = core_edges(net.populations, net.projections, cores, [p[3] for p in parts])
-    slots = mesh_slots(n, limits)
-    where = np.arange(n)
-    if placement == "anneal":
-        weight = edges.axons.astype(np.float64)
-        if traffic is not None:
-            weight = _measured_traffic(net, cores, edges, parts, traffic)
-        where = anneal(slots, edges.src, edges.dst, weight, n, seed=seed)
-    cores.chip, cores.x, cores.y = slots[where, 0], slots[where, 1], slots[where, 2]
-    attrs = dict(net.attrs, mapping=f"{getattr(target, 'name', 'custom')}:{placement}")
+    weight = edges.axons.astype(np.float64)
+    if placement == "anneal" and traffic is not None:
+        weight = _measured_traffic(net, cores, edges, parts, traffic)
+    cores.chip, cores.x, cores.y = place(n, edges.src, edges.dst, weight, limits, placement, seed)
+    attrs = dict(net.attrs, mapping=f"{getattr(target, 'name', 'custom')}:{placement}",
+                 chip_mesh=list(chip_mesh(limits)))
     return Network(net.populations, net.projections, cores, edges, attrs)
 
 

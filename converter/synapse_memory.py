@@ -23,6 +23,7 @@ docs/LOIHI_SYNAPSE_MEMORY.md.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -76,10 +77,30 @@ def shared_conv_lists(proj, source_shape, target_shape, box, limits) -> SharedLi
       same place relative to their group share lists; per input channel, pattern and input row reaching the box
       one list of (kernel rows from that row) x (kernel columns) x (output channels fed) synapses, every list of a
       pattern padded to its longest (the rows share one layout);
-    - target indices are offsets from the group base divided by G (bits for the largest)."""
+    - target indices are offsets from the group base divided by G (bits for the largest).
+
+    Boxes of an ungrouped convolution that differ only in their first channel share one layout (memoized: a
+    ResNet-50 layer has thousands of boxes in tens of spatial places)."""
     (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
-    c_in, h_in, w_in = source_shape
     c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
+    if cin_g == int(source_shape[0]):  # one group: every input channel feeds all c1 - c0 channels of the box
+        c0, c1 = 0, c1 - c0
+    kernel = tuple(int(v) for v in (kh, kw, sh, sw, ph, pw, cin_g, cout_g))
+    return _shared_lists(kernel, tuple(int(v) for v in source_shape), (c0, c1, h0, h1, w0, w1),
+                         tuple(sorted((k, limits.get(k, 0)) for k in _LIST_LIMITS)))
+
+
+_LIST_LIMITS = ("weight_bits", "synapses_per_list_entry", "list_entry_header_bits", "synapse_word_bits",
+                "min_index_bits")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _shared_lists(kernel, source_shape, box, limit_items) -> SharedLists:
+    """shared_conv_lists of one kernel geometry, source shape, box and list-encoding limits."""
+    kh, kw, sh, sw, ph, pw, cin_g, cout_g = kernel
+    limits = dict(limit_items)
+    c_in, h_in, w_in = source_shape
+    c0, c1, h0, h1, w0, w1 = box
     rows_box, cols_box, chans_box = h1 - h0, w1 - w0, c1 - c0
     reach = []  # per input column: [(kernel column, local output column)]
     for wi in range(w_in):

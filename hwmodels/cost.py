@@ -41,7 +41,8 @@ _PER_STEP = ("neuron_updates", "state_bytes_read", "state_bytes_written")
 # the components reports show, and the events each sums
 COMPONENTS = {"synapse": ("synops", "synapse_bytes_read"), "neuron access": ("neuron_updates", "state_bytes_read",
               "state_bytes_written"), "neuron update": ("active_neurons",), "spikes": ("spikes",),
-              "messages": ("packets", "packets_in"), "hops": ("hops",), "input": ("macs",)}
+              "messages": ("packets", "packets_in"), "hops": ("hops",), "chip links": ("chip_packets", "chip_hops"),
+              "input": ("macs",)}
 
 
 @dataclass
@@ -190,21 +191,22 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
         chip[:, :, col[e]] * target.time_ns[e] for e in _CORE_TIME if not (e == "macs" and no_macs))
     if links is None:
         packets = chip[:, :, col["packets"]]
-        route = np.divide(chip[:, :, col["hops"]], packets, out=np.zeros_like(packets), where=packets > 0)
-        network = route.max(axis=1) * target.time_ns["hops"]
+        wire = chip[:, :, col["hops"]] * target.time_ns["hops"] + chip[:, :, col["chip_hops"]] * \
+            target.time_ns["chip_hops"]
+        network = np.divide(wire, packets, out=np.zeros_like(packets), where=packets > 0).max(axis=1)
     else:
         if len(links.loads) != steps:
             raise ValueError(f"link loads cover {len(links.loads)} steps, the chip runs {steps} (T = {T} plus "
                              f"{steps - T} pipeline stages: noc.link_loads(..., stage=) shifts them)")
-        busiest = links.busiest() / n_samples
-        wire = np.where(busiest > 0, busiest + links.longest_route - 1, 0.0)
-        network = wire * target.time_ns["hops"]
+        hop, chip_hop = target.time_ns["hops"], target.time_ns["chip_hops"]
+        busiest = links.busiest_ns(hop, chip_hop) / n_samples
+        network = np.where(busiest > 0, busiest + links.route_ns(hop, chip_hop) - hop, 0.0)
     if memory.get("chip") is not None:
         chips = len(np.unique(np.asarray(memory["chip"])))
     else:
         chips = -(-n_cores // int(target.limits["cores_per_chip"]))
     tiles = tiles_in_use(n_cores, memory.get("chip"), int(target.limits.get("cores_per_tile", 1)))
-    barrier = target.barrier_ns(n_cores, tiles)
+    barrier = target.barrier_ns(n_cores, tiles, chips)
     step = compute.max(axis=1) + network + barrier
     step = np.maximum(step, max(target.tick_ns, host_step_ns or 0.0))
     latency = float(step.sum())

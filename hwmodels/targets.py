@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -18,10 +19,14 @@ BUILTIN_TARGETS = resources.files(__package__).joinpath("targets")
 # neuron_updates: every mapped neuron each step (its access); active_neurons: the neurons with input or a bias in the
 # step (their update); packets are priced on the sending core, packets_in on the receiving one.
 EVENTS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read", "packets_in", "active_neurons",
-          "neuron_updates", "state_bytes_read", "state_bytes_written")
-TIMED_EVENTS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes", "packets", "packets_in", "hops")
+          "chip_packets", "chip_hops", "neuron_updates", "state_bytes_read", "state_bytes_written")
+TIMED_EVENTS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes", "packets", "packets_in", "hops",
+                "chip_hops")
 # Events a target file may leave out (files written before they existed): priced 0, i.e. included in others.
-OPTIONAL_EVENTS = ("packets_in", "active_neurons")
+OPTIONAL_EVENTS = ("packets_in", "active_neurons", "chip_packets")
+# A chip-to-chip link crossing where a target file prices none: one on-chip hop's energy and time (a lower bound;
+# no chip-to-chip figure is published for it), said in its source.
+CHIP_HOP_FALLBACK = "no chip-to-chip link figure in this target file: priced as one on-chip hop (a lower bound)"
 # how a chip takes analog input: MAC units; per-neuron biases the host writes; or one drive event per input-fed
 # neuron and step (a packet received and a synaptic op, as SANA-FE's export drives a first layer)
 ANALOG_INPUT = ("mac", "bias", "drive")
@@ -79,11 +84,22 @@ class Target:
     analog_input: str = "mac"  # ANALOG_INPUT: how analog input enters the chip
     voltage: dict = None  # {"nominal", "min", "max", "static_mw_per_chip": ((V, mW), ...)} (supply_voltage)
     mapping: str = "cores"  # MAPPING_RULES: the rule converter.mapping.map_network places the network by
+    barrier_by_chips: tuple = ()  # ((chips, ns), ...): measured per-step sync of systems of several chips
 
-    def barrier_ns(self, cores: int, tiles: int = None) -> float:
-        """Per-step synchronization with `cores` cores (on `tiles` tiles) in use: the entry of the largest key <= the
-        tiles (barrier.by_tiles) or cores (barrier.by_cores) in use (a step function, as SANA-FE's table), else the
-        fixed time_ns.barrier."""
+    def barrier_ns(self, cores: int, tiles: int = None, chips: int = 1) -> float:
+        """Per-step synchronization with `cores` cores (on `tiles` tiles, `chips` chips) in use: the entry of the
+        largest key <= the tiles (barrier.by_tiles) or cores (barrier.by_cores) in use (a step function, as
+        SANA-FE's table), else the fixed time_ns.barrier. On several chips, where the target gives measured
+        multi-chip barriers (barrier.by_chips), the barrier is interpolated linearly in log2(chips) between one
+        chip's (the table's) and those points, and held beyond the last."""
+        one = self._one_chip_barrier(cores, tiles)
+        if chips <= 1 or not self.barrier_by_chips:
+            return one
+        xs = [0.0] + [math.log2(n) for n, _ in self.barrier_by_chips]
+        ys = [one] + [ns for _, ns in self.barrier_by_chips]
+        return float(np.interp(math.log2(chips), xs, ys))
+
+    def _one_chip_barrier(self, cores, tiles):
         value = self.time_ns["barrier"]
         table, used = (self.barrier_by_tiles, tiles) if self.barrier_by_tiles else (self.barrier_by_cores, cores)
         if used is None:
@@ -235,11 +251,19 @@ def load_target(name_or_path) -> Target:
     by_tiles = ()
     if isinstance(barrier, dict) and "by_tiles" in barrier:
         by_tiles = _table(barrier, "by_tiles", path, "time_ns.barrier", what="tiles")
+    by_chips = ()
+    if isinstance(barrier, dict) and "by_chips" in barrier:
+        by_chips = _table(barrier, "by_chips", path, "time_ns.barrier", what="chips")
     for sec in ("energy_pj", "time_ns"):  # events newer than the file: priced 0 (their cost sits in other events)
         if isinstance(raw.get(sec), dict):
             for event in OPTIONAL_EVENTS:
                 raw[sec].setdefault(event, {"value": 0.0, "source": "not in this target file: included in other "
                                                                       "events"})
+    for sec in ("energy_pj", "time_ns"):
+        if isinstance(raw.get(sec), dict) and isinstance(raw[sec].get("hops"), dict):
+            hop = raw[sec]["hops"]
+            raw[sec].setdefault("chip_hops", {"value": hop.get("value"), "source": f"{CHIP_HOP_FALLBACK}: "
+                                                                                   f"{hop.get('source', '')}"})
     energy = section("energy_pj", EVENTS)
     times = section("time_ns", TIMED_EVENTS + ("barrier",))
     limits = section("limits", LIMITS)
@@ -278,7 +302,7 @@ def load_target(name_or_path) -> Target:
                           "writes it)")
     return Target(str(raw.get("name", os.path.basename(path))), str(raw.get("description", "")), energy, times,
                   static, tick, limits, sources, path, per_chip, by_cores, by_kind or None, validation,
-                  digest, by_tiles, pipelined, analog, voltage, mapping)
+                  digest, by_tiles, pipelined, analog, voltage, mapping, by_chips)
 
 
 def _choice(raw, section, key, allowed, default, sources, path):

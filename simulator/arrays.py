@@ -8,7 +8,7 @@ import numpy as np
 from . import kernels as K
 from .fileformat import matmul_inner
 from .geometry import projection_kernel, sparse_projection, synapse_matrix, synapses_per_source
-from .network import Network
+from .network import Network, chip_cells
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
@@ -319,9 +319,10 @@ def _routing_arrays(net, projs, offsets, core_of, perms) -> K.Routing:
     n_cores = len(net.cores)
     rc_off, rc_ptr, rc_core, rc_cnt, pairs_src, pairs_core = _row_core_tables(net, projs, offsets, core_of, n_cores,
                                                                                perms)
-    n_packets, n_hops, fl_ptr, fl_id, flow_src, flow_dst = _packets_and_hops(net, core_of, pairs_src, pairs_core,
-                                                                             int(offsets[-1]), n_cores)
-    return K.Routing(core_of=core_of, n_packets=n_packets, n_hops=n_hops, rc_off=rc_off, rc_ptr=rc_ptr,
+    n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id, flow_src, flow_dst = _packets_and_hops(
+        net, core_of, pairs_src, pairs_core, int(offsets[-1]), n_cores)
+    return K.Routing(core_of=core_of, n_packets=n_packets, n_hops=n_hops, n_chip_packets=n_chip,
+                     n_chip_hops=n_chip_hops, rc_off=rc_off, rc_ptr=rc_ptr,
                      rc_core=rc_core, rc_cnt=rc_cnt, fl_ptr=fl_ptr, fl_id=fl_id, flow_src=flow_src, flow_dst=flow_dst)
 
 
@@ -380,22 +381,31 @@ def _static_per_core(net) -> np.ndarray:
 
 
 def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
-    """Per neuron: packets per spike (distinct destination cores over all its projections) and their mesh hops;
-    and the core-to-core flows its packets belong to (CSR fl_ptr / fl_id into flow_src / flow_dst)."""
+    """Per neuron: packets per spike (distinct destination cores over all its projections), their hops on the
+    chips' meshes, how many of them go to another chip and the chip-to-chip links they cross (XY routes over
+    chips that tile one mesh: network.chip_cells); and the core-to-core flows its packets belong to (CSR fl_ptr /
+    fl_id into flow_src / flow_dst)."""
     n_packets = np.zeros(n_total, np.int32)
     n_hops = np.zeros(n_total, np.int64)
+    n_chip = np.zeros(n_total, np.int32)
+    n_chip_hops = np.zeros(n_total, np.int64)
     if not pairs_src:
         empty = np.zeros(0, np.int64)
-        return n_packets, n_hops, np.zeros(n_total + 1, np.int64), empty, empty, empty
+        return n_packets, n_hops, n_chip, n_chip_hops, np.zeros(n_total + 1, np.int64), empty, empty, empty
     src = np.concatenate(pairs_src).astype(np.int64)
     core = np.concatenate(pairs_core)
     key = np.unique(src * n_cores + core)  # sorted by source neuron
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
     x, y = net.cores.x.astype(np.int64), net.cores.y.astype(np.int64)
+    cx, cy = chip_cells(net.cores, net.attrs.get("chip_mesh"))
     sc = core_of[src]
-    hops = np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core])
+    crossed = np.abs(cx[sc] - cx[core]) + np.abs(cy[sc] - cy[core])
+    hops = np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core]) - crossed
     n_hops += np.bincount(src, weights=hops, minlength=n_total).astype(np.int64)
+    n_chip += np.bincount(src, weights=crossed > 0, minlength=n_total).astype(np.int32)
+    n_chip_hops += np.bincount(src, weights=crossed, minlength=n_total).astype(np.int64)
     flow_key, fl_id = np.unique(sc.astype(np.int64) * n_cores + core, return_inverse=True)
     fl_ptr = np.concatenate([[0], np.cumsum(n_packets)]).astype(np.int64)
-    return n_packets, n_hops, fl_ptr, fl_id.astype(np.int64), flow_key // n_cores, flow_key % n_cores
+    return n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id.astype(np.int64), flow_key // n_cores, \
+        flow_key % n_cores

@@ -16,7 +16,7 @@ from .network import SPIKING_MODELS, Network
 # packets_in: packets received (on the receiving core); active_neurons: neurons with input or a bias in the step
 # (a chip updates those), where neuron_updates counts every mapped neuron every step (each is accessed).
 COUNTERS = ("synops", "macs", "spikes", "packets", "hops", "synapse_bytes_read", "packets_in", "active_neurons",
-            "neuron_updates", "state_bytes_read", "state_bytes_written")
+            "chip_packets", "chip_hops", "neuron_updates", "state_bytes_read", "state_bytes_written")
 
 
 def _column(name) -> int:

@@ -31,10 +31,11 @@ from .network import (
     Population,
     Projection,
     box_span,
+    chip_cells,
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.10"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.11"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
@@ -43,6 +44,7 @@ FORMAT_VERSION = "1.10"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                        1.8: projection delays (attribute delay, steps; absent: 0)
 #                        1.9: cores holding a box of a (C, H, W) population (/mapping/cores/box)
 #                        1.10: identity relays of shape (C, H, W) (fan-in split partial sums), attr fan_in_split
+#                        1.11: attr chip_mesh (routers per chip: chips tile the mesh, chip-to-chip hops counted)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -299,6 +301,20 @@ def _check_cover(c, rows, pop):
         _fail("/mapping/cores", f"neuron {j} of population {pop.name!r} is on {int(seen[j])} cores, not one")
 
 
+def _check_chips(net: Network):
+    """Attribute chip_mesh (format 1.11): (columns, rows) of routers per chip, positive integers; the cores' chips
+    tile the mesh in those chips (network.chip_cells: inter-chip hops are counted from it)."""
+    mesh = net.attrs.get("chip_mesh")
+    if mesh is not None:
+        a = np.asarray(mesh)
+        if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer) or (a < 1).any() or (a > MAX_COORDINATE).any():
+            _fail("/", f"attribute chip_mesh must be two positive integers (columns, rows per chip), got {mesh!r}")
+    try:
+        chip_cells(net.cores, mesh)
+    except ValueError as exc:
+        _fail("/mapping/cores/chip", str(exc))
+
+
 def _check_mapping(net: Network):
     c = net.cores
     n = len(c.core_id)
@@ -313,6 +329,7 @@ def _check_mapping(net: Network):
                                            f"{MAX_COORDINATE}")
     if not np.array_equal(c.core_id, np.arange(n)):
         _fail("/mapping/cores/core_id", "core ids must be 0..n-1 in order")
+    _check_chips(net)
     bad = np.flatnonzero(c.population >= len(net.populations))
     if bad.size:
         _fail("/mapping/cores/population", f"population index {c.population[bad[0]]} at core {bad[0]} is out of range")
@@ -608,6 +625,8 @@ def _read(h5, path) -> Network:
                                     f"{SUPPORTED_MAJOR}.0 to {FORMAT_VERSION}; a newer minor version may change what "
                                     "a file means)", path)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+    if isinstance(attrs.get("chip_mesh"), np.ndarray):  # as map_network holds it: a list (checked when validated)
+        attrs["chip_mesh"] = attrs["chip_mesh"].tolist()
     order = [str(n) for n in np.asarray(_attr(h5, "population_order", "/", path)).reshape(-1)]
     if len(order) > MAX_POPULATIONS:
         raise NetworkFileError("/", f"population_order lists {len(order)} populations, more than {MAX_POPULATIONS}",

@@ -31,7 +31,8 @@ FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES, C_PACKETS_IN, C_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7
-N_DYNAMIC_COUNTERS = 8
+C_CHIP_PACKETS, C_CHIP_HOPS = 8, 9  # packets that leave their chip; chip-to-chip links they cross
+N_DYNAMIC_COUNTERS = 10
 # geometry columns of a conv projection
 G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUPS = range(13)
 
@@ -54,13 +55,14 @@ Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "e
 # indices uint32.
 Projections = namedtuple("Projections", ("kind", "src", "tgt_off", "tgt_n", "woff", "ioff", "xoff", "geom", "mac",
                                          "wbytes", "delay", "weights", "indptr", "indices"))
-# Per neuron: core_of (int32), packets per event (int32) and their mesh hops (int64). Per projection q, the
+# Per neuron: core_of (int32), packets per event (int32) and their hops on chips' meshes (int64), those of them
+# to another chip (int32) and the chip-to-chip links they cross (int64). Per projection q, the
 # target cores of source row e: rc_core[rc_ptr[rc_off[q] + e]:rc_ptr[rc_off[q] + e + 1]] with synapse counts
 # rc_cnt. Flows a neuron's packets take: fl_id[fl_ptr[i]:fl_ptr[i + 1]], flow k from core flow_src[k] to
 # flow_dst[k] (one packet per flow and event: the receiving core's packets_in counter; recorded per flow only
 # when the Outputs' flows array has a column per flow).
-Routing = namedtuple("Routing", ("core_of", "n_packets", "n_hops", "rc_off", "rc_ptr", "rc_core", "rc_cnt",
-                                 "fl_ptr", "fl_id", "flow_src", "flow_dst"))
+Routing = namedtuple("Routing", ("core_of", "n_packets", "n_hops", "n_chip_packets", "n_chip_hops", "rc_off",
+                                 "rc_ptr", "rc_core", "rc_cnt", "fl_ptr", "fl_id", "flow_src", "flow_dst"))
 # What one run keeps (built by simulator.engine.run): raster column of population p's first neuron rec_off[p]
 # (-1: not recorded); traced neurons tr_idx[tr_ptr[p]:tr_ptr[p + 1]]; raster, trace and flow widths (int);
 # record_counts (bool): count spikes per neuron.
@@ -563,17 +565,21 @@ def _count_events(p, t, analog, pops, routing, recording, s, o):
     core_of = routing.core_of
     n_packets = routing.n_packets
     n_hops = routing.n_hops
+    n_chip = routing.n_chip_packets
+    n_chip_hops = routing.n_chip_hops
     fl_ptr = routing.fl_ptr
     fl_id = routing.fl_id
     flow_dst = routing.flow_dst
     for k in range(off, off + s.ev_n[p]):
         i = off + ev_idx[k]
         if analog:  # a compute node's value: packets and hops count, spikes do not
-            _count_packets(t, i, 1, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst)
+            _count_packets(t, i, 1, ctr, flows, core_of, n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id,
+                           flow_dst)
             continue
         mult = ev_mult[k]
         ctr[t, core_of[i], C_SPIKES] += mult
-        _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst)
+        _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id,
+                       flow_dst)
         if record_counts:
             counts[i] += ev_rec[k]
         if rec0 >= 0:
@@ -581,12 +587,15 @@ def _count_events(p, t, analog, pops, routing, recording, s, o):
 
 
 @njit(cache=True, inline="always")
-def _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, fl_ptr, fl_id, flow_dst):
-    """Count the packets and hops of `mult` events of neuron i on its core, each packet on the core receiving it,
-    and (when flows are recorded) on its core-to-core flow."""
+def _count_packets(t, i, mult, ctr, flows, core_of, n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id,
+                   flow_dst):
+    """Count the packets and hops (on chips, between chips) of `mult` events of neuron i on its core, each packet
+    on the core receiving it, and (when flows are recorded) on its core-to-core flow."""
     c = core_of[i]
     ctr[t, c, C_PACKETS] += n_packets[i] * mult
     ctr[t, c, C_HOPS] += n_hops[i] * mult
+    ctr[t, c, C_CHIP_PACKETS] += n_chip[i] * mult
+    ctr[t, c, C_CHIP_HOPS] += n_chip_hops[i] * mult
     record = flows.shape[1] > 0
     for k in range(fl_ptr[i], fl_ptr[i + 1]):
         f = fl_id[k]

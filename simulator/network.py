@@ -192,6 +192,50 @@ class CoreTable:
         return box_indices(self.box[i], shape)
 
 
+def chip_mesh_of(cores: CoreTable, chip_mesh=None):
+    """(columns, rows) of routers per chip, or None when every core is on one chip. Chips tile one mesh (their
+    routers join across chip edges, as TrueNorth's and Loihi's do). Without `chip_mesh` (files before format
+    1.11): the widest and tallest extent of one chip's cores."""
+    chip = np.asarray(cores.chip, np.int64)
+    if len(chip) == 0 or (chip == chip[0]).all():
+        return None
+    if chip_mesh is None:
+        _, inv = np.unique(chip, return_inverse=True)
+        chip_mesh = (_extent(np.asarray(cores.x, np.int64), inv), _extent(np.asarray(cores.y, np.int64), inv))
+    w, h = (int(v) for v in np.asarray(chip_mesh).reshape(-1)[:2])
+    if w < 1 or h < 1:
+        raise ValueError(f"chip_mesh must be two positive integers, got {tuple(chip_mesh)}")
+    return w, h
+
+
+def chip_cells(cores: CoreTable, chip_mesh=None) -> tuple:
+    """(cx, cy): each core's chip's place on the board's grid of chips: a core at mesh (x, y) is on the chip at
+    (x // columns, y // rows) (chip_mesh_of), so an XY route between two cores crosses |Δcx| + |Δcy|
+    chip-to-chip links. ValueError where the chips do not tile the mesh that way."""
+    mesh = chip_mesh_of(cores, chip_mesh)
+    if mesh is None:
+        zero = np.zeros(len(cores.chip), np.int64)
+        return zero, zero.copy()
+    w, h = mesh
+    chip = np.asarray(cores.chip, np.int64)
+    cx, cy = np.asarray(cores.x, np.int64) // w, np.asarray(cores.y, np.int64) // h
+    cell = cx * (int(cy.max(initial=0)) + 1) + cy
+    pairs = np.unique(np.stack([chip, cell], axis=1), axis=0)
+    if len(np.unique(pairs[:, 0])) != len(pairs) or len(np.unique(pairs[:, 1])) != len(pairs):
+        raise ValueError(f"the cores' chips do not tile the mesh in {w} x {h} routers per chip: a chip's cores "
+                         "must share one cell (x // columns, y // rows) and each chip have its own")
+    return cx, cy
+
+
+def _extent(v, inverse) -> int:
+    """The largest max - min + 1 of v within a group (groups: `inverse` labels)."""
+    lo = np.full(inverse.max() + 1, np.iinfo(np.int64).max)
+    hi = np.full(inverse.max() + 1, np.iinfo(np.int64).min)
+    np.minimum.at(lo, inverse, v)
+    np.maximum.at(hi, inverse, v)
+    return int((hi - lo).max()) + 1
+
+
 def box_indices(box, shape) -> np.ndarray:
     """Canonical indices of the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) population, ascending."""
     c0, c1, h0, h1, w0, w1 = (int(v) for v in box)

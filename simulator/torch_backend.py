@@ -33,7 +33,7 @@ from .torch_ordered import OrderedDense, OrderedPointwise, OrderedSparse, source
 
 # counter columns of the dynamic counters (kernels.C_*)
 _SYN, _MAC, _SPK, _PKT, _HOP, _BYT = K.C_SYNOPS, K.C_MACS, K.C_SPIKES, K.C_PACKETS, K.C_HOPS, K.C_SYN_BYTES
-_PIN, _ACT = K.C_PACKETS_IN, K.C_ACTIVE
+_PIN, _ACT, _CPK, _CHOP = K.C_PACKETS_IN, K.C_ACTIVE, K.C_CHIP_PACKETS, K.C_CHIP_HOPS
 
 # Tuning knobs (read when a plan is built; benchmarks.profile_torch_backend compares them):
 SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
@@ -165,8 +165,11 @@ class _Pop:
         self.seg_equal = int(sizes[0]) if len(cores) and (sizes == sizes[0]).all() and \
             int(starts[0]) == 0 and int(sizes[0]) * len(cores) == n else 0
         self.packets, self.hops = canon(rt.n_packets), canon(rt.n_hops)
+        self.chip_packets, self.chip_hops = canon(rt.n_chip_packets), canon(rt.n_chip_hops)
         self.core_packets = _per_segment_constant(self.packets, self)
         self.core_hops = _per_segment_constant(self.hops, self)
+        self.core_chip_packets = _per_segment_constant(self.chip_packets, self)
+        self.core_chip_hops = _per_segment_constant(self.chip_hops, self)
         self.payload, self.max_level = _payload(self)
         self.flows = None  # (flows, n) transpose of the neuron -> flow incidence, when flows are recorded
         # (cores, n): the packets one event of each neuron delivers to each core (its destination cores)
@@ -422,7 +425,9 @@ class _Run:
         events = _core_sums(pop, mult)  # (B, cores of pop)
         if spikes:
             ctr[:, pop.seg_cores, _SPK] += events
-        for column, per_core, per_neuron in ((_PKT, pop.core_packets, pop.packets), (_HOP, pop.core_hops, pop.hops)):
+        for column, per_core, per_neuron in ((_PKT, pop.core_packets, pop.packets), (_HOP, pop.core_hops, pop.hops),
+                                             (_CPK, pop.core_chip_packets, pop.chip_packets),
+                                             (_CHOP, pop.core_chip_hops, pop.chip_hops)):
             ctr[:, pop.seg_cores, column] += events * per_core if per_core is not None else \
                 _core_sums(pop, mult * per_neuron)
         if pop.dest is not None:

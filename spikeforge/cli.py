@@ -568,7 +568,7 @@ def summarize(net):
 
     shapes = {p.name: p.shape for p in net.populations}
     return {
-        "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in net.attrs.items()
+        "attrs": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in net.attrs.items()
                   if k not in ("population_order", "projection_order")},
         "populations": [{"name": p.name, "model": p.model, "shape": list(p.shape), "neurons": p.size,
                          "threshold_mean": float(p.threshold.mean())} for p in net.populations],

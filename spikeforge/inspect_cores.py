@@ -19,6 +19,7 @@ import numpy as np
 from spikeforge.converter.mapping import core_load
 from spikeforge.converter.synapse_memory import index_bits, list_words, uses_lists
 from spikeforge.simulator.atomic import save_figure
+from spikeforge.simulator.network import chip_mesh_of
 
 MAX_GRID = 256  # heatmap cells per axis
 MAX_CORES_DRAWN = 20_000  # core markers in the core graph; beyond, every k-th core
@@ -234,6 +235,13 @@ def _coordinate_axis(axis, which, starts, mode, name):
         set_label(f"{which} (mesh {name}: occupied ones in {len(starts)} bins)")
 
 
+def _chip_edges(starts, per_chip) -> np.ndarray:
+    """Positions (between heatmap cells) where one chip's routers end and the next chip's begin along an axis
+    whose cells start at mesh coordinates `starts` (chips of `per_chip` routers along it)."""
+    chip = np.asarray(starts, np.int64) // per_chip
+    return np.flatnonzero(chip[1:] != chip[:-1]) + 0.5
+
+
 def plot_cores(net, rows, path, title=""):
     """Left: mesh heatmap of each core's busiest limit (or neurons), over-capacity cores in reds and labelled with
     their load; right: core graph at mesh positions, one colour per layer (legend). Bounded whatever the mesh
@@ -284,6 +292,15 @@ def plot_cores(net, rows, path, title=""):
     a.set_title("per-core load on the mesh" + (f" ({over} cores over capacity)" if over else ""))
     _coordinate_axis(a, "x", x_starts, x_mode, "column")
     _coordinate_axis(a, "y", y_starts, y_mode, "row")
+    mesh = chip_mesh_of(net.cores, net.attrs.get("chip_mesh"))
+    chip_x, chip_y = (_chip_edges(x_starts, mesh[0]), _chip_edges(y_starts, mesh[1])) if mesh else ([], [])
+    for axis, flip in ((a, 1), (b, -1)):  # chip boundaries on both panels (the graph's y axis points up)
+        for v in chip_x:
+            axis.axvline(v, color="0.2", lw=1.2, ls="--", zorder=0)
+        for v in chip_y:
+            axis.axhline(flip * v, color="0.2", lw=1.2, ls="--", zorder=0)
+    if mesh:
+        notes.append(f"{len(np.unique(net.cores.chip))} chips of {mesh[0]} x {mesh[1]} routers (dashed: chip edges)")
 
     # the core graph, at the heatmap's cells (the mesh positions when the mesh is drawn whole)
     px, py = cx.astype(np.float64), -cy.astype(np.float64)
@@ -318,7 +335,9 @@ def plot_cores(net, rows, path, title=""):
             rest_cores += cores.size
             continue
         pick = cores[cores % stride == 0] if stride > 1 else cores
-        b.scatter(px[pick], py[pick], s=size, color=cmap(pi % 20), label=f"{pop.name} ({cores.size})", zorder=2)
+        label = f"{pop.name} ({cores.size})"  # matplotlib hides labels starting with "_" (fx names "_0", ...)
+        b.scatter(px[pick], py[pick], s=size, color=cmap(pi % 20), label=" " + label if label[0] == "_" else label,
+                  zorder=2)
         shown += 1
     if rest:
         cores = np.concatenate(rest)

@@ -148,6 +148,28 @@ def components_table(rows):
     return "\n".join(lines)
 
 
+def mapping_table(net, rows):
+    """Per layer: neurons, the cores and chips it takes, how mapping split its fan-in (converter.fanin: the layer's
+    parts, and its relay layer `L.part`) and its dynamic energy per inference on each target at the largest T:
+    where a mapped network's cores and energy go, and what splitting adds."""
+    T = max(r["T"] for r in rows)
+    last = [r for r in rows if r["T"] == T]
+    pop = np.asarray(net.cores.population)
+    splits = {s["layer"]: s for s in json.loads(net.attrs.get("fan_in_split", "[]"))}
+    relays = {q.source: q.target for q in net.projections if q.name.endswith(".join") and q.target in splits}
+    lines = ["| layer | neurons | cores | chips | fan-in split | " + " | ".join(f"{r['target']} (μJ)" for r in last)
+             + " |", "|---|---:|---:|---:|---|" + "---:|" * len(last)]
+    for i, p in enumerate(net.populations):
+        mine = pop == i
+        s = splits.get(p.name)
+        how = (f"{s['parts']} parts: {s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']} axons" if s else
+               f"relays of {relays[p.name]}" if p.name in relays else "")
+        energy = [sum(r["cost"].layer_energy_pj.get(p.name, {}).values()) / 1e6 for r in last]
+        lines.append(f"| {p.name} | {p.size} | {int(mine.sum())} | {len(np.unique(net.cores.chip[mine]))} | {how} | "
+                     + " | ".join(f"{e:.4g}" for e in energy) + " |")
+    return "\n".join(lines)
+
+
 def band_table(rows):
     """Each target's validation band (benchmarks/validate_targets.py's table): how far its figures can be trusted."""
     seen = {}
@@ -282,8 +304,12 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "analog input is counted as MACs on the first layer and priced as the target takes it (MAC units, "
            "biases the host writes, or drive events), spike-encoded input (0/1 frames, encoders) as synaptic ops "
            "on the cores it feeds.", "", table, "",
-           "Energy by component (dynamic: synapse, neuron access, neuron update, spikes, messages, hops, input; and "
-           "static), with the band of the target's independent validation rows:", "", components_table(rows), "",
+           "Energy by component (dynamic: synapse, neuron access, neuron update, spikes, messages, hops, chip links "
+           "(packets that leave their chip and the chip-to-chip links they cross), input; and static), with the "
+           "band of the target's independent validation rows:", "", components_table(rows), "",
+           f"Mapping per layer ({len(net.cores)} cores on {len(np.unique(net.cores.chip))} chip(s); fan-in splits "
+           "as the file records them), with its dynamic energy per inference at T = "
+           f"{T_max}:", "", mapping_table(net, rows), "",
            "Validation band of each target (published chip measurements vs this model; the rows are listed in "
            "docs/TARGETS.md and computed by benchmarks/validate_targets.py, both in spikeforge's source tree, not "
            "in the installed package):", "", bands, ""]

@@ -112,7 +112,7 @@ def test_a_box_mapped_network_round_trips_and_runs_like_the_unmapped_one(tmp_pat
     mapped = map_network(net, load_target("loihi"), placement="snake")
     write_network(mapped, tmp_path / "box.h5")
     with h5py.File(tmp_path / "box.h5") as h5:
-        assert h5.attrs["format_version"] == "1.10" and h5["mapping/cores/box"].shape == (49, 6)
+        assert h5.attrs["format_version"] == "1.11" and h5["mapping/cores/box"].shape == (49, 6)
     back = simulator.load_network(tmp_path / "box.h5")
     np.testing.assert_array_equal(back.cores.box, mapped.cores.box)
     cores, edges = one_population_per_core(net.populations, net.projections)

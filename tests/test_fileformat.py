@@ -36,14 +36,14 @@ def _replace(h5, name, data):
 def test_file_is_chunked_compressed_checksummed(cnn_file):
     with h5py.File(cnn_file) as h5:
         assert h5.attrs["format"] == "spikeforge-network"
-        assert h5.attrs["format_version"] == FORMAT_VERSION == "1.10"
+        assert h5.attrs["format_version"] == FORMAT_VERSION == "1.11"
         w = h5["projections/block1_conv1/weight"]
         assert w.chunks is not None and w.compression == "gzip" and w.fletcher32
 
 
 @pytest.mark.parametrize("edit, where, problem", [
     (lambda h5: h5.attrs.__setitem__("format_version", "2.0"), "/", "version 2.0 is not supported"),
-    (lambda h5: h5.attrs.__setitem__("format_version", "1.11"), "/", "version 1.11 is not supported"),
+    (lambda h5: h5.attrs.__setitem__("format_version", "1.12"), "/", "version 1.12 is not supported"),
     (lambda h5: h5.attrs.__setitem__("format", "something-else"), "/", "not 'spikeforge-network'"),
     (lambda h5: _replace(h5, "populations/stem_2/threshold",
                          np.r_[np.float32(np.nan), np.ones(255, np.float32)]),

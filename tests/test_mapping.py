@@ -3,15 +3,8 @@ import numpy as np
 import pytest
 
 from spikeforge import simulator
-from spikeforge.converter.mapping import (
-    MappingError,
-    anneal,
-    fan_into_range,
-    map_network,
-    mesh_slots,
-    partition,
-    placement_cost,
-)
+from spikeforge.converter.mapping import MappingError, fan_into_range, map_network, partition
+from spikeforge.converter.placement import anneal, mesh_slots, placement_cost
 from spikeforge.hwmodels import estimate, load_target
 from spikeforge.hwmodels.noc import link_loads, xy_route
 from spikeforge.simulator.geometry import synapses_per_source
@@ -234,3 +227,29 @@ def test_mapped_converted_network_gives_the_same_spikes_and_anneal_shortens_rout
         np.testing.assert_array_equal(res.flows.sum(axis=1), res.counter("packets").sum(axis=1))
         ll = link_loads(res.flows, res.flow_src, res.flow_dst, m.cores.x, m.cores.y)
         np.testing.assert_array_equal(ll.loads.sum(axis=1), res.counter("hops").sum(axis=1))
+
+
+def test_a_ranges_window_fan_from_its_boxes_equals_the_transposed_convolution():
+    """range_fan cuts a C-order range into at most five boxes (range_boxes tiles it exactly) and adds their product
+    fans; it equals the transposed-convolution fan of the range for strides, padding, groups and pooling."""
+    from spikeforge.converter.mapping import range_boxes, range_fan
+    from spikeforge.simulator.network import box_indices
+
+    for a in range(36):
+        for b in range(a + 1, 37):
+            boxes = range_boxes(a, b, (3, 3, 4))
+            assert len(boxes) <= 5
+            assert sorted(np.concatenate([box_indices(x, (3, 3, 4)) for x in boxes]).tolist()) == list(range(a, b))
+    rng = np.random.default_rng(0)
+    cases = [(1, 1, 3, 1), (2, 1, 3, 1), (2, 0, 3, 3), (1, 0, 1, 1), (2, 1, 4, 1)]
+    projs = [(Projection("q", "conv2d", "a", "b", rng.standard_normal((6, 6 // g, k, k)).astype(np.float32),
+                         stride=(s, s), padding=(p, p), groups=g), (9 + 2 * p - k) // s + 1)
+             for s, p, k, g in cases]
+    projs.append((Projection("p", "avgpool", "a", "b", None, kernel=(3, 3), stride=(3, 3), padding=(0, 0)), 3))
+    for q, oh in projs:
+        n = 6 * oh * oh
+        for a, b in [(0, n), (3, 17), (5, oh * oh + 2), (oh * oh, 3 * oh * oh - 1), (1, 2), (oh * oh + 1, n)]:
+            fan = range_fan(q, (6, 9, 9), (6, oh, oh), a, b)
+            dense = np.zeros(6 * 81, np.int64)
+            dense[fan.index] = fan.count
+            np.testing.assert_array_equal(dense, fan_into_range(q, (6, 9, 9), (6, oh, oh), a, b))

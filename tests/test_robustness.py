@@ -54,8 +54,8 @@ def test_isolated_reading_equals_in_process_and_survives_libhdf5_crashes(base_fi
             x, y = getattr(p, field, None), getattr(q, field, None)
             assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (p.name, field)
     bad = tmp_path / "bad.h5"
-    fuzz_reader.apply({"kind": "attribute", "name": ("/", "format_version"), "value": "1.11"}, base_file, bad)
-    with pytest.raises(simulator.NetworkFileError, match="version 1.11 is not supported") as err:
+    fuzz_reader.apply({"kind": "attribute", "name": ("/", "format_version"), "value": "1.12"}, base_file, bad)
+    with pytest.raises(simulator.NetworkFileError, match="version 1.12 is not supported") as err:
         simulator.load_network(bad, isolate=True)
     assert str(bad) in str(err.value)
     # the in-process reader, in a process of its own

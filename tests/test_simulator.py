@@ -155,7 +155,8 @@ def test_counters_equal_hand_computed_values():
                 "synapse_bytes_read": (12 + 14) * 4, "neuron_updates": (3 + 2) * 4,
                 "state_bytes_read": 20 * 4, "state_bytes_written": 20 * 4,
                 "packets_in": 7,  # each spike's packet, received by the readout's core
-                "active_neurons": (3 + 2) * 4}  # h gets the input every step; out a spike of h every step
+                "active_neurons": (3 + 2) * 4,  # h gets the input every step; out a spike of h every step
+                "chip_packets": 0, "chip_hops": 0}  # one chip
     assert res.totals() == expected
     np.testing.assert_array_equal(res.counter("packets_in")[:, 2], [2, 1, 3, 1])  # on the receiving core
     np.testing.assert_array_equal(res.counter("packets_in")[:, :2], 0)
@@ -261,8 +262,8 @@ def test_runs_too_large_for_memory_are_refused_before_work(converted):
     with pytest.raises(ValueError, match=r"T=1000000000 with 2 samples .* needs about .* [GT]iB .* allowed \(half "
                                          r"of this machine's memory\)"):
         simulator.run(net, x, 10**9)
-    with pytest.raises(ValueError, match=r"needs about 3.38 KiB .* more than the 1000 bytes allowed by max_bytes"):
-        simulator.run(net, x, 4, max_bytes=1000)  # 4 steps x (2 samples x 4 cores x 8 + 4 cores x 11 counters) x 8 B
+    with pytest.raises(ValueError, match=r"needs about 4.12 KiB .* more than the 1000 bytes allowed by max_bytes"):
+        simulator.run(net, x, 4, max_bytes=1000)  # 4 steps x (2 samples x 4 cores x 10 + 4 cores x 13 counters) x 8 B
     assert simulator.run(net, x, 4, max_bytes=10**6).T == 4
 
 

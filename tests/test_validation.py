@@ -110,7 +110,7 @@ def test_report_prints_each_targets_band(tmp_path):
     # every energy figure with its components (they add up to it) and the band of independent rows beside it
     assert sum(r["components_uj"].values()) == pytest.approx(r["target_energy_uj"])
     assert set(r["components_uj"]) == {"synapse", "neuron access", "neuron update", "spikes", "messages", "hops",
-                                       "input", "static"}
+                                       "chip links", "input", "static"}
     comp = r["components_uj"]
     line = (f"| loihi | 2 | {r['steps']} | " + " | ".join(f"{v:.4g}" for v in comp.values())
             + " | not validated (0 independent rows compared) |")

@@ -1,0 +1,190 @@
+"""Placement of a mapping's cores on chips and on each chip's mesh (map_network's second step).
+
+Chips tile one mesh of routers (their links join across chip edges, as TrueNorth's and Loihi's do), each chip
+`chip_mesh(limits)` = (columns, rows) routers; the simulator counts a hop between two chips apart from one on a
+chip (simulator.network.chip_cells), and targets price it apart (energy_pj / time_ns "chip_hops"). Placement is
+therefore two-level, as the costs are:
+
+1. Which chip holds a core: on one chip, all of them. Otherwise the cores fill chips in layer order (consecutive
+   layers share a chip), and with "anneal" every pair of chips that exchanges axons is re-cut by Kernighan-Lin
+   bisection (networkx), heaviest pair first, so the axons crossing between chips shrink; a bisection swaps
+   cores, so no chip ever holds more than cores_per_chip.
+2. Where the chips sit on the board: a boustrophedon walk over a square grid of chips (consecutive chips are
+   neighbours), with "anneal" annealed by the axons between chips.
+3. Where a core sits on its chip: a boustrophedon walk of the chip's mesh, with "anneal" annealed by the axons
+   between the chip's own cores (Σ axons x Manhattan distance; traffic to other chips does not pull a core
+   towards the chip edge).
+The edge weights are axons per core edge (one packet per source neuron that fires) or measured packets.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ANNEAL_ITERS = 200_000  # swaps tried over the whole mapping (at most 200 per core)
+KL_PAIRS_PER_CHIP = 4  # chip pairs re-cut by Kernighan-Lin, at most this many per chip in use
+
+
+def chip_mesh(limits) -> tuple:
+    """(columns, rows) of one chip's mesh: mesh_width columns (0: the square root of cores_per_chip, rounded up)."""
+    per_chip = int(limits["cores_per_chip"])
+    width = int(limits.get("mesh_width", 0)) or math.ceil(math.sqrt(per_chip))
+    return width, math.ceil(per_chip / width)
+
+
+def mesh_slots(n_cores, limits):
+    """(chip, x, y) of every slot in walking order: a boustrophedon path per chip, chips on a square grid."""
+    per_chip = int(limits["cores_per_chip"])
+    width, height = chip_mesh(limits)
+    chips = max(1, math.ceil(n_cores / per_chip))
+    grid = math.ceil(math.sqrt(chips))
+    slots = []
+    for chip in range(chips):
+        cx, cy = (chip % grid) * width, (chip // grid) * height
+        slots.extend((chip, cx + x, cy + y) for x, y in _walk(per_chip, width))
+    return np.array(slots, np.int64)
+
+
+def _walk(n, width):
+    """(x, y) of n slots along a boustrophedon path over rows of `width`."""
+    out = []
+    for i in range(n):
+        row, col = divmod(i, width)
+        out.append((col if row % 2 == 0 else width - 1 - col, row))
+    return out
+
+
+def placement_cost(pos, src, dst, weight):
+    """Σ weight x Manhattan distance between the slots of the edge ends (pos: (cores, 2) x, y)."""
+    return float((weight * np.abs(pos[src] - pos[dst]).sum(axis=1)).sum())
+
+
+def place(n_cores, src, dst, weight, limits, placement="anneal", seed=0) -> tuple:
+    """(chip, x, y) arrays of n_cores cores (in layer order) joined by edges src -> dst of `weight`."""
+    per_chip = int(limits["cores_per_chip"])
+    width, height = chip_mesh(limits)
+    if n_cores <= per_chip:
+        slots = mesh_slots(n_cores, limits)
+        where = anneal(slots, src, dst, weight, n_cores, seed=seed) if placement == "anneal" else \
+            np.arange(n_cores)
+        return slots[where, 0], slots[where, 1], slots[where, 2]
+    chip = np.arange(n_cores) // per_chip
+    if placement == "anneal":
+        chip = kl_chips(chip, src, dst, weight, seed)
+    n_chips = int(chip.max()) + 1
+    grid = math.ceil(math.sqrt(n_chips))
+    cells = np.array([(0, x, y) for x, y in _walk(grid * grid, grid)], np.int64)
+    at = np.arange(n_chips)  # chip -> cell
+    if placement == "anneal":
+        cs, cd = chip[src], chip[dst]
+        keep = cs != cd
+        at = anneal(cells, cs[keep], cd[keep], weight[keep], n_chips, seed=seed)
+    x, y = np.zeros(n_cores, np.int64), np.zeros(n_cores, np.int64)
+    budget = min(ANNEAL_ITERS, 200 * n_cores)
+    for k in range(n_chips):
+        members = np.flatnonzero(chip == k)
+        slots = np.array([(0, sx, sy) for sx, sy in _walk(per_chip, width)], np.int64)
+        where = np.arange(len(members))
+        if placement == "anneal" and len(members) > 1:
+            local = np.full(n_cores, -1)
+            local[members] = np.arange(len(members))
+            inside = (chip[src] == k) & (chip[dst] == k)
+            where = anneal(slots, local[src[inside]], local[dst[inside]], weight[inside], len(members),
+                           iters=max(1, budget * len(members) // n_cores), seed=seed)
+        x[members] = cells[at[k], 1] * width + slots[where, 1]
+        y[members] = cells[at[k], 2] * height + slots[where, 2]
+    return chip, x, y
+
+
+def kl_chips(chip, src, dst, weight, seed=0):
+    """chip (core -> chip) with each pair of chips re-cut by Kernighan-Lin bisection (networkx, sizes kept) where
+    that lowers the axons between them; pairs by the axons between them, heaviest first, at most
+    KL_PAIRS_PER_CHIP per chip."""
+    import networkx as nx
+
+    chip = np.array(chip, np.int64)
+    keep = src != dst
+    u, v, w = src[keep], dst[keep], np.asarray(weight, np.float64)[keep]
+    n_chips = int(chip.max()) + 1
+    cut = chip[u] != chip[v]
+    pair = np.minimum(chip[u], chip[v]) * n_chips + np.maximum(chip[u], chip[v])
+    keys, inverse = np.unique(pair[cut], return_inverse=True)
+    heavy = np.bincount(inverse, weights=w[cut], minlength=len(keys))
+    for key in keys[np.argsort(-heavy, kind="stable")][:KL_PAIRS_PER_CHIP * n_chips]:
+        a, b = int(key // n_chips), int(key % n_chips)
+        ends = np.isin(chip[u], (a, b)) & np.isin(chip[v], (a, b))
+        graph = nx.Graph()
+        members = np.flatnonzero((chip == a) | (chip == b))
+        graph.add_nodes_from(members.tolist())
+        for s, d, x in zip(u[ends].tolist(), v[ends].tolist(), w[ends].tolist()):
+            graph.add_edge(s, d, weight=graph.get_edge_data(s, d, {"weight": 0.0})["weight"] + x)
+        before = _cut(graph, chip, a)
+        side_a, _ = nx.algorithms.community.kernighan_lin_bisection(
+            graph, partition=(set(np.flatnonzero(chip == a).tolist()), set(np.flatnonzero(chip == b).tolist())),
+            weight="weight", seed=seed)
+        trial = chip.copy()
+        trial[members] = b
+        trial[sorted(side_a)] = a
+        if _cut(graph, trial, a) < before:
+            chip = trial
+    return chip
+
+
+def _cut(graph, chip, a) -> float:
+    """Weight of the graph's edges with one end on chip a and the other not."""
+    return sum(d["weight"] for s, t, d in graph.edges(data=True) if (chip[s] == a) != (chip[t] == a))
+
+
+def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
+    """Assignment core -> slot index by simulated annealing of swaps, starting from the walking order."""
+    rng = np.random.default_rng(seed)
+    n_slots = len(slots)
+    xy = slots[:, 1:].astype(np.int64)
+    where = np.arange(n_cores)  # core -> slot
+    occupant = np.full(n_slots, -1)
+    occupant[:n_cores] = np.arange(n_cores)
+    # undirected adjacency (CSR) with summed weights
+    keep = src != dst
+    u = np.concatenate([src[keep], dst[keep]])
+    v = np.concatenate([dst[keep], src[keep]])
+    w = np.concatenate([weight[keep], weight[keep]]).astype(np.float64)
+    order = np.argsort(u, kind="stable")
+    u, v, w = u[order], v[order], w[order]
+    ptr = np.searchsorted(u, np.arange(n_cores + 1))
+    if len(u) == 0 or n_cores < 2:
+        return where
+
+    def moved(core, slot, skip):
+        a, b = ptr[core], ptr[core + 1]
+        nb, wt = v[a:b], w[a:b]
+        m = nb != skip
+        nb, wt = nb[m], wt[m]
+        old = np.abs(xy[where[nb]] - xy[where[core]]).sum(axis=1)
+        new = np.abs(xy[where[nb]] - xy[slot]).sum(axis=1)
+        return float((wt * (new - old)).sum())
+
+    iters = iters or min(200_000, 200 * n_cores)
+    temp0 = 0.5 * float(w.mean())  # accept early uphill moves of about half an average edge x one hop
+    cost = best = 0.0  # relative to the start
+    best_where = where.copy()
+    span = min(n_slots, max(2 * n_cores, n_cores + 16))  # empty slots near the used ones are candidates too
+    for it in range(iters):
+        temp = temp0 * (1 - it / iters) + 1e-9
+        i = int(rng.integers(n_cores))
+        s = int(rng.integers(span))
+        j = occupant[s]
+        if j == i:
+            continue
+        si = where[i]
+        delta = moved(i, s, j)
+        if j >= 0:
+            delta += moved(j, si, i)
+        if delta <= 0 or rng.random() < math.exp(-delta / temp):
+            where[i], occupant[s], occupant[si] = s, i, j
+            if j >= 0:
+                where[j] = si
+            cost += delta
+            if cost < best - 1e-9:
+                best, best_where = cost, where.copy()
+    return best_where
