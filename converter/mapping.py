@@ -23,6 +23,7 @@ square mesh of one chip). `map_network(net, target)`: the real one:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 
@@ -77,8 +78,9 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
     if proj.kind == "identity":
         return Fan(members.copy(), np.ones(len(members), np.int64))
     if proj.kind == "sparse":
-        targets, sources = _by_target(proj, n_src)
-        lo, hi = np.searchsorted(targets, members), np.searchsorted(targets, members, side="right")
+        ptr, sources = _by_target(proj, n_src)
+        members = members[members < len(ptr) - 1]  # targets past the last stored index have no synapse
+        lo, hi = ptr[members], ptr[members + 1]
         lens = hi - lo
         at = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
         return Fan.of(np.bincount(sources[at], minlength=n_src).astype(np.int64))
@@ -96,8 +98,9 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     if proj.kind == "dense":
         return np.full(n_src, stop - start, np.int64)
     if proj.kind == "sparse":
-        targets, sources = _by_target(proj, n_src)
-        lo, hi = np.searchsorted(targets, (start, stop))
+        ptr, sources = _by_target(proj, n_src)
+        stop = min(stop, len(ptr) - 1)
+        lo, hi = (ptr[start], ptr[stop]) if start < stop else (0, 0)
         return np.bincount(sources[lo:hi], minlength=n_src).astype(np.int64)
     if proj.kind == "identity":
         out = np.zeros(n_src, np.int64)
@@ -111,19 +114,22 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     return _window_fan(proj, source_shape, target_shape, start, stop)
 
 
-_BY_TARGET = {}  # id(indices) -> (indices, targets sorted, their sources): the last few sparse projections
+_BY_TARGET = {}  # id(indices) -> (indices, column pointers, sources by target): the last few sparse projections
 
 
 def _by_target(proj, n_src):
-    """A sparse projection's synapses sorted by target (CSC order): (targets, sources), made once per projection,
-    so a target range's fan costs its own synapses, not a scan of them all (a split 100,352-input readout has
-    100 M synapses and thousands of candidate cores)."""
+    """A sparse projection's synapses by target (CSC): (pointers, sources), the sources of target t being
+    sources[pointers[t]:pointers[t + 1]]; made once per projection (scipy's O(synapses) transpose), so a target
+    range's fan costs its own synapses, not a scan of them all (a split 100,352-input readout has 100 M synapses
+    and thousands of candidate cores)."""
+    import scipy.sparse as sp
+
     hit = _BY_TARGET.get(id(proj.indices))
     if hit is None or hit[0] is not proj.indices:
-        counts = np.diff(proj.indptr)
-        rows = np.repeat(np.arange(n_src, dtype=np.int32 if n_src < 2 ** 31 else np.int64), counts)
-        order = np.argsort(proj.indices, kind="stable")
-        hit = (proj.indices, np.asarray(proj.indices)[order], rows[order])
+        n_tgt = int(proj.indices.max(initial=-1)) + 1
+        ones = np.ones(len(proj.indices), np.int8)
+        csc = sp.csr_matrix((ones, proj.indices, proj.indptr), shape=(n_src, n_tgt)).tocsc()
+        hit = (proj.indices, csc.indptr.astype(np.int64), csc.indices)
         while len(_BY_TARGET) >= 4:
             _BY_TARGET.pop(next(iter(_BY_TARGET)))
         _BY_TARGET[id(proj.indices)] = hit
@@ -438,9 +444,17 @@ def _boxable(net, pop, limits) -> bool:
         all(q.kind in BOX_KINDS for q in net.incoming(pop.name))
 
 
+@functools.lru_cache(maxsize=256)
 def _tile_sizes(n):
     """The distinct tile lengths of cutting n into 1..n near-equal parts (ceil(n / parts))."""
-    return sorted({-(-n // k) for k in range(1, n + 1)}, reverse=True)
+    return tuple(sorted({-(-n // k) for k in range(1, n + 1)}, reverse=True))
+
+
+def _box_at(shape, tile, j):
+    """Box j of `_boxes(shape, tile)` without building the list."""
+    n = [-(-size // t) for size, t in zip(shape, tile)]
+    idx = (j // (n[1] * n[2]), (j // n[2]) % n[1], j % n[2])
+    return tuple(v for i, t, size in zip(idx, tile, shape) for v in (i * t, min((i + 1) * t, size)))
 
 
 def _boxes(shape, tile):
@@ -467,10 +481,18 @@ def _box_partition(net, pi, limits, out):
     for count, *_, tile in candidates:
         if count > capacity:
             break
+        first = count // 2  # an inner tile first: the most loaded, so a misfit is found early
+        box = _box_at(shape, tile, first)
+        load = core_load(net, pop, *box_span(box, shape), limits, box=box)
+        load.output_axons = _box_sum(table, box)
+        over = _over(load, limits)
+        if over:
+            if count == pop.size:
+                raise _alone(pop, box_span(box, shape)[0], over)
+            continue
         boxes = _boxes(shape, tile)
-        first = len(boxes) // 2  # an inner tile first: the most loaded, so a misfit is found early
-        loads = {}
-        for j in [first] + [j for j in range(len(boxes)) if j != first]:
+        loads = {first: load}
+        for j in (j for j in range(len(boxes)) if j != first):
             box = boxes[j]
             load = core_load(net, pop, *box_span(box, shape), limits, box=box)
             load.output_axons = _box_sum(table, box)

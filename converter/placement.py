@@ -24,6 +24,8 @@ import numpy as np
 
 ANNEAL_ITERS = 200_000  # swaps tried over the whole mapping (at most 200 per core)
 KL_PAIRS_PER_CHIP = 4  # chip pairs re-cut by Kernighan-Lin, at most this many per chip in use
+KL_EDGES = 1_000_000  # and at most this many edges handed to the bisections over the whole mapping
+KL_PASSES = 2  # swap passes per bisection (networkx's default 10 gained little more on ResNet-50)
 
 
 def chip_mesh(limits) -> tuple:
@@ -76,64 +78,77 @@ def place(n_cores, src, dst, weight, limits, placement="anneal", seed=0) -> tupl
     grid = math.ceil(math.sqrt(n_chips))
     cells = np.array([(0, x, y) for x, y in _walk(grid * grid, grid)], np.int64)
     at = np.arange(n_chips)  # chip -> cell
+    weight = np.asarray(weight, np.float64)
     if placement == "anneal":
         cs, cd = chip[src], chip[dst]
         keep = cs != cd
-        at = anneal(cells, cs[keep], cd[keep], weight[keep], n_chips, seed=seed)
+        key, inverse = np.unique(cs[keep] * n_chips + cd[keep], return_inverse=True)  # one edge per chip pair
+        at = anneal(cells, key // n_chips, key % n_chips, np.bincount(inverse, weights=weight[keep]), n_chips,
+                    seed=seed)
     x, y = np.zeros(n_cores, np.int64), np.zeros(n_cores, np.int64)
     budget = min(ANNEAL_ITERS, 200 * n_cores)
+    slots = np.array([(0, sx, sy) for sx, sy in _walk(per_chip, width)], np.int64)
+    local = np.zeros(n_cores, np.int64)  # a core's index among its chip's cores (in layer order)
+    inside = np.flatnonzero(chip[src] == chip[dst])
+    inside = inside[np.argsort(chip[src[inside]], kind="stable")]  # each chip's own edges, chip by chip
+    bounds = np.searchsorted(chip[src[inside]], np.arange(n_chips + 1))
     for k in range(n_chips):
         members = np.flatnonzero(chip == k)
-        slots = np.array([(0, sx, sy) for sx, sy in _walk(per_chip, width)], np.int64)
+        local[members] = np.arange(len(members))
         where = np.arange(len(members))
         if placement == "anneal" and len(members) > 1:
-            local = np.full(n_cores, -1)
-            local[members] = np.arange(len(members))
-            inside = (chip[src] == k) & (chip[dst] == k)
-            where = anneal(slots, local[src[inside]], local[dst[inside]], weight[inside], len(members),
+            e = inside[bounds[k]:bounds[k + 1]]
+            where = anneal(slots, local[src[e]], local[dst[e]], weight[e], len(members),
                            iters=max(1, budget * len(members) // n_cores), seed=seed)
         x[members] = cells[at[k], 1] * width + slots[where, 1]
         y[members] = cells[at[k], 2] * height + slots[where, 2]
     return chip, x, y
 
 
-def kl_chips(chip, src, dst, weight, seed=0):
+def kl_chips(chip, src, dst, weight, seed=0, budget=None):
     """chip (core -> chip) with each pair of chips re-cut by Kernighan-Lin bisection (networkx, sizes kept) where
     that lowers the axons between them; pairs by the axons between them, heaviest first, at most
-    KL_PAIRS_PER_CHIP per chip."""
+    KL_PAIRS_PER_CHIP per chip, until the bisections have been handed `budget` edges (KL_EDGES: a bound on the
+    work, so a 70,000-core mapping re-cuts its heaviest pairs in seconds; deterministic)."""
     import networkx as nx
 
     chip = np.array(chip, np.int64)
+    budget = KL_EDGES if budget is None else budget
+    n = len(chip)
     keep = src != dst
-    u, v, w = src[keep], dst[keep], np.asarray(weight, np.float64)[keep]
+    lo, hi = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
+    key, inverse = np.unique(lo * n + hi, return_inverse=True)  # undirected, weights summed
+    u, v = key // n, key % n
+    w = np.bincount(inverse, weights=np.asarray(weight, np.float64)[keep], minlength=len(key))
+    order = np.argsort(u, kind="stable")  # edges by their lower end: a core's edges to higher cores
+    ptr = np.searchsorted(u[order], np.arange(n + 1))
     n_chips = int(chip.max()) + 1
     cut = chip[u] != chip[v]
     pair = np.minimum(chip[u], chip[v]) * n_chips + np.maximum(chip[u], chip[v])
-    keys, inverse = np.unique(pair[cut], return_inverse=True)
-    heavy = np.bincount(inverse, weights=w[cut], minlength=len(keys))
-    for key in keys[np.argsort(-heavy, kind="stable")][:KL_PAIRS_PER_CHIP * n_chips]:
-        a, b = int(key // n_chips), int(key % n_chips)
-        ends = np.isin(chip[u], (a, b)) & np.isin(chip[v], (a, b))
-        graph = nx.Graph()
+    keys, inv = np.unique(pair[cut], return_inverse=True)
+    heavy = np.bincount(inv, weights=w[cut], minlength=len(keys))
+    spent = 0
+    for k in keys[np.argsort(-heavy, kind="stable")][:KL_PAIRS_PER_CHIP * n_chips]:
+        a, b = int(k // n_chips), int(k % n_chips)
         members = np.flatnonzero((chip == a) | (chip == b))
+        rows = [order[ptr[m]:ptr[m + 1]] for m in members]
+        e = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        e = e[(chip[v[e]] == a) | (chip[v[e]] == b)]  # edges with both ends on the pair
+        spent += len(e)
+        if spent > budget:
+            break
+        graph = nx.Graph()
         graph.add_nodes_from(members.tolist())
-        for s, d, x in zip(u[ends].tolist(), v[ends].tolist(), w[ends].tolist()):
-            graph.add_edge(s, d, weight=graph.get_edge_data(s, d, {"weight": 0.0})["weight"] + x)
-        before = _cut(graph, chip, a)
+        graph.add_weighted_edges_from(zip(u[e].tolist(), v[e].tolist(), w[e].tolist()))
         side_a, _ = nx.algorithms.community.kernighan_lin_bisection(
             graph, partition=(set(np.flatnonzero(chip == a).tolist()), set(np.flatnonzero(chip == b).tolist())),
-            weight="weight", seed=seed)
+            max_iter=KL_PASSES, weight="weight", seed=seed)
         trial = chip.copy()
         trial[members] = b
         trial[sorted(side_a)] = a
-        if _cut(graph, trial, a) < before:
+        if w[e][trial[u[e]] != trial[v[e]]].sum() < w[e][chip[u[e]] != chip[v[e]]].sum():
             chip = trial
     return chip
-
-
-def _cut(graph, chip, a) -> float:
-    """Weight of the graph's edges with one end on chip a and the other not."""
-    return sum(d["weight"] for s, t, d in graph.edges(data=True) if (chip[s] == a) != (chip[t] == a))
 
 
 def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
