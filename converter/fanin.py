@@ -65,7 +65,7 @@ def neuron_axons(net, pop, j) -> dict:
 
 
 def split_fan_in(net: Network, limits, relay: str | None = None, calibration=None, steps: int = 32,
-                 percentile: float = 99.99) -> tuple:
+                 percentile: float = 99.99, runnable: bool = True) -> tuple:
     """(network, [Split]): every layer whose widest neuron needs more input axons than `limits.axons_per_core`
     gets its widest projection split into the fewest parts that fit (relay neurons <= the limit, soma <= the
     limit). Layers that need no split are returned unchanged; a layer no split can fit raises MappingError.
@@ -74,7 +74,11 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
     `calibration` samples the network is run (for `steps`, relays exact) and each relay layer's threshold is the
     `percentile` of its partial sums' mean per step over samples and neurons, as data-based normalization sets a
     layer's threshold from its activations; without, a relay takes the threshold of the neuron it feeds (a
-    readout's relays: the largest event a source sends through the largest weight)."""
+    readout's relays: the largest event a source sends through the largest weight).
+
+    runnable: the split network gets one core per population (a file the simulator runs); False leaves it
+    without a mapping (cores None) for a caller that partitions it next (map_network: the core graph of a
+    100 M-synapse network takes seconds)."""
     from .mapping import MappingError, _widest_neuron
 
     relay = relay or relay_kind(limits)
@@ -119,9 +123,10 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
         return net, []
     from .mapping import one_population_per_core
 
-    cores, edges = one_population_per_core(populations, projections)
+    calibrate = relay == "spiking" and calibration is not None
+    cores, edges = one_population_per_core(populations, projections) if runnable or calibrate else (None, None)
     out = Network(populations, projections, cores, edges, net.attrs)
-    if relay == "spiking" and calibration is not None:
+    if calibrate:
         out = calibrate_relays(out, [s.layer for s in splits], calibration, steps, percentile)
     out.attrs = dict(net.attrs, fan_in_split=json.dumps([s.as_dict() for s in splits]))
     return out, splits

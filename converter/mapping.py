@@ -483,6 +483,9 @@ def _box_partition(net, pi, limits, out):
             break
         first = count // 2  # an inner tile first: the most loaded, so a misfit is found early
         box = _box_at(shape, tile, first)
+        sends = limits.get("output_axons_per_core", 0)
+        if sends and _box_sum(table, box) > sends and count < pop.size:
+            continue  # its output axons need no fans: refuse the tiling before computing any
         load = core_load(net, pop, *box_span(box, shape), limits, box=box)
         load.output_axons = _box_sum(table, box)
         over = _over(load, limits)
@@ -491,6 +494,8 @@ def _box_partition(net, pi, limits, out):
                 raise _alone(pop, box_span(box, shape)[0], over)
             continue
         boxes = _boxes(shape, tile)
+        if sends and max(_box_sum(table, b) for b in boxes) > sends and count < pop.size:
+            continue
         loads = {first: load}
         for j in (j for j in range(len(boxes)) if j != first):
             box = boxes[j]
@@ -595,7 +600,7 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")
     if split:
         from .fanin import split_fan_in
-        net, _ = split_fan_in(net, limits, calibration=calibration, steps=steps)
+        net, _ = split_fan_in(net, limits, calibration=calibration, steps=steps, runnable=False)
     parts = partition(net, limits, progress)
     n = len(parts)
     ids = np.arange(n, dtype=np.int64)
