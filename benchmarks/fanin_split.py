@@ -4,7 +4,12 @@ an unsplit hypothetical (the same target with just enough input axons per core t
 accuracy, packets, synaptic operations, energy and latency per image.
 
     python -m benchmarks.fanin_split --out benchmarks/results/fanin_split [--data-dir DATA] [--images 100]
-        [--nets cifar-resnet20,cifar-vgg16,resnet34,resnet50] [--targets loihi,loihi2,truenorth]
+        [--nets cifar-resnet20,cifar-vgg16,resnet34,resnet50,vit-s16] [--targets loihi,loihi2,truenorth]
+        [--chips N]
+
+A network that needs more chips than the target's board is mapped onto a system of --chips chips (default 4096:
+as many as it needs; the rows give the chips it uses); vit-s16 (ECMT export, depth 12) is slow to export on a
+CPU.
 
 Structure-only networks (random weights: the mapping does not depend on values) are mapped only; cifar-resnet20
 uses the trained checkpoint benchmarks/checkpoints/resnet20_relu.pt and, with --data-dir (the CIFAR-10 python
@@ -25,7 +30,7 @@ from torch import nn
 from spikeforge import simulator
 from spikeforge.converter import convert
 from spikeforge.converter.fanin import neuron_axons
-from spikeforge.converter.mapping import MappingError, _widest_neuron, map_network
+from spikeforge.converter.mapping import MappingError, _check_fan_in, _widest_neuron, map_network
 from spikeforge.hwmodels import core_memory, estimate
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.simulator.atomic import write_text
@@ -89,7 +94,22 @@ def _network(name):
         return ResNet34().eval(), (3, 224, 224), False
     if name == "resnet50":
         return ResNet50().eval(), (3, 224, 224), False
+    if name == "vit-s16":
+        return None, (3, 224, 224), False
     raise SystemExit(f"unknown network {name!r}")
+
+
+def _vit_s16():
+    """ViT-S/16 at 224 (random weights) exported with ECMT as benchmarks/imagenet_scale.py does."""
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.converter.ecmt_export import export_ecmt
+    from spikeforge.models import ViT
+
+    torch.manual_seed(0)
+    model = ViT(3, 224, 16, 384, 12, 6, 1536, classes=1000).eval()
+    calib = torch.randn(8, 3, 224, 224)
+    return export_ecmt(model, collect_thresholds(model, [calib], p=99.0), (3, 224, 224), levels=4,
+                       name="vit-s16-224-random")
 
 
 def _widest(net):
@@ -98,24 +118,26 @@ def _widest(net):
                if net.incoming(p.name))
 
 
-def _mapped_row(name, tname, net, row_out, calibration=None, steps=32):
+def _mapped_row(name, tname, net, row_out, calibration=None, steps=32, chips=4096):
     target = load_target(tname)
     row = {"network": name, "target": tname}
     try:
-        map_network(net, target, placement="snake", split=False)
+        _check_fan_in(net, target.limits)
         row["unsplit"] = "fits"
     except MappingError as exc:
         row["unsplit"] = str(exc)[:300]
     t0 = time.perf_counter()
     try:
-        m = map_network(net, target, placement="snake", calibration=calibration, steps=steps)
+        m = map_network(net, target, calibration=calibration, steps=steps,
+                        chips=max(chips, int(target.limits["chips"])))
     except MappingError as exc:
         row.update(map_s=round(time.perf_counter() - t0, 2), refused=str(exc)[:400])
         row_out(row)
         return row, None
     splits = json.loads(m.attrs.get("fan_in_split", "[]"))
     relays = sum(p.size for p in m.populations if p.name.endswith(".part"))
-    row.update(map_s=round(time.perf_counter() - t0, 2), cores=m.cores.slots(), chips=int(len(np.unique(m.cores.chip))),
+    row.update(map_s=round(time.perf_counter() - t0, 2), placement="anneal", board_chips=int(target.limits["chips"]),
+               cores=m.cores.slots(), chips=int(len(np.unique(m.cores.chip))),
                split_layers=len(splits), splits=[f"{s['layer']}: {s['projection']} in {s['parts']} "
                                                  f"({s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']})"
                                                  for s in splits],
@@ -130,6 +152,7 @@ def _cost(m, target, x, y, steps):
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)
     return {"accuracy": float((res.predictions() == y).mean() * 100), "packets": res.total("packets") / n,
+            "chip_packets": res.total("chip_packets") / n, "chip_hops": res.total("chip_hops") / n,
             "synops": res.total("synops") / n, "neuron_updates": res.total("neuron_updates") / n,
             "energy_uj": rep.energy_pj / 1e6 / n, "latency_us": rep.latency_ns / 1e3 / n, "cores": m.cores.slots()}
 
@@ -142,6 +165,7 @@ def main(argv=None):
     p.add_argument("--data-dir")
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--T", type=int, default=32)
+    p.add_argument("--chips", type=int, default=4096, help="chips of the system (default: as many as needed)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -153,6 +177,7 @@ def main(argv=None):
 
     for name in args.nets.split(","):
         model, shape, trained = _network(name)
+        t0 = time.perf_counter()
         x = y = calib = None
         if trained and args.data_dir:
             from .cifar10 import load_tensors
@@ -163,20 +188,21 @@ def main(argv=None):
             x, y = xte[:args.images].numpy(), yte[:args.images].numpy()
         if calib is None:
             calib = torch.rand(8, *shape)
-        t0 = time.perf_counter()
-        net = convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
+        net = _vit_s16() if name == "vit-s16" else \
+            convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
         widest = _widest(net)
         print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {widest} axons", flush=True)
         for tname in args.targets.split(","):
             if shape[1] > 32 and tname == "truenorth":
                 continue  # ImageNet-size networks: Loihi only (issue 34)
-            row, m = _mapped_row(name, tname, net, row_out, None if x is None else calib[:64].numpy(), args.T)
+            row, m = _mapped_row(name, tname, net, row_out, None if x is None else calib[:64].numpy(), args.T,
+                                 args.chips)
             if m is None or x is None:
                 continue
             target = load_target(tname)
             wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
                 widest, int(target.limits["axons_per_core"]))))
-            hypo = map_network(net, wide, placement="snake", split=False)
+            hypo = map_network(net, wide, split=False, chips=max(args.chips, int(target.limits["chips"])))
             t0 = time.perf_counter()
             split_cost, hypo_cost = _cost(m, target, x, y, args.T), _cost(hypo, target, x, y, args.T)
             row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "split": split_cost,

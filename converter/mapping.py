@@ -525,9 +525,11 @@ def _too_many_cores(per_layer, limits, capacity, at_least=False):
     need = sum(per_layer.values())
     top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
     why = f" (its neurons alone, {int(limits['neurons_per_core'])} per core)" if at_least else ""
+    per_chip = int(limits["cores_per_chip"])
     return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
-            f"{int(limits['cores_per_chip'])} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
-            f"({need / capacity:.2f}x over; largest layers {top})")
+            f"{per_chip} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
+            f"({need / capacity:.2f}x over; largest layers {top}); a system of {'at least ' if at_least else ''}"
+            f"{-(-need // per_chip)} chips holds them (map_network(..., chips=N), spikeforge convert --chips N)")
 
 
 def core_edges(populations, projections, cores, loads=None):
@@ -575,7 +577,8 @@ def core_edges(populations, projections, cores, loads=None):
 
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
-                progress=None, hop_delay: int = 0, split: bool = True, calibration=None, steps: int = 32) -> Network:
+                progress=None, hop_delay: int = 0, split: bool = True, calibration=None, steps: int = 32,
+                chips: int | None = None) -> Network:
     """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict); a
     target whose mapping rule is "speck" or "xylo" places it by that chip's rule (converter/speck.py, xylo.py).
 
@@ -585,6 +588,8 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     split: a layer whose neurons need more input axons than a core has is split into partial-sum relays and the
     layer (converter/fanin.py; the file's attribute fan_in_split lists them); False refuses it instead.
     calibration: samples (and `steps`) that set spiking relays' thresholds from their partial sums (fanin.py).
+    chips: the chips of the system mapped onto (None: the target's board, limits.chips); placement fills as
+    many as the network needs (converter/placement.py).
     """
     net = pipelined(net, hop_delay)
     rule = getattr(target, "mapping", "cores")
@@ -595,6 +600,10 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
         from .xylo import map_xylo
         return map_xylo(net, target.name)
     limits = target.limits if hasattr(target, "limits") else dict(target)
+    if chips is not None:
+        if isinstance(chips, bool) or not isinstance(chips, (int, np.integer)) or chips < 1:
+            raise ValueError(f"chips must be a whole number >= 1, got {chips!r}")
+        limits = dict(limits, chips=int(chips))
     _check_payloads(net, limits)
     if placement not in ("snake", "anneal"):
         raise ValueError(f"placement must be 'snake' or 'anneal', got {placement!r}")

@@ -66,6 +66,7 @@ class ConvertSettings:
     fixed_point: bool = False
     name: str | None = None
     hop_delay: int = 0  # steps every projection adds (1: the chip's pipeline, one step per hop)
+    chips: int = 0  # chips of the system mapped onto (0: the target's board, limits.chips)
 
     def __post_init__(self):
         for key, allowed in _CHOICES.items():
@@ -74,7 +75,7 @@ class ConvertSettings:
         if not 0 < self.percentile <= 100:
             raise UserError(f"percentile must be in (0, 100], got {self.percentile}")
         for key, least in (("batch_size", 1), ("tau", 1), ("levels", 1), ("calib_samples", 1), ("calib_epochs", 1),
-                           ("qc_epochs", 0), ("hop_delay", 0)):
+                           ("qc_epochs", 0), ("hop_delay", 0), ("chips", 0)):
             _check_int(key, getattr(self, key), least)
         if self.T is not None:
             _check_int("T", self.T, 1)
@@ -152,7 +153,7 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         net = map_network(net, target, s.placement, hop_delay=s.hop_delay,
-                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32)
+                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32, chips=s.chips or None)
     elif s.hop_delay:
         from .mapping import pipelined
 

@@ -108,6 +108,9 @@ def _parser():
                                     "generic45nm or a JSON file), by its rule, instead of one core per layer")
     c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
                    help="core placement on the mesh with --target (default: %(default)s)")
+    c.add_argument("--chips", type=int, default=0, metavar="N",
+                   help="with --target: map onto a system of N chips (default: the target's board, e.g. Loihi's 32; "
+                        "Pohoiki Springs has 768)")
     c.add_argument("--fixed-point", action="store_true",
                    help="quantize weights and membranes to the --target's bits before mapping")
     c.add_argument("--hop-delay", type=int, default=0, metavar="STEPS",
@@ -539,7 +542,8 @@ def cmd_convert(args):
         neuron=args.neuron, tau=args.tau, levels=args.levels, payload=args.payload, pooling=args.pooling, T=args.T,
         qc_epochs=args.qc_epochs, p=args.p, qc_lr=args.qc_lr, calibrate=args.calibrate,
         calib_samples=args.calib_samples, calib_epochs=args.epochs, calib_loss=args.loss, calib_lr=args.calib_lr,
-        target=args.target, placement=args.placement, fixed_point=args.fixed_point, hop_delay=args.hop_delay)
+        target=args.target, placement=args.placement, fixed_point=args.fixed_point, hop_delay=args.hop_delay,
+        chips=args.chips)
     model = _load_model(args.model, args.weights)
     x, y = _samples_and_labels(args.calibration, args.key, args.y_key, x_flag="--key")
     which = f"array {args.key!r}" if args.key else "first array (--key names another)"

@@ -77,8 +77,20 @@ def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
     monkeypatch.setattr(mapping, "core_load", no_loads)
     with pytest.raises(MappingError, match=r"needs at least 11 cores \(its neurons alone, 10 per core\) but the "
                                            r"target has 4 cores per chip x 2 chips = 8 \(1\.38x over; "
-                                           r"largest layers h: 10"):
+                                           r"largest layers h: 10.*a system of at least 3 chips holds them"):
         partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=2))
+
+
+def test_a_larger_system_of_chips_maps_what_the_targets_board_cannot():
+    """The 11 cores above on 3 chips of 4 (chips=3) instead of the board's 2: the cores fill 3 chips."""
+    net = _dense(5, 100)
+    limits = _limits(neurons_per_core=10, cores_per_chip=4, chips=2)
+    with pytest.raises(MappingError, match="a system of at least 3 chips"):
+        map_network(net, limits, "snake")
+    m = map_network(net, limits, "snake", chips=3)
+    assert len(m.cores) == 11 and np.bincount(m.cores.chip).tolist() == [4, 4, 3]
+    with pytest.raises(ValueError, match="chips must be a whole number >= 1"):
+        map_network(net, limits, chips=0)
 
 
 def test_cores_over_the_capacity_by_the_axon_limit_are_counted_exactly():
