@@ -146,8 +146,8 @@ def _mapped_row(name, tname, net, row_out, calibration=None, steps=32, chips=409
     return row, m
 
 
-def _cost(m, target, x, y, steps):
-    res = simulator.run(m, x, steps)
+def _cost(m, target, x, y, steps, backend="numba", device=None):
+    res = simulator.run(m, x, steps, backend=backend, device=device)
     labels = [m.populations[int(i)].name for i in m.cores.population]
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)
@@ -166,6 +166,8 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--chips", type=int, default=4096, help="chips of the system (default: as many as needed)")
+    p.add_argument("--backend", default="numba", help="simulator backend of the priced runs (numba, torch)")
+    p.add_argument("--device", help="torch backend device (cuda on the GPU machine)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -204,8 +206,10 @@ def main(argv=None):
                 widest, int(target.limits["axons_per_core"]))))
             hypo = map_network(net, wide, split=False, chips=max(args.chips, int(target.limits["chips"])))
             t0 = time.perf_counter()
-            split_cost, hypo_cost = _cost(m, target, x, y, args.T), _cost(hypo, target, x, y, args.T)
-            row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "split": split_cost,
+            run = dict(backend=args.backend, device=args.device)
+            split_cost, hypo_cost = _cost(m, target, x, y, args.T, **run), _cost(hypo, target, x, y, args.T, **run)
+            row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
+                     "device": args.device, "split": split_cost,
                      "unsplit_hypothetical": hypo_cost, "axons_hypothetical": wide.limits["axons_per_core"],
                      "simulate_s": round(time.perf_counter() - t0, 1)})
 
