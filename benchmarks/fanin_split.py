@@ -147,7 +147,9 @@ def _mapped_row(name, tname, net, row_out, calibration=None, steps=32, chips=409
 
 
 def _cost(m, target, x, y, steps, backend="numba", device=None):
-    res = simulator.run(m, x, steps, backend=backend, device=device)
+    # per sample the torch backend holds (T, cores, counters) float64 counters twice: at most ~8 GB of them
+    batch = max(1, min(256, int(8e9 // (steps * len(m.cores) * len(simulator.COUNTERS) * 8 * 2))))
+    res = simulator.run(m, x, steps, backend=backend, device=device, batch_size=batch)
     labels = [m.populations[int(i)].name for i in m.cores.population]
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)

@@ -114,7 +114,8 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     return _window_fan(proj, source_shape, target_shape, start, stop)
 
 
-_BY_TARGET = {}  # id(indices) -> (indices, column pointers, sources by target): the last few sparse projections
+_BY_TARGET = {}  # (id(indices), id(indptr)) -> (indices, column pointers, sources by target, indptr): the last
+# few sparse projections; map_network empties it when it returns (a 100 M-synapse transpose is over a GB)
 
 
 def _by_target(proj, n_src):
@@ -124,15 +125,16 @@ def _by_target(proj, n_src):
     and thousands of candidate cores)."""
     import scipy.sparse as sp
 
-    hit = _BY_TARGET.get(id(proj.indices))
-    if hit is None or hit[0] is not proj.indices:
+    key = (id(proj.indices), id(proj.indptr))
+    hit = _BY_TARGET.get(key)
+    if hit is None or hit[0] is not proj.indices or hit[3] is not proj.indptr:
         n_tgt = int(proj.indices.max(initial=-1)) + 1
         ones = np.ones(len(proj.indices), np.int8)
         csc = sp.csr_matrix((ones, proj.indices, proj.indptr), shape=(n_src, n_tgt)).tocsc()
-        hit = (proj.indices, csc.indptr.astype(np.int64), csc.indices)
-        while len(_BY_TARGET) >= 4:
+        hit = (proj.indices, csc.indptr.astype(np.int64), csc.indices, proj.indptr)
+        while len(_BY_TARGET) >= 8:
             _BY_TARGET.pop(next(iter(_BY_TARGET)))
-        _BY_TARGET[id(proj.indices)] = hit
+        _BY_TARGET[key] = hit
     return hit[1], hit[2]
 
 
@@ -591,8 +593,21 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     chips: the chips of the system mapped onto (None: the target's board, limits.chips); placement fills as
     many as the network needs (converter/placement.py).
     """
+    if chips is not None and (isinstance(chips, bool) or not isinstance(chips, (int, np.integer)) or chips < 1):
+        raise ValueError(f"chips must be a whole number >= 1, got {chips!r}")
+    try:
+        return _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps,
+                            chips)
+    finally:
+        _BY_TARGET.clear()
+
+
+def _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps, chips):
     net = pipelined(net, hop_delay)
     rule = getattr(target, "mapping", "cores")
+    if rule in ("speck", "xylo") and chips is not None:
+        raise ValueError(f"chips applies to targets placed on cores; {target.name!r} places a network by its "
+                         f"chip's own rule ({rule})")
     if rule == "speck":  # chips with their own placement rule (hwmodels.targets.MAPPING_RULES)
         from .speck import map_speck
         return map_speck(net, target.name)
@@ -601,8 +616,6 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
         return map_xylo(net, target.name)
     limits = target.limits if hasattr(target, "limits") else dict(target)
     if chips is not None:
-        if isinstance(chips, bool) or not isinstance(chips, (int, np.integer)) or chips < 1:
-            raise ValueError(f"chips must be a whole number >= 1, got {chips!r}")
         limits = dict(limits, chips=int(chips))
     _check_payloads(net, limits)
     if placement not in ("snake", "anneal"):

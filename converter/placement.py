@@ -6,9 +6,9 @@ chip (simulator.network.chip_cells), and targets price it apart (energy_pj / tim
 therefore two-level, as the costs are:
 
 1. Which chip holds a core: on one chip, all of them. Otherwise the cores fill chips in layer order (consecutive
-   layers share a chip), and with "anneal" every pair of chips that exchanges axons is re-cut by Kernighan-Lin
-   bisection (networkx), heaviest pair first, so the axons crossing between chips shrink; a bisection swaps
-   cores, so no chip ever holds more than cores_per_chip.
+   layers share a chip), and with "anneal" the pairs of chips that exchange axons are re-cut by Kernighan-Lin
+   bisection (networkx), heaviest pair first (at most KL_PAIRS_PER_CHIP x chips pairs and KL_EDGES edges in
+   all), so the axons crossing between chips shrink; a bisection swaps cores, so every chip keeps its size.
 2. Where the chips sit on the board: a boustrophedon walk over a square grid of chips (consecutive chips are
    neighbours), with "anneal" annealed by the axons between chips.
 3. Where a core sits on its chip: a boustrophedon walk of the chip's mesh, with "anneal" annealed by the axons
@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 ANNEAL_ITERS = 200_000  # swaps tried over the whole mapping (at most 200 per core)
-KL_PAIRS_PER_CHIP = 4  # chip pairs re-cut by Kernighan-Lin, at most this many per chip in use
+KL_PAIRS_PER_CHIP = 4  # chip pairs re-cut by Kernighan-Lin: at most this many times the chips in use
 KL_EDGES = 1_000_000  # and at most this many edges handed to the bisections over the whole mapping
 KL_PASSES = 2  # swap passes per bisection (networkx's default 10 gained little more on ResNet-50)
 
@@ -140,9 +140,12 @@ def kl_chips(chip, src, dst, weight, seed=0, budget=None):
         graph = nx.Graph()
         graph.add_nodes_from(members.tolist())
         graph.add_weighted_edges_from(zip(u[e].tolist(), v[e].tolist(), w[e].tolist()))
-        side_a, _ = nx.algorithms.community.kernighan_lin_bisection(
-            graph, partition=(set(np.flatnonzero(chip == a).tolist()), set(np.flatnonzero(chip == b).tolist())),
-            max_iter=KL_PASSES, weight="weight", seed=seed)
+        on_a, on_b = set(np.flatnonzero(chip == a).tolist()), set(np.flatnonzero(chip == b).tolist())
+        p, q = nx.algorithms.community.kernighan_lin_bisection(graph, partition=(on_a, on_b), max_iter=KL_PASSES,
+                                                               weight="weight", seed=seed)
+        # the halves come back in either order (networkx versions differ): chip a keeps its size and, between
+        # two halves of its size, the one holding more of its cores
+        side_a = p if len(p) == len(on_a) and (len(q) != len(on_a) or len(p & on_a) >= len(q & on_a)) else q
         trial = chip.copy()
         trial[members] = b
         trial[sorted(side_a)] = a

@@ -15,10 +15,12 @@ The model follows the chips' structure (DESIGN.md, "Counters and costs"):
   synaptic op, as SANA-FE's export delivers it)) x the supply-voltage factor (V / V_nominal)², + static ((power
   per used core x cores + power per chip at that voltage x chips in use) x latency), the two kept apart;
 - latency = Σ over the chip's steps of max(step time, tick, host step); step time = the slowest core (its compute
-  and its own messages out and in) + network time + barrier (keyed on the tiles or cores in use, per the target).
-  Network time: with link loads (hwmodels.noc, XY routes, on the chip's steps) (busiest link load + longest
-  active route - 1) x t_hop; without them, the longest mean route of any core's packets that step x t_hop (one
-  packet's flight through pipelined routers: serialization is in the cores' message times);
+  and its own messages out and in) + network time + barrier (keyed on the tiles or cores in use, and on the chips
+  in use where the target gives multi-chip barriers). Network time: with link loads (hwmodels.noc, XY routes, on
+  the chip's steps) the busiest link's packets x its link time + the slowest active route's time - one hop;
+  without them, the longest mean route time of any core's packets that step ((hops x t_hop + chip_hops x
+  t_chip_hop) / packets: one packet's flight through pipelined routers; serialization is in the cores' message
+  times); a chip-to-chip link is priced and timed as the target's chip_hops;
 - paper-style energy of the conversion papers (METHODS.md): E = SOPs·E_AC + MACs·E_MAC with
   E_AC = 0.9 pJ, E_MAC = 4.6 pJ; the ANN costs MACs·E_MAC.
 """

@@ -254,6 +254,9 @@ def load_target(name_or_path) -> Target:
     by_chips = ()
     if isinstance(barrier, dict) and "by_chips" in barrier:
         by_chips = _table(barrier, "by_chips", path, "time_ns.barrier", what="chips")
+        if by_chips[0][0] < 2:
+            raise TargetError(f"{path}: time_ns.barrier.by_chips keys are systems of 2 or more chips, got "
+                              f"{by_chips[0][0]:g}")
     for sec in ("energy_pj", "time_ns"):  # events newer than the file: priced 0 (their cost sits in other events)
         if isinstance(raw.get(sec), dict):
             for event in OPTIONAL_EVENTS:

@@ -100,6 +100,10 @@ def check_exportable(net):
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             raise SanaFeExportError(f"population {pop.name!r}: spike_value {pop.spike_value!r} / threshold_test "
                                     f"{pop.threshold_test!r} is not exported (the shifts assume spikeforge's own)")
+    chips = len(np.unique(net.cores.chip))
+    if chips > 1:
+        raise SanaFeExportError(f"the network spans {chips} chips; the SANA-FE export describes one chip's mesh "
+                                "(and spikeforge counts chip-to-chip links apart from its hops): map it onto one chip")
     xy = set(zip(net.cores.x.tolist(), net.cores.y.tolist()))
     if len(xy) != len(net.cores):
         raise SanaFeExportError("two cores share a mesh position: map the network first "

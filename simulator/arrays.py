@@ -8,7 +8,7 @@ import numpy as np
 from . import kernels as K
 from .fileformat import matmul_inner
 from .geometry import projection_kernel, sparse_projection, synapse_matrix, synapses_per_source
-from .network import Network, chip_cells
+from .network import Network, chip_crossings
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
@@ -398,10 +398,9 @@ def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
     x, y = net.cores.x.astype(np.int64), net.cores.y.astype(np.int64)
-    cx, cy = chip_cells(net.cores, net.attrs.get("chip_mesh"))
     sc = core_of[src]
-    crossed = np.abs(cx[sc] - cx[core]) + np.abs(cy[sc] - cy[core])
-    hops = np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core]) - crossed
+    crossed = chip_crossings(net.cores, net.attrs.get("chip_mesh"), sc, core)
+    hops = np.maximum(np.abs(x[sc] - x[core]) + np.abs(y[sc] - y[core]) - crossed, 0)
     n_hops += np.bincount(src, weights=hops, minlength=n_total).astype(np.int64)
     n_chip += np.bincount(src, weights=crossed > 0, minlength=n_total).astype(np.int32)
     n_chip_hops += np.bincount(src, weights=crossed, minlength=n_total).astype(np.int64)

@@ -303,12 +303,14 @@ def _check_cover(c, rows, pop):
 
 def _check_chips(net: Network):
     """Attribute chip_mesh (format 1.11): (columns, rows) of routers per chip, positive integers; the cores' chips
-    tile the mesh in those chips (network.chip_cells: inter-chip hops are counted from it)."""
+    tile the mesh in those chips (network.chip_cells: inter-chip hops are counted from it). Files without it
+    (before 1.11) are not held to a tiling (network.chip_crossings)."""
     mesh = net.attrs.get("chip_mesh")
-    if mesh is not None:
-        a = np.asarray(mesh)
-        if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer) or (a < 1).any() or (a > MAX_COORDINATE).any():
-            _fail("/", f"attribute chip_mesh must be two positive integers (columns, rows per chip), got {mesh!r}")
+    if mesh is None:
+        return
+    a = np.asarray(mesh)
+    if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer) or (a < 1).any() or (a > MAX_COORDINATE).any():
+        _fail("/", f"attribute chip_mesh must be two positive integers (columns, rows per chip), got {mesh!r}")
     try:
         chip_cells(net.cores, mesh)
     except ValueError as exc:

@@ -208,6 +208,20 @@ def chip_mesh_of(cores: CoreTable, chip_mesh=None):
     return w, h
 
 
+def chip_crossings(cores: CoreTable, chip_mesh, a, b) -> np.ndarray:
+    """Chip-to-chip links the XY routes from cores a to cores b cross (arrays of core indices): |Δcx| + |Δcy|
+    (chip_cells). A file before format 1.11 (no chip_mesh) whose chips do not tile the mesh as their extents
+    suggest counts one crossing per route between two chips (its chips' layout is not known)."""
+    try:
+        cx, cy = chip_cells(cores, chip_mesh)
+    except ValueError:
+        if chip_mesh is not None:
+            raise
+        chip = np.asarray(cores.chip, np.int64)
+        return (chip[a] != chip[b]).astype(np.int64)
+    return np.abs(cx[a] - cx[b]) + np.abs(cy[a] - cy[b])
+
+
 def chip_cells(cores: CoreTable, chip_mesh=None) -> tuple:
     """(cx, cy): each core's chip's place on the board's grid of chips: a core at mesh (x, y) is on the chip at
     (x // columns, y // rows) (chip_mesh_of), so an XY route between two cores crosses |Δcx| + |Δcy|

@@ -15,13 +15,15 @@ from spikeforge.simulator.atomic import save_figure, write_text
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green",
                 "active_neurons": "yellowgreen", "spikes": "tab:red", "packets": "tab:purple",
                 "packets_in": "plum", "hops": "tab:brown", "synapse_bytes_read": "tab:pink",
-                "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive"}
+                "state_bytes_read": "tab:gray", "state_bytes_written": "tab:olive", "chip_packets": "tab:cyan",
+                "chip_hops": "darkcyan"}
 
 
 # legend names of the events whose counter names do not say what is priced
 EVENT_LABELS = {"neuron_updates": "neuron access (every neuron, every step)",
                 "active_neurons": "neuron update (input or bias)", "packets": "packets out",
-                "packets_in": "packets in"}
+                "packets_in": "packets in", "chip_packets": "packets leaving their chip",
+                "chip_hops": "chip-to-chip links crossed"}
 
 
 def evaluate(network, x, y, steps, targets, progress=None, runner=None, pricing=None):

@@ -90,6 +90,10 @@ def test_kernighan_lin_recut_lowers_the_axons_between_chips():
     chip = kl_chips(start, src, dst, w)
     assert cut(start) == 41 and cut(chip) < 10
     assert np.bincount(chip).tolist() == [4, 4]
+    # chips of unequal sizes keep their sizes: a chain 0-1-2 | 3-4 whose heavy edge 2-3 crosses moves core 2
+    uneven = kl_chips(np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4]),
+                      np.array([1.0, 1.0, 5.0, 1.0]))
+    assert np.bincount(uneven).tolist() == [3, 2] and uneven[2] == uneven[3]
     chips, x, y = place(8, src, dst, w, _limits(cores_per_chip=4, mesh_width=2), "anneal")
     assert np.bincount(chips).tolist() == [4, 4] and cut(chips) < 10
     cx, cy = x // 2, y // 2  # each chip's cores share its 2 x 2 cell, and the two chips have their own
@@ -112,6 +116,13 @@ def test_a_file_whose_chips_do_not_tile_the_mesh_is_refused(tmp_path):
         h5.attrs["chip_mesh"] = [0, 2]
     with pytest.raises(simulator.NetworkFileError, match="chip_mesh must be two positive integers"):
         simulator.load_network(path)
+    # a file before format 1.11 (no chip_mesh) is not held to a tiling: one chip-to-chip link per packet between
+    # two chips (h[0:2] at (1,1) on chip 0 -> out at (1,1) on chip 1: 6 spikes, the crossing and no other hop;
+    # h[2:4] at (0,0) on chip 1 -> out: 2 hops on the chip for each of its 5 spikes)
+    with h5py.File(path, "r+") as h5:
+        del h5.attrs["chip_mesh"]
+    res = simulator.run(simulator.load_network(path), np.array([[1.0, 0.0]]), 4)
+    assert (res.total("chip_packets"), res.total("chip_hops"), res.total("hops")) == (6, 6, 10)
 
 
 def test_chip_cells_of_a_file_without_chip_mesh_come_from_the_chips_extent():
