@@ -156,7 +156,9 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
     return {"accuracy": float((res.predictions() == y).mean() * 100), "packets": res.total("packets") / n,
             "chip_packets": res.total("chip_packets") / n, "chip_hops": res.total("chip_hops") / n,
             "synops": res.total("synops") / n, "neuron_updates": res.total("neuron_updates") / n,
-            "energy_uj": rep.energy_pj / 1e6, "latency_us": rep.latency_ns / 1e3, "cores": m.cores.slots(),
+            "energy_uj": rep.energy_pj / 1e6, "static_uj": rep.static_pj / 1e6,
+            "chip_links_uj": (rep.dynamic_pj["chip_hops"] + rep.dynamic_pj["chip_packets"]) / 1e6,
+            "latency_us": rep.latency_ns / 1e3, "steps": rep.steps, "cores": m.cores.slots(),
             "chips": int(len(np.unique(m.cores.chip)))}  # estimate's figures are per inference already
 
 
