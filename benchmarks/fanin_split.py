@@ -99,8 +99,8 @@ def _network(name):
     raise SystemExit(f"unknown network {name!r}")
 
 
-def _vit_s16():
-    """ViT-S/16 at 224 (random weights) exported with ECMT as benchmarks/imagenet_scale.py does."""
+def _vit_s16(device=None):
+    """ViT-S/16 at 224 (random weights) exported with ECMT as benchmarks/imagenet_scale.py does (on `device`)."""
     from spikeforge.converter.ecmt import collect_thresholds
     from spikeforge.converter.ecmt_export import export_ecmt
     from spikeforge.models import ViT
@@ -108,8 +108,9 @@ def _vit_s16():
     torch.manual_seed(0)
     model = ViT(3, 224, 16, 384, 12, 6, 1536, classes=1000).eval()
     calib = torch.randn(8, 3, 224, 224)
-    return export_ecmt(model, collect_thresholds(model, [calib], p=99.0), (3, 224, 224), levels=4,
-                       name="vit-s16-224-random")
+    thresholds = collect_thresholds(model, [calib], p=99.0)
+    return export_ecmt(model.to(device or "cpu"), thresholds, (3, 224, 224), levels=4, name="vit-s16-224-random",
+                       device=device or "cpu")
 
 
 def _widest(net):
@@ -195,7 +196,7 @@ def main(argv=None):
             x, y = xte[:args.images].numpy(), yte[:args.images].numpy()
         if calib is None:
             calib = torch.rand(8, *shape)
-        net = _vit_s16() if name == "vit-s16" else \
+        net = _vit_s16(args.device) if name == "vit-s16" else \
             convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
         widest = _widest(net)
         print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {widest} axons", flush=True)
