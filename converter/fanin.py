@@ -31,6 +31,7 @@ from spikeforge.simulator.geometry import projection_kernel
 from spikeforge.simulator.network import SPIKING_MODELS, Network, Population, Projection
 
 SPLITTABLE = ("conv2d", "dense", "sparse", "pointwise")
+SPLIT_MODELS = SPIKING_MODELS + ("readout", "ec")  # layers whose input is a sum that relays can add in parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +100,27 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
             raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons, a core allows {limit}; "
                                "splitting the fan-in of a fixed-point network is not supported: map the float "
                                "network (convert without fixed point) to split it")
+        if pop.model not in SPLIT_MODELS:
+            raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
+                               f"allows {limit}, and only {', '.join(SPLIT_MODELS)} layers are split, not "
+                               f"{pop.model}")
+        groups = _projection_groups(net.incoming(pop.name), axons, limit)
+        if groups is not None:  # several projections, each within the limit: relays that each sum a group of them
+            for name, group in zip(_free_names(populations, f"{pop.name}.part", len(groups)), groups):
+                relay_pop, moved, join = _group_relay(group, net, pop, relay, hop, name)
+                populations.insert(_position(populations, pop), relay_pop)
+                for old, new in zip(group, moved):
+                    projections[_position(projections, old)] = new
+                projections.insert(_position(projections, moved[-1]) + 1, join)
+            splits.append(Split(pop.name, "+".join(q.name for g in groups for q in g), len(groups), total,
+                                max(sum(axons[q.name] for q in g) for g in groups), len(groups), relay))
+            continue
         q = max((p for p in net.incoming(pop.name) if p.kind in SPLITTABLE), key=lambda p: axons[p.name],
                 default=None)
-        if q is None or pop.model not in SPIKING_MODELS + ("readout",):
-            why = f"no projection into it can be split (splittable: {', '.join(SPLITTABLE)})" if q is None else \
-                f"only {', '.join(SPIKING_MODELS)} and readout layers are split, not {pop.model}"
+        if q is None:
             raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
-                               f"allows {limit}, and {why}")
+                               f"allows {limit}, and no projection into it can be split (splittable: "
+                               f"{', '.join(SPLITTABLE)})")
         src, others = net.population(q.source), total - axons[q.name]
         parts = _parts(q, src, axons[q.name], limit, others)
         if parts is None:
@@ -138,26 +153,36 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
     step| over samples and relay neurons (the relays then fire below one spike per step on almost all inputs)."""
     from spikeforge import simulator
 
-    relays = {_relay_of(net, layer) for layer in layers}
+    relays = {q.source for layer in layers for q in net.incoming(layer) if q.name.endswith(".join")}
     exact = [Population.make(p.name, "ec", p.shape, function="identity") if p.name in relays else p
              for p in net.populations]
     probe = Network(exact, net.projections, net.cores, net.core_edges, net.attrs)
-    into = {q.target: q for q in net.projections if q.target in relays}
-    sources = sorted({q.source for q in into.values() if net.population(q.source).model in SPIKING_MODELS})
+    into = {}
+    for q in net.projections:
+        if q.target in relays:
+            into.setdefault(q.target, []).append(q)
+    sources = sorted({q.source for qs in into.values() for q in qs
+                      if net.population(q.source).model in SPIKING_MODELS})
     sums = {r: [] for r in relays}
     x = np.asarray(x)
     for b0 in range(0, len(x), batch):
         res = simulator.run(probe, x[b0:b0 + batch], steps, record=sources)
-        for r, q in into.items():
-            src = net.population(q.source)
-            if q.source in sources:
-                values = _event_values(src, res.spikes[q.source]).sum(axis=1) / steps  # (B, *shape) mean per step
-            elif q.source == net.input.name:  # the analog input: a constant current, or frames (B, T, ...)
-                chunk = x[b0:b0 + batch]
-                values = chunk if chunk.ndim == len(src.shape) + 1 else chunk.mean(axis=1)
-            else:
-                continue
-            sums[r].append(np.abs(_apply(q, values, src, net.population(r))))
+        for r, qs in into.items():
+            total = None
+            for q in qs:  # a relay's partial sum: every projection into it (a group relay has several)
+                src = net.population(q.source)
+                if q.source in sources:
+                    values = _event_values(src, res.spikes[q.source]).sum(axis=1) / steps  # (B, *shape) per step
+                elif q.source == net.input.name:  # the analog input: a constant current, or frames (B, T, ...)
+                    chunk = x[b0:b0 + batch]
+                    values = chunk if chunk.ndim == len(src.shape) + 1 else chunk.mean(axis=1)
+                else:
+                    continue
+                part = _apply(q, values, src, net.population(r))
+                if part is not None:
+                    total = part if total is None else total + part
+            if total is not None:
+                sums[r].append(np.abs(total))
     pops = []
     for p in net.populations:
         if p.name in relays and sums[p.name]:
@@ -167,11 +192,6 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
                                         v_init=np.full(p.size, theta / 2, np.float32))
         pops.append(p)
     return Network(pops, net.projections, net.cores, net.core_edges, net.attrs)
-
-
-def _relay_of(net, layer):
-    """The relay population inserted before `layer` (its source through the .join projection)."""
-    return next(q.source for q in net.incoming(layer) if q.name.endswith(".join"))
 
 
 
@@ -189,12 +209,19 @@ def _event_values(pop, raster):
 
 
 def _apply(q, values, src, tgt):
-    """The projection `q` applied to per-sample source values (B, *src.shape) -> (B, tgt.size)."""
+    """The projection `q` applied to per-sample source values (B, *src.shape) -> (B, tgt.size); None for kinds
+    that are not a weighted sum (pooling, compute-node operands)."""
     import torch
     import torch.nn.functional as F
 
     b = values.shape[0]
     v = values.reshape(b, -1)
+    if q.kind == "identity":
+        return v.astype(np.float64)
+    if q.kind == "dense":
+        return v @ np.asarray(q.weight, np.float64).T
+    if q.kind not in ("conv2d", "pointwise", "sparse"):
+        return None  # pooling, compute-node operands: not a weighted partial sum (left out of the percentile)
     if q.kind == "conv2d":
         (kh, kw), stride, padding, _, _ = projection_kernel(q, src.shape, tgt.shape)
         out = F.conv2d(torch.as_tensor(v.reshape(b, *src.shape)), torch.as_tensor(q.weight, dtype=torch.float64),
@@ -212,6 +239,57 @@ def _apply(q, values, src, tgt):
 def _position(items, item) -> int:
     """The index of `item` itself in `items` (list.index would compare dataclasses holding arrays by value)."""
     return next(i for i, other in enumerate(items) if other is item)
+
+
+def _projection_groups(incoming, axons, limit):
+    """Whole projections packed into the fewest groups of at most `limit` axons (first fit, widest first), when a
+    layer's fan-in comes from several projections each within the limit and no single one dominates (a ViT's
+    final LayerNorm reads every block's residual contribution); None where one projection needs splitting
+    itself or one group would do."""
+    if len(incoming) < 2 or any(axons[q.name] > limit for q in incoming):
+        return None
+    if max(axons[q.name] for q in incoming) > sum(axons.values()) - max(axons.values()) and \
+            sum(axons.values()) - max(axons.values()) + 2 <= limit:
+        return None  # one projection holds most of the fan-in: cut it into parts instead
+    groups, load = [], []
+    for q in sorted(incoming, key=lambda p: -axons[p.name]):
+        k = next((i for i, used in enumerate(load) if used + axons[q.name] <= limit), None)
+        if k is None:
+            groups.append([q])
+            load.append(axons[q.name])
+        else:
+            groups[k].append(q)
+            load[k] += axons[q.name]
+    if len(groups) < 2 or len(groups) > limit:
+        return None
+    order = {id(q): i for i, q in enumerate(incoming)}
+    return [sorted(g, key=lambda q: order[id(q)]) for g in groups]
+
+
+def _group_relay(group, net, pop, relay, hop, name):
+    """(relay population shaped like `pop`, the group's projections retargeted to it, identity join relay ->
+    pop): the relay adds up the group's inputs (graded: exactly; spiking: re-encoded as ±θ spikes)."""
+    if relay == "graded":
+        relay_pop = Population.make(name, "ec", pop.shape, function="identity")
+    else:
+        theta = pop.threshold if pop.model in SPIKING_MODELS else \
+            np.max([_readout_theta(q, net.population(q.source), pop) for q in group], axis=0)
+        relay_pop = Population.make(name, "signed", pop.shape, threshold=theta, v_init=theta / 2,
+                                    negative_slope=1.0)
+    moved = [dataclasses.replace(q, target=name) for q in group]
+    return relay_pop, moved, Projection(f"{name}.join", "identity", name, pop.name, delay=hop)
+
+
+def _free_names(populations, base, n):
+    """n names base, base2, ... that no population has."""
+    names, taken = [], {p.name for p in populations}
+    i = 1
+    while len(names) < n:
+        name = base if i == 1 else f"{base}{i}"
+        if name not in taken:
+            names.append(name)
+        i += 1
+    return names
 
 
 def _free_name(populations, base):

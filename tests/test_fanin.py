@@ -169,3 +169,40 @@ def test_the_digits_resnet_on_truenorth_is_split_and_keeps_its_accuracy(trained_
     x, y = xte[:300].numpy(), yte[:300].numpy()
     acc = [(simulator.run(n, x, 32).predictions() == y).mean() for n in (plain, split)]
     assert acc[1] >= acc[0] - 0.01, acc
+
+
+def _three_sources():
+    """in (4) -> a, b, c (6 IF each, random weights) -> s (3 IF) from all three (6 axons each: 18 in all) -> out."""
+    rng = np.random.default_rng(3)
+    pops = [Population.make("in", "input", (4,))]
+    pops += [Population.make(n, "if", (6,), 1.0, 0.5) for n in "abc"]
+    pops += [Population.make("s", "if", (3,), 1.0, 0.5), Population.make("out", "readout", (3,))]
+    projs = [Projection(f"in_{n}", "dense", "in", n, rng.uniform(0, 0.6, (6, 4)).astype(np.float32)) for n in "abc"]
+    projs += [Projection(f"{n}_s", "dense", n, "s", rng.uniform(-0.2, 0.5, (3, 6)).astype(np.float32))
+              for n in "abc"]
+    projs.append(Projection("s_out", "dense", "s", "out", np.eye(3, dtype=np.float32)))
+    return _net(pops, projs)
+
+
+def test_a_layer_fed_by_several_projections_is_split_into_relays_that_each_sum_whole_projections():
+    """s needs 18 axons (6 from each of a, b, c), a core has 8, and no projection alone is over: each of three
+    relays sums one whole projection (6 + 6 > 8), s receives 3 relays through identity joins. Graded relays give
+    the unsplit spikes exactly; the relays add 3 x 3 neuron updates and, at s, 3 accumulations per relay event."""
+    net, T = _three_sources(), 12
+    split, splits = split_fan_in(net, _limits(8, graded=True))
+    assert [(s.layer, s.parts, s.axons_before, s.relay_axons, s.soma_axons) for s in splits] == [("s", 3, 18, 6, 3)]
+    assert [p.name for p in split.populations] == ["in", "a", "b", "c", "s.part", "s.part2", "s.part3", "s", "out"]
+    assert sorted(q.name for q in split.incoming("s")) == ["s.part.join", "s.part2.join", "s.part3.join"]
+    x = np.random.default_rng(0).uniform(0, 1, (4, 4))
+    a = simulator.run(net, x, T, record=["s"])
+    b = simulator.run(split, x, T, record=["s"])
+    assert a.spikes["s"].sum() > 0
+    np.testing.assert_array_equal(b.spikes["s"], a.spikes["s"])
+    np.testing.assert_array_equal(b.output, a.output)
+    assert b.total("neuron_updates") - a.total("neuron_updates") == 3 * 3 * T * len(x)
+    mapped = map_network(net, _limits(8, graded=True))
+    np.testing.assert_array_equal(simulator.run(mapped, x, T).output, a.output)
+    # spiking relays (binary-spike chips) re-encode each group's sum; with calibration samples their θ is set
+    spiking, _ = split_fan_in(net, _limits(8, graded=False), calibration=x, steps=T)
+    assert all(p.model == "signed" for p in spiking.populations if ".part" in p.name)
+    assert simulator.run(spiking, x, T).output.shape == a.output.shape
