@@ -206,3 +206,25 @@ def test_a_layer_fed_by_several_projections_is_split_into_relays_that_each_sum_w
     spiking, _ = split_fan_in(net, _limits(8, graded=False), calibration=x, steps=T)
     assert all(p.model == "signed" for p in spiking.populations if ".part" in p.name)
     assert simulator.run(spiking, x, T).output.shape == a.output.shape
+
+
+def test_the_reports_mapping_table_gives_each_layers_cores_chips_split_and_energy():
+    """report.mapping_table over a mapped split network: one row per layer with its cores and chips, the split
+    layer's parts and axons, its relay layers named as such, and each layer's dynamic energy (the energies add up
+    to the target's dynamic total)."""
+    from spikeforge.hwmodels import core_memory, estimate, load_target
+    from spikeforge.report import mapping_table
+
+    loihi2 = load_target("loihi2")
+    mapped = map_network(_three_sources(), dict(loihi2.limits, axons_per_core=8))
+    res = simulator.run(mapped, np.ones((2, 4)), 8)
+    labels = [mapped.populations[int(i)].name for i in mapped.cores.population]
+    cost = estimate(res.counters, C, 2, loihi2, labels, core_memory(mapped))
+    table = mapping_table(mapped, [{"T": 8, "target": "loihi2", "cost": cost}])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert set(rows) == {p.name for p in mapped.populations}
+    assert rows["s"][4] == "3 parts: 18 -> 6 + 3 axons" and rows["s.part2"][4] == "relays of s"
+    for name, cells in rows.items():
+        assert int(cells[2]) == int((mapped.cores.population == mapped.index_of(name)).sum()) and cells[3] == "1"
+    assert sum(float(c[5].strip(" |")) for c in rows.values()) == pytest.approx(sum(cost.dynamic_pj.values()) / 1e6,
+                                                                                 rel=1e-3)
