@@ -488,31 +488,32 @@ def _box_partition(net, pi, limits, out):
         sends = limits.get("output_axons_per_core", 0)
         if sends and _box_sum(table, box) > sends and count < pop.size:
             continue  # its output axons need no fans: refuse the tiling before computing any
-        load = core_load(net, pop, *box_span(box, shape), limits, box=box)
-        load.output_axons = _box_sum(table, box)
-        over = _over(load, limits)
-        if over:
-            if count == pop.size:
-                raise _alone(pop, box_span(box, shape)[0], over)
+        load = _box_load(net, pop, shape, box, table, limits, alone=count == pop.size)
+        if load is None:
             continue
         boxes = _boxes(shape, tile)
         if sends and max(_box_sum(table, b) for b in boxes) > sends and count < pop.size:
             continue
         loads = {first: load}
         for j in (j for j in range(len(boxes)) if j != first):
-            box = boxes[j]
-            load = core_load(net, pop, *box_span(box, shape), limits, box=box)
-            load.output_axons = _box_sum(table, box)
-            over = _over(load, limits)
-            if over:
-                if count == pop.size:
-                    raise _alone(pop, box_span(box, shape)[0], over)
+            loads[j] = _box_load(net, pop, shape, boxes[j], table, limits, alone=count == pop.size)
+            if loads[j] is None:
                 break
-            loads[j] = load
         else:
             return [(pi, *box_span(box, shape), loads[j], box) for j, box in enumerate(boxes)]
     raise MappingError(f"layer {pop.name!r}: no tiling of its {shape} neurons fits the target's "
                        f"{capacity} cores")
+
+
+def _box_load(net, pop, shape, box, table, limits, alone):
+    """The CoreLoad of one box (its output axons from the summed-area table), or None where it breaks a limit;
+    `alone` (one neuron per box): a misfit is the neuron's own, refused naming it."""
+    load = core_load(net, pop, *box_span(box, shape), limits, box=box)
+    load.output_axons = _box_sum(table, box)
+    over = _over(load, limits)
+    if over and alone:
+        raise _alone(pop, box_span(box, shape)[0], over)
+    return None if over else load
 
 
 def _box_sum(table, box):

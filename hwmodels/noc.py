@@ -101,7 +101,8 @@ def route_matrix(flow_src, flow_dst, core_x, core_y, chip_mesh=None):
     links = np.array(list(index), np.int64).reshape(-1, 3)
     r = sp.csr_matrix((np.ones(len(rows), np.int64), (rows, cols)), shape=(len(flow_src), len(index)))
     chip_link = np.array([crosses_chips(tuple(int(v) for v in link), chip_mesh) for link in links], bool)
-    split = np.stack([hops - r @ chip_link.astype(np.int64), r @ chip_link.astype(np.int64)], axis=1)
+    crossing = r @ chip_link.astype(np.int64)  # chip-to-chip links per flow
+    split = np.stack([hops - crossing, crossing], axis=1)
     return r, links, hops, chip_link, split
 
 
