@@ -5,7 +5,7 @@ accuracy, packets, synaptic operations, energy and latency per image.
 
     python -m benchmarks.fanin_split --out benchmarks/results/fanin_split [--data-dir DATA] [--images 100]
         [--nets cifar-resnet20,cifar-vgg16,resnet34,resnet50,vit-s16] [--targets loihi,loihi2,truenorth]
-        [--chips N]
+        [--chips N] [--price N] [--keep DIR] [--backend torch --device cuda]
 
 A network that needs more chips than the target's board is mapped onto a system of --chips chips (default 4096:
 as many as it needs; the rows give the chips it uses); vit-s16 (ECMT export, depth 12) is slow to export on a
@@ -13,7 +13,11 @@ CPU.
 
 Structure-only networks (random weights: the mapping does not depend on values) are mapped only; cifar-resnet20
 uses the trained checkpoint benchmarks/checkpoints/resnet20_relu.pt and, with --data-dir (the CIFAR-10 python
-batches), is simulated on --images test images. Rows go to OUT/fanin_split.json (rewritten after each row).
+batches), is simulated on --images test images. --price N simulates and prices the untrained networks too, on N
+random images (uniform in [0, 1], seed 0, the distribution their max-norm thresholds came from): energy and latency
+of random-weight activity, no accuracy. --keep DIR writes each converted and mapped network to DIR and loads it
+from there on a later run (the ViT-S/16 export and the large mappings take minutes; a device call has ten).
+Rows go to OUT/fanin_split.json (rewritten after each row).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -28,7 +33,7 @@ import torch
 from torch import nn
 
 from spikeforge import simulator
-from spikeforge.converter import convert
+from spikeforge.converter import convert, write_network
 from spikeforge.converter.fanin import neuron_axons
 from spikeforge.converter.mapping import MappingError, _check_fan_in, _widest_neuron, map_network
 from spikeforge.hwmodels import core_memory, estimate
@@ -135,32 +140,71 @@ def _mapped_row(name, tname, net, row_out, calibration=None, steps=32, chips=409
         row.update(map_s=round(time.perf_counter() - t0, 2), refused=str(exc)[:400])
         row_out(row)
         return row, None
+    row["map_s"] = round(time.perf_counter() - t0, 2)
+    row_out(_describe(row, m, target))
+    return row, m
+
+
+def _describe(row, m, target):
+    """The row with what the mapping made: cores, chips, the layers split and their relays."""
     splits = json.loads(m.attrs.get("fan_in_split", "[]"))
-    relays = sum(p.size for p in m.populations if p.name.endswith(".part"))
-    row.update(map_s=round(time.perf_counter() - t0, 2), placement="anneal", board_chips=int(target.limits["chips"]),
+    relays = sum(p.size for p in m.populations if re.search(r"\.part\d*$", p.name))
+    row.update(placement="anneal", board_chips=int(target.limits["chips"]),
                cores=m.cores.slots(), chips=int(len(np.unique(m.cores.chip))),
                split_layers=len(splits), splits=[f"{s['layer']}: {s['projection']} in {s['parts']} "
                                                  f"({s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']})"
                                                  for s in splits],
                relay_neurons=int(relays), neurons=int(sum(p.size for p in m.populations)))
-    row_out(row)
-    return row, m
+    return row
 
 
 def _cost(m, target, x, y, steps, backend="numba", device=None):
     # per sample the torch backend holds (T, cores, counters) float64 counters twice: at most ~8 GB of them
     batch = max(1, min(256, int(8e9 // (steps * len(m.cores) * len(simulator.COUNTERS) * 8 * 2))))
+    t0 = time.perf_counter()
     res = simulator.run(m, x, steps, backend=backend, device=device, batch_size=batch)
     labels = [m.populations[int(i)].name for i in m.cores.population]
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)
-    return {"accuracy": float((res.predictions() == y).mean() * 100), "packets": res.total("packets") / n,
+    return {"accuracy": None if y is None else float((res.predictions() == y).mean() * 100),
+            "packets": res.total("packets") / n,
             "chip_packets": res.total("chip_packets") / n, "chip_hops": res.total("chip_hops") / n,
             "synops": res.total("synops") / n, "neuron_updates": res.total("neuron_updates") / n,
             "energy_uj": rep.energy_pj / 1e6, "static_uj": rep.static_pj / 1e6,
             "chip_links_uj": (rep.dynamic_pj["chip_hops"] + rep.dynamic_pj["chip_packets"]) / 1e6,
             "latency_us": rep.latency_ns / 1e3, "steps": rep.steps, "cores": m.cores.slots(),
-            "chips": int(len(np.unique(m.cores.chip)))}  # estimate's figures are per inference already
+            "chips": int(len(np.unique(m.cores.chip))), "simulate_s": round(time.perf_counter() - t0, 1)}
+    # estimate's figures are per inference already
+
+
+def _kept(keep, name, make):
+    """make(), or the network an earlier run wrote to keep/name.h5 (written there when `keep` is set)."""
+    path = keep and os.path.join(keep, f"{name}.h5")
+    if path and os.path.exists(path):
+        t0 = time.perf_counter()
+        net = simulator.load_network(path)
+        print(f"{name}: loaded {path} in {time.perf_counter() - t0:.1f} s", flush=True)
+        return net, True
+    net = make()
+    if path:
+        write_network(net, path)
+    return net, False
+
+
+def _inputs(name, shape, trained, args):
+    """(calibration, images, labels): CIFAR-10 for the trained network with --data-dir, random images for the
+    untrained ones with --price (labels None), no images otherwise."""
+    if trained and args.data_dir:
+        from .cifar10 import load_tensors
+
+        # a random subset (seed 0) of the test set: the JPEG copy's test batch is ordered by class
+        xtr, _, xte, yte = load_tensors(args.data_dir, "cpu", max(args.images, 256))
+        return xtr[:256], xte[:args.images].numpy(), yte[:args.images].numpy()
+    g = torch.Generator().manual_seed(0)
+    calib = torch.rand(8, *shape, generator=g)
+    if trained or not args.price:
+        return calib, None, None
+    return calib, torch.rand(args.price, *shape, generator=g).numpy(), None
 
 
 def main(argv=None):
@@ -170,12 +214,16 @@ def main(argv=None):
     p.add_argument("--targets", default="loihi,loihi2,truenorth")
     p.add_argument("--data-dir")
     p.add_argument("--images", type=int, default=100)
+    p.add_argument("--price", type=int, default=0, help="random images to price untrained networks on")
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--chips", type=int, default=4096, help="chips of the system (default: as many as needed)")
     p.add_argument("--backend", default="numba", help="simulator backend of the priced runs (numba, torch)")
     p.add_argument("--device", help="torch backend device (cuda on the GPU machine)")
+    p.add_argument("--keep", help="folder to keep converted and mapped networks in (and load them from)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
     rows = []
 
     def row_out(row):
@@ -186,38 +234,32 @@ def main(argv=None):
     for name in args.nets.split(","):
         model, shape, trained = _network(name)
         t0 = time.perf_counter()
-        x = y = calib = None
-        if trained and args.data_dir:
-            from .cifar10 import load_tensors
-
-            # a random subset (seed 0) of the test set: the JPEG copy's test batch is ordered by class
-            xtr, _, xte, yte = load_tensors(args.data_dir, "cpu", max(args.images, 256))
-            calib = xtr[:256]
-            x, y = xte[:args.images].numpy(), yte[:args.images].numpy()
-        if calib is None:
-            calib = torch.rand(8, *shape)
-        net = _vit_s16(args.device) if name == "vit-s16" else \
-            convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99)
+        calib, x, y = _inputs(name, shape, trained, args)
+        net, _ = _kept(args.keep, name, lambda: _vit_s16(args.device) if name == "vit-s16" else
+                       convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99))
         widest = _widest(net)
         print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {widest} axons", flush=True)
         for tname in args.targets.split(","):
             if shape[1] > 32 and tname == "truenorth":
                 continue  # ImageNet-size networks: Loihi only (issue 34)
-            row, m = _mapped_row(name, tname, net, row_out, None if x is None else calib[:64].numpy(), args.T,
-                                 args.chips)
+            target = load_target(tname)
+            chips = max(args.chips, int(target.limits["chips"]))
+            cal = None if x is None else calib[:64].numpy()
+            m, loaded = _kept(args.keep, f"{name}-{tname}", lambda: _mapped_row(
+                name, tname, net, row_out, cal, args.T, args.chips)[1])
+            if loaded:
+                row_out(_describe({"network": name, "target": tname, "loaded": True}, m, target))
             if m is None or x is None:
                 continue
-            target = load_target(tname)
             wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
                 widest, int(target.limits["axons_per_core"]))))
-            hypo = map_network(net, wide, split=False, chips=max(args.chips, int(target.limits["chips"])))
-            t0 = time.perf_counter()
+            hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit",
+                            lambda: map_network(net, wide, split=False, chips=chips))
             run = dict(backend=args.backend, device=args.device)
             split_cost, hypo_cost = _cost(m, target, x, y, args.T, **run), _cost(hypo, target, x, y, args.T, **run)
             row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
-                     "device": args.device, "split": split_cost,
-                     "unsplit_hypothetical": hypo_cost, "axons_hypothetical": wide.limits["axons_per_core"],
-                     "simulate_s": round(time.perf_counter() - t0, 1)})
+                     "device": args.device, "trained": trained, "split": split_cost,
+                     "unsplit_hypothetical": hypo_cost, "axons_hypothetical": wide.limits["axons_per_core"]})
 
 
 if __name__ == "__main__":
