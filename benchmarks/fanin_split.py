@@ -186,7 +186,7 @@ def _kept(keep, name, make):
         print(f"{name}: loaded {path} in {time.perf_counter() - t0:.1f} s", flush=True)
         return net, True
     net = make()
-    if path:
+    if path and net is not None:
         write_network(net, path)
     return net, False
 
@@ -219,6 +219,8 @@ def main(argv=None):
     p.add_argument("--chips", type=int, default=4096, help="chips of the system (default: as many as needed)")
     p.add_argument("--backend", default="numba", help="simulator backend of the priced runs (numba, torch)")
     p.add_argument("--device", help="torch backend device (cuda on the GPU machine)")
+    p.add_argument("--no-hypothetical", action="store_true",
+                   help="price the split mapping only (the unsplit hypothetical is mapped and simulated again)")
     p.add_argument("--keep", help="folder to keep converted and mapped networks in (and load them from)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -251,15 +253,19 @@ def main(argv=None):
                 row_out(_describe({"network": name, "target": tname, "loaded": True}, m, target))
             if m is None or x is None:
                 continue
+            run = dict(backend=args.backend, device=args.device)
+            split_cost = _cost(m, target, x, y, args.T, **run)
+            row = {"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
+                   "device": args.device, "trained": trained, "split": split_cost}
+            if args.no_hypothetical:
+                row_out(row)
+                continue
             wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
                 widest, int(target.limits["axons_per_core"]))))
             hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit",
                             lambda: map_network(net, wide, split=False, chips=chips))
-            run = dict(backend=args.backend, device=args.device)
-            split_cost, hypo_cost = _cost(m, target, x, y, args.T, **run), _cost(hypo, target, x, y, args.T, **run)
-            row_out({"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
-                     "device": args.device, "trained": trained, "split": split_cost,
-                     "unsplit_hypothetical": hypo_cost, "axons_hypothetical": wide.limits["axons_per_core"]})
+            row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
+                         axons_hypothetical=wide.limits["axons_per_core"]))
 
 
 if __name__ == "__main__":
