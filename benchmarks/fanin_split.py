@@ -177,6 +177,17 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
     # estimate's figures are per inference already
 
 
+def _unsplit_target(target, widest):
+    """The target with enough input axons per core for the widest neuron, and its synapse memory grown in
+    proportion (a neuron with more inputs stores more weights): the chip on which nothing needs a split."""
+    axons = int(target.limits["axons_per_core"])
+    grow = max(1.0, widest / axons)
+    limits = dict(target.limits, axons_per_core=max(widest, axons))
+    if "synapse_memory_bytes" in limits:
+        limits["synapse_memory_bytes"] = int(np.ceil(float(limits["synapse_memory_bytes"]) * grow))
+    return dataclasses.replace(target, limits=limits)
+
+
 def _kept(keep, name, make):
     """make(), or the network an earlier run wrote to keep/name.h5 (written there when `keep` is set)."""
     path = keep and os.path.join(keep, f"{name}.h5")
@@ -260,8 +271,7 @@ def main(argv=None):
             if args.no_hypothetical:
                 row_out(row)
                 continue
-            wide = dataclasses.replace(target, limits=dict(target.limits, axons_per_core=max(
-                widest, int(target.limits["axons_per_core"]))))
+            wide = _unsplit_target(target, widest)
             hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit",
                             lambda: map_network(net, wide, split=False, chips=chips))
             row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
