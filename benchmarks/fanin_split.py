@@ -183,8 +183,8 @@ def _unsplit_target(target, widest):
     axons = int(target.limits["axons_per_core"])
     grow = max(1.0, widest / axons)
     limits = dict(target.limits, axons_per_core=max(widest, axons))
-    if "synapse_memory_bytes" in limits:
-        limits["synapse_memory_bytes"] = int(np.ceil(float(limits["synapse_memory_bytes"]) * grow))
+    if limits.get("synapse_memory_bytes_per_core"):
+        limits["synapse_memory_bytes_per_core"] = float(np.ceil(limits["synapse_memory_bytes_per_core"] * grow))
     return dataclasses.replace(target, limits=limits)
 
 

@@ -86,6 +86,9 @@ class ConvertSettings:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:
             raise UserError("fixed_point takes its weight and membrane bits from a target: give target")
+        if self.chips and self.target is None:
+            raise UserError(f"chips={self.chips} is the size of the system a target's cores are mapped onto: give "
+                            "target")
         for key in ("p", "qc_lr", "calib_lr", "v_init"):
             if not np.isfinite(getattr(self, key)) or getattr(self, key) < 0:
                 raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)!r}")

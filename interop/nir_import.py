@@ -884,9 +884,9 @@ def check_nir_file(path):
 
 
 def import_nir(nir_path, out_path, dt: float | None = None, target=None, placement: str = "anneal",
-               convention: str = "nir") -> str:
+               convention: str = "nir", chips: int | None = None) -> str:
     """Read a NIR file, build the network (read in `convention`: nir, snntorch or norse), optionally map it on a
-    hardware target, write it atomically."""
+    hardware target (a system of `chips` chips; None: the target's board), write it atomically."""
     import nir
 
     from spikeforge.converter.writer import write_network
@@ -910,5 +910,5 @@ def import_nir(nir_path, out_path, dt: float | None = None, target=None, placeme
         from spikeforge.converter.mapping import map_network
         from spikeforge.hwmodels.targets import load_target
 
-        net = map_network(net, load_target(target) if isinstance(target, str) else target, placement)
+        net = map_network(net, load_target(target) if isinstance(target, str) else target, placement, chips=chips)
     return write_network(net, out_path)

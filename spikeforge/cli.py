@@ -108,7 +108,7 @@ def _parser():
                                     "generic45nm or a JSON file), by its rule, instead of one core per layer")
     c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
                    help="core placement on the mesh with --target (default: %(default)s)")
-    c.add_argument("--chips", type=int, default=0, metavar="N",
+    c.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
                    help="with --target: map onto a system of N chips (default: the target's board, e.g. Loihi's 32; "
                         "Pohoiki Springs has 768)")
     c.add_argument("--fixed-point", action="store_true",
@@ -191,6 +191,8 @@ def _parser():
                         "Norse's to_nir (dt 1e-3, tau written as dt/tau_mem_inv, IAF input gain 1)")
     m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
+    m.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
+                   help="with --target: map onto a system of N chips (default: the target's board)")
     return p
 
 
@@ -842,11 +844,13 @@ def cmd_import_nir(args):
 
     from spikeforge.interop.nir_import import NirImportWarning, import_nir
 
+    if args.chips and not args.target:
+        raise UserError("--chips is the size of the system the --target's cores are mapped onto: give --target")
     _check_outputs([args.out], "out", [args.nir_file])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NirImportWarning)
         import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,
-                   convention=args.convention)
+                   convention=args.convention, chips=args.chips or None)
     for w in caught:
         print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
     print(f"wrote {args.out}")

@@ -418,3 +418,26 @@ def test_a_nir_delay_node_delays_its_projection_in_steps_of_dt():
 def test_nir_delays_spikeforge_cannot_keep_are_refused_naming_the_node(delay, bias, message):
     with pytest.raises(NirImportError, match=f"node 'n1': {message}"):
         _delayed_chain(delay, bias)
+
+
+def test_import_nir_maps_onto_a_system_of_more_chips_than_the_board_with_chips(tmp_path, capsys):
+    """A target whose board (1 chip of 4 cores of 64 neurons) cannot hold the graph's 533 neurons: import-nir
+    --target refuses it naming how many chips would, and --chips N maps it onto N chips."""
+    import json
+    from importlib import resources
+
+    spec = json.loads(resources.files("spikeforge.hwmodels").joinpath("targets/loihi.json").read_text())
+    spec["name"] = "tiny-loihi"
+    for key, value in (("neurons_per_core", 64), ("cores_per_chip", 4), ("chips", 1), ("mesh_width", 2)):
+        spec["limits"][key]["value"] = value
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    nir.write(tmp_path / "foreign.nir", _snntorch_style_graph(np.random.default_rng(5)))
+    argv = ["import-nir", str(tmp_path / "foreign.nir"), str(tmp_path / "net.h5"), "--target",
+            str(tmp_path / "tiny.json")]
+    assert main(argv) == 2
+    assert "chips holds them" in capsys.readouterr().err and not (tmp_path / "net.h5").exists()
+    assert main(argv + ["--chips", "4"]) == 0
+    net = simulator.load_network(tmp_path / "net.h5")
+    assert len(np.unique(net.cores.chip)) > 1 and net.cores.slots() > 4
+    assert main(["import-nir", str(tmp_path / "foreign.nir"), str(tmp_path / "b.h5"), "--chips", "4"]) == 2
+    assert "--chips is the size of the system" in capsys.readouterr().err

@@ -54,6 +54,8 @@ def test_pipeline_defaults_are_plain_conversion(trained_mlp, digits):
     ({"calibrate": "fc"}, "give T"),
     ({"qc_epochs": 2}, "give T"),
     ({"fixed_point": True}, "give target"),
+    ({"chips": 4}, "chips=4 is the size of the system"),
+    ({"chips": -1, "target": "loihi"}, "chips must be an integer >= 0"),
     ({"tau": 0}, "tau must be an integer >= 1"),
     ({"T": 2.5}, "T must be an integer >= 1"),
     ({"percentile": 101.0}, "percentile must be in (0, 100]"),
