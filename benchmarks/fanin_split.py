@@ -4,7 +4,7 @@ an unsplit hypothetical (the same target with just enough input axons per core t
 accuracy, packets, synaptic operations, energy and latency per image.
 
     python -m benchmarks.fanin_split --out benchmarks/results/fanin_split [--data-dir DATA] [--images 100]
-        [--nets cifar-resnet20,cifar-vgg16,resnet34,resnet50,vit-s16] [--targets loihi,loihi2,truenorth]
+        [--nets cifar-resnet20,cifar-vgg16,cifar-vit,resnet34,resnet50,vit-s16] [--targets loihi,loihi2,truenorth]
         [--chips N] [--price N] [--keep DIR] [--backend torch --device cuda]
 
 A network that needs more chips than the target's board is mapped onto a system of --chips chips (default 4096:
@@ -12,8 +12,9 @@ as many as it needs; the rows give the chips it uses); vit-s16 (ECMT export, dep
 CPU.
 
 Structure-only networks (random weights: the mapping does not depend on values) are mapped only; cifar-resnet20
-uses the trained checkpoint benchmarks/checkpoints/resnet20_relu.pt and, with --data-dir (the CIFAR-10 python
-batches), is simulated on --images test images. --price N simulates and prices the untrained networks too, on N
+and cifar-vit use the trained checkpoints benchmarks/checkpoints/resnet20_relu.pt and cifar10_vit.pt (the ViT
+exported with ECMT, n = 4 levels, as benchmarks/cifar10_vit.py does) and, with --data-dir (the CIFAR-10 python
+batches), are simulated on --images test images. --price N simulates and prices the untrained networks too, on N
 random images (uniform in [0, 1], seed 0, the distribution their max-norm thresholds came from): energy and latency
 of random-weight activity, no accuracy. --keep DIR writes each converted and mapped network to DIR and loads it
 from there on a later run (the ViT-S/16 export and the large mappings take minutes; a device call has ten).
@@ -101,6 +102,16 @@ def _network(name):
         return ResNet50().eval(), (3, 224, 224), False
     if name == "vit-s16":
         return None, (3, 224, 224), False
+    if name == "cifar-vit":
+        from spikeforge.models import ViT
+
+        model = ViT(3, 32, 4, 192, 4, 4, 384).eval()  # benchmarks/cifar10_vit.py's defaults
+        path = os.path.join(CKPT, "cifar10_vit.pt")
+        trained = os.path.exists(path)
+        if trained:
+            model.load_state_dict({k: v.float() for k, v in torch.load(path, map_location="cpu",
+                                                                       weights_only=True).items()})
+        return model, (3, 32, 32), trained
     raise SystemExit(f"unknown network {name!r}")
 
 
@@ -115,6 +126,17 @@ def _vit_s16(device=None):
     calib = torch.randn(8, 3, 224, 224)
     thresholds = collect_thresholds(model, [calib], p=99.0)
     return export_ecmt(model.to(device or "cpu"), thresholds, (3, 224, 224), levels=4, name="vit-s16-224-random",
+                       device=device or "cpu")
+
+
+def _cifar_vit(model, calib, device=None):
+    """The CIFAR-10 ViT exported with ECMT as benchmarks/cifar10_vit.py does (n = 4 levels, thresholds at the
+    99th percentile of the calibration images)."""
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.converter.ecmt_export import export_ecmt
+
+    thresholds = collect_thresholds(model, [calib[i:i + 64] for i in range(0, len(calib), 64)], p=99.0)
+    return export_ecmt(model.to(device or "cpu"), thresholds, (3, 32, 32), levels=4, name="cifar10-vit",
                        device=device or "cpu")
 
 
@@ -248,8 +270,14 @@ def main(argv=None):
         model, shape, trained = _network(name)
         t0 = time.perf_counter()
         calib, x, y = _inputs(name, shape, trained, args)
-        net, _ = _kept(args.keep, name, lambda: _vit_s16(args.device) if name == "vit-s16" else
-                       convert(model, [calib], norm="percentile" if trained else "max", percentile=99.99))
+        if name == "vit-s16":
+            make = lambda: _vit_s16(args.device)  # noqa: E731
+        elif name == "cifar-vit":
+            make = lambda: _cifar_vit(model, calib, args.device)  # noqa: E731
+        else:
+            make = lambda: convert(model, [calib], norm="percentile" if trained else "max",  # noqa: E731
+                                   percentile=99.99)
+        net, _ = _kept(args.keep, name, make)
         widest = _widest(net)
         print(f"{name}: converted in {time.perf_counter() - t0:.1f} s, widest neuron {widest} axons", flush=True)
         for tname in args.targets.split(","):

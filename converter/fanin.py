@@ -28,10 +28,11 @@ import math
 import numpy as np
 
 from spikeforge.simulator.geometry import projection_kernel
-from spikeforge.simulator.network import SPIKING_MODELS, Network, Population, Projection
+from spikeforge.simulator.network import SPIKING_MODELS, Network, Population, Projection, relay_layers
 
 SPLITTABLE = ("conv2d", "dense", "sparse", "pointwise")
 SPLIT_MODELS = SPIKING_MODELS + ("readout", "ec")  # layers whose input is a sum that relays can add in parts
+EXACT_COUNT_SYNAPSES = 20_000_000  # a sparse projection's relay fan-in is counted exactly up to this size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
     runnable: the split network gets one core per population (a file the simulator runs); False leaves it
     without a mapping (cores None) for a caller that partitions it next (map_network: the core graph of a
     100 M-synapse network takes seconds)."""
-    from .mapping import MappingError, _widest_neuron
+    from .mapping import _widest_neuron
 
     relay = relay or relay_kind(limits)
     if relay not in ("graded", "spiking"):
@@ -91,49 +92,16 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
     for pop in net.populations:
         if not net.incoming(pop.name):
             continue
-        j = _widest_neuron(net, pop)
-        axons = neuron_axons(net, pop, j)
-        total = sum(axons.values())
-        if total <= limit:
-            continue
-        if net.attrs.get("numeric_mode") == "fixed":
-            raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons, a core allows {limit}; "
-                               "splitting the fan-in of a fixed-point network is not supported: map the float "
-                               "network (convert without fixed point) to split it")
-        if pop.model not in SPLIT_MODELS:
-            raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
-                               f"allows {limit}, and only {', '.join(SPLIT_MODELS)} layers are split, not "
-                               f"{pop.model}")
-        groups = _projection_groups(net.incoming(pop.name), axons, limit)
-        if groups is not None:  # several projections, each within the limit: relays that each sum a group of them
-            for name, group in zip(_free_names(populations, f"{pop.name}.part", len(groups)), groups):
-                relay_pop, moved, join = _group_relay(group, net, pop, relay, hop, name)
-                populations.insert(_position(populations, pop), relay_pop)
-                for old, new in zip(group, moved):
-                    projections[_position(projections, old)] = new
-                projections.insert(_position(projections, moved[-1]) + 1, join)
-            splits.append(Split(pop.name, "+".join(q.name for g in groups for q in g), len(groups), total,
-                                max(sum(axons[q.name] for q in g) for g in groups), len(groups), relay))
-            continue
-        q = max((p for p in net.incoming(pop.name) if p.kind in SPLITTABLE), key=lambda p: axons[p.name],
-                default=None)
-        if q is None:
-            raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
-                               f"allows {limit}, and no projection into it can be split (splittable: "
-                               f"{', '.join(SPLITTABLE)})")
-        src, others = net.population(q.source), total - axons[q.name]
-        parts = _parts(q, src, axons[q.name], limit, others)
-        if parts is None:
-            raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons ({axons[q.name]} from "
-                               f"{q.name!r}) but a core allows {limit}, and no split of {q.name!r} fits: "
-                               + _why_not(q, src, limit, others))
-        relay_pop, into, join = _rewrite(q, src, pop, parts, relay, hop, _free_name(populations, f"{pop.name}.part"))
-        populations.insert(_position(populations, pop), relay_pop)
-        qi = _position(projections, q)
-        projections[qi:qi + 1] = [into, join]
-        split_net = Network(populations, projections, net.cores, net.core_edges, net.attrs)
-        per = neuron_axons(split_net, relay_pop, _widest_neuron(split_net, relay_pop))
-        splits.append(Split(pop.name, q.name, parts, total, sum(per.values()), others + parts, relay))
+        while True:  # a layer whose split leaves its soma over the limit is split again (a tree of relays)
+            now = Network(populations, projections, None, None, net.attrs)
+            j = _widest_neuron(now, pop)
+            axons = neuron_axons(now, pop, j)
+            total = sum(axons.values())
+            if total <= limit:
+                break
+            splits.append(_split_once(now, pop, j, axons, limit, relay, hop, populations, projections))
+    if not splits:
+        return net, []
     if not splits:
         return net, []
     from .mapping import one_population_per_core
@@ -147,13 +115,60 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
     return out, splits
 
 
+def _split_once(net, pop, j, axons, limit, relay, hop, populations, projections) -> Split:
+    """One split of layer `pop` (whose neuron j needs `axons` per projection, more than `limit` in all), applied
+    to the lists `populations` and `projections` in place: relays that each sum a group of whole projections when
+    every projection fits a core, else the widest projection cut into the fewest parts whose relays fit (the soma
+    then needs its other inputs plus one axon per part: when that is still over the limit, the caller splits
+    the layer again, which makes a tree of relays)."""
+    from .mapping import MappingError, _widest_neuron
+
+    total = sum(axons.values())
+    if net.attrs.get("numeric_mode") == "fixed":
+        raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons, a core allows {limit}; "
+                           "splitting the fan-in of a fixed-point network is not supported: map the float "
+                           "network (convert without fixed point) to split it")
+    if pop.model not in SPLIT_MODELS:
+        raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
+                           f"allows {limit}, and only {', '.join(SPLIT_MODELS)} layers are split, not {pop.model}")
+    incoming = net.incoming(pop.name)
+    groups = _projection_groups(incoming, axons, limit)
+    if groups is not None:  # several projections, each within the limit: relays that each sum a group of them
+        for name, group in zip(_free_names(populations, f"{pop.name}.part", len(groups)), groups):
+            relay_pop, moved, join = _group_relay(group, net, pop, relay, hop, name)
+            populations.insert(_position(populations, pop), relay_pop)
+            for old, new in zip(group, moved):
+                projections[_position(projections, old)] = new
+            projections.insert(_position(projections, moved[-1]) + 1, join)
+        return Split(pop.name, "+".join(q.name for g in groups for q in g), len(groups), total,
+                     max(sum(axons[q.name] for q in g) for g in groups), len(groups), relay)
+    q = max((p for p in incoming if p.kind in SPLITTABLE), key=lambda p: axons[p.name], default=None)
+    if q is None:
+        raise MappingError(f"layer {pop.name!r} ({pop.model}): neuron {j} needs {total} input axons but a core "
+                           f"allows {limit}, and no projection into it can be split (splittable: "
+                           f"{', '.join(SPLITTABLE)})")
+    src, others = net.population(q.source), total - axons[q.name]
+    parts = _parts(q, src, axons[q.name], limit, others)
+    if parts is None:
+        raise MappingError(f"layer {pop.name!r}: neuron {j} needs {total} input axons ({axons[q.name]} from "
+                           f"{q.name!r}) but a core allows {limit}, and no split of {q.name!r} fits: "
+                           + _why_not(q, src, limit, axons[q.name]))
+    relay_pop, into, join = _rewrite(q, src, pop, parts, relay, hop, _free_name(populations, f"{pop.name}.part"))
+    populations.insert(_position(populations, pop), relay_pop)
+    qi = _position(projections, q)
+    projections[qi:qi + 1] = [into, join]
+    split_net = Network(populations, projections, None, None, net.attrs)
+    per = neuron_axons(split_net, relay_pop, _widest_neuron(split_net, relay_pop))
+    return Split(pop.name, q.name, parts, total, sum(per.values()), others + parts, relay)
+
+
 def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
     """`net` with the spiking relays feeding `layers` given thresholds from data: the network is run with every
     relay exact (an identity node), and each relay layer's threshold is the `percentile` of |mean partial sum per
     step| over samples and relay neurons (the relays then fire below one spike per step on almost all inputs)."""
     from spikeforge import simulator
 
-    relays = {q.source for layer in layers for q in net.incoming(layer) if q.name.endswith(".join")}
+    relays = {r for r, layer in relay_layers(net.projections).items() if layer in set(layers)}  # a tree's too
     exact = [Population.make(p.name, "ec", p.shape, function="identity") if p.name in relays else p
              for p in net.populations]
     probe = Network(exact, net.projections, net.cores, net.core_edges, net.attrs)
@@ -162,16 +177,20 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
         if q.target in relays:
             into.setdefault(q.target, []).append(q)
     sources = sorted({q.source for qs in into.values() for q in qs
-                      if net.population(q.source).model in SPIKING_MODELS})
+                      if net.population(q.source).model in SPIKING_MODELS and q.source not in relays})
     sums = {r: [] for r in relays}
     x = np.asarray(x)
+    order = {p.name: i for i, p in enumerate(net.populations)}
     for b0 in range(0, len(x), batch):
         res = simulator.run(probe, x[b0:b0 + batch], steps, record=sources)
-        for r, qs in into.items():
+        means = {}  # each exact relay's mean output per step: the partial sum a relay of relays adds up
+        for r, qs in sorted(into.items(), key=lambda item: order[item[0]]):
             total = None
             for q in qs:  # a relay's partial sum: every projection into it (a group relay has several)
                 src = net.population(q.source)
-                if q.source in sources:
+                if q.source in means:
+                    values = means[q.source]
+                elif q.source in sources:
                     values = _event_values(src, res.spikes[q.source]).sum(axis=1) / steps  # (B, *shape) per step
                 elif q.source == net.input.name:  # the analog input: a constant current, or frames (B, T, ...)
                     chunk = x[b0:b0 + batch]
@@ -182,6 +201,7 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
                 if part is not None:
                     total = part if total is None else total + part
             if total is not None:
+                means[r] = total
                 sums[r].append(np.abs(total))
     pops = []
     for p in net.populations:
@@ -312,38 +332,46 @@ def _group_width(q, src) -> int:
 
 
 def _parts(q, src, axons, limit, others):
-    """The fewest parts that make the relay's and the soma's fan-in fit, or None. A convolution's parts divide
-    its input channels per group (a grouped convolution per part)."""
+    """The fewest parts whose relays fit a core, or None. A convolution's parts divide its input channels per
+    group (a grouped convolution per part). The soma then needs others + parts axons; a split that leaves it over
+    the limit is taken only when it shrinks the soma's fan-in (parts < axons: a next split can finish it)."""
     width = _group_width(q, src)
     least = max(2, math.ceil(axons / limit))
-    for parts in range(least, width + 1):
+    for parts in range(least, min(width, axons - 1) + 1):
         if q.kind == "conv2d" and width % parts:
             continue
-        if others + parts > limit:
-            return None
-        if _relay_axons(q, width, parts, axons) <= limit:
+        if _relay_axons(q, src, width, parts, axons) <= limit:
             return parts
     return None
 
 
-def _relay_axons(q, width, parts, axons):
+def _relay_axons(q, src, width, parts, axons):
     """At most how many axons the widest relay needs: a conv part has 1 / parts of the window's channels (the taps
     are the same for every channel); another part's sources are a range of ceil(width / parts) and the layer's
-    widest neuron's sources at most."""
+    widest neuron's sources at most; for a sparse projection, when that bound is not enough, the exact count
+    (its sources per target within one range: a join of relays is cut this way into a second level)."""
     if q.kind == "conv2d":
         return axons // parts
-    return min(axons, math.ceil(width / parts))
+    bound = min(axons, math.ceil(width / parts))
+    if q.kind != "sparse" or bound <= axons // parts + 1 or len(q.indices) > EXACT_COUNT_SYNAPSES:
+        return bound
+    indptr = np.asarray(q.indptr, np.int64)
+    part_of = np.searchsorted(_ranges(src.size, parts), np.arange(src.size), side="right") - 1
+    key = np.repeat(part_of, np.diff(indptr)) * (int(np.max(q.indices)) + 1) + np.asarray(q.indices, np.int64)
+    return int(np.bincount(key).max()) if len(key) else 0
 
 
-def _why_not(q, src, limit, others):
+def _why_not(q, src, limit, axons):
     width = _group_width(q, src)
-    if others + 2 > limit:
-        return f"its other inputs already take {others} of the {limit} axons"
     if q.kind == "conv2d":
         taps = int(np.prod(q.weight.shape[2:]))
-        return (f"even one input channel per part needs {taps} axons (a {q.weight.shape[2]}x{q.weight.shape[3]} "
-                f"kernel) or the {width} parts would need {others + width} soma axons")
-    return f"{width} parts would need {others + width} soma axons"
+        if taps > limit:
+            return (f"one input channel per part already needs {taps} axons (a {q.weight.shape[2]}x"
+                    f"{q.weight.shape[3]} kernel) and a core allows {limit}")
+        return (f"the parts must divide its {width} input channels per group, and no divisor below {axons} gives "
+                f"parts that fit {limit} axons")
+    return f"cut into ranges of its {width} sources (features), no number of parts below {axons} gives relays " \
+           f"that fit {limit} axons"
 
 
 def _rewrite(q, src, pop, parts, relay, hop, name):

@@ -250,6 +250,19 @@ def _extent(v, inverse) -> int:
     return int((hi - lo).max()) + 1
 
 
+def relay_layers(projections) -> dict:
+    """{relay population: the layer it feeds} for a fan-in split (converter/fanin.py): a relay's ".join"
+    projection leads to its layer, through the other relays of a tree of relays."""
+    joins = {q.source: q.target for q in projections if q.name.endswith(".join")}
+    out = {}
+    for relay in joins:
+        layer = relay
+        while layer in joins:
+            layer = joins[layer]
+        out[relay] = layer
+    return out
+
+
 def box_indices(box, shape) -> np.ndarray:
     """Canonical indices of the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) population, ascending."""
     c0, c1, h0, h1, w0, w1 = (int(v) for v in box)

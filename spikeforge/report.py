@@ -11,6 +11,7 @@ import numpy as np
 from spikeforge import simulator
 from spikeforge.hwmodels import ann_cost, band_short, band_text, core_memory, estimate, load_target, paper_energy_pj
 from spikeforge.simulator.atomic import save_figure, write_text
+from spikeforge.simulator.network import relay_layers
 
 EVENT_COLORS = {"synops": "tab:blue", "macs": "tab:orange", "neuron_updates": "tab:green",
                 "active_neurons": "yellowgreen", "spikes": "tab:red", "packets": "tab:purple",
@@ -157,15 +158,16 @@ def mapping_table(net, rows):
     T = max(r["T"] for r in rows)
     last = [r for r in rows if r["T"] == T]
     pop = np.asarray(net.cores.population)
-    splits = {s["layer"]: s for s in json.loads(net.attrs.get("fan_in_split", "[]"))}
-    relays = {q.source: q.target for q in net.projections if q.name.endswith(".join") and q.target in splits}
+    splits = {}
+    for s in json.loads(net.attrs.get("fan_in_split", "[]")):  # a layer split more than once: a tree of relays
+        splits.setdefault(s["layer"], []).append(s)
+    relays = {r: layer for r, layer in relay_layers(net.projections).items() if layer in splits}
     lines = ["| layer | neurons | cores | chips | fan-in split | " + " | ".join(f"{r['target']} (μJ)" for r in last)
              + " |", "|---|---:|---:|---:|---|" + "---:|" * len(last)]
     for i, p in enumerate(net.populations):
         mine = pop == i
-        s = splits.get(p.name)
-        how = (f"{s['parts']} parts: {s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']} axons" if s else
-               f"relays of {relays[p.name]}" if p.name in relays else "")
+        how = "; ".join(f"{s['parts']} parts: {s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']} axons"
+                        for s in splits.get(p.name, [])) or (f"relays of {relays[p.name]}" if p.name in relays else "")
         energy = [sum(r["cost"].layer_energy_pj.get(p.name, {}).values()) / 1e6 for r in last]
         lines.append(f"| {p.name} | {p.size} | {int(mine.sum())} | {len(np.unique(net.cores.chip[mine]))} | {how} | "
                      + " | ".join(f"{e:.4g}" for e in energy) + " |")

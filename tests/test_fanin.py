@@ -146,8 +146,8 @@ def test_a_token_wise_map_splits_over_its_input_features():
 
 def test_splits_that_cannot_fit_are_refused_naming_the_layer_and_why():
     net = _conv_net()
-    with pytest.raises(MappingError, match=r"layer 'c1'.* no split of 'a' fits: even one input channel per part "
-                                           r"needs 9 axons"):
+    with pytest.raises(MappingError, match=r"layer 'c1'.* no split of 'a' fits: one input channel per part "
+                                           r"already needs 9 axons \(a 3x3 kernel\) and a core allows 8"):
         split_fan_in(net, _limits(8, graded=True))
     fixed = _net(net.populations, net.projections, {"numeric_mode": "fixed"})
     with pytest.raises(MappingError, match="splitting the fan-in of a fixed-point network is not supported"):
@@ -228,3 +228,45 @@ def test_the_reports_mapping_table_gives_each_layers_cores_chips_split_and_energ
         assert int(cells[2]) == int((mapped.cores.population == mapped.index_of(name)).sum()) and cells[3] == "1"
     assert sum(float(c[5].strip(" |")) for c in rows.values()) == pytest.approx(sum(cost.dynamic_pj.values()) / 1e6,
                                                                                  rel=1e-3)
+
+
+def test_a_layer_whose_other_inputs_fill_a_core_is_split_again_into_a_tree_of_relays():
+    """s needs 18 axons (6 from each of a, b, c) and a core has 5: each projection alone is over, so each is cut
+    in 2 parts (3 axons per relay), which leaves s with 6 join axons, and those joins are grouped into 2 relays
+    of relays: s ends with 2 axons. Graded relays give the unsplit spikes exactly; the 5 relay layers (3 x 6 + 2 x
+    3 neurons) add their neuron updates every step."""
+    net, T = _three_sources(), 12
+    split, splits = split_fan_in(net, _limits(5, graded=True))
+    assert [(s.layer, s.parts, s.axons_before, s.relay_axons, s.soma_axons) for s in splits] == \
+        [("s", 2, 18, 3, 14), ("s", 2, 14, 3, 10), ("s", 2, 10, 3, 6), ("s", 2, 6, 4, 2)]
+    assert sorted(q.source for q in split.incoming("s")) == ["s.part4", "s.part5"]
+    x = np.random.default_rng(0).uniform(0, 1, (4, 4))
+    a, b = simulator.run(net, x, T, record=["s"]), simulator.run(split, x, T, record=["s"])
+    assert a.spikes["s"].sum() > 0
+    np.testing.assert_array_equal(b.spikes["s"], a.spikes["s"])
+    assert b.total("neuron_updates") - a.total("neuron_updates") == (3 * 6 + 2 * 3) * T * len(x)
+
+
+def test_a_fan_in_above_the_limit_squared_becomes_two_levels_of_relays_and_the_inner_ones_are_calibrated():
+    """h's neurons read 30 inputs, a core has 5 (30 > 5²): 6 relays of 5 inputs per neuron, then their 6 joins
+    cut into 2 relays of 3: h reads 2. Graded: the unsplit spikes exactly. Spiking relays with calibration
+    samples: every relay layer, the inner one included, gets its threshold from its own partial sums."""
+    rng = np.random.default_rng(1)
+    pops = [Population.make("in", "input", (30,)), Population.make("h", "if", (2,), 1.0, 0.5),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("w", "dense", "in", "h", rng.uniform(-0.1, 0.2, (2, 30)).astype(np.float32)),
+             Projection("h_out", "dense", "h", "out", np.eye(2, dtype=np.float32))]
+    net, T = _net(pops, projs), 10
+    split, splits = split_fan_in(net, _limits(5, graded=True))
+    assert [(s.projection, s.parts, s.relay_axons, s.soma_axons) for s in splits] == [("w", 6, 5, 6),
+                                                                                     ("w.join", 2, 3, 2)]
+    assert [(p.name, p.shape) for p in split.populations][1:3] == [("h.part", (12,)), ("h.part2", (4,))]
+    x = rng.uniform(0, 1, (3, 30))
+    a, b = simulator.run(net, x, T, record=["h"]), simulator.run(split, x, T, record=["h"])
+    assert a.spikes["h"].sum() > 0
+    np.testing.assert_array_equal(b.spikes["h"], a.spikes["h"])
+    spiking, _ = split_fan_in(net, _limits(5, graded=False), calibration=x, steps=T)
+    plain, _ = split_fan_in(net, _limits(5, graded=False))
+    for name in ("h.part", "h.part2"):
+        assert spiking.population(name).model == "signed"
+        assert not np.array_equal(spiking.population(name).threshold, plain.population(name).threshold), name
