@@ -405,29 +405,48 @@ def _alone(pop, where, over):
 
 
 def _range_partition(net, pi, limits, out):
-    """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron)."""
+    """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron): equal ranges, the
+    fewest that fit found by galloping up from the neurons' bound (each failure's worst overload as a hint), then
+    bisecting down (a layer bound by input axons needs many more cores than neurons: stepping one core at a time
+    computed every core's load hundreds of times)."""
     pop = net.populations[pi]
     running = np.concatenate([[0], np.cumsum(out)])
     block = _block(net, pop)
     blocks = pop.size // block
-    k = max(1, math.ceil(pop.size / limits["neurons_per_core"]))
-    while True:
-        per = math.ceil(k / blocks)  # cores per block: no core straddles two blocks
+
+    def attempt(per):
+        """(cores, worst overload) of `per` equal ranges per block (no core straddles two blocks)."""
         bounds = np.concatenate([b * block + np.linspace(0, block, per + 1)[:-1].round().astype(np.int64)
                                  for b in range(blocks)] + [[pop.size]]).astype(np.int64)
-        k = len(bounds) - 1
-        loads = [core_load(net, pop, int(a), int(b), limits) for a, b in zip(bounds[:-1], bounds[1:])]
-        worst = 1.0
-        for (a, b), load in zip(zip(bounds[:-1], bounds[1:]), loads):
+        parts, worst = [], 1.0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            load = core_load(net, pop, int(a), int(b), limits)
             load.output_axons = int(running[b] - running[a])
             over = _over(load, limits)
             if over and b - a == 1:
                 raise _alone(pop, int(a), over)
             for _, need, allowed in over:
                 worst = max(worst, need / allowed)
+            parts.append((pi, int(a), int(b), load, None))
+        return parts, worst
+
+    per = math.ceil(max(1, math.ceil(pop.size / limits["neurons_per_core"])) / blocks)
+    failed, step = 0, 1  # the most ranges per block known not to fit
+    while True:
+        parts, worst = attempt(per)
         if worst <= 1.0:
-            return [(pi, int(a), int(b), load, None) for a, b, load in zip(bounds[:-1], bounds[1:], loads)]
-        k = min(pop.size, max(k + 1, math.ceil(k * worst)))
+            break
+        failed = per
+        per = min(block, max(per + step, math.ceil(per * worst)))
+        step *= 2
+    while per - failed > 1:  # the fewest that fit between the last failure and the first fit
+        mid = (per + failed) // 2
+        got, worst = attempt(mid)
+        if worst <= 1.0:
+            per, parts = mid, got
+        else:
+            failed = mid
+    return parts
 
 
 def _block(net, pop) -> int:
