@@ -265,3 +265,20 @@ def test_a_ranges_window_fan_from_its_boxes_equals_the_transposed_convolution():
             dense = np.zeros(6 * 81, np.int64)
             dense[fan.index] = fan.count
             np.testing.assert_array_equal(dense, fan_into_range(q, (6, 9, 9), (6, oh, oh), a, b))
+
+
+def test_an_axon_bound_layer_gets_the_fewest_equal_ranges_that_fit_by_hand():
+    """Neuron j reads sources 4j .. 4j+9 (a 1-d window, stride 4): n neighbouring neurons need 4(n-1) + 10 axons,
+    so a core of 50 axons holds at most 11. 200 neurons in 18 equal ranges have some of 12 (too many); in 19,
+    ranges of 10 or 11 fit: 19 cores, the count the search over range counts must land on."""
+    n, stride, width = 200, 4, 10
+    n_src = stride * (n - 1) + width
+    rows = [[j for j in range(n) if stride * j <= i < stride * j + width] for i in range(n_src)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int64)
+    pops = [Population.make("in", "input", (n_src,)), Population.make("h", "if", (n,), 1.0, 0.0)]
+    proj = Projection("w", "sparse", "in", "h", weight=np.ones(len(indices), np.float32), indptr=indptr,
+                      indices=indices)
+    parts = [p for p in partition(_net(pops, [proj]), _limits(axons_per_core=50)) if p[0] == 1]
+    assert len(parts) == 19
+    assert max(p[3].axons for p in parts) <= 50 and max(p[2] - p[1] for p in parts) == 11
