@@ -414,8 +414,9 @@ def _range_partition(net, pi, limits, out):
     block = _block(net, pop)
     blocks = pop.size // block
 
-    def attempt(per):
-        """(cores, worst overload) of `per` equal ranges per block (no core straddles two blocks)."""
+    def attempt(per, first_failure=False):
+        """(cores, worst overload) of `per` equal ranges per block (no core straddles two blocks); with
+        first_failure, stops at the first core over a limit (a bisection step needs no more)."""
         bounds = np.concatenate([b * block + np.linspace(0, block, per + 1)[:-1].round().astype(np.int64)
                                  for b in range(blocks)] + [[pop.size]]).astype(np.int64)
         parts, worst = [], 1.0
@@ -427,6 +428,8 @@ def _range_partition(net, pi, limits, out):
                 raise _alone(pop, int(a), over)
             for _, need, allowed in over:
                 worst = max(worst, need / allowed)
+            if over and first_failure:
+                break
             parts.append((pi, int(a), int(b), load, None))
         return parts, worst
 
@@ -441,7 +444,7 @@ def _range_partition(net, pi, limits, out):
         step *= 2
     while per - failed > 1:  # the fewest that fit between the last failure and the first fit
         mid = (per + failed) // 2
-        got, worst = attempt(mid)
+        got, worst = attempt(mid, first_failure=True)
         if worst <= 1.0:
             per, parts = mid, got
         else:
