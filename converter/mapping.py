@@ -114,6 +114,7 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     return _window_fan(proj, source_shape, target_shape, start, stop)
 
 
+_POINTWISE_CUM = {}  # id(weight) -> (weight, prefix counts of its nonzero weights over outputs)
 _BY_TARGET = {}  # (id(indices), id(indptr)) -> (indices, column pointers, sources by target, indptr): the last
 # few sparse projections; map_network empties it when it returns (a 100 M-synapse transpose is over a GB)
 
@@ -142,7 +143,13 @@ def _pointwise_fan(weight, n_src, start, stop):
     """pointwise: row r's input channel c reaches the nonzero weights of column c whose output r·d_out + o
     falls in start..stop-1 (prefix sums over o, no synapse list)."""
     d_out, d_in = weight.shape
-    cum = np.vstack([np.zeros((1, d_in), np.int64), np.cumsum(weight != 0, axis=0)])
+    hit = _POINTWISE_CUM.get(id(weight))
+    if hit is None or hit[0] is not weight:  # per weight once: a split ViT's relays ask it for every core
+        while len(_POINTWISE_CUM) >= 64:
+            _POINTWISE_CUM.pop(next(iter(_POINTWISE_CUM)))
+        hit = _POINTWISE_CUM[id(weight)] = (weight, np.vstack([np.zeros((1, d_in), np.int64),
+                                                               np.cumsum(weight != 0, axis=0)]))
+    cum = hit[1]
     base = np.arange(n_src // d_in) * d_out
     lo = np.clip(start - base, 0, d_out)
     hi = np.clip(stop - base, 0, d_out)
@@ -623,6 +630,7 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
                             chips)
     finally:
         _BY_TARGET.clear()
+        _POINTWISE_CUM.clear()
 
 
 def _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps, chips):
