@@ -143,17 +143,36 @@ def _pointwise_fan(weight, n_src, start, stop):
     """pointwise: row r's input channel c reaches the nonzero weights of column c whose output r·d_out + o
     falls in start..stop-1 (prefix sums over o, no synapse list)."""
     d_out, d_in = weight.shape
-    hit = _POINTWISE_CUM.get(id(weight))
-    if hit is None or hit[0] is not weight:  # per weight once: a split ViT's relays ask it for every core
-        while len(_POINTWISE_CUM) >= 64:
-            _POINTWISE_CUM.pop(next(iter(_POINTWISE_CUM)))
-        hit = _POINTWISE_CUM[id(weight)] = (weight, np.vstack([np.zeros((1, d_in), np.int64),
-                                                               np.cumsum(weight != 0, axis=0)]))
-    cum = hit[1]
     base = np.arange(n_src // d_in) * d_out
     lo = np.clip(start - base, 0, d_out)
     hi = np.clip(stop - base, 0, d_out)
+    cum = _nonzero_prefix(weight)
     return (cum[hi] - cum[lo]).reshape(-1).astype(np.int64)
+
+
+def _nonzero_prefix(weight):
+    """(d_out + 1, d_in) prefix counts of a pointwise weight's nonzeros over outputs, once per weight array (a
+    split ViT's relays ask for it at every candidate core)."""
+    hit = _POINTWISE_CUM.get(id(weight))
+    if hit is None or hit[0] is not weight:
+        while len(_POINTWISE_CUM) >= 64:
+            _POINTWISE_CUM.pop(next(iter(_POINTWISE_CUM)))
+        hit = _POINTWISE_CUM[id(weight)] = (weight, np.vstack([np.zeros((1, weight.shape[1]), np.int64),
+                                                               np.cumsum(weight != 0, axis=0)]))
+    return hit[1]
+
+
+def _pointwise_range_fan(weight, start, stop) -> "Fan":
+    """A pointwise projection's fan into outputs start..stop-1, from the rows (tokens) they cover only."""
+    d_out, d_in = weight.shape
+    rows = np.arange(start // d_out, (stop - 1) // d_out + 1)
+    lo = np.clip(start - rows * d_out, 0, d_out)
+    hi = np.clip(stop - rows * d_out, 0, d_out)
+    cum = _nonzero_prefix(weight)
+    count = (cum[hi] - cum[lo]).reshape(-1)
+    index = (rows[:, None] * d_in + np.arange(d_in)[None, :]).reshape(-1)
+    keep = count > 0
+    return Fan(index[keep], count[keep].astype(np.int64))
 
 
 def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
@@ -165,6 +184,8 @@ def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
         for f in fans[1:]:
             out = out.plus(f)
         return out
+    if proj.kind == "pointwise" and not (start == 0 and stop == int(np.prod(target_shape))):
+        return _pointwise_range_fan(np.asarray(proj.weight), start, stop)
     return Fan.of(fan_into_range(proj, source_shape, target_shape, start, stop))
 
 

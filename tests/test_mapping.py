@@ -282,3 +282,21 @@ def test_an_axon_bound_layer_gets_the_fewest_equal_ranges_that_fit_by_hand():
     parts = [p for p in partition(_net(pops, [proj]), _limits(axons_per_core=50)) if p[0] == 1]
     assert len(parts) == 19
     assert max(p[3].axons for p in parts) <= 50 and max(p[2] - p[1] for p in parts) == 11
+
+
+def test_a_pointwise_ranges_fan_counts_each_tokens_nonzero_weights_into_the_range():
+    """A token-wise map (6 tokens, 5 -> 7 features, half the weights zero): the fan of output range start..stop-1
+    holds, for input (token r, feature c), the outputs o of token r in the range with w[o, c] != 0 (by brute
+    force), for ranges inside one token, across tokens and the whole map."""
+    from spikeforge.converter.mapping import range_fan
+
+    rng = np.random.default_rng(0)
+    w = np.where(rng.random((7, 5)) < 0.5, 0, rng.random((7, 5))).astype(np.float32)
+    proj = Projection("p", "pointwise", "a", "b", weight=w)
+    for start, stop in [(0, 3), (3, 17), (6, 42), (13, 14), (0, 42), (40, 42)]:
+        want = np.zeros(30, np.int64)
+        for t in range(start, stop):
+            r, o = divmod(t, 7)
+            want[r * 5:(r + 1) * 5] += w[o] != 0
+        fan = range_fan(proj, (6, 5), (6, 7), start, stop)
+        assert np.array_equal(fan.index, np.flatnonzero(want)) and np.array_equal(fan.count, want[want > 0])
