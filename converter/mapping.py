@@ -294,28 +294,44 @@ class CoreLoad:
     groups: int = 0  # destination groups of shared conv lists (a compartment-offset window each)
 
 
+_INDEX = [None, None, None]  # (populations list, projections list, their index): the network last partitioned
+
+
+def _index(net):
+    """({name: population}, {name: incoming projections}) of `net`, built once per network, not per candidate
+    core (a ViT has 600 populations and its partition asks for tens of thousands of cores)."""
+    pops, projs, hit = _INDEX
+    if pops is not net.populations or projs is not net.projections or \
+            len(hit[0]) != len(net.populations) or hit[2] != len(net.projections):
+        incoming = {p.name: [] for p in net.populations}
+        for q in net.projections:
+            incoming.setdefault(q.target, []).append(q)
+        hit = ({p.name: p for p in net.populations}, incoming, len(net.projections))
+        _INDEX[:] = [net.populations, net.projections, hit]
+    return hit[0], hit[1]
+
+
 def core_load(net, pop, start, stop, limits, box=None) -> CoreLoad:
     """Neurons, distinct input axons and synapse memory of the neurons start..stop-1 of `pop` (or of its box)."""
-    shapes = {p.name: p.shape for p in net.populations}
-    pops = {p.name: p for p in net.populations}
+    pops, incoming = _index(net)
     neurons = stop - start if box is None else int(np.prod(np.subtract(box[1::2], box[0::2])))
     lists = uses_lists(limits)
     idx_bits = index_bits(limits, min(neurons, limits["neurons_per_core"])) if lists else 0
     bits = limits.get("bits_per_synapse", 0) or \
         limits["weight_bits"] + max(1, math.ceil(math.log2(max(2, limits["neurons_per_core"]))))
     fans, memory_bits, compartments, groups = {}, 0.0, neurons, 0
-    for q in net.incoming(pop.name):
+    for q in incoming.get(pop.name, []):
         if box is None:
-            fan = range_fan(q, shapes[q.source], pop.shape, start, stop)
+            fan = range_fan(q, pops[q.source].shape, pop.shape, start, stop)
         else:
-            fan = fan_into_box(q, shapes[q.source], pop.shape, box)
+            fan = fan_into_box(q, pops[q.source].shape, pop.shape, box)
         fans[q.source] = fan if q.source not in fans else fans[q.source].plus(fan)
         copies = pops[q.source].weight_copies
         if q.kind in ("matmul_a", "matmul_b", "maxpool"):  # operands; a max pooling gate stores no weights
             continue
         if lists:
             if q.kind in ("conv2d", "avgpool") and box is not None and limits.get("conv_list_sharing", 0):
-                shared = shared_conv_lists(q, shapes[q.source], pop.shape, box, limits)
+                shared = shared_conv_lists(q, pops[q.source].shape, pop.shape, box, limits)
                 words = shared.words
                 compartments = max(compartments, shared.compartments)
                 groups = max(groups, shared.groups)
@@ -361,6 +377,7 @@ def partition(net, limits, progress=None):
     into boxes (`box_partition`), a (C, H, W) population fed only by window, dense, identity or sparse projections
     is cut into channels x rows x columns tiles, the fewest that fit, row cuts preferred over column cuts over
     channel cuts (rows share the least input); others into contiguous ranges."""
+    _INDEX[:] = [None, None, None]  # built afresh: a caller may have edited the lists of an earlier network
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
     if sum(least.values()) > capacity:
@@ -652,6 +669,7 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     finally:
         _BY_TARGET.clear()
         _POINTWISE_CUM.clear()
+        _INDEX[:] = [None, None, None]
 
 
 def _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps, chips):

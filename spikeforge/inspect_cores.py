@@ -30,18 +30,6 @@ MAX_LABELS = 50  # over-capacity labels on the heatmap (the busiest cells)
 _COUNTED = ("dense", "sparse", "identity")  # kinds whose per-core loads are counted for all cores at once
 
 
-class _Slice:
-    """What `core_load` reads of a network, for one population: its incoming projections and their sources
-    (not every population and projection again for every core)."""
-
-    def __init__(self, incoming, by_name):
-        self._incoming = incoming
-        self.populations = list({q.source: by_name[q.source] for q in incoming}.values())
-
-    def incoming(self, name):
-        return self._incoming
-
-
 def _bits_per_synapse(limits):
     return limits.get("bits_per_synapse", 0) or \
         limits["weight_bits"] + max(1, math.ceil(math.log2(max(2, limits["neurons_per_core"]))))
@@ -164,9 +152,8 @@ def core_loads(net, target=None):
             a, bits_used = _counted_loads(qs, by_name, s, e, pop.size, limits)
             axons[idx], memory_bytes[idx] = a, bits_used / 8
         else:
-            view = _Slice(qs, by_name)
-            for i in idx:
-                load = core_load(view, pop, int(starts[i]), int(stops[i]), limits,
+            for i in idx:  # core_load indexes the network once, not per core
+                load = core_load(net, pop, int(starts[i]), int(stops[i]), limits,
                                  box=tuple(int(v) for v in c.box[i]) if c.is_box(i) else None)
                 axons[i], memory_bytes[i] = load.axons, load.synapse_bytes
     rows = []
