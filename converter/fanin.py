@@ -328,7 +328,19 @@ def _group_width(q, src) -> int:
         return int(q.weight.shape[1])
     if q.kind == "pointwise":
         return int(q.weight.shape[1])
+    if q.kind == "sparse":  # the sources it reads (a class token's features of a whole map, say)
+        return int(np.count_nonzero(np.diff(np.asarray(q.indptr))))
     return int(src.size)
+
+
+def _source_part_of(q, n_src, parts):
+    """The part of each source neuron of a dense or sparse projection: equal contiguous ranges of the sources
+    it reads (a sparse projection reading a few of its source's neurons is cut among those, not the map)."""
+    if q.kind != "sparse":
+        return np.searchsorted(_ranges(n_src, parts), np.arange(n_src), side="right") - 1
+    used = np.diff(np.asarray(q.indptr)) > 0
+    rank = np.maximum(np.cumsum(used) - 1, 0)  # unused sources have no synapses: any part will do
+    return np.searchsorted(_ranges(int(used.sum()), parts), rank, side="right") - 1
 
 
 def _parts(q, src, axons, limit, others):
@@ -356,7 +368,7 @@ def _relay_axons(q, src, width, parts, axons):
     if q.kind != "sparse" or bound <= axons // parts + 1 or len(q.indices) > EXACT_COUNT_SYNAPSES:
         return bound
     indptr = np.asarray(q.indptr, np.int64)
-    part_of = np.searchsorted(_ranges(src.size, parts), np.arange(src.size), side="right") - 1
+    part_of = _source_part_of(q, src.size, parts)
     key = np.repeat(part_of, np.diff(indptr)) * (int(np.max(q.indices)) + 1) + np.asarray(q.indices, np.int64)
     return int(np.bincount(key).max()) if len(key) else 0
 
@@ -421,11 +433,11 @@ def _ranges(n, parts):
 
 
 def _source_parts(q, src, pop, parts, name):
-    """A dense or sparse projection's sources cut into contiguous ranges; part p's relays are targets of range p
-    (a sparse projection keeps every stored weight, zeros included, as the dense one did)."""
+    """A dense or sparse projection's sources cut into contiguous ranges (of the sources a sparse one reads);
+    part p's relays are targets of range p (a sparse projection keeps every stored weight, zeros included, as the
+    dense one did)."""
     n_src, n_tgt = src.size, pop.size
-    bounds = _ranges(n_src, parts)
-    part_of = np.searchsorted(bounds, np.arange(n_src), side="right") - 1
+    part_of = _source_part_of(q, n_src, parts)
     if q.kind == "dense":
         w = np.asarray(q.weight, np.float32)  # (n_tgt, n_src)
         indptr = np.arange(0, n_src * n_tgt + 1, n_tgt, dtype=np.int64)

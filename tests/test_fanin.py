@@ -270,3 +270,26 @@ def test_a_fan_in_above_the_limit_squared_becomes_two_levels_of_relays_and_the_i
     for name in ("h.part", "h.part2"):
         assert spiking.population(name).model == "signed"
         assert not np.array_equal(spiking.population(name).threshold, plain.population(name).threshold), name
+
+
+def test_a_sparse_projection_reading_a_few_of_its_sources_is_cut_among_those():
+    """h (8 neurons) reads only the first 8 of its source's 80 neurons (a class token out of a token map), a core
+    has 5 axons: 2 parts of 4 read sources (16 relays), not ranges of the whole map (16 parts of 5, 128 relays,
+    most of them reading nothing). Graded relays: the unsplit spikes."""
+    rng = np.random.default_rng(4)
+    rows = [list(range(8)) if i < 8 else [] for i in range(80)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int64)
+    pops = [Population.make("in", "input", (80,)), Population.make("h", "if", (8,), 1.0, 0.5),
+            Population.make("out", "readout", (8,))]
+    projs = [Projection("w", "sparse", "in", "h", weight=rng.uniform(-0.2, 0.5, len(indices)).astype(np.float32),
+                        indptr=indptr, indices=indices),
+             Projection("h_out", "identity", "h", "out")]
+    net = _net(pops, projs)
+    split, splits = split_fan_in(net, _limits(5, graded=True))
+    assert [(s.layer, s.parts, s.relay_axons, s.soma_axons) for s in splits] == [("h", 2, 4, 2)]
+    assert split.population("h.part").size == 16
+    x = rng.uniform(0, 1, (3, 80))
+    a, b = simulator.run(net, x, 10, record=["h"]), simulator.run(split, x, 10, record=["h"])
+    assert a.spikes["h"].sum() > 0
+    np.testing.assert_array_equal(b.spikes["h"], a.spikes["h"])
