@@ -452,8 +452,8 @@ def _alone(pop, where, over):
 def _range_partition(net, pi, limits, out):
     """Contiguous ranges of population pi, as few as fit (`out`: destination cores per neuron): equal ranges, the
     fewest that fit found by galloping up from the neurons' bound (each failure's worst overload as a hint), then
-    bisecting down (a layer bound by input axons needs many more cores than neurons: stepping one core at a time
-    computed every core's load hundreds of times)."""
+    bisecting down to within 1/64 of the fewest (a layer bound by input axons needs many more cores than neurons:
+    stepping one core at a time computed every core's load hundreds of times)."""
     pop = net.populations[pi]
     running = np.concatenate([[0], np.cumsum(out)])
     block = _block(net, pop)
@@ -487,7 +487,7 @@ def _range_partition(net, pi, limits, out):
         failed = per
         per = min(block, max(per + step, math.ceil(per * worst)))
         step *= 2
-    while per - failed > 1:  # the fewest that fit between the last failure and the first fit
+    while per - failed > max(1, per // 64):  # the fewest that fit, to within 1/64 of them (each step is a pass)
         mid = (per + failed) // 2
         got, worst = attempt(mid, first_failure=True)
         if worst <= 1.0:
