@@ -69,8 +69,9 @@ def neuron_axons(net, pop, j) -> dict:
 def split_fan_in(net: Network, limits, relay: str | None = None, calibration=None, steps: int = 32,
                  percentile: float = 99.99, runnable: bool = True) -> tuple:
     """(network, [Split]): every layer whose widest neuron needs more input axons than `limits.axons_per_core`
-    gets its widest projection split into the fewest parts that fit (relay neurons <= the limit, soma <= the
-    limit). Layers that need no split are returned unchanged; a layer no split can fit raises MappingError.
+    is split (`_split_once`: whole projections grouped into relays, or its widest projection cut into the fewest
+    parts whose relays fit) until its widest neuron fits, which makes a tree of relays where one split leaves it
+    over. Layers that need no split are returned unchanged; a layer no split can fit raises MappingError.
 
     Spiking relays fire at most once per step, so their threshold sets how fast a partial sum can cross: with
     `calibration` samples the network is run (for `steps`, relays exact) and each relay layer's threshold is the
@@ -100,8 +101,6 @@ def split_fan_in(net: Network, limits, relay: str | None = None, calibration=Non
             if total <= limit:
                 break
             splits.append(_split_once(now, pop, j, axons, limit, relay, hop, populations, projections))
-    if not splits:
-        return net, []
     if not splits:
         return net, []
     from .mapping import one_population_per_core
