@@ -167,7 +167,8 @@ def calibrate_relays(net, layers, x, steps, percentile=99.99, batch=16):
     step| over samples and relay neurons (the relays then fire below one spike per step on almost all inputs)."""
     from spikeforge import simulator
 
-    relays = {r for r, layer in relay_layers(net.projections).items() if layer in set(layers)}  # a tree's too
+    layers = set(layers)
+    relays = {r for r, layer in relay_layers(net.projections).items() if layer in layers}  # a tree's inner ones too
     exact = [Population.make(p.name, "ec", p.shape, function="identity") if p.name in relays else p
              for p in net.populations]
     probe = Network(exact, net.projections, net.cores, net.core_edges, net.attrs)

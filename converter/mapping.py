@@ -141,13 +141,11 @@ def _by_target(proj, n_src):
 
 def _pointwise_fan(weight, n_src, start, stop):
     """pointwise: row r's input channel c reaches the nonzero weights of column c whose output r·d_out + o
-    falls in start..stop-1 (prefix sums over o, no synapse list)."""
-    d_out, d_in = weight.shape
-    base = np.arange(n_src // d_in) * d_out
-    lo = np.clip(start - base, 0, d_out)
-    hi = np.clip(stop - base, 0, d_out)
-    cum = _nonzero_prefix(weight)
-    return (cum[hi] - cum[lo]).reshape(-1).astype(np.int64)
+    falls in start..stop-1 (the range fan, spread over every source)."""
+    fan = _pointwise_range_fan(weight, start, stop)
+    out = np.zeros(n_src, np.int64)
+    out[fan.index] = fan.count
+    return out
 
 
 def _nonzero_prefix(weight):
@@ -184,7 +182,7 @@ def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
         for f in fans[1:]:
             out = out.plus(f)
         return out
-    if proj.kind == "pointwise" and not (start == 0 and stop == int(np.prod(target_shape))):
+    if proj.kind == "pointwise":  # from the tokens the range covers, not the whole map
         return _pointwise_range_fan(np.asarray(proj.weight), start, stop)
     return Fan.of(fan_into_range(proj, source_shape, target_shape, start, stop))
 
