@@ -375,13 +375,10 @@ def _relay_axons(q, src, width, parts, axons):
 
 def _why_not(q, src, limit, axons):
     width = _group_width(q, src)
-    if q.kind == "conv2d":
+    if q.kind == "conv2d":  # one channel per part fits whenever its taps do: only the kernel can be too wide
         taps = int(np.prod(q.weight.shape[2:]))
-        if taps > limit:
-            return (f"one input channel per part already needs {taps} axons (a {q.weight.shape[2]}x"
-                    f"{q.weight.shape[3]} kernel) and a core allows {limit}")
-        return (f"the parts must divide its {width} input channels per group, and no divisor below {axons} gives "
-                f"parts that fit {limit} axons")
+        return (f"one input channel per part already needs {taps} axons (a {q.weight.shape[2]}x"
+                f"{q.weight.shape[3]} kernel) and a core allows {limit}")
     return f"cut into ranges of its {width} sources (features), no number of parts below {axons} gives relays " \
            f"that fit {limit} axons"
 
