@@ -98,11 +98,16 @@ class _ProbeOps(AnnOps):
         self.listing = source is None and not nodes
         self.position = 0
         self.operands = {}  # data_ptr of an mt output -> [(population name, stored transposed)] per head
+        self.leaves = None  # a tracing pass (_last_targets): id(tensor) -> (tensor, the node whose output it is)
 
     def _output(self, node, shape):
-        """The node's output in this pass: the probe rows if it is the source, else zeros."""
+        """The node's output in this pass: the probe rows if it is the source, else zeros (in a tracing pass, zeros
+        that autograd follows: `leaves` maps each to its node)."""
         if node.name != self.source:
-            return torch.zeros(self.n_rows, *shape, dtype=torch.float64, device=self._device)
+            out = torch.zeros(self.n_rows, *shape, dtype=torch.float64, device=self._device)
+            if self.leaves is not None:
+                self.leaves[id(out.requires_grad_())] = (out, node.name)
+            return out
         out = torch.zeros(self.n_rows, node_size(node), dtype=torch.float64, device=self._device)
         out[1:] = self.rows
         out = out.reshape(self.n_rows, *node.shape)
@@ -130,6 +135,24 @@ class _ProbeOps(AnnOps):
         if self.last is not None and self.position > self.last:
             raise _PassDone  # every node this pass is for has been seen
         return node
+
+    def _zero(self, x):
+        """x is the output of populations other than this pass's source: zeros in every row."""
+        names = self.operands.get(x.data_ptr())
+        return self.source is not None and names is not None and all(n != self.source for n, _ in names)
+
+    def embed(self, layer, x):
+        if self.source == "input" or self.listing:
+            return super().embed(layer, x)
+        out = layer(x[:1])  # the input is not probed: every row is row 0's
+        return out.expand(len(x), *out.shape[1:]).contiguous()
+
+    def linear(self, name, layer, x):
+        x = self.mt(name, x)
+        if not self._zero(x):
+            return layer(x)
+        out = layer(x[:1])  # zeros in: every row is row 0's (the bias), no product over the pass's rows
+        return out.expand(len(x), *out.shape[1:]).contiguous()
 
     def _mt_pop(self, name, x, point):
         if point not in self.thresholds:
@@ -203,6 +226,7 @@ class _Exporter:
         self.nodes = []
         self._pass(None, torch.zeros(0, 1), None)  # lists the nodes
         self.order = {n.name: i for i, n in enumerate(self.nodes)}
+        self.last = self._last_targets()
         self.rng = np.random.default_rng(0)
 
     def _pass(self, source, rows, on_input, last=None):
@@ -217,6 +241,31 @@ class _Exporter:
         except _PassDone:
             pass
         return ops
+
+    def _last_targets(self):
+        """For each node, the index of the last node whose input reads its output directly (its own index when none
+        does): a probe of it can stop there. Found in one pass by following autograd from each node's input back to
+        the node outputs it was computed from; {} (no early stop) if the model's forward cannot be traced so."""
+        graph = {}  # node name -> names of the nodes its input was computed from
+
+        def record(node, value):
+            graph[node.name] = _direct_inputs(value, ops.leaves)
+
+        ops = _ProbeOps(self.nodes, None, torch.zeros(0, 1), self.thresholds, self.levels, self.payload, record, 1)
+        ops.leaves = {}
+        try:
+            with torch.enable_grad():
+                x = ops.add_input(self.input_shape, self.device)
+                out = self.model(x, ops)
+                if ops.position < len(self.nodes):
+                    ops._node("readout", "readout", tuple(out.shape[1:]), out, {})
+        except RuntimeError:  # an in-place operation on a traced output, say: probe every node to the end
+            return {}
+        last = {n.name: i for i, n in enumerate(self.nodes)}
+        for target, sources in graph.items():
+            for name in sources:
+                last[name] = max(last[name], self.order[target])
+        return last
 
     def run(self):
         sources = [n for n in self.nodes if n.model != "readout"]
@@ -249,7 +298,7 @@ class _Exporter:
                         seen[node.name] = _Response(rows, node.shape, g_t)
                     seen[node.name].add(r0, resp)
 
-            self._pass(src.name, rows.block(r0, r1), record)
+            self._pass(src.name, rows.block(r0, r1), record, self.last.get(src.name))
         full = {}  # target name -> (source tokens its full probe needs, its response to the random rows)
         for name, response in seen.items():
             node = self.nodes[self.order[name]]
@@ -313,6 +362,27 @@ class _Exporter:
                 raise ExportError(f"{node.name}: its input is not an affine function of {src.name} (the map read "
                                   "off the probe rows does not reproduce random inputs)")
             node.terms[src.name] = term
+
+
+def _direct_inputs(x, leaves):
+    """The nodes whose outputs x was computed from (tensors in `leaves`), found by walking x's autograd graph."""
+    found, seen = set(), set()
+    stack = [x.grad_fn] if x.grad_fn is not None else []
+    if id(x) in leaves:
+        found.add(leaves[id(x)][1])
+    while stack:
+        fn = stack.pop()
+        for nxt, _ in fn.next_functions:
+            if nxt is None or nxt in seen:
+                continue
+            seen.add(nxt)
+            variable = getattr(nxt, "variable", None)  # an AccumulateGrad: a leaf
+            if variable is not None:
+                if id(variable) in leaves:
+                    found.add(leaves[id(variable)][1])
+            else:
+                stack.append(nxt)
+    return found
 
 
 class _ProbeRows:

@@ -226,9 +226,49 @@ def test_export_reads_the_residual_streams_image_map_once_and_stops_passes_early
     readers = [n for n in nodes if "input" in n.terms]
     assert [n.name for n in readers] == ["block0_ln1", "block0_ln2", "block1_ln1", "block1_ln2"]
     assert all(n.terms["input"] is readers[0].terms["input"] for n in readers)
-    full = [(last, seen) for source, last, seen in passes if source == "input" and last is not None]
-    assert len(full) == 1  # 64 pixels: one chunk, for block0_ln1 only
-    assert full[0] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1) < (len(nodes), len(nodes))
+    probes = [(last, seen) for source, last, seen in passes if source == "input"]
+    assert len(probes) == 2  # 64 pixels: the structured probe (1 + 2 rows), then one chunk of the full probe
+    assert probes[0] == (exporter.order["ln"], exporter.order["ln"] + 1)  # the last node reading the stream
+    assert probes[1] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1)  # for block0_ln1 only
+
+
+def test_export_probes_end_at_each_sources_last_reader_and_write_the_same_network(monkeypatch):
+    """Each node's probe passes stop at the last node that reads its output (found once by following autograd from
+    every node's input back to the node outputs it is computed from): a query head, read only by its attention
+    product, stops at itself; an MLP output, on the residual stream, at the final LayerNorm. The network written is
+    the one whole-model passes give, weight for weight, in fewer node visits."""
+    from spikeforge.converter import ecmt_export
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.models import DigitsViT
+
+    torch.manual_seed(0)
+    vit = DigitsViT().eval()
+    thresholds = collect_thresholds(vit, [torch.rand(6, 1, 8, 8) * 16])
+    visits = []
+    real = ecmt_export._Exporter._pass
+
+    def counted(self, source, rows, on_input, last=None):
+        ops = real(self, source, rows, on_input, last)
+        visits.append(ops.position)
+        return ops
+
+    monkeypatch.setattr(ecmt_export._Exporter, "_pass", counted)
+    with torch.no_grad():
+        exporter = ecmt_export._Exporter(copy.deepcopy(vit).double(), thresholds, (1, 8, 8), 4, "graded", None, None)
+    order, last = exporter.order, exporter.last
+    assert last["block0_q_h0"] == order["block0_q_h0"] and last["block1_av_h2"] == order["block1_proj_in"]
+    assert last["block0_gelu"] == order["block0_fc2_in"] and last["block0_fc2_in"] == order["ln"]
+    assert last["ln"] == order["head_in"]
+    # a head's softmax reaches its attention population through the heads' stack, which autograd sees whole
+    assert order["block0_attn_h1"] <= last["block0_softmax_h1"] <= order["block0_attn_h3"]
+    visits.clear()
+    stopped = ecmt_export.export_ecmt(vit, thresholds, (1, 8, 8))
+    stopped_visits = sum(visits)
+    visits.clear()
+    monkeypatch.setattr(ecmt_export._Exporter, "_last_targets", lambda self: {})
+    whole = ecmt_export.export_ecmt(vit, thresholds, (1, 8, 8))
+    assert stopped_visits < 0.7 * sum(visits)
+    _assert_same_network(stopped, whole)
 
 
 
@@ -244,12 +284,18 @@ def test_export_in_small_row_blocks_writes_the_same_network():
     vit = DigitsViT().eval()
     thresholds = collect_thresholds(vit, [torch.rand(6, 1, 8, 8) * 16])
     whole, blocks = (export_ecmt(vit, thresholds, (1, 8, 8), chunk_rows=rows) for rows in (4096, 5))
-    assert [(q.name, q.kind) for q in whole.projections] == [(q.name, q.kind) for q in blocks.projections]
-    for a, b in zip(whole.projections, blocks.projections):
+    _assert_same_network(whole, blocks)
+
+
+def _assert_same_network(a_net, b_net):
+    """Same populations and projections, weight for weight and bias for bias."""
+    assert [(q.name, q.kind) for q in a_net.projections] == [(q.name, q.kind) for q in b_net.projections]
+    for a, b in zip(a_net.projections, b_net.projections):
         for key in ("weight", "indices", "indptr"):
             if getattr(a, key, None) is not None:
                 assert np.array_equal(getattr(a, key), getattr(b, key)), (a.name, key)
-    for a, b in zip(whole.populations, blocks.populations):
+    assert [p.name for p in a_net.populations] == [p.name for p in b_net.populations]
+    for a, b in zip(a_net.populations, b_net.populations):
         assert np.array_equal(np.asarray(a.bias), np.asarray(b.bias)), a.name
 
 
