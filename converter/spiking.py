@@ -69,6 +69,41 @@ class IFNeurons(nn.Module):
         return spikes
 
 
+class CubaNeurons(IFNeurons):
+    """Current-based LIF neurons (format 1.12): i = α·i + I, m = β·v + i (membrane first: m = β·v + i, then
+    i = α·i + I); s = [m >= θ] (or m > θ) unless the membrane is held; reset as IF neurons; after a spike the
+    membrane is held for `refractory` steps (no spike, its current still integrates)."""
+
+    def __init__(self, threshold, v_init, reset, decay, syn_decay, membrane_first, refractory, unit, strict):
+        super().__init__(threshold, v_init, reset, decay, unit, strict)
+        self.syn_decay, self.membrane_first, self.refractory = syn_decay, membrane_first, refractory
+
+    def reset_state(self, batch):
+        super().reset_state(batch)
+        self.syn = torch.zeros_like(self.v)
+        self.hold = torch.zeros_like(self.v, dtype=torch.int64)
+
+    def forward(self, current):
+        if self.membrane_first:
+            m = self.v * self.decay + self.syn
+            self.syn = self.syn * self.syn_decay + current
+        else:
+            self.syn = self.syn * self.syn_decay + current
+            m = self.v * self.decay + self.syn
+        held = self.hold > 0
+        spikes = ((m > self.threshold) if self.strict else (m >= self.threshold)) & ~held
+        s = spikes.to(m.dtype)
+        if self.reset == "subtract":
+            after = m - s * self.threshold
+        elif self.reset == "zero":
+            after = m * (1 - s)
+        else:
+            after = m
+        self.v = torch.where(held, self.v, after)
+        self.hold = torch.where(held, self.hold - 1, torch.where(spikes, self.refractory, 0))
+        return s
+
+
 class MultiThresholdIF(IFNeurons):
     """Multi-threshold neurons of a network file (ECMT): levels θ·2^k and -θ_neg·2^k, k < n, soft reset.
 
@@ -185,6 +220,11 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = IFNeurons(
                     theta, v0, p.reset, None if p.decay is None else _t(p.decay, dtype, device).reshape(shape),
                     p.spike_value == "unit", p.threshold_test == "gt")
+            elif p.model == "cuba":
+                self.neurons[p.name] = CubaNeurons(
+                    theta, v0, p.reset, _t(p.decay, dtype, device).reshape(shape),
+                    _t(p.syn_decay, dtype, device).reshape(shape), p.synapse_order == "membrane_first", p.refractory,
+                    p.spike_value == "unit", p.threshold_test == "gt")
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":
@@ -273,9 +313,9 @@ class SpikingNetwork(nn.Module):
             """(values, levels) projection pr delivers at step t: its source's of step t - delay (zeros before)."""
             if pr.delay == 0:
                 return values[pr.source], levels.get(pr.source)
-            if t < pr.delay:
-                level = levels.get(pr.source)
-                return torch.zeros_like(values[pr.source]), None if level is None else torch.zeros_like(level)
+            if t < pr.delay:  # (a recurrent projection's source has not run this step yet)
+                zero = torch.zeros(b, *self.shapes[pr.source], dtype=self.dtype, device=self.device)
+                return zero, zero
             then_values, then_levels = past[t - pr.delay]
             return then_values[pr.source], then_levels.get(pr.source)
 

@@ -58,6 +58,10 @@ def _fill(h5, net, attrs, version):
             _put(g, "threshold_neg", pop.threshold_neg.astype(np.float32))
         if pop.decay is not None:
             _put(g, "decay", pop.decay.astype(np.float32))
+        if pop.syn_decay is not None:
+            _put(g, "syn_decay", pop.syn_decay.astype(np.float32))
+        if pop.model == "cuba":
+            g.attrs["synapse_order"], g.attrs["refractory"] = pop.synapse_order, int(pop.refractory)
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             g.attrs["spike_value"], g.attrs["threshold_test"] = pop.spike_value, pop.threshold_test
         for name in POP_DATASETS:

@@ -12,7 +12,7 @@ from .network import Network, chip_crossings
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
-                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF, "maxpool": K.MODEL_MAXPOOL}
+                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF, "maxpool": K.MODEL_MAXPOOL, "cuba": K.MODEL_CUBA}
 _EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX,
              "identity": K.EC_IDENTITY}
 # populations whose events carry analog values (not spikes): their synaptic work through weights is MACs
@@ -86,9 +86,10 @@ def _core_of(net, offsets, perms) -> np.ndarray:
 
 
 def _flags(pop) -> int:
-    """pop_flags bits of an if / lif population (unit spikes, strict threshold test)."""
+    """pop_flags bits of an if / lif / cuba population (unit spikes, strict threshold test, membrane first)."""
     return (K.FLAG_UNIT_SPIKE if pop.spike_value == "unit" else 0) | \
-        (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0)
+        (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0) | \
+        (K.FLAG_MEMBRANE_FIRST if pop.synapse_order == "membrane_first" else 0)
 
 
 def _aux_size(net, pop, mm_inner) -> int:
@@ -138,12 +139,16 @@ def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
     def gather(field):
         return np.concatenate([getattr(p, field).astype(np.float64)[perms[i]] for i, p in enumerate(pops)])
 
-    in_ptr = np.zeros(len(pops) + 1, np.int64)
-    in_proj = []
+    index = {p.name: i for i, p in enumerate(pops)}
+    in_ptr, back_ptr = np.zeros(len(pops) + 1, np.int64), np.zeros(len(pops) + 1, np.int64)
+    in_proj, back_proj = [], []
     for pi, pop in enumerate(pops):
         qs = [qi for qi, q in enumerate(net.projections) if q.target == pop.name]
         in_proj += qs
         in_ptr[pi + 1] = in_ptr[pi] + len(qs)
+        back = [qi for qi, q in enumerate(net.projections) if q.source == pop.name and index[q.target] <= pi]
+        back_proj += back
+        back_ptr[pi + 1] = back_ptr[pi] + len(back)
     return K.Populations(
         off=offsets[:-1].copy(), n=sizes,
         model=np.array([_MODEL_CODES[p.model] for p in pops], np.int64),
@@ -158,13 +163,16 @@ def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
         # ec_matmul nodes: [A(t), B(t), S_A, S_B]; maxpool populations: their source neurons' spike counts; in one
         # auxiliary state vector, from aux[p] to aux[p + 1]
         aux=np.concatenate([[0], np.cumsum([_aux_size(net, p, mm_inner) for p in pops])]).astype(np.int64),
-        in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64),
+        in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64), back_ptr=back_ptr, back_proj=np.array(back_proj, np.int64),
+        refractory=np.array([p.refractory for p in pops], np.int64),
         theta=gather("threshold"),
         theta_neg=np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
                                   p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)]),
         v_init=gather("v_init"), bias=gather("bias"),
         decay=np.concatenate([np.ones(p.size) if p.decay is None else p.decay.astype(np.float64)[perms[i]]
                               for i, p in enumerate(pops)]),
+        syn_decay=np.concatenate([np.zeros(p.size) if p.syn_decay is None else p.syn_decay.astype(np.float64)[perms[i]]
+                                  for i, p in enumerate(pops)]),
         **_history_layout(net, sizes, int(offsets[-1])),
     )
 

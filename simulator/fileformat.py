@@ -24,6 +24,7 @@ from .network import (
     RESET_MODES,
     SPIKE_VALUES,
     SPIKING_MODELS,
+    SYNAPSE_ORDERS,
     THRESHOLD_TESTS,
     CoreEdges,
     CoreTable,
@@ -35,7 +36,7 @@ from .network import (
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.11"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.12"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
@@ -45,6 +46,8 @@ FORMAT_VERSION = "1.11"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                        1.9: cores holding a box of a (C, H, W) population (/mapping/cores/box)
 #                        1.10: identity relays of shape (C, H, W) (fan-in split partial sums), attr fan_in_split
 #                        1.11: attr chip_mesh (routers per chip: chips tile the mesh, chip-to-chip hops counted)
+#                        1.12: cuba neurons (decay, syn_decay, synapse_order, refractory); recurrent projections
+#                              (onto the source or an earlier population, delay >= 1)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -127,18 +130,30 @@ def _check_population(pop: Population, i: int):
                 _fail(f"{where}/threshold_neg", f"must be > 0, got {pop.threshold_neg[bad[0]]} at index {bad[0]}")
     elif pop.threshold_neg is not None:
         _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
-    if pop.model == "lif":
+    if pop.model in ("lif", "cuba"):
         _check_array(pop.decay, f"{where}/decay", pop.size)
         bad = np.flatnonzero((pop.decay <= 0) | (pop.decay > 1))
         if bad.size:
             _fail(f"{where}/decay", f"must be in (0, 1], got {pop.decay[bad[0]]} at index {bad[0]}")
     elif pop.decay is not None:
-        _fail(f"{where}/decay", f"only lif neurons have one, not {pop.model!r}")
+        _fail(f"{where}/decay", f"only lif and cuba neurons have one, not {pop.model!r}")
+    if pop.model == "cuba":
+        _check_array(pop.syn_decay, f"{where}/syn_decay", pop.size)
+        bad = np.flatnonzero(~((pop.syn_decay >= 0) & (pop.syn_decay <= 1)))
+        if bad.size:
+            _fail(f"{where}/syn_decay", f"must be in [0, 1], got {pop.syn_decay[bad[0]]} at index {bad[0]}")
+        if pop.synapse_order not in SYNAPSE_ORDERS:
+            _fail(where, f"unknown synapse_order {pop.synapse_order!r} (known: {', '.join(SYNAPSE_ORDERS)})")
+        if isinstance(pop.refractory, (bool, np.bool_)) or not isinstance(pop.refractory, (int, np.integer)) or \
+                not 0 <= pop.refractory <= MAX_DELAY:
+            _fail(where, f"refractory {pop.refractory!r} must be an integer number of steps from 0 to {MAX_DELAY}")
+    elif pop.syn_decay is not None or pop.refractory != 0 or pop.synapse_order != "current_first":
+        _fail(where, f"syn_decay, synapse_order and refractory apply to cuba neurons only, not {pop.model!r}")
     if pop.spike_value not in SPIKE_VALUES or pop.threshold_test not in THRESHOLD_TESTS:
         _fail(where, f"spike_value {pop.spike_value!r} / threshold_test {pop.threshold_test!r} must be one of "
                      f"{', '.join(SPIKE_VALUES)} / {', '.join(THRESHOLD_TESTS)}")
-    if pop.model not in ("if", "lif") and (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
-        _fail(where, f"spike_value and threshold_test apply to if and lif neurons only, not {pop.model!r}")
+    if pop.model not in ("if", "lif", "cuba") and (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
+        _fail(where, f"spike_value and threshold_test apply to if, lif and cuba neurons only, not {pop.model!r}")
     if pop.model == "ec_matmul":
         if len(pop.shape) != 2:
             _fail(where, f"ec_matmul nodes have shape (M, N), got {pop.shape}")
@@ -405,8 +420,15 @@ def validate_network(net: Network) -> Network:
             if getattr(proj, end) not in order:
                 _fail(where, f"{end} {getattr(proj, end)!r} is not a population")
         if order[proj.source] >= order[proj.target]:
-            _fail(where, f"source {proj.source!r} does not come before target {proj.target!r} in "
-                         "population_order (populations must be in topological order)")
+            if proj.delay < 1:
+                _fail(where, f"source {proj.source!r} does not come before target {proj.target!r} in "
+                             "population_order (populations are in topological order; a recurrent projection, onto "
+                             "its source or an earlier population, needs a delay of at least 1 step)")
+            source = net.populations[order[proj.source]]
+            if source.model not in SPIKING_MODELS or proj.kind in ("maxpool", "matmul_a", "matmul_b"):
+                _fail(where, f"a recurrent projection carries spikes of if, lif, cuba, group, signed or "
+                             f"multi-threshold neurons through synapses: not a {proj.kind} projection from "
+                             f"{source.model!r}")
         if net.populations[order[proj.target]].model == "input":
             _fail(where, "the input population cannot receive projections")
         _check_projection(proj, net.populations[order[proj.source]], net.populations[order[proj.target]])
@@ -656,9 +678,19 @@ def _read(h5, path) -> Network:
         decay = _dataset(h5, f"{where}/decay", path, n) if "decay" in g else None
         spike_value = _attr(g, "spike_value", where, path, "str") if "spike_value" in g.attrs else "threshold"
         test = _attr(g, "threshold_test", where, path, "str") if "threshold_test" in g.attrs else "ge"
+        syn_decay = _dataset(h5, f"{where}/syn_decay", path, n) if "syn_decay" in g else None
+        order = _attr(g, "synapse_order", where, path, "str") if "synapse_order" in g.attrs else "current_first"
+        refractory = 0
+        if "refractory" in g.attrs:
+            value = np.asarray(g.attrs["refractory"])
+            if value.ndim != 0 or value.dtype.kind not in "iu":
+                raise NetworkFileError(where, f"attribute 'refractory' must be an integer, got "
+                                              f"{g.attrs['refractory']!r}", path)
+            refractory = int(value)
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
-                               alpha, levels, theta_neg, function, eps, decay, spike_value, test))
+                               alpha, levels, theta_neg, function, eps, decay, spike_value, test, syn_decay, order,
+                               refractory))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

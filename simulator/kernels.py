@@ -25,9 +25,10 @@ from . import ecmath
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE, KIND_MAXPOOL = 0, 1, 2, 3, 4, 5, 6
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
-MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL = 5, 6, 7, 8, 9
-# pop_flags bits of if / lif populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ
-FLAG_UNIT_SPIKE, FLAG_STRICT_TEST = 1, 2
+MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL, MODEL_CUBA = 5, 6, 7, 8, 9, 10
+# pop_flags bits of if / lif / cuba populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ;
+# (cuba) the membrane reads last step's synaptic current, then the current takes this step's input
+FLAG_UNIT_SPIKE, FLAG_STRICT_TEST, FLAG_MEMBRANE_FIRST = 1, 2, 4
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES, C_PACKETS_IN, C_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7
@@ -42,13 +43,16 @@ G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUP
 # (FLAG_*) / func (EC_*, -1) codes; tau: the model's size parameter (τ, levels, last dimension); expand: payloads
 # expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state, a maxpool
 # population's spike counts of its source neurons; incoming
-# projections in_proj[in_ptr[p]:in_ptr[p + 1]]. Per neuron, float64: theta, theta_neg, v_init, bias, decay.
+# projections in_proj[in_ptr[p]:in_ptr[p + 1]], its recurrent outgoing ones (onto itself or an earlier population)
+# back_proj[back_ptr[p]:back_ptr[p + 1]]; refractory: cuba's hold steps. Per neuron, float64: theta, theta_neg,
+# v_init, bias, decay, syn_decay (cuba's synaptic current factor).
 # Delayed projections: a source whose events are delivered up to D steps later keeps hlen[p] = D + 1 steps of
 # them (0: none), step t's in the event arrays from hoff[p] + (t mod hlen[p])·n[p], their number in
 # hist_n[hslot[p] + t mod hlen[p]]; hoff / hslot have one entry more (the end: the event arrays' length).
 Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "expand", "alpha", "vmax", "flags",
-                                         "func", "eps", "aux", "in_ptr", "in_proj", "theta", "theta_neg", "v_init",
-                                         "bias", "decay", "hlen", "hoff", "hslot"))
+                                         "func", "eps", "aux", "in_ptr", "in_proj", "back_ptr", "back_proj",
+                                         "refractory", "theta", "theta_neg", "v_init", "bias", "decay", "syn_decay",
+                                         "hlen", "hoff", "hslot"))
 # Per projection q, int64: kind (KIND_*), source population, target neuron offset and size, offsets into
 # weights / indptr / indices, geom (q, 13) (G_* columns; (d_in, d_out) pointwise; matmul operand shape), mac
 # (analog work is counted as MACs), weight bytes per synapse, delay (steps). weights float32, indptr int64,
@@ -74,13 +78,14 @@ Recording = namedtuple("Recording", ("rec_off", "tr_ptr", "tr_idx", "n_rec", "n_
 # after update; flows: (T, flows) int64 packets per core-to-core flow.
 Outputs = namedtuple("Outputs", ("out", "ctr", "counts", "rec", "trace", "flows"))
 # One sample's working state: v: membranes, the running input sum S(t) of EC nodes; prev: EC nodes'
-# (t-1)·F(S(t-1)/(t-1)), ec_matmul nodes' S_K(t-1)/(t-1); aux: ec_matmul operands; cur: this step's input
+# (t-1)·F(S(t-1)/(t-1)), ec_matmul nodes' S_K(t-1)/(t-1), cuba neurons' synaptic current; hold: the steps a cuba
+# neuron's membrane is still held after its last spike; aux: ec_matmul operands; cur: this step's input
 # currents; the events population p queued: ev_idx / ev_val / ev_mult / ev_rec[off[p]:off[p] + ev_n[p]] (local
 # neuron, payload, multiplicity, what counts / rasters record), past steps' events after them (Populations: hoff),
 # hist_n their numbers; acc: readout sums; reached: t + 1 where a stored synapse delivered an event to the neuron in
 # step t (the neurons with input, counted as active).
-State = namedtuple("State", ("v", "prev", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n", "hist_n",
-                             "acc", "reached"))
+State = namedtuple("State", ("v", "prev", "hold", "aux", "cur", "ev_idx", "ev_val", "ev_mult", "ev_rec", "ev_n",
+                             "hist_n", "acc", "reached"))
 
 
 @njit(cache=True)
@@ -290,6 +295,7 @@ def run_sample(x, T, readout, pops, projs, routing, recording, o):
             _count_active(p, t, pops, routing.core_of, s.reached, o.ctr)
             _update(p, t, pops, routing, recording, s, o)
             _keep_events(p, t, pops, s)
+            _count_recurrent(p, t, pops, projs, routing, s, o.ctr)
             _record_trace(p, t, recording, s.v, o.trace)
     acc = s.acc
     out = o.out
@@ -303,7 +309,8 @@ def _new_state(pops, readout):
     n_total = pops.theta.shape[0]
     n_pops = pops.off.shape[0]
     n_ev = pops.hoff[n_pops]  # this step's events, then the kept past steps'
-    return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(max(pops.aux[n_pops], 1)), np.zeros(n_total),
+    return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(n_total, np.int64), np.zeros(max(pops.aux[n_pops], 1)),
+                 np.zeros(n_total),
                  np.empty(n_ev, np.int64), np.empty(n_ev), np.ones(n_ev, np.int64),
                  np.empty(n_ev, np.int64), np.zeros(n_pops, np.int64), np.zeros(max(pops.hslot[n_pops], 1), np.int64),
                  np.zeros(pops.n[readout]), np.zeros(n_total, np.int64))
@@ -359,6 +366,17 @@ def _input_currents(p, t, pops, projs, routing, s, ctr):
 
 
 @njit(cache=True)
+def _count_recurrent(p, t, pops, projs, routing, s, ctr):
+    """Count the synaptic work of population p's events of step t through its recurrent projections, in the step
+    they are sent as for any delayed projection (delivered later, by _deliver, which does not count them)."""
+    s0 = pops.off[p]
+    for j in range(pops.back_ptr[p], pops.back_ptr[p + 1]):
+        q = pops.back_proj[j]
+        _count_synapses(t, routing.rc_off[q], projs.wbytes[q], C_MACS if projs.mac[q] else C_SYNOPS, s0,
+                        s0 + s.ev_n[p], s, routing, ctr)
+
+
+@njit(cache=True)
 def _deliver(p, q, t, pops, projs, routing, s, ctr):
     """Deliver the source's events through projection q into population p: this step's, or those of step t - delay
     (none before the first delay steps). Their synaptic work is counted in the step they are sent (this step's
@@ -401,7 +419,8 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
     else:
         _conv_events(cur, tgt_off, weights, w_off, projs.geom[q], ev_idx, ev_val, k0, k1)
     _mark_reached(q, t, projs, s.reached, ev_idx, k0, k1)
-    _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, s0, s1, s, routing, ctr)
+    if src < p:  # a recurrent projection's events were counted when sent (_count_recurrent)
+        _count_synapses(t, routing.rc_off[q], projs.wbytes[q], ctr_kind, s0, s1, s, routing, ctr)
 
 
 @njit(cache=True)
@@ -512,6 +531,8 @@ def _update(p, t, pops, routing, recording, s, o):
     model = pops.model[p]
     if model == MODEL_IF or model == MODEL_LIF:
         _if_update(p, pops, s)
+    elif model == MODEL_CUBA:
+        _cuba_update(p, pops, s)
     elif model == MODEL_GROUP:
         _group_update(p, pops, s)
     elif model == MODEL_SIGNED:
@@ -650,6 +671,50 @@ def _if_update(p, pops, s):
                 v[i] = 0.0
             else:
                 v[i] = m
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
+        else:
+            v[i] = m
+    s.ev_n[p] = m_ev
+
+
+@njit(cache=True)
+def _cuba_update(p, pops, s):
+    """Current-based LIF neurons: i = α·i + I, m = β·v + i (membrane first: m = β·v + i, then i = α·i + I); a
+    spike (θ, or 1) when m reaches θ, then reset, and the membrane held for `refractory` steps (no input, no spike)."""
+    off = pops.off[p]
+    n = pops.n[p]
+    reset = pops.reset[p]
+    refractory = pops.refractory[p]
+    unit = (pops.flags[p] & FLAG_UNIT_SPIKE) != 0
+    strict = (pops.flags[p] & FLAG_STRICT_TEST) != 0
+    membrane_first = (pops.flags[p] & FLAG_MEMBRANE_FIRST) != 0
+    v = s.v
+    syn = s.prev
+    hold = s.hold
+    cur = s.cur
+    theta = pops.theta
+    decay = pops.decay
+    syn_decay = pops.syn_decay
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
+    m_ev = 0
+    for i in range(off, off + n):
+        if membrane_first:
+            m = v[i] * decay[i] + syn[i]
+            syn[i] = syn[i] * syn_decay[i] + cur[i]
+        else:
+            syn[i] = syn[i] * syn_decay[i] + cur[i]
+            m = v[i] * decay[i] + syn[i]
+        if hold[i] > 0:
+            hold[i] -= 1
+            continue
+        if m > theta[i] or (m == theta[i] and not strict):
+            if reset == RESET_SUBTRACT:
+                v[i] = m - theta[i]
+            elif reset == RESET_ZERO:
+                v[i] = 0.0
+            else:
+                v[i] = m
+            hold[i] = refractory
             m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
         else:
             v[i] = m

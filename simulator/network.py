@@ -19,14 +19,19 @@ import numpy as np
 # of two operands (ECMT); "readout" integrates without firing; "lif" is a leaky IF neuron (membrane times a
 # per-neuron decay before each step's input: NIR's LIF after discretization); "maxpool" is a spiking max pooling
 # gate (Rueckauer et al. 2017): each neuron passes on, unchanged, the events of the source neuron of its window
-# with the most spikes so far (one maxpool projection from an if / lif / group population; no parameters).
+# with the most spikes so far (one maxpool projection from an if / lif / group population; no parameters); "cuba" is
+# a current-based LIF neuron (NIR's CubaLIF after discretization): a synaptic current i with its own decay α feeds
+# the membrane, i = α·i + I, m = β·v + i (`synapse_order` "current_first"; "membrane_first": the membrane reads
+# last step's current, then the current takes this step's input), and after a spike the membrane is held at its
+# reset value for `refractory` steps, ignoring its current (snnTorch's Synaptic resets to zero a step late).
 NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif",
-                 "maxpool")
+                 "maxpool", "cuba")
 # Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part);
 # "identity" is a relay: it forwards the sum of its step's inputs (EC of the identity is the identity), so a
 # value several later nodes need (a transformer's residual stream) is delivered once instead of to each of them.
 EC_FUNCTIONS = ("gelu", "layernorm", "softmax", "identity")
-SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif")
+SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif", "cuba")
+SYNAPSE_ORDERS = ("current_first", "membrane_first")
 # if / lif neurons: what a spike carries downstream (θ, spikeforge's conversion convention, or 1, NIR's and most
 # SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
 SPIKE_VALUES = ("threshold", "unit")
@@ -62,9 +67,12 @@ class Population:
     threshold_neg: np.ndarray | None = None  # multi-threshold: negative base θ_neg > 0; None = positive levels only
     function: str = ""  # ec nodes: one of EC_FUNCTIONS
     eps: float = 1e-5  # ec layernorm: added to the variance
-    decay: np.ndarray | None = None  # lif: membrane factor per step, in (0, 1]
-    spike_value: str = "threshold"  # if / lif: a spike carries θ ("threshold") or 1 ("unit")
-    threshold_test: str = "ge"  # if / lif: fire when m >= θ ("ge") or m > θ ("gt")
+    decay: np.ndarray | None = None  # lif / cuba: membrane factor per step, in (0, 1]
+    spike_value: str = "threshold"  # if / lif / cuba: a spike carries θ ("threshold") or 1 ("unit")
+    threshold_test: str = "ge"  # if / lif / cuba: fire when m >= θ ("ge") or m > θ ("gt")
+    syn_decay: np.ndarray | None = None  # cuba: synaptic current factor per step α, in [0, 1]
+    synapse_order: str = "current_first"  # cuba: one of SYNAPSE_ORDERS
+    refractory: int = 0  # cuba: steps the membrane is held at its reset value after a spike
 
     @property
     def size(self) -> int:
@@ -81,7 +89,8 @@ class Population:
     @classmethod
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
-             spike_value="threshold", threshold_test="ge"):
+             spike_value="threshold", threshold_test="ge", syn_decay=None, synapse_order="current_first",
+             refractory=0):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -92,7 +101,8 @@ class Population:
 
         return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
                    float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
-                   str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test)
+                   str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test,
+                   None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory))
 
 
 @dataclass
@@ -125,6 +135,7 @@ class Projection:
     groups: int = 1
     transpose: bool = False  # matmul_a / matmul_b: the operand is the transpose of the 2-D source
     delay: int = 0  # steps from a source event to its delivery: 0 the same step (layer-synchronous), d: step t + d
+    # (a recurrent projection, onto its source or an earlier population, needs d >= 1)
 
 
 @dataclass
@@ -323,6 +334,10 @@ class Network:
 
     def incoming(self, name: str) -> list:
         return [p for p in self.projections if p.target == name]
+
+    def recurrent(self, proj) -> bool:
+        """proj feeds back: onto its own source or an earlier population (delivered `delay` >= 1 steps later)."""
+        return self.index_of(proj.source) >= self.index_of(proj.target)
 
     def core_graph(self):
         """The core graph as a networkx DiGraph (nodes carry the cores table columns)."""

@@ -93,7 +93,7 @@ def _payload(pop):
     theta = pop.theta
     uniform = pop.n > 0 and bool((theta == theta[0]).all())
     unit_spike = pop.vmax != 0.0 or bool(pop.flags & K.FLAG_UNIT_SPIKE)
-    if pop.model in (K.MODEL_IF, K.MODEL_LIF):
+    if pop.model in (K.MODEL_IF, K.MODEL_LIF, K.MODEL_CUBA):
         return (1.0 if unit_spike else float(theta[0]) if uniform else theta), 1
     if pop.model == K.MODEL_GROUP:
         if pop.vmax != 0.0:
@@ -143,7 +143,8 @@ class _Pop:
             return torch.as_tensor(np.ascontiguousarray(a[off:off + n][inv]), device=device).to(dtype)
 
         self.theta, self.theta_neg, self.v_init = canon(pops.theta), canon(pops.theta_neg), canon(pops.v_init)
-        self.bias, self.decay = canon(pops.bias), canon(pops.decay)
+        self.bias, self.decay, self.syn_decay = canon(pops.bias), canon(pops.decay), canon(pops.syn_decay)
+        self.refractory = int(pops.refractory[p])
         # a core holds a contiguous canonical neuron range of one population: per-core sums of a (B, n) tensor are
         # differences of its running sum at the ranges' ends (exact: the summed values are integers < 2^53); cores
         # holding boxes are made ranges by reading the neurons in core order first (seg_order)
@@ -178,6 +179,7 @@ class _Pop:
         self.dest = _sparse_rows(dest, _rows_canonical(ptr, flat.perms[p]), np.ones(len(dest)),
                                  (flat.n_cores, n), device) if len(dest) else None
         self.incoming = [int(q) for q in pops.in_proj[pops.in_ptr[p]:pops.in_ptr[p + 1]]]
+        self.recurrent = [int(q) for q in pops.back_proj[pops.back_ptr[p]:pops.back_ptr[p + 1]]]  # outgoing
         self.has_bias = bool((self.bias != 0).any())
         self.bias_mask = (self.bias != 0)[None, :] if self.has_bias else None  # (1, n): neurons always active
         # group neurons with one θ >= 0: the thresholds θ·j/τ rise with j, so counting those reached (bucketize)
@@ -389,6 +391,10 @@ class _Run:
                              torch.zeros(b, pop.n, dtype=f64, device=dev))
                      for pop in plan.pops if pop.model in (K.MODEL_EC, K.MODEL_ECMM)}
         self.sums = {}  # ec_matmul node p -> [S_A, S_B]
+        # cuba neurons: synaptic currents and the steps their membranes are still held (kernels._cuba_update)
+        self.syn = {pop.p: torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops
+                    if pop.model == K.MODEL_CUBA}
+        self.hold = {p: torch.zeros(b, self.syn[p].shape[1], dtype=torch.int64, device=dev) for p in self.syn}
         self.static = {}  # projection from the input (the same every step) -> its current
         self.static_work = {}  # ... -> (work, cores)
         self.static_reach = {}  # ... -> the targets it reaches (kernels._mark_reached)
@@ -412,10 +418,10 @@ class _Run:
         before the first delivery, a silent output (no events, zero values)."""
         if proj.delay == 0:
             return outs[proj.src]
-        if t < proj.delay:
-            now = outs[proj.src]
-            zero = torch.zeros_like(now.mult)
-            return _Out(zero, value=zero, level=zero, payload=now.payload)
+        if t < proj.delay:  # (a recurrent projection's source has no output of this step yet)
+            src = self.plan.pops[proj.src]
+            zero = torch.zeros(self.v[0].shape[0], src.n, dtype=torch.float64, device=self.plan.device)
+            return _Out(zero, value=zero, level=zero, payload=src.payload)
         return self.history[t - proj.delay][proj.src]
 
     def count_events(self, t, pop, mult, spikes=False):
@@ -478,6 +484,30 @@ def _if_update(run, t, pop, cur):
         run.v[pop.p] = torch.addcmul(m, s, pop.theta, value=-1.0)
     else:
         run.v[pop.p] = _reset(m, fired, pop.reset)
+    run.emit(t, pop, s, s)
+    return _Out(s, level=s, payload=pop.payload)
+
+
+def _cuba_update(run, t, pop, cur):
+    """Current-based LIF neurons (kernels._cuba_update): i = α·i + I and m = β·v + i (in the population's order),
+    fire on m >= θ (m > θ strict) unless held, reset, hold for `refractory` steps."""
+    v, syn, hold = run.v[pop.p], run.syn[pop.p], run.hold[pop.p]
+    if pop.flags & K.FLAG_MEMBRANE_FIRST:
+        m = v * pop.decay + syn
+        run.syn[pop.p] = syn * pop.syn_decay + cur
+    else:
+        syn = syn * pop.syn_decay + cur
+        run.syn[pop.p] = syn
+        m = v * pop.decay + syn
+    held = hold > 0
+    fired = ((m > pop.theta) if pop.flags & K.FLAG_STRICT_TEST else (m >= pop.theta)) & ~held
+    s = fired.to(torch.float64)
+    if pop.reset == K.RESET_SUBTRACT:
+        after = torch.addcmul(m, s, pop.theta, value=-1.0)
+    else:
+        after = _reset(m, fired, pop.reset)
+    run.v[pop.p] = torch.where(held, v, after)
+    run.hold[pop.p] = torch.where(held, hold - 1, torch.where(fired, pop.refractory, 0))
     run.emit(t, pop, s, s)
     return _Out(s, level=s, payload=pop.payload)
 
@@ -622,7 +652,8 @@ def _step(run, t, outs):
         for q in pop.incoming:
             proj = plan.projs[q]
             src = run.source(t, proj, outs)  # what arrives now (sent `delay` steps ago)
-            sent = outs[proj.src]  # what the source sends now: its synaptic work is counted now (kernels._deliver)
+            recurrent = proj.src >= pop.p  # its work was counted when sent (_count_recurrent)
+            sent = None if recurrent else outs[proj.src]  # sent now: its synaptic work counted now (kernels._deliver)
             same_input = proj.src == 0 and run.static_input  # the same input every step
             if proj.kind in ("matmul_a", "matmul_b"):
                 operands[proj.kind] = proj.operand(src.value)
@@ -632,7 +663,7 @@ def _step(run, t, outs):
                 if q not in run.static_work:
                     run.static_work[q] = proj.work(sent.mult)
                 work, cores = run.static_work[q]
-            else:
+            elif not recurrent:
                 work, cores = proj.work(sent.mult)
             static = same_input and t >= proj.delay  # and its current, once it arrives
             if proj.ordered is not None:  # the engine's sum: from the bias, term by term in its order
@@ -659,13 +690,16 @@ def _step(run, t, outs):
                     cur, owned = (current + pop.bias, True) if pop.has_bias else (current, False)
                 else:
                     cur, owned = cur + current, True
-            ctr[:, cores, _SYN if proj.src == 0 and run.spikes_in else proj.column] += work
-            ctr[:, cores, _BYT] += work * proj.wbytes
+            if not recurrent:
+                ctr[:, cores, _SYN if proj.src == 0 and run.spikes_in else proj.column] += work
+                ctr[:, cores, _BYT] += work * proj.wbytes
         if cur is None:
             cur = pop.bias.expand_as(run.v[pop.p])
         model = pop.model
         if model in (K.MODEL_IF, K.MODEL_LIF):
             outs[pop.p] = _if_update(run, t, pop, cur)
+        elif model == K.MODEL_CUBA:
+            outs[pop.p] = _cuba_update(run, t, pop, cur)
         elif model == K.MODEL_GROUP:
             outs[pop.p] = _group_update(run, t, pop, cur)
         elif model == K.MODEL_SIGNED:
@@ -683,6 +717,11 @@ def _step(run, t, outs):
         elif model == K.MODEL_READOUT:
             run.acc = cur.clone() if run.acc is None else run.acc + cur
             run.v[pop.p] = run.acc
+        for q in pop.recurrent:  # kernels._count_recurrent: this step's events, counted as they are sent
+            proj = plan.projs[q]
+            work, cores = proj.work(outs[pop.p].mult)
+            ctr[:, cores, proj.column] += work
+            ctr[:, cores, _BYT] += work * proj.wbytes
 
 
 def _count_active(run, t, pop, outs, ctr):
