@@ -52,11 +52,11 @@ from spikeforge.simulator.fileformat import MAX_DATASET_BYTES, MAX_NEURONS, MAX_
 from spikeforge.simulator.geometry import conv_output_hw, synapse_matrix
 from spikeforge.simulator.network import Network, Population, Projection
 
-POPULATION_TYPES = ("Input", "IF", "LIF", "I")
+POPULATION_TYPES = ("Input", "IF", "LIF", "CubaLIF", "I")
+NEURON_TYPES = ("IF", "LIF", "CubaLIF")
 LINEAR_TYPES = ("Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten", "Scale", "Delay")
 NOT_SUPPORTED = {
     "LI": "a leaky integrator (non-spiking leaky readout): spikeforge's readout does not leak",
-    "CubaLIF": "current-based LIF (a synaptic current state): spikeforge neurons have no synaptic filter",
     "CubaLI": "current-based leaky integrator: no synaptic filter and no leaky readout in spikeforge",
     "Threshold": "a stateless threshold: spikeforge neurons integrate",
     "Conv1d": "1-D convolutions: spikeforge convolutions are 2-D (C, H, W)",
@@ -96,7 +96,8 @@ def _meta(node, key, default=None):
 
 def _arr(value, name, where) -> np.ndarray:
     a = np.asarray(value, np.float64)
-    if not np.all(np.isfinite(a)) and name not in ("tau", "r (LIF)"):  # see _neuron: τ = r = inf is an IF
+    if not np.all(np.isfinite(a)) and name not in ("tau", "r (LIF)", "tau_mem", "tau_syn", "r (CubaLIF)", "w_in"):
+        # see _neuron and _cuba: τ = r = inf is no decay
         raise NirImportError(f"node {where!r}: {name} has non-finite values")
     return a
 
@@ -350,14 +351,15 @@ class _Graph:
         g = nx.DiGraph()
         g.add_nodes_from(self.nodes)
         g.add_edges_from(self.edges)
-        try:
-            cycle = nx.find_cycle(g)
-            raise NirImportError("recurrent connection " + " -> ".join(a for a, _ in cycle) + f" -> {cycle[0][0]}: "
-                                 "spikeforge networks are feed-forward")
-        except nx.NetworkXNoCycle:
-            pass
         self.g = g
         self.order = {n: i for i, n in enumerate(self.nodes)}
+        linear = g.subgraph([n for n, v in self.nodes.items() if _type(v) in LINEAR_TYPES])
+        try:
+            cycle = nx.find_cycle(linear)
+            raise NirImportError("loop of linear nodes " + " -> ".join(a for a, _ in cycle) + f" -> {cycle[0][0]}: "
+                                 "a recurrent connection must pass through a neuron (its spikes arrive a step later)")
+        except nx.NetworkXNoCycle:
+            pass
         inputs = [n for n, v in self.nodes.items() if _type(v) == "Input"]
         outputs = [n for n, v in self.nodes.items() if _type(v) == "Output"]
         if len(inputs) != 1 or len(outputs) != 1:
@@ -368,6 +370,9 @@ class _Graph:
                 + "; ".join(feeds + fed) + "). nir adds an Input for a node without incoming edges and an Output for "
                 "one without outgoing edges, so an extra one usually means a missing edge between the nodes named")
         self.input, self.output = inputs[0], outputs[0]
+        self.back = self._back_edges()  # the recurrent edges: what closes each cycle, seen from the Input
+        self.dag = g.copy()
+        self.dag.remove_edges_from(self.back)
         preds = list(g.predecessors(self.output))
         if len(preds) == 1 and _type(self.nodes[preds[0]]) == "I":
             self.readout = preds[0]
@@ -383,29 +388,55 @@ class _Graph:
             if name not in (self.input, self.output, self.readout) and _type(node) != "Output" and \
                     name not in leads:
                 raise NirImportError(f"node {name!r} does not lead to the Output")
-        self.is_population = {n: _type(v) in ("Input", "IF", "LIF") or n == self.readout for n, v in self.nodes.items()}
+        self.is_population = {n: _type(v) in ("Input",) + NEURON_TYPES or n == self.readout
+                              for n, v in self.nodes.items()}
         # a neuron whose only successor is the Scale(θ) written by nir_export: spikes carry θ
         self.theta_scale = {}
         for name, node in self.nodes.items():
             succ = list(g.successors(name))
-            if _type(node) in ("IF", "LIF") and len(succ) == 1 and _meta(self.nodes[succ[0]], "spikeforge_role") == \
+            if _type(node) in NEURON_TYPES and len(succ) == 1 and _meta(self.nodes[succ[0]], "spikeforge_role") == \
                     "spike_value" and np.array_equal(np.asarray(self.nodes[succ[0]].scale).reshape(-1),
                                                      np.asarray(node.v_threshold).reshape(-1)):
                 self.theta_scale[name] = succ[0]
         self.alias = {s: n for n, s in self.theta_scale.items()}  # the Scale node stands for its neuron
 
+    def _back_edges(self):
+        """Edges into a node still on the path of a depth-first walk from the Input (then from any node not
+        reached), successors in the graph's order: removing them leaves no cycle, and each recurrent loop is
+        broken where it returns to the earlier node (snnTorch's RLeaky: w_rec -> lif)."""
+        back, state = set(), {}  # node -> 1 on the walk's path, 2 done
+        starts = [self.input] if self.input in self.nodes else []
+        for start in starts + sorted(self.nodes, key=self.order.get):
+            if start in state:
+                continue
+            state[start] = 1
+            stack = [(start, iter(sorted(self.g.successors(start), key=self.order.get)))]
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    state[node] = 2
+                    stack.pop()
+                elif state.get(nxt) == 1:
+                    back.add((node, nxt))
+                elif nxt not in state:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(sorted(self.g.successors(nxt), key=self.order.get))))
+        return back
+
     def population_order(self):
-        """Population nodes in a topological order that keeps the graph's own order where it is free."""
+        """Population nodes in a topological order (recurrent edges aside) that keeps the graph's own order where
+        it is free."""
         import networkx as nx
 
         if any(True for _ in self.g.predecessors(self.input)):
             raise NirImportError(f"node {self.input!r}: the Input node cannot receive edges")
-        topo = nx.lexicographical_topological_sort(self.g, key=lambda n: self.order[n])
+        topo = nx.lexicographical_topological_sort(self.dag, key=lambda n: self.order[n])
         return [self.input] + [n for n in topo if self.is_population[n] and n != self.input]
 
     def paths_into(self, target):
-        """Every (source population, [linear nodes, source first]) path that ends at `target`, depth first in the
-        graph's order. Iterative (a chain of thousands of nodes is no recursion), and bounded: more than MAX_PATHS
+        """Every (source population, [linear nodes, source first], recurrent) path that ends at `target`, depth
+        first in the graph's order; recurrent: it crosses a recurrent edge (delivered a step later). Iterative (a chain of thousands of nodes is no recursion), and bounded: more than MAX_PATHS
         paths (diamonds of linear nodes multiply them) or linear nodes visited is refused naming `target`."""
         out, steps, total = [], 0, 0
 
@@ -419,6 +450,10 @@ class _Graph:
                 link = link[1]
             return chain
 
+        def crosses_back(p, chain):
+            nodes = [p] + chain + [target]
+            return any((a, b) in self.back for a, b in zip(nodes, nodes[1:]))
+
         stack = [(preds(target), target, None)]
         while stack:
             it, node, link = stack[-1]
@@ -427,10 +462,10 @@ class _Graph:
                 stack.pop()
                 continue
             src = self.alias.get(p, p)
-            if self.is_population.get(src) and src != target:
+            if self.is_population.get(src):
                 chain = chain_of(link)
                 total += len(chain)
-                out.append((src, chain))
+                out.append((src, chain, crosses_back(p, chain)))
                 if len(out) > MAX_PATHS or total > 100 * MAX_PATHS:
                     raise NirImportError(f"node {target!r}: more than {MAX_PATHS:,} paths of linear nodes (or "
                                          f"{100 * MAX_PATHS:,} nodes along them) lead into it; spikeforge builds "
@@ -448,8 +483,10 @@ class _Graph:
         return out
 
 
-def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir"):
-    """Population for a population node, and g: the per-neuron factor on its input current."""
+def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", looped=False):
+    """Population for a population node, and g: the per-neuron factor on its input current; looped: the node has a
+    recurrent input (under the snnTorch convention an IF / LIF so fed is an RLeaky, whose zero reset comes a step
+    late)."""
     t, n = _type(node), int(np.prod(shape))
 
     def per_neuron(value, what):
@@ -477,6 +514,8 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir"):
         reset = "zero"
     test = _meta(node, "spikeforge_threshold_test", "gt")
     v_init = np.asarray(_meta(node, "spikeforge_v_init", np.zeros(n)), np.float64).reshape(-1)
+    if t == "CubaLIF":
+        return _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convention)
     r = per_neuron(node.r, "r" if t == "IF" else "r (LIF)")
     if np.any(r == 0):
         raise NirImportError(f"node {name!r}: r = 0 at neuron {int(np.flatnonzero(r == 0)[0])}: the neuron would "
@@ -535,12 +574,67 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir"):
         if convention == "norse" and _meta(node, "spikeforge_v_init") is None:
             v_init = per_neuron(node.v_leak, "v_leak")  # Norse's LIFBox starts its membrane at v_leak
         model = "lif"
+    if convention == "snntorch" and looped and reset == "zero" and _meta(node, "spikeforge_refractory") is None:
+        # snnTorch's RLeaky (zero reset) empties its membrane the step after a spike, that step's input with it: a
+        # cuba neuron without a synaptic filter (α = 0: i = I) held one step after each spike
+        pop = Population.make(name, "cuba", shape, theta, v_init, 0.0, reset=reset,
+                              decay=np.ones(n) if decay is None else decay, syn_decay=0.0, refractory=1,
+                              spike_value="unit", threshold_test=test)
+        return pop, g, leak
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
     return pop, g, leak
 
 
+def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convention):
+    """A CubaLIF node: τ_syn dI/dt = -I + w_in·x, τ_mem dv/dt = v_leak - v + r·I, forward Euler at dt with the
+    current updated first: i = α·i + x, m = β·v + i (α = 1 - dt/τ_syn, β = 1 - dt/τ_mem; the gains dt·w_in/τ_syn
+    and dt·r/τ_mem scale the incoming weights: g). snnTorch's Synaptic (w_in = τ_syn/dt, r = τ_mem/dt: gains 1)
+    resets to zero a step late, dropping that step's input: held one step (refractory 1)."""
+    n = int(np.prod(shape))
+    tau_mem, tau_syn = per_neuron(node.tau_mem, "tau_mem"), per_neuron(node.tau_syn, "tau_syn")
+    r, w_in = per_neuron(node.r, "r (CubaLIF)"), per_neuron(node.w_in, "w_in")
+    v_leak = per_neuron(node.v_leak, "v_leak")
+    if np.any(v_leak != 0):
+        i = int(np.flatnonzero(v_leak != 0)[0])
+        raise NirImportError(f"node {name!r}: v_leak {v_leak[i]} at neuron {i}: a CubaLIF leaking towards a value "
+                             "other than 0 adds a constant to its membrane, and spikeforge's cuba neurons take their "
+                             "bias into the synaptic current")
+    gains = []
+    for tau, w, what in ((tau_mem, r, "tau_mem / r"), (tau_syn, w_in, "tau_syn / w_in")):
+        inf = np.isinf(tau)
+        if not (inf == np.isinf(w)).all() or np.any(~np.isfinite(w) & ~inf):
+            raise NirImportError(f"node {name!r}: {what}: an infinite tau (no decay) needs an infinite gain as well "
+                                 "(snnTorch's r = tau/dt for beta = 1), and only then")
+        gains.append(np.where(inf, 1.0, dt * np.where(inf, 0.0, w) / np.where(inf, 1.0, tau)))
+    step_m, step_s = dt / tau_mem, dt / tau_syn
+    if np.any(~(step_m < 1)) or np.any(~(step_s <= 1)):
+        bad, what = (step_m, "tau_mem") if np.any(~(step_m < 1)) else (step_s, "tau_syn")
+        i = int(np.flatnonzero(~(bad < 1) if what == "tau_mem" else ~(bad <= 1))[0])
+        raise NirImportError(f"node {name!r}: {what} {dt / bad[i]} at neuron {i} is below dt {dt}: forward Euler "
+                             "needs dt/tau below 1 (pass a smaller dt, or the convention of the tool that wrote it)")
+    g = gains[0] * gains[1]
+    if convention == "snntorch":
+        near = np.abs(g - 1) <= 1e-5
+        if not near.all():
+            i = int(np.flatnonzero(~near)[0])
+            _warn(f"node {name!r}: (dt·w_in/tau_syn)·(dt·r/tau_mem) = {g[i]:.6g} at neuron {i}, not 1 as snnTorch "
+                  f"writes (w_in = tau_syn/dt, r = tau_mem/dt at dt {dt}): was the graph written with another dt?")
+        g = np.where(near, 1.0, g)
+    refractory = _meta(node, "spikeforge_refractory")
+    if refractory is None:
+        refractory = 1 if convention == "snntorch" and reset == "zero" else 0
+    exact = _meta(node, "spikeforge_decay"), _meta(node, "spikeforge_syn_decay")
+    decay = np.asarray(exact[0], np.float64).reshape(-1) if exact[0] is not None else 1.0 - step_m
+    alpha = np.asarray(exact[1], np.float64).reshape(-1) if exact[1] is not None else 1.0 - step_s
+    pop = Population.make(name, "cuba", shape, theta, v_init, 0.0, reset=reset, decay=decay, syn_decay=alpha,
+                          refractory=int(refractory), spike_value="unit", threshold_test=test,
+                          synapse_order=str(_meta(node, "spikeforge_synapse_order", "current_first")))
+    return pop, g, np.zeros(n)
+
+
 _NEURON_PARAMS = {"IF": ("r", "v_threshold", "v_reset"), "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+                  "CubaLIF": ("tau_syn", "tau_mem", "r", "w_in", "v_leak", "v_threshold", "v_reset"),
                   "I": ("r",)}
 
 
@@ -623,26 +717,33 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
         return node_bias[node_name]
 
     ops = {}
+
+    def chain_of(src, chain):
+        shape = shapes[src]
+        chain_ops = []
+        for lin in chain:
+            op = ops.get(lin)
+            if op is None:
+                op = ops[lin] = _Op(lin, G.nodes[lin], shape)
+                if op.type == "Delay":
+                    op.steps = _delay_steps(op, dt)
+            elif int(np.prod(op.in_shape)) != int(np.prod(shape)):
+                raise NirImportError(f"node {lin!r}: inputs of {np.prod(op.in_shape)} and {np.prod(shape)} "
+                                     "values meet here")
+            shape = op.out_shape
+            chain_ops.append(op)
+        return src, chain_ops, shape
+
+    recurrent = []  # (target, source, chain): built once every population's shape is known
+    gains = {}
     for tgt in order[1:]:
         paths = G.paths_into(tgt)
+        recurrent += [(tgt, src, chain) for src, chain, back in paths if back]
+        paths = [(src, chain) for src, chain, back in paths if not back]
         if not paths:
-            raise NirImportError(f"node {tgt!r} receives nothing")
-        built = []
-        for src, chain in paths:
-            shape = shapes[src]
-            chain_ops = []
-            for lin in chain:
-                op = ops.get(lin)
-                if op is None:
-                    op = ops[lin] = _Op(lin, G.nodes[lin], shape)
-                    if op.type == "Delay":
-                        op.steps = _delay_steps(op, dt)
-                elif int(np.prod(op.in_shape)) != int(np.prod(shape)):
-                    raise NirImportError(f"node {lin!r}: inputs of {np.prod(op.in_shape)} and {np.prod(shape)} "
-                                         "values meet here")
-                shape = op.out_shape
-                chain_ops.append(op)
-            built.append((src, chain_ops, shape))
+            raise NirImportError(f"node {tgt!r} receives nothing" + (" but its own recurrent input" if recurrent and
+                                                                     recurrent[-1][0] == tgt else ""))
+        built = [chain_of(src, chain) for src, chain in paths]
         node = G.nodes[tgt]
         readout = tgt == G.readout
         if _type(node) in _NEURON_PARAMS:
@@ -662,12 +763,15 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
                 raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} for "
                                      f"{np.prod(shape)} neurons")
         shapes[tgt] = shape
-        pop, g, leak = _neuron(tgt, node, shape, dt, readout, dt_default, convention)
+        loop_ends = {chain[-1] for t, _, chain in recurrent if t == tgt and chain}  # their biases: below
+        looped = any(t == tgt for t, _, _ in recurrent)
+        pop, g, leak = _neuron(tgt, node, shape, dt, readout, dt_default, convention, looped)
+        gains[tgt] = g
         bias = _meta(node, "spikeforge_bias")  # written by nir_export: exact
         if bias is None:
             bias = leak.copy()
             for p in G.g.predecessors(tgt):
-                if p in ops:
+                if p in ops and p not in loop_ends:
                     bias += g * np.asarray(bias_of(p)).reshape(-1)
         pop.bias = np.asarray(bias, np.float32).reshape(-1)
         pops.append(pop)
@@ -681,6 +785,27 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
             projs.append(_projection(pname, src, tgt, chain_ops, g, shapes[src], shape))
         if tgt in G.theta_scale:
             pop.spike_value = "threshold"
+    pop_of = {p.name: p for p in pops}
+    biased = set()
+    for tgt, src, chain in recurrent:  # a step late: spikes of step t - 1 (plus the chain's Delay nodes)
+        src, chain_ops, out = chain_of(src, chain)
+        if int(np.prod(out)) != pop_of[tgt].size:
+            raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} (recurrent) for "
+                                 f"{pop_of[tgt].size} neurons")
+        for op in chain_ops:
+            if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
+                raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
+                                     "population's bias from the first step, so it cannot arrive later")
+        last = chain_ops[-1].name if chain_ops else None
+        if last is not None and (last, tgt) not in biased and _meta(G.nodes[tgt], "spikeforge_bias") is None:
+            # the loop's bias reaches the neurons from the first step (snnTorch's RLeaky adds W·0 + b at step 0)
+            biased.add((last, tgt))
+            pop_of[tgt].bias = (pop_of[tgt].bias + gains[tgt] * np.asarray(bias_of(last)).reshape(-1)).astype(
+                np.float32)
+        pname = _projection_name(src, tgt, chain_ops, used, None, suffixes)
+        proj = _projection(pname, src, tgt, chain_ops, gains[tgt], shapes[src], shapes[tgt])
+        proj.delay += 1
+        projs.append(proj)
     net = Network(pops, projs, *one_population_per_core(pops, projs),
                   {"name": name or str(_meta(graph, "name", "") or "nir"), "numeric_mode": "float32",
                    "imported_from": "nir", "nir_dt": float(dt), "nir_convention": convention,
