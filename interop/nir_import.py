@@ -436,8 +436,9 @@ class _Graph:
 
     def paths_into(self, target):
         """Every (source population, [linear nodes, source first], recurrent) path that ends at `target`, depth
-        first in the graph's order; recurrent: it crosses a recurrent edge (delivered a step later). Iterative (a chain of thousands of nodes is no recursion), and bounded: more than MAX_PATHS
-        paths (diamonds of linear nodes multiply them) or linear nodes visited is refused naming `target`."""
+        first in the graph's order; recurrent: it crosses a recurrent edge (delivered a step later). Iterative (a
+        chain of thousands of nodes is no recursion), and bounded: more than MAX_PATHS paths (diamonds of linear
+        nodes multiply them) or linear nodes visited is refused naming `target`."""
         out, steps, total = [], 0, 0
 
         def preds(node):

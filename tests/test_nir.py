@@ -221,8 +221,8 @@ def _chain(*nodes, shape=(4,)):
     (_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
             nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2))), "node 'n1': LI is not supported"),
     (_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
-            nir.CubaLIF(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2),
-                        v_threshold=np.ones(2))), "CubaLIF is not supported"),
+            nir.CubaLIF(tau_syn=np.full(2, 0.5), tau_mem=np.full(2, 2.0), r=np.ones(2), v_leak=np.zeros(2),
+                        v_threshold=np.ones(2))), "tau_syn 0.5 at neuron 0 is below dt 1.0"),
     (_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
             nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))), "v_reset -0.5 != 0"),
     (_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
@@ -237,14 +237,6 @@ def _chain(*nodes, shape=(4,)):
 def test_unmappable_nir_graphs_are_refused_naming_the_node(graph, message):
     with pytest.raises(NirImportError, match=message):
         from_nir(graph)
-
-
-def test_recurrent_graph_is_refused_naming_the_cycle():
-    g = _chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
-               nir.IF(r=np.ones(2), v_threshold=np.ones(2)), nir.Affine(weight=np.ones((2, 2)), bias=np.zeros(2)))
-    g.edges.append(("n2", "n1"))
-    with pytest.raises(NirImportError, match="recurrent connection .*n1 -> n2"):
-        from_nir(g)
 
 
 def test_models_without_nir_equivalent_are_refused(trained_mlp, digits):

@@ -134,6 +134,93 @@ def test_snntorch_conv_export_runs_spike_exact(tmp_path):
     assert mismatches == {"1": 0, "5": 0}, (mismatches, spikes)
 
 
+def _snntorch_spikes(net, x, layers):
+    """snnTorch's own spikes of the modules at `layers` (indices of the Sequential), per step."""
+    from snntorch import utils
+
+    rec = {str(i): [] for i in layers}
+    hooks = [net[i].register_forward_hook(
+        lambda mod, inp, out, k=str(i): rec[k].append((out[0] if isinstance(out, tuple) else out).detach().clone()))
+        for i in layers]
+    utils.reset(net)
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            net(x[:, t])
+    for h in hooks:
+        h.remove()
+    return rec
+
+
+def test_snntorch_recurrent_and_synaptic_layers_run_spike_exact_over_30_steps(tmp_path):
+    """RLeaky, RSynaptic (dense recurrent weights with biases) and Synaptic, zero reset as snnTorch's own NIR import
+    builds them: snnTorch empties their membranes the step after a spike (dropping that step's input) and feeds
+    the recurrent spikes back a step late; imported as cuba neurons held one step and recurrent projections."""
+    snn = pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 10),
+        snn.RLeaky(beta=torch.rand(10) * 0.4 + 0.5, threshold=torch.ones(10), linear_features=10, init_hidden=True,
+                   reset_mechanism="zero"),
+        torch.nn.Linear(10, 8),
+        snn.RSynaptic(alpha=torch.rand(8) * 0.5 + 0.3, beta=torch.rand(8) * 0.4 + 0.5, threshold=torch.full((8,), 0.8),
+                      linear_features=8, init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Linear(8, 4),
+        snn.Synaptic(alpha=torch.rand(4) * 0.5 + 0.3, beta=torch.full((4,), 0.9), threshold=torch.ones(4),
+                     init_hidden=True, output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        for i, gain in ((0, 2.0), (2, 2.0), (4, 2.5)):
+            net[i].weight.mul_(gain)
+        net[1].recurrent.weight.mul_(1.5)
+        net[3].recurrent.weight.mul_(1.5)
+    nir.write(tmp_path / "rec.nir", export_to_nir(net, torch.zeros(1, 6), ignore_dims=[0]))
+    assert main(["import-nir", str(tmp_path / "rec.nir"), str(tmp_path / "rec.h5"), "--convention", "snntorch"]) == 0
+    ours = simulator.load_network(tmp_path / "rec.h5")
+    assert [(p.name, p.model, p.refractory) for p in ours.populations[1:4]] == [
+        ("1.lif", "cuba", 1), ("3.lif", "cuba", 1), ("5", "cuba", 1)]
+    assert [(q.source, q.target, q.delay) for q in ours.projections if ours.recurrent(q)] == [
+        ("1.lif", "1.lif", 1), ("3.lif", "3.lif", 1)]
+    x = (torch.rand(16, 30, 6, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    theirs = _snntorch_spikes(net, x, (1, 3, 5))
+    res = simulator.run(ours, x.numpy(), 30, record=["1.lif", "3.lif", "5"])
+    for k, name in (("1", "1.lif"), ("3", "3.lif"), ("5", "5")):
+        lib = torch.stack(theirs[k], 1).numpy().reshape(16, 30, -1)
+        assert 0 < lib.sum() < lib.size / 2, (name, lib.sum())
+        np.testing.assert_array_equal(res.spikes[name].reshape(lib.shape), lib, err_msg=name)
+
+
+def test_snntorch_conv_synaptic_and_rleaky_run_spike_exact_over_30_steps():
+    """A Conv2d into a per-neuron Synaptic layer, then a recurrent dense RLeaky and a Synaptic readout layer.
+    (snnTorch 1.0 cannot export a convolutional RLeaky: it writes one β per channel for a (C, H, W) layer.)"""
+    snn = pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1),
+        snn.Synaptic(alpha=torch.rand(4, 6, 6) * 0.5 + 0.3, beta=torch.rand(4, 6, 6) * 0.3 + 0.6,
+                     threshold=torch.ones(4, 6, 6), init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Flatten(), torch.nn.Linear(144, 8),
+        snn.RLeaky(beta=torch.full((8,), 0.85), threshold=torch.ones(8), linear_features=8, init_hidden=True,
+                   reset_mechanism="zero"),
+        torch.nn.Linear(8, 5),
+        snn.Synaptic(alpha=torch.full((5,), 0.7), beta=torch.full((5,), 0.85), threshold=torch.ones(5),
+                     init_hidden=True, output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        for i, gain in ((0, 2.0), (3, 3.0), (5, 3.0)):
+            net[i].weight.mul_(gain)
+    ours = from_nir(export_to_nir(net, torch.zeros(1, 2, 6, 6), ignore_dims=[0]), convention="snntorch")
+    assert [q.kind for q in ours.projections][:2] == ["conv2d", "dense"]
+    x = (torch.rand(8, 30, 2, 6, 6, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    theirs = _snntorch_spikes(net, x, (1, 4, 6))
+    res = simulator.run(ours, x.numpy(), 30, record=["1", "4.lif", "6"])
+    for k, name in (("1", "1"), ("4", "4.lif"), ("6", "6")):
+        lib = torch.stack(theirs[k], 1).numpy().reshape(8, 30, -1)
+        assert 0 < lib.sum() < lib.size / 2, (name, lib.sum())
+        np.testing.assert_array_equal(res.spikes[name].reshape(lib.shape), lib, err_msg=name)
+
+
 def test_snntorch_import_exports_and_round_trips_through_the_cli(tmp_path):
     """export-nir of an imported snnTorch graph, imported again: the same arrays and the same spikes."""
     net = _snntorch_mlp(per_neuron=True)
