@@ -109,7 +109,7 @@ def test_cuba_recurrent_file_round_trips_and_maps_onto_chips(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda n: setattr(n.projections[1], "delay", 0), r"projections/r: .*a recurrent projection.* needs a delay of at least 1"),
+    (lambda n: setattr(n.projections[1], "delay", 0), r"projections/r: .*recurrent projection.* delay of at least 1"),
     (lambda n: setattr(n.populations[1], "syn_decay", np.full(10, 1.5, np.float32)), "syn_decay.*must be in"),
     (lambda n: setattr(n.populations[1], "synapse_order", "sideways"), "unknown synapse_order 'sideways'"),
     (lambda n: setattr(n.populations[1], "refractory", -1), "refractory -1 must be an integer"),
