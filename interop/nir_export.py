@@ -5,6 +5,8 @@ NIR describes continuous-time nodes; a spikeforge network is the discrete-time s
 population / projection            NIR node(s)
 input                              Input
 if (decay 1) / lif                 IF / LIF (tau = dt / (1 - decay), r = tau / dt: v <- decay·v + I under Euler)
+cuba                               CubaLIF (tau_syn = dt / (1 - syn_decay), w_in = tau_syn / dt, tau_mem and r as
+                                   LIF's: i <- syn_decay·i + I, v <- decay·v + i; hold and order in metadata)
 spikes that carry θ                a Scale(θ) node after the neuron (NIR spikes are 1)
 readout                            I (integrator) -> Output (NIR's output is v(T); spikeforge reports v(T) / T)
 dense / sparse                     Affine (bias = the target's bias) or Linear; Flatten first from a (C, H, W) source
@@ -12,6 +14,8 @@ conv2d                             Conv2d (bias per output channel)
 avgpool                            AvgPool2d (zero padding counted, as torch's default)
 identity                           a direct edge (Flatten when the shapes differ)
 delay d > 0 (format 1.8)           a Delay(d·dt) node between the source and the projection's node
+recurrent (format 1.12)            an edge back to the target (one step late, as NIR importers read a cycle; a
+                                   longer delay adds a Delay((d - 1)·dt))
 
 What NIR cannot say is kept in each node's metadata (``spikeforge_*`` keys: reset mode, threshold test,
 initial membrane, exact bias), so `interop.nir_import` rebuilds the network exactly; another NIR reader
@@ -57,6 +61,14 @@ def _neuron_node(nir, pop):
             "spikeforge_threshold_test": pop.threshold_test, "spikeforge_spike_value": pop.spike_value,
             "spikeforge_v_init": _f32(pop.v_init).reshape(shape), "spikeforge_bias": _f32(pop.bias).reshape(shape)}
     zeros = np.zeros(shape, np.float32)
+    if pop.model == "cuba":
+        meta.update(spikeforge_decay=_f32(pop.decay).reshape(shape), spikeforge_syn_decay=_f32(pop.syn_decay).reshape(
+            shape), spikeforge_refractory=int(pop.refractory), spikeforge_synapse_order=pop.synapse_order)
+        with np.errstate(divide="ignore"):  # dt = 1; a factor 1 -> tau inf (and gain inf: dt·r/tau = 1)
+            tau_mem = (1.0 / (1.0 - pop.decay.astype(np.float64))).reshape(shape).astype(np.float32)
+            tau_syn = (1.0 / (1.0 - pop.syn_decay.astype(np.float64))).reshape(shape).astype(np.float32)
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem, w_in=tau_syn, v_leak=zeros, v_threshold=theta,
+                           v_reset=zeros, metadata=meta)
     if pop.model == "if" or (pop.model == "lif" and np.all(pop.decay == 1)):
         return nir.IF(r=np.ones(shape, np.float32), v_threshold=theta, v_reset=zeros, metadata=meta)
     meta["spikeforge_decay"] = _f32(pop.decay).reshape(shape)
@@ -127,9 +139,10 @@ def to_nir(net: Network):
         src, tgt = net.population(q.source), net.population(q.target)
         bias = tgt.bias.reshape(tgt.shape) if carriers[tgt.name] == q.name else None
         start = out_of[q.source]
-        if q.delay:  # y(t) = x(t - delay·dt) on the source's spikes, before the weights (no bias passes it)
+        steps = q.delay - 1 if net.recurrent(q) else q.delay  # a recurrent edge is one step late already
+        if steps:  # y(t) = x(t - delay·dt) on the source's spikes, before the weights (no bias passes it)
             delay = unique(f"{q.name}_delay")
-            nodes[delay] = nir.Delay(delay=np.full(tuple(src.shape), float(q.delay), np.float32))
+            nodes[delay] = nir.Delay(delay=np.full(tuple(src.shape), float(steps), np.float32))
             edges.append((start, delay))
             start = delay
         if q.kind in ("dense", "sparse"):

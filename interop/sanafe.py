@@ -100,6 +100,10 @@ def check_exportable(net):
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             raise SanaFeExportError(f"population {pop.name!r}: spike_value {pop.spike_value!r} / threshold_test "
                                     f"{pop.threshold_test!r} is not exported (the shifts assume spikeforge's own)")
+    for q in net.projections:
+        if net.recurrent(q):
+            raise SanaFeExportError(f"projection {q.name!r}: recurrent projections are not exported to SANA-FE "
+                                    "(the side-by-side covers feed-forward networks)")
     chips = len(np.unique(net.cores.chip))
     if chips > 1:
         raise SanaFeExportError(f"the network spans {chips} chips; the SANA-FE export describes one chip's mesh "
