@@ -591,7 +591,8 @@ def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convent
     """A CubaLIF node: τ_syn dI/dt = -I + w_in·x, τ_mem dv/dt = v_leak - v + r·I, forward Euler at dt with the
     current updated first: i = α·i + x, m = β·v + i (α = 1 - dt/τ_syn, β = 1 - dt/τ_mem; the gains dt·w_in/τ_syn
     and dt·r/τ_mem scale the incoming weights: g). snnTorch's Synaptic (w_in = τ_syn/dt, r = τ_mem/dt: gains 1)
-    resets to zero a step late, dropping that step's input: held one step (refractory 1)."""
+    resets to zero a step late, dropping that step's input: held one step (refractory 1). Norse's LIFCell adds its
+    input to i, moves v by dt·τ_mem_inv·(v_leak - v + i) with that i, then decays i: the same order, gain 1 on x."""
     n = int(np.prod(shape))
     tau_mem, tau_syn = per_neuron(node.tau_mem, "tau_mem"), per_neuron(node.tau_syn, "tau_syn")
     r, w_in = per_neuron(node.r, "r (CubaLIF)"), per_neuron(node.w_in, "w_in")
@@ -601,6 +602,13 @@ def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convent
         raise NirImportError(f"node {name!r}: v_leak {v_leak[i]} at neuron {i}: a CubaLIF leaking towards a value "
                              "other than 0 adds a constant to its membrane, and spikeforge's cuba neurons take their "
                              "bias into the synaptic current")
+    norse = convention == "norse"
+    if norse:  # Norse 1.1 writes tau = dt/tau_inv (see the module docstring) and adds its input to i unscaled
+        tau_mem, tau_syn = tau_mem / dt, tau_syn / dt
+        if np.any(w_in != 1):
+            _warn(f"node {name!r}: w_in = {w_in[w_in != 1][0]} (Norse's LIFCell adds its input to the current "
+                  "unscaled, as read here): was this graph written by Norse?")
+        w_in = tau_syn / dt
     gains = []
     for tau, w, what in ((tau_mem, r, "tau_mem / r"), (tau_syn, w_in, "tau_syn / w_in")):
         inf = np.isinf(tau)
@@ -608,6 +616,8 @@ def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convent
             raise NirImportError(f"node {name!r}: {what}: an infinite tau (no decay) needs an infinite gain as well "
                                  "(snnTorch's r = tau/dt for beta = 1), and only then")
         gains.append(np.where(inf, 1.0, dt * np.where(inf, 0.0, w) / np.where(inf, 1.0, tau)))
+    if norse:
+        gains[1] = np.ones(n)
     step_m, step_s = dt / tau_mem, dt / tau_syn
     if np.any(~(step_m < 1)) or np.any(~(step_s <= 1)):
         bad, what = (step_m, "tau_mem") if np.any(~(step_m < 1)) else (step_s, "tau_syn")

@@ -2,6 +2,8 @@
 per-step input spike trains: every spike (sample, step, neuron) equal to the library's own simulation. And the
 other way: a spikeforge network exported to NIR and run by Norse's from_nir. Skipped where a library is missing
 (tests/test_nir_conventions.py covers the same conventions against their equations without the libraries)."""
+import warnings
+
 import nir
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from spikeforge import simulator
 from spikeforge.cli import main
 from spikeforge.converter.mapping import one_population_per_core
 from spikeforge.interop.nir_export import to_nir
-from spikeforge.interop.nir_import import from_nir
+from spikeforge.interop.nir_import import NirImportWarning, from_nir
 from spikeforge.simulator import Network, Population, Projection
 
 T = 20
@@ -19,9 +21,9 @@ T = 20
 pytestmark = pytest.mark.filterwarnings("ignore:nirtorch.*deprecated:DeprecationWarning")
 
 
-def _spike_trains(shape, seed, p=0.3):
+def _spike_trains(shape, seed, p=0.3, steps=T):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand((16, T) + tuple(shape), generator=g) < p).float()
+    return (torch.rand((16, steps) + tuple(shape), generator=g) < p).float()
 
 
 def _record(modules, kinds):
@@ -36,11 +38,12 @@ def _record(modules, kinds):
 
 def _compare(net, x, lib_spikes):
     """Run the imported network on the same frames (numba engine); mismatching (sample, step, neuron) per layer."""
-    res = simulator.run(net, x.numpy(), T, record=list(lib_spikes), record_counts=True)
+    n_steps = x.shape[1]
+    res = simulator.run(net, x.numpy(), n_steps, record=list(lib_spikes), record_counts=True)
     mismatches, spikes = {}, {}
     for name, steps in lib_spikes.items():
-        ours = res.spikes[name].reshape(len(x), T, -1)
-        theirs = torch.stack(steps, 1).numpy().reshape(len(x), T, -1)
+        ours = res.spikes[name].reshape(len(x), n_steps, -1)
+        theirs = torch.stack(steps, 1).numpy().reshape(len(x), n_steps, -1)
         mismatches[name] = int((ours != theirs).sum())
         spikes[name] = int(theirs.sum())
         assert 0 < spikes[name] < theirs.size, (name, spikes[name])  # the layer fires, and not every step
@@ -261,6 +264,59 @@ def _norse_run(net, x):
 def _names(net, rec):
     """SequentialState names its children '0', '1', ...; nirtorch names the NIR nodes the same way."""
     return {k.split(".")[-1]: v for k, v in rec.items()}
+
+
+def _norse_cuba(n, tau_syn_inv, tau_mem_inv, v_th, shape=None):
+    norse = pytest.importorskip("norse.torch")
+    shape = shape or (n,)
+    return norse.LIFCell(norse.LIFParameters(
+        tau_syn_inv=torch.full(shape, tau_syn_inv), tau_mem_inv=torch.full(shape, tau_mem_inv),
+        v_th=torch.full(shape, v_th), v_leak=torch.zeros(shape), v_reset=torch.zeros(shape)))
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+def test_norse_lifcell_runs_spike_exact_over_30_steps(conv):
+    """Norse's LIFCell (a current-based LIF: the input jumps i, v moves by dt·τ_mem_inv·(v_leak - v + i), then i
+    decays) exported by Norse and read as cuba neurons, against Norse's own spikes."""
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(2)
+    if conv:
+        # (Norse 1.1's to_nir writes no node for a Flatten: two convolutional layers)
+        net = norse.SequentialState(torch.nn.Conv2d(2, 4, 3, padding=1),
+                                    _norse_cuba(0, 200.0, 100.0, 0.3, (4, 6, 6)), torch.nn.Conv2d(4, 3, 3, padding=1),
+                                    _norse_cuba(0, 300.0, 150.0, 0.2, (3, 6, 6)))
+        shape, sample = (2, 6, 6), torch.zeros(1, 2, 6, 6)
+    else:
+        net = norse.SequentialState(torch.nn.Linear(16, 20), _norse_cuba(20, 200.0, 100.0, 0.3),
+                                    torch.nn.Linear(20, 6), _norse_cuba(6, 300.0, 150.0, 0.2))
+        shape, sample = (16,), torch.zeros(1, 16)
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+        net[-2].weight.mul_(3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NirImportWarning)  # Norse's graph keeps the sample's batch dimension
+        ours = from_nir(norse.to_nir(net, sample), convention="norse")
+    cuba = [p for p in ours.populations if p.model == "cuba"]
+    assert len(cuba) == 2 and all(p.refractory == 0 for p in cuba)
+    np.testing.assert_allclose(cuba[0].decay, 0.9, rtol=1e-6)  # 1 - dt·tau_mem_inv
+    np.testing.assert_allclose(cuba[0].syn_decay, 0.8, rtol=1e-6)  # 1 - dt·tau_syn_inv
+    x = _spike_trains(shape, seed=7, p=0.3, steps=30)
+    names = [p.name for p in cuba]
+    mismatches, spikes, _ = _compare(ours, x, {k: v for k, v in _names(net, _norse_run_cells(net, x)).items()
+                                              if k in names})
+    assert mismatches == {n: 0 for n in names}, (mismatches, spikes)
+
+
+def _norse_run_cells(net, x):
+    norse = pytest.importorskip("norse.torch")
+    rec, handles = _record(list(net.named_modules()), norse.LIFCell)
+    state = None
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            _, state = net(x[:, t], state)
+    for h in handles:
+        h.remove()
+    return rec
 
 
 def test_norse_mlp_export_runs_spike_exact_on_its_own_spike_trains(tmp_path):
