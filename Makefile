@@ -13,12 +13,16 @@ STAMP := $(VENV)/.spikeforge-installed
 WHEEL_DIR := build/wheelhouse
 WHEEL_VENV := build/wheel-venv
 ROOT := $(abspath .)
+# Norse for tests/test_nir_libs.py, without its declared torchvision (setup.cfg says why); nir, numpy and torch
+# come with spikeforge, nirtorch with its test extras
+NORSE := norse==1.1.0
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(NORSE)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,6 +44,7 @@ wheel-check: $(STAMP)
 	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
 	$(WHEEL_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls $(WHEEL_DIR)/spikeforge-*.whl)[test]"
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(NORSE)
 	set -e; tmp=$$(mktemp -d); cd $$tmp; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/python -c 'import spikeforge, sys; assert "$(WHEEL_VENV)" in spikeforge.__file__, spikeforge.__file__'; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/spikeforge demo --quick --out demo; \

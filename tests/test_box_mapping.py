@@ -12,6 +12,7 @@ from spikeforge.converter.mapping import _over, core_load, map_network, one_popu
 from spikeforge.converter.synapse_memory import list_words, shared_conv_lists
 from spikeforge.converter.writer import write_network
 from spikeforge.hwmodels import core_memory, estimate, load_target
+from spikeforge.simulator.fileformat import FORMAT_VERSION
 from spikeforge.simulator.network import Network, Population, Projection, box_indices
 
 LISTS = {"neurons_per_core": 1024, "axons_per_core": 4096, "synapse_memory_bytes_per_core": 131072,
@@ -112,7 +113,7 @@ def test_a_box_mapped_network_round_trips_and_runs_like_the_unmapped_one(tmp_pat
     mapped = map_network(net, load_target("loihi"), placement="snake")
     write_network(mapped, tmp_path / "box.h5")
     with h5py.File(tmp_path / "box.h5") as h5:
-        assert h5.attrs["format_version"] == "1.11" and h5["mapping/cores/box"].shape == (49, 6)
+        assert h5.attrs["format_version"] == FORMAT_VERSION and h5["mapping/cores/box"].shape == (49, 6)
     back = simulator.load_network(tmp_path / "box.h5")
     np.testing.assert_array_equal(back.cores.box, mapped.cores.box)
     cores, edges = one_population_per_core(net.populations, net.projections)

@@ -127,3 +127,19 @@ def test_the_wheel_installs_one_import_name():
     assert {v for k, v in mapped.items() if k != "spikeforge"} == {"converter", "simulator", "hwmodels", "interop"}
     assert "targets/*.json" in cfg["options.package_data"]["spikeforge.hwmodels"]
     assert os.path.isdir(REPO / "hwmodels" / "targets")
+
+
+def test_every_test_extra_imports():
+    """Each package the test extras install imports in this environment (torchvision 0.28.0, once pinned there for
+    Norse, did not import with torch 2.13.0+cpu: "operator torchvision::nms does not exist")."""
+    import importlib
+    import importlib.metadata as md
+    import re
+
+    modules = {"pytest": "pytest", "ruff": "ruff", "hypothesis": "hypothesis", "sanafe": "sanafe",
+               "snntorch": "snntorch", "nirtorch": "nirtorch"}
+    extras = [r for r in md.requires("spikeforge") or [] if re.search(r"extra\s*==\s*['\"]test['\"]", r)]
+    names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in extras]
+    assert names and set(names) <= set(modules), names  # a new extra needs its import name here
+    for name in names:
+        importlib.import_module(modules[name])
