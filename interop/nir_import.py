@@ -540,15 +540,22 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
     if t == "IF":
         model, decay = "if", None
         g = np.ones(n) * r if convention == "norse" else dt * r  # Norse's IAF: v += I, whatever dt
+        if convention == "snntorch" and np.any(g != 1):
+            i = int(np.flatnonzero(g != 1)[0])
+            _warn(f"node {name!r}: an IF node under --convention snntorch integrates dt·r = {g[i]:.6g} of its input "
+                  f"at neuron {i} (NIR's v += dt·r·I at dt {dt}); snnTorch exports no IF node (a beta = 1 Leaky is "
+                  "an LIF with tau = inf): a graph from another tool (sinabs writes IF with r = 1, meaning v += I) "
+                  "reads as it was meant with --convention nir")
     elif np.isinf(tau).all():
         model, decay, g = "if", None, np.ones(n)
     else:
-        if np.isinf(tau).any():
-            raise NirImportError(f"node {name!r}: some neurons have tau = inf and some not: split the layer")
-        # the fraction of the way to v_leak + r·I a step goes: dt/τ (NIR, snnTorch); Norse wrote τ = dt/τ_mem_inv
-        step = dt * dt / tau if convention == "norse" else dt / tau
-        if np.any(~(step < 1)):  # NaN included
-            i = int(np.flatnonzero(~(step < 1))[0])
+        # the fraction of the way to v_leak + r·I a step goes: dt/τ (NIR, snnTorch); Norse wrote τ = dt/τ_mem_inv;
+        # τ = inf (with r = inf, checked above: snnTorch's β = 1) is no leak, gain 1, next to leaky neurons or not
+        inf = np.isinf(tau)
+        tau_f = np.where(inf, 1.0, tau)
+        step = _snap_one(np.where(inf, 0.0, dt * dt / tau_f if convention == "norse" else dt / tau_f))
+        if np.any(~(step <= 1)):  # NaN included; a step of exactly 1 is β = 0 (no memory), as snnTorch's beta=0
+            i = int(np.flatnonzero(~(step <= 1))[0])
             if dt_default:
                 hint = (" The graph has no dt metadata (snnTorch and Norse do not write it), so dt defaulted to 1: "
                         "pass the step the model was trained with (--dt), or --convention snntorch / norse for "
@@ -557,11 +564,14 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
                 hint = " (Norse's step is dt·tau_mem_inv with tau_mem_inv = dt/tau: pass a smaller dt)"
             else:
                 hint = " (pass a smaller dt)"
-            what = f"dt·dt/tau = {step[i]:.6g} >= 1" if convention == "norse" else f"tau {tau[i]} <= dt {dt}"
-            raise NirImportError(f"node {name!r}: {what} at neuron {i}: forward Euler needs a step below 1.{hint}")
+            what = f"dt·dt/tau = {step[i]:.6g} > 1" if convention == "norse" else f"tau {tau[i]} < dt {dt}"
+            raise NirImportError(f"node {name!r}: {what} at neuron {i}: a forward Euler step past the leak target "
+                                 f"(dt/tau above 1) overshoots it.{hint}")
         exact = _meta(node, "spikeforge_decay")
         decay = np.asarray(exact, np.float64).reshape(-1) if exact is not None else 1.0 - step
-        g = dt * dt * r / tau if convention == "norse" else dt * r / tau  # r/τ first: exactly 1 when r = τ
+        r_f = np.where(inf, 0.0, r)
+        g = dt * dt * r_f / tau_f if convention == "norse" else dt * r_f / tau_f  # r/τ first: exactly 1 when r = τ
+        g = np.where(inf, 1.0, g)
         if convention == "snntorch":
             # snnTorch writes r = τ/dt: its Leaky adds the input unscaled, gain 1 (float32 parameters make dt·r/τ
             # 1 only to a few ulps; scaling every weight by that would move spikes)
@@ -585,6 +595,12 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
     return pop, g, leak
+
+
+def _snap_one(step):
+    """dt/τ within float32 rounding of 1 is 1 (a factor 0): τ = dt written in float32 (snnTorch's β = 0) is a
+    hair below a float64 dt."""
+    return np.where(np.abs(step - 1.0) <= 1e-6, 1.0, step)
 
 
 def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convention):
@@ -618,12 +634,13 @@ def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convent
         gains.append(np.where(inf, 1.0, dt * np.where(inf, 0.0, w) / np.where(inf, 1.0, tau)))
     if norse:
         gains[1] = np.ones(n)
-    step_m, step_s = dt / tau_mem, dt / tau_syn
-    if np.any(~(step_m < 1)) or np.any(~(step_s <= 1)):
-        bad, what = (step_m, "tau_mem") if np.any(~(step_m < 1)) else (step_s, "tau_syn")
-        i = int(np.flatnonzero(~(bad < 1) if what == "tau_mem" else ~(bad <= 1))[0])
-        raise NirImportError(f"node {name!r}: {what} {dt / bad[i]} at neuron {i} is below dt {dt}: forward Euler "
-                             "needs dt/tau below 1 (pass a smaller dt, or the convention of the tool that wrote it)")
+    step_m, step_s = _snap_one(dt / tau_mem), _snap_one(dt / tau_syn)
+    for step, what in ((step_m, "tau_mem"), (step_s, "tau_syn")):
+        if np.any(~(step <= 1)):  # 1 is a factor 0: no memory
+            i = int(np.flatnonzero(~(step <= 1))[0])
+            raise NirImportError(f"node {name!r}: {what} {dt / step[i]} at neuron {i} is below dt {dt}: a forward "
+                                 "Euler step with dt/tau above 1 overshoots (pass a smaller dt, or the convention "
+                                 "of the tool that wrote it)")
     g = gains[0] * gains[1]
     if convention == "snntorch":
         near = np.abs(g - 1) <= 1e-5

@@ -132,9 +132,9 @@ def _check_population(pop: Population, i: int):
         _fail(f"{where}/threshold_neg", f"only multi-threshold neurons have one, not {pop.model!r}")
     if pop.model in ("lif", "cuba"):
         _check_array(pop.decay, f"{where}/decay", pop.size)
-        bad = np.flatnonzero((pop.decay <= 0) | (pop.decay > 1))
+        bad = np.flatnonzero(~((pop.decay >= 0) & (pop.decay <= 1)))  # 0: no memory (snnTorch's beta = 0)
         if bad.size:
-            _fail(f"{where}/decay", f"must be in (0, 1], got {pop.decay[bad[0]]} at index {bad[0]}")
+            _fail(f"{where}/decay", f"must be in [0, 1], got {pop.decay[bad[0]]} at index {bad[0]}")
     elif pop.decay is not None:
         _fail(f"{where}/decay", f"only lif and cuba neurons have one, not {pop.model!r}")
     if pop.model == "cuba":

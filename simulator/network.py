@@ -67,7 +67,7 @@ class Population:
     threshold_neg: np.ndarray | None = None  # multi-threshold: negative base θ_neg > 0; None = positive levels only
     function: str = ""  # ec nodes: one of EC_FUNCTIONS
     eps: float = 1e-5  # ec layernorm: added to the variance
-    decay: np.ndarray | None = None  # lif / cuba: membrane factor per step, in (0, 1]
+    decay: np.ndarray | None = None  # lif / cuba: membrane factor per step, in [0, 1]
     spike_value: str = "threshold"  # if / lif / cuba: a spike carries θ ("threshold") or 1 ("unit")
     threshold_test: str = "ge"  # if / lif / cuba: fire when m >= θ ("ge") or m > θ ("gt")
     syn_decay: np.ndarray | None = None  # cuba: synaptic current factor per step α, in [0, 1]

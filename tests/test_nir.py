@@ -227,7 +227,7 @@ def _chain(*nodes, shape=(4,)):
             nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))), "v_reset -0.5 != 0"),
     (_chain(nir.Affine(weight=np.ones((2, 4)), bias=np.zeros(2)),
             nir.LIF(tau=np.full(2, 0.5), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))),
-     "tau 0.5 <= dt 1.0"),
+     "tau 0.5 < dt 1.0"),
     (_chain(nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2))), "does not take an input of 4 values"),
     (_chain(nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 3, 3)), stride=1, padding=2, dilation=2,
                        groups=1, bias=np.zeros(1)), shape=(1, 4, 4)), "dilation"),

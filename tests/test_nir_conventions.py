@@ -113,6 +113,31 @@ def _leaky_step(beta, node, mem, current):
     return mem * (1 - spk), spk
 
 
+def test_snntorch_leaky_layers_mixing_beta_1_with_leaky_neurons_and_beta_0_import():
+    """A Leaky layer whose β is 1 for some neurons (snnTorch writes τ = r = inf there) and below 1 for others
+    imports as one lif layer (it was refused: "split the layer"), and β = 0 (τ = dt: dt/τ = 1) as decay 0, a
+    neuron that keeps nothing from the last step (it was refused with a hint to pass a smaller dt, which would
+    describe another network); both give the Leaky update's spikes."""
+    dt = 1e-4
+    beta0 = np.where(np.arange(14) % 2 == 0, f32(1.0), f32(0.85)).astype(f32)
+    with np.errstate(divide="ignore"):
+        tau0 = (f32(dt) / (f32(1) - beta0)).astype(f32)
+    mixed = nir.LIF(tau=tau0, r=tau0 / f32(dt), v_leak=np.zeros(14, f32), v_threshold=np.full(14, 0.9, f32),
+                    v_reset=np.zeros(14, f32))
+    memoryless = nir.LIF(tau=np.full(5, f32(dt)), r=np.ones(5, f32), v_leak=np.zeros(5, f32),
+                         v_threshold=np.full(5, 0.5, f32), v_reset=np.zeros(5, f32))
+    graph = _graph([mixed, memoryless])
+    net = from_nir(graph, convention="snntorch")
+    np.testing.assert_array_equal(net.populations[1].decay, beta0)
+    np.testing.assert_array_equal(net.populations[2].decay, 0.0)
+    betas = {"n0": beta0, "n1": f32(0.0)}
+
+    def leaky(node, mem, current):
+        name = [k for k, n in graph.nodes.items() if n is node][0]
+        return _leaky_step(betas[name], node, mem, current)
+    assert _mismatches(net, graph, _trains(10), leaky) == {"n0": 0, "n1": 0}
+
+
 def test_norse_convention_equals_lifbox_and_iaf_updates():
     """Norse: LIFBox v += dt·τ_mem_inv·(v_leak - v + I) from v = v_leak, written as τ = dt/τ_mem_inv; IAF v += I;
     spike when v > θ, reset to 0."""
@@ -134,7 +159,7 @@ def test_norse_convention_equals_lifbox_and_iaf_updates():
     np.testing.assert_allclose(net.populations[1].decay, 1 - dt * inv, rtol=1e-6)
     np.testing.assert_allclose(net.populations[1].v_init, v_leak)
     assert _mismatches(net, graph, _trains(10), norse_step) == {"n0": 0, "n1": 0}
-    with pytest.raises(NirImportError, match=r"node 'n0': tau \S+ <= dt 1.0 at neuron 0.*--convention snntorch"):
+    with pytest.raises(NirImportError, match=r"node 'n0': tau \S+ < dt 1.0 at neuron 0.*--convention snntorch"):
         from_nir(graph)  # read as NIR equations at dt = 1
 
 
@@ -156,7 +181,11 @@ def _if(n=5, **kw):
      r"node 'n1': r = 2.0 \(Norse writes r = 1"),
     ("snntorch", [_lif(r=np.full(14, 2.0, f32)), _if()], None, r"node 'n0': r·dt/tau = 0.4 at neuron 0, not 1"),
     ("nir", [_lif(), _if(r=np.array([1, -1, 1, 1, 1], f32))], 1e-4, r"node 'n1': r = -1.0 < 0 at neuron 1"),
+    # snnTorch writes no IF node: a sinabs IF graph read with its dt 1e-4 would integrate 1e-4 of each input
+    ("snntorch", [_lif(tau=np.full(14, 1e-3, f32), r=np.full(14, 10.0, f32)), _if()], None,
+     r"node 'n1': an IF node under --convention snntorch integrates dt·r = 0.0001 of its input"),
 ])
+@pytest.mark.filterwarnings("ignore:.*an IF node under --convention snntorch")
 def test_suspicious_values_warn_naming_the_node(convention, neurons, dt, message):
     with pytest.warns(NirImportWarning, match=message):
         from_nir(_graph(neurons), dt=dt, convention=convention)
@@ -180,6 +209,7 @@ def test_cli_prints_warnings_as_one_line_and_refuses_threshold_zero(tmp_path, ca
     assert "--convention: invalid choice: 'brian'" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:.*an IF node under --convention snntorch")
 def test_parameters_of_different_shapes_are_refused_and_a_batch_dimension_is_dropped():
     g = _graph([_lif(), _if()])
     g.nodes["n0"].tau = np.full(7, 5e-4, f32)  # tau for 7 neurons, the rest for 14 (nir's constructor refuses it)

@@ -89,7 +89,7 @@ def _replace_lazily(h5, name, shape):
 @pytest.mark.parametrize("edit, message", [
     (lambda h5: h5.create_dataset("populations/fc_act/decay", data=np.ones(8, np.float32)),
      "only lif neurons have one"),
-    (lambda h5: h5["populations/pool_act/decay"].__setitem__(0, 1.5), r"decay: must be in \(0, 1\], got 1.5"),
+    (lambda h5: h5["populations/pool_act/decay"].__setitem__(0, 1.5), r"decay: must be in \[0, 1\], got 1.5"),
     (lambda h5: h5["populations/pool_act"].attrs.__setitem__("threshold_test", ">="), "threshold_test '>='"),
     (lambda h5: h5["populations/readout"].attrs.__setitem__("spike_value", "unit"),
      "apply to if and lif neurons only"),
