@@ -638,7 +638,21 @@ def _load_isolated(path, validate, timeout, max_bytes=None):
     return value
 
 
+def _foreign(h5, path):
+    """What an HDF5 file without spikeforge's `format` attribute looks like, and how to read it."""
+    keys = set(h5.keys())
+    if {"node", "version"} <= keys:
+        return ("it is a NIR graph file (groups 'node' and 'version'): import it with `spikeforge import-nir "
+                f"{path or 'FILE'} net.h5` (see docs/NIR.md)")
+    if "layer" in keys:
+        return ("it looks like a lava-dl netx network (a 'layer' group): spikeforge does not read netx files yet; "
+                "export the model to NIR (lava-dl / the training library) and use `spikeforge import-nir`")
+    return "it has no 'format' attribute (an HDF5 file written by another tool?)"
+
+
 def _read(h5, path) -> Network:
+    if "format" not in h5.attrs:
+        raise NetworkFileError("/", "not a spikeforge network file: " + _foreign(h5, path), path)
     fmt = _attr(h5, "format", "/", path, "str")
     if fmt != FORMAT_NAME:
         raise NetworkFileError("/", f"format is {fmt!r}, not {FORMAT_NAME!r}", path)

@@ -226,3 +226,25 @@ def test_cuba_recurrent_network_round_trips_through_nir(order, refractory, delay
     assert a.total("spikes") > 0
     np.testing.assert_array_equal(a.spike_counts["h"], b.spike_counts["h"])
     np.testing.assert_array_equal(a.output, b.output)
+
+
+def test_an_hdf5_file_that_is_not_a_network_says_what_it_is_and_which_importer_reads_it(tmp_path, capsys):
+    """A NIR graph or a lava-dl netx file given where a network file goes: exit 2 naming the file, what it looks
+    like and what to do (it said "missing attribute 'format'")."""
+    import h5py
+
+    from spikeforge.cli import main
+
+    graph = _graph({"input": nir.Input(input_type={"input": np.array([2])}), "w": nir.Linear(weight=np.eye(2)),
+                    "n": nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+                    "output": nir.Output(output_type={"output": np.array([2])})},
+                   [("input", "w"), ("w", "n"), ("n", "output")])
+    nir.write(tmp_path / "model.nir", graph)
+    with h5py.File(tmp_path / "model.net", "w") as f:  # netx: layers in groups "layer/0", "layer/1", ...
+        f.create_group("layer/0").attrs["type"] = "input"
+    for name, words in (("model.nir", ["is a NIR graph file", f"spikeforge import-nir {tmp_path / 'model.nir'}"]),
+                        ("model.net", ["lava-dl netx network", "does not read netx files yet"])):
+        assert main(["inspect", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: not a spikeforge network file" in err, err
+        assert all(w in err for w in words) and "Traceback" not in err, err
