@@ -54,8 +54,8 @@ def test_isolated_reading_equals_in_process_and_survives_libhdf5_crashes(base_fi
             x, y = getattr(p, field, None), getattr(q, field, None)
             assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (p.name, field)
     bad = tmp_path / "bad.h5"
-    fuzz_reader.apply({"kind": "attribute", "name": ("/", "format_version"), "value": "1.12"}, base_file, bad)
-    with pytest.raises(simulator.NetworkFileError, match="version 1.12 is not supported") as err:
+    fuzz_reader.apply({"kind": "attribute", "name": ("/", "format_version"), "value": "1.99"}, base_file, bad)
+    with pytest.raises(simulator.NetworkFileError, match="version 1.99 is not supported") as err:
         simulator.load_network(bad, isolate=True)
     assert str(bad) in str(err.value)
     # the in-process reader, in a process of its own
@@ -88,11 +88,11 @@ def _replace_lazily(h5, name, shape):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda h5: h5.create_dataset("populations/fc_act/decay", data=np.ones(8, np.float32)),
-     "only lif neurons have one"),
+     "only lif and cuba neurons have one"),
     (lambda h5: h5["populations/pool_act/decay"].__setitem__(0, 1.5), r"decay: must be in \[0, 1\], got 1.5"),
     (lambda h5: h5["populations/pool_act"].attrs.__setitem__("threshold_test", ">="), "threshold_test '>='"),
     (lambda h5: h5["populations/readout"].attrs.__setitem__("spike_value", "unit"),
-     "apply to if and lif neurons only"),
+     "apply to if, lif and cuba neurons only"),
     (lambda h5: h5["mapping/cores/x"].__setitem__(1, 2**40), "is beyond"),
     (lambda h5: _replace_lazily(h5, "projections/fc/weight", (2**20, 2**20)),
      "has 1099511627776 elements, more than the 24 its header allows|declare 4194304.0 MiB in all"),
