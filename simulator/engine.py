@@ -82,14 +82,18 @@ def prepare(network) -> FlatNetwork:
 
 
 def _check_inputs(flat, inputs, T):
-    """(B, steps, input size) float64: steps 1 for one input repeated every step (batch, *input shape), T for one
-    frame per step (batch, T, *input shape)."""
+    """((B, steps, input size) float64, frames): steps 1 for one input repeated every step (batch, *input shape),
+    T for one frame per step (batch, T, *input shape); frames: given one frame per step (at T = 1 too: a
+    (batch, 1, *input shape) array, or one that only reads as frames)."""
     x = np.asarray(inputs, dtype=np.float64)
     inp = flat.net.input
     shape = tuple(inp.shape)
+    static = x.ndim >= 1 and len(x) and _same_layout(x.shape[1:], shape, inp.size)
     if x.ndim >= 2 and len(x) and x.shape[1] == T and _same_layout(x.shape[2:], shape, inp.size):
+        frames = T > 1 or x.ndim == len(shape) + 2 or not static
         x = x.reshape(len(x), T, -1)
-    elif x.ndim >= 1 and len(x) and _same_layout(x.shape[1:], shape, inp.size):
+    elif static:
+        frames = False
         x = x.reshape(len(x), 1, -1)
     else:
         dims = ", ".join(map(str, shape))
@@ -104,7 +108,7 @@ def _check_inputs(flat, inputs, T):
         bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
         if bad.size:
             raise ValueError(f"input sample {bad[0]} contains NaN or inf")
-    return x
+    return x, frames
 
 
 def _same_layout(dims, shape, size) -> bool:
@@ -155,11 +159,11 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     simulate, chunk_size, engine_order, ran_on = _backend(backend, device, record_links)
     flat = prepare(network)
     net = flat.net
-    x = _check_inputs(flat, inputs, T)
+    x, frames = _check_inputs(flat, inputs, T)
     enc = as_encoding(encoding)
     if enc is not None and not enc.spikes:
         enc = None  # direct: the input as it is
-    spikes_in, repeats = _input_kind(x, spikes, enc)
+    spikes_in, repeats = _input_kind(x, spikes, enc, frames)
     if repeats:
         _check_counts_feed_synapses(flat)
     perm = flat.perms[0] if engine_order and not np.array_equal(flat.perms[0], np.arange(len(flat.perms[0]))) \
@@ -227,7 +231,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     return result
 
 
-def _input_kind(x, spikes, enc):
+def _input_kind(x, spikes, enc, frames):
     """(spikes_in, repeats): whether the input's work counts as synaptic operations, and whether some input
     counts exceed 1 (repeated spikes: input events of multiplicity n)."""
     if enc is not None:
@@ -237,8 +241,8 @@ def _input_kind(x, spikes, enc):
         if spikes is False:
             raise ValueError(f"spikes=False contradicts the {enc.name} encoding, whose frames are spikes")
         return True, False
-    if spikes is None:  # one frame per step of 0 / 1 values: spike trains (analog inputs: MACs)
-        return x.shape[1] > 1 and bool(((x == 0.0) | (x == 1.0)).all()), False
+    if spikes is None:  # one frame per step of 0 / 1 values: spike trains, whatever T (analog inputs: MACs)
+        return frames and bool(((x == 0.0) | (x == 1.0)).all()), False
     if spikes is False:
         return False, False
     if spikes is not True:

@@ -59,3 +59,18 @@ def test_per_step_inputs_match_the_reference_and_count_the_input_work_by_hand(ml
 def test_inputs_of_the_wrong_shape_name_both_forms(mlp_net):
     with pytest.raises(ValueError, match=r"expected \(batch, 1, 8, 8\) .* or \(batch, 4, 1, 8, 8\)"):
         simulator.run(mlp_net, np.zeros((2, 5, 1, 8, 8)), 4)
+
+
+def test_a_spike_frame_counts_synaptic_operations_at_t_1_as_at_any_t(mlp_net):
+    """One (batch, 1, *input shape) frame of 0 / 1 values at T = 1 is a spike frame, as the same frames are at
+    T > 1: synaptic operations, no MACs (it counted MACs). The same values given as a static input
+    (batch, *input shape) stay an analog input, MACs."""
+    rng = np.random.default_rng(0)
+    shape = tuple(mlp_net.input.shape)
+    frame = (rng.random((4, 1) + shape) < 0.3).astype(np.float64)
+    one = simulator.run(mlp_net, frame, 1)
+    two = simulator.run(mlp_net, np.concatenate([frame, np.zeros_like(frame)], 1), 2)
+    assert one.total("macs") == 0 and one.total("synops") > 0
+    np.testing.assert_array_equal(one.counters[0], two.counters[0])  # step 0 counted alike, whatever T
+    static = simulator.run(mlp_net, frame[:, 0], 1)
+    assert static.total("macs") > 0
