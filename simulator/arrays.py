@@ -416,3 +416,38 @@ def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
     fl_ptr = np.concatenate([[0], np.cumsum(n_packets)]).astype(np.int64)
     return n_packets, n_hops, n_chip, n_chip_hops, fl_ptr, fl_id.astype(np.int64), flow_key // n_cores, \
         flow_key % n_cores
+
+
+# synaptic-operation conventions (simulator.run(synops=...)): "all" counts every stored synapse an event reaches,
+# zero weights included (a chip reads them); "effective" only those with a nonzero weight, in projections that have
+# weights (NeuroBench's effective operations: identity, average and max pooling connections count none)
+SYNOPS_CONVENTIONS = ("all", "effective")
+_WEIGHTED_KINDS = ("dense", "sparse", "conv2d", "pointwise")
+
+
+def counted_as(flat: FlatNetwork, synops: str) -> FlatNetwork:
+    """The flat network whose row-core counts follow the `synops` convention (the same one for "all"; for
+    "effective" a copy, kept in flat.plans, with the counts of nonzero weights only). Spikes do not change."""
+    if synops not in SYNOPS_CONVENTIONS:
+        raise ValueError(f"synops must be one of {', '.join(SYNOPS_CONVENTIONS)}, got {synops!r}")
+    if synops == "all":
+        return flat
+    key = ("synops", synops)
+    if key not in flat.plans:
+        rt, projs = flat.routing, flat.projs
+        counts = np.zeros_like(rt.rc_cnt)
+        n_src = np.diff(np.concatenate([flat.pops.off, [flat.n_neurons]]))
+        for q, proj in enumerate(flat.net.projections):
+            if proj.kind not in _WEIGHTED_KINDS:
+                continue
+            s = int(projs.src[q])
+            r0 = int(rt.rc_off[q])
+            rptr = rt.rc_ptr[r0:r0 + int(n_src[s]) + 1]
+            rcore = rt.rc_core[rptr[0]:rptr[-1]]
+            counts[rptr[0]:rptr[-1]] = K.effective_row_counts(
+                int(projs.kind[q]), int(n_src[s]), int(projs.tgt_off[q]), int(projs.tgt_n[q]), projs.geom[q],
+                int(projs.ioff[q]), int(projs.xoff[q]), projs.indptr, projs.indices, projs.weights,
+                int(projs.woff[q]), rt.core_of, rptr - rptr[0], rcore)
+        flat.plans[key] = FlatNetwork(flat.net, flat.pops, projs, rt._replace(rc_cnt=counts), flat.perms,
+                                      flat.n_cores, flat.static_per_core)
+    return flat.plans[key]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import kernels as K
-from .arrays import FlatNetwork, _inverse, flatten
+from .arrays import FlatNetwork, _inverse, counted_as, flatten
 from .encoding import as_encoding
 from .fileformat import load_network, validate_network
 from .network import SPIKING_MODELS, Network
@@ -124,7 +124,7 @@ ENCODED_CHUNK_BYTES = 1 << 30  # default chunks of an encoded run hold at most t
 
 def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch_size=None,
         progress=None, record_links=False, backend="numba", device=None, max_bytes=None, spikes=None,
-        encoding=None, sample_offset=0) -> Result:
+        encoding=None, sample_offset=0, synops="all") -> Result:
     """Simulate `inputs` for T steps: (batch, *input shape), the same input every step (direct encoding), or
     (batch, T, *input shape), one frame per step (spike trains or currents; frames of 0 / 1 values are spikes, and
     their synaptic work counts as synaptic operations instead of MACs).
@@ -135,6 +135,9 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
     into spike frames chunk by chunk (only one chunk's frames are held: at most 1 GiB with the default batch_size);
     sample_offset: the index of inputs[0] in
     a larger run (the rate encoder seeds each sample by its index, so shards of a run encode as the whole run).
+    synops: "all" (default: every stored synapse an event reaches counts, zero weights included, as a chip with
+    dense synapse memory reads them) or "effective" (only nonzero weights of weighted projections, NeuroBench's
+    effective operations; identity and pooling connections count none); MACs and weight bytes follow the same rule.
 
     network: file path, Network or FlatNetwork (reuse a FlatNetwork to skip flattening).
     record: population names whose spike rasters to keep; record_counts: keep spikes per neuron;
@@ -157,7 +160,7 @@ def run(network, inputs, T: int, record=(), record_counts=False, trace=(), batch
         raise ValueError(f"sample_offset must be an integer >= 0, got {sample_offset!r}")
     T = int(T)
     simulate, chunk_size, engine_order, ran_on = _backend(backend, device, record_links)
-    flat = prepare(network)
+    flat = counted_as(prepare(network), synops)
     net = flat.net
     x, frames = _check_inputs(flat, inputs, T)
     enc = as_encoding(encoding)

@@ -239,6 +239,10 @@ def _execution_options(cmd):
                           "float64 on any torch device), or auto: torch on a GPU when there is one, else numba")
     cmd.add_argument("--device", help="torch device of --backend torch (cpu, cuda, cuda:1; default: cuda if "
                                       "available, else cpu)")
+    cmd.add_argument("--synops", choices=("all", "effective"), default="all",
+                     help="synaptic operations counted: all (every stored synapse an event reaches, zero weights "
+                          "included, as a chip with dense synapse memory reads them) or effective (nonzero weights of "
+                          "weighted connections only, NeuroBench's effective ACs / MACs; default: all)")
     cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes")
     cmd.add_argument("--scheduler", help="split the samples over the Dask cluster at this scheduler address")
     _memory_option(cmd)
@@ -256,7 +260,7 @@ def _runner(args, path, network):
     """A callable(x, T, progress, **run options) -> Result for the chosen backend, in-process or on Dask."""
     from spikeforge import simulator
 
-    options = {"backend": args.backend, "device": args.device, "max_bytes": args.max_memory}
+    options = {"backend": args.backend, "device": args.device, "max_bytes": args.max_memory, "synops": args.synops}
     if args.workers is not None and args.scheduler is not None:
         raise UserError("give --workers (a local cluster) or --scheduler (a running one), not both")
     if args.workers is None and args.scheduler is None:
@@ -692,7 +696,7 @@ def cmd_simulate(args):
     # renames leaves a new .npz beside an old .json, which spikeforge.load_run refuses as a mismatched pair
     summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
                "backend": res.backend, "device": res.device, "encoding": inputs.text, "wall_s": wall,
-               "totals": res.totals(),
+               "synops": args.synops, "totals": res.totals(),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
     if args.events:
         summary["events_left_out"] = inputs.dropped.get(args.T, 0)
@@ -782,7 +786,8 @@ def cmd_report(args):
             flat = simulator.prepare(fixed_net)
 
             def direct(xs, steps, progress=None, **kw):
-                return simulator.run(flat, xs, steps, progress=progress, max_bytes=args.max_memory, **kw)
+                return simulator.run(flat, xs, steps, progress=progress, max_bytes=args.max_memory,
+                                     synops=args.synops, **kw)
             return inputs.feed(direct, fixed_net)(samples, T)
 
         fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update, max_bytes=args.max_memory, run=run_fixed)
@@ -790,7 +795,8 @@ def cmd_report(args):
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole
-        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed, encoding=inputs.text)
+        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed, encoding=inputs.text,
+                             synops=args.synops)
     print(table)
     print(f"report written to {os.path.join(os.path.normpath(args.out), 'report.md')}")
 

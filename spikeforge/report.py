@@ -264,12 +264,14 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
     plt.close(fig)
 
 
-def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None):
+def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None,
+                 synops="all"):
     """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown of the table
     and of each target's validation band (what the command line prints).
 
     encoding: optional description of how the input was delivered (e.g. "rate (seed 0)"), shown in the header of
-    report.md and stored in report.json; None leaves it out."""
+    report.md and stored in report.json; None leaves it out. synops: the counting convention the runs used
+    (simulator.run's synops), stated in both."""
     os.makedirs(out_dir, exist_ok=True)
     T_max = max(runs)
     plots = []
@@ -298,6 +300,10 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     md += [f"{n_samples} samples. ANN: {ann['macs'] / 1e6:.3f} M MACs per inference, {ann['energy_pj'] / 1e6:.3f} μJ "
            f"(45 nm, E_MAC = 4.6 pJ)" + (f", accuracy {100 * ann_acc:.2f}%." if ann_acc is not None else "."), "",
            "Conventions: SOPs = synaptic operations (spikes x fan-out, summed over T), mean ± std over samples; "
+           + ("SOPs and MACs count every stored synapse an event reaches, zero weights included (synops all); "
+              if synops == "all" else "SOPs and MACs count nonzero weights of weighted connections only, "
+              "NeuroBench's effective operations (synops effective; identity and pooling connections count none); ")
+           +
            "MACs = analog input layer; paper-style energy = SOPs x 0.9 pJ + MACs x 4.6 pJ and its ratio to the "
            "ANN's MACs x 4.6 pJ (as in the conversion papers); target energy = every counted event priced by the "
            "target file (dynamic) + static power x latency, over the steps the chip runs (T plus one per layer on "
@@ -325,7 +331,8 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     text = "\n".join(md) + "\n"
     write_text(os.path.join(out_dir, "report.md"), text)
     clean = [{k: v for k, v in r.items() if k != "cost"} | {"cost": r["cost"].to_dict()} for r in rows]
-    doc = {"name": name, "samples": n_samples, "encoding": encoding, "ann": ann, "ann_accuracy": ann_acc,
+    doc = {"name": name, "samples": n_samples, "encoding": encoding, "synops": synops, "ann": ann,
+           "ann_accuracy": ann_acc,
            "rows": clean, "fixed_point": fixed_rows or []}
     write_text(os.path.join(out_dir, "report.json"), json.dumps(doc, indent=2))
     buf = io.StringIO()
