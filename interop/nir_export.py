@@ -94,14 +94,74 @@ def _bias_carrier(net, pop):
                          "Conv2d nodes, one value per output channel)")
 
 
-def to_nir(net: Network):
-    """The NIR graph of a validated network (see the module docstring for the mapping)."""
+EXPORT_CONVENTIONS = ("nir", "snntorch")
+SNNTORCH_DT = 1e-4  # the step snnTorch 1.0's import_from_nir assumes (hard-coded there)
+_SNNTORCH_NO_LEAK = 1e13  # τ (x dt) of a neuron without leak: 1 - dt/τ rounds to exactly 1 in float64
+
+
+def _check_snntorch(net):
+    """Refuse, naming the part, what snnTorch 1.0's import_from_nir would read as another network: it builds
+    Leaky / Synaptic layers with reset to zero right after a spike, one threshold per layer, the test mem > θ,
+    unit spikes, a start at 0, no delays, and no integrator node (the Output reads the last layer)."""
+    for pop in net.populations:
+        where = f"population {pop.name!r}"
+        if pop.model in ("input", "readout"):
+            if pop.model == "readout" and np.any(pop.bias):
+                raise NirExportError(f"{where}: a readout bias has no place in snnTorch's graph (no I node)")
+            continue
+        if pop.model not in ("if", "lif", "cuba"):
+            raise NirExportError(f"{where}: {pop.model} neurons have no snnTorch form")
+        if pop.reset != "zero" or pop.threshold_test != "gt" or pop.spike_value != "unit" or np.any(pop.v_init):
+            raise NirExportError(f"{where}: snnTorch's import builds neurons that reset to 0, fire on mem > θ, send "
+                                 f"1 and start at 0; this one has reset {pop.reset!r}, threshold_test "
+                                 f"{pop.threshold_test!r}, spike_value {pop.spike_value!r}"
+                                 + (", a nonzero v_init" if np.any(pop.v_init) else ""))
+        if np.unique(pop.threshold).size != 1:
+            raise NirExportError(f"{where}: snnTorch's import takes one threshold per layer, this one has "
+                                 f"{np.unique(pop.threshold).size}")
+        if pop.model == "cuba" and (pop.refractory or pop.synapse_order != "current_first"):
+            raise NirExportError(f"{where}: snnTorch's import builds a Synaptic that resets right after a spike and "
+                                 "updates its current first (refractory 0, synapse_order current_first)")
+    for q in net.projections:
+        extra = q.delay - (1 if net.recurrent(q) else 0)
+        if extra:
+            raise NirExportError(f"projection {q.name!r}: a delay of {extra} step(s): snnTorch has no Delay node")
+
+
+def _snntorch_neuron(nir, pop):
+    """IF / LIF / cuba as snnTorch's import reads them at dt = 1e-4: τ = dt/(1 - β), r = τ/dt (gain 1); no leak
+    as τ = 1e13·dt; a cuba's current as τ_syn = dt/(1 - α), w_in = τ_syn/dt."""
+    shape = tuple(pop.shape)
+    theta = _f32(pop.threshold).reshape(shape)
+    zeros = np.zeros(shape, np.float32)
+    dt = SNNTORCH_DT
+    decay = np.ones(pop.size) if pop.decay is None else pop.decay.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        tau = np.where(decay == 1, _SNNTORCH_NO_LEAK * dt, dt / (1.0 - decay)).reshape(shape)
+    if pop.model != "cuba":
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=zeros, v_threshold=theta, v_reset=zeros)
+    with np.errstate(divide="ignore"):
+        alpha = pop.syn_decay.astype(np.float64)
+        tau_syn = np.where(alpha == 1, _SNNTORCH_NO_LEAK * dt, dt / (1.0 - alpha)).reshape(shape)
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=tau / dt, w_in=tau_syn / dt, v_leak=zeros,
+                       v_threshold=theta, v_reset=zeros)
+
+
+def to_nir(net: Network, convention: str = "nir"):
+    """The NIR graph of a validated network (see the module docstring for the mapping). convention "snntorch":
+    the graph snnTorch 1.0's import_from_nir reads back as the same network (refused, naming the part, where it
+    cannot)."""
     import nir
 
     validate_network(net)
+    if convention not in EXPORT_CONVENTIONS:
+        raise NirExportError(f"convention {convention!r}: choose one of {', '.join(EXPORT_CONVENTIONS)}")
     if net.attrs.get("numeric_mode", "float32") == "fixed":
         raise NirExportError("fixed-point networks (integer input rounding, saturating membranes) have no NIR form; "
                              "export the float network")
+    snntorch = convention == "snntorch"
+    if snntorch:
+        _check_snntorch(net)
     nodes, edges = {}, []
     names = {p.name for p in net.populations}
 
@@ -118,6 +178,8 @@ def to_nir(net: Network):
         if pop.model == "input":
             nodes[pop.name] = nir.Input(input_type={"input": shape})
             out_of[pop.name] = pop.name
+        elif pop.model == "readout" and snntorch:  # its inputs feed the Output (snnTorch has no I node)
+            nodes[pop.name] = nir.Output(output_type={"output": shape})
         elif pop.model == "readout":
             nodes[pop.name] = nir.I(r=np.ones(tuple(pop.shape), np.float32),
                                     metadata={"spikeforge_model": "readout", "spikeforge_output": "v(T) / T",
@@ -126,7 +188,7 @@ def to_nir(net: Network):
             nodes[out] = nir.Output(output_type={"output": shape})
             edges.append((pop.name, out))
         else:
-            nodes[pop.name] = _neuron_node(nir, pop)
+            nodes[pop.name] = _snntorch_neuron(nir, pop) if snntorch else _neuron_node(nir, pop)
             out_of[pop.name] = pop.name
             if pop.spike_value == "threshold":
                 scale = unique(f"{pop.name}_theta")
@@ -182,17 +244,17 @@ def to_nir(net: Network):
         node.metadata = {**node.metadata, "spikeforge_projection": q.name, "spikeforge_kind": q.kind}
         nodes[name] = node
         edges += [(start, name), (name, tgt.name)]
-    meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION, "dt": 1.0,
+    meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION, "dt": SNNTORCH_DT if snntorch else 1.0,
             "name": str(net.attrs.get("name", ""))}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
-def export_nir(network, out_path) -> str:
+def export_nir(network, out_path, convention: str = "nir") -> str:
     """Write the NIR graph of a network (a `Network` or a network file path) to `out_path`, atomically."""
     import nir
 
     net = network if isinstance(network, Network) else load_network(network)
-    graph = to_nir(net)
+    graph = to_nir(net, convention)
     buf = io.BytesIO()  # built in memory: a full disk fails in plain Python I/O, never inside libhdf5
     nir.write(buf, graph)
     write_bytes(out_path, buf.getbuffer(), suffix=".nir.tmp")

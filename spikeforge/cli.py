@@ -178,9 +178,14 @@ def _parser():
                           "neurons and EC nodes have no NIR form and are refused.")
     e.add_argument("file", help="spikeforge network file (HDF5)")
     e.add_argument("out", help="NIR file to write")
+    e.add_argument("--convention", choices=("nir", "snntorch"), default="nir",
+                   help="nir: the NIR equations at dt = 1, spikeforge's semantics in metadata (default); snntorch: "
+                        "the graph snnTorch 1.0's import_from_nir reads as the same network (dt = 1e-4; refused, "
+                        "naming the part, where snnTorch cannot hold it)")
     _memory_option(e)
     m = add("import-nir", "Build a network file from a NIR graph (Input, Affine, Linear, Conv2d, AvgPool2d, "
-                          "SumPool2d, Flatten, Scale, IF, LIF, I, Output), discretized with forward Euler at --dt.")
+                          "SumPool2d, Flatten, Scale, Delay, IF, LIF, CubaLIF, I, Output; recurrent cycles), "
+                          "discretized with forward Euler at --dt.")
     m.add_argument("nir_file", help="NIR graph file (HDF5, as nir.write writes it)")
     m.add_argument("out", help="network file to write")
     m.add_argument("--dt", type=float, help="time step in the graph's time unit (default: the graph's dt "
@@ -841,7 +846,8 @@ def cmd_export_nir(args):
     from spikeforge.simulator import load_network
 
     _check_outputs([args.out], "out", [args.file])
-    export_nir(load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory), args.out)
+    export_nir(load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory), args.out,
+               args.convention)
     print(f"wrote {args.out}")
 
 

@@ -389,3 +389,58 @@ def test_spikeforge_if_network_exported_runs_in_norse():
     mismatches, counts, res = _compare(ours, x, spikes)
     assert mismatches == {"h": 0}, (mismatches, counts)
     np.testing.assert_allclose(res.output * T, total.numpy(), rtol=1e-5, atol=1e-4)  # Norse sums in float32
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # snnTorch's export of beta = 1
+def test_export_nir_snntorch_convention_reads_back_in_snntorch_with_the_same_spikes(tmp_path):
+    """`export-nir --convention snntorch`: the graph snnTorch's own import_from_nir turns into Leaky layers (dt =
+    1e-4, τ = dt/(1 - β), r = τ/dt; β = 1 as τ = 1e13·dt) that spike as our engine does; a converted network
+    (subtractive reset, the >= test) is refused naming the population, exit 2."""
+    snn = pytest.importorskip("snntorch")
+    from snntorch import utils
+    from snntorch.export_nir import export_to_nir
+    from snntorch.import_nir import import_from_nir
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 10),
+        snn.Leaky(beta=torch.rand(10) * 0.4 + 0.5, threshold=torch.ones(10), init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Linear(10, 4),
+        snn.Leaky(beta=torch.ones(4), threshold=torch.ones(4), init_hidden=True, output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+        net[2].weight.mul_(2.0)
+    ours = from_nir(export_to_nir(net, torch.zeros(1, 6), ignore_dims=[0]), convention="snntorch")
+    path = tmp_path / "ours.h5"
+    from spikeforge.converter.writer import write_network
+    write_network(ours, path)
+    assert main(["export-nir", str(path), str(tmp_path / "back.nir"), "--convention", "snntorch"]) == 0
+    back = import_from_nir(nir.read(tmp_path / "back.nir"))
+    x = (torch.rand(8, 30, 6, generator=torch.Generator().manual_seed(3)) < 0.4).float()
+    rec = {n: [] for n in ("1", "3")}
+    hooks = [getattr(back, n).register_forward_hook(
+        lambda mod, inp, out, k=n: rec[k].append((out[0] if isinstance(out, tuple) else out).detach().clone()))
+        for n in rec]
+    utils.reset(back)
+    with torch.no_grad():
+        for t in range(30):
+            back(x[:, t])
+    for h in hooks:
+        h.remove()
+    res = simulator.run(ours, x.numpy(), 30, record=["1", "3"])
+    for n in rec:
+        theirs = torch.stack(rec[n], 1).numpy().reshape(8, 30, -1)
+        assert 0 < theirs.sum() < theirs.size / 2
+        np.testing.assert_array_equal(res.spikes[n].reshape(theirs.shape), theirs, err_msg=n)
+
+
+def test_export_nir_snntorch_convention_refuses_what_snntorch_would_read_differently(tmp_path, capsys, trained_mlp,
+                                                                                     digits):
+    from spikeforge.converter import convert
+    from spikeforge.converter.writer import write_network
+
+    write_network(convert(trained_mlp, [digits[0][:64]]), tmp_path / "conv.h5")
+    assert main(["export-nir", str(tmp_path / "conv.h5"), str(tmp_path / "x.nir"), "--convention", "snntorch"]) == 2
+    err = capsys.readouterr().err
+    assert "snnTorch's import builds neurons that reset to 0" in err and "reset 'subtract'" in err, err
+    assert not (tmp_path / "x.nir").exists()
