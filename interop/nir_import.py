@@ -573,14 +573,7 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
         g = dt * dt * r_f / tau_f if convention == "norse" else dt * r_f / tau_f  # r/τ first: exactly 1 when r = τ
         g = np.where(inf, 1.0, g)
         if convention == "snntorch":
-            # snnTorch writes r = τ/dt: its Leaky adds the input unscaled, gain 1 (float32 parameters make dt·r/τ
-            # 1 only to a few ulps; scaling every weight by that would move spikes)
-            near = np.abs(g - 1) <= 1e-5
-            if not near.all():
-                i = int(np.flatnonzero(~near)[0])
-                _warn(f"node {name!r}: r·dt/tau = {g[i]:.6g} at neuron {i}, not 1 as snnTorch writes (r = tau/dt "
-                      f"at dt {dt}): was the graph written with another dt, or by another tool?")
-            g = np.where(near, 1.0, g)
+            g = _snntorch_gain(name, g, "r·dt/tau", f"r = tau/dt at dt {dt}")
         leak = step * per_neuron(node.v_leak, "v_leak")
         if convention == "norse" and _meta(node, "spikeforge_v_init") is None:
             v_init = per_neuron(node.v_leak, "v_leak")  # Norse's LIFBox starts its membrane at v_leak
@@ -595,6 +588,18 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
     return pop, g, leak
+
+
+def _snntorch_gain(name, g, what, how):
+    """snnTorch's neurons add their input unscaled: it writes the gains so that they are 1, which float32
+    parameters make 1 only to a few ulps (scaling every weight by that would move spikes): exactly 1 where within
+    1e-5, and a warning naming the node where not."""
+    near = np.abs(g - 1) <= 1e-5
+    if not near.all():
+        i = int(np.flatnonzero(~near)[0])
+        _warn(f"node {name!r}: {what} = {g[i]:.6g} at neuron {i}, not 1 as snnTorch writes ({how}): was the graph "
+              "written with another dt, or by another tool?")
+    return np.where(near, 1.0, g)
 
 
 def _snap_one(step):
@@ -643,12 +648,7 @@ def _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convent
                                  "of the tool that wrote it)")
     g = gains[0] * gains[1]
     if convention == "snntorch":
-        near = np.abs(g - 1) <= 1e-5
-        if not near.all():
-            i = int(np.flatnonzero(~near)[0])
-            _warn(f"node {name!r}: (dt·w_in/tau_syn)·(dt·r/tau_mem) = {g[i]:.6g} at neuron {i}, not 1 as snnTorch "
-                  f"writes (w_in = tau_syn/dt, r = tau_mem/dt at dt {dt}): was the graph written with another dt?")
-        g = np.where(near, 1.0, g)
+        g = _snntorch_gain(name, g, "(dt·w_in/tau_syn)·(dt·r/tau_mem)", f"w_in = tau_syn/dt, r = tau_mem/dt at dt {dt}")
     refractory = _meta(node, "spikeforge_refractory")
     if refractory is None:
         refractory = 1 if convention == "snntorch" and reset == "zero" else 0

@@ -440,14 +440,19 @@ def counted_as(flat: FlatNetwork, synops: str) -> FlatNetwork:
         for q, proj in enumerate(flat.net.projections):
             if proj.kind not in _WEIGHTED_KINDS:
                 continue
-            s = int(projs.src[q])
+            n = int(n_src[int(projs.src[q])])
             r0 = int(rt.rc_off[q])
-            rptr = rt.rc_ptr[r0:r0 + int(n_src[s]) + 1]
-            rcore = rt.rc_core[rptr[0]:rptr[-1]]
-            counts[rptr[0]:rptr[-1]] = K.effective_row_counts(
-                int(projs.kind[q]), int(n_src[s]), int(projs.tgt_off[q]), int(projs.tgt_n[q]), projs.geom[q],
-                int(projs.ioff[q]), int(projs.xoff[q]), projs.indptr, projs.indices, projs.weights,
-                int(projs.woff[q]), rt.core_of, rptr - rptr[0], rcore)
+            a0, a1 = int(rt.rc_ptr[r0]), int(rt.rc_ptr[r0 + n])
+            eptr, ecore, ecnt = K.row_core_table(
+                int(projs.kind[q]), n, int(projs.tgt_off[q]), int(projs.tgt_n[q]), projs.geom[q], int(projs.ioff[q]),
+                int(projs.xoff[q]), projs.indptr, projs.indices, rt.core_of, flat.n_cores, projs.weights,
+                int(projs.woff[q]))
+            # onto the table's own entries (row, core): an entry whose synapses are all zero counts 0
+            rows = np.repeat(np.arange(n), np.diff(rt.rc_ptr[r0:r0 + n + 1]))
+            keys = rows * flat.n_cores + rt.rc_core[a0:a1]
+            ekeys = np.repeat(np.arange(n), np.diff(eptr)) * flat.n_cores + ecore
+            order = np.argsort(keys, kind="stable")
+            counts[a0 + order[np.searchsorted(keys[order], ekeys)]] = ecnt
         flat.plans[key] = FlatNetwork(flat.net, flat.pops, projs, rt._replace(rc_cnt=counts), flat.perms,
                                       flat.n_cores, flat.static_per_core)
     return flat.plans[key]

@@ -999,11 +999,15 @@ def _tally(c, hist, seen, n_seen):
 
 
 @njit(cache=True)
-def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indices, core_of, n_cores):
-    """For every source row of one projection: the target cores it reaches and how many synapses on each.
+def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indices, core_of, n_cores,
+                   weights=np.zeros(0, np.float32), woff=0):
+    """For every source row of one projection: the target cores it reaches and how many synapses on each (with
+    `weights`, the projection's weights from `woff`: only those of nonzero weight, NeuroBench's effective count).
 
-    Returns (ptr (n_src+1), core, count) in CSR form. Walks each row once, as the engine will.
+    Returns (ptr (n_src+1), core, count) in CSR form. Walks each row once, as the engine will (dense rows of tgt_n
+    weights, CSR lists, a pointwise channel's list, a convolution's taps).
     """
+    nonzero = weights.shape[0] > 0
     hist = np.zeros(n_cores, np.int64)
     ptr = np.zeros(n_src + 1, np.int64)
     cores_out = []
@@ -1013,16 +1017,22 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
         n_seen = 0
         if kind == KIND_DENSE:
             for j in range(tgt_n):
+                if nonzero and weights[woff + e * tgt_n + j] == 0.0:
+                    continue
                 c = core_of[tgt_off + j]
                 n_seen = _tally(c, hist, seen, n_seen)
         elif kind == KIND_SPARSE:
             for k in range(indptr[ioff + e], indptr[ioff + e + 1]):
+                if nonzero and weights[woff + k] == 0.0:
+                    continue
                 c = core_of[tgt_off + indices[xoff + k]]
                 n_seen = _tally(c, hist, seen, n_seen)
         elif kind == KIND_POINTWISE:
             r = e // geom[0]
             ch = e - r * geom[0]
             for k in range(indptr[ioff + ch], indptr[ioff + ch + 1]):
+                if nonzero and weights[woff + k] == 0.0:
+                    continue
                 c = core_of[tgt_off + r * geom[1] + indices[xoff + k]]
                 n_seen = _tally(c, hist, seen, n_seen)
         else:
@@ -1045,7 +1055,10 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
                     if tx < 0 or tx % geom[G_SW] != 0 or tx // geom[G_SW] >= geom[G_WO]:
                         continue
                     t0 = tgt_off + ((ty // geom[G_SH]) * geom[G_WO] + tx // geom[G_SW]) * cout + g * cout_g
+                    w0 = woff + ((ch * geom[G_KH] + ky) * geom[G_KW] + kx) * cout_g
                     for o in range(cout_g):
+                        if nonzero and weights[w0 + o] == 0.0:
+                            continue
                         c = core_of[t0 + o]
                         n_seen = _tally(c, hist, seen, n_seen)
         for k in range(n_seen):
@@ -1061,56 +1074,3 @@ def row_core_table(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indice
         cnt_arr[k] = counts_out[k]
     return ptr, core_arr, cnt_arr
 
-
-@njit(cache=True)
-def effective_row_counts(kind, n_src, tgt_off, tgt_n, geom, ioff, xoff, indptr, indices, weights, woff, core_of,
-                         rptr, rcore):
-    """Synapses with a nonzero weight, per entry (source row, core) of a row_core_table (rptr, rcore): what
-    NeuroBench's effective operations count (a zero weight does no work). Walks the synapses as the engine
-    delivers them (dense rows of tgt_n weights; CSR lists; a pointwise channel's list; a convolution's taps)."""
-    hist = np.zeros(core_of.max() + 1 if core_of.shape[0] else 1, np.int64)
-    out = np.zeros(rcore.shape[0], np.int64)
-    for e in range(n_src):
-        if kind == KIND_DENSE:
-            w0 = woff + e * tgt_n
-            for j in range(tgt_n):
-                if weights[w0 + j] != 0.0:
-                    hist[core_of[tgt_off + j]] += 1
-        elif kind == KIND_SPARSE:
-            for k in range(indptr[ioff + e], indptr[ioff + e + 1]):
-                if weights[woff + k] != 0.0:
-                    hist[core_of[tgt_off + indices[xoff + k]]] += 1
-        elif kind == KIND_POINTWISE:
-            r = e // geom[0]
-            ch = e - r * geom[0]
-            for k in range(indptr[ioff + ch], indptr[ioff + ch + 1]):
-                if weights[woff + k] != 0.0:
-                    hist[core_of[tgt_off + r * geom[1] + indices[xoff + k]]] += 1
-        elif kind == KIND_CONV:
-            cin = geom[G_CIN]
-            cout = geom[G_COUT]
-            cin_g = cin // geom[G_GROUPS]
-            cout_g = cout // geom[G_GROUPS]
-            pos = e // cin
-            ch = e - pos * cin
-            y = pos // geom[G_W]
-            x = pos - y * geom[G_W]
-            g = ch // cin_g
-            for ky in range(geom[G_KH]):
-                ty = y + geom[G_PH] - ky
-                if ty < 0 or ty % geom[G_SH] != 0 or ty // geom[G_SH] >= geom[G_HO]:
-                    continue
-                for kx in range(geom[G_KW]):
-                    tx = x + geom[G_PW] - kx
-                    if tx < 0 or tx % geom[G_SW] != 0 or tx // geom[G_SW] >= geom[G_WO]:
-                        continue
-                    t0 = tgt_off + ((ty // geom[G_SH]) * geom[G_WO] + tx // geom[G_SW]) * cout + g * cout_g
-                    w0 = woff + ((ch * geom[G_KH] + ky) * geom[G_KW] + kx) * cout_g
-                    for o in range(cout_g):
-                        if weights[w0 + o] != 0.0:
-                            hist[core_of[t0 + o]] += 1
-        for k in range(rptr[e], rptr[e + 1]):
-            c = rcore[k]
-            out[k] = hist[c]
-            hist[c] = 0
-    return out

@@ -86,11 +86,12 @@ def _snntorch_graph(net, sample):
                                           ignore_dims=[0])
 
 
-def _snntorch_run(net, x):
+def _snntorch_run(net, x, kinds=None):
+    """snnTorch's own spikes of its neuron modules (Leaky unless `kinds`), by module name, per step."""
     import snntorch as snn
     from snntorch import utils
 
-    rec, handles = _record(list(net.named_modules()), snn.Leaky)
+    rec, handles = _record(list(net.named_modules()), kinds or snn.Leaky)
     utils.reset(net)
     with torch.no_grad():
         for t in range(x.shape[1]):
@@ -137,23 +138,6 @@ def test_snntorch_conv_export_runs_spike_exact(tmp_path):
     assert mismatches == {"1": 0, "5": 0}, (mismatches, spikes)
 
 
-def _snntorch_spikes(net, x, layers):
-    """snnTorch's own spikes of the modules at `layers` (indices of the Sequential), per step."""
-    from snntorch import utils
-
-    rec = {str(i): [] for i in layers}
-    hooks = [net[i].register_forward_hook(
-        lambda mod, inp, out, k=str(i): rec[k].append((out[0] if isinstance(out, tuple) else out).detach().clone()))
-        for i in layers]
-    utils.reset(net)
-    with torch.no_grad():
-        for t in range(x.shape[1]):
-            net(x[:, t])
-    for h in hooks:
-        h.remove()
-    return rec
-
-
 def test_snntorch_recurrent_and_synaptic_layers_run_spike_exact_over_30_steps(tmp_path):
     """RLeaky, RSynaptic (dense recurrent weights with biases) and Synaptic, zero reset as snnTorch's own NIR import
     builds them: snnTorch empties their membranes the step after a spike (dropping that step's input) and feeds
@@ -185,7 +169,7 @@ def test_snntorch_recurrent_and_synaptic_layers_run_spike_exact_over_30_steps(tm
     assert [(q.source, q.target, q.delay) for q in ours.projections if ours.recurrent(q)] == [
         ("1.lif", "1.lif", 1), ("3.lif", "3.lif", 1)]
     x = (torch.rand(16, 30, 6, generator=torch.Generator().manual_seed(1)) < 0.4).float()
-    theirs = _snntorch_spikes(net, x, (1, 3, 5))
+    theirs = _snntorch_run(net, x, (snn.RLeaky, snn.RSynaptic, snn.Synaptic))
     res = simulator.run(ours, x.numpy(), 30, record=["1.lif", "3.lif", "5"])
     for k, name in (("1", "1.lif"), ("3", "3.lif"), ("5", "5")):
         lib = torch.stack(theirs[k], 1).numpy().reshape(16, 30, -1)
@@ -216,7 +200,7 @@ def test_snntorch_conv_synaptic_and_rleaky_run_spike_exact_over_30_steps():
     ours = from_nir(export_to_nir(net, torch.zeros(1, 2, 6, 6), ignore_dims=[0]), convention="snntorch")
     assert [q.kind for q in ours.projections][:2] == ["conv2d", "dense"]
     x = (torch.rand(8, 30, 2, 6, 6, generator=torch.Generator().manual_seed(2)) < 0.4).float()
-    theirs = _snntorch_spikes(net, x, (1, 4, 6))
+    theirs = _snntorch_run(net, x, (snn.Synaptic, snn.RLeaky))
     res = simulator.run(ours, x.numpy(), 30, record=["1", "4.lif", "6"])
     for k, name in (("1", "1"), ("4", "4.lif"), ("6", "6")):
         lib = torch.stack(theirs[k], 1).numpy().reshape(8, 30, -1)
@@ -397,7 +381,6 @@ def test_export_nir_snntorch_convention_reads_back_in_snntorch_with_the_same_spi
     1e-4, τ = dt/(1 - β), r = τ/dt; β = 1 as τ = 1e13·dt) that spike as our engine does; a converted network
     (subtractive reset, the >= test) is refused naming the population, exit 2."""
     snn = pytest.importorskip("snntorch")
-    from snntorch import utils
     from snntorch.export_nir import export_to_nir
     from snntorch.import_nir import import_from_nir
 
@@ -417,16 +400,8 @@ def test_export_nir_snntorch_convention_reads_back_in_snntorch_with_the_same_spi
     assert main(["export-nir", str(path), str(tmp_path / "back.nir"), "--convention", "snntorch"]) == 0
     back = import_from_nir(nir.read(tmp_path / "back.nir"))
     x = (torch.rand(8, 30, 6, generator=torch.Generator().manual_seed(3)) < 0.4).float()
-    rec = {n: [] for n in ("1", "3")}
-    hooks = [getattr(back, n).register_forward_hook(
-        lambda mod, inp, out, k=n: rec[k].append((out[0] if isinstance(out, tuple) else out).detach().clone()))
-        for n in rec]
-    utils.reset(back)
-    with torch.no_grad():
-        for t in range(30):
-            back(x[:, t])
-    for h in hooks:
-        h.remove()
+    rec = _snntorch_run(back, x)
+    assert sorted(rec) == ["1", "3"]
     res = simulator.run(ours, x.numpy(), 30, record=["1", "3"])
     for n in rec:
         theirs = torch.stack(rec[n], 1).numpy().reshape(8, 30, -1)
