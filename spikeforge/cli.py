@@ -588,7 +588,8 @@ def summarize(net):
         "populations": [{"name": p.name, "model": p.model, "shape": list(p.shape), "neurons": p.size,
                          "threshold_mean": float(p.threshold.mean())} for p in net.populations],
         "projections": [{"name": q.name, "kind": q.kind, "source": q.source, "target": q.target,
-                         "synapses": synapse_count(q, shapes[q.source], shapes[q.target])} for q in net.projections],
+                         "synapses": synapse_count(q, shapes[q.source], shapes[q.target]), "delay": int(q.delay),
+                         "recurrent": net.recurrent(q)} for q in net.projections],
         "cores": len(net.cores),
     }
 
@@ -623,7 +624,9 @@ def cmd_inspect(args):
               f"{p['threshold_mean']:>9.4f}")
     print(f"\n{'projection':24} {'kind':9} {'source -> target':40} {'synapses':>10}")
     for q in s["projections"]:
-        print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}")
+        tags = (["recurrent"] if q["recurrent"] else []) + ([f"delay {q['delay']}"] if q["delay"] else [])
+        late = f" ({', '.join(tags)})" if tags else ""
+        print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}{late}")
     _print_cores(s["core_loads"], net, args)
     if "chip_rule" in s:
         _print_chip_rule(s["chip_rule"], args.target)

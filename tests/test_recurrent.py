@@ -248,3 +248,14 @@ def test_an_hdf5_file_that_is_not_a_network_says_what_it_is_and_which_importer_r
         err = capsys.readouterr().err
         assert f"{tmp_path / name}: not a spikeforge network file" in err, err
         assert all(w in err for w in words) and "Traceback" not in err, err
+
+
+def test_inspect_marks_a_recurrent_projection_and_its_delay(tmp_path, capsys):
+    from spikeforge.cli import main
+
+    net = _recurrent_net()
+    net.projections[1].delay = 2
+    write_network(net, tmp_path / "r.h5")
+    assert main(["inspect", str(tmp_path / "r.h5")]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["r"].endswith("(recurrent, delay 2)") and "recurrent" not in lines["w"]
