@@ -67,6 +67,15 @@ class Result:
     def predictions(self) -> np.ndarray:
         return self.output.reshape(len(self.output), -1).argmax(1)
 
+    def activation_sparsity(self) -> float:
+        """NeuroBench's ActivationSparsity over the recorded populations (run(..., record=[...]): its spiking
+        layers): the fraction of (sample, step, neuron) outputs that are zero; a neuron firing a graded event or
+        several member spikes in a step is one nonzero activation."""
+        if not self.spikes:
+            raise ValueError("activation_sparsity reads the spike rasters: run with record=[the spiking populations]")
+        zeros = sum(int((r == 0).sum()) for r in self.spikes.values())
+        return zeros / sum(r.size for r in self.spikes.values())
+
 
 def prepare(network) -> FlatNetwork:
     """Accept a path, a `Network` or a `FlatNetwork`; validate and flatten once."""

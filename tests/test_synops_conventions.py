@@ -112,3 +112,16 @@ def test_simulate_and_report_take_the_convention_and_say_it(tmp_path):
                  "--synops", "effective", "--target", "loihi", "--out", str(tmp_path / "rep")]) == 0
     assert "NeuroBench's effective operations (synops effective" in (tmp_path / "rep" / "report.md").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["synops"] == "effective"
+
+
+def test_activation_sparsity_is_neurobenchs_over_the_recorded_spiking_layers():
+    """NeuroBench's ActivationSparsity (metrics/workload/activation_sparsity.py): zero activations over all
+    activations of the neuron layers, all steps and samples; here over the recorded populations."""
+    net, _, _ = _conv_net()
+    x = (np.random.default_rng(6).random((5, T, 2, 6, 6)) < 0.4).astype(np.float64)
+    res = simulator.run(net, x, T, record=["c", "h"])
+    # IF neurons send at most one unit spike per step: the counted spikes are the nonzero activations
+    spikes = res.total("spikes")
+    assert 0 < spikes and res.activation_sparsity() == 1 - spikes / (5 * T * (108 + 4))
+    with pytest.raises(ValueError, match="run with record="):
+        simulator.run(net, x, T).activation_sparsity()
