@@ -309,8 +309,9 @@ def _new_state(pops, readout):
     n_total = pops.theta.shape[0]
     n_pops = pops.off.shape[0]
     n_ev = pops.hoff[n_pops]  # this step's events, then the kept past steps'
-    return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(n_total, np.int64), np.zeros(max(pops.aux[n_pops], 1)),
-                 np.zeros(n_total),
+    n_hold = n_total if (pops.model == MODEL_CUBA).any() else 1  # only cuba neurons are held
+    return State(pops.v_init.copy(), np.zeros(n_total), np.zeros(n_hold, np.int64),
+                 np.zeros(max(pops.aux[n_pops], 1)), np.zeros(n_total),
                  np.empty(n_ev, np.int64), np.empty(n_ev), np.ones(n_ev, np.int64),
                  np.empty(n_ev, np.int64), np.zeros(n_pops, np.int64), np.zeros(max(pops.hslot[n_pops], 1), np.int64),
                  np.zeros(pops.n[readout]), np.zeros(n_total, np.int64))
