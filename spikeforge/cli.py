@@ -173,9 +173,11 @@ def _parser():
                    help="how each point simulates (see simulate --backend); results are the same")
     w.add_argument("--device", help="torch device of --backend torch on the workers")
 
+    from spikeforge.interop.nir_export import NO_NIR_EQUIVALENT
+
     e = add("export-nir", "Write a network file as a NIR graph (Neuromorphic Intermediate Representation). "
-                          "What NIR cannot express rides in node metadata; group, signed and multi-threshold "
-                          "neurons and EC nodes have no NIR form and are refused.")
+                          "What NIR cannot express rides in node metadata; populations of these models have no NIR "
+                          "node and are refused: " + ", ".join(NO_NIR_EQUIVALENT) + ".")
     e.add_argument("file", help="spikeforge network file (HDF5)")
     e.add_argument("out", help="NIR file to write")
     e.add_argument("--convention", choices=("nir", "snntorch"), default="nir",
@@ -868,7 +870,12 @@ def cmd_import_nir(args):
                    convention=args.convention, chips=args.chips or None)
     for w in caught:
         print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
-    print(f"wrote {args.out}")
+    from spikeforge.simulator import load_network
+
+    net = load_network(args.out)
+    recurrent = sum(net.recurrent(q) for q in net.projections)
+    print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections"
+          + (f" ({recurrent} recurrent)" if recurrent else "") + f", {len(net.cores)} cores")
 
 
 def main(argv=None):

@@ -259,3 +259,21 @@ def test_inspect_marks_a_recurrent_projection_and_its_delay(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "r.h5")]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert lines["r"].endswith("(recurrent, delay 2)") and "recurrent" not in lines["w"]
+
+
+def test_export_nir_help_lists_every_model_without_a_nir_node_and_import_nir_prints_what_it_wrote(tmp_path,
+                                                                                                 capsys):
+    """Issue 37: `export-nir --help` named group, signed and multi-threshold neurons and EC nodes but not spiking
+    max pooling; `import-nir` printed only the file name, where `convert` prints the counts."""
+    from spikeforge.cli import main
+    from spikeforge.interop.nir_export import NO_NIR_EQUIVALENT
+
+    assert main(["export-nir", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "maxpool" in NO_NIR_EQUIVALENT and all(model in text for model in NO_NIR_EQUIVALENT), text
+    net = _recurrent_net()
+    write_network(net, tmp_path / "a.h5")
+    assert main(["export-nir", str(tmp_path / "a.h5"), str(tmp_path / "a.nir")]) == 0
+    capsys.readouterr()
+    assert main(["import-nir", str(tmp_path / "a.nir"), str(tmp_path / "b.h5")]) == 0
+    assert f"wrote {tmp_path / 'b.h5'}: 3 populations, 3 projections (1 recurrent), 3 cores" in capsys.readouterr().out
