@@ -453,6 +453,9 @@ def _load_model(spec, weights):
                         "./mymodels.py, importable from the current folder)")
     try:
         factory = getattr(importlib.import_module(mod), attr)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"--model {spec}: {exc}: the module must be importable, from the installed packages or, "
+                        f"after them, as {mod.replace('.', os.sep)}.py in the current folder ({os.getcwd()})") from None
     except (ImportError, AttributeError, TypeError) as exc:
         raise UserError(f"--model {spec}: {exc}") from None
     if not callable(factory):
@@ -802,6 +805,7 @@ def cmd_report(args):
 
         fixed = fixed_point_rows(net, x, y, runs, targets, fbar.update, max_bytes=args.max_memory, run=run_fixed)
         fbar.close()
+        print("\nFixed point (weights, thresholds and membranes in the target's integer widths):")
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole

@@ -58,7 +58,8 @@ def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     rows, runs, ann_cost = evaluate(net, xte.numpy(), yte.numpy(), list(steps), targets, bar.update)
     bar.close()
     print(f"[4/4] writing the report for {', '.join(t.name for t in targets)} ...")
-    table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann)
+    table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann,
+                         encoding="direct")
     return rows, table, ann
 
 

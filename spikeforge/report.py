@@ -126,13 +126,25 @@ def fixed_point_table(rows):
     return "\n".join(lines)
 
 
+def _scale(values):
+    """(divisor, prefix) that shows the largest of `values` between 1 and 1000 (G, M, k or none)."""
+    top = max((abs(v) for v in values), default=0.0)
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if top >= div:
+            return div, prefix
+    return 1.0, ""
+
+
 def markdown_table(rows, ann_acc=None):
-    head = ("| target | T | accuracy (%) | SOPs (G) mean ± std | MACs (G) | E paper-style (μJ) | E_SNN / E_ANN "
-            "| E target (μJ): dynamic + static | input path: its energy (μJ) | latency / inference (μs) |")
+    sd, sp = _scale([r["sops_mean"] for r in rows])
+    md, mp = _scale([r["macs_mean"] for r in rows])
+    head = (f"| target | T | accuracy (%) | SOPs{f' ({sp})' if sp else ''} mean ± std | MACs{f' ({mp})' if mp else ''} "
+            "| E paper-style (μJ) | E_SNN / E_ANN | E target (μJ): dynamic + static | input path: its energy (μJ) "
+            "| latency / inference (μs) |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['T']} | {100 * r['accuracy']:.2f} | {r['sops_mean'] / 1e9:.3g} ± "
-                     f"{r['sops_std'] / 1e9:.2g} | {r['macs_mean'] / 1e9:.3g} | {r['paper_energy_uj']:.3f} | "
+        lines.append(f"| {r['target']} | {r['T']} | {100 * r['accuracy']:.2f} | {r['sops_mean'] / sd:.3g} ± "
+                     f"{r['sops_std'] / sd:.2g} | {r['macs_mean'] / md:.3g} | {r['paper_energy_uj']:.3f} | "
                      f"{r['energy_ratio']:.3f} | {r['target_energy_uj']:.4g} = {r['target_dynamic_uj']:.4g} + "
                      f"{r['target_static_uj']:.4g} | {r['input_path']}: {r['input_energy_uj']:.4g} | "
                      f"{r['latency_us']:.2f} |")

@@ -157,6 +157,10 @@ def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
                  "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Fixed point" in md and "| loihi | 8 / 24 | 8 |" in md
+    printed = capsys.readouterr().out  # the fixed-point table printed with a heading (issue 37: it had none)
+    assert "\nFixed point (weights, thresholds and membranes in the target's integer widths):\n|" in printed
+    # SOPs in a unit that shows them (issue 37: "SOPs (G)" of 3.05e-05): a digits MLP's are thousands
+    assert "| SOPs (k) mean ± std |" in md
     assert "generic45nm | 32" not in md  # 32-bit "weights" are float: no fixed-point row
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["fixed_point"]
     assert [r["T"] for r in rows] == [4, 8] and all(r["agreement"] > 0.9 for r in rows)
@@ -568,3 +572,14 @@ def test_report_prices_a_target_at_a_supply_voltage_and_a_host_paced_step(tiny, 
         err = _err(capsys)
         assert message in err and "Traceback" not in err, (extra, err)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_model_module_that_is_not_found_says_where_it_must_be(tmp_path, capsys, monkeypatch):
+    """Issue 37: `--model mymodels:net` with no mymodels module said only "No module named 'mymodels'"."""
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "calib.npz", x=np.zeros((4, 1, 8, 8), np.float32))
+    assert main(["convert", "--model", "mymodels:net", "--calibration", str(tmp_path / "calib.npz"),
+                 "--out", str(tmp_path / "n.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "No module named 'mymodels'" in err and "mymodels.py in the current folder" in err, err
+    assert str(tmp_path) in err and not (tmp_path / "n.h5").exists()

@@ -184,6 +184,7 @@ def test_demo_writes_a_complete_report(tmp_path, capsys):
     for f in ("report.md", "report.json", "report.csv", "accuracy_vs_T.png", "spikes_per_step_T8.png",
               "energy_per_layer_loihi_T8.png", "digits-resnet.h5"):
         assert (tmp_path / f).stat().st_size > 0, f
+    assert "\ninput encoding: direct\n" in (tmp_path / "report.md").read_text()  # as `report` writes it
     assert {r["target"] for r in rows} == {"loihi", "loihi2", "speck", "generic45nm"}
     by_t = {r["T"]: r for r in rows if r["target"] == "loihi"}
     assert by_t[8]["sops_mean"] > by_t[2]["sops_mean"] > 0
