@@ -28,6 +28,8 @@ def test_readme_python_example_and_its_commands_run_as_written(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     words = out.stdout.split()
     accuracy, energy = float(words[words.index("ACCURACY") + 1]), float(words[words.index("ENERGY") + 1])
+    # run as a script the example says what it found (issue 37: it printed nothing)
+    assert f"accuracy {accuracy:.3f}," in out.stdout and f"on Loihi: {energy / 1e6:.3f} µJ" in out.stdout
     assert accuracy > 0.8 and energy > 0  # the digits ResNet converted onto Loihi at T = 4
     for name in ("net.h5", "net-loihi.h5", "model.pt", "calib.npz", "test.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
