@@ -123,13 +123,16 @@ def tiles_in_use(n_cores, chip, cores_per_tile) -> int:
     return int((-(-per_chip // cores_per_tile)).sum())
 
 
-def estimate(counters, counter_names, n_samples, target: Target, core_labels, core_memory=None,
-             links=None, host_step_ns=None, voltage=None) -> CostReport:
+def estimate(counters, counter_names, n_samples, target: Target, core_labels=None, core_memory=None,
+             links=None, host_step_ns=None, voltage=None, network=None) -> CostReport:
     """Energy and latency per inference on `target`.
 
+    network: the simulated network (a `Network`): its cores' layers and memory facts (hwmodels.core_memory), what
+    `spikeforge report` prices with, unless core_labels / core_memory are given;
     core_labels: the layer (population) name of each core, for the per-layer breakdown;
     core_memory: optional dict of per-core facts (hwmodels.core_memory): 'synapse_bytes' and 'state_bytes' select
-    the SRAM energy of size-dependent targets (the largest array is assumed when absent); 'synapse_kind' the
+    the SRAM energy of size-dependent targets (without them, the smallest array's energy: pass `network` or
+    these); 'synapse_kind' the
     synaptic-op cost of targets that price it by projection kind; 'chip' the chips in use (else cores /
     cores_per_chip, rounded up); 'input_core' the cores fed by the input, for the input path's energy (and the
     drive events of analog_input "drive"); 'stage'
@@ -138,6 +141,13 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels, co
     the link-level network time; host_step_ns: a host that paces the chip (e.g. streams input each step): no step
     is shorter; voltage: the supply voltage (volts; None: the target's nominal, at which its energies hold).
     """
+    if network is not None:
+        if core_labels is None:
+            core_labels = [network.populations[int(p)].name for p in network.cores.population]
+        if core_memory is None:
+            core_memory = _memory_of(network)
+    if core_labels is None:
+        raise ValueError("give the network (network=) or each core's layer name (core_labels)")
     counters = np.asarray(counters, dtype=np.float64)
     if counters.ndim != 3 or counters.shape[2] != len(counter_names):
         raise ValueError(f"counters must be (T, cores, {len(counter_names)}), got {counters.shape}")
@@ -265,6 +275,11 @@ def ann_cost(net) -> dict:
 def paper_energy_pj(synops, macs) -> float:
     """SNN energy in the convention of the conversion papers: SOPs·0.9 pJ + MACs·4.6 pJ."""
     return float(synops) * E_AC_PJ + float(macs) * E_MAC_PJ
+
+
+def _memory_of(net) -> dict:
+    """core_memory(net), for estimate (whose argument of that name hides the function)."""
+    return core_memory(net)
 
 
 def core_memory(net, weight_bytes=4, state_bytes=4) -> dict:

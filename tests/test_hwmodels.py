@@ -286,3 +286,22 @@ def test_bad_new_fields_name_the_file_and_field(tmp_path, section, key, value, m
     with pytest.raises(hwmodels.TargetError, match=message) as err:
         hwmodels.load_target(p)
     assert str(p) in str(err.value)
+
+
+def test_estimate_given_the_network_prices_as_the_report_does(trained_mlp, digits):
+    """Issue 37: the README's estimate (core labels only) and `report` (core memory sizes too) gave different
+    energies for one run (generic45nm 12.22 vs 35.50 µJ); given the network, estimate works the sizes out itself."""
+    from spikeforge import simulator
+    from spikeforge.converter import convert
+    from spikeforge.converter.mapping import map_network
+    from spikeforge.hwmodels import estimate, load_target
+    from spikeforge.report import evaluate
+
+    net = map_network(convert(trained_mlp, [digits[0][:64]]), load_target("loihi"))
+    x, y = digits[2][:20].numpy(), digits[3][:20].numpy()
+    rows, runs, _ = evaluate(net, x, y, [4], ["loihi", "generic45nm"])
+    for row in rows:
+        cost = estimate(runs[4].counters, simulator.COUNTERS, len(x), load_target(row["target"]), network=net)
+        assert cost.energy_pj / 1e6 == row["target_energy_uj"], row["target"]
+    with pytest.raises(ValueError, match="give the network"):
+        estimate(runs[4].counters, simulator.COUNTERS, len(x), load_target("loihi"))
