@@ -144,15 +144,11 @@ class _ProbeOps(AnnOps):
     def embed(self, layer, x):
         if self.source == "input" or self.listing:
             return super().embed(layer, x)
-        out = layer(x[:1])  # the input is not probed: every row is row 0's
-        return out.expand(len(x), *out.shape[1:]).contiguous()
+        return _row0(layer, x)  # the input is not probed: every row is row 0's
 
     def linear(self, name, layer, x):
         x = self.mt(name, x)
-        if not self._zero(x):
-            return layer(x)
-        out = layer(x[:1])  # zeros in: every row is row 0's (the bias), no product over the pass's rows
-        return out.expand(len(x), *out.shape[1:]).contiguous()
+        return _row0(layer, x) if self._zero(x) else layer(x)
 
     def _mt_pop(self, name, x, point):
         if point not in self.thresholds:
@@ -229,10 +225,12 @@ class _Exporter:
         self.last = self._last_targets()
         self.rng = np.random.default_rng(0)
 
-    def _pass(self, source, rows, on_input, last=None):
-        """One forward in which `source` outputs `rows`; last: stop after the node of this index."""
+    def _pass(self, source, rows, on_input, last=None, leaves=None):
+        """One forward in which `source` outputs `rows`; last: stop after the node of this index; leaves: a dict
+        to trace the pass in (_ProbeOps.leaves)."""
         ops = _ProbeOps(self.nodes, source, rows, self.thresholds, self.levels, self.payload, on_input,
                         rows.shape[0] + 1, last)
+        ops.leaves = leaves
         x = ops.add_input(self.input_shape, self.device)
         try:
             out = self.model(x, ops)
@@ -246,19 +244,14 @@ class _Exporter:
         """For each node, the index of the last node whose input reads its output directly (its own index when none
         does): a probe of it can stop there. Found in one pass by following autograd from each node's input back to
         the node outputs it was computed from; {} (no early stop) if the model's forward cannot be traced so."""
-        graph = {}  # node name -> names of the nodes its input was computed from
+        graph, leaves = {}, {}  # node name -> names of the nodes its input was computed from; the traced outputs
 
         def record(node, value):
-            graph[node.name] = _direct_inputs(value, ops.leaves)
+            graph[node.name] = _direct_inputs(value, leaves)
 
-        ops = _ProbeOps(self.nodes, None, torch.zeros(0, 1), self.thresholds, self.levels, self.payload, record, 1)
-        ops.leaves = {}
         try:
             with torch.enable_grad():
-                x = ops.add_input(self.input_shape, self.device)
-                out = self.model(x, ops)
-                if ops.position < len(self.nodes):
-                    ops._node("readout", "readout", tuple(out.shape[1:]), out, {})
+                self._pass(None, torch.zeros(0, 1), record, leaves=leaves)
         except RuntimeError:  # an in-place operation on a traced output, say: probe every node to the end
             return {}
         last = {n.name: i for i, n in enumerate(self.nodes)}
@@ -362,6 +355,13 @@ class _Exporter:
                 raise ExportError(f"{node.name}: its input is not an affine function of {src.name} (the map read "
                                   "off the probe rows does not reproduce random inputs)")
             node.terms[src.name] = term
+
+
+def _row0(layer, x):
+    """layer(x) for an x whose rows all equal row 0 (zeros in a probe pass): row 0's output (the bias) repeated,
+    without the product over every row."""
+    out = layer(x[:1])
+    return out.expand(len(x), *out.shape[1:]).contiguous()
 
 
 def _direct_inputs(x, leaves):

@@ -57,15 +57,22 @@ class IFNeurons(nn.Module):
             return v + current
         return (v + torch.floor(current + 0.5)).clamp(-self.vmax - 1, self.vmax)
 
+    def fires(self, m):
+        """[m >= θ], or [m > θ] with the strict test (bool)."""
+        return (m > self.threshold) if self.strict else (m >= self.threshold)
+
+    def after_reset(self, m, spikes):
+        """The membrane after this step's spikes (0 / 1 values): m - s·θ, m·(1 - s) or m by the reset mode."""
+        if self.reset == "subtract":
+            return m - spikes * self.threshold
+        if self.reset == "zero":
+            return m * (1 - spikes)
+        return m
+
     def forward(self, current):
         m = self.integrate(current)
-        spikes = ((m > self.threshold) if self.strict else (m >= self.threshold)).to(m.dtype)
-        if self.reset == "subtract":
-            self.v = m - spikes * self.threshold
-        elif self.reset == "zero":
-            self.v = m * (1 - spikes)
-        else:
-            self.v = m
+        spikes = self.fires(m).to(m.dtype)
+        self.v = self.after_reset(m, spikes)
         return spikes
 
 
@@ -91,15 +98,9 @@ class CubaNeurons(IFNeurons):
             self.syn = self.syn * self.syn_decay + current
             m = self.v * self.decay + self.syn
         held = self.hold > 0
-        spikes = ((m > self.threshold) if self.strict else (m >= self.threshold)) & ~held
+        spikes = self.fires(m) & ~held
         s = spikes.to(m.dtype)
-        if self.reset == "subtract":
-            after = m - s * self.threshold
-        elif self.reset == "zero":
-            after = m * (1 - s)
-        else:
-            after = m
-        self.v = torch.where(held, self.v, after)
+        self.v = torch.where(held, self.v, self.after_reset(m, s))
         self.hold = torch.where(held, self.hold - 1, torch.where(spikes, self.refractory, 0))
         return s
 

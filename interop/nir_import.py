@@ -746,6 +746,14 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
 
     ops = {}
 
+    def projection(name, src, tgt, chain_ops, g, tgt_shape):
+        """_projection of a chain, refusing a bias that would flow through one of its Delay nodes."""
+        for op in chain_ops:
+            if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
+                raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
+                                     "population's bias from the first step, so it cannot arrive later")
+        return _projection(name, src, tgt, chain_ops, g, shapes[src], tgt_shape)
+
     def chain_of(src, chain):
         shape = shapes[src]
         chain_ops = []
@@ -804,13 +812,9 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
         pop.bias = np.asarray(bias, np.float32).reshape(-1)
         pops.append(pop)
         for src, chain_ops, _ in built:
-            for op in chain_ops:
-                if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
-                    raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
-                                         "population's bias from the first step, so it cannot arrive later")
             pname = _projection_name(src, tgt, chain_ops, used, _meta(node, f"spikeforge_identity_from_{src}"),
                                      suffixes)
-            projs.append(_projection(pname, src, tgt, chain_ops, g, shapes[src], shape))
+            projs.append(projection(pname, src, tgt, chain_ops, g, shape))
         if tgt in G.theta_scale:
             pop.spike_value = "threshold"
     pop_of = {p.name: p for p in pops}
@@ -820,10 +824,6 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
         if int(np.prod(out)) != pop_of[tgt].size:
             raise NirImportError(f"node {tgt!r}: {np.prod(out)} values arrive from {src!r} (recurrent) for "
                                  f"{pop_of[tgt].size} neurons")
-        for op in chain_ops:
-            if op.type == "Delay" and np.any(np.asarray(bias_of(op.name)) != 0):
-                raise NirImportError(f"node {op.name!r}: a bias flows through this Delay; spikeforge adds a "
-                                     "population's bias from the first step, so it cannot arrive later")
         last = chain_ops[-1].name if chain_ops else None
         if last is not None and (last, tgt) not in biased and _meta(G.nodes[tgt], "spikeforge_bias") is None:
             # the loop's bias reaches the neurons from the first step (snnTorch's RLeaky adds W·0 + b at step 0)
@@ -831,7 +831,7 @@ def from_nir(graph, dt: float | None = None, name: str = "", convention: str = "
             pop_of[tgt].bias = (pop_of[tgt].bias + gains[tgt] * np.asarray(bias_of(last)).reshape(-1)).astype(
                 np.float32)
         pname = _projection_name(src, tgt, chain_ops, used, None, suffixes)
-        proj = _projection(pname, src, tgt, chain_ops, gains[tgt], shapes[src], shapes[tgt])
+        proj = projection(pname, src, tgt, chain_ops, gains[tgt], shapes[tgt])
         proj.delay += 1
         projs.append(proj)
     net = Network(pops, projs, *one_population_per_core(pops, projs),

@@ -647,6 +647,16 @@ def _queue_value(ev_idx, ev_val, off, m_ev, i, val):
     return m_ev + 1
 
 
+@njit(cache=True, inline="always")
+def _after_spike(m, theta, reset):
+    """The membrane after a spike at m: m - θ (subtract), 0 (zero) or m (none)."""
+    if reset == RESET_SUBTRACT:
+        return m - theta
+    if reset == RESET_ZERO:
+        return 0.0
+    return m
+
+
 @njit(cache=True)
 def _if_update(p, pops, s):
     """IF / LIF neurons: m = v·decay (LIF) + I; a spike (θ, or 1 for unit spikes) when m reaches θ, then reset."""
@@ -666,12 +676,7 @@ def _if_update(p, pops, s):
     for i in range(off, off + n):
         m = _integrate(v[i] * decay[i] if leaky else v[i], cur[i], vmax)
         if m > theta[i] or (m == theta[i] and not strict):
-            if reset == RESET_SUBTRACT:
-                v[i] = m - theta[i]
-            elif reset == RESET_ZERO:
-                v[i] = 0.0
-            else:
-                v[i] = m
+            v[i] = _after_spike(m, theta[i], reset)
             m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
         else:
             v[i] = m
@@ -709,12 +714,7 @@ def _cuba_update(p, pops, s):
             hold[i] -= 1
             continue
         if m > theta[i] or (m == theta[i] and not strict):
-            if reset == RESET_SUBTRACT:
-                v[i] = m - theta[i]
-            elif reset == RESET_ZERO:
-                v[i] = 0.0
-            else:
-                v[i] = m
+            v[i] = _after_spike(m, theta[i], reset)
             hold[i] = refractory
             m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
         else:

@@ -233,9 +233,10 @@ def test_snntorch_import_exports_and_round_trips_through_the_cli(tmp_path):
 
 # --------------------------------------------------------------------------- Norse
 
-def _norse_run(net, x):
+def _norse_run(net, x, kinds=None):
+    """Norse's own spikes of its cells (LIFBox and IAF unless `kinds`), by module name, per step."""
     norse = pytest.importorskip("norse.torch")
-    rec, handles = _record(list(net.named_modules()), (norse.LIFBoxCell, norse.IAFCell))
+    rec, handles = _record(list(net.named_modules()), kinds or (norse.LIFBoxCell, norse.IAFCell))
     state = None
     with torch.no_grad():
         for t in range(x.shape[1]):
@@ -286,21 +287,9 @@ def test_norse_lifcell_runs_spike_exact_over_30_steps(conv):
     np.testing.assert_allclose(cuba[0].syn_decay, 0.8, rtol=1e-6)  # 1 - dt·tau_syn_inv
     x = _spike_trains(shape, seed=7, p=0.3, steps=30)
     names = [p.name for p in cuba]
-    mismatches, spikes, _ = _compare(ours, x, {k: v for k, v in _names(net, _norse_run_cells(net, x)).items()
+    mismatches, spikes, _ = _compare(ours, x, {k: v for k, v in _names(net, _norse_run(net, x, norse.LIFCell)).items()
                                               if k in names})
     assert mismatches == {n: 0 for n in names}, (mismatches, spikes)
-
-
-def _norse_run_cells(net, x):
-    norse = pytest.importorskip("norse.torch")
-    rec, handles = _record(list(net.named_modules()), norse.LIFCell)
-    state = None
-    with torch.no_grad():
-        for t in range(x.shape[1]):
-            _, state = net(x[:, t], state)
-    for h in handles:
-        h.remove()
-    return rec
 
 
 def test_norse_mlp_export_runs_spike_exact_on_its_own_spike_trains(tmp_path):
