@@ -9,6 +9,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -154,6 +155,9 @@ def _parser():
     r.add_argument("--host-step-us", type=float, metavar="US",
                    help="a host that paces the chip: no time step is shorter than US microseconds (static power "
                         "runs that long too)")
+    r.add_argument("--no-remap", action="store_true",
+                   help="price the file's own cores on every target, refusing a target they do not fit (default: "
+                        "a target the file was not mapped for gets the network re-mapped for it)")
 
     i = add("inspect", "Validate a network file and summarize its populations, projections and cores.")
     i.add_argument("file")
@@ -709,6 +713,7 @@ def cmd_simulate(args):
     # renames leaves a new .npz beside an old .json, which spikeforge.load_run refuses as a mismatched pair
     summary = {"run_id": uuid.uuid4().hex, "file": args.file, "samples": len(x), "T": args.T,
                "backend": res.backend, "device": res.device, "encoding": inputs.text, "wall_s": wall,
+               "mapping": str(net.attrs.get("mapping", "not recorded in the file")),
                "synops": args.synops, "totals": res.totals(),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
     if args.events:
@@ -773,8 +778,9 @@ def cmd_report(args):
     from tqdm import tqdm
 
     from spikeforge import hwmodels, simulator
+    from spikeforge.fit import fit_targets
     from spikeforge.outputs import check_replaceable, replace_folder
-    from spikeforge.report import evaluate, write_report
+    from spikeforge.report import evaluate_mapped, write_report
     from spikeforge.simulator import load_network
 
     check_replaceable(args.out)  # before any work: a file, or a folder of other things, is refused
@@ -784,11 +790,25 @@ def cmd_report(args):
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     pricing = _pricing(args, targets)
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
-    with _runner(args, args.file, net) as runner:
-        bar = tqdm(total=len(x) * len(args.T), desc="simulating (samples x T)", disable=None)
-        rows, runs, ann = evaluate(net, x, y, args.T, targets, bar.update, runner=inputs.feed(runner, net),
-                                   pricing=pricing)
-        bar.close()
+    fits = fit_targets(net, targets, args.file, remap=not args.no_remap,  # (progress on a terminal, as tqdm's)
+                       progress=(lambda text: print(f"spikeforge report: {text} ...", file=sys.stderr))
+                       if sys.stderr.isatty() else None)
+    bar = tqdm(total=len(x) * len(args.T) * len({id(f.network) for f in fits}),
+               desc="simulating (samples x T x mappings)", disable=None)
+    with tempfile.TemporaryDirectory() as scratch:
+        @contextlib.contextmanager
+        def runner_for(group_net, group, i):
+            path = args.file
+            if group[0].remapped and (args.workers is not None or args.scheduler is not None):
+                from spikeforge.converter import write_network
+
+                path = os.path.join(scratch, f"remapped{i}.h5")  # Dask workers load the network from a file
+                write_network(group_net, path)
+            with _runner(args, path, group_net) as runner:
+                yield inputs.feed(runner, group_net)
+
+        rows, runs, ann, mappings = evaluate_mapped(fits, x, y, args.T, bar.update, runner_for, pricing)
+    bar.close()
     fixed = None
     if args.fixed_point:
         from spikeforge.report import fixed_point_rows, fixed_point_table
@@ -809,9 +829,10 @@ def cmd_report(args):
         print(fixed_point_table(fixed))
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole
-        table = write_report(tmp, name, rows, runs, ann, net, len(x), fixed_rows=fixed, encoding=inputs.text,
-                             synops=args.synops)
+        table = write_report(tmp, name, rows, runs, ann, mappings[0][0], len(x), fixed_rows=fixed,
+                             encoding=inputs.text, synops=args.synops, mappings=mappings)
     print(table)
+    print("\nmapping priced:\n" + "\n".join(f"{f.target.name}: {f.mapping}" for f in fits))
     print(f"report written to {os.path.join(os.path.normpath(args.out), 'report.md')}")
 
 

@@ -30,7 +30,7 @@ def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     from spikeforge.converter.training import accuracy, train_classifier
     from spikeforge.data import load_digits_split
     from spikeforge.models import DigitsResNet
-    from spikeforge.report import evaluate, write_report
+    from spikeforge.report import evaluate_mapped, write_report
     from spikeforge.simulator import load_network
 
     torch.manual_seed(seed)
@@ -52,20 +52,22 @@ def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     print(f"      wrote {shown_path}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
     print("      mapping it onto each built-in target by the target's own rule:")
-    targets = _fitting_targets(net, [hwmodels.load_target(t) for t in hwmodels.available()])
-    print(f"[3/4] simulating {len(xte)} test digits for T in {list(steps)} ...")
-    bar = tqdm(total=len(xte) * len(steps), desc="samples x T", disable=None)
-    rows, runs, ann_cost = evaluate(net, xte.numpy(), yte.numpy(), list(steps), targets, bar.update)
+    fits = _fitting_targets(net, [hwmodels.load_target(t) for t in hwmodels.available()])
+    print(f"[3/4] simulating {len(xte)} test digits for T in {list(steps)} on each target's mapping ...")
+    bar = tqdm(total=len(xte) * len(steps) * len(fits), desc="samples x T x targets", disable=None)
+    rows, runs, ann_cost, mappings = evaluate_mapped(fits, xte.numpy(), yte.numpy(), list(steps), bar.update)
     bar.close()
-    print(f"[4/4] writing the report for {', '.join(t.name for t in targets)} ...")
+    print(f"[4/4] writing the report for {', '.join(f.target.name for f in fits)} ...")
     table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann,
-                         encoding="direct")
+                         encoding="direct", mappings=mappings)
     return rows, table, ann
 
 
 def _fitting_targets(net, targets):
-    """The targets the network maps onto (each by its own rule), printing its cores there or why it does not fit."""
+    """[spikeforge.fit.Fitted] of the targets the network maps onto (each by its own rule), each with its mapped
+    network (what its figures are priced on), printing its cores there or why it does not fit."""
     from spikeforge.converter.mapping import NO_SPLIT, MappingError, map_network
+    from spikeforge.fit import Fitted
 
     fits = []
     for t in targets:
@@ -79,5 +81,6 @@ def _fitting_targets(net, targets):
             print(f"      {t.name}: does not fit, left out of the report: {why}")
             continue
         print(f"      {t.name}: fits on {placed.cores.slots()} cores (mapping rule: {t.mapping})")
-        fits.append(t)
+        fits.append(Fitted(t, placed, f"mapped for {t.name} by the demo ({placed.cores.slots()} cores, "
+                                      f"{t.mapping} rule{', snake placement' * (t.mapping == 'cores')})", True))
     return fits

@@ -77,6 +77,31 @@ def evaluate(network, x, y, steps, targets, progress=None, runner=None, pricing=
     return rows, runs, ann
 
 
+def evaluate_mapped(fits, x, y, steps, progress=None, runner_for=None, pricing=None):
+    """`evaluate` once per mapped network of `fits` ([spikeforge.fit.Fitted]: the targets that share a network are
+    priced on one simulation). Returns (rows, runs, ann cost, mappings): rows in (T, target) order, each with its
+    "mapping" in words; runs and the ANN cost of the first network; mappings [(network, [target names])].
+
+    runner_for(network, fitted list, index): optional context manager giving evaluate's runner for that network
+    (the command line's backend or Dask cluster); default simulator.run here."""
+    import contextlib
+
+    groups = {}
+    for f in fits:
+        groups.setdefault(id(f.network), (f.network, []))[1].append(f)
+    rows, runs, ann = [], None, None
+    for i, (net, group) in enumerate(groups.values()):
+        with (runner_for(net, group, i) if runner_for else contextlib.nullcontext()) as runner:
+            got, got_runs, got_ann = evaluate(net, x, y, steps, [f.target for f in group], progress, runner,
+                                              pricing)
+        said = {f.target.name: f.mapping for f in group}
+        rows += [dict(r, mapping=said[r["target"]]) for r in got]
+        runs, ann = runs or got_runs, ann or got_ann
+    order = {f.target.name: k for k, f in enumerate(fits)}
+    rows.sort(key=lambda r: (r["T"], order[r["target"]]))
+    return rows, runs, ann, [(net, [f.target.name for f in group]) for net, group in groups.values()]
+
+
 def fixed_point_rows(network, x, y, float_runs, targets, progress=None, max_bytes=None, run=None):
     """Float vs fixed-point (each target's weight and membrane widths) accuracy and prediction agreement per T.
 
@@ -186,6 +211,18 @@ def mapping_table(net, rows):
     return "\n".join(lines)
 
 
+def _mapping_sections(rows, mappings, T_max):
+    """The Markdown lines of one per-layer mapping table per mapped network (the targets priced on it)."""
+    out = []
+    for net, names in mappings:
+        mine = [r for r in rows if r["target"] in names]
+        on = f" for {', '.join(names)}" if len(mappings) > 1 else ""
+        out += [f"Mapping per layer{on} ({len(net.cores)} cores on {len(np.unique(net.cores.chip))} chip(s); "
+                "fan-in splits as the mapping records them), with its dynamic energy per inference at T = "
+                f"{T_max}:", "", mapping_table(net, mine), ""]
+    return out
+
+
 def band_table(rows):
     """Each target's validation band (benchmarks/validate_targets.py's table): how far its figures can be trusted."""
     seen = {}
@@ -277,9 +314,13 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
 
 
 def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None,
-                 synops="all"):
+                 synops="all", mappings=None):
     """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown of the table
     and of each target's validation band (what the command line prints).
+
+    mappings: [(network, [target names])]: the mapped network each target's rows were priced on (spikeforge.fit;
+    default: `net` for every target), one per-layer mapping table each; rows with a "mapping" entry say in words
+    which mapping their figures use.
 
     encoding: optional description of how the input was delivered (e.g. "rate (seed 0)"), shown in the header of
     report.md and stored in report.json; None leaves it out. synops: the counting convention the runs used
@@ -304,6 +345,9 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     md = [f"# spikeforge report: {name}", ""]
     if encoding is not None:
         md += [f"input encoding: {encoding}", ""]
+    said = {r["target"]: r["mapping"] for r in rows if r.get("mapping")}
+    if said:
+        md += ["mapping priced: " + "; ".join(f"{t}: {m}" for t, m in said.items()), ""]
     priced = sorted({(r["target"], r["voltage"]) for r in rows if r["voltage"] is not None})
     paced = {r["host_step_us"] for r in rows if r["host_step_us"] is not None}
     if priced or paced:
@@ -329,9 +373,7 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "Energy by component (dynamic: synapse, neuron access, neuron update, spikes, messages, hops, chip links "
            "(packets that leave their chip and the chip-to-chip links they cross), input; and static), with the "
            "band of the target's independent validation rows:", "", components_table(rows), "",
-           f"Mapping per layer ({len(net.cores)} cores on {len(np.unique(net.cores.chip))} chip(s); fan-in splits "
-           "as the file records them), with its dynamic energy per inference at T = "
-           f"{T_max}:", "", mapping_table(net, rows), "",
+           *_mapping_sections(rows, mappings or [(net, sorted({r["target"] for r in rows}))], T_max),
            "Validation band of each target (published chip measurements vs this model; the rows are listed in "
            "docs/TARGETS.md and computed by benchmarks/validate_targets.py, both in spikeforge's source tree, not "
            "in the installed package):", "", bands, ""]

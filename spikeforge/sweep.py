@@ -381,6 +381,7 @@ def evaluate_point(spec, params) -> dict:
         cost = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, mem, links=links)
         row.update(accuracy=float((res.predictions() == y).mean() * 100), synops=res.total("synops") / len(x),
                    energy_uj=cost.energy_pj / 1e6, latency_us=cost.latency_ns / 1e3, cores=net.cores.slots(),
+                   mapping=str(net.attrs["mapping"]),
                    **{col: cost.components()[c] / 1e6 for c, col in zip(COMPONENTS, COMPONENT_COLUMNS)},
                    energy_band=band_short(target))
     except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
@@ -608,7 +609,7 @@ def write_outputs(spec, rows):
     """results.csv (+ parquet), the three Pareto PNGs and summary.md."""
     store = spec["store"]
     keys = list(spec["axes"])
-    cols = ["id", *keys, "status", *METRICS, *COMPONENT_COLUMNS, "energy_band", "seconds", "error"]
+    cols = ["id", *keys, "status", *METRICS, *COMPONENT_COLUMNS, "energy_band", "mapping", "seconds", "error"]
     with atomic_output(os.path.join(store, "results.csv")) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
