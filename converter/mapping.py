@@ -419,27 +419,34 @@ def _widest_neuron(net, pop) -> int:
 
 def _check_fan_in(net, limits):
     """Before any partitioning (minutes for a large network): every layer whose widest neuron alone needs more input
-    axons than a core has, all named in one refusal with its need and the limit."""
+    axons or synapse memory than a core has, all named in one refusal with each need, the limit and what would
+    make it fit (a partition stops at the first layer it cannot cut, from the last layer back)."""
     bad = []
     for pop in net.populations:
         if not net.incoming(pop.name):
             continue
         j = _widest_neuron(net, pop)
-        over = [o for o in _over(core_load(net, pop, j, j + 1, limits), limits) if o[0] == "axons_per_core"]
+        over = [o for o in _over(core_load(net, pop, j, j + 1, limits), limits)
+                if o[0] in ("axons_per_core", "synapse_memory_bytes_per_core")]
         if over:
             bad.append((pop, j, over))
     if bad:
-        raise MappingError("; ".join(_needs(pop, j, over) for pop, j, over in bad) + NO_SPLIT)
+        kinds = {o[0] for *_, over in bad for o in over}
+        raise MappingError("; ".join(_needs(pop, j, over) for pop, j, over in bad)
+                           + (NO_SPLIT if "axons_per_core" in kinds else "")
+                           + (NO_MEMORY if "synapse_memory_bytes_per_core" in kinds else ""))
 
 
 NO_SPLIT = " (map_network splits such layers unless split=False)"
+NO_MEMORY = (" (a core stores the weights of its neurons' inputs: fewer weight bits (convert --fixed-point onto a "
+             "narrower target), pruned or fewer inputs per neuron, or a target with more synapse memory per core)")
 
 
 def _needs(pop, where, over):
-    """What one neuron that alone breaks a core limit needs, against the limit."""
-    name, need, allowed = over[0]
-    return (f"layer {pop.name!r}: neuron {where} alone needs {name.replace('_per_core', '')} {need:g} but a core "
-            f"allows {allowed:g} ({need / allowed:.2f}x over)")
+    """What one neuron that alone breaks core limits needs, against each limit."""
+    return f"layer {pop.name!r}: neuron {where} alone needs " + " and ".join(
+        f"{name.replace('_per_core', '')} {need:g} but a core allows {allowed:g} ({need / allowed:.2f}x over)"
+        for name, need, allowed in over)
 
 
 def _alone(pop, where, over):

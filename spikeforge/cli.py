@@ -604,6 +604,8 @@ def summarize(net):
 
 
 def cmd_inspect(args):
+    from spikeforge import hwmodels
+    from spikeforge.fit import mapped_for
     from spikeforge.hwmodels.targets import load_target
     from spikeforge.inspect_cores import core_loads, plot_cores
     from spikeforge.simulator import load_network
@@ -612,9 +614,22 @@ def cmd_inspect(args):
         _check_outputs([args.png], "--png", [args.file])
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     s = summarize(net)
-    target = load_target(args.target) if args.target else None
+    own = mapped_for(net)
+    if args.target:
+        target = load_target(args.target)
+        s["weights_sized_as"] = f"{target.name}'s {int(target.limits['weight_bits'])}-bit weights (--target)"
+    elif own in hwmodels.available():  # measured against the chip the file was mapped for, said so
+        target = load_target(own)
+        s["weights_sized_as"] = (f"{own}'s {int(target.limits['weight_bits'])}-bit weights (the target the file was "
+                                 "mapped for; --target measures against another)")
+    else:
+        target = None
+        s["weights_sized_as"] = ("32-bit weights (no target given or recorded in the file; --target sizes them "
+                                 "as a chip stores them)")
     own_rule = target is not None and target.mapping != "cores"
     # a chip with its own placement rule (Speck, Xylo) is checked by that rule, not by per-core limits
+    if own_rule:
+        s["weights_sized_as"] = f"32-bit weights ({target.name} is checked by its own placement rule below)"
     s["core_loads"] = core_loads(net, None if own_rule else target)
     if own_rule:
         from spikeforge.converter.mapping import chip_rule_check
@@ -636,9 +651,9 @@ def cmd_inspect(args):
         tags = (["recurrent"] if q["recurrent"] else []) + ([f"delay {q['delay']}"] if q["delay"] else [])
         late = f" ({', '.join(tags)})" if tags else ""
         print(f"{q['name']:24} {q['kind']:9} {q['source'] + ' -> ' + q['target']:40} {q['synapses']:>10}{late}")
-    _print_cores(s["core_loads"], net, args)
+    _print_cores(s["core_loads"], net, args, s["weights_sized_as"], target and target.name)
     if "chip_rule" in s:
-        _print_chip_rule(s["chip_rule"], args.target)
+        _print_chip_rule(s["chip_rule"], target.name)
 
 
 def _print_chip_rule(check, target):
@@ -651,10 +666,11 @@ def _print_chip_rule(check, target):
         print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
 
 
-def _print_cores(rows, net, args):
+def _print_cores(rows, net, args, sized_as, against=None):
     """Per-layer core summary (cores, mesh extent, mean / max utilization) and the edges' hop statistics."""
     print(f"\n{len(rows)} cores on {len(set(r['chip'] for r in rows))} chip(s), mapping "
-          f"{net.attrs.get('mapping', 'not recorded in the file')}; {len(net.core_edges.src)} core edges")
+          f"{net.attrs.get('mapping', 'not recorded in the file')}; {len(net.core_edges.src)} core edges; synapse "
+          f"memory (syn KB, 1 KB = 1,024 bytes) at {sized_as}")
     util = "util_neurons" in rows[0]
     head = f"{'layer':24} {'cores':>5} {'neurons':>8} {'axons max':>9} {'syn KB max':>10}"
     print(head + (f" {'util max (n/a/mem)':>20}" if util else ""))
@@ -674,7 +690,7 @@ def _print_cores(rows, net, args):
     if util:
         over = sum(max(r["util_neurons"], r["util_axons"], r["util_memory"]) > 1 for r in rows)
         if over:
-            print(f"{over} of {len(rows)} cores over capacity for {args.target} (a utilization above 1.00: that "
+            print(f"{over} of {len(rows)} cores over capacity for {against} (a utilization above 1.00: that "
                   "core does not fit the target; map the file for it with convert --target)")
     e = net.core_edges
     if len(e.src):

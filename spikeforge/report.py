@@ -242,19 +242,38 @@ def _plt():
     return plt
 
 
+ENERGY_UNITS = (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9), ("J", 1e12))
+
+
+def energy_unit(largest_pj) -> tuple:
+    """(unit, pJ per unit): the largest unit in which `largest_pj` is at least 1 (pJ below 1 pJ)."""
+    unit = ENERGY_UNITS[0]
+    for u in ENERGY_UNITS:
+        if largest_pj >= u[1]:
+            unit = u
+    return unit
+
+
 def plot_energy_per_layer(path, cost, title):
+    """Stacked bars of each layer's dynamic energy by event, in the unit that fits the largest bar; layers that
+    spend nothing (an input the host writes) are named under the axis instead of drawn as empty bars."""
     plt = _plt()
-    layers = list(cost.layer_energy_pj)
+    spent = {layer: sum(cost.layer_energy_pj[layer].values()) for layer in cost.layer_energy_pj}
+    layers = [layer for layer, e in spent.items() if e > 0] or list(spent)
+    idle = [layer for layer in spent if layer not in layers]
     events = [e for e in EVENT_COLORS if any(cost.layer_energy_pj[layer][e] > 0 for layer in layers)]
+    unit, per = energy_unit(max(spent.values(), default=0.0))
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers) + 2), 4))
     bottom = np.zeros(len(layers))
     for e in events:
-        vals = np.array([cost.layer_energy_pj[layer][e] for layer in layers]) / 1e3
+        vals = np.array([cost.layer_energy_pj[layer][e] for layer in layers]) / per
         ax.bar(layers, vals, bottom=bottom, label=EVENT_LABELS.get(e, e), color=EVENT_COLORS[e])
         bottom += vals
     if bottom.max() > 0:  # headroom: the stacked bars' bottoms are sticky edges, so the tallest bar would touch
         ax.set_ylim(0, bottom.max() * 1.15)  # the frame (and the legend)
-    ax.set_ylabel("dynamic energy per inference (nJ)")
+    ax.set_ylabel(f"dynamic energy per inference ({unit})")
+    if idle:
+        ax.set_xlabel(f"no dynamic energy: {', '.join(idle)}", fontsize=8, color="dimgray")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
     for lab in ax.get_xticklabels():
@@ -300,9 +319,14 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
     ax.set_xticks(steps, [str(t) for t in steps])
     ax.set_xlabel("time steps T")
     ax.set_ylabel("accuracy (%)")
+    ratio = [r["energy_ratio"] for r in first]
     ax2 = ax.twinx()
-    ax2.plot(steps, [r["energy_ratio"] for r in first], "s--", color="tab:blue", label="E_SNN / E_ANN (45 nm)")
+    ax2.plot(steps, ratio, "s--", color="tab:blue", label="E_SNN / E_ANN (45 nm)")
     ax2.set_ylabel("energy ratio SNN / ANN", color="tab:blue")
+    # fixed ranges (accuracy 0-100 %, the ratio from 0) so two lines through the same T values do not land on
+    # top of each other, as two autoscaled axes put any two points on the same diagonal
+    ax.set_ylim(0, 105)
+    ax2.set_ylim(0, max(ratio) * 1.3 if max(ratio) > 0 else 1)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")

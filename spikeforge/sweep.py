@@ -646,16 +646,22 @@ def write_outputs(spec, rows):
                 sel = [i for i, r in enumerate(ok) if str(r[label_key]) == lab]
                 ax.scatter(x[sel], y[sel], s=22, alpha=0.75, label=f"{label_key}={lab}")
             # the front's points are ringed (a front of one point has no line to show) and joined as a staircase
+            spots, ties = np.unique(np.column_stack([x[front], y[front]]), axis=0, return_counts=True)
+            tied = f" at {len(spots)} positions; xN: N points tie" if len(spots) < len(front) else ""
             ax.plot(x[front], y[front], "k--", lw=1, marker="o", ms=10, mfc="none", mew=1.3,
                     drawstyle="steps-post" if min_x is None else "default",
-                    label=f"Pareto front ({len(front)} point{'s' * (len(front) != 1)})")
+                    label=f"Pareto front ({len(front)} point{'s' * (len(front) != 1)}{tied})")
+            for (sx, sy), count in zip(spots, ties):
+                if count > 1:  # tied points share one ring: say how many it stands for
+                    ax.annotate(f"x{count}", (sx, sy), textcoords="offset points", xytext=(7, 5), fontsize=7)
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
-            if xk in ("energy_uj", "latency_us") and x.max() > 20 * max(x.min(), 1e-12):
-                from matplotlib.ticker import NullFormatter
+            for k, values, set_scale, axis in ((xk, x, ax.set_xscale, ax.xaxis), (yk, y, ax.set_yscale, ax.yaxis)):
+                if k in ("energy_uj", "latency_us") and values.min() > 0 and values.max() > 20 * values.min():
+                    from matplotlib.ticker import NullFormatter
 
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short decade
+                    set_scale("log")  # figures spanning decades (TrueNorth beside Loihi) on a log axis
+                    axis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short decade
             if xk == "cores":  # whole cores only
                 from matplotlib.ticker import MaxNLocator
 

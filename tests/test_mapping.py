@@ -68,6 +68,27 @@ def test_every_layer_over_the_axon_limit_is_named_in_one_refusal_before_any_part
         partition(_net(pops, projs), _limits(axons_per_core=40))
 
 
+def test_every_layer_whose_one_neuron_overflows_synapse_memory_is_named_before_partitioning(monkeypatch):
+    """in (40) -> h1 (4) and in -> h2 (4), dense, 8-bit weights + 6 index bits (64 neurons per core) = 14 bits:
+    one neuron of either layer stores 40 x 14 = 560 bits = 70 bytes, over 50 bytes by 1.40x; out (4) reads 8 axons
+    = 14 bytes and fits. Both layers are named, with what would make them fit, before a range is cut (a partition
+    from the last layer back would stop at h2 alone)."""
+    import spikeforge.converter.mapping as mapping
+
+    pops = [Population.make("in", "input", (40,))] + [Population.make(n, "if", (4,), 1.0, 0.0) for n in ("h1", "h2")] \
+        + [Population.make("out", "readout", (4,))]
+    projs = [Projection("a", "dense", "in", "h1", np.ones((4, 40), np.float32)),
+             Projection("b", "dense", "in", "h2", np.ones((4, 40), np.float32)),
+             Projection("c", "dense", "h1", "out", np.ones((4, 4), np.float32)),
+             Projection("d", "dense", "h2", "out", np.ones((4, 4), np.float32))]
+    monkeypatch.setattr(mapping, "_range_partition", lambda *a: pytest.fail("partitioned before the check"))
+    with pytest.raises(MappingError, match=r"^layer 'h1': neuron 0 alone needs synapse_memory_bytes 70 but a core "
+                                           r"allows 50 \(1\.40x over\); layer 'h2': neuron 0 alone needs "
+                                           r"synapse_memory_bytes 70 .* \(a core stores the weights of its neurons' "
+                                           r"inputs: fewer weight bits"):
+        partition(_net(pops, projs), _limits(neurons_per_core=64, synapse_memory_bytes_per_core=50))
+
+
 def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
     """Neurons alone over the capacity: refused before any fan-in is computed (1 input core + 10 hidden cores)."""
     import spikeforge.converter.mapping as mapping

@@ -94,3 +94,50 @@ def test_sweep_plots_draw_the_pareto_front_they_list(tmp_path, figures):
     assert summary.count("\n| ") == 4  # header + three front rows
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_energy_per_layer_bars_use_the_unit_that_fits_and_leave_idle_layers_out(tmp_path, figures):
+    """Bars of 700,000 nJ are drawn as 700 µJ; a layer with no dynamic energy is named under the axis, not drawn
+    as an empty bar (issue 37 item 7)."""
+    from types import SimpleNamespace
+
+    from spikeforge.report import EVENT_COLORS, plot_energy_per_layer
+
+    zero = dict.fromkeys(EVENT_COLORS, 0.0)
+    cost = SimpleNamespace(layer_energy_pj={"input": dict(zero), "conv1": dict(zero, synops=7e8),
+                                            "fc": dict(zero, synops=2e8, neuron_updates=1e7)})
+    plot_energy_per_layer(tmp_path / "e.png", cost, "by hand")
+    ax = figures["e.png"].axes[0]
+    assert ax.get_ylabel() == "dynamic energy per inference (µJ)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "fc"]
+    assert "no dynamic energy: input" in ax.get_xlabel()
+    assert max(p.get_y() + p.get_height() for p in ax.patches) == pytest.approx(700.0)
+
+
+def test_accuracy_vs_T_keeps_both_lines_visible_with_two_T_values(tmp_path, figures):
+    """Two autoscaled axes put any two points on the same diagonal, hiding the accuracy line behind the energy
+    ratio's: accuracy is drawn on 0-105 % and the ratio from 0."""
+    from spikeforge.report import plot_accuracy_energy
+
+    rows = [{"target": "loihi", "T": 2, "accuracy": 0.5, "energy_ratio": 0.1},
+            {"target": "loihi", "T": 8, "accuracy": 0.9, "energy_ratio": 0.4}]
+    plot_accuracy_energy(tmp_path / "a.png", rows, None, "two T")
+    acc, ratio = figures["a.png"].axes
+    assert acc.get_ylim() == (0, 105) and ratio.get_ylim() == (0, pytest.approx(0.52))
+
+
+def test_sweep_plots_mark_ties_and_put_decades_of_energy_on_a_log_axis(tmp_path, figures):
+    """Three TrueNorth points cost 100x the others; two pairs of points tie exactly: the energy axis is logarithmic
+    and the front's legend and rings say how many points each ring stands for."""
+    from spikeforge import sweep
+
+    pts = [(2, 0.5, 80, "loihi"), (2, 0.5, 80, "loihi"), (4, 0.2, 85, "generic45nm"), (4, 0.2, 85, "generic45nm"),
+           (8, 50.0, 70, "truenorth"), (9, 60.0, 75, "truenorth"), (12, 70.0, 72, "truenorth")]
+    rows = [{"id": str(i), "target": t, "status": "ok", "error": "", "accuracy": acc, "synops": 1e5,
+             "energy_uj": e, "latency_us": 10.0, "cores": c, "seconds": 1} for i, (c, e, acc, t) in enumerate(pts)]
+    sweep.write_outputs({"name": "ties", "store": str(tmp_path), "axes": {"target": ["loihi"]}}, rows)
+    ax = figures["energy_vs_cores.png"].axes[0]
+    assert ax.get_yscale() == "log"
+    front = next(line for line in ax.get_lines() if line.get_label().startswith("Pareto front"))
+    assert front.get_label() == "Pareto front (4 points at 2 positions; xN: N points tie)"
+    assert sorted(t.get_text() for t in ax.texts if t.get_text().startswith("x")) == ["x2", "x2"]

@@ -93,5 +93,19 @@ def test_report_no_remap_refuses_cores_the_target_cannot_hold_with_exit_2(wide_f
     assert main(["report", str(path), "--data", str(data), "--x-key", "x", "--T", "4", "--target", "truenorth",
                  "--no-remap", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "do not fit truenorth: layer 'in'" in err and "layer 'h': core 1 needs 300 input axons" in err and "Traceback" not in err
+    assert "do not fit truenorth: layer 'in'" in err and "layer 'h': core 1 needs 300 input axons" in err
+    assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_inspect_sizes_synapse_memory_as_the_mapped_target_stores_it_and_says_how(wide_files, tmp_path, capsys):
+    """A Loihi-mapped file without --target: h's core at Loihi's 8-bit weights, measured against Loihi and said so;
+    an unmapped file: 32-bit weights, said so (issue 37 item 6: 298 KB shown with the width unsaid)."""
+    path, _ = wide_files
+    assert main(["inspect", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["weights_sized_as"].startswith("loihi's 8-bit weights (the target the file was mapped for")
+    assert all("util_axons" in r for r in doc["core_loads"])
+    write_network(_wide(), tmp_path / "plain.h5")
+    assert main(["inspect", str(tmp_path / "plain.h5")]) == 0
+    assert "synapse memory (syn KB, 1 KB = 1,024 bytes) at 32-bit weights (no target" in capsys.readouterr().out
