@@ -879,8 +879,9 @@ def cmd_sweep(args):
     spec["execution"] = {"backend": args.backend, "device": args.device}  # how each point simulates
     rows = sweep.run_sweep(spec, args.scheduler, args.workers, args.retry_errors)
     bad = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows)} points ({bad} failed): {os.path.join(spec['store'], 'results.csv')}, summary.md and three "
-          "Pareto PNGs")
+    plots = [p for p in sweep.PLOTS if os.path.exists(os.path.join(spec["store"], p))]
+    print(f"{len(rows)} points ({bad} failed): {os.path.join(spec['store'], 'results.csv')}, summary.md"
+          + (f" and the Pareto plots {', '.join(plots)}" if plots else " (no plots: no point succeeded)"))
     if bad:  # the sweep ran, but not every point: exit 1 (2 is a spec refused before anything ran)
         print(f"spikeforge sweep: {bad} of {len(rows)} points failed (their errors are in "
               f"{os.path.join(spec['store'], 'summary.md')}; --retry-errors runs them again)", file=sys.stderr)

@@ -678,7 +678,12 @@ def write_outputs(spec, rows):
     lines = [f"# Sweep {spec.get('name', '')}", "",
              f"{len(rows)} points, {len(ok)} ok, {len(rows) - len(ok)} failed. Axes: "
              + "; ".join(f"{k} = {spec['axes'][k]}" for k in keys), ""]
-    for fname, xk, yk, *_ in plots:
+    if not ok:  # no plot drawn: none named, and none of an earlier run's left to be taken for this one's
+        for fname, *_ in plots:
+            if os.path.exists(os.path.join(store, fname)):
+                os.remove(os.path.join(store, fname))
+        lines += ["No point succeeded: no Pareto fronts and no plots.", ""]
+    for fname, xk, yk, *_ in plots if ok else ():
         lines += [f"## Pareto front: {yk} vs {xk} ({fname})", "",
                   "| " + " | ".join(keys + list(METRICS)) + " |", "|" + "---|" * (len(keys) + len(METRICS))]
         for r in fronts.get(fname, []):

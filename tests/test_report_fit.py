@@ -109,3 +109,28 @@ def test_inspect_sizes_synapse_memory_as_the_mapped_target_stores_it_and_says_ho
     write_network(_wide(), tmp_path / "plain.h5")
     assert main(["inspect", str(tmp_path / "plain.h5")]) == 0
     assert "synapse memory (syn KB, 1 KB = 1,024 bytes) at 32-bit weights (no target" in capsys.readouterr().out
+
+
+def test_a_sweep_over_a_network_file_with_only_test_arrays_runs_and_names_its_mapping(tmp_path, capsys):
+    """Issue 37 item 3: [network] file with an .npz of x_test / y_test only; each point maps the file for its
+    target and says so; the command names only the plots it wrote, and a sweep whose points all fail names none."""
+    write_network(_wide(), tmp_path / "net.h5")
+    x = np.random.default_rng(1).uniform(0, 1, (5, 300)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=np.arange(5) % 8)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('store = "st"\n[network]\nfile = "net.h5"\n[data]\npath = "data.npz"\n[axes]\nT = [2]\n'
+                    'target = ["loihi", "truenorth"]\n')
+    assert main(["sweep", str(spec), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 points (0 failed)" in out and "the Pareto plots accuracy_vs_energy.png" in out
+    import csv
+
+    rows = {r["target"]: r for r in csv.DictReader(open(tmp_path / "st" / "results.csv"))}
+    assert rows["loihi"]["mapping"] == "loihi:snake" and rows["truenorth"]["mapping"] == "truenorth:snake"
+    bad = tmp_path / "bad.toml"  # one chip of one core holds none of it: every point fails
+    bad.write_text('store = "st2"\n[network]\nfile = "net.h5"\n[data]\npath = "data.npz"\n[axes]\nT = [2]\n'
+                   'target = ["truenorth"]\n"limits.cores_per_chip" = [1]\n"limits.chips" = [1]\n')
+    assert main(["sweep", str(bad), "--workers", "1"]) == 1
+    assert "(no plots: no point succeeded)" in capsys.readouterr().out
+    assert not any((tmp_path / "st2" / p).exists() for p in ("energy_vs_cores.png", "accuracy_vs_energy.png"))
+    assert "No point succeeded: no Pareto fronts and no plots." in (tmp_path / "st2" / "summary.md").read_text()
