@@ -81,9 +81,11 @@ class CubaNeurons(IFNeurons):
     i = α·i + I); s = [m >= θ] (or m > θ) unless the membrane is held; reset as IF neurons; after a spike the
     membrane is held for `refractory` steps (no spike, its current still integrates)."""
 
-    def __init__(self, threshold, v_init, reset, decay, syn_decay, membrane_first, refractory, unit, strict):
+    def __init__(self, threshold, v_init, reset, decay, syn_decay, membrane_first, refractory, unit, strict,
+                 loihi_bias=None):
         super().__init__(threshold, v_init, reset, decay, unit, strict)
         self.syn_decay, self.membrane_first, self.refractory = syn_decay, membrane_first, refractory
+        self.loihi_bias = loihi_bias  # arithmetic "loihi": the bias, which enters the membrane (None: float)
 
     def reset_state(self, batch):
         super().reset_state(batch)
@@ -91,7 +93,12 @@ class CubaNeurons(IFNeurons):
         self.hold = torch.zeros_like(self.v, dtype=torch.int64)
 
     def forward(self, current):
-        if self.membrane_first:
+        if self.loihi_bias is not None:  # Loihi's 24-bit integer CUBA (network.ARITHMETICS)
+            wrap = 2.0 ** 23
+            i = torch.trunc(self.syn * self.syn_decay) + current - self.loihi_bias
+            self.syn = torch.where(i > wrap, i - 2 * wrap, torch.where(i <= -wrap, i + 2 * wrap, i))
+            m = torch.clamp(torch.trunc(self.v * self.decay) + self.syn + self.loihi_bias, 1 - wrap, wrap - 1)
+        elif self.membrane_first:
             m = self.v * self.decay + self.syn
             self.syn = self.syn * self.syn_decay + current
         else:
@@ -225,7 +232,8 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = CubaNeurons(
                     theta, v0, p.reset, _t(p.decay, dtype, device).reshape(shape),
                     _t(p.syn_decay, dtype, device).reshape(shape), p.synapse_order == "membrane_first", p.refractory,
-                    p.spike_value == "unit", p.threshold_test == "gt")
+                    p.spike_value == "unit", p.threshold_test == "gt",
+                    self.biases[p.name] if p.arithmetic == "loihi" else None)
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":

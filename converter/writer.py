@@ -62,6 +62,8 @@ def _fill(h5, net, attrs, version):
             _put(g, "syn_decay", pop.syn_decay.astype(np.float32))
         if pop.model == "cuba":
             g.attrs["synapse_order"], g.attrs["refractory"] = pop.synapse_order, int(pop.refractory)
+            if pop.arithmetic != "float":
+                g.attrs["arithmetic"] = pop.arithmetic
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             g.attrs["spike_value"], g.attrs["threshold_test"] = pop.spike_value, pop.threshold_test
         for name in POP_DATASETS:

@@ -86,10 +86,12 @@ def _core_of(net, offsets, perms) -> np.ndarray:
 
 
 def _flags(pop) -> int:
-    """pop_flags bits of an if / lif / cuba population (unit spikes, strict threshold test, membrane first)."""
+    """pop_flags bits of an if / lif / cuba population (unit spikes, strict threshold test, membrane first, Loihi's
+    arithmetic)."""
     return (K.FLAG_UNIT_SPIKE if pop.spike_value == "unit" else 0) | \
         (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0) | \
-        (K.FLAG_MEMBRANE_FIRST if pop.synapse_order == "membrane_first" else 0)
+        (K.FLAG_MEMBRANE_FIRST if pop.synapse_order == "membrane_first" else 0) | \
+        (K.FLAG_LOIHI if pop.arithmetic == "loihi" else 0)
 
 
 def _aux_size(net, pop, mm_inner) -> int:

@@ -15,6 +15,7 @@ from spikeforge.errors import UserError
 
 from .geometry import conv_output_hw
 from .network import (
+    ARITHMETICS,
     EC_FUNCTIONS,
     FIXED_KINDS,
     FIXED_MODELS,
@@ -36,7 +37,7 @@ from .network import (
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.12"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
@@ -48,6 +49,7 @@ FORMAT_VERSION = "1.12"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                        1.11: attr chip_mesh (routers per chip: chips tile the mesh, chip-to-chip hops counted)
 #                        1.12: cuba neurons (decay, syn_decay, synapse_order, refractory); recurrent projections
 #                              (onto the source or an earlier population, delay >= 1)
+#                        1.13: cuba attribute arithmetic "loihi" (Loihi's 24-bit integer CUBA, lava-dl netx files)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -99,6 +101,27 @@ def _check_array(arr, where, n, finite=True):
             _fail(where, f"non-finite value {arr[bad[0]]} at index {bad[0]} ({bad.size} in all)")
 
 
+def _check_loihi(pop, where):
+    """A cuba population in Loihi's arithmetic: the update Lava defines (current first, m > θ, membrane to 0, no
+    hold), decays in 12 bits (multiples of 1/4096), integer θ, bias and initial membrane within 24 bits."""
+    if (pop.synapse_order, pop.threshold_test, pop.reset, pop.refractory) != ("current_first", "gt", "zero", 0):
+        _fail(where, "arithmetic 'loihi' is Loihi's CUBA update: synapse_order 'current_first', threshold_test "
+                     f"'gt', reset 'zero', refractory 0; got {pop.synapse_order!r}, {pop.threshold_test!r}, "
+                     f"{pop.reset!r}, {pop.refractory}")
+    for name in ("decay", "syn_decay"):
+        steps = getattr(pop, name).astype(np.float64) * 4096
+        bad = np.flatnonzero(steps != np.round(steps))
+        if bad.size:
+            _fail(f"{where}/{name}", f"arithmetic 'loihi' takes decay factors in 12 bits (k/4096), got "
+                                     f"{getattr(pop, name)[bad[0]]:.7g} at index {bad[0]}")
+    for name in ("threshold", "bias", "v_init"):
+        values = getattr(pop, name).astype(np.float64)
+        bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) >= 2.0**23))
+        if bad.size:
+            _fail(f"{where}/{name}", f"arithmetic 'loihi' takes integers of magnitude below 2^23, got "
+                                     f"{values[bad[0]]} at index {bad[0]}")
+
+
 def _check_population(pop: Population, i: int):
     where = f"/populations/{pop.name}"
     if pop.model not in NEURON_MODELS:
@@ -147,8 +170,14 @@ def _check_population(pop: Population, i: int):
         if isinstance(pop.refractory, (bool, np.bool_)) or not isinstance(pop.refractory, (int, np.integer)) or \
                 not 0 <= pop.refractory <= MAX_DELAY:
             _fail(where, f"refractory {pop.refractory!r} must be an integer number of steps from 0 to {MAX_DELAY}")
-    elif pop.syn_decay is not None or pop.refractory != 0 or pop.synapse_order != "current_first":
-        _fail(where, f"syn_decay, synapse_order and refractory apply to cuba neurons only, not {pop.model!r}")
+    elif pop.syn_decay is not None or pop.refractory != 0 or pop.synapse_order != "current_first" or \
+            pop.arithmetic != "float":
+        _fail(where, f"syn_decay, synapse_order, refractory and arithmetic apply to cuba neurons only, not "
+                     f"{pop.model!r}")
+    if pop.arithmetic not in ARITHMETICS:
+        _fail(where, f"unknown arithmetic {pop.arithmetic!r} (known: {', '.join(ARITHMETICS)})")
+    if pop.arithmetic == "loihi":
+        _check_loihi(pop, where)
     if pop.spike_value not in SPIKE_VALUES or pop.threshold_test not in THRESHOLD_TESTS:
         _fail(where, f"spike_value {pop.spike_value!r} / threshold_test {pop.threshold_test!r} must be one of "
                      f"{', '.join(SPIKE_VALUES)} / {', '.join(THRESHOLD_TESTS)}")
@@ -701,10 +730,11 @@ def _read(h5, path) -> Network:
                 raise NetworkFileError(where, f"attribute 'refractory' must be an integer, got "
                                               f"{g.attrs['refractory']!r}", path)
             refractory = int(value)
+        arithmetic = _attr(g, "arithmetic", where, path, "str") if "arithmetic" in g.attrs else "float"
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
                                alpha, levels, theta_neg, function, eps, decay, spike_value, test, syn_decay, order,
-                               refractory))
+                               refractory, arithmetic))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -27,8 +27,10 @@ KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE, KIND_M
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
 MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL, MODEL_CUBA = 5, 6, 7, 8, 9, 10
 # pop_flags bits of if / lif / cuba populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ;
-# (cuba) the membrane reads last step's synaptic current, then the current takes this step's input
-FLAG_UNIT_SPIKE, FLAG_STRICT_TEST, FLAG_MEMBRANE_FIRST = 1, 2, 4
+# (cuba) the membrane reads last step's synaptic current, then the current takes this step's input; (cuba) Loihi's
+# 24-bit integer arithmetic (network.ARITHMETICS "loihi")
+FLAG_UNIT_SPIKE, FLAG_STRICT_TEST, FLAG_MEMBRANE_FIRST, FLAG_LOIHI = 1, 2, 4, 8
+LOIHI_STATE = 8388608.0  # 2^23: Loihi's 24-bit current wraps to (-2^23, 2^23], its membrane saturates at 2^23 - 1
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 C_SYNOPS, C_MACS, C_SPIKES, C_PACKETS, C_HOPS, C_SYN_BYTES, C_PACKETS_IN, C_ACTIVE = 0, 1, 2, 3, 4, 5, 6, 7
@@ -694,17 +696,21 @@ def _cuba_update(p, pops, s):
     unit = (pops.flags[p] & FLAG_UNIT_SPIKE) != 0
     strict = (pops.flags[p] & FLAG_STRICT_TEST) != 0
     membrane_first = (pops.flags[p] & FLAG_MEMBRANE_FIRST) != 0
+    loihi = (pops.flags[p] & FLAG_LOIHI) != 0
     v = s.v
     syn = s.prev
     hold = s.hold
     cur = s.cur
     theta = pops.theta
+    bias = pops.bias
     decay = pops.decay
     syn_decay = pops.syn_decay
     ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
     m_ev = 0
     for i in range(off, off + n):
-        if membrane_first:
+        if loihi:
+            m = _loihi_cuba(i, v, syn, cur, bias, decay, syn_decay)
+        elif membrane_first:
             m = v[i] * decay[i] + syn[i]
             syn[i] = syn[i] * syn_decay[i] + cur[i]
         else:
@@ -720,6 +726,22 @@ def _cuba_update(p, pops, s):
         else:
             v[i] = m
     s.ev_n[p] = m_ev
+
+
+@njit(cache=True)
+def _loihi_cuba(i, v, syn, cur, bias, decay, syn_decay):
+    """Neuron i of a cuba population in Loihi's arithmetic (Lava's bit-accurate LIF): the current decays and is
+    truncated toward zero, takes the step's synaptic input (cur less the bias) and wraps into (-2^23, 2^23]; the
+    membrane decays and truncates likewise, takes the current and the bias and saturates at ±(2^23 - 1). Every
+    value is an integer held exactly in float64 (decays are multiples of 1/4096). Returns the membrane."""
+    x = np.trunc(syn[i] * syn_decay[i]) + (cur[i] - bias[i])
+    if x > LOIHI_STATE:
+        x -= 2.0 * LOIHI_STATE
+    elif x <= -LOIHI_STATE:
+        x += 2.0 * LOIHI_STATE
+    syn[i] = x
+    m = np.trunc(v[i] * decay[i]) + x + bias[i]
+    return min(max(m, 1.0 - LOIHI_STATE), LOIHI_STATE - 1.0)
 
 
 @njit(cache=True)

@@ -32,6 +32,11 @@ NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_
 EC_FUNCTIONS = ("gelu", "layernorm", "softmax", "identity")
 SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif", "cuba")
 SYNAPSE_ORDERS = ("current_first", "membrane_first")
+# cuba neurons: "float" computes the equations above in floating point; "loihi" in Loihi's 24-bit integers, as Lava's
+# bit-accurate LIF and lava-dl's netx files define them: i = trunc(α·i) + I_syn wrapped into (-2^23, 2^23],
+# m = trunc(β·v) + i + bias saturated at ±(2^23 - 1) (trunc: toward zero; α, β multiples of 1/4096; the bias enters
+# the membrane, not the current), spike when m > θ, membrane to 0 (weights, bias and θ carry Lava's 2^6 scale)
+ARITHMETICS = ("float", "loihi")
 # if / lif neurons: what a spike carries downstream (θ, spikeforge's conversion convention, or 1, NIR's and most
 # SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
 SPIKE_VALUES = ("threshold", "unit")
@@ -73,6 +78,7 @@ class Population:
     syn_decay: np.ndarray | None = None  # cuba: synaptic current factor per step α, in [0, 1]
     synapse_order: str = "current_first"  # cuba: one of SYNAPSE_ORDERS
     refractory: int = 0  # cuba: steps the membrane is held at its reset value after a spike
+    arithmetic: str = "float"  # cuba: one of ARITHMETICS
 
     @property
     def size(self) -> int:
@@ -90,7 +96,7 @@ class Population:
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
              spike_value="threshold", threshold_test="ge", syn_decay=None, synapse_order="current_first",
-             refractory=0):
+             refractory=0, arithmetic="float"):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -102,7 +108,8 @@ class Population:
         return cls(name, model, shape, full(threshold), full(v_init), full(bias), reset, int(tau), payload,
                    float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
                    str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test,
-                   None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory))
+                   None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory),
+                   str(arithmetic))
 
 
 @dataclass

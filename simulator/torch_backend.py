@@ -492,7 +492,13 @@ def _cuba_update(run, t, pop, cur):
     """Current-based LIF neurons (kernels._cuba_update): i = α·i + I and m = β·v + i (in the population's order),
     fire on m >= θ (m > θ strict) unless held, reset, hold for `refractory` steps."""
     v, syn, hold = run.v[pop.p], run.syn[pop.p], run.hold[pop.p]
-    if pop.flags & K.FLAG_MEMBRANE_FIRST:
+    if pop.flags & K.FLAG_LOIHI:  # Loihi's 24-bit integers (kernels._loihi_cuba)
+        syn = torch.trunc(syn * pop.syn_decay) + (cur - pop.bias)
+        syn = torch.where(syn > K.LOIHI_STATE, syn - 2 * K.LOIHI_STATE,
+                          torch.where(syn <= -K.LOIHI_STATE, syn + 2 * K.LOIHI_STATE, syn))
+        run.syn[pop.p] = syn
+        m = (torch.trunc(v * pop.decay) + syn + pop.bias).clamp(1 - K.LOIHI_STATE, K.LOIHI_STATE - 1)
+    elif pop.flags & K.FLAG_MEMBRANE_FIRST:
         m = v * pop.decay + syn
         run.syn[pop.p] = syn * pop.syn_decay + cur
     else:

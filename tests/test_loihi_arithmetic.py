@@ -1,0 +1,79 @@
+"""cuba neurons in Loihi's arithmetic (format 1.13, network.ARITHMETICS "loihi"): Lava's bit-accurate LIF in 24-bit
+integers, traced by hand. The engine, the torch backend and the reference agree on every run (conftest)."""
+import numpy as np
+import pytest
+
+from spikeforge import simulator
+from spikeforge.converter import write_network
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.simulator import Network, Population, Projection
+from spikeforge.simulator.fileformat import NetworkFileError
+
+
+def _one(i_decay, v_decay, theta, bias=0.0, weight=64.0, n_in=1, **kw):
+    """in (n_in, analog) -> h (one loihi cuba neuron; netx's iDecay / vDecay in 1/4096) -> readout."""
+    pops = [Population.make("in", "input", (n_in,)),
+            Population.make("h", "cuba", (1,), theta, 0.0, bias, reset="zero", decay=(4096 - v_decay) / 4096,
+                            syn_decay=(4096 - i_decay) / 4096, spike_value="unit", threshold_test="gt",
+                            arithmetic="loihi", **kw),
+            Population.make("out", "readout", (1,))]
+    projs = [Projection("a", "dense", "in", "h", np.full((1, n_in), weight, np.float32)),
+             Projection("b", "dense", "h", "out", np.ones((1, 1), np.float32))]
+    cores, edges = one_population_per_core(pops, projs)
+    return Network(pops, projs, cores, edges, {})
+
+
+def test_the_membrane_decays_by_truncation_and_fires_above_the_threshold():
+    """iDecay 4096 (no current memory), vDecay 1024 (β = 3/4), θ = 25·64 = 1600, input 10 (x 64 = 640 per step):
+    m = 640, trunc(480) + 640 = 1120, 840 + 640 = 1480, 1110 + 640 = 1750 > 1600: spike, membrane 0; again."""
+    net = _one(4096, 1024, 1600.0)
+    res = simulator.run(net, np.array([[10.0]]), 8, record=["h"], trace=[("h", 0)])
+    np.testing.assert_array_equal(res.spikes["h"][0, :, 0], [0, 0, 0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [640, 1120, 1480, 0, 640, 1120, 1480, 0])
+
+
+def test_a_negative_membrane_truncates_toward_zero_and_a_membrane_at_the_threshold_does_not_fire():
+    """Input -3 (-192 per step), β = 3/4: -192, trunc(-144) - 192 = -336, -252 - 192 = -444, trunc(-333) - 192 =
+    -525, trunc(-393.75) = -393 (floor: -394) - 192 = -585. A membrane equal to θ does not fire (m > θ): bias 1600
+    with no membrane memory is exactly 1600 every step."""
+    net = _one(4096, 1024, 1600.0)
+    res = simulator.run(net, np.array([[-3.0]]), 5, trace=[("h", 0)])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [-192, -336, -444, -525, -585])
+    at = _one(4096, 4096, 1600.0, bias=1600.0)  # vDecay 4096: no membrane memory, m = bias every step
+    res = simulator.run(at, np.array([[0.0]]), 3, record=["h"], trace=[("h", 0)])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [1600, 1600, 1600])
+    assert res.spikes["h"].sum() == 0
+
+
+def test_the_current_wraps_at_24_bits_and_the_membrane_saturates():
+    """iDecay 0 (the current keeps all of itself), vDecay 0, input 2^16 (x 64 = 2^22 per step): currents 2^22,
+    2^23 (kept: the wrap range is (-2^23, 2^23]), 3·2^22 -> 3·2^22 - 2^24 = -2^22; the membrane 2^22, then
+    2^22 + 2^23 saturates at 2^23 - 1 (θ = 2^23 - 1: a saturated membrane never exceeds it), then 2^23 - 1 - 2^22."""
+    net = _one(0, 0, 2.0**23 - 1)
+    res = simulator.run(net, np.array([[2.0**16]]), 3, record=["h"], trace=[("h", 0)])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [2**22, 2**23 - 1, 2**23 - 1 - 2**22])
+    assert res.spikes["h"].sum() == 0
+
+
+def test_the_bias_enters_the_membrane_not_the_decaying_current():
+    """iDecay 2048 (α = 1/2), vDecay 4096 (no membrane memory), bias 100, input 8 (512) once per step: the current
+    is 512, trunc(256) + 512 = 768, 384 + 512 = 896; the membrane is that plus 100 (not a current of 100 decaying)."""
+    net = _one(2048, 4096, 100000.0, bias=100.0)
+    res = simulator.run(net, np.array([[8.0]]), 3, trace=[("h", 0)])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [612, 868, 996])
+
+
+def test_the_file_round_trips_loihi_arithmetic_and_refuses_what_loihi_does_not_compute(tmp_path):
+    net = _one(4096, 1024, 1600.0)
+    write_network(net, tmp_path / "l.h5")
+    back = simulator.load_network(tmp_path / "l.h5")
+    assert back.populations[1].arithmetic == "loihi" and back.attrs.get("format_version", "1.13")
+    with pytest.raises(NetworkFileError, match=r"/populations/h/decay: arithmetic 'loihi' takes decay factors in 12 "
+                                               r"bits \(k/4096\), got 0.9"):
+        write_network(_one(4096, 409.6, 1600.0), tmp_path / "bad.h5")
+    with pytest.raises(NetworkFileError, match=r"/populations/h/threshold: arithmetic 'loihi' takes integers of "
+                                               r"magnitude below 2\^23, got 1600.5"):
+        write_network(_one(4096, 1024, 1600.5), tmp_path / "bad.h5")
+    with pytest.raises(NetworkFileError, match=r"threshold_test 'gt', reset 'zero', refractory 0; got "
+                                               r"'current_first', 'gt', 'zero', 2"):
+        write_network(_one(4096, 1024, 1600.0, refractory=2), tmp_path / "bad.h5")
