@@ -16,6 +16,10 @@ ROOT := $(abspath .)
 # Norse for tests/test_nir_libs.py, without its declared torchvision (setup.cfg says why); nir, numpy and torch
 # come with spikeforge, nirtorch with its test extras
 NORSE := norse==1.1.0
+# lava-dl's wheel (not installed: it needs Python < 3.11) for the netx files and the ground truths Lava recorded that
+# tests/test_netx.py reads out of it
+LAVA_DL := lava-dl==0.6.0
+LAVA_DIR := .cache/lava-dl
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +27,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(NORSE)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 -d $(LAVA_DIR) $(LAVA_DL)
 	touch $(STAMP)
 
 install: $(STAMP)

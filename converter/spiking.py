@@ -342,6 +342,8 @@ class SpikingNetwork(nn.Module):
                 for pr in self.incoming[p.name]:
                     current = current + self._project(pr, arriving(pr)[0]).reshape(b, *self.shapes[p.name])
                 neuron = self.neurons[p.name]
+                if p.reset_every and t % p.reset_every == p.reset_phase:  # the state restarts (Lava's LIFReset)
+                    neuron.reset_state(b)
                 if isinstance(neuron, IFNeurons):
                     s = neuron(current)
                     levels[p.name] = s

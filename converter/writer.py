@@ -64,6 +64,8 @@ def _fill(h5, net, attrs, version):
             g.attrs["synapse_order"], g.attrs["refractory"] = pop.synapse_order, int(pop.refractory)
             if pop.arithmetic != "float":
                 g.attrs["arithmetic"] = pop.arithmetic
+        if pop.reset_every:
+            g.attrs["reset_every"], g.attrs["reset_phase"] = int(pop.reset_every), int(pop.reset_phase)
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             g.attrs["spike_value"], g.attrs["threshold_test"] = pop.spike_value, pop.threshold_test
         for name in POP_DATASETS:

@@ -167,6 +167,8 @@ def _population_arrays(net, perms, sizes, offsets, mm_inner) -> K.Populations:
         aux=np.concatenate([[0], np.cumsum([_aux_size(net, p, mm_inner) for p in pops])]).astype(np.int64),
         in_ptr=in_ptr, in_proj=np.array(in_proj, np.int64), back_ptr=back_ptr, back_proj=np.array(back_proj, np.int64),
         refractory=np.array([p.refractory for p in pops], np.int64),
+        reset_every=np.array([p.reset_every for p in pops], np.int64),
+        reset_phase=np.array([p.reset_phase for p in pops], np.int64),
         theta=gather("threshold"),
         theta_neg=np.concatenate([np.zeros(p.size) if p.threshold_neg is None else
                                   p.threshold_neg.astype(np.float64)[perms[i]] for i, p in enumerate(pops)]),

@@ -49,7 +49,8 @@ FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                        1.11: attr chip_mesh (routers per chip: chips tile the mesh, chip-to-chip hops counted)
 #                        1.12: cuba neurons (decay, syn_decay, synapse_order, refractory); recurrent projections
 #                              (onto the source or an earlier population, delay >= 1)
-#                        1.13: cuba attribute arithmetic "loihi" (Loihi's 24-bit integer CUBA, lava-dl netx files)
+#                        1.13: cuba attribute arithmetic "loihi" (Loihi's 24-bit integer CUBA, lava-dl netx files);
+#                              cuba / readout attributes reset_every, reset_phase (Lava's LIFReset)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -103,7 +104,7 @@ def _check_array(arr, where, n, finite=True):
 
 def _check_loihi(pop, where):
     """A cuba population in Loihi's arithmetic: the update Lava defines (current first, m > θ, membrane to 0, no
-    hold), decays in 12 bits (multiples of 1/4096), integer θ, bias and initial membrane within 24 bits."""
+    hold), decays in 12 bits (multiples of 1/4096), integer θ, bias and initial membrane below 2^24."""
     if (pop.synapse_order, pop.threshold_test, pop.reset, pop.refractory) != ("current_first", "gt", "zero", 0):
         _fail(where, "arithmetic 'loihi' is Loihi's CUBA update: synapse_order 'current_first', threshold_test "
                      f"'gt', reset 'zero', refractory 0; got {pop.synapse_order!r}, {pop.threshold_test!r}, "
@@ -116,9 +117,9 @@ def _check_loihi(pop, where):
                                      f"{getattr(pop, name)[bad[0]]:.7g} at index {bad[0]}")
     for name in ("threshold", "bias", "v_init"):
         values = getattr(pop, name).astype(np.float64)
-        bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) >= 2.0**23))
+        bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) >= 2.0**24))
         if bad.size:
-            _fail(f"{where}/{name}", f"arithmetic 'loihi' takes integers of magnitude below 2^23, got "
+            _fail(f"{where}/{name}", f"arithmetic 'loihi' takes integers of magnitude below 2^24, got "
                                      f"{values[bad[0]]} at index {bad[0]}")
 
 
@@ -178,6 +179,15 @@ def _check_population(pop: Population, i: int):
         _fail(where, f"unknown arithmetic {pop.arithmetic!r} (known: {', '.join(ARITHMETICS)})")
     if pop.arithmetic == "loihi":
         _check_loihi(pop, where)
+    for name in ("reset_every", "reset_phase"):
+        value = getattr(pop, name)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**31:
+            _fail(where, f"{name} {value!r} must be a whole number of steps from 0")
+    if pop.reset_every and (pop.model not in ("cuba", "readout") or pop.reset_phase >= pop.reset_every):
+        _fail(where, f"reset_every {pop.reset_every} / reset_phase {pop.reset_phase}: a state restart applies to "
+                     f"cuba and readout populations, at a phase below reset_every (a {pop.model!r} population)")
+    elif not pop.reset_every and pop.reset_phase:
+        _fail(where, f"reset_phase {pop.reset_phase} without reset_every")
     if pop.spike_value not in SPIKE_VALUES or pop.threshold_test not in THRESHOLD_TESTS:
         _fail(where, f"spike_value {pop.spike_value!r} / threshold_test {pop.threshold_test!r} must be one of "
                      f"{', '.join(SPIKE_VALUES)} / {', '.join(THRESHOLD_TESTS)}")
@@ -674,8 +684,8 @@ def _foreign(h5, path):
         return ("it is a NIR graph file (groups 'node' and 'version'): import it with `spikeforge import-nir "
                 f"{path or 'FILE'} net.h5` (see docs/NIR.md)")
     if "layer" in keys:
-        return ("it looks like a lava-dl netx network (a 'layer' group): spikeforge does not read netx files yet; "
-                "export the model to NIR (lava-dl / the training library) and use `spikeforge import-nir`")
+        return ("it looks like a lava-dl netx network (a 'layer' group): import it with `spikeforge import-lava "
+                f"{path or 'FILE'} net.h5` (see docs/NETX.md)")
     return "it has no 'format' attribute (an HDF5 file written by another tool?)"
 
 
@@ -731,10 +741,17 @@ def _read(h5, path) -> Network:
                                               f"{g.attrs['refractory']!r}", path)
             refractory = int(value)
         arithmetic = _attr(g, "arithmetic", where, path, "str") if "arithmetic" in g.attrs else "float"
+        restart = [0, 0]
+        for k, key in enumerate(("reset_every", "reset_phase")):
+            if key in g.attrs:
+                value = np.asarray(g.attrs[key])
+                if value.ndim != 0 or value.dtype.kind not in "iu":
+                    raise NetworkFileError(where, f"attribute {key!r} must be an integer, got {g.attrs[key]!r}", path)
+                restart[k] = int(value)
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
                                alpha, levels, theta_neg, function, eps, decay, spike_value, test, syn_decay, order,
-                               refractory, arithmetic))
+                               refractory, arithmetic, *restart))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -46,14 +46,16 @@ G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUP
 # expanded (0/1); alpha, vmax, eps: float64; aux[p]..aux[p + 1]: an ec_matmul node's operand state, a maxpool
 # population's spike counts of its source neurons; incoming
 # projections in_proj[in_ptr[p]:in_ptr[p + 1]], its recurrent outgoing ones (onto itself or an earlier population)
-# back_proj[back_ptr[p]:back_ptr[p + 1]]; refractory: cuba's hold steps. Per neuron, float64: theta, theta_neg,
+# back_proj[back_ptr[p]:back_ptr[p + 1]]; refractory: cuba's hold steps; reset_every / reset_phase: the steps at
+# whose start a cuba / readout population's state restarts (network.Population). Per neuron, float64: theta, theta_neg,
 # v_init, bias, decay, syn_decay (cuba's synaptic current factor).
 # Delayed projections: a source whose events are delivered up to D steps later keeps hlen[p] = D + 1 steps of
 # them (0: none), step t's in the event arrays from hoff[p] + (t mod hlen[p])·n[p], their number in
 # hist_n[hslot[p] + t mod hlen[p]]; hoff / hslot have one entry more (the end: the event arrays' length).
 Populations = namedtuple("Populations", ("off", "n", "model", "reset", "tau", "expand", "alpha", "vmax", "flags",
                                          "func", "eps", "aux", "in_ptr", "in_proj", "back_ptr", "back_proj",
-                                         "refractory", "theta", "theta_neg", "v_init", "bias", "decay", "syn_decay",
+                                         "refractory", "reset_every", "reset_phase", "theta", "theta_neg", "v_init",
+                                         "bias", "decay", "syn_decay",
                                          "hlen", "hoff", "hslot"))
 # Per projection q, int64: kind (KIND_*), source population, target neuron offset and size, offsets into
 # weights / indptr / indices, geom (q, 13) (G_* columns; (d_in, d_out) pointwise; matmul operand shape), mac
@@ -529,9 +531,26 @@ def _count_synapses(t, r0, wb, ctr_kind, k0, k1, s, routing, ctr):
 
 
 @njit(cache=True)
+def _restart(p, model, pops, s):
+    """Population p's state as at the start of a run: membranes v_init, a cuba's currents and holds 0, a
+    readout's sums 0 (Lava's LIFReset, at the steps reset_every / reset_phase say)."""
+    off = pops.off[p]
+    for i in range(off, off + pops.n[p]):
+        s.v[i] = pops.v_init[i]
+        if model == MODEL_CUBA:
+            s.prev[i] = 0.0
+            s.hold[i] = 0
+        elif model == MODEL_READOUT:
+            s.acc[i - off] = 0.0
+
+
+@njit(cache=True)
 def _update(p, t, pops, routing, recording, s, o):
     """Update population p's neurons from this step's currents by its model, then count the events they queued."""
     model = pops.model[p]
+    every = pops.reset_every[p]
+    if every > 0 and t % every == pops.reset_phase[p]:
+        _restart(p, model, pops, s)
     if model == MODEL_IF or model == MODEL_LIF:
         _if_update(p, pops, s)
     elif model == MODEL_CUBA:

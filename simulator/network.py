@@ -79,6 +79,11 @@ class Population:
     synapse_order: str = "current_first"  # cuba: one of SYNAPSE_ORDERS
     refractory: int = 0  # cuba: steps the membrane is held at its reset value after a spike
     arithmetic: str = "float"  # cuba: one of ARITHMETICS
+    # cuba / readout: the state restarts (membrane to v_init, current and hold to 0, a readout's sum to 0) at the
+    # start of every step t with t % reset_every == reset_phase (0: never): Lava's LIFReset, which netx gives each
+    # layer of a network run on a stream of samples, its phase one step later per layer
+    reset_every: int = 0
+    reset_phase: int = 0
 
     @property
     def size(self) -> int:
@@ -96,7 +101,7 @@ class Population:
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
              spike_value="threshold", threshold_test="ge", syn_decay=None, synapse_order="current_first",
-             refractory=0, arithmetic="float"):
+             refractory=0, arithmetic="float", reset_every=0, reset_phase=0):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -109,7 +114,7 @@ class Population:
                    float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
                    str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test,
                    None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory),
-                   str(arithmetic))
+                   str(arithmetic), int(reset_every), int(reset_phase))
 
 
 @dataclass

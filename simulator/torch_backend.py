@@ -145,6 +145,7 @@ class _Pop:
         self.theta, self.theta_neg, self.v_init = canon(pops.theta), canon(pops.theta_neg), canon(pops.v_init)
         self.bias, self.decay, self.syn_decay = canon(pops.bias), canon(pops.decay), canon(pops.syn_decay)
         self.refractory = int(pops.refractory[p])
+        self.reset_every, self.reset_phase = int(pops.reset_every[p]), int(pops.reset_phase[p])
         # a core holds a contiguous canonical neuron range of one population: per-core sums of a (B, n) tensor are
         # differences of its running sum at the ranges' ends (exact: the summed values are integers < 2^53); cores
         # holding boxes are made ranges by reading the neurons in core order first (seg_order)
@@ -702,6 +703,13 @@ def _step(run, t, outs):
         if cur is None:
             cur = pop.bias.expand_as(run.v[pop.p])
         model = pop.model
+        if pop.reset_every and t % pop.reset_every == pop.reset_phase:  # kernels._restart
+            run.v[pop.p] = pop.v_init.expand_as(run.v[pop.p]).clone()
+            if model == K.MODEL_CUBA:
+                run.syn[pop.p] = torch.zeros_like(run.syn[pop.p])
+                run.hold[pop.p] = torch.zeros_like(run.hold[pop.p])
+            elif model == K.MODEL_READOUT:
+                run.acc = None  # the sum starts again from this step's current
         if model in (K.MODEL_IF, K.MODEL_LIF):
             outs[pop.p] = _if_update(run, t, pop, cur)
         elif model == K.MODEL_CUBA:

@@ -30,6 +30,7 @@ EXAMPLES = {
              "printed; their errors are in summary.md), 2 the spec was refused before anything ran",
     "export-nir": "spikeforge export-nir net.h5 net.nir",
     "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --convention snntorch --target loihi",
+    "import-lava": "spikeforge import-lava pilotnet.net net.h5 --reset-interval 16 --target loihi2",
 }
 
 
@@ -203,6 +204,22 @@ def _parser():
     m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     m.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
+                   help="with --target: map onto a system of N chips (default: the target's board)")
+    n = add("import-lava", "Build a network file from a lava-dl netx file (input, dense, conv, flatten, dense_rec "
+                           "layers; CUBA / LOIHI neurons) that computes what Lava's bit-accurate processes compute "
+                           "(docs/NETX.md). Its samples are the input layer's bias_mant integers, as Lava takes them.")
+    n.add_argument("netx_file", help="netx network file (HDF5, as lava-dl's export_hdf5 writes it)")
+    n.add_argument("out", help="network file to write")
+    n.add_argument("--layers", type=_number(int, 0, True), metavar="N",
+                   help="import the first N layers only (netx's num_layers; e.g. to leave out an average layer)")
+    n.add_argument("--reset-interval", type=_number(int, 0, True), metavar="STEPS",
+                   help="as netx's Network(reset_interval=...): each layer's state restarts every STEPS steps, one "
+                        "step later per layer (a stream of samples of STEPS steps)")
+    n.add_argument("--reset-offset", type=_number(int, 0, False), default=0, metavar="K",
+                   help="netx's reset_offset (with --reset-interval; default 0)")
+    n.add_argument("--target", help="map onto the cores of this target instead of one core per population")
+    n.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
+    n.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
                    help="with --target: map onto a system of N chips (default: the target's board)")
     return p
 
@@ -920,6 +937,33 @@ def cmd_import_nir(args):
           + (f" ({recurrent} recurrent)" if recurrent else "") + f", {len(net.cores)} cores")
 
 
+def cmd_import_lava(args):
+    import warnings
+
+    from spikeforge.interop.netx_import import NetxImportWarning, import_netx
+
+    if args.chips and not args.target:
+        raise UserError("--chips is the size of the system the --target's cores are mapped onto: give --target")
+    if args.reset_offset and not args.reset_interval:
+        raise UserError("--reset-offset is the phase of --reset-interval: give --reset-interval")
+    _check_outputs([args.out], "out", [args.netx_file])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NetxImportWarning)
+        import_netx(args.netx_file, args.out, layers=args.layers, reset_interval=args.reset_interval,
+                    reset_offset=args.reset_offset, target=args.target, placement=args.placement,
+                    chips=args.chips or None)
+    for w in caught:
+        print(f"spikeforge import-lava: warning: {w.message}", file=sys.stderr)
+    from spikeforge.simulator import load_network
+
+    net = load_network(args.out)
+    shape = tuple(net.input.shape)
+    feed = (f"the input layer's bias_mant integers, shaped {shape} (Lava's (x, y, c) transposed)"
+            if "input0" in {p.name for p in net.populations} else f"0/1 spike frames (N, T, *{shape})")
+    print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
+          f"{len(net.cores)} cores; its samples: {feed}")
+
+
 def main(argv=None):
     """Run one subcommand; user mistakes exit 2 with `spikeforge <cmd>: error: ...`, anything else exits 1 with
     one line (the traceback with --debug)."""
@@ -979,7 +1023,8 @@ def _one_line(exc):
 
 
 COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
-            "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir, "import-nir": cmd_import_nir}
+            "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir, "import-nir": cmd_import_nir,
+            "import-lava": cmd_import_lava}
 
 
 if __name__ == "__main__":

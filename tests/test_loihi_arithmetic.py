@@ -72,8 +72,30 @@ def test_the_file_round_trips_loihi_arithmetic_and_refuses_what_loihi_does_not_c
                                                r"bits \(k/4096\), got 0.9"):
         write_network(_one(4096, 409.6, 1600.0), tmp_path / "bad.h5")
     with pytest.raises(NetworkFileError, match=r"/populations/h/threshold: arithmetic 'loihi' takes integers of "
-                                               r"magnitude below 2\^23, got 1600.5"):
+                                               r"magnitude below 2\^24, got 1600.5"):
         write_network(_one(4096, 1024, 1600.5), tmp_path / "bad.h5")
     with pytest.raises(NetworkFileError, match=r"threshold_test 'gt', reset 'zero', refractory 0; got "
                                                r"'current_first', 'gt', 'zero', 2"):
         write_network(_one(4096, 1024, 1600.0, refractory=2), tmp_path / "bad.h5")
+
+
+def test_a_state_restart_zeroes_membrane_current_and_readout_at_its_phase():
+    """reset_every 3, phase 1 (Lava's LIFReset): the state restarts at the start of steps 1 and 4. α = 1/2, β = 3/4,
+    input 8 (512): step 0: i = 512, m = 512; step 1 (restart): i = 512, m = 512; step 2: i = 256 + 512 = 768,
+    m = 384 + 768 = 1152; step 3: i = 896, m = 864 + 896 = 1760 > 1600: spike, 0; step 4 (restart): 512. The readout
+    (restarting at step 1 and 4 too) sums the spikes since its last restart: 1 at step 3, 0 after step 4."""
+    net = _one(2048, 1024, 1600.0, reset_every=3, reset_phase=1)
+    net.populations[2] = Population.make("out", "readout", (1,), reset_every=3, reset_phase=1)
+    res = simulator.run(net, np.array([[8.0]]), 5, record=["h"], trace=[("h", 0), ("out", 0)])
+    np.testing.assert_array_equal(res.traces[0, :, 0], [512, 512, 1152, 0, 512])
+    np.testing.assert_array_equal(res.spikes["h"][0, :, 0], [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(res.traces[0, :, 1], [0, 0, 0, 1, 0])
+    assert res.output[0, 0] == 0.0  # the readout's sum since its restart at step 4, over T
+
+
+def test_a_restart_on_a_population_that_has_no_such_state_is_refused(tmp_path):
+    net = _one(4096, 1024, 1600.0)
+    net.populations[2] = Population.make("out", "readout", (1,), reset_every=3, reset_phase=3)
+    with pytest.raises(NetworkFileError, match=r"reset_every 3 / reset_phase 3: a state restart applies to cuba and "
+                                               r"readout populations, at a phase below reset_every"):
+        write_network(net, tmp_path / "bad.h5")

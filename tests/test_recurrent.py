@@ -243,7 +243,7 @@ def test_an_hdf5_file_that_is_not_a_network_says_what_it_is_and_which_importer_r
     with h5py.File(tmp_path / "model.net", "w") as f:  # netx: layers in groups "layer/0", "layer/1", ...
         f.create_group("layer/0").attrs["type"] = "input"
     for name, words in (("model.nir", ["is a NIR graph file", f"spikeforge import-nir {tmp_path / 'model.nir'}"]),
-                        ("model.net", ["lava-dl netx network", "does not read netx files yet"])):
+                        ("model.net", ["lava-dl netx network", "spikeforge import-lava"])):
         assert main(["inspect", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert f"{tmp_path / name}: not a spikeforge network file" in err, err

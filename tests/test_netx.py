@@ -1,0 +1,211 @@
+"""lava-dl netx import (interop/netx_import.py, `spikeforge import-lava`): validated against what Lava recorded.
+
+lava-dl 0.6.0's wheel ships netx files with the spikes, currents and membranes Lava computed for them (its own
+test data, `tests/lava/lib/dl/netx/gts`); `make install` downloads the wheel (it does not install on this Python)
+into .cache/lava-dl, and these tests read the files out of it. None of spikeforge's constants came from them.
+The hand-made files below (written with h5py in netx's layout) check the refusals. Engine == torch backend ==
+reference on every run (conftest)."""
+import os
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spikeforge import simulator
+from spikeforge.cli import main
+from spikeforge.interop.netx_import import NetxImportError, NetxImportWarning, from_netx
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL = Path(os.environ.get("SPIKEFORGE_LAVA_DL_WHEEL", ROOT / ".cache" / "lava-dl" / "lava_dl-0.6.0-py3-none-any.whl"))
+GTS = "tests/lava/lib/dl/netx/gts/"
+
+
+@pytest.fixture(scope="module")
+def lava_gts(tmp_path_factory):
+    """lava-dl's netx ground-truth folders (pilotnet_lif, ntidigits), extracted from its wheel."""
+    if not WHEEL.exists():
+        pytest.skip(f"{WHEEL} missing: `make install` downloads lava-dl's wheel (its netx files and Lava's outputs)")
+    out = tmp_path_factory.mktemp("lava")
+    with zipfile.ZipFile(WHEEL) as z:
+        for name in z.namelist():
+            if name.startswith(GTS + "pilotnet_lif/") or name.startswith(GTS + "ntidigits/"):
+                z.extract(name, out)
+    return out / GTS
+
+
+def _gt(folder, name):
+    a = np.load(folder / f"{name}.npy")
+    return a.transpose(3, 2, 1, 0) if a.ndim == 4 else a.T  # Lava's (x, y, c, t) -> (t, c, y, x); (n, t) -> (t, n)
+
+
+def test_pilotnet_lif_spikes_and_membranes_equal_lavas_in_every_layer_and_step(lava_gts):
+    """lava-dl's PilotNet (LIF): input layer, 5 convolutions, 3 dense layers, over the 24 steps Lava recorded
+    (1,118,521 spikes), with each layer's state restarting every 17 steps one step later per layer, as Lava's
+    recording does (each layer's membrane is u + bias, no decayed memory, at steps k and k + 17). Spikes equal in
+    every layer at every step; every layer's membranes (2,578,356 neuron-steps) equal Lava's wherever the neuron did
+    not fire (Lava's recording shows a firing neuron's membrane as 128)."""
+    folder = lava_gts / "pilotnet_lif"
+    with h5py.File(folder / "network.net") as h5, \
+            pytest.warns(NetxImportWarning, match="layer/10: the output layer integrates without decay"):
+        net = from_netx(h5, "pilotnet", reset_interval=17)
+    x = np.load(folder / "image.npy").transpose(2, 1, 0)[None].astype(np.float64)  # bias_mant, (c, y, x)
+    layers = ["input0", "conv1", "conv2", "conv3", "conv4", "conv5", "dense7", "dense8", "dense9"]
+    truth = ["input"] + [f"conv-{k}" for k in range(5)] + [f"fc-{k}" for k in range(3)]
+    T = 24
+    sizes = [net.populations[net.index_of(name)].size for name in layers[1:]]
+    traced = [(name, i) for name, n in zip(layers[1:], sizes) for i in range(n)]
+    res = simulator.run(net, x, T, record=layers, trace=traced)
+    for name, gt in zip(layers, truth):
+        np.testing.assert_array_equal(res.spikes[name][0].astype(bool), _gt(folder, gt), err_msg=name)
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    for k, (name, gt) in enumerate(zip(layers[1:], truth[1:])):
+        ours = res.traces[0, :, start[k]:start[k + 1]]
+        quiet = ~_gt(folder, gt).reshape(T, -1)
+        np.testing.assert_array_equal(ours[quiet], _gt(folder, f"{gt}-v").reshape(T, -1)[quiet], err_msg=name)
+
+
+def test_ntidigits_axonal_delays_give_lavas_output_spikes(lava_gts, capsys):
+    """lava-dl's NTIDIGITS network (spike input, 3 dense LOIHI layers, per-neuron axonal delays up to 62 steps; its
+    last layer, average, netx does not build: --layers 5): 22,572 output spikes over 3,000 steps equal Lava's,
+    which records them one step later (its input adapter's step)."""
+    folder = lava_gts / "ntidigits"
+    out = folder.parent / "nti.h5"
+    assert main(["import-lava", str(folder / "ntidigits.net"), str(out), "--layers", "5"]) == 0
+    assert "its samples: 0/1 spike frames (N, T, *(64,))" in capsys.readouterr().out
+    net = simulator.load_network(out)
+    with h5py.File(folder / "ntidigits.net") as h5:  # one projection per distinct delay d, delivering at d + 1
+        delays = np.unique(h5["layer/3/delay"][()].astype(int))
+    assert sorted(q.delay for q in net.projections if q.target == "dense3") == list(delays + 1)
+    spikes = np.load(folder / "input.npy")  # (64, T)
+    gt = np.load(folder / "output.npy")  # (242, T)
+    T = spikes.shape[1]
+    res = simulator.run(net, spikes.T[None], T, record=["dense4"])
+    ours = res.spikes["dense4"][0].T
+    assert ours.sum() == gt.sum() == 22_572
+    np.testing.assert_array_equal(ours[:, :-1], gt[:, 1:])
+
+
+def _write(path, layers):
+    """A netx file of {type, shape, ..., neuron: {...}} dicts, in lava-dl's layout (type as S10 bytes of shape (1,),
+    neuron type a variable-length string)."""
+    with h5py.File(path, "w") as f:
+        for i, layer in enumerate(layers):
+            g = f.create_group(f"layer/{i}")
+            for key, value in layer.items():
+                if key == "type":
+                    g.create_dataset("type", (1,), "S10", [value.encode()])
+                elif key == "neuron":
+                    n = g.create_group("neuron")
+                    for k, v in value.items():
+                        n.create_dataset(k, data=v)
+                else:
+                    g.create_dataset(key, data=value)
+    return path
+
+
+CUBA = {"type": "CUBA", "iDecay": 4096, "vDecay": 1024, "vThMant": 25, "refDelay": 1, "gradedSpike": False}
+
+
+def _dense(w, **kw):
+    return dict({"type": "dense", "shape": [w.shape[0]], "inFeatures": w.shape[1], "outFeatures": w.shape[0],
+                 "weight": w.astype(np.float32), "neuron": CUBA}, **kw)
+
+
+def test_a_dense_network_by_hand_fires_as_lavas_lif_and_reads_out_its_spike_counts(tmp_path):
+    """input (2, CUBA, no current memory) -> dense [[10, 0], [0, 2]] -> readout of its spike counts. The input layer
+    takes the samples as its bias: bias_mant 30 -> 1920 per step > 1600 fires every step; 10 -> 640, 1120, 1480,
+    1750 fires every 4th step. Lava's dense synapse delivers a step later: neuron 0 gets 10 x 64 = 640 from step 1,
+    neuron 1 2 x 64 = 128 at steps 4, 8, ..."""
+    path = _write(tmp_path / "d.net", [{"type": "input", "shape": [2], "neuron": CUBA},
+                                       _dense(np.array([[10, 0], [0, 2]]))])
+    with h5py.File(path) as h5:
+        net = from_netx(h5)
+    assert [p.model for p in net.populations] == ["input", "cuba", "cuba", "readout"]
+    res = simulator.run(net, np.array([[30.0, 10.0]]), 8, record=["input0", "dense1"], trace=[("dense1", 0)])
+    np.testing.assert_array_equal(res.spikes["input0"][0], [[1, 0], [1, 0], [1, 0], [1, 1]] * 2)
+    np.testing.assert_array_equal(res.traces[0, :, 0], [0, 640, 1120, 1480, 0, 640, 1120, 1480])
+    np.testing.assert_array_equal(res.spikes["dense1"][0, :, 0], [0, 0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_allclose(res.output[0], [1 / 8, 0.0])
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{"type": "input", "shape": [4, 4, 4]}, {"type": "pool", "shape": [4, 2, 2]}],
+     "layer/1: pool layers are not imported (lava-dl's netx does not build them either)"),
+    ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), neuron={"type": "SDNN", "vThMant": 1})],
+     "layer/1/neuron: SDNN sigma-delta neurons are not imported"),
+    ([{"type": "input", "shape": [2]}, _dense(-np.ones((2, 2)))],
+     "layer/1: every weight is <= 0; netx and Lava's Dense then disagree on the sign mode"),
+    ([{"type": "input", "shape": [3]}, _dense(np.ones((2, 2)))],
+     "layer/1: weight of shape (2, 2), expected (2, 3) for 3 inputs and 2 neurons"),
+    ([{"type": "dense", "shape": [2]}], "layer/0: the first layer is 'dense', not an input layer"),
+    ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), neuron=dict(CUBA, vDecay=5000))],
+     "layer/1/neuron/vDecay: 5000 outside [0, 4096], what Lava's LIF takes"),
+])
+def test_what_lava_would_compute_otherwise_is_refused_naming_the_layer(tmp_path, layers, message):
+    path = _write(tmp_path / "bad.net", layers)
+    with h5py.File(path) as h5, pytest.raises(NetxImportError) as err:
+        from_netx(h5)
+    assert message in str(err.value)
+
+
+def test_a_conv_layer_whose_sum_can_wrap_at_24_bits_is_refused_and_graded_spikes_warn(tmp_path):
+    big = np.full((1, 1, 3, 3), 254.0)
+    layer = {"type": "conv", "shape": [1, 2, 2], "inChannels": 1, "outChannels": 1, "kernelSize": [3, 3],
+             "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1, "neuron": CUBA}
+    ok = _write(tmp_path / "ok.net", [{"type": "input", "shape": [1, 4, 4], "neuron": dict(CUBA, gradedSpike=True)},
+                                      dict(layer, weight=big)])
+    with h5py.File(ok) as h5, pytest.warns(NetxImportWarning, match="layer/0: gradedSpike is set"):
+        net = from_netx(h5)
+    assert net.projections[1].kind == "conv2d" and net.projections[1].weight.max() == 254 * 64
+    wide = dict(layer, inChannels=40000, weight=np.full((1, 40000, 3, 3), 254.0))
+    bad = _write(tmp_path / "bad.net", [{"type": "input", "shape": [40000, 4, 4]}, wide])
+    with h5py.File(bad) as h5, pytest.raises(NetxImportError, match=r"layer/1: a neuron's summed input can reach "
+                                                                    r"9\.144e\+07, beyond the 24-bit range"):
+        from_netx(h5)
+
+
+def test_import_lava_from_the_command_line_and_its_refusals(tmp_path, capsys):
+    path = _write(tmp_path / "d.net", [{"type": "input", "shape": [2], "neuron": CUBA},
+                                       _dense(np.array([[10, 0], [0, 2]]))])
+    assert main(["import-lava", str(path), str(tmp_path / "d.h5"), "--reset-interval", "8", "--target",
+                 "loihi2"]) == 0
+    assert "its samples: the input layer's bias_mant integers, shaped (2,)" in capsys.readouterr().out
+    net = simulator.load_network(tmp_path / "d.h5")
+    assert [(p.reset_every, p.reset_phase) for p in net.populations[1:]] == [(8, 0), (8, 1), (8, 1)]
+    assert str(net.attrs["mapping"]).startswith("loihi2:")
+    assert main(["import-lava", str(path), str(tmp_path / "e.h5"), "--reset-offset", "2"]) == 2
+    assert "--reset-offset is the phase of --reset-interval" in capsys.readouterr().err
+    bad = _write(tmp_path / "p.net", [{"type": "input", "shape": [4, 4, 4]}, {"type": "pool", "shape": [4, 2, 2]}])
+    assert main(["import-lava", str(bad), str(tmp_path / "p.h5")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: layer/1: pool layers are not imported" in err and "Traceback" not in err
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_the_torch_reference_runs_loihi_arithmetic_and_restarts_as_the_engine(tmp_path):
+    """converter.spiking.SpikingNetwork (the float64 reference) on an imported net with a conv layer, per-neuron
+    delays and state restarts every 5 steps: the same spikes and readout as the engine."""
+    import torch
+
+    from spikeforge.converter.spiking import SpikingNetwork
+
+    conv = {"type": "conv", "shape": [2, 3, 3], "inChannels": 1, "outChannels": 2, "kernelSize": [2, 2],
+            "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": np.array([3.0, -2.0]),
+            "weight": np.array([[[[14, -6], [8, 10]]], [[[-4, 12], [6, 2]]]], np.float32),
+            "neuron": dict(CUBA, iDecay=1024, vDecay=512)}
+    w = np.random.default_rng(0).integers(-40, 60, (4, 18)).astype(np.float32)
+    path = _write(tmp_path / "c.net", [{"type": "input", "shape": [1, 4, 4], "neuron": CUBA}, conv,
+                                       {"type": "flatten", "shape": [18, 1, 1]},
+                                       _dense(w, delay=np.array([0.0, 2.0, 2.0, 5.0], np.float32))])
+    with h5py.File(path) as h5:
+        net = from_netx(h5, reset_interval=5)
+    x = np.random.default_rng(1).integers(0, 50, (3, 1, 4, 4)).astype(np.float64)
+    T = 16
+    res = simulator.run(net, x, T, record=["conv1", "dense3"])
+    assert res.spikes["conv1"].sum() > 0 and res.spikes["dense3"].sum() > 0
+    out, rec = SpikingNetwork(net)(torch.as_tensor(x), T, record_spikes=True)
+    for name in ("conv1", "dense3"):
+        np.testing.assert_array_equal(rec.spikes[name].numpy().swapaxes(0, 1), res.spikes[name], err_msg=name)
+    np.testing.assert_array_equal(out.numpy().reshape(res.output.shape), res.output)
