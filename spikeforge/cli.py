@@ -31,6 +31,7 @@ EXAMPLES = {
     "export-nir": "spikeforge export-nir net.h5 net.nir",
     "import-nir": "spikeforge import-nir snntorch_model.nir net.h5 --convention snntorch --target loihi",
     "import-lava": "spikeforge import-lava pilotnet.net net.h5 --reset-interval 16 --target loihi2",
+    "export-lava": "spikeforge export-lava net.h5 pilotnet.net",
 }
 
 
@@ -190,6 +191,12 @@ def _parser():
                         "the graph snnTorch 1.0's import_from_nir reads as the same network (dt = 1e-4; refused, "
                         "naming the part, where snnTorch cannot hold it)")
     _memory_option(e)
+    x = add("export-lava", "Write a network in Loihi's arithmetic (what import-lava builds) as a lava-dl netx file "
+                           "(docs/NETX.md); prints the reset_interval / reset_offset to give netx's Network, which "
+                           "the file cannot hold.")
+    x.add_argument("file", help="spikeforge network file (HDF5)")
+    x.add_argument("out", help="netx file to write")
+    _memory_option(x)
     m = add("import-nir", "Build a network file from a NIR graph (Input, Affine, Linear, Conv2d, AvgPool2d, "
                           "SumPool2d, Flatten, Scale, Delay, IF, LIF, CubaLIF, I, Output; recurrent cycles), "
                           "discretized with forward Euler at --dt.")
@@ -915,6 +922,17 @@ def cmd_export_nir(args):
     print(f"wrote {args.out}")
 
 
+def cmd_export_lava(args):
+    from spikeforge.interop.netx_export import export_netx
+    from spikeforge.simulator import load_network
+
+    _check_outputs([args.out], "out", [args.file])
+    schedule = export_netx(load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory), args.out)
+    print(f"wrote {args.out}" + ("" if schedule is None else
+                                 f"; run it with netx.hdf5.Network(net_config={args.out!r}, reset_interval="
+                                 f"{schedule[0]}, reset_offset={schedule[1]}): the file cannot hold them"))
+
+
 def cmd_import_nir(args):
     import warnings
 
@@ -1024,7 +1042,7 @@ def _one_line(exc):
 
 COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "inspect": cmd_inspect, "simulate": cmd_simulate,
             "report": cmd_report, "sweep": cmd_sweep, "export-nir": cmd_export_nir, "import-nir": cmd_import_nir,
-            "import-lava": cmd_import_lava}
+            "import-lava": cmd_import_lava, "export-lava": cmd_export_lava}
 
 
 if __name__ == "__main__":
