@@ -212,18 +212,24 @@ class _Op:
             self.stride = _pair(node.stride, "stride", where)
             shape3 = self._as_chw(w.shape[1] * g, node.input_shape)
             pad = node.padding
+            self.crop = (False, False)  # 'same' with an even kernel: one output row / column too many to drop
             if isinstance(pad, str):
                 if pad == "valid":
                     pad = (0, 0)
-                elif self.stride == (1, 1) and w.shape[2] % 2 and w.shape[3] % 2:
-                    pad = ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
+                elif pad == "same" and self.stride == (1, 1):
+                    # torch pads k - 1 in all, (k - 1) // 2 before: an even kernel one more after. Padded k // 2 on
+                    # both sides, the window of output o starts at o - k // 2, one before 'same''s: its output o is
+                    # this one's o + 1 (the first row / column dropped)
+                    pad = (w.shape[2] // 2, w.shape[3] // 2)
+                    self.crop = (w.shape[2] % 2 == 0, w.shape[3] % 2 == 0)
                 else:
-                    raise NirImportError(f"node {where!r}: padding 'same' needs stride 1 and odd kernels")
+                    raise NirImportError(f"node {where!r}: padding {pad!r} needs stride 1 (got {self.stride})")
             self.padding = _pair(pad, "padding", where)
             if g < 1 or w.shape[0] % g:
                 raise NirImportError(f"node {where!r}: groups {g} does not divide {w.shape[0]} output channels")
             self.in_shape, self.weight, self.groups = shape3, w, g
-            self.out_shape = (w.shape[0],) + conv_output_hw(shape3[1:], w.shape[2:], self.stride, self.padding)
+            self.out_shape = (w.shape[0],) + tuple(
+                n - c for n, c in zip(conv_output_hw(shape3[1:], w.shape[2:], self.stride, self.padding), self.crop))
             _check_shape(self.out_shape, where, "output shape")
             b = _arr(node.bias, "bias", where).reshape(-1)
             if b.size == 1:
@@ -283,7 +289,7 @@ class _Op:
         t = self.type
         if t in ("Affine", "Linear"):
             return Projection(name, "dense", source, target, self.weight.astype(np.float32))
-        if t == "Conv2d":
+        if t == "Conv2d" and not any(self.crop):
             return Projection(name, "conv2d", source, target, self.weight.astype(np.float32), stride=self.stride,
                               padding=self.padding, groups=self.groups)
         if t == "AvgPool2d":
@@ -320,6 +326,13 @@ class _Op:
             return sp.identity(n_in, format="csr")
         if self.type == "Scale":
             return sp.diags(self.scale, format="csr")
+        if self.type == "Conv2d" and any(self.crop):  # the symmetric conv's matrix, its first row / column dropped
+            c, h, w = self.out_shape
+            full = (c, h + self.crop[0], w + self.crop[1])
+            conv = Projection("m", "conv2d", "s", "t", self.weight.astype(np.float32), stride=self.stride,
+                              padding=self.padding, groups=self.groups)
+            keep = np.arange(int(np.prod(full))).reshape(full)[:, self.crop[0]:, self.crop[1]:].reshape(-1)
+            return synapse_matrix(conv, self.in_shape, full).tocsr()[keep]
         return synapse_matrix(self.projection("m", "s", "t"), self.in_shape, self.out_shape)
 
     def apply(self, x):
@@ -900,8 +913,8 @@ def _undelayed_projection(name, src, tgt, chain_ops, g, src_shape, tgt_shape):
             return Projection(name, "dense", src, tgt, w.astype(np.float32))
         c = tgt_shape[0] if len(tgt_shape) == 3 else 0
         per_channel = g.reshape(c, -1) if c else None
-        if ones or (op.type == "Conv2d" and np.all(per_channel == per_channel[:, :1])):
-            p = op.projection(name, src, tgt)
+        p = op.projection(name, src, tgt)  # None: multiplied out below (a 'same' conv with an even kernel)
+        if p is not None and (ones or (op.type == "Conv2d" and np.all(per_channel == per_channel[:, :1]))):
             if not ones:
                 p.weight = (p.weight * per_channel[:, 0][:, None, None, None]).astype(np.float32)
             return p

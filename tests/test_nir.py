@@ -433,3 +433,27 @@ def test_import_nir_maps_onto_a_system_of_more_chips_than_the_board_with_chips(t
     assert len(np.unique(net.cores.chip)) > 1 and net.cores.slots() > 4
     assert main(["import-nir", str(tmp_path / "foreign.nir"), str(tmp_path / "b.h5"), "--chips", "4"]) == 2
     assert "--chips is the size of the system" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (4, 3), (3, 2)])
+def test_same_padding_with_an_even_kernel_pads_as_torch_does(kernel):
+    """padding 'same' with an even kernel pads one more after than before (torch's rule), which a symmetric conv
+    cannot: imported as the symmetric conv of k // 2 with its first output row / column dropped, one sparse
+    projection. The IF layer's first-step current (θ huge: its membrane) equals torch's conv2d(padding='same')."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (3, 2) + kernel).astype(np.float32)
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 5, 6])}),
+             "conv": nir.Conv2d(input_shape=(5, 6), weight=w, stride=1, padding="same", dilation=1, groups=1,
+                                bias=np.zeros(3, np.float32)),
+             "if": nir.IF(r=np.ones((3, 5, 6)), v_threshold=np.full((3, 5, 6), 1e9)),
+             "output": nir.Output(output_type={"output": np.array([3, 5, 6])})}
+    net = from_nir(nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "if"), ("if", "output")],
+                                type_check=False))
+    assert net.populations[1].shape == (3, 5, 6)
+    assert net.projections[0].kind == ("conv2d" if kernel[0] % 2 and kernel[1] % 2 else "sparse")
+    x = rng.uniform(0, 1, (1, 2, 5, 6))
+    res = simulator.run(net, x, 1, trace=[("if", i) for i in range(90)])
+    want = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w, dtype=torch.float64), padding="same")
+    np.testing.assert_allclose(res.traces[0, 0], want.numpy().reshape(-1), rtol=1e-5, atol=1e-5)
