@@ -94,8 +94,9 @@ def _bias_carrier(net, pop):
                          "Conv2d nodes, one value per output channel)")
 
 
-EXPORT_CONVENTIONS = ("nir", "snntorch")
+EXPORT_CONVENTIONS = ("nir", "snntorch", "norse")
 SNNTORCH_DT = 1e-4  # the step snnTorch 1.0's import_from_nir assumes (hard-coded there)
+NORSE_DT = 1e-3  # Norse 1.1's from_nir default
 _SNNTORCH_NO_LEAK = 1e13  # τ (x dt) of a neuron without leak: 1 - dt/τ rounds to exactly 1 in float64
 
 
@@ -126,6 +127,57 @@ def _check_snntorch(net):
         extra = q.delay - (1 if net.recurrent(q) else 0)
         if extra:
             raise NirExportError(f"projection {q.name!r}: a delay of {extra} step(s): snnTorch has no Delay node")
+
+
+def _check_norse(net):
+    """Refuse, naming the part, what Norse 1.1's from_nir would read as another network: it builds IAF / LIFBox /
+    CubaLIF cells (v_leak 0: a start at 0) that reset to 0 on v > θ and send 1; a leaky layer needs a leak (β < 1)
+    and no input that is not a weighted layer (its gain is folded into the weights); no Scale, Delay, I or
+    AvgPool2d node, no recurrence (Norse's from_nir builds none of them)."""
+    _check_snntorch(net)  # the same neuron rules (reset, test, unit spikes, start, no delays), readout bias too
+    for pop in net.populations:
+        where = f"population {pop.name!r}"
+        if pop.model == "cuba" and (np.any(pop.decay >= 1) or np.any(pop.syn_decay >= 1)):
+            raise NirExportError(f"{where}: Norse's CubaLIF leaks (τ finite); this one has a factor of 1")
+        if pop.model == "lif" and np.any(pop.decay < 1) and np.any(pop.decay == 1):
+            raise NirExportError(f"{where}: neurons with and without leak in one layer (Norse: one cell kind)")
+    for q in net.projections:
+        tgt = net.population(q.target)
+        if net.recurrent(q):
+            raise NirExportError(f"projection {q.name!r}: recurrent; Norse's from_nir builds no recurrence")
+        if _norse_gain(tgt) is not None and q.kind not in ("dense", "sparse", "conv2d", "avgpool"):
+            raise NirExportError(f"projection {q.name!r}: a {q.kind} projection into the leaky layer {tgt.name!r} "
+                                 "(Norse's LIFBox scales its input by 1 - β, folded into weights it has none of)")
+        if q.kind == "conv2d" and _norse_gain(tgt) is not None:
+            g = _norse_gain(tgt).reshape(tgt.shape[0], -1)
+            if np.any(g != g[:, :1]):
+                raise NirExportError(f"projection {q.name!r}: β differs within a channel of {tgt.name!r} (its gain "
+                                     "is folded into the conv weights, one per output channel)")
+
+
+def _norse_gain(pop):
+    """1 / (1 - β) per neuron of a leaky LIF layer (Norse's LIFBox scales its input by 1 - β), else None."""
+    if pop.model == "lif" and np.all(pop.decay < 1):
+        return 1.0 / (1.0 - pop.decay.astype(np.float64))
+    return None
+
+
+def _norse_neuron(nir, pop):
+    """IF / LIF / cuba as Norse's from_nir reads them at dt = 1e-3: IF -> IAFCell (gain 1); LIF -> LIFBoxCell,
+    τ = dt/(1 - β) (input gain 1 - β, undone in the weights); cuba -> LIBox synapse (w_in = τ_syn/dt) and LIFBox
+    (r = τ_mem/dt)."""
+    shape = tuple(pop.shape)
+    theta = _f32(pop.threshold).reshape(shape)
+    zeros = np.zeros(shape, np.float32)
+    dt = NORSE_DT
+    if pop.model == "if" or np.all(pop.decay == 1):
+        return nir.IF(r=np.ones(shape, np.float32), v_threshold=theta, v_reset=zeros)
+    tau = (dt / (1.0 - pop.decay.astype(np.float64))).reshape(shape)
+    if pop.model == "lif":
+        return nir.LIF(tau=tau, r=np.ones(shape), v_leak=zeros, v_threshold=theta, v_reset=zeros)
+    tau_syn = (dt / (1.0 - pop.syn_decay.astype(np.float64))).reshape(shape)
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=tau / dt, w_in=tau_syn / dt, v_leak=zeros, v_threshold=theta,
+                       v_reset=zeros)
 
 
 def _snntorch_neuron(nir, pop):
@@ -160,8 +212,12 @@ def to_nir(net: Network, convention: str = "nir"):
         raise NirExportError("fixed-point networks (integer input rounding, saturating membranes) have no NIR form; "
                              "export the float network")
     snntorch = convention == "snntorch"
+    norse = convention == "norse"
     if snntorch:
         _check_snntorch(net)
+    if norse:
+        _check_norse(net)
+    peer = snntorch or norse  # no I node: the readout's inputs feed the Output
     nodes, edges = {}, []
     names = {p.name for p in net.populations}
 
@@ -178,7 +234,7 @@ def to_nir(net: Network, convention: str = "nir"):
         if pop.model == "input":
             nodes[pop.name] = nir.Input(input_type={"input": shape})
             out_of[pop.name] = pop.name
-        elif pop.model == "readout" and snntorch:  # its inputs feed the Output (snnTorch has no I node)
+        elif pop.model == "readout" and peer:  # its inputs feed the Output (snnTorch and Norse have no I node)
             nodes[pop.name] = nir.Output(output_type={"output": shape})
         elif pop.model == "readout":
             nodes[pop.name] = nir.I(r=np.ones(tuple(pop.shape), np.float32),
@@ -188,7 +244,8 @@ def to_nir(net: Network, convention: str = "nir"):
             nodes[out] = nir.Output(output_type={"output": shape})
             edges.append((pop.name, out))
         else:
-            nodes[pop.name] = _snntorch_neuron(nir, pop) if snntorch else _neuron_node(nir, pop)
+            nodes[pop.name] = _snntorch_neuron(nir, pop) if snntorch else _norse_neuron(nir, pop) if norse else \
+                _neuron_node(nir, pop)
             out_of[pop.name] = pop.name
             if pop.spike_value == "threshold":
                 scale = unique(f"{pop.name}_theta")
@@ -216,15 +273,33 @@ def to_nir(net: Network, convention: str = "nir"):
                                      f"hold {src.size * tgt.size} weights (limit {MAX_DENSE_EXPORT})")
             if len(src.shape) > 1:
                 flat = unique(f"{q.name}_flatten")
-                nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
+                # torch-based peers apply Flatten to batched tensors: start_dim 1 counts the batch dimension
+                nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=1 if norse else 0,
+                                          end_dim=-1)
                 edges.append((start, flat))
                 start = flat
             w = q.weight if q.kind == "dense" else synapse_matrix(q, src.shape, tgt.shape).toarray()
+            gain = _norse_gain(tgt) if norse else None
+            if gain is not None:  # Norse's LIFBox takes (1 - β) of its input: the weights carry 1 / (1 - β)
+                w = w * gain[:, None]
+                bias = None if bias is None else bias * gain
+            if norse and bias is None:  # Norse's from_nir reads a Linear with its dimensions swapped
+                bias = np.zeros(tgt.shape)
             node = (nir.Affine(weight=_f32(w), bias=_f32(bias)) if bias is not None else nir.Linear(weight=_f32(w)))
-        elif q.kind == "conv2d":
+        elif q.kind == "conv2d" or (q.kind == "avgpool" and norse):  # Norse has no AvgPool2d: its depthwise conv
+            if q.kind == "avgpool":  # groups 1 (NIR's type check reads a grouped conv's input channels wrongly)
+                c = src.shape[0]
+                weight, groups = np.zeros((c, c) + tuple(q.kernel)), 1
+                weight[np.arange(c), np.arange(c)] = 1.0 / np.prod(q.kernel)
+            else:
+                weight, groups = q.weight.astype(np.float64), int(q.groups)
             b = bias.reshape(tgt.shape[0], -1)[:, 0] if bias is not None else np.zeros(tgt.shape[0])
-            node = nir.Conv2d(input_shape=tuple(src.shape[1:]), weight=_f32(q.weight), stride=tuple(q.stride),
-                              padding=tuple(q.padding), dilation=(1, 1), groups=int(q.groups), bias=_f32(b))
+            gain = _norse_gain(tgt) if norse else None
+            if gain is not None:
+                per = gain.reshape(tgt.shape[0], -1)[:, 0]
+                weight, b = weight * per[:, None, None, None], b * per
+            node = nir.Conv2d(input_shape=tuple(src.shape[1:]), weight=_f32(weight), stride=tuple(q.stride),
+                              padding=tuple(q.padding), dilation=(1, 1), groups=groups, bias=_f32(b))
         elif q.kind == "avgpool":
             node = nir.AvgPool2d(kernel_size=np.array(q.kernel), stride=np.array(q.stride),
                                  padding=np.array(q.padding), metadata={"spikeforge_count_include_pad": 1})
@@ -244,9 +319,13 @@ def to_nir(net: Network, convention: str = "nir"):
         node.metadata = {**node.metadata, "spikeforge_projection": q.name, "spikeforge_kind": q.kind}
         nodes[name] = node
         edges += [(start, name), (name, tgt.name)]
-    meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION, "dt": SNNTORCH_DT if snntorch else 1.0,
+    meta = {"source": "spikeforge", "spikeforge_format_version": FORMAT_VERSION,
+            "dt": SNNTORCH_DT if snntorch else NORSE_DT if norse else 1.0,
             "name": str(net.attrs.get("name", ""))}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    # a Flatten with torch's start_dim 1 (Norse's modules take batched tensors) fails NIR's shape inference on
+    # unbatched types, which Norse never runs: such a graph is read with nir.read(path, type_check=False)
+    batched = any(isinstance(n, nir.Flatten) and n.start_dim == 1 for n in nodes.values())
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=not batched)
 
 
 def export_nir(network, out_path, convention: str = "nir") -> str:

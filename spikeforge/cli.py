@@ -186,10 +186,11 @@ def _parser():
                           "node and are refused: " + ", ".join(NO_NIR_EQUIVALENT) + ".")
     e.add_argument("file", help="spikeforge network file (HDF5)")
     e.add_argument("out", help="NIR file to write")
-    e.add_argument("--convention", choices=("nir", "snntorch"), default="nir",
+    e.add_argument("--convention", choices=("nir", "snntorch", "norse"), default="nir",
                    help="nir: the NIR equations at dt = 1, spikeforge's semantics in metadata (default); snntorch: "
-                        "the graph snnTorch 1.0's import_from_nir reads as the same network (dt = 1e-4; refused, "
-                        "naming the part, where snnTorch cannot hold it)")
+                        "the graph snnTorch 1.0's import_from_nir reads as the same network (dt = 1e-4); norse: the "
+                        "graph Norse 1.1's from_nir reads as the same network (dt = 1e-3); refused, naming the part, "
+                        "where the peer cannot hold it")
     _memory_option(e)
     x = add("export-lava", "Write a network in Loihi's arithmetic (what import-lava builds) as a lava-dl netx file "
                            "(docs/NETX.md); prints the reset_interval / reset_offset to give netx's Network, which "

@@ -408,3 +408,62 @@ def test_export_nir_snntorch_convention_refuses_what_snntorch_would_read_differe
     err = capsys.readouterr().err
     assert "snnTorch's import builds neurons that reset to 0" in err and "reset 'subtract'" in err, err
     assert not (tmp_path / "x.nir").exists()
+
+
+def test_export_nir_norse_convention_reads_back_in_norse_with_the_same_spikes(tmp_path):
+    """`export-nir --convention norse`: a conv -> LIF (β per channel) -> average pooling -> IF -> dense -> cuba ->
+    readout network read by Norse 1.1's own from_nir (dt = 1e-3: LIFBox with τ = dt/(1 - β), its input gain 1 - β
+    undone in the weights; the pooling as a depthwise conv; the cuba as Norse's LIBox synapse + LIFBox) spikes as our
+    engine does in every layer over 30 steps, and its Affine output summed over the steps is our readout x T."""
+    norse = pytest.importorskip("norse.torch")
+    from norse.torch.utils.import_nir import CubaLIF as NorseCuba
+
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.converter.writer import write_network
+    from spikeforge.simulator import Network, Population, Projection
+
+    rng = np.random.default_rng(4)
+    unit = dict(reset="zero", spike_value="unit", threshold_test="gt")
+    beta = np.repeat([0.5, 0.75, 0.875, 0.625], 36)
+    pops = [Population.make("input", "input", (2, 6, 6)),
+            Population.make("lif", "lif", (4, 6, 6), 1.0, decay=beta, **unit),
+            Population.make("if", "if", (4, 3, 3), 0.6, **unit),
+            Population.make("cuba", "cuba", (10,), 0.8, decay=0.75, syn_decay=0.5, **unit),
+            Population.make("out", "readout", (5,))]
+    projs = [Projection("c", "conv2d", "input", "lif", rng.normal(0.3, 0.5, (4, 2, 3, 3)).astype(np.float32),
+                        padding=(1, 1)),
+             Projection("p", "avgpool", "lif", "if", kernel=(2, 2), stride=(2, 2)),
+             Projection("d", "dense", "if", "cuba", rng.normal(0.4, 0.6, (10, 36)).astype(np.float32)),
+             Projection("r", "dense", "cuba", "out", rng.normal(0, 1, (5, 10)).astype(np.float32))]
+    pops[1].bias[:] = np.repeat([0.05, -0.02, 0.1, 0.0], 36)
+    cores, edges = one_population_per_core(pops, projs)
+    ours = Network(pops, projs, cores, edges, {"name": "hand"})
+    write_network(ours, tmp_path / "h.h5")
+    assert main(["export-nir", str(tmp_path / "h.h5"), str(tmp_path / "h.nir"), "--convention", "norse"]) == 0
+    # its Flatten counts the batch dimension (start_dim 1), as Norse's torch modules need, and NIR's type check
+    # (which Norse does not run) rejects: read without it
+    module = norse.from_nir(nir.read(tmp_path / "h.nir", type_check=False))
+    x = _spike_trains((2, 6, 6), seed=5, p=0.4)[:8]
+    rec, handles = _record(list(module.named_modules()), (norse.LIFBoxCell, norse.IAFCell, NorseCuba))
+    total, state = 0, None
+    with torch.no_grad():
+        for t in range(T):
+            out, state = module(x[:, t], state)
+            total = total + out.double()
+    for h in handles:
+        h.remove()
+    theirs = {name.split(".")[-1]: v for name, v in rec.items() if not name.endswith(".lif")}
+    assert sorted(theirs) == ["cuba", "if", "lif"]
+    mismatches, spikes, res = _compare(ours, x, theirs)
+    assert mismatches == {"lif": 0, "if": 0, "cuba": 0}, (mismatches, spikes)
+    np.testing.assert_allclose(res.output * T, total.numpy(), rtol=1e-5, atol=1e-4)  # Norse sums in float32
+
+
+def test_export_nir_norse_convention_refuses_what_norse_would_read_differently(tmp_path, capsys, trained_mlp, digits):
+    from spikeforge.converter import convert
+    from spikeforge.converter.writer import write_network
+
+    write_network(convert(trained_mlp, [digits[0][:64]]), tmp_path / "conv.h5")
+    assert main(["export-nir", str(tmp_path / "conv.h5"), str(tmp_path / "x.nir"), "--convention", "norse"]) == 2
+    assert "reset 'subtract'" in capsys.readouterr().err
+    assert not (tmp_path / "x.nir").exists()
