@@ -1,0 +1,1 @@
+"""Fast file-backed recorders for Lava (see fast_sink.py)."""

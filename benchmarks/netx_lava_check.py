@@ -1,0 +1,193 @@
+"""netx networks run by Lava itself vs spikeforge (issue 35): random networks in Loihi's arithmetic (conv, dense with
+per-neuron axonal delays, dense_rec, state restarts), written with `export-lava`, run in Lava 0.10's bit-accurate
+CPU models (fixed_pt, via netx 0.6) and in spikeforge's engine; every layer's spikes compared step by step.
+
+    bash benchmarks/lava/setup.sh /tmp/lava310 /root/.pyenv/versions/3.10.13/bin/python3.10   # once
+    python -m benchmarks.netx_lava_check --lava-python /tmp/lava310/bin/python --out benchmarks/results/netx_lava
+
+Lava does not install on the Python spikeforge runs on (3.11): it runs in its own virtual environment through
+benchmarks/lava/run_netx.py. Rows go to OUT/netx_lava.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from spikeforge import simulator
+from spikeforge.converter.mapping import one_population_per_core
+from spikeforge.interop.netx_export import export_netx
+from spikeforge.simulator import Network, Population, Projection
+from spikeforge.simulator.atomic import write_text
+
+RUNNER = os.path.join(os.path.dirname(__file__), "lava", "run_netx.py")
+
+
+def _cuba(rng, name, shape, restart, bias=True):
+    """A cuba layer in Loihi's arithmetic with random netx parameters (decays in 1/4096, θ = 64·vThMant, even
+    biases x 64)."""
+    n = int(np.prod(shape))
+    per = shape[0] if len(shape) == 3 else n
+    b = rng.integers(-6, 8, per) * 2 * 64 if bias else np.zeros(per)
+    if len(shape) == 3:
+        b = np.repeat(b, n // shape[0])
+    return Population.make(name, "cuba", shape, float(rng.integers(10, 60)) * 64, 0.0, b, reset="zero",
+                           decay=(4096 - int(rng.integers(0, 4097))) / 4096,
+                           syn_decay=(4096 - int(rng.integers(0, 4097))) / 4096, spike_value="unit",
+                           threshold_test="gt", arithmetic="loihi", **restart)
+
+
+def _weights(rng, shape, low=-40, high=60):
+    return (rng.integers(low // 2, high // 2, shape) * 2 * 64).astype(np.float32)  # even netx weights, x 64
+
+
+def _restart(interval, k):
+    return {} if interval is None else {"reset_every": interval, "reset_phase": k % interval}
+
+
+def conv_net(seed, interval):
+    """bias input (2, 8, 8) -> conv 3x3 pad 1 (4, 8, 8) -> conv 3x3 stride 2 (6, 3, 3) -> dense 54 -> 20 with
+    per-neuron delays 0-5 -> dense_rec 20 -> 10 -> their spike counts."""
+    rng = np.random.default_rng(seed)
+    pops = [Population.make("input", "input", (2, 8, 8)),
+            _cuba(rng, "input0", (2, 8, 8), _restart(interval, 0), bias=False),
+            _cuba(rng, "conv1", (4, 8, 8), _restart(interval, 1)),
+            _cuba(rng, "conv2", (6, 3, 3), _restart(interval, 2)),
+            _cuba(rng, "dense4", (20,), _restart(interval, 3)),
+            _cuba(rng, "dense5", (10,), _restart(interval, 4)),
+            Population.make("output", "readout", (10,), **_restart(interval, 4))]
+    pops[1].syn_decay[:] = 0.0  # netx's input layer: the sample is its bias, no current memory
+    w_dense = _weights(rng, (20, 54))
+    delays = rng.integers(0, 6, 20)
+    projs = [Projection("input0.in", "sparse", "input", "input0", np.full(128, 64, np.float32),
+                        indptr=np.arange(129), indices=np.arange(128)),
+             Projection("conv1", "conv2d", "input0", "conv1", _weights(rng, (4, 2, 3, 3)), padding=(1, 1), delay=1),
+             Projection("conv2", "conv2d", "conv1", "conv2", _weights(rng, (6, 4, 3, 3)), stride=(2, 2), delay=1)]
+    for d in np.unique(delays):  # per-neuron delays as import-lava writes them: one sparse projection per delay
+        rows = np.flatnonzero(delays == d)
+        w = np.zeros_like(w_dense)
+        w[rows] = w_dense[rows]
+        src, tgt = np.nonzero(w.T)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=54))])
+        projs.append(Projection(f"dense4.delay{d}", "sparse", "conv2", "dense4", w.T[src, tgt], indptr=indptr,
+                                indices=tgt, delay=1 + int(d)))
+    projs += [Projection("dense5", "dense", "dense4", "dense5", _weights(rng, (10, 20)), delay=1),
+              Projection("dense5.rec", "dense", "dense5", "dense5", _weights(rng, (10, 10), -60, 40), delay=1),
+              Projection("output", "identity", "dense5", "output")]
+    x = rng.integers(0, 40, (1, 2, 8, 8)).astype(np.float64)  # bias_mant
+    return _net(pops, projs), x, False
+
+
+def spike_net(seed, interval):
+    """spikes (16,) -> dense 24 (delays 0-9) -> dense_rec 24 -> dense 12 -> an integrating output layer of 5."""
+    rng = np.random.default_rng(seed)
+    pops = [Population.make("input", "input", (16,)),
+            _cuba(rng, "dense1", (24,), _restart(interval, 0)),
+            _cuba(rng, "dense2", (24,), _restart(interval, 1)),
+            _cuba(rng, "dense3", (12,), _restart(interval, 2)),
+            Population.make("dense4", "readout", (5,), 0.0, 0.0, rng.integers(-4, 4, 5) * 2 * 64.0,
+                            **_restart(interval, 3))]
+    w1, delays = _weights(rng, (24, 16), -20, 80), rng.integers(0, 10, 24)
+    projs = []
+    for d in np.unique(delays):
+        rows = np.flatnonzero(delays == d)
+        w = np.zeros_like(w1)
+        w[rows] = w1[rows]
+        src, tgt = np.nonzero(w.T)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=16))])
+        projs.append(Projection(f"dense1.delay{d}", "sparse", "input", "dense1", w.T[src, tgt], indptr=indptr,
+                                indices=tgt, delay=1 + int(d)))
+    projs += [Projection("dense2", "dense", "dense1", "dense2", _weights(rng, (24, 24)), delay=1),
+              Projection("dense2.rec", "dense", "dense2", "dense2", _weights(rng, (24, 24), -50, 40), delay=1),
+              Projection("dense3", "dense", "dense2", "dense3", _weights(rng, (12, 24)), delay=1),
+              Projection("dense4", "dense", "dense3", "dense4", _weights(rng, (5, 12)), delay=1)]
+    return _net(pops, projs), None, True
+
+
+def _net(pops, projs):
+    cores, edges = one_population_per_core(pops, projs)
+    return Network(pops, projs, cores, edges, {"name": "random-netx"})
+
+
+def _lava(args, path, x, T, schedule, spikes, folder):
+    """Lava's spikes of every layer netx builds, (T, neurons) each in our C order."""
+    inp = os.path.join(folder, "x.npy")
+    np.save(inp, x)
+    out = os.path.join(folder, "lava.npz")
+    cmd = [args.lava_python, RUNNER, path, "--input", inp, "--T", str(T), "--out", out, "--no-state"]
+    if schedule is not None:
+        cmd += ["--reset-interval", str(schedule[0]), "--reset-offset", str(schedule[1])]
+    if spikes:
+        cmd.append("--spike-input")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"Lava failed on {path}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    z = np.load(out)
+    layers = []
+    for i in range(int(z["num_layers"])):
+        a = z[f"layer{i}"]
+        if a.ndim == 4:  # (x, y, c, t) -> (t, c, y, x)
+            a = a.transpose(3, 2, 1, 0)
+        else:
+            a = a.T
+        layers.append(a.reshape(T, -1))
+    return layers
+
+
+def check(args, name, make, seed, interval, T):
+    net, x, spikes = make(seed, interval)
+    cubas = [p.name for p in net.populations if p.model == "cuba"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "net.net")
+        schedule = export_netx(net, path)
+        if spikes:
+            x = (np.random.default_rng(seed + 100).random((1, T, net.input.size)) < 0.3).astype(np.float64)
+            lava_x = x[0].T  # (inputs, T)
+        else:
+            lava_x = x[0]
+        t0 = time.perf_counter()
+        lava = _lava(args, path, lava_x, T, schedule, spikes, folder)
+        lava_s = time.perf_counter() - t0
+    res = simulator.run(net, x, T, record=cubas)
+    ours = [res.spikes[n][0].reshape(T, -1) for n in cubas]
+    row = {"network": name, "seed": seed, "T": T, "reset_interval": interval, "layers": {}}
+    for n, a, b in zip(cubas, ours, lava):
+        row["layers"][n] = {"neurons": int(a.shape[1]), "spikes_ours": int(a.sum()), "spikes_lava": int(b.sum()),
+                            "mismatches": int((a != b).sum())}
+    row["lava_layers_compared"] = min(len(cubas), len(lava))
+    row["lava_s"] = round(lava_s, 1)
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lava-python", required=True, help="python of the Lava environment (benchmarks/lava/setup.sh)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--T", type=int, default=40)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for name, make in (("conv-delays-rec", conv_net), ("spikes-delays-rec", spike_net)):
+        for seed in range(args.seeds):
+            for interval in (None, 12):
+                row = check(args, name, make, seed, interval, args.T)
+                rows.append(row)
+                bad = sum(v["mismatches"] for v in row["layers"].values())
+                print(f"{name} seed {seed} restart {interval}: "
+                      + ", ".join(f"{k} {v['spikes_ours']}/{v['spikes_lava']}" for k, v in row["layers"].items())
+                      + f" spikes (ours/Lava); {bad} mismatches; Lava {row['lava_s']} s", flush=True)
+                write_text(os.path.join(args.out, "netx_lava.json"), json.dumps(rows, indent=1))
+    total = sum(v["mismatches"] for r in rows for v in r["layers"].values())
+    print(f"{len(rows)} networks, {total} mismatching neuron-steps")
+    return 0 if total == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
