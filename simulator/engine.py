@@ -38,6 +38,8 @@ class Result:
     flows:       (T, flows) int64 packets of each core-to-core flow per step, summed over samples (record_links);
                  flow k goes from core flow_src[k] to core flow_dst[k] (hwmodels.noc routes them over links)
     backend, device: what ran it ("numba", "cpu"; "torch", "cuda:0"; backend="auto" says which it chose)
+    shards:      where the samples ran when split over a Dask cluster (spikeforge.cluster.run_sharded): one
+                 {"samples": [start, stop], "pid", "gpu"} per shard; None when run in one process
     """
 
     output: np.ndarray
@@ -53,6 +55,7 @@ class Result:
     flow_dst: np.ndarray | None = None
     backend: str | None = None
     device: str | None = None
+    shards: list | None = None
 
     def counter(self, name) -> np.ndarray:
         """(T, cores) array of one counter, summed over samples."""

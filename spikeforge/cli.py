@@ -279,7 +279,8 @@ def _execution_options(cmd):
                      help="synaptic operations counted: all (every stored synapse an event reaches, zero weights "
                           "included, as a chip with dense synapse memory reads them) or effective (nonzero weights of "
                           "weighted connections only, NeuroBench's effective ACs / MACs; default: all)")
-    cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes")
+    cmd.add_argument("--workers", type=int, help="split the samples over a local Dask cluster of N processes (with "
+                                                 "--device cuda: N GPUs, one worker process each)")
     cmd.add_argument("--scheduler", help="split the samples over the Dask cluster at this scheduler address")
     _memory_option(cmd)
 
@@ -303,9 +304,12 @@ def _runner(args, path, network):
         flat = simulator.prepare(network)
         yield lambda x, T, progress=None, **kw: simulator.run(flat, x, T, progress=progress, **options, **kw)
         return
-    from spikeforge.cluster import dask_client, run_sharded
+    from spikeforge.cluster import dask_client, gpu_devices, run_sharded
 
-    with dask_client(args.scheduler, args.workers) as client:
+    gpus = args.scheduler is None and str(args.device or "").startswith("cuda")  # one local worker per GPU
+    if gpus:
+        options["device"] = "cuda"  # each worker sees its own GPU alone, as cuda:0
+    with dask_client(args.scheduler, args.workers, devices=gpu_devices(args.workers) if gpus else None) as client:
         yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
 
 
@@ -756,6 +760,7 @@ def cmd_simulate(args):
                "backend": res.backend, "device": res.device, "encoding": inputs.text, "wall_s": wall,
                "mapping": str(net.attrs.get("mapping", "not recorded in the file")),
                "synops": args.synops, "totals": res.totals(),
+               **({"shards": res.shards} if res.shards else {}),
                "per_sample_mean": dict(zip(simulator.COUNTERS, res.per_sample.mean(0).tolist()))}
     if args.events:
         summary["events_left_out"] = inputs.dropped.get(args.T, 0)
@@ -770,12 +775,16 @@ def cmd_simulate(args):
 
 
 def _check_workers(args):
-    """--workers / --scheduler, before any work: not both; --workers within the cores of a local cluster."""
+    """--workers / --scheduler, before any work: not both; --workers within the cores of a local cluster, or with
+    --device cuda within its GPUs (one worker each)."""
     from spikeforge.cluster import check_workers
 
     if args.workers is not None and args.scheduler is not None:
         raise UserError("give --workers (a local cluster) or --scheduler (a running one), not both")
-    check_workers(args.scheduler, args.workers)
+    gpus = str(getattr(args, "device", None) or "").startswith("cuda")
+    if gpus and args.workers is not None and getattr(args, "backend", "numba") == "numba":
+        raise UserError("--device cuda runs on the torch backend: give --backend torch (or auto)")
+    check_workers(args.scheduler, args.workers, gpus=gpus)
 
 
 def _check_outputs(outs, flag, inputs):

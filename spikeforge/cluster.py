@@ -15,6 +15,12 @@ peers that present it, so another local user or process, which can reach 127.0.0
 Processes of the user's own account can read our memory anyway: the local cluster trusts that account, no more.
 distributed's HTTP status servers (scheduler and workers) also listen on 127.0.0.1, without the credential: they
 serve read-only pages (health, metrics, worker and task status, logs, task errors) and run no code.
+GPUs (`--workers N --device cuda`): one worker process per GPU, each seeing only its own device
+(CUDA_VISIBLE_DEVICES set before the worker starts, so its "cuda" is that GPU): dask-cuda's LocalCUDACluster where it
+is installed, else a cluster of Dask nannies each given its device in that variable; the same 127.0.0.1 / TLS rules.
+A worker that dies loses only the shard it was running: the scheduler runs that shard again on a live worker (Dask
+retries a task whose worker died, up to distributed.scheduler.allowed-failures times), and the merge waits for every
+shard, so a report is written once, whole. Each shard's worker and device are kept (`Result.shards`).
 `--scheduler ADDRESS` is a cluster the user runs: spikeforge trusts it and everyone who can reach that scheduler
 (they can run code in its workers and see the samples), and passes no credential to it unless the user's Dask
 configuration does (e.g. distributed.comm.tls settings, or distributed.comm.require-encryption).
@@ -29,7 +35,8 @@ import numpy as np
 
 from spikeforge.errors import UserError
 
-__all__ = ["available_cores", "check_workers", "dask_client", "merge_results", "run_sharded", "shard_bounds"]
+__all__ = ["available_cores", "check_workers", "dask_client", "merge_results", "run_sharded", "shard_bounds",
+           "visible_gpus"]
 
 
 def available_cores():
@@ -41,11 +48,26 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def check_workers(scheduler=None, workers=None):
+def visible_gpus() -> int:
+    """The CUDA devices torch sees here (0 without torch's CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_workers(scheduler=None, workers=None, gpus=False):
     """Refuse a bad --workers before any work: below 1, or (for a local cluster: no `scheduler`) more processes
-    than the cores available. With a scheduler, `workers` is not used and not checked beyond >= 1."""
+    than the cores available, or with `gpus` (--device cuda) more than the GPUs visible (one worker per GPU). With a
+    scheduler, `workers` is not used and not checked beyond >= 1."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if not scheduler and workers is not None and gpus:
+        n = visible_gpus()
+        if workers > n:
+            raise UserError(f"--workers {workers} --device cuda: one worker per GPU, and this machine shows {n} "
+                            f"GPU{'s' * (n != 1)} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})"
+                            f"; give at most {n}, or --scheduler ADDRESS for a cluster of your own")
+        return
     if not scheduler and workers is not None:
         cores = available_cores()
         if workers > cores:
@@ -54,13 +76,17 @@ def check_workers(scheduler=None, workers=None):
 
 
 @contextlib.contextmanager
-def dask_client(scheduler=None, workers=None):
+def dask_client(scheduler=None, workers=None, devices=None):
     """A Dask client: on the scheduler at `scheduler` (an address; security from the user's Dask configuration),
     else on a local cluster of `workers` processes (default min(4, cores); at most the cores available) that listens
-    on 127.0.0.1 only and admits only holders of this run's TLS credential; closed on exit."""
+    on 127.0.0.1 only and admits only holders of this run's TLS credential; closed on exit.
+
+    devices: GPU ids (strings) for a local cluster of one worker per GPU, each worker seeing only its own
+    (CUDA_VISIBLE_DEVICES; `gpu_devices` gives them for --workers N)."""
     from dask.distributed import Client, LocalCluster
 
-    check_workers(scheduler, workers)
+    if devices is None:
+        check_workers(scheduler, workers)
     cluster = None
     if scheduler:
         try:
@@ -71,9 +97,12 @@ def dask_client(scheduler=None, workers=None):
         from distributed.security import Security
 
         security = Security.temporary()  # this run's key and certificate, in memory only (needs `cryptography`)
-        cluster = LocalCluster(n_workers=workers or min(4, available_cores()), threads_per_worker=1,
-                               processes=True, dashboard_address=None, host="127.0.0.1", protocol="tls://",
-                               security=security)
+        if devices is not None:
+            cluster = _gpu_cluster(list(devices), security)
+        else:
+            cluster = LocalCluster(n_workers=workers or min(4, available_cores()), threads_per_worker=1,
+                                   processes=True, dashboard_address=None, host="127.0.0.1", protocol="tls://",
+                                   security=security)
         try:
             client = Client(cluster, security=security)
         except BaseException:
@@ -90,6 +119,36 @@ def dask_client(scheduler=None, workers=None):
         finally:
             for name, level in levels.items():  # the caller's logging as it was
                 logging.getLogger(name).setLevel(level)
+
+
+def gpu_devices(workers=None):
+    """The GPU ids of a local cluster of one worker per GPU: the first `workers` GPUs visible (all by default), as
+    the CUDA_VISIBLE_DEVICES entries of this process (ids, or UUIDs) where it sets them."""
+    check_workers(None, workers, gpus=True)
+    n = visible_gpus()
+    if n == 0:
+        raise UserError("--device cuda with --workers: no CUDA device is visible here")
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    ids = listed[:n] if len(listed) >= n else [str(i) for i in range(n)]
+    return ids[:workers or n]
+
+
+def _gpu_cluster(devices, security):
+    """One worker process per device, each started with CUDA_VISIBLE_DEVICES = its device (its "cuda" is that GPU
+    alone): dask-cuda's LocalCUDACluster where installed, else Dask nannies given the variable."""
+    common = dict(host="127.0.0.1", protocol="tls://", security=security)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        workers = {f"gpu-{d}": {"cls": Nanny, "options": dict(common, nthreads=1, env={"CUDA_VISIBLE_DEVICES": d})}
+                   for d in devices}
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": dict(common,
+                                                                                          dashboard_address=None)},
+                           security=security)
+    return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(devices), n_workers=len(devices), threads_per_worker=1,
+                            dashboard_address=None, **common)
 
 
 def _noisy_loggers():
@@ -124,10 +183,12 @@ def shard_bounds(n, shards):
 
 
 def _run_shard(path, x, T, kwargs):
-    """One Dask task: read the file (isolated, as the command line does) and simulate this shard."""
+    """One Dask task: read the file (isolated, as the command line does) and simulate this shard; returns the
+    Result and where it ran (the worker's process id and the GPU it sees, CUDA_VISIBLE_DEVICES)."""
     from spikeforge import simulator
 
-    return simulator.run(simulator.load_network(path, isolate=True), x, T, **kwargs)
+    res = simulator.run(simulator.load_network(path, isolate=True), x, T, **kwargs)
+    return res, {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def merge_results(parts):
@@ -156,23 +217,27 @@ def _which(names):
     return ", ".join(names) if names else None
 
 
-def run_sharded(path, x, T, client, shards=None, progress=None, **kwargs):
+def run_sharded(path, x, T, client, shards=None, progress=None, task=None, **kwargs):
     """`simulator.run(path, x, T, **kwargs)` with the samples split over the client's workers; returns the merged
-    Result. path: a network file every worker can read; shards: default one per worker; progress(done, total)."""
+    Result, its `shards` [{"samples": [start, stop], "pid", "gpu"}] saying where each ran. path: a network file every
+    worker can read; shards: default one per worker; progress(done, total); task: the shard function (default
+    `_run_shard`; tests pass one that fails)."""
     from dask.distributed import as_completed
 
     path = os.path.abspath(os.fspath(path))
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     bounds = shard_bounds(len(x), shards or n_workers)
     offset = kwargs.pop("sample_offset", 0)  # the rate encoder seeds each sample by its index in the whole run
-    futures = {client.submit(_run_shard, path, np.ascontiguousarray(x[a:b]), T,
+    futures = {client.submit(task or _run_shard, path, np.ascontiguousarray(x[a:b]), T,
                              dict(kwargs, sample_offset=offset + a), pure=False): i
                for i, (a, b) in enumerate(bounds)}
-    parts, done = [None] * len(bounds), 0
+    parts, where, done = [None] * len(bounds), [None] * len(bounds), 0
     for fut in as_completed(futures):
         i = futures[fut]
-        parts[i] = fut.result()
+        parts[i], where[i] = fut.result()
         done += bounds[i][1] - bounds[i][0]
         if progress:
             progress(done, len(x))
-    return merge_results(parts)
+    merged = merge_results(parts)
+    merged.shards = [dict(w, samples=[a, b]) for w, (a, b) in zip(where, bounds)]
+    return merged
