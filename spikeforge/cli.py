@@ -840,9 +840,14 @@ def cmd_report(args):
     targets = [hwmodels.load_target(t) for t in (args.target or hwmodels.available())]
     pricing = _pricing(args, targets)
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
+    left_out = None if args.target else []  # every built-in target: those that cannot hold it are left out, said
     fits = fit_targets(net, targets, args.file, remap=not args.no_remap,  # (progress on a terminal, as tqdm's)
                        progress=(lambda text: print(f"spikeforge report: {text} ...", file=sys.stderr))
-                       if sys.stderr.isatty() else None)
+                       if sys.stderr.isatty() else None, left_out=left_out)
+    if not fits:
+        raise UserError(f"{args.file} fits none of the built-in targets: "
+                        + "; ".join(f"{name}: {why}" for name, why in left_out))
+    targets = [f.target for f in fits]
     bar = tqdm(total=len(x) * len(args.T) * len({id(f.network) for f in fits}),
                desc="simulating (samples x T x mappings)", disable=None)
     with tempfile.TemporaryDirectory() as scratch:
@@ -880,9 +885,11 @@ def cmd_report(args):
     name = str(net.attrs.get("name", os.path.basename(args.file)))
     with replace_folder(args.out) as tmp:  # built beside --out, then swapped in as a whole
         table = write_report(tmp, name, rows, runs, ann, mappings[0][0], len(x), fixed_rows=fixed,
-                             encoding=inputs.text, synops=args.synops, mappings=mappings)
+                             encoding=inputs.text, synops=args.synops, mappings=mappings, left_out=left_out)
     print(table)
     print("\nmapping priced:\n" + "\n".join(f"{f.target.name}: {f.mapping}" for f in fits))
+    for name_, why in left_out or ():
+        print(f"left out: {name_}: {why}")
     print(f"report written to {os.path.join(os.path.normpath(args.out), 'report.md')}")
 
 

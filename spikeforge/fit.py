@@ -69,38 +69,48 @@ def _cores_text(net) -> str:
     return f"{len(net.cores)} cores on {chips} chip{'s' * (chips != 1)}"
 
 
-def fit_targets(net, targets, path="the file", remap=True, progress=None) -> list:
+def fit_targets(net, targets, path="the file", remap=True, progress=None, left_out=None) -> list:
     """[Fitted] per target. The file's cores are used where the file was mapped for that target and they fit it;
     otherwise the network is re-mapped for the target (converter.mapping.map_network, anneal placement; spiking
     fan-in relays, if the target needs them, take the thresholds of the layers they feed) unless remap is False,
     in which case the file's cores are used where they fit the target and refused (UserError naming each layer
-    and limit) where they do not. progress(text) is told before each re-mapping (minutes for a large network)."""
-    from spikeforge.converter.mapping import MappingError, map_network
-
+    and limit) where they do not. progress(text) is told before each re-mapping (minutes for a large network).
+    left_out: a list to which (target name, reason) is added for each target that cannot hold the network, which is
+    then left out instead of refused (a report over every built-in target)."""
     own = mapped_for(net)
     out = []
     for target in targets:
-        bad = misfits(net, target)
-        if not bad and own == target.name:
-            out.append(Fitted(target, net, f"the file's mapping for {target.name} ({_cores_text(net)})", False))
-            continue
-        made = f"mapped for {own}" if own else "not mapped for any target (one population per core)"
-        if not remap:
-            if bad:
-                raise UserError(f"{path} is {made}, and its cores do not fit {target.name}: " + "; ".join(bad)
-                                + f". Leave out --no-remap to re-map it for {target.name}, or convert the model "
-                                f"with convert --target {target.name}")
-            out.append(Fitted(target, net, f"the file's cores ({made}; {_cores_text(net)}), within "
-                                           f"{target.name}'s limits", False))
-            continue
-        if progress:
-            progress(f"re-mapping {path} for {target.name}")
         try:
-            mapped = map_network(net, target)
-        except (MappingError, ValueError) as exc:
-            raise UserError(f"{path} is {made} and cannot be re-mapped for {target.name}: {exc}. Convert the "
-                            f"model with convert --target {target.name}, or leave {target.name} out") from None
-        why = f"the file's own mapping does not fit it: {bad[0]}" if own == target.name else f"the file is {made}"
-        out.append(Fitted(target, mapped, f"re-mapped for {target.name} by this command ({_cores_text(mapped)}; "
-                                          f"{why})", True))
+            out.append(_fit_one(net, target, own, path, remap, progress))
+        except UserError as exc:
+            if left_out is None:
+                raise
+            left_out.append((target.name, str(exc)))
     return out
+
+
+def _fit_one(net, target, own, path, remap, progress):
+    """The Fitted of one target (fit_targets); UserError where the target cannot hold the network."""
+    from spikeforge.converter.mapping import MappingError, map_network
+
+    bad = misfits(net, target)
+    if not bad and own == target.name:
+        return Fitted(target, net, f"the file's mapping for {target.name} ({_cores_text(net)})", False)
+    made = f"mapped for {own}" if own else "not mapped for any target (one population per core)"
+    if not remap:
+        if bad:
+            raise UserError(f"{path} is {made}, and its cores do not fit {target.name}: " + "; ".join(bad)
+                            + f". Leave out --no-remap to re-map it for {target.name}, or convert the model "
+                            f"with convert --target {target.name}")
+        return Fitted(target, net, f"the file's cores ({made}; {_cores_text(net)}), within {target.name}'s limits",
+                      False)
+    if progress:
+        progress(f"re-mapping {path} for {target.name}")
+    try:
+        mapped = map_network(net, target)
+    except (MappingError, ValueError) as exc:
+        raise UserError(f"{path} is {made} and cannot be re-mapped for {target.name}: {exc}. Convert the "
+                        f"model with convert --target {target.name}, or leave {target.name} out") from None
+    why = f"the file's own mapping does not fit it: {bad[0]}" if own == target.name else f"the file is {made}"
+    return Fitted(target, mapped, f"re-mapped for {target.name} by this command ({_cores_text(mapped)}; {why})",
+                  True)

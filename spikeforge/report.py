@@ -338,13 +338,13 @@ def plot_accuracy_energy(path, rows, ann_acc, title):
 
 
 def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, fixed_rows=None, encoding=None,
-                 synops="all", mappings=None):
+                 synops="all", mappings=None, left_out=None):
     """Write report.md / report.json / report.csv and the PNG plots into out_dir; return the Markdown of the table
     and of each target's validation band (what the command line prints).
 
     mappings: [(network, [target names])]: the mapped network each target's rows were priced on (spikeforge.fit;
     default: `net` for every target), one per-layer mapping table each; rows with a "mapping" entry say in words
-    which mapping their figures use.
+    which mapping their figures use. left_out: [(target name, why)] of targets that cannot hold the network.
 
     encoding: optional description of how the input was delivered (e.g. "rate (seed 0)"), shown in the header of
     report.md and stored in report.json; None leaves it out. synops: the counting convention the runs used
@@ -372,6 +372,8 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     said = {r["target"]: r["mapping"] for r in rows if r.get("mapping")}
     if said:
         md += ["mapping priced: " + "; ".join(f"{t}: {m}" for t, m in said.items()), ""]
+    if left_out:
+        md += ["left out (the network does not fit them): " + "; ".join(f"{t}: {why}" for t, why in left_out), ""]
     priced = sorted({(r["target"], r["voltage"]) for r in rows if r["voltage"] is not None})
     paced = {r["host_step_us"] for r in rows if r["host_step_us"] is not None}
     if priced or paced:
@@ -410,6 +412,7 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
     write_text(os.path.join(out_dir, "report.md"), text)
     clean = [{k: v for k, v in r.items() if k != "cost"} | {"cost": r["cost"].to_dict()} for r in rows]
     doc = {"name": name, "samples": n_samples, "encoding": encoding, "synops": synops, "ann": ann,
+           "left_out": [{"target": t, "why": why} for t, why in left_out or ()],
            "ann_accuracy": ann_acc,
            "rows": clean, "fixed_point": fixed_rows or []}
     write_text(os.path.join(out_dir, "report.json"), json.dumps(doc, indent=2))

@@ -134,3 +134,20 @@ def test_a_sweep_over_a_network_file_with_only_test_arrays_runs_and_names_its_ma
     assert "(no plots: no point succeeded)" in capsys.readouterr().out
     assert not any((tmp_path / "st2" / p).exists() for p in ("energy_vs_cores.png", "accuracy_vs_energy.png"))
     assert "No point succeeded: no Pareto fronts and no plots." in (tmp_path / "st2" / "summary.md").read_text()
+
+
+def test_a_report_over_every_built_in_target_leaves_out_those_that_cannot_hold_it_and_says_so(wide_files, tmp_path,
+                                                                                              capsys):
+    """No --target: the wide dense layer (300 inputs) maps onto every chip but Xylo (its few input channels): Xylo is
+    left out, named with the reason, in report.md and report.json and on stdout, instead of failing the report or
+    pricing it anyway."""
+    path, data = wide_files
+    out = tmp_path / "rep"
+    assert main(["report", str(path), "--data", str(data), "--x-key", "x", "--T", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "report.json").read_text())
+    left = {r["target"] for r in doc["left_out"]}
+    assert left == {"xylo"}, left
+    assert {r["target"] for r in doc["rows"]} == {"generic45nm", "loihi", "loihi2", "speck", "truenorth"}
+    assert "left out: xylo: " in printed and "cannot be re-mapped for xylo" in printed
+    assert "left out (the network does not fit them): " in (out / "report.md").read_text()
