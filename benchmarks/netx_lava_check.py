@@ -23,6 +23,7 @@ import numpy as np
 from spikeforge import simulator
 from spikeforge.converter.mapping import one_population_per_core
 from spikeforge.interop.netx_export import export_netx
+from spikeforge.interop.netx_import import _dense_projections
 from spikeforge.simulator import Network, Population, Projection
 from spikeforge.simulator.atomic import write_text
 
@@ -69,14 +70,7 @@ def conv_net(seed, interval):
                         indptr=np.arange(129), indices=np.arange(128)),
              Projection("conv1", "conv2d", "input0", "conv1", _weights(rng, (4, 2, 3, 3)), padding=(1, 1), delay=1),
              Projection("conv2", "conv2d", "conv1", "conv2", _weights(rng, (6, 4, 3, 3)), stride=(2, 2), delay=1)]
-    for d in np.unique(delays):  # per-neuron delays as import-lava writes them: one sparse projection per delay
-        rows = np.flatnonzero(delays == d)
-        w = np.zeros_like(w_dense)
-        w[rows] = w_dense[rows]
-        src, tgt = np.nonzero(w.T)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=54))])
-        projs.append(Projection(f"dense4.delay{d}", "sparse", "conv2", "dense4", w.T[src, tgt], indptr=indptr,
-                                indices=tgt, delay=1 + int(d)))
+    projs += _dense_projections("dense4", "conv2", "dense4", w_dense / 64, delays)  # as import-lava writes them
     projs += [Projection("dense5", "dense", "dense4", "dense5", _weights(rng, (10, 20)), delay=1),
               Projection("dense5.rec", "dense", "dense5", "dense5", _weights(rng, (10, 10), -60, 40), delay=1),
               Projection("output", "identity", "dense5", "output")]
@@ -94,15 +88,7 @@ def spike_net(seed, interval):
             Population.make("dense4", "readout", (5,), 0.0, 0.0, rng.integers(-4, 4, 5) * 2 * 64.0,
                             **_restart(interval, 3))]
     w1, delays = _weights(rng, (24, 16), -20, 80), rng.integers(0, 10, 24)
-    projs = []
-    for d in np.unique(delays):
-        rows = np.flatnonzero(delays == d)
-        w = np.zeros_like(w1)
-        w[rows] = w1[rows]
-        src, tgt = np.nonzero(w.T)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=16))])
-        projs.append(Projection(f"dense1.delay{d}", "sparse", "input", "dense1", w.T[src, tgt], indptr=indptr,
-                                indices=tgt, delay=1 + int(d)))
+    projs = _dense_projections("dense1", "input", "dense1", w1 / 64, delays)
     projs += [Projection("dense2", "dense", "dense1", "dense2", _weights(rng, (24, 24)), delay=1),
               Projection("dense2.rec", "dense", "dense2", "dense2", _weights(rng, (24, 24), -50, 40), delay=1),
               Projection("dense3", "dense", "dense2", "dense3", _weights(rng, (12, 24)), delay=1),

@@ -23,7 +23,7 @@ import numpy as np
 
 from spikeforge.errors import UserError
 
-__all__ = ["NetxExportError", "export_netx"]
+__all__ = ["NetxExportError", "export_netx", "write_layers"]
 
 SCALE = 64
 MAX_THRESHOLD = (1 << 17) - 1  # the largest vThMant Lava's LIF takes (17 bits)
@@ -117,10 +117,6 @@ def _feed(net, pop):
 def export_netx(net, path):
     """Write `net` as a netx file at `path` (atomically); returns (reset_interval, reset_offset) to pass to netx's
     Network (the file cannot hold them), or None when the network restarts no state."""
-    import h5py
-
-    from spikeforge.simulator.atomic import atomic_output
-
     layers, restarts = [], []  # (reset_every, reset_phase) of each layer netx builds, in order
     pops = net.populations
     first = pops[1] if len(pops) > 1 else None
@@ -185,6 +181,18 @@ def export_netx(net, path):
     else:
         raise NetxExportError("the network ends without a readout")
     schedule = _schedule(restarts)
+    write_layers(path, layers)
+    return schedule
+
+
+def write_layers(path, layers):
+    """Write netx layers ([{key: value}], a neuron group as a dict under "neuron") at `path`, atomically, in lava-dl's
+    layout: layer/0 .. layer/n-1, the type as 10-byte ASCII of shape (1,), a neuron type as a variable-length string,
+    weights, biases and delays float32, other numbers int64."""
+    import h5py
+
+    from spikeforge.simulator.atomic import atomic_output
+
     with atomic_output(os.fspath(path)) as tmp, h5py.File(tmp, "w") as f:
         for i, layer in enumerate(layers):
             g = f.create_group(f"layer/{i}")
@@ -198,7 +206,7 @@ def export_netx(net, path):
                 else:
                     g.create_dataset(key, data=np.asarray(value, np.float32 if key in
                                                           ("weight", "weight_rec", "bias", "delay") else np.int64))
-    return schedule
+    return path
 
 
 def _schedule(restarts):

@@ -88,21 +88,10 @@ def test_ntidigits_axonal_delays_give_lavas_output_spikes(lava_gts, capsys):
 
 
 def _write(path, layers):
-    """A netx file of {type, shape, ..., neuron: {...}} dicts, in lava-dl's layout (type as S10 bytes of shape (1,),
-    neuron type a variable-length string)."""
-    with h5py.File(path, "w") as f:
-        for i, layer in enumerate(layers):
-            g = f.create_group(f"layer/{i}")
-            for key, value in layer.items():
-                if key == "type":
-                    g.create_dataset("type", (1,), "S10", [value.encode()])
-                elif key == "neuron":
-                    n = g.create_group("neuron")
-                    for k, v in value.items():
-                        n.create_dataset(k, data=v)
-                else:
-                    g.create_dataset(key, data=value)
-    return path
+    """A netx file of {type, shape, ..., neuron: {...}} dicts, in lava-dl's layout (netx_export.write_layers)."""
+    from spikeforge.interop.netx_export import write_layers
+
+    return write_layers(path, layers)
 
 
 CUBA = {"type": "CUBA", "iDecay": 4096, "vDecay": 1024, "vThMant": 25, "refDelay": 1, "gradedSpike": False}
