@@ -112,6 +112,41 @@ class CubaNeurons(IFNeurons):
         return s
 
 
+class SigmaDeltaNeurons(IFNeurons):
+    """Sigma-delta neurons (format 1.13): σ += I - bias (wrapped at 24 bits with input_wrap), a = max(0, σ + bias)
+    (delta_input: a = I - bias); d = a - a_prev + r; |d| >= θ, d != 0: payload floor(d / 2^shift), r = 0; else r = d.
+    Returns 1 where an event leaves; `value` gives the payloads."""
+
+    def __init__(self, threshold, bias, delta_input, shift, wrap):
+        super().__init__(threshold, torch.zeros_like(threshold))
+        self.bias, self.delta_input, self.shift, self.wrap = bias, delta_input, shift, wrap
+
+    def reset_state(self, batch):
+        super().reset_state(batch)
+        self.prev = torch.zeros_like(self.v)
+        self.residue = torch.zeros_like(self.v)
+        self.payload = torch.zeros_like(self.v)
+
+    def forward(self, current):
+        x = current - self.bias
+        if self.wrap:
+            x = x - 2.0 ** 24 * torch.floor((x + 2.0 ** 23) / 2.0 ** 24)
+        if self.delta_input:
+            act = x
+            self.v = act
+        else:
+            self.v = self.v + x
+            act = torch.clamp(self.v + self.bias, min=0.0)
+        d = act - self.prev + self.residue
+        fired = (d != 0) & (d.abs() >= self.threshold)
+        self.prev, self.residue = act, torch.where(fired, torch.zeros_like(d), d)
+        self.payload = torch.where(fired, torch.floor(d / 2.0 ** self.shift), torch.zeros_like(d))
+        return fired.to(d.dtype)
+
+    def value(self, s):
+        return self.payload
+
+
 class MultiThresholdIF(IFNeurons):
     """Multi-threshold neurons of a network file (ECMT): levels θ·2^k and -θ_neg·2^k, k < n, soft reset.
 
@@ -234,6 +269,9 @@ class SpikingNetwork(nn.Module):
                     _t(p.syn_decay, dtype, device).reshape(shape), p.synapse_order == "membrane_first", p.refractory,
                     p.spike_value == "unit", p.threshold_test == "gt",
                     self.biases[p.name] if p.arithmetic == "loihi" else None)
+            elif p.model == "sigma_delta":
+                self.neurons[p.name] = SigmaDeltaNeurons(theta, self.biases[p.name], p.delta_input, p.payload_shift,
+                                                         p.input_wrap == 24)
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":

@@ -66,6 +66,9 @@ def _fill(h5, net, attrs, version):
                 g.attrs["arithmetic"] = pop.arithmetic
         if pop.reset_every:
             g.attrs["reset_every"], g.attrs["reset_phase"] = int(pop.reset_every), int(pop.reset_phase)
+        if pop.model == "sigma_delta":
+            g.attrs["delta_input"], g.attrs["payload_shift"] = int(pop.delta_input), int(pop.payload_shift)
+            g.attrs["input_wrap"] = int(pop.input_wrap)
         if (pop.spike_value, pop.threshold_test) != ("threshold", "ge"):
             g.attrs["spike_value"], g.attrs["threshold_test"] = pop.spike_value, pop.threshold_test
         for name in POP_DATASETS:

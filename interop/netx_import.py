@@ -45,6 +45,7 @@ from spikeforge.simulator.network import Network, Population, Projection
 __all__ = ["NetxImportError", "NetxImportWarning", "from_netx", "import_netx"]
 
 SCALE = 64  # Lava's act_shift and bias_exp: a weighted input and a bias enter the neuron shifted left by 6 bits
+SD_SCALE = 4096  # netx's sigma-delta threshold and bias: x 2^(spike_exp + state_exp), 6 + 6
 STATE = 2**23  # Lava's 24-bit state: the conv synapse wraps its sum into [-2^23, 2^23)
 NEURON_TYPES = ("CUBA", "LOIHI")
 NOT_BUILT = ("pool", "average", "concat", "convT", "unpool", "dense_comp")
@@ -98,11 +99,20 @@ def _neuron(layer, where):
     if not isinstance(g, h5py.Group):
         raise NetxImportError(f"{where}/neuron: not a group")
     kind = _text(_read(g, "type", f"{where}/neuron"))
+    if kind == "SDNN":  # Lava's Delta / SigmaDelta / Sigma: threshold, and whether it is the output's sigma
+        theta = _ints(_read(g, "vThMant", f"{where}/neuron"), f"{where}/neuron/vThMant", "vThMant")
+        if any(v < 0 for v in theta):
+            raise NetxImportError(f"{where}/neuron/vThMant: {theta[0]} below 0")
+        if "activation" in g and _text(g["activation"][()]) != "relu":
+            _warn(f"{where}: activation {_text(g['activation'][()])!r} is ignored by netx (Lava's SigmaDelta "
+                  "applies ReLU); imported as Lava runs it")
+        output = "sigma_output" in g and bool(np.asarray(g["sigma_output"][()]).reshape(-1)[0])
+        return {"type": "SDNN", "vThMant": np.asarray(theta, np.float64), "sigma_output": output}
     if kind not in NEURON_TYPES:
-        what = {"SDNN": "sigma-delta neurons", "RF_PHASE": "resonate-and-fire neurons",
+        what = {"RF_PHASE": "resonate-and-fire neurons",
                 "RF_IZHIKEVICH": "resonate-and-fire neurons", "ALIF": "adaptive LIF neurons"}.get(kind, "neurons")
         raise NetxImportError(f"{where}/neuron: {kind} {what} are not imported (spikeforge imports CUBA / LOIHI "
-                              "neurons, Lava's LIF)")
+                              "neurons, Lava's LIF, and SDNN sigma-delta neurons)")
     out = {"type": kind}
     for key in ("iDecay", "vDecay", "vThMant"):
         value = _read(g, key, f"{where}/neuron")
@@ -141,6 +151,16 @@ def _cuba(name, shape, neuron, bias, where, **restart):
                            threshold_test="gt", arithmetic="loihi", **restart)
 
 
+def _sigma_delta(name, shape, neuron, bias, where, delta_input=False, wrap=False):
+    """A sigma_delta population as netx builds Lava's SigmaDelta (Delta for the input layer): θ and bias x 2^12
+    (spike_exp + state_exp, netx's defaults), payloads d >> 6 (state_exp); a conv layer's input wraps at 24 bits."""
+    n = int(np.prod(shape))
+    theta = np.asarray(neuron["vThMant"], np.float64).reshape(-1)
+    theta = np.full(n, theta[0]) if theta.size == 1 else _broadcast(theta, shape)
+    return Population.make(name, "sigma_delta", shape, theta * SD_SCALE, 0.0, _broadcast(bias, shape) * SD_SCALE,
+                           reset="none", delta_input=delta_input, payload_shift=6, input_wrap=24 if wrap else 0)
+
+
 def _dense_weight(layer, where, n_in, n_out):
     """The dense weights as Lava's bit-accurate Dense applies them: whole numbers, clipped to [-256, 254] as netx's
     optimize_weight_bits clips them; refused where netx and Lava give other than the weighted sum."""
@@ -164,7 +184,7 @@ def _dense_weight(layer, where, n_in, n_out):
     return w
 
 
-def _conv(layer, where, src_shape, shape):
+def _conv(layer, where, src_shape, shape, wraps=False):
     """(weight, stride, padding, groups) of a conv layer, checked against the shapes and Lava's 24-bit wrap."""
     w = np.asarray(_read(layer, "weight", where), np.float64)
     if w.ndim == 5 and w.shape[-1] == 1:  # older files carry a time axis of one
@@ -190,7 +210,7 @@ def _conv(layer, where, src_shape, shape):
         raise NetxImportError(f"{where}: weight holds NaN or inf")
     w = np.trunc(w)
     reach = np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()
-    if reach >= STATE:
+    if reach >= STATE and not wraps:  # (a sigma-delta layer's input wraps as Lava's: input_wrap)
         raise NetxImportError(f"{where}: a neuron's summed input can reach {reach:g}, beyond the 24-bit range Lava's "
                               "conv synapse wraps it in (not imported)")
     if "delay" in layer:
@@ -216,19 +236,19 @@ def _delays(layer, where, n_out):
     return np.clip(d, 0, 62).astype(np.int64)
 
 
-def _dense_projections(name, src, tgt, w, delays, extra=0):
+def _dense_projections(name, src, tgt, w, delays, extra=0, scale=SCALE):
     """One dense projection of delay 1 + extra + the layer's delay, or, where neurons have different delays, one
     sparse projection per delay holding the synapses of the neurons with that delay (the same events and work)."""
     if delays is None or np.all(delays == delays[0]):
         d = 0 if delays is None else int(delays[0])
-        return [Projection(name, "dense", src, tgt, (w * SCALE).astype(np.float32), delay=1 + extra + d)]
+        return [Projection(name, "dense", src, tgt, (w * scale).astype(np.float32), delay=1 + extra + d)]
     out = []
     for d in np.unique(delays):
         mask = np.where(delays == d, 1.0, 0.0)[:, None] * (w != 0)
         src_idx, tgt_idx = np.nonzero(mask.T)  # CSR by source
         indptr = np.concatenate([[0], np.cumsum(np.bincount(src_idx, minlength=w.shape[1]))]).astype(np.int64)
         out.append(Projection(f"{name}.delay{int(d)}", "sparse", src, tgt,
-                              (w.T[src_idx, tgt_idx] * SCALE).astype(np.float32), indptr=indptr,
+                              (w.T[src_idx, tgt_idx] * scale).astype(np.float32), indptr=indptr,
                               indices=tgt_idx.astype(np.int64), delay=1 + extra + int(d)))
     return out
 
@@ -295,10 +315,16 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                 raise NetxImportError(f"{where}: the first layer is {kind!r}, not an input layer")
             pops.append(Population.make("input", "input", shape))
             neuron = _neuron(layer, where)
+            n = int(np.prod(shape))
+            if neuron is not None and neuron["type"] == "SDNN":  # Lava's Delta: a_in << 12, its change sent
+                pops.append(_sigma_delta("input0", shape, neuron, 0.0, where, delta_input=True))
+                projs.append(Projection("input0.in", "sparse", "input", "input0", np.full(n, SD_SCALE, np.float32),
+                                        indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64)))
+                prev, prev_shape = "input0", shape
+                continue
             if neuron is not None:  # Lava feeds the sample as the input neurons' bias: no current memory
                 neuron = dict(neuron, iDecay=np.array([4096.0]))
-                pops.append(_cuba("input0", shape, neuron, 0.0, where, **restart()))
-                n = int(np.prod(shape))  # one synapse of weight 2^6 per neuron: Lava's bias shift
+                pops.append(_cuba("input0", shape, neuron, 0.0, where, **restart()))  # one synapse of 2^6 per neuron
                 projs.append(Projection("input0.in", "sparse", "input", "input0", np.full(n, SCALE, np.float32),
                                         indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64)))
                 prev = "input0"
@@ -322,24 +348,45 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
             raise NetxImportError(f"{where}/bias: NaN or inf")
         bias = np.trunc(bias)
         lname = f"{kind}{i}"
+        sdnn = neuron is not None and neuron["type"] == "SDNN"
+        scale = 1 if sdnn else SCALE  # Lava's SigmaDelta adds its input unshifted; its LIF shifts it left by 6
+        if sdnn and kind == "dense_rec":
+            raise NetxImportError(f"{where}: dense_rec with sigma-delta neurons is not imported")
+        if sdnn and reset_interval is not None and not built[0]:
+            _warn(f"{where}: netx ignores reset_interval for sigma-delta layers; so does this import")
         if kind == "conv":
             if len(prev_shape) != 3 or len(shape) != 3:
                 raise NetxImportError(f"{where}: a conv layer between {prev_shape} and {shape} (both must be "
                                       "(C, H, W))")
-            w, stride, padding, groups = _conv(layer, where, prev_shape, shape)
-            layer_projs = [Projection(lname, "conv2d", prev, lname, (w * SCALE).astype(np.float32),
+            w, stride, padding, groups = _conv(layer, where, prev_shape, shape, wraps=sdnn)
+            layer_projs = [Projection(lname, "conv2d", prev, lname, (w * scale).astype(np.float32),
                                       kernel=tuple(w.shape[2:]), stride=stride, padding=padding, groups=groups,
                                       delay=1)]
         else:
             n_in, n_out = int(np.prod(prev_shape)), int(np.prod(shape))
             w = _dense_weight(layer, where, n_in, n_out)
-            layer_projs = _dense_projections(lname, prev, lname, w, _delays(layer, where, n_out))
+            layer_projs = _dense_projections(lname, prev, lname, w, _delays(layer, where, n_out), scale=scale)
             if kind == "dense_rec":
                 w_rec = np.trunc(np.asarray(_read(layer, "weight_rec", where), np.float64))
                 if w_rec.shape != (n_out, n_out) or not np.all(np.isfinite(w_rec)):
                     raise NetxImportError(f"{where}: weight_rec must be ({n_out}, {n_out}) finite values")
                 layer_projs.append(Projection(f"{lname}.rec", "dense", lname, lname,
                                               (w_rec * SCALE).astype(np.float32), delay=1))
+        if sdnn:  # netx's Sigma output layer (σ sent, no bias), else a SigmaDelta layer (a conv's input wraps)
+            if neuron["sigma_output"] and not last:
+                raise NetxImportError(f"{where}: a sigma output layer before the last layer")
+            if neuron["sigma_output"]:
+                if np.any(bias):
+                    _warn(f"{where}: netx's Sigma output takes no bias; left out, as Lava runs it")
+                pops.append(Population.make(lname, "readout", shape))
+            else:
+                pops.append(_sigma_delta(lname, shape, neuron, bias, where, wrap=kind == "conv"))
+            projs += layer_projs
+            prev, prev_shape = lname, shape
+            if last and not neuron["sigma_output"]:  # the payloads summed
+                pops.append(Population.make("output", "readout", shape))
+                projs.append(Projection("output", "identity", lname, "output"))
+            continue
         readout = last and kind != "dense_rec" and _integrates(neuron, bias, where)
         schedule = restart()
         if readout:

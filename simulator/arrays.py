@@ -12,7 +12,8 @@ from .network import Network, chip_crossings
 
 _MODEL_CODES = {"input": K.MODEL_INPUT, "if": K.MODEL_IF, "group": K.MODEL_GROUP, "signed": K.MODEL_SIGNED,
                 "multi_threshold": K.MODEL_MULTI, "ec": K.MODEL_EC, "ec_matmul": K.MODEL_ECMM,
-                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF, "maxpool": K.MODEL_MAXPOOL, "cuba": K.MODEL_CUBA}
+                "readout": K.MODEL_READOUT, "lif": K.MODEL_LIF, "maxpool": K.MODEL_MAXPOOL, "cuba": K.MODEL_CUBA,
+                "sigma_delta": K.MODEL_SIGMA_DELTA}
 _EC_CODES = {"": -1, "gelu": K.EC_GELU, "layernorm": K.EC_LAYERNORM, "softmax": K.EC_SOFTMAX,
              "identity": K.EC_IDENTITY}
 # populations whose events carry analog values (not spikes): their synaptic work through weights is MACs
@@ -91,7 +92,8 @@ def _flags(pop) -> int:
     return (K.FLAG_UNIT_SPIKE if pop.spike_value == "unit" else 0) | \
         (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0) | \
         (K.FLAG_MEMBRANE_FIRST if pop.synapse_order == "membrane_first" else 0) | \
-        (K.FLAG_LOIHI if pop.arithmetic == "loihi" else 0)
+        (K.FLAG_LOIHI if pop.arithmetic == "loihi" else 0) | \
+        (K.FLAG_DELTA_INPUT if pop.delta_input else 0) | (K.FLAG_WRAP24 if pop.input_wrap == 24 else 0)
 
 
 def _aux_size(net, pop, mm_inner) -> int:
@@ -101,6 +103,8 @@ def _aux_size(net, pop, mm_inner) -> int:
     if pop.model == "maxpool":
         src = next(q.source for q in net.projections if q.target == pop.name)
         return next(p.size for p in net.populations if p.name == src)
+    if pop.model == "sigma_delta":  # its last activation and its residue
+        return 2 * pop.size
     return 0
 
 
@@ -111,6 +115,8 @@ def _size_param(pop) -> int:
         return pop.levels
     if pop.model in ("ec", "ec_matmul"):
         return pop.shape[-1]
+    if pop.model == "sigma_delta":
+        return pop.payload_shift
     return pop.tau
 
 

@@ -50,7 +50,8 @@ FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                        1.12: cuba neurons (decay, syn_decay, synapse_order, refractory); recurrent projections
 #                              (onto the source or an earlier population, delay >= 1)
 #                        1.13: cuba attribute arithmetic "loihi" (Loihi's 24-bit integer CUBA, lava-dl netx files);
-#                              cuba / readout attributes reset_every, reset_phase (Lava's LIFReset)
+#                              cuba / readout attributes reset_every, reset_phase (Lava's LIFReset); sigma_delta
+#                              neurons (delta_input, payload_shift, input_wrap: Loihi 2's SDNN, netx files)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -183,9 +184,10 @@ def _check_population(pop: Population, i: int):
         value = getattr(pop, name)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**31:
             _fail(where, f"{name} {value!r} must be a whole number of steps from 0")
-    if pop.reset_every and (pop.model not in ("cuba", "readout") or pop.reset_phase >= pop.reset_every):
+    if pop.reset_every and (pop.model not in ("cuba", "readout", "sigma_delta") or pop.reset_phase >= pop.reset_every):
         _fail(where, f"reset_every {pop.reset_every} / reset_phase {pop.reset_phase}: a state restart applies to "
-                     f"cuba and readout populations, at a phase below reset_every (a {pop.model!r} population)")
+                     f"cuba, sigma_delta and readout populations, at a phase below reset_every (a {pop.model!r} "
+                     "population)")
     elif not pop.reset_every and pop.reset_phase:
         _fail(where, f"reset_phase {pop.reset_phase} without reset_every")
     if pop.spike_value not in SPIKE_VALUES or pop.threshold_test not in THRESHOLD_TESTS:
@@ -221,9 +223,18 @@ def _check_population(pop: Population, i: int):
     for name in POP_DATASETS:
         _check_array(getattr(pop, name), f"{where}/{name}", pop.size)
     if pop.model in SPIKING_MODELS:
-        bad = np.flatnonzero(pop.threshold <= 0)
+        sd = pop.model == "sigma_delta"  # a sigma-delta threshold may be 0: every change is sent
+        bad = np.flatnonzero(pop.threshold < 0 if sd else pop.threshold <= 0)
         if bad.size:
-            _fail(f"{where}/threshold", f"threshold must be > 0, got {pop.threshold[bad[0]]} at index {bad[0]}")
+            _fail(f"{where}/threshold", f"threshold must be {'>=' if sd else '>'} 0, got {pop.threshold[bad[0]]} at "
+                                        f"index {bad[0]}")
+    if pop.model == "sigma_delta":
+        if isinstance(pop.payload_shift, (bool, np.bool_)) or not isinstance(pop.payload_shift, (int, np.integer)) \
+                or not 0 <= pop.payload_shift <= 30 or pop.input_wrap not in (0, 24):
+            _fail(where, f"payload_shift {pop.payload_shift!r} must be 0 to 30 and input_wrap {pop.input_wrap!r} 0 or "
+                         "24")
+    elif pop.delta_input or pop.payload_shift or pop.input_wrap:
+        _fail(where, f"delta_input, payload_shift and input_wrap apply to sigma_delta neurons only, not {pop.model!r}")
 
 
 def _check_projection(proj: Projection, src: Population, tgt: Population):
@@ -748,10 +759,17 @@ def _read(h5, path) -> Network:
                 if value.ndim != 0 or value.dtype.kind not in "iu":
                     raise NetworkFileError(where, f"attribute {key!r} must be an integer, got {g.attrs[key]!r}", path)
                 restart[k] = int(value)
+        sd = [False, 0, 0]
+        for k, key in enumerate(("delta_input", "payload_shift", "input_wrap")):
+            if key in g.attrs:
+                value = np.asarray(g.attrs[key])
+                if value.ndim != 0 or value.dtype.kind not in "biu":
+                    raise NetworkFileError(where, f"attribute {key!r} must be an integer, got {g.attrs[key]!r}", path)
+                sd[k] = bool(value) if k == 0 else int(value)
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
                                alpha, levels, theta_neg, function, eps, decay, spike_value, test, syn_decay, order,
-                               refractory, arithmetic, *restart))
+                               refractory, arithmetic, *restart, *sd))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -25,11 +25,13 @@ from . import ecmath
 
 KIND_DENSE, KIND_SPARSE, KIND_CONV, KIND_MM_A, KIND_MM_B, KIND_POINTWISE, KIND_MAXPOOL = 0, 1, 2, 3, 4, 5, 6
 MODEL_INPUT, MODEL_IF, MODEL_READOUT, MODEL_GROUP, MODEL_SIGNED = 0, 1, 2, 3, 4
-MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL, MODEL_CUBA = 5, 6, 7, 8, 9, 10
+MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL, MODEL_CUBA, MODEL_SIGMA_DELTA = 5, 6, 7, 8, 9, 10, 11
 # pop_flags bits of if / lif / cuba populations: a spike carries 1 instead of θ; fire on m > θ instead of m >= θ;
 # (cuba) the membrane reads last step's synaptic current, then the current takes this step's input; (cuba) Loihi's
 # 24-bit integer arithmetic (network.ARITHMETICS "loihi")
 FLAG_UNIT_SPIKE, FLAG_STRICT_TEST, FLAG_MEMBRANE_FIRST, FLAG_LOIHI = 1, 2, 4, 8
+# sigma_delta populations: the activation is the step's input (delta_input); the input wraps at 24 bits (input_wrap)
+FLAG_DELTA_INPUT, FLAG_WRAP24 = 16, 32
 LOIHI_STATE = 8388608.0  # 2^23: Loihi's 24-bit current wraps to (-2^23, 2^23], its membrane saturates at 2^23 - 1
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
@@ -542,6 +544,9 @@ def _restart(p, model, pops, s):
             s.hold[i] = 0
         elif model == MODEL_READOUT:
             s.acc[i - off] = 0.0
+    if model == MODEL_SIGMA_DELTA:  # its activation and residue
+        for k in range(pops.aux[p], pops.aux[p + 1]):
+            s.aux[k] = 0.0
 
 
 @njit(cache=True)
@@ -555,6 +560,8 @@ def _update(p, t, pops, routing, recording, s, o):
         _if_update(p, pops, s)
     elif model == MODEL_CUBA:
         _cuba_update(p, pops, s)
+    elif model == MODEL_SIGMA_DELTA:
+        _sigma_delta_update(p, pops, s)
     elif model == MODEL_GROUP:
         _group_update(p, pops, s)
     elif model == MODEL_SIGNED:
@@ -761,6 +768,46 @@ def _loihi_cuba(i, v, syn, cur, bias, decay, syn_decay):
     syn[i] = x
     m = np.trunc(v[i] * decay[i]) + x + bias[i]
     return min(max(m, 1.0 - LOIHI_STATE), LOIHI_STATE - 1.0)
+
+
+@njit(cache=True)
+def _sigma_delta_update(p, pops, s):
+    """Sigma-delta neurons (network.NEURON_MODELS): I = the step's synaptic input (wrapped at 24 bits where Lava's
+    conv synapse wraps it); σ += I and a = max(0, σ + bias), or a = I (delta_input); d = a - a_prev + r; |d| >= θ:
+    a graded event floor(d / 2^payload_shift) and r = 0, else r = d; a_prev = a. v holds σ (a for delta_input);
+    a_prev and r live in aux[aux[p]:aux[p + 1]] (n each); counts and rasters record 1 per event."""
+    off = pops.off[p]
+    n = pops.n[p]
+    unit = 2.0 ** pops.tau[p]
+    delta_input = (pops.flags[p] & FLAG_DELTA_INPUT) != 0
+    wrap = (pops.flags[p] & FLAG_WRAP24) != 0
+    v = s.v
+    cur = s.cur
+    aux = s.aux
+    a0 = pops.aux[p]
+    theta = pops.theta
+    bias = pops.bias
+    ev_idx, ev_val, ev_mult, ev_rec = s.ev_idx, s.ev_val, s.ev_mult, s.ev_rec
+    m_ev = 0
+    for i in range(off, off + n):
+        j = i - off
+        x = cur[i] - bias[i]
+        if wrap:
+            x -= 2.0 * LOIHI_STATE * np.floor((x + LOIHI_STATE) / (2.0 * LOIHI_STATE))
+        if delta_input:
+            act = x
+            v[i] = act
+        else:
+            v[i] += x
+            act = max(0.0, v[i] + bias[i])
+        d = act - aux[a0 + j] + aux[a0 + n + j]
+        aux[a0 + j] = act
+        if d != 0.0 and abs(d) >= theta[i]:
+            aux[a0 + n + j] = 0.0
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, np.floor(d / unit), 1, 1)
+        else:
+            aux[a0 + n + j] = d
+    s.ev_n[p] = m_ev
 
 
 @njit(cache=True)

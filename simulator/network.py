@@ -24,13 +24,17 @@ import numpy as np
 # the membrane, i = α·i + I, m = β·v + i (`synapse_order` "current_first"; "membrane_first": the membrane reads
 # last step's current, then the current takes this step's input), and after a spike the membrane is held at its
 # reset value for `refractory` steps, ignoring its current (snnTorch's Synaptic resets to zero a step late).
+# "sigma_delta" is Loihi 2's sigma-delta neuron (lava-dl netx's SDNN): it sums its input, σ += I, applies ReLU to
+# σ + bias (or, `delta_input`, takes the step's input itself, as netx's input layer), and sends the change of that
+# activation since its last event, carried with a residue: d = a - a_prev + r; when |d| >= θ it sends the graded
+# payload floor(d / 2^payload_shift) and r = 0, else r = d; a_prev = a.
 NEURON_MODELS = ("input", "if", "group", "signed", "multi_threshold", "ec", "ec_matmul", "readout", "lif",
-                 "maxpool", "cuba")
+                 "maxpool", "cuba", "sigma_delta")
 # Functions of an "ec" node; layernorm and softmax normalize over the last dimension (no affine part);
 # "identity" is a relay: it forwards the sum of its step's inputs (EC of the identity is the identity), so a
 # value several later nodes need (a transformer's residual stream) is delivered once instead of to each of them.
 EC_FUNCTIONS = ("gelu", "layernorm", "softmax", "identity")
-SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif", "cuba")
+SPIKING_MODELS = ("if", "group", "signed", "multi_threshold", "lif", "cuba", "sigma_delta")
 SYNAPSE_ORDERS = ("current_first", "membrane_first")
 # cuba neurons: "float" computes the equations above in floating point; "loihi" in Loihi's 24-bit integers, as Lava's
 # bit-accurate LIF and lava-dl's netx files define them: i = trunc(α·i) + I_syn wrapped into (-2^23, 2^23],
@@ -84,6 +88,12 @@ class Population:
     # layer of a network run on a stream of samples, its phase one step later per layer
     reset_every: int = 0
     reset_phase: int = 0
+    # sigma_delta: the activation is the step's input itself (netx's input layer), not ReLU(σ + bias); the payload is
+    # d >> payload_shift (floor); the step's synaptic input wraps into [-2^(input_wrap - 1), 2^(input_wrap - 1))
+    # (24: Lava's conv synapse; 0: no wrap)
+    delta_input: bool = False
+    payload_shift: int = 0
+    input_wrap: int = 0
 
     @property
     def size(self) -> int:
@@ -101,7 +111,8 @@ class Population:
     def make(cls, name, model, shape, threshold=0.0, v_init=0.0, bias=0.0, reset="subtract", tau=1,
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
              spike_value="threshold", threshold_test="ge", syn_decay=None, synapse_order="current_first",
-             refractory=0, arithmetic="float", reset_every=0, reset_phase=0):
+             refractory=0, arithmetic="float", reset_every=0, reset_phase=0, delta_input=False, payload_shift=0,
+             input_wrap=0):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -114,7 +125,8 @@ class Population:
                    float(negative_slope), int(levels), None if threshold_neg is None else full(threshold_neg),
                    str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test,
                    None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory),
-                   str(arithmetic), int(reset_every), int(reset_phase))
+                   str(arithmetic), int(reset_every), int(reset_phase), bool(delta_input), int(payload_shift),
+                   int(input_wrap))
 
 
 @dataclass

@@ -396,6 +396,9 @@ class _Run:
         self.syn = {pop.p: torch.zeros(b, pop.n, dtype=f64, device=dev) for pop in plan.pops
                     if pop.model == K.MODEL_CUBA}
         self.hold = {p: torch.zeros(b, self.syn[p].shape[1], dtype=torch.int64, device=dev) for p in self.syn}
+        # sigma-delta neurons: last activation and residue (kernels._sigma_delta_update)
+        self.sd = {pop.p: [torch.zeros(b, pop.n, dtype=f64, device=dev), torch.zeros(b, pop.n, dtype=f64, device=dev)]
+                   for pop in plan.pops if pop.model == K.MODEL_SIGMA_DELTA}
         self.static = {}  # projection from the input (the same every step) -> its current
         self.static_work = {}  # ... -> (work, cores)
         self.static_reach = {}  # ... -> the targets it reaches (kernels._mark_reached)
@@ -517,6 +520,27 @@ def _cuba_update(run, t, pop, cur):
     run.hold[pop.p] = torch.where(held, hold - 1, torch.where(fired, pop.refractory, 0))
     run.emit(t, pop, s, s)
     return _Out(s, level=s, payload=pop.payload)
+
+
+def _sigma_delta_update(run, t, pop, cur):
+    """Sigma-delta neurons (kernels._sigma_delta_update): σ += I, a = max(0, σ + bias) (or a = I); d = a - a_prev +
+    r; |d| >= θ (d != 0) sends floor(d / 2^shift) and r = 0, else r = d."""
+    x = cur - pop.bias
+    if pop.flags & K.FLAG_WRAP24:
+        x = x - 2 * K.LOIHI_STATE * torch.floor((x + K.LOIHI_STATE) / (2 * K.LOIHI_STATE))
+    if pop.flags & K.FLAG_DELTA_INPUT:
+        act = x
+        run.v[pop.p] = act
+    else:
+        run.v[pop.p] = run.v[pop.p] + x
+        act = torch.clamp(run.v[pop.p] + pop.bias, min=0.0)
+    prev, residue = run.sd[pop.p]
+    d = act - prev + residue
+    fired = (d != 0) & (d.abs() >= pop.theta)
+    run.sd[pop.p] = [act, torch.where(fired, torch.zeros_like(d), d)]
+    mult = fired.to(torch.float64)
+    run.emit(t, pop, mult, mult)
+    return _Out(mult, value=torch.where(fired, torch.floor(d / 2.0 ** pop.size), torch.zeros_like(d)))
 
 
 def _group_update(run, t, pop, cur):
@@ -710,10 +734,14 @@ def _step(run, t, outs):
                 run.hold[pop.p] = torch.zeros_like(run.hold[pop.p])
             elif model == K.MODEL_READOUT:
                 run.acc = None  # the sum starts again from this step's current
+            elif model == K.MODEL_SIGMA_DELTA:
+                run.sd[pop.p] = [torch.zeros_like(a) for a in run.sd[pop.p]]
         if model in (K.MODEL_IF, K.MODEL_LIF):
             outs[pop.p] = _if_update(run, t, pop, cur)
         elif model == K.MODEL_CUBA:
             outs[pop.p] = _cuba_update(run, t, pop, cur)
+        elif model == K.MODEL_SIGMA_DELTA:
+            outs[pop.p] = _sigma_delta_update(run, t, pop, cur)
         elif model == K.MODEL_GROUP:
             outs[pop.p] = _group_update(run, t, pop, cur)
         elif model == K.MODEL_SIGNED:

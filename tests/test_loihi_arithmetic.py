@@ -99,3 +99,28 @@ def test_a_restart_on_a_population_that_has_no_such_state_is_refused(tmp_path):
     with pytest.raises(NetworkFileError, match=r"reset_every 3 / reset_phase 3: a state restart applies to cuba and "
                                                r"readout populations, at a phase below reset_every"):
         write_network(net, tmp_path / "bad.h5")
+
+
+def test_sigma_delta_neurons_send_their_change_as_graded_payloads_by_hand():
+    """in -> d (delta_input: a = I, θ 0, payload d) -> s (weight 3, delay 1, bias 2, θ 10, payload floor(d / 2))
+    -> readout (delay 1), input frames 10, 10, 4, 4, 4.
+    d sends 10 at step 0, nothing at step 1, 4 - 10 = -6 at step 2.
+    s: step 0: σ 0, a = 2, d = 2 < 10: residue 2; step 1: σ 30, a 32, d = 32 - 2 + 2 = 32: sends 16; step 2: d 0;
+    step 3: σ 30 - 18 = 12, a 14, d = 14 - 32 = -18: sends floor(-9) = -9; step 4: d 0.
+    The readout sums 16 (step 2) and -9 (step 4): 7 over T = 5."""
+    pops = [Population.make("in", "input", (1,)),
+            Population.make("d", "sigma_delta", (1,), 0.0, reset="none", delta_input=True),
+            Population.make("s", "sigma_delta", (1,), 10.0, 0.0, 2.0, reset="none", payload_shift=1),
+            Population.make("out", "readout", (1,))]
+    projs = [Projection("a", "dense", "in", "d", np.ones((1, 1), np.float32)),
+             Projection("b", "dense", "d", "s", np.full((1, 1), 3.0, np.float32), delay=1),
+             Projection("c", "dense", "s", "out", np.ones((1, 1), np.float32), delay=1)]
+    cores, edges = one_population_per_core(pops, projs)
+    net = Network(pops, projs, cores, edges, {})
+    x = np.array([10.0, 10, 4, 4, 4]).reshape(1, 5, 1)
+    res = simulator.run(net, x, 5, record=["d", "s"], trace=[("d", 0), ("s", 0), ("out", 0)])
+    np.testing.assert_array_equal(res.spikes["d"][0, :, 0], [1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(res.spikes["s"][0, :, 0], [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(res.traces[0, :, 1], [0, 30, 30, 12, 12])
+    np.testing.assert_array_equal(res.traces[0, :, 2], [0, 0, 16, 16, 7])
+    assert res.output[0, 0] == 7 / 5

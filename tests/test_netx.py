@@ -24,13 +24,13 @@ GTS = "tests/lava/lib/dl/netx/gts/"
 
 @pytest.fixture(scope="module")
 def lava_gts(tmp_path_factory):
-    """lava-dl's netx ground-truth folders (pilotnet_lif, ntidigits), extracted from its wheel."""
+    """lava-dl's netx ground-truth folders (pilotnet_lif, pilotnet_sdnn, ntidigits), extracted from its wheel."""
     if not WHEEL.exists():
         pytest.skip(f"{WHEEL} missing: `make install` downloads lava-dl's wheel (its netx files and Lava's outputs)")
     out = tmp_path_factory.mktemp("lava")
     with zipfile.ZipFile(WHEEL) as z:
         for name in z.namelist():
-            if name.startswith(GTS + "pilotnet_lif/") or name.startswith(GTS + "ntidigits/"):
+            if name.startswith(tuple(GTS + k for k in ("pilotnet_lif/", "ntidigits/", "pilotnet_sdnn/"))):
                 z.extract(name, out)
     return out / GTS
 
@@ -64,6 +64,33 @@ def test_pilotnet_lif_spikes_and_membranes_equal_lavas_in_every_layer_and_step(l
         ours = res.traces[0, :, start[k]:start[k + 1]]
         quiet = ~_gt(folder, gt).reshape(T, -1)
         np.testing.assert_array_equal(ours[quiet], _gt(folder, f"{gt}-v").reshape(T, -1)[quiet], err_msg=name)
+
+
+def test_pilotnet_sdnn_sigma_delta_layers_equal_lavas_sums_and_output(lava_gts):
+    """lava-dl's PilotNet SDNN (a Delta input layer, 4 convs and 3 dense SigmaDelta layers with graded payloads, a
+    Sigma output), the input held for every step as Lava's looping source holds it: the output layer's σ over the 9
+    steps Lava recorded and the first two conv layers' σ of every neuron over the 20 steps recorded (which the
+    input layer's payloads feed) equal Lava's; the torch reference gives the same output."""
+    import torch
+
+    from spikeforge.converter.spiking import SpikingNetwork
+
+    folder = lava_gts / "pilotnet_sdnn"
+    with h5py.File(folder / "network.net") as h5:
+        net = from_netx(h5, "pilotnet-sdnn")
+    assert [p.model for p in net.populations].count("sigma_delta") == 8 and net.populations[-1].model == "readout"
+    x = np.load(folder / "input.npy")[..., 0].transpose(2, 1, 0)[None].astype(np.float64)  # (c, y, x)
+    sizes = {p.name: p.size for p in net.populations}
+    traced = [("dense9", 0)] + [(name, i) for name in ("conv1", "conv2") for i in range(sizes[name])]
+    res = simulator.run(net, x, 20, trace=traced)
+    np.testing.assert_array_equal(res.traces[0, :9, 0], np.load(folder / "output.npy")[0])
+    start = 1
+    for name, gt in (("conv1", "sigma1"), ("conv2", "sigma2")):
+        ours = res.traces[0, :, start:start + sizes[name]]
+        start += sizes[name]
+        np.testing.assert_array_equal(ours, _gt(folder, gt).reshape(20, -1), err_msg=name)
+    out, _ = SpikingNetwork(net)(torch.as_tensor(x), 9)
+    np.testing.assert_array_equal(out.numpy().reshape(-1) * 9, np.load(folder / "output.npy")[0, -1:])
 
 
 def test_ntidigits_axonal_delays_give_lavas_output_spikes(lava_gts, capsys):
@@ -122,8 +149,8 @@ def test_a_dense_network_by_hand_fires_as_lavas_lif_and_reads_out_its_spike_coun
 @pytest.mark.parametrize("layers, message", [
     ([{"type": "input", "shape": [4, 4, 4]}, {"type": "pool", "shape": [4, 2, 2]}],
      "layer/1: pool layers are not imported (lava-dl's netx does not build them either)"),
-    ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), neuron={"type": "SDNN", "vThMant": 1})],
-     "layer/1/neuron: SDNN sigma-delta neurons are not imported"),
+    ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), neuron={"type": "RF_PHASE", "vThMant": 1})],
+     "layer/1/neuron: RF_PHASE resonate-and-fire neurons are not imported"),
     ([{"type": "input", "shape": [2]}, _dense(-np.ones((2, 2)))],
      "layer/1: every weight is <= 0; netx and Lava's Dense then disagree on the sign mode"),
     ([{"type": "input", "shape": [3]}, _dense(np.ones((2, 2)))],
