@@ -96,34 +96,101 @@ def spike_net(seed, interval):
     return _net(pops, projs), None, True
 
 
+def _sd(rng, name, shape, **kw):
+    """A sigma_delta layer as netx builds Lava's SigmaDelta: θ = vThMant x 2^12, bias x 2^12, payload d >> 6."""
+    n = int(np.prod(shape))
+    per = shape[0] if len(shape) == 3 else n
+    b = rng.integers(-4, 6, per) * 2 * 4096.0
+    if len(shape) == 3:
+        b = np.repeat(b, n // shape[0])
+    return Population.make(name, "sigma_delta", shape, float(rng.integers(0, 20)) * 4096, 0.0, b, reset="none",
+                           payload_shift=6, **kw)
+
+
+def sdnn_net(seed, interval):
+    """a_in input (2, 8, 8) -> Delta -> conv 3x3 pad 1 (4, 8, 8) -> conv 3x3 stride 2 (6, 3, 3) -> dense 54 -> 20
+    (per-neuron delays 0-3) -> dense 10 -> a Sigma output of 3 (its σ every step). No restarts (netx gives
+    sigma-delta layers none)."""
+    rng = np.random.default_rng(seed)
+    pops = [Population.make("input", "input", (2, 8, 8)),
+            Population.make("input0", "sigma_delta", (2, 8, 8), float(rng.integers(0, 3)) * 4096, reset="none",
+                            delta_input=True, payload_shift=6),
+            _sd(rng, "conv1", (4, 8, 8), input_wrap=24), _sd(rng, "conv2", (6, 3, 3), input_wrap=24),
+            _sd(rng, "dense4", (20,)), _sd(rng, "dense5", (10,)), Population.make("dense6", "readout", (3,))]
+    projs = [Projection("input0.in", "sparse", "input", "input0", np.full(128, 4096, np.float32),
+                        indptr=np.arange(129), indices=np.arange(128)),
+             Projection("conv1", "conv2d", "input0", "conv1", _weights(rng, (4, 2, 3, 3)) / 64, padding=(1, 1),
+                        delay=1),
+             Projection("conv2", "conv2d", "conv1", "conv2", _weights(rng, (6, 4, 3, 3)) / 64, stride=(2, 2),
+                        delay=1)]
+    projs += _dense_projections("dense4", "conv2", "dense4", _weights(rng, (20, 54)) / 64, rng.integers(0, 4, 20),
+                                scale=1)
+    projs += [Projection("dense5", "dense", "dense4", "dense5", _weights(rng, (10, 20)) / 64, delay=1),
+              Projection("dense6", "dense", "dense5", "dense6", _weights(rng, (3, 10)) / 64, delay=1)]
+    x = rng.integers(-30, 60, (1, 2, 8, 8)).astype(np.float64)
+    return _net(pops, projs), x, "ain"
+
+
 def _net(pops, projs):
     cores, edges = one_population_per_core(pops, projs)
     return Network(pops, projs, cores, edges, {"name": "random-netx"})
 
 
-def _lava(args, path, x, T, schedule, spikes, folder):
-    """Lava's spikes of every layer netx builds, (T, neurons) each in our C order."""
+def _lava(args, path, x, T, schedule, spikes, folder, state=False):
+    """Lava's outputs of every layer netx builds, (T, neurons) each in our C order (and, with state, its layers' σ
+    after the last step)."""
     inp = os.path.join(folder, "x.npy")
     np.save(inp, x)
     out = os.path.join(folder, "lava.npz")
-    cmd = [args.lava_python, RUNNER, path, "--input", inp, "--T", str(T), "--out", out, "--no-state"]
+    cmd = [args.lava_python, RUNNER, path, "--input", inp, "--T", str(T), "--out", out] + ([] if state else
+                                                                                         ["--no-state"])
     if schedule is not None:
         cmd += ["--reset-interval", str(schedule[0]), "--reset-offset", str(schedule[1])]
-    if spikes:
+    if spikes is True:
         cmd.append("--spike-input")
+    elif spikes == "ain":
+        cmd.append("--ain-input")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"Lava failed on {path}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     z = np.load(out)
-    layers = []
+    layers, sigmas = [], []
     for i in range(int(z["num_layers"])):
         a = z[f"layer{i}"]
-        if a.ndim == 4:  # (x, y, c, t) -> (t, c, y, x)
-            a = a.transpose(3, 2, 1, 0)
-        else:
-            a = a.T
-        layers.append(a.reshape(T, -1))
-    return layers
+        layers.append((a.transpose(3, 2, 1, 0) if a.ndim == 4 else a.T).reshape(T, -1))  # (x, y, c, t) -> (t, ...)
+        if f"layer{i}_sigma" in z:
+            sg = z[f"layer{i}_sigma"]
+            sigmas.append((sg.transpose(2, 1, 0) if sg.ndim == 3 else sg).reshape(-1))
+    return (layers, sigmas) if state else layers
+
+
+def check_sdnn(args, name, make, seed, T):
+    """A sigma-delta network: the Sigma output's σ every step and every SigmaDelta layer's σ after the last step,
+    Lava's against ours (payloads are compared through what they add up to downstream)."""
+    net, x, _ = make(seed, None)
+    layers = [p.name for p in net.populations if p.model == "sigma_delta" and not p.delta_input]
+    sizes = {p.name: p.size for p in net.populations}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "net.net")
+        export_netx(net, path)
+        t0 = time.perf_counter()
+        outs, sigmas = _lava(args, path, x[0], T, None, "ain", folder, state=True)
+        lava_s = time.perf_counter() - t0
+    out = net.populations[-1].name
+    traced = [(out, i) for i in range(sizes[out])] + [(n, i) for n in layers for i in range(sizes[n])]
+    res = simulator.run(net, x, T, trace=traced)
+    row = {"network": name, "seed": seed, "T": T, "reset_interval": None, "layers": {}}
+    ours_out = res.traces[0, :, :sizes[out]]
+    row["layers"][out] = {"neurons": sizes[out], "compared": "sigma every step",
+                          "mismatches": int((ours_out != outs[-1]).sum())}
+    start = sizes[out]
+    for n, lava_sigma in zip(layers, sigmas[1:]):  # (the Delta input layer has no σ)
+        ours = res.traces[0, -1, start:start + sizes[n]]
+        start += sizes[n]
+        row["layers"][n] = {"neurons": sizes[n], "compared": "sigma after the last step",
+                            "mismatches": int((ours != lava_sigma).sum())}
+    row["lava_s"] = round(lava_s, 1)
+    return row
 
 
 def check(args, name, make, seed, interval, T):
@@ -170,6 +237,12 @@ def main(argv=None):
                       + ", ".join(f"{k} {v['spikes_ours']}/{v['spikes_lava']}" for k, v in row["layers"].items())
                       + f" spikes (ours/Lava); {bad} mismatches; Lava {row['lava_s']} s", flush=True)
                 write_text(os.path.join(args.out, "netx_lava.json"), json.dumps(rows, indent=1))
+    for seed in range(args.seeds):
+        row = check_sdnn(args, "sdnn-conv-delays", sdnn_net, seed, args.T)
+        rows.append(row)
+        print(f"sdnn-conv-delays seed {seed}: " + ", ".join(f"{k} {v['mismatches']}" for k, v in row["layers"].items())
+              + f" mismatching values; Lava {row['lava_s']} s", flush=True)
+        write_text(os.path.join(args.out, "netx_lava.json"), json.dumps(rows, indent=1))
     total = sum(v["mismatches"] for r in rows for v in r["layers"].values())
     print(f"{len(rows)} networks, {total} mismatching neuron-steps")
     return 0 if total == 0 else 1

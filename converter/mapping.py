@@ -752,6 +752,8 @@ def payload_bits(pop) -> tuple:
         return int(pop.levels) + signed, f"a level value up to 2^{int(pop.levels) - 1}{' and its sign' * signed}"
     if pop.model == "signed":
         return 2, "a sign"
+    if pop.model == "sigma_delta":
+        return 16, "a graded sigma-delta payload (netx's 16-bit messages)"
     return 1, "a binary spike"
 
 

@@ -42,12 +42,32 @@ def _whole(values, where, what, scale=SCALE):
     return out
 
 
-def _neuron(pop):
-    """netx's CUBA neuron group of a loihi cuba population (one value per layer where they are all equal)."""
+SD_SCALE = 4096  # netx's sigma-delta θ and bias: x 2^(spike_exp + state_exp)
+
+
+def _scales(pop):
+    """(weight scale, θ and bias scale) of a layer: Lava's LIF shifts its input and bias by 6 bits; its SigmaDelta
+    adds its input unshifted and scales θ and bias by 2^12."""
+    return (1, SD_SCALE) if pop.model == "sigma_delta" else (SCALE, SCALE)
+
+
+def _neuron(pop, conv=False):
+    """netx's neuron group of a loihi cuba population (CUBA) or a sigma_delta one (SDNN), one value per layer where
+    they are all equal."""
     where = f"population {pop.name!r}"
+    if pop.model == "sigma_delta":
+        if pop.payload_shift != 6 or pop.input_wrap != (24 if conv else 0) or pop.reset_every:
+            raise NetxExportError(f"{where}: netx's SigmaDelta sends d >> 6 and wraps a conv layer's input (only) at "
+                                  f"24 bits, with no restarts; this one: payload_shift {pop.payload_shift}, input_wrap "
+                                  f"{pop.input_wrap}, reset_every {pop.reset_every}")
+        theta = _whole(np.unique(pop.threshold), where, "threshold", SD_SCALE)
+        if theta.size != 1:
+            raise NetxExportError(f"{where}: the threshold differs between neurons; netx writes one per layer")
+        return {"type": "SDNN", "activation": "relu", "vThMant": int(theta[0])}
     if pop.model != "cuba" or pop.arithmetic != "loihi":
         raise NetxExportError(f"{where}: a {pop.model!r} population{' in float arithmetic' * (pop.model == 'cuba')}; "
-                              "netx describes cuba neurons in Loihi's arithmetic (import-lava's networks)")
+                              "netx describes cuba neurons in Loihi's arithmetic and sigma_delta neurons "
+                              "(import-lava's networks)")
     if np.any(pop.v_init != 0):
         raise NetxExportError(f"{where}: initial membranes other than 0 (netx starts every neuron at 0)")
 
@@ -66,7 +86,7 @@ def _neuron(pop):
 
 def _bias(pop, where):
     """The layer's bias in netx units: per neuron, or per channel for a (C, H, W) layer whose channels share one."""
-    b = _whole(pop.bias, where, "bias")
+    b = _whole(pop.bias, where, "bias", _scales(pop)[1])
     if len(pop.shape) == 3:
         per = b.reshape(pop.shape[0], -1)
         if np.all(per == per[:, :1]):
@@ -88,26 +108,30 @@ def _feed(net, pop):
         raise NetxExportError(f"population {pop.name!r}: fed by {sorted(sources)}; a netx layer reads the one before "
                               "it")
     src = net.populations[net.index_of(next(iter(sources)))]
-    w_rec = None if not rec else _whole(rec[0].weight, f"projection {rec[0].name!r}", "weight")
+    scale = _scales(pop)[0] if pop.model != "readout" else (1 if src.model == "sigma_delta" else SCALE)
+
+    def weight(q):
+        return _whole(q.weight, f"projection {q.name!r}", "weight", scale)
+
+    w_rec = None if not rec else weight(rec[0])
     if len(fwd) == 1 and fwd[0].kind == "conv2d":
         q = fwd[0]
         if q.delay != 1:
             raise NetxExportError(f"projection {q.name!r}: delay {q.delay}; netx's conv layers take no delay (1: "
                                   "the synapse's own step)")
-        return "conv", src, _whole(q.weight, f"projection {q.name!r}", "weight"), q, None, w_rec
+        return "conv", src, weight(q), q, None, w_rec
     if len(fwd) == 1 and fwd[0].kind == "dense":
         q = fwd[0]
         if q.delay < 1 or q.delay > 63:
             raise NetxExportError(f"projection {q.name!r}: delay {q.delay}; netx's axonal delays are 0 to 62 steps "
                                   "after the synapse's own one")
-        return "dense", src, _whole(q.weight, f"projection {q.name!r}", "weight"), None, \
-            (np.full(pop.size, q.delay - 1) if q.delay > 1 else None), w_rec
+        return "dense", src, weight(q), None, (np.full(pop.size, q.delay - 1) if q.delay > 1 else None), w_rec
     if all(q.kind == "sparse" for q in fwd):  # the importer's per-neuron delays: one sparse projection per delay
         w = np.zeros((pop.size, src.size))
         delay = np.zeros(pop.size, np.int64)
         for q in fwd:
             rows = np.repeat(np.arange(src.size), np.diff(q.indptr))
-            w[q.indices, rows] = _whole(q.weight, f"projection {q.name!r}", "weight")
+            w[q.indices, rows] = weight(q)
             delay[np.unique(q.indices)] = q.delay - 1
         return "dense", src, w, None, delay, w_rec
     raise NetxExportError(f"population {pop.name!r}: fed by {', '.join(q.kind for q in fwd)} projections; netx "
@@ -120,15 +144,17 @@ def export_netx(net, path):
     layers, restarts = [], []  # (reset_every, reset_phase) of each layer netx builds, in order
     pops = net.populations
     first = pops[1] if len(pops) > 1 else None
-    fed_input = first is not None and first.model == "cuba" and [q.source for q in net.incoming(first.name)] == \
-        [pops[0].name]
-    if fed_input:  # netx's input layer: the sample as its bias (a diagonal of 64s from the input)
-        q = net.incoming(first.name)[0]
-        diagonal = q.kind == "sparse" and np.array_equal(q.indices, np.arange(first.size)) and \
-            np.array_equal(q.indptr, np.arange(first.size + 1)) and np.all(q.weight == SCALE)
-        if not diagonal or q.delay != 0 or np.any(first.bias != 0) or np.any(first.syn_decay != 0):
-            raise NetxExportError(f"population {first.name!r}: netx's input layer takes the sample as its bias (one "
-                                  "synapse of 64 per neuron from the input, no delay, no bias, no current memory)")
+    fed_input = first is not None and first.model in ("cuba", "sigma_delta") and \
+        [q.source for q in net.incoming(first.name)] == [pops[0].name]
+    if fed_input and first.model == "sigma_delta":  # netx's Delta input layer: the sample x 2^12, its change sent
+        _input_diagonal(net, first, SD_SCALE, first.delta_input and not np.any(first.bias),
+                        "the sample x 2^12 as its activation (delta_input, one synapse of 4096 per neuron, no bias)")
+        layers.append({"type": "input", "shape": list(first.shape), "neuron": _neuron(first)})
+        chain = pops[2:]
+    elif fed_input:  # netx's input layer: the sample as its bias (a diagonal of 64s from the input)
+        _input_diagonal(net, first, SCALE, not np.any(first.bias) and not np.any(first.syn_decay),
+                        "the sample as its bias (one synapse of 64 per neuron from the input, no bias, no current "
+                        "memory)")
         layers.append({"type": "input", "shape": list(first.shape), "neuron": dict(_neuron(first), iDecay=4096)})
         restarts.append((first.reset_every, first.reset_phase))
         chain = pops[2:]
@@ -145,20 +171,27 @@ def export_netx(net, path):
             if len(feeds) == 1 and feeds[0].kind == "identity" and feeds[0].delay == 0:
                 break  # counting the last layer's spikes: netx's output is those spikes
             if len(feeds) == 1 and feeds[0].kind == "dense" and feeds[0].delay == 1:
-                w = _whole(feeds[0].weight, f"projection {feeds[0].name!r}", "weight")
+                sigma = net.population(feeds[0].source).model == "sigma_delta"  # netx's Sigma output layer
+                w = _whole(feeds[0].weight, f"projection {feeds[0].name!r}", "weight", 1 if sigma else SCALE)
                 if len(prev_shape) == 3:
                     layers.append({"type": "flatten", "shape": [int(np.prod(prev_shape)), 1, 1]})
+                if sigma and (np.any(pop.bias) or pop.reset_every):
+                    raise NetxExportError(f"{where}: netx's Sigma output takes no bias and no restarts")
+                neuron = {"type": "SDNN", "activation": "relu", "vThMant": 0, "sigma_output": True} if sigma else \
+                    {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "vThMant": MAX_THRESHOLD, "refDelay": 1,
+                     "gradedSpike": False}
                 layers.append({"type": "dense", "shape": [pop.size], "inFeatures": w.shape[1],
-                               "outFeatures": w.shape[0], "weight": w, "bias": _whole(pop.bias, where, "bias"),
-                               "neuron": {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "vThMant": MAX_THRESHOLD,
-                                          "refDelay": 1, "gradedSpike": False}})
-                restarts.append((pop.reset_every, pop.reset_phase))
+                               "outFeatures": w.shape[0], "weight": w, "neuron": neuron,
+                               **({} if sigma else {"bias": _whole(pop.bias, where, "bias")})})
+                if not sigma:
+                    restarts.append((pop.reset_every, pop.reset_phase))
                 break
             raise NetxExportError(f"{where}: a readout netx can describe counts the last layer's spikes (identity) "
                                   "or integrates one dense projection from it delivered a step later")
-        neuron = _neuron(pop)
         kind, src, w, conv, delay, w_rec = _feed(net, pop)
-        restarts.append((pop.reset_every, pop.reset_phase))
+        neuron = _neuron(pop, conv=kind == "conv")
+        if pop.model != "sigma_delta":  # (netx gives sigma-delta layers no restarts)
+            restarts.append((pop.reset_every, pop.reset_phase))
         if kind == "conv":
             if len(prev_shape) != 3:
                 raise NetxExportError(f"{where}: a conv layer after a flat layer")
@@ -183,6 +216,15 @@ def export_netx(net, path):
     schedule = _schedule(restarts)
     write_layers(path, layers)
     return schedule
+
+
+def _input_diagonal(net, first, weight, ok, what):
+    """Refuse an input layer that is not netx's: one synapse of `weight` per neuron from the input, no delay."""
+    q = net.incoming(first.name)[0]
+    diagonal = q.kind == "sparse" and np.array_equal(q.indices, np.arange(first.size)) and \
+        np.array_equal(q.indptr, np.arange(first.size + 1)) and np.all(q.weight == weight)
+    if not (diagonal and q.delay == 0 and ok):
+        raise NetxExportError(f"population {first.name!r}: netx's input layer takes {what}")
 
 
 def write_layers(path, layers):
@@ -213,7 +255,7 @@ def _schedule(restarts):
     """(reset_interval, reset_offset) netx's Network gives these layers (layer k restarts at phase offset + k), or
     None when none restarts; refused when the layers' restarts follow another pattern."""
     every = {e for e, _ in restarts}
-    if every == {0}:
+    if every <= {0}:
         return None
     interval = restarts[0][0]
     offset = restarts[0][1]

@@ -24,8 +24,14 @@ reproduced (Lava's LIF has neither). What Lava would compute differently from th
 naming the layer: dense weights all <= 0 (netx and Lava disagree on their sign mode and the result is not a
 weighted sum), a conv layer whose input could exceed the 24-bit range Lava wraps it in, dilation, per-channel
 conv delays. Layers netx itself cannot build (pool, average, concat, convT, unpool) and neurons other than
-CUBA / LOIHI (sigma-delta, resonate-and-fire, ALIF) are refused, naming the layer; `layers=` imports the first
+CUBA / LOIHI and SDNN (resonate-and-fire, ALIF) are refused, naming the layer; `layers=` imports the first
 layers only (netx's num_layers).
+
+SDNN layers (Lava's sigma-delta neurons, as netx builds them with its defaults spike_exp = state_exp = 6): the input
+layer is a Delta (`sigma_delta` with delta_input: the sample, x 2^12, is its activation; the samples are what Lava
+sends to the input neurons' a_in), hidden layers SigmaDelta (σ += W·payloads, ReLU(σ + 2^12·bias), θ = 2^12·vThMant,
+payloads d >> 6; a conv layer's input wrapped at 24 bits as Lava's conv synapse wraps it), a `sigma_output` layer the
+readout (Lava's Sigma sends σ; the readout reports σ(T) / T); netx's reset_interval does not apply to them.
 
 Hostile files: external links and storage and virtual datasets are refused (h5safe), as is more data in all
 than the file format's SPIKEFORGE_MAX_DATASET_BYTES, before anything is read.
@@ -280,6 +286,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                                        or reset_interval < 1):
         raise NetxImportError(f"reset_interval must be a whole number of steps >= 1, got {reset_interval!r}")
     built = [0]  # layers built so far (netx's reset offset grows by one per layer)
+    warned = []
 
     def restart():
         if reset_interval is None:
@@ -352,7 +359,8 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         scale = 1 if sdnn else SCALE  # Lava's SigmaDelta adds its input unshifted; its LIF shifts it left by 6
         if sdnn and kind == "dense_rec":
             raise NetxImportError(f"{where}: dense_rec with sigma-delta neurons is not imported")
-        if sdnn and reset_interval is not None and not built[0]:
+        if sdnn and reset_interval is not None and not warned:
+            warned.append(where)
             _warn(f"{where}: netx ignores reset_interval for sigma-delta layers; so does this import")
         if kind == "conv":
             if len(prev_shape) != 3 or len(shape) != 3:

@@ -42,6 +42,7 @@ NO_NIR_EQUIVALENT = {
     "ec": "expectation-compensation compute nodes have no NIR node",
     "ec_matmul": "EC matrix products of two spiking operands have no NIR node",
     "maxpool": "spiking max pooling (gating by spike counts) has no NIR node",
+    "sigma_delta": "sigma-delta neurons send graded changes of their activation, which NIR's spikes cannot carry",
 }
 MAX_DENSE_EXPORT = 2**26  # sparse projections are written as dense Affine weights up to this many entries
 

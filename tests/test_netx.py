@@ -290,3 +290,33 @@ def test_export_lava_refuses_what_netx_cannot_describe_naming_it(tmp_path, train
     assert "population 'fc1_act': a 'if' population; netx describes cuba neurons in Loihi's arithmetic" in err or \
         "a 'if' population; netx describes cuba neurons in Loihi's arithmetic" in err, err
     assert not (tmp_path / "if.net").exists()
+
+
+def test_export_lava_writes_pilotnet_sdnn_back_value_for_value(lava_gts, tmp_path, capsys):
+    """PilotNet SDNN imported and exported: every weight, bias, threshold, shape and kernel geometry lava-dl wrote,
+    the Sigma output marked; imported again it computes the same output."""
+    src = lava_gts / "pilotnet_sdnn" / "network.net"
+    assert main(["import-lava", str(src), str(tmp_path / "a.h5")]) == 0
+    assert main(["export-lava", str(tmp_path / "a.h5"), str(tmp_path / "a.net")]) == 0
+    assert "reset_interval" not in capsys.readouterr().out
+    mine, theirs = ([v for v in _layer_values(p).values() if v["type"][0] != b"flatten"]
+                    for p in (tmp_path / "a.net", src))
+    assert len(mine) == len(theirs)
+    for i in range(len(mine)):
+        for key, value in mine[i].items():
+            expected = theirs[i].get(key)
+            if key == "shape" and len(value) != 3:
+                expected = [np.prod(expected)]
+            if key == "bias" and expected is None:
+                assert not np.any(value)
+                continue
+            if key == "neuron/vThMant" and i == len(mine) - 1:  # Lava's Sigma output has no threshold
+                continue
+            np.testing.assert_array_equal(np.asarray(value).reshape(-1), np.asarray(expected).reshape(-1),
+                                          err_msg=f"layer {i} {key}")
+    with h5py.File(tmp_path / "a.net") as f:
+        assert bool(f[f"layer/{len(f['layer']) - 1}/neuron/sigma_output"][()])
+    assert main(["import-lava", str(tmp_path / "a.net"), str(tmp_path / "b.h5")]) == 0
+    a, b = simulator.load_network(tmp_path / "a.h5"), simulator.load_network(tmp_path / "b.h5")
+    x = np.load(lava_gts / "pilotnet_sdnn" / "input.npy")[..., 0].transpose(2, 1, 0)[None].astype(np.float64)
+    np.testing.assert_array_equal(simulator.run(a, x, 6).output, simulator.run(b, x, 6).output)

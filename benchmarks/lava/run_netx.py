@@ -66,6 +66,9 @@ def main(argv=None):
     ap.add_argument('--layers', type=int, default=None,
                     help='num_layers passed to netx.hdf5.Network')
     ap.add_argument('--spike-input', action='store_true')
+    ap.add_argument('--ain-input', action='store_true',
+                    help='X.npy (HDF5 order) sent every step straight to the input layer neuron\'s a_in (a '
+                         'sigma-delta network\'s input, as lava-dl\'s PilotNet SDNN test feeds it)')
     ap.add_argument('--no-state', action='store_true',
                     help='do not read v/u after the run (saves ~30 us per '
                          'neuron and variable)')
@@ -85,7 +88,14 @@ def main(argv=None):
     print(net)
     x = np.load(a.input)
 
-    if a.spike_input:
+    if a.ain_input:
+        b = np.asarray(x)
+        if b.ndim > 1:
+            b = b.transpose(tuple(range(b.ndim))[::-1])  # (C,H,W)->(W,H,C)
+        data = np.repeat(np.round(b).astype(int)[..., None], T, axis=-1)
+        source = io.source.RingBuffer(data=data)
+        source.s_out.connect(net.in_layer.neuron.a_in)
+    elif a.spike_input:
         shape = tuple(net.inp.shape)
         if x.ndim == 2 and len(shape) > 1:
             x = x.reshape(shape + (x.shape[-1],))
@@ -133,7 +143,7 @@ def main(argv=None):
             res[f'layer{i}_shape'] = np.array(layer.out.shape)
             res[f'layer{i}_type'] = np.array(type(layer).__name__)
             if not a.no_state:
-                for var in ('v', 'u'):
+                for var in ('v', 'u', 'sigma', 'act'):
                     if hasattr(layer.neuron, var):
                         res[f'layer{i}_{var}'] = getattr(layer.neuron,
                                                          var).get()
