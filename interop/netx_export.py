@@ -188,8 +188,8 @@ def export_netx(net, path):
                 break
             raise NetxExportError(f"{where}: a readout netx can describe counts the last layer's spikes (identity) "
                                   "or integrates one dense projection from it delivered a step later")
+        neuron = _neuron(pop, conv=any(q.kind == "conv2d" for q in net.incoming(pop.name)))  # the model first
         kind, src, w, conv, delay, w_rec = _feed(net, pop)
-        neuron = _neuron(pop, conv=kind == "conv")
         if pop.model != "sigma_delta":  # (netx gives sigma-delta layers no restarts)
             restarts.append((pop.reset_every, pop.reset_phase))
         if kind == "conv":
