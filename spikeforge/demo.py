@@ -52,20 +52,22 @@ def _demo(out_dir, shown_path, epochs, steps, seed, test_samples):
     print(f"      wrote {shown_path}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")
     print("      mapping it onto each built-in target by the target's own rule:")
-    fits = _fitting_targets(net, [hwmodels.load_target(t) for t in hwmodels.available()])
+    left_out = []
+    fits = _fitting_targets(net, [hwmodels.load_target(t) for t in hwmodels.available()], left_out)
     print(f"[3/4] simulating {len(xte)} test digits for T in {list(steps)} on each target's mapping ...")
     bar = tqdm(total=len(xte) * len(steps) * len(fits), desc="samples x T x targets", disable=None)
     rows, runs, ann_cost, mappings = evaluate_mapped(fits, xte.numpy(), yte.numpy(), list(steps), bar.update)
     bar.close()
     print(f"[4/4] writing the report for {', '.join(f.target.name for f in fits)} ...")
     table = write_report(out_dir, "digits-resnet", rows, runs, ann_cost, net, len(xte), ann_acc=ann,
-                         encoding="direct", mappings=mappings)
+                         encoding="direct", mappings=mappings, left_out=left_out)
     return rows, table, ann
 
 
-def _fitting_targets(net, targets):
+def _fitting_targets(net, targets, left_out):
     """[spikeforge.fit.Fitted] of the targets the network maps onto (each by its own rule), each with its mapped
-    network (what its figures are priced on), printing its cores there or why it does not fit."""
+    network (what its figures are priced on), printing its cores there or why it does not fit (and adding that
+    to left_out as (target name, why))."""
     from spikeforge.converter.mapping import NO_SPLIT, MappingError, map_network
     from spikeforge.fit import Fitted
 
@@ -79,6 +81,7 @@ def _fitting_targets(net, targets):
                 why += (f"; it fits once these layers are split into partial sums (spikeforge convert --target "
                         f"{t.name}), but this report prices the network as converted")
             print(f"      {t.name}: does not fit, left out of the report: {why}")
+            left_out.append((t.name, why))
             continue
         print(f"      {t.name}: fits on {placed.cores.slots()} cores (mapping rule: {t.mapping})")
         fits.append(Fitted(t, placed, f"mapped for {t.name} by the demo ({placed.cores.slots()} cores, "
