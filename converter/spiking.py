@@ -117,8 +117,8 @@ class SigmaDeltaNeurons(IFNeurons):
     (delta_input: a = I - bias); d = a - a_prev + r; |d| >= θ, d != 0: payload floor(d / 2^shift), r = 0; else r = d.
     Returns 1 where an event leaves; `value` gives the payloads."""
 
-    def __init__(self, threshold, bias, delta_input, shift, wrap):
-        super().__init__(threshold, torch.zeros_like(threshold))
+    def __init__(self, threshold, v_init, bias, delta_input, shift, wrap):
+        super().__init__(threshold, v_init)
         self.bias, self.delta_input, self.shift, self.wrap = bias, delta_input, shift, wrap
 
     def reset_state(self, batch):
@@ -270,8 +270,8 @@ class SpikingNetwork(nn.Module):
                     p.spike_value == "unit", p.threshold_test == "gt",
                     self.biases[p.name] if p.arithmetic == "loihi" else None)
             elif p.model == "sigma_delta":
-                self.neurons[p.name] = SigmaDeltaNeurons(theta, self.biases[p.name], p.delta_input, p.payload_shift,
-                                                         p.input_wrap == 24)
+                self.neurons[p.name] = SigmaDeltaNeurons(theta, v0, self.biases[p.name], p.delta_input,
+                                                         p.payload_shift, p.input_wrap == 24)
             elif p.model == "group":
                 self.neurons[p.name] = GroupNeurons(theta, v0, p.tau, p.reset)
             elif p.model == "signed":

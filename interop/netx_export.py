@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from spikeforge.errors import UserError
+from spikeforge.interop.netx_import import check_dense_weights
 
 __all__ = ["NetxExportError", "export_netx", "write_layers"]
 
@@ -56,6 +57,8 @@ def _neuron(pop, conv=False):
     they are all equal."""
     where = f"population {pop.name!r}"
     if pop.model == "sigma_delta":
+        if np.any(pop.v_init != 0):
+            raise NetxExportError(f"{where}: initial sums other than 0 (netx starts every neuron at 0)")
         if pop.payload_shift != 6 or pop.input_wrap != (24 if conv else 0) or pop.reset_every:
             raise NetxExportError(f"{where}: netx's SigmaDelta sends d >> 6 and wraps a conv layer's input (only) at "
                                   f"24 bits, with no restarts; this one: payload_shift {pop.payload_shift}, input_wrap "
@@ -70,6 +73,8 @@ def _neuron(pop, conv=False):
                               "(import-lava's networks)")
     if np.any(pop.v_init != 0):
         raise NetxExportError(f"{where}: initial membranes other than 0 (netx starts every neuron at 0)")
+    if pop.spike_value != "unit":
+        raise NetxExportError(f"{where}: its spikes carry θ; Lava's LIF sends 1 (spike_value 'unit')")
 
     def one(values, what):
         values = np.asarray(values, np.float64)
@@ -95,8 +100,9 @@ def _bias(pop, where):
     return b
 
 
-def _feed(net, pop):
-    """(kind, source, weight (netx units), conv geometry or None, per-neuron delays or None, recurrent weight)."""
+def _feed(net, pop, prev):
+    """(kind, source, weight (netx units), conv geometry or None, per-neuron delays or None, recurrent weight) of a
+    layer fed by `prev` (the layer before it in netx's chain)."""
     incoming = net.incoming(pop.name)
     rec = [q for q in incoming if net.recurrent(q)]
     fwd = [q for q in incoming if not net.recurrent(q)]
@@ -104,9 +110,9 @@ def _feed(net, pop):
         raise NetxExportError(f"population {pop.name!r}: netx's recurrence is one dense projection onto the layer "
                               "itself, delivered a step later")
     sources = {q.source for q in fwd}
-    if len(sources) != 1:
+    if sources != {prev}:
         raise NetxExportError(f"population {pop.name!r}: fed by {sorted(sources)}; a netx layer reads the one before "
-                              "it")
+                              f"it ({prev!r}) and nothing else")
     src = net.populations[net.index_of(next(iter(sources)))]
     scale = _scales(pop)[0] if pop.model != "readout" else (1 if src.model == "sigma_delta" else SCALE)
 
@@ -125,15 +131,23 @@ def _feed(net, pop):
         if q.delay < 1 or q.delay > 63:
             raise NetxExportError(f"projection {q.name!r}: delay {q.delay}; netx's axonal delays are 0 to 62 steps "
                                   "after the synapse's own one")
-        return "dense", src, weight(q), None, (np.full(pop.size, q.delay - 1) if q.delay > 1 else None), w_rec
+        w = weight(q)
+        check_dense_weights(w, f"projection {q.name!r}", NetxExportError)
+        return "dense", src, w, None, (np.full(pop.size, q.delay - 1) if q.delay > 1 else None), w_rec
     if all(q.kind == "sparse" for q in fwd):  # the importer's per-neuron delays: one sparse projection per delay
         w = np.zeros((pop.size, src.size))
-        delay = np.zeros(pop.size, np.int64)
+        delay = np.full(pop.size, -1, np.int64)
         for q in fwd:
+            reached = np.unique(q.indices)
+            if q.delay < 1 or q.delay > 63 or np.any(delay[reached] >= 0):
+                raise NetxExportError(f"projection {q.name!r}: netx's per-neuron delays need each neuron reached at "
+                                      f"one delay of 1 to 63 steps (this one: {q.delay}, or a neuron another "
+                                      "projection reaches too)")
             rows = np.repeat(np.arange(src.size), np.diff(q.indptr))
-            w[q.indices, rows] = weight(q)
-            delay[np.unique(q.indices)] = q.delay - 1
-        return "dense", src, w, None, delay, w_rec
+            np.add.at(w, (q.indices, rows), weight(q))
+            delay[reached] = q.delay - 1
+        check_dense_weights(w, f"population {pop.name!r}", NetxExportError)
+        return "dense", src, w, None, np.maximum(delay, 0), w_rec
     raise NetxExportError(f"population {pop.name!r}: fed by {', '.join(q.kind for q in fwd)} projections; netx "
                           "layers are dense or conv")
 
@@ -144,23 +158,25 @@ def export_netx(net, path):
     layers, restarts = [], []  # (reset_every, reset_phase) of each layer netx builds, in order
     pops = net.populations
     first = pops[1] if len(pops) > 1 else None
-    fed_input = first is not None and first.model in ("cuba", "sigma_delta") and \
-        [q.source for q in net.incoming(first.name)] == [pops[0].name]
-    if fed_input and first.model == "sigma_delta":  # netx's Delta input layer: the sample x 2^12, its change sent
-        _input_diagonal(net, first, SD_SCALE, first.delta_input and not np.any(first.bias),
-                        "the sample x 2^12 as its activation (delta_input, one synapse of 4096 per neuron, no bias)")
-        layers.append({"type": "input", "shape": list(first.shape), "neuron": _neuron(first)})
-        chain = pops[2:]
-    elif fed_input:  # netx's input layer: the sample as its bias (a diagonal of 64s from the input)
-        _input_diagonal(net, first, SCALE, not np.any(first.bias) and not np.any(first.syn_decay),
-                        "the sample as its bias (one synapse of 64 per neuron from the input, no bias, no current "
-                        "memory)")
-        layers.append({"type": "input", "shape": list(first.shape), "neuron": dict(_neuron(first), iDecay=4096)})
-        restarts.append((first.reset_every, first.reset_phase))
-        chain = pops[2:]
-    else:
+    if first is not None and _diagonal_from_input(net, first):
+        if first.model == "sigma_delta":  # netx's Delta input layer: the sample x 2^12, its change sent
+            if not (first.delta_input and np.all(net.incoming(first.name)[0].weight == SD_SCALE)
+                    and not np.any(first.bias)):
+                raise NetxExportError(f"population {first.name!r}: netx's input layer takes the sample x 2^12 as its "
+                                      "activation (delta_input, one synapse of 4096 per neuron, no bias)")
+            layers.append({"type": "input", "shape": list(first.shape), "neuron": _neuron(first)})
+        else:  # netx's input layer: the sample as its bias (a diagonal of 64s from the input)
+            if not (first.model == "cuba" and np.all(net.incoming(first.name)[0].weight == SCALE)
+                    and not np.any(first.bias) and not np.any(first.syn_decay)):
+                raise NetxExportError(f"population {first.name!r}: netx's input layer takes the sample as its bias "
+                                      "(a cuba population in Loihi's arithmetic, one synapse of 64 per neuron from the "
+                                      "input, no bias, no current memory)")
+            layers.append({"type": "input", "shape": list(first.shape), "neuron": dict(_neuron(first), iDecay=4096)})
+            restarts.append((first.reset_every, first.reset_phase))
+        chain, prev = pops[2:], first.name
+    else:  # spikes straight from the input
         layers.append({"type": "input", "shape": list(pops[0].shape)})
-        chain = pops[1:]
+        chain, prev = pops[1:], pops[0].name
     prev_shape = layers[0]["shape"]
     for k, pop in enumerate(chain):
         where = f"population {pop.name!r}"
@@ -168,6 +184,8 @@ def export_netx(net, path):
             if k != len(chain) - 1:
                 raise NetxExportError(f"{where}: a readout before the last population")
             feeds = net.incoming(pop.name)
+            if [q.source for q in feeds] != [prev]:
+                raise NetxExportError(f"{where}: a netx output reads the last layer ({prev!r}) alone")
             if len(feeds) == 1 and feeds[0].kind == "identity" and feeds[0].delay == 0:
                 break  # counting the last layer's spikes: netx's output is those spikes
             if len(feeds) == 1 and feeds[0].kind == "dense" and feeds[0].delay == 1:
@@ -189,7 +207,10 @@ def export_netx(net, path):
             raise NetxExportError(f"{where}: a readout netx can describe counts the last layer's spikes (identity) "
                                   "or integrates one dense projection from it delivered a step later")
         neuron = _neuron(pop, conv=any(q.kind == "conv2d" for q in net.incoming(pop.name)))  # the model first
-        kind, src, w, conv, delay, w_rec = _feed(net, pop)
+        if pop.model == "sigma_delta" and pop.delta_input:
+            raise NetxExportError(f"{where}: a sigma-delta layer whose activation is its input (delta_input) is "
+                                  "netx's input layer only")
+        kind, src, w, conv, delay, w_rec = _feed(net, pop, prev)
         if pop.model != "sigma_delta":  # (netx gives sigma-delta layers no restarts)
             restarts.append((pop.reset_every, pop.reset_phase))
         if kind == "conv":
@@ -210,7 +231,7 @@ def export_netx(net, path):
             if w_rec is not None:
                 layer["weight_rec"] = w_rec
             layers.append(layer)
-        prev_shape = list(pop.shape)
+        prev_shape, prev = list(pop.shape), pop.name
     else:
         raise NetxExportError("the network ends without a readout")
     schedule = _schedule(restarts)
@@ -218,13 +239,15 @@ def export_netx(net, path):
     return schedule
 
 
-def _input_diagonal(net, first, weight, ok, what):
-    """Refuse an input layer that is not netx's: one synapse of `weight` per neuron from the input, no delay."""
-    q = net.incoming(first.name)[0]
-    diagonal = q.kind == "sparse" and np.array_equal(q.indices, np.arange(first.size)) and \
-        np.array_equal(q.indptr, np.arange(first.size + 1)) and np.all(q.weight == weight)
-    if not (diagonal and q.delay == 0 and ok):
-        raise NetxExportError(f"population {first.name!r}: netx's input layer takes {what}")
+def _diagonal_from_input(net, first):
+    """Whether `first` is fed by the input alone through one synapse per neuron, no delay: netx's input layer as
+    import-lava builds it (a layer fed otherwise reads the input's spikes: a netx input without a neuron group)."""
+    feeds = net.incoming(first.name)
+    if len(feeds) != 1 or feeds[0].source != net.populations[0].name or feeds[0].kind != "sparse" or feeds[0].delay:
+        return False
+    q = feeds[0]
+    return first.size == net.populations[0].size and np.array_equal(q.indices, np.arange(first.size)) and \
+        np.array_equal(q.indptr, np.arange(first.size + 1))
 
 
 def write_layers(path, layers):

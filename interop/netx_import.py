@@ -73,8 +73,20 @@ def _warn(message):
 
 def _text(value) -> str:
     value = np.asarray(value)
+    if value.size == 0:
+        return ""
     value = value.reshape(-1)[0] if value.shape else value[()]
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _flag(group, key, where) -> bool:
+    """A boolean dataset of a neuron group (False when absent)."""
+    if key not in group:
+        return False
+    value = np.asarray(_read(group, key, where)).reshape(-1)
+    if value.size != 1 or value.dtype.kind not in "biuf":
+        raise NetxImportError(f"{where}/{key}: must be one boolean, got {value!r}")
+    return bool(value[0])
 
 
 def _read(group, key, where):
@@ -109,10 +121,10 @@ def _neuron(layer, where):
         theta = _ints(_read(g, "vThMant", f"{where}/neuron"), f"{where}/neuron/vThMant", "vThMant")
         if any(v < 0 for v in theta):
             raise NetxImportError(f"{where}/neuron/vThMant: {theta[0]} below 0")
-        if "activation" in g and _text(g["activation"][()]) != "relu":
-            _warn(f"{where}: activation {_text(g['activation'][()])!r} is ignored by netx (Lava's SigmaDelta "
-                  "applies ReLU); imported as Lava runs it")
-        output = "sigma_output" in g and bool(np.asarray(g["sigma_output"][()]).reshape(-1)[0])
+        if "activation" in g and _text(_read(g, "activation", f"{where}/neuron")) != "relu":
+            _warn(f"{where}: activation {_text(_read(g, 'activation', where))!r} is ignored by netx (Lava's "
+                  "SigmaDelta applies ReLU); imported as Lava runs it")
+        output = _flag(g, "sigma_output", f"{where}/neuron")
         return {"type": "SDNN", "vThMant": np.asarray(theta, np.float64), "sigma_output": output}
     if kind not in NEURON_TYPES:
         what = {"RF_PHASE": "resonate-and-fire neurons",
@@ -128,9 +140,10 @@ def _neuron(layer, where):
             raise NetxImportError(f"{where}/neuron/{key}: {vals[0] if len(vals) == 1 else vals} outside "
                                   f"[{lo}, {hi}], what Lava's LIF takes")
         out[key] = np.asarray(vals, np.float64)
-    if "gradedSpike" in g and bool(np.asarray(g["gradedSpike"][()]).reshape(-1)[0]):
+    if _flag(g, "gradedSpike", f"{where}/neuron"):
         _warn(f"{where}: gradedSpike is set, but Lava's LIF (and netx) send binary spikes; imported as Lava runs it")
-    if "refDelay" in g and any(v > 1 for v in _ints(g["refDelay"][()], f"{where}/neuron/refDelay", "refDelay")):
+    if "refDelay" in g and any(v > 1 for v in _ints(_read(g, "refDelay", f"{where}/neuron"),
+                                                    f"{where}/neuron/refDelay", "refDelay")):
         _warn(f"{where}: refDelay > 1 is ignored by netx (Lava's LIF has no refractory hold); imported as Lava "
               "runs it")
     return out
@@ -138,17 +151,8 @@ def _neuron(layer, where):
 
 def _cuba(name, shape, neuron, bias, where, **restart):
     """A cuba population in Loihi's arithmetic with the layer's decays, θ and bias (Lava's 2^6 scale applied)."""
-    n = int(np.prod(shape))
-
     def per_neuron(values, what):
-        values = np.asarray(values, np.float64).reshape(-1)
-        if values.size == 1:
-            return np.full(n, values[0])
-        if shape and len(shape) == 3 and values.size == shape[0]:  # per channel
-            return np.repeat(values, n // shape[0])
-        if values.size == n:
-            return values
-        raise NetxImportError(f"{where}: {what} has {values.size} values for a layer of shape {tuple(shape)}")
+        return _broadcast(values, shape, where, what)
 
     return Population.make(name, "cuba", shape, per_neuron(neuron["vThMant"], "vThMant") * SCALE, 0.0,
                            per_neuron(bias, "bias") * SCALE, reset="zero",
@@ -160,10 +164,8 @@ def _cuba(name, shape, neuron, bias, where, **restart):
 def _sigma_delta(name, shape, neuron, bias, where, delta_input=False, wrap=False):
     """A sigma_delta population as netx builds Lava's SigmaDelta (Delta for the input layer): θ and bias x 2^12
     (spike_exp + state_exp, netx's defaults), payloads d >> 6 (state_exp); a conv layer's input wraps at 24 bits."""
-    n = int(np.prod(shape))
-    theta = np.asarray(neuron["vThMant"], np.float64).reshape(-1)
-    theta = np.full(n, theta[0]) if theta.size == 1 else _broadcast(theta, shape)
-    return Population.make(name, "sigma_delta", shape, theta * SD_SCALE, 0.0, _broadcast(bias, shape) * SD_SCALE,
+    theta = _broadcast(neuron["vThMant"], shape, where, "vThMant")
+    return Population.make(name, "sigma_delta", shape, theta * SD_SCALE, 0.0, _broadcast(bias, shape, where) * SD_SCALE,
                            reset="none", delta_input=delta_input, payload_shift=6, input_wrap=24 if wrap else 0)
 
 
@@ -173,7 +175,7 @@ def _dense_weight(layer, where, n_in, n_out):
     w = np.asarray(_read(layer, "weight", where), np.float64)
     if "weight/real" in layer or w.dtype.kind == "c":
         raise NetxImportError(f"{where}: complex weights are not imported")
-    if w.ndim == 1:
+    if w.ndim == 1 and w.size % n_out == 0:
         w = w.reshape(n_out, -1)
     if w.shape != (n_out, n_in):
         raise NetxImportError(f"{where}: weight of shape {w.shape}, expected ({n_out}, {n_in}) for "
@@ -184,10 +186,20 @@ def _dense_weight(layer, where, n_in, n_out):
     if (w.max() > 254 and w.min() < 0) or (w.min() < -256 and w.max() > 0):
         _warn(f"{where}: weights outside [-256, 254] are clipped to it, as netx clips them")
         w = np.clip(w, -256, 254)
-    if w.size and w.max() <= 0 and w.min() < 0:
-        raise NetxImportError(f"{where}: every weight is <= 0; netx and Lava's Dense then disagree on the sign mode "
-                              "and Lava's result is not the weighted sum (not imported)")
+    check_dense_weights(w, where, NetxImportError)
     return w
+
+
+def check_dense_weights(w, where, error):
+    """Refuse dense weights (netx units) for which netx's weight rescaling and Lava's Dense do not give the weighted
+    sum: all <= 0 (the two disagree on the sign mode), or all >= 0 with some above 255 (netx shifts them by a
+    negative exponent)."""
+    if w.size and w.max() <= 0 and w.min() < 0:
+        raise error(f"{where}: every weight is <= 0; netx and Lava's Dense then disagree on the sign mode and Lava's "
+                    "result is not the weighted sum")
+    if w.size and w.min() >= 0 and w.max() > 255:
+        raise error(f"{where}: every weight is >= 0 and some exceed 255 ({w.max():g}); netx rescales such a layer by a "
+                    "negative exponent and Lava's Dense does not give the weighted sum")
 
 
 def _conv(layer, where, src_shape, shape, wraps=False):
@@ -204,6 +216,9 @@ def _conv(layer, where, src_shape, shape, wraps=False):
         pair[key] = tuple(vals * 2 if len(vals) == 1 else vals)
     if pair["dilation"] != (1, 1):
         raise NetxImportError(f"{where}: dilation {pair['dilation']} (spikeforge convolutions are not dilated)")
+    if any(v < 1 for v in pair["stride"] + kernel) or any(v < 0 for v in pair["padding"]):
+        raise NetxImportError(f"{where}: kernel {kernel}, stride {pair['stride']} and padding {pair['padding']} must "
+                              "be positive (padding >= 0)")
     c_in = src_shape[0]
     if w.ndim != 4 or w.shape[0] != shape[0] or w.shape[1] * groups != c_in or tuple(w.shape[2:]) != kernel or \
             groups < 1 or c_in % groups or shape[0] % groups:
@@ -313,7 +328,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         if not isinstance(layer, h5py.Group):
             raise NetxImportError(f"{where}: not a group")
         kind = _text(_read(layer, "type", where))
-        shape = _flat(_shape(layer, where))
+        shape = _shape(layer, where) if kind == "conv" else _flat(_shape(layer, where))  # a conv keeps (C, H, W)
         if kind in NOT_BUILT:
             raise NetxImportError(f"{where}: {kind} layers are not imported (lava-dl's netx does not build them "
                                   "either); import the layers before it with --layers")
@@ -398,7 +413,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         readout = last and kind != "dense_rec" and _integrates(neuron, bias, where)
         schedule = restart()
         if readout:
-            pops.append(Population.make(lname, "readout", shape, 0.0, 0.0, _broadcast(bias, shape) * SCALE,
+            pops.append(Population.make(lname, "readout", shape, 0.0, 0.0, _broadcast(bias, shape, where) * SCALE,
                                         **schedule))
         else:
             pops.append(_cuba(lname, shape, neuron or DEFAULT_NEURON, bias, where, **schedule))
@@ -417,10 +432,17 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                                                 "per synapse)"})
 
 
-def _broadcast(bias, shape):
+def _broadcast(bias, shape, where="", what="bias"):
+    """Per-neuron values of one per layer, one per channel of a (C, H, W) layer, or one per neuron."""
     n = int(np.prod(shape))
     bias = np.asarray(bias, np.float64).reshape(-1)
-    return np.full(n, bias[0]) if bias.size == 1 else (np.repeat(bias, n // shape[0]) if bias.size != n else bias)
+    if bias.size == 1:
+        return np.full(n, bias[0])
+    if bias.size == n:
+        return bias
+    if len(shape) == 3 and bias.size == shape[0]:
+        return np.repeat(bias, n // shape[0])
+    raise NetxImportError(f"{where}: {what} has {bias.size} values for a layer of shape {tuple(shape)}")
 
 
 def _integrates(neuron, bias, where) -> bool:

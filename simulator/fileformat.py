@@ -476,9 +476,9 @@ def validate_network(net: Network) -> Network:
                              "its source or an earlier population, needs a delay of at least 1 step)")
             source = net.populations[order[proj.source]]
             if source.model not in SPIKING_MODELS or proj.kind in ("maxpool", "matmul_a", "matmul_b"):
-                _fail(where, f"a recurrent projection carries spikes of if, lif, cuba, group, signed or "
-                             f"multi-threshold neurons through synapses: not a {proj.kind} projection from "
-                             f"{source.model!r}")
+                _fail(where, f"a recurrent projection carries spikes of if, lif, cuba, group, signed, "
+                             f"multi-threshold or sigma-delta neurons through synapses: not a {proj.kind} projection "
+                             f"from {source.model!r}")
         if net.populations[order[proj.target]].model == "input":
             _fail(where, "the input population cannot receive projections")
         _check_projection(proj, net.populations[order[proj.source]], net.populations[order[proj.target]])

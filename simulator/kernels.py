@@ -49,8 +49,8 @@ G_CIN, G_H, G_W, G_COUT, G_HO, G_WO, G_KH, G_KW, G_SH, G_SW, G_PH, G_PW, G_GROUP
 # population's spike counts of its source neurons; incoming
 # projections in_proj[in_ptr[p]:in_ptr[p + 1]], its recurrent outgoing ones (onto itself or an earlier population)
 # back_proj[back_ptr[p]:back_ptr[p + 1]]; refractory: cuba's hold steps; reset_every / reset_phase: the steps at
-# whose start a cuba / readout population's state restarts (network.Population). Per neuron, float64: theta, theta_neg,
-# v_init, bias, decay, syn_decay (cuba's synaptic current factor).
+# whose start a cuba / sigma_delta / readout population's state restarts (network.Population). Per neuron,
+# float64: theta, theta_neg, v_init, bias, decay, syn_decay (cuba's synaptic current factor).
 # Delayed projections: a source whose events are delivered up to D steps later keeps hlen[p] = D + 1 steps of
 # them (0: none), step t's in the event arrays from hoff[p] + (t mod hlen[p])·n[p], their number in
 # hist_n[hslot[p] + t mod hlen[p]]; hoff / hslot have one entry more (the end: the event arrays' length).
@@ -534,8 +534,9 @@ def _count_synapses(t, r0, wb, ctr_kind, k0, k1, s, routing, ctr):
 
 @njit(cache=True)
 def _restart(p, model, pops, s):
-    """Population p's state as at the start of a run: membranes v_init, a cuba's currents and holds 0, a
-    readout's sums 0 (Lava's LIFReset, at the steps reset_every / reset_phase say)."""
+    """Population p's state as at the start of a run: membranes v_init, a cuba's currents and holds 0, a sigma-delta
+    neuron's last activation and residue 0, a readout's sums 0 (Lava's LIFReset, at the steps reset_every /
+    reset_phase say)."""
     off = pops.off[p]
     for i in range(off, off + pops.n[p]):
         s.v[i] = pops.v_init[i]

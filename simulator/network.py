@@ -83,7 +83,8 @@ class Population:
     synapse_order: str = "current_first"  # cuba: one of SYNAPSE_ORDERS
     refractory: int = 0  # cuba: steps the membrane is held at its reset value after a spike
     arithmetic: str = "float"  # cuba: one of ARITHMETICS
-    # cuba / readout: the state restarts (membrane to v_init, current and hold to 0, a readout's sum to 0) at the
+    # cuba / sigma_delta / readout: the state restarts (membrane to v_init, current and hold to 0, a sigma-delta
+    # neuron's activation and residue to 0, a readout's sum to 0) at the
     # start of every step t with t % reset_every == reset_phase (0: never): Lava's LIFReset, which netx gives each
     # layer of a network run on a stream of samples, its phase one step later per layer
     reset_every: int = 0

@@ -309,7 +309,8 @@ def _runner(args, path, network):
     gpus = args.scheduler is None and str(args.device or "").startswith("cuda")  # one local worker per GPU
     if gpus:
         options["device"] = "cuda"  # each worker sees its own GPU alone, as cuda:0
-    with dask_client(args.scheduler, args.workers, devices=gpu_devices(args.workers) if gpus else None) as client:
+    with dask_client(args.scheduler, args.workers, devices=gpu_devices(args.workers, args.device) if gpus
+                     else None) as client:
         yield lambda x, T, progress=None, **kw: run_sharded(path, x, T, client, progress=progress, **options, **kw)
 
 
@@ -993,8 +994,11 @@ def cmd_import_lava(args):
 
     net = load_network(args.out)
     shape = tuple(net.input.shape)
-    feed = (f"the input layer's bias_mant integers, shaped {shape} (Lava's (x, y, c) transposed)"
-            if "input0" in {p.name for p in net.populations} else f"0/1 spike frames (N, T, *{shape})")
+    first = net.populations[1]
+    feed = (f"the integers Lava sends to the input layer's a_in, shaped {shape} (Lava's (x, y, c) transposed)"
+            if first.name == "input0" and first.model == "sigma_delta" else
+            f"the input layer's bias_mant integers, shaped {shape} (Lava's (x, y, c) transposed)"
+            if first.name == "input0" else f"0/1 spike frames (N, T, *{shape})")
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores; its samples: {feed}")
 

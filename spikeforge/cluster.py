@@ -121,15 +121,22 @@ def dask_client(scheduler=None, workers=None, devices=None):
                 logging.getLogger(name).setLevel(level)
 
 
-def gpu_devices(workers=None):
-    """The GPU ids of a local cluster of one worker per GPU: the first `workers` GPUs visible (all by default), as
-    the CUDA_VISIBLE_DEVICES entries of this process (ids, or UUIDs) where it sets them."""
+def gpu_devices(workers=None, device="cuda"):
+    """The GPU ids of a local cluster of one worker per GPU: the first `workers` GPUs visible (all by default), or
+    with device "cuda:K" and one worker, GPU K; as the CUDA_VISIBLE_DEVICES entries of this process (ids, or UUIDs)
+    where it sets them."""
     check_workers(None, workers, gpus=True)
     n = visible_gpus()
     if n == 0:
         raise UserError("--device cuda with --workers: no CUDA device is visible here")
     listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     ids = listed[:n] if len(listed) >= n else [str(i) for i in range(n)]
+    _, sep, index = str(device or "cuda").partition(":")
+    if sep:
+        if (workers or n) != 1 or not index.isdigit() or int(index) >= n:
+            raise UserError(f"--device {device} with --workers {workers}: one named GPU takes --workers 1 (of the "
+                            f"{n} visible); for several give --device cuda (the first N) or set CUDA_VISIBLE_DEVICES")
+        return [ids[int(index)]]
     return ids[:workers or n]
 
 

@@ -71,6 +71,9 @@ def test_gpu_workers_are_checked_before_any_work(monkeypatch, mlp_file, tmp_path
     monkeypatch.setattr(spikeforge.cluster, "visible_gpus", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     assert gpu_devices() == ["4", "6"] and gpu_devices(1) == ["4"]
+    assert gpu_devices(1, "cuda:1") == ["6"]  # a named GPU: that one (it was the first, whatever the index)
+    with pytest.raises(UserError, match=r"--device cuda:1 with --workers 2: one named GPU takes --workers 1"):
+        gpu_devices(2, "cuda:1")
     with pytest.raises(UserError, match=r"--workers 3 --device cuda: one worker per GPU, and this machine shows 2 "
                                         r"GPUs \(CUDA_VISIBLE_DEVICES='4,6'\); give at most 2"):
         gpu_devices(3)

@@ -96,8 +96,8 @@ def test_a_state_restart_zeroes_membrane_current_and_readout_at_its_phase():
 def test_a_restart_on_a_population_that_has_no_such_state_is_refused(tmp_path):
     net = _one(4096, 1024, 1600.0)
     net.populations[2] = Population.make("out", "readout", (1,), reset_every=3, reset_phase=3)
-    with pytest.raises(NetworkFileError, match=r"reset_every 3 / reset_phase 3: a state restart applies to cuba and "
-                                               r"readout populations, at a phase below reset_every"):
+    with pytest.raises(NetworkFileError, match=r"reset_every 3 / reset_phase 3: a state restart applies to cuba, "
+                                               r"sigma_delta and readout populations, at a phase below reset_every"):
         write_network(net, tmp_path / "bad.h5")
 
 
@@ -124,3 +124,25 @@ def test_sigma_delta_neurons_send_their_change_as_graded_payloads_by_hand():
     np.testing.assert_array_equal(res.traces[0, :, 1], [0, 30, 30, 12, 12])
     np.testing.assert_array_equal(res.traces[0, :, 2], [0, 0, 16, 16, 7])
     assert res.output[0, 0] == 7 / 5
+
+
+def test_the_reference_sigma_delta_starts_from_v_init_and_restarts_to_it():
+    """A sigma-delta layer with σ(0) = 20 and restarts every 3 steps: engine, torch backend (conftest) and the torch
+    reference give the same events and readout (the reference ignored v_init before)."""
+    import torch
+
+    from spikeforge.converter.spiking import SpikingNetwork
+
+    pops = [Population.make("in", "input", (2,)),
+            Population.make("s", "sigma_delta", (2,), 4.0, 20.0, 1.0, reset="none", payload_shift=1, reset_every=3),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("a", "dense", "in", "s", np.array([[1.0, -2.0], [3.0, 0.5]], np.float32)),
+             Projection("b", "dense", "s", "out", np.eye(2, dtype=np.float32), delay=1)]
+    cores, edges = one_population_per_core(pops, projs)
+    net = Network(pops, projs, cores, edges, {})
+    x = np.random.default_rng(0).normal(0, 3, (3, 7, 2)).round()
+    res = simulator.run(net, x, 7, record=["s"])
+    out, rec = SpikingNetwork(net)(torch.as_tensor(x), 7, record_spikes=True)
+    assert res.spikes["s"].sum() > 0
+    np.testing.assert_array_equal(rec.spikes["s"].numpy().swapaxes(0, 1), res.spikes["s"])
+    np.testing.assert_allclose(out.numpy(), res.output, rtol=0, atol=1e-12)

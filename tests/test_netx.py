@@ -6,6 +6,7 @@ into .cache/lava-dl, and these tests read the files out of it. None of spikeforg
 The hand-made files below (written with h5py in netx's layout) check the refusals. Engine == torch backend ==
 reference on every run (conftest)."""
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -320,3 +321,98 @@ def test_export_lava_writes_pilotnet_sdnn_back_value_for_value(lava_gts, tmp_pat
     a, b = simulator.load_network(tmp_path / "a.h5"), simulator.load_network(tmp_path / "b.h5")
     x = np.load(lava_gts / "pilotnet_sdnn" / "input.npy")[..., 0].transpose(2, 1, 0)[None].astype(np.float64)
     np.testing.assert_array_equal(simulator.run(a, x, 6).output, simulator.run(b, x, 6).output)
+
+
+def _cuba_net(pops, projs):
+    from spikeforge.converter.mapping import one_population_per_core
+    from spikeforge.simulator import Network
+
+    cores, edges = one_population_per_core(pops, projs)
+    return Network(pops, projs, cores, edges, {})
+
+
+def _loihi(name, n, **kw):
+    from spikeforge.simulator import Population
+
+    return Population.make(name, "cuba", (n,), 1600.0, 0.0, 0.0, reset="zero", decay=0.75, syn_decay=0.0,
+                           spike_value=kw.pop("spike_value", "unit"), threshold_test="gt", arithmetic="loihi", **kw)
+
+
+def test_export_lava_refuses_networks_netx_would_compute_otherwise(tmp_path):
+    """Found in review (each wrote a file that computed another network): a layer that skips the one before it,
+    spikes that carry θ, a hidden sigma-delta layer whose activation is its input, a per-neuron delay of 0 steps,
+    single-sign weights above 255."""
+    from spikeforge.interop.netx_export import NetxExportError, export_netx
+    from spikeforge.simulator import Population, Projection
+
+    w = np.full((2, 2), 64.0 * 10, np.float32)
+    inp = Population.make("input", "input", (2,))
+
+    def chain(*pops, projs):
+        return _cuba_net([inp, *pops, Population.make("out", "readout", (2,))],
+                         projs + [Projection("o", "identity", pops[-1].name, "out")])
+
+    skip = chain(_loihi("a", 2), _loihi("b", 2), projs=[Projection("pa", "dense", "input", "a", w, delay=1),
+                                                         Projection("pb", "dense", "input", "b", w, delay=1)])
+    theta = chain(_loihi("a", 2, spike_value="threshold"), projs=[Projection("pa", "dense", "input", "a", w,
+                                                                             delay=1)])
+    sd = Population.make("s", "sigma_delta", (2,), 0.0, reset="none", delta_input=True, payload_shift=6)
+    hidden = chain(_loihi("a", 2), sd, projs=[Projection("pa", "dense", "input", "a", w, delay=1),
+                                              Projection("ps", "dense", "a", "s", w / 64, delay=1)])
+    zero = chain(_loihi("a", 2), _loihi("b", 2), projs=[
+        Projection("pa", "dense", "input", "a", w, delay=1),
+        Projection("pb", "sparse", "a", "b", np.full(2, 640.0, np.float32), indptr=np.arange(3),
+                   indices=np.arange(2), delay=0)])
+    big = chain(_loihi("a", 2), projs=[Projection("pa", "dense", "input", "a", w * 30, delay=1)])
+    for net, message in ((skip, "population 'b': fed by ['input']; a netx layer reads the one before it ('a')"),
+                         (theta, "population 'a': its spikes carry θ"),
+                         (hidden, "population 's': a sigma-delta layer whose activation is its input"),
+                         (zero, "projection 'pb': netx's per-neuron delays need each neuron reached at one delay"),
+                         (big, "every weight is >= 0 and some exceed 255 (300)")):
+        with pytest.raises(NetxExportError, match=re.escape(message)):
+            export_netx(net, tmp_path / "x.net")
+    assert not (tmp_path / "x.net").exists()
+
+
+def test_a_spike_input_network_without_delays_round_trips(tmp_path):
+    """import-lava of a netx file whose input has no neuron group (spikes) and whose first dense layer has no delays
+    gives a dense projection from the input, which export-lava writes back (it was taken for netx's input layer)."""
+    from spikeforge.interop.netx_export import export_netx
+
+    path = _write(tmp_path / "s.net", [{"type": "input", "shape": [3]}, _dense(np.array([[10, 0, 4], [0, 2, 8]]))])
+    with h5py.File(path) as h5:
+        net = from_netx(h5)
+    export_netx(net, tmp_path / "back.net")
+    with h5py.File(tmp_path / "back.net") as h5:
+        back = from_netx(h5)
+    x = (np.random.default_rng(0).random((2, 12, 3)) < 0.5).astype(np.float64)
+    np.testing.assert_array_equal(simulator.run(net, x, 12).output, simulator.run(back, x, 12).output)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{"type": "input", "shape": [1, 4, 4]},
+      {"type": "conv", "shape": [1, 2, 2], "kernelSize": [3, 3], "stride": [0, 0], "padding": [0, 0],
+       "dilation": [1, 1], "groups": 1, "weight": np.ones((1, 1, 3, 3)), "neuron": CUBA}],
+     "layer/1: kernel (3, 3), stride (0, 0) and padding (0, 0) must be positive"),
+    ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), bias=np.ones(3))],
+     "layer/1: bias has 3 values for a layer of shape (2,)"),
+    ([{"type": "input", "shape": [4]}, dict(_dense(np.ones((2, 4))), weight=np.ones(7, np.float32))],
+     "layer/1: weight of shape (7,), expected (2, 4)"),
+    ([{"type": "input", "shape": [2]}, _dense(np.full((2, 2), 300.0))],
+     "layer/1: every weight is >= 0 and some exceed 255 (300)"),
+])
+def test_malformed_netx_layers_are_refused_naming_the_layer(tmp_path, layers, message):
+    path = _write(tmp_path / "bad.net", layers)
+    with h5py.File(path) as h5, pytest.raises(NetxImportError) as err:
+        from_netx(h5)
+    assert message in str(err.value)
+
+
+def test_a_conv_layer_with_a_one_by_one_output_imports(tmp_path):
+    path = _write(tmp_path / "c.net", [{"type": "input", "shape": [1, 3, 3], "neuron": CUBA},
+                                       {"type": "conv", "shape": [2, 1, 1], "kernelSize": [3, 3], "stride": [1, 1],
+                                        "padding": [0, 0], "dilation": [1, 1], "groups": 1,
+                                        "weight": np.full((2, 1, 3, 3), 8.0), "neuron": CUBA}])
+    with h5py.File(path) as h5:
+        net = from_netx(h5)
+    assert net.populations[2].shape == (2, 1, 1) and net.projections[1].kind == "conv2d"
