@@ -165,6 +165,7 @@ def export_netx(net, path):
                 raise NetxExportError(f"population {first.name!r}: netx's input layer takes the sample x 2^12 as its "
                                       "activation (delta_input, one synapse of 4096 per neuron, no bias)")
             layers.append({"type": "input", "shape": list(first.shape), "neuron": _neuron(first)})
+            restarts.append(None)  # netx counts it in its reset offsets; it takes no restarts
         else:  # netx's input layer: the sample as its bias (a diagonal of 64s from the input)
             if not (first.model == "cuba" and np.all(net.incoming(first.name)[0].weight == SCALE)
                     and not np.any(first.bias) and not np.any(first.syn_decay)):
@@ -201,8 +202,7 @@ def export_netx(net, path):
                 layers.append({"type": "dense", "shape": [pop.size], "inFeatures": w.shape[1],
                                "outFeatures": w.shape[0], "weight": w, "neuron": neuron,
                                **({} if sigma else {"bias": _whole(pop.bias, where, "bias")})})
-                if not sigma:
-                    restarts.append((pop.reset_every, pop.reset_phase))
+                restarts.append(None if sigma else (pop.reset_every, pop.reset_phase))
                 break
             raise NetxExportError(f"{where}: a readout netx can describe counts the last layer's spikes (identity) "
                                   "or integrates one dense projection from it delivered a step later")
@@ -211,8 +211,7 @@ def export_netx(net, path):
             raise NetxExportError(f"{where}: a sigma-delta layer whose activation is its input (delta_input) is "
                                   "netx's input layer only")
         kind, src, w, conv, delay, w_rec = _feed(net, pop, prev)
-        if pop.model != "sigma_delta":  # (netx gives sigma-delta layers no restarts)
-            restarts.append((pop.reset_every, pop.reset_phase))
+        restarts.append(None if pop.model == "sigma_delta" else (pop.reset_every, pop.reset_phase))  # (none: SDNN)
         if kind == "conv":
             if len(prev_shape) != 3:
                 raise NetxExportError(f"{where}: a conv layer after a flat layer")
@@ -277,13 +276,14 @@ def write_layers(path, layers):
 def _schedule(restarts):
     """(reset_interval, reset_offset) netx's Network gives these layers (layer k restarts at phase offset + k), or
     None when none restarts; refused when the layers' restarts follow another pattern."""
-    every = {e for e, _ in restarts}
+    counted = [(k, r) for k, r in enumerate(restarts) if r is not None]  # k: the layer's place in netx's count
+    every = {r[0] for _, r in counted}
     if every <= {0}:
         return None
-    interval = restarts[0][0]
-    offset = restarts[0][1]
-    want = [(interval, (offset + k) % interval) for k in range(len(restarts))]
-    if 0 in every or restarts != want:
+    k0, (interval, phase) = counted[0]
+    offset = (phase - k0) % interval
+    want = [(k, (interval, (offset + k) % interval)) for k, _ in counted]
+    if 0 in every or counted != want:
         raise NetxExportError(f"the layers' state restarts (reset_every, reset_phase) {restarts} are not netx's "
                               "reset_interval pattern (one period, the phase one step later per layer)")
     return interval, offset

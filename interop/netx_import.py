@@ -339,6 +339,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
             neuron = _neuron(layer, where)
             n = int(np.prod(shape))
             if neuron is not None and neuron["type"] == "SDNN":  # Lava's Delta: a_in << 12, its change sent
+                restart()  # (netx counts the layer in its reset offsets; sigma-delta layers take no restarts)
                 pops.append(_sigma_delta("input0", shape, neuron, 0.0, where, delta_input=True))
                 projs.append(Projection("input0.in", "sparse", "input", "input0", np.full(n, SD_SCALE, np.float32),
                                         indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64)))
@@ -396,6 +397,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                 layer_projs.append(Projection(f"{lname}.rec", "dense", lname, lname,
                                               (w_rec * SCALE).astype(np.float32), delay=1))
         if sdnn:  # netx's Sigma output layer (σ sent, no bias), else a SigmaDelta layer (a conv's input wraps)
+            restart()  # counted in netx's reset offsets, not restarted
             if neuron["sigma_output"] and not last:
                 raise NetxImportError(f"{where}: a sigma output layer before the last layer")
             if neuron["sigma_output"]:
