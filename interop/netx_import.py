@@ -7,6 +7,7 @@ input with a neuron group           input (the samples: Lava's in_layer bias_man
                                     its membrane every step, as Lava's bias does)
 input without one                   input (0/1 frames (N, T, *shape): spikes that reach the next layer a step later)
 flatten                             nothing: a dense projection reads a (C, H, W) source in C order, as netx does
+pool                                netx builds none: slayer's sum pooling through the window's weights (depthwise conv)
 dense / conv                        a cuba population in Loihi's arithmetic (format 1.13) fed by a dense / conv2d
                                     projection of delay 1 (Lava's synapses deliver a step later) + the layer's axonal
                                     delay; weights and biases x 64 (Lava's 2^6 input and bias shifts), θ = vThMant x 64,
@@ -22,10 +23,10 @@ cross-correlation: netx flips it for Lava's true convolution), dense weights out
 as netx clips them, a conv layer's delay is ignored (netx ignores it), graded CUBA spikes and refDelay are not
 reproduced (Lava's LIF has neither). What Lava would compute differently from these equations is refused,
 naming the layer: dense weights all <= 0 (netx and Lava disagree on their sign mode and the result is not a
-weighted sum), a conv layer whose input could exceed the 24-bit range Lava wraps it in, dilation, per-channel
-conv delays. Layers netx itself cannot build (pool, average, concat, convT, unpool) and neurons other than
-CUBA / LOIHI and SDNN (resonate-and-fire, ALIF) are refused, naming the layer; `layers=` imports the first
-layers only (netx's num_layers).
+weighted sum) or all >= 0 with some above 255, a conv layer whose input could exceed the 24-bit range Lava wraps it
+in, dilation, per-channel conv delays. Layers netx itself cannot build (average, concat, convT, unpool) and
+neurons other than CUBA / LOIHI and SDNN (resonate-and-fire, ALIF) are refused, naming the layer; `layers=`
+imports the first layers only (netx's num_layers).
 
 SDNN layers (Lava's sigma-delta neurons, as netx builds them with its defaults spike_exp = state_exp = 6): the input
 layer is a Delta (`sigma_delta` with delta_input: the sample, x 2^12, is its activation; the samples are what Lava
@@ -54,7 +55,7 @@ SCALE = 64  # Lava's act_shift and bias_exp: a weighted input and a bias enter t
 SD_SCALE = 4096  # netx's sigma-delta threshold and bias: x 2^(spike_exp + state_exp), 6 + 6
 STATE = 2**23  # Lava's 24-bit state: the conv synapse wraps its sum into [-2^23, 2^23)
 NEURON_TYPES = ("CUBA", "LOIHI")
-NOT_BUILT = ("pool", "average", "concat", "convT", "unpool", "dense_comp")
+NOT_BUILT = ("average", "concat", "convT", "unpool", "dense_comp")
 DEFAULT_NEURON = {"type": "CUBA", "iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17}  # netx's, for a dense layer
 # without a neuron group (`1<<18-1` in netx's source is 1 << 17)
 
@@ -94,6 +95,8 @@ def _read(group, key, where):
     import h5py
 
     obj = group.get(key)
+    if isinstance(obj, np.ndarray):  # a value the importer put in place of a dataset (a pool layer's window)
+        return obj
     if not isinstance(obj, h5py.Dataset):
         raise NetxImportError(f"{where}: no dataset {key!r}")
     return np.asarray(obj[()])
@@ -301,7 +304,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                                        or reset_interval < 1):
         raise NetxImportError(f"reset_interval must be a whole number of steps >= 1, got {reset_interval!r}")
     built = [0]  # layers built so far (netx's reset offset grows by one per layer)
-    warned = []
+    warned, warned_pool = [], []
 
     def restart():
         if reset_interval is None:
@@ -328,7 +331,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         if not isinstance(layer, h5py.Group):
             raise NetxImportError(f"{where}: not a group")
         kind = _text(_read(layer, "type", where))
-        shape = _shape(layer, where) if kind == "conv" else _flat(_shape(layer, where))  # a conv keeps (C, H, W)
+        shape = _shape(layer, where) if kind in ("conv", "pool") else _flat(_shape(layer, where))  # keep (C, H, W)
         if kind in NOT_BUILT:
             raise NetxImportError(f"{where}: {kind} layers are not imported (lava-dl's netx does not build them "
                                   "either); import the layers before it with --layers")
@@ -362,7 +365,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
                 raise NetxImportError(f"{where}: flatten to {shape} from {prev_shape}")
             prev_shape = shape
             continue
-        if kind not in ("dense", "conv", "dense_rec"):
+        if kind not in ("dense", "conv", "dense_rec", "pool"):
             raise NetxImportError(f"{where}: unknown layer type {kind!r}")
         neuron = _neuron(layer, where)
         last = i == count - 1
@@ -378,6 +381,22 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         if sdnn and reset_interval is not None and not warned:
             warned.append(where)
             _warn(f"{where}: netx ignores reset_interval for sigma-delta layers; so does this import")
+        if kind == "pool":  # slayer's sum pooling, each channel alone through the window's weights: a depthwise conv
+            if len(prev_shape) != 3 or len(shape) != 3 or shape[0] != prev_shape[0]:
+                raise NetxImportError(f"{where}: a pool layer between {prev_shape} and {shape} (both (C, H, W), the "
+                                      "same channels)")
+            if not warned_pool:
+                warned_pool.append(where)
+                _warn(f"{where}: lava-dl's netx does not build pool layers; imported as slayer computes them (each "
+                      "channel summed through the window's weights: a depthwise convolution)")
+            window = np.asarray(_read(layer, "weight", where), np.float64).reshape(-1)
+            c = shape[0]
+            kh, kw = _ints(_read(layer, "kernelSize", where), f"{where}/kernelSize", "kernelSize", 2)
+            if window.size not in (1, kh * kw):
+                raise NetxImportError(f"{where}: weight of {window.size} values for a {kh}x{kw} window")
+            layer = dict(layer.items(), weight=np.broadcast_to(np.resize(window, kh * kw).reshape(1, 1, kh, kw),
+                                                               (c, 1, kh, kw)).copy(), groups=np.asarray(c))
+            kind = "conv"
         if kind == "conv":
             if len(prev_shape) != 3 or len(shape) != 3:
                 raise NetxImportError(f"{where}: a conv layer between {prev_shape} and {shape} (both must be "

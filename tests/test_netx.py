@@ -148,8 +148,8 @@ def test_a_dense_network_by_hand_fires_as_lavas_lif_and_reads_out_its_spike_coun
 
 
 @pytest.mark.parametrize("layers, message", [
-    ([{"type": "input", "shape": [4, 4, 4]}, {"type": "pool", "shape": [4, 2, 2]}],
-     "layer/1: pool layers are not imported (lava-dl's netx does not build them either)"),
+    ([{"type": "input", "shape": [4, 4, 4]}, {"type": "average", "shape": [4, 1, 1]}],
+     "layer/1: average layers are not imported (lava-dl's netx does not build them either)"),
     ([{"type": "input", "shape": [2]}, _dense(np.ones((2, 2)), neuron={"type": "RF_PHASE", "vThMant": 1})],
      "layer/1/neuron: RF_PHASE resonate-and-fire neurons are not imported"),
     ([{"type": "input", "shape": [2]}, _dense(-np.ones((2, 2)))],
@@ -194,10 +194,10 @@ def test_import_lava_from_the_command_line_and_its_refusals(tmp_path, capsys):
     assert str(net.attrs["mapping"]).startswith("loihi2:")
     assert main(["import-lava", str(path), str(tmp_path / "e.h5"), "--reset-offset", "2"]) == 2
     assert "--reset-offset is the phase of --reset-interval" in capsys.readouterr().err
-    bad = _write(tmp_path / "p.net", [{"type": "input", "shape": [4, 4, 4]}, {"type": "pool", "shape": [4, 2, 2]}])
+    bad = _write(tmp_path / "p.net", [{"type": "input", "shape": [4, 4, 4]}, {"type": "average", "shape": [4, 1, 1]}])
     assert main(["import-lava", str(bad), str(tmp_path / "p.h5")]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: layer/1: pool layers are not imported" in err and "Traceback" not in err
+    assert f"{bad}: layer/1: average layers are not imported" in err and "Traceback" not in err
     assert not (tmp_path / "p.h5").exists()
 
 
@@ -416,3 +416,20 @@ def test_a_conv_layer_with_a_one_by_one_output_imports(tmp_path):
     with h5py.File(path) as h5:
         net = from_netx(h5)
     assert net.populations[2].shape == (2, 1, 1) and net.projections[1].kind == "conv2d"
+
+
+def test_a_pool_layer_imports_as_slayers_sum_pooling_through_its_window(tmp_path):
+    """netx builds no pool layer; slayer sums each channel's window through the stored weight (x 64 in Lava's units):
+    a depthwise conv. A 2x2 window of weight 8 over input spikes: the pooled neuron's current is 8·64 per input
+    spike in its window, checked against the same sum by hand; a warning says netx would not build it."""
+    pool = {"type": "pool", "shape": [2, 2, 2], "kernelSize": [2, 2], "stride": [2, 2], "padding": [0, 0],
+            "dilation": [1, 1], "weight": np.full((1, 1, 2, 2), 8.0), "neuron": dict(CUBA, vThMant=100000)}
+    path = _write(tmp_path / "p.net", [{"type": "input", "shape": [2, 4, 4]}, pool])
+    with h5py.File(path) as h5, pytest.warns(NetxImportWarning, match="netx does not build pool layers"):
+        net = from_netx(h5)
+    q = net.projections[0]
+    assert (q.kind, q.groups, q.weight.shape, float(q.weight.max())) == ("conv2d", 2, (2, 1, 2, 2), 512.0)
+    x = np.zeros((1, 3, 2, 4, 4))
+    x[0, 0, 1, 2:, 2:] = 1  # four spikes into channel 1's bottom-right window, at step 0
+    res = simulator.run(net, x, 3, trace=[("pool1", 7)])  # (channel 1, row 1, column 1)
+    np.testing.assert_array_equal(res.traces[0, :, 0], [0, 4 * 8 * 64, 4 * 8 * 64 * 3 // 4])
