@@ -16,6 +16,8 @@ ROOT := $(abspath .)
 # Norse for tests/test_nir_libs.py, without its declared torchvision (setup.cfg says why); nir, numpy and torch
 # come with spikeforge, nirtorch with its test extras
 NORSE := norse==1.1.0
+# sinabs for tests/test_nir_libs.py, without its declared nir<=1.0.4 and samna (pbr is what it imports of them)
+SINABS := sinabs==3.1.3 pbr==7.1.3
 # lava-dl's wheel (not installed: it needs Python < 3.11) for the netx files and the ground truths Lava recorded that
 # tests/test_netx.py reads out of it
 LAVA_DL := lava-dl==0.6.0
@@ -26,7 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps $(NORSE)
+	$(PY) -m pip install -q --no-deps $(NORSE) $(SINABS)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 -d $(LAVA_DIR) $(LAVA_DL)
 	touch $(STAMP)
 
@@ -49,7 +51,7 @@ wheel-check: $(STAMP)
 	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
 	$(WHEEL_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls $(WHEEL_DIR)/spikeforge-*.whl)[test]"
-	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(NORSE)
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(NORSE) $(SINABS)
 	set -e; tmp=$$(mktemp -d); cd $$tmp; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/python -c 'import spikeforge, sys; assert "$(WHEEL_VENV)" in spikeforge.__file__, spikeforge.__file__'; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/spikeforge demo --quick --out demo; \

@@ -66,13 +66,20 @@ class IFNeurons(nn.Module):
         if self.reset == "subtract":
             return m - spikes * self.threshold
         if self.reset == "zero":
-            return m * (1 - spikes)
+            return m * (spikes == 0)
         return m
+
+    multi = False  # floor(m / θ) spikes a step where it fires (sinabs's MultiSpike)
+    floor = False  # the membrane kept at or above -θ after the reset
 
     def forward(self, current):
         m = self.integrate(current)
         spikes = self.fires(m).to(m.dtype)
+        if self.multi:
+            spikes = torch.where(spikes > 0, torch.floor(m / self.threshold), spikes)
         self.v = self.after_reset(m, spikes)
+        if self.floor:
+            self.v = torch.maximum(self.v, -self.threshold)
         return spikes
 
 
@@ -263,6 +270,8 @@ class SpikingNetwork(nn.Module):
                 self.neurons[p.name] = IFNeurons(
                     theta, v0, p.reset, None if p.decay is None else _t(p.decay, dtype, device).reshape(shape),
                     p.spike_value == "unit", p.threshold_test == "gt")
+                self.neurons[p.name].multi = p.multi_spike
+                self.neurons[p.name].floor = p.membrane_floor == "-threshold"
             elif p.model == "cuba":
                 self.neurons[p.name] = CubaNeurons(
                     theta, v0, p.reset, _t(p.decay, dtype, device).reshape(shape),

@@ -66,6 +66,8 @@ def _fill(h5, net, attrs, version):
                 g.attrs["arithmetic"] = pop.arithmetic
         if pop.reset_every:
             g.attrs["reset_every"], g.attrs["reset_phase"] = int(pop.reset_every), int(pop.reset_phase)
+        if pop.multi_spike or pop.membrane_floor != "none":
+            g.attrs["multi_spike"], g.attrs["membrane_floor"] = int(pop.multi_spike), pop.membrane_floor
         if pop.model == "sigma_delta":
             g.attrs["delta_input"], g.attrs["payload_shift"] = int(pop.delta_input), int(pop.payload_shift)
             g.attrs["input_wrap"] = int(pop.input_wrap)

@@ -77,6 +77,7 @@ CONVENTIONS = {
     "nir": {"dt": None, "tool": "the NIR equations (nir 1.0.8)"},
     "snntorch": {"dt": 1e-4, "tool": "snnTorch 1.0.0 (snntorch.export_nir.export_to_nir)"},
     "norse": {"dt": 1e-3, "tool": "Norse 1.1.0 (norse.torch.to_nir)"},
+    "sinabs": {"dt": 1.0, "tool": "sinabs 3.1.3 (sinabs.to_nir / from_nir)"},
 }
 
 
@@ -528,6 +529,8 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
         reset = "zero"
     test = _meta(node, "spikeforge_threshold_test", "gt")
     v_init = np.asarray(_meta(node, "spikeforge_v_init", np.zeros(n)), np.float64).reshape(-1)
+    if convention == "sinabs":
+        return _sinabs(name, node, t, shape, per_neuron, theta)
     if t == "CubaLIF":
         return _cuba(name, node, shape, per_neuron, theta, reset, test, v_init, dt, convention)
     r = per_neuron(node.r, "r" if t == "IF" else "r (LIF)")
@@ -601,6 +604,30 @@ def _neuron(name, node, shape, dt, readout, dt_default=False, convention="nir", 
     pop = Population.make(name, model, shape, theta, v_init, 0.0, reset=reset, decay=decay,
                           spike_value="unit", threshold_test=test)
     return pop, g, leak
+
+
+def _sinabs(name, node, t, shape, per_neuron, theta):
+    """IF / LIF as sinabs 3.1's from_nir builds them: IAFSqueeze (v += I; floor(v / θ) spikes a step where v >= θ,
+    each subtracted; v kept >= -θ) and LIFSqueeze (v = exp(-1/τ)·v + I, τ in steps, no input scaling: norm_input
+    off; the same spikes, no floor); r is ignored (sinabs writes 1 and reads none), v_leak must be 0."""
+    n = int(np.prod(shape))
+    r = per_neuron(node.r, "r")
+    if np.any(r != 1):
+        _warn(f"node {name!r}: r = {r[r != 1][0]} is ignored under --convention sinabs (sinabs writes r = 1 and its "
+              "from_nir reads none)")
+    if t == "CubaLIF":
+        raise NirImportError(f"node {name!r}: sinabs's from_nir builds no CubaLIF (read it with --convention nir)")
+    common = dict(reset="subtract", spike_value="unit", threshold_test="ge", multi_spike=True)
+    if t == "IF":
+        return Population.make(name, "if", shape, theta, 0.0, 0.0, membrane_floor="-threshold", **common), \
+            np.ones(n), np.zeros(n)
+    tau = per_neuron(node.tau, "tau")
+    if np.any(per_neuron(node.v_leak, "v_leak") != 0):
+        raise NirImportError(f"node {name!r}: v_leak other than 0 (sinabs's from_nir refuses it too)")
+    if np.any(~(tau > 0)):
+        raise NirImportError(f"node {name!r}: tau must be > 0 (in steps, under --convention sinabs)")
+    return Population.make(name, "lif", shape, theta, 0.0, 0.0, decay=np.exp(-1.0 / tau), **common), np.ones(n), \
+        np.zeros(n)
 
 
 def _snntorch_gain(name, g, what, how):

@@ -93,7 +93,9 @@ def _flags(pop) -> int:
         (K.FLAG_STRICT_TEST if pop.threshold_test == "gt" else 0) | \
         (K.FLAG_MEMBRANE_FIRST if pop.synapse_order == "membrane_first" else 0) | \
         (K.FLAG_LOIHI if pop.arithmetic == "loihi" else 0) | \
-        (K.FLAG_DELTA_INPUT if pop.delta_input else 0) | (K.FLAG_WRAP24 if pop.input_wrap == 24 else 0)
+        (K.FLAG_DELTA_INPUT if pop.delta_input else 0) | (K.FLAG_WRAP24 if pop.input_wrap == 24 else 0) | \
+        (K.FLAG_MULTI_SPIKE if pop.multi_spike else 0) | \
+        (K.FLAG_FLOOR_NEG_THETA if pop.membrane_floor == "-threshold" else 0)
 
 
 def _aux_size(net, pop, mm_inner) -> int:

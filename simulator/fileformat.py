@@ -19,6 +19,7 @@ from .network import (
     EC_FUNCTIONS,
     FIXED_KINDS,
     FIXED_MODELS,
+    MEMBRANE_FLOORS,
     NEURON_MODELS,
     PAYLOAD_MODES,
     PROJECTION_KINDS,
@@ -51,7 +52,8 @@ FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                              (onto the source or an earlier population, delay >= 1)
 #                        1.13: cuba attribute arithmetic "loihi" (Loihi's 24-bit integer CUBA, lava-dl netx files);
 #                              cuba / readout attributes reset_every, reset_phase (Lava's LIFReset); sigma_delta
-#                              neurons (delta_input, payload_shift, input_wrap: Loihi 2's SDNN, netx files)
+#                              neurons (delta_input, payload_shift, input_wrap: Loihi 2's SDNN, netx files);
+#                              if / lif attributes multi_spike, membrane_floor (sinabs's MultiSpike, min_v_mem)
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -235,6 +237,14 @@ def _check_population(pop: Population, i: int):
                          "24")
     elif pop.delta_input or pop.payload_shift or pop.input_wrap:
         _fail(where, f"delta_input, payload_shift and input_wrap apply to sigma_delta neurons only, not {pop.model!r}")
+    if pop.membrane_floor not in MEMBRANE_FLOORS:
+        _fail(where, f"unknown membrane_floor {pop.membrane_floor!r} (known: {', '.join(MEMBRANE_FLOORS)})")
+    if (pop.multi_spike or pop.membrane_floor != "none") and pop.model not in ("if", "lif"):
+        _fail(where, f"multi_spike and membrane_floor apply to if and lif neurons only, not {pop.model!r}")
+    if pop.multi_spike and (pop.threshold_test != "ge" or pop.reset == "none"):
+        _fail(where, f"multi_spike fires floor(m / θ) spikes where m >= θ and takes them off the membrane: it needs "
+                     f"threshold_test 'ge' and reset 'subtract' or 'zero', got {pop.threshold_test!r} and "
+                     f"{pop.reset!r}")
 
 
 def _check_projection(proj: Projection, src: Population, tgt: Population):
@@ -759,6 +769,8 @@ def _read(h5, path) -> Network:
                 if value.ndim != 0 or value.dtype.kind not in "iu":
                     raise NetworkFileError(where, f"attribute {key!r} must be an integer, got {g.attrs[key]!r}", path)
                 restart[k] = int(value)
+        multi = bool(np.asarray(g.attrs.get("multi_spike", 0)))
+        floor = _attr(g, "membrane_floor", where, path, "str") if "membrane_floor" in g.attrs else "none"
         sd = [False, 0, 0]
         for k, key in enumerate(("delta_input", "payload_shift", "input_wrap")):
             if key in g.attrs:
@@ -769,7 +781,7 @@ def _read(h5, path) -> Network:
         pops.append(Population(name, _attr(g, "model", where, path, "str"), shape, data["threshold"],
                                data["v_init"], data["bias"], _attr(g, "reset", where, path, "str"), tau, payload,
                                alpha, levels, theta_neg, function, eps, decay, spike_value, test, syn_decay, order,
-                               refractory, arithmetic, *restart, *sd))
+                               refractory, arithmetic, *restart, *sd, multi, floor))
     sizes = {p.name: p.size for p in pops}
     projs = []
     group = h5.get("/projections")

@@ -32,6 +32,8 @@ MODEL_MULTI, MODEL_EC, MODEL_ECMM, MODEL_LIF, MODEL_MAXPOOL, MODEL_CUBA, MODEL_S
 FLAG_UNIT_SPIKE, FLAG_STRICT_TEST, FLAG_MEMBRANE_FIRST, FLAG_LOIHI = 1, 2, 4, 8
 # sigma_delta populations: the activation is the step's input (delta_input); the input wraps at 24 bits (input_wrap)
 FLAG_DELTA_INPUT, FLAG_WRAP24 = 16, 32
+# if / lif populations: floor(m / θ) spikes a step (sinabs's MultiSpike); the membrane kept at or above -θ
+FLAG_MULTI_SPIKE, FLAG_FLOOR_NEG_THETA = 64, 128
 LOIHI_STATE = 8388608.0  # 2^23: Loihi's 24-bit current wraps to (-2^23, 2^23], its membrane saturates at 2^23 - 1
 EC_GELU, EC_LAYERNORM, EC_SOFTMAX, EC_IDENTITY = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
@@ -696,6 +698,8 @@ def _if_update(p, pops, s):
     leaky = pops.model[p] == MODEL_LIF
     unit = vmax != 0.0 or (pops.flags[p] & FLAG_UNIT_SPIKE) != 0
     strict = (pops.flags[p] & FLAG_STRICT_TEST) != 0
+    multi = (pops.flags[p] & FLAG_MULTI_SPIKE) != 0
+    floor_neg = (pops.flags[p] & FLAG_FLOOR_NEG_THETA) != 0
     v = s.v
     cur = s.cur
     theta = pops.theta
@@ -705,10 +709,14 @@ def _if_update(p, pops, s):
     for i in range(off, off + n):
         m = _integrate(v[i] * decay[i] if leaky else v[i], cur[i], vmax)
         if m > theta[i] or (m == theta[i] and not strict):
-            v[i] = _after_spike(m, theta[i], reset)
-            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, 1.0 if unit else theta[i], 1, 1)
+            k = int(np.floor(m / theta[i])) if multi else 1  # spikes this step (sinabs's MultiSpike: as many as fit)
+            v[i] = m - k * theta[i] if reset == RESET_SUBTRACT else _after_spike(m, theta[i], reset)
+            # one event of k spikes: it carries their summed value and counts as k (as a group neuron's count)
+            m_ev = _queue(ev_idx, ev_val, ev_mult, ev_rec, off, m_ev, i, k * (1.0 if unit else theta[i]), k, k)
         else:
             v[i] = m
+        if floor_neg and v[i] < -theta[i]:
+            v[i] = -theta[i]
     s.ev_n[p] = m_ev
 
 

@@ -41,6 +41,7 @@ SYNAPSE_ORDERS = ("current_first", "membrane_first")
 # m = trunc(β·v) + i + bias saturated at ±(2^23 - 1) (trunc: toward zero; α, β multiples of 1/4096; the bias enters
 # the membrane, not the current), spike when m > θ, membrane to 0 (weights, bias and θ carry Lava's 2^6 scale)
 ARITHMETICS = ("float", "loihi")
+MEMBRANE_FLOORS = ("none", "-threshold")
 # if / lif neurons: what a spike carries downstream (θ, spikeforge's conversion convention, or 1, NIR's and most
 # SNN libraries'), and the firing test (m >= θ, spikeforge's; m > θ, NIR's)
 SPIKE_VALUES = ("threshold", "unit")
@@ -95,6 +96,10 @@ class Population:
     delta_input: bool = False
     payload_shift: int = 0
     input_wrap: int = 0
+    # if / lif (sinabs's neurons): `multi_spike` fires floor(m / θ) spikes in a step where m >= θ (each subtracted, or
+    # the membrane to 0), one event of that multiplicity; `membrane_floor` "-threshold" keeps v >= -θ after the reset
+    multi_spike: bool = False
+    membrane_floor: str = "none"
 
     @property
     def size(self) -> int:
@@ -113,7 +118,7 @@ class Population:
              payload="graded", negative_slope=0.0, levels=1, threshold_neg=None, function="", eps=1e-5, decay=None,
              spike_value="threshold", threshold_test="ge", syn_decay=None, synapse_order="current_first",
              refractory=0, arithmetic="float", reset_every=0, reset_phase=0, delta_input=False, payload_shift=0,
-             input_wrap=0):
+             input_wrap=0, multi_spike=False, membrane_floor="none"):
         """Build a population, broadcasting scalar parameters to every neuron."""
         shape = tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
@@ -127,7 +132,7 @@ class Population:
                    str(function), float(eps), None if decay is None else full(decay), spike_value, threshold_test,
                    None if syn_decay is None else full(syn_decay), str(synapse_order), int(refractory),
                    str(arithmetic), int(reset_every), int(reset_phase), bool(delta_input), int(payload_shift),
-                   int(input_wrap))
+                   int(input_wrap), bool(multi_spike), str(membrane_floor))
 
 
 @dataclass

@@ -484,10 +484,14 @@ def _if_update(run, t, pop, cur):
     m = _integrate(v * pop.decay if pop.model == K.MODEL_LIF else v, cur, pop.vmax)
     fired = (m > pop.theta) if pop.flags & K.FLAG_STRICT_TEST else (m >= pop.theta)
     s = fired.to(torch.float64)
-    if pop.reset == K.RESET_SUBTRACT:  # m - s·θ: s·θ is θ or 0 exactly, so this is the engine's m - θ
-        run.v[pop.p] = torch.addcmul(m, s, pop.theta, value=-1.0)
+    if pop.flags & K.FLAG_MULTI_SPIKE:  # floor(m / θ) spikes where it fires (sinabs's MultiSpike)
+        s = torch.where(fired, torch.floor(m / pop.theta), s)
+    if pop.reset == K.RESET_SUBTRACT:  # m - s·θ: s·θ is an exact multiple of θ, as the engine's m - k·θ
+        run.v[pop.p] = m - s * pop.theta
     else:
         run.v[pop.p] = _reset(m, fired, pop.reset)
+    if pop.flags & K.FLAG_FLOOR_NEG_THETA:
+        run.v[pop.p] = torch.maximum(run.v[pop.p], -pop.theta)
     run.emit(t, pop, s, s)
     return _Out(s, level=s, payload=pop.payload)
 

@@ -205,10 +205,12 @@ def _parser():
     m.add_argument("out", help="network file to write")
     m.add_argument("--dt", type=float, help="time step in the graph's time unit (default: the graph's dt "
                                             "metadata, else the convention's: nir 1, snntorch 1e-4, norse 1e-3)")
-    m.add_argument("--convention", choices=("nir", "snntorch", "norse"), default="nir",
+    m.add_argument("--convention", choices=("nir", "snntorch", "norse", "sinabs"), default="nir",
                    help="how the tool that wrote the graph means its parameters (docs/NIR.md): nir = the NIR "
                         "equations; snntorch = snnTorch's export_to_nir (dt 1e-4, Leaky input gain 1); norse = "
-                        "Norse's to_nir (dt 1e-3, tau written as dt/tau_mem_inv, IAF input gain 1)")
+                        "Norse's to_nir (dt 1e-3, tau written as dt/tau_mem_inv, IAF input gain 1); sinabs = as "
+                        "sinabs's from_nir builds its layers (several spikes a step, subtractive reset, IF membranes "
+                        "kept >= -threshold, LIF decay exp(-1/tau))")
     m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     m.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",

@@ -146,3 +146,22 @@ def test_the_reference_sigma_delta_starts_from_v_init_and_restarts_to_it():
     assert res.spikes["s"].sum() > 0
     np.testing.assert_array_equal(rec.spikes["s"].numpy().swapaxes(0, 1), res.spikes["s"])
     np.testing.assert_allclose(out.numpy(), res.output, rtol=0, atol=1e-12)
+
+
+def test_multi_spike_neurons_fire_as_many_spikes_as_fit_and_floor_at_minus_theta():
+    """sinabs's IAF as its from_nir builds it (MultiSpike, subtract, min_v_mem = -θ), θ = 1: inputs 2.5, 0, 0.5,
+    -3, 0.7 give 2 spikes (v 0.5), none, 1 (v 0), none (v -3 floored to -1), none (v -0.3); each spike reaches the
+    readout with weight 1: 3 in all over T = 5."""
+    pops = [Population.make("in", "input", (1,)),
+            Population.make("h", "if", (1,), 1.0, reset="subtract", spike_value="unit", multi_spike=True,
+                            membrane_floor="-threshold"),
+            Population.make("out", "readout", (1,))]
+    projs = [Projection("a", "dense", "in", "h", np.ones((1, 1), np.float32)),
+             Projection("b", "dense", "h", "out", np.ones((1, 1), np.float32))]
+    cores, edges = one_population_per_core(pops, projs)
+    net = Network(pops, projs, cores, edges, {})
+    x = np.array([2.5, 0.0, 0.5, -3.0, 0.7]).reshape(1, 5, 1)
+    res = simulator.run(net, x, 5, record=["h"], trace=[("h", 0)], record_counts=True)
+    np.testing.assert_array_equal(res.spikes["h"][0, :, 0], [2, 0, 1, 0, 0])
+    np.testing.assert_allclose(res.traces[0, :, 0], [0.5, 0.5, 0.0, -1.0, -0.3])
+    assert res.output[0, 0] == 3 / 5 and res.total("spikes") == 3

@@ -467,3 +467,50 @@ def test_export_nir_norse_convention_refuses_what_norse_would_read_differently(t
     assert main(["export-nir", str(tmp_path / "conv.h5"), str(tmp_path / "x.nir"), "--convention", "norse"]) == 2
     assert "reset 'subtract'" in capsys.readouterr().err
     assert not (tmp_path / "x.nir").exists()
+
+
+# --------------------------------------------------------------------------- sinabs
+
+
+def test_sinabs_graph_imports_spike_for_spike_as_sinabs_runs_it(tmp_path):
+    """sinabs 3.1's to_nir of Linear -> IAF -> Linear -> LIF (per-neuron τ) read with --convention sinabs: the
+    layers sinabs's own from_nir builds (MultiSpike: several spikes a step, subtractive reset, IF membranes kept at
+    or above -θ, LIF decay exp(-1/τ) without input scaling) spike exactly as our engine (and the torch reference,
+    on the same network) over 30 steps; read as NIR's equations (--convention nir) they do not."""
+    sinabs = pytest.importorskip("sinabs")
+    import sinabs.layers as sl
+
+    from spikeforge.converter.spiking import SpikingNetwork
+
+    torch.manual_seed(0)
+    B, steps = 8, 30
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 20), sl.IAFSqueeze(batch_size=B, spike_threshold=1.0, min_v_mem=-1.0),
+        torch.nn.Linear(20, 6), sl.LIFSqueeze(tau_mem=torch.linspace(2.0, 8.0, 6), spike_threshold=torch.ones(6),
+                                              norm_input=False, batch_size=B))
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)
+        model[2].weight.mul_(2.0)
+    x = (torch.rand(B, steps, 16, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    graph = sinabs.to_nir(model, x.reshape(B * steps, 16))
+    nir.write(tmp_path / "sinabs.nir", graph)
+    sinabs.reset_states(model)
+    rec, handles = _record(list(model.named_modules()), (sl.IAFSqueeze, sl.LIFSqueeze))
+    with torch.no_grad():
+        model(x.reshape(B * steps, 16))
+    for h in handles:
+        h.remove()
+    assert main(["import-nir", str(tmp_path / "sinabs.nir"), str(tmp_path / "s.h5"), "--convention", "sinabs"]) == 0
+    ours = simulator.load_network(tmp_path / "s.h5")
+    assert [(p.model, p.multi_spike, p.membrane_floor) for p in ours.populations[1:3]] == [
+        ("if", True, "-threshold"), ("lif", True, "none")]
+    res = simulator.run(ours, x.numpy(), steps, record=["1", "3"])
+    _, ref = SpikingNetwork(ours)(x, steps, record_spikes=True)
+    for name in ("1", "3"):
+        theirs = rec[name][0].reshape(B, steps, -1).numpy()
+        assert theirs.max() >= 2, name  # several spikes in a step, somewhere
+        np.testing.assert_array_equal(res.spikes[name].reshape(theirs.shape), theirs, err_msg=name)
+        np.testing.assert_array_equal(ref.spikes[name].numpy().swapaxes(0, 1).reshape(theirs.shape), theirs)
+    plain = from_nir(nir.read(tmp_path / "sinabs.nir"), convention="nir")
+    other = simulator.run(plain, x.numpy(), steps, record=["1"])
+    assert not np.array_equal(other.spikes["1"].reshape(B, steps, -1), rec["1"][0].reshape(B, steps, -1).numpy())
