@@ -18,6 +18,9 @@ ROOT := $(abspath .)
 NORSE := norse==1.1.0
 # sinabs for tests/test_nir_libs.py, without its declared nir<=1.0.4 and samna (pbr is what it imports of them)
 SINABS := sinabs==3.1.3 pbr==7.1.3
+# NeuroBench's own synaptic-operation count for tests/test_synops_conventions.py, without its declared torchaudio and
+# tonic (its metrics import neither)
+NEUROBENCH := neurobench==2.3.0
 # lava-dl's wheel (not installed: it needs Python < 3.11) for the netx files and the ground truths Lava recorded that
 # tests/test_netx.py reads out of it
 LAVA_DL := lava-dl==0.6.0
@@ -28,7 +31,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps $(NORSE) $(SINABS)
+	$(PY) -m pip install -q --no-deps $(NORSE) $(SINABS) $(NEUROBENCH)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 -d $(LAVA_DIR) $(LAVA_DL)
 	touch $(STAMP)
 
@@ -51,7 +54,7 @@ wheel-check: $(STAMP)
 	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
 	$(WHEEL_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls $(WHEEL_DIR)/spikeforge-*.whl)[test]"
-	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(NORSE) $(SINABS)
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(NORSE) $(SINABS) $(NEUROBENCH)
 	set -e; tmp=$$(mktemp -d); cd $$tmp; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/python -c 'import spikeforge, sys; assert "$(WHEEL_VENV)" in spikeforge.__file__, spikeforge.__file__'; \
 	  $(ROOT)/$(WHEEL_VENV)/bin/spikeforge demo --quick --out demo; \

@@ -125,3 +125,47 @@ def test_activation_sparsity_is_neurobenchs_over_the_recorded_spiking_layers():
     assert 0 < spikes and res.activation_sparsity() == 1 - spikes / (5 * T * (108 + 4))
     with pytest.raises(ValueError, match="run with record="):
         simulator.run(net, x, T).activation_sparsity()
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_effective_synops_equal_what_neurobench_itself_counts(conv):
+    """NeuroBench 2.3's own SynapticOperations (Effective_ACs) on a 50 %-pruned snnTorch MLP and conv net fed 0/1
+    frames, against the same network imported through NIR (--convention snntorch) counted with synops "effective":
+    equal per sample; "all" counts the pruned synapses too."""
+    pytest.importorskip("neurobench")
+    snn = pytest.importorskip("snntorch")
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.workload import SynapticOperations
+    from neurobench.models import SNNTorchModel
+    from snntorch.export_nir import export_to_nir
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from spikeforge.interop.nir_import import from_nir
+
+    torch.manual_seed(0)
+
+    def leaky(shape, output=False):
+        return snn.Leaky(beta=torch.full(shape, 0.8), threshold=torch.ones(shape), init_hidden=True, output=output,
+                         reset_mechanism="zero")
+
+    if conv:
+        net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), leaky((4, 6, 6)), torch.nn.Flatten(),
+                                  torch.nn.Linear(144, 10), leaky((10,), output=True))
+        shape = (2, 6, 6)
+    else:
+        net = torch.nn.Sequential(torch.nn.Linear(16, 24), leaky((24,)), torch.nn.Linear(24, 10),
+                                  leaky((10,), output=True))
+        shape = (16,)
+    with torch.no_grad():
+        for layer in (net[0], net[-2]):
+            layer.weight.mul_(2.5 * (torch.rand_like(layer.weight) < 0.5).float())
+    B = 16
+    x = (torch.rand(B, 30, *shape, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    data = DataLoader(TensorDataset(x, torch.zeros(B, dtype=torch.long)), batch_size=B)
+    counted = Benchmark(SNNTorchModel(net), data, [], [], [[], [SynapticOperations]]).run(quiet=True)
+    theirs = counted["SynapticOperations"]["Effective_ACs"]
+    ours = from_nir(export_to_nir(net, torch.zeros(1, *shape), ignore_dims=[0]), convention="snntorch")
+    eff = simulator.run(ours, x.numpy(), 30, synops="effective")
+    every = simulator.run(ours, x.numpy(), 30, synops="all")
+    assert theirs > 0 and eff.total("synops") / B == theirs
+    assert every.total("synops") > eff.total("synops")
