@@ -216,10 +216,10 @@ def _parser():
     m.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
                    help="with --target: map onto a system of N chips (default: the target's board)")
     n = add("import-lava", "Build a network file from a lava-dl netx file (input, dense, conv, pool, flatten, "
-                           "dense_rec layers; CUBA / LOIHI and SDNN sigma-delta neurons; axonal delays) that computes "
-                           "what Lava's bit-accurate processes compute (docs/NETX.md). Its samples are what Lava takes: "
-                           "the input layer's bias_mant integers (CUBA), its a_in integers (SDNN), or 0/1 spike frames "
-                           "(an input layer without neurons).")
+                           "dense_rec layers; CUBA / LOIHI and SDNN sigma-delta neurons; axonal delays) that "
+                           "computes what Lava's bit-accurate processes compute (docs/NETX.md). Its samples are what "
+                           "Lava takes: the input layer's bias_mant integers (CUBA), its a_in integers (SDNN), or 0/1 "
+                           "spike frames (an input layer without neurons).")
     n.add_argument("netx_file", help="netx network file (HDF5, as lava-dl's export_hdf5 writes it)")
     n.add_argument("out", help="network file to write")
     n.add_argument("--layers", type=_number(int, 0, True), metavar="N",
