@@ -967,8 +967,9 @@ def cmd_import_nir(args):
         warnings.simplefilter("always", NirImportWarning)
         import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,
                    convention=args.convention, chips=args.chips or None)
-    for w in caught:
-        print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
+    for w in caught:  # ours, said once each; other libraries' warnings are not the graph's
+        if issubclass(w.category, NirImportWarning):
+            print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
     from spikeforge.simulator import load_network
 
     net = load_network(args.out)
@@ -992,8 +993,9 @@ def cmd_import_lava(args):
         import_netx(args.netx_file, args.out, layers=args.layers, reset_interval=args.reset_interval,
                     reset_offset=args.reset_offset, target=args.target, placement=args.placement,
                     chips=args.chips or None)
-    for w in caught:
-        print(f"spikeforge import-lava: warning: {w.message}", file=sys.stderr)
+    for w in caught:  # ours only; other libraries' warnings are not the file's
+        if issubclass(w.category, NetxImportWarning):
+            print(f"spikeforge import-lava: warning: {w.message}", file=sys.stderr)
     from spikeforge.simulator import load_network
 
     net = load_network(args.out)
