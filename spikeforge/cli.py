@@ -211,10 +211,7 @@ def _parser():
                         "Norse's to_nir (dt 1e-3, tau written as dt/tau_mem_inv, IAF input gain 1); sinabs = as "
                         "sinabs's from_nir builds its layers (several spikes a step, subtractive reset, IF membranes "
                         "kept >= -threshold, LIF decay exp(-1/tau))")
-    m.add_argument("--target", help="map onto the cores of this target instead of one core per population")
-    m.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
-    m.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
-                   help="with --target: map onto a system of N chips (default: the target's board)")
+    _import_mapping_options(m)
     n = add("import-lava", "Build a network file from a lava-dl netx file (input, dense, conv, pool, flatten, "
                            "dense_rec layers; CUBA / LOIHI and SDNN sigma-delta neurons; axonal delays) that "
                            "computes what Lava's bit-accurate processes compute (docs/NETX.md). Its samples are what "
@@ -229,11 +226,16 @@ def _parser():
                         "step later per layer (a stream of samples of STEPS steps)")
     n.add_argument("--reset-offset", type=_number(int, 0, False), default=0, metavar="K",
                    help="netx's reset_offset (with --reset-interval; default 0)")
-    n.add_argument("--target", help="map onto the cores of this target instead of one core per population")
-    n.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
-    n.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
-                   help="with --target: map onto a system of N chips (default: the target's board)")
+    _import_mapping_options(n)
     return p
+
+
+def _import_mapping_options(cmd):
+    """--target / --placement / --chips of an importer (import-nir, import-lava)."""
+    cmd.add_argument("--target", help="map onto the cores of this target instead of one core per population")
+    cmd.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
+    cmd.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
+                     help="with --target: map onto a system of N chips (default: the target's board)")
 
 
 def _number(kind, low, strict):
@@ -955,50 +957,45 @@ def cmd_export_lava(args):
                                  f"{schedule[0]}, reset_offset={schedule[1]}): the file cannot hold them"))
 
 
-def cmd_import_nir(args):
+def _run_import(args, source, warning, build):
+    """An importer's common part: --chips needs --target, the output checked against the input, build() run with
+    the importer's own warnings printed (another library's warning is not the file's); returns the network read
+    back from --out."""
     import warnings
 
-    from spikeforge.interop.nir_import import NirImportWarning, import_nir
+    from spikeforge.simulator import load_network
 
     if args.chips and not args.target:
         raise UserError("--chips is the size of the system the --target's cores are mapped onto: give --target")
-    _check_outputs([args.out], "out", [args.nir_file])
+    _check_outputs([args.out], "out", [source])
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", NirImportWarning)
-        import_nir(args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,
-                   convention=args.convention, chips=args.chips or None)
-    for w in caught:  # ours, said once each; other libraries' warnings are not the graph's
-        if issubclass(w.category, NirImportWarning):
-            print(f"spikeforge import-nir: warning: {w.message}", file=sys.stderr)
-    from spikeforge.simulator import load_network
+        warnings.simplefilter("always", warning)
+        build()
+    for w in caught:
+        if issubclass(w.category, warning):
+            print(f"spikeforge {args.command}: warning: {w.message}", file=sys.stderr)
+    return load_network(args.out)
 
-    net = load_network(args.out)
+
+def cmd_import_nir(args):
+    from spikeforge.interop.nir_import import NirImportWarning, import_nir
+
+    net = _run_import(args, args.nir_file, NirImportWarning, lambda: import_nir(
+        args.nir_file, args.out, dt=args.dt, target=args.target, placement=args.placement,
+        convention=args.convention, chips=args.chips or None))
     recurrent = sum(net.recurrent(q) for q in net.projections)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections"
           + (f" ({recurrent} recurrent)" if recurrent else "") + f", {len(net.cores)} cores")
 
 
 def cmd_import_lava(args):
-    import warnings
-
     from spikeforge.interop.netx_import import NetxImportWarning, import_netx
 
-    if args.chips and not args.target:
-        raise UserError("--chips is the size of the system the --target's cores are mapped onto: give --target")
     if args.reset_offset and not args.reset_interval:
         raise UserError("--reset-offset is the phase of --reset-interval: give --reset-interval")
-    _check_outputs([args.out], "out", [args.netx_file])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", NetxImportWarning)
-        import_netx(args.netx_file, args.out, layers=args.layers, reset_interval=args.reset_interval,
-                    reset_offset=args.reset_offset, target=args.target, placement=args.placement,
-                    chips=args.chips or None)
-    for w in caught:  # ours only; other libraries' warnings are not the file's
-        if issubclass(w.category, NetxImportWarning):
-            print(f"spikeforge import-lava: warning: {w.message}", file=sys.stderr)
-    from spikeforge.simulator import load_network
-
-    net = load_network(args.out)
+    net = _run_import(args, args.netx_file, NetxImportWarning, lambda: import_netx(
+        args.netx_file, args.out, layers=args.layers, reset_interval=args.reset_interval,
+        reset_offset=args.reset_offset, target=args.target, placement=args.placement, chips=args.chips or None))
     shape = tuple(net.input.shape)
     first = net.populations[1]
     feed = (f"the integers Lava sends to the input layer's a_in, shaped {shape} (Lava's (x, y, c) transposed)"
