@@ -296,12 +296,13 @@ def main(argv=None):
             split_cost = _cost(m, target, x, y, args.T, **run)
             row = {"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
                    "device": args.device, "trained": trained, "split": split_cost}
+            row_out(row)  # kept if the hypothetical below does not finish (a device call has ten minutes)
             if args.no_hypothetical:
-                row_out(row)
                 continue
             wide = _unsplit_target(target, widest)
             hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit",
                             lambda: map_network(net, wide, split=False, chips=chips))
+            rows.pop()
             row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
                          axons_hypothetical=wide.limits["axons_per_core"]))
 

@@ -22,11 +22,10 @@ import os
 import numpy as np
 
 from spikeforge.errors import UserError
-from spikeforge.interop.netx_import import check_dense_weights
+from spikeforge.interop.netx_import import SCALE, SD_SCALE, check_dense_weights
 
 __all__ = ["NetxExportError", "export_netx", "write_layers"]
 
-SCALE = 64
 MAX_THRESHOLD = (1 << 17) - 1  # the largest vThMant Lava's LIF takes (17 bits)
 
 
@@ -41,9 +40,6 @@ def _whole(values, where, what, scale=SCALE):
         raise NetxExportError(f"{where}: {what} {np.asarray(values).reshape(-1)[bad]:g} is not a whole multiple of "
                               f"{scale} (netx stores whole numbers, x {scale} in Lava)")
     return out
-
-
-SD_SCALE = 4096  # netx's sigma-delta θ and bias: x 2^(spike_exp + state_exp)
 
 
 def _scales(pop):

@@ -303,16 +303,6 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
     if reset_interval is not None and (isinstance(reset_interval, bool) or not isinstance(reset_interval, int)
                                        or reset_interval < 1):
         raise NetxImportError(f"reset_interval must be a whole number of steps >= 1, got {reset_interval!r}")
-    built = [0]  # layers built so far (netx's reset offset grows by one per layer)
-    warned, warned_pool = [], []
-
-    def restart():
-        if reset_interval is None:
-            return {}
-        phase = (int(reset_offset) + built[0]) % reset_interval
-        built[0] += 1
-        return {"reset_every": reset_interval, "reset_phase": phase}
-
     root = h5.get("layer")
     if not isinstance(root, h5py.Group) or not len(root):
         raise NetxImportError("no 'layer' group: not a netx file")
@@ -323,8 +313,7 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         if not 1 <= layers <= count:
             raise NetxImportError(f"layers={layers}: the file has {count} layers")
         count = layers
-    pops, projs = [], []
-    prev, prev_shape = None, None  # the population the next layer reads, and its shape
+    build = _Build(reset_interval, reset_offset)
     for i in range(count):
         layer = root[str(i)]
         where = f"layer/{i}"
@@ -338,111 +327,18 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
         if i == 0:
             if kind != "input":
                 raise NetxImportError(f"{where}: the first layer is {kind!r}, not an input layer")
-            pops.append(Population.make("input", "input", shape))
-            neuron = _neuron(layer, where)
-            n = int(np.prod(shape))
-            if neuron is not None and neuron["type"] == "SDNN":  # Lava's Delta: a_in << 12, its change sent
-                restart()  # (netx counts the layer in its reset offsets; sigma-delta layers take no restarts)
-                pops.append(_sigma_delta("input0", shape, neuron, 0.0, where, delta_input=True))
-                projs.append(Projection("input0.in", "sparse", "input", "input0", np.full(n, SD_SCALE, np.float32),
-                                        indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64)))
-                prev, prev_shape = "input0", shape
-                continue
-            if neuron is not None:  # Lava feeds the sample as the input neurons' bias: no current memory
-                neuron = dict(neuron, iDecay=np.array([4096.0]))
-                pops.append(_cuba("input0", shape, neuron, 0.0, where, **restart()))  # one synapse of 2^6 per neuron
-                projs.append(Projection("input0.in", "sparse", "input", "input0", np.full(n, SCALE, np.float32),
-                                        indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64)))
-                prev = "input0"
-            else:
-                prev = "input"
-            prev_shape = shape
-            continue
-        if kind == "input":
+            _input_layer(build, layer, where, shape)
+        elif kind == "input":
             raise NetxImportError(f"{where}: a second input layer")
-        if kind == "flatten":
-            if int(np.prod(shape)) != int(np.prod(prev_shape)):
-                raise NetxImportError(f"{where}: flatten to {shape} from {prev_shape}")
-            prev_shape = shape
-            continue
-        if kind not in ("dense", "conv", "dense_rec", "pool"):
+        elif kind == "flatten":
+            if int(np.prod(shape)) != int(np.prod(build.prev_shape)):
+                raise NetxImportError(f"{where}: flatten to {shape} from {build.prev_shape}")
+            build.prev_shape = shape
+        elif kind in ("dense", "conv", "dense_rec", "pool"):
+            _synaptic_layer(build, layer, where, kind, f"{kind}{i}", shape, last=i == count - 1)
+        else:
             raise NetxImportError(f"{where}: unknown layer type {kind!r}")
-        neuron = _neuron(layer, where)
-        last = i == count - 1
-        bias = np.asarray(_read(layer, "bias", where), np.float64) if "bias" in layer else np.zeros(1)
-        if not np.all(np.isfinite(bias)):
-            raise NetxImportError(f"{where}/bias: NaN or inf")
-        bias = np.trunc(bias)
-        lname = f"{kind}{i}"
-        sdnn = neuron is not None and neuron["type"] == "SDNN"
-        scale = 1 if sdnn else SCALE  # Lava's SigmaDelta adds its input unshifted; its LIF shifts it left by 6
-        if sdnn and kind == "dense_rec":
-            raise NetxImportError(f"{where}: dense_rec with sigma-delta neurons is not imported")
-        if sdnn and reset_interval is not None and not warned:
-            warned.append(where)
-            _warn(f"{where}: netx ignores reset_interval for sigma-delta layers; so does this import")
-        if kind == "pool":  # slayer's sum pooling, each channel alone through the window's weights: a depthwise conv
-            if len(prev_shape) != 3 or len(shape) != 3 or shape[0] != prev_shape[0]:
-                raise NetxImportError(f"{where}: a pool layer between {prev_shape} and {shape} (both (C, H, W), the "
-                                      "same channels)")
-            if not warned_pool:
-                warned_pool.append(where)
-                _warn(f"{where}: lava-dl's netx does not build pool layers; imported as slayer computes them (each "
-                      "channel summed through the window's weights: a depthwise convolution)")
-            window = np.asarray(_read(layer, "weight", where), np.float64).reshape(-1)
-            c = shape[0]
-            kh, kw = _ints(_read(layer, "kernelSize", where), f"{where}/kernelSize", "kernelSize", 2)
-            if window.size not in (1, kh * kw):
-                raise NetxImportError(f"{where}: weight of {window.size} values for a {kh}x{kw} window")
-            layer = dict(layer.items(), weight=np.broadcast_to(np.resize(window, kh * kw).reshape(1, 1, kh, kw),
-                                                               (c, 1, kh, kw)).copy(), groups=np.asarray(c))
-            kind = "conv"
-        if kind == "conv":
-            if len(prev_shape) != 3 or len(shape) != 3:
-                raise NetxImportError(f"{where}: a conv layer between {prev_shape} and {shape} (both must be "
-                                      "(C, H, W))")
-            w, stride, padding, groups = _conv(layer, where, prev_shape, shape, wraps=sdnn)
-            layer_projs = [Projection(lname, "conv2d", prev, lname, (w * scale).astype(np.float32),
-                                      kernel=tuple(w.shape[2:]), stride=stride, padding=padding, groups=groups,
-                                      delay=1)]
-        else:
-            n_in, n_out = int(np.prod(prev_shape)), int(np.prod(shape))
-            w = _dense_weight(layer, where, n_in, n_out)
-            layer_projs = _dense_projections(lname, prev, lname, w, _delays(layer, where, n_out), scale=scale)
-            if kind == "dense_rec":
-                w_rec = np.trunc(np.asarray(_read(layer, "weight_rec", where), np.float64))
-                if w_rec.shape != (n_out, n_out) or not np.all(np.isfinite(w_rec)):
-                    raise NetxImportError(f"{where}: weight_rec must be ({n_out}, {n_out}) finite values")
-                layer_projs.append(Projection(f"{lname}.rec", "dense", lname, lname,
-                                              (w_rec * SCALE).astype(np.float32), delay=1))
-        if sdnn:  # netx's Sigma output layer (σ sent, no bias), else a SigmaDelta layer (a conv's input wraps)
-            restart()  # counted in netx's reset offsets, not restarted
-            if neuron["sigma_output"] and not last:
-                raise NetxImportError(f"{where}: a sigma output layer before the last layer")
-            if neuron["sigma_output"]:
-                if np.any(bias):
-                    _warn(f"{where}: netx's Sigma output takes no bias; left out, as Lava runs it")
-                pops.append(Population.make(lname, "readout", shape))
-            else:
-                pops.append(_sigma_delta(lname, shape, neuron, bias, where, wrap=kind == "conv"))
-            projs += layer_projs
-            prev, prev_shape = lname, shape
-            if last and not neuron["sigma_output"]:  # the payloads summed
-                pops.append(Population.make("output", "readout", shape))
-                projs.append(Projection("output", "identity", lname, "output"))
-            continue
-        readout = last and kind != "dense_rec" and _integrates(neuron, bias, where)
-        schedule = restart()
-        if readout:
-            pops.append(Population.make(lname, "readout", shape, 0.0, 0.0, _broadcast(bias, shape, where) * SCALE,
-                                        **schedule))
-        else:
-            pops.append(_cuba(lname, shape, neuron or DEFAULT_NEURON, bias, where, **schedule))
-        projs += layer_projs
-        prev, prev_shape = lname, shape
-        if last and not readout:
-            pops.append(Population.make("output", "readout", shape, **schedule))  # counts since the layer's restart
-            projs.append(Projection("output", "identity", lname, "output"))
+    pops, projs = build.pops, build.projs
     if len(pops) == 1 or pops[-1].model != "readout":
         raise NetxImportError(f"the first {count} layer(s) hold no dense or conv layer to read out")
     from spikeforge.converter.mapping import one_population_per_core
@@ -451,6 +347,138 @@ def from_netx(h5, name="netx", layers=None, reset_interval=None, reset_offset=0)
     return Network(pops, projs, cores, edges, {"name": name, "source": "lava-dl netx", "mapping":
                                                 "one-population-per-core", "time_semantics": "netx (one step "
                                                 "per synapse)"})
+
+
+class _Build:
+    """What `from_netx` has built so far: populations, projections, the population the next layer reads and its
+    shape, the layers counted in netx's reset offsets, and which warnings were given once."""
+
+    def __init__(self, reset_interval, reset_offset):
+        self.reset_interval, self.reset_offset = reset_interval, int(reset_offset)
+        self.pops, self.projs = [], []
+        self.prev, self.prev_shape = None, None
+        self.built = 0  # layers built so far (netx's reset offset grows by one per layer)
+        self.warned = set()
+
+    def restart(self) -> dict:
+        """The next built layer's restart schedule (empty without reset_interval); counts the layer."""
+        if self.reset_interval is None:
+            return {}
+        phase = (self.reset_offset + self.built) % self.reset_interval
+        self.built += 1
+        return {"reset_every": self.reset_interval, "reset_phase": phase}
+
+    def warn_once(self, key, message):
+        if key not in self.warned:
+            self.warned.add(key)
+            _warn(message)
+
+    def add(self, pop, projs, shape):
+        """Append a layer's population and its incoming projections; the next layer reads it."""
+        self.pops.append(pop)
+        self.projs += projs
+        self.prev, self.prev_shape = pop.name, shape
+
+
+def _input_layer(build, layer, where, shape):
+    """netx's input layer: the sample itself, or through Lava's Delta (SDNN) or its input neurons' bias (CUBA)."""
+    build.pops.append(Population.make("input", "input", shape))
+    build.prev, build.prev_shape = "input", shape
+    neuron = _neuron(layer, where)
+    if neuron is None:
+        return
+    n = int(np.prod(shape))
+    one_to_one = dict(indptr=np.arange(n + 1, dtype=np.int64), indices=np.arange(n, dtype=np.int64))
+    if neuron["type"] == "SDNN":  # Lava's Delta: a_in << 12, its change sent
+        build.restart()  # (netx counts the layer in its reset offsets; sigma-delta layers take no restarts)
+        build.add(_sigma_delta("input0", shape, neuron, 0.0, where, delta_input=True),
+                  [Projection("input0.in", "sparse", "input", "input0", np.full(n, SD_SCALE, np.float32),
+                              **one_to_one)], shape)
+        return
+    neuron = dict(neuron, iDecay=np.array([4096.0]))  # Lava feeds the sample as the neurons' bias: no current memory
+    build.add(_cuba("input0", shape, neuron, 0.0, where, **build.restart()),  # one synapse of 2^6 per neuron
+              [Projection("input0.in", "sparse", "input", "input0", np.full(n, SCALE, np.float32), **one_to_one)],
+              shape)
+
+
+def _pool_as_conv(build, layer, where, shape) -> dict:
+    """slayer's sum pooling, each channel alone through the window's weights: the layer as a depthwise conv."""
+    prev_shape = build.prev_shape
+    if len(prev_shape) != 3 or len(shape) != 3 or shape[0] != prev_shape[0]:
+        raise NetxImportError(f"{where}: a pool layer between {prev_shape} and {shape} (both (C, H, W), the "
+                              "same channels)")
+    build.warn_once("pool", f"{where}: lava-dl's netx does not build pool layers; imported as slayer computes them "
+                            "(each channel summed through the window's weights: a depthwise convolution)")
+    window = np.asarray(_read(layer, "weight", where), np.float64).reshape(-1)
+    c = shape[0]
+    kh, kw = _ints(_read(layer, "kernelSize", where), f"{where}/kernelSize", "kernelSize", 2)
+    if window.size not in (1, kh * kw):
+        raise NetxImportError(f"{where}: weight of {window.size} values for a {kh}x{kw} window")
+    return dict(layer.items(), weight=np.broadcast_to(np.resize(window, kh * kw).reshape(1, 1, kh, kw),
+                                                       (c, 1, kh, kw)).copy(), groups=np.asarray(c))
+
+
+def _layer_projections(build, layer, where, kind, lname, shape, sdnn) -> list:
+    """The projections into a dense, dense_rec or conv layer (weights scaled as Lava's neurons take them)."""
+    scale = 1 if sdnn else SCALE  # Lava's SigmaDelta adds its input unshifted; its LIF shifts it left by 6
+    prev, prev_shape = build.prev, build.prev_shape
+    if kind == "conv":
+        if len(prev_shape) != 3 or len(shape) != 3:
+            raise NetxImportError(f"{where}: a conv layer between {prev_shape} and {shape} (both must be "
+                                  "(C, H, W))")
+        w, stride, padding, groups = _conv(layer, where, prev_shape, shape, wraps=sdnn)
+        return [Projection(lname, "conv2d", prev, lname, (w * scale).astype(np.float32), kernel=tuple(w.shape[2:]),
+                           stride=stride, padding=padding, groups=groups, delay=1)]
+    n_in, n_out = int(np.prod(prev_shape)), int(np.prod(shape))
+    w = _dense_weight(layer, where, n_in, n_out)
+    projs = _dense_projections(lname, prev, lname, w, _delays(layer, where, n_out), scale=scale)
+    if kind == "dense_rec":
+        w_rec = np.trunc(np.asarray(_read(layer, "weight_rec", where), np.float64))
+        if w_rec.shape != (n_out, n_out) or not np.all(np.isfinite(w_rec)):
+            raise NetxImportError(f"{where}: weight_rec must be ({n_out}, {n_out}) finite values")
+        projs.append(Projection(f"{lname}.rec", "dense", lname, lname, (w_rec * SCALE).astype(np.float32), delay=1))
+    return projs
+
+
+def _synaptic_layer(build, layer, where, kind, lname, shape, last):
+    """A dense, conv, dense_rec or pool layer with its neurons (LIF, sigma-delta, or the integrating readout)."""
+    neuron = _neuron(layer, where)
+    bias = np.asarray(_read(layer, "bias", where), np.float64) if "bias" in layer else np.zeros(1)
+    if not np.all(np.isfinite(bias)):
+        raise NetxImportError(f"{where}/bias: NaN or inf")
+    bias = np.trunc(bias)
+    sdnn = neuron is not None and neuron["type"] == "SDNN"
+    if sdnn and kind == "dense_rec":
+        raise NetxImportError(f"{where}: dense_rec with sigma-delta neurons is not imported")
+    if sdnn and build.reset_interval is not None:
+        build.warn_once("sdnn reset", f"{where}: netx ignores reset_interval for sigma-delta layers; so does this "
+                                      "import")
+    if kind == "pool":
+        layer, kind = _pool_as_conv(build, layer, where, shape), "conv"
+    projs = _layer_projections(build, layer, where, kind, lname, shape, sdnn)
+    if sdnn:  # netx's Sigma output layer (σ sent, no bias), else a SigmaDelta layer (a conv's input wraps)
+        build.restart()  # counted in netx's reset offsets, not restarted
+        sigma_output = neuron["sigma_output"]
+        if sigma_output and not last:
+            raise NetxImportError(f"{where}: a sigma output layer before the last layer")
+        if sigma_output and np.any(bias):
+            _warn(f"{where}: netx's Sigma output takes no bias; left out, as Lava runs it")
+        build.add(Population.make(lname, "readout", shape) if sigma_output else
+                  _sigma_delta(lname, shape, neuron, bias, where, wrap=kind == "conv"), projs, shape)
+        if last and not sigma_output:  # the payloads summed
+            build.add(Population.make("output", "readout", shape),
+                      [Projection("output", "identity", lname, "output")], shape)
+        return
+    readout = last and kind != "dense_rec" and _integrates(neuron, bias, where)
+    schedule = build.restart()
+    if readout:
+        build.add(Population.make(lname, "readout", shape, 0.0, 0.0, _broadcast(bias, shape, where) * SCALE,
+                                  **schedule), projs, shape)
+        return
+    build.add(_cuba(lname, shape, neuron or DEFAULT_NEURON, bias, where, **schedule), projs, shape)
+    if last:
+        build.add(Population.make("output", "readout", shape, **schedule),  # counts since the layer's restart
+                  [Projection("output", "identity", lname, "output")], shape)
 
 
 def _broadcast(bias, shape, where="", what="bias"):

@@ -151,18 +151,9 @@ def fixed_point_table(rows):
     return "\n".join(lines)
 
 
-def _scale(values):
-    """(divisor, prefix) that shows the largest of `values` between 1 and 1000 (G, M, k or none)."""
-    top = max((abs(v) for v in values), default=0.0)
-    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if top >= div:
-            return div, prefix
-    return 1.0, ""
-
-
 def markdown_table(rows, ann_acc=None):
-    sd, sp = _scale([r["sops_mean"] for r in rows])
-    md, mp = _scale([r["macs_mean"] for r in rows])
+    sp, sd = pick_unit(max((abs(r["sops_mean"]) for r in rows), default=0.0), COUNT_PREFIXES)
+    mp, md = pick_unit(max((abs(r["macs_mean"]) for r in rows), default=0.0), COUNT_PREFIXES)
     head = (f"| target | T | accuracy (%) | SOPs{f' ({sp})' if sp else ''} mean ± std | MACs{f' ({mp})' if mp else ''} "
             "| E paper-style (μJ) | E_SNN / E_ANN | E target (μJ): dynamic + static | input path: its energy (μJ) "
             "| latency / inference (μs) |")
@@ -243,15 +234,22 @@ def _plt():
 
 
 ENERGY_UNITS = (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9), ("J", 1e12))
+COUNT_PREFIXES = (("", 1.0), ("k", 1e3), ("M", 1e6), ("G", 1e9))
+
+
+def pick_unit(largest, units) -> tuple:
+    """(name, size) of the largest of `units` ((name, size) pairs, ascending) that `largest` is at least one of
+    (the first where it is below all): the unit that shows the largest figure between 1 and 1000."""
+    unit = units[0]
+    for u in units:
+        if largest >= u[1]:
+            unit = u
+    return unit
 
 
 def energy_unit(largest_pj) -> tuple:
-    """(unit, pJ per unit): the largest unit in which `largest_pj` is at least 1 (pJ below 1 pJ)."""
-    unit = ENERGY_UNITS[0]
-    for u in ENERGY_UNITS:
-        if largest_pj >= u[1]:
-            unit = u
-    return unit
+    """(unit, pJ per unit) for an energy of `largest_pj` picojoules."""
+    return pick_unit(largest_pj, ENERGY_UNITS)
 
 
 def plot_energy_per_layer(path, cost, title):
