@@ -9,7 +9,7 @@ import pytest
 
 from spikeforge import simulator
 from spikeforge.cli import main
-from spikeforge.cluster import dask_client, gpu_devices, run_sharded
+from spikeforge.cluster import dask_client, gpu_devices, merge_results, run_sharded
 from spikeforge.converter import convert, write_network
 from spikeforge.errors import UserError
 
@@ -87,3 +87,51 @@ def test_gpu_workers_are_checked_before_any_work(monkeypatch, mlp_file, tmp_path
     monkeypatch.setattr(spikeforge.cluster, "visible_gpus", lambda: 0)
     with pytest.raises(UserError, match="no CUDA device is visible here"):
         gpu_devices()
+
+
+def test_library_products_see_blocks_of_one_size_so_a_samples_current_does_not_depend_on_its_chunk(
+        monkeypatch, mlp_file, digits):
+    """On a GPU every float64 conv / GEMM / sparse product is called on LIBRARY_ROWS samples (the last block padded
+    with zeros): the library then picks one algorithm, one summation order, whatever the chunk or shard size.
+    Checked here by turning the blocks on for the CPU: every call sees 16 rows, and chunks of 48, 16 and 5 samples
+    and 4 shards give the same bits, equal to the unblocked run (spikes and counters exactly)."""
+    from spikeforge.simulator import torch_backend
+
+    x = digits[2][:48]
+    plain = simulator.run(mlp_file, x, 6, backend="torch", batch_size=48)
+    seen = []
+    library = torch_backend._Proj._library_current
+
+    def spy(self, v):
+        seen.append(v.shape[0])
+        return library(self, v)
+
+    monkeypatch.setattr(torch_backend, "FIXED_ROWS_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch_backend._Proj, "_library_current", spy)
+    runs = [simulator.run(mlp_file, x, 6, backend="torch", batch_size=b) for b in (48, 16, 5)]
+    runs.append(merge_results([simulator.run(mlp_file, x[a:a + 12], 6, backend="torch")
+                               for a in range(0, 48, 12)]))
+    assert seen and set(seen) == {torch_backend.LIBRARY_ROWS}
+    for r in runs[1:]:
+        _same(runs[0], r)
+    assert np.array_equal(runs[0].counters, plain.counters) and np.array_equal(runs[0].per_sample, plain.per_sample)
+    assert all(np.array_equal(runs[0].spike_counts[k], plain.spike_counts[k]) for k in plain.spike_counts)
+    np.testing.assert_allclose(runs[0].output, plain.output, rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_row_blocks_pad_the_last_block_and_return_each_rows_result():
+    import torch
+
+    from spikeforge.simulator.torch_backend import in_fixed_rows
+
+    calls = []
+    x = torch.arange(21 * 3, dtype=torch.float64).reshape(21, 3)
+
+    def fn(v):
+        calls.append(tuple(v.shape))
+        return v * 2 + 1
+
+    assert torch.equal(in_fixed_rows(fn, x, 8), x * 2 + 1)
+    assert calls == [(8, 3)] * 3
+    calls.clear()
+    assert torch.equal(in_fixed_rows(fn, x[:8], 8), x[:8] * 2 + 1) and calls == [(8, 3)]
