@@ -199,14 +199,17 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
     # estimate's figures are per inference already
 
 
-def _unsplit_target(target, widest):
+def _unsplit_target(target, widest, outputs=False):
     """The target with enough input axons per core for the widest neuron, and its synapse memory grown in
-    proportion (a neuron with more inputs stores more weights): the chip on which nothing needs a split."""
+    proportion (a neuron with more inputs stores more weights): the chip on which nothing needs a split. outputs:
+    its output axon entries (Loihi's) grown in proportion as well (the layers feeding the wider cores are otherwise
+    cut finer to send to them)."""
     axons = int(target.limits["axons_per_core"])
     grow = max(1.0, widest / axons)
     limits = dict(target.limits, axons_per_core=max(widest, axons))
-    if limits.get("synapse_memory_bytes_per_core"):
-        limits["synapse_memory_bytes_per_core"] = float(np.ceil(limits["synapse_memory_bytes_per_core"] * grow))
+    for key in ("synapse_memory_bytes_per_core",) + (("output_axons_per_core",) if outputs else ()):
+        if limits.get(key):
+            limits[key] = float(np.ceil(limits[key] * grow))
     return dataclasses.replace(target, limits=limits)
 
 
@@ -254,6 +257,8 @@ def main(argv=None):
     p.add_argument("--device", help="torch backend device (cuda on the GPU machine)")
     p.add_argument("--no-hypothetical", action="store_true",
                    help="price the split mapping only (the unsplit hypothetical is mapped and simulated again)")
+    p.add_argument("--hypothetical-outputs", action="store_true",
+                   help="grow the unsplit hypothetical's output axon entries too (Loihi), not only its input axons")
     p.add_argument("--keep", help="folder to keep converted and mapped networks in (and load them from)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -299,12 +304,13 @@ def main(argv=None):
             row_out(row)  # kept if the hypothetical below does not finish (a device call has ten minutes)
             if args.no_hypothetical:
                 continue
-            wide = _unsplit_target(target, widest)
-            hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit",
+            wide = _unsplit_target(target, widest, args.hypothetical_outputs)
+            hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit{'-outputs' if args.hypothetical_outputs else ''}",
                             lambda: map_network(net, wide, split=False, chips=chips))
             rows.pop()
             row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
-                         axons_hypothetical=wide.limits["axons_per_core"]))
+                         axons_hypothetical=wide.limits["axons_per_core"],
+                           output_axons_hypothetical=wide.limits.get("output_axons_per_core")))
 
 
 if __name__ == "__main__":
