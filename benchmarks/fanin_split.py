@@ -310,7 +310,7 @@ def main(argv=None):
             rows.pop()
             row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
                          axons_hypothetical=wide.limits["axons_per_core"],
-                           output_axons_hypothetical=wide.limits.get("output_axons_per_core")))
+                         output_axons_hypothetical=wide.limits.get("output_axons_per_core")))
 
 
 if __name__ == "__main__":
