@@ -307,8 +307,9 @@ def main(argv=None):
             wide = _unsplit_target(target, widest, args.hypothetical_outputs)
             hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit{'-outputs' if args.hypothetical_outputs else ''}",
                             lambda: map_network(net, wide, split=False, chips=chips))
-            rows.pop()
-            row_out(dict(row, unsplit_hypothetical=_cost(hypo, target, x, y, args.T, **run),
+            hypo_cost = _cost(hypo, target, x, y, args.T, **run)
+            rows.pop()  # the split row, written again with the hypothetical beside it
+            row_out(dict(row, unsplit_hypothetical=hypo_cost,
                          axons_hypothetical=wide.limits["axons_per_core"],
                          output_axons_hypothetical=wide.limits.get("output_axons_per_core")))
 

@@ -66,7 +66,7 @@ def main(argv=None):
         net = simulator.load_network(path)
         simulator.run(net, x[:16], args.T, backend="torch", device="cuda")  # warm-up: kernels compiled, cached
         t0 = time.perf_counter()
-        ref = simulator.run(net, x, args.T, backend="torch", device="cuda")
+        ref = simulator.run(net, x, args.T, backend="torch", device="cuda", record_counts=True)
         base = time.perf_counter() - t0
         acc = None if y is None else float((ref.predictions() == y).mean() * 100)
         out({"network": "cifar-resnet20", "images": len(x), "T": args.T, "gpus": 1, "workers": 0,
@@ -76,7 +76,8 @@ def main(argv=None):
             with dask_client(devices=gpu_devices(k)) as client:
                 for shards in (k, 4 * k):
                     t0 = time.perf_counter()
-                    res = run_sharded(path, x, args.T, client, shards=shards, backend="torch", device="cuda")
+                    res = run_sharded(path, x, args.T, client, shards=shards, backend="torch", device="cuda",
+                                      record_counts=True)
                     wall = time.perf_counter() - t0
                     equal = {"counters": bool(np.array_equal(res.counters, ref.counters)),
                              "per_sample": bool(np.array_equal(res.per_sample, ref.per_sample)),

@@ -40,6 +40,7 @@ than the file format's SPIKEFORGE_MAX_DATASET_BYTES, before anything is read.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -69,7 +70,11 @@ class NetxImportWarning(UserWarning):
 
 
 def _warn(message):
-    warnings.warn(message, NetxImportWarning, stacklevel=3)
+    """A NetxImportWarning attributed to the first caller outside this module."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, NetxImportWarning, stacklevel=level)
 
 
 def _text(value) -> str:
@@ -354,7 +359,7 @@ class _Build:
     shape, the layers counted in netx's reset offsets, and which warnings were given once."""
 
     def __init__(self, reset_interval, reset_offset):
-        self.reset_interval, self.reset_offset = reset_interval, int(reset_offset)
+        self.reset_interval, self.reset_offset = reset_interval, reset_offset
         self.pops, self.projs = [], []
         self.prev, self.prev_shape = None, None
         self.built = 0  # layers built so far (netx's reset offset grows by one per layer)
@@ -364,7 +369,7 @@ class _Build:
         """The next built layer's restart schedule (empty without reset_interval); counts the layer."""
         if self.reset_interval is None:
             return {}
-        phase = (self.reset_offset + self.built) % self.reset_interval
+        phase = (int(self.reset_offset) + self.built) % self.reset_interval
         self.built += 1
         return {"reset_every": self.reset_interval, "reset_phase": phase}
 

@@ -38,8 +38,9 @@ _PIN, _ACT, _CPK, _CHOP = K.C_PACKETS_IN, K.C_ACTIVE, K.C_CHIP_PACKETS, K.C_CHIP
 # Tuning knobs (read when a plan is built; benchmarks.profile_torch_backend compares them):
 SLICED_CONV = True  # spike levels through torch_conv.SlicedConv (exact float32 slices) instead of float64 convs
 FLOAT64_CONV = "cudnn"  # float64 convolutions on a GPU: "cudnn" (F.conv2d) or "gemm" (im2col + float64 GEMM)
-LIBRARY_ROWS = 16  # float64 library products (cuBLAS, cuDNN, cuSPARSE) are called on this many samples ...
-FIXED_ROWS_DEVICES = ("cuda",)  # ... on these devices (on a CPU, the same sums whatever the chunk: tested)
+# float64 library products (cuBLAS, cuDNN, cuSPARSE; MKL / oneDNN on a CPU) are called on blocks of this many
+# samples per device type (in_fixed_rows): their summation order then does not depend on the chunk's size
+LIBRARY_ROWS = {"cuda": 64, "cpu": 16}
 DENSE_ROUTING_ENTRIES = 1 << 24  # a projection's synapses per (source neuron, core) as a dense matrix up to this
 # targets whose currents are summed in the engine's order (torch_ordered): their events are decided at exact ties
 ORDERED_MODELS = (K.MODEL_MULTI, K.MODEL_EC)
@@ -338,9 +339,8 @@ class _Proj:
         if self.kind == "identity":
             return out.value
         x = self.value_in(out)
-        if x.device.type in FIXED_ROWS_DEVICES:  # a sample's current must not depend on its chunk's (shard's) size
-            return in_fixed_rows(self._library_current, x, LIBRARY_ROWS)
-        return self._library_current(x)
+        rows = LIBRARY_ROWS.get(x.device.type)  # a sample's current must not depend on its chunk's (shard's) size
+        return in_fixed_rows(self._library_current, x, rows) if rows else self._library_current(x)
 
     def _library_current(self, x):
         """The current of float64 values or levels x (B, source size) from torch's conv / GEMM / sparse product."""
@@ -369,11 +369,13 @@ class _Proj:
 
 
 def in_fixed_rows(fn, x, rows):
-    """fn(x) for a row-wise fn, computed on blocks of exactly `rows` rows (the last padded with zeros). cuBLAS, cuDNN
-    and cuSPARSE choose their algorithm, and so the order of a float64 sum, by the shapes they are given: called on
-    chunks of different sizes (a shard of 128 samples, a chunk of 512) the same sample's current could differ in
-    its last bit, and a spike decided by that bit with it. On blocks of one size every sample's sum is the same."""
+    """fn(x) for a row-wise fn, computed on contiguous blocks of exactly `rows` rows (the last padded with zeros).
+    cuBLAS, cuDNN, cuSPARSE and MKL choose their algorithm, and so the order of a float64 sum, by the shapes and
+    layout they are given (MKL: the rows past a multiple of 4 by another kernel): called on chunks of different
+    sizes (a shard of 128 samples, a chunk of 512) the same sample's current could differ in its last bit, and a
+    spike decided by that bit with it. On blocks of one size and layout every sample's sum is the same."""
     b = x.shape[0]
+    x = x.contiguous()
     if b == rows:
         return fn(x)
     pad = -b % rows

@@ -414,12 +414,14 @@ def test_a_conv_layer_with_a_one_by_one_output_imports(tmp_path):
 def test_a_pool_layer_imports_as_slayers_sum_pooling_through_its_window(tmp_path):
     """netx builds no pool layer; slayer sums each channel's window through the stored weight (x 64 in Lava's units):
     a depthwise conv. A 2x2 window of weight 8 over input spikes: the pooled neuron's current is 8·64 per input
-    spike in its window, checked against the same sum by hand; a warning says netx would not build it."""
+    spike in its window, checked against the same sum by hand; a warning, at the caller's line, says netx would not
+    build it."""
     pool = {"type": "pool", "shape": [2, 2, 2], "kernelSize": [2, 2], "stride": [2, 2], "padding": [0, 0],
             "dilation": [1, 1], "weight": np.full((1, 1, 2, 2), 8.0), "neuron": dict(CUBA, vThMant=100000)}
     path = _write(tmp_path / "p.net", [{"type": "input", "shape": [2, 4, 4]}, pool])
-    with h5py.File(path) as h5, pytest.warns(NetxImportWarning, match="netx does not build pool layers"):
+    with h5py.File(path) as h5, pytest.warns(NetxImportWarning, match="netx does not build pool layers") as seen:
         net = from_netx(h5)
+    assert seen[0].filename == __file__  # the warning names the caller's line, not the importer's
     q = net.projections[0]
     assert (q.kind, q.groups, q.weight.shape, float(q.weight.max())) == ("conv2d", 2, (2, 1, 2, 2), 512.0)
     x = np.zeros((1, 3, 2, 4, 4))
