@@ -400,6 +400,18 @@ def _static_per_core(net) -> np.ndarray:
     return static
 
 
+def unique_ints(a) -> np.ndarray:
+    """np.unique(a) of a 1-D integer array, by sorting: numpy 2.3+'s hashed np.unique spent minutes on the
+    (source neuron, destination core) keys of a 69,037-core ResNet-34 mapping (35 M random keys: 66 s hashed,
+    3 s sorted)."""
+    a = np.sort(a)
+    keep = np.empty(len(a), bool)
+    if len(a):
+        keep[0] = True
+        np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
 def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
     """Per neuron: packets per spike (distinct destination cores over all its projections), their hops on the
     chips' meshes, how many of them go to another chip and the chip-to-chip links they cross (XY routes over
@@ -414,7 +426,7 @@ def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
         return n_packets, n_hops, n_chip, n_chip_hops, np.zeros(n_total + 1, np.int64), empty, empty, empty
     src = np.concatenate(pairs_src).astype(np.int64)
     core = np.concatenate(pairs_core)
-    key = np.unique(src * n_cores + core)  # sorted by source neuron
+    key = unique_ints(src * n_cores + core)  # sorted by source neuron
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
     x, y = net.cores.x.astype(np.int64), net.cores.y.astype(np.int64)
