@@ -424,9 +424,11 @@ def _packets_and_hops(net, core_of, pairs_src, pairs_core, n_total, n_cores):
     if not pairs_src:
         empty = np.zeros(0, np.int64)
         return n_packets, n_hops, n_chip, n_chip_hops, np.zeros(n_total + 1, np.int64), empty, empty, empty
-    src = np.concatenate(pairs_src).astype(np.int64)
-    core = np.concatenate(pairs_core)
-    key = unique_ints(src * n_cores + core)  # sorted by source neuron
+    key = np.concatenate(pairs_src).astype(np.int64, copy=False) * n_cores
+    pairs_src.clear()  # (the caller's lists: one packet's worth of int64 each, freed as soon as they are read)
+    key += np.concatenate(pairs_core)
+    pairs_core.clear()
+    key = unique_ints(key)  # sorted by source neuron
     src, core = key // n_cores, key % n_cores
     n_packets += np.bincount(src, minlength=n_total).astype(np.int32)
     x, y = net.cores.x.astype(np.int64), net.cores.y.astype(np.int64)
