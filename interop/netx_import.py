@@ -384,11 +384,15 @@ class _Build:
         self.projs += projs
         self.prev, self.prev_shape = pop.name, shape
 
+    def add_output(self, shape, **schedule):
+        """The `output` readout summing what the last layer sends (since its restart, under a schedule)."""
+        self.add(Population.make("output", "readout", shape, **schedule),
+                 [Projection("output", "identity", self.prev, "output")], shape)
+
 
 def _input_layer(build, layer, where, shape):
     """netx's input layer: the sample itself, or through Lava's Delta (SDNN) or its input neurons' bias (CUBA)."""
-    build.pops.append(Population.make("input", "input", shape))
-    build.prev, build.prev_shape = "input", shape
+    build.add(Population.make("input", "input", shape), [], shape)
     neuron = _neuron(layer, where)
     if neuron is None:
         return
@@ -471,8 +475,7 @@ def _synaptic_layer(build, layer, where, kind, lname, shape, last):
         build.add(Population.make(lname, "readout", shape) if sigma_output else
                   _sigma_delta(lname, shape, neuron, bias, where, wrap=kind == "conv"), projs, shape)
         if last and not sigma_output:  # the payloads summed
-            build.add(Population.make("output", "readout", shape),
-                      [Projection("output", "identity", lname, "output")], shape)
+            build.add_output(shape)
         return
     readout = last and kind != "dense_rec" and _integrates(neuron, bias, where)
     schedule = build.restart()
@@ -482,8 +485,7 @@ def _synaptic_layer(build, layer, where, kind, lname, shape, last):
         return
     build.add(_cuba(lname, shape, neuron or DEFAULT_NEURON, bias, where, **schedule), projs, shape)
     if last:
-        build.add(Population.make("output", "readout", shape, **schedule),  # counts since the layer's restart
-                  [Projection("output", "identity", lname, "output")], shape)
+        build.add_output(shape, **schedule)  # counts since the layer's restart
 
 
 def _broadcast(bias, shape, where="", what="bias"):
