@@ -257,6 +257,8 @@ def main(argv=None):
     p.add_argument("--device", help="torch backend device (cuda on the GPU machine)")
     p.add_argument("--no-hypothetical", action="store_true",
                    help="price the split mapping only (the unsplit hypothetical is mapped and simulated again)")
+    p.add_argument("--hypothetical-only", action="store_true",
+                   help="map and price the unsplit hypothetical only (the split row measured by an earlier run)")
     p.add_argument("--hypothetical-outputs", action="store_true",
                    help="grow the unsplit hypothetical's output axon entries too (Loihi), not only its input axons")
     p.add_argument("--keep", help="folder to keep converted and mapped networks in (and load them from)")
@@ -291,24 +293,28 @@ def main(argv=None):
             target = load_target(tname)
             chips = max(args.chips, int(target.limits["chips"]))
             cal = None if x is None else calib[:64].numpy()
-            m, loaded = _kept(args.keep, f"{name}-{tname}", lambda: _mapped_row(
-                name, tname, net, row_out, cal, args.T, args.chips)[1])
-            if loaded:
-                row_out(_describe({"network": name, "target": tname, "loaded": True}, m, target))
-            if m is None or x is None:
-                continue
             run = dict(backend=args.backend, device=args.device)
-            split_cost = _cost(m, target, x, y, args.T, **run)
-            row = {"network": name, "target": tname, "images": len(x), "T": args.T, "backend": args.backend,
-                   "device": args.device, "trained": trained, "split": split_cost}
-            row_out(row)  # kept if the hypothetical below does not finish (a device call has ten minutes)
-            if args.no_hypothetical:
+            row = {"network": name, "target": tname, "images": None if x is None else len(x), "T": args.T,
+                   "backend": args.backend, "device": args.device, "trained": trained}
+            if not args.hypothetical_only:
+                m, loaded = _kept(args.keep, f"{name}-{tname}", lambda: _mapped_row(
+                    name, tname, net, row_out, cal, args.T, args.chips)[1])
+                if loaded:
+                    row_out(_describe({"network": name, "target": tname, "loaded": True}, m, target))
+                if m is None or x is None:
+                    continue
+                row["split"] = _cost(m, target, x, y, args.T, **run)
+                row_out(row)  # kept if the hypothetical below does not finish (a device call has ten minutes)
+            if args.no_hypothetical or x is None:
                 continue
             wide = _unsplit_target(target, widest, args.hypothetical_outputs)
+            t1 = time.perf_counter()
             hypo, _ = _kept(args.keep, f"{name}-{tname}-unsplit{'-outputs' if args.hypothetical_outputs else ''}",
                             lambda: map_network(net, wide, split=False, chips=chips))
+            print(f"{name} on {tname}: unsplit hypothetical mapped in {time.perf_counter() - t1:.1f} s", flush=True)
             hypo_cost = _cost(hypo, target, x, y, args.T, **run)
-            rows.pop()  # the split row, written again with the hypothetical beside it
+            if "split" in row:
+                rows.pop()  # the split row, written again with the hypothetical beside it
             row_out(dict(row, unsplit_hypothetical=hypo_cost,
                          axons_hypothetical=wide.limits["axons_per_core"],
                          output_axons_hypothetical=wide.limits.get("output_axons_per_core")))
