@@ -195,6 +195,8 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
             "energy_uj": rep.energy_pj / 1e6, "static_uj": rep.static_pj / 1e6,
             "chip_links_uj": (rep.dynamic_pj["chip_hops"] + rep.dynamic_pj["chip_packets"]) / 1e6,
             "latency_us": rep.latency_ns / 1e3, "steps": rep.steps, "cores": m.cores.slots(),
+            "latency_parts_us": {k: v / 1e3 for k, v in rep.latency_parts_ns.items()},
+            "slowest_core_layers_us": {k: v / 1e3 for k, v in list(rep.bounding_layers_ns.items())[:5]},
             "chips": int(len(np.unique(m.cores.chip))), "simulate_s": round(time.perf_counter() - t0, 1)}
     # estimate's figures are per inference already
 

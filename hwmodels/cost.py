@@ -69,6 +69,8 @@ class CostReport:
     tiles: int = 0  # tiles in use (cores when the target has one core per tile)
     voltage: float = None  # the supply voltage priced (None: the target's nominal)
     host_step_ns: float = None  # the host's pacing, if any: no step is shorter
+    latency_parts_ns: dict = field(default_factory=dict)  # compute / network / barrier / floor: what the steps spent
+    bounding_layers_ns: dict = field(default_factory=dict)  # layer -> compute ns of the steps its core was busiest
 
     @property
     def dynamic_total_pj(self) -> float:
@@ -87,6 +89,7 @@ class CostReport:
                 "static_core_pj": self.static_core_pj, "static_chip_pj": self.static_chip_pj, "chips": self.chips,
                 "tiles": self.tiles, "barrier_ns": self.barrier_ns, "voltage": self.voltage,
                 "host_step_ns": self.host_step_ns, "input": self.input, "latency_ns": self.latency_ns,
+                "latency_parts_ns": self.latency_parts_ns, "bounding_layers_ns": self.bounding_layers_ns,
                 "latency_ns_per_step": self.latency_ns_per_step.tolist(), "layer_energy_pj": self.layer_energy_pj}
 
 
@@ -219,9 +222,10 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels=Non
         chips = -(-n_cores // int(target.limits["cores_per_chip"]))
     tiles = tiles_in_use(n_cores, memory.get("chip"), int(target.limits.get("cores_per_tile", 1)))
     barrier = target.barrier_ns(n_cores, tiles, chips)
-    step = compute.max(axis=1) + network + barrier
-    step = np.maximum(step, max(target.tick_ns, host_step_ns or 0.0))
+    raw = compute.max(axis=1) + network + barrier
+    step = np.maximum(raw, max(target.tick_ns, host_step_ns or 0.0))
     latency = float(step.sum())
+    parts, bounding = latency_parts(compute, network, barrier, step - raw, core_labels)
     static_core = target.static_power_mw_per_core * n_cores * latency  # mW x ns = pJ
     static_chip = chip_static_mw * chips * latency
     static = static_core + static_chip
@@ -235,7 +239,24 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels=Non
                       memory.get("input_core"), target.analog_input)
     return CostReport(target.name, T, float(sum(dynamic.values()) + static), dynamic, float(static), latency, step,
                       core_energy, layers, float(static_core), float(static_chip), int(chips), float(barrier), path,
-                      steps, tiles, voltage, host_step_ns)
+                      steps, tiles, voltage, host_step_ns, parts, bounding)
+
+
+def latency_parts(compute, network, barrier, floor, core_labels):
+    """What a latency is made of, so a report can say what bounds it: the busiest core's own time (compute and
+    its messages) summed over the steps, the network's route time, the barriers, and the idle time a tick or
+    host pacing adds (`floor`); and per layer, the compute time of the steps in which one of its cores was the
+    busiest (the first such core on a tie)."""
+    steps = len(compute)
+    parts = {"compute": float(compute.max(axis=1).sum()) if compute.size else 0.0,
+             "network": float(np.sum(network)), "barrier": float(barrier * steps), "floor": float(np.sum(floor))}
+    bounding = {}
+    if compute.size:
+        for t, c in enumerate(compute.argmax(axis=1)):
+            if compute[t, c] > 0:
+                label = core_labels[int(c)]
+                bounding[label] = bounding.get(label, 0.0) + float(compute[t, c])
+    return parts, dict(sorted(bounding.items(), key=lambda kv: -kv[1]))
 
 
 def input_path(core_energy, macs, core_synops, input_core, analog="mac") -> dict:

@@ -179,6 +179,22 @@ def components_table(rows):
     return "\n".join(lines)
 
 
+def latency_table(rows):
+    """Each target latency split into what its steps spent (hwmodels.cost.latency_parts): the slowest core's own
+    time, the route, the barriers and any tick / host floor; and the layer whose cores were the slowest for the
+    most of it: what to shorten to make the chip faster."""
+    lines = ["| target | T | chip steps | latency (μs) | slowest core (μs) | route (μs) | barriers (μs) "
+             "| tick / host floor (μs) | slowest cores mostly in |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        cost = r["cost"]
+        parts = {k: v / 1e3 for k, v in cost.latency_parts_ns.items()}
+        total = sum(cost.bounding_layers_ns.values())
+        top = ", ".join(f"{name} ({100 * ns / total:.0f} %)" for name, ns in list(cost.bounding_layers_ns.items())[:2])
+        lines.append(f"| {r['target']} | {r['T']} | {r['steps']} | {r['latency_us']:.4g} | {parts['compute']:.4g} | "
+                     f"{parts['network']:.4g} | {parts['barrier']:.4g} | {parts['floor']:.4g} | {top or '-'} |")
+    return "\n".join(lines)
+
+
 def mapping_table(net, rows):
     """Per layer: neurons, the cores and chips it takes, how mapping split its fan-in (converter.fanin: the layer's
     parts, and its relay layer `L.part`) and its dynamic energy per inference on each target at the largest T:
@@ -397,6 +413,8 @@ def write_report(out_dir, name, rows, runs, ann, net, n_samples, ann_acc=None, f
            "Energy by component (dynamic: synapse, neuron access, neuron update, spikes, messages, hops, chip links "
            "(packets that leave their chip and the chip-to-chip links they cross), input; and static), with the "
            "band of the target's independent validation rows:", "", components_table(rows), "",
+           "Latency by part (per inference, summed over the chip steps) and the layers whose cores were the slowest "
+           "(their share of the slowest-core time):", "", latency_table(rows), "",
            *_mapping_sections(rows, mappings or [(net, sorted({r["target"] for r in rows}))], T_max),
            "Validation band of each target (published chip measurements vs this model; the rows are listed in "
            "docs/TARGETS.md and computed by benchmarks/validate_targets.py, both in spikeforge's source tree, not "

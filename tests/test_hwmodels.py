@@ -54,6 +54,12 @@ def test_loihi_energy_and_latency_by_hand(tiny):
     latency = float(step.sum())
     assert cost.latency_ns == pytest.approx(latency)
     assert cost.barrier_ns == 600.0 and cost.chips == 1 and cost.tiles == 1
+    # what the latency is made of: the slowest core's time, the route, the barriers; h bounds the steps it is slower in
+    assert cost.latency_parts_ns == pytest.approx({"compute": np.maximum(h, out).sum(), "network": network.sum(),
+                                                   "barrier": 6 * 600.0, "floor": 0.0})
+    assert sum(cost.latency_parts_ns.values()) == pytest.approx(latency)
+    assert cost.bounding_layers_ns == pytest.approx({"h": h[h >= out].sum(), "out": out[out > h].sum()})
+    assert 0 < (out > h).sum() < 6  # both layers bound some step
     # static: 104.4 mW per powered chip, apart from the dynamic energy
     assert cost.static_chip_pj == pytest.approx(104.4 * latency) and cost.static_core_pj == 0
     assert cost.energy_pj == pytest.approx(dynamic + 104.4 * latency)
@@ -70,6 +76,7 @@ def test_loihi_energy_and_latency_by_hand(tiny):
     paced = hwmodels.estimate(res.counters, simulator.COUNTERS, 2, hwmodels.load_target("loihi"),
                               [p.name for p in net.populations], hwmodels.core_memory(net), host_step_ns=10_000.0)
     assert paced.latency_ns == 6 * 10_000.0 and paced.static_pj == pytest.approx(104.4 * 60_000.0)
+    assert paced.latency_parts_ns["floor"] == pytest.approx(60_000.0 - latency)
     assert paced.dynamic_total_pj == pytest.approx(dynamic)
 
 
@@ -193,6 +200,13 @@ def test_demo_writes_a_complete_report(tmp_path, capsys):
     by_t = {r["T"]: r for r in rows if r["target"] == "loihi"}
     assert by_t[8]["sops_mean"] > by_t[2]["sops_mean"] > 0
     assert 0 < by_t[8]["energy_ratio"]
+    # the latency table: its parts add up to the latency, and it names the layer whose cores were most often slowest
+    cost = by_t[8]["cost"]
+    assert sum(cost.latency_parts_ns.values()) == pytest.approx(cost.latency_ns)
+    assert sum(cost.bounding_layers_ns.values()) == pytest.approx(cost.latency_parts_ns["compute"])
+    top = next(iter(cost.bounding_layers_ns))
+    row = f"| loihi | 8 | {cost.steps} | {cost.latency_ns / 1e3:.4g} | {cost.latency_parts_ns['compute'] / 1e3:.4g} | "
+    assert any(line.startswith(row) and f"| {top} (" in line for line in md.splitlines()), row
 
 
 def test_report_header_names_the_input_encoding(tiny, tmp_path):
