@@ -362,10 +362,12 @@ def _over(load, limits):
         checks.append(("output_axons_per_core", load.output_axons))
     if limits.get("cx_base_groups", 0):
         checks.append(("cx_base_groups", load.groups))
+    if limits.get("work_neurons_per_core", 0):  # a cap balance_work set for this population
+        checks.append(("work_neurons_per_core", load.neurons))
     return [(k, v, limits[k]) for k, v in checks if v > limits[k]]
 
 
-def partition(net, limits, progress=None):
+def partition(net, limits, progress=None, max_neurons=None):
     """[(population index, start, stop, CoreLoad, box)] with as few cores per population as the limits allow
     (box None: the core holds the range start..stop-1). A network whose neurons alone need more cores than the
     target has is refused before any fan-in is computed (minutes for an ImageNet-size network).
@@ -374,7 +376,8 @@ def partition(net, limits, progress=None):
     `output_axons_per_core`) depend on how the populations it feeds were cut. Where the target cuts convolutions
     into boxes (`box_partition`), a (C, H, W) population fed only by window, dense, identity or sparse projections
     is cut into channels x rows x columns tiles, the fewest that fit, row cuts preferred over column cuts over
-    channel cuts (rows share the least input); others into contiguous ranges."""
+    channel cuts (rows share the least input); others into contiguous ranges. max_neurons: {population name:
+    the most of its neurons a core may hold} (`balance_work`), below the chip's own limits."""
     _INDEX[:] = [None, None, None]  # built afresh: a caller may have edited the lists of an earlier network
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
@@ -387,8 +390,11 @@ def partition(net, limits, progress=None):
     for pi in reversed(range(len(net.populations))):
         pop = net.populations[pi]
         out = dest[pop.name]
-        parts = _box_partition(net, pi, limits, out) if _boxable(net, pop, limits) else \
-            _range_partition(net, pi, limits, out)
+        lim = limits
+        if max_neurons and pop.name in max_neurons:
+            lim = dict(limits, work_neurons_per_core=max(1, int(max_neurons[pop.name])))
+        parts = _box_partition(net, pi, lim, out) if _boxable(net, pop, lim) else \
+            _range_partition(net, pi, lim, out)
         for part in parts:
             for name, fan in part[3].fans.items():
                 dest[name][fan.index] += 1
@@ -483,7 +489,7 @@ def _range_partition(net, pi, limits, out):
             parts.append((pi, int(a), int(b), load, None))
         return parts, worst
 
-    per = math.ceil(max(1, math.ceil(pop.size / limits["neurons_per_core"])) / blocks)
+    per = math.ceil(max(1, math.ceil(pop.size / _neuron_cap(limits))) / blocks)
     failed, step = 0, 1  # the most ranges per block known not to fit
     while True:
         parts, worst = attempt(per)
@@ -500,6 +506,37 @@ def _range_partition(net, pi, limits, out):
         else:
             failed = mid
     return parts
+
+
+def _neuron_cap(limits) -> int:
+    """The most neurons a core of this population may hold: the chip's limit, or balance_work's cap below it."""
+    chip = int(limits["neurons_per_core"])
+    return min(chip, int(limits.get("work_neurons_per_core", 0) or chip))
+
+
+def balance_work(work, ops_per_core) -> dict:
+    """{population: the most neurons a core may hold} so that no core's expected synaptic operations per step pass
+    `ops_per_core`: `work` is {population name: synaptic operations per neuron per step} (measured, e.g. by
+    `work_per_neuron`). A chip step lasts as long as its slowest core: a population whose neurons each do much
+    work (a ViT's attention products gather a row times a column every step) is cut finer, on more cores, so
+    that it no longer sets every step's length. Populations that fit the budget anyway are left out."""
+    if not (isinstance(ops_per_core, (int, float, np.integer, np.floating)) and ops_per_core > 0):
+        raise ValueError(f"ops_per_core must be a number > 0, got {ops_per_core!r}")
+    return {name: max(1, int(ops_per_core // w)) for name, w in work.items() if w > 0}
+
+
+def work_per_neuron(net, x, steps) -> dict:
+    """{population name: synaptic operations per neuron per step} of `net` (runnable: one core per population)
+    on samples `x` over `steps` steps, the simulator's own counts."""
+    from spikeforge import simulator
+
+    res = simulator.run(net, np.asarray(x), steps)
+    synops = res.counters[:, :, list(simulator.COUNTERS).index("synops")].sum(axis=0)
+    out = {}
+    for core, pi in enumerate(net.cores.population):
+        pop = net.populations[int(pi)]
+        out[pop.name] = out.get(pop.name, 0.0) + float(synops[core]) / (pop.size * steps * len(x))
+    return out
 
 
 def _block(net, pop) -> int:
@@ -548,7 +585,7 @@ def _box_partition(net, pi, limits, out):
     for tc in _tile_sizes(shape[0]):
         for th in _tile_sizes(shape[1]):
             for tw in _tile_sizes(shape[2]):
-                if tc * th * tw <= limits["neurons_per_core"]:
+                if tc * th * tw <= _neuron_cap(limits):
                     n = [-(-size // t) for size, t in zip(shape, (tc, th, tw))]
                     candidates.append((n[0] * n[1] * n[2], n[0], n[2], n[1], (tc, th, tw)))
     candidates.sort()
@@ -653,7 +690,7 @@ def core_edges(populations, projections, cores, loads=None):
 
 def map_network(net: Network, target, placement: str = "anneal", traffic=None, seed: int = 0,
                 progress=None, hop_delay: int = 0, split: bool = True, calibration=None, steps: int = 32,
-                chips: int | None = None) -> Network:
+                chips: int | None = None, max_neurons: dict | None = None) -> Network:
     """`net` with its populations partitioned and placed on `target` (a hwmodels Target or its limits dict); a
     target whose mapping rule is "speck" or "xylo" places it by that chip's rule (converter/speck.py, xylo.py).
 
@@ -665,19 +702,22 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     calibration: samples (and `steps`) that set spiking relays' thresholds from their partial sums (fanin.py).
     chips: the chips of the system mapped onto (None: the target's board, limits.chips); placement fills as
     many as the network needs (converter/placement.py).
+    max_neurons: {population name: most neurons per core} below the chip's limits (`balance_work`: the cores of
+    populations with much work per neuron cut finer, for shorter steps).
     """
     if chips is not None and (isinstance(chips, bool) or not isinstance(chips, (int, np.integer)) or chips < 1):
         raise ValueError(f"chips must be a whole number >= 1, got {chips!r}")
     try:
         return _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps,
-                            chips)
+                            chips, max_neurons)
     finally:
         _BY_TARGET.clear()
         _POINTWISE_CUM.clear()
         _INDEX[:] = [None, None, None]
 
 
-def _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps, chips):
+def _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps, chips,
+                 max_neurons=None):
     net = pipelined(net, hop_delay)
     rule = getattr(target, "mapping", "cores")
     if rule in ("speck", "xylo") and chips is not None:
@@ -698,7 +738,11 @@ def _map_network(net, target, placement, traffic, seed, progress, hop_delay, spl
     if split:
         from .fanin import split_fan_in
         net, _ = split_fan_in(net, limits, calibration=calibration, steps=steps, runnable=False)
-    parts = partition(net, limits, progress)
+    if max_neurons:
+        unknown = sorted(set(max_neurons) - {p.name for p in net.populations})
+        if unknown:
+            raise ValueError(f"max_neurons names no population of the network: {unknown[:5]}")
+    parts = partition(net, limits, progress, max_neurons)
     n = len(parts)
     ids = np.arange(n, dtype=np.int64)
     cores = CoreTable(core_id=ids, chip=np.zeros(n, np.int64), x=np.zeros(n, np.int64), y=np.zeros(n, np.int64),

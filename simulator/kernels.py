@@ -413,7 +413,7 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
     w_off = projs.woff[q]
     if kind == KIND_MM_A or kind == KIND_MM_B:
         _matmul_operand(kind, s.aux, pops.aux[p], projs.geom[q], ev_idx, ev_val, k0, k1, ctr, t,
-                        routing.core_of[tgt_off], ctr_kind, s1 - s0)
+                        routing.core_of, tgt_off, ctr_kind, s0, s1)
     elif kind == KIND_MAXPOOL:
         _maxpool_events(cur, tgt_off, projs.geom[q], s.aux, pops.aux[p], ev_idx, s.ev_rec, k0, k1)
     elif kind == KIND_DENSE:
@@ -929,22 +929,33 @@ def _multi_update(p, pops, s):
 
 
 @njit(cache=True)
-def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core, ctr_kind, n_sent):
+def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core_of, tgt_off, ctr_kind, s0, s1):
     """Gather events k0..k1 of one operand of an EC matrix product into A(t) or B(t), and count the work of the
-    n_sent events its source sent this step.
+    events s0..s1 its source sent this step on the cores of the products they reach.
 
-    An element of A (i, k) meets row k of B(t) and of S_B(t-1): 2N operations; an element of B (k, j)
-    meets column j of S_A(t-1): M operations (so A(t)B(t) is counted once, on A's side).
+    An element of A (i, k) meets row k of B(t) and of S_B(t-1): 2 operations for each product (i, j) of row i
+    (2N); an element of B (k, j) meets column j of S_A(t-1): 1 for each product (i, j) of column j (M); so
+    A(t)B(t) is counted once, on A's side. Each product's operations count on the core that holds it.
     """
     m, inner, n, transpose, rows, cols = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     start = base if kind == KIND_MM_A else base + m * inner
-    work = 2 * n if kind == KIND_MM_A else m
     for k in range(k0, k1):
         e = ev_idx[k]
         if transpose:  # source (rows, cols) element (r, c) is operand element (c, r)
             e = (e % cols) * rows + e // cols
         aux[start + e] += ev_val[k]
-    ctr[t, core, ctr_kind] += work * n_sent
+    for k in range(s0, s1):
+        e = ev_idx[k]
+        if transpose:
+            e = (e % cols) * rows + e // cols
+        if kind == KIND_MM_A:  # row i = e // K of the products
+            row = tgt_off + (e // inner) * n
+            for j in range(n):
+                ctr[t, core_of[row + j], ctr_kind] += 2
+        else:  # column j = e % N of the products
+            col = tgt_off + e % n
+            for i in range(m):
+                ctr[t, core_of[col + i * n], ctr_kind] += 1
 
 
 @njit(cache=True)

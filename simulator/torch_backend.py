@@ -219,11 +219,21 @@ class _Proj:
         self.delay = int(proj.delay)
         self.wbytes = float(projs.wbytes[q])
         self.transpose = bool(proj.transpose)
-        if proj.kind in ("matmul_a", "matmul_b"):  # operand work: per event, 2N (A) or M (B) on the node's core
-            m, n = tgt.shape
+        if proj.kind in ("matmul_a", "matmul_b"):  # operand work: per event, 2 per product of its row (A) or 1
+            m, n = tgt.shape  # per product of its column (B), on the cores holding those products
             self.src_shape = tuple(src.shape)
-            self.work = float(2 * n if proj.kind == "matmul_a" else m)
-            self.work_core = int(rt.core_of[int(projs.tgt_off[q])])
+            off = int(projs.tgt_off[q])
+            product_core = rt.core_of[off:off + m * n].reshape(m, n).astype(np.int64)
+            if proj.kind == "matmul_b":
+                product_core = product_core.T  # (N, M): the products of each column
+            self.work_cores, local = np.unique(product_core, return_inverse=True)
+            local = local.reshape(product_core.shape)
+            per = np.zeros((len(product_core), len(self.work_cores)))  # products of each row / column per core
+            np.add.at(per, (np.repeat(np.arange(len(product_core)), product_core.shape[1]), local.reshape(-1)), 1.0)
+            self.work_per_line = torch.tensor(per * (2.0 if proj.kind == "matmul_a" else 1.0), dtype=torch.float64,
+                                              device=device)
+            self.work_cores = torch.as_tensor(self.work_cores, device=device)
+            self.mm = (m, n)
             return
         source = pops[self.src]
         # 0/1 spikes with one payload u (IF): weights w·u applied to the levels form the engine's products w·u
@@ -360,6 +370,17 @@ class _Proj:
     def value_in(self, out):
         """What the weights multiply: the levels when the payload is folded into them, else the values."""
         return out.level if self.levels_in else out.value
+
+    def matmul_work(self, mult):
+        """(batch, cores) operand work of the events sent (nonzero mult): per row of A (column of B) events times
+        that line's products on each core."""
+        events = self.operand((mult != 0).to(torch.float64))
+        m, n = self.mm
+        if self.kind == "matmul_a":
+            lines = events.reshape(len(events), m, -1).sum(2)  # (batch, M)
+        else:
+            lines = events.reshape(len(events), -1, n).sum(1)  # (batch, N)
+        return lines @ self.work_per_line
 
     def operand(self, x):
         """An ec_matmul operand from source values: the source read (rows, cols), transposed if asked."""
@@ -716,7 +737,7 @@ def _step(run, t, outs):
             same_input = proj.src == 0 and run.static_input  # the same input every step
             if proj.kind in ("matmul_a", "matmul_b"):
                 operands[proj.kind] = proj.operand(src.value)
-                ctr[:, proj.work_core, proj.column] += proj.work * (sent.mult != 0).sum(1)  # per event
+                ctr[:, proj.work_cores, proj.column] += proj.matmul_work(sent.mult)
                 continue
             if same_input:  # work once per chunk
                 if q not in run.static_work:

@@ -27,6 +27,8 @@ _API = {
     "SpikingNetwork": "spikeforge.converter",
     "map_network": "spikeforge.converter.mapping",
     "pipelined": "spikeforge.converter.mapping",
+    "balance_work": "spikeforge.converter.mapping",
+    "work_per_neuron": "spikeforge.converter.mapping",
     "to_fixed_point": "spikeforge.converter.fixed_point",
     # simulator
     "load_network": "spikeforge.simulator",

@@ -136,6 +136,39 @@ def test_engine_ec_matmul_identity_reference_and_counts(tmp_path, T, transpose):
                                _analog_product(net, x), rtol=1e-9)
 
 
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose):
+    """The (2, 4) node cut 3 neurons per core (balance_work's cap): cores [0, 3), [3, 5), [5, 8) of its products.
+    An event of A (i, k) does 2 operations for each product of row i, an event of B (k, j) 1 for each product
+    of column j, each on the core holding that product (not all on the node's first core)."""
+    from spikeforge.converter.mapping import balance_work, map_network
+    from spikeforge.hwmodels import load_target
+
+    assert balance_work({"k": 40.0, "a": 0.0}, 120) == {"k": 3}
+    net = map_network(_matmul_net(transpose=transpose), load_target("loihi"), max_neurons={"k": 3})
+    k = [p.name for p in net.populations].index("k")
+    cores = np.flatnonzero(net.cores.population == k)
+    assert [(net.cores.neuron_start[c], net.cores.neuron_stop[c]) for c in cores] == [(0, 3), (3, 5), (5, 8)]
+    x = np.random.default_rng(7).normal(0, 1, (3, 10)).astype(np.float32)
+    T = 4
+    res = simulator.run(net, x, T, record=["a", "b"])
+    a = res.spikes["a"].reshape(3, T, M, K_) != 0
+    b = res.spikes["b"].reshape(3, T, NN, K_).transpose(0, 1, 3, 2) != 0 if transpose else \
+        res.spikes["b"].reshape(3, T, K_, NN) != 0
+    row_events = a.sum(3)  # (samples, T, M): events of A in each row i
+    col_events = b.sum(2)  # (samples, T, N): events of B in each column j
+    owner = np.zeros((M, NN), np.int64)
+    for c in cores:
+        owner.reshape(-1)[net.cores.neuron_start[c]:net.cores.neuron_stop[c]] = c
+    want = np.zeros((T, len(net.cores.population)))
+    for i in range(M):
+        for j in range(NN):
+            want[:, owner[i, j]] += 2 * row_events[:, :, i].sum(0) + col_events[:, :, j].sum(0)
+    got = res.counter("synops")
+    np.testing.assert_array_equal(got[:, cores], want[:, cores])
+    assert np.all(want[:, cores].sum(0) > 0)  # every core of the node does some of the work
+
+
 def test_analog_matmul_operand_counts_macs():
     """An operand from a compute node carries analog values: its M operations per event are MACs, the spiking
     operand's 2N per event stay accumulations (FORMAT.md, ec_matmul)."""

@@ -321,3 +321,35 @@ def test_a_pointwise_ranges_fan_counts_each_tokens_nonzero_weights_into_the_rang
             want[r * 5:(r + 1) * 5] += w[o] != 0
         fan = range_fan(proj, (6, 5), (6, 7), start, stop)
         assert np.array_equal(fan.index, np.flatnonzero(want)) and np.array_equal(fan.count, want[want > 0])
+
+
+def test_work_per_neuron_and_the_cores_it_cuts():
+    """in (4) -> h (6 IF) -> out (2, readout), dense weights 1: the analog input reaches h as MACs (no synaptic
+    ops), each spike of h does one synaptic op on each of out's 2 neurons. balance_work caps a population at
+    budget // work neurons per core; map_network cuts it so, the others as the chip's limits allow."""
+    from spikeforge.converter.mapping import balance_work, one_population_per_core, work_per_neuron
+
+    pops = [Population.make("in", "input", (4,)), Population.make("h", "if", (6,), 1.0, 0.0),
+            Population.make("out", "readout", (2,))]
+    projs = [Projection("w1", "dense", "in", "h", np.ones((6, 4), np.float32)),
+             Projection("w2", "dense", "h", "out", np.ones((2, 6), np.float32))]
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    x, T = np.array([[0.5, 0.5, 0.0, 0.0]], np.float32), 4
+    res = simulator.run(net, x, T, record=["h"])
+    spikes = np.count_nonzero(res.spikes["h"])
+    assert spikes > 0
+    work = work_per_neuron(net, x, T)
+    assert work["out"] == pytest.approx(2 * spikes / (2 * T)) and work["h"] == 0  # h's input is MACs, not synops
+    caps = balance_work(work, 2.0 * work["out"])
+    assert caps == {"out": 2}
+    caps = balance_work({"h": 3.0}, 7.0)
+    assert caps == {"h": 2}
+    m = map_network(net, _limits(), max_neurons=caps)
+    h_cores = [(m.cores.neuron_start[c], m.cores.neuron_stop[c]) for c in np.flatnonzero(m.cores.population == 1)]
+    assert h_cores == [(0, 2), (2, 4), (4, 6)]
+    assert len(np.flatnonzero(m.cores.population == 2)) == 1
+    np.testing.assert_array_equal(simulator.run(m, x, T).output, res.output)  # cut finer, the same outputs
+    with pytest.raises(ValueError, match="max_neurons names no population of the network: \\['hh'\\]"):
+        map_network(net, _limits(), max_neurons={"hh": 2})
+    with pytest.raises(ValueError, match="ops_per_core must be a number > 0"):
+        balance_work(work, 0)

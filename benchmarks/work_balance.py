@@ -1,0 +1,128 @@
+"""Cores cut by work (converter.mapping.balance_work): a chip step lasts as long as its slowest core, and a ViT's
+attention products do far more synaptic operations per neuron than its other layers, so their cores set every
+step's length. This maps a network onto a target with each population's neurons per core capped so that no core's
+expected synaptic operations per step pass a budget (measured per neuron on calibration images, unmapped), for
+several budgets, and prices each mapping: cores, chips, energy, latency and what bounds it.
+
+    python -m benchmarks.work_balance --out benchmarks/results/work_balance [--net cifar-vit] [--target loihi]
+        [--budgets none,40000,20000,10000,5000] [--data-dir DATA] [--images 8] [--T 4] [--keep DIR]
+
+cifar-vit uses the trained checkpoint with the CIFAR-10 test images from --data-dir (random images without it,
+labelled so); others as benchmarks/fanin_split.py builds them. Writes OUT/work_balance.json and
+OUT/work_balance.png (latency and energy per inference against cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from spikeforge import simulator
+from spikeforge.converter.mapping import balance_work, map_network, work_per_neuron
+from spikeforge.hwmodels import core_memory, estimate
+from spikeforge.hwmodels.targets import load_target
+from spikeforge.simulator.atomic import write_text
+
+from . import fanin_split
+
+
+def _priced(m, target, x, steps):
+    res = simulator.run(m, x, steps)
+    labels = [m.populations[int(i)].name for i in m.cores.population]
+    rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
+    return res, rep
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--net", default="cifar-vit")
+    p.add_argument("--target", default="loihi")
+    p.add_argument("--budgets", default="none,40000,20000,10000,5000",
+                   help="synaptic operations per core and step ('none': the chip's limits only)")
+    p.add_argument("--data-dir")
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--calib", type=int, default=2, help="images the work per neuron is measured on")
+    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--keep", help="folder to keep the converted network in (and load it from)")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    model, shape, trained = fanin_split._network(args.net)
+    wanted = args.images + args.calib
+    fs_args = argparse.Namespace(data_dir=args.data_dir, images=wanted, price=wanted)
+    calib, x, y = fanin_split._inputs(args.net, shape, trained, fs_args)
+    if x is None:  # a trained network without --data-dir: random images, no accuracy
+        trained, x, y = False, fanin_split._inputs(args.net, shape, False, fs_args)[1], None
+    if args.net == "vit-s16":
+        make = lambda: fanin_split._vit_s16()  # noqa: E731
+    elif args.net == "cifar-vit":
+        make = lambda: fanin_split._cifar_vit(model, calib)  # noqa: E731
+    else:
+        make = lambda: fanin_split.convert(model, [calib], norm="max")  # noqa: E731
+    net, _ = fanin_split._kept(args.keep, args.net, make)
+    x_work, x_run = x[:args.calib], x[args.calib:]
+    y_run = None if y is None else y[args.calib:]
+    t0 = time.perf_counter()
+    work = work_per_neuron(net, x_work, args.T)
+    print(f"{args.net}: work per neuron measured on {len(x_work)} images in {time.perf_counter() - t0:.1f} s; "
+          "most: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(work.items(), key=lambda kv: -kv[1])[:4]),
+          flush=True)
+    target = load_target(args.target)
+    rows = []
+    for word in args.budgets.split(","):
+        budget = None if word == "none" else float(word)
+        t0 = time.perf_counter()
+        m = map_network(net, target, chips=4096, max_neurons=None if budget is None else balance_work(work, budget))
+        map_s = time.perf_counter() - t0
+        res, rep = _priced(m, target, x_run, args.T)
+        n = len(x_run)
+        row = {"network": args.net, "target": args.target, "trained": trained, "images": n, "T": args.T,
+               "ops_per_core": budget, "cores": int(len(m.cores.population)),
+               "chips": int(len(np.unique(m.cores.chip))), "map_s": round(map_s, 1),
+               "accuracy": None if y_run is None else float((res.predictions() == y_run).mean() * 100),
+               "synops": res.total("synops") / n, "packets": res.total("packets") / n,
+               "energy_uj": rep.energy_pj / 1e6, "static_uj": rep.static_pj / 1e6, "latency_us": rep.latency_ns / 1e3,
+               "steps": rep.steps, "latency_parts_us": {k: v / 1e3 for k, v in rep.latency_parts_ns.items()},
+               "slowest_core_layers_us": {k: v / 1e3 for k, v in list(rep.bounding_layers_ns.items())[:4]}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write_text(os.path.join(args.out, "work_balance.json"), json.dumps(rows, indent=1) + "\n")
+    _plot(rows, os.path.join(args.out, "work_balance.png"))
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    cores = [r["cores"] / 1e3 for r in rows]
+    labels = ["chip limits" if r["ops_per_core"] is None else f"{r['ops_per_core']:.0f}" for r in rows]
+    for a, key, unit, scale in ((ax[0], "latency_us", "latency per inference (ms)", 1e3),
+                                (ax[1], "energy_uj", "energy per inference (mJ)", 1e3)):
+        a.plot(cores, [r[key] / scale for r in rows], "o-")
+        if key == "energy_uj":
+            a.plot(cores, [r["static_uj"] / scale for r in rows], "s--", label="of it static")
+            a.legend()
+        if key == "latency_us":  # the budgets, once
+            for c, v, lab in zip(cores, [r[key] / scale for r in rows], labels):
+                a.annotate(lab, (c, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        a.set_xlabel("cores (thousands)")
+        a.set_ylabel(unit)
+        a.grid(alpha=0.3)
+    r0 = rows[0]
+    fig.suptitle(f"{r0['network']} on {r0['target']}, T = {r0['T']}: cores cut by work "
+                 "(labels: synaptic operations per core and step)")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
