@@ -40,7 +40,8 @@ class ConvertSettings:
     pooling into the next layer or re-encode it as spikes. T: the time steps Stage I / Stage II tune for.
     qc_epochs > 0 runs Stage I (noise probability p, Adam qc_lr); calibrate "cc" / "fc" runs Stage II on
     calib_samples samples. target (name or JSON path) maps onto its cores (placement); fixed_point quantizes to
-    the target's weight and membrane bits first.
+    the target's weight and membrane bits first; ops_per_core > 0 caps each layer's neurons per core so that no
+    core's synaptic operations per step (measured on up to 8 calibration samples) pass it (mapping.balance_work).
     """
 
     norm: str = "percentile"
@@ -67,6 +68,7 @@ class ConvertSettings:
     name: str | None = None
     hop_delay: int = 0  # steps every projection adds (1: the chip's pipeline, one step per hop)
     chips: int = 0  # chips of the system mapped onto (0: the target's board, limits.chips)
+    ops_per_core: float = 0.0  # synaptic ops per core and step the mapping cuts busy layers to (0: the chip's limits)
 
     def __post_init__(self):
         for key, allowed in _CHOICES.items():
@@ -86,6 +88,10 @@ class ConvertSettings:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:
             raise UserError("fixed_point takes its weight and membrane bits from a target: give target")
+        if not (np.isfinite(self.ops_per_core) and self.ops_per_core >= 0):
+            raise UserError(f"ops_per_core must be a finite number >= 0, got {self.ops_per_core!r}")
+        if self.ops_per_core and self.target is None:
+            raise UserError("ops_per_core cuts the cores of a target's mapping by work: give target")
         if self.chips and self.target is None:
             raise UserError(f"chips={self.chips} is the size of the system a target's cores are mapped onto: give "
                             "target")
@@ -152,11 +158,15 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
             raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
         net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
     if target is not None:
-        from .mapping import map_network
+        from .mapping import balance_work, map_network, work_per_neuron
 
+        caps = None
+        if s.ops_per_core:
+            caps = balance_work(work_per_neuron(net, x[:min(s.calib_samples, 8)].numpy(), s.T or 32), s.ops_per_core)
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         net = map_network(net, target, s.placement, hop_delay=s.hop_delay,
-                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32, chips=s.chips or None)
+                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32, chips=s.chips or None,
+                          max_neurons=caps)
     elif s.hop_delay:
         from .mapping import pipelined
 

@@ -126,6 +126,17 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     b = simulator.run(tmp_path / "loihi.h5", xte[:10].numpy(), 4)
     np.testing.assert_array_equal(a.output, b.output)
     assert b.total("packets") > a.total("packets")  # split layers: a spike reaches several destination cores
+    # --ops-per-core: busy layers cut finer (more cores), the same outputs, the slowest core's work per step lower
+    assert main(common + ["--out", str(tmp_path / "busy.h5"), "--target", "loihi", "--ops-per-core", "200"]) == 0
+    c = simulator.run(tmp_path / "busy.h5", xte[:10].numpy(), 4)
+    np.testing.assert_array_equal(a.output, c.output)
+    busy = simulator.load_network(tmp_path / "busy.h5")
+    assert len(busy.cores.population) > 11
+    most = [r.counter("synops").max(axis=1).max() for r in (b, c)]
+    assert most[1] < most[0], most
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "x.h5"), "--ops-per-core", "200"]) == 2
+    assert "--ops-per-core cuts the cores of a --target's mapping by work: give --target" in capsys.readouterr().err
 
 
 def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained_mlp, digits, capsys):
