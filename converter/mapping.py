@@ -93,6 +93,8 @@ BOX_KINDS = ("conv2d", "avgpool", "maxpool", "dense", "identity", "sparse")
 def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     """Synapses from every source neuron (C order) into the target neurons start..stop-1."""
     n_src, n_tgt = int(np.prod(source_shape)), int(np.prod(target_shape))
+    if proj.kind in ("matmul_a", "matmul_b"):
+        return matmul_fan(proj, source_shape, target_shape, start, stop)
     if start == 0 and stop == n_tgt:
         return synapses_per_source(proj, source_shape, target_shape)
     if proj.kind == "dense":
@@ -108,10 +110,28 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
         return out
     if proj.kind == "pointwise":
         return _pointwise_fan(proj.weight, n_src, start, stop)
-    if proj.kind in ("matmul_a", "matmul_b"):  # compute-node operands: split in proportion (nodes rarely split)
-        full = synapses_per_source(proj, source_shape, target_shape)
-        return np.round(full * (stop - start) / n_tgt).astype(np.int64)
     return _window_fan(proj, source_shape, target_shape, start, stop)
+
+
+def matmul_fan(proj, source_shape, target_shape, start, stop) -> np.ndarray:
+    """Products among the node's neurons start..stop-1 (row-major (M, N)) that each operand element reaches: an
+    element of A (i, k) the products of row i, an element of B (k, j) those of column j (source element (r, c) is
+    operand element (c, r) when the projection is transposed). Its events are sent to the cores holding them."""
+    m, n = int(target_shape[0]), int(target_shape[1])
+    rows = int(source_shape[0]) if len(source_shape) > 1 else 1
+    size = int(np.prod(source_shape))
+    src = np.arange(size, dtype=np.int64)
+    if proj.transpose:
+        cols = size // rows
+        src = (src % cols) * rows + src // cols  # operand element of each source element
+    if proj.kind == "matmul_a":
+        i = np.arange(m, dtype=np.int64)
+        per_row = np.clip(np.minimum(stop, (i + 1) * n) - np.maximum(start, i * n), 0, None)
+        return per_row[src // (size // m)]
+    j = np.arange(n, dtype=np.int64)
+    first = np.maximum(0, -((j - start) // n))  # the least i with i·N + j >= start
+    last = np.minimum(m - 1, (stop - 1 - j) // n)  # the most i with i·N + j < stop
+    return np.clip(last - first + 1, 0, None)[src % n]
 
 
 _POINTWISE_CUM = {}  # id(weight) -> (weight, prefix counts of its nonzero weights over outputs)
@@ -519,9 +539,12 @@ def balance_work(work, ops_per_core) -> dict:
     `ops_per_core`: `work` is {population name: synaptic operations per neuron per step} (measured, e.g. by
     `work_per_neuron`). A chip step lasts as long as its slowest core: a population whose neurons each do much
     work (a ViT's attention products gather a row times a column every step) is cut finer, on more cores, so
-    that it no longer sets every step's length. Populations that fit the budget anyway are left out."""
-    if not (isinstance(ops_per_core, (int, float, np.integer, np.floating)) and ops_per_core > 0):
-        raise ValueError(f"ops_per_core must be a number > 0, got {ops_per_core!r}")
+    that it no longer sets every step's length. Measure `work` on the network as it will be mapped (after
+    split_fan_in, so a split layer's relays carry its partial sums). Synaptic operations only: MACs (analog
+    input and analog operands) and per-event message times are not in the budget."""
+    if isinstance(ops_per_core, bool) or not isinstance(ops_per_core, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(ops_per_core) and ops_per_core > 0):
+        raise ValueError(f"ops_per_core must be a finite number > 0, got {ops_per_core!r}")
     return {name: max(1, int(ops_per_core // w)) for name, w in work.items() if w > 0}
 
 
@@ -720,6 +743,9 @@ def _map_network(net, target, placement, traffic, seed, progress, hop_delay, spl
                  max_neurons=None):
     net = pipelined(net, hop_delay)
     rule = getattr(target, "mapping", "cores")
+    if rule in ("speck", "xylo") and max_neurons:
+        raise ValueError(f"max_neurons applies to targets placed on cores; {target.name!r} places a network by its "
+                         f"chip's own rule ({rule})")
     if rule in ("speck", "xylo") and chips is not None:
         raise ValueError(f"chips applies to targets placed on cores; {target.name!r} places a network by its "
                          f"chip's own rule ({rule})")

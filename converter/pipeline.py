@@ -88,7 +88,9 @@ class ConvertSettings:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:
             raise UserError("fixed_point takes its weight and membrane bits from a target: give target")
-        if not (np.isfinite(self.ops_per_core) and self.ops_per_core >= 0):
+        ops = self.ops_per_core
+        if isinstance(ops, bool) or not isinstance(ops, (int, float, np.integer, np.floating)) or \
+                not (np.isfinite(ops) and ops >= 0):
             raise UserError(f"ops_per_core must be a finite number >= 0, got {self.ops_per_core!r}")
         if self.ops_per_core and self.target is None:
             raise UserError("ops_per_core cuts the cores of a target's mapping by work: give target")
@@ -158,15 +160,23 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
             raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
         net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
     if target is not None:
-        from .mapping import balance_work, map_network, work_per_neuron
+        from .mapping import balance_work, map_network, pipelined, work_per_neuron
 
-        caps = None
-        if s.ops_per_core:
-            caps = balance_work(work_per_neuron(net, x[:min(s.calib_samples, 8)].numpy(), s.T or 32), s.ops_per_core)
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
-        net = map_network(net, target, s.placement, hop_delay=s.hop_delay,
-                          calibration=x[:min(s.calib_samples, 64)].numpy(), steps=s.T or 32, chips=s.chips or None,
-                          max_neurons=caps)
+        calib, caps, hop = x[:min(s.calib_samples, 64)].numpy(), None, s.hop_delay
+        if s.ops_per_core:
+            if getattr(target, "mapping", "cores") != "cores":
+                raise UserError(f"ops_per_core applies to targets placed on cores; {target.name!r} places a network "
+                                f"by its chip's own rule ({target.mapping})")
+            from .fanin import split_fan_in
+
+            # pipelined and split as map_network would, so the work is measured where it will be done (a split
+            # layer's partial sums on its relays)
+            net, hop = pipelined(net, hop), 0
+            net, _ = split_fan_in(net, target.limits, calibration=calib, steps=s.T or 32)
+            caps = balance_work(work_per_neuron(net, x[:min(s.calib_samples, 8)].numpy(), s.T or 32), s.ops_per_core)
+        net = map_network(net, target, s.placement, hop_delay=hop, calibration=calib, steps=s.T or 32,
+                          chips=s.chips or None, max_neurons=caps)
     elif s.hop_delay:
         from .mapping import pipelined
 

@@ -357,6 +357,26 @@ def _single_core_rows(net, q, s, perm, core):
             fan[has].astype(np.int64))
 
 
+def _matmul_pairs(kind, geom, perm, node_core):
+    """(source neuron in engine order, destination core) pairs of an ec_matmul operand: an element of A (i, k)
+    goes to the cores holding row i of the (M, N) products, an element of B (k, j) to those holding column j
+    (as the node's work is counted, kernels._matmul_operand, and the mapper's fan, mapping.matmul_fan)."""
+    m, inner, n, transpose, rows, cols = (int(v) for v in geom[:6])
+    e = np.asarray(perm, np.int64)  # canonical source element of each engine position
+    if transpose:
+        e = (e % cols) * rows + e // cols
+    grid = np.asarray(node_core, np.int64).reshape(m, n)
+    lines = grid if kind == K.KIND_MM_A else grid.T
+    line = e // inner if kind == K.KIND_MM_A else e % n
+    per_line = [np.unique(row) for row in lines]
+    ptr = np.concatenate([[0], np.cumsum([len(c) for c in per_line])]).astype(np.int64)
+    flat = np.concatenate(per_line).astype(np.int64)
+    counts = np.diff(ptr)[line]
+    src = np.repeat(np.arange(len(e), dtype=np.int64), counts)
+    within = np.arange(len(src), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return src, flat[np.repeat(ptr[line], counts) + within]
+
+
 def _row_core_tables(net, projs, offsets, core_of, n_cores, perms):
     """Per projection and source row: target cores and synapses on each (the engine counts synaptic work per core
     from these), and the (source neuron, destination core) pairs that packets follow."""
@@ -367,11 +387,11 @@ def _row_core_tables(net, projs, offsets, core_of, n_cores, perms):
         kind, s = int(projs.kind[q]), int(projs.src[q])
         n_src = int(offsets[s + 1] - offsets[s])
         tgt_off, tgt_n = int(projs.tgt_off[q]), int(projs.tgt_n[q])
-        if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; every operand element reaches the node's cores
+        if kind in (K.KIND_MM_A, K.KIND_MM_B):  # no synapse rows; an operand element reaches its line's cores
             rptr, rcore, rcnt = np.zeros(n_src + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-            node_cores = np.unique(core_of[tgt_off:tgt_off + tgt_n])
-            pairs_src.append(offsets[s] + np.repeat(np.arange(n_src), len(node_cores)))
-            pairs_core.append(np.tile(node_cores, n_src).astype(np.int64))
+            src, cores = _matmul_pairs(kind, projs.geom[q], perms[s], core_of[tgt_off:tgt_off + tgt_n])
+            pairs_src.append(offsets[s] + src)
+            pairs_core.append(cores)
         elif SINGLE_CORE_ROWS and tgt_n and (core_of[tgt_off:tgt_off + tgt_n] == core_of[tgt_off]).all():
             rptr, rcore, rcnt = _single_core_rows(net, q, s, perms[s], int(core_of[tgt_off]))
         else:

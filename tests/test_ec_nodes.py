@@ -167,6 +167,15 @@ def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose)
     got = res.counter("synops")
     np.testing.assert_array_equal(got[:, cores], want[:, cores])
     assert np.all(want[:, cores].sum(0) > 0)  # every core of the node does some of the work
+    # an operand event is sent to the cores holding its row (A) or column (B), not to all of the node's cores
+    row_cores = np.array([len(np.unique(owner[i])) for i in range(M)])
+    col_cores = np.array([len(np.unique(owner[:, j])) for j in range(NN)])
+    packets = res.counter("packets").sum(0)
+    for name, sent in (("a", (row_events * row_cores).sum()), ("b", (col_events * col_cores).sum())):
+        src = np.flatnonzero(net.cores.population == [p.name for p in net.populations].index(name))
+        assert packets[src].sum() == sent and sent < 3 * (row_events.sum() if name == "a" else col_events.sum())
+        # the mapper sees those flows: an edge from the operand's core into each core of the node it reaches
+        assert set(net.core_edges.dst[np.isin(net.core_edges.src, src)]) == set(cores)
 
 
 def test_analog_matmul_operand_counts_macs():

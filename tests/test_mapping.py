@@ -351,5 +351,6 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     np.testing.assert_array_equal(simulator.run(m, x, T).output, res.output)  # cut finer, the same outputs
     with pytest.raises(ValueError, match="max_neurons names no population of the network: \\['hh'\\]"):
         map_network(net, _limits(), max_neurons={"hh": 2})
-    with pytest.raises(ValueError, match="ops_per_core must be a number > 0"):
-        balance_work(work, 0)
+    for bad in (0, float("inf"), True):
+        with pytest.raises(ValueError, match="ops_per_core must be a finite number > 0"):
+            balance_work(work, bad)

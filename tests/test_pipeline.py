@@ -77,3 +77,34 @@ def test_unknown_target_and_missing_labels_fail_before_conversion(trained_mlp, d
         convert_pipeline(trained_mlp, x, ConvertSettings(qc_epochs=1, T=2), y=np.zeros(64) + 0.5)
     assert calls == []
     assert sf.ConvertSettings is ConvertSettings and sf.convert_pipeline is convert_pipeline
+
+
+def test_ops_per_core_caps_a_split_layers_relays_measured_after_the_split():
+    """A readout of 4,500 inputs is split on Loihi (4,096 axons per core) into partial-sum relays: the work is
+    measured on the split network, so the relays (which do the partial sums) are cut by the budget: on the
+    calibration samples each relay core's mean synaptic operations per step stay within it."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 4500), torch.nn.ReLU(), torch.nn.Linear(4500, 8)).eval()
+    x = torch.rand(8, 10)
+    plain = convert_pipeline(model, x, ConvertSettings(norm="max", target="loihi", T=4))
+    busy = convert_pipeline(model, x, ConvertSettings(norm="max", target="loihi", T=4, ops_per_core=1000))
+    relays = [p.name for p in busy.populations if p.name.endswith(".part")]
+    assert relays, [p.name for p in busy.populations]
+
+    def cores_and_busiest(net):
+        res = sf.run(net, x.numpy(), 4)
+        per_sample = res.counter("synops") / len(x)
+        idx = [p.name for p in net.populations].index(relays[0])
+        mine = np.flatnonzero(net.cores.population == idx)
+        return len(mine), per_sample[:, mine].mean(0).max()
+
+    (n0, most0), (n1, most1) = cores_and_busiest(plain), cores_and_busiest(busy)
+    assert most0 > 1000 >= most1 and n1 > n0, (n0, most0, n1, most1)
+    np.testing.assert_array_equal(sf.run(plain, x.numpy(), 4).output, sf.run(busy, x.numpy(), 4).output)
+    with pytest.raises(UserError, match="ops_per_core applies to targets placed on cores; 'speck'"):
+        convert_pipeline(model, x, ConvertSettings(norm="max", target="speck", ops_per_core=1000))
+    for bad in (True, "a", float("inf"), -1.0):
+        with pytest.raises(UserError, match="ops_per_core must be a finite number >= 0"):
+            ConvertSettings(target="loihi", ops_per_core=bad)
