@@ -1,8 +1,9 @@
 """Cores cut by work (converter.mapping.balance_work): a chip step lasts as long as its slowest core, and a ViT's
 attention products do far more synaptic operations per neuron than its other layers, so their cores set every
 step's length. This maps a network onto a target with each population's neurons per core capped so that no core's
-expected synaptic operations per step pass a budget (measured per neuron on calibration images, unmapped), for
-several budgets, and prices each mapping: cores, chips, energy, latency and what bounds it.
+expected synaptic operations per step pass a budget (measured per neuron on calibration images, on the network
+split as it will be mapped), for several budgets, and prices each mapping: cores, chips, energy, latency and what
+bounds it.
 
     python -m benchmarks.work_balance --out benchmarks/results/work_balance [--net cifar-vit] [--target loihi]
         [--budgets none,40000,20000,10000,5000] [--data-dir DATA] [--images 8] [--T 4] [--keep DIR]
@@ -21,7 +22,7 @@ import time
 import numpy as np
 
 from spikeforge import simulator
-from spikeforge.converter.mapping import balance_work, map_network, work_per_neuron
+from spikeforge.converter.mapping import balance_work, map_network, split_and_measure_work
 from spikeforge.hwmodels import core_memory, estimate
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.simulator.atomic import write_text
@@ -65,17 +66,18 @@ def main(argv=None):
     net, _ = fanin_split._kept(args.keep, args.net, make)
     x_work, x_run = x[:args.calib], x[args.calib:]
     y_run = None if y is None else y[args.calib:]
+    target = load_target(args.target)
     t0 = time.perf_counter()
-    work = work_per_neuron(net, x_work, args.T)
+    net, work = split_and_measure_work(net, target, x_work, args.T, calibration=x_work)  # split once, here
     print(f"{args.net}: work per neuron measured on {len(x_work)} images in {time.perf_counter() - t0:.1f} s; "
           "most: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(work.items(), key=lambda kv: -kv[1])[:4]),
           flush=True)
-    target = load_target(args.target)
     rows = []
     for word in args.budgets.split(","):
         budget = None if word == "none" else float(word)
         t0 = time.perf_counter()
-        m = map_network(net, target, chips=4096, max_neurons=None if budget is None else balance_work(work, budget))
+        m = map_network(net, target, chips=4096, split=False,
+                        max_neurons=None if budget is None else balance_work(work, budget))
         map_s = time.perf_counter() - t0
         res, rep = _priced(m, target, x_run, args.T)
         n = len(x_run)

@@ -548,6 +548,21 @@ def balance_work(work, ops_per_core) -> dict:
     return {name: max(1, int(ops_per_core // w)) for name, w in work.items() if w > 0}
 
 
+def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0):
+    """(net, work): `net` pipelined by `hop_delay` and its fan-in split for `target` as map_network would do it,
+    and its synaptic operations per neuron per step on `x` (`work_per_neuron`), so a split layer's partial sums
+    are measured on its relays. Map the result with map_network(net, target, hop_delay=0, split=False,
+    max_neurons=balance_work(work, ops_per_core))."""
+    rule = getattr(target, "mapping", "cores")
+    if rule != "cores":
+        raise MappingError(f"ops_per_core applies to targets placed on cores; {target.name!r} places a network by "
+                           f"its chip's own rule ({rule})")
+    from .fanin import split_fan_in
+
+    net, _ = split_fan_in(pipelined(net, hop_delay), target.limits, calibration=calibration, steps=steps)
+    return net, work_per_neuron(net, x, steps)
+
+
 def work_per_neuron(net, x, steps) -> dict:
     """{population name: synaptic operations per neuron per step} of `net` (runnable: one core per population)
     on samples `x` over `steps` steps, the simulator's own counts."""

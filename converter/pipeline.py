@@ -160,23 +160,16 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
             raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
         net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
     if target is not None:
-        from .mapping import balance_work, map_network, pipelined, work_per_neuron
+        from .mapping import balance_work, map_network, split_and_measure_work
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         calib, caps, hop = x[:min(s.calib_samples, 64)].numpy(), None, s.hop_delay
-        if s.ops_per_core:
-            if getattr(target, "mapping", "cores") != "cores":
-                raise UserError(f"ops_per_core applies to targets placed on cores; {target.name!r} places a network "
-                                f"by its chip's own rule ({target.mapping})")
-            from .fanin import split_fan_in
-
-            # pipelined and split as map_network would, so the work is measured where it will be done (a split
-            # layer's partial sums on its relays)
-            net, hop = pipelined(net, hop), 0
-            net, _ = split_fan_in(net, target.limits, calibration=calib, steps=s.T or 32)
-            caps = balance_work(work_per_neuron(net, x[:min(s.calib_samples, 8)].numpy(), s.T or 32), s.ops_per_core)
-        net = map_network(net, target, s.placement, hop_delay=hop, calibration=calib, steps=s.T or 32,
-                          chips=s.chips or None, max_neurons=caps)
+        if s.ops_per_core:  # pipelined and split here, once, so the work is measured where it will be done
+            net, work = split_and_measure_work(net, target, x[:min(s.calib_samples, 8)].numpy(), s.T or 32,
+                                               calibration=calib, hop_delay=hop)
+            caps, hop = balance_work(work, s.ops_per_core), 0
+        net = map_network(net, target, s.placement, hop_delay=hop, split=caps is None, calibration=calib,
+                          steps=s.T or 32, chips=s.chips or None, max_neurons=caps)
     elif s.hop_delay:
         from .mapping import pipelined
 

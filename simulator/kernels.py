@@ -929,6 +929,16 @@ def _multi_update(p, pops, s):
 
 
 @njit(cache=True)
+def _operand_element(e, geom):
+    """The operand element a source neuron's event is: itself, or (c, r) for source (rows, cols) element (r, c)
+    when the projection is transposed (geom: _matmul_layout's)."""
+    if geom[3]:
+        rows, cols = geom[4], geom[5]
+        return (e % cols) * rows + e // cols
+    return e
+
+
+@njit(cache=True)
 def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core_of, tgt_off, ctr_kind, s0, s1):
     """Gather events k0..k1 of one operand of an EC matrix product into A(t) or B(t), and count the work of the
     events s0..s1 its source sent this step on the cores of the products they reach.
@@ -937,17 +947,12 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core_
     (2N); an element of B (k, j) meets column j of S_A(t-1): 1 for each product (i, j) of column j (M); so
     A(t)B(t) is counted once, on A's side. Each product's operations count on the core that holds it.
     """
-    m, inner, n, transpose, rows, cols = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+    m, inner, n = geom[0], geom[1], geom[2]
     start = base if kind == KIND_MM_A else base + m * inner
     for k in range(k0, k1):
-        e = ev_idx[k]
-        if transpose:  # source (rows, cols) element (r, c) is operand element (c, r)
-            e = (e % cols) * rows + e // cols
-        aux[start + e] += ev_val[k]
+        aux[start + _operand_element(ev_idx[k], geom)] += ev_val[k]
     for k in range(s0, s1):
-        e = ev_idx[k]
-        if transpose:
-            e = (e % cols) * rows + e // cols
+        e = _operand_element(ev_idx[k], geom)
         if kind == KIND_MM_A:  # row i = e // K of the products
             row = tgt_off + (e // inner) * n
             for j in range(n):

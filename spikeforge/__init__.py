@@ -29,6 +29,7 @@ _API = {
     "pipelined": "spikeforge.converter.mapping",
     "balance_work": "spikeforge.converter.mapping",
     "work_per_neuron": "spikeforge.converter.mapping",
+    "split_and_measure_work": "spikeforge.converter.mapping",
     "to_fixed_point": "spikeforge.converter.fixed_point",
     # simulator
     "load_network": "spikeforge.simulator",
