@@ -400,9 +400,11 @@ def partition(net, limits, progress=None, max_neurons=None):
     the most of its neurons a core may hold} (`balance_work`), below the chip's own limits."""
     _INDEX[:] = [None, None, None]  # built afresh: a caller may have edited the lists of an earlier network
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
-    least = {p.name: max(1, math.ceil(p.size / limits["neurons_per_core"])) for p in net.populations}
+    caps = {name: max(1, int(n)) for name, n in (max_neurons or {}).items()}
+    least = {p.name: max(1, math.ceil(p.size / min(int(limits["neurons_per_core"]), caps.get(p.name, p.size))))
+             for p in net.populations}
     if sum(least.values()) > capacity:
-        raise MappingError(_too_many_cores(least, limits, capacity, at_least=True))
+        raise MappingError(_too_many_cores(least, limits, capacity, at_least=True, capped=len(caps)))
     _check_fan_in(net, limits)
     # destination cores of each neuron's events, from the populations cut so far
     dest = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
@@ -411,8 +413,8 @@ def partition(net, limits, progress=None, max_neurons=None):
         pop = net.populations[pi]
         out = dest[pop.name]
         lim = limits
-        if max_neurons and pop.name in max_neurons:
-            lim = dict(limits, work_neurons_per_core=max(1, int(max_neurons[pop.name])))
+        if pop.name in caps:
+            lim = dict(limits, work_neurons_per_core=caps[pop.name])
         parts = _box_partition(net, pi, lim, out) if _boxable(net, pop, lim) else \
             _range_partition(net, pi, lim, out)
         for part in parts:
@@ -426,7 +428,7 @@ def partition(net, limits, progress=None, max_neurons=None):
         per_layer = {}
         for pi, *_ in cores:
             per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
-        raise MappingError(_too_many_cores(per_layer, limits, capacity))
+        raise MappingError(_too_many_cores(per_layer, limits, capacity, capped=len(caps)))
     return cores
 
 
@@ -670,11 +672,15 @@ def _box_sum(table, box):
                + t[c1, h0, w0] - t[c0, h0, w0])
 
 
-def _too_many_cores(per_layer, limits, capacity, at_least=False):
-    """The refusal of a network over the target's cores: what it needs, what there is, the largest layers."""
+def _too_many_cores(per_layer, limits, capacity, at_least=False, capped=0):
+    """The refusal of a network over the target's cores: what it needs, what there is, the largest layers, and
+    whether caps on neurons per core (max_neurons, convert --ops-per-core) raised the count."""
     need = sum(per_layer.values())
     top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
     why = f" (its neurons alone, {int(limits['neurons_per_core'])} per core)" if at_least else ""
+    if capped:
+        why += (f" with {capped} layer{'s' if capped != 1 else ''} capped below the chip's neurons per core "
+                f"(max_neurons / --ops-per-core: a larger budget needs fewer cores)")
     per_chip = int(limits["cores_per_chip"])
     return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
             f"{per_chip} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "

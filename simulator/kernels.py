@@ -435,16 +435,30 @@ def _deliver(p, q, t, pops, projs, routing, s, ctr):
 @njit(cache=True)
 def _mark_reached(q, t, projs, reached, ev_idx, k0, k1):
     """Stamp t + 1 on every target neuron a stored synapse of projection q delivers one of events k0..k1 to (any
-    weight, zero included): the neurons with input this step. Dense and ec_matmul targets are all reached by any
-    event; sparse and pointwise ones by their rows' stored entries; convolutions (and pooling) by the taps inside
-    the map, every output channel of the event's group (max pooling: its own channel)."""
+    weight, zero included): the neurons with input this step. Dense targets are all reached by any event; an
+    ec_matmul's products by the events of their row of A (i, k: row i) or column of B (k, j: column j); sparse and
+    pointwise ones by their rows' stored entries; convolutions (and pooling) by the taps inside the map, every
+    output channel of the event's group (max pooling: its own channel)."""
     if k1 <= k0:
         return
     kind = projs.kind[q]
     tgt_off = projs.tgt_off[q]
     stamp = t + 1
-    if kind == KIND_DENSE or kind == KIND_MM_A or kind == KIND_MM_B:
+    if kind == KIND_DENSE:
         reached[tgt_off:tgt_off + projs.tgt_n[q]] = stamp
+        return
+    if kind == KIND_MM_A or kind == KIND_MM_B:
+        geom = projs.geom[q]
+        m, inner, n = geom[0], geom[1], geom[2]
+        for k in range(k0, k1):
+            e = _operand_element(ev_idx[k], geom)
+            if kind == KIND_MM_A:
+                row = tgt_off + (e // inner) * n
+                reached[row:row + n] = stamp
+            else:
+                col = tgt_off + e % n
+                for i in range(m):
+                    reached[col + i * n] = stamp
         return
     indptr = projs.indptr
     indices = projs.indices

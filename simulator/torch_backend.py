@@ -287,8 +287,14 @@ class _Proj:
         """(B, target neurons) or (B, 1) bool: the targets a stored synapse delivers one of the source's events
         (multiplicities `mult`, canonical order) to, whatever its weight (kernels._mark_reached)."""
         b = mult.shape[0]
-        if self.kind in ("dense", "matmul_a", "matmul_b"):
+        if self.kind == "dense":
             return (mult != 0).any(1, keepdim=True)
+        if self.kind in ("matmul_a", "matmul_b"):  # the products of an event's row of A (column of B)
+            events = self.operand(mult != 0)
+            m, n = self.mm
+            if self.kind == "matmul_a":
+                return events.reshape(b, m, -1).any(2, keepdim=True).expand(b, m, n).reshape(b, m * n)
+            return events.reshape(b, -1, n).any(1, keepdim=True).expand(b, m, n).reshape(b, m * n)
         if self.kind == "identity":
             return mult != 0
         nz = (mult != 0).to(torch.float64)

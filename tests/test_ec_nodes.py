@@ -149,7 +149,7 @@ def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose)
     k = [p.name for p in net.populations].index("k")
     cores = np.flatnonzero(net.cores.population == k)
     assert [(net.cores.neuron_start[c], net.cores.neuron_stop[c]) for c in cores] == [(0, 3), (3, 5), (5, 8)]
-    x = np.random.default_rng(7).normal(0, 1, (3, 10)).astype(np.float32)
+    x = np.random.default_rng(7).normal(0, 0.05, (3, 10)).astype(np.float32)  # sparse operands: idle rows
     T = 4
     res = simulator.run(net, x, T, record=["a", "b"])
     a = res.spikes["a"].reshape(3, T, M, K_) != 0
@@ -167,6 +167,13 @@ def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose)
     got = res.counter("synops")
     np.testing.assert_array_equal(got[:, cores], want[:, cores])
     assert np.all(want[:, cores].sum(0) > 0)  # every core of the node does some of the work
+    # a product has input in a step when its row of A or its column of B sent an event: active on its own core
+    active = (row_events[:, :, :, None] > 0) | (col_events[:, :, None, :] > 0)  # (samples, T, M, N)
+    want_active = np.zeros((T, len(net.cores.population)))
+    np.add.at(want_active.T, owner.reshape(-1), active.sum(0).reshape(T, -1).T)
+    np.testing.assert_array_equal(res.counter("active_neurons")[:, cores], want_active[:, cores])
+    any_event = (row_events.sum(2) + col_events.sum(2)) > 0  # (samples, T): the node had some input
+    assert 0 < want_active.sum() < any_event.sum() * M * NN  # not every product whenever any operand event came
     # an operand event is sent to the cores holding its row (A) or column (B), not to all of the node's cores
     row_cores = np.array([len(np.unique(owner[i])) for i in range(M)])
     col_cores = np.array([len(np.unique(owner[:, j])) for j in range(NN)])

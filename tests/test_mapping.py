@@ -102,6 +102,22 @@ def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
         partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=2))
 
 
+def test_caps_on_neurons_per_core_count_in_the_early_refusal_and_are_named(monkeypatch):
+    """_dense(5, 100) fits 1 + 10 cores of 10 neurons on 3 chips of 4; capped at 4 neurons per core, h needs 25
+    cores: refused before any fan-in is computed, at least 26 cores, the cap named as the cause."""
+    import spikeforge.converter.mapping as mapping
+
+    limits = _limits(neurons_per_core=10, cores_per_chip=4, chips=3)
+    assert len(partition(_dense(5, 100), limits)) == 11
+
+    def no_loads(*args):
+        raise AssertionError("core loads computed for a network that cannot fit")
+    monkeypatch.setattr(mapping, "core_load", no_loads)
+    with pytest.raises(MappingError, match=r"needs at least 26 cores \(its neurons alone, 10 per core\) with 1 "
+                                           r"layer capped below the chip's neurons per core .*largest layers h: 25"):
+        partition(_dense(5, 100), limits, max_neurons={"h": 4})
+
+
 def test_a_larger_system_of_chips_maps_what_the_targets_board_cannot():
     """The 11 cores above on 3 chips of 4 (chips=3) instead of the board's 2: the cores fill 3 chips."""
     net = _dense(5, 100)
