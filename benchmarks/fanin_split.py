@@ -188,7 +188,13 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
     labels = [m.populations[int(i)].name for i in m.cores.population]
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)
+    relay = np.array([bool(re.search(r"\.part\d*$", label)) for label in labels])  # the split's relay cores
+    relays = {"cores": int(relay.sum()),
+              **{k: float(res.counter(k)[:, relay].sum()) / n for k in ("synops", "packets", "chip_packets")},
+              "dynamic_uj": sum(sum(rep.layer_energy_pj[k].values()) for k in set(np.array(labels)[relay])) / 1e6,
+              "static_uj": rep.static_core_pj * relay.sum() / max(1, len(labels)) / 1e6}
     return {"accuracy": None if y is None else float((res.predictions() == y).mean() * 100),
+            "relays": relays,
             "packets": res.total("packets") / n,
             "chip_packets": res.total("chip_packets") / n, "chip_hops": res.total("chip_hops") / n,
             "synops": res.total("synops") / n, "neuron_updates": res.total("neuron_updates") / n,
