@@ -6,11 +6,15 @@ split as it will be mapped), for several budgets, and prices each mapping: cores
 bounds it.
 
     python -m benchmarks.work_balance --out benchmarks/results/work_balance [--net cifar-vit] [--target loihi]
-        [--budgets none,40000,20000,10000,5000] [--data-dir DATA] [--images 8] [--T 4] [--keep DIR]
+        [--unit ops|ns] [--budgets none,40000,20000,10000,5000] [--data-dir DATA] [--images 8] [--T 4] [--keep DIR]
+
+--unit ns budgets each core's compute time per step as the target prices it (mapping.work_per_neuron with the
+target) instead of its synaptic operations.
 
 cifar-vit uses the trained checkpoint with the CIFAR-10 test images from --data-dir (random images without it,
-labelled so); others as benchmarks/fanin_split.py builds them. Writes OUT/work_balance.json and
-OUT/work_balance.png (latency and energy per inference against cores).
+labelled so); others as benchmarks/fanin_split.py builds them. Writes OUT/work_balance.json (--unit ns:
+OUT/work_balance_ns.json) and OUT/work_balance.png (latency and energy per inference against cores, one line per
+unit whose rows are in OUT).
 """
 from __future__ import annotations
 
@@ -42,8 +46,10 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--net", default="cifar-vit")
     p.add_argument("--target", default="loihi")
+    p.add_argument("--unit", choices=("ops", "ns"), default="ops",
+                   help="budget unit: synaptic operations or nanoseconds of core compute time per core and step")
     p.add_argument("--budgets", default="none,40000,20000,10000,5000",
-                   help="synaptic operations per core and step ('none': the chip's limits only)")
+                   help="work per core and step in --unit ('none': the chip's limits only)")
     p.add_argument("--data-dir")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--calib", type=int, default=2, help="images the work per neuron is measured on")
@@ -68,7 +74,8 @@ def main(argv=None):
     y_run = None if y is None else y[args.calib:]
     target = load_target(args.target)
     t0 = time.perf_counter()
-    net, work = split_and_measure_work(net, target, x_work, args.T, calibration=x_work)  # split once, here
+    net, work = split_and_measure_work(net, target, x_work, args.T, calibration=x_work,  # split once, here
+                                       unit="ns" if args.unit == "ns" else "synops")
     print(f"{args.net}: work per neuron measured on {len(x_work)} images in {time.perf_counter() - t0:.1f} s; "
           "most: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(work.items(), key=lambda kv: -kv[1])[:4]),
           flush=True)
@@ -82,7 +89,7 @@ def main(argv=None):
         res, rep = _priced(m, target, x_run, args.T)
         n = len(x_run)
         row = {"network": args.net, "target": args.target, "trained": trained, "images": n, "T": args.T,
-               "ops_per_core": budget, "cores": int(len(m.cores.population)),
+               "unit": args.unit, "budget": budget, "cores": int(len(m.cores.population)),
                "chips": int(len(np.unique(m.cores.chip))), "map_s": round(map_s, 1),
                "accuracy": None if y_run is None else float((res.predictions() == y_run).mean() * 100),
                "synops": res.total("synops") / n, "packets": res.total("packets") / n,
@@ -91,34 +98,54 @@ def main(argv=None):
                "slowest_core_layers_us": {k: v / 1e3 for k, v in list(rep.bounding_layers_ns.items())[:4]}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write_text(os.path.join(args.out, "work_balance.json"), json.dumps(rows, indent=1) + "\n")
-    _plot(rows, os.path.join(args.out, "work_balance.png"))
+        write_text(os.path.join(args.out, _NAMES[args.unit]), json.dumps(rows, indent=1) + "\n")
+    series = {}
+    for unit, name in _NAMES.items():
+        path = os.path.join(args.out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                series[unit] = [r for r in json.load(f) if r["network"] == args.net and r["target"] == args.target]
+    _plot(series, os.path.join(args.out, "work_balance.png"))
 
 
-def _plot(rows, path):
+_NAMES = {"ops": "work_balance.json", "ns": "work_balance_ns.json"}
+_UNITS = {"ops": "synaptic ops", "ns": "ns of core time"}
+
+
+def _budget(row):
+    """(unit, budget) of a row."""
+    return row["unit"], row["budget"]
+
+
+def _plot(series, path):
+    """Latency and energy per inference against cores, one line per budget unit (labels: the budgets)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    cores = [r["cores"] / 1e3 for r in rows]
-    labels = ["chip limits" if r["ops_per_core"] is None else f"{r['ops_per_core']:.0f}" for r in rows]
-    for a, key, unit, scale in ((ax[0], "latency_us", "latency per inference (ms)", 1e3),
-                                (ax[1], "energy_uj", "energy per inference (mJ)", 1e3)):
-        a.plot(cores, [r[key] / scale for r in rows], "o-")
-        if key == "energy_uj":
-            a.plot(cores, [r["static_uj"] / scale for r in rows], "s--", label="of it static")
-            a.legend()
-        if key == "latency_us":  # the budgets, once
-            for c, v, lab in zip(cores, [r[key] / scale for r in rows], labels):
-                a.annotate(lab, (c, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
+    for (unit, rows), mark in zip(series.items(), ("o-", "^-")):
+        rows = sorted(rows, key=lambda r: r["cores"])
+        cores = [r["cores"] / 1e3 for r in rows]
+        labels = ["chip limits" if _budget(r)[1] is None else f"{_budget(r)[1]:.0f}" for r in rows]
+        for a, key in ((ax[0], "latency_us"), (ax[1], "energy_uj")):
+            values = [r[key] / 1e3 for r in rows]
+            a.plot(cores, values, mark, label=f"budget in {_UNITS[unit]}")
+            if key == "energy_uj":
+                a.plot(cores, [r["static_uj"] / 1e3 for r in rows], mark[0] + "--", alpha=0.5,
+                       label=f"of it static ({_UNITS[unit]})")
+            else:
+                for c, v, lab in zip(cores, values, labels):
+                    a.annotate(lab, (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for a, unit in ((ax[0], "latency per inference (ms)"), (ax[1], "energy per inference (mJ)")):
         a.set_xlabel("cores (thousands)")
         a.set_ylabel(unit)
         a.grid(alpha=0.3)
-    r0 = rows[0]
-    fig.suptitle(f"{r0['network']} on {r0['target']}, T = {r0['T']}: cores cut by work "
-                 "(labels: synaptic operations per core and step)")
+        a.legend(fontsize=8)
+    r0 = next(iter(series.values()))[0]
+    fig.suptitle(f"{r0['network']} on {r0['target']}, T = {r0['T']}: cores cut by work (labels: the budget per "
+                 "core and step)")
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=120)

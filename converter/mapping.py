@@ -536,46 +536,63 @@ def _neuron_cap(limits) -> int:
     return min(chip, int(limits.get("work_neurons_per_core", 0) or chip))
 
 
-def balance_work(work, ops_per_core) -> dict:
-    """{population: the most neurons a core may hold} so that no core's expected synaptic operations per step pass
-    `ops_per_core`: `work` is {population name: synaptic operations per neuron per step} (measured, e.g. by
-    `work_per_neuron`). A chip step lasts as long as its slowest core: a population whose neurons each do much
-    work (a ViT's attention products gather a row times a column every step) is cut finer, on more cores, so
-    that it no longer sets every step's length. Measure `work` on the network as it will be mapped (after
-    split_fan_in, so a split layer's relays carry its partial sums). Synaptic operations only: MACs (analog
-    input and analog operands) and per-event message times are not in the budget."""
-    if isinstance(ops_per_core, bool) or not isinstance(ops_per_core, (int, float, np.integer, np.floating)) or \
-            not (np.isfinite(ops_per_core) and ops_per_core > 0):
-        raise ValueError(f"ops_per_core must be a finite number > 0, got {ops_per_core!r}")
-    return {name: max(1, int(ops_per_core // w)) for name, w in work.items() if w > 0}
+def balance_work(work, per_core) -> dict:
+    """{population: the most neurons a core may hold} so that no core's expected work per step passes `per_core`:
+    `work` is {population name: work per neuron per step}, synaptic operations or nanoseconds of core time
+    (`work_per_neuron`, measured), `per_core` a budget in the same unit. A chip step lasts as long as its slowest
+    core: a population whose neurons each do much work (a ViT's attention products gather a row times a column
+    every step) is cut finer, on more cores, so that it no longer sets every step's length. Measure `work` on the
+    network as it will be mapped (after split_fan_in, so a split layer's relays carry its partial sums)."""
+    if isinstance(per_core, bool) or not isinstance(per_core, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(per_core) and per_core > 0):
+        raise ValueError(f"the work budget per core must be a finite number > 0, got {per_core!r}")
+    return {name: max(1, int(per_core // w)) for name, w in work.items() if w > 0}
 
 
-def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0):
+def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0, unit="synops"):
     """(net, work): `net` pipelined by `hop_delay` and its fan-in split for `target` as map_network would do it,
-    and its synaptic operations per neuron per step on `x` (`work_per_neuron`), so a split layer's partial sums
-    are measured on its relays. Map the result with map_network(net, target, hop_delay=0, split=False,
-    max_neurons=balance_work(work, ops_per_core))."""
+    and its work per neuron per step on `x` (`work_per_neuron` in `unit`), so a split layer's partial sums are
+    measured on its relays. Map the result with map_network(net, target, hop_delay=0, split=False,
+    max_neurons=balance_work(work, budget))."""
     rule = getattr(target, "mapping", "cores")
     if rule != "cores":
-        raise MappingError(f"ops_per_core applies to targets placed on cores; {target.name!r} places a network by "
-                           f"its chip's own rule ({rule})")
+        raise MappingError(f"a work budget per core applies to targets placed on cores; {target.name!r} places a "
+                           f"network by its chip's own rule ({rule})")
     from .fanin import split_fan_in
 
     net, _ = split_fan_in(pipelined(net, hop_delay), target.limits, calibration=calibration, steps=steps)
-    return net, work_per_neuron(net, x, steps)
+    return net, work_per_neuron(net, x, steps, target if unit == "ns" else None)
 
 
-def work_per_neuron(net, x, steps) -> dict:
-    """{population name: synaptic operations per neuron per step} of `net` (runnable: one core per population)
-    on samples `x` over `steps` steps, the simulator's own counts."""
+def work_per_neuron(net, x, steps, target=None) -> dict:
+    """{population name: work per neuron per step} of `net` (runnable: one core per population) on samples `x`
+    over `steps` steps, from the simulator's own counts: synaptic operations, or with a `target` the nanoseconds of
+    core time it prices them at that divide with a core's neurons (hwmodels.estimate's per-core compute: synaptic
+    ops, MACs, neuron updates, active neurons, spikes and packets sent, each at the target's time per event).
+
+    Not in it: the packets a core receives, one per source event reaching any of its neurons, which do not shrink
+    with its neurons (a dense layer's every core receives every event of its source); and with one core per
+    population a neuron's packets go to one core per destination layer, cut finer its events reach more cores."""
     from spikeforge import simulator
 
     res = simulator.run(net, np.asarray(x), steps)
-    synops = res.counters[:, :, list(simulator.COUNTERS).index("synops")].sum(axis=0)
+    names = list(simulator.COUNTERS)
+    if target is None:
+        per_core = res.counters[:, :, names.index("synops")].sum(axis=0) / len(x)
+    else:
+        from spikeforge.hwmodels import estimate
+
+        if isinstance(target, str):
+            from spikeforge.hwmodels import load_target
+
+            target = load_target(target)
+        counters = res.counters.astype(np.float64)
+        counters[:, :, names.index("packets_in")] = 0
+        per_core = estimate(counters, names, len(x), target, network=net).core_compute_ns
     out = {}
     for core, pi in enumerate(net.cores.population):
         pop = net.populations[int(pi)]
-        out[pop.name] = out.get(pop.name, 0.0) + float(synops[core]) / (pop.size * steps * len(x))
+        out[pop.name] = out.get(pop.name, 0.0) + float(per_core[core]) / (pop.size * steps)
     return out
 
 

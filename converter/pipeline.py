@@ -41,7 +41,8 @@ class ConvertSettings:
     qc_epochs > 0 runs Stage I (noise probability p, Adam qc_lr); calibrate "cc" / "fc" runs Stage II on
     calib_samples samples. target (name or JSON path) maps onto its cores (placement); fixed_point quantizes to
     the target's weight and membrane bits first; ops_per_core > 0 caps each layer's neurons per core so that no
-    core's synaptic operations per step (measured on up to 8 calibration samples) pass it (mapping.balance_work).
+    core's synaptic operations per step (measured on up to 8 calibration samples) pass it (mapping.balance_work);
+    ns_per_core > 0 likewise with each core's compute time per step as the target prices it.
     """
 
     norm: str = "percentile"
@@ -69,6 +70,7 @@ class ConvertSettings:
     hop_delay: int = 0  # steps every projection adds (1: the chip's pipeline, one step per hop)
     chips: int = 0  # chips of the system mapped onto (0: the target's board, limits.chips)
     ops_per_core: float = 0.0  # synaptic ops per core and step the mapping cuts busy layers to (0: the chip's limits)
+    ns_per_core: float = 0.0  # or nanoseconds of core compute time per step, as the target prices it (0: none)
 
     def __post_init__(self):
         for key, allowed in _CHOICES.items():
@@ -88,12 +90,16 @@ class ConvertSettings:
             raise UserError("Stage I (qc_epochs) and Stage II (calibrate) tune for a number of steps: give T")
         if self.fixed_point and self.target is None:
             raise UserError("fixed_point takes its weight and membrane bits from a target: give target")
-        ops = self.ops_per_core
-        if isinstance(ops, bool) or not isinstance(ops, (int, float, np.integer, np.floating)) or \
-                not (np.isfinite(ops) and ops >= 0):
-            raise UserError(f"ops_per_core must be a finite number >= 0, got {self.ops_per_core!r}")
-        if self.ops_per_core and self.target is None:
-            raise UserError("ops_per_core cuts the cores of a target's mapping by work: give target")
+        for key in ("ops_per_core", "ns_per_core"):
+            budget = getattr(self, key)
+            if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)) or \
+                    not (np.isfinite(budget) and budget >= 0):
+                raise UserError(f"{key} must be a finite number >= 0, got {budget!r}")
+            if budget and self.target is None:
+                raise UserError(f"{key} cuts the cores of a target's mapping by work: give target")
+        if self.ops_per_core and self.ns_per_core:
+            raise UserError("give one work budget per core: ops_per_core (synaptic ops) or ns_per_core (core time), "
+                            "not both")
         if self.chips and self.target is None:
             raise UserError(f"chips={self.chips} is the size of the system a target's cores are mapped onto: give "
                             "target")
@@ -164,10 +170,11 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         calib, caps, hop = x[:min(s.calib_samples, 64)].numpy(), None, s.hop_delay
-        if s.ops_per_core:  # pipelined and split here, once, so the work is measured where it will be done
+        if s.ops_per_core or s.ns_per_core:  # pipelined and split here, once: work measured where it will be done
             net, work = split_and_measure_work(net, target, x[:min(s.calib_samples, 8)].numpy(), s.T or 32,
-                                               calibration=calib, hop_delay=hop)
-            caps, hop = balance_work(work, s.ops_per_core), 0
+                                               calibration=calib, hop_delay=hop,
+                                               unit="ns" if s.ns_per_core else "synops")
+            caps, hop = balance_work(work, s.ns_per_core or s.ops_per_core), 0
         net = map_network(net, target, s.placement, hop_delay=hop, split=caps is None, calibration=calib,
                           steps=s.T or 32, chips=s.chips or None, max_neurons=caps)
     elif s.hop_delay:

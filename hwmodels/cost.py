@@ -71,6 +71,7 @@ class CostReport:
     host_step_ns: float = None  # the host's pacing, if any: no step is shorter
     latency_parts_ns: dict = field(default_factory=dict)  # compute / network / barrier / floor: what the steps spent
     bounding_layers_ns: dict = field(default_factory=dict)  # layer -> compute ns of the steps its core was busiest
+    core_compute_ns: np.ndarray = None  # (cores,) each core's own compute time, summed over the chip's steps
 
     @property
     def dynamic_total_pj(self) -> float:
@@ -239,7 +240,7 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels=Non
                       memory.get("input_core"), target.analog_input)
     return CostReport(target.name, T, float(sum(dynamic.values()) + static), dynamic, float(static), latency, step,
                       core_energy, layers, float(static_core), float(static_chip), int(chips), float(barrier), path,
-                      steps, tiles, voltage, host_step_ns, parts, bounding)
+                      steps, tiles, voltage, host_step_ns, parts, bounding, compute.sum(axis=0))
 
 
 def latency_parts(compute, network, barrier, floor, core_labels):

@@ -118,6 +118,10 @@ def _parser():
                    help="with --target: cut busy layers finer so that no core's synaptic operations per step "
                         "(measured on the calibration samples) pass OPS: shorter chip steps for more cores "
                         "(benchmarks/RESULTS.md, 'Cores cut by work'; default 0: the chip's limits only)")
+    c.add_argument("--ns-per-core", type=_number(float, 0, False), default=0, metavar="NS",
+                   help="with --target: the same with each core's compute time per step as the target prices it "
+                        "(synaptic ops, MACs, neuron updates, spikes, packets), in nanoseconds; not with "
+                        "--ops-per-core")
     c.add_argument("--fixed-point", action="store_true",
                    help="quantize weights and membranes to the --target's bits before mapping")
     c.add_argument("--hop-delay", type=int, default=0, metavar="STEPS",
@@ -596,8 +600,11 @@ def cmd_convert(args):
                         "nothing (simulate and report take their own --T)")
     if args.fixed_point and not args.target:
         raise UserError("--fixed-point takes its weight and membrane bits from a target: give --target")
-    if args.ops_per_core and not args.target:
-        raise UserError("--ops-per-core cuts the cores of a --target's mapping by work: give --target")
+    for flag, budget in (("--ops-per-core", args.ops_per_core), ("--ns-per-core", args.ns_per_core)):
+        if budget and not args.target:
+            raise UserError(f"{flag} cuts the cores of a --target's mapping by work: give --target")
+    if args.ops_per_core and args.ns_per_core:
+        raise UserError("give one work budget per core: --ops-per-core or --ns-per-core, not both")
     _check_outputs([args.out], "--out", [args.calibration, args.weights])
     settings = ConvertSettings(
         norm=args.norm, percentile=args.percentile, v_init=args.v_init, batch_size=args.batch_size,
@@ -605,7 +612,7 @@ def cmd_convert(args):
         qc_epochs=args.qc_epochs, p=args.p, qc_lr=args.qc_lr, calibrate=args.calibrate,
         calib_samples=args.calib_samples, calib_epochs=args.epochs, calib_loss=args.loss, calib_lr=args.calib_lr,
         target=args.target, placement=args.placement, fixed_point=args.fixed_point, hop_delay=args.hop_delay,
-        chips=args.chips, ops_per_core=args.ops_per_core)
+        chips=args.chips, ops_per_core=args.ops_per_core, ns_per_core=args.ns_per_core)
     model = _load_model(args.model, args.weights)
     x, y = _samples_and_labels(args.calibration, args.key, args.y_key, x_flag="--key")
     which = f"array {args.key!r}" if args.key else "first array (--key names another)"

@@ -137,6 +137,14 @@ def test_convert_onto_a_target_and_inspect_its_cores(tmp_path, trained_resnet, d
     capsys.readouterr()
     assert main(common + ["--out", str(tmp_path / "x.h5"), "--ops-per-core", "200"]) == 2
     assert "--ops-per-core cuts the cores of a --target's mapping by work: give --target" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "x.h5"), "--target", "loihi", "--ops-per-core", "200",
+                          "--ns-per-core", "2000"]) == 2
+    assert "give one work budget per core: --ops-per-core or --ns-per-core" in capsys.readouterr().err
+    # --ns-per-core: cut by core time as Loihi prices it; more cores than the chip's limits alone, same outputs
+    assert main(common + ["--out", str(tmp_path / "timed.h5"), "--target", "loihi", "--ns-per-core", "3000"]) == 0
+    np.testing.assert_array_equal(a.output, simulator.run(tmp_path / "timed.h5", xte[:10].numpy(), 4).output)
+    assert len(simulator.load_network(tmp_path / "timed.h5").cores.population) > 11
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained_mlp, digits, capsys):

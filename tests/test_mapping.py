@@ -358,6 +358,19 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     assert work["out"] == pytest.approx(2 * spikes / (2 * T)) and work["h"] == 0  # h's input is MACs, not synops
     caps = balance_work(work, 2.0 * work["out"])
     assert caps == {"out": 2}
+    # in core time on Loihi, per step of T: h's 6 neurons updated (6 ns each) in every step the pipelined chip runs
+    # (T + 2: in -> h -> out is 3 stages), active when reached (3.7 ns), spikes (30 ns) each sent as one packet to
+    # out's core (5.1 ns); out's 2 dense synaptic ops per spike of h (3.8 ns), updates and active neurons; the
+    # packets a core receives (16 ns) are left out (they do not divide)
+    ns = work_per_neuron(net, x, T, "loihi")
+    c = {k: res.counter(k).sum(0) for k in ("neuron_updates", "active_neurons", "synops")}
+    assert res.counter("packets").sum(0)[1] == spikes and res.counter("packets_in").sum(0)[2] == spikes
+    assert c["neuron_updates"][1] == 6 * T and c["neuron_updates"][2] == 2 * T
+    assert ns["h"] == pytest.approx((6.0 * 6 * (T + 2) + 3.7 * c["active_neurons"][1] + 30.0 * spikes
+                                     + 5.1 * spikes) / (6 * T))
+    assert ns["out"] == pytest.approx((3.8 * c["synops"][2] + 6.0 * 2 * (T + 2) + 3.7 * c["active_neurons"][2])
+                                      / (2 * T))
+    assert balance_work(ns, 3.5 * ns["h"])["h"] == 3
     caps = balance_work({"h": 3.0}, 7.0)
     assert caps == {"h": 2}
     m = map_network(net, _limits(), max_neurons=caps)
@@ -368,5 +381,5 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     with pytest.raises(ValueError, match="max_neurons names no population of the network: \\['hh'\\]"):
         map_network(net, _limits(), max_neurons={"hh": 2})
     for bad in (0, float("inf"), True):
-        with pytest.raises(ValueError, match="ops_per_core must be a finite number > 0"):
+        with pytest.raises(ValueError, match="the work budget per core must be a finite number > 0"):
             balance_work(work, bad)

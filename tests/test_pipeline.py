@@ -103,8 +103,48 @@ def test_ops_per_core_caps_a_split_layers_relays_measured_after_the_split():
     (n0, most0), (n1, most1) = cores_and_busiest(plain), cores_and_busiest(busy)
     assert most0 > 1000 >= most1 and n1 > n0, (n0, most0, n1, most1)
     np.testing.assert_array_equal(sf.run(plain, x.numpy(), 4).output, sf.run(busy, x.numpy(), 4).output)
-    with pytest.raises(UserError, match="ops_per_core applies to targets placed on cores; 'speck'"):
+    with pytest.raises(UserError, match="a work budget per core applies to targets placed on cores; 'speck'"):
         convert_pipeline(model, x, ConvertSettings(norm="max", target="speck", ops_per_core=1000))
-    for bad in (True, "a", float("inf"), -1.0):
-        with pytest.raises(UserError, match="ops_per_core must be a finite number >= 0"):
-            ConvertSettings(target="loihi", ops_per_core=bad)
+    for key in ("ops_per_core", "ns_per_core"):
+        for bad in (True, "a", float("inf"), -1.0):
+            with pytest.raises(UserError, match=f"{key} must be a finite number >= 0"):
+                ConvertSettings(target="loihi", **{key: bad})
+        with pytest.raises(UserError, match=f"{key} cuts the cores of a target's mapping by work: give target"):
+            ConvertSettings(**{key: 10})
+    with pytest.raises(UserError, match="give one work budget per core: ops_per_core .* or ns_per_core"):
+        ConvertSettings(target="loihi", ops_per_core=10, ns_per_core=10)
+
+
+def test_ns_per_core_caps_each_cores_compute_time_as_the_target_prices_it():
+    """The split readout above, cut by core time instead: cut by ns_per_core at half the uncut relays' busiest core
+    time per step (hwmodels.estimate's per-core compute time, less the packets it receives: those do not shrink
+    with its neurons), the relays take more cores, which compute within the budget on average (the cap is set by
+    the mean neuron: a core of busier ones may pass it by their excess) and the busiest of them for less time;
+    the outputs stay the same."""
+    import torch
+
+    from spikeforge.hwmodels import estimate, load_target
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 4500), torch.nn.ReLU(), torch.nn.Linear(4500, 8)).eval()
+    x = torch.rand(8, 10)
+    T, loihi = 4, load_target("loihi")
+
+    def relay_cores_ns(net):
+        res = sf.run(net, x.numpy(), T)
+        counters = res.counters.astype(np.float64)
+        received = counters[:, :, list(sf.COUNTERS).index("packets_in")].sum(0) / len(x)
+        assert received.max() > 0
+        ns = estimate(res.counters, sf.COUNTERS, len(x), loihi, network=net).core_compute_ns
+        ns = (ns - received * loihi.time_ns["packets_in"]) / T
+        relay = [i for i, p in enumerate(net.populations) if p.name.endswith(".part")]
+        mine = np.flatnonzero(np.isin(net.cores.population, relay))
+        return len(mine), ns[mine].max(), ns[mine].mean(), res.output
+
+    n0, most0, _, out0 = relay_cores_ns(convert_pipeline(model, x, ConvertSettings(norm="max", target="loihi",
+                                                                                  T=T)))
+    budget = most0 / 2
+    n1, most1, mean1, out1 = relay_cores_ns(convert_pipeline(
+        model, x, ConvertSettings(norm="max", target="loihi", T=T, ns_per_core=budget)))
+    assert mean1 <= budget < most0 and most1 < 0.6 * most0 and n1 > n0, (n0, most0, n1, most1, mean1)
+    np.testing.assert_array_equal(out0, out1)
