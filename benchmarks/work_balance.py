@@ -125,15 +125,15 @@ def _plot(series, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
-    for (unit, rows), mark in zip(series.items(), ("o-", "^-")):
+    for (unit, rows), mark, color in zip(series.items(), ("o-", "^-"), ("tab:blue", "tab:orange")):
         rows = sorted(rows, key=lambda r: r["cores"])
         cores = [r["cores"] / 1e3 for r in rows]
         labels = ["chip limits" if _budget(r)[1] is None else f"{_budget(r)[1]:.0f}" for r in rows]
         for a, key in ((ax[0], "latency_us"), (ax[1], "energy_uj")):
             values = [r[key] / 1e3 for r in rows]
-            a.plot(cores, values, mark, label=f"budget in {_UNITS[unit]}")
+            a.plot(cores, values, mark, color=color, label=f"budget in {_UNITS[unit]}")
             if key == "energy_uj":
-                a.plot(cores, [r["static_uj"] / 1e3 for r in rows], mark[0] + "--", alpha=0.5,
+                a.plot(cores, [r["static_uj"] / 1e3 for r in rows], mark[0] + "--", color=color, alpha=0.5,
                        label=f"of it static ({_UNITS[unit]})")
             else:
                 for c, v, lab in zip(cores, values, labels):
