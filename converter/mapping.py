@@ -403,8 +403,9 @@ def partition(net, limits, progress=None, max_neurons=None):
     caps = {name: max(1, int(n)) for name, n in (max_neurons or {}).items()}
     least = {p.name: max(1, math.ceil(p.size / min(int(limits["neurons_per_core"]), caps.get(p.name, p.size))))
              for p in net.populations}
+    capped = sum(caps.get(p.name, p.size) < min(int(limits["neurons_per_core"]), p.size) for p in net.populations)
     if sum(least.values()) > capacity:
-        raise MappingError(_too_many_cores(least, limits, capacity, at_least=True, capped=len(caps)))
+        raise MappingError(_too_many_cores(least, limits, capacity, at_least=True, capped=capped))
     _check_fan_in(net, limits)
     # destination cores of each neuron's events, from the populations cut so far
     dest = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
@@ -428,7 +429,7 @@ def partition(net, limits, progress=None, max_neurons=None):
         per_layer = {}
         for pi, *_ in cores:
             per_layer[net.populations[pi].name] = per_layer.get(net.populations[pi].name, 0) + 1
-        raise MappingError(_too_many_cores(per_layer, limits, capacity, capped=len(caps)))
+        raise MappingError(_too_many_cores(per_layer, limits, capacity, capped=capped))
     return cores
 
 
@@ -554,6 +555,8 @@ def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0,
     and its work per neuron per step on `x` (`work_per_neuron` in `unit`), so a split layer's partial sums are
     measured on its relays. Map the result with map_network(net, target, hop_delay=0, split=False,
     max_neurons=balance_work(work, budget))."""
+    if unit not in ("synops", "ns"):
+        raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
     rule = getattr(target, "mapping", "cores")
     if rule != "cores":
         raise MappingError(f"a work budget per core applies to targets placed on cores; {target.name!r} places a "
@@ -691,13 +694,13 @@ def _box_sum(table, box):
 
 def _too_many_cores(per_layer, limits, capacity, at_least=False, capped=0):
     """The refusal of a network over the target's cores: what it needs, what there is, the largest layers, and
-    whether caps on neurons per core (max_neurons, convert --ops-per-core) raised the count."""
+    whether caps on neurons per core (max_neurons, convert --ops-per-core / --ns-per-core) raised the count."""
     need = sum(per_layer.values())
     top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
     why = f" (its neurons alone, {int(limits['neurons_per_core'])} per core)" if at_least else ""
     if capped:
         why += (f" with {capped} layer{'s' if capped != 1 else ''} capped below the chip's neurons per core "
-                f"(max_neurons / --ops-per-core: a larger budget needs fewer cores)")
+                f"(max_neurons, --ops-per-core / --ns-per-core: a larger budget needs fewer cores)")
     per_chip = int(limits["cores_per_chip"])
     return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
             f"{per_chip} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
