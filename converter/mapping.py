@@ -567,15 +567,21 @@ def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0,
     return net, work_per_neuron(net, x, steps, target if unit == "ns" else None)
 
 
+# projections whose events received per core shrink with the core's neurons (work_per_neuron)
+_DIVIDING_KINDS = ("identity", "pointwise", "conv2d", "avgpool", "maxpool")
+
+
 def work_per_neuron(net, x, steps, target=None) -> dict:
     """{population name: work per neuron per step} of `net` (runnable: one core per population) on samples `x`
     over `steps` steps, from the simulator's own counts: synaptic operations, or with a `target` the nanoseconds of
     core time it prices them at that divide with a core's neurons (hwmodels.estimate's per-core compute: synaptic
-    ops, MACs, neuron updates, active neurons, spikes and packets sent, each at the target's time per event).
+    ops, MACs, neuron updates, active neurons, spikes and packets sent and received, each at its time per event).
 
-    Not in it: the packets a core receives, one per source event reaching any of its neurons, which do not shrink
-    with its neurons (a dense layer's every core receives every event of its source); and with one core per
-    population a neuron's packets go to one core per destination layer, cut finer its events reach more cores."""
+    The packets a core receives (one per source event reaching any of its neurons) count for populations fed only
+    by projections whose received events divide with the neurons (identity; pointwise, down to a row; windowed,
+    up to the windows' overlap), not for others (a dense layer's every core receives every event of its source,
+    however few neurons it holds). With one core per population a neuron's packets go to one core per destination
+    layer; cut finer, its events reach more cores, which this does not foresee."""
     from spikeforge import simulator
 
     res = simulator.run(net, np.asarray(x), steps)
@@ -589,9 +595,11 @@ def work_per_neuron(net, x, steps, target=None) -> dict:
             from spikeforge.hwmodels import load_target
 
             target = load_target(target)
-        counters = res.counters.astype(np.float64)
-        counters[:, :, names.index("packets_in")] = 0
-        per_core = estimate(counters, names, len(x), target, network=net).core_compute_ns
+        per_core = estimate(res.counters, names, len(x), target, network=net).core_compute_ns.copy()
+        received = res.counters[:, :, names.index("packets_in")].sum(axis=0) / len(x)
+        for core, pi in enumerate(net.cores.population):  # a core's time is linear in its counts
+            if not all(q.kind in _DIVIDING_KINDS for q in net.incoming(net.populations[int(pi)].name)):
+                per_core[core] -= received[core] * target.time_ns["packets_in"]
     out = {}
     for core, pi in enumerate(net.cores.population):
         pop = net.populations[int(pi)]

@@ -371,6 +371,15 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     assert ns["out"] == pytest.approx((3.8 * c["synops"][2] + 6.0 * 2 * (T + 2) + 3.7 * c["active_neurons"][2])
                                       / (2 * T))
     assert balance_work(ns, 3.5 * ns["h"])["h"] == 3
+    # fed one to one (identity), a core's received packets shrink with its neurons: they count (16 ns each)
+    pops2 = pops[:2] + [Population.make("g", "readout", (6,))]
+    projs2 = projs[:1] + [Projection("hg", "identity", "h", "g")]
+    net2 = Network(pops2, projs2, *one_population_per_core(pops2, projs2), {})
+    res2 = simulator.run(net2, x, T)
+    g = {k: res2.counter(k).sum(0)[2] for k in ("neuron_updates", "active_neurons", "synops", "packets_in")}
+    assert g["packets_in"] == spikes and g["synops"] == spikes and g["neuron_updates"] == 6 * T
+    assert work_per_neuron(net2, x, T, "loihi")["g"] == pytest.approx(
+        (3.8 * g["synops"] + 6.0 * 6 * (T + 2) + 3.7 * g["active_neurons"] + 16.0 * g["packets_in"]) / (6 * T))
     caps = balance_work({"h": 3.0}, 7.0)
     assert caps == {"h": 2}
     m = map_network(net, _limits(), max_neurons=caps)
