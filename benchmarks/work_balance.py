@@ -104,7 +104,9 @@ def main(argv=None):
         path = os.path.join(args.out, name)
         if os.path.exists(path):
             with open(path) as f:
-                series[unit] = [r for r in json.load(f) if r["network"] == args.net and r["target"] == args.target]
+                rows = [r for r in json.load(f) if r["network"] == args.net and r["target"] == args.target]
+            if rows:
+                series[unit] = rows
     _plot(series, os.path.join(args.out, "work_balance.png"))
 
 
@@ -125,7 +127,8 @@ def _plot(series, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
-    for (unit, rows), mark, color in zip(series.items(), ("o-", "^-"), ("tab:blue", "tab:orange")):
+    for (unit, rows), mark, color, shift in zip(series.items(), ("o-", "^-"), ("tab:blue", "tab:orange"),
+                                                ((4, 4), (4, -11))):
         rows = sorted(rows, key=lambda r: r["cores"])
         cores = [r["cores"] / 1e3 for r in rows]
         labels = ["chip limits" if _budget(r)[1] is None else f"{_budget(r)[1]:.0f}" for r in rows]
@@ -137,7 +140,7 @@ def _plot(series, path):
                        label=f"of it static ({_UNITS[unit]})")
             else:
                 for c, v, lab in zip(cores, values, labels):
-                    a.annotate(lab, (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                    a.annotate(lab, (c, v), textcoords="offset points", xytext=shift, fontsize=7, color=color)
     for a, unit in ((ax[0], "latency per inference (ms)"), (ax[1], "energy per inference (mJ)")):
         a.set_xlabel("cores (thousands)")
         a.set_ylabel(unit)

@@ -403,7 +403,8 @@ def partition(net, limits, progress=None, max_neurons=None):
     caps = {name: max(1, int(n)) for name, n in (max_neurons or {}).items()}
     least = {p.name: max(1, math.ceil(p.size / min(int(limits["neurons_per_core"]), caps.get(p.name, p.size))))
              for p in net.populations}
-    capped = sum(caps.get(p.name, p.size) < min(int(limits["neurons_per_core"]), p.size) for p in net.populations)
+    capped = [p.name for p in net.populations  # caps that raise a layer's cores
+              if least[p.name] > max(1, math.ceil(p.size / limits["neurons_per_core"]))]
     if sum(least.values()) > capacity:
         raise MappingError(_too_many_cores(least, limits, capacity, at_least=True, capped=capped))
     _check_fan_in(net, limits)
@@ -557,6 +558,9 @@ def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0,
     max_neurons=balance_work(work, budget))."""
     if unit not in ("synops", "ns"):
         raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
+    if unit == "ns" and not any(v > 0 for k, v in target.time_ns.items() if k not in ("hops", "chip_hops", "barrier")):
+        raise MappingError(f"target {target.name!r} prices no core time (its time_ns are 0): a budget in ns cannot "
+                           "cut its cores; give one in synaptic operations")
     rule = getattr(target, "mapping", "cores")
     if rule != "cores":
         raise MappingError(f"a work budget per core applies to targets placed on cores; {target.name!r} places a "
@@ -595,11 +599,17 @@ def work_per_neuron(net, x, steps, target=None) -> dict:
             from spikeforge.hwmodels import load_target
 
             target = load_target(target)
-        per_core = estimate(res.counters, names, len(x), target, network=net).core_compute_ns.copy()
+        rep = estimate(res.counters, names, len(x), target, network=net)
+        per_core = rep.core_compute_ns.copy()  # summed over the chip's steps; a core's time is linear in its counts
         received = res.counters[:, :, names.index("packets_in")].sum(axis=0) / len(x)
-        for core, pi in enumerate(net.cores.population):  # a core's time is linear in its counts
+        for core, pi in enumerate(net.cores.population):
             if not all(q.kind in _DIVIDING_KINDS for q in net.incoming(net.populations[int(pi)].name)):
                 per_core[core] -= received[core] * target.time_ns["packets_in"]
+        # a neuron is updated in every step the (pipelined) chip runs, its events come in T of them: the updates'
+        # time per step once, the events' spread over T steps
+        updates = res.counters[:, :, names.index("neuron_updates")].sum(axis=0) / (len(x) * steps) * \
+            target.time_ns["neuron_updates"]
+        per_core = (per_core - updates * rep.steps) + updates * steps
     out = {}
     for core, pi in enumerate(net.cores.population):
         pop = net.populations[int(pi)]
@@ -700,15 +710,16 @@ def _box_sum(table, box):
                + t[c1, h0, w0] - t[c0, h0, w0])
 
 
-def _too_many_cores(per_layer, limits, capacity, at_least=False, capped=0):
+def _too_many_cores(per_layer, limits, capacity, at_least=False, capped=()):
     """The refusal of a network over the target's cores: what it needs, what there is, the largest layers, and
     whether caps on neurons per core (max_neurons, convert --ops-per-core / --ns-per-core) raised the count."""
     need = sum(per_layer.values())
     top = ", ".join(f"{n}: {c}" for n, c in sorted(per_layer.items(), key=lambda kv: -kv[1])[:3])
     why = f" (its neurons alone, {int(limits['neurons_per_core'])} per core)" if at_least else ""
     if capped:
-        why += (f" with {capped} layer{'s' if capped != 1 else ''} capped below the chip's neurons per core "
-                f"(max_neurons, --ops-per-core / --ns-per-core: a larger budget needs fewer cores)")
+        names = ", ".join(capped[:3]) + (f" and {len(capped) - 3} more" if len(capped) > 3 else "")
+        why += (f" with {len(capped)} layer{'s' if len(capped) != 1 else ''} capped below the chip's neurons per "
+                f"core ({names}; max_neurons, --ops-per-core / --ns-per-core: a larger budget needs fewer cores)")
     per_chip = int(limits["cores_per_chip"])
     return (f"the network needs {'at least ' if at_least else ''}{need} cores{why} but the target has "
             f"{per_chip} cores per chip x {int(limits.get('chips', 1))} chips = {capacity} "
@@ -817,6 +828,11 @@ def _map_network(net, target, placement, traffic, seed, progress, hop_delay, spl
         unknown = sorted(set(max_neurons) - {p.name for p in net.populations})
         if unknown:
             raise ValueError(f"max_neurons names no population of the network: {unknown[:5]}")
+        bad = {k: v for k, v in max_neurons.items() if isinstance(v, bool) or
+               not isinstance(v, (int, np.integer)) or v < 1}
+        if bad:
+            raise ValueError(f"max_neurons must map populations to whole numbers >= 1, got "
+                             f"{dict(list(bad.items())[:3])}")
     parts = partition(net, limits, progress, max_neurons)
     n = len(parts)
     ids = np.arange(n, dtype=np.int64)

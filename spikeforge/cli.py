@@ -120,8 +120,8 @@ def _parser():
                         "(benchmarks/RESULTS.md, 'Cores cut by work'; default 0: the chip's limits only)")
     c.add_argument("--ns-per-core", type=_number(float, 0, False), default=0, metavar="NS",
                    help="with --target: the same with each core's compute time per step as the target prices it "
-                        "(synaptic ops, MACs, neuron updates, spikes, packets), in nanoseconds; not with "
-                        "--ops-per-core")
+                        "(synaptic ops, MACs, neuron updates, active neurons, spikes, packets), in nanoseconds; "
+                        "not with --ops-per-core")
     c.add_argument("--fixed-point", action="store_true",
                    help="quantize weights and membranes to the --target's bits before mapping")
     c.add_argument("--hop-delay", type=int, default=0, metavar="STEPS",

@@ -114,8 +114,9 @@ def test_caps_on_neurons_per_core_count_in_the_early_refusal_and_are_named(monke
         raise AssertionError("core loads computed for a network that cannot fit")
     monkeypatch.setattr(mapping, "core_load", no_loads)
     with pytest.raises(MappingError, match=r"needs at least 26 cores \(its neurons alone, 10 per core\) with 1 "
-                                           r"layer capped below the chip's neurons per core .*largest layers h: 25"):
-        partition(_dense(5, 100), limits, max_neurons={"h": 4})
+                                           r"layer capped below the chip's neurons per core \(h; .*largest layers "
+                                           r"h: 25"):
+        partition(_dense(5, 100), limits, max_neurons={"h": 4, "in": 5})  # in's cap changes nothing: not named
 
 
 def test_a_larger_system_of_chips_maps_what_the_targets_board_cannot():
@@ -358,18 +359,19 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     assert work["out"] == pytest.approx(2 * spikes / (2 * T)) and work["h"] == 0  # h's input is MACs, not synops
     caps = balance_work(work, 2.0 * work["out"])
     assert caps == {"out": 2}
-    # in core time on Loihi, per step of T: h's 6 neurons updated (6 ns each) in every step the pipelined chip runs
-    # (T + 2: in -> h -> out is 3 stages), active when reached (3.7 ns), spikes (30 ns) each sent as one packet to
-    # out's core (5.1 ns); out's 2 dense synaptic ops per spike of h (3.8 ns), updates and active neurons; the
-    # packets a core receives (16 ns) are left out (they do not divide)
+    # in core time on Loihi, per step: a neuron's update (6 ns) in every step the pipelined chip runs, and its
+    # events spread over the T steps: h's neurons active when reached (3.7 ns), spikes (30 ns) each sent as one
+    # packet to out's core (5.1 ns); out's 2 dense synaptic ops per spike of h (3.8 ns) and active neurons; the
+    # packets a core receives behind a dense projection (16 ns) are left out (they do not divide)
     ns = work_per_neuron(net, x, T, "loihi")
     c = {k: res.counter(k).sum(0) for k in ("neuron_updates", "active_neurons", "synops")}
     assert res.counter("packets").sum(0)[1] == spikes and res.counter("packets_in").sum(0)[2] == spikes
     assert c["neuron_updates"][1] == 6 * T and c["neuron_updates"][2] == 2 * T
-    assert ns["h"] == pytest.approx((6.0 * 6 * (T + 2) + 3.7 * c["active_neurons"][1] + 30.0 * spikes
-                                     + 5.1 * spikes) / (6 * T))
-    assert ns["out"] == pytest.approx((3.8 * c["synops"][2] + 6.0 * 2 * (T + 2) + 3.7 * c["active_neurons"][2])
-                                      / (2 * T))
+    assert ns["h"] == pytest.approx(6.0 + (3.7 * c["active_neurons"][1] + 30.0 * spikes + 5.1 * spikes) / (6 * T))
+    assert ns["out"] == pytest.approx(6.0 + (3.8 * c["synops"][2] + 3.7 * c["active_neurons"][2]) / (2 * T))
+    # a deep pipeline adds steps in which neurons are only updated: not more time per step
+    silent = np.zeros_like(x)
+    assert work_per_neuron(net, silent, T, "loihi") == pytest.approx({"in": 0.0, "h": 6.0, "out": 6.0})
     assert balance_work(ns, 3.5 * ns["h"])["h"] == 3
     # fed one to one (identity), a core's received packets shrink with its neurons: they count (16 ns each)
     pops2 = pops[:2] + [Population.make("g", "readout", (6,))]
@@ -379,7 +381,7 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     g = {k: res2.counter(k).sum(0)[2] for k in ("neuron_updates", "active_neurons", "synops", "packets_in")}
     assert g["packets_in"] == spikes and g["synops"] == spikes and g["neuron_updates"] == 6 * T
     assert work_per_neuron(net2, x, T, "loihi")["g"] == pytest.approx(
-        (3.8 * g["synops"] + 6.0 * 6 * (T + 2) + 3.7 * g["active_neurons"] + 16.0 * g["packets_in"]) / (6 * T))
+        6.0 + (3.8 * g["synops"] + 3.7 * g["active_neurons"] + 16.0 * g["packets_in"]) / (6 * T))
     caps = balance_work({"h": 3.0}, 7.0)
     assert caps == {"h": 2}
     m = map_network(net, _limits(), max_neurons=caps)
@@ -389,6 +391,9 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     np.testing.assert_array_equal(simulator.run(m, x, T).output, res.output)  # cut finer, the same outputs
     with pytest.raises(ValueError, match="max_neurons names no population of the network: \\['hh'\\]"):
         map_network(net, _limits(), max_neurons={"hh": 2})
+    for bad in (0, 2.5, float("nan"), "3", True):
+        with pytest.raises(ValueError, match="max_neurons must map populations to whole numbers >= 1"):
+            map_network(net, _limits(), max_neurons={"h": bad})
     for bad in (0, float("inf"), True):
         with pytest.raises(ValueError, match="the work budget per core must be a finite number > 0"):
             balance_work(work, bad)

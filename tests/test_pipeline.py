@@ -132,11 +132,14 @@ def test_ns_per_core_caps_each_cores_compute_time_as_the_target_prices_it():
 
     def relay_cores_ns(net):
         res = sf.run(net, x.numpy(), T)
-        counters = res.counters.astype(np.float64)
-        received = counters[:, :, list(sf.COUNTERS).index("packets_in")].sum(0) / len(x)
+        names = list(sf.COUNTERS)
+        received = res.counters[:, :, names.index("packets_in")].sum(0) / len(x)
         assert received.max() > 0
-        ns = estimate(res.counters, sf.COUNTERS, len(x), loihi, network=net).core_compute_ns
-        ns = (ns - received * loihi.time_ns["packets_in"]) / T
+        rep = estimate(res.counters, sf.COUNTERS, len(x), loihi, network=net)
+        # per step: the updates of every chip step once (rep.steps of them), the events over the T steps
+        updates = res.counters[:, :, names.index("neuron_updates")].sum(0) / (len(x) * T) * \
+            loihi.time_ns["neuron_updates"]
+        ns = (rep.core_compute_ns - received * loihi.time_ns["packets_in"] - updates * rep.steps) / T + updates
         relay = [i for i, p in enumerate(net.populations) if p.name.endswith(".part")]
         mine = np.flatnonzero(np.isin(net.cores.population, relay))
         return len(mine), ns[mine].max(), ns[mine].mean(), res.output
@@ -148,3 +151,5 @@ def test_ns_per_core_caps_each_cores_compute_time_as_the_target_prices_it():
         model, x, ConvertSettings(norm="max", target="loihi", T=T, ns_per_core=budget)))
     assert mean1 <= budget < most0 and most1 < 0.6 * most0 and n1 > n0, (n0, most0, n1, most1, mean1)
     np.testing.assert_array_equal(out0, out1)
+    with pytest.raises(UserError, match="target 'truenorth' prices no core time"):
+        convert_pipeline(model, x, ConvertSettings(norm="max", target="truenorth", T=T, ns_per_core=1000))
