@@ -558,7 +558,9 @@ def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0,
     max_neurons=balance_work(work, budget))."""
     if unit not in ("synops", "ns"):
         raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
-    if unit == "ns" and not any(v > 0 for k, v in target.time_ns.items() if k not in ("hops", "chip_hops", "barrier")):
+    from spikeforge.hwmodels.cost import prices_core_time
+
+    if unit == "ns" and not prices_core_time(target):
         raise MappingError(f"target {target.name!r} prices no core time (its time_ns are 0): a budget in ns cannot "
                            "cut its cores; give one in synaptic operations")
     rule = getattr(target, "mapping", "cores")

@@ -243,6 +243,13 @@ def estimate(counters, counter_names, n_samples, target: Target, core_labels=Non
                       steps, tiles, voltage, host_step_ns, parts, bounding, compute.sum(axis=0))
 
 
+def prices_core_time(target: Target) -> bool:
+    """Whether `target` gives a core any compute time (the events `estimate` sums into a core's step time): a
+    budget of core time (mapping.work_per_neuron) means nothing on one that does not."""
+    synop_times = [target.time_ns["synops"], *((target.synops_by_kind or {}).get("time", {}).values())]
+    return any(v > 0 for v in synop_times) or any(target.time_ns[e] > 0 for e in _CORE_TIME)
+
+
 def latency_parts(compute, network, barrier, floor, core_labels):
     """What a latency is made of, so a report can say what bounds it: the busiest core's own time (compute and
     its messages) summed over the steps, the network's route time, the barriers, and the idle time a tick or

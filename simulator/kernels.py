@@ -449,16 +449,10 @@ def _mark_reached(q, t, projs, reached, ev_idx, k0, k1):
         return
     if kind == KIND_MM_A or kind == KIND_MM_B:
         geom = projs.geom[q]
-        m, inner, n = geom[0], geom[1], geom[2]
         for k in range(k0, k1):
-            e = _operand_element(ev_idx[k], geom)
-            if kind == KIND_MM_A:
-                row = tgt_off + (e // inner) * n
-                reached[row:row + n] = stamp
-            else:
-                col = tgt_off + e % n
-                for i in range(m):
-                    reached[col + i * n] = stamp
+            first, stride, count = _operand_line(kind, _operand_element(ev_idx[k], geom), geom)
+            for j in range(count):
+                reached[tgt_off + first + j * stride] = stamp
         return
     indptr = projs.indptr
     indices = projs.indices
@@ -953,6 +947,16 @@ def _operand_element(e, geom):
 
 
 @njit(cache=True)
+def _operand_line(kind, e, geom):
+    """(first, stride, count): the products (row-major (M, N)) operand element e meets, first + j·stride for j <
+    count: row i of them for A's (i, k), column j for B's (k, j)."""
+    m, inner, n = geom[0], geom[1], geom[2]
+    if kind == KIND_MM_A:
+        return (e // inner) * n, 1, n
+    return e % n, n, m
+
+
+@njit(cache=True)
 def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core_of, tgt_off, ctr_kind, s0, s1):
     """Gather events k0..k1 of one operand of an EC matrix product into A(t) or B(t), and count the work of the
     events s0..s1 its source sent this step on the cores of the products they reach.
@@ -961,20 +965,14 @@ def _matmul_operand(kind, aux, base, geom, ev_idx, ev_val, k0, k1, ctr, t, core_
     (2N); an element of B (k, j) meets column j of S_A(t-1): 1 for each product (i, j) of column j (M); so
     A(t)B(t) is counted once, on A's side. Each product's operations count on the core that holds it.
     """
-    m, inner, n = geom[0], geom[1], geom[2]
-    start = base if kind == KIND_MM_A else base + m * inner
+    start = base if kind == KIND_MM_A else base + geom[0] * geom[1]
+    ops = 2 if kind == KIND_MM_A else 1
     for k in range(k0, k1):
         aux[start + _operand_element(ev_idx[k], geom)] += ev_val[k]
     for k in range(s0, s1):
-        e = _operand_element(ev_idx[k], geom)
-        if kind == KIND_MM_A:  # row i = e // K of the products
-            row = tgt_off + (e // inner) * n
-            for j in range(n):
-                ctr[t, core_of[row + j], ctr_kind] += 2
-        else:  # column j = e % N of the products
-            col = tgt_off + e % n
-            for i in range(m):
-                ctr[t, core_of[col + i * n], ctr_kind] += 1
+        first, stride, count = _operand_line(kind, _operand_element(ev_idx[k], geom), geom)
+        for j in range(count):
+            ctr[t, core_of[tgt_off + first + j * stride], ctr_kind] += ops
 
 
 @njit(cache=True)

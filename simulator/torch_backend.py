@@ -290,11 +290,10 @@ class _Proj:
         if self.kind == "dense":
             return (mult != 0).any(1, keepdim=True)
         if self.kind in ("matmul_a", "matmul_b"):  # the products of an event's row of A (column of B)
-            events = self.operand(mult != 0)
             m, n = self.mm
-            if self.kind == "matmul_a":
-                return events.reshape(b, m, -1).any(2, keepdim=True).expand(b, m, n).reshape(b, m * n)
-            return events.reshape(b, -1, n).any(1, keepdim=True).expand(b, m, n).reshape(b, m * n)
+            hit = self.line_events(mult) > 0
+            hit = hit[:, :, None] if self.kind == "matmul_a" else hit[:, None, :]
+            return hit.expand(b, m, n).reshape(b, m * n)
         if self.kind == "identity":
             return mult != 0
         nz = (mult != 0).to(torch.float64)
@@ -377,16 +376,19 @@ class _Proj:
         """What the weights multiply: the levels when the payload is folded into them, else the values."""
         return out.level if self.levels_in else out.value
 
-    def matmul_work(self, mult):
-        """(batch, cores) operand work of the events sent (nonzero mult): per row of A (column of B) events times
-        that line's products on each core."""
+    def line_events(self, mult):
+        """(batch, M) events in each row of A, or (batch, N) in each column of B: an ec_matmul operand's events
+        (nonzero mult) by the line of products they meet."""
         events = self.operand((mult != 0).to(torch.float64))
         m, n = self.mm
         if self.kind == "matmul_a":
-            lines = events.reshape(len(events), m, -1).sum(2)  # (batch, M)
-        else:
-            lines = events.reshape(len(events), -1, n).sum(1)  # (batch, N)
-        return lines @ self.work_per_line
+            return events.reshape(len(events), m, -1).sum(2)
+        return events.reshape(len(events), -1, n).sum(1)
+
+    def matmul_work(self, mult):
+        """(batch, cores) operand work of the events sent: per row of A (column of B) events times that line's
+        products on each core."""
+        return self.line_events(mult) @ self.work_per_line
 
     def operand(self, x):
         """An ec_matmul operand from source values: the source read (rows, cols), transposed if asked."""

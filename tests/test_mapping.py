@@ -89,30 +89,33 @@ def test_every_layer_whose_one_neuron_overflows_synapse_memory_is_named_before_p
         partition(_net(pops, projs), _limits(neurons_per_core=64, synapse_memory_bytes_per_core=50))
 
 
-def test_too_many_cores_names_the_capacity_and_the_largest_layer(monkeypatch):
-    """Neurons alone over the capacity: refused before any fan-in is computed (1 input core + 10 hidden cores)."""
+@pytest.fixture
+def no_core_loads(monkeypatch):
+    """Fails a test in which partition computes any core's load (fan-in): the refusal must come first."""
     import spikeforge.converter.mapping as mapping
 
     def no_loads(*args):
         raise AssertionError("core loads computed for a network that cannot fit")
     monkeypatch.setattr(mapping, "core_load", no_loads)
+
+
+def test_too_many_cores_names_the_capacity_and_the_largest_layer(no_core_loads):
+    """Neurons alone over the capacity: refused before any fan-in is computed (1 input core + 10 hidden cores)."""
     with pytest.raises(MappingError, match=r"needs at least 11 cores \(its neurons alone, 10 per core\) but the "
                                            r"target has 4 cores per chip x 2 chips = 8 \(1\.38x over; "
                                            r"largest layers h: 10.*a system of at least 3 chips holds them"):
         partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=2))
 
 
-def test_caps_on_neurons_per_core_count_in_the_early_refusal_and_are_named(monkeypatch):
-    """_dense(5, 100) fits 1 + 10 cores of 10 neurons on 3 chips of 4; capped at 4 neurons per core, h needs 25
-    cores: refused before any fan-in is computed, at least 26 cores, the cap named as the cause."""
-    import spikeforge.converter.mapping as mapping
+def test_caps_on_neurons_per_core_fit_without_them():
+    """_dense(5, 100) fits 1 + 10 cores of 10 neurons on 3 chips of 4 (the refusal below is the caps')."""
+    assert len(partition(_dense(5, 100), _limits(neurons_per_core=10, cores_per_chip=4, chips=3))) == 11
 
+
+def test_caps_on_neurons_per_core_count_in_the_early_refusal_and_are_named(no_core_loads):
+    """Capped at 4 neurons per core, h needs 25 cores: refused before any fan-in is computed, at least 26 cores,
+    the cap named as the cause."""
     limits = _limits(neurons_per_core=10, cores_per_chip=4, chips=3)
-    assert len(partition(_dense(5, 100), limits)) == 11
-
-    def no_loads(*args):
-        raise AssertionError("core loads computed for a network that cannot fit")
-    monkeypatch.setattr(mapping, "core_load", no_loads)
     with pytest.raises(MappingError, match=r"needs at least 26 cores \(its neurons alone, 10 per core\) with 1 "
                                            r"layer capped below the chip's neurons per core \(h; .*largest layers "
                                            r"h: 25"):
