@@ -140,6 +140,9 @@ def _cifar_vit(model, calib, device=None):
                        device=device or "cpu")
 
 
+_RELAY = re.compile(r"\.part\d*$")  # the names split_fan_in gives relay populations: L.part, L.part2, ...
+
+
 def _widest(net):
     """The most input axons any neuron of the network needs (each layer's widest neuron)."""
     return max(sum(neuron_axons(net, p, _widest_neuron(net, p)).values()) for p in net.populations
@@ -170,7 +173,7 @@ def _mapped_row(name, tname, net, row_out, calibration=None, steps=32, chips=409
 def _describe(row, m, target):
     """The row with what the mapping made: cores, chips, the layers split and their relays."""
     splits = json.loads(m.attrs.get("fan_in_split", "[]"))
-    relays = sum(p.size for p in m.populations if re.search(r"\.part\d*$", p.name))
+    relays = sum(p.size for p in m.populations if _RELAY.search(p.name))
     row.update(placement="anneal", board_chips=int(target.limits["chips"]),
                cores=m.cores.slots(), chips=int(len(np.unique(m.cores.chip))),
                split_layers=len(splits), splits=[f"{s['layer']}: {s['projection']} in {s['parts']} "
@@ -188,7 +191,7 @@ def _cost(m, target, x, y, steps, backend="numba", device=None):
     labels = [m.populations[int(i)].name for i in m.cores.population]
     rep = estimate(res.counters, simulator.COUNTERS, len(x), target, labels, core_memory(m))
     n = len(x)
-    relay = np.array([bool(re.search(r"\.part\d*$", label)) for label in labels])  # the split's relay cores
+    relay = np.array([bool(_RELAY.search(label)) for label in labels])  # the split's relay cores
     relays = {"cores": int(relay.sum()),
               **{k: float(res.counter(k)[:, relay].sum()) / n for k in ("synops", "packets", "chip_packets")},
               "dynamic_uj": sum(sum(rep.layer_energy_pj[k].values()) for k in set(np.array(labels)[relay])) / 1e6,
