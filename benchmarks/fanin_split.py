@@ -179,8 +179,18 @@ def _describe(row, m, target):
                split_layers=len(splits), splits=[f"{s['layer']}: {s['projection']} in {s['parts']} "
                                                  f"({s['axons_before']} -> {s['relay_axons']} + {s['soma_axons']})"
                                                  for s in splits],
-               relay_neurons=int(relays), neurons=int(sum(p.size for p in m.populations)))
+               relay_neurons=int(relays), neurons=int(sum(p.size for p in m.populations)),
+               cores_by_model=_cores_by_model(m))
     return row
+
+
+def _cores_by_model(m) -> dict:
+    """{neuron model (ec nodes by function): cores}, most first: where a mapping's cores go."""
+    kind = [p.function if p.model == "ec" and p.function else p.model for p in m.populations]
+    counts = {}
+    for pi in m.cores.population.tolist():
+        counts[kind[pi]] = counts.get(kind[pi], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _cost(m, target, x, y, steps, backend="numba", device=None):
@@ -234,6 +244,7 @@ def _kept(keep, name, make):
         return net, True
     net = make()
     if path and net is not None:
+        os.makedirs(keep, exist_ok=True)
         write_network(net, path)
     return net, False
 

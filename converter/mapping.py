@@ -11,9 +11,10 @@ square mesh of one chip). `map_network(net, target)`: the real one:
    stored once per core when the target shares weights) or, where the target stores per-axon synapse lists in
    words (Loihi), `synapse_memory`'s list encoding with shared conv lists. Multi-threshold sources with the
    parallel payload store 2n weight copies. Where the target cuts convolutions into boxes (`box_partition`), a
-   (C, H, W) population is cut into channels x rows x columns tiles (a core's box, format 1.9); otherwise into
-   contiguous neuron ranges. A network that needs more cores than cores per chip x chips, or a neuron that
-   alone breaks a core limit, raises `MappingError` naming the limit, the layer and by how much.
+   (C, H, W) population is cut into channels x rows x columns tiles (a core's box, format 1.9), and an ec_matmul
+   node's (M, N) products into rows x columns tiles (1.14); otherwise into contiguous neuron ranges. A network
+   that needs more cores than cores per chip x chips, or a neuron that alone breaks a core limit, raises
+   `MappingError` naming the limit, the layer and by how much.
 2. Placement on the 2D mesh (chips tile a square grid of meshes): `"snake"` walks the cores in layer order
    along a boustrophedon path (consecutive cores are neighbours), `"anneal"` starts there and swaps cores
    (and empty slots) by simulated annealing to shorten Σ traffic x Manhattan distance, traffic being the
@@ -31,7 +32,7 @@ import numpy as np
 
 from spikeforge.errors import UserError
 from spikeforge.simulator.geometry import projection_kernel, synapses_per_source
-from spikeforge.simulator.network import CoreEdges, CoreTable, Network, box_indices, box_span
+from spikeforge.simulator.network import CoreEdges, CoreTable, Network, box_indices, box_shape, box_span
 
 from .placement import chip_mesh, place
 from .synapse_memory import channels_fed, index_bits, list_words, shared_conv_lists, taps_reaching, uses_lists
@@ -61,6 +62,8 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
     A window (conv2d / avgpool / maxpool) fan is a product: output channels of the box fed by the source channel x
     kernel rows x kernel columns reaching the box from the source row and column (exact, no transposed conv)."""
     n_src = int(np.prod(source_shape))
+    if proj.kind in ("matmul_a", "matmul_b"):
+        return _matmul_box_fan(proj, source_shape, target_shape, box)
     if proj.kind in ("conv2d", "avgpool", "maxpool"):
         (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
         c_in, h_in, w_in = source_shape
@@ -88,6 +91,7 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
 
 
 BOX_KINDS = ("conv2d", "avgpool", "maxpool", "dense", "identity", "sparse")
+MATMUL_KINDS = ("matmul_a", "matmul_b")
 
 
 def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
@@ -118,20 +122,40 @@ def matmul_fan(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     element of A (i, k) the products of row i, an element of B (k, j) those of column j (source element (r, c) is
     operand element (c, r) when the projection is transposed). Its events are sent to the cores holding them."""
     m, n = int(target_shape[0]), int(target_shape[1])
+    line = _operand_lines(proj, source_shape, target_shape)
+    if proj.kind == "matmul_a":
+        i = np.arange(m, dtype=np.int64)
+        per_row = np.clip(np.minimum(stop, (i + 1) * n) - np.maximum(start, i * n), 0, None)
+        return per_row[line]
+    j = np.arange(n, dtype=np.int64)
+    first = np.maximum(0, -((j - start) // n))  # the least i with i·N + j >= start
+    last = np.minimum(m - 1, (stop - 1 - j) // n)  # the most i with i·N + j < stop
+    return np.clip(last - first + 1, 0, None)[line]
+
+
+def _operand_lines(proj, source_shape, target_shape) -> np.ndarray:
+    """The line of products each source element meets: row i of the (M, N) products for an element (i, k) of A,
+    column j for an element (k, j) of B (source element (r, c) is operand element (c, r) when transposed)."""
+    m, n = int(target_shape[0]), int(target_shape[1])
     rows = int(source_shape[0]) if len(source_shape) > 1 else 1
     size = int(np.prod(source_shape))
     src = np.arange(size, dtype=np.int64)
     if proj.transpose:
         cols = size // rows
         src = (src % cols) * rows + src // cols  # operand element of each source element
-    if proj.kind == "matmul_a":
-        i = np.arange(m, dtype=np.int64)
-        per_row = np.clip(np.minimum(stop, (i + 1) * n) - np.maximum(start, i * n), 0, None)
-        return per_row[src // (size // m)]
-    j = np.arange(n, dtype=np.int64)
-    first = np.maximum(0, -((j - start) // n))  # the least i with i·N + j >= start
-    last = np.minimum(m - 1, (stop - 1 - j) // n)  # the most i with i·N + j < stop
-    return np.clip(last - first + 1, 0, None)[src % n]
+    return src // (size // m) if proj.kind == "matmul_a" else src % n
+
+
+def _matmul_box_fan(proj, source_shape, target_shape, box) -> "Fan":
+    """Products in the tile (0, 1, r0, r1, c0, c1) of an (M, N) ec_matmul node that each operand element reaches:
+    an element of row i of A the tile's c1 - c0 products of row i when r0 <= i < r1, an element of column j of B
+    its r1 - r0 products of column j when c0 <= j < c1. A tile of r x c products needs the r rows of A and the c
+    columns of B, K (r + c) input axons; a range of products along rows needs whole rows of B's columns."""
+    _, _, r0, r1, c0, c1 = (int(v) for v in box)
+    line = _operand_lines(proj, source_shape, target_shape)
+    lo, hi, per = (r0, r1, c1 - c0) if proj.kind == "matmul_a" else (c0, c1, r1 - r0)
+    index = np.flatnonzero((line >= lo) & (line < hi)).astype(np.int64)
+    return Fan(index, np.full(len(index), per, np.int64))
 
 
 _POINTWISE_CUM = {}  # id(weight) -> (weight, prefix counts of its nonzero weights over outputs)
@@ -396,7 +420,8 @@ def partition(net, limits, progress=None, max_neurons=None):
     `output_axons_per_core`) depend on how the populations it feeds were cut. Where the target cuts convolutions
     into boxes (`box_partition`), a (C, H, W) population fed only by window, dense, identity or sparse projections
     is cut into channels x rows x columns tiles, the fewest that fit, row cuts preferred over column cuts over
-    channel cuts (rows share the least input); others into contiguous ranges. max_neurons: {population name:
+    channel cuts (rows share the least input), and an ec_matmul node into tiles of rows x columns of products;
+    others into contiguous ranges. max_neurons: {population name:
     the most of its neurons a core may hold} (`balance_work`), below the chip's own limits."""
     _INDEX[:] = [None, None, None]  # built afresh: a caller may have edited the lists of an earlier network
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
@@ -631,8 +656,14 @@ def _block(net, pop) -> int:
 
 
 def _boxable(net, pop, limits) -> bool:
-    return bool(limits.get("box_partition", 0)) and len(pop.shape) == 3 and \
-        all(q.kind in BOX_KINDS for q in net.incoming(pop.name))
+    """Cut into boxes: a (C, H, W) population fed by window, dense, identity or sparse projections, or an (M, N)
+    ec_matmul node (tiles of rows x columns of products), where the target cuts convolutions into boxes."""
+    if not limits.get("box_partition", 0):
+        return False
+    kinds = {q.kind for q in net.incoming(pop.name)}
+    if len(pop.shape) == 2 and kinds:
+        return kinds <= set(MATMUL_KINDS)
+    return len(pop.shape) == 3 and kinds <= set(BOX_KINDS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -655,9 +686,10 @@ def _boxes(shape, tile):
 
 
 def _box_partition(net, pi, limits, out):
-    """Tiles of channels x rows x columns of the (C, H, W) population pi, the fewest that fit the limits."""
+    """Tiles of channels x rows x columns of the (C, H, W) population pi (rows x columns of an (M, N) one), the
+    fewest that fit the limits."""
     pop = net.populations[pi]
-    shape = tuple(int(v) for v in pop.shape)
+    shape = box_shape(pop.shape)
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     table = np.zeros((shape[0] + 1, shape[1] + 1, shape[2] + 1), np.int64)  # summed-area table of output axons
     table[1:, 1:, 1:] = out.reshape(shape).cumsum(0).cumsum(1).cumsum(2)  # per neuron: a box's sum in 8 lookups

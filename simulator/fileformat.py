@@ -33,12 +33,13 @@ from .network import (
     Network,
     Population,
     Projection,
+    box_shape,
     box_span,
     chip_cells,
 )
 
 FORMAT_NAME = "spikeforge-network"
-FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
+FORMAT_VERSION = "1.14"  # 1.1: group neurons (tau, payload); 1.2: signed neurons (negative_slope);
 #                        1.3: multi-threshold neurons (levels, threshold_neg, payload "parallel"), EC nodes;
 #                        1.4: numeric_mode "fixed" (weight_bits, membrane_bits);
 #                        1.5: lif neurons (decay), spike_value and threshold_test of if / lif neurons (NIR)
@@ -54,6 +55,8 @@ FORMAT_VERSION = "1.13"  # 1.1: group neurons (tau, payload); 1.2: signed neuron
 #                              cuba / readout attributes reset_every, reset_phase (Lava's LIFReset); sigma_delta
 #                              neurons (delta_input, payload_shift, input_wrap: Loihi 2's SDNN, netx files);
 #                              if / lif attributes multi_spike, membrane_floor (sinabs's MultiSpike, min_v_mem)
+#                        1.14: boxes of 2-D (M, N) populations, read as (1, M, N): ec_matmul products in tiles of
+#                              rows x columns
 SUPPORTED_MAJOR = 1
 # Sanity bounds so a corrupt header cannot make the reader allocate unbounded memory.
 MAX_NEURONS = 2**31 - 1
@@ -332,8 +335,8 @@ def _check_projection(proj: Projection, src: Population, tgt: Population):
 
 
 def _check_boxes(net: Network) -> np.ndarray:
-    """(cores,) bool: which cores hold a box; each box inside its (C, H, W) population, non-empty, with its span
-    as neuron_start / neuron_stop."""
+    """(cores,) bool: which cores hold a box; each box inside its (C, H, W) population (a 2-D one read as (1, M, N)),
+    non-empty, with its span as neuron_start / neuron_stop."""
     c = net.cores
     n = len(c.core_id)
     if c.box is None:
@@ -348,10 +351,10 @@ def _check_boxes(net: Network) -> np.ndarray:
     for i in np.flatnonzero(boxed):
         pop = net.populations[int(c.population[i])]
         box = [int(v) for v in b[i]]
-        if len(pop.shape) != 3:
+        if len(pop.shape) not in (2, 3):
             _fail("/mapping/cores/box", f"core {i} holds a box of population {pop.name!r} of shape {tuple(pop.shape)}; "
-                                        "boxes are of (C, H, W) populations")
-        if any(lo < 0 or hi <= lo or hi > size for lo, hi, size in zip(box[0::2], box[1::2], pop.shape)):
+                                        "boxes are of (C, H, W) or (M, N) populations")
+        if any(lo < 0 or hi <= lo or hi > size for lo, hi, size in zip(box[0::2], box[1::2], box_shape(pop.shape))):
             _fail("/mapping/cores/box", f"core {i}: box {box} is empty or outside population {pop.name!r} of shape "
                                         f"{tuple(pop.shape)}")
         if (int(c.neuron_start[i]), int(c.neuron_stop[i])) != box_span(box, pop.shape):

@@ -172,7 +172,8 @@ class Projection:
 class CoreTable:
     """Physical mapping: each core holds neurons of one population, either the contiguous range
     neuron_start..neuron_stop-1 or (format 1.9) a box of a (C, H, W) population: channels c0..c1-1 x rows h0..h1-1 x
-    columns w0..w1-1 (`box` row (c0, c1, h0, h1, w0, w1); -1s: the range), as chips map convolutions. A box core's
+    columns w0..w1-1 (`box` row (c0, c1, h0, h1, w0, w1); -1s: the range), as chips map convolutions; (1.14) of a
+    2-D (M, N) population read as (1, M, N) (`box_shape`): a tile of an attention product node. A box core's
     neuron_start / neuron_stop are its span: its lowest canonical index and one past its highest."""
 
     core_id: np.ndarray
@@ -304,10 +305,18 @@ def relay_layers(projections) -> dict:
     return out
 
 
+def box_shape(shape) -> tuple:
+    """The (C, H, W) a box reads its population as: a (C, H, W) population's own shape, or (1, M, N) for a 2-D
+    (M, N) one (format 1.14: an attention product node cut into rows x columns of products)."""
+    s = tuple(int(v) for v in shape)
+    return s if len(s) == 3 else (1, *s)
+
+
 def box_indices(box, shape) -> np.ndarray:
-    """Canonical indices of the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) population, ascending."""
+    """Canonical indices of the box (c0, c1, h0, h1, w0, w1) of a (C, H, W) (or 2-D, `box_shape`) population,
+    ascending."""
     c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
-    _, h, w = (int(s) for s in shape)
+    _, h, w = box_shape(shape)
     c = np.arange(c0, c1, dtype=np.int64)[:, None, None] * (h * w)
     r = np.arange(h0, h1, dtype=np.int64)[None, :, None] * w
     return (c + r + np.arange(w0, w1, dtype=np.int64)[None, None, :]).reshape(-1)
@@ -316,7 +325,7 @@ def box_indices(box, shape) -> np.ndarray:
 def box_span(box, shape) -> tuple:
     """(lowest canonical index, one past the highest) of a box: the neuron_start / neuron_stop of its core."""
     c0, c1, h0, h1, w0, w1 = (int(v) for v in box)
-    _, h, w = (int(s) for s in shape)
+    _, h, w = box_shape(shape)
     return c0 * h * w + h0 * w + w0, (c1 - 1) * h * w + (h1 - 1) * w + w1
 
 

@@ -144,7 +144,7 @@ def _copy_core(cores, src, dst):
     (lambda c: c.box.__setitem__((3, 1), 40), "outside population 'conv1'"),
     (lambda c: c.box.__setitem__((3, 5), 14), "are not its box's span"),
     (lambda c: _copy_core(c, 2, 3), "is on 2 cores, not one"),
-    (lambda c: c.box.__setitem__((48,), [0, 1, 0, 1, 0, 1]), "boxes are of (C, H, W) populations"),
+    (lambda c: c.box.__setitem__((48,), [0, 1, 0, 1, 0, 1]), "boxes are of (C, H, W) or (M, N) populations"),
     (lambda c: c.box.__setitem__((5, 0), -2), "neither a box"),
 ])
 def test_bad_boxes_are_refused_naming_the_core(tmp_path, edit, problem):

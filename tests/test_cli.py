@@ -31,7 +31,7 @@ def test_convert_inspect_simulate_from_the_command_line(tmp_path, trained_mlp, d
     loaded = load_network(gn)
     assert {p.model for p in loaded.populations} == {"input", "group", "readout"}
     assert loaded.populations[1].tau == 3 and loaded.attrs["calibration"] == "cc T=2 N=64"
-    assert "valid, format 1.13" in capsys.readouterr().out
+    assert "valid, format 1.14" in capsys.readouterr().out
     mt = tmp_path / "mlp-mt.h5"
     assert main(convert + ["--out", str(mt), "--neuron", "multi_threshold", "--levels", "3",
                            "--payload", "parallel"]) == 0

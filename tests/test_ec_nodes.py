@@ -136,19 +136,29 @@ def test_engine_ec_matmul_identity_reference_and_counts(tmp_path, T, transpose):
                                _analog_product(net, x), rtol=1e-9)
 
 
-@pytest.mark.parametrize("transpose", [False, True])
-def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose):
-    """The (2, 4) node cut 3 neurons per core (balance_work's cap): cores [0, 3), [3, 5), [5, 8) of its products.
-    An event of A (i, k) does 2 operations for each product of row i, an event of B (k, j) 1 for each product
-    of column j, each on the core holding that product (not all on the node's first core)."""
+@pytest.mark.parametrize("transpose, tiles", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose, tiles):
+    """The (2, 4) node cut 3 neurons per core (balance_work's cap): into the ranges [0, 3), [3, 5), [5, 8) of its
+    products, or (a target that cuts into boxes, format 1.14) into 4 tiles of 1 row x 2 columns. An event of A (i, k)
+    does 2 operations for each product of row i, an event of B (k, j) 1 for each product of column j, each on the
+    core holding that product (not all on the node's first core)."""
+    import dataclasses
+
     from spikeforge.converter.mapping import balance_work, map_network
     from spikeforge.hwmodels import load_target
 
     assert balance_work({"k": 40.0, "a": 0.0}, 120) == {"k": 3}
-    net = map_network(_matmul_net(transpose=transpose), load_target("loihi"), max_neurons={"k": 3})
+    loihi = load_target("loihi")
+    target = dataclasses.replace(loihi, limits=dict(loihi.limits, box_partition=1.0 if tiles else 0.0))
+    net = map_network(_matmul_net(transpose=transpose), target, max_neurons={"k": 3})
     k = [p.name for p in net.populations].index("k")
     cores = np.flatnonzero(net.cores.population == k)
-    assert [(net.cores.neuron_start[c], net.cores.neuron_stop[c]) for c in cores] == [(0, 3), (3, 5), (5, 8)]
+    if tiles:  # 3 products per core: 1 x 2 or 2 x 1 tiles, 4 cores either way; rows are cut first
+        assert [tuple(net.cores.box[c]) for c in cores] == [(0, 1, 0, 1, 0, 2), (0, 1, 0, 1, 2, 4),
+                                                            (0, 1, 1, 2, 0, 2), (0, 1, 1, 2, 2, 4)]
+    else:
+        assert not net.cores.has_boxes()
+        assert [(net.cores.neuron_start[c], net.cores.neuron_stop[c]) for c in cores] == [(0, 3), (3, 5), (5, 8)]
     x = np.random.default_rng(7).normal(0, 0.05, (3, 10)).astype(np.float32)  # sparse operands: idle rows
     T = 4
     res = simulator.run(net, x, T, record=["a", "b"])
@@ -157,9 +167,7 @@ def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose)
         res.spikes["b"].reshape(3, T, K_, NN) != 0
     row_events = a.sum(3)  # (samples, T, M): events of A in each row i
     col_events = b.sum(2)  # (samples, T, N): events of B in each column j
-    owner = np.zeros((M, NN), np.int64)
-    for c in cores:
-        owner.reshape(-1)[net.cores.neuron_start[c]:net.cores.neuron_stop[c]] = c
+    owner = net.cores.core_of(k, (M, NN)).reshape(M, NN)
     want = np.zeros((T, len(net.cores.population)))
     for i in range(M):
         for j in range(NN):
@@ -183,6 +191,94 @@ def test_matmul_operand_work_counts_on_the_cores_holding_the_products(transpose)
         assert packets[src].sum() == sent and sent < 3 * (row_events.sum() if name == "a" else col_events.sum())
         # the mapper sees those flows: an edge from the operand's core into each core of the node it reaches
         assert set(net.core_edges.dst[np.isin(net.core_edges.src, src)]) == set(cores)
+
+
+@pytest.mark.parametrize("m, k, n, transpose", [(3, 2, 4, False), (4, 3, 2, True), (1, 5, 3, False)])
+def test_matmul_fan_into_every_tile_and_range_equals_brute_force(m, k, n, transpose):
+    """The mapper's fan of each operand element into a tile (0, 1, r0, r1, c0, c1) or range of (M, N) products:
+    an element of A (i, k) reaches the products of row i held there, one of B (k, j) those of column j."""
+    from spikeforge.converter.mapping import fan_into_box, fan_into_range
+
+    a_shape, b_shape = (m, k), ((n, k) if transpose else (k, n))
+    projs = {"a": Projection("a_k", "matmul_a", "a", "p"), "b": Projection("b_k", "matmul_b", "b", "p",
+                                                                          transpose=transpose)}
+
+    def brute(kind, held):  # held: (M, N) bool, the products in the tile or range
+        out = np.zeros(m * k if kind == "a" else k * n, np.int64)
+        for e in range(len(out)):
+            if kind == "a":
+                out[e] = held[e // k].sum()
+            else:
+                r, c = divmod(e, b_shape[1])
+                j = r if transpose else c  # a transposed source element (j, k) is B's (k, j)
+                out[e] = held[:, j].sum()
+        return out
+
+    for kind, shape in (("a", a_shape), ("b", b_shape)):
+        for r0 in range(m):
+            for r1 in range(r0 + 1, m + 1):
+                for c0 in range(n):
+                    for c1 in range(c0 + 1, n + 1):
+                        held = np.zeros((m, n), bool)
+                        held[r0:r1, c0:c1] = True
+                        fan = fan_into_box(projs[kind], shape, (m, n), (0, 1, r0, r1, c0, c1))
+                        got = np.zeros(int(np.prod(shape)), np.int64)
+                        got[fan.index] = fan.count
+                        np.testing.assert_array_equal(got, brute(kind, held))
+        for start in range(m * n):
+            for stop in range(start + 1, m * n + 1):
+                held = np.zeros(m * n, bool)
+                held[start:stop] = True
+                np.testing.assert_array_equal(fan_into_range(projs[kind], shape, (m, n), start, stop),
+                                              brute(kind, held.reshape(m, n)))
+
+
+def _attention_product(tokens=40, inner=24):
+    """Q (tokens x inner) · Kᵀ as one ec_matmul node of tokens x tokens products, operands from an input."""
+    rng = np.random.default_rng(2)
+    pops = [Population.make("in", "input", (8,)),
+            Population.make("q", "multi_threshold", (tokens, inner), 0.5, 0.0, levels=2, threshold_neg=0.5),
+            Population.make("kt", "multi_threshold", (tokens, inner), 0.5, 0.0, levels=2, threshold_neg=0.5),
+            Population.make("qk", "ec_matmul", (tokens, tokens), 0.0, 0.0),
+            Population.make("out", "readout", (tokens, tokens))]
+    projs = [Projection("in_q", "dense", "in", "q", rng.normal(0, 0.7, (tokens * inner, 8)).astype(np.float32)),
+             Projection("in_k", "dense", "in", "kt", rng.normal(0, 0.7, (tokens * inner, 8)).astype(np.float32)),
+             Projection("q_qk", "matmul_a", "q", "qk"), Projection("k_qk", "matmul_b", "kt", "qk", transpose=True),
+             Projection("qk_out", "identity", "qk", "out")]
+    return Network(pops, projs, *one_population_per_core(pops, projs), {})
+
+
+def test_attention_products_cut_into_tiles_need_fewer_cores_and_compute_the_same(tmp_path):
+    """40 x 40 products of a 24-wide inner dimension on cores of 256 axons: a range of products along rows needs
+    all of B's columns that its rows cross (24 x 40 = 960 axons for any range of 40 or more), so ranges hold at most
+    9 products (1 row of A, 9 columns: 240 axons) and need at least 178 cores; tiles of 5 x 5 products need
+    24 x 10 = 240 axons and 64 cores (6 x 4 tiles: 70, 7 x 3: 84). Both are within every limit; written, read back
+    and run, they give the unmapped outputs."""
+    import dataclasses
+
+    from spikeforge.converter.mapping import _over, core_load, map_network
+    from spikeforge.hwmodels import load_target
+
+    loihi = load_target("loihi")
+    limits = dict(loihi.limits, axons_per_core=256)
+    net = _attention_product()
+    x = np.random.default_rng(3).normal(0, 1, (2, 8)).astype(np.float32)
+    flat = simulator.run(net, x, 3)
+    cores = {}
+    for tiles in (False, True):
+        target = dataclasses.replace(loihi, limits=dict(limits, box_partition=1.0 if tiles else 0.0))
+        mapped = map_network(net, target, placement="snake")
+        on = np.flatnonzero(mapped.cores.population == 3)
+        cores[tiles] = len(on)
+        for c in on:
+            box = tuple(int(v) for v in mapped.cores.box[c]) if mapped.cores.is_box(c) else None
+            load = core_load(mapped, mapped.populations[3], int(mapped.cores.neuron_start[c]),
+                             int(mapped.cores.neuron_stop[c]), target.limits, box=box)
+            assert not _over(load, target.limits) and load.axons <= 256
+        write_network(mapped, tmp_path / f"qk{int(tiles)}.h5")
+        res = simulator.run(tmp_path / f"qk{int(tiles)}.h5", x, 3)
+        np.testing.assert_array_equal(res.output, flat.output)
+    assert cores[True] == 64 and cores[False] >= 178
 
 
 def test_analog_matmul_operand_counts_macs():

@@ -36,7 +36,7 @@ def _replace(h5, name, data):
 def test_file_is_chunked_compressed_checksummed(cnn_file):
     with h5py.File(cnn_file) as h5:
         assert h5.attrs["format"] == "spikeforge-network"
-        assert h5.attrs["format_version"] == FORMAT_VERSION == "1.13"
+        assert h5.attrs["format_version"] == FORMAT_VERSION == "1.14"
         w = h5["projections/block1_conv1/weight"]
         assert w.chunks is not None and w.compression == "gzip" and w.fletcher32
 
