@@ -170,6 +170,7 @@ class _Builder:
         self.pops = []  # dicts: name, shape, kind, node, current, act (module or None)
         self.signed = {}  # population name -> Leaky ReLU slope of its signed neurons
         self.shapes = {}
+        self.reencoded = {}  # id(pooled current) -> (that current, its spikes): one population for all consumers
 
     # -- helpers
     def fail(self, node, why):
@@ -181,11 +182,15 @@ class _Builder:
         return _Spikes(name, tuple(shape))
 
     def as_spikes(self, node, v):
-        """A value that feeds synapses must be spikes; re-encode a non-negative pooled current."""
+        """A value that feeds synapses must be spikes; re-encode a non-negative pooled current, once however many
+        layers read it."""
         if isinstance(v, _Spikes):
             return v
         if isinstance(v, _Current) and v.nonneg and not torch.any(v.bias != 0):
-            return self.new_population(v.origin + "_spikes", v.shape, v, v.origin)
+            hit = self.reencoded.get(id(v))
+            if hit is None or hit[0] is not v:  # a pooled value read by two layers (a block and its shortcut)
+                hit = self.reencoded[id(v)] = (v, self.new_population(v.origin + "_spikes", v.shape, v, v.origin))
+            return hit[1]
         self.fail(node, "its input is a linear combination without an activation in between "
                         "(add a ReLU, or fold the two linear layers into one)")
 

@@ -85,6 +85,41 @@ def test_pooling_is_folded_into_the_next_synaptic_layer_exactly(tmp_path):
     np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-5, atol=1e-5)
 
 
+class _PoolThenTwoConvs(nn.Module):
+    """A stem, an overlapping average pooling, then a bottleneck's body and its projection shortcut both reading
+    the pooled map (ResNet-50's first block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, 2, 1))
+        self.body = nn.Sequential(nn.Conv2d(4, 6, 1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
+        self.short = nn.Conv2d(4, 8, 1)
+        self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+
+    def forward(self, x):
+        p = self.stem(x)
+        return self.head(self.body(p) + self.short(p))
+
+
+def test_a_pooled_map_read_by_two_layers_is_re_encoded_once(tmp_path):
+    """The pooling is overlapping, so its map becomes spikes before a convolution reads it: one population that
+    both the body and the shortcut read, not one per reader under the same name (which no file can hold)."""
+    torch.manual_seed(0)
+    model = _PoolThenTwoConvs().eval()
+    x = torch.rand(5, 1, 8, 8)
+    net = convert(model, [x])
+    names = [p.name for p in net.populations]
+    assert len(names) == len(set(names)) and names.count("stem_2_spikes") == 1
+    readers = sorted(q.target for q in net.projections if q.source == "stem_2_spikes")
+    assert readers == ["body_1", "head_0"]  # the body's first ReLU and the block's output ReLU (the shortcut)
+    torch.testing.assert_close(SpikingNetwork(net).analog_forward(x), model.double()(x.double()), rtol=1e-6,
+                               atol=1e-6)
+    back = load_network(write_network(net, tmp_path / "n.h5"))  # the writer validates it
+    res = simulator.run(back, x.numpy(), 4)
+    out, _ = SpikingNetwork(back)(x, 4)
+    np.testing.assert_allclose(res.output, out.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_round_trip_preserves_every_array(tmp_path, trained_resnet, digits):
     net = convert(trained_resnet, [digits[0][:64]])
     back = load_network(write_network(net, tmp_path / "n.h5"))
