@@ -824,6 +824,10 @@ def map_network(net: Network, target, placement: str = "anneal", traffic=None, s
     """
     if chips is not None and (isinstance(chips, bool) or not isinstance(chips, (int, np.integer)) or chips < 1):
         raise ValueError(f"chips must be a whole number >= 1, got {chips!r}")
+    seen = set()
+    twice = sorted({p.name for p in net.populations if p.name in seen or seen.add(p.name)})
+    if twice:  # the mapper finds a layer's inputs by its name
+        raise MappingError(f"populations share a name: {', '.join(map(repr, twice))} (each needs its own)")
     try:
         return _map_network(net, target, placement, traffic, seed, progress, hop_delay, split, calibration, steps,
                             chips, max_neurons)

@@ -19,8 +19,10 @@ The edge weights are axons per core edge (one packet per source neuron that fire
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
+from numba import njit
 
 ANNEAL_ITERS = 200_000  # swaps tried over the whole mapping (at most 200 per core)
 KL_PAIRS_PER_CHIP = 4  # chip pairs re-cut by Kernighan-Lin: at most this many times the chips in use
@@ -154,55 +156,82 @@ def kl_chips(chip, src, dst, weight, seed=0, budget=None):
     return chip
 
 
-def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0):
-    """Assignment core -> slot index by simulated annealing of swaps, starting from the walking order."""
+def anneal(slots, src, dst, weight, n_cores, iters=None, seed=0, with_cost=False):
+    """Assignment core -> slot index by simulated annealing of swaps, starting from the walking order: a core and a
+    random slot (empty or another core's) trade places when that shortens Σ weight x Manhattan distance, or
+    uphill with the Metropolis probability under a temperature falling linearly to 0; the best assignment seen is
+    kept. The swaps run in a numba kernel (`_swaps`) on draws made here, so a seed gives one placement. With
+    with_cost: (assignment, its cost minus the walking order's)."""
     rng = np.random.default_rng(seed)
     n_slots = len(slots)
-    xy = slots[:, 1:].astype(np.int64)
-    where = np.arange(n_cores)  # core -> slot
-    occupant = np.full(n_slots, -1)
+    xy = np.ascontiguousarray(slots[:, 1:], np.int64)
+    where = np.arange(n_cores, dtype=np.int64)  # core -> slot
+    occupant = np.full(n_slots, -1, np.int64)
     occupant[:n_cores] = np.arange(n_cores)
     # undirected adjacency (CSR) with summed weights
+    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
     keep = src != dst
     u = np.concatenate([src[keep], dst[keep]])
     v = np.concatenate([dst[keep], src[keep]])
-    w = np.concatenate([weight[keep], weight[keep]]).astype(np.float64)
+    w = np.concatenate([np.asarray(weight)[keep], np.asarray(weight)[keep]]).astype(np.float64)
     order = np.argsort(u, kind="stable")
     u, v, w = u[order], v[order], w[order]
-    ptr = np.searchsorted(u, np.arange(n_cores + 1))
     if len(u) == 0 or n_cores < 2:
-        return where
-
-    def moved(core, slot, skip):
-        a, b = ptr[core], ptr[core + 1]
-        nb, wt = v[a:b], w[a:b]
-        m = nb != skip
-        nb, wt = nb[m], wt[m]
-        old = np.abs(xy[where[nb]] - xy[where[core]]).sum(axis=1)
-        new = np.abs(xy[where[nb]] - xy[slot]).sum(axis=1)
-        return float((wt * (new - old)).sum())
-
+        return (where, 0.0) if with_cost else where
+    graph = Adjacency(np.searchsorted(u, np.arange(n_cores + 1)).astype(np.int64), v, w)
     iters = iters or min(200_000, 200 * n_cores)
-    temp0 = 0.5 * float(w.mean())  # accept early uphill moves of about half an average edge x one hop
-    cost = best = 0.0  # relative to the start
-    best_where = where.copy()
     span = min(n_slots, max(2 * n_cores, n_cores + 16))  # empty slots near the used ones are candidates too
+    draws = Draws(rng.integers(n_cores, size=iters), rng.integers(span, size=iters), rng.random(iters))
+    temp0 = 0.5 * float(w.mean())  # accept early uphill moves of about half an average edge x one hop
+    best_where, best = _swaps(graph, xy, where, occupant, draws, temp0)
+    return (best_where, best) if with_cost else best_where
+
+
+Adjacency = namedtuple("Adjacency", "ptr nb wt")  # CSR: core c's neighbours nb[ptr[c]:ptr[c + 1]], weights wt
+Draws = namedtuple("Draws", "core slot coin")  # per swap tried: the core, the slot, a uniform for uphill moves
+
+
+@njit(cache=True)
+def _moved(graph, xy, where, core, slot, skip):
+    """Change of Σ weight x distance over core's edges (but the one to `skip`) when core moves to `slot`."""
+    total = 0.0
+    cx, cy = xy[where[core], 0], xy[where[core], 1]
+    sx, sy = xy[slot, 0], xy[slot, 1]
+    for e in range(graph.ptr[core], graph.ptr[core + 1]):
+        nb = graph.nb[e]
+        if nb == skip:
+            continue
+        px, py = xy[where[nb], 0], xy[where[nb], 1]
+        total += graph.wt[e] * ((abs(px - sx) + abs(py - sy)) - (abs(px - cx) + abs(py - cy)))
+    return total
+
+
+@njit(cache=True)
+def _swaps(graph, xy, where, occupant, draws, temp0):
+    """anneal's loop: (best assignment, its cost relative to the start); `where` and `occupant` are updated."""
+    iters = len(draws.core)
+    cost = 0.0
+    best = 0.0
+    best_where = where.copy()
     for it in range(iters):
-        temp = temp0 * (1 - it / iters) + 1e-9
-        i = int(rng.integers(n_cores))
-        s = int(rng.integers(span))
+        temp = temp0 * (1.0 - it / iters) + 1e-9
+        i = draws.core[it]
+        s = draws.slot[it]
         j = occupant[s]
         if j == i:
             continue
         si = where[i]
-        delta = moved(i, s, j)
+        delta = _moved(graph, xy, where, i, s, j)
         if j >= 0:
-            delta += moved(j, si, i)
-        if delta <= 0 or rng.random() < math.exp(-delta / temp):
-            where[i], occupant[s], occupant[si] = s, i, j
+            delta += _moved(graph, xy, where, j, si, i)
+        if delta <= 0 or draws.coin[it] < math.exp(-delta / temp):
+            where[i] = s
+            occupant[s] = i
+            occupant[si] = j
             if j >= 0:
                 where[j] = si
             cost += delta
             if cost < best - 1e-9:
-                best, best_where = cost, where.copy()
-    return best_where
+                best = cost
+                best_where[:] = where
+    return best_where, best

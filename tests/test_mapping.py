@@ -43,6 +43,14 @@ def test_synapse_memory_limit_by_hand():
     assert [p[3].synapse_bytes for p in hidden] == [750.0] * 4
 
 
+def test_populations_sharing_a_name_are_refused_naming_it():
+    """The mapper finds a layer's inputs by its name: two layers of one name would each get both's inputs."""
+    net = _dense(10, 4)
+    net.populations.append(Population.make("h", "if", (4,), 1.0, 0.0))
+    with pytest.raises(MappingError, match="populations share a name: 'h'"):
+        map_network(net, _limits())
+
+
 def test_a_neuron_over_the_axon_limit_is_named_with_the_excess():
     with pytest.raises(MappingError, match=r"layer 'h': neuron 0 alone needs axons 50 .* allows 40 \(1\.25x over\)"):
         partition(_dense(50, 10), _limits(axons_per_core=40))
@@ -200,6 +208,21 @@ def test_annealing_puts_a_hub_in_the_middle_of_its_leaves():
     where = anneal(slots, src, dst, w, 5, iters=4000, seed=1)
     assert len(set(where.tolist())) == 5
     assert snake > 4 and placement_cost(slots[where, 1:], src, dst, w) == 4
+
+
+def test_annealing_keeps_its_running_cost_exact_and_a_seed_gives_one_placement():
+    """A random graph of 40 cores with parallel and self edges on 64 slots: the cost the swap kernel keeps equals
+    Σ weight x distance recomputed from the placement it returns, minus the walking order's; the placement puts
+    each core on its own slot, is shorter than the walk, and is the same for the same seed."""
+    rng = np.random.default_rng(3)
+    slots = mesh_slots(64, _limits(cores_per_chip=64, mesh_width=8))
+    src, dst = rng.integers(40, size=150), rng.integers(40, size=150)
+    w = rng.integers(1, 20, size=150).astype(np.float64)
+    where, gained = anneal(slots, src, dst, w, 40, iters=20_000, seed=5, with_cost=True)
+    start = placement_cost(slots[:40, 1:], src, dst, w)
+    assert len(set(where.tolist())) == 40 and where.max() < 64
+    assert gained < 0 and placement_cost(slots[where, 1:], src, dst, w) - start == pytest.approx(gained, abs=1e-6)
+    np.testing.assert_array_equal(anneal(slots, src, dst, w, 40, iters=20_000, seed=5), where)
 
 
 def _hand_mapped_net():
