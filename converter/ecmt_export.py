@@ -60,6 +60,7 @@ class _Node:
     transposed: bool = False  # an mt population stored as (rows, cols) whose model value is its transpose
     terms: dict = field(default_factory=dict)  # source name -> ("pointwise", W) | ("matrix", csr)
     const: np.ndarray | None = None
+    patch: tuple | None = None  # the input: (rows, columns) of the patches its embedding reads (_patch_probe)
 
 
 def _safe(name):
@@ -78,6 +79,10 @@ def _rows_view(shape, is_input=False):
 def _is_transposed(x):
     """x (batch, ..., a, b) is a transposed view of a contiguous (..., b, a) tensor."""
     return x.dim() >= 3 and x.shape[-1] > 1 and x.shape[-2] > 1 and x.stride(-2) == 1 and x.stride(-1) != 1
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 class _PassDone(Exception):
@@ -142,6 +147,9 @@ class _ProbeOps(AnnOps):
         return self.source is not None and names is not None and all(n != self.source for n, _ in names)
 
     def embed(self, layer, x):
+        if self.listing and isinstance(layer, torch.nn.Conv2d) and _pair(layer.kernel_size) == _pair(layer.stride) \
+                and _pair(layer.padding) == (0, 0) and _pair(layer.dilation) == (1, 1):
+            self.nodes[0].patch = _pair(layer.kernel_size)  # a patch embedding: _Exporter._patch_probe
         if self.source == "input" or self.listing:
             return super().embed(layer, x)
         return _row0(layer, x)  # the input is not probed: every row is row 0's
@@ -306,6 +314,62 @@ class _Exporter:
         if full:
             self._full_probes(src, n, d, full, verify)
 
+    def _patch_probe(self, src, full, verify):
+        """The input's map into the targets in `full` when the model embeds it by patches (a Conv2d with kernel ==
+        stride): two passes instead of one unit row per input value (150,528 at 224 x 224). Rows "random values on
+        patch p" find the patch each target value reads; rows "1 at offset o of every patch" then give each target
+        value's weight from offset o of its patch. A target value that reads two patches, or a map that does not
+        reproduce the random rows, is left to the full probe; returns the targets left to it."""
+        (kh, kw) = src.patch
+        if len(src.shape) != 3 or src.shape[1] % kh or src.shape[2] % kw:
+            return full
+        c, h, w = src.shape
+        cols = np.arange(c * h * w).reshape(c, h // kh, kh, w // kw, kw)
+        by_offset = cols.transpose(0, 2, 4, 1, 3).reshape(c * kh * kw, -1)  # (offsets, patches) -> input index
+        n_off, n_patch = by_offset.shape
+        last = max(self.order[name] for name in full)
+        patch_rows = torch.zeros(n_patch, c * h * w, dtype=torch.float64, device=self.device)
+        mark = torch.as_tensor(by_offset.T, device=self.device)  # (patches, offsets)
+        patch_rows.scatter_(1, mark, torch.as_tensor(self.rng.normal(0, 1, (n_patch, n_off)), device=self.device))
+        owner = {}
+
+        def reach(node, value):
+            if node.name in full:
+                resp = (value[1:] - value[:1]).abs()
+                hit = resp > 1e-12 * max(float(resp.max()), 1e-300)
+                owner[node.name] = (hit.sum(0).cpu().numpy(), hit.to(torch.float64).argmax(0).cpu().numpy())
+
+        self._pass(src.name, patch_rows, reach, last)
+        del patch_rows
+        triples = {name: [] for name in full}
+        for o0 in range(0, n_off, self.chunk_rows):
+            o1 = min(o0 + self.chunk_rows, n_off)
+            rows = torch.zeros(o1 - o0, c * h * w, dtype=torch.float64, device=self.device)
+            rows.scatter_(1, torch.as_tensor(by_offset[o0:o1], device=self.device), 1.0)
+
+            def record(node, value):
+                if node.name in full:
+                    r, t, v = _sparse_triples(value[1:] - value[:1])
+                    triples[node.name].append((r + o0, t, v))
+
+            self._pass(src.name, rows, record, last)
+        left = {}
+        for name, (tokens, resp_verify) in full.items():
+            count, patch = owner.get(name, (None, None))
+            node = self.nodes[self.order[name]]
+            if count is None or (count > 1).any():
+                left[name] = (tokens, resp_verify)
+                continue
+            o, t, v = (np.concatenate(parts) for parts in zip(*triples[name]))
+            keep = count[t] == 1  # a value that reads no patch has no weight (its response here is rounding)
+            o, t, v = o[keep], t[keep], v[keep]
+            term = ("matrix", sp.csr_matrix((v, (t, by_offset[o, patch[t]])), shape=(node_size(node), c * h * w)))
+            if _matches(term, resp_verify, verify):
+                node.terms[src.name] = term
+            else:
+                left[name] = (tokens, resp_verify)
+        return left
+
     def _full_probes(self, src, n, d, full, verify):
         """Full probes of the targets in `full`; targets whose responses to the random rows agree (to float64
         rounding: a constant term added on the way rounds differently) with an earlier one's, on the same tokens,
@@ -320,7 +384,11 @@ class _Exporter:
                     break
             else:
                 groups.append((name, [name]))
-        self._full_probe(src, n, d, {leader: full[leader] for leader, _ in groups}, verify)
+        leaders = {leader: full[leader] for leader, _ in groups}
+        if src.patch is not None:  # the input of a patch embedding: two passes may read the leaders' maps
+            leaders = self._patch_probe(src, leaders, verify)
+        if leaders:
+            self._full_probe(src, n, d, leaders, verify)
         for leader, members in groups:
             term = self.nodes[self.order[leader]].terms[src.name]
             for name in members[1:]:

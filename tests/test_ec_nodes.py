@@ -379,9 +379,30 @@ def test_export_reads_the_residual_streams_image_map_once_and_stops_passes_early
     assert [n.name for n in readers] == ["block0_ln1", "block0_ln2", "block1_ln1", "block1_ln2"]
     assert all(n.terms["input"] is readers[0].terms["input"] for n in readers)
     probes = [(last, seen) for source, last, seen in passes if source == "input"]
-    assert len(probes) == 2  # 64 pixels: the structured probe (1 + 2 rows), then one chunk of the full probe
+    assert len(probes) == 3  # the structured probe (1 + 2 rows), then the patch probe: patches, then offsets
     assert probes[0] == (exporter.order["ln"], exporter.order["ln"] + 1)  # the last node reading the stream
-    assert probes[1] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1)  # for block0_ln1 only
+    assert probes[1] == probes[2] == (exporter.order["block0_ln1"], exporter.order["block0_ln1"] + 1)  # its leader
+
+
+def test_a_patch_embeddings_map_read_in_two_passes_equals_the_full_probes(monkeypatch):
+    """The image enters through a Conv2d with kernel == stride: the patch probe (rows of random values on one patch,
+    then rows of 1 at one offset of every patch) reads the same map as a unit row per pixel, in 2 passes whatever
+    the image size; the network written is the same, weight for weight."""
+    from spikeforge.converter import ecmt_export
+    from spikeforge.converter.ecmt import collect_thresholds
+    from spikeforge.models import ViT
+
+    torch.manual_seed(0)
+    vit = ViT(3, 16, 4, 32, 1, 2, 64, classes=4).eval()  # 16 patches of 4 x 4 x 3 = 48 offsets: 768 pixels
+    thresholds = collect_thresholds(vit, [torch.rand(6, 3, 16, 16)])
+    passes = _count_passes(monkeypatch)
+    two = ecmt_export.export_ecmt(vit, thresholds, (3, 16, 16), chunk_rows=64)
+    assert sum(source == "input" for source, _, _ in passes) == 3  # structured, patches, offsets
+    passes.clear()
+    monkeypatch.setattr(ecmt_export._Exporter, "_patch_probe", lambda self, src, leaders, verify: leaders)
+    full = ecmt_export.export_ecmt(vit, thresholds, (3, 16, 16), chunk_rows=64)
+    assert sum(source == "input" for source, _, _ in passes) == 1 + 768 // 64  # a unit row per pixel
+    _assert_same_network(two, full)
 
 
 def test_export_probes_end_at_each_sources_last_reader_and_write_the_same_network(monkeypatch):
