@@ -38,6 +38,7 @@ from spikeforge.errors import UserError
 from spikeforge.simulator.geometry import sparse_projection
 from spikeforge.simulator.network import Network, Population, Projection
 
+from .convert import _pair
 from .ecmt import AnnOps
 from .mapping import one_population_per_core
 
@@ -79,10 +80,6 @@ def _rows_view(shape, is_input=False):
 def _is_transposed(x):
     """x (batch, ..., a, b) is a transposed view of a contiguous (..., b, a) tensor."""
     return x.dim() >= 3 and x.shape[-1] > 1 and x.shape[-2] > 1 and x.stride(-2) == 1 and x.stride(-1) != 1
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 class _PassDone(Exception):
@@ -147,8 +144,9 @@ class _ProbeOps(AnnOps):
         return self.source is not None and names is not None and all(n != self.source for n, _ in names)
 
     def embed(self, layer, x):
-        if self.listing and isinstance(layer, torch.nn.Conv2d) and _pair(layer.kernel_size) == _pair(layer.stride) \
-                and _pair(layer.padding) == (0, 0) and _pair(layer.dilation) == (1, 1):
+        if self.listing and isinstance(layer, torch.nn.Conv2d) and not isinstance(layer.padding, str) and \
+                _pair(layer.kernel_size) == _pair(layer.stride) and _pair(layer.padding) == (0, 0) and \
+                _pair(layer.dilation) == (1, 1):
             self.nodes[0].patch = _pair(layer.kernel_size)  # a patch embedding: _Exporter._patch_probe
         if self.source == "input" or self.listing:
             return super().embed(layer, x)

@@ -62,7 +62,7 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
     A window (conv2d / avgpool / maxpool) fan is a product: output channels of the box fed by the source channel x
     kernel rows x kernel columns reaching the box from the source row and column (exact, no transposed conv)."""
     n_src = int(np.prod(source_shape))
-    if proj.kind in ("matmul_a", "matmul_b"):
+    if proj.kind in MATMUL_KINDS:
         return _matmul_box_fan(proj, source_shape, target_shape, box)
     if proj.kind in ("conv2d", "avgpool", "maxpool"):
         (kh, kw), (sh, sw), (ph, pw), cin_g, cout_g = projection_kernel(proj, source_shape, target_shape)
@@ -97,7 +97,7 @@ MATMUL_KINDS = ("matmul_a", "matmul_b")
 def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     """Synapses from every source neuron (C order) into the target neurons start..stop-1."""
     n_src, n_tgt = int(np.prod(source_shape)), int(np.prod(target_shape))
-    if proj.kind in ("matmul_a", "matmul_b"):
+    if proj.kind in MATMUL_KINDS:
         return matmul_fan(proj, source_shape, target_shape, start, stop)
     if start == 0 and stop == n_tgt:
         return synapses_per_source(proj, source_shape, target_shape)
