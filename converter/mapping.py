@@ -685,11 +685,13 @@ def _boxes(shape, tile):
     return [(c0, c1, h0, h1, w0, w1) for c0, c1 in ranges[0] for h0, h1 in ranges[1] for w0, w1 in ranges[2]]
 
 
-def _box_partition(net, pi, limits, out):
+def _box_partition(net, pi, limits, out, translate=True):
     """Tiles of channels x rows x columns of the (C, H, W) population pi (rows x columns of an (M, N) one), the
-    fewest that fit the limits."""
+    fewest that fit the limits. translate: a box whose load is a translation of one already computed is moved
+    from it (`_Translations`), not recomputed."""
     pop = net.populations[pi]
     shape = box_shape(pop.shape)
+    moves = _Translations(net, pop, shape) if translate else None
     capacity = int(limits["cores_per_chip"] * limits.get("chips", 1))
     table = np.zeros((shape[0] + 1, shape[1] + 1, shape[2] + 1), np.int64)  # summed-area table of output axons
     table[1:, 1:, 1:] = out.reshape(shape).cumsum(0).cumsum(1).cumsum(2)  # per neuron: a box's sum in 8 lookups
@@ -709,7 +711,7 @@ def _box_partition(net, pi, limits, out):
         sends = limits.get("output_axons_per_core", 0)
         if sends and _box_sum(table, box) > sends and count < pop.size:
             continue  # its output axons need no fans: refuse the tiling before computing any
-        load = _box_load(net, pop, shape, box, table, limits, alone=count == pop.size)
+        load = _box_load(net, pop, shape, box, table, limits, count == pop.size, moves)
         if load is None:
             continue
         boxes = _boxes(shape, tile)
@@ -717,7 +719,7 @@ def _box_partition(net, pi, limits, out):
             continue
         loads = {first: load}
         for j in (j for j in range(len(boxes)) if j != first):
-            loads[j] = _box_load(net, pop, shape, boxes[j], table, limits, alone=count == pop.size)
+            loads[j] = _box_load(net, pop, shape, boxes[j], table, limits, count == pop.size, moves)
             if loads[j] is None:
                 break
         else:
@@ -726,15 +728,82 @@ def _box_partition(net, pi, limits, out):
                        f"{capacity} cores")
 
 
-def _box_load(net, pop, shape, box, table, limits, alone):
+def _box_load(net, pop, shape, box, table, limits, alone, moves=None):
     """The CoreLoad of one box (its output axons from the summed-area table), or None where it breaks a limit;
-    `alone` (one neuron per box): a misfit is the neuron's own, refused naming it."""
-    load = core_load(net, pop, *box_span(box, shape), limits, box=box)
+    `alone` (one neuron per box): a misfit is the neuron's own, refused naming it. moves: a `_Translations` of
+    `pop` that gives the load by moving a translated box's."""
+    load = moves.load(box) if moves is not None else None
+    if load is None:
+        load = core_load(net, pop, *box_span(box, shape), limits, box=box)
+        if moves is not None:
+            moves.keep(box, load)
     load.output_axons = _box_sum(table, box)
     over = _over(load, limits)
     if over and alone:
         raise _alone(pop, box_span(box, shape)[0], over)
     return None if over else load
+
+
+class _Translations:
+    """Loads of boxes of one (C, H, W) population that are translations of each other. Two boxes with the same
+    channels and extent, apart along an axis where every window projection into them (conv2d / avgpool / maxpool)
+    reads inside its source, away from both edges, need the same axons, synapses and lists (shared conv lists
+    included: their reach pattern is relative to the box), and each fan is the other's moved by the stride times
+    the shift (identity: by the shift; dense: unmoved). Anything else into the population (sparse, two
+    projections from one source, ec_matmul operands) leaves it to core_load box by box."""
+
+    def __init__(self, net, pop, shape):
+        pops, incoming = _index(net)
+        self.moves, self.kept = [], {}
+        self.windows = []  # per window projection along (rows, columns): (kernel, stride, pad, source size)
+        sources = [q.source for q in incoming.get(pop.name, [])]
+        self.ok = len(pop.shape) == 3 and len(set(sources)) == len(sources)
+        for q in incoming.get(pop.name, []) if self.ok else ():
+            src = pops[q.source].shape
+            if q.kind in ("conv2d", "avgpool", "maxpool"):
+                (kh, kw), (sh, sw), (ph, pw), *_ = projection_kernel(q, src, pop.shape)
+                self.windows.append(((kh, sh, ph, int(src[1])), (kw, sw, pw, int(src[2]))))
+                self.moves.append((q.source, int(sh) * int(src[2]), int(sw)))
+            elif q.kind == "identity":
+                self.moves.append((q.source, int(shape[2]), 1))
+            elif q.kind == "dense":
+                self.moves.append((q.source, 0, 0))
+            else:
+                self.ok = False
+
+    def _inside(self, axis, lo, hi):
+        """Every window's reach of outputs lo..hi-1 along `axis` lies strictly inside its source."""
+        for w in self.windows:
+            k, s, p, n = w[axis]
+            if lo * s - p < 1 or (hi - 1) * s - p + k - 1 > n - 2:
+                return False
+        return True
+
+    def _key(self, box):
+        c0, c1, h0, h1, w0, w1 = box
+        rows = ("in", h1 - h0) if self._inside(0, h0, h1) else (h0, h1)
+        cols = ("in", w1 - w0) if self._inside(1, w0, w1) else (w0, w1)
+        return c0, c1, rows, cols
+
+    def load(self, box):
+        """The box's CoreLoad moved from a kept translation of it, or None."""
+        if not self.ok:
+            return None
+        hit = self.kept.get(self._key(box))
+        if hit is None:
+            return None
+        base, was = hit
+        dh, dw = box[2] - was[2], box[4] - was[4]
+        fans = dict(base.fans)
+        for source, per_row, per_col in self.moves:
+            if source in fans and (dh or dw):
+                f = fans[source]
+                fans[source] = Fan(f.index + (dh * per_row + dw * per_col), f.count)
+        return dataclasses.replace(base, fans=fans)
+
+    def keep(self, box, load):
+        if self.ok:
+            self.kept.setdefault(self._key(box), (load, box))
 
 
 def _box_sum(table, box):

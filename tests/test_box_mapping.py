@@ -156,3 +156,66 @@ def test_bad_boxes_are_refused_naming_the_core(tmp_path, edit, problem):
     writer.write_hdf5(str(path), lambda h5: writer._fill(h5, mapped, None, "test"))
     with pytest.raises(simulator.NetworkFileError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         simulator.load_network(path)
+
+
+def _windows_net(rng, k, s, p, kind, groups, residual):
+    """in (C, 13, 13) -> a window projection (conv2d of kernel k, stride s, pad p, groups; or avg / max pooling)
+    -> o, with optionally a second input `r` of o's shape read by identity, or `d` read densely."""
+    c = 4
+    pops = [Population.make("in", "input", (c, 13, 13))]
+    h = (13 + 2 * p - k) // s + 1
+    c_out = 6 if kind == "conv2d" else c
+    if kind == "conv2d":
+        w = rng.normal(0, 0.3, (c_out, c // groups, k, k)).astype(np.float32)
+        projs = [Projection("w", "conv2d", "in", "o", w, kernel=(k, k), stride=(s, s), padding=(p, p),
+                            groups=groups)]
+    else:
+        projs = [Projection("w", kind, "in", "o", None, kernel=(k, k), stride=(s, s), padding=(p, p))]
+    if residual == "identity":
+        pops.append(Population.make("r", "input", (c_out, h, h)))
+        projs.append(Projection("skip", "identity", "r", "o", None))
+    elif residual == "dense":
+        pops.append(Population.make("d", "input", (5,)))
+        projs.append(Projection("fc", "dense", "d", "o", rng.normal(0, 0.1, (c_out * h * h, 5)).astype(np.float32)))
+    pops.append(Population.make("o", "if", (c_out, h, h), 1.0, 0.0))
+    return Network(pops, projs, None, None, {})
+
+
+@pytest.mark.parametrize("limits", [dict(LISTS, neurons_per_core=12, box_partition=1, chips=8),
+                                    dict(LISTS, neurons_per_core=30, conv_list_sharing=0, box_partition=1),
+                                    dict(load_target("loihi").limits, neurons_per_core=20)])
+def test_boxes_moved_from_a_translation_have_the_loads_computed_box_by_box(limits, monkeypatch):
+    """Every box's load (neurons, axons, synapse bytes, compartments, groups, output axons and each source's fan,
+    index by index) is the same whether moved from a translated box or computed afresh, for convolutions of
+    every kernel, stride, padding and grouping, pooling, and a second input read by identity or densely; and
+    moves are made."""
+    from spikeforge.converter import mapping
+
+    rng = np.random.default_rng(3)
+    moved = []
+    load = mapping._Translations.load
+
+    def counting(self, box):
+        hit = load(self, box)
+        moved.append(hit is not None)
+        return hit
+
+    cases = [(k, s, p, kind, g, r) for k in (1, 3, 5) for s in (1, 2, 3) for p in (0, 1, 2) if p < k
+             for kind, g in (("conv2d", 1), ("conv2d", 2), ("avgpool", 1), ("maxpool", 1))
+             for r in (None, "identity", "dense") if kind == "conv2d" or (r is None and k > 1)]
+    for case in cases:
+        net = _windows_net(rng, *case)
+        monkeypatch.setattr(mapping._Translations, "load", lambda self, box: None)
+        fresh = partition(net, limits)
+        monkeypatch.setattr(mapping._Translations, "load", counting)
+        mapped = partition(net, limits)
+        assert [(p[0], p[1], p[2], p[4]) for p in mapped] == [(p[0], p[1], p[2], p[4]) for p in fresh], case
+        for a, b in zip(mapped, fresh):
+            la, lb = a[3], b[3]
+            assert (la.neurons, la.axons, la.synapse_bytes, la.compartments, la.groups, la.output_axons) == \
+                (lb.neurons, lb.axons, lb.synapse_bytes, lb.compartments, lb.groups, lb.output_axons), (case, a[4])
+            assert la.fans.keys() == lb.fans.keys()
+            for name in la.fans:
+                assert np.array_equal(la.fans[name].index, lb.fans[name].index), (case, a[4], name)
+                assert np.array_equal(la.fans[name].count, lb.fans[name].count), (case, a[4], name)
+    assert sum(moved) > 500
