@@ -228,6 +228,18 @@ def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
         return out
     if proj.kind == "pointwise":  # from the tokens the range covers, not the whole map
         return _pointwise_range_fan(np.asarray(proj.weight), start, stop)
+    if proj.kind == "identity":  # the range's own neurons, not a scan of the whole source
+        index = np.arange(start, stop, dtype=np.int64)
+        return Fan(index, np.ones(len(index), np.int64))
+    if proj.kind == "sparse":
+        n_src = int(np.prod(source_shape))
+        ptr, sources = _by_target(proj, n_src)
+        stop = min(stop, len(ptr) - 1)
+        own = sources[ptr[start]:ptr[stop]] if start < stop else sources[:0]
+        if len(own) * 16 < n_src:  # few synapses: sort the range's own, not a count over every source
+            index, count = np.unique(own, return_counts=True)
+            return Fan(index.astype(np.int64), count.astype(np.int64))
+        return Fan.of(np.bincount(own, minlength=n_src).astype(np.int64))
     return Fan.of(fan_into_range(proj, source_shape, target_shape, start, stop))
 
 
@@ -369,7 +381,7 @@ def core_load(net, pop, start, stop, limits, box=None) -> CoreLoad:
             fan = fan_into_box(q, pops[q.source].shape, pop.shape, box)
         fans[q.source] = fan if q.source not in fans else fans[q.source].plus(fan)
         copies = pops[q.source].weight_copies
-        if q.kind in ("matmul_a", "matmul_b", "maxpool"):  # operands; a max pooling gate stores no weights
+        if q.kind in MATMUL_KINDS + ("maxpool",):  # operands; a max pooling gate stores no weights
             continue
         if lists:
             if q.kind in ("conv2d", "avgpool") and box is not None and limits.get("conv_list_sharing", 0):

@@ -366,6 +366,32 @@ def test_a_pointwise_ranges_fan_counts_each_tokens_nonzero_weights_into_the_rang
         assert np.array_equal(fan.index, np.flatnonzero(want)) and np.array_equal(fan.count, want[want > 0])
 
 
+def test_an_identity_or_sparse_ranges_fan_equals_the_dense_count_of_its_synapses():
+    """range_fan's identity and sparse paths (the range's own neurons and synapses, no scan of the source) equal
+    the nonzeros of fan_into_range's dense count, for ranges at both ends, inside, empty past the last stored
+    target, and the whole map (a sparse range of few synapses sorts its own, one of many counts them)."""
+    import scipy.sparse as sp
+
+    from spikeforge.converter.mapping import Fan, fan_into_range, range_fan
+
+    rng = np.random.default_rng(1)
+    dense = np.where(rng.random((40, 400)) < 0.02, rng.random((40, 400)), 0.0)  # (targets, sources)
+    dense[35:] = 0  # targets past the last stored index have no synapse
+    csr = sp.csr_matrix(dense.T)  # stored by source: indptr over the 400 sources, indices = targets
+    sparse = Projection("s", "sparse", "a", "b", weight=csr.data.astype(np.float32), indptr=csr.indptr,
+                        indices=csr.indices)
+    ident = Projection("i", "identity", "c", "b", None)
+    cases = [(0, 40), (0, 1), (39, 40), (36, 40), (5, 17), (17, 18)] + \
+        [tuple(sorted(rng.choice(41, 2, replace=False))) for _ in range(20)]
+    for proj, n_src in ((sparse, 400), (ident, 40)):
+        for start, stop in cases:
+            want = Fan.of(fan_into_range(proj, (n_src,), (40,), start, stop))
+            got = range_fan(proj, (n_src,), (40,), start, stop)
+            assert np.array_equal(got.index, want.index) and np.array_equal(got.count, want.count), \
+                (proj.kind, start, stop)
+            assert got.index.dtype == want.index.dtype == np.int64
+
+
 def test_work_per_neuron_and_the_cores_it_cuts():
     """in (4) -> h (6 IF) -> out (2, readout), dense weights 1: the analog input reaches h as MACs (no synaptic
     ops), each spike of h does one synaptic op on each of out's 2 neurons. balance_work caps a population at
