@@ -1,9 +1,10 @@
-"""Cores cut by work (converter.mapping.balance_work): a chip step lasts as long as its slowest core, and a ViT's
-attention products do far more synaptic operations per neuron than its other layers, so their cores set every
-step's length. This maps a network onto a target with each population's neurons per core capped so that no core's
-expected synaptic operations per step pass a budget (measured per neuron on calibration images, on the network
-split as it will be mapped), for several budgets, and prices each mapping: cores, chips, energy, latency and what
-bounds it.
+"""Cores cut by work (converter.mapping.balance_work, map_to_work): a chip step lasts as long as its slowest core,
+and a ViT's attention products do far more synaptic operations per neuron than its other layers, so their cores
+set every step's length. This maps a network onto a target with each population's neurons per core capped so that
+no core's synaptic operations per step pass a budget (measured per neuron on calibration images, on the network
+split as it will be mapped; then checked core by core and re-cut, --rounds times at most), for several budgets,
+and prices each mapping: cores, chips, energy, latency, what bounds it and the busiest core's work per step on the
+images priced.
 
     python -m benchmarks.work_balance --out benchmarks/results/work_balance [--net cifar-vit] [--target loihi]
         [--unit ops|ns] [--budgets none,40000,20000,10000,5000] [--data-dir DATA] [--images 8] [--T 4] [--keep DIR]
@@ -26,7 +27,7 @@ import time
 import numpy as np
 
 from spikeforge import simulator
-from spikeforge.converter.mapping import balance_work, map_network, split_and_measure_work
+from spikeforge.converter.mapping import MAX_WORK_ROUNDS, core_work, map_network, map_to_work, split_and_measure_work
 from spikeforge.hwmodels import core_memory, estimate
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.simulator.atomic import write_text
@@ -55,6 +56,8 @@ def main(argv=None):
     p.add_argument("--calib", type=int, default=2, help="images the work per neuron is measured on")
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--keep", help="folder to keep the converted network in (and load it from)")
+    p.add_argument("--rounds", type=int, default=MAX_WORK_ROUNDS,
+                   help="re-mappings after the caps from the layers' mean work (mapping.map_to_work; 0: caps only)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     model, shape, trained = fanin_split._network(args.net)
@@ -74,8 +77,8 @@ def main(argv=None):
     y_run = None if y is None else y[args.calib:]
     target = load_target(args.target)
     t0 = time.perf_counter()
-    net, work = split_and_measure_work(net, target, x_work, args.T, calibration=x_work,  # split once, here
-                                       unit="ns" if args.unit == "ns" else "synops")
+    unit = "ns" if args.unit == "ns" else "synops"
+    net, work = split_and_measure_work(net, target, x_work, args.T, calibration=x_work, unit=unit)  # split once
     print(f"{args.net}: work per neuron measured on {len(x_work)} images in {time.perf_counter() - t0:.1f} s; "
           "most: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(work.items(), key=lambda kv: -kv[1])[:4]),
           flush=True)
@@ -83,13 +86,20 @@ def main(argv=None):
     for word in args.budgets.split(","):
         budget = None if word == "none" else float(word)
         t0 = time.perf_counter()
-        m = map_network(net, target, chips=4096, split=False,
-                        max_neurons=None if budget is None else balance_work(work, budget))
+        over = {}
+        if budget is None:
+            m = map_network(net, target, chips=4096, split=False)
+        else:  # caps from the layers' mean work, then re-cut where a core passes the budget on the work images
+            m, _, over = map_to_work(net, target, x_work, args.T, work, budget, unit=unit, rounds=args.rounds,
+                                     chips=4096)
         map_s = time.perf_counter() - t0
         res, rep = _priced(m, target, x_run, args.T)
+        busiest = core_work(m, x_run, args.T, target if unit == "ns" else None, dividing=True).max()
         n = len(x_run)
         row = {"network": args.net, "target": args.target, "trained": trained, "images": n, "T": args.T,
-               "unit": args.unit, "budget": budget, "cores": int(len(m.cores.population)),
+               "unit": args.unit, "budget": budget, "rounds": None if budget is None else args.rounds,
+               "busiest_core_work": float(busiest), "layers_over_on_work_images": len(over),
+               "cores": int(len(m.cores.population)),
                "chips": int(len(np.unique(m.cores.chip))), "map_s": round(map_s, 1),
                "accuracy": None if y_run is None else float((res.predictions() == y_run).mean() * 100),
                "synops": res.total("synops") / n, "packets": res.total("packets") / n,

@@ -576,7 +576,8 @@ def _neuron_cap(limits) -> int:
 
 
 def balance_work(work, per_core) -> dict:
-    """{population: the most neurons a core may hold} so that no core's expected work per step passes `per_core`:
+    """{population: the most neurons a core may hold} so that a core of neurons of the layer's mean work does not
+    pass `per_core` per step (map_to_work then checks every core and cuts busier ones finer):
     `work` is {population name: work per neuron per step}, synaptic operations or nanoseconds of core time
     (`work_per_neuron`, measured), `per_core` a budget in the same unit. A chip step lasts as long as its slowest
     core: a population whose neurons each do much work (a ViT's attention products gather a row times a column
@@ -591,8 +592,7 @@ def balance_work(work, per_core) -> dict:
 def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0, unit="synops"):
     """(net, work): `net` pipelined by `hop_delay` and its fan-in split for `target` as map_network would do it,
     and its work per neuron per step on `x` (`work_per_neuron` in `unit`), so a split layer's partial sums are
-    measured on its relays. Map the result with map_network(net, target, hop_delay=0, split=False,
-    max_neurons=balance_work(work, budget))."""
+    measured on its relays. Map the result with map_to_work(net, target, x, steps, work, budget, unit)."""
     if unit not in ("synops", "ns"):
         raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
     from spikeforge.hwmodels.cost import prices_core_time
@@ -625,35 +625,80 @@ def work_per_neuron(net, x, steps, target=None) -> dict:
     up to the windows' overlap), not for others (a dense layer's every core receives every event of its source,
     however few neurons it holds). With one core per population a neuron's packets go to one core per destination
     layer; cut finer, its events reach more cores, which this does not foresee."""
+    per_core = core_work(net, x, steps, target, dividing=True)
+    out = {}
+    for core, pi in enumerate(net.cores.population):
+        pop = net.populations[int(pi)]
+        out[pop.name] = out.get(pop.name, 0.0) + float(per_core[core]) / pop.size
+    return out
+
+
+def core_work(net, x, steps, target=None, dividing=False) -> np.ndarray:
+    """Work per step of each core of `net` (runnable) on samples `x` over `steps` steps, per sample: synaptic
+    operations, or with a `target` nanoseconds of core compute time as it prices them (a neuron's update once per
+    step, its events spread over the steps). dividing: leave out the packets received by cores of populations fed
+    by projections whose received events do not divide with the neurons (work_per_neuron's forecast)."""
     from spikeforge import simulator
 
     res = simulator.run(net, np.asarray(x), steps)
     names = list(simulator.COUNTERS)
     if target is None:
-        per_core = res.counters[:, :, names.index("synops")].sum(axis=0) / len(x)
-    else:
-        from spikeforge.hwmodels import estimate
+        return res.counters[:, :, names.index("synops")].sum(axis=0) / (len(x) * steps)
+    from spikeforge.hwmodels import estimate
 
-        if isinstance(target, str):
-            from spikeforge.hwmodels import load_target
+    if isinstance(target, str):
+        from spikeforge.hwmodels import load_target
 
-            target = load_target(target)
-        rep = estimate(res.counters, names, len(x), target, network=net)
-        per_core = rep.core_compute_ns.copy()  # summed over the chip's steps; a core's time is linear in its counts
+        target = load_target(target)
+    rep = estimate(res.counters, names, len(x), target, network=net)
+    per_core = rep.core_compute_ns.copy()  # summed over the chip's steps; a core's time is linear in its counts
+    if dividing:
         received = res.counters[:, :, names.index("packets_in")].sum(axis=0) / len(x)
         for core, pi in enumerate(net.cores.population):
             if not all(q.kind in _DIVIDING_KINDS for q in net.incoming(net.populations[int(pi)].name)):
                 per_core[core] -= received[core] * target.time_ns["packets_in"]
-        # a neuron is updated in every step the (pipelined) chip runs, its events come in T of them: the updates'
-        # time per step once, the events' spread over T steps
-        updates = res.counters[:, :, names.index("neuron_updates")].sum(axis=0) / (len(x) * steps) * \
-            target.time_ns["neuron_updates"]
-        per_core = (per_core - updates * rep.steps) + updates * steps
-    out = {}
-    for core, pi in enumerate(net.cores.population):
-        pop = net.populations[int(pi)]
-        out[pop.name] = out.get(pop.name, 0.0) + float(per_core[core]) / (pop.size * steps)
-    return out
+    # a neuron is updated in every step the (pipelined) chip runs, its events come in T of them: the updates'
+    # time per step once, the events' spread over T steps
+    updates = res.counters[:, :, names.index("neuron_updates")].sum(axis=0) / (len(x) * steps) * \
+        target.time_ns["neuron_updates"]
+    return ((per_core - updates * rep.steps) + updates * steps) / steps
+
+
+MAX_WORK_ROUNDS = 3  # re-mappings map_to_work makes at most after the caps from the layers' mean work
+
+
+def map_to_work(net, target, x, steps, work, per_core, unit="synops", rounds=MAX_WORK_ROUNDS, **kw):
+    """(mapped network, caps, over): `net` (split and measured by split_and_measure_work, `work` its work per
+    neuron) mapped with balance_work's caps, checked core by core on the samples `x`, and mapped again while a
+    core's work per step passes `per_core`: each layer owning such a core capped lower, by the ratio of the budget
+    to its busiest core's work (at least one neuron fewer; not a layer whose last cut gained it nothing),
+    at most `rounds` times. The caps from a layer's mean
+    work leave cores of its busier neurons over the budget (a ViT's class token, a convolution's centre; up to 21 %
+    on the CIFAR-10 ViT). over: {layer: work per step of its busiest core} still over after the last round, {}
+    when every core is within the budget on `x` (a single neuron may do more than the budget alone). kw: further
+    map_network arguments (placement, seed, chips, progress). A core's work is measured as work_per_neuron
+    measures it (in ns, the packets received behind projections whose events do not divide are left out: cutting
+    cannot lower them)."""
+    if unit not in ("synops", "ns"):
+        raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
+    caps, before = balance_work(work, per_core), {}
+    for round_ in range(rounds + 1):
+        mapped = map_network(net, target, hop_delay=0, split=False, max_neurons=caps, **kw)
+        done = core_work(mapped, x, steps, target if unit == "ns" else None, dividing=True)
+        busiest = {}  # layer -> (work, neurons) of its busiest core
+        for core, pi in enumerate(mapped.cores.population):
+            name = mapped.populations[int(pi)].name
+            if done[core] > busiest.get(name, (-1.0, 0))[0]:
+                busiest[name] = (float(done[core]), mapped.cores.size(core))
+        over = {name: w for name, (w, _) in busiest.items() if w > per_core * (1 + 1e-9)}
+        # a layer whose busiest core gained nothing from its last cut is left as it is: what remains of its work
+        # does not divide with its neurons
+        lower = {name: max(1, min(int(n * per_core // w), n - 1)) for name, (w, n) in busiest.items()
+                 if name in over and n > 1 and w < 0.999 * before.get(name, math.inf)}
+        if not over or not lower or round_ == rounds:
+            return mapped, caps, over
+        before = {name: w for name, (w, _) in busiest.items()}
+        caps = dict(caps, **{name: min(caps.get(name, n), n) for name, n in lower.items()})
 
 
 def _block(net, pop) -> int:

@@ -10,6 +10,7 @@ weight and membrane bits, and mapping onto the target's cores. Every setting is 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,8 @@ class ConvertSettings:
     qc_epochs > 0 runs Stage I (noise probability p, Adam qc_lr); calibrate "cc" / "fc" runs Stage II on
     calib_samples samples. target (name or JSON path) maps onto its cores (placement); fixed_point quantizes to
     the target's weight and membrane bits first; ops_per_core > 0 caps each layer's neurons per core so that no
-    core's synaptic operations per step (measured on up to 8 calibration samples) pass it (mapping.balance_work);
+    core's synaptic operations per step (measured on up to 8 calibration samples) pass it (mapping.map_to_work;
+    a UserWarning names layers it could not bring within);
     ns_per_core > 0 likewise with each core's compute time per step as the target prices it.
     """
 
@@ -166,17 +168,26 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
             raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
         net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
     if target is not None:
-        from .mapping import balance_work, map_network, split_and_measure_work
+        from .mapping import map_network, map_to_work, split_and_measure_work
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
-        calib, caps, hop = x[:min(s.calib_samples, 64)].numpy(), None, s.hop_delay
+        calib = x[:min(s.calib_samples, 64)].numpy()
         if s.ops_per_core or s.ns_per_core:  # pipelined and split here, once: work measured where it will be done
-            net, work = split_and_measure_work(net, target, x[:min(s.calib_samples, 8)].numpy(), s.T or 32,
-                                               calibration=calib, hop_delay=hop,
-                                               unit="ns" if s.ns_per_core else "synops")
-            caps, hop = balance_work(work, s.ns_per_core or s.ops_per_core), 0
-        net = map_network(net, target, s.placement, hop_delay=hop, split=caps is None, calibration=calib,
-                          steps=s.T or 32, chips=s.chips or None, max_neurons=caps)
+            unit, budget, x_work = "ns" if s.ns_per_core else "synops", s.ns_per_core or s.ops_per_core, \
+                x[:min(s.calib_samples, 8)].numpy()
+            net, work = split_and_measure_work(net, target, x_work, s.T or 32, calibration=calib,
+                                               hop_delay=s.hop_delay, unit=unit)
+            net, _, over = map_to_work(net, target, x_work, s.T or 32, work, budget, unit=unit,
+                                       placement=s.placement, chips=s.chips or None)
+            if over:
+                worst = ", ".join(f"{k} {v:.0f}" for k, v in sorted(over.items(), key=lambda kv: -kv[1])[:5])
+                warnings.warn(f"work budget {budget:g} {unit} per core and step: {len(over)} layer(s) still have a "
+                              f"core over it on the calibration samples after the re-mappings (busiest: {worst}); "
+                              "what remains of their work does not divide with their neurons", UserWarning,
+                              stacklevel=2)
+        else:
+            net = map_network(net, target, s.placement, hop_delay=s.hop_delay, calibration=calib,
+                              steps=s.T or 32, chips=s.chips or None)
     elif s.hop_delay:
         from .mapping import pipelined
 

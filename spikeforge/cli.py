@@ -116,7 +116,8 @@ def _parser():
                         "Pohoiki Springs has 768)")
     c.add_argument("--ops-per-core", type=_number(float, 0, False), default=0, metavar="OPS",
                    help="with --target: cut busy layers finer so that no core's synaptic operations per step "
-                        "(measured on the calibration samples) pass OPS: shorter chip steps for more cores "
+                        "(measured on the calibration samples, checked core by core after mapping) pass OPS: "
+                        "shorter chip steps for more cores "
                         "(benchmarks/RESULTS.md, 'Cores cut by work'; default 0: the chip's limits only)")
     c.add_argument("--ns-per-core", type=_number(float, 0, False), default=0, metavar="NS",
                    help="with --target: the same with each core's compute time per step as the target prices it "
@@ -585,6 +586,8 @@ class _Bars:
 
 
 def cmd_convert(args):
+    import warnings
+
     import numpy as np
 
     from spikeforge.converter import write_network
@@ -625,9 +628,16 @@ def cmd_convert(args):
                         "contains NaN or inf")
     bars = _Bars()
     try:
-        net = convert_pipeline(model, x, settings, y=y, progress=bars)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("always", message="work budget", category=UserWarning)
+            net = convert_pipeline(model, x, settings, y=y, progress=bars)
     finally:
         bars.close()
+    for w in caught:
+        if str(w.message).startswith("work budget"):
+            print(f"spikeforge convert: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     write_network(net, args.out)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")

@@ -392,6 +392,50 @@ def test_an_identity_or_sparse_ranges_fan_equals_the_dense_count_of_its_synapses
             assert got.index.dtype == want.index.dtype == np.int64
 
 
+def test_map_to_work_recuts_layers_whose_busiest_core_passes_the_budget():
+    """s (16 IF neurons, every one spiking each step) -> o (8 IF) sparsely, o_j reading 2(j + 1) of s (-> a readout
+    of 2, at most 8 synaptic ops per neuron and step): o's neurons
+    differ in work (2, 4, ... 16 synaptic ops per step), so caps from its mean (9) put its last neurons on a core
+    over the budget; map_to_work maps it again with lower caps until every core is within it on the samples, with
+    the same outputs. A budget below one neuron's own work is reported, not looped on."""
+    import scipy.sparse as sp
+
+    from spikeforge.converter.mapping import (
+        balance_work,
+        core_work,
+        map_to_work,
+        one_population_per_core,
+        work_per_neuron,
+    )
+
+    mask = np.zeros((8, 16), bool)
+    for j in range(8):
+        mask[j, :2 * (j + 1)] = True
+    csr = sp.csr_matrix(mask.T.astype(np.float32) * 0.1)  # by source: indptr over s, indices = o's neurons
+    pops = [Population.make("in", "input", (16,)), Population.make("s", "if", (16,), 1.0, 0.0),
+            Population.make("o", "if", (8,), 1.0, 0.0), Population.make("r", "readout", (2,))]
+    projs = [Projection("a", "identity", "in", "s", None),
+             Projection("b", "sparse", "s", "o", csr.data, indptr=csr.indptr, indices=csr.indices),
+             Projection("c", "dense", "o", "r", np.ones((2, 8), np.float32))]
+    net = Network(pops, projs, *one_population_per_core(pops, projs), {})
+    x, T = np.full((2, 16), 1.0, np.float32), 4
+    work = work_per_neuron(net, x, T)
+    assert work["o"] == pytest.approx(sum(2 * (j + 1) for j in range(8)) / 8)  # 9 per neuron and step
+    budget = 27.0  # balance_work: 3 neurons per core; the last core holds o_5..o_7: 12 + 14 + 16 = 42 > 27
+    assert balance_work(work, budget)["o"] == 3
+    limits = _limits()
+    first, caps0, over0 = map_to_work(net, limits, x, T, work, budget, rounds=0)
+    assert over0 == {"o": pytest.approx(42.0)} and caps0["o"] == 3
+    mapped, caps, over = map_to_work(net, limits, x, T, work, budget)
+    assert over == {} and caps["o"] < 3
+    per = core_work(mapped, x, T)
+    o_cores = np.flatnonzero(mapped.cores.population == 2)
+    assert per[o_cores].max() <= budget and len(o_cores) > len(np.flatnonzero(first.cores.population == 2))
+    np.testing.assert_array_equal(simulator.run(mapped, x, T).output, simulator.run(net, x, T).output)
+    _, _, left = map_to_work(net, limits, x, T, work, 10.0)  # o_4 .. o_7 alone do 10, 12, 14, 16
+    assert left == {"o": pytest.approx(16.0)}
+
+
 def test_work_per_neuron_and_the_cores_it_cuts():
     """in (4) -> h (6 IF) -> out (2, readout), dense weights 1: the analog input reaches h as MACs (no synaptic
     ops), each spike of h does one synaptic op on each of out's 2 neurons. balance_work caps a population at

@@ -118,9 +118,9 @@ def test_ops_per_core_caps_a_split_layers_relays_measured_after_the_split():
 def test_ns_per_core_caps_each_cores_compute_time_as_the_target_prices_it():
     """The split readout above, cut by core time instead: cut by ns_per_core at half the uncut relays' busiest core
     time per step (hwmodels.estimate's per-core compute time, less the packets it receives: those do not shrink
-    with its neurons), the relays take more cores, which compute within the budget on average (the cap is set by
-    the mean neuron: a core of busier ones may pass it by their excess) and the busiest of them for less time;
-    the outputs stay the same."""
+    with its neurons), the relays take more cores, every one of which computes within the budget on the
+    calibration samples (mapping.map_to_work re-cuts a layer whose busiest core passes it); the outputs stay the
+    same."""
     import torch
 
     from spikeforge.hwmodels import estimate, load_target
@@ -149,7 +149,7 @@ def test_ns_per_core_caps_each_cores_compute_time_as_the_target_prices_it():
     budget = most0 / 2
     n1, most1, mean1, out1 = relay_cores_ns(convert_pipeline(
         model, x, ConvertSettings(norm="max", target="loihi", T=T, ns_per_core=budget)))
-    assert mean1 <= budget < most0 and most1 < 0.6 * most0 and n1 > n0, (n0, most0, n1, most1, mean1)
+    assert mean1 <= most1 <= budget < most0 and n1 > n0, (n0, most0, n1, most1, mean1)
     np.testing.assert_array_equal(out0, out1)
     with pytest.raises(UserError, match="target 'truenorth' prices no core time"):
         convert_pipeline(model, x, ConvertSettings(norm="max", target="truenorth", T=T, ns_per_core=1000))
