@@ -675,15 +675,21 @@ def map_to_work(net, target, x, steps, work, per_core, unit="synops", rounds=MAX
     at most `rounds` times. The caps from a layer's mean
     work leave cores of its busier neurons over the budget (a ViT's class token, a convolution's centre; up to 21 %
     on the CIFAR-10 ViT). over: {layer: work per step of its busiest core} still over after the last round, {}
-    when every core is within the budget on `x` (a single neuron may do more than the budget alone). kw: further
-    map_network arguments (placement, seed, chips, progress). A core's work is measured as work_per_neuron
-    measures it (in ns, the packets received behind projections whose events do not divide are left out: cutting
-    cannot lower them)."""
+    when every core is within the budget on `x` (a single neuron may do more than the budget alone). A re-cut that
+    needs more cores than the chips have returns the last mapping that fit. kw: further map_network arguments
+    (placement, seed, chips; a progress callback is called once per mapping). A core's work is measured as
+    work_per_neuron measures it (in ns, the packets received behind projections whose events do not divide are
+    left out: cutting cannot lower them)."""
     if unit not in ("synops", "ns"):
         raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
-    caps, before = balance_work(work, per_core), {}
+    caps, before, last = balance_work(work, per_core), {}, None
     for round_ in range(rounds + 1):
-        mapped = map_network(net, target, hop_delay=0, split=False, max_neurons=caps, **kw)
+        try:
+            mapped = map_network(net, target, hop_delay=0, split=False, max_neurons=caps, **kw)
+        except MappingError:
+            if last is None:  # the caps from the mean do not fit: the budget needs more cores than there are
+                raise
+            return last  # a re-cut that needs more cores than the chips have: the last mapping that fit
         done = core_work(mapped, x, steps, target if unit == "ns" else None, dividing=True)
         busiest = {}  # layer -> (work, neurons) of its busiest core
         for core, pi in enumerate(mapped.cores.population):
@@ -691,13 +697,14 @@ def map_to_work(net, target, x, steps, work, per_core, unit="synops", rounds=MAX
             if done[core] > busiest.get(name, (-1.0, 0))[0]:
                 busiest[name] = (float(done[core]), mapped.cores.size(core))
         over = {name: w for name, (w, _) in busiest.items() if w > per_core * (1 + 1e-9)}
-        # a layer whose busiest core gained nothing from its last cut is left as it is: what remains of its work
+        last = mapped, caps, over
+        # a layer whose busiest core gained nothing from its last cut is not cut again: what remains of its work
         # does not divide with its neurons
         lower = {name: max(1, min(int(n * per_core // w), n - 1)) for name, (w, n) in busiest.items()
                  if name in over and n > 1 and w < 0.999 * before.get(name, math.inf)}
         if not over or not lower or round_ == rounds:
-            return mapped, caps, over
-        before = {name: w for name, (w, _) in busiest.items()}
+            return last
+        before = {name: busiest[name][0] for name in lower}  # the layers cut now, against their work before
         caps = dict(caps, **{name: min(caps.get(name, n), n) for name, n in lower.items()})
 
 

@@ -30,6 +30,7 @@ _API = {
     "balance_work": "spikeforge.converter.mapping",
     "work_per_neuron": "spikeforge.converter.mapping",
     "split_and_measure_work": "spikeforge.converter.mapping",
+    "map_to_work": "spikeforge.converter.mapping",
     "to_fixed_point": "spikeforge.converter.fixed_point",
     # simulator
     "load_network": "spikeforge.simulator",

@@ -626,18 +626,18 @@ def cmd_convert(args):
     if not finite.all():
         raise UserError(f"--calibration {args.calibration}: sample {int(np.argmin(finite))} of its {which} "
                         "contains NaN or inf")
-    bars = _Bars()
+    bars, caught = _Bars(), []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("always", message="work budget", category=UserWarning)
             net = convert_pipeline(model, x, settings, y=y, progress=bars)
     finally:
         bars.close()
-    for w in caught:
-        if str(w.message).startswith("work budget"):
-            print(f"spikeforge convert: note: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for w in caught:  # the work budget's note as a note, any other warning as it was raised
+            if str(w.message).startswith("work budget"):
+                print(f"spikeforge convert: note: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     write_network(net, args.out)
     print(f"wrote {args.out}: {len(net.populations)} populations, {len(net.projections)} projections, "
           f"{len(net.cores)} cores")

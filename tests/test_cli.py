@@ -167,6 +167,17 @@ def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained
     assert "hop_delay must be an integer >= 0, got -1" in capsys.readouterr().err
 
 
+def test_convert_names_the_layers_a_work_budget_leaves_over_in_a_note(tmp_path, trained_mlp, digits, capsys):
+    """--ops-per-core below what one neuron does alone: the layers are cut to single neurons, and the note names
+    the layers still over the budget; the file is written (the budget is a wish, the mapping is valid)."""
+    convert = _mlp_inputs(tmp_path, trained_mlp, digits, 10)
+    capsys.readouterr()
+    assert main(convert + ["--out", str(tmp_path / "tight.h5"), "--target", "loihi", "--ops-per-core", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "spikeforge convert: note: work budget 0.5 synops per core and step:" in err and "busiest:" in err, err
+    assert (tmp_path / "tight.h5").exists()
+
+
 def test_report_with_fixed_point(tmp_path, trained_mlp, digits, capsys):
     convert = _mlp_inputs(tmp_path, trained_mlp, digits, 60)
     net = tmp_path / "mlp.h5"

@@ -397,7 +397,8 @@ def test_map_to_work_recuts_layers_whose_busiest_core_passes_the_budget():
     of 2, at most 8 synaptic ops per neuron and step): o's neurons
     differ in work (2, 4, ... 16 synaptic ops per step), so caps from its mean (9) put its last neurons on a core
     over the budget; map_to_work maps it again with lower caps until every core is within it on the samples, with
-    the same outputs. A budget below one neuron's own work is reported, not looped on."""
+    the same outputs. A budget below one neuron's own work is reported, not looped on, and a re-cut that needs
+    more cores than the chip has gives back the mapping that fit."""
     import scipy.sparse as sp
 
     from spikeforge.converter.mapping import (
@@ -434,6 +435,9 @@ def test_map_to_work_recuts_layers_whose_busiest_core_passes_the_budget():
     np.testing.assert_array_equal(simulator.run(mapped, x, T).output, simulator.run(net, x, T).output)
     _, _, left = map_to_work(net, limits, x, T, work, 10.0)  # o_4 .. o_7 alone do 10, 12, 14, 16
     assert left == {"o": pytest.approx(16.0)}
+    # on 6 cores the re-cut does not fit: the mapping that fit is returned, with what it leaves over
+    fit, caps_fit, over_fit = map_to_work(net, _limits(cores_per_chip=6), x, T, work, budget)
+    assert len(fit.cores) == 6 and caps_fit == caps0 and over_fit == over0
 
 
 def test_work_per_neuron_and_the_cores_it_cuts():
