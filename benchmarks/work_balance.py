@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from spikeforge import simulator
-from spikeforge.converter.mapping import MAX_WORK_ROUNDS, core_work, map_network, map_to_work, split_and_measure_work
+from spikeforge.converter.mapping import MAX_WORK_ROUNDS, map_network, map_to_work, split_and_measure_work, work_of
 from spikeforge.hwmodels import core_memory, estimate
 from spikeforge.hwmodels.targets import load_target
 from spikeforge.simulator.atomic import write_text
@@ -94,7 +94,7 @@ def main(argv=None):
                                      chips=4096)
         map_s = time.perf_counter() - t0
         res, rep = _priced(m, target, x_run, args.T)
-        busiest = core_work(m, x_run, args.T, target if unit == "ns" else None, dividing=True).max()
+        busiest = work_of(m, res, args.T, target if unit == "ns" else None, dividing=True).max()
         n = len(x_run)
         row = {"network": args.net, "target": args.target, "trained": trained, "images": n, "T": args.T,
                "unit": args.unit, "budget": budget, "rounds": None if budget is None else args.rounds,

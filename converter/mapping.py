@@ -104,10 +104,7 @@ def fan_into_range(proj, source_shape, target_shape, start, stop) -> np.ndarray:
     if proj.kind == "dense":
         return np.full(n_src, stop - start, np.int64)
     if proj.kind == "sparse":
-        ptr, sources = _by_target(proj, n_src)
-        stop = min(stop, len(ptr) - 1)
-        lo, hi = (ptr[start], ptr[stop]) if start < stop else (0, 0)
-        return np.bincount(sources[lo:hi], minlength=n_src).astype(np.int64)
+        return np.bincount(_range_sources(proj, n_src, start, stop), minlength=n_src).astype(np.int64)
     if proj.kind == "identity":
         out = np.zeros(n_src, np.int64)
         out[start:stop] = 1
@@ -161,6 +158,14 @@ def _matmul_box_fan(proj, source_shape, target_shape, box) -> "Fan":
 _POINTWISE_CUM = {}  # id(weight) -> (weight, prefix counts of its nonzero weights over outputs)
 _BY_TARGET = {}  # (id(indices), id(indptr)) -> (indices, column pointers, sources by target, indptr): the last
 # few sparse projections; map_network empties it when it returns (a 100 M-synapse transpose is over a GB)
+
+
+def _range_sources(proj, n_src, start, stop) -> np.ndarray:
+    """The source of every synapse of a sparse projection into its targets start..stop-1 (targets past the last
+    stored index have none)."""
+    ptr, sources = _by_target(proj, n_src)
+    stop = min(stop, len(ptr) - 1)
+    return sources[ptr[start]:ptr[stop]] if start < stop else sources[:0]
 
 
 def _by_target(proj, n_src):
@@ -233,9 +238,7 @@ def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
         return Fan(index, np.ones(len(index), np.int64))
     if proj.kind == "sparse":
         n_src = int(np.prod(source_shape))
-        ptr, sources = _by_target(proj, n_src)
-        stop = min(stop, len(ptr) - 1)
-        own = sources[ptr[start]:ptr[stop]] if start < stop else sources[:0]
+        own = _range_sources(proj, n_src, start, stop)
         if len(own) * 16 < n_src:  # few synapses: sort the range's own, not a count over every source
             index, count = np.unique(own, return_counts=True)
             return Fan(index.astype(np.int64), count.astype(np.int64))
@@ -640,26 +643,32 @@ def core_work(net, x, steps, target=None, dividing=False) -> np.ndarray:
     by projections whose received events do not divide with the neurons (work_per_neuron's forecast)."""
     from spikeforge import simulator
 
-    res = simulator.run(net, np.asarray(x), steps)
-    names = list(simulator.COUNTERS)
+    return work_of(net, simulator.run(net, np.asarray(x), steps), steps, target, dividing)
+
+
+def work_of(net, res, steps, target=None, dividing=False) -> np.ndarray:
+    """core_work from a simulation `res` of `net` already run (on len(res.output) samples over `steps` steps)."""
+    from spikeforge import simulator
+
+    names, n = list(simulator.COUNTERS), len(res.output)
     if target is None:
-        return res.counters[:, :, names.index("synops")].sum(axis=0) / (len(x) * steps)
+        return res.counters[:, :, names.index("synops")].sum(axis=0) / (n * steps)
     from spikeforge.hwmodels import estimate
 
     if isinstance(target, str):
         from spikeforge.hwmodels import load_target
 
         target = load_target(target)
-    rep = estimate(res.counters, names, len(x), target, network=net)
+    rep = estimate(res.counters, names, n, target, network=net)
     per_core = rep.core_compute_ns.copy()  # summed over the chip's steps; a core's time is linear in its counts
     if dividing:
-        received = res.counters[:, :, names.index("packets_in")].sum(axis=0) / len(x)
+        received = res.counters[:, :, names.index("packets_in")].sum(axis=0) / n
         for core, pi in enumerate(net.cores.population):
             if not all(q.kind in _DIVIDING_KINDS for q in net.incoming(net.populations[int(pi)].name)):
                 per_core[core] -= received[core] * target.time_ns["packets_in"]
     # a neuron is updated in every step the (pipelined) chip runs, its events come in T of them: the updates'
     # time per step once, the events' spread over T steps
-    updates = res.counters[:, :, names.index("neuron_updates")].sum(axis=0) / (len(x) * steps) * \
+    updates = res.counters[:, :, names.index("neuron_updates")].sum(axis=0) / (n * steps) * \
         target.time_ns["neuron_updates"]
     return ((per_core - updates * rep.steps) + updates * steps) / steps
 
@@ -671,15 +680,14 @@ def map_to_work(net, target, x, steps, work, per_core, unit="synops", rounds=MAX
     """(mapped network, caps, over): `net` (split and measured by split_and_measure_work, `work` its work per
     neuron) mapped with balance_work's caps, checked core by core on the samples `x`, and mapped again while a
     core's work per step passes `per_core`: each layer owning such a core capped lower, by the ratio of the budget
-    to its busiest core's work (at least one neuron fewer; not a layer whose last cut gained it nothing),
-    at most `rounds` times. The caps from a layer's mean
-    work leave cores of its busier neurons over the budget (a ViT's class token, a convolution's centre; up to 21 %
-    on the CIFAR-10 ViT). over: {layer: work per step of its busiest core} still over after the last round, {}
-    when every core is within the budget on `x` (a single neuron may do more than the budget alone). A re-cut that
-    needs more cores than the chips have returns the last mapping that fit. kw: further map_network arguments
-    (placement, seed, chips; a progress callback is called once per mapping). A core's work is measured as
-    work_per_neuron measures it (in ns, the packets received behind projections whose events do not divide are
-    left out: cutting cannot lower them)."""
+    to its busiest core's work (at least one neuron fewer; not a layer whose last cut gained it nothing), at most
+    `rounds` times. The caps from a layer's mean work leave cores of its busier neurons over the budget (a ViT's
+    class token, a convolution's centre; up to 21 % on the CIFAR-10 ViT). over: {layer: work per step of its
+    busiest core} still over after the last round, {} when every core is within the budget on `x` (a single
+    neuron may do more than the budget alone). A re-cut that needs more cores than the chips have returns the
+    last mapping that fit. kw: further map_network arguments (placement, seed, chips; a progress callback is
+    called once per mapping). A core's work is measured as work_per_neuron measures it (in ns, the packets
+    received behind projections whose events do not divide are left out: cutting cannot lower them)."""
     if unit not in ("synops", "ns"):
         raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
     caps, before, last = balance_work(work, per_core), {}, None

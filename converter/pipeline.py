@@ -173,8 +173,8 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         calib = x[:min(s.calib_samples, 64)].numpy()
         if s.ops_per_core or s.ns_per_core:  # pipelined and split here, once: work measured where it will be done
-            unit, budget, x_work = "ns" if s.ns_per_core else "synops", s.ns_per_core or s.ops_per_core, \
-                x[:min(s.calib_samples, 8)].numpy()
+            unit = "ns" if s.ns_per_core else "synops"
+            budget, x_work = s.ns_per_core or s.ops_per_core, x[:min(s.calib_samples, 8)].numpy()
             net, work = split_and_measure_work(net, target, x_work, s.T or 32, calibration=calib,
                                                hop_delay=s.hop_delay, unit=unit)
             net, _, over = map_to_work(net, target, x_work, s.T or 32, work, budget, unit=unit,
