@@ -902,6 +902,25 @@ def _too_many_cores(per_layer, limits, capacity, at_least=False, capped=()):
             f"{-(-need // per_chip)} chips holds them (map_network(..., chips=N), spikeforge convert --chips N)")
 
 
+def _sums_by_core(owner, count):
+    """(source cores reached, synapses from each, axons from each: its neurons with a synapse) of one fan, whose
+    neuron i lies on core owner[i] and has count[i] synapses; cores reached by no synapse are left out. The cores
+    a fan reaches are usually a short run of ids, so they are counted in place (bincount over that run) rather
+    than sorted (np.unique); a fan spread over a wide run of ids is sorted."""
+    lo, hi = int(owner.min()), int(owner.max())
+    if hi - lo < 4 * len(owner) + 1024:
+        local = owner - lo
+        syn = np.bincount(local, weights=count, minlength=hi - lo + 1)
+        ax = np.bincount(local, weights=(count > 0).astype(np.float64), minlength=hi - lo + 1)
+        reached = np.flatnonzero(syn > 0)
+        return reached + lo, syn[reached].astype(np.int64), ax[reached].astype(np.int64)
+    reached, inverse = np.unique(owner, return_inverse=True)
+    syn = np.bincount(inverse, weights=count, minlength=len(reached))
+    ax = np.bincount(inverse, weights=(count > 0).astype(np.float64), minlength=len(reached))
+    keep = syn > 0
+    return reached[keep], syn[keep].astype(np.int64), ax[keep].astype(np.int64)
+
+
 def core_edges(populations, projections, cores, loads=None):
     """CoreEdges: for every pair of cores joined by synapses, the synapse count and the axons (distinct source
     neurons of the source core with a synapse into the destination core). Each population's neuron -> core array
@@ -925,15 +944,11 @@ def core_edges(populations, projections, cores, loads=None):
         for src_name, fan in sorted(fans.items(), key=lambda kv: index[kv[0]]):
             if not len(fan.index):
                 continue
-            owner = core_of[src_name][fan.index]
-            reached, inverse = np.unique(owner, return_inverse=True)
-            syn = np.bincount(inverse, weights=fan.count, minlength=len(reached)).astype(np.int64)
-            ax = np.bincount(inverse, weights=(fan.count > 0).astype(np.float64), minlength=len(reached))
-            keep = syn > 0
-            src_all.append(reached[keep])
-            dst_all.append(np.full(int(keep.sum()), t, np.int64))
-            syn_all.append(syn[keep])
-            ax_all.append(ax[keep].astype(np.int64))
+            reached, syn, ax = _sums_by_core(core_of[src_name][fan.index], fan.count)
+            src_all.append(reached)
+            dst_all.append(np.full(len(reached), t, np.int64))
+            syn_all.append(syn)
+            ax_all.append(ax)
     if not src_all:
         empty = np.zeros(0, np.int64)
         return CoreEdges(src=empty, dst=empty.copy(), synapses=empty.copy(), axons=empty.copy())

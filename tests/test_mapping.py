@@ -497,3 +497,25 @@ def test_work_per_neuron_and_the_cores_it_cuts():
     for bad in (0, float("inf"), True):
         with pytest.raises(ValueError, match="the work budget per core must be a finite number > 0"):
             balance_work(work, bad)
+
+
+def test_a_fans_synapses_and_axons_by_source_core_are_the_same_counted_in_place_or_sorted():
+    """core_edges sums a fan by source core in place (bincount over the run of core ids it reaches) and sorts
+    only fans spread over a wide run: both give the cores reached, synapses and axons a sort gives, cores whose
+    neurons have no synapse left out."""
+    from spikeforge.converter.mapping import _sums_by_core
+
+    rng = np.random.default_rng(3)
+    paths = set()
+    for n, span, base in [(1, 1, 0), (50, 7, 1000), (400, 3000, 5), (30, 10**6, 7), (200, 200, 69_000)]:
+        owner = base + rng.integers(0, span, n)
+        count = rng.integers(0, 4, n)  # some neurons with 0 synapses: their cores may be reached by none
+        reached, inverse = np.unique(owner, return_inverse=True)
+        syn = np.bincount(inverse, weights=count, minlength=len(reached))
+        ax = np.bincount(inverse, weights=count > 0, minlength=len(reached))
+        got = _sums_by_core(owner, count)
+        want = (reached[syn > 0], syn[syn > 0], ax[syn > 0])
+        for g, w in zip(got, want):
+            assert g.dtype == np.int64 and np.array_equal(g, w)
+        paths.add(span >= 4 * n + 1024)
+    assert paths == {True, False}  # both ways of counting ran
