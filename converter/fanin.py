@@ -446,7 +446,7 @@ def _source_parts(q, src, pop, parts, name):
         indices = part_of[rows] * n_tgt + np.asarray(q.indices, np.int64)
         weight = np.asarray(q.weight, np.float32)
     into = Projection(q.name, "sparse", q.source, name, weight=weight, indptr=indptr,
-                      indices=indices.astype(np.int64), delay=q.delay)
+                      indices=np.asarray(indices, np.int64), delay=q.delay)
     dst = np.tile(np.arange(n_tgt), parts)
     return (parts * n_tgt,), into, dst
 

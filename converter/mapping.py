@@ -74,7 +74,7 @@ def fan_into_box(proj, source_shape, target_shape, box) -> "Fan":
         nc, nr, nq = (a[i] for a, i in zip(per_axis, (c, r, q)))
         index = (c[:, None, None] * (h_in * w_in) + r[None, :, None] * w_in + q[None, None, :]).reshape(-1)
         count = (nc[:, None, None] * nr[None, :, None] * nq[None, None, :]).reshape(-1)
-        return Fan(index.astype(np.int64), count.astype(np.int64))
+        return Fan(index.astype(np.int64, copy=False), count.astype(np.int64, copy=False))
     members = box_indices(box, target_shape)
     if proj.kind == "dense":
         return Fan(np.arange(n_src, dtype=np.int64), np.full(n_src, len(members), np.int64))
@@ -241,7 +241,7 @@ def range_fan(proj, source_shape, target_shape, start, stop) -> "Fan":
         own = _range_sources(proj, n_src, start, stop)
         if len(own) * 16 < n_src:  # few synapses: sort the range's own, not a count over every source
             index, count = np.unique(own, return_counts=True)
-            return Fan(index.astype(np.int64), count.astype(np.int64))
+            return Fan(index.astype(np.int64, copy=False), count.astype(np.int64, copy=False))
         return Fan.of(np.bincount(own, minlength=n_src).astype(np.int64))
     return Fan.of(fan_into_range(proj, source_shape, target_shape, start, stop))
 
