@@ -32,6 +32,14 @@ def default_memory_bound() -> int:
         return 8 * 2**30
 
 
+def size_text(nbytes) -> str:
+    """A byte count as people read it (bytes, KiB, MiB or GiB): a bound of 1 KiB is not "0.0 MiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
 def _is_hdf5(path) -> bool:
     return str(path).endswith((".h5", ".hdf5"))
 
@@ -97,8 +105,8 @@ def read_arrays(path, names=None, max_bytes=None, what="array") -> dict:
             raise UserError(f"{label} holds {dtype} values, not plain numbers (bool, integer or float)")
         total += math.prod(int(s) for s in shape) * dtype.itemsize
     if total > bound:
-        raise UserError(f"{path}: the arrays read from it declare {total / 2**20:.1f} MiB, more than the memory bound "
-                        f"{bound / 2**20:.1f} MiB (--max-memory raises it)")
+        raise UserError(f"{path}: the arrays read from it declare {size_text(total)}, more than the memory bound "
+                        f"{size_text(bound)} (--max-memory raises it)")
     if _is_hdf5(path):
         with open_self_contained(path) as h5:
             try:

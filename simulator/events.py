@@ -138,7 +138,7 @@ def load_events(path, label_key=None, max_bytes=None):
     integer array `label_key` (None: no labels). Errors name the file and the field. max_bytes bounds what the
     file's arrays declare and what the samples will take (default: half the machine's memory), checked before the
     arrays are read and before the samples are built."""
-    from .arrayfiles import default_memory_bound, read_arrays
+    from .arrayfiles import default_memory_bound, read_arrays, size_text
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -179,7 +179,7 @@ def load_events(path, label_key=None, max_bytes=None):
         raise UserError(f"{path}: no events")
     if n_samples * SAMPLE_OVERHEAD_BYTES > bound:
         raise UserError(f"{path}: declares {n_samples} samples, which need more than the memory bound "
-                        f"{bound / 2**20:.1f} MiB (--max-memory raises it)")
+                        f"{size_text(bound)} (--max-memory raises it)")
     order = np.argsort(sample, kind="stable")
     bounds = np.searchsorted(sample[order], np.arange(n_samples + 1))
     samples = [{k: v[order[a:b]] for k, v in ev.items()} for a, b in zip(bounds[:-1], bounds[1:])]

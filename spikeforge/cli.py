@@ -112,8 +112,8 @@ def _parser():
     c.add_argument("--placement", choices=("snake", "anneal"), default="anneal",
                    help="core placement on the mesh with --target (default: %(default)s)")
     c.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
-                   help="with --target: map onto a system of N chips (default: the target's board, e.g. Loihi's 32; "
-                        "Pohoiki Springs has 768)")
+                   help="with --target: map onto a system of N chips (default, or 0: the target's board, e.g. "
+                        "Loihi's 32; Pohoiki Springs has 768)")
     c.add_argument("--ops-per-core", type=_number(float, 0, False), default=0, metavar="OPS",
                    help="with --target: cut busy layers finer so that no core's synaptic operations per step "
                         "(measured on the calibration samples, checked core by core after mapping) pass OPS: "
@@ -179,7 +179,7 @@ def _parser():
 
     w = add("sweep", "Run a design-space sweep spec (TOML) on Dask; resumable, one stored row per point.")
     w.add_argument("spec", nargs="?", help="sweep spec (TOML; --example prints a commented one)")
-    w.add_argument("--example", action="store_true", help="print an example spec (a digits MLP on three targets) "
+    w.add_argument("--example", action="store_true", help="print an example spec (a digits MLP on six targets) "
                                                           "and exit")
     w.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     w.add_argument("--workers", type=int, help="local cluster worker processes (default: min(4, cores))")
@@ -244,7 +244,7 @@ def _import_mapping_options(cmd):
     cmd.add_argument("--target", help="map onto the cores of this target instead of one core per population")
     cmd.add_argument("--placement", choices=("snake", "anneal"), default="anneal")
     cmd.add_argument("--chips", type=_number(int, 0, False), default=0, metavar="N",
-                     help="with --target: map onto a system of N chips (default: the target's board)")
+                     help="with --target: map onto a system of N chips (default, or 0: the target's board)")
 
 
 def _number(kind, low, strict):
@@ -396,14 +396,14 @@ def _inputs(args, path, flag, limit=None):
 
         def binned(inputs, runner, shape):
             def run(x, T, progress=None, **kw):
-                from spikeforge.simulator.arrayfiles import default_memory_bound
+                from spikeforge.simulator.arrayfiles import default_memory_bound, size_text
 
                 need = 8 * len(x) * T * int(np.prod(shape))
                 bound = args.max_memory or default_memory_bound()
                 if need > bound:
                     raise UserError(f"T={T}: binning {len(x)} event samples into {T} steps of {int(np.prod(shape))} "
-                                    f"inputs needs {need / 2**20:.1f} MiB, more than the memory bound "
-                                    f"{bound / 2**20:.1f} MiB; lower --T (or --limit), or raise --max-memory")
+                                    f"inputs needs {size_text(need)}, more than the memory bound "
+                                    f"{size_text(bound)}; lower --T (or --limit), or raise --max-memory")
                 frames, dropped = bin_samples(x, shape, T, args.dt, args.t0, source=path)
                 inputs.dropped[T] = int(dropped.sum())
                 if dropped.sum() and not frames.any():
@@ -524,6 +524,8 @@ def _load_model(spec, weights):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever torch raises on a pickle it refuses is the file's fault
             reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+            if not re.search(r"[A-Za-z]{3}", reason):  # a bare key or number (pickle's reader) says nothing
+                reason = f"its bytes do not read as one ({type(exc).__name__} {reason})".replace(" )", ")")
             raise UserError(f"--weights {weights}: not a weights-only torch checkpoint (a state_dict of tensors)"
                             + (f": {reason[:200]}" if reason else "")) from None
         if not isinstance(state, dict):
@@ -670,6 +672,8 @@ def cmd_inspect(args):
     from spikeforge.simulator import load_network
 
     if args.png:
+        if not str(args.png).lower().endswith(".png"):
+            raise UserError(f"--png {args.png}: the image is written as PNG; give a name ending in .png")
         _check_outputs([args.png], "--png", [args.file])
     net = load_network(_existing(args.file), isolate=True, max_bytes=args.max_memory)
     s = summarize(net)

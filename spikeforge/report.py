@@ -309,7 +309,7 @@ def plot_spikes_per_step(path, res, net, n_samples, title):
             continue
         cores = np.flatnonzero(net.cores.population == pi)
         rate = spikes[:, cores].sum(axis=1) / pop.size
-        ax.plot(steps, rate, marker="o", ms=3, label=pop.name)
+        ax.plot(steps, rate, marker="o", ms=3, label=" " + pop.name if pop.name[:1] == "_" else pop.name)
     ax.set_xlabel("time step")
     ax.set_ylabel("spikes per neuron per step")
     ax.set_title(title)

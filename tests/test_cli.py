@@ -266,8 +266,12 @@ def test_bad_weights_and_conflicting_options_are_named(tmp_path, trained_mlp, di
     base = ["convert", "--calibration", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "n.h5")]
     capsys.readouterr()
     assert main(base + ["--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "notes.txt")]) == 2
-    assert "--weights " + str(tmp_path / "notes.txt") + ": not a weights-only torch checkpoint" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--weights " + str(tmp_path / "notes.txt") + ": not a weights-only torch checkpoint" in err
+    (tmp_path / "hello.txt").write_text("hello notes\n")  # pickle's reader fails on it with a bare KeyError('101')
+    assert main(base + ["--model", "spikeforge.models:DigitsMLP", "--weights", str(tmp_path / "hello.txt")]) == 2
+    assert "hello.txt: not a weights-only torch checkpoint (a state_dict of tensors): its bytes do not read as one " \
+        "(KeyError 101)" in capsys.readouterr().err
     assert main(base + ["--model", "spikeforge.models:DigitsResNet", "--weights", str(tmp_path / "mlp.pt")]) == 2
     assert "do not fit --model spikeforge.models:DigitsResNet" in capsys.readouterr().err
     # the user's model module: a non-callable, a factory that raises, one that returns no module, a file path
@@ -338,6 +342,8 @@ def test_bad_choices_and_arguments_give_one_line_and_exit_2(tiny, tmp_path, caps
     cases = [(["simulate", str(net), "--input", str(data), "--T", "2", "--out", "r.npz", "--backend", "nope"],
               "spikeforge simulate: error: argument --backend: invalid choice: 'nope'"),
              (["inspect", str(net), "--png"], "spikeforge inspect: error: argument --png: expected one argument"),
+             (["inspect", str(net), "--png", str(tmp_path / "cores.txt")],
+              f"spikeforge inspect: error: --png {tmp_path / 'cores.txt'}: the image is written as PNG"),
              (["convert", "--model", "m:f", "--calibration", "c.npz", "--out", "o.h5", "--norm", "mean"],
               "spikeforge convert: error: argument --norm: invalid choice: 'mean'"),
              (["simulate", str(net), "--T", "2"], "spikeforge simulate: error: the following arguments are required"),

@@ -141,3 +141,25 @@ def test_sweep_plots_mark_ties_and_put_decades_of_energy_on_a_log_axis(tmp_path,
     front = next(line for line in ax.get_lines() if line.get_label().startswith("Pareto front"))
     assert front.get_label() == "Pareto front (4 points at 2 positions; xN: N points tie)"
     assert sorted(t.get_text() for t in ax.texts if t.get_text().startswith("x")) == ["x2", "x2"]
+
+
+def test_spikes_per_step_legend_names_layers_whose_names_start_with_an_underscore(tmp_path, figures):
+    """An nn.Sequential's layers trace to names like `_1`, which matplotlib leaves out of a legend (a leading
+    underscore hides a label): the plot must still name every spiking layer."""
+    import torch
+
+    from spikeforge import simulator
+    from spikeforge.converter import convert
+    from spikeforge.report import plot_spikes_per_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5), torch.nn.ReLU(),
+                                torch.nn.Linear(5, 3)).eval()
+    x = torch.rand(16, 6)
+    net = convert(model, [x])
+    spiking = [p.name for p in net.populations if p.model == "if"]
+    assert spiking and all(name.startswith("_") for name in spiking), spiking
+    res = simulator.run(net, x.numpy(), 4, record_counts=True)
+    plot_spikes_per_step(tmp_path / "s.png", res, net, len(x), "sequential")
+    legend = figures["s.png"].axes[0].get_legend()
+    assert legend is not None and [t.get_text().strip() for t in legend.get_texts()] == spiking

@@ -179,7 +179,8 @@ def _zip_bomb(path, n):
     ("structured", "holds [('a', '<f4'), ('b', '<i4')] values, not plain numbers"),
     ("strings", "holds <U3 values, not plain numbers"),
     ("datetimes", "holds datetime64[s] values, not plain numbers"),
-    ("bomb", "the arrays read from it declare 7629394.5 MiB, more than the memory bound 100.0 MiB"),
+    ("bomb", "the arrays read from it declare 7450.6 GiB, more than the memory bound 100.0 MiB"),
+    ("tight", "the arrays read from it declare 1.6 KiB, more than the memory bound 1.0 KiB"),  # not "0.0 MiB"
 ])
 def test_sample_files_of_other_dtypes_or_declaring_too_much_are_refused(case, said, tiny, tmp_path, capsys):
     net, _ = tiny
@@ -188,10 +189,10 @@ def test_sample_files_of_other_dtypes_or_declaring_too_much_are_refused(case, sa
         _zip_bomb(path, 10**12)
     else:
         x = {"structured": np.zeros(20, [("a", "f4"), ("b", "i4")]), "strings": np.array(["abc"] * 20),
-             "datetimes": np.array(["2020-01-01T00:00:00"] * 20, "datetime64[s]")}[case]
+             "datetimes": np.array(["2020-01-01T00:00:00"] * 20, "datetime64[s]"), "tight": np.zeros(200)}[case]
         np.savez(path, x=x)
     args = ["simulate", str(net), "--input", str(path), "--T", "2", "--out", str(tmp_path / "r.npz"),
-            "--max-memory", "100M"]
+            "--max-memory", "1K" if case == "tight" else "100M"]
     assert main(args) == 2 and said in _err(capsys)
 
 
