@@ -33,8 +33,8 @@ MAPPINGS = ("split", "unsplit_hypothetical")
 
 
 def load_pair(target, files, results=RESULTS):
-    """{'split': counts, 'unsplit_hypothetical': counts, 'run': priced record, 'mapped': mapping record,
-    'axons_hypothetical': the hypothetical core's input axons, 'files'}:
+    """{'split': counts, 'unsplit_hypothetical': counts, 'runs': {mapping: the priced record it came from},
+    'mapped': mapping record, 'axons_hypothetical': the hypothetical core's input axons, 'files'}:
     the priced records of `target` in `files`, later files overriding earlier ones mapping by mapping."""
     pair = {"files": files}
     for name in files:
@@ -45,10 +45,10 @@ def load_pair(target, files, results=RESULTS):
                 if "images" not in rec:
                     pair.setdefault("mapped", rec)
                     continue
-                pair.setdefault("run", rec)
                 for m in MAPPINGS:
                     if isinstance(rec.get(m), dict):
                         pair[m] = rec[m]
+                        pair.setdefault("runs", {})[m] = rec
                 if "axons_hypothetical" in rec and isinstance(rec.get("unsplit_hypothetical"), dict):
                     pair["axons_hypothetical"] = rec["axons_hypothetical"]
     if "split" not in pair:
@@ -66,10 +66,13 @@ def rows(runs=RUNS, results=RESULTS):
 
 
 def _si(x, unit=""):
+    """3 significant digits, trailing zeros kept (3.70 G beside 3.72 G)."""
+    if x == 0:
+        return "0"
     for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(x) >= scale:
-            return f"{x / scale:.3g}{prefix}{unit}"
-    return f"{x:.3g} {unit}".rstrip()
+            return f"{x / scale:#.3g}{prefix}{unit}".replace(". ", " ")
+    return f"{x:#.3g}".rstrip(".") + (f" {unit}" if unit else "")
 
 
 def _energy(uj):
@@ -86,12 +89,12 @@ def table(all_rows):
            " | energy (of it static) | latency (steps) |",
            "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, target, pair in all_rows:
-        run = pair["run"]
-        how = f"{run['images']} images, T = {run['T']}" + ("" if run.get("trained", True) else ", random weights")
         for m in MAPPINGS:
             c = pair.get(m)
             if c is None:
                 continue
+            run = pair["runs"][m]  # each mapping's own run: a hypothetical may come from another file
+            how = f"{run['images']} images, T = {run['T']}" + ("" if run.get("trained", True) else ", random weights")
             if m == "unsplit_hypothetical" and nothing_split(pair):
                 out.append(f"| {label} | {target} | unsplit hypothetical | | | (nothing split: the same) | | | | |")
                 continue
@@ -115,7 +118,7 @@ def table(all_rows):
 
 def _bar_label(x):
     if x >= 1e4:
-        return f"{x / 1e3:,.0f}k"
+        return f"{x / 1e3:#.3g}".rstrip(".") + "k"  # 11.2k beside 11.7k, 724k
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 

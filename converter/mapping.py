@@ -910,15 +910,15 @@ def _sums_by_core(owner, count):
     lo, hi = int(owner.min()), int(owner.max())
     if hi - lo < 4 * len(owner) + 1024:
         local = owner - lo
-        syn = np.bincount(local, weights=count, minlength=hi - lo + 1)
+        syn = np.bincount(local, weights=count, minlength=hi - lo + 1).astype(np.int64)
         ax = np.bincount(local, weights=(count > 0).astype(np.float64), minlength=hi - lo + 1)
         reached = np.flatnonzero(syn > 0)
-        return reached + lo, syn[reached].astype(np.int64), ax[reached].astype(np.int64)
+        return reached + lo, syn[reached], ax[reached].astype(np.int64)
     reached, inverse = np.unique(owner, return_inverse=True)
-    syn = np.bincount(inverse, weights=count, minlength=len(reached))
+    syn = np.bincount(inverse, weights=count, minlength=len(reached)).astype(np.int64)
     ax = np.bincount(inverse, weights=(count > 0).astype(np.float64), minlength=len(reached))
     keep = syn > 0
-    return reached[keep], syn[keep].astype(np.int64), ax[keep].astype(np.int64)
+    return reached[keep].astype(np.int64), syn[keep], ax[keep].astype(np.int64)
 
 
 def core_edges(populations, projections, cores, loads=None):

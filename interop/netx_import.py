@@ -45,7 +45,7 @@ import warnings
 
 import numpy as np
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 from spikeforge.simulator.fileformat import MAX_DATASET_BYTES
 from spikeforge.simulator.geometry import conv_output_hw
 from spikeforge.simulator.network import Network, Population, Projection
@@ -535,8 +535,8 @@ def check_netx_file(path):
         raise
     if total > MAX_DATASET_BYTES:
         h5.close()
-        raise NetxImportError(f"{path}: its datasets declare {total / 2**30:.1f} GiB in all, more than the "
-                              f"{MAX_DATASET_BYTES / 2**30:.1f} GiB allowed (SPIKEFORGE_MAX_DATASET_BYTES)")
+        raise NetxImportError(f"{path}: its datasets declare {size_text(total)} in all, more than the "
+                              f"{size_text(MAX_DATASET_BYTES)} allowed (SPIKEFORGE_MAX_DATASET_BYTES)")
     return h5
 
 

@@ -47,7 +47,7 @@ import warnings
 
 import numpy as np
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 from spikeforge.simulator.fileformat import MAX_DATASET_BYTES, MAX_NEURONS, MAX_SYNAPSES
 from spikeforge.simulator.geometry import conv_output_hw, synapse_matrix
 from spikeforge.simulator.network import Network, Population, Projection
@@ -972,10 +972,6 @@ def _size(shape):
     return n
 
 
-def _gib(n):
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
 def _check_node_datasets(name, group):
     """The declared shapes of one node's datasets (its metadata's included), from the HDF5 metadata; shape
     declarations are read (at most MAX_SHAPE_ENTRIES values each), nothing else is."""
@@ -1045,8 +1041,8 @@ def check_nir_file(path):
                                      "spikeforge can import has far fewer")
             total = check_self_contained(h5, path)
             if total > MAX_NIR_BYTES:
-                raise NirImportError(f"its datasets declare {_gib(total)} in all (decompressed), more than the "
-                                     f"{_gib(MAX_NIR_BYTES)} a NIR file may hold (SPIKEFORGE_MAX_DATASET_BYTES)")
+                raise NirImportError(f"its datasets declare {size_text(total)} in all (decompressed), more than the "
+                                     f"{size_text(MAX_NIR_BYTES)} a NIR file may hold (SPIKEFORGE_MAX_DATASET_BYTES)")
             root = h5.get("node")
             stack, nodes = [("", root)] if isinstance(root, h5py.Group) else [], 0
             while stack:

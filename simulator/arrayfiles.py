@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 
 from .h5safe import open_self_contained
 
@@ -30,14 +30,6 @@ def default_memory_bound() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (AttributeError, ValueError, OSError):
         return 8 * 2**30
-
-
-def size_text(nbytes) -> str:
-    """A byte count as people read it (bytes, KiB, MiB or GiB): a bound of 1 KiB is not "0.0 MiB"."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} bytes"
 
 
 def _is_hdf5(path) -> bool:

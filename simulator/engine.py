@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikeforge.errors import size_text
+
 from . import kernels as K
 from .arrays import FlatNetwork, _inverse, counted_as, flatten
 from .encoding import as_encoding
@@ -270,14 +272,6 @@ def _input_kind(x, spikes, enc, frames):
     return True, bool((x > 1).any())
 
 
-def _size(n_bytes) -> str:
-    """A byte count as people read it: 1.5 GiB, 12 MiB, 1 KiB, 100 bytes (binary units, as --max-memory takes)."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.3g} {unit}"
-    return f"{int(n_bytes)} bytes"
-
-
 def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
     """Refuse, before any work, a run whose step-resolved results would not fit (a ValueError with the estimate)."""
     per_step = 8 * (flat.n_cores * K.N_DYNAMIC_COUNTERS + recording.n_flows + recording.n_trace) + recording.n_rec
@@ -291,8 +285,8 @@ def _check_memory(flat, T, n_samples, chunk, recording, max_bytes):
         except (ValueError, OSError, AttributeError):
             return
     if need > max_bytes:
-        raise ValueError(f"T={T} with {n_samples} samples ({chunk} per chunk) needs about {_size(need)} for "
-                         f"the per-step counters, rasters and traces, more than the {_size(max_bytes)} allowed "
+        raise ValueError(f"T={T} with {n_samples} samples ({chunk} per chunk) needs about {size_text(need)} for "
+                         f"the per-step counters, rasters and traces, more than the {size_text(max_bytes)} allowed "
                          f"{bound}; lower T, the batch size or what is recorded, or raise max_bytes")
 
 

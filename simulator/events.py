@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 
 __all__ = ["bin_events", "bin_samples", "load_events", "save_events"]
 
@@ -138,7 +138,7 @@ def load_events(path, label_key=None, max_bytes=None):
     integer array `label_key` (None: no labels). Errors name the file and the field. max_bytes bounds what the
     file's arrays declare and what the samples will take (default: half the machine's memory), checked before the
     arrays are read and before the samples are built."""
-    from .arrayfiles import default_memory_bound, read_arrays, size_text
+    from .arrayfiles import default_memory_bound, read_arrays
 
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 
 from .geometry import conv_output_hw
 from .network import (
@@ -647,8 +647,8 @@ def _check_contained(h5, path, max_bytes):
         raise NetworkFileError("/", str(exc).split(": ", 1)[1], path) from None
     bound = default_memory_bound() if max_bytes is None else int(max_bytes)
     if total > bound:
-        raise NetworkFileError("/", f"its datasets declare {total / 2**20:.1f} MiB in all (decompressed), more than "
-                                    f"the memory bound {bound / 2**20:.1f} MiB (--max-memory raises it)", path)
+        raise NetworkFileError("/", f"its datasets declare {size_text(total)} in all (decompressed), more than "
+                                    f"the memory bound {size_text(bound)} (--max-memory raises it)", path)
 
 
 def _isolated_main():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 
 __all__ = ["ForeignDataError", "check_self_contained", "open_self_contained"]
 
@@ -82,8 +82,8 @@ def open_self_contained(path, max_bytes=None, what="HDF5 file"):
     try:
         total = check_self_contained(h5, path)
         if max_bytes is not None and total > max_bytes:
-            raise UserError(f"{path}: its datasets declare {total / 2**20:.1f} MiB in all (decompressed), more than "
-                            f"the memory bound {max_bytes / 2**20:.1f} MiB")
+            raise UserError(f"{path}: its datasets declare {size_text(total)} in all (decompressed), more than "
+                            f"the memory bound {size_text(max_bytes)}")
     except BaseException:
         h5.close()
         raise

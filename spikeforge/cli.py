@@ -83,17 +83,19 @@ def _parser():
                         "%(default)s; a clip / QCFS activation's bound is used where the model has one)")
     c.add_argument("--percentile", type=float, default=99.99, help="with --norm percentile (default: %(default)s)")
     c.add_argument("--v-init", type=float, default=0.5, help="initial potential as a fraction of θ")
-    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--batch-size", type=_number(int, 1, False), default=128)
     c.add_argument("--neuron", choices=("if", "group", "multi_threshold"), default="if",
                    help="IF, group neurons of --tau members, or multi-threshold neurons of --levels levels")
     c.add_argument("--levels", type=int, default=4, help="levels per multi-threshold neuron (default: %(default)s)")
-    c.add_argument("--tau", type=int, default=4, help="members per group neuron (default: %(default)s)")
+    c.add_argument("--tau", type=_number(int, 1, False), default=4,
+                   help="members per group neuron (default: %(default)s)")
     c.add_argument("--payload", choices=("graded", "expanded", "parallel"), default="graded",
                    help="group neuron events: one graded event or S member spikes (expanded); multi-threshold "
                         "levels: graded events or 2n weight copies (parallel)")
     c.add_argument("--calibrate", choices=("none", "cc", "fc"), default="none",
                    help="two-stage Stage II: coarse (cc) or coarse + fine (fc) layer-wise calibration for --T")
-    c.add_argument("--T", type=int, help="time steps the network is calibrated for (with --calibrate)")
+    c.add_argument("--T", type=_number(int, 1, False),
+                   help="time steps the network is calibrated for (with --calibrate)")
     c.add_argument("--calib-samples", type=int, default=256, help="samples used by --calibrate")
     c.add_argument("--epochs", type=int, default=30, help="fine-calibration epochs per layer (early stopping)")
     c.add_argument("--loss", choices=("mse", "kl"), default="mse", help="fine-calibration loss")
@@ -125,7 +127,7 @@ def _parser():
                         "not with --ops-per-core")
     c.add_argument("--fixed-point", action="store_true",
                    help="quantize weights and membranes to the --target's bits before mapping")
-    c.add_argument("--hop-delay", type=int, default=0, metavar="STEPS",
+    c.add_argument("--hop-delay", type=_number(int, 0, False), default=0, metavar="STEPS",
                    help="steps every projection takes (1: a chip's pipeline, as Loihi and SANA-FE: a population sees "
                         "its sources' spikes of the previous step; default 0: layer-synchronous)")
 
@@ -135,9 +137,9 @@ def _parser():
                                                   "frames (N, T, *input shape); with --events an event file")
     s.add_argument("--x-key", help="array of samples inside the .npz (default: the first)")
     s.add_argument("--y-key", help="array of integer labels inside the .npz (to report accuracy)")
-    s.add_argument("--T", type=int, required=True, help="time steps")
-    s.add_argument("--batch-size", type=int, help="samples per chunk (default: 64 on numba, sized to the device's "
-                                                  "memory on torch)")
+    s.add_argument("--T", type=_number(int, 1, False), required=True, help="time steps")
+    s.add_argument("--batch-size", type=_number(int, 1, False),
+                   help="samples per chunk (default: 64 on numba, sized to the device's memory on torch)")
     s.add_argument("--record-counts", action="store_true", help="also store spike counts per neuron")
     s.add_argument("--out", required=True, help="result .npz (a .json summary is written beside it)")
     _input_options(s, "--input")
@@ -150,7 +152,7 @@ def _parser():
                                                  "event file")
     r.add_argument("--x-key", help="samples inside the .npz (default: the first array)")
     r.add_argument("--y-key", help="integer labels inside the .npz (for accuracy)")
-    r.add_argument("--T", type=int, nargs="+", required=True, help="time steps to evaluate")
+    r.add_argument("--T", type=_number(int, 1, False), nargs="+", required=True, help="time steps to evaluate")
     r.add_argument("--target", action="append", help="loihi, loihi2, speck, truenorth, xylo, generic45nm or a "
                                                      "target JSON file (repeatable; default: all built-in targets)")
     r.add_argument("--out", required=True, help="output folder")
@@ -396,7 +398,8 @@ def _inputs(args, path, flag, limit=None):
 
         def binned(inputs, runner, shape):
             def run(x, T, progress=None, **kw):
-                from spikeforge.simulator.arrayfiles import default_memory_bound, size_text
+                from spikeforge.errors import size_text
+                from spikeforge.simulator.arrayfiles import default_memory_bound
 
                 need = 8 * len(x) * T * int(np.prod(shape))
                 bound = args.max_memory or default_memory_bound()

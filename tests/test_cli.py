@@ -164,7 +164,7 @@ def test_convert_with_a_hop_delay_writes_pipelined_projections(tmp_path, trained
     assert "note: T=4: the input reaches the readout only after 3 steps" in capsys.readouterr().err
     assert main(sim + ["--T", "8"]) == 0 and "note:" not in capsys.readouterr().err
     assert main(convert + ["--out", str(tmp_path / "bad.h5"), "--hop-delay", "-1"]) == 2
-    assert "hop_delay must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "argument --hop-delay: '-1' is not an integer >= 0" in capsys.readouterr().err
 
 
 def test_convert_names_the_layers_a_work_budget_leaves_over_in_a_note(tmp_path, trained_mlp, digits, capsys):

@@ -517,5 +517,5 @@ def test_a_fans_synapses_and_axons_by_source_core_are_the_same_counted_in_place_
         want = (reached[syn > 0], syn[syn > 0], ax[syn > 0])
         for g, w in zip(got, want):
             assert g.dtype == np.int64 and np.array_equal(g, w)
-        paths.add(span >= 4 * n + 1024)
+        paths.add(int(owner.max() - owner.min()) >= 4 * n + 1024)  # the span drawn, as the function measures it
     assert paths == {True, False}  # both ways of counting ran

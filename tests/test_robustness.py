@@ -95,7 +95,7 @@ def _replace_lazily(h5, name, shape):
      "apply to if, lif and cuba neurons only"),
     (lambda h5: h5["mapping/cores/x"].__setitem__(1, 2**40), "is beyond"),
     (lambda h5: _replace_lazily(h5, "projections/fc/weight", (2**20, 2**20)),
-     "has 1099511627776 elements, more than the 24 its header allows|declare 4194304.0 MiB in all"),
+     "has 1099511627776 elements, more than the 24 its header allows|declare 4 TiB in all"),
     (lambda h5: _replace_lazily(h5, "projections/fc/weight", (24,)), "expected 2 dimensions"),
     (lambda h5: _replace(h5, "projections/sp/indptr", np.r_[0, 2, 1, np.arange(6, 37, 2)].astype(np.uint64)),
      "never decrease"),  # unsigned: the decrease would wrap to a huge step

@@ -179,8 +179,8 @@ def _zip_bomb(path, n):
     ("structured", "holds [('a', '<f4'), ('b', '<i4')] values, not plain numbers"),
     ("strings", "holds <U3 values, not plain numbers"),
     ("datetimes", "holds datetime64[s] values, not plain numbers"),
-    ("bomb", "the arrays read from it declare 7450.6 GiB, more than the memory bound 100.0 MiB"),
-    ("tight", "the arrays read from it declare 1.6 KiB, more than the memory bound 1.0 KiB"),  # not "0.0 MiB"
+    ("bomb", "the arrays read from it declare 7.28 TiB, more than the memory bound 100 MiB"),
+    ("tight", "the arrays read from it declare 1.56 KiB, more than the memory bound 1 KiB"),  # not "0.0 MiB"
 ])
 def test_sample_files_of_other_dtypes_or_declaring_too_much_are_refused(case, said, tiny, tmp_path, capsys):
     net, _ = tiny
