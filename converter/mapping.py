@@ -42,6 +42,11 @@ class MappingError(UserError):
     """The network does not fit the target; the message names the limit, the layer and the excess."""
 
 
+class WorkBudgetWarning(UserWarning):
+    """A work budget per core that some layers' cores still pass after map_to_work's re-cuts (the mapping is valid;
+    the command line prints it as a note)."""
+
+
 def one_population_per_core(populations, projections, x=None, y=None):
     """Return (CoreTable, CoreEdges) with core i holding population i whole, at (x[i], y[i]) on chip 0 (default: a
     square grid in order; chips with their own placement rule give theirs, several rows may share a position)."""
@@ -592,12 +597,16 @@ def balance_work(work, per_core) -> dict:
     return {name: max(1, int(per_core // w)) for name, w in work.items() if w > 0}
 
 
+def _check_work_unit(unit):
+    if unit not in ("synops", "ns"):
+        raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
+
+
 def split_and_measure_work(net, target, x, steps, calibration=None, hop_delay=0, unit="synops"):
     """(net, work): `net` pipelined by `hop_delay` and its fan-in split for `target` as map_network would do it,
     and its work per neuron per step on `x` (`work_per_neuron` in `unit`), so a split layer's partial sums are
     measured on its relays. Map the result with map_to_work(net, target, x, steps, work, budget, unit)."""
-    if unit not in ("synops", "ns"):
-        raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
+    _check_work_unit(unit)
     from spikeforge.hwmodels.cost import prices_core_time
 
     if unit == "ns" and not prices_core_time(target):
@@ -688,8 +697,7 @@ def map_to_work(net, target, x, steps, work, per_core, unit="synops", rounds=MAX
     last mapping that fit. kw: further map_network arguments (placement, seed, chips; a progress callback is
     called once per mapping). A core's work is measured as work_per_neuron measures it (in ns, the packets
     received behind projections whose events do not divide are left out: cutting cannot lower them)."""
-    if unit not in ("synops", "ns"):
-        raise ValueError(f"unit must be 'synops' or 'ns', got {unit!r}")
+    _check_work_unit(unit)
     caps, before, last = balance_work(work, per_core), {}, None
     for round_ in range(rounds + 1):
         try:

@@ -168,7 +168,7 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
             raise UserError(f"target {target.name!r} gives no limits.membrane_bits: no fixed-point mode")
         net = to_fixed_point(net, int(target.limits["weight_bits"]), int(target.limits["membrane_bits"]))
     if target is not None:
-        from .mapping import MAX_WORK_ROUNDS, map_network, map_to_work, split_and_measure_work
+        from .mapping import MAX_WORK_ROUNDS, WorkBudgetWarning, map_network, map_to_work, split_and_measure_work
 
         # spiking fan-in relays take their thresholds from the calibration samples (converter/fanin.py)
         calib = x[:min(s.calib_samples, 64)].numpy()
@@ -184,7 +184,7 @@ def convert_pipeline(model: torch.nn.Module, x, settings: ConvertSettings = Conv
                 warnings.warn(f"work budget {budget:g} {unit} per core and step: {len(over)} layer(s) still have a "
                               f"core over it on the calibration samples after up to {MAX_WORK_ROUNDS} re-cuts "
                               f"(busiest: {worst}): their work does not divide with their neurons, or the re-cuts "
-                              "ran out or would need more cores than the chips have", UserWarning, stacklevel=2)
+                              "ran out or would need more cores than the chips have", WorkBudgetWarning, stacklevel=2)
         else:
             net = map_network(net, target, s.placement, hop_delay=s.hop_delay, calibration=calib,
                               steps=s.T or 32, chips=s.chips or None)

@@ -15,7 +15,7 @@ import traceback
 import uuid
 
 from spikeforge import __version__
-from spikeforge.errors import UserError
+from spikeforge.errors import UserError, size_text
 
 EXAMPLES = {
     "demo": "spikeforge demo --out spikeforge-demo",
@@ -398,7 +398,6 @@ def _inputs(args, path, flag, limit=None):
 
         def binned(inputs, runner, shape):
             def run(x, T, progress=None, **kw):
-                from spikeforge.errors import size_text
                 from spikeforge.simulator.arrayfiles import default_memory_bound
 
                 need = 8 * len(x) * T * int(np.prod(shape))
@@ -596,6 +595,7 @@ def cmd_convert(args):
     import numpy as np
 
     from spikeforge.converter import write_network
+    from spikeforge.converter.mapping import WorkBudgetWarning
     from spikeforge.converter.pipeline import ConvertSettings, convert_pipeline
 
     if args.qc_epochs and not args.y_key:
@@ -634,12 +634,12 @@ def cmd_convert(args):
     bars, caught = _Bars(), []
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.filterwarnings("always", message="work budget", category=UserWarning)
+            warnings.filterwarnings("always", category=WorkBudgetWarning)
             net = convert_pipeline(model, x, settings, y=y, progress=bars)
     finally:
         bars.close()
         for w in caught:  # the work budget's note as a note, any other warning as it was raised
-            if str(w.message).startswith("work budget"):
+            if issubclass(w.category, WorkBudgetWarning):
                 print(f"spikeforge convert: note: {w.message}", file=sys.stderr)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -18,6 +18,7 @@ import numpy as np
 
 from spikeforge.converter.mapping import core_load
 from spikeforge.converter.synapse_memory import index_bits, list_words, uses_lists
+from spikeforge.report import legend_label
 from spikeforge.simulator.atomic import save_figure
 from spikeforge.simulator.network import chip_mesh_of
 
@@ -322,8 +323,7 @@ def plot_cores(net, rows, path, title=""):
             rest_cores += cores.size
             continue
         pick = cores[cores % stride == 0] if stride > 1 else cores
-        label = f"{pop.name} ({cores.size})"  # matplotlib hides labels starting with "_" (fx names "_0", ...)
-        b.scatter(px[pick], py[pick], s=size, color=cmap(pi % 20), label=" " + label if label[0] == "_" else label,
+        b.scatter(px[pick], py[pick], s=size, color=cmap(pi % 20), label=legend_label(f"{pop.name} ({cores.size})"),
                   zorder=2)
         shown += 1
     if rest:

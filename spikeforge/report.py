@@ -240,6 +240,12 @@ def band_table(rows):
     return "\n".join(lines)
 
 
+def legend_label(name) -> str:
+    """`name` as a legend shows it: matplotlib leaves out labels starting with "_" (an nn.Sequential's layers trace
+    to "_0", "_1", ...), so such a name gets a leading space."""
+    return " " + name if name[:1] == "_" else name
+
+
 def _plt():
     import matplotlib
 
@@ -309,7 +315,7 @@ def plot_spikes_per_step(path, res, net, n_samples, title):
             continue
         cores = np.flatnonzero(net.cores.population == pi)
         rate = spikes[:, cores].sum(axis=1) / pop.size
-        ax.plot(steps, rate, marker="o", ms=3, label=" " + pop.name if pop.name[:1] == "_" else pop.name)
+        ax.plot(steps, rate, marker="o", ms=3, label=legend_label(pop.name))
     ax.set_xlabel("time step")
     ax.set_ylabel("spikes per neuron per step")
     ax.set_title(title)
